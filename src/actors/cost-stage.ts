@@ -1,0 +1,198 @@
+/**
+ * CostStage: prices committed events in piscina workers, a whole micro-batch per task, and
+ * hands the priced events downstream IN LOG ORDER even though tasks finish out of order
+ * (a reorder queue: only the head is ever emitted).
+ *
+ *   router ──batch──► [ chunk | chunk | chunk ]  ordered queue, ≤ maxInFlight tasks running
+ *                        │ head done?
+ *                        ▼
+ *                     emit(priced)  ──► aggregators / alert evaluator / broadcaster
+ *
+ * Barriers ride the same queue: a barrier waits until everything before it was emitted, then
+ * runs (the topology uses this for consistent snapshots and read-your-writes queries).
+ * If a worker task fails, that chunk is priced inline on the main thread: the hot path
+ * never drops an event because a worker died.
+ */
+import { Actor, assertNever, type ActorOptions } from './actor.js'
+import type { PricedEvent, StoredEvent } from '../events.js'
+import { encodeBatch, priceBatch, type PriceBatch, type PriceResult } from '../pricing/batch.js'
+import type { PriceInput, PriceOverrides } from '../pricing/compute-cost.js'
+
+export type CostStageMessage =
+  | { type: 'events'; events: StoredEvent[] }
+  | { type: 'barrier'; run: () => void | Promise<void> }
+
+/** Prices a batch off the main thread (a PricingPool) — or inline when absent. */
+export interface Pricer {
+  price(batch: PriceBatch): Promise<PriceResult>
+}
+
+export interface CostStageOptions extends ActorOptions {
+  /** Events per worker task. */
+  chunkSize: number
+  /** Tasks running at once (2 × threads keeps workers busy while results travel back). */
+  maxInFlight: number
+  pricer: Pricer | null
+  overrides: PriceOverrides
+  /** Receives priced events in log order. */
+  emit: (events: PricedEvent[]) => void
+}
+
+type Entry =
+  | { kind: 'chunk'; events: StoredEvent[]; batch: PriceBatch; state: 'waiting' | 'running' | 'done'; result?: PriceResult }
+  | { kind: 'barrier'; run: () => void | Promise<void>; state: 'waiting' | 'running' | 'done' }
+
+function inputOf(e: StoredEvent): PriceInput {
+  return {
+    provider: e.provider,
+    model: e.model,
+    ts: e.ts,
+    promptTokens: e.prompt,
+    completionTokens: e.completion,
+    cachedTokens: e.cached,
+    reasoningTokens: e.reasoning,
+    callerCost: e.cost
+  }
+}
+
+export class CostStage extends Actor<CostStageMessage> {
+  readonly #opts: CostStageOptions
+  readonly #queue: Entry[] = []
+  #running = 0
+  #pendingEvents = 0
+  #emittedThrough = -1
+  #workerFailures = 0
+  #pricedEvents = 0
+  #draining = false
+
+  constructor(options: CostStageOptions) {
+    super('cost-stage', options)
+    if (!(options.chunkSize >= 1)) throw new Error('CostStage option chunkSize must be >= 1')
+    if (!(options.maxInFlight >= 1)) throw new Error('CostStage option maxInFlight must be >= 1')
+    this.#opts = options
+  }
+
+  protected receive(message: CostStageMessage): void {
+    switch (message.type) {
+      case 'events': {
+        const { events } = message
+        const size = this.#opts.chunkSize
+        for (let i = 0; i < events.length; i += size) {
+          const part = i === 0 && events.length <= size ? events : events.slice(i, i + size)
+          this.#queue.push({ kind: 'chunk', events: part, batch: encodeBatch(part.map(inputOf)), state: 'waiting' })
+        }
+        this.#pendingEvents += events.length
+        break
+      }
+      case 'barrier':
+        this.#queue.push({ kind: 'barrier', run: message.run, state: 'waiting' })
+        break
+      default:
+        assertNever(message)
+    }
+    this.#pump()
+  }
+
+  /** Events received but not yet emitted downstream. */
+  get pendingEvents(): number {
+    return this.#pendingEvents
+  }
+
+  /** Highest seq emitted downstream (-1 before any). */
+  get emittedThrough(): number {
+    return this.#emittedThrough
+  }
+
+  get costStats() {
+    return { pendingEvents: this.#pendingEvents, running: this.#running, queued: this.#queue.length, workerFailures: this.#workerFailures, pricedEvents: this.#pricedEvents }
+  }
+
+  /** Resolves when nothing is queued or running here. */
+  async settled(): Promise<void> {
+    await this.idle()
+    await new Promise<void>((resolve) => {
+      this.#queue.push({ kind: 'barrier', run: resolve, state: 'waiting' })
+      this.#pump()
+    })
+  }
+
+  #pump(): void {
+    // Start chunks while there is room. Pricing may run ahead of a barrier: only emission
+    // is ordered, and pricing touches no downstream state.
+    for (const entry of this.#queue) {
+      if (this.#running >= this.#opts.maxInFlight) break
+      if (entry.kind === 'chunk' && entry.state === 'waiting') this.#start(entry)
+    }
+    this.#drain()
+  }
+
+  #start(entry: Extract<Entry, { kind: 'chunk' }>): void {
+    const pricer = this.#opts.pricer
+    if (pricer === null) {
+      entry.result = priceBatch(entry.batch, this.#opts.overrides)
+      entry.state = 'done'
+      return
+    }
+    entry.state = 'running'
+    this.#running++
+    pricer.price(entry.batch).then(
+      (result) => {
+        entry.result = result
+      },
+      () => {
+        this.#workerFailures++
+        entry.result = priceBatch(entry.batch, this.#opts.overrides)
+      }
+    ).finally(() => {
+      entry.state = 'done'
+      this.#running--
+      this.#pump()
+    })
+  }
+
+  /** Emits finished entries from the head, in order. Re-entrancy safe. */
+  #drain(): void {
+    if (this.#draining) return
+    this.#draining = true
+    try {
+      while (this.#queue.length > 0) {
+        const head = this.#queue[0]
+        if (head.kind === 'barrier') {
+          if (head.state === 'running') return
+          head.state = 'running'
+          let out: void | Promise<void>
+          try {
+            out = head.run()
+          } catch {
+            out = undefined
+          }
+          if (out instanceof Promise) {
+            out.catch(() => {}).finally(() => {
+              head.state = 'done'
+              this.#queue.shift()
+              this.#pump()
+            })
+            return
+          }
+          head.state = 'done'
+          this.#queue.shift()
+          continue
+        }
+        if (head.state !== 'done') return
+        this.#queue.shift()
+        const { events, result } = head
+        const priced = events as PricedEvent[]
+        for (let i = 0; i < priced.length; i++) {
+          priced[i].costNanos = result!.costNanos[i]
+          priced[i].unpriced = result!.unpriced[i] === 1
+        }
+        this.#pendingEvents -= events.length
+        this.#pricedEvents += events.length
+        this.#emittedThrough = events[events.length - 1].seq
+        this.#opts.emit(priced)
+      }
+    } finally {
+      this.#draining = false
+    }
+  }
+}

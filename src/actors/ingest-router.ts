@@ -1,0 +1,161 @@
+/**
+ * IngestRouter: the front of the pipeline. For each request's events it checks admission
+ * (503 past the high-water mark), appends them to the durable log, and — only once the
+ * commit holding them resolves — answers the request and forwards the events downstream.
+ *
+ * Group commit: `receive()` never awaits the commit, so every request handled in one turn
+ * lands in the same LMDB transaction. Events from all commits that resolve in one turn are
+ * merged into one micro-batch for the cost stage (one message, not one per request).
+ */
+import { Actor, assertNever, type ActorOptions } from './actor.js'
+import { llmsError, type LLMScopeError } from '../errors.js'
+import type { EventLog } from '../store/event-log.js'
+import type { PendingEvent, StoredEvent } from '../events.js'
+
+export type IngestReply = { ok: true; events: StoredEvent[] } | { ok: false; error: LLMScopeError }
+
+export type RouterMessage = { type: 'ingest'; events: PendingEvent[]; reply: (r: IngestReply) => void }
+
+export interface IngestRouterOptions extends ActorOptions {
+  eventLog: EventLog
+  /** Seconds to wait before retrying when the pipeline cannot take `n` more events, else 0. */
+  admission: (n: number) => number
+  /** Receives committed events in log order, merged per turn. Returns false if it could not take them. */
+  forward: (events: StoredEvent[]) => boolean
+}
+
+export class IngestRouter extends Actor<RouterMessage> {
+  readonly #opts: IngestRouterOptions
+  #committed: StoredEvent[][] = []
+  #flushScheduled = false
+  #commitsInFlight = 0
+  #inFlightEvents = 0
+  #idleWaiters: Array<() => void> = []
+  #flushWaiters: Array<() => void> = []
+  #rejectedOverload = 0
+  #commitFailures = 0
+  #retryTimer: NodeJS.Timeout | null = null
+  #stopped = false
+
+  constructor(options: IngestRouterOptions) {
+    super('ingest-router', options)
+    this.#opts = options
+  }
+
+  /** Sends events through the pipeline; resolves with their stored form after the commit, or rejects with a 503. */
+  ingest(events: PendingEvent[]): Promise<StoredEvent[]> {
+    return new Promise((resolve, reject) => {
+      const sent = this.send({
+        type: 'ingest',
+        events,
+        reply: (r) => (r.ok ? resolve(r.events) : reject(r.error))
+      })
+      if (!sent) {
+        reject(this.closed
+          ? llmsError('LLMS_ERR_SHUTTING_DOWN', 'the server is shutting down', { retryAfter: 1 })
+          : llmsError('LLMS_ERR_OVERLOADED', 'ingestion queue is full, retry later', { retryAfter: 1 }))
+      }
+    })
+  }
+
+  protected receive(message: RouterMessage): void {
+    switch (message.type) {
+      case 'ingest': {
+        const { events, reply } = message
+        const wait = this.#opts.admission(events.length)
+        if (wait > 0) {
+          this.#rejectedOverload += events.length
+          reply({ ok: false, error: llmsError('LLMS_ERR_OVERLOADED', 'the pipeline is over its high-water mark, retry later', { retryAfter: wait }) })
+          return
+        }
+        const appended = this.#opts.eventLog.append(events)
+        this.#commitsInFlight++
+        this.#inFlightEvents += events.length
+        appended.committed.then(
+          () => {
+            this.#committed.push(appended.events)
+            this.#scheduleFlush()
+            reply({ ok: true, events: appended.events })
+          },
+          (err: unknown) => {
+            this.#commitFailures++
+            reply({ ok: false, error: llmsError('LLMS_ERR_STORAGE', `could not write the event log: ${(err as Error).message}`, { retryAfter: 1 }) })
+          }
+        ).finally(() => {
+          this.#commitsInFlight--
+          this.#inFlightEvents -= events.length
+          this.#checkIdle()
+        })
+        return
+      }
+      default:
+        assertNever(message.type)
+    }
+  }
+
+  /** Events appended whose commit has not resolved yet. */
+  get inFlightEvents(): number {
+    return this.#inFlightEvents
+  }
+
+  get routerStats() {
+    return { commitsInFlight: this.#commitsInFlight, rejectedOverload: this.#rejectedOverload, commitFailures: this.#commitFailures, waitingForward: this.#committed.length }
+  }
+
+  #scheduleFlush(): void {
+    if (this.#flushScheduled) return
+    this.#flushScheduled = true
+    // setImmediate: let every commit resolved in this turn join the same micro-batch.
+    setImmediate(() => this.#flush())
+  }
+
+  #flush(): void {
+    this.#flushScheduled = false
+    if (this.#committed.length === 0) return this.#checkIdle()
+    // Commits resolve in put order, so concatenation keeps log order.
+    const events = this.#committed.length === 1 ? this.#committed[0] : this.#committed.flat()
+    if (this.#opts.forward(events)) {
+      this.#committed = []
+    } else if (!this.#stopped) {
+      // Downstream full (should not happen below the high-water mark): keep and retry; never drop.
+      this.#committed = [events]
+      this.#retryTimer ??= setTimeout(() => {
+        this.#retryTimer = null
+        this.#flush()
+      }, 5)
+    }
+    this.#checkIdle()
+  }
+
+  #checkIdle(): void {
+    if (this.#committed.length === 0 && !this.#flushScheduled && this.#flushWaiters.length > 0) {
+      const waiters = this.#flushWaiters
+      this.#flushWaiters = []
+      for (const w of waiters) w()
+    }
+    if (this.#commitsInFlight === 0 && this.#committed.length === 0 && !this.#flushScheduled) {
+      const waiters = this.#idleWaiters
+      this.#idleWaiters = []
+      for (const w of waiters) w()
+    }
+  }
+
+  /** Resolves once every event committed so far was forwarded downstream. */
+  flushed(): Promise<void> {
+    if (this.#committed.length === 0 && !this.#flushScheduled) return Promise.resolve()
+    return new Promise((resolve) => this.#flushWaiters.push(resolve))
+  }
+
+  /** Stops accepting, then resolves once every accepted event was committed and forwarded. */
+  async quiesce(): Promise<void> {
+    await this.close()
+    if (this.#commitsInFlight === 0 && this.#committed.length === 0 && !this.#flushScheduled) return
+    await new Promise<void>((resolve) => this.#idleWaiters.push(resolve))
+  }
+
+  override async destroy(): Promise<void> {
+    this.#stopped = true
+    if (this.#retryTimer !== null) clearTimeout(this.#retryTimer)
+    await super.destroy()
+  }
+}

@@ -1,0 +1,98 @@
+/**
+ * ModelAggregator: one actor per model (the topology spawns it on the model's first event).
+ * It owns that model's series — one exact time-bucketed store per provider — and nothing
+ * else touches them. Queries read through `view()`, a read-only window taken between messages.
+ */
+import { Actor, assertNever, type ActorOptions } from './actor.js'
+import { SeriesStore } from '../analytics/series.js'
+import type { Row } from '../analytics/row.js'
+import type { PricedEvent } from '../events.js'
+
+/** The model name events are counted under once `maxModels` aggregators exist. */
+export const OVERFLOW_MODEL = '(other models)'
+const STATE_VERSION = 1
+
+export type AggregatorMessage =
+  | { type: 'events'; events: PricedEvent[] }
+  | { type: 'barrier'; reply: () => void }
+  | { type: 'snapshot'; reply: (state: AggregatorState) => void }
+
+/** What a snapshot keeps of one aggregator. */
+export interface AggregatorState {
+  v: number
+  model: string
+  series: Array<{ provider: string; data: unknown }>
+}
+
+/** Converts a priced event to the analytics row: integer µs and nano-dollars keep sums exact. */
+export function toRow(e: PricedEvent): Row {
+  return {
+    ts: e.ts,
+    promptTokens: e.prompt,
+    completionTokens: e.completion,
+    totalTokens: e.total,
+    cachedTokens: e.cached,
+    reasoningTokens: e.reasoning,
+    latencyUs: Math.round(e.latency * 1000),
+    costNanos: e.costNanos,
+    error: e.error,
+    unpriced: e.unpriced
+  }
+}
+
+export class ModelAggregator extends Actor<AggregatorMessage> {
+  readonly model: string
+  readonly #series = new Map<string, SeriesStore>()
+  #events = 0
+
+  constructor(model: string, options: ActorOptions = {}, restored?: AggregatorState) {
+    super(`aggregator:${model}`, options)
+    this.model = model
+    if (restored !== undefined) {
+      if (restored.v !== STATE_VERSION) throw new Error(`aggregator state version ${restored.v} is not ${STATE_VERSION}`)
+      for (const s of restored.series) this.#series.set(s.provider, SeriesStore.fromSnapshot(s.data))
+      for (const s of this.#series.values()) this.#events += s.size
+    }
+  }
+
+  protected receive(message: AggregatorMessage): void {
+    switch (message.type) {
+      case 'events':
+        for (const e of message.events) {
+          let store = this.#series.get(e.provider)
+          if (store === undefined) {
+            store = new SeriesStore()
+            this.#series.set(e.provider, store)
+          }
+          store.record(toRow(e))
+        }
+        this.#events += message.events.length
+        return
+      case 'barrier':
+        message.reply()
+        return
+      case 'snapshot':
+        message.reply(this.#state())
+        return
+      default:
+        assertNever(message)
+    }
+  }
+
+  #state(): AggregatorState {
+    return {
+      v: STATE_VERSION,
+      model: this.model,
+      series: [...this.#series].map(([provider, store]) => ({ provider, data: store.toSnapshot() }))
+    }
+  }
+
+  /** Read-only access to the per-provider series, for queries (never mutate through it). */
+  view(): ReadonlyMap<string, SeriesStore> {
+    return this.#series
+  }
+
+  get eventCount(): number {
+    return this.#events
+  }
+}

@@ -1,0 +1,361 @@
+/**
+ * A mergeable latency quantile sketch: the DDSketch algorithm (Masson, Rim, Lee,
+ * VLDB 2019) with a logarithmic mapping and sparse storage.
+ *
+ * A value v >= {@link SKETCH_MIN_VALUE} goes to bucket `k = ceil(log_gamma(v))`,
+ * i.e. `gamma^(k-1) < v <= gamma^k`, with `gamma = (1 + a) / (1 - a)` and
+ * `a` = {@link SKETCH_RELATIVE_ACCURACY}. The bucket is represented by
+ * `2 * gamma^k / (gamma + 1)`, which is within a relative `a` of every value in it.
+ * Buckets only hold counts, so merging two sketches (adding counts) gives exactly
+ * the sketch of the union: merge order never changes an answer.
+ *
+ * Rank convention (shared with the naive references in the tests): `quantile(q)`
+ * estimates the element at index `floor(q * (n - 1))` of the ascending sorted list
+ * of the n recorded values. That estimate is within 1% of the true value.
+ */
+
+/** The relative accuracy `a`: every quantile is within `a` of the true value. */
+export const SKETCH_RELATIVE_ACCURACY = 0.01
+
+/**
+ * Values below this (in µs), including 0, are counted in a zero bucket and read
+ * back as 0 (or the smallest recorded value, see `quantile`). Latencies are integer
+ * microseconds, so in practice only 0 lands there and the answer stays exact.
+ */
+export const SKETCH_MIN_VALUE = 1
+
+const GAMMA = (1 + SKETCH_RELATIVE_ACCURACY) / (1 - SKETCH_RELATIVE_ACCURACY)
+const LN_GAMMA = Math.log(GAMMA)
+const INV_LN_GAMMA = 1 / LN_GAMMA
+const VALUE_FACTOR = 2 / (GAMMA + 1)
+/** Keys live in a Uint16Array: log_gamma(Number.MAX_VALUE) is about 35,500. */
+const MAX_KEY = 0xffff
+const INITIAL_CAPACITY = 4
+const EMPTY_KEYS = new Uint16Array(0)
+const EMPTY_COUNTS = new Float64Array(0)
+
+/** Current {@link LatencySketchJSON} format version. */
+export const SKETCH_JSON_VERSION = 1
+
+/**
+ * Plain-data form of a {@link LatencySketch} (JSON- and msgpack-safe).
+ * `keys` are strictly ascending bucket indexes, `counts[i]` (>= 1) the number of
+ * values in bucket `keys[i]`. `min`/`max` are the exact extremes, null when empty.
+ */
+export interface LatencySketchJSON {
+  version: 1
+  relativeAccuracy: number
+  zeroCount: number
+  keys: number[]
+  counts: number[]
+  min: number | null
+  max: number | null
+}
+
+function keyOf(v: number): number {
+  return Math.ceil(Math.log(v) * INV_LN_GAMMA)
+}
+
+function valueOf(key: number): number {
+  return Math.exp(key * LN_GAMMA) * VALUE_FACTOR
+}
+
+/**
+ * DDSketch over latencies in microseconds with 1% relative error.
+ *
+ * Storage is sparse: two parallel arrays (bucket keys ascending, counts) with
+ * spare capacity, because most sketches (one per minute/hour bucket) hold few
+ * distinct buckets. Recording is a binary search (plus a shift when a new bucket
+ * appears); merging is a linear in-place merge of the two sorted arrays.
+ *
+ * Invariants: `#keys[0..#len)` strictly ascending; `#counts[i] >= 1`;
+ * `#count === #zero + sum(#counts[0..#len))`; `#min <= #max` when `#count > 0`.
+ */
+export class LatencySketch {
+  #keys: Uint16Array = EMPTY_KEYS
+  #counts: Float64Array = EMPTY_COUNTS
+  #len = 0
+  #zero = 0
+  #count = 0
+  #min = Infinity
+  #max = -Infinity
+
+  /** Number of values recorded (merged ones included). */
+  get count(): number {
+    return this.#count
+  }
+
+  /** Number of values below {@link SKETCH_MIN_VALUE} (the zero bucket). */
+  get zeroCount(): number {
+    return this.#zero
+  }
+
+  /** Exact smallest recorded value, NaN when empty. */
+  get min(): number {
+    return this.#count === 0 ? NaN : this.#min
+  }
+
+  /** Exact largest recorded value, NaN when empty. */
+  get max(): number {
+    return this.#count === 0 ? NaN : this.#max
+  }
+
+  /** Number of non-empty buckets (the zero bucket not included): a size measure. */
+  get bucketCount(): number {
+    return this.#len
+  }
+
+  /**
+   * Records one latency in µs. The hot path never throws: a value that is not a
+   * finite number >= 0 is ignored and `false` returned.
+   */
+  record(valueUs: number): boolean {
+    if (!(valueUs >= 0 && valueUs < Infinity)) return false
+    this.#count += 1
+    if (valueUs < this.#min) this.#min = valueUs
+    if (valueUs > this.#max) this.#max = valueUs
+    if (valueUs < SKETCH_MIN_VALUE) {
+      this.#zero += 1
+      return true
+    }
+    this.#add(keyOf(valueUs), 1)
+    return true
+  }
+
+  /** Records every value of `valuesUs`; returns how many were accepted. */
+  recordMany(valuesUs: ArrayLike<number>): number {
+    let n = 0
+    for (let i = 0; i < valuesUs.length; i++) if (this.record(valuesUs[i])) n++
+    return n
+  }
+
+  /** Adds `n` to bucket `key`, inserting the bucket in order when new. */
+  #add(key: number, n: number): void {
+    const keys = this.#keys
+    const len = this.#len
+    // Fast path: values often repeat the last (largest) bucket touched.
+    if (len > 0 && keys[len - 1] === key) {
+      this.#counts[len - 1] += n
+      return
+    }
+    let lo = 0
+    let hi = len
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      if (keys[mid] < key) lo = mid + 1
+      else hi = mid
+    }
+    if (lo < len && keys[lo] === key) {
+      this.#counts[lo] += n
+      return
+    }
+    if (len === this.#keys.length) this.#grow(len + 1)
+    const k = this.#keys
+    const c = this.#counts
+    k.copyWithin(lo + 1, lo, len)
+    c.copyWithin(lo + 1, lo, len)
+    k[lo] = key
+    c[lo] = n
+    this.#len = len + 1
+  }
+
+  /** Reallocates to hold at least `min` buckets, keeping the contents. */
+  #grow(min: number): void {
+    let cap = Math.max(INITIAL_CAPACITY, this.#keys.length * 2)
+    while (cap < min) cap *= 2
+    const keys = new Uint16Array(cap)
+    const counts = new Float64Array(cap)
+    keys.set(this.#keys.subarray(0, this.#len))
+    counts.set(this.#counts.subarray(0, this.#len))
+    this.#keys = keys
+    this.#counts = counts
+  }
+
+  /**
+   * Adds every value of `other` into this sketch (in place) and returns `this`.
+   * The result is identical to having recorded both value sets into one sketch.
+   * Cost: O(buckets of this + buckets of other), no allocation when the union fits.
+   */
+  merge(other: LatencySketch): this {
+    if (other.#count === 0) return this
+    this.#count += other.#count
+    this.#zero += other.#zero
+    if (other.#min < this.#min) this.#min = other.#min
+    if (other.#max > this.#max) this.#max = other.#max
+    const bl = other.#len
+    if (bl === 0) return this
+    const bk = other.#keys
+    const bc = other.#counts
+    const al = this.#len
+    if (al === 0) {
+      if (this.#keys.length < bl) this.#grow(bl)
+      this.#keys.set(bk.subarray(0, bl))
+      this.#counts.set(bc.subarray(0, bl))
+      this.#len = bl
+      return this
+    }
+    let ak = this.#keys
+    let ac = this.#counts
+    // Size of the key union, to merge in place from the back.
+    let i = 0
+    let j = 0
+    let union = 0
+    while (i < al && j < bl) {
+      const ka = ak[i]
+      const kb = bk[j]
+      if (ka <= kb) i++
+      if (kb <= ka) j++
+      union++
+    }
+    union += al - i + (bl - j)
+    if (union === al) {
+      // Every key of `other` already exists here: add counts in one pass.
+      // (Also the path taken by `x.merge(x)`, where ak === bk.)
+      for (i = 0, j = 0; j < bl; i++) {
+        if (ak[i] === bk[j]) ac[i] += bc[j++]
+      }
+      return this
+    }
+    if (union > ak.length) {
+      this.#grow(union)
+      ak = this.#keys
+      ac = this.#counts
+    }
+    // Back-to-front merge: writes never overtake unread entries of `this`
+    // because the write index w >= i at every step; once `other` is exhausted
+    // the remaining prefix of `this` is already in place (w === i).
+    i = al - 1
+    j = bl - 1
+    for (let w = union - 1; j >= 0; w--) {
+      const kb = bk[j]
+      if (i >= 0 && ak[i] > kb) {
+        ak[w] = ak[i]
+        ac[w] = ac[i]
+        i--
+      } else if (i >= 0 && ak[i] === kb) {
+        ak[w] = kb
+        ac[w] = ac[i] + bc[j]
+        i--
+        j--
+      } else {
+        ak[w] = kb
+        ac[w] = bc[j]
+        j--
+      }
+    }
+    this.#len = union
+    return this
+  }
+
+  /**
+   * Estimated q-quantile in µs: the value at index `floor(q * (count - 1))` of the
+   * sorted recorded values, within 1% (relative). The estimate is clamped to the
+   * exact [min, max], so `quantile(0)` and `quantile(1)` are exact.
+   *
+   * Returns NaN when the sketch is empty ("no data", serialised as `null` by
+   * JSON.stringify). Throws RangeError when q is not in [0, 1].
+   */
+  quantile(q: number): number {
+    if (!(q >= 0 && q <= 1)) throw new RangeError(`quantile must be in [0, 1], got ${q}`)
+    if (this.#count === 0) return NaN
+    const rank = Math.floor(q * (this.#count - 1))
+    let estimate: number
+    if (rank < this.#zero) {
+      estimate = 0
+    } else {
+      // Counts are integers, so "first bucket whose cumulative count > rank"
+      // is the bucket holding the element at index `rank`.
+      let cum = this.#zero
+      let i = 0
+      const last = this.#len - 1
+      for (; i < last; i++) {
+        cum += this.#counts[i]
+        if (cum > rank) break
+      }
+      estimate = valueOf(this.#keys[i])
+    }
+    if (estimate < this.#min) return this.#min
+    if (estimate > this.#max) return this.#max
+    return estimate
+  }
+
+  /** An independent copy. */
+  clone(): LatencySketch {
+    return new LatencySketch().merge(this)
+  }
+
+  /** Plain-data form; see {@link LatencySketchJSON}. */
+  toJSON(): LatencySketchJSON {
+    const empty = this.#count === 0
+    return {
+      version: SKETCH_JSON_VERSION,
+      relativeAccuracy: SKETCH_RELATIVE_ACCURACY,
+      zeroCount: this.#zero,
+      keys: Array.from(this.#keys.subarray(0, this.#len)),
+      counts: Array.from(this.#counts.subarray(0, this.#len)),
+      min: empty ? null : this.#min,
+      max: empty ? null : this.#max,
+    }
+  }
+
+  /**
+   * Rebuilds a sketch from {@link LatencySketch.toJSON} output. Throws an Error
+   * naming the problem on an unknown version, another accuracy, or data that
+   * breaks an invariant, so a sketch is read correctly or not at all.
+   */
+  static fromJSON(data: unknown): LatencySketch {
+    const fail = (why: string): never => {
+      throw new Error(`invalid LatencySketch JSON: ${why}`)
+    }
+    if (typeof data !== 'object' || data === null) fail('not an object')
+    const d = data as Record<string, unknown>
+    if (d.version !== SKETCH_JSON_VERSION) {
+      fail(`unsupported version ${String(d.version)} (this build reads version ${SKETCH_JSON_VERSION})`)
+    }
+    if (d.relativeAccuracy !== SKETCH_RELATIVE_ACCURACY) {
+      fail(`relativeAccuracy ${String(d.relativeAccuracy)} differs from ${SKETCH_RELATIVE_ACCURACY}`)
+    }
+    const zero = d.zeroCount
+    if (typeof zero !== 'number' || !Number.isSafeInteger(zero) || zero < 0) {
+      fail('zeroCount must be a non-negative integer')
+    }
+    const keys = d.keys
+    const counts = d.counts
+    if (!isNumberList(keys) || !isNumberList(counts)) fail('keys and counts must be arrays of numbers')
+    const ks = keys as ArrayLike<number>
+    const cs = counts as ArrayLike<number>
+    if (ks.length !== cs.length) fail('keys and counts differ in length')
+    const s = new LatencySketch()
+    if (ks.length > 0) s.#grow(ks.length)
+    let total = zero as number
+    for (let i = 0; i < ks.length; i++) {
+      const k = ks[i]
+      const c = cs[i]
+      if (!Number.isInteger(k) || k < 0 || k > MAX_KEY) fail(`key ${k} out of range`)
+      if (i > 0 && !(k > ks[i - 1])) fail('keys must be strictly ascending')
+      if (!Number.isSafeInteger(c) || c < 1) fail(`count ${c} must be a positive integer`)
+      s.#keys[i] = k
+      s.#counts[i] = c
+      total += c
+    }
+    s.#len = ks.length
+    s.#zero = zero as number
+    s.#count = total
+    if (total === 0) {
+      if (d.min !== null || d.max !== null) fail('an empty sketch has null min and max')
+    } else {
+      const { min, max } = d
+      if (typeof min !== 'number' || typeof max !== 'number' || !(min >= 0 && min <= max && max < Infinity)) {
+        fail('min and max must be finite numbers with 0 <= min <= max')
+      }
+      s.#min = min as number
+      s.#max = max as number
+    }
+    return s
+  }
+}
+
+function isNumberList(v: unknown): boolean {
+  if (Array.isArray(v)) return v.every((x) => typeof x === 'number')
+  return ArrayBuffer.isView(v) && !(v instanceof DataView)
+}

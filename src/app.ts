@@ -1,0 +1,79 @@
+/**
+ * buildApp(config): the engine plus the HTTP surface. It never listens — tests use
+ * `app.inject()`; `main.ts` listens, recovers and handles signals.
+ */
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import { Engine } from './engine.js'
+import { loadKeys, type KeyRing } from './keys.js'
+import { registerAuth } from './http/auth.js'
+import { registerErrorHandling } from './http/errors.js'
+import { eventRoutes } from './http/routes/events.js'
+import { analyticsRoutes } from './http/routes/analytics.js'
+import { alertRoutes } from './http/routes/alerts.js'
+import { healthRoutes } from './http/routes/health.js'
+import { llmsError } from './errors.js'
+import { systemClock, type Clock } from './clock.js'
+import type { Config } from './config.js'
+
+export interface BuildOptions {
+  clock?: Clock
+  /** fastify's logger option; default: pino at config.logLevel with keys redacted. */
+  logger?: FastifyServerOptions['logger']
+  inlinePricing?: boolean
+  onProgress?: (done: number, total: number) => void
+}
+
+export interface Built {
+  app: FastifyInstance
+  engine: Engine
+  keys: KeyRing
+  /** The key made on this first start (print it once), else null. */
+  createdKey: string | null
+}
+
+/** Strips `api_key=…` from a URL before it is logged. */
+export function redactUrl(url: string): string {
+  return url.replace(/([?&]api_key=)[^&]*/gi, '$1[REDACTED]')
+}
+
+export function loggerOptions(level: string): FastifyServerOptions['logger'] {
+  return {
+    level,
+    redact: { paths: ['req.headers["x-api-key"]', 'req.headers.authorization'], censor: '[REDACTED]' },
+    serializers: {
+      req: (req: { method: string; url: string; hostname?: string; ip?: string }) => ({ method: req.method, url: redactUrl(req.url), hostname: req.hostname, remoteAddress: req.ip })
+    }
+  }
+}
+
+export async function buildApp(config: Config, opts: BuildOptions = {}): Promise<Built> {
+  const clock = opts.clock ?? systemClock
+  const app = Fastify({
+    logger: opts.logger ?? loggerOptions(config.logLevel),
+    bodyLimit: config.bodyLimitBytes,
+    // Our own error shape replaces fastify's default; ids come from the log, not the request.
+    return503OnClosing: true,
+    forceCloseConnections: 'idle'
+  })
+  // The logger is created by fastify; the engine logs through it.
+  const engine = new Engine({ config, logger: app.log, clock, inlinePricing: opts.inlinePricing, onProgress: opts.onProgress })
+  const { ring, created } = loadKeys(config.apiKeys, config.dataDir)
+
+  registerErrorHandling(app)
+  // JSON (and NDJSON, registered by the events routes) only: anything else is a 415.
+  app.removeContentTypeParser('text/plain')
+  app.addHook('onRequest', async (request) => {
+    if (!engine.ready && request.routeOptions.config?.alwaysOpen !== true) {
+      throw llmsError('LLMS_ERR_NOT_READY', 'recovering state from the event log, retry shortly', { retryAfter: 1 })
+    }
+  })
+  registerAuth(app, ring)
+  await app.register(healthRoutes, { engine })
+  await app.register(eventRoutes, { engine, clock })
+  await app.register(analyticsRoutes, { engine, clock })
+  await app.register(alertRoutes, { engine, clock })
+  app.addHook('onClose', async () => {
+    await engine.close()
+  })
+  return { app, engine, keys: ring, createdKey: created }
+}

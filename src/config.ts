@@ -1,0 +1,182 @@
+/**
+ * Configuration: read once from the environment (and a few CLI flags), validated with zod,
+ * defaulted, then frozen (fastify's `initial-config-validation` idea). A bad value stops the
+ * start with one line naming the variable.
+ */
+import { z } from 'zod'
+
+/** What a key may do. `admin` implies the others. */
+export type Scope = 'ingest' | 'read' | 'admin'
+export const SCOPES: readonly Scope[] = ['ingest', 'read', 'admin']
+
+export interface ApiKeySpec {
+  key: string
+  scope: Scope
+}
+
+const priceOverride = z.strictObject({
+  input_mtok: z.number().finite().nonnegative(),
+  output_mtok: z.number().finite().nonnegative(),
+  cache_read_mtok: z.number().finite().nonnegative().optional(),
+  cache_write_mtok: z.number().finite().nonnegative().optional()
+})
+
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max)
+
+/** Each entry: env variable → [CLI flag, schema]. The order is the README's table order. */
+const schema = z.object({
+  PORT: int(0, 65535).default(3000),
+  HOST: z.string().min(1).default('127.0.0.1'),
+  LLMSCOPE_DATA_DIR: z.string().min(1).default('./data'),
+  LLMSCOPE_API_KEYS: z.string().default(''),
+  LLMSCOPE_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  LLMSCOPE_SNAPSHOT_INTERVAL_S: int(1, 86_400).default(30),
+  LLMSCOPE_BODY_LIMIT_BYTES: int(1024, 512 * 1024 * 1024).default(32 * 1024 * 1024),
+  LLMSCOPE_MAX_BATCH: int(1, 100_000).default(10_000),
+  LLMSCOPE_METADATA_MAX_BYTES: int(2, 1024 * 1024).default(16 * 1024),
+  LLMSCOPE_METADATA_MAX_DEPTH: int(1, 64).default(8),
+  LLMSCOPE_METADATA_MAX_KEYS: int(1, 10_000).default(256),
+  LLMSCOPE_HIGH_WATER_EVENTS: int(1, 100_000_000).default(500_000),
+  LLMSCOPE_MAX_MODELS: int(1, 100_000).default(1000),
+  LLMSCOPE_COST_THREADS: int(1, 64).default(1),
+  LLMSCOPE_COST_BATCH: int(1, 1_000_000).default(2048),
+  LLMSCOPE_PRICE_OVERRIDES: z.string().default('{}')
+})
+
+export type EnvInput = Record<string, string | undefined>
+
+/** The validated, frozen configuration. */
+export interface Config {
+  readonly port: number
+  readonly host: string
+  readonly dataDir: string
+  /** Keys from LLMSCOPE_API_KEYS; empty means "make one on first start". */
+  readonly apiKeys: readonly ApiKeySpec[]
+  readonly logLevel: string
+  readonly snapshotIntervalMs: number
+  readonly bodyLimitBytes: number
+  readonly maxBatch: number
+  readonly metadata: { readonly maxBytes: number; readonly maxDepth: number; readonly maxKeys: number }
+  /** Events accepted but not yet aggregated past which ingestion answers 503. */
+  readonly highWaterEvents: number
+  readonly maxModels: number
+  readonly costThreads: number
+  readonly costBatch: number
+  readonly priceOverrides: Readonly<Record<string, z.infer<typeof priceOverride>>>
+}
+
+/** Thrown for a bad configuration value; `message` is the one line to print. */
+export class ConfigError extends Error {
+  readonly variable: string
+  constructor(variable: string, reason: string) {
+    super(`invalid configuration: ${variable} ${reason}`)
+    this.name = 'ConfigError'
+    this.variable = variable
+  }
+}
+
+const FLAGS: Record<string, string> = {
+  '--port': 'PORT',
+  '--host': 'HOST',
+  '--data-dir': 'LLMSCOPE_DATA_DIR',
+  '--api-keys': 'LLMSCOPE_API_KEYS',
+  '--log-level': 'LLMSCOPE_LOG_LEVEL'
+}
+
+/** Reads `--flag value` / `--flag=value` pairs into env-variable names; unknown flags are an error. */
+export function flagsToEnv(argv: readonly string[]): EnvInput {
+  const out: EnvInput = {}
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]
+    const eq = arg.indexOf('=')
+    const flag = eq === -1 ? arg : arg.slice(0, eq)
+    const name = FLAGS[flag]
+    if (name === undefined) throw new ConfigError(arg, `is not a known flag (known: ${Object.keys(FLAGS).join(', ')})`)
+    const value = eq === -1 ? argv[++i] : arg.slice(eq + 1)
+    if (value === undefined) throw new ConfigError(flag, 'needs a value')
+    out[name] = value
+  }
+  return out
+}
+
+/** Parses `secret,other:read` into key specs; a bare key is admin. */
+export function parseApiKeys(raw: string): ApiKeySpec[] {
+  const out: ApiKeySpec[] = []
+  for (const part of raw.split(',')) {
+    const item = part.trim()
+    if (item === '') continue
+    const colon = item.lastIndexOf(':')
+    let key = item
+    let scope: Scope = 'admin'
+    if (colon !== -1) {
+      key = item.slice(0, colon)
+      const s = item.slice(colon + 1)
+      if (!(SCOPES as readonly string[]).includes(s)) {
+        throw new ConfigError('LLMSCOPE_API_KEYS', `has an unknown scope "${s}" (use ingest, read or admin)`)
+      }
+      scope = s as Scope
+    }
+    // Never echo the key itself: config errors are printed.
+    if (key.length < 8) throw new ConfigError('LLMSCOPE_API_KEYS', 'has a key shorter than 8 characters')
+    if (/\s/.test(key)) throw new ConfigError('LLMSCOPE_API_KEYS', 'has a key containing white space')
+    out.push({ key, scope })
+  }
+  return out
+}
+
+/**
+ * Validates the environment (plus CLI flags, which win) into a frozen `Config`.
+ * @throws ConfigError naming the first bad variable.
+ */
+export function loadConfig(env: EnvInput = process.env, argv: readonly string[] = []): Config {
+  const merged: EnvInput = {}
+  for (const name of Object.keys(schema.shape)) {
+    const v = env[name]
+    if (v !== undefined && v !== '') merged[name] = v
+  }
+  Object.assign(merged, flagsToEnv(argv))
+  const parsed = schema.safeParse(merged)
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]
+    const variable = String(issue.path[0] ?? 'configuration')
+    throw new ConfigError(variable, `${issue.message.toLowerCase()} (got ${JSON.stringify(merged[variable])})`)
+  }
+  const e = parsed.data
+
+  let overridesRaw: unknown
+  try {
+    overridesRaw = JSON.parse(e.LLMSCOPE_PRICE_OVERRIDES)
+  } catch {
+    throw new ConfigError('LLMSCOPE_PRICE_OVERRIDES', 'is not valid JSON')
+  }
+  const overrides = z.record(z.string().min(1), priceOverride).safeParse(overridesRaw)
+  if (!overrides.success) {
+    const issue = overrides.error.issues[0]
+    throw new ConfigError('LLMSCOPE_PRICE_OVERRIDES', `at ${issue.path.join('.') || '(root)'}: ${issue.message.toLowerCase()}`)
+  }
+
+  const config: Config = {
+    port: e.PORT,
+    host: e.HOST,
+    dataDir: e.LLMSCOPE_DATA_DIR,
+    apiKeys: Object.freeze(parseApiKeys(e.LLMSCOPE_API_KEYS)),
+    logLevel: e.LLMSCOPE_LOG_LEVEL,
+    snapshotIntervalMs: e.LLMSCOPE_SNAPSHOT_INTERVAL_S * 1000,
+    bodyLimitBytes: e.LLMSCOPE_BODY_LIMIT_BYTES,
+    maxBatch: e.LLMSCOPE_MAX_BATCH,
+    metadata: Object.freeze({
+      maxBytes: e.LLMSCOPE_METADATA_MAX_BYTES,
+      maxDepth: e.LLMSCOPE_METADATA_MAX_DEPTH,
+      maxKeys: e.LLMSCOPE_METADATA_MAX_KEYS
+    }),
+    highWaterEvents: e.LLMSCOPE_HIGH_WATER_EVENTS,
+    maxModels: e.LLMSCOPE_MAX_MODELS,
+    costThreads: e.LLMSCOPE_COST_THREADS,
+    costBatch: e.LLMSCOPE_COST_BATCH,
+    priceOverrides: Object.freeze(overrides.data)
+  }
+  return Object.freeze(config)
+}
+
+/** The README's configuration table is generated from the same names (see test/config.test.ts). */
+export const CONFIG_VARIABLES = Object.keys(schema.shape)

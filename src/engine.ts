@@ -1,0 +1,234 @@
+/**
+ * Engine: the stores, the actor topology, the pricing pool and the snapshot writer, with
+ * recovery (snapshot + log tail) and an orderly close. HTTP sits on top of it (app.ts).
+ */
+import { openStores, type Stores } from './store/db.js'
+import { EventLog } from './store/event-log.js'
+import { SnapshotStore, type SnapshotPayload } from './store/snapshots.js'
+import { RuleStore } from './store/rules.js'
+import { Topology } from './actors/topology.js'
+import { PricingPool } from './pricing/pool.js'
+import { computeCost, inferProvider } from './pricing/compute-cost.js'
+import { seqOfEventId, type PendingEvent, type PricedEvent, type StoredEvent } from './events.js'
+import type { Config } from './config.js'
+import type { Log } from './log.js'
+import type { Clock } from './clock.js'
+
+export interface EngineOptions {
+  config: Config
+  logger: Log
+  clock: Clock
+  /** Price on the main thread instead of piscina workers (benchmarks' baseline). */
+  inlinePricing?: boolean
+  /** Called during recovery with (replayed, total) events. */
+  onProgress?: (done: number, total: number) => void
+}
+
+export interface RecoveryInfo {
+  snapshot: 'loaded' | 'none' | 'rejected'
+  reason?: string
+  snapshotSeq: number
+  replayed: number
+  ms: number
+}
+
+export class Engine {
+  readonly config: Config
+  readonly stores: Stores
+  readonly log: EventLog
+  readonly snapshots: SnapshotStore
+  readonly rules: RuleStore
+  readonly topology: Topology
+  readonly #pool: PricingPool | null
+  readonly #logger: Log
+  readonly #clock: Clock
+  readonly #onProgress?: (done: number, total: number) => void
+  #restored: { payload?: SnapshotPayload; status: RecoveryInfo['snapshot']; reason?: string }
+  #ready = false
+  #recovery: RecoveryInfo | null = null
+  #snapshotTimer: NodeJS.Timeout | null = null
+  #snapshotting: Promise<void> | null = null
+  #lastSnapshot: { seq: number; at: number; bytes: number; ms: number } | null = null
+  #closing: Promise<void> | null = null
+
+  constructor(opts: EngineOptions) {
+    this.config = opts.config
+    this.#logger = opts.logger
+    this.#clock = opts.clock
+    this.#onProgress = opts.onProgress
+    this.stores = openStores(opts.config.dataDir)
+    this.log = new EventLog(this.stores.events)
+    this.snapshots = new SnapshotStore(this.stores.meta)
+    this.rules = new RuleStore(this.stores.rules)
+
+    const read = this.snapshots.read()
+    let restored: SnapshotPayload | undefined
+    if (read.ok) {
+      restored = read.payload
+      this.#restored = { payload: restored, status: 'loaded' }
+    } else {
+      this.#restored = { status: read.reason === 'no snapshot' ? 'none' : 'rejected', reason: read.reason }
+      if (this.#restored.status === 'rejected') this.#logger.warn({ reason: read.reason }, 'snapshot unusable: rebuilding state from the event log')
+    }
+
+    this.#pool = opts.inlinePricing === true ? null : new PricingPool({ threads: opts.config.costThreads, overrides: { ...opts.config.priceOverrides } })
+    const build = (payload: SnapshotPayload | undefined) =>
+      new Topology({
+        log: this.log,
+        pricer: this.#pool,
+        overrides: { ...opts.config.priceOverrides },
+        logger: opts.logger,
+        clock: opts.clock,
+        highWaterEvents: opts.config.highWaterEvents,
+        maxModels: opts.config.maxModels,
+        costChunk: opts.config.costBatch,
+        costMaxInFlight: Math.max(2, opts.config.costThreads * 2),
+        restored: payload
+      })
+    try {
+      this.topology = build(restored)
+    } catch (err) {
+      // A snapshot that passed its checksum but does not restore (e.g. an aggregator state
+      // version we no longer read) is rebuilt from the log, never half-used.
+      this.#logger.warn({ err: (err as Error).message }, 'snapshot could not be restored: rebuilding state from the event log')
+      this.#restored = { status: 'rejected', reason: (err as Error).message }
+      this.topology = build(undefined)
+    }
+    this.rules.onChange((rules) => this.topology.alerts.send({ type: 'rules', rules }))
+    this.topology.alerts.send({ type: 'rules', rules: this.rules.list() })
+  }
+
+  get ready(): boolean {
+    return this.#ready
+  }
+
+  get recovery(): RecoveryInfo | null {
+    return this.#recovery
+  }
+
+  /** Replays the log tail after the snapshot through the pipeline; then the engine is ready. */
+  async recover(): Promise<RecoveryInfo> {
+    const started = performance.now()
+    const from = this.#restored.status === 'loaded' ? this.#restored.payload!.seq : 0
+    const total = this.log.nextSeq - from
+    let done = 0
+    let pending: StoredEvent[] = []
+    const REPLAY_CHUNK = 8192
+    for (const batch of this.log.readFrom(from)) {
+      pending.push(...batch)
+      if (pending.length >= REPLAY_CHUNK) {
+        this.topology.replay(pending)
+        done += pending.length
+        pending = []
+        this.#onProgress?.(done, total)
+        // Keep at most a few chunks queued: replay must not hold the whole tail in memory.
+        if (this.topology.costStage.pendingEvents > REPLAY_CHUNK * 4) await this.topology.costStage.settled()
+      }
+    }
+    if (pending.length > 0) {
+      this.topology.replay(pending)
+      done += pending.length
+      this.#onProgress?.(done, total)
+    }
+    await this.topology.costStage.settled()
+    await this.topology.system.idle()
+    this.#restored.payload = undefined
+    this.#recovery = {
+      snapshot: this.#restored.status,
+      reason: this.#restored.reason,
+      snapshotSeq: from,
+      replayed: done,
+      ms: Math.round(performance.now() - started)
+    }
+    this.#ready = true
+    return this.#recovery
+  }
+
+  /** Starts the periodic snapshot timer. */
+  startSnapshots(): void {
+    if (this.#snapshotTimer !== null) return
+    this.#snapshotTimer = setInterval(() => {
+      this.snapshotNow().catch((err: unknown) => this.#logger.error({ err }, 'snapshot failed'))
+    }, this.config.snapshotIntervalMs)
+    this.#snapshotTimer.unref()
+  }
+
+  /** Writes a snapshot now (one at a time; skipped when nothing changed since the last). */
+  snapshotNow(force = false): Promise<void> {
+    if (this.#snapshotting !== null) return this.#snapshotting
+    const through = this.topology.emittedThrough + 1
+    if (!force && this.#lastSnapshot !== null && this.#lastSnapshot.seq === through) return Promise.resolve()
+    this.#snapshotting = (async () => {
+      const t0 = performance.now()
+      const payload = await this.topology.snapshot(this.#clock.now())
+      const bytes = await this.snapshots.write(payload)
+      this.#lastSnapshot = { seq: payload.seq, at: this.#clock.now(), bytes, ms: Math.round(performance.now() - t0) }
+      this.#logger.debug({ seq: payload.seq, bytes }, 'snapshot written')
+    })().finally(() => {
+      this.#snapshotting = null
+    })
+    return this.#snapshotting
+  }
+
+  get lastSnapshot() {
+    return this.#lastSnapshot
+  }
+
+  /** Durably accepts events; resolves after their commit. */
+  ingest(pending: PendingEvent[]): Promise<StoredEvent[]> {
+    return this.topology.router.ingest(pending)
+  }
+
+  /** Fills a missing provider from the pricing data (memoised). */
+  inferProvider(model: string): string {
+    return inferProvider(model)
+  }
+
+  /** The stored event with its cost, or undefined. A keyed LMDB read, not an analytics query. */
+  getEvent(id: string): PricedEvent | undefined {
+    const seq = seqOfEventId(id)
+    if (seq === null) return undefined
+    const e = this.log.get(seq)
+    if (e === undefined || e.id !== id) return undefined
+    // Same pure function, same inputs (incl. the event's own time) as the cost stage used.
+    const price = computeCost(
+      { provider: e.provider, model: e.model, ts: e.ts, promptTokens: e.prompt, completionTokens: e.completion, cachedTokens: e.cached, reasoningTokens: e.reasoning, callerCost: e.cost },
+      { ...this.config.priceOverrides }
+    )
+    return { ...e, costNanos: price.costNanos, unpriced: price.unpriced }
+  }
+
+  /** Waits until every event acknowledged so far is visible to queries. */
+  sync(): Promise<void> {
+    return this.topology.sync()
+  }
+
+  stats() {
+    return {
+      ready: this.#ready,
+      log: this.log.stats,
+      lastSnapshot: this.#lastSnapshot,
+      recovery: this.#recovery,
+      ...this.topology.stats()
+    }
+  }
+
+  /**
+   * Stops intake, drains the pipeline, writes a final snapshot, then closes actors, workers
+   * and LMDB in that order. Safe twice.
+   */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      if (this.#snapshotTimer !== null) clearInterval(this.#snapshotTimer)
+      await this.topology.drain()
+      if (this.#ready) {
+        await this.#snapshotting
+        await this.snapshotNow(true)
+      }
+      await this.topology.close()
+      await this.#pool?.close()
+      await this.stores.close()
+    })()
+    return this.#closing
+  }
+}

@@ -1,0 +1,88 @@
+/** GET /analytics/metrics, /analytics/costs, /analytics/timeseries — from memory only. */
+import type { FastifyInstance } from 'fastify'
+import { z } from 'zod'
+import { checkRange, listParam, parseQuery, rangeShape } from '../query.js'
+import { costs, fillBuckets, MAX_BUCKETS, metrics, quantileMs, timeseries, totalsJson } from '../../queries.js'
+import { llmsError } from '../../errors.js'
+import type { Engine } from '../../engine.js'
+import type { Clock } from '../../clock.js'
+
+const metricsQuery = z.strictObject({ ...rangeShape, model: listParam.optional(), provider: listParam.optional() })
+const costsQuery = z.strictObject({ ...rangeShape, model: listParam.optional(), provider: listParam.optional() })
+const INTERVALS = { '1m': 60_000, '5m': 300_000, '1h': 3_600_000 } as const
+const timeseriesQuery = z.strictObject({
+  ...rangeShape,
+  interval: z.enum(['1m', '5m', '1h']).default('1h'),
+  model: listParam.optional(),
+  provider: listParam.optional()
+})
+
+const iso = (ms: number) => (Number.isFinite(ms) ? new Date(ms).toISOString() : null)
+
+export async function analyticsRoutes(app: FastifyInstance, opts: { engine: Engine; clock: Clock }): Promise<void> {
+  const { engine, clock } = opts
+  const topology = engine.topology
+
+  app.get('/analytics/metrics', { config: { scope: 'read' } }, async (request) => {
+    const q = parseQuery(metricsQuery, request.query)
+    const start = q.start_time ?? -Infinity
+    const end = q.end_time ?? Infinity
+    checkRange(start, end)
+    await engine.sync()
+    const agg = metrics(topology, { start, end, models: q.model, providers: q.provider })
+    return {
+      ...totalsJson(agg.totals),
+      p50_latency_ms: quantileMs(agg, 0.5),
+      p95_latency_ms: quantileMs(agg, 0.95),
+      p99_latency_ms: quantileMs(agg, 0.99),
+      start_time: iso(start),
+      end_time: iso(end)
+    }
+  })
+
+  app.get('/analytics/costs', { config: { scope: 'read' } }, async (request) => {
+    const q = parseQuery(costsQuery, request.query)
+    const start = q.start_time ?? -Infinity
+    const end = q.end_time ?? Infinity
+    checkRange(start, end)
+    await engine.sync()
+    const rows = costs(topology, { start, end, models: q.model, providers: q.provider })
+    let total = 0
+    const breakdown = rows.map(({ model, provider, agg }) => {
+      const t = totalsJson(agg.totals)
+      total += agg.totals.costNanos
+      return {
+        model,
+        provider,
+        requests: t.total_requests,
+        total_cost: t.total_cost,
+        prompt_tokens: t.prompt_tokens,
+        completion_tokens: t.completion_tokens,
+        cached_tokens: t.cached_tokens,
+        reasoning_tokens: t.reasoning_tokens,
+        total_tokens: t.total_tokens,
+        avg_cost_per_request: t.total_requests === 0 ? 0 : t.total_cost / t.total_requests,
+        unpriced_requests: t.unpriced_requests,
+        unpriced: t.unpriced_requests > 0
+      }
+    })
+    return { breakdown, total_cost: total / 1e9, start_time: iso(start), end_time: iso(end) }
+  })
+
+  app.get('/analytics/timeseries', { config: { scope: 'read' } }, async (request) => {
+    const q = parseQuery(timeseriesQuery, request.query)
+    const intervalMs = INTERVALS[q.interval]
+    const end = q.end_time ?? clock.now()
+    const start = q.start_time ?? end - 24 * 3_600_000
+    checkRange(start, end)
+    const n = Math.ceil(end / intervalMs) - Math.floor(start / intervalMs)
+    if (n > MAX_BUCKETS) {
+      throw llmsError('LLMS_ERR_BAD_QUERY', `range holds ${n} buckets of ${q.interval}; at most ${MAX_BUCKETS}: narrow the range or widen the interval`, {
+        details: [{ path: '(query) interval', message: `more than ${MAX_BUCKETS} buckets` }]
+      })
+    }
+    await engine.sync()
+    const buckets = timeseries(topology, { start, end, models: q.model, providers: q.provider }, intervalMs)
+    return { interval: q.interval, start_time: iso(start), end_time: iso(end), buckets: fillBuckets(buckets, start, end, intervalMs) }
+  })
+}

@@ -1,0 +1,505 @@
+/**
+ * Pricing of one LLM call: pure, synchronous, never throws.
+ *
+ * Prices come from `@pydantic/genai-prices` (bundled data; we never enable its auto-update, so
+ * a replay prices exactly as the first run did) with per-model overrides from config.
+ *
+ * ## Usage conventions (what the numbers in an event mean)
+ *
+ * genai-prices wants `input_tokens` = ALL input tokens, cache reads included, and
+ * `cache_read_tokens` as a part of it. Providers report differently:
+ *
+ * | provider (genai-prices id)                        | `promptTokens` includes cache reads? | input_tokens sent      |
+ * | ------------------------------------------------- | ------------------------------------ | ---------------------- |
+ * | `anthropic`, `aws` (Bedrock), `cursor`            | no (Anthropic Messages shape)        | prompt + cached        |
+ * | `google` (Vertex), `azure` (Foundry) — Claude only | no (they serve Claude through Anthropic's API) | prompt + cached |
+ * | everything else (openai, google Gemini, azure OpenAI, deepseek, openrouter, x-ai, mistral, groq, …) | yes (OpenAI shape) | prompt |
+ *
+ * The table follows genai-prices' own usage extractors (their Anthropic, Bedrock and Cursor
+ * mappings add cache reads to `input_tokens`; the OpenAI-style ones do not). A provider name
+ * is first normalised through genai-prices (`bedrock` → `aws`, `vertex_ai` → `google`).
+ * OpenRouter is OpenAI-shaped even for Claude models. Anthropic's OpenAI-compatible endpoint
+ * is not distinguishable from its native one here: callers using it should send
+ * `prompt_tokens - cached_tokens`.
+ *
+ * Cache WRITES have no field in {@link PriceInput}; they are priced as ordinary input tokens
+ * (they are part of `promptTokens` for OpenAI-style callers; Anthropic callers should add
+ * `cache_creation_input_tokens` to `prompt_tokens`).
+ *
+ * Reasoning tokens: `completionTokens` is the WHOLE billed output, reasoning included (OpenAI's
+ * `completion_tokens` and Anthropic's `output_tokens` already count them). `reasoningTokens`
+ * is never added on top; it is passed to genai-prices as a part of the output so the few
+ * models with a separate reasoning price (e.g. Perplexity sonar-deep-research) are right.
+ * Gemini-native callers must add `thoughtsTokenCount` into `completion_tokens` themselves.
+ *
+ * Inconsistent numbers are clamped, never rejected: negative or non-finite counts become 0,
+ * `cachedTokens` is capped at `promptTokens` (OpenAI shape), `reasoningTokens` at
+ * `completionTokens`. Costs are capped at `Number.MAX_SAFE_INTEGER` nanos (~$9M per call).
+ */
+import { calcPrice, findProvider } from '@pydantic/genai-prices'
+import type { ModelInfo, ModelPrice, PriceCalculationResult, PriceOptions, Provider, Usage } from '@pydantic/genai-prices'
+
+/** One LLM call, as the cost stage sees it. */
+export interface PriceInput {
+  /** As sent in the event, e.g. `openai`, `anthropic`, `unknown`. */
+  provider: string
+  model: string
+  /**
+   * Event time, epoch ms. Selects date- and time-of-day-dependent prices, so a replay prices
+   * the same as the live run. Must be a valid time for models with such prices, else unpriced.
+   */
+  ts: number
+  promptTokens: number
+  completionTokens: number
+  /** Cache-read tokens (see the convention table in this module's header). */
+  cachedTokens: number
+  /** Already counted in `completionTokens`; informational, never added again. */
+  reasoningTokens: number
+  /** Dollars supplied by the caller; wins over the computed cost when finite and >= 0. */
+  callerCost: number | null
+}
+
+/** A price: integer nano-dollars (`Math.round(dollars * 1e9)`). */
+export interface PriceOutput {
+  costNanos: number
+  /** True when no price was found (cost 0). A caller-supplied cost is never unpriced. */
+  unpriced: boolean
+}
+
+/** A configured price, dollars per 1M tokens. */
+export interface PriceOverride {
+  input_mtok: number
+  output_mtok: number
+  /** Price of cache-read tokens; the input price when absent. */
+  cache_read_mtok?: number
+  /** Accepted for config compatibility; unused, since events carry no cache-write count. */
+  cache_write_mtok?: number
+}
+
+/**
+ * Overrides keyed by `"provider/model"` (provider exactly as sent in the event) or by bare
+ * `"model"`; the qualified key is tried first, so one provider can differ from the rest.
+ * Model names match exactly (case-sensitive). An override beats the pricing data.
+ */
+export type PriceOverrides = Readonly<Record<string, PriceOverride>>
+
+/** genai-prices providers whose usage excludes cache reads from the input count. */
+export const CACHE_EXCLUSIVE_PROVIDERS: ReadonlySet<string> = new Set(['anthropic', 'aws', 'cursor'])
+
+/** Providers that serve Claude through Anthropic's Messages API (and everything else OpenAI-style). */
+export const CLAUDE_VIA_ANTHROPIC_API: ReadonlySet<string> = new Set(['google', 'azure'])
+
+/** Entries kept per memo; past it the oldest goes (FIFO), so garbage model names cannot grow memory. */
+export const PRICE_CACHE_MAX = 4096
+
+const NANOS_PER_DOLLAR = 1e9
+const MTOK = 1e6
+/** Resolution only looks models up; the date is irrelevant there but must be valid. */
+const RESOLVE_DATE = new Date(0)
+const ZERO_USAGE: Usage = usage(0, 0, 0, 0)
+
+/**
+ * How a (provider, model) pair is priced, worked out once and memoised. calcPrice spends its
+ * 10–40 µs finding the model and re-validating its price table on every call; a plan does that
+ * work once.
+ * - `linear`: an unconditional, untiered price table. Cost is then linear in the four usage
+ *   parts, so the coefficients are MEASURED through calcPrice itself (no re-implementation of
+ *   its unit rules) and a call is a few multiplications.
+ * - `dated`: tables that change on start dates (o3, newer Claude models): the table is picked
+ *   by the event time, the same rule as genai-prices (last entry whose start is <= ts, an
+ *   entry without constraint always matches, else the first), then priced by its own plan.
+ * - `tiered`: prices that step up past an input size (Gemini 2.5, long-context Claude). genai-
+ *   prices picks every key's tier by the call's total input tokens, so each band between tier
+ *   starts is one linear table: the band is picked by input tokens, then priced linearly.
+ * - `calc`: anything else (time-of-day prices, unreadable tables): calcPrice per call, but
+ *   against a one-model provider so the catalogue search is skipped.
+ */
+type Plan = Linear | Tiered | Calc | Dated
+
+interface Linear {
+  kind: 'linear'
+  /** Dollars per call (per-request prices). */
+  base: number
+  /** Dollars per 1M tokens of each usage part. */
+  input: number
+  cacheRead: number
+  output: number
+  reasoning: number
+}
+
+interface Tiered {
+  kind: 'tiered'
+  /** Ascending tier starts; band j applies when bounds[j-1] < input tokens <= bounds[j]. */
+  bounds: number[]
+  /** One more than bounds. */
+  plans: Linear[]
+}
+
+interface Calc {
+  kind: 'calc'
+  provider: Provider
+  model: string
+}
+
+interface Dated {
+  kind: 'dated'
+  /** Epoch ms from which `plans[i]` applies; -Infinity for an unconstrained entry. */
+  starts: number[]
+  plans: Array<Linear | Tiered | Calc>
+}
+
+type Resolved = { kind: 'unknown' } | { kind: 'known'; exclusive: boolean; plan: Plan }
+
+/** A Map that forgets its oldest entry when full. */
+class BoundedMemo<V> {
+  readonly #max: number
+  readonly #map = new Map<string, V>()
+
+  constructor(max: number) {
+    this.#max = max
+  }
+
+  get(key: string): V | undefined {
+    return this.#map.get(key)
+  }
+
+  set(key: string, value: V): void {
+    if (this.#map.size >= this.#max) {
+      // Map iterates in insertion order: the first key is the oldest.
+      this.#map.delete(this.#map.keys().next().value as string)
+    }
+    this.#map.set(key, value)
+  }
+
+  get size(): number {
+    return this.#map.size
+  }
+
+  clear(): void {
+    this.#map.clear()
+  }
+}
+
+const resolvedMemo = new BoundedMemo<Resolved>(PRICE_CACHE_MAX)
+const inferMemo = new BoundedMemo<string>(PRICE_CACHE_MAX)
+const providerIdMemo = new BoundedMemo<string>(PRICE_CACHE_MAX)
+
+/**
+ * Prices one call. Order: a valid `callerCost` wins; then an override; then the pricing data;
+ * else `{ costNanos: 0, unpriced: true }`. Never throws (a throwing calcPrice counts as unpriced).
+ */
+export function computeCost(input: PriceInput, overrides?: PriceOverrides): PriceOutput {
+  const callerCost = input.callerCost
+  if (callerCost !== null && callerCost >= 0 && callerCost !== Infinity) {
+    return { costNanos: toNanos(callerCost), unpriced: false }
+  }
+  const provider = typeof input.provider === 'string' ? input.provider : ''
+  const model = typeof input.model === 'string' ? input.model : ''
+  const prompt = tokens(input.promptTokens)
+  const completion = tokens(input.completionTokens)
+  const cachedRaw = tokens(input.cachedTokens)
+  const reasoning = Math.min(tokens(input.reasoningTokens), completion)
+
+  if (overrides !== undefined) {
+    const o = findOverride(overrides, provider, model)
+    if (o !== undefined) {
+      const exclusive = isCacheExclusive(conventionProviderId(provider, model), model)
+      const inputTotal = exclusive ? prompt + cachedRaw : prompt
+      const cached = exclusive ? cachedRaw : Math.min(cachedRaw, prompt)
+      const cacheRead = o.cache_read_mtok ?? o.input_mtok
+      const dollars = ((inputTotal - cached) * o.input_mtok + cached * cacheRead + completion * o.output_mtok) / MTOK
+      return priced(dollars)
+    }
+  }
+
+  const key = memoKey(provider, model)
+  let r = resolvedMemo.get(key)
+  if (r === undefined) {
+    r = resolve(provider, model)
+    resolvedMemo.set(key, r)
+  }
+  if (r.kind === 'unknown') return { costNanos: 0, unpriced: true }
+
+  const inputTotal = r.exclusive ? prompt + cachedRaw : prompt
+  const cached = r.exclusive ? cachedRaw : Math.min(cachedRaw, prompt)
+  let plan = r.plan
+  if (plan.kind === 'dated') {
+    // new Date() clips like genai-prices does; an invalid time cannot pick a table.
+    const t = new Date(input.ts).getTime()
+    if (Number.isNaN(t)) return { costNanos: 0, unpriced: true }
+    plan = pickDated(plan, t)
+  }
+  if (plan.kind === 'tiered') plan = pickTier(plan, inputTotal)
+  if (plan.kind === 'linear') {
+    const dollars =
+      plan.base +
+      ((inputTotal - cached) * plan.input + cached * plan.cacheRead + (completion - reasoning) * plan.output + reasoning * plan.reasoning) /
+        MTOK
+    return priced(dollars)
+  }
+  const result = tryCalc(usage(inputTotal, cached, completion, reasoning), plan.model, {
+    provider: plan.provider,
+    timestamp: new Date(input.ts)
+  })
+  if (result === null || result === undefined) return { costNanos: 0, unpriced: true }
+  return priced(result.total_price)
+}
+
+/**
+ * The slow reference: straight through calcPrice on every call, with the same conventions,
+ * clamping and override handling as {@link computeCost} but no memo. Tests pin the fast path
+ * against it; benchmarks measure what the memo saves.
+ * @internal
+ */
+export function computeCostReference(input: PriceInput, overrides?: PriceOverrides): PriceOutput {
+  const callerCost = input.callerCost
+  if (callerCost !== null && callerCost >= 0 && callerCost !== Infinity) {
+    return { costNanos: toNanos(callerCost), unpriced: false }
+  }
+  if (overrides !== undefined && findOverride(overrides, input.provider, input.model) !== undefined) {
+    return computeCost(input, overrides)
+  }
+  const prompt = tokens(input.promptTokens)
+  const completion = tokens(input.completionTokens)
+  const cachedRaw = tokens(input.cachedTokens)
+  const reasoning = Math.min(tokens(input.reasoningTokens), completion)
+  const timestamp = new Date(input.ts)
+  // Same provider rule as resolve(), but priced against the full catalogue every time.
+  let options: PriceOptions = { providerId: input.provider, timestamp }
+  let probe = input.provider ? tryCalc(ZERO_USAGE, input.model, options) : null
+  if (probe === null && (!input.provider || findProvider({ providerId: input.provider }) === undefined)) {
+    options = { timestamp }
+    probe = tryCalc(ZERO_USAGE, input.model, options)
+  }
+  if (probe === null || probe === undefined) return { costNanos: 0, unpriced: true }
+  const exclusive = isCacheExclusive(probe.provider.id, input.model)
+  const inputTotal = exclusive ? prompt + cachedRaw : prompt
+  const cached = exclusive ? cachedRaw : Math.min(cachedRaw, prompt)
+  const result = tryCalc(usage(inputTotal, cached, completion, reasoning), input.model, options)
+  if (result === null || result === undefined) return { costNanos: 0, unpriced: true }
+  return priced(result.total_price)
+}
+
+/**
+ * The genai-prices provider id for a model name (via the providers' model patterns, e.g.
+ * `gpt-` → `openai`, `claude` → `anthropic`), else `'unknown'`. Memoised (bounded).
+ */
+export function inferProvider(model: string): string {
+  let id = inferMemo.get(model)
+  if (id === undefined) {
+    try {
+      id = findProvider({ modelId: model.toLowerCase().trim() })?.id ?? 'unknown'
+    } catch {
+      id = 'unknown'
+    }
+    inferMemo.set(model, id)
+  }
+  return id
+}
+
+/**
+ * True when `promptTokens` EXCLUDES cache reads for this (genai-prices provider id, model):
+ * Anthropic's usage shape. See the table in this module's header.
+ */
+export function isCacheExclusive(providerId: string, model: string): boolean {
+  if (CACHE_EXCLUSIVE_PROVIDERS.has(providerId)) return true
+  return CLAUDE_VIA_ANTHROPIC_API.has(providerId) && model.toLowerCase().includes('claude')
+}
+
+/**
+ * Checks overrides once, at construction (config already validates them with zod; this guards
+ * the worker path). Throws a TypeError naming the offending key and field.
+ */
+export function validatePriceOverrides(overrides: unknown, name = 'overrides'): PriceOverrides {
+  if (typeof overrides !== 'object' || overrides === null || Array.isArray(overrides)) {
+    throw new TypeError(`${name} must be an object of model -> prices`)
+  }
+  for (const [key, o] of Object.entries(overrides)) {
+    const at = `${name}[${JSON.stringify(key)}]`
+    if (typeof o !== 'object' || o === null) throw new TypeError(`${at} must be an object`)
+    for (const field of ['input_mtok', 'output_mtok', 'cache_read_mtok', 'cache_write_mtok'] as const) {
+      const v = (o as Record<string, unknown>)[field]
+      const optional = field === 'cache_read_mtok' || field === 'cache_write_mtok'
+      if (optional && v === undefined) continue
+      if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) {
+        throw new TypeError(`${at}.${field} must be a finite number >= 0`)
+      }
+    }
+  }
+  return overrides as PriceOverrides
+}
+
+/** Forgets every memoised lookup (tests, or after swapping price data). */
+export function clearPriceCache(): void {
+  resolvedMemo.clear()
+  inferMemo.clear()
+  providerIdMemo.clear()
+}
+
+/** How many (provider, model) resolutions are memoised; never above {@link PRICE_CACHE_MAX}. */
+export function priceCacheSize(): number {
+  return resolvedMemo.size
+}
+
+/** Works out once how (provider, model) is priced. */
+function resolve(provider: string, model: string): Resolved {
+  // A provider genai-prices knows is trusted: a model it does not list there is unpriced rather
+  // than guessed from another provider. An unknown provider name ('unknown', a private proxy)
+  // falls back to inferring the provider from the model name.
+  let found = provider ? tryCalc(ZERO_USAGE, model, { providerId: provider, timestamp: RESOLVE_DATE }) : null
+  if (found === null && (!provider || findProvider({ providerId: provider }) === undefined)) {
+    found = tryCalc(ZERO_USAGE, model, { timestamp: RESOLVE_DATE })
+  }
+  // undefined: found but calcPrice threw on zero usage (broken price data): nothing to price with.
+  if (found === null || found === undefined) return { kind: 'unknown' }
+
+  const exclusive = isCacheExclusive(found.provider.id, model)
+  // A one-model provider whose model matches exactly the name we will call with: no catalogue
+  // scan, no fallback providers, and litellm-style "provider/model" names still match.
+  const info: ModelInfo = { ...found.model, match: { equals: model.toLowerCase().trim() } }
+  const single: Provider = { ...found.provider, models: [info], fallback_model_providers: undefined }
+  const prices = info.prices
+  if (!Array.isArray(prices)) return { kind: 'known', exclusive, plan: compile(single, info, prices, model) }
+
+  const starts: number[] = []
+  for (const entry of prices) {
+    const c = entry.constraint
+    const start = c === undefined ? -Infinity : 'start_date' in c && !('start_time' in c) ? Date.parse(c.start_date) : NaN
+    // A time-of-day (or unreadable) constraint: leave the choice to calcPrice on every call.
+    if (Number.isNaN(start)) return { kind: 'known', exclusive, plan: { kind: 'calc', provider: single, model } }
+    starts.push(start)
+  }
+  const plans = prices.map((entry) => compile(single, info, entry.prices, model))
+  return { kind: 'known', exclusive, plan: { kind: 'dated', starts, plans } }
+}
+
+/** The plan for one unconditional price table. */
+function compile(single: Provider, info: ModelInfo, prices: ModelPrice, model: string): Linear | Tiered | Calc {
+  const provider: Provider = { ...single, models: [{ ...info, prices }] }
+  const calc: Calc = { kind: 'calc', provider, model }
+  const tieredKeys = Object.keys(prices).filter((k) => prices[k] !== undefined && typeof prices[k] !== 'number')
+  if (tieredKeys.length === 0) return measure(provider, info, prices, model) ?? calc
+
+  const tiers = new Map<string, { base: number; tiers: Array<{ start: number; price: number }> }>()
+  for (const k of tieredKeys) {
+    const v = prices[k] as unknown
+    if (!isTierTable(v)) return calc
+    tiers.set(k, { base: v.base, tiers: [...v.tiers].sort((x, y) => x.start - y.start) })
+  }
+  const bounds = [...new Set([...tiers.values()].flatMap((t) => t.tiers.map((x) => x.start)))].sort((x, y) => x - y)
+  const plans: Linear[] = []
+  for (let band = 0; band <= bounds.length; band++) {
+    // In band j every input size exceeds exactly the starts <= bounds[j-1] (genai-prices compares
+    // with a strict >), so each key's price there is its last tier starting at or below that.
+    const floor = band === 0 ? -Infinity : bounds[band - 1]
+    const flat: ModelPrice = { ...prices }
+    for (const [k, t] of tiers) {
+      let price = t.base
+      for (const tier of t.tiers) if (tier.start <= floor) price = tier.price
+      flat[k] = price
+    }
+    const linear = measure(provider, info, flat, model)
+    if (linear === undefined) return calc
+    plans.push(linear)
+  }
+  return { kind: 'tiered', bounds, plans }
+}
+
+/** Coefficients of an untiered table, measured through calcPrice at five points. */
+function measure(single: Provider, info: ModelInfo, prices: ModelPrice, model: string): Linear | undefined {
+  const provider: Provider = { ...single, models: [{ ...info, prices }] }
+  const at = (u: Usage) => tryCalc(u, model, { provider, timestamp: RESOLVE_DATE })?.total_price ?? NaN
+  const base = at(ZERO_USAGE)
+  const linear: Linear = {
+    kind: 'linear',
+    base,
+    input: at(usage(MTOK, 0, 0, 0)) - base,
+    cacheRead: at(usage(MTOK, MTOK, 0, 0)) - base,
+    output: at(usage(0, 0, MTOK, 0)) - base,
+    reasoning: at(usage(0, 0, MTOK, MTOK)) - base
+  }
+  // A probe that threw (broken price data) leaves NaN: the caller falls back to calcPrice per
+  // call, which throws again, so the event is unpriced exactly as on the reference path.
+  const ok = [linear.base, linear.input, linear.cacheRead, linear.output, linear.reasoning].every(Number.isFinite)
+  return ok ? linear : undefined
+}
+
+function isTierTable(v: unknown): v is { base: number; tiers: Array<{ start: number; price: number }> } {
+  if (typeof v !== 'object' || v === null) return false
+  const t = v as { base?: unknown; tiers?: unknown }
+  return (
+    typeof t.base === 'number' &&
+    Array.isArray(t.tiers) &&
+    t.tiers.every((x: { start?: unknown; price?: unknown }) => typeof x?.start === 'number' && typeof x.price === 'number')
+  )
+}
+
+/** The band for this many input tokens: one past the count of bounds it exceeds. */
+function pickTier(plan: Tiered, inputTokens: number): Linear {
+  let band = 0
+  while (band < plan.bounds.length && inputTokens > plan.bounds[band]) band++
+  return plan.plans[band]
+}
+
+/** The genai-prices rule: the last table whose start is <= t, else the first. */
+function pickDated(plan: Dated, t: number): Linear | Tiered | Calc {
+  for (let i = plan.starts.length - 1; i >= 0; i--) {
+    if (t >= plan.starts[i]) return plan.plans[i]
+  }
+  return plan.plans[0]
+}
+
+function usage(input: number, cacheRead: number, output: number, reasoning: number): Usage {
+  return { input_tokens: input, cache_read_tokens: cacheRead, output_tokens: output, output_reasoning_tokens: reasoning }
+}
+
+/** calcPrice, with a throw turned into `undefined` (found but not priceable) — null is "not found". */
+function tryCalc(u: Usage, model: string, options: PriceOptions): PriceCalculationResult | undefined {
+  try {
+    return calcPrice(u, model, options)
+  } catch {
+    return undefined
+  }
+}
+
+function findOverride(overrides: PriceOverrides, provider: string, model: string): PriceOverride | undefined {
+  // Object.hasOwn: a model called "constructor" must not find Object.prototype's.
+  const qualified = `${provider}/${model}`
+  if (Object.hasOwn(overrides, qualified)) return overrides[qualified]
+  if (Object.hasOwn(overrides, model)) return overrides[model]
+  return undefined
+}
+
+/**
+ * The genai-prices provider whose usage convention applies to an overridden model: the named
+ * provider as genai-prices knows it (`bedrock` → `aws`), else the one the model name suggests —
+ * the same rule the pricing-data path follows.
+ */
+function conventionProviderId(provider: string, model: string): string {
+  let id = providerIdMemo.get(provider)
+  if (id === undefined) {
+    id = (provider ? findProvider({ providerId: provider })?.id : undefined) ?? ''
+    providerIdMemo.set(provider, id)
+  }
+  return id !== '' ? id : inferProvider(model)
+}
+
+/** Unambiguous without a separator that a model name could contain. */
+function memoKey(provider: string, model: string): string {
+  return `${provider.length}:${provider}${model}`
+}
+
+/** A usable token count: negative, NaN and non-numbers are 0; capped so sums stay finite. */
+function tokens(n: number): number {
+  return n > 0 ? Math.min(n, Number.MAX_SAFE_INTEGER) : 0
+}
+
+function toNanos(dollars: number): number {
+  return Math.min(Math.round(dollars * NANOS_PER_DOLLAR), Number.MAX_SAFE_INTEGER)
+}
+
+function priced(dollars: number): PriceOutput {
+  // NaN fails both tests; a negative total can only come from broken price data.
+  if (!(dollars >= 0)) return { costNanos: 0, unpriced: true }
+  return { costNanos: toNanos(dollars), unpriced: false }
+}

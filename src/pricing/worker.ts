@@ -1,0 +1,31 @@
+/**
+ * Piscina worker entry: prices one whole batch per task (a task per event would cost more in
+ * messaging than the arithmetic). Overrides arrive once, in `workerData`, not with every task.
+ * The result's single buffer is moved back, not cloned.
+ */
+import { move, transferableSymbol, valueSymbol, workerData } from 'piscina'
+import { priceBatch, resultTransferList } from './batch.js'
+import type { PriceBatch, PriceResult } from './batch.js'
+import type { PriceOverrides } from './compute-cost.js'
+
+/** What {@link PricingPool} passes as piscina `workerData`. */
+export interface PricingWorkerData {
+  overrides?: PriceOverrides
+}
+
+const overrides = (workerData as PricingWorkerData | undefined)?.overrides
+
+/** Prices `batch`; the returned value is piscina's movable wrapper around a {@link PriceResult}. */
+export default function priceTask(batch: PriceBatch): unknown {
+  const result = priceBatch(batch, overrides)
+  // piscina transfers what `transferableSymbol` lists and posts `valueSymbol` in place of the
+  // wrapper, so the main thread receives a plain PriceResult whose buffer was moved.
+  return move({
+    get [transferableSymbol]() {
+      return resultTransferList(result)
+    },
+    get [valueSymbol](): PriceResult {
+      return result
+    }
+  })
+}

@@ -1,0 +1,158 @@
+/**
+ * Alert rules: their zod schema and their store. Rules live in LMDB and in a Map mirror
+ * (reads never touch the disk); a write resolves after its commit, then the mirror changes.
+ */
+import { z } from 'zod'
+import { nanoid } from 'nanoid'
+import type { Database } from 'lmdb'
+
+export const CONDITIONS = ['cost_per_hour', 'avg_latency', 'p95_latency', 'error_rate', 'requests_per_minute', 'tokens_per_minute'] as const
+export const COMPARATORS = ['gt', 'gte', 'lt', 'lte'] as const
+
+const fields = {
+  name: z.string().trim().min(1).max(200),
+  condition: z.enum(CONDITIONS),
+  threshold: z.number().finite(),
+  enabled: z.boolean(),
+  model: z.string().min(1).max(256).nullable(),
+  window_seconds: z.number().int().min(10).max(7 * 86_400),
+  comparator: z.enum(COMPARATORS),
+  cooldown_seconds: z.number().int().min(0).max(7 * 86_400),
+  min_samples: z.number().int().min(1).max(1_000_000),
+  webhook_url: z
+    .url({ protocol: /^https?$/ })
+    .max(2048)
+    .nullable()
+}
+
+/** POST body: name, condition, threshold required; the rest defaulted. */
+export const ruleCreateSchema = z.strictObject({
+  name: fields.name,
+  condition: fields.condition,
+  threshold: fields.threshold,
+  enabled: fields.enabled.default(true),
+  model: fields.model.optional(),
+  window_seconds: fields.window_seconds.default(300),
+  comparator: fields.comparator.default('gt'),
+  cooldown_seconds: fields.cooldown_seconds.default(300),
+  min_samples: fields.min_samples.default(1),
+  webhook_url: fields.webhook_url.optional()
+})
+
+/** PATCH body: any subset; at least one field. */
+export const rulePatchSchema = z
+  .strictObject({
+    name: fields.name.optional(),
+    condition: fields.condition.optional(),
+    threshold: fields.threshold.optional(),
+    enabled: fields.enabled.optional(),
+    model: fields.model.optional(),
+    window_seconds: fields.window_seconds.optional(),
+    comparator: fields.comparator.optional(),
+    cooldown_seconds: fields.cooldown_seconds.optional(),
+    min_samples: fields.min_samples.optional(),
+    webhook_url: fields.webhook_url.optional()
+  })
+  .refine((p) => Object.keys(p).length > 0, { message: 'must change at least one field' })
+
+export type RuleCreate = z.output<typeof ruleCreateSchema>
+export type RulePatch = z.output<typeof rulePatchSchema>
+
+export interface Rule {
+  id: string
+  name: string
+  condition: (typeof CONDITIONS)[number]
+  threshold: number
+  enabled: boolean
+  model: string | null
+  window_seconds: number
+  comparator: (typeof COMPARATORS)[number]
+  cooldown_seconds: number
+  min_samples: number
+  webhook_url: string | null
+  created_at: string
+  updated_at: string
+}
+
+/** Bound on stored rules: each is evaluated every tick. */
+export const MAX_RULES = 1000
+
+export class RuleStore {
+  readonly #db: Database<unknown, string>
+  readonly #rules = new Map<string, Rule>()
+  readonly #listeners = new Set<(rules: readonly Rule[]) => void>()
+
+  constructor(db: Database<unknown, string>) {
+    this.#db = db
+    for (const { value } of db.getRange({})) {
+      const r = value as Rule
+      this.#rules.set(r.id, r)
+    }
+  }
+
+  list(): Rule[] {
+    return [...this.#rules.values()].sort((a, b) => (a.created_at < b.created_at ? -1 : a.created_at > b.created_at ? 1 : a.id < b.id ? -1 : 1))
+  }
+
+  get(id: string): Rule | undefined {
+    return this.#rules.get(id)
+  }
+
+  get size(): number {
+    return this.#rules.size
+  }
+
+  /** Called after every change with the full list (the alert evaluator subscribes). */
+  onChange(fn: (rules: readonly Rule[]) => void): void {
+    this.#listeners.add(fn)
+  }
+
+  async create(input: RuleCreate, now: number): Promise<Rule> {
+    const at = new Date(now).toISOString()
+    const rule: Rule = {
+      id: `rule_${nanoid(12)}`,
+      name: input.name,
+      condition: input.condition,
+      threshold: input.threshold,
+      enabled: input.enabled,
+      model: input.model ?? null,
+      window_seconds: input.window_seconds,
+      comparator: input.comparator,
+      cooldown_seconds: input.cooldown_seconds,
+      min_samples: input.min_samples,
+      webhook_url: input.webhook_url ?? null,
+      created_at: at,
+      updated_at: at
+    }
+    await this.#db.put(rule.id, rule)
+    this.#rules.set(rule.id, rule)
+    this.#emit()
+    return rule
+  }
+
+  async update(id: string, patch: RulePatch, now: number): Promise<Rule | undefined> {
+    const old = this.#rules.get(id)
+    if (old === undefined) return undefined
+    const rule: Rule = { ...old, updated_at: new Date(now).toISOString() }
+    for (const [k, v] of Object.entries(patch)) {
+      if (v !== undefined) (rule as unknown as Record<string, unknown>)[k] = v
+    }
+    await this.#db.put(id, rule)
+    this.#rules.set(id, rule)
+    this.#emit()
+    return rule
+  }
+
+  async remove(id: string): Promise<boolean> {
+    if (!this.#rules.has(id)) return false
+    await this.#db.remove(id)
+    this.#rules.delete(id)
+    this.#emit()
+    return true
+  }
+
+  #emit(): void {
+    const list = this.list()
+    for (const fn of this.#listeners) fn(list)
+  }
+}

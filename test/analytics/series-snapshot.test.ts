@@ -1,0 +1,114 @@
+import t from 'tap'
+import fc from 'fast-check'
+import { SERIES_SNAPSHOT_VERSION, SeriesStore } from '../../src/analytics/series.js'
+import type { SeriesSnapshot } from '../../src/analytics/series.js'
+import type { Row } from '../../src/analytics/row.js'
+import { HOUR, MIN, pointSpec, resolvePoint, rowArb } from './fixtures/naive.js'
+
+function storeOf(rows: readonly Row[]): SeriesStore {
+  const s = new SeriesStore()
+  for (const r of rows) s.record(r)
+  return s
+}
+
+function answers(store: SeriesStore, s: number, e: number): string {
+  return JSON.stringify({
+    agg: store.aggregate(s, e),
+    m: store.timeseries(s, e, MIN),
+    h: store.timeseries(s, e, HOUR),
+    bounds: store.bounds(),
+    size: store.size,
+    rejected: store.rejected,
+  })
+}
+
+/** Typed arrays as plain arrays: what a JSON-ish encoder would hand back. */
+function asPlainArrays(snap: SeriesSnapshot): Record<string, unknown> {
+  return Object.fromEntries(
+    Object.entries(snap).map(([k, v]) => [k, ArrayBuffer.isView(v) ? Array.from(v as Float64Array) : v]),
+  )
+}
+
+t.test('a restored store answers every query identically', async (t) => {
+  fc.assert(
+    fc.property(
+      fc.array(rowArb(), { maxLength: 150 }),
+      fc.array(rowArb({ dense: true }), { maxLength: 100 }),
+      fc.array(fc.tuple(pointSpec, pointSpec), { minLength: 1, maxLength: 4 }),
+      (sparse, dense, rs) => {
+        const rows = [...sparse, ...dense]
+        const store = storeOf(rows)
+        store.record({ ...rows[0], ts: 0.5 } as Row) // one refused row, to carry `rejected`
+        const snap = store.toSnapshot()
+        const back = SeriesStore.fromSnapshot(snap)
+        const backPlain = SeriesStore.fromSnapshot(asPlainArrays(snap))
+        for (const [a, b] of [[{ kind: 0, idx: 0, delta: 0, raw: 0 }, { kind: 1, idx: 0, delta: 0, raw: 0 }], ...rs]) {
+          const s = resolvePoint(a, rows)
+          const e = resolvePoint(b, rows)
+          const want = answers(store, s, e)
+          if (answers(back, s, e) !== want) throw new Error(`restored store differs on [${s}, ${e})`)
+          if (answers(backPlain, s, e) !== want) throw new Error(`plain-array restore differs on [${s}, ${e})`)
+        }
+        // A snapshot of the restored store is the same data again.
+        t.same(back.toSnapshot(), snap)
+      },
+    ),
+    { numRuns: 60 },
+  )
+})
+
+t.test('snapshot is plain versioned data', async (t) => {
+  const store = new SeriesStore()
+  store.record({
+    ts: 61_000,
+    promptTokens: 1,
+    completionTokens: 2,
+    totalTokens: 3,
+    cachedTokens: 4,
+    reasoningTokens: 5,
+    latencyUs: 6,
+    costNanos: 7,
+    error: true,
+    unpriced: false,
+  })
+  t.same(store.toSnapshot(), {
+    version: SERIES_SNAPSHOT_VERSION,
+    rows: 1,
+    rejected: 0,
+    ts: Float64Array.of(61_000),
+    promptTokens: Float64Array.of(1),
+    completionTokens: Float64Array.of(2),
+    totalTokens: Float64Array.of(3),
+    cachedTokens: Float64Array.of(4),
+    reasoningTokens: Float64Array.of(5),
+    latencyUs: Float64Array.of(6),
+    costNanos: Float64Array.of(7),
+    error: Uint8Array.of(1),
+    unpriced: Uint8Array.of(0),
+  })
+  const empty = SeriesStore.fromSnapshot(new SeriesStore().toSnapshot())
+  t.equal(empty.size, 0)
+})
+
+t.test('fromSnapshot rejects unknown versions and malformed data, never misreads', async (t) => {
+  const store = storeOf(
+    fc.sample(rowArb(), { numRuns: 5, seed: 42 }),
+  )
+  const good = asPlainArrays(store.toSnapshot())
+  const bad: [string, unknown, RegExp][] = [
+    ['not an object', 'snapshot', /not an object/],
+    ['null', null, /not an object/],
+    ['unknown version', { ...good, version: 2 }, /unsupported version 2/],
+    ['no version', { ...good, version: undefined }, /unsupported version undefined/],
+    ['bad rows', { ...good, rows: -1 }, /rows must be/],
+    ['bad rejected', { ...good, rejected: 1.5 }, /rejected must be/],
+    ['missing column', { ...good, costNanos: undefined }, /column costNanos is missing/],
+    ['short column', { ...good, ts: (good.ts as number[]).slice(1) }, /column ts has 4 entries, expected 5/],
+    ['rows mismatch', { ...good, rows: 6 }, /expected 6/],
+    ['bad flag', { ...good, error: [0, 0, 2, 0, 0] }, /row 2: error must be 0 or 1/],
+    ['negative tokens', { ...good, promptTokens: [1, -1, 1, 1, 1] }, /row 1 breaks the Row contract/],
+    ['fractional ts', { ...good, ts: [1.5, 1, 1, 1, 1] }, /row 0 breaks the Row contract/],
+    ['DataView column', { ...good, ts: new DataView(new ArrayBuffer(40)) }, /column ts is missing or not an array/],
+  ]
+  for (const [name, data, msg] of bad) t.throws(() => SeriesStore.fromSnapshot(data), msg, name)
+})

@@ -1,0 +1,189 @@
+import t from 'tap'
+import fc from 'fast-check'
+import { LatencySketch, SKETCH_JSON_VERSION } from '../../src/analytics/sketch.js'
+import { naiveQuantile, within1pct } from './fixtures/naive.js'
+
+const QS = [0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1]
+
+const latency = fc.oneof(
+  fc.constant(0),
+  fc.integer({ min: 1, max: 100 }),
+  fc.integer({ min: 0, max: 5_000_000 }),
+  fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+)
+
+function sketchOf(values: readonly number[]): LatencySketch {
+  const s = new LatencySketch()
+  for (const v of values) s.record(v)
+  return s
+}
+
+t.test('every quantile is within 1% of the naive sorted-list quantile', async (t) => {
+  fc.assert(
+    fc.property(fc.array(latency, { minLength: 1, maxLength: 400 }), (values) => {
+      const s = sketchOf(values)
+      for (const q of QS) {
+        const truth = naiveQuantile(values, q)
+        const est = s.quantile(q)
+        if (!within1pct(est, truth)) throw new Error(`q=${q}: estimate ${est}, truth ${truth}`)
+      }
+      return s.count === values.length
+    }),
+    { numRuns: 300 },
+  )
+  t.pass('1% relative error held')
+})
+
+t.test('merging parts equals recording everything, in any merge order', async (t) => {
+  fc.assert(
+    fc.property(
+      fc.array(fc.array(latency, { maxLength: 60 }), { minLength: 1, maxLength: 6 }),
+      fc.boolean(),
+      (parts, reverse) => {
+        const all = sketchOf(parts.flat())
+        const merged = new LatencySketch()
+        const order = reverse ? [...parts].reverse() : parts
+        for (const p of order) merged.merge(sketchOf(p))
+        t.same(merged.toJSON(), all.toJSON())
+        // A tree of merges (pairs first) gives the same result too.
+        const pairs = new LatencySketch()
+        for (let i = 0; i < parts.length; i += 2) {
+          pairs.merge(sketchOf(parts[i]).merge(sketchOf(parts[i + 1] ?? [])))
+        }
+        t.same(pairs.toJSON(), all.toJSON())
+      },
+    ),
+    { numRuns: 100 },
+  )
+})
+
+t.test('merge covers the in-place paths: into empty, subset keys, self-merge, growth', async (t) => {
+  const a = sketchOf([10, 1000, 100000])
+  const sub = sketchOf([1000, 10, 0])
+  a.merge(sub)
+  t.same(a.toJSON(), sketchOf([10, 1000, 100000, 1000, 10, 0]).toJSON(), 'other keys subset of this')
+  const empty = new LatencySketch()
+  empty.merge(a)
+  t.same(empty.toJSON(), a.toJSON(), 'merge into empty copies')
+  a.merge(new LatencySketch())
+  t.same(a.toJSON(), empty.toJSON(), 'merging an empty sketch changes nothing')
+  const twice = sketchOf([5, 50, 500])
+  twice.merge(twice)
+  t.same(twice.toJSON(), sketchOf([5, 50, 500, 5, 50, 500]).toJSON(), 'self-merge doubles')
+  const zerosOnly = sketchOf([0, 0])
+  const withZeros = sketchOf([7]).merge(zerosOnly)
+  t.equal(withZeros.zeroCount, 2)
+  t.equal(withZeros.count, 3)
+  const wide = new LatencySketch()
+  for (let v = 1; v < 1e12; v *= 3) wide.record(v)
+  const interleaved = new LatencySketch()
+  for (let v = 2; v < 1e12; v *= 3) interleaved.record(v)
+  const expected = sketchOf([...wideValues(1), ...wideValues(2)])
+  t.same(wide.clone().merge(interleaved).toJSON(), expected.toJSON(), 'interleaved keys grow and merge')
+  function wideValues(from: number): number[] {
+    const out: number[] = []
+    for (let v = from; v < 1e12; v *= 3) out.push(v)
+    return out
+  }
+})
+
+t.test('empty sketch: quantile is NaN, min/max NaN, JSON min/max null', async (t) => {
+  const s = new LatencySketch()
+  t.equal(s.count, 0)
+  t.ok(Number.isNaN(s.quantile(0.5)))
+  t.ok(Number.isNaN(s.min))
+  t.ok(Number.isNaN(s.max))
+  t.same(s.toJSON(), {
+    version: SKETCH_JSON_VERSION,
+    relativeAccuracy: 0.01,
+    zeroCount: 0,
+    keys: [],
+    counts: [],
+    min: null,
+    max: null,
+  })
+  t.same(LatencySketch.fromJSON(s.toJSON()).toJSON(), s.toJSON())
+})
+
+t.test('zero latencies go to the zero bucket and read back as 0', async (t) => {
+  const s = sketchOf([0, 0, 0, 1000])
+  t.equal(s.zeroCount, 3)
+  t.equal(s.bucketCount, 1)
+  t.equal(s.quantile(0), 0)
+  t.equal(s.quantile(0.5), 0)
+  t.equal(s.quantile(1), 1000, 'max is exact (clamped)')
+  const sub = sketchOf([0.25, 0.5])
+  t.equal(sub.zeroCount, 2, 'values below 1 µs count as zero')
+  t.equal(sub.quantile(0), 0.25, 'clamped to the exact min')
+  t.equal(sketchOf([0, 0]).quantile(0.99), 0)
+})
+
+t.test('invalid values are ignored, never thrown on', async (t) => {
+  const s = new LatencySketch()
+  t.equal(s.record(-1), false)
+  t.equal(s.record(NaN), false)
+  t.equal(s.record(Infinity), false)
+  t.equal(s.recordMany([1, 2, -5, 3]), 3)
+  t.equal(s.count, 3)
+  t.throws(() => s.quantile(1.5), RangeError)
+  t.throws(() => s.quantile(-0.1), RangeError)
+  t.throws(() => s.quantile(NaN), RangeError)
+})
+
+t.test('clone is independent', async (t) => {
+  const a = sketchOf([1, 2, 3])
+  const b = a.clone()
+  b.record(1e6)
+  t.equal(a.count, 3)
+  t.equal(b.count, 4)
+  t.equal(a.min, 1)
+  t.equal(a.max, 3)
+  t.equal(b.max, 1e6)
+})
+
+t.test('toJSON/fromJSON round trip (also through JSON text) answers identically', async (t) => {
+  fc.assert(
+    fc.property(fc.array(latency, { maxLength: 300 }), (values) => {
+      const s = sketchOf(values)
+      const back = LatencySketch.fromJSON(JSON.parse(JSON.stringify(s)))
+      t.same(back.toJSON(), s.toJSON())
+      for (const q of QS) {
+        const a = s.quantile(q)
+        const b = back.quantile(q)
+        if (!(Object.is(a, b))) throw new Error(`q=${q}: ${a} !== ${b}`)
+      }
+    }),
+    { numRuns: 100 },
+  )
+  const typed = sketchOf([3, 30, 300]).toJSON()
+  const fromTyped = LatencySketch.fromJSON({
+    ...typed,
+    keys: Uint16Array.from(typed.keys),
+    counts: Float64Array.from(typed.counts),
+  })
+  t.same(fromTyped.toJSON(), typed, 'typed arrays are accepted (msgpack may yield them)')
+})
+
+t.test('fromJSON rejects unknown versions and malformed data clearly', async (t) => {
+  const good = sketchOf([0, 5, 50]).toJSON()
+  const bad: [string, unknown, RegExp][] = [
+    ['not an object', 42, /not an object/],
+    ['null', null, /not an object/],
+    ['unknown version', { ...good, version: 2 }, /unsupported version 2/],
+    ['missing version', { ...good, version: undefined }, /unsupported version undefined/],
+    ['other accuracy', { ...good, relativeAccuracy: 0.02 }, /relativeAccuracy/],
+    ['bad zeroCount', { ...good, zeroCount: -1 }, /zeroCount/],
+    ['keys not array', { ...good, keys: 'x' }, /arrays of numbers/],
+    ['keys with strings', { ...good, keys: ['1', '2'] }, /arrays of numbers/],
+    ['length mismatch', { ...good, counts: [1] }, /differ in length/],
+    ['unsorted keys', { ...good, keys: [...good.keys].reverse() }, /strictly ascending/],
+    ['key out of range', { ...good, keys: [good.keys[0], 70000] }, /out of range/],
+    ['fractional key', { ...good, keys: [good.keys[0], good.keys[1] + 0.5] }, /out of range/],
+    ['zero count', { ...good, counts: [1, 0] }, /positive integer/],
+    ['null min when non-empty', { ...good, min: null }, /min and max/],
+    ['min above max', { ...good, min: 60, max: 50 }, /min and max/],
+    ['empty with min', { ...good, zeroCount: 0, keys: [], counts: [], min: 1 }, /null min and max/],
+    ['bigint array', { ...good, keys: new BigInt64Array(2) }, /out of range/],
+  ]
+  for (const [name, data, msg] of bad) t.throws(() => LatencySketch.fromJSON(data), msg, name)
+})
