@@ -174,7 +174,9 @@ export class Topology {
   }
 
   /** A consistent snapshot of every aggregator and the alert evaluator at one log position. */
-  snapshot(now: number): Promise<SnapshotPayload> {
+  async snapshot(now: number): Promise<SnapshotPayload> {
+    // Take in what was committed already, so the snapshot is as fresh as the acknowledgements.
+    await this.router.flushed()
     return new Promise((resolve) => {
       const sent = this.costStage.send({
         type: 'barrier',

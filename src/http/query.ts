@@ -6,18 +6,19 @@ import { z } from 'zod'
 import { llmsError } from '../errors.js'
 import { zodDetails } from '../events.js'
 
-/** ISO 8601 with a zone (`Z` or `±hh:mm`), or epoch milliseconds. */
-export const timeParam = z.union([
-  z.iso.datetime({ offset: true }).transform((s, ctx) => {
-    const ms = Date.parse(s)
-    if (!Number.isFinite(ms)) {
-      ctx.addIssue({ code: 'custom', message: 'is out of range' })
-      return z.NEVER
-    }
-    return ms
-  }),
-  z.string().regex(/^-?\d{1,16}$/, 'must be ISO 8601 with a zone or epoch milliseconds').transform((s) => Number(s))
-])
+const isoWithZone = z.iso.datetime({ offset: true })
+
+/** ISO 8601 with a zone (`Z` or `±hh:mm`), or epoch milliseconds → epoch ms. */
+export const timeParam = z.string().transform((s, ctx) => {
+  let ms = NaN
+  if (/^-?\d{1,16}$/.test(s)) ms = Number(s)
+  else if (isoWithZone.safeParse(s).success) ms = Date.parse(s)
+  if (!Number.isFinite(ms) || Math.abs(ms) > 8.64e15) {
+    ctx.addIssue({ code: 'custom', message: 'must be an ISO 8601 time with a zone (e.g. 2026-01-01T00:00:00Z) or epoch milliseconds' })
+    return z.NEVER
+  }
+  return ms
+})
 
 /** `a,b,c` → a set of non-empty names. */
 export const listParam = z

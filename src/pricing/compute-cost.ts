@@ -94,6 +94,7 @@ export const PRICE_CACHE_MAX = 4096
 
 const NANOS_PER_DOLLAR = 1e9
 const MTOK = 1e6
+const DAY_MS = 86_400_000
 /** Resolution only looks models up; the date is irrelevant there but must be valid. */
 const RESOLVE_DATE = new Date(0)
 const ZERO_USAGE: Usage = usage(0, 0, 0, 0)
@@ -101,20 +102,23 @@ const ZERO_USAGE: Usage = usage(0, 0, 0, 0)
 /**
  * How a (provider, model) pair is priced, worked out once and memoised. calcPrice spends its
  * 10–40 µs finding the model and re-validating its price table on every call; a plan does that
- * work once.
+ * work once, and the hot path never calls calcPrice.
  * - `linear`: an unconditional, untiered price table. Cost is then linear in the four usage
  *   parts, so the coefficients are MEASURED through calcPrice itself (no re-implementation of
  *   its unit rules) and a call is a few multiplications.
- * - `dated`: tables that change on start dates (o3, newer Claude models): the table is picked
- *   by the event time, the same rule as genai-prices (last entry whose start is <= ts, an
- *   entry without constraint always matches, else the first), then priced by its own plan.
+ * - `scheduled`: tables that change on a start date (o3, newer Claude models) or by time of
+ *   day (DeepSeek's off-peak discount): the table is picked by the event time with genai-prices'
+ *   rule (the LAST entry whose constraint holds; an entry without constraint always holds;
+ *   else the first), then priced by its own plan.
  * - `tiered`: prices that step up past an input size (Gemini 2.5, long-context Claude). genai-
  *   prices picks every key's tier by the call's total input tokens, so each band between tier
  *   starts is one linear table: the band is picked by input tokens, then priced linearly.
- * - `calc`: anything else (time-of-day prices, unreadable tables): calcPrice per call, but
- *   against a one-model provider so the catalogue search is skipped.
+ *
+ * A table or constraint this module cannot read makes the model unknown; calcPrice itself would
+ * throw on it (it validates the same shapes), so the answer — unpriced — is the same.
+ * `test/pricing/compute-cost.test.ts` pins every model of the bundled data against calcPrice.
  */
-type Plan = Linear | Tiered | Calc | Dated
+type Plan = Linear | Tiered | Scheduled
 
 interface Linear {
   kind: 'linear'
@@ -135,17 +139,11 @@ interface Tiered {
   plans: Linear[]
 }
 
-interface Calc {
-  kind: 'calc'
-  provider: Provider
-  model: string
-}
-
-interface Dated {
-  kind: 'dated'
-  /** Epoch ms from which `plans[i]` applies; -Infinity for an unconstrained entry. */
-  starts: number[]
-  plans: Array<Linear | Tiered | Calc>
+interface Scheduled {
+  kind: 'scheduled'
+  /** When `plans[i]` applies: always (null), from an instant on, or daily in a UTC window. */
+  when: Array<null | { from: number } | { startSec: number; endSec: number }>
+  plans: Array<Linear | Tiered>
 }
 
 type Resolved = { kind: 'unknown' } | { kind: 'known'; exclusive: boolean; plan: Plan }
@@ -223,26 +221,17 @@ export function computeCost(input: PriceInput, overrides?: PriceOverrides): Pric
   const inputTotal = r.exclusive ? prompt + cachedRaw : prompt
   const cached = r.exclusive ? cachedRaw : Math.min(cachedRaw, prompt)
   let plan = r.plan
-  if (plan.kind === 'dated') {
+  if (plan.kind === 'scheduled') {
     // new Date() clips like genai-prices does; an invalid time cannot pick a table.
     const t = new Date(input.ts).getTime()
     if (Number.isNaN(t)) return { costNanos: 0, unpriced: true }
-    plan = pickDated(plan, t)
+    plan = pickScheduled(plan, t)
   }
   if (plan.kind === 'tiered') plan = pickTier(plan, inputTotal)
-  if (plan.kind === 'linear') {
-    const dollars =
-      plan.base +
-      ((inputTotal - cached) * plan.input + cached * plan.cacheRead + (completion - reasoning) * plan.output + reasoning * plan.reasoning) /
-        MTOK
-    return priced(dollars)
-  }
-  const result = tryCalc(usage(inputTotal, cached, completion, reasoning), plan.model, {
-    provider: plan.provider,
-    timestamp: new Date(input.ts)
-  })
-  if (result === null || result === undefined) return { costNanos: 0, unpriced: true }
-  return priced(result.total_price)
+  const dollars =
+    plan.base +
+    ((inputTotal - cached) * plan.input + cached * plan.cacheRead + (completion - reasoning) * plan.output + reasoning * plan.reasoning) / MTOK
+  return priced(dollars)
 }
 
 /**
@@ -354,36 +343,48 @@ function resolve(provider: string, model: string): Resolved {
   if (found === null || found === undefined) return { kind: 'unknown' }
 
   const exclusive = isCacheExclusive(found.provider.id, model)
-  // A one-model provider whose model matches exactly the name we will call with: no catalogue
-  // scan, no fallback providers, and litellm-style "provider/model" names still match.
+  // Measurements run against a one-model provider whose model matches exactly the name we
+  // measure with: no catalogue scan, no fallback providers, litellm-style names still match,
+  // and provider-specific rules keyed on ids (Groq's Whisper minimum) still apply.
   const info: ModelInfo = { ...found.model, match: { equals: model.toLowerCase().trim() } }
   const single: Provider = { ...found.provider, models: [info], fallback_model_providers: undefined }
   const prices = info.prices
-  if (!Array.isArray(prices)) return { kind: 'known', exclusive, plan: compile(single, info, prices, model) }
-
-  const starts: number[] = []
-  for (const entry of prices) {
-    const c = entry.constraint
-    const start = c === undefined ? -Infinity : 'start_date' in c && !('start_time' in c) ? Date.parse(c.start_date) : NaN
-    // A time-of-day (or unreadable) constraint: leave the choice to calcPrice on every call.
-    if (Number.isNaN(start)) return { kind: 'known', exclusive, plan: { kind: 'calc', provider: single, model } }
-    starts.push(start)
+  if (!Array.isArray(prices)) {
+    const plan = compile(single, info, prices, model)
+    return plan === undefined ? { kind: 'unknown' } : { kind: 'known', exclusive, plan }
   }
-  const plans = prices.map((entry) => compile(single, info, entry.prices, model))
-  return { kind: 'known', exclusive, plan: { kind: 'dated', starts, plans } }
+
+  const when: Scheduled['when'] = []
+  for (const { constraint: c } of prices) {
+    const rule =
+      c === undefined
+        ? null
+        : c.type === 'start_date'
+          ? { from: Date.parse(c.start_date) }
+          : c.type === 'time_of_date'
+            ? { startSec: secondOfDay(c.start_time), endSec: secondOfDay(c.end_time) }
+            : { from: NaN }
+    if (rule !== null && Object.values(rule).some(Number.isNaN)) return { kind: 'unknown' }
+    when.push(rule)
+  }
+  const plans: Scheduled['plans'] = []
+  for (const entry of prices) {
+    const plan = compile(single, info, entry.prices, model)
+    if (plan === undefined) return { kind: 'unknown' }
+    plans.push(plan)
+  }
+  return { kind: 'known', exclusive, plan: { kind: 'scheduled', when, plans } }
 }
 
 /** The plan for one unconditional price table. */
-function compile(single: Provider, info: ModelInfo, prices: ModelPrice, model: string): Linear | Tiered | Calc {
-  const provider: Provider = { ...single, models: [{ ...info, prices }] }
-  const calc: Calc = { kind: 'calc', provider, model }
+function compile(single: Provider, info: ModelInfo, prices: ModelPrice, model: string): Linear | Tiered | undefined {
   const tieredKeys = Object.keys(prices).filter((k) => prices[k] !== undefined && typeof prices[k] !== 'number')
-  if (tieredKeys.length === 0) return measure(provider, info, prices, model) ?? calc
+  if (tieredKeys.length === 0) return measure(single, info, prices, model)
 
   const tiers = new Map<string, { base: number; tiers: Array<{ start: number; price: number }> }>()
   for (const k of tieredKeys) {
     const v = prices[k] as unknown
-    if (!isTierTable(v)) return calc
+    if (!isTierTable(v)) return undefined
     tiers.set(k, { base: v.base, tiers: [...v.tiers].sort((x, y) => x.start - y.start) })
   }
   const bounds = [...new Set([...tiers.values()].flatMap((t) => t.tiers.map((x) => x.start)))].sort((x, y) => x - y)
@@ -398,8 +399,8 @@ function compile(single: Provider, info: ModelInfo, prices: ModelPrice, model: s
       for (const tier of t.tiers) if (tier.start <= floor) price = tier.price
       flat[k] = price
     }
-    const linear = measure(provider, info, flat, model)
-    if (linear === undefined) return calc
+    const linear = measure(single, info, flat, model)
+    if (linear === undefined) return undefined
     plans.push(linear)
   }
   return { kind: 'tiered', bounds, plans }
@@ -418,8 +419,7 @@ function measure(single: Provider, info: ModelInfo, prices: ModelPrice, model: s
     output: at(usage(0, 0, MTOK, 0)) - base,
     reasoning: at(usage(0, 0, MTOK, MTOK)) - base
   }
-  // A probe that threw (broken price data) leaves NaN: the caller falls back to calcPrice per
-  // call, which throws again, so the event is unpriced exactly as on the reference path.
+  // A probe that threw (broken price data) leaves NaN: calcPrice would throw on every call too.
   const ok = [linear.base, linear.input, linear.cacheRead, linear.output, linear.reasoning].every(Number.isFinite)
   return ok ? linear : undefined
 }
@@ -441,12 +441,34 @@ function pickTier(plan: Tiered, inputTokens: number): Linear {
   return plan.plans[band]
 }
 
-/** The genai-prices rule: the last table whose start is <= t, else the first. */
-function pickDated(plan: Dated, t: number): Linear | Tiered | Calc {
-  for (let i = plan.starts.length - 1; i >= 0; i--) {
-    if (t >= plan.starts[i]) return plan.plans[i]
+/** The genai-prices rule: the last table whose constraint holds at t, else the first. */
+function pickScheduled(plan: Scheduled, t: number): Linear | Tiered {
+  // Seconds into the UTC day, milliseconds included, as genai-prices computes it.
+  const sec = (((t % DAY_MS) + DAY_MS) % DAY_MS) / 1000
+  for (let i = plan.when.length - 1; i >= 0; i--) {
+    const w = plan.when[i]
+    if (w === null) return plan.plans[i]
+    if ('from' in w) {
+      if (t >= w.from) return plan.plans[i]
+    } else if (w.endSec < w.startSec ? sec >= w.startSec || sec < w.endSec : sec >= w.startSec && sec < w.endSec) {
+      // A window whose end is before its start wraps past midnight.
+      return plan.plans[i]
+    }
   }
   return plan.plans[0]
+}
+
+const TIME_OF_DAY = /^(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(Z|([+-])(\d{2}):(\d{2}))$/
+
+/** "HH:MM:SS[.frac](Z|±HH:MM)" as seconds into the UTC day (genai-prices' format), else NaN. */
+function secondOfDay(text: string): number {
+  const m = TIME_OF_DAY.exec(text)
+  if (m === null) return NaN
+  const [, hh, mm, ss, frac = '', zone, sign, zh = '00', zm = '00'] = m
+  const [h, min, s, oh, om] = [hh, mm, ss, zh, zm].map(Number)
+  if (h > 23 || min > 59 || s > 59 || oh > 23 || om > 59) return NaN
+  const offset = zone === 'Z' ? 0 : (sign === '+' ? 1 : -1) * (oh * 60 + om) * 60
+  return (h * 3600 + min * 60 + s + Number(`0.${frac}`) - offset + 86_400) % 86_400
 }
 
 function usage(input: number, cacheRead: number, output: number, reasoning: number): Usage {

@@ -148,6 +148,11 @@ t.test('time-of-day prices (deepseek-chat: discount outside 00:30–16:30 UTC)',
   t.equal(computeCost(call('deepseek', 'deepseek-chat', { ...usage, ts: Date.parse('2025-06-01T12:00:00Z') })).costNanos, 780_000)
   // 800 × 0.135 + 200 × 0.035 + 500 × 0.55 = 108 + 7 + 275 µ$
   t.equal(computeCost(call('deepseek', 'deepseek-chat', { ...usage, ts: Date.parse('2025-06-01T20:00:00Z') })).costNanos, 390_000)
+  // The window is [00:30, 16:30): its start is in, its end is out.
+  t.equal(computeCost(call('deepseek', 'deepseek-chat', { ...usage, ts: Date.parse('2025-06-01T00:30:00Z') })).costNanos, 780_000)
+  t.equal(computeCost(call('deepseek', 'deepseek-chat', { ...usage, ts: Date.parse('2025-06-01T00:29:59.999Z') })).costNanos, 390_000)
+  t.equal(computeCost(call('deepseek', 'deepseek-chat', { ...usage, ts: Date.parse('2025-06-01T16:30:00Z') })).costNanos, 390_000)
+  t.equal(computeCost(call('deepseek', 'deepseek-chat', { ...usage, ts: Date.parse('1969-12-31T12:00:00Z') })).costNanos, 780_000, 'before 1970 too')
 })
 
 t.test('overrides', async (t) => {
