@@ -1,0 +1,131 @@
+/** Shared bench helpers: servers as separate processes, autocannon runs, machine info, tables. */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir, cpus, totalmem } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { execSync } from 'node:child_process'
+import autocannon from 'autocannon'
+
+export const BENCH_KEY = 'bench-admin-key-1'
+const here = fileURLToPath(new URL('.', import.meta.url))
+/** Compiled entry points (bench runs from dist-bench/). */
+export const LLMSCOPE_ENTRY = join(here, '../src/main.js')
+export const BARE_ENTRY = join(here, 'bare-server.js')
+
+export interface Running {
+  url: string
+  proc: ChildProcess
+  dataDir?: string
+  stop(): Promise<void>
+}
+
+/** Starts a server process and waits for its address. */
+export async function startProcess(entry: string, env: Record<string, string> = {}): Promise<Running> {
+  const proc = spawn(process.execPath, [entry], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no address from ${entry}: ${out}`)), 30_000)
+    const onData = (d: Buffer) => {
+      out += d.toString()
+      const m = /LISTENING (\S+)/.exec(out) ?? /"msg":"Server listening at (http:\/\/127\.0\.0\.1:\d+)"/.exec(out)
+      if (m !== null) {
+        clearTimeout(timer)
+        proc.stdout!.off('data', onData)
+        proc.stdout!.resume()
+        resolve(m[1])
+      }
+    }
+    proc.stdout!.on('data', onData)
+    proc.stderr!.on('data', (d: Buffer) => (out += d.toString()))
+    proc.on('exit', () => reject(new Error(`${entry} exited: ${out}`)))
+  })
+  const exited = new Promise<void>((resolve) => proc.on('exit', () => resolve()))
+  return {
+    url,
+    proc,
+    async stop() {
+      proc.kill('SIGTERM')
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))])
+      if (proc.exitCode === null) proc.kill('SIGKILL')
+    }
+  }
+}
+
+/** LLMScope on a fresh temp data dir, ready. */
+export async function startLLMScope(env: Record<string, string> = {}): Promise<Running> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'llmscope-bench-'))
+  const r = await startProcess(LLMSCOPE_ENTRY, { PORT: '0', LLMSCOPE_DATA_DIR: dataDir, LLMSCOPE_API_KEYS: BENCH_KEY, LLMSCOPE_LOG_LEVEL: 'info', ...env })
+  for (let i = 0; i < 600; i++) {
+    if ((await fetch(`${r.url}/ready`)).status === 200) break
+    await new Promise((res) => setTimeout(res, 50))
+  }
+  return {
+    ...r,
+    dataDir,
+    async stop() {
+      await r.stop()
+      rmSync(dataDir, { recursive: true, force: true })
+    }
+  }
+}
+
+export const startBare = () => startProcess(BARE_ENTRY)
+
+export interface LoadResult {
+  reqPerSec: number
+  p50: number
+  p99: number
+  non2xx: number
+  errors: number
+}
+
+/** One autocannon run (in this process: the servers are separate processes). */
+export async function load(opts: { url: string; path: string; body: string; contentType?: string; connections: number; seconds: number }): Promise<LoadResult> {
+  const r = await autocannon({
+    url: opts.url + opts.path,
+    method: 'POST',
+    headers: { 'content-type': opts.contentType ?? 'application/json', 'x-api-key': BENCH_KEY },
+    body: opts.body,
+    connections: opts.connections,
+    duration: opts.seconds,
+    timeout: 10
+  })
+  return { reqPerSec: r.requests.mean, p50: r.latency.p50, p99: r.latency.p99, non2xx: r.non2xx, errors: r.errors + r.timeouts }
+}
+
+export function machine() {
+  let commit = 'unknown'
+  try {
+    commit = execSync('git rev-parse --short HEAD', { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim()
+  } catch {}
+  return {
+    cpu: cpus()[0]?.model ?? 'unknown',
+    cores: cpus().length,
+    memGiB: Math.round(totalmem() / 1024 ** 3),
+    node: process.version,
+    date: new Date().toISOString(),
+    commit
+  }
+}
+
+export interface Row {
+  bench: string
+  metric: string
+  value: number
+  unit: string
+  baseline?: number
+  ratio?: number
+  goal?: string
+  note?: string
+}
+
+const fmt = (x: number | undefined) => (x === undefined ? '' : x >= 100 ? Math.round(x).toLocaleString('en-US') : x.toFixed(2))
+
+export function table(rows: Row[]): string {
+  const head = ['bench', 'metric', 'value', 'unit', 'baseline', 'ratio', 'goal', 'note']
+  const body = rows.map((r) => [r.bench, r.metric, fmt(r.value), r.unit, fmt(r.baseline), r.ratio === undefined ? '' : r.ratio.toFixed(2), r.goal ?? '', r.note ?? ''])
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)))
+  const line = (cells: string[]) => '| ' + cells.map((c, i) => c.padEnd(widths[i])).join(' | ') + ' |'
+  return [line(head), line(widths.map((w) => '-'.repeat(w))), ...body.map(line)].join('\n')
+}

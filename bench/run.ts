@@ -1,0 +1,26 @@
+/**
+ * `npm run bench`: runs each question in bench/, prints one table with the machine it ran on,
+ * and writes bench/results/latest.json. `BENCH_SECONDS` sets each load run's length (default 5).
+ */
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
+import { machine, table, type Row } from './lib.js'
+import * as ingest from './ingest.js'
+
+const seconds = Number(process.env.BENCH_SECONDS ?? 5)
+const only = process.argv[2]
+const benches: Record<string, { run(seconds: number): Promise<Row[]> }> = { ingest }
+
+const m = machine()
+console.log(`LLMScope bench — ${m.cpu}, ${m.cores} cores, ${m.memGiB} GiB, node ${m.node}, commit ${m.commit}, ${m.date}`)
+const rows: Row[] = []
+for (const [name, bench] of Object.entries(benches)) {
+  if (only !== undefined && only !== name) continue
+  console.log(`running ${name}…`)
+  rows.push(...(await bench.run(seconds)))
+}
+console.log(table(rows))
+const dir = join(fileURLToPath(new URL('.', import.meta.url)), '../../bench/results')
+mkdirSync(dir, { recursive: true })
+writeFileSync(join(dir, 'latest.json'), JSON.stringify({ machine: m, seconds, rows }, null, 2))
