@@ -148,6 +148,64 @@ export function toPending(e: ParsedEvent, now: number, inferProvider: (model: st
   }
 }
 
+const ISO_WITH_ZONE: RegExp = (z.iso.datetime({ offset: true }) as unknown as { _zod: { pattern: RegExp } })._zod.pattern
+const KNOWN_FIELDS = new Set(['timestamp', 'model', 'provider', 'prompt_tokens', 'completion_tokens', 'total_tokens', 'cached_tokens', 'reasoning_tokens', 'latency_ms', 'ttft_ms', 'status', 'cost', 'metadata'])
+
+const isTokens = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && v <= MAX_TOKENS
+const isMillis = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v >= 0 && v <= MAX_LATENCY_MS
+/** Length bounds as zod checks them; a long string with surrogate pairs is left to zod (it counts code points). */
+const isName = (v: unknown, max: number): v is string => typeof v === 'string' && v.length >= 1 && v.length <= max
+
+/**
+ * The hot-path validator: accepts exactly what {@link eventSchema} accepts and builds the same
+ * pending event as `toPending(schema.parse(body))`, without zod's per-field machinery — or
+ * returns null, and the caller runs zod to name what is wrong. A null never means "invalid"
+ * on its own: anything unusual (a surrogate-heavy long name, say) simply takes the slow path.
+ * test/events.test.ts checks the equivalence with fast-check.
+ */
+export function fastPending(body: unknown, limits: MetadataLimits, now: number, inferProvider: (model: string) => string): PendingEvent | null {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) return null
+  const e = body as Record<string, unknown>
+  for (const k in e) if (!KNOWN_FIELDS.has(k)) return null
+  const { timestamp, model, provider, prompt_tokens = 0, completion_tokens = 0, total_tokens, cached_tokens, reasoning_tokens, latency_ms = 0, ttft_ms, status = 'success', cost, metadata } = e
+  if (!isName(model, 256)) return null
+  if (provider !== undefined && !isName(provider, 64)) return null
+  if (!isTokens(prompt_tokens) || !isTokens(completion_tokens)) return null
+  if (total_tokens !== undefined && (!isTokens(total_tokens) || total_tokens < prompt_tokens + completion_tokens)) return null
+  if (cached_tokens !== undefined && !isTokens(cached_tokens)) return null
+  if (reasoning_tokens !== undefined && !isTokens(reasoning_tokens)) return null
+  if (!isMillis(latency_ms)) return null
+  if (ttft_ms !== undefined && !isMillis(ttft_ms)) return null
+  if (status !== 'success' && status !== 'error') return null
+  if (cost !== undefined && (typeof cost !== 'number' || !Number.isFinite(cost) || cost < 0 || cost > MAX_COST)) return null
+  let ts = now
+  if (timestamp !== undefined) {
+    if (typeof timestamp !== 'string' || !ISO_WITH_ZONE.test(timestamp)) return null
+    ts = Date.parse(timestamp)
+    if (!Number.isFinite(ts)) return null
+  }
+  if (metadata !== undefined) {
+    if (metadata === null || typeof metadata !== 'object' || Array.isArray(metadata)) return null
+    if (checkMetadata(metadata as Record<string, unknown>, limits) !== null) return null
+  }
+  return {
+    ts,
+    recv: now,
+    model,
+    provider: provider ?? inferProvider(model),
+    prompt: prompt_tokens,
+    completion: completion_tokens,
+    total: total_tokens ?? prompt_tokens + completion_tokens,
+    cached: cached_tokens ?? 0,
+    reasoning: reasoning_tokens ?? 0,
+    latency: latency_ms,
+    ttft: ttft_ms ?? null,
+    error: status === 'error',
+    cost: cost ?? null,
+    meta: (metadata as Record<string, unknown> | undefined) ?? null
+  }
+}
+
 /** Makes the id of the event at log position `seq`. */
 export function makeEventId(seq: number): string {
   return `evt_${seq.toString(36)}_${nanoid(12)}`
@@ -203,14 +261,37 @@ export function parseEvent(schema: ReturnType<typeof eventSchema>, body: unknown
  * naming its index (and every problem of that event).
  */
 export function parseBatch(schema: ReturnType<typeof eventSchema>, items: readonly unknown[]): ParsedEvent[] {
-  const out: ParsedEvent[] = new Array(items.length)
+  return items.map((item, i) => parseBatchItem(schema, item, i))
+}
+
+/**
+ * Validates and converts a batch all-or-nothing: the fast path for each event, zod for any it
+ * declines (which names the index and fields of the first bad event, or accepts an unusual
+ * but valid one).
+ */
+export function pendingBatch(
+  schema: ReturnType<typeof eventSchema>,
+  limits: MetadataLimits,
+  items: readonly unknown[],
+  now: number,
+  inferProvider: (model: string) => string
+): PendingEvent[] {
+  const out: PendingEvent[] = new Array(items.length)
   for (let i = 0; i < items.length; i++) {
-    const r = schema.safeParse(items[i])
-    if (!r.success) {
-      const details = zodDetails(r.error.issues, [i])
-      throw llmsError('LLMS_ERR_VALIDATION', `invalid event at index ${i}: ${details.map((d) => `${d.path}: ${d.message}`).join('; ')}`, { details })
-    }
-    out[i] = r.data
+    const fast = fastPending(items[i], limits, now, inferProvider)
+    out[i] = fast ?? toPending(parseBatchItem(schema, items[i], i), now, inferProvider)
   }
   return out
+}
+
+/** One event validated as the single-event route does (the fast path, then zod). */
+export function pendingOne(schema: ReturnType<typeof eventSchema>, limits: MetadataLimits, body: unknown, now: number, inferProvider: (model: string) => string): PendingEvent {
+  return fastPending(body, limits, now, inferProvider) ?? toPending(parseEvent(schema, body), now, inferProvider)
+}
+
+function parseBatchItem(schema: ReturnType<typeof eventSchema>, item: unknown, i: number): ParsedEvent {
+  const r = schema.safeParse(item)
+  if (r.success) return r.data
+  const details = zodDetails(r.error.issues, [i])
+  throw llmsError('LLMS_ERR_VALIDATION', `invalid event at index ${i}: ${details.map((d) => `${d.path}: ${d.message}`).join('; ')}`, { details })
 }

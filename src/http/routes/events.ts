@@ -1,6 +1,6 @@
 /** POST /events/ingest, POST /events/batch (JSON array or NDJSON), GET /events/:id. */
 import type { FastifyInstance } from 'fastify'
-import { eventSchema, parseBatch, parseEvent, toPending, toPublic } from '../../events.js'
+import { eventSchema, pendingBatch, pendingOne, toPublic } from '../../events.js'
 import { llmsError } from '../../errors.js'
 import type { Engine } from '../../engine.js'
 import type { Clock } from '../../clock.js'
@@ -31,7 +31,8 @@ export function parseNdjson(body: string, maxItems: number): unknown[] {
 
 export async function eventRoutes(app: FastifyInstance, opts: { engine: Engine; clock: Clock }): Promise<void> {
   const { engine, clock } = opts
-  const schema = eventSchema(engine.config.metadata)
+  const limits = engine.config.metadata
+  const schema = eventSchema(limits)
   const maxBatch = engine.config.maxBatch
   const infer = (m: string) => engine.inferProvider(m)
 
@@ -47,8 +48,7 @@ export async function eventRoutes(app: FastifyInstance, opts: { engine: Engine; 
     if (request.body === null || typeof request.body !== 'object' || Array.isArray(request.body)) {
       throw llmsError('LLMS_ERR_VALIDATION', 'body must be one JSON event object (send arrays to /events/batch)', { details: [{ path: '(body)', message: 'expected an object' }] })
     }
-    const parsed = parseEvent(schema, request.body)
-    const [stored] = await engine.ingest([toPending(parsed, clock.now(), infer)])
+    const [stored] = await engine.ingest([pendingOne(schema, limits, request.body, clock.now(), infer)])
     reply.code(202)
     return { status: 'accepted', event_id: stored.id }
   })
@@ -62,9 +62,7 @@ export async function eventRoutes(app: FastifyInstance, opts: { engine: Engine; 
     if (body.length > maxBatch) {
       throw llmsError('LLMS_ERR_BATCH_TOO_LARGE', `a batch holds at most ${maxBatch} events, got ${body.length}`, { details: [{ path: '(body)', message: `more than ${maxBatch} events` }] })
     }
-    const parsed = parseBatch(schema, body)
-    const now = clock.now()
-    const stored = await engine.ingest(parsed.map((e) => toPending(e, now, infer)))
+    const stored = await engine.ingest(pendingBatch(schema, limits, body, clock.now(), infer))
     reply.code(202)
     return { status: 'accepted', accepted: stored.length, event_ids: stored.map((e) => e.id) }
   })
