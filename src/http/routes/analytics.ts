@@ -2,13 +2,21 @@
 import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
 import { checkRange, listParam, parseQuery, rangeShape } from '../query.js'
-import { costs, fillBuckets, MAX_BUCKETS, metrics, quantileMs, timeseries, totalsJson } from '../../queries.js'
+import { costs, fillBuckets, MAX_BUCKETS, metrics, quantileMs, timeseries, totalsJson, type RangeQuery } from '../../queries.js'
 import { llmsError } from '../../errors.js'
 import type { Engine } from '../../engine.js'
 import type { Clock } from '../../clock.js'
 
-const metricsQuery = z.strictObject({ ...rangeShape, model: listParam.optional(), provider: listParam.optional() })
-const costsQuery = z.strictObject({ ...rangeShape, model: listParam.optional(), provider: listParam.optional() })
+const rangeQuery = z.strictObject({ ...rangeShape, model: listParam.optional(), provider: listParam.optional() })
+
+/** Parses a range + filter query into a RangeQuery (unbounded sides as ±Infinity). */
+function parseRange(query: unknown): RangeQuery {
+  const q = parseQuery(rangeQuery, query)
+  const start = q.start_time ?? -Infinity
+  const end = q.end_time ?? Infinity
+  checkRange(start, end)
+  return { start, end, models: q.model, providers: q.provider }
+}
 const INTERVALS = { '1m': 60_000, '5m': 300_000, '1h': 3_600_000 } as const
 const timeseriesQuery = z.strictObject({
   ...rangeShape,
@@ -24,29 +32,23 @@ export async function analyticsRoutes(app: FastifyInstance, opts: { engine: Engi
   const topology = engine.topology
 
   app.get('/analytics/metrics', { config: { scope: 'read' } }, async (request) => {
-    const q = parseQuery(metricsQuery, request.query)
-    const start = q.start_time ?? -Infinity
-    const end = q.end_time ?? Infinity
-    checkRange(start, end)
+    const range = parseRange(request.query)
     await engine.sync()
-    const agg = metrics(topology, { start, end, models: q.model, providers: q.provider })
+    const agg = metrics(topology, range)
     return {
       ...totalsJson(agg.totals),
       p50_latency_ms: quantileMs(agg, 0.5),
       p95_latency_ms: quantileMs(agg, 0.95),
       p99_latency_ms: quantileMs(agg, 0.99),
-      start_time: iso(start),
-      end_time: iso(end)
+      start_time: iso(range.start),
+      end_time: iso(range.end)
     }
   })
 
   app.get('/analytics/costs', { config: { scope: 'read' } }, async (request) => {
-    const q = parseQuery(costsQuery, request.query)
-    const start = q.start_time ?? -Infinity
-    const end = q.end_time ?? Infinity
-    checkRange(start, end)
+    const range = parseRange(request.query)
     await engine.sync()
-    const rows = costs(topology, { start, end, models: q.model, providers: q.provider })
+    const rows = costs(topology, range)
     let total = 0
     const breakdown = rows.map(({ model, provider, agg }) => {
       const t = totalsJson(agg.totals)
@@ -66,7 +68,7 @@ export async function analyticsRoutes(app: FastifyInstance, opts: { engine: Engi
         unpriced: t.unpriced_requests > 0
       }
     })
-    return { breakdown, total_cost: total / 1e9, start_time: iso(start), end_time: iso(end) }
+    return { breakdown, total_cost: total / 1e9, start_time: iso(range.start), end_time: iso(range.end) }
   })
 
   app.get('/analytics/timeseries', { config: { scope: 'read' } }, async (request) => {

@@ -1,0 +1,86 @@
+import t from 'tap'
+import { CostStage, type Pricer } from '../../src/actors/cost-stage.js'
+import { priceBatch, type PriceBatch, type PriceResult } from '../../src/pricing/batch.js'
+import type { PricedEvent, StoredEvent } from '../../src/events.js'
+
+function ev(seq: number, over: Partial<StoredEvent> = {}): StoredEvent {
+  return { seq, id: `evt_${seq}`, ts: 1_700_000_000_000 + seq, recv: 0, model: 'gpt-4', provider: 'openai', prompt: 1000, completion: 500, total: 1500, cached: 0, reasoning: 0, latency: 10, ttft: null, error: false, cost: null, meta: null, ...over }
+}
+
+/** A pricer whose tasks finish when the test says, in any order. */
+function manualPricer() {
+  const pending: Array<{ batch: PriceBatch; resolve: (r: PriceResult) => void; reject: (e: Error) => void }> = []
+  const pricer: Pricer = { price: (batch) => new Promise((resolve, reject) => pending.push({ batch, resolve, reject })) }
+  return { pricer, pending }
+}
+
+const tick = () => new Promise((r) => setImmediate(r))
+
+t.test('chunks priced out of order are emitted in log order', async (t) => {
+  const { pricer, pending } = manualPricer()
+  const emitted: number[][] = []
+  const stage = new CostStage({ chunkSize: 2, maxInFlight: 4, pricer, overrides: {}, emit: (evs) => emitted.push(evs.map((e) => e.seq)) })
+  stage.send({ type: 'events', events: [ev(0), ev(1), ev(2), ev(3), ev(4)] })
+  await tick()
+  t.equal(pending.length, 3, 'three chunks of ≤ 2 in flight')
+  t.equal(stage.pendingEvents, 5)
+  pending[2].resolve(priceBatch(pending[2].batch))
+  pending[1].resolve(priceBatch(pending[1].batch))
+  await tick()
+  t.same(emitted, [], 'nothing passes the unfinished head')
+  pending[0].resolve(priceBatch(pending[0].batch))
+  await tick()
+  t.same(emitted, [[0, 1], [2, 3], [4]])
+  t.equal(stage.emittedThrough, 4)
+  t.equal(stage.pendingEvents, 0)
+})
+
+t.test('maxInFlight bounds running tasks; the rest wait', async (t) => {
+  const { pricer, pending } = manualPricer()
+  const stage = new CostStage({ chunkSize: 1, maxInFlight: 2, pricer, overrides: {}, emit: () => {} })
+  stage.send({ type: 'events', events: [ev(0), ev(1), ev(2), ev(3)] })
+  await tick()
+  t.equal(pending.length, 2)
+  pending[0].resolve(priceBatch(pending[0].batch))
+  await tick()
+  t.equal(pending.length, 3, 'a finished task makes room for the next')
+})
+
+t.test('a failed worker task is priced inline: no event is lost and the price is the same', async (t) => {
+  const { pricer, pending } = manualPricer()
+  const out: PricedEvent[] = []
+  const stage = new CostStage({ chunkSize: 10, maxInFlight: 2, pricer, overrides: {}, emit: (evs) => out.push(...evs) })
+  stage.send({ type: 'events', events: [ev(0), ev(1, { model: 'mystery', provider: 'unknown' }), ev(2, { cost: 0.5 })] })
+  await tick()
+  pending[0].reject(new Error('worker died'))
+  await tick()
+  t.same(out.map((e) => [e.seq, e.costNanos, e.unpriced]), [[0, 60_000_000, false], [1, 0, true], [2, 500_000_000, false]])
+  t.equal(stage.costStats.workerFailures, 1)
+})
+
+t.test('a barrier runs after every earlier event was emitted and before later ones', async (t) => {
+  const { pricer, pending } = manualPricer()
+  const log: string[] = []
+  const stage = new CostStage({ chunkSize: 10, maxInFlight: 4, pricer, overrides: {}, emit: (evs) => log.push(`emit ${evs[0].seq}`) })
+  stage.send({ type: 'events', events: [ev(0)] })
+  stage.send({ type: 'barrier', run: () => void log.push('barrier') })
+  stage.send({ type: 'events', events: [ev(1)] })
+  await tick()
+  t.equal(pending.length, 2, 'pricing runs ahead of the barrier')
+  pending[1].resolve(priceBatch(pending[1].batch))
+  await tick()
+  t.same(log, [])
+  pending[0].resolve(priceBatch(pending[0].batch))
+  await tick()
+  t.same(log, ['emit 0', 'barrier', 'emit 1'])
+})
+
+t.test('without a pool, pricing runs inline; settled() waits for everything', async (t) => {
+  const out: number[] = []
+  const stage = new CostStage({ chunkSize: 3, maxInFlight: 1, pricer: null, overrides: { 'gpt-4': { input_mtok: 1, output_mtok: 1 } }, emit: (evs) => out.push(...evs.map((e) => e.costNanos)) })
+  stage.send({ type: 'events', events: [ev(0), ev(1)] })
+  await stage.settled()
+  t.same(out, [1_500_000, 1_500_000], 'the override prices 1500 tokens at $1/M')
+  t.throws(() => new CostStage({ chunkSize: 0, maxInFlight: 1, pricer: null, overrides: {}, emit: () => {} }), /chunkSize/)
+  t.throws(() => new CostStage({ chunkSize: 1, maxInFlight: 0, pricer: null, overrides: {}, emit: () => {} }), /maxInFlight/)
+})
