@@ -7,10 +7,11 @@ import { fileURLToPath } from 'node:url'
 import { join } from 'node:path'
 import { machine, table, type Row } from './lib.js'
 import * as ingest from './ingest.js'
+import * as ws from './ws.js'
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 5)
 const only = process.argv[2]
-const benches: Record<string, { run(seconds: number): Promise<Row[]> }> = { ingest }
+const benches: Record<string, { run(seconds: number): Promise<Row[]> }> = { ingest, ws }
 
 const m = machine()
 console.log(`LLMScope bench — ${m.cpu}, ${m.cores} cores, ${m.memGiB} GiB, node ${m.node}, commit ${m.commit}, ${m.date}`)

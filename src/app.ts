@@ -11,9 +11,13 @@ import { eventRoutes } from './http/routes/events.js'
 import { analyticsRoutes } from './http/routes/analytics.js'
 import { alertRoutes } from './http/routes/alerts.js'
 import { healthRoutes } from './http/routes/health.js'
+import { otlpRoutes } from './http/routes/otlp.js'
+import { registerWebSocket, wsRoutes } from './http/ws.js'
 import { llmsError } from './errors.js'
 import { systemClock, type Clock } from './clock.js'
 import type { Config } from './config.js'
+import type { NotifierOptions } from './alerts/notifier.js'
+import type { BroadcastLimits } from './actors/broadcaster.js'
 
 export interface BuildOptions {
   clock?: Clock
@@ -21,6 +25,12 @@ export interface BuildOptions {
   logger?: FastifyServerOptions['logger']
   inlinePricing?: boolean
   onProgress?: (done: number, total: number) => void
+  /** Webhook delivery tunables (defaults in alerts/notifier.ts); tests shorten the backoff. */
+  webhook?: NotifierOptions
+  /** Alert evaluation tick, ms (default 1000; 0 = none: tests send ticks by hand). */
+  alertTickMs?: number
+  /** WebSocket fan-out tunables (defaults in actors/broadcaster.ts). */
+  broadcast?: Partial<BroadcastLimits>
 }
 
 export interface Built {
@@ -56,10 +66,12 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     forceCloseConnections: 'idle'
   })
   // The logger is created by fastify; the engine logs through it.
-  const engine = new Engine({ config, logger: app.log, clock, inlinePricing: opts.inlinePricing, onProgress: opts.onProgress })
+  const engine = new Engine({ config, logger: app.log, clock, inlinePricing: opts.inlinePricing, onProgress: opts.onProgress, broadcast: opts.broadcast, webhook: opts.webhook, alertTickMs: opts.alertTickMs })
   const { ring, created } = loadKeys(config.apiKeys, config.dataDir)
 
   registerErrorHandling(app)
+  // Before the hooks below: see registerWebSocket.
+  await registerWebSocket(app)
   // JSON (and NDJSON, registered by the events routes) only: anything else is a 415.
   app.removeContentTypeParser('text/plain')
   app.addHook('onRequest', async (request) => {
@@ -70,8 +82,10 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   registerAuth(app, ring)
   await app.register(healthRoutes, { engine })
   await app.register(eventRoutes, { engine, clock })
+  await app.register(otlpRoutes, { engine, clock })
   await app.register(analyticsRoutes, { engine, clock })
   await app.register(alertRoutes, { engine, clock })
+  await app.register(wsRoutes, { engine })
   app.addHook('onClose', async () => {
     await engine.close()
   })

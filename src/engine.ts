@@ -6,6 +6,9 @@ import { openStores, type Stores } from './store/db.js'
 import { EventLog } from './store/event-log.js'
 import { SnapshotStore, type SnapshotPayload } from './store/snapshots.js'
 import { RuleStore } from './store/rules.js'
+import { AlertEventStore } from './store/alert-events.js'
+import { WebhookNotifier, type NotifierOptions } from './alerts/notifier.js'
+import { AlertDispatcher } from './alerts/dispatcher.js'
 import { Topology } from './actors/topology.js'
 import { PricingPool } from './pricing/pool.js'
 import { computeCost, inferProvider } from './pricing/compute-cost.js'
@@ -13,6 +16,7 @@ import { seqOfEventId, type PendingEvent, type PricedEvent, type StoredEvent } f
 import type { Config } from './config.js'
 import type { Log } from './log.js'
 import type { Clock } from './clock.js'
+import type { BroadcastLimits } from './actors/broadcaster.js'
 
 export interface EngineOptions {
   config: Config
@@ -22,6 +26,12 @@ export interface EngineOptions {
   inlinePricing?: boolean
   /** Called during recovery with (replayed, total) events. */
   onProgress?: (done: number, total: number) => void
+  /** Webhook delivery tunables (attempts, timeout, backoff; defaults in alerts/notifier.ts). */
+  webhook?: NotifierOptions
+  /** Alert evaluation tick, ms (default 1000; 0 = no timer, tests send ticks by hand). */
+  alertTickMs?: number
+  /** WebSocket fan-out tunables (defaults in actors/broadcaster.ts). */
+  broadcast?: Partial<BroadcastLimits>
 }
 
 export interface RecoveryInfo {
@@ -38,6 +48,10 @@ export class Engine {
   readonly log: EventLog
   readonly snapshots: SnapshotStore
   readonly rules: RuleStore
+  /** Recorded alert transitions and reminders with their delivery outcomes. */
+  readonly alertEvents: AlertEventStore
+  /** Records alert notifications and delivers their webhooks (off the ingest path). */
+  readonly alerting: AlertDispatcher
   readonly topology: Topology
   readonly #pool: PricingPool | null
   readonly #logger: Log
@@ -48,8 +62,11 @@ export class Engine {
   #recovery: RecoveryInfo | null = null
   #snapshotTimer: NodeJS.Timeout | null = null
   #snapshotting: Promise<void> | null = null
+  #snapshotFailed = false
   #lastSnapshot: { seq: number; at: number; bytes: number; ms: number } | null = null
   #closing: Promise<void> | null = null
+  #alertTimer: NodeJS.Timeout | null = null
+  readonly #alertTickMs: number
 
   constructor(opts: EngineOptions) {
     this.config = opts.config
@@ -60,6 +77,9 @@ export class Engine {
     this.log = new EventLog(this.stores.events)
     this.snapshots = new SnapshotStore(this.stores.meta)
     this.rules = new RuleStore(this.stores.rules)
+    this.alertEvents = new AlertEventStore(this.stores.alertEvents, { log: opts.logger })
+    this.alerting = new AlertDispatcher({ store: this.alertEvents, notifier: new WebhookNotifier({ log: opts.logger, ...opts.webhook }), clock: opts.clock, log: opts.logger })
+    this.#alertTickMs = opts.alertTickMs ?? 1000
 
     const read = this.snapshots.read()
     let restored: SnapshotPayload | undefined
@@ -83,7 +103,11 @@ export class Engine {
         maxModels: opts.config.maxModels,
         costChunk: opts.config.costBatch,
         costMaxInFlight: Math.max(2, opts.config.costThreads * 2),
-        restored: payload
+        restored: payload,
+        onAlert: (t) => this.alerting.dispatch(t),
+        recordedAlerts: this.alertEvents.latestByRule(),
+        price: (e) => this.price(e),
+        broadcast: opts.broadcast
       })
     try {
       this.topology = build(restored)
@@ -141,7 +165,20 @@ export class Engine {
       ms: Math.round(performance.now() - started)
     }
     this.#ready = true
+    this.#startAlertTicks()
     return this.#recovery
+  }
+
+  /**
+   * Alert evaluation clock: the first tick wakes the evaluator (dormant during replay, so a
+   * recovery never notifies), then one per `alertTickMs`, so rules resolve when traffic stops.
+   * The timer lives here, not in the actor (actors own no timers).
+   */
+  #startAlertTicks(): void {
+    this.topology.alerts.send({ type: 'tick' })
+    if (this.#alertTickMs <= 0 || this.#alertTimer !== null || this.#closing !== null) return
+    this.#alertTimer = setInterval(() => this.topology.alerts.send({ type: 'tick' }), this.#alertTickMs)
+    this.#alertTimer.unref()
   }
 
   /** Starts the periodic snapshot timer. */
@@ -153,15 +190,24 @@ export class Engine {
     this.#snapshotTimer.unref()
   }
 
-  /** Writes a snapshot now (one at a time; skipped when nothing changed since the last). */
-  snapshotNow(force = false): Promise<void> {
+  /** Writes a snapshot now (one at a time: a call during a write joins it). */
+  snapshotNow(): Promise<void> {
+    // Never skipped: with nothing new it is a manifest of a few hundred bytes (unchanged days
+    // are not rewritten), and alert state may have moved without new events.
     if (this.#snapshotting !== null) return this.#snapshotting
-    const through = this.topology.emittedThrough + 1
-    if (!force && this.#lastSnapshot !== null && this.#lastSnapshot.seq === through) return Promise.resolve()
     this.#snapshotting = (async () => {
       const t0 = performance.now()
-      const payload = await this.topology.snapshot(this.#clock.now())
-      const bytes = await this.snapshots.write(payload)
+      const full = this.#snapshotFailed
+      const payload = await this.topology.snapshot(this.#clock.now(), full)
+      let bytes: number
+      try {
+        bytes = await this.snapshots.write(payload)
+      } catch (err) {
+        // The changed days were handed over and not stored: the next snapshot writes all days.
+        this.#snapshotFailed = true
+        throw err
+      }
+      this.#snapshotFailed = false
       this.#lastSnapshot = { seq: payload.seq, at: this.#clock.now(), bytes, ms: Math.round(performance.now() - t0) }
       this.#logger.debug({ seq: payload.seq, bytes }, 'snapshot written')
     })().finally(() => {
@@ -190,12 +236,20 @@ export class Engine {
     if (seq === null) return undefined
     const e = this.log.get(seq)
     if (e === undefined || e.id !== id) return undefined
-    // Same pure function, same inputs (incl. the event's own time) as the cost stage used.
-    const price = computeCost(
+    return this.price(e)
+  }
+
+  /**
+   * Prices a stored event on the main thread (memoised price tables: well under a µs) with the
+   * same pure function and inputs — the event's own time included — as the cost stage, so the
+   * answer equals what the aggregators counted.
+   */
+  price(e: StoredEvent): PricedEvent {
+    const p = computeCost(
       { provider: e.provider, model: e.model, ts: e.ts, promptTokens: e.prompt, completionTokens: e.completion, cachedTokens: e.cached, reasoningTokens: e.reasoning, callerCost: e.cost },
-      { ...this.config.priceOverrides }
+      this.config.priceOverrides
     )
-    return { ...e, costNanos: price.costNanos, unpriced: price.unpriced }
+    return { ...e, costNanos: p.costNanos, unpriced: p.unpriced }
   }
 
   /** Waits until every event acknowledged so far is visible to queries. */
@@ -209,6 +263,8 @@ export class Engine {
       log: this.log.stats,
       lastSnapshot: this.#lastSnapshot,
       recovery: this.#recovery,
+      alertEvents: this.alertEvents.stats,
+      webhooks: this.alerting.stats,
       ...this.topology.stats()
     }
   }
@@ -218,16 +274,44 @@ export class Engine {
    * and LMDB in that order. Safe twice.
    */
   close(): Promise<void> {
+    return this.#shutdown(true)
+  }
+
+  /**
+   * Stops at once without draining or a final snapshot — what a crash leaves behind (the log
+   * and the last snapshot), for tests of recovery. Safe twice; `close()` after it is a no-op.
+   */
+  destroy(): Promise<void> {
+    return this.#shutdown(false)
+  }
+
+  #shutdown(graceful: boolean): Promise<void> {
     this.#closing ??= (async () => {
       if (this.#snapshotTimer !== null) clearInterval(this.#snapshotTimer)
+      if (this.#alertTimer !== null) clearInterval(this.#alertTimer)
+      const t0 = performance.now()
+      if (!graceful) {
+        await this.#snapshotting?.catch(() => {})
+        await this.topology.router.quiesce()
+        await this.topology.close()
+        await this.alerting.close()
+        await this.#pool?.destroy()
+        await this.stores.close()
+        return
+      }
       await this.topology.drain()
+      this.#logger.info({ ms: Math.round(performance.now() - t0) }, 'pipeline drained')
       if (this.#ready) {
         await this.#snapshotting
-        await this.snapshotNow(true)
+        await this.snapshotNow()
+        this.#logger.info({ seq: this.#lastSnapshot?.seq, bytes: this.#lastSnapshot?.bytes }, 'final snapshot written')
       }
       await this.topology.close()
+      // Aborts webhook deliveries still in flight (recorded as failed) before LMDB closes.
+      await this.alerting.close()
       await this.#pool?.close()
       await this.stores.close()
+      this.#logger.info({ ms: Math.round(performance.now() - t0) }, 'engine closed')
     })()
     return this.#closing
   }

@@ -1,29 +1,318 @@
 /**
- * Broadcaster: one actor that receives every priced batch in log order, for fan-out to
- * WebSocket subscribers. This first cut counts what it saw; sockets, filters, coalesced
- * writes and backpressure arrive with the real-time issue and build on this message.
+ * Broadcaster: one actor that receives every priced batch in log order and fans it out to
+ * WebSocket subscribers, without ever slowing ingestion and with bounded memory per socket.
+ *
+ * ```
+ *  events batch ──► for each event: JSON + WS frame built ONCE ──► pushed (by reference) onto
+ *                                                                  the list of every filter
+ *                                                                  group it matches
+ *  tick (a timer owned by the topology, ≤ flushMs after the first pending frame)
+ *     └─► per group: ONE Buffer.concat of its frames ──► the same bytes written to each member
+ *         socket with ONE write (the kernel sees one send per socket per tick, not one per event)
+ * ```
+ *
+ * - Subscribers with the same filter share a group, so the per-event cost grows with the
+ *   number of distinct filters, not of sockets; the per-tick cost is one write per socket.
+ * - Frames are built here (RFC 6455 text frames, server → client frames are never masked)
+ *   because `ws.send()` frames every message again for every socket; ws exposes its framing
+ *   as `Sender.frame()` for exactly this broadcast case (websockets/ws#1016), but the server
+ *   does not depend on ws directly, and a text frame header is a dozen lines.
+ * - Backpressure: a socket's `buffered` bytes (written, not yet taken by the kernel) plus its
+ *   private queue may not pass `maxBufferedBytes`. A tick's bytes that do not fit are dropped
+ *   for that socket and counted; once it drains to half the cap it gets
+ *   `{"type":"dropped","count":N}` exactly where the gap is, then the live stream again.
+ *   A socket that keeps dropping for `stuckMs` is closed with 1013 (try again later).
+ * - Heartbeat: every `pingMs` each socket is pinged; one that did not answer the previous
+ *   ping is terminated.
+ * - `since_seq`: a subscription is a message in this actor's mailbox, handled between two
+ *   event batches: every event with seq ≤ `lastSeq` has been handled here and every later one
+ *   is still to come. The newcomer stays out of the live stream while it catches up from the
+ *   log, `replayStep` events per message (so a long replay never holds the event loop), each
+ *   step reading up to the CURRENT `lastSeq` (everything up to it is committed, so readable).
+ *   The step that reaches `lastSeq` flushes the group lists (they hold only seqs ≤ lastSeq)
+ *   and joins the group in the same turn, so the first live frame it gets is lastSeq + 1:
+ *   no gap, no duplicate.
+ *
+ * No timers and no `Date.now()` here: the clock is injected and the topology turns
+ * `schedule(delay)` requests into `{ type: 'tick' }` messages.
  */
 import { Actor, assertNever, type ActorOptions } from './actor.js'
 import type { PricedEvent } from '../events.js'
+import type { Clock } from '../clock.js'
 
-export type BroadcastMessage = { type: 'events'; events: PricedEvent[] }
+/** An alert transition as pushed to WebSocket clients (DESIGN §3). */
+export interface AlertNotice {
+  type: 'alert'
+  rule_id: string
+  rule_name: string
+  state: 'firing' | 'resolved' | 'ok'
+  value: number | null
+  threshold: number
+  at: string
+}
+
+/**
+ * One subscriber's socket as the broadcaster sees it (src/http/ws.ts adapts a `ws` socket;
+ * tests use a fake). The object itself is the subscription's identity.
+ */
+export interface SocketSink {
+  /** True while frames may be written (handshake done, no close frame sent or received). */
+  readonly open: boolean
+  /** Bytes written and not yet taken by the kernel (ws's `bufferedAmount`). */
+  readonly buffered: number
+  /** Writes whole, already framed WebSocket frames. Never throws. */
+  write(frames: Buffer): void
+  ping(): void
+  /** Starts the closing handshake with `code`. */
+  close(code: number, reason: string): void
+  /** Destroys the connection at once. */
+  terminate(): void
+}
+
+/** What a subscriber wants; `null` = everything. Model and provider filters both apply (AND). */
+export interface SubscriptionFilter {
+  models: ReadonlySet<string> | null
+  providers: ReadonlySet<string> | null
+}
+
+export type BroadcastMessage =
+  | { type: 'events'; events: PricedEvent[] }
+  | { type: 'alert'; alert: AlertNotice }
+  | { type: 'subscribe'; sink: SocketSink; filter: SubscriptionFilter; sinceSeq: number | null }
+  | { type: 'unsubscribe'; sink: SocketSink }
+  | { type: 'pong'; sink: SocketSink }
+  | { type: 'tick' }
+  /** Sent by the broadcaster to itself: the next slice of a `since_seq` catch-up. */
+  | { type: 'replay'; sink: SocketSink }
+
+/** Tunables; every one has a default (see {@link DEFAULT_BROADCAST_LIMITS}). */
+export interface BroadcastLimits {
+  /** Longest a frame waits for the flush that writes it, in ms. */
+  flushMs: number
+  /** Per-socket cap on bytes not yet taken by the kernel (written + queued here). */
+  maxBufferedBytes: number
+  /** A socket that keeps dropping (cannot drain to half the cap) this long is closed with 1013. */
+  stuckMs: number
+  /** Ping period; a socket that did not answer the previous ping is terminated. */
+  pingMs: number
+  /**
+   * Most log positions a `since_seq` replay may be behind the stream; older ones are skipped
+   * and reported as dropped.
+   */
+  replayMax: number
+  /** Log events read per catch-up message (the event loop is free in between). */
+  replayStep: number
+  /** Most subscribers at once; more are closed with 1013 (the route answers 503 first). */
+  maxSubscribers: number
+}
+
+export const DEFAULT_BROADCAST_LIMITS: Readonly<BroadcastLimits> = Object.freeze({
+  flushMs: 4,
+  maxBufferedBytes: 4 * 1024 * 1024,
+  stuckMs: 10_000,
+  pingMs: 30_000,
+  replayMax: 10_000,
+  replayStep: 500,
+  maxSubscribers: 1_000
+})
+
+/** Close codes (RFC 6455 §7.4 and the IANA registry). */
+export const CLOSE_TRY_AGAIN_LATER = 1013
+export const CLOSE_INTERNAL_ERROR = 1011
+
+export interface BroadcasterOptions extends ActorOptions {
+  clock: Clock
+  /** Asks for a `{ type: 'tick' }` message in about `delayMs` (the owner keeps the earliest). */
+  schedule: (delayMs: number) => void
+  /** The log's events with seq ≥ `from`, priced, in log order (for `since_seq` replays). */
+  history: (from: number) => Iterable<PricedEvent[]>
+  /** The seq the log will assign next: a `since_seq` at or past it comes from another log. */
+  logEnd: () => number
+  /** Highest seq handled before this actor existed (restored snapshot), else -1. */
+  startSeq?: number
+  limits?: Partial<BroadcastLimits>
+}
+
+/** Counters for /metrics. Messages count once per socket. */
+export interface BroadcastStats {
+  subscribers: number
+  /** Messages written to sockets (replayed ones and drop notices included). */
+  messagesSent: number
+  bytesSent: number
+  /** Messages a socket did not get: over its cap, or older than a replay's bound. */
+  messagesDropped: number
+  /** `{"type":"dropped"}` notices sent. */
+  dropNotices: number
+  /** Messages sent from the log for `since_seq`. */
+  replayedMessages: number
+  /** Sockets closed with 1013 for staying over their cap past `stuckMs`. */
+  closedSlow: number
+  /** Sockets terminated for not answering a ping. */
+  reapedDead: number
+  /** Subscriptions refused: over `maxSubscribers`, or the replay failed. */
+  refused: number
+  /** Highest seq handled. */
+  lastSeq: number
+}
+
+/** Subscribers sharing one filter share one list of frames per tick. */
+interface Group {
+  readonly key: string
+  readonly filter: SubscriptionFilter
+  readonly members: Set<Subscriber>
+  frames: Buffer[]
+  bytes: number
+}
+
+interface Subscriber {
+  readonly sink: SocketSink
+  readonly filter: SubscriptionFilter
+  /** Its group once it is in the live stream; null while it waits or catches up. */
+  group: Group | null
+  /** While it catches up from the log: the next seq to read; else null. */
+  replayNext: number | null
+  /**
+   * Set while the subscriber waits outside any group for events it already has: `since_seq`
+   * named an accepted event this actor has not handled yet. It joins at the first seq past it.
+   */
+  waitThrough: number | null
+  /** Frames for this socket only (replay, replay-skip notice), written before any group frame. */
+  own: Buffer[]
+  ownBytes: number
+  /** Messages dropped since the last notice; > 0 means "dropping until drained". */
+  dropped: number
+  /** When the current dropping spell began (clock ms). */
+  droppingSince: number
+  alive: boolean
+}
+
+/**
+ * One final, unmasked text frame (RFC 6455 §5.2) holding `payload`, header and payload in
+ * one Buffer so it can be shared by every socket and concatenated without further copies.
+ */
+export function textFrame(payload: string): Buffer {
+  const len = Buffer.byteLength(payload)
+  const head = len < 126 ? 2 : len < 65_536 ? 4 : 10
+  const buf = Buffer.allocUnsafe(head + len)
+  buf[0] = 0x81 // FIN + opcode 1 (text)
+  if (head === 2) {
+    buf[1] = len
+  } else if (head === 4) {
+    buf[1] = 126
+    buf.writeUInt16BE(len, 2)
+  } else {
+    buf[1] = 127
+    buf.writeUInt32BE(Math.floor(len / 2 ** 32), 2)
+    buf.writeUInt32BE(len >>> 0, 6)
+  }
+  buf.write(payload, head, 'utf8')
+  return buf
+}
+
+/** The WebSocket message of one event (DESIGN §3): cost in dollars, timestamp ISO. */
+export function eventMessage(e: PricedEvent): string {
+  return JSON.stringify({
+    type: 'event',
+    id: e.id,
+    seq: e.seq,
+    timestamp: new Date(e.ts).toISOString(),
+    model: e.model,
+    provider: e.provider,
+    total_tokens: e.total,
+    latency_ms: e.latency,
+    cost: e.costNanos / 1e9
+  })
+}
+
+const droppedFrame = (count: number) => textFrame(`{"type":"dropped","count":${count}}`)
+
+function matches(f: SubscriptionFilter, model: string, provider: string): boolean {
+  return (f.models === null || f.models.has(model)) && (f.providers === null || f.providers.has(provider))
+}
+
+function filterKey(f: SubscriptionFilter): string {
+  const part = (s: ReadonlySet<string> | null) => (s === null ? '*' : JSON.stringify([...s].sort()))
+  return `${part(f.models)}|${part(f.providers)}`
+}
+
+function checkLimits(l: BroadcastLimits): void {
+  for (const [name, value] of Object.entries(l)) {
+    if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`broadcast limit ${name} must be a positive integer, got ${String(value)}`)
+  }
+}
 
 export class Broadcaster extends Actor<BroadcastMessage> {
+  readonly #opts: BroadcasterOptions
+  readonly #limits: BroadcastLimits
+  /** A group's frames are flushed early once they reach this many bytes. */
+  readonly #flushBytes: number
+  readonly #subs = new Map<SocketSink, Subscriber>()
+  readonly #groups = new Map<string, Group>()
+  /** Subscribers with `waitThrough` set, not yet in their group. */
+  readonly #waiting = new Set<Subscriber>()
+  /** Subscribers catching up from the log (`replayNext` set), not yet in their group. */
+  readonly #replaying = new Set<Subscriber>()
   #seen = 0
-  #lastSeq = -1
+  #lastSeq: number
+  /** Some group holds frames not yet flushed. */
+  #pending = false
+  #lastFlush = -Infinity
+  #lastPing: number
+  #stats = { messagesSent: 0, bytesSent: 0, messagesDropped: 0, dropNotices: 0, replayedMessages: 0, closedSlow: 0, reapedDead: 0, refused: 0 }
 
-  constructor(options: ActorOptions = {}) {
+  /**
+   * @throws RangeError `broadcast limit <name> must be a positive integer, got <value>`
+   */
+  constructor(options: BroadcasterOptions) {
     super('broadcaster', options)
+    this.#opts = options
+    this.#limits = { ...DEFAULT_BROADCAST_LIMITS, ...options.limits }
+    checkLimits(this.#limits)
+    // A tick's blob must fit well under the cap, or a healthy socket would drop whole ticks.
+    this.#flushBytes = Math.max(1, Math.min(256 * 1024, Math.floor(this.#limits.maxBufferedBytes / 4)))
+    this.#lastSeq = options.startSeq ?? -1
+    this.#lastPing = options.clock.now()
   }
 
   protected receive(message: BroadcastMessage): void {
     switch (message.type) {
       case 'events':
-        this.#seen += message.events.length
-        this.#lastSeq = message.events[message.events.length - 1].seq
+        this.#events(message.events)
         return
+      case 'alert': {
+        // Alerts carry no model: every subscriber gets them, whatever its filter.
+        if (this.#subs.size === 0) return
+        const frame = textFrame(JSON.stringify(message.alert))
+        this.#enqueueAll(frame)
+        // Not in the log, so not replayable: those outside the live stream get it now.
+        for (const sub of this.#replaying) this.#own(sub, frame)
+        for (const sub of this.#waiting) this.#own(sub, frame)
+        this.#afterEnqueue()
+        return
+      }
+      case 'subscribe':
+        this.#subscribe(message.sink, message.filter, message.sinceSeq)
+        return
+      case 'unsubscribe': {
+        const sub = this.#subs.get(message.sink)
+        if (sub !== undefined) this.#remove(sub)
+        return
+      }
+      case 'pong': {
+        const sub = this.#subs.get(message.sink)
+        if (sub !== undefined) sub.alive = true
+        return
+      }
+      case 'tick':
+        this.#tick()
+        return
+      case 'replay': {
+        const sub = this.#subs.get(message.sink)
+        if (sub !== undefined && sub.replayNext !== null) this.#replayStep(sub)
+        return
+      }
       default:
-        assertNever(message.type)
+        assertNever(message)
     }
   }
 
@@ -31,7 +320,276 @@ export class Broadcaster extends Actor<BroadcastMessage> {
     return this.#seen
   }
 
+  /** Highest seq handled (events up to it are written, queued or dropped for every subscriber). */
   get lastSeq(): number {
     return this.#lastSeq
+  }
+
+  /** The limits in force (defaults merged with the options). */
+  get limits(): Readonly<BroadcastLimits> {
+    return this.#limits
+  }
+
+  get broadcastStats(): BroadcastStats {
+    return { subscribers: this.#subs.size, ...this.#stats, lastSeq: this.#lastSeq }
+  }
+
+  #events(events: PricedEvent[]): void {
+    if (events.length === 0) return
+    this.#seen += events.length
+    this.#lastSeq = events[events.length - 1].seq
+    if (this.#groups.size === 0 && this.#waiting.size === 0) return
+    for (const e of events) {
+      if (this.#waiting.size > 0) this.#admit(e.seq)
+      let frame: Buffer | undefined
+      for (const g of this.#groups.values()) {
+        if (!matches(g.filter, e.model, e.provider)) continue
+        // Serialised once per event, whatever the number of groups and sockets.
+        frame ??= textFrame(eventMessage(e))
+        g.frames.push(frame)
+        g.bytes += frame.length
+        this.#pending = true
+        if (g.bytes >= this.#flushBytes) this.#flush(this.#opts.clock.now())
+      }
+    }
+    this.#afterEnqueue()
+  }
+
+  /** Moves waiting subscribers whose `waitThrough` is below `seq` into their groups. */
+  #admit(seq: number): void {
+    let flushed = false
+    for (const sub of this.#waiting) {
+      if (sub.waitThrough! >= seq) continue
+      // Same seam as in #subscribe: the group's list may hold events before `seq`.
+      if (!flushed) this.#flush(this.#opts.clock.now())
+      flushed = true
+      sub.waitThrough = null
+      this.#waiting.delete(sub)
+      this.#join(sub)
+    }
+  }
+
+  #join(sub: Subscriber): void {
+    const key = filterKey(sub.filter)
+    let group = this.#groups.get(key)
+    if (group === undefined) {
+      group = { key, filter: sub.filter, members: new Set(), frames: [], bytes: 0 }
+      this.#groups.set(key, group)
+    }
+    group.members.add(sub)
+    sub.group = group
+  }
+
+  #enqueueAll(frame: Buffer): void {
+    for (const g of this.#groups.values()) {
+      g.frames.push(frame)
+      g.bytes += frame.length
+      this.#pending = true
+    }
+  }
+
+  /** Leading edge: flush now when the last flush is older than flushMs; else within flushMs. */
+  #afterEnqueue(): void {
+    if (!this.#pending) return
+    const now = this.#opts.clock.now()
+    if (now - this.#lastFlush >= this.#limits.flushMs) this.#flush(now)
+    this.#arm(now)
+  }
+
+  #subscribe(sink: SocketSink, filter: SubscriptionFilter, sinceSeq: number | null): void {
+    if (this.#subs.has(sink)) return
+    if (this.#subs.size >= this.#limits.maxSubscribers) {
+      this.#stats.refused++
+      sink.close(CLOSE_TRY_AGAIN_LATER, 'too many subscribers')
+      return
+    }
+    const now = this.#opts.clock.now()
+    // The seam: group lists may still hold events with seq ≤ lastSeq. Write them out to the
+    // existing members first, so the newcomer's live stream starts strictly after lastSeq.
+    this.#flush(now)
+    const sub: Subscriber = { sink, filter, group: null, replayNext: null, waitThrough: null, own: [], ownBytes: 0, dropped: 0, droppingSince: now, alive: true }
+    this.#subs.set(sink, sub)
+    if (sinceSeq !== null && sinceSeq < this.#lastSeq) {
+      sub.replayNext = sinceSeq + 1
+      this.#replaying.add(sub)
+      this.#replayStep(sub)
+    } else if (sinceSeq !== null && sinceSeq > this.#lastSeq && sinceSeq < this.#opts.logEnd()) {
+      // The client has events (it saw their ids in 202 answers) that have not reached us yet.
+      sub.waitThrough = sinceSeq
+      this.#waiting.add(sub)
+    } else {
+      this.#join(sub)
+    }
+    this.#arm(now)
+  }
+
+  /**
+   * One slice of a catch-up: writes the log's events from `replayNext` on that match the
+   * filter, at most `replayStep` of them and none past `lastSeq`. When it reaches `lastSeq` the
+   * subscriber joins the live stream; else it asks for the next slice. If the stream is more
+   * than `replayMax` positions ahead, the older ones are skipped and announced as dropped.
+   */
+  #replayStep(sub: Subscriber): void {
+    const now = this.#opts.clock.now()
+    let from = sub.replayNext!
+    const behind = this.#lastSeq - from + 1
+    if (behind > this.#limits.replayMax) {
+      // Log positions, not filtered events: counting those would mean reading them all.
+      const skipped = behind - this.#limits.replayMax
+      this.#own(sub, droppedFrame(skipped))
+      this.#stats.messagesDropped += skipped
+      this.#stats.dropNotices++
+      from += skipped
+    }
+    const through = Math.min(this.#lastSeq, from + this.#limits.replayStep - 1)
+    const cap = this.#limits.maxBufferedBytes
+    try {
+      outer: for (const batch of this.#opts.history(from)) {
+        for (const e of batch) {
+          if (e.seq > through) break outer
+          if (!matches(sub.filter, e.model, e.provider)) continue
+          const frame = textFrame(eventMessage(e))
+          if (sub.dropped > 0 || sub.sink.buffered + sub.ownBytes + frame.length > cap) {
+            if (sub.dropped === 0) sub.droppingSince = now
+            sub.dropped++
+            this.#stats.messagesDropped++
+            continue
+          }
+          this.#own(sub, frame)
+          this.#stats.replayedMessages++
+        }
+      }
+    } catch (err) {
+      this.#stats.refused++
+      this.#remove(sub)
+      sub.sink.close(CLOSE_INTERNAL_ERROR, 'replay failed')
+      throw err
+    }
+    this.#writeOwn(sub)
+    sub.replayNext = through + 1
+    if (sub.replayNext > this.#lastSeq) {
+      sub.replayNext = null
+      this.#replaying.delete(sub)
+      // The seam: group lists hold only seqs ≤ lastSeq, which the replay covered.
+      this.#flush(now)
+      this.#join(sub)
+      this.#arm(now)
+    } else if (!this.send({ type: 'replay', sink: sub.sink })) {
+      this.#stats.refused++
+      this.#remove(sub)
+      sub.sink.close(CLOSE_TRY_AGAIN_LATER, 'server busy, retry later')
+    }
+  }
+
+  #own(sub: Subscriber, frame: Buffer): void {
+    sub.own.push(frame)
+    sub.ownBytes += frame.length
+  }
+
+  /** Writes the frames queued for this socket only (accounted against its cap when queued). */
+  #writeOwn(sub: Subscriber): void {
+    if (sub.own.length === 0 || !sub.sink.open) return
+    const own = sub.own.length === 1 ? sub.own[0] : Buffer.concat(sub.own, sub.ownBytes)
+    sub.sink.write(own)
+    this.#stats.messagesSent += sub.own.length
+    this.#stats.bytesSent += own.length
+    sub.own = []
+    sub.ownBytes = 0
+  }
+
+  #tick(): void {
+    const now = this.#opts.clock.now()
+    this.#flush(now)
+    if (now - this.#lastPing >= this.#limits.pingMs) {
+      this.#lastPing = now
+      for (const sub of [...this.#subs.values()]) {
+        if (!sub.alive) {
+          this.#stats.reapedDead++
+          this.#remove(sub)
+          sub.sink.terminate()
+          continue
+        }
+        sub.alive = false
+        if (sub.sink.open) sub.sink.ping()
+      }
+    }
+    this.#arm(now)
+  }
+
+  /** Asks for the next tick: soon while frames wait or a socket is dropping, else at the next ping. */
+  #arm(now: number): void {
+    if (this.#subs.size === 0) return
+    let busy = this.#pending
+    if (!busy) {
+      for (const sub of this.#subs.values()) {
+        if (sub.dropped > 0 || sub.ownBytes > 0) {
+          busy = true
+          break
+        }
+      }
+    }
+    const { flushMs, pingMs } = this.#limits
+    this.#opts.schedule(busy ? flushMs : Math.min(pingMs, Math.max(flushMs, pingMs - (now - this.#lastPing))))
+  }
+
+  /** Writes each group's frames, as one buffer, to each of its sockets that has room. */
+  #flush(now: number): void {
+    // Only a flush that wrote new frames counts for the leading edge (a seam flush may be empty).
+    if (this.#pending) this.#lastFlush = now
+    this.#pending = false
+    for (const g of this.#groups.values()) {
+      let blob: Buffer | null = null
+      let count = 0
+      if (g.frames.length > 0) {
+        blob = g.frames.length === 1 ? g.frames[0] : Buffer.concat(g.frames, g.bytes)
+        count = g.frames.length
+        g.frames = []
+        g.bytes = 0
+      }
+      for (const sub of g.members) this.#deliver(sub, blob, count, now)
+    }
+  }
+
+  #deliver(sub: Subscriber, blob: Buffer | null, count: number, now: number): void {
+    const sink = sub.sink
+    // Closing or closed: its 'unsubscribe' is on the way; what it would get is simply lost.
+    if (!sink.open) return
+    this.#writeOwn(sub)
+    const cap = this.#limits.maxBufferedBytes
+    if (sub.dropped > 0) {
+      if (sink.buffered <= cap / 2) {
+        const notice = droppedFrame(sub.dropped)
+        sink.write(notice)
+        this.#stats.messagesSent++
+        this.#stats.bytesSent += notice.length
+        this.#stats.dropNotices++
+        sub.dropped = 0
+      } else if (now - sub.droppingSince >= this.#limits.stuckMs) {
+        this.#stats.closedSlow++
+        this.#remove(sub)
+        sink.close(CLOSE_TRY_AGAIN_LATER, 'subscriber too slow: messages were dropped for too long')
+        return
+      }
+    }
+    if (blob === null) return
+    if (sub.dropped > 0 || sink.buffered + blob.length > cap) {
+      if (sub.dropped === 0) sub.droppingSince = now
+      sub.dropped += count
+      this.#stats.messagesDropped += count
+      return
+    }
+    sink.write(blob)
+    this.#stats.messagesSent += count
+    this.#stats.bytesSent += blob.length
+  }
+
+  #remove(sub: Subscriber): void {
+    this.#subs.delete(sub.sink)
+    this.#waiting.delete(sub)
+    this.#replaying.delete(sub)
+    const group = sub.group
+    if (group === null) return
+    group.members.delete(sub)
+    if (group.members.size === 0) this.#groups.delete(group.key)
   }
 }

@@ -39,7 +39,7 @@ export interface CostStageOptions extends ActorOptions {
 }
 
 type Entry =
-  | { kind: 'chunk'; events: StoredEvent[]; batch: PriceBatch; state: 'waiting' | 'running' | 'done'; result?: PriceResult }
+  | { kind: 'chunk'; events: StoredEvent[]; batch?: PriceBatch; state: 'waiting' | 'running' | 'done'; result?: PriceResult }
   | { kind: 'barrier'; run: () => void | Promise<void>; state: 'waiting' | 'running' | 'done' }
 
 function inputOf(e: StoredEvent): PriceInput {
@@ -77,9 +77,17 @@ export class CostStage extends Actor<CostStageMessage> {
       case 'events': {
         const { events } = message
         const size = this.#opts.chunkSize
-        for (let i = 0; i < events.length; i += size) {
+        let i = 0
+        // While every task slot is busy, new events join the last chunk not yet started, so a
+        // busy stage sends few large tasks rather than many small ones.
+        const last = this.#queue[this.#queue.length - 1]
+        if (last !== undefined && last.kind === 'chunk' && last.state === 'waiting' && last.events.length < size) {
+          i = Math.min(events.length, size - last.events.length)
+          last.events = last.events.concat(i === events.length ? events : events.slice(0, i))
+        }
+        for (; i < events.length; i += size) {
           const part = i === 0 && events.length <= size ? events : events.slice(i, i + size)
-          this.#queue.push({ kind: 'chunk', events: part, batch: encodeBatch(part.map(inputOf)), state: 'waiting' })
+          this.#queue.push({ kind: 'chunk', events: part, state: 'waiting' })
         }
         this.#pendingEvents += events.length
         break
@@ -128,20 +136,22 @@ export class CostStage extends Actor<CostStageMessage> {
 
   #start(entry: Extract<Entry, { kind: 'chunk' }>): void {
     const pricer = this.#opts.pricer
+    const batch = encodeBatch(entry.events.map(inputOf))
+    entry.batch = batch
     if (pricer === null) {
-      entry.result = priceBatch(entry.batch, this.#opts.overrides)
+      entry.result = priceBatch(batch, this.#opts.overrides)
       entry.state = 'done'
       return
     }
     entry.state = 'running'
     this.#running++
-    pricer.price(entry.batch).then(
+    pricer.price(batch).then(
       (result) => {
         entry.result = result
       },
       () => {
         this.#workerFailures++
-        entry.result = priceBatch(entry.batch, this.#opts.overrides)
+        entry.result = priceBatch(batch, this.#opts.overrides)
       }
     ).finally(() => {
       entry.state = 'done'

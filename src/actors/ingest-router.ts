@@ -3,9 +3,10 @@
  * (503 past the high-water mark), appends them to the durable log, and — only once the
  * commit holding them resolves — answers the request and forwards the events downstream.
  *
- * Group commit: `receive()` never awaits the commit, so every request handled in one turn
- * lands in the same LMDB transaction. Events from all commits that resolve in one turn are
- * merged into one micro-batch for the cost stage (one message, not one per request).
+ * Group commit: `receive()` never awaits the commit; every request handled in one turn joins
+ * one append — one LMDB put, one commit — and each request is answered when it resolves.
+ * Events from all commits that resolve in one turn are merged into one micro-batch for the
+ * cost stage (one message, not one per request).
  */
 import { Actor, assertNever, type ActorOptions } from './actor.js'
 import { llmsError, type LLMScopeError } from '../errors.js'
@@ -27,6 +28,8 @@ export interface IngestRouterOptions extends ActorOptions {
 export class IngestRouter extends Actor<RouterMessage> {
   readonly #opts: IngestRouterOptions
   #committed: StoredEvent[][] = []
+  #group: RouterMessage[] = []
+  #groupScheduled = false
   #flushScheduled = false
   #commitsInFlight = 0
   #inFlightEvents = 0
@@ -68,24 +71,13 @@ export class IngestRouter extends Actor<RouterMessage> {
           reply({ ok: false, error: llmsError('LLMS_ERR_OVERLOADED', 'the pipeline is over its high-water mark, retry later', { retryAfter: wait }) })
           return
         }
-        const appended = this.#opts.eventLog.append(events)
-        this.#commitsInFlight++
+        // Every request handled in this turn joins one append (one put, one commit).
+        this.#group.push(message)
         this.#inFlightEvents += events.length
-        appended.committed.then(
-          () => {
-            this.#committed.push(appended.events)
-            this.#scheduleFlush()
-            reply({ ok: true, events: appended.events })
-          },
-          (err: unknown) => {
-            this.#commitFailures++
-            reply({ ok: false, error: llmsError('LLMS_ERR_STORAGE', `could not write the event log: ${(err as Error).message}`, { retryAfter: 1 }) })
-          }
-        ).finally(() => {
-          this.#commitsInFlight--
-          this.#inFlightEvents -= events.length
-          this.#checkIdle()
-        })
+        if (!this.#groupScheduled) {
+          this.#groupScheduled = true
+          queueMicrotask(() => this.#appendGroup())
+        }
         return
       }
       default:
@@ -93,7 +85,36 @@ export class IngestRouter extends Actor<RouterMessage> {
     }
   }
 
-  /** Events appended whose commit has not resolved yet. */
+  /** Appends the requests gathered this turn as one log write; answers each after the commit. */
+  #appendGroup(): void {
+    this.#groupScheduled = false
+    const group = this.#group
+    this.#group = []
+    const count = group.reduce((n, m) => n + m.events.length, 0)
+    const all = group.length === 1 ? group[0].events : group.flatMap((m) => m.events)
+    // append() turns the pending objects into stored ones in place: each request's own array
+    // now holds its stored events, in log order.
+    const appended = this.#opts.eventLog.append(all)
+    this.#commitsInFlight++
+    appended.committed.then(
+      () => {
+        this.#committed.push(appended.events)
+        this.#scheduleFlush()
+        for (const m of group) m.reply({ ok: true, events: m.events as StoredEvent[] })
+      },
+      (err: unknown) => {
+        this.#commitFailures++
+        const error = llmsError('LLMS_ERR_STORAGE', `could not write the event log: ${(err as Error).message}`, { retryAfter: 1 })
+        for (const m of group) m.reply({ ok: false, error })
+      }
+    ).finally(() => {
+      this.#commitsInFlight--
+      this.#inFlightEvents -= count
+      this.#checkIdle()
+    })
+  }
+
+  /** Events accepted here whose commit has not resolved yet. */
   get inFlightEvents(): number {
     return this.#inFlightEvents
   }
@@ -133,7 +154,7 @@ export class IngestRouter extends Actor<RouterMessage> {
       this.#flushWaiters = []
       for (const w of waiters) w()
     }
-    if (this.#commitsInFlight === 0 && this.#committed.length === 0 && !this.#flushScheduled) {
+    if (this.#commitsInFlight === 0 && !this.#groupScheduled && this.#committed.length === 0 && !this.#flushScheduled) {
       const waiters = this.#idleWaiters
       this.#idleWaiters = []
       for (const w of waiters) w()
@@ -149,7 +170,7 @@ export class IngestRouter extends Actor<RouterMessage> {
   /** Stops accepting, then resolves once every accepted event was committed and forwarded. */
   async quiesce(): Promise<void> {
     await this.close()
-    if (this.#commitsInFlight === 0 && this.#committed.length === 0 && !this.#flushScheduled) return
+    if (this.#commitsInFlight === 0 && !this.#groupScheduled && this.#committed.length === 0 && !this.#flushScheduled) return
     await new Promise<void>((resolve) => this.#idleWaiters.push(resolve))
   }
 

@@ -4,24 +4,28 @@
  * else touches them. Queries read through `view()`, a read-only window taken between messages.
  */
 import { Actor, assertNever, type ActorOptions } from './actor.js'
-import { SeriesStore } from '../analytics/series.js'
+import { SeriesStore, type SeriesSnapshot } from '../analytics/series.js'
 import type { Row } from '../analytics/row.js'
 import type { PricedEvent } from '../events.js'
 
 /** The model name events are counted under once `maxModels` aggregators exist. */
 export const OVERFLOW_MODEL = '(other models)'
-const STATE_VERSION = 1
+const STATE_VERSION = 2
 
 export type AggregatorMessage =
   | { type: 'events'; events: PricedEvent[] }
   | { type: 'barrier'; reply: () => void }
-  | { type: 'snapshot'; reply: (state: AggregatorState) => void }
+  | { type: 'snapshot'; full?: boolean; reply: (state: AggregatorState) => void }
 
-/** What a snapshot keeps of one aggregator. */
+/**
+ * What a snapshot keeps of one aggregator: per provider series, the day keys it holds and
+ * the rows of some of those days (`parts`). In a snapshot reply, `parts` are the days that
+ * changed since the previous snapshot (every day when `full`); when restoring, every day.
+ */
 export interface AggregatorState {
   v: number
   model: string
-  series: Array<{ provider: string; data: unknown }>
+  series: Array<{ provider: string; rejected: number; days: number[]; parts: Array<{ day: number; data: SeriesSnapshot }> }>
 }
 
 /** Converts a priced event to the analytics row: integer µs and nano-dollars keep sums exact. */
@@ -50,7 +54,7 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
     this.model = model
     if (restored !== undefined) {
       if (restored.v !== STATE_VERSION) throw new Error(`aggregator state version ${restored.v} is not ${STATE_VERSION}`)
-      for (const s of restored.series) this.#series.set(s.provider, SeriesStore.fromSnapshot(s.data))
+      for (const s of restored.series) this.#series.set(s.provider, SeriesStore.fromSnapshots(s.parts.map((p) => p.data), s.rejected))
       for (const s of this.#series.values()) this.#events += s.size
     }
   }
@@ -72,18 +76,24 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
         message.reply()
         return
       case 'snapshot':
-        message.reply(this.#state())
+        message.reply(this.#state(message.full === true))
         return
       default:
         assertNever(message)
     }
   }
 
-  #state(): AggregatorState {
+  /** Takes the dirty days as parts: the caller must store them (or ask for `full` next time). */
+  #state(full: boolean): AggregatorState {
     return {
       v: STATE_VERSION,
       model: this.model,
-      series: [...this.#series].map(([provider, store]) => ({ provider, data: store.toSnapshot() }))
+      series: [...this.#series].map(([provider, store]) => {
+        const dirty = store.takeDirtyDays()
+        const days = [...store.dayKeys()]
+        const partDays = full ? days : dirty
+        return { provider, rejected: store.rejected, days, parts: partDays.map((day) => ({ day, data: store.toSnapshot([day]) })) }
+      })
     }
   }
 

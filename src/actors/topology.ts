@@ -20,7 +20,9 @@ import { CostStage, type Pricer } from './cost-stage.js'
 import { IngestRouter } from './ingest-router.js'
 import { ModelAggregator, OVERFLOW_MODEL, type AggregatorState } from './model-aggregator.js'
 import { AlertEvaluator, type AlertState } from './alert-evaluator.js'
-import { Broadcaster } from './broadcaster.js'
+import { metrics } from '../queries.js'
+import type { AlertTransition, RecordedAlert } from '../alerts/types.js'
+import { Broadcaster, type BroadcastLimits } from './broadcaster.js'
 import type { EventLog } from '../store/event-log.js'
 import type { PricedEvent, StoredEvent } from '../events.js'
 import type { SnapshotPayload } from '../store/snapshots.js'
@@ -41,6 +43,14 @@ export interface TopologyOptions {
   /** Mailbox capacity (messages) of every actor. */
   mailboxCapacity?: number
   restored?: SnapshotPayload
+  /** Receives every alert transition and reminder (after the WebSocket push): records and webhooks. */
+  onAlert?: (t: AlertTransition) => void
+  /** Newest recorded alert per rule id, reconciled with the snapshot's alert state. */
+  recordedAlerts?: ReadonlyMap<string, RecordedAlert>
+  /** Prices one stored event exactly as the cost stage does (since_seq replays). */
+  price: (e: StoredEvent) => PricedEvent
+  /** WebSocket fan-out tunables (defaults in broadcaster.ts). */
+  broadcast?: Partial<BroadcastLimits>
 }
 
 /** Past this fraction of any mailbox's capacity, ingestion is refused (503) until it drains. */
@@ -57,6 +67,9 @@ export class Topology {
   readonly #mailboxCapacity: number
   /** Every event with seq < #through+1 has been emitted downstream. */
   #restoredThrough: number
+  /** The broadcaster's flush/heartbeat timer (timers live here, not in actors) and when it fires. */
+  #broadcastTimer: NodeJS.Timeout | null = null
+  #broadcastDue = Infinity
 
   constructor(opts: TopologyOptions) {
     this.#opts = opts
@@ -64,8 +77,26 @@ export class Topology {
     const actorOpts = { mailboxCapacity: this.#mailboxCapacity, log: opts.logger }
     this.#restoredThrough = opts.restored !== undefined ? opts.restored.seq - 1 : -1
 
-    this.alerts = new AlertEvaluator(actorOpts, opts.restored?.alerts as AlertState | undefined)
-    this.broadcaster = new Broadcaster(actorOpts)
+    this.alerts = new AlertEvaluator(
+      {
+        ...actorOpts,
+        clock: opts.clock,
+        // Read-only window statistics from the aggregators (between their messages): no event stored twice.
+        window: (model, start, end) => metrics(this, { start, end, models: model === null ? undefined : new Set([model]) }),
+        emit: (t) => this.#alert(t),
+        recorded: opts.recordedAlerts
+      },
+      opts.restored?.alerts as AlertState | undefined
+    )
+    this.broadcaster = new Broadcaster({
+      ...actorOpts,
+      clock: opts.clock,
+      schedule: (delayMs) => this.#scheduleBroadcast(delayMs),
+      history: (from) => this.#history(from),
+      logEnd: () => opts.log.nextSeq,
+      startSeq: this.#restoredThrough,
+      limits: opts.broadcast
+    })
     this.costStage = new CostStage({
       ...actorOpts,
       chunkSize: opts.costChunk,
@@ -110,6 +141,37 @@ export class Topology {
   /** Feeds log events straight to the cost stage (recovery; they are already committed). */
   replay(events: StoredEvent[]): void {
     if (!this.costStage.send({ type: 'events', events })) throw new Error('cost stage mailbox full during replay')
+  }
+
+  /** Keeps one timer, due at the earliest time asked for; it sends the broadcaster a tick. */
+  #scheduleBroadcast(delayMs: number): void {
+    const due = performance.now() + delayMs
+    if (this.#broadcastTimer !== null) {
+      if (this.#broadcastDue <= due) return
+      clearTimeout(this.#broadcastTimer)
+    }
+    this.#broadcastDue = due
+    this.#broadcastTimer = setTimeout(() => {
+      this.#broadcastTimer = null
+      this.#broadcastDue = Infinity
+      // A full mailbox refuses the tick: ask again rather than leave frames unflushed.
+      if (!this.broadcaster.send({ type: 'tick' }) && !this.broadcaster.closed) this.#scheduleBroadcast(delayMs)
+    }, delayMs)
+    this.#broadcastTimer.unref()
+  }
+
+  /** Committed events from `from` on, priced on this thread (since_seq replays). */
+  *#history(from: number): Generator<PricedEvent[]> {
+    for (const batch of this.#opts.log.readFrom(from)) yield batch.map(this.#opts.price)
+  }
+
+  /** An alert transition: to WebSocket clients, then to the engine (record + webhook). */
+  #alert(t: AlertTransition): void {
+    this.broadcaster.send({
+      type: 'alert',
+      alert: { type: 'alert', rule_id: t.rule.id, rule_name: t.rule.name, state: t.state, value: t.value, threshold: t.rule.threshold, at: new Date(t.at).toISOString() }
+    })
+    this.#opts.onAlert?.(t)
   }
 
   #admission(n: number): number {
@@ -173,8 +235,12 @@ export class Topology {
     })
   }
 
-  /** A consistent snapshot of every aggregator and the alert evaluator at one log position. */
-  async snapshot(now: number): Promise<SnapshotPayload> {
+  /**
+   * A consistent snapshot of every aggregator and the alert evaluator at one log position.
+   * Aggregators hand over only the days that changed since the previous snapshot, unless
+   * `full` (after a failed write, whose changed days would otherwise be lost).
+   */
+  async snapshot(now: number, full = false): Promise<SnapshotPayload> {
     // Take in what was committed already, so the snapshot is as fresh as the acknowledgements.
     await this.router.flushed()
     return new Promise((resolve) => {
@@ -189,7 +255,7 @@ export class Topology {
           const done = () => {
             if (--left === 0) resolve({ seq, createdAt: now, aggregators, alerts })
           }
-          for (const a of list) a.send({ type: 'snapshot', reply: (state) => { aggregators.push({ model: a.model, state }); done() } })
+          for (const a of list) a.send({ type: 'snapshot', full, reply: (state) => { aggregators.push({ model: a.model, state }); done() } })
           this.alerts.send({ type: 'snapshot', reply: (state) => { alerts = state; done() } })
         }
       })
@@ -207,12 +273,17 @@ export class Topology {
   /** Closes every actor in graph order. Safe twice. */
   async close(): Promise<void> {
     await this.system.close(['ingest-router', 'cost-stage', ...[...this.#aggregators.values()].map((a) => a.name), 'alert-evaluator', 'broadcaster'])
+    // After the broadcaster closed: it can no longer ask for ticks.
+    if (this.#broadcastTimer !== null) clearTimeout(this.#broadcastTimer)
+    this.#broadcastTimer = null
   }
 
   stats() {
     return {
       actors: this.system.stats(),
       costStage: this.costStage.costStats,
+      alerts: this.alerts.alertStats,
+      broadcast: this.broadcaster.broadcastStats,
       router: this.router.routerStats,
       inFlightEvents: this.inFlightEvents,
       emittedThrough: this.emittedThrough,

@@ -219,6 +219,9 @@ export class SeriesStore {
   #maxTs = -Infinity
   #rejected = 0
   #scanned = 0
+  /** Days that gained rows since the last {@link SeriesStore.takeDirtyDays} (incremental snapshots). */
+  #dirty = new Set<number>()
+  #lastDirty = NaN
 
   /** Number of rows retained. */
   get size(): number {
@@ -260,6 +263,10 @@ export class SeriesStore {
     const dayKey = floorDiv(hourKey, 24)
 
     const day = this.#days.get(dayKey) ?? this.#newDay(dayKey)
+    if (dayKey !== this.#lastDirty) {
+      this.#dirty.add(dayKey)
+      this.#lastDirty = dayKey
+    }
     const h = hourKey - dayKey * 24
     let hour = day.hours[h]
     if (hour === undefined) {
@@ -505,19 +512,39 @@ export class SeriesStore {
     return out
   }
 
+  /** The UTC day keys (floor(ts / DAY_MS)) holding rows, ascending. */
+  dayKeys(): readonly number[] {
+    return this.#dayKeys
+  }
+
   /**
-   * Plain-data copy of every row (see {@link SeriesSnapshot}), ordered by minute.
-   * O(rows); the store is not modified.
+   * Days that gained rows since the previous call (or since the store was made), ascending;
+   * the set is cleared. An incremental snapshot writes only these days' rows.
    */
-  toSnapshot(): SeriesSnapshot {
-    const n = this.#size
+  takeDirtyDays(): number[] {
+    const out = [...this.#dirty].sort((a, b) => a - b)
+    this.#dirty.clear()
+    this.#lastDirty = NaN
+    return out
+  }
+
+  /**
+   * Plain-data copy of the rows (see {@link SeriesSnapshot}), ordered by minute: every row, or
+   * only those of the given `days` (day keys). O(rows copied); the store is not modified.
+   */
+  toSnapshot(days?: readonly number[]): SeriesSnapshot {
+    const dayKeys = days ?? this.#dayKeys
+    let n = 0
+    if (days === undefined) n = this.#size
+    else for (const k of days) n += this.#days.get(k)?.totals.requests ?? 0
     const cols = VALUE_FIELDS.map(() => new Float64Array(n))
     const ts = new Float64Array(n)
     const error = new Uint8Array(n)
     const unpriced = new Uint8Array(n)
     let w = 0
-    for (const dayKey of this.#dayKeys) {
-      const day = this.#days.get(dayKey) as DayNode
+    for (const dayKey of dayKeys) {
+      const day = this.#days.get(dayKey)
+      if (day === undefined) continue
       for (let h = 0; h < 24; h++) {
         const hour = day.hours[h]
         if (hour === undefined) continue
@@ -542,7 +569,8 @@ export class SeriesStore {
     return {
       version: SERIES_SNAPSHOT_VERSION,
       rows: n,
-      rejected: this.#rejected,
+      // A part of the rows carries no counter: whoever stores parts keeps `rejected` once.
+      rejected: days === undefined ? this.#rejected : 0,
       ts,
       promptTokens: cols[0],
       completionTokens: cols[1],
@@ -563,6 +591,26 @@ export class SeriesStore {
    * (wrong column length, invalid row): a snapshot is read fully or not at all.
    */
   static fromSnapshot(data: unknown): SeriesStore {
+    return SeriesStore.fromSnapshots([data])
+  }
+
+  /**
+   * Rebuilds one store from several snapshots of disjoint row sets (e.g. one per day, as
+   * written by incremental snapshots). `rejected` counters add up (plus `rejected`, for a
+   * counter kept beside day parts, which carry none). Same checks as
+   * {@link SeriesStore.fromSnapshot}; the result has no dirty days.
+   */
+  static fromSnapshots(parts: readonly unknown[], rejected = 0): SeriesStore {
+    const store = new SeriesStore()
+    let rejectedTotal = rejected
+    for (const part of parts) rejectedTotal += SeriesStore.#load(store, part)
+    store.#rejected = rejectedTotal
+    store.takeDirtyDays()
+    return store
+  }
+
+  /** Records one snapshot's rows into `store`; returns its `rejected` counter. */
+  static #load(store: SeriesStore, data: unknown): number {
     const fail = (why: string): never => {
       throw new Error(`invalid SeriesStore snapshot: ${why}`)
     }
@@ -589,7 +637,6 @@ export class SeriesStore {
     const vals = VALUE_FIELDS.map(column)
     const error = column('error')
     const unpriced = column('unpriced')
-    const store = new SeriesStore()
     const row: Row = {
       ts: 0,
       promptTokens: 0,
@@ -615,7 +662,6 @@ export class SeriesStore {
       row.unpriced = flag(unpriced[i], 'unpriced', i)
       if (!store.record(row)) fail(`row ${i} breaks the Row contract`)
     }
-    store.#rejected = rejected as number
-    return store
+    return rejected as number
   }
 }

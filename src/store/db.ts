@@ -15,6 +15,8 @@ export interface Stores {
   readonly meta: Database<Buffer, string>
   /** alert rules by id. */
   readonly rules: Database<unknown, string>
+  /** alert events (transitions, reminders, delivery outcomes) by sequence number: `alert-events.ts`. */
+  readonly alertEvents: Database<unknown, number>
   close(): Promise<void>
 }
 
@@ -41,12 +43,14 @@ export function openStores(dataDir: string): Stores {
   const events = root.openDB<EventRecord, number>('events', { sharedStructuresKey: Symbol.for('structures') })
   const meta = root.openDB<Buffer, string>('meta', { encoding: 'binary' })
   const rules = root.openDB<unknown, string>('rules', {})
+  const alertEvents = root.openDB<unknown, number>('alert-events', {})
   let closing: Promise<void> | undefined
   return {
     root,
     events,
     meta,
     rules,
+    alertEvents,
     close() {
       closing ??= (async () => {
         await root.flushed

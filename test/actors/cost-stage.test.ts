@@ -84,3 +84,23 @@ t.test('without a pool, pricing runs inline; settled() waits for everything', as
   t.throws(() => new CostStage({ chunkSize: 0, maxInFlight: 1, pricer: null, overrides: {}, emit: () => {} }), /chunkSize/)
   t.throws(() => new CostStage({ chunkSize: 1, maxInFlight: 0, pricer: null, overrides: {}, emit: () => {} }), /maxInFlight/)
 })
+
+t.test('while every slot is busy, new events join the waiting chunk (few large tasks, order kept)', async (t) => {
+  const { pricer, pending } = manualPricer()
+  const emitted: number[][] = []
+  const stage = new CostStage({ chunkSize: 3, maxInFlight: 1, pricer, overrides: {}, emit: (evs) => emitted.push(evs.map((e) => e.seq)) })
+  stage.send({ type: 'events', events: [ev(0)] })
+  await tick()
+  for (const seq of [1, 2, 3, 4]) stage.send({ type: 'events', events: [ev(seq)] })
+  await tick()
+  t.equal(pending.length, 1, 'one task running, the rest waiting')
+  pending[0].resolve(priceBatch(pending[0].batch))
+  await tick()
+  t.equal(pending.length, 2)
+  t.equal(pending[1].batch.ts.length, 3, 'the next task holds three merged events (the chunk size)')
+  pending[1].resolve(priceBatch(pending[1].batch))
+  await tick()
+  pending[2].resolve(priceBatch(pending[2].batch))
+  await tick()
+  t.same(emitted, [[0], [1, 2, 3], [4]])
+})

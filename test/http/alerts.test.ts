@@ -1,5 +1,7 @@
 import t from 'tap'
-import { makeApp, adminHeaders, readHeaders } from '../helpers/app.js'
+import { makeApp, adminHeaders, readHeaders, ingestHeaders, event, type TestApp } from '../helpers/app.js'
+import { ManualClock } from '../../src/clock.js'
+import type { AlertNotice } from '../../src/actors/broadcaster.js'
 
 const rule = { name: 'High cost', condition: 'cost_per_hour', threshold: 10, enabled: true }
 
@@ -64,4 +66,228 @@ t.test('rules survive a restart', async (t) => {
   await first.close()
   const second = await makeApp(t, { dir: first.dir })
   t.same((await second.app.inject({ url: `/alerts/rules/${r.id}`, headers: readHeaders })).json(), r)
+})
+
+// ── Evaluation, /alerts/events, test notifications (manual clock: no waiting on real time) ──
+
+const T0 = Date.parse('2026-04-01T10:00:00.000Z')
+
+/** What the evaluator would do on its next 1 s tick, done now: sync, tick, wait for records. */
+async function evaluate(engine: TestApp['engine']): Promise<void> {
+  await engine.sync()
+  engine.topology.alerts.send({ type: 'tick' })
+  await engine.topology.alerts.idle()
+  await engine.alerting.idle()
+}
+
+async function ingest(app: TestApp['app'], events: object[]): Promise<void> {
+  const res = await app.inject({ method: 'POST', url: '/events/batch', headers: adminHeaders, payload: events })
+  if (res.statusCode !== 202) throw new Error(res.body)
+}
+
+async function createRule(app: TestApp['app'], payload: object): Promise<{ id: string }> {
+  const res = await app.inject({ method: 'POST', url: '/alerts/rules', headers: adminHeaders, payload })
+  if (res.statusCode !== 201) throw new Error(res.body)
+  return res.json()
+}
+
+async function alertEvents(app: TestApp['app'], query = ''): Promise<Array<Record<string, unknown>>> {
+  const res = await app.inject({ url: `/alerts/events${query}`, headers: readHeaders })
+  if (res.statusCode !== 200) throw new Error(res.body)
+  return res.json().events
+}
+
+/** Alert messages the broadcaster was handed (what WebSocket clients are sent). */
+function spyAlerts(engine: TestApp['engine']): AlertNotice[] {
+  const seen: AlertNotice[] = []
+  const b = engine.topology.broadcaster
+  const send = b.send.bind(b)
+  b.send = (m) => {
+    if (m.type === 'alert') seen.push(m.alert)
+    return send(m)
+  }
+  return seen
+}
+
+const slow = { name: 'Slow gpt-4', condition: 'avg_latency', threshold: 1000, window_seconds: 60, cooldown_seconds: 120, model: 'gpt-4' }
+
+t.test('a crossing fires: recorded in /alerts/events and pushed to WebSocket clients; it resolves when traffic stops', async (t) => {
+  const clock = new ManualClock(T0)
+  const { app, engine } = await makeApp(t, { clock, inlinePricing: true })
+  const pushed = spyAlerts(engine)
+  const r = await createRule(app, slow)
+  await ingest(app, [event({ timestamp: undefined, latency_ms: 900 }), event({ timestamp: undefined, latency_ms: 1500 })])
+  await evaluate(engine)
+  const [fired, ...rest] = await alertEvents(app)
+  t.same(rest, [])
+  t.match(fired, {
+    id: /^aev_/,
+    rule_id: r.id,
+    rule_name: 'Slow gpt-4',
+    condition: 'avg_latency',
+    comparator: 'gt',
+    threshold: 1000,
+    model: 'gpt-4',
+    window_seconds: 60,
+    state: 'firing',
+    reminder: false,
+    reason: 'condition',
+    value: 1200,
+    samples: 2,
+    since: '2026-04-01T10:00:00.000Z',
+    at: '2026-04-01T10:00:00.000Z',
+    delivery: { status: 'none', attempts: 0 }
+  })
+  t.same(pushed, [{ type: 'alert', rule_id: r.id, rule_name: 'Slow gpt-4', state: 'firing', value: 1200, threshold: 1000, at: '2026-04-01T10:00:00.000Z' }])
+
+  clock.advance(59_999)
+  await evaluate(engine)
+  t.equal((await alertEvents(app)).length, 1, 'still firing, inside the cooldown: nothing new')
+  clock.advance(1)
+  await evaluate(engine)
+  const [resolved] = await alertEvents(app)
+  t.match(resolved, { state: 'resolved', value: null, samples: 0, at: '2026-04-01T10:01:00.000Z' })
+  t.same(pushed.map((p) => p.state), ['firing', 'resolved'])
+  const metrics = (await app.inject({ url: '/metrics' })).body
+  t.match(metrics, /llmscope_alert_notifications_total\{kind="firing"\} 1/)
+  t.match(metrics, /llmscope_alert_notifications_total\{kind="resolved"\} 1/)
+  t.match(metrics, /llmscope_alert_evaluations_total \d+/)
+  t.match(metrics, /llmscope_alert_rules_firing 0/)
+})
+
+t.test('a disabled rule is silent; disabling a firing rule resolves it (reason rule_disabled)', async (t) => {
+  const clock = new ManualClock(T0)
+  const { app, engine } = await makeApp(t, { clock, inlinePricing: true })
+  const off = await createRule(app, { ...slow, name: 'off', enabled: false })
+  const on = await createRule(app, slow)
+  await ingest(app, [event({ timestamp: undefined, latency_ms: 5000 })])
+  await evaluate(engine)
+  t.same((await alertEvents(app)).map((e) => [e.rule_id, e.state]), [[on.id, 'firing']])
+  await app.inject({ method: 'PATCH', url: `/alerts/rules/${on.id}`, headers: adminHeaders, payload: { enabled: false } })
+  await evaluate(engine)
+  t.match(await alertEvents(app), [{ rule_id: on.id, state: 'resolved', reason: 'rule_disabled' }, { rule_id: on.id, state: 'firing' }])
+  t.same(await alertEvents(app, `?rule_id=${off.id}`), [])
+})
+
+t.test('GET /alerts/events: rule_id, since, limit; newest first; bad parameters are a 400 naming them', async (t) => {
+  const clock = new ManualClock(T0)
+  const { app, engine } = await makeApp(t, { clock, inlinePricing: true })
+  const a = await createRule(app, { ...slow, name: 'a', cooldown_seconds: 10 })
+  const b = await createRule(app, { ...slow, name: 'b', cooldown_seconds: 0 })
+  await ingest(app, [event({ timestamp: undefined, latency_ms: 5000 })])
+  for (let i = 0; i < 3; i++) {
+    await evaluate(engine)
+    clock.advance(10_000)
+  }
+  // a: firing@0, reminder@10, reminder@20; b: firing@0 only (cooldown 0).
+  const all = await alertEvents(app)
+  const rows = all.map((e) => [e.rule_name, e.reminder, e.at])
+  t.same(rows.slice(0, 2), [
+    ['a', true, '2026-04-01T10:00:20.000Z'],
+    ['a', true, '2026-04-01T10:00:10.000Z']
+  ])
+  // Both fired in the same pass; rules created in the same millisecond have no set order.
+  t.same(rows.slice(2).sort(), [
+    ['a', false, '2026-04-01T10:00:00.000Z'],
+    ['b', false, '2026-04-01T10:00:00.000Z']
+  ])
+  t.same(all[0].since, '2026-04-01T10:00:00.000Z', 'a reminder says when the firing began')
+  t.same((await alertEvents(app, `?rule_id=${b.id}`)).map((e) => e.rule_id), [b.id])
+  t.same((await alertEvents(app, `?rule_id=${a.id}&limit=2`)).map((e) => e.at), ['2026-04-01T10:00:20.000Z', '2026-04-01T10:00:10.000Z'])
+  t.same((await alertEvents(app, `?since=2026-04-01T10:00:10Z`)).length, 2)
+  t.same((await alertEvents(app, `?since=${T0 + 10_001}`)).length, 1, 'since as epoch ms')
+  t.same(await alertEvents(app, '?rule_id=rule_nope'), [])
+
+  for (const [query, param] of [['?limit=0', 'limit'], ['?limit=1001', 'limit'], ['?limit=ten', 'limit'], ['?since=yesterday', 'since'], ['?rule_id=', 'rule_id'], ['?state=firing', '(query)']]) {
+    const res = await app.inject({ url: `/alerts/events${query}`, headers: readHeaders })
+    t.equal(res.statusCode, 400, query)
+    t.equal(res.json().code, 'LLMS_ERR_BAD_QUERY', query)
+    t.match(JSON.stringify(res.json().details), param, query)
+  }
+  t.equal((await app.inject({ url: '/alerts/events', headers: ingestHeaders })).statusCode, 403)
+  t.equal((await app.inject({ url: '/alerts/events' })).statusCode, 401)
+})
+
+t.test('POST /alerts/rules/:id/test sends one test notification and answers its outcome', async (t) => {
+  const { createServer } = await import('node:http')
+  const hits: Array<{ body: Record<string, unknown> }> = []
+  let status = 204
+  const server = createServer((req, res) => {
+    let data = ''
+    req.on('data', (c: Buffer) => (data += c.toString()))
+    req.on('end', () => {
+      hits.push({ body: JSON.parse(data) })
+      res.writeHead(status).end()
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())))
+  const url = `http://127.0.0.1:${(server.address() as { port: number }).port}/hook`
+
+  const clock = new ManualClock(T0)
+  const { app } = await makeApp(t, { clock, inlinePricing: true })
+  const withHook = await createRule(app, { ...slow, webhook_url: url })
+  const without = await createRule(app, slow)
+
+  const ok = await app.inject({ method: 'POST', url: `/alerts/rules/${withHook.id}/test`, headers: adminHeaders })
+  t.equal(ok.statusCode, 200)
+  t.same(ok.json().delivery, { status: 'delivered', attempts: 1, status_code: 204, error: null })
+  t.equal(hits.length, 1)
+  t.match(hits[0].body, { type: 'alert', rule_id: withHook.id, rule_name: 'Slow gpt-4', state: 'test', threshold: 1000, at: '2026-04-01T10:00:00.000Z', event_id: null })
+  t.same(ok.json().payload, hits[0].body)
+
+  status = 500
+  const failed = await app.inject({ method: 'POST', url: `/alerts/rules/${withHook.id}/test`, headers: adminHeaders })
+  t.equal(failed.statusCode, 200, 'the test ran; its outcome says it failed')
+  t.same(failed.json().delivery, { status: 'failed', attempts: 1, status_code: 500, error: 'HTTP 500' }, 'one attempt: a test is not retried')
+
+  const noHook = await app.inject({ method: 'POST', url: `/alerts/rules/${without.id}/test`, headers: adminHeaders })
+  t.equal(noHook.statusCode, 400)
+  t.equal(noHook.json().code, 'LLMS_ERR_VALIDATION')
+  t.same(noHook.json().details, [{ path: 'webhook_url', message: 'is not set' }])
+  t.equal((await app.inject({ method: 'POST', url: '/alerts/rules/rule_nope/test', headers: adminHeaders })).statusCode, 404)
+  t.equal((await app.inject({ method: 'POST', url: `/alerts/rules/${withHook.id}/test`, headers: readHeaders })).statusCode, 403)
+  t.same(await alertEvents(app), [], 'tests are not alert events')
+})
+
+t.test('a firing rule does not notify again after a restart unless its cooldown passed', async (t) => {
+  const clock = new ManualClock(T0)
+  const first = await makeApp(t, { clock, inlinePricing: true })
+  const r = await createRule(first.app, { ...slow, window_seconds: 3600, cooldown_seconds: 300 })
+  await ingest(first.app, [event({ timestamp: undefined, latency_ms: 5000 })])
+  await evaluate(first.engine)
+  t.equal((await alertEvents(first.app)).length, 1)
+  await first.close()
+
+  clock.advance(100_000)
+  const second = await makeApp(t, { clock, dir: first.dir, inlinePricing: true })
+  t.equal(second.engine.recovery?.snapshot, 'loaded')
+  const pushed = spyAlerts(second.engine)
+  await evaluate(second.engine)
+  t.same((await alertEvents(second.app)).map((e) => e.state), ['firing'], 'the history survived; nothing new inside the cooldown')
+  t.same(pushed, [])
+  t.match(second.engine.topology.alerts.ruleStates().get(r.id), { state: 'firing', since: T0, lastNotifiedAt: T0 })
+
+  clock.set(T0 + 300_000)
+  await evaluate(second.engine)
+  t.match(await alertEvents(second.app), [{ state: 'firing', reminder: true, since: '2026-04-01T10:00:00.000Z', at: '2026-04-01T10:05:00.000Z' }, { state: 'firing', reminder: false }])
+})
+
+t.test('after a crash the alert-event log wins over an older snapshot: no duplicate notification', async (t) => {
+  const clock = new ManualClock(T0)
+  const first = await makeApp(t, { clock, inlinePricing: true })
+  await createRule(first.app, { ...slow, window_seconds: 3600 })
+  await first.engine.snapshotNow()
+  await ingest(first.app, [event({ timestamp: undefined, latency_ms: 5000 })])
+  await evaluate(first.engine)
+  t.equal((await alertEvents(first.app)).length, 1)
+  // The crash: no final snapshot, so the last one does not know about the firing.
+  await first.engine.destroy()
+  await first.close()
+
+  clock.advance(1000)
+  const second = await makeApp(t, { clock, dir: first.dir, inlinePricing: true })
+  t.equal(second.engine.recovery?.replayed, 1, 'the event after the snapshot is replayed')
+  await evaluate(second.engine)
+  t.same((await alertEvents(second.app)).map((e) => e.state), ['firing'], 'still only the one firing')
 })

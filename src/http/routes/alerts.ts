@@ -1,5 +1,10 @@
-/** Alert rules CRUD: GET/POST /alerts/rules, GET/PATCH/DELETE /alerts/rules/:id. */
+/**
+ * Alert rules CRUD: GET/POST /alerts/rules, GET/PATCH/DELETE /alerts/rules/:id;
+ * POST /alerts/rules/:id/test (a test webhook); GET /alerts/events (the recorded history).
+ */
 import type { FastifyInstance } from 'fastify'
+import { z } from 'zod'
+import { parseQuery, timeParam } from '../query.js'
 import { MAX_RULES, ruleCreateSchema, rulePatchSchema } from '../../store/rules.js'
 import { llmsError } from '../../errors.js'
 import { zodDetails } from '../../events.js'
@@ -12,6 +17,22 @@ function parseBody<T>(schema: { safeParse(x: unknown): { success: true; data: T 
   const details = zodDetails(r.error.issues)
   throw llmsError('LLMS_ERR_VALIDATION', `invalid rule: ${details.map((d) => `${d.path}: ${d.message}`).join('; ')}`, { details })
 }
+
+/** Most alert events one request lists. */
+export const MAX_EVENTS_LIMIT = 1000
+
+const eventsQuery = z.strictObject({
+  rule_id: z.string().min(1).max(64).optional(),
+  since: timeParam.optional(),
+  limit: z
+    .string()
+    .regex(/^\d{1,7}$/, 'must be an integer')
+    .transform(Number)
+    .pipe(z.number().int().min(1).max(MAX_EVENTS_LIMIT))
+    .default(100),
+  // Accepted and ignored: some clients put the key in the URL.
+  api_key: z.string().optional()
+})
 
 export async function alertRoutes(app: FastifyInstance, opts: { engine: Engine; clock: Clock }): Promise<void> {
   const { engine, clock } = opts
@@ -40,6 +61,24 @@ export async function alertRoutes(app: FastifyInstance, opts: { engine: Engine; 
     const rule = await rules.update(request.params.id, patch, clock.now())
     if (rule === undefined) throw notFound(request.params.id)
     return rule
+  })
+
+  // A test notification: one attempt, not recorded in /alerts/events; the outcome is the answer.
+  app.post<{ Params: { id: string } }>('/alerts/rules/:id/test', { config: { scope: 'admin' } }, async (request) => {
+    const rule = rules.get(request.params.id)
+    if (rule === undefined) throw notFound(request.params.id)
+    const url = rule.webhook_url
+    if (url === null) {
+      throw llmsError('LLMS_ERR_VALIDATION', `rule ${rule.id} has no webhook_url to test`, { details: [{ path: 'webhook_url', message: 'is not set' }] })
+    }
+    const value = engine.topology.alerts.ruleStates().get(rule.id)?.lastValue ?? null
+    const { payload, delivery } = await engine.alerting.test({ ...rule, webhook_url: url }, value)
+    return { rule_id: rule.id, delivery, payload }
+  })
+
+  app.get('/alerts/events', { config: { scope: 'read' } }, async (request) => {
+    const q = parseQuery(eventsQuery, request.query)
+    return { events: engine.alertEvents.list({ ruleId: q.rule_id, since: q.since, limit: q.limit }) }
   })
 
   app.delete<{ Params: { id: string } }>('/alerts/rules/:id', { config: { scope: 'admin' } }, async (request, reply) => {

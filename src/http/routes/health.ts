@@ -32,6 +32,31 @@ export async function healthRoutes(app: FastifyInstance, opts: { engine: Engine 
     metric('llmscope_ingest_rejected_overload_total', 'counter', 'Events refused with 503 past the high-water mark.', [['', s.router.rejectedOverload]])
     metric('llmscope_cost_worker_failures_total', 'counter', 'Pricing tasks that failed in a worker and were priced inline.', [['', s.costStage.workerFailures]])
     metric('llmscope_models', 'gauge', 'Model aggregator actors.', [['', s.models]])
+    const ws = s.broadcast
+    metric('llmscope_ws_subscribers', 'gauge', 'WebSocket subscribers connected.', [['', ws.subscribers]])
+    metric('llmscope_ws_messages_sent_total', 'counter', 'WebSocket messages written (one per socket).', [['', ws.messagesSent]])
+    metric('llmscope_ws_bytes_sent_total', 'counter', 'WebSocket bytes written.', [['', ws.bytesSent]])
+    metric('llmscope_ws_messages_dropped_total', 'counter', 'WebSocket messages dropped: socket over its buffer cap, or older than a replay bound.', [['', ws.messagesDropped]])
+    metric('llmscope_ws_replayed_messages_total', 'counter', 'WebSocket messages replayed from the log for since_seq.', [['', ws.replayedMessages]])
+    metric('llmscope_ws_closed_slow_total', 'counter', 'WebSocket subscribers closed with 1013 for staying over their buffer cap.', [['', ws.closedSlow]])
+    metric('llmscope_ws_reaped_total', 'counter', 'WebSocket subscribers terminated for not answering a ping.', [['', ws.reapedDead]])
+    metric('llmscope_ws_refused_total', 'counter', 'WebSocket subscriptions refused (subscriber cap, failed replay).', [['', ws.refused]])
+    const al = s.alerts
+    metric('llmscope_alert_evaluations_total', 'counter', 'Alert rule evaluations (one rule over its window).', [['', al.evaluations]])
+    metric('llmscope_alert_evaluation_errors_total', 'counter', 'Alert rule evaluations that failed (logged).', [['', al.evaluationErrors]])
+    metric('llmscope_alert_rules_firing', 'gauge', 'Alert rules firing now.', [['', al.firing]])
+    metric('llmscope_alert_notifications_total', 'counter', 'Alert notifications decided, by kind.', [
+      ['{kind="firing"}', al.notifications.firing],
+      ['{kind="resolved"}', al.notifications.resolved],
+      ['{kind="reminder"}', al.notifications.reminder]
+    ])
+    metric('llmscope_alert_webhook_deliveries_total', 'counter', 'Webhook deliveries ended, by outcome (failed: after every attempt).', [
+      ['{outcome="delivered"}', s.webhooks.delivered],
+      ['{outcome="failed"}', s.webhooks.failed]
+    ])
+    metric('llmscope_alert_webhook_attempts_total', 'counter', 'Webhook HTTP requests made (retries included).', [['', s.webhooks.attempts]])
+    metric('llmscope_alert_webhook_dropped_total', 'counter', 'Webhook deliveries refused: delivery queue full.', [['', s.webhooks.dropped]])
+    metric('llmscope_alert_event_write_errors_total', 'counter', 'Alert events that could not be written to LMDB.', [['', s.alertEvents.writeErrors]])
     metric('llmscope_actor_mailbox_depth', 'gauge', 'Messages waiting per actor.', s.actors.map((a) => [`{actor="${label(a.name)}"}`, a.depth]))
     metric('llmscope_actor_processed_total', 'counter', 'Messages handled per actor.', s.actors.map((a) => [`{actor="${label(a.name)}"}`, a.processed]))
     metric('llmscope_actor_failed_total', 'counter', 'Messages that threw per actor.', s.actors.map((a) => [`{actor="${label(a.name)}"}`, a.failed]))

@@ -1,0 +1,114 @@
+/**
+ * Provider responses → LLMScope events, following the server's token conventions (README,
+ * "How cost is computed"):
+ *
+ * - OpenAI (Chat Completions, Responses, Embeddings): `prompt_tokens` / `input_tokens` already
+ *   include cached tokens (`*_tokens_details.cached_tokens`), and `completion_tokens` /
+ *   `output_tokens` already include reasoning tokens: both are sent as they are, with
+ *   `cached_tokens` and `reasoning_tokens` beside them.
+ * - Anthropic (Messages): `input_tokens` excludes cache reads and writes. Cache reads become
+ *   `cached_tokens`; cache writes are added to `prompt_tokens` (they are priced as input).
+ */
+
+/** One LLM call as POST /events/ingest takes it. */
+export interface LLMScopeEvent {
+  model: string
+  provider?: string
+  /** ISO 8601 with a zone; the client stamps the time of record() when absent. */
+  timestamp?: string
+  prompt_tokens?: number
+  completion_tokens?: number
+  total_tokens?: number
+  cached_tokens?: number
+  reasoning_tokens?: number
+  latency_ms?: number
+  ttft_ms?: number
+  status?: 'success' | 'error'
+  /** Dollars; overrides the server's computed cost. */
+  cost?: number
+  metadata?: Record<string, unknown>
+}
+
+/** What the helpers need besides the response. */
+export interface RecordOptions {
+  /** Measured wall time of the call, ms. */
+  latencyMs: number
+  /** Overrides the response's own `model`. */
+  model?: string
+  /** Default `openai` / `anthropic`; set it for OpenAI-compatible APIs (`groq`, `deepseek`, …) or Bedrock (`aws`). */
+  provider?: string
+  metadata?: Record<string, unknown>
+  /** When the call started; default: now − latencyMs. */
+  timestamp?: string | Date
+  ttftMs?: number
+  status?: 'success' | 'error'
+}
+
+type Obj = Record<string, unknown>
+
+const obj = (v: unknown): Obj | undefined => (v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Obj) : undefined)
+/** A usable count: a non-negative safe integer, else undefined. */
+const count = (v: unknown): number | undefined => (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : undefined)
+
+function base(response: unknown, opts: RecordOptions, provider: string): LLMScopeEvent | null {
+  const r = obj(response)
+  const model = opts.model ?? (typeof r?.model === 'string' ? r.model : undefined)
+  if (model === undefined || model === '') return null
+  const latency = Number.isFinite(opts.latencyMs) && opts.latencyMs >= 0 ? opts.latencyMs : 0
+  let started = opts.timestamp instanceof Date ? opts.timestamp : opts.timestamp !== undefined ? new Date(opts.timestamp) : new Date(Date.now() - latency)
+  if (Number.isNaN(started.getTime())) started = new Date(Date.now() - latency)
+  const e: LLMScopeEvent = { model, provider: opts.provider ?? provider, timestamp: started.toISOString(), latency_ms: latency, status: opts.status ?? 'success' }
+  if (opts.ttftMs !== undefined) e.ttft_ms = opts.ttftMs
+  if (opts.metadata !== undefined) e.metadata = opts.metadata
+  return e
+}
+
+/**
+ * An OpenAI-style response (chat completion, Responses API, embeddings) → an event, or null
+ * when no model is known.
+ */
+export function fromOpenAI(response: unknown, opts: RecordOptions): LLMScopeEvent | null {
+  const e = base(response, opts, 'openai')
+  if (e === null) return null
+  const usage = obj(obj(response)?.usage)
+  if (usage === undefined) return e
+  const prompt = count(usage.prompt_tokens) ?? count(usage.input_tokens)
+  const completion = count(usage.completion_tokens) ?? count(usage.output_tokens)
+  const cached = count(obj(usage.prompt_tokens_details)?.cached_tokens) ?? count(obj(usage.input_tokens_details)?.cached_tokens)
+  const reasoning = count(obj(usage.completion_tokens_details)?.reasoning_tokens) ?? count(obj(usage.output_tokens_details)?.reasoning_tokens)
+  if (prompt !== undefined) e.prompt_tokens = prompt
+  if (completion !== undefined) e.completion_tokens = completion
+  if (cached !== undefined) e.cached_tokens = cached
+  if (reasoning !== undefined) e.reasoning_tokens = reasoning
+  return e
+}
+
+/** An Anthropic Messages response → an event, or null when no model is known. */
+export function fromAnthropic(response: unknown, opts: RecordOptions): LLMScopeEvent | null {
+  const e = base(response, opts, 'anthropic')
+  if (e === null) return null
+  const usage = obj(obj(response)?.usage)
+  if (usage === undefined) return e
+  const input = count(usage.input_tokens)
+  const writes = count(usage.cache_creation_input_tokens) ?? 0
+  const reads = count(usage.cache_read_input_tokens)
+  const output = count(usage.output_tokens)
+  if (input !== undefined || writes > 0) e.prompt_tokens = (input ?? 0) + writes
+  if (output !== undefined) e.completion_tokens = output
+  if (reads !== undefined) e.cached_tokens = reads
+  return e
+}
+
+/**
+ * Which helper a response needs: Anthropic messages say `type: "message"` (or carry cache
+ * fields only Anthropic has), OpenAI objects say `object: "chat.completion"`, `"response"`,
+ * `"list"`… or use `prompt_tokens`. Null when the response has no usage at all.
+ */
+export function detectShape(response: unknown): 'openai' | 'anthropic' | null {
+  const r = obj(response)
+  const usage = obj(r?.usage)
+  if (r === undefined || usage === undefined) return null
+  if (r.type === 'message' || 'cache_creation_input_tokens' in usage || 'cache_read_input_tokens' in usage) return 'anthropic'
+  if (typeof r.object === 'string' || 'prompt_tokens' in usage || 'input_tokens_details' in usage || 'output_tokens_details' in usage) return 'openai'
+  return typeof r.model === 'string' && r.model.toLowerCase().includes('claude') ? 'anthropic' : 'openai'
+}

@@ -1,0 +1,134 @@
+/**
+ * Which span attributes feed which event field, in priority order: the first spelling present
+ * on a span wins and the others are ignored, so an instrumentation that writes the same number
+ * under two names (OpenLIT writes reasoning tokens twice) is never counted twice.
+ *
+ * Where each spelling comes from:
+ * - OTel: the GenAI semantic conventions (`@opentelemetry/semantic-conventions` 1.4x,
+ *   `ATTR_GEN_AI_*` in its incubating entry point, now in open-telemetry/semantic-conventions-genai).
+ * - OpenLLMetry: traceloop/openllmetry,
+ *   `packages/opentelemetry-semantic-conventions-ai/opentelemetry/semconv_ai/__init__.py`
+ *   (`SpanAttributes.LLM_USAGE_PROMPT_TOKENS = "gen_ai.usage.prompt_tokens"`,
+ *   `LLM_USAGE_COMPLETION_TOKENS`, `LLM_USAGE_CACHE_READ_INPUT_TOKENS =
+ *   "gen_ai.usage.cache_read_input_tokens"`, `LLM_USAGE_CACHE_CREATION_INPUT_TOKENS`,
+ *   `LLM_USAGE_REASONING_TOKENS = "gen_ai.usage.reasoning_tokens"`, `LLM_USAGE_TOTAL_TOKENS =
+ *   "llm.usage.total_tokens"`), and its instrumentations
+ *   (`opentelemetry-instrumentation-openai/.../shared/__init__.py`,
+ *   `opentelemetry-instrumentation-anthropic/.../__init__.py`).
+ * - OpenLIT: openlit/openlit, `sdk/python/src/openlit/semcov/__init__.py`
+ *   (`GEN_AI_USAGE_INPUT_TOKENS`, `GEN_AI_USAGE_REASONING_TOKENS =
+ *   "gen_ai.usage.reasoning_tokens"`, `GEN_AI_USAGE_TOTAL_TOKENS = "gen_ai.usage.total_tokens"`)
+ *   and `sdk/typescript/src/semantic-convention.ts` (`GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS =
+ *   "gen_ai.usage.cache_read.input_tokens"`, `..._CACHE_CREATION_... =
+ *   "gen_ai.usage.cache_creation.input_tokens"`, `GEN_AI_USAGE_PROMPT_TOKENS_DETAILS_CACHE_READ =
+ *   "gen_ai.usage.prompt_tokens_details.cache_read"`, `..._CACHE_WRITE`,
+ *   `GEN_AI_USAGE_COMPLETION_TOKENS_DETAILS_REASONING =
+ *   "gen_ai.usage.completion_tokens_details.reasoning"`).
+ * - OpenAI usage shape, flattened: `gen_ai.usage.input_tokens_details.cached_tokens` and
+ *   `gen_ai.usage.output_tokens_details.reasoning_tokens` (the Responses API's own field names,
+ *   as some agent SDK exporters write them; read last).
+ */
+
+/** One event field and the span attributes that may carry it. */
+export interface Alias {
+  field: string
+  attributes: readonly string[]
+  note: string
+}
+
+export const MODEL_ATTRS = ['gen_ai.response.model', 'gen_ai.request.model'] as const
+export const PROVIDER_ATTRS = ['gen_ai.provider.name', 'gen_ai.system'] as const
+export const INPUT_ATTRS = ['gen_ai.usage.input_tokens', 'gen_ai.usage.prompt_tokens'] as const
+export const OUTPUT_ATTRS = ['gen_ai.usage.output_tokens', 'gen_ai.usage.completion_tokens'] as const
+export const CACHE_READ_ATTRS = [
+  'gen_ai.usage.cache_read.input_tokens',
+  'gen_ai.usage.cache_read_input_tokens',
+  'gen_ai.usage.prompt_tokens_details.cache_read',
+  'gen_ai.usage.input_tokens_details.cached_tokens'
+] as const
+export const CACHE_WRITE_ATTRS = [
+  'gen_ai.usage.cache_creation.input_tokens',
+  'gen_ai.usage.cache_creation_input_tokens',
+  'gen_ai.usage.prompt_tokens_details.cache_write'
+] as const
+export const REASONING_ATTRS = [
+  'gen_ai.usage.reasoning.output_tokens',
+  'gen_ai.usage.reasoning_tokens',
+  'gen_ai.usage.completion_tokens_details.reasoning',
+  'gen_ai.usage.output_tokens_details.reasoning_tokens'
+] as const
+export const TOTAL_ATTRS = ['llm.usage.total_tokens', 'gen_ai.usage.total_tokens'] as const
+/** Seconds, as OpenLIT records them on streaming calls. */
+export const TTFT_SECONDS_ATTRS = ['gen_ai.response.time_to_first_chunk', 'gen_ai.server.time_to_first_token'] as const
+
+/** The alias table the README publishes (a test keeps the two in step). */
+export const ALIASES: readonly Alias[] = [
+  { field: 'model', attributes: MODEL_ATTRS, note: 'required: a span without it is not an LLM call' },
+  { field: 'provider', attributes: PROVIDER_ATTRS, note: 'mapped to a genai-prices provider id (table below)' },
+  { field: 'prompt_tokens', attributes: INPUT_ATTRS, note: 'adjusted for cached tokens (see token conventions)' },
+  { field: 'completion_tokens', attributes: OUTPUT_ATTRS, note: 'includes reasoning tokens' },
+  { field: 'cached_tokens', attributes: CACHE_READ_ATTRS, note: 'cache reads' },
+  { field: '(cache writes)', attributes: CACHE_WRITE_ATTRS, note: 'priced as input: kept in, or added to, prompt_tokens' },
+  { field: 'reasoning_tokens', attributes: REASONING_ATTRS, note: 'informational: already inside completion_tokens' },
+  { field: '(total)', attributes: TOTAL_ATTRS, note: 'read only to tell whether output includes reasoning; total_tokens is recomputed' },
+  { field: 'ttft_ms', attributes: TTFT_SECONDS_ATTRS, note: 'seconds × 1000' }
+]
+
+/**
+ * `gen_ai.provider.name` / `gen_ai.system` values → the provider id genai-prices uses, so the
+ * event is priced from the right table and with the right cached-token convention. Keys are
+ * lower-cased (OpenLLMetry writes `Anthropic`, `AWS`, `Azure`, `Google`, `OpenRouter`).
+ * Sources: OTel `GEN_AI_PROVIDER_NAME_VALUE_*` and the older `GEN_AI_SYSTEM_VALUE_*`, OpenLIT's
+ * `GEN_AI_SYSTEM_*` (old and new spellings), OpenLLMetry's `_get_vendor_from_url`.
+ */
+export const PROVIDER_ALIASES: Readonly<Record<string, string>> = {
+  openai: 'openai',
+  anthropic: 'anthropic',
+  'aws.bedrock': 'aws',
+  bedrock: 'aws',
+  aws: 'aws',
+  'azure.ai.openai': 'azure',
+  'az.ai.openai': 'azure',
+  azure_openai: 'azure',
+  'azure.ai.inference': 'azure',
+  'az.ai.inference': 'azure',
+  'azure-ai-inference': 'azure',
+  azure: 'azure',
+  'gcp.vertex_ai': 'google',
+  vertex_ai: 'google',
+  'gcp.gemini': 'google',
+  gemini: 'google',
+  'gcp.gen_ai': 'google',
+  'google.ai.studio': 'google',
+  'google-ai-studio': 'google',
+  google: 'google',
+  mistral_ai: 'mistral',
+  mistral: 'mistral',
+  x_ai: 'x-ai',
+  xai: 'x-ai',
+  cohere: 'cohere',
+  groq: 'groq',
+  deepseek: 'deepseek',
+  perplexity: 'perplexity',
+  openrouter: 'openrouter',
+  together: 'together',
+  fireworks: 'fireworks',
+  cerebras: 'cerebras'
+}
+
+/**
+ * `gen_ai.operation.name` values that are one model call. Spans with another operation
+ * (`invoke_agent`, `execute_tool`, `invoke_workflow`, `vectordb`, `retrieval`, …) are ignored
+ * even when they carry a model and token totals: those totals repeat their child calls'.
+ * A span without the attribute (older OpenLLMetry) is judged by its other attributes.
+ */
+export const LLM_OPERATIONS: ReadonlySet<string> = new Set([
+  'chat',
+  'text_completion',
+  'completion',
+  'generate_content',
+  'embeddings',
+  'embedding',
+  'image',
+  'audio'
+])

@@ -1,0 +1,306 @@
+/**
+ * One span → one LLMScope event (as the JSON a caller would POST to /events/ingest), or the
+ * reason it is not one. Pure: no clock, no engine; the route validates the result with the
+ * same zod schema as every other event.
+ *
+ * ## Token conventions
+ *
+ * An LLMScope event's `prompt_tokens` follows the provider's own convention (README, "How cost
+ * is computed"): OpenAI-shaped providers count cache reads inside it, Anthropic-shaped ones
+ * (`anthropic`, `aws`, Claude on `google`/`azure`) do not, and Anthropic cache writes belong
+ * in it. Instrumentations disagree on `gen_ai.usage.input_tokens`:
+ *
+ * - **OTel semantic conventions, OpenLLMetry** ("spec" below): input tokens include every kind
+ *   of input, cache reads and writes too (the spec says so; OpenLLMetry's Anthropic
+ *   instrumentation sends `input + cache_read + cache_creation`, its OpenAI one `prompt_tokens`).
+ *   For an Anthropic-shaped provider, prompt = input − cache reads (writes stay in).
+ * - **OpenLIT** ("native"; recognised by `telemetry.sdk.name = openlit` on the span or resource,
+ *   or an `openlit…` scope): input tokens are what the provider reported (its Anthropic code:
+ *   "Anthropic's API reports input_tokens exclusive of cache read / creation tokens"). For an
+ *   Anthropic-shaped provider, prompt = input + cache writes.
+ * - For OpenAI-shaped providers both mean the same: prompt = input, cached = cache reads.
+ * - Guard: input smaller than cache reads + writes cannot include them, whatever the source
+ *   claims (OpenLLMetry's LangChain spans pass Anthropic's raw numbers): it is read as native.
+ *
+ * Reasoning tokens are inside output tokens (OTel: "SHOULD be included"; OpenAI and Anthropic
+ * bill them so). When the span proves otherwise — reasoning larger than output, or a total equal
+ * to input + output + reasoning (Gemini's `thoughtsTokenCount` shape) — they are added to
+ * `completion_tokens`. `total_tokens` is never copied from the span: it is left to default to
+ * prompt + completion, so the same call counts the same whichever instrumentation sent it.
+ */
+import { findProvider } from '@pydantic/genai-prices'
+import { inferProvider, isCacheExclusive } from '../pricing/compute-cost.js'
+import { MAX_LATENCY_MS, type MetadataLimits } from '../events.js'
+import {
+  CACHE_READ_ATTRS,
+  CACHE_WRITE_ATTRS,
+  INPUT_ATTRS,
+  LLM_OPERATIONS,
+  MODEL_ATTRS,
+  OUTPUT_ATTRS,
+  PROVIDER_ALIASES,
+  PROVIDER_ATTRS,
+  REASONING_ATTRS,
+  TOTAL_ATTRS,
+  TTFT_SECONDS_ATTRS
+} from './aliases.js'
+import type { AnyValue, SpanView } from './spans.js'
+
+export type SpanOutcome =
+  | { kind: 'event'; event: Record<string, unknown> }
+  | { kind: 'ignored'; reason: string }
+  | { kind: 'rejected'; reason: string }
+
+/** Longest string value copied into metadata. */
+export const META_STRING_MAX = 256
+/** Most `traceloop.association.properties.*` entries copied into metadata. */
+export const META_ASSOCIATION_MAX = 16
+
+const ASSOCIATION_PREFIX = 'traceloop.association.properties.'
+
+/** A string attribute, or undefined. */
+function str(v: AnyValue | undefined): string | undefined {
+  if (v === undefined) return undefined
+  const s = v.stringValue ?? v.string_value
+  return typeof s === 'string' ? s : undefined
+}
+
+function firstStr(attrs: ReadonlyMap<string, AnyValue>, keys: readonly string[]): string | undefined {
+  for (const k of keys) {
+    const s = str(attrs.get(k))
+    if (s !== undefined && s !== '') return s
+  }
+  return undefined
+}
+
+type Num = { ok: true; value: number; key: string } | { ok: false; key: string }
+
+/**
+ * A whole number from intValue (number or decimal string: OTLP/JSON allows both), an integral
+ * doubleValue (JS instrumentations set plain numbers), or a decimal stringValue. Absent → null.
+ */
+function wholeNumber(attrs: ReadonlyMap<string, AnyValue>, keys: readonly string[]): Num | null {
+  for (const key of keys) {
+    const v = attrs.get(key)
+    if (v === undefined) continue
+    const raw = v.intValue ?? v.int_value ?? v.doubleValue ?? v.double_value ?? v.stringValue ?? v.string_value
+    if (typeof raw === 'number' && Number.isSafeInteger(raw)) return { ok: true, value: raw, key }
+    if (typeof raw === 'string' && /^-?\d{1,16}$/.test(raw.trim())) return { ok: true, value: Number(raw.trim()), key }
+    return { ok: false, key }
+  }
+  return null
+}
+
+/** A finite number (int or double), or undefined. */
+function anyNumber(attrs: ReadonlyMap<string, AnyValue>, keys: readonly string[]): number | undefined {
+  for (const key of keys) {
+    const v = attrs.get(key)
+    if (v === undefined) continue
+    const raw = v.doubleValue ?? v.double_value ?? v.intValue ?? v.int_value
+    const n = typeof raw === 'string' ? Number(raw) : raw
+    return typeof n === 'number' && Number.isFinite(n) ? n : undefined
+  }
+  return undefined
+}
+
+/** A scalar for metadata: strings truncated, int64 strings as numbers, arrays of scalars joined. */
+function scalar(v: AnyValue | undefined): string | number | boolean | undefined {
+  if (v === undefined) return undefined
+  const s = v.stringValue ?? v.string_value
+  if (typeof s === 'string') return s.length > META_STRING_MAX ? s.slice(0, META_STRING_MAX) : s
+  const b = v.boolValue ?? v.bool_value
+  if (typeof b === 'boolean') return b
+  const i = v.intValue ?? v.int_value
+  if (typeof i === 'number') return i
+  if (typeof i === 'string' && /^-?\d{1,15}$/.test(i)) return Number(i)
+  const d = v.doubleValue ?? v.double_value
+  if (typeof d === 'number' && Number.isFinite(d)) return d
+  const arr = (v.arrayValue ?? v.array_value) as { values?: unknown } | undefined
+  if (arr !== undefined && arr !== null && Array.isArray(arr.values)) {
+    const parts: string[] = []
+    for (const item of arr.values) {
+      const p = item !== null && typeof item === 'object' ? scalar(item as AnyValue) : undefined
+      if (p !== undefined) parts.push(String(p))
+    }
+    const joined = parts.join(',')
+    return joined.length > META_STRING_MAX ? joined.slice(0, META_STRING_MAX) : joined
+  }
+  return undefined
+}
+
+const knownProviders = new Map<string, boolean>()
+
+/** True when genai-prices has a provider with exactly this id. Memoised (a handful of values). */
+function isPricingProvider(id: string): boolean {
+  let known = knownProviders.get(id)
+  if (known === undefined) {
+    try {
+      known = findProvider({ providerId: id })?.id === id
+    } catch {
+      known = false
+    }
+    if (knownProviders.size >= 256) knownProviders.clear()
+    knownProviders.set(id, known)
+  }
+  return known
+}
+
+/** `gen_ai.provider.name` / `gen_ai.system` → our provider id (genai-prices' where it has one). */
+export function mapProvider(raw: string): string {
+  const key = raw.trim().toLowerCase()
+  return PROVIDER_ALIASES[key] ?? key
+}
+
+/** OpenLIT reports provider-native input tokens (see the module header). */
+function isOpenLit(span: SpanView): boolean {
+  return str(span.attrs.get('telemetry.sdk.name')) === 'openlit' || str(span.resource.get('telemetry.sdk.name')) === 'openlit' || span.scopeName.startsWith('openlit')
+}
+
+export interface Tokens {
+  prompt: number
+  completion: number
+  cached: number
+  reasoning: number
+  /** Cache writes, for metadata (already folded into prompt). */
+  cacheWrite: number
+}
+
+/**
+ * Our event's token fields from a span's raw counts (see "Token conventions" above).
+ * @param exclusive the provider's prompt_tokens excludes cache reads (Anthropic shape)
+ * @param native the instrumentation reports the provider's own input count (OpenLIT)
+ */
+export function shapeTokens(
+  raw: { input: number; output: number; cacheRead: number; cacheWrite: number; reasoning: number; total: number | null },
+  exclusive: boolean,
+  native: boolean
+): Tokens {
+  const { input, output, cacheRead, cacheWrite, reasoning, total } = raw
+  // Input that is smaller than its cached parts cannot contain them.
+  const includesCache = input >= cacheRead + cacheWrite && (!exclusive || !native)
+  let prompt: number
+  if (exclusive) prompt = includesCache ? input - cacheRead : input + cacheWrite
+  else prompt = includesCache ? input : input + cacheRead + cacheWrite
+  const reasoningOutside = reasoning > 0 && (reasoning > output || (total !== null && total === input + output + reasoning))
+  return { prompt, completion: reasoningOutside ? output + reasoning : output, cached: cacheRead, reasoning, cacheWrite }
+}
+
+/** What a span becomes. `limits` bounds the metadata so a valid span never fails on it. */
+export function spanToEvent(span: SpanView, limits: MetadataLimits): SpanOutcome {
+  const a = span.attrs
+  const operation = str(a.get('gen_ai.operation.name'))
+  if (operation !== undefined && !LLM_OPERATIONS.has(operation)) return { kind: 'ignored', reason: `operation ${operation} is not a model call` }
+  // OpenLLMetry's @workflow/@task/@agent/@tool spans (and LangChain chains) wrap model calls;
+  // the model call has its own span.
+  if (a.has('traceloop.span.kind')) return { kind: 'ignored', reason: 'a traceloop workflow/task span' }
+  const model = firstStr(a, MODEL_ATTRS)
+  if (model === undefined) return { kind: 'ignored', reason: 'no gen_ai model attribute' }
+
+  const where = `span ${span.spanId || '(no id)'}${span.name ? ` "${span.name.slice(0, 64)}"` : ''}`
+  if (span.start === null || span.start === 0n) return { kind: 'rejected', reason: `${where}: startTimeUnixNano is missing` }
+  if (span.end === null || span.end < span.start) return { kind: 'rejected', reason: `${where}: endTimeUnixNano is missing or before the start` }
+
+  const counts: Record<'input' | 'output' | 'cacheRead' | 'cacheWrite' | 'reasoning' | 'total', Num | null> = {
+    input: wholeNumber(a, INPUT_ATTRS),
+    output: wholeNumber(a, OUTPUT_ATTRS),
+    cacheRead: wholeNumber(a, CACHE_READ_ATTRS),
+    cacheWrite: wholeNumber(a, CACHE_WRITE_ATTRS),
+    reasoning: wholeNumber(a, REASONING_ATTRS),
+    total: wholeNumber(a, TOTAL_ATTRS)
+  }
+  for (const c of Object.values(counts)) {
+    if (c !== null && (!c.ok || c.value < 0)) return { kind: 'rejected', reason: `${where}: ${c.key} is not a non-negative integer` }
+  }
+  const value = (c: Num | null) => (c !== null && c.ok ? c.value : 0)
+
+  const rawProvider = firstStr(a, PROVIDER_ATTRS)
+  const provider = rawProvider === undefined ? undefined : mapProvider(rawProvider)
+  const conventionId = provider !== undefined && isPricingProvider(provider) ? provider : inferProvider(model)
+  const tokens = shapeTokens(
+    {
+      input: value(counts.input),
+      output: value(counts.output),
+      cacheRead: value(counts.cacheRead),
+      cacheWrite: value(counts.cacheWrite),
+      reasoning: value(counts.reasoning),
+      total: counts.total === null ? null : value(counts.total)
+    },
+    isCacheExclusive(conventionId, model),
+    isOpenLit(span)
+  )
+
+  // At most 20 digits of nanoseconds (year ~5138): always a valid Date; zod then refuses what
+  // is not a plausible ISO timestamp, and a week-long latency, like for any event.
+  const startMs = Number(span.start / 1_000_000n)
+  const event: Record<string, unknown> = {
+    timestamp: new Date(startMs).toISOString(),
+    model,
+    prompt_tokens: tokens.prompt,
+    completion_tokens: tokens.completion,
+    latency_ms: Number(span.end - span.start) / 1e6,
+    status: span.statusCode === 2 ? 'error' : 'success'
+  }
+  const metadata = spanMetadata(span, tokens, limits)
+  if (Object.keys(metadata).length > 0) event.metadata = metadata
+  if (provider !== undefined) event.provider = provider
+  if (counts.cacheRead !== null) event.cached_tokens = tokens.cached
+  if (counts.reasoning !== null) event.reasoning_tokens = tokens.reasoning
+  const ttftSeconds = anyNumber(a, TTFT_SECONDS_ATTRS)
+  // Optional and informational: an unusable value is left out rather than failing the span.
+  if (ttftSeconds !== undefined && ttftSeconds >= 0 && ttftSeconds * 1000 <= MAX_LATENCY_MS) event.ttft_ms = ttftSeconds * 1000
+  return { kind: 'event', event }
+}
+
+/**
+ * A bounded selection of the span as flat scalars, most useful first, added only while the
+ * configured metadata limits (keys, bytes) allow: the metadata never makes a span invalid.
+ */
+export function spanMetadata(span: SpanView, tokens: Tokens, limits: MetadataLimits): Record<string, unknown> {
+  const a = span.attrs
+  const entries: Array<[string, string | number | boolean | undefined]> = [
+    ['trace_id', span.traceId || undefined],
+    ['span_id', span.spanId || undefined],
+    ['span_name', span.name ? span.name.slice(0, META_STRING_MAX) : undefined],
+    ['service_name', scalar(span.resource.get('service.name'))],
+    ['operation', scalar(a.get('gen_ai.operation.name')) ?? scalar(a.get('llm.request.type'))],
+    ['instrumentation', span.scopeName ? span.scopeName.slice(0, META_STRING_MAX) : undefined],
+    ['response_id', scalar(a.get('gen_ai.response.id'))],
+    ['finish_reasons', scalar(a.get('gen_ai.response.finish_reasons'))],
+    ['error_type', scalar(a.get('error.type'))],
+    ['status_message', span.statusCode === 2 && span.statusMessage ? span.statusMessage.slice(0, META_STRING_MAX) : undefined],
+    ['cache_creation_tokens', tokens.cacheWrite > 0 ? tokens.cacheWrite : undefined],
+    ['temperature', scalar(a.get('gen_ai.request.temperature'))],
+    ['max_tokens', scalar(a.get('gen_ai.request.max_tokens'))],
+    ['top_p', scalar(a.get('gen_ai.request.top_p'))],
+    ['top_k', scalar(a.get('gen_ai.request.top_k'))],
+    ['frequency_penalty', scalar(a.get('gen_ai.request.frequency_penalty'))],
+    ['presence_penalty', scalar(a.get('gen_ai.request.presence_penalty'))],
+    ['seed', scalar(a.get('gen_ai.request.seed'))],
+    ['conversation_id', scalar(a.get('gen_ai.conversation.id'))],
+    ['environment', scalar(span.resource.get('deployment.environment.name')) ?? scalar(span.resource.get('deployment.environment'))]
+  ]
+  let associations = 0
+  for (const [key, v] of a) {
+    if (associations >= META_ASSOCIATION_MAX) break
+    if (!key.startsWith(ASSOCIATION_PREFIX)) continue
+    const name = key.slice(ASSOCIATION_PREFIX.length).slice(0, 64)
+    if (name === '') continue
+    entries.push([`association.${name}`, scalar(v)])
+    associations++
+  }
+
+  const out: Record<string, unknown> = {}
+  let keys = 0
+  let bytes = 2 // "{}"
+  for (const [key, v] of entries) {
+    if (v === undefined || Object.hasOwn(out, key)) continue
+    if (keys + 1 > limits.maxKeys) break
+    // `"key":value` plus a comma after the first entry, in UTF-8 bytes, as checkMetadata counts.
+    const add = Buffer.byteLength(JSON.stringify(key)) + 1 + Buffer.byteLength(JSON.stringify(v)) + (keys > 0 ? 1 : 0)
+    if (bytes + add > limits.maxBytes) continue
+    out[key] = v
+    keys++
+    bytes += add
+  }
+  return out
+}

@@ -1,0 +1,203 @@
+/**
+ * Alert events: every transition and reminder the evaluator decided, with its webhook delivery
+ * outcome. Kept in LMDB (`alert-events`, key = a sequence number, so key order is record order)
+ * and mirrored in memory, so `GET /alerts/events` sees a record the moment it is made (before
+ * its commit, like the WebSocket push) and never reads the disk.
+ *
+ * Bounded: only the newest {@link MAX_ALERT_EVENTS} are kept; older ones are deleted as new ones
+ * arrive. Writes are fire-and-forget puts (group-committed by lmdb-js, applied in issue order);
+ * a failed write is logged and counted, never thrown at the evaluator.
+ */
+import type { Database } from 'lmdb'
+import { silentLog, type Log } from '../log.js'
+import type { Rule } from './rules.js'
+import type { AlertReason, AlertTransition, DeliveryOutcome, RecordedAlert } from '../alerts/types.js'
+
+/** Records kept (newest first wins). */
+export const MAX_ALERT_EVENTS = 10_000
+
+/** Webhook delivery of one alert event. */
+export interface DeliveryRecord {
+  /** `none`: the rule has no webhook_url; `pending`: being delivered (or retried). */
+  status: 'none' | 'pending' | 'delivered' | 'failed'
+  attempts: number
+  status_code: number | null
+  error: string | null
+  /** When the delivery ended (ISO), null while pending or without a webhook. */
+  completed_at: string | null
+}
+
+/** One alert event as stored and as listed by `GET /alerts/events`. */
+export interface AlertEventRecord {
+  /** `aev_<seq base 36>`: increases with every record. */
+  id: string
+  rule_id: string
+  rule_name: string
+  condition: Rule['condition']
+  comparator: Rule['comparator']
+  threshold: number
+  model: string | null
+  window_seconds: number
+  state: 'firing' | 'resolved'
+  reminder: boolean
+  reason: AlertReason
+  value: number | null
+  samples: number
+  /** When the current state began (for a reminder: when the firing began). */
+  since: string
+  at: string
+  delivery: DeliveryRecord
+}
+
+interface Entry {
+  seq: number
+  atMs: number
+  record: AlertEventRecord
+}
+
+export interface AlertEventQuery {
+  ruleId?: string
+  /** Inclusive, epoch ms, on `at`. */
+  since?: number
+  limit: number
+}
+
+const iso = (ms: number) => new Date(ms).toISOString()
+
+export class AlertEventStore {
+  readonly #db: Database<unknown, number>
+  readonly #log: Log
+  readonly #max: number
+  /** Ascending by seq. */
+  #entries: Entry[] = []
+  #nextSeq = 0
+  readonly #pending = new Set<Promise<unknown>>()
+  #writeErrors = 0
+  #recorded = 0
+
+  /**
+   * Loads the newest `max` records (deleting any beyond, e.g. after `max` was lowered).
+   * @throws RangeError `max must be a positive integer, got <value>`
+   */
+  constructor(db: Database<unknown, number>, opts: { log?: Log; max?: number } = {}) {
+    const max = opts.max ?? MAX_ALERT_EVENTS
+    if (!Number.isSafeInteger(max) || max < 1) throw new RangeError(`max must be a positive integer, got ${String(max)}`)
+    this.#db = db
+    this.#log = opts.log ?? silentLog
+    this.#max = max
+    for (const { key, value } of db.getRange({})) {
+      const record = value as AlertEventRecord
+      this.#entries.push({ seq: key, atMs: Date.parse(record.at), record })
+      this.#nextSeq = key + 1
+    }
+    this.#prune()
+  }
+
+  /** Records a notification; `delivery` says whether a webhook delivery follows. */
+  record(t: AlertTransition, delivery: 'pending' | 'none'): AlertEventRecord {
+    const seq = this.#nextSeq++
+    const r = t.rule
+    const record: AlertEventRecord = {
+      id: `aev_${seq.toString(36)}`,
+      rule_id: r.id,
+      rule_name: r.name,
+      condition: r.condition,
+      comparator: r.comparator,
+      threshold: r.threshold,
+      model: r.model,
+      window_seconds: r.window_seconds,
+      state: t.state,
+      reminder: t.reminder,
+      reason: t.reason,
+      value: t.value,
+      samples: t.samples,
+      since: iso(t.since),
+      at: iso(t.at),
+      delivery: { status: delivery, attempts: 0, status_code: null, error: null, completed_at: null }
+    }
+    this.#entries.push({ seq, atMs: t.at, record })
+    this.#recorded++
+    this.#write(seq, record)
+    this.#prune()
+    return record
+  }
+
+  /** Stores a delivery's outcome on its record (ignored when the record was pruned meanwhile). */
+  setDelivery(id: string, outcome: DeliveryOutcome, completedAt: number): void {
+    const i = this.#indexOf(id)
+    if (i < 0) return
+    const e = this.#entries[i]
+    e.record = { ...e.record, delivery: { ...outcome, completed_at: iso(completedAt) } }
+    this.#write(e.seq, e.record)
+  }
+
+  /** The record with this id, if kept. */
+  get(id: string): AlertEventRecord | undefined {
+    const i = this.#indexOf(id)
+    return i < 0 ? undefined : this.#entries[i].record
+  }
+
+  /** Records matching the filters, newest first, at most `limit`. */
+  list(q: AlertEventQuery): AlertEventRecord[] {
+    const out: AlertEventRecord[] = []
+    for (let i = this.#entries.length - 1; i >= 0 && out.length < q.limit; i--) {
+      const e = this.#entries[i]
+      if (q.ruleId !== undefined && e.record.rule_id !== q.ruleId) continue
+      if (q.since !== undefined && e.atMs < q.since) continue
+      out.push(e.record)
+    }
+    return out
+  }
+
+  /** The newest record of each rule, for the evaluator's restore. */
+  latestByRule(): Map<string, RecordedAlert> {
+    const out = new Map<string, RecordedAlert>()
+    for (let i = this.#entries.length - 1; i >= 0; i--) {
+      const { record, atMs } = this.#entries[i]
+      if (out.has(record.rule_id)) continue
+      out.set(record.rule_id, { state: record.state, since: Date.parse(record.since), at: atMs, value: record.value })
+    }
+    return out
+  }
+
+  /** Resolves once every write issued so far is committed (or failed and was logged). */
+  async flushed(): Promise<void> {
+    while (this.#pending.size > 0) await Promise.all([...this.#pending])
+  }
+
+  get size(): number {
+    return this.#entries.length
+  }
+
+  get stats() {
+    return { size: this.#entries.length, recorded: this.#recorded, writeErrors: this.#writeErrors }
+  }
+
+  #indexOf(id: string): number {
+    if (!/^aev_[0-9a-z]{1,11}$/.test(id)) return -1
+    const seq = parseInt(id.slice(4), 36)
+    let lo = 0
+    let hi = this.#entries.length
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      if (this.#entries[mid].seq < seq) lo = mid + 1
+      else hi = mid
+    }
+    return lo < this.#entries.length && this.#entries[lo].seq === seq ? lo : -1
+  }
+
+  #write(seq: number, record: AlertEventRecord | undefined): void {
+    const p: Promise<unknown> = (record === undefined ? this.#db.remove(seq) : this.#db.put(seq, record)).catch((err: unknown) => {
+      this.#writeErrors++
+      this.#log.error({ err, seq }, 'alert event could not be written')
+    })
+    this.#pending.add(p)
+    void p.finally(() => this.#pending.delete(p))
+  }
+
+  #prune(): void {
+    const excess = this.#entries.length - this.#max
+    if (excess <= 0) return
+    for (const e of this.#entries.splice(0, excess)) this.#write(e.seq, undefined)
+  }
+}
