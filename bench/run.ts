@@ -8,10 +8,14 @@ import { join } from 'node:path'
 import { machine, table, type Row } from './lib.js'
 import * as ingest from './ingest.js'
 import * as ws from './ws.js'
+import * as analytics from './analytics.js'
+import * as restart from './restart.js'
+import * as cost from './cost.js'
 
-const seconds = Number(process.env.BENCH_SECONDS ?? 5)
+const seconds = Number(process.env.BENCH_SECONDS ?? 4)
 const only = process.argv[2]
-const benches: Record<string, { run(seconds: number): Promise<Row[]> }> = { ingest, ws }
+// One question per file; `npm run bench <name>` runs one. The soak (bench/soak.ts) runs apart.
+const benches: Record<string, { run(seconds: number): Promise<Row[]> }> = { ingest, ws, cost, analytics, restart }
 
 const m = machine()
 console.log(`LLMScope bench — ${m.cpu}, ${m.cores} cores, ${m.memGiB} GiB, node ${m.node}, commit ${m.commit}, ${m.date}`)
@@ -19,7 +23,9 @@ const rows: Row[] = []
 for (const [name, bench] of Object.entries(benches)) {
   if (only !== undefined && only !== name) continue
   console.log(`running ${name}…`)
+  const t0 = performance.now()
   rows.push(...(await bench.run(seconds)))
+  console.log(`  ${name}: ${((performance.now() - t0) / 1000).toFixed(0)} s`)
 }
 console.log(table(rows))
 const dir = join(fileURLToPath(new URL('.', import.meta.url)), '../../bench/results')

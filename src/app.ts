@@ -7,12 +7,18 @@ import { Engine } from './engine.js'
 import { loadKeys, type KeyRing } from './keys.js'
 import { registerAuth } from './http/auth.js'
 import { registerErrorHandling } from './http/errors.js'
+import { registerSecurity } from './http/security.js'
+import { keyRoutes } from './http/routes/keys.js'
+import { ApiKeyStore } from './store/api-keys.js'
 import { eventRoutes } from './http/routes/events.js'
 import { analyticsRoutes } from './http/routes/analytics.js'
 import { alertRoutes } from './http/routes/alerts.js'
 import { healthRoutes } from './http/routes/health.js'
 import { otlpRoutes } from './http/routes/otlp.js'
+import { dashboardRoutes } from './http/routes/dashboard.js'
 import { registerWebSocket, wsRoutes } from './http/ws.js'
+import { registerOpenApi } from './http/openapi.js'
+import { registerMetrics } from './http/metrics.js'
 import { llmsError } from './errors.js'
 import { systemClock, type Clock } from './clock.js'
 import type { Config } from './config.js'
@@ -68,10 +74,18 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   // The logger is created by fastify; the engine logs through it.
   const engine = new Engine({ config, logger: app.log, clock, inlinePricing: opts.inlinePricing, onProgress: opts.onProgress, broadcast: opts.broadcast, webhook: opts.webhook, alertTickMs: opts.alertTickMs })
   const { ring, created } = loadKeys(config.apiKeys, config.dataDir)
+  const apiKeys = new ApiKeyStore(engine.stores.apiKeys)
+  ring.attach(apiKeys)
 
   registerErrorHandling(app)
   // Before the hooks below: see registerWebSocket.
   await registerWebSocket(app)
+  // Before any route: its onRoute hook makes the routes' zod schemas documentation only.
+  await registerOpenApi(app)
+  // Before the routes too: its hooks time every ingest request.
+  registerMetrics(app, engine, clock)
+  // Headers and CORS before the hooks that may refuse a request, so refusals carry them too.
+  const limiter = await registerSecurity(app, config)
   // JSON (and NDJSON, registered by the events routes) only: anything else is a 415.
   app.removeContentTypeParser('text/plain')
   app.addHook('onRequest', async (request) => {
@@ -79,13 +93,15 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       throw llmsError('LLMS_ERR_NOT_READY', 'recovering state from the event log, retry shortly', { retryAfter: 1 })
     }
   })
-  registerAuth(app, ring)
+  registerAuth(app, ring, limiter)
   await app.register(healthRoutes, { engine })
   await app.register(eventRoutes, { engine, clock })
   await app.register(otlpRoutes, { engine, clock })
   await app.register(analyticsRoutes, { engine, clock })
   await app.register(alertRoutes, { engine, clock })
   await app.register(wsRoutes, { engine })
+  await app.register(keyRoutes, { store: apiKeys, ring, clock })
+  await app.register(dashboardRoutes)
   app.addHook('onClose', async () => {
     await engine.close()
   })

@@ -3,6 +3,7 @@
  * defaulted, then frozen (fastify's `initial-config-validation` idea). A bad value stops the
  * start with one line naming the variable.
  */
+import { readFileSync } from 'node:fs'
 import { z } from 'zod'
 
 /** What a key may do. `admin` implies the others. */
@@ -40,7 +41,14 @@ const schema = z.object({
   LLMSCOPE_MAX_MODELS: int(1, 100_000).default(1000),
   LLMSCOPE_COST_THREADS: int(1, 64).default(1),
   LLMSCOPE_COST_BATCH: int(1, 1_000_000).default(2048),
-  LLMSCOPE_PRICE_OVERRIDES: z.string().default('{}')
+  LLMSCOPE_PRICE_OVERRIDES: z.string().default('{}'),
+  LLMSCOPE_RETENTION_DAYS: int(0, 100_000).default(0),
+  LLMSCOPE_RETENTION_EVENTS: int(0, 2_000_000_000).default(0),
+  LLMSCOPE_MAX_DB_BYTES: int(1024 * 1024, 2 ** 50).default(64 * 1024 ** 3),
+  LLMSCOPE_RATE_LIMIT_MAX: int(0, 100_000_000).default(0),
+  LLMSCOPE_RATE_LIMIT_WINDOW_S: int(1, 86_400).default(60),
+  LLMSCOPE_AUTH_FAILURE_MAX: int(0, 100_000_000).default(120),
+  LLMSCOPE_CORS_ORIGINS: z.string().default('')
 })
 
 export type EnvInput = Record<string, string | undefined>
@@ -63,6 +71,21 @@ export interface Config {
   readonly costThreads: number
   readonly costBatch: number
   readonly priceOverrides: Readonly<Record<string, z.infer<typeof priceOverride>>>
+  /**
+   * Raw-row retention (see SeriesStore.retain): rows of events whose UTC day is older than
+   * the last `days` days, and the oldest hours of a series past `events` raw rows, are folded
+   * into hour aggregates. 0 = no limit.
+   */
+  readonly retention: { readonly days: number; readonly events: number }
+  /** LMDB map size: the most the data dir's database may grow to. */
+  readonly maxDbBytes: number
+  /**
+   * Requests per window: `max` per API key (0 = off), `authFailureMax` per client address for
+   * requests with a missing or unknown key (0 = off).
+   */
+  readonly rateLimit: { readonly max: number; readonly windowMs: number; readonly authFailureMax: number }
+  /** Origins allowed to call the API from a browser; `*` = any; empty = same-origin only. */
+  readonly corsOrigins: readonly string[]
 }
 
 /** Thrown for a bad configuration value; `message` is the one line to print. */
@@ -124,6 +147,28 @@ export function parseApiKeys(raw: string): ApiKeySpec[] {
   return out
 }
 
+/** Parses `https://a.example,http://localhost:5173` (or `*`) into origins; each must be a bare origin. */
+export function parseOrigins(raw: string): string[] {
+  const out: string[] = []
+  for (const part of raw.split(',')) {
+    const item = part.trim()
+    if (item === '') continue
+    if (item === '*') {
+      out.push(item)
+      continue
+    }
+    let url: URL | undefined
+    try {
+      url = new URL(item)
+    } catch {}
+    if (url === undefined || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.origin !== item.replace(/\/$/, '')) {
+      throw new ConfigError('LLMSCOPE_CORS_ORIGINS', `has "${item.slice(0, 100)}", not an origin such as https://app.example.com (scheme, host, optional port; no path) or *`)
+    }
+    out.push(url.origin)
+  }
+  return out
+}
+
 /**
  * Validates the environment (plus CLI flags, which win) into a frozen `Config`.
  * @throws ConfigError naming the first bad variable.
@@ -155,6 +200,7 @@ export function loadConfig(env: EnvInput = process.env, argv: readonly string[] 
     throw new ConfigError('LLMSCOPE_PRICE_OVERRIDES', `at ${issue.path.join('.') || '(root)'}: ${issue.message.toLowerCase()}`)
   }
 
+  const corsOrigins = parseOrigins(e.LLMSCOPE_CORS_ORIGINS)
   const config: Config = {
     port: e.PORT,
     host: e.HOST,
@@ -173,10 +219,90 @@ export function loadConfig(env: EnvInput = process.env, argv: readonly string[] 
     maxModels: e.LLMSCOPE_MAX_MODELS,
     costThreads: e.LLMSCOPE_COST_THREADS,
     costBatch: e.LLMSCOPE_COST_BATCH,
-    priceOverrides: Object.freeze(overrides.data)
+    priceOverrides: Object.freeze(overrides.data),
+    retention: Object.freeze({ days: e.LLMSCOPE_RETENTION_DAYS, events: e.LLMSCOPE_RETENTION_EVENTS }),
+    maxDbBytes: e.LLMSCOPE_MAX_DB_BYTES,
+    rateLimit: Object.freeze({
+      max: e.LLMSCOPE_RATE_LIMIT_MAX,
+      windowMs: e.LLMSCOPE_RATE_LIMIT_WINDOW_S * 1000,
+      authFailureMax: e.LLMSCOPE_AUTH_FAILURE_MAX
+    }),
+    corsOrigins: Object.freeze(corsOrigins)
   }
   return Object.freeze(config)
 }
 
 /** The README's configuration table is generated from the same names (see test/config.test.ts). */
 export const CONFIG_VARIABLES = Object.keys(schema.shape)
+
+/** One line per variable for `--help` (the README's table has the long form). */
+const HELP: Partial<Record<string, string>> = {
+  PORT: 'TCP port (0 = any free port)',
+  HOST: 'interface to bind; 0.0.0.0 to serve beyond this machine',
+  LLMSCOPE_DATA_DIR: 'LMDB environment, generated key',
+  LLMSCOPE_API_KEYS: 'comma list of keys: `secret` is admin; `secret:ingest|read|admin` name a scope; empty: one is made on first start',
+  LLMSCOPE_LOG_LEVEL: 'fatal, error, warn, info, debug, trace or silent',
+  LLMSCOPE_SNAPSHOT_INTERVAL_S: 'seconds between state snapshots',
+  LLMSCOPE_BODY_LIMIT_BYTES: 'largest request body (413 beyond)',
+  LLMSCOPE_MAX_BATCH: 'most events in one /events/batch (413 beyond)',
+  LLMSCOPE_METADATA_MAX_BYTES: 'largest `metadata` (its JSON, UTF-8)',
+  LLMSCOPE_METADATA_MAX_DEPTH: 'deepest nesting of `metadata`',
+  LLMSCOPE_METADATA_MAX_KEYS: 'most keys in `metadata`, through all levels',
+  LLMSCOPE_HIGH_WATER_EVENTS: 'accepted-but-unpriced events past which ingestion answers 503',
+  LLMSCOPE_MAX_MODELS: 'model aggregators; further models count under (other models)',
+  LLMSCOPE_COST_THREADS: 'worker threads that price events',
+  LLMSCOPE_COST_BATCH: 'events per pricing task',
+  LLMSCOPE_PRICE_OVERRIDES: 'JSON: {"model": {"input_mtok": 1, "output_mtok": 2}} ($ per 1M tokens)',
+  LLMSCOPE_RETENTION_DAYS: 'days of raw rows kept in memory; older ones fold into hour aggregates (0 = no limit)',
+  LLMSCOPE_RETENTION_EVENTS: 'raw rows kept per series; older hours fold into aggregates (0 = no limit)',
+  LLMSCOPE_MAX_DB_BYTES: 'the most the LMDB database may grow to',
+  LLMSCOPE_RATE_LIMIT_MAX: 'requests per key per window (0 = off)',
+  LLMSCOPE_RATE_LIMIT_WINDOW_S: 'rate-limit window, seconds',
+  LLMSCOPE_AUTH_FAILURE_MAX: 'requests with a missing or unknown key per client address per window (0 = off)',
+  LLMSCOPE_CORS_ORIGINS: 'origins allowed to call the API from a browser (comma list, or *)'
+}
+
+/** The package's version, from package.json (one level above both src/ and dist/). */
+export function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
+  return pkg.version
+}
+
+/** What the command line asks for besides serving: `--help`/`-h` or `--version`/`-v`, else null. */
+export function cliAction(argv: readonly string[]): 'help' | 'version' | null {
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]
+    if (arg === '--help' || arg === '-h') return 'help'
+    if (arg === '--version' || arg === '-v') return 'version'
+    // Skip a flag's separate value (`--host --help` asks for a host named "--help", which fails at listen).
+    if (FLAGS[arg] !== undefined) i++
+  }
+  return null
+}
+
+/** The `--help` text: every flag and every environment variable with its default. */
+export function usage(version: string): string {
+  const shape = schema.shape as Record<string, z.ZodType>
+  const flagOf = new Map(Object.entries(FLAGS).map(([flag, name]) => [name, flag]))
+  const lines = [
+    `llmscope ${version} — self-hosted observability for LLM calls`,
+    '',
+    'Usage: llmscope [--port N] [--host ADDR] [--data-dir PATH] [--api-keys LIST] [--log-level LEVEL]',
+    '       llmscope --help | --version',
+    '',
+    'Options (each mirrors an environment variable and wins over it; --flag value or --flag=value):'
+  ]
+  for (const [flag, name] of Object.entries(FLAGS)) lines.push(`  ${flag.padEnd(14)} ${name}`)
+  lines.push(`  ${'-h, --help'.padEnd(14)} print this help and exit`, `  ${'-v, --version'.padEnd(14)} print the version and exit`, '', 'Environment:')
+  const width = Math.max(...CONFIG_VARIABLES.map((n) => n.length))
+  for (const name of CONFIG_VARIABLES) {
+    const d = shape[name].safeParse(undefined)
+    const def = d.success ? JSON.stringify(d.data) : '(required)'
+    const flag = flagOf.get(name)
+    lines.push(`  ${name.padEnd(width)}  default ${def}${flag === undefined ? '' : `, flag ${flag}`}`)
+    const help = HELP[name]
+    if (help !== undefined) lines.push(`  ${''.padEnd(width)}  ${help}`)
+  }
+  lines.push('', 'Logs are human-readable on a terminal, JSON lines otherwise. SIGTERM/SIGINT: drain, snapshot, exit 0.', 'Docs: http://HOST:PORT/docs (OpenAPI at /openapi.json); metrics at /metrics.')
+  return lines.join('\n') + '\n'
+}

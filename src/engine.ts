@@ -17,6 +17,7 @@ import type { Config } from './config.js'
 import type { Log } from './log.js'
 import type { Clock } from './clock.js'
 import type { BroadcastLimits } from './actors/broadcaster.js'
+import { DAY_MS } from './analytics/time.js'
 
 export interface EngineOptions {
   config: Config
@@ -73,8 +74,8 @@ export class Engine {
     this.#logger = opts.logger
     this.#clock = opts.clock
     this.#onProgress = opts.onProgress
-    this.stores = openStores(opts.config.dataDir)
-    this.log = new EventLog(this.stores.events)
+    this.stores = openStores(opts.config.dataDir, { maxBytes: opts.config.maxDbBytes })
+    this.log = new EventLog(this.stores.events, { used: this.stores.usedBytes, max: this.stores.maxBytes })
     this.snapshots = new SnapshotStore(this.stores.meta)
     this.rules = new RuleStore(this.stores.rules)
     this.alertEvents = new AlertEventStore(this.stores.alertEvents, { log: opts.logger })
@@ -135,6 +136,8 @@ export class Engine {
     const started = performance.now()
     const from = this.#restored.status === 'loaded' ? this.#restored.payload!.seq : 0
     const total = this.log.nextSeq - from
+    // Before the tail: restored series learn the horizon, so old replayed events fold on arrival.
+    this.retain()
     let done = 0
     let pending: StoredEvent[] = []
     const REPLAY_CHUNK = 8192
@@ -145,6 +148,8 @@ export class Engine {
         done += pending.length
         pending = []
         this.#onProgress?.(done, total)
+        // A long replay must not hold more raw rows than retention allows.
+        this.retain()
         // Keep at most a few chunks queued: replay must not hold the whole tail in memory.
         if (this.topology.costStage.pendingEvents > REPLAY_CHUNK * 4) await this.topology.costStage.settled()
       }
@@ -155,6 +160,7 @@ export class Engine {
       this.#onProgress?.(done, total)
     }
     await this.topology.costStage.settled()
+    this.retain()
     await this.topology.system.idle()
     this.#restored.payload = undefined
     this.#recovery = {
@@ -190,6 +196,20 @@ export class Engine {
     this.#snapshotTimer.unref()
   }
 
+  /**
+   * Sends every aggregator the retention policy for now (no-op without LLMSCOPE_RETENTION_*):
+   * raw rows of events older than the last `days` UTC days (today included), and past
+   * `events` rows per series, fold into hour aggregates. Runs before each snapshot, so the
+   * folded days' segments are rewritten in it.
+   */
+  retain(): void {
+    const { days, events } = this.config.retention
+    if (days === 0 && events === 0) return
+    const now = this.#clock.now()
+    const before = days > 0 ? (Math.floor(now / DAY_MS) - days + 1) * DAY_MS : -Infinity
+    this.topology.retain({ before, maxRows: events, now })
+  }
+
   /** Writes a snapshot now (one at a time: a call during a write joins it). */
   snapshotNow(): Promise<void> {
     // Never skipped: with nothing new it is a manifest of a few hundred bytes (unchanged days
@@ -198,6 +218,7 @@ export class Engine {
     this.#snapshotting = (async () => {
       const t0 = performance.now()
       const full = this.#snapshotFailed
+      this.retain()
       const payload = await this.topology.snapshot(this.#clock.now(), full)
       let bytes: number
       try {

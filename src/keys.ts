@@ -2,6 +2,11 @@
  * API keys. Presented keys are compared by SHA-256 digest with `timingSafeEqual` against
  * every known key (no early exit), so the time taken does not depend on how much of a key
  * matched. The table carries a scope per key; `admin` may do everything.
+ *
+ * Two sources: keys from the configuration (LLMSCOPE_API_KEYS or the generated file), fixed
+ * for the life of the process, and keys made through `POST /keys`, kept (as digests) in LMDB by
+ * {@link ApiKeySource}. A revoked key leaves the source's list before the revoke answers, so
+ * it stops working at once.
  */
 import { createHash, timingSafeEqual } from 'node:crypto'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
@@ -10,16 +15,26 @@ import { nanoid } from 'nanoid'
 import type { ApiKeySpec, Scope } from './config.js'
 
 export interface KeyEntry {
-  /** A short, non-secret label for logs: the first 8 hex chars of the key's digest. */
+  /**
+   * A non-secret label for logs and rate limiting: `key_…` for keys made through the API,
+   * `cfg_` + the first 8 hex chars of the digest for configured keys.
+   */
   id: string
   scope: Scope
   digest: Buffer
+  source: 'config' | 'api'
+}
+
+/** The keys made through the API, as the ring reads them on every check. */
+export interface ApiKeySource {
+  entries(): readonly KeyEntry[]
 }
 
 /** File in the data dir holding the key made on first start (mode 0600). */
 export const GENERATED_KEY_FILE = 'api-key'
 
-function digest(key: string): Buffer {
+/** SHA-256 of a key: what is stored and compared, never the key itself. */
+export function digest(key: string): Buffer {
   return createHash('sha256').update(key).digest()
 }
 
@@ -30,16 +45,27 @@ export function allows(have: Scope, need: Scope): boolean {
 
 export class KeyRing {
   readonly #entries: KeyEntry[]
+  #api: ApiKeySource | null = null
 
   constructor(specs: readonly ApiKeySpec[]) {
     this.#entries = specs.map((s) => {
       const d = digest(s.key)
-      return { id: d.subarray(0, 4).toString('hex'), scope: s.scope, digest: d }
+      return { id: `cfg_${d.subarray(0, 4).toString('hex')}`, scope: s.scope, digest: d, source: 'config' as const }
     })
   }
 
+  /** Adds the keys made through the API (read on every check, so revocation is immediate). */
+  attach(source: ApiKeySource): void {
+    this.#api = source
+  }
+
+  /** Configured keys (not revocable through the API). */
+  get configured(): readonly KeyEntry[] {
+    return this.#entries
+  }
+
   get size(): number {
-    return this.#entries.length
+    return this.#entries.length + (this.#api?.entries().length ?? 0)
   }
 
   /** The entry for a presented key, or null. Constant time in the key's content. */
@@ -49,6 +75,11 @@ export class KeyRing {
     let found: KeyEntry | null = null
     for (const e of this.#entries) {
       if (timingSafeEqual(d, e.digest)) found = e
+    }
+    if (this.#api !== null) {
+      for (const e of this.#api.entries()) {
+        if (timingSafeEqual(d, e.digest)) found = e
+      }
     }
     return found
   }

@@ -3,13 +3,21 @@
  * Entry point: config → app → listen → recover → serve; SIGTERM/SIGINT → stop accepting,
  * drain the pipeline, write a final snapshot, exit 0.
  */
-import { loadConfig, ConfigError } from './config.js'
-import { buildApp, type Built } from './app.js'
+import { loadConfig, ConfigError, cliAction, packageVersion, usage } from './config.js'
+import { replayProgress } from './log.js'
+import type { Built } from './app.js'
 
 async function main(): Promise<void> {
+  const argv = process.argv.slice(2)
+  // --help and --version answer before anything is validated, opened or imported.
+  const action = cliAction(argv)
+  if (action !== null) {
+    process.stdout.write(action === 'help' ? usage(packageVersion()) : `${packageVersion()}\n`)
+    return
+  }
   let config
   try {
-    config = loadConfig(process.env, process.argv.slice(2))
+    config = loadConfig(process.env, argv)
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`llmscope: ${err.message}\n`)
@@ -17,15 +25,20 @@ async function main(): Promise<void> {
     }
     throw err
   }
+  // Imported only now: a bad flag or --help answers without loading LMDB, fastify or piscina.
+  const { buildApp, loggerOptions } = await import('./app.js')
 
   let built: Built | undefined
   try {
+    // Human-readable logs on a terminal (pino-pretty, in a worker thread), JSON lines otherwise.
+    // Redaction happens before the transport, so keys stay out of both.
+    const logger = process.stdout.isTTY
+      ? { ...(loggerOptions(config.logLevel) as object), transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' } } }
+      : loggerOptions(config.logLevel)
     built = await buildApp(config, {
-      onProgress: (done, total) => {
-        // Progress every ~10% of a long restore.
-        const step = Math.max(1, Math.floor(total / 10))
-        if (total >= 10_000 && (done % step < 8192 || done === total)) built?.app.log.info({ done, total }, 'replaying event log')
-      }
+      logger,
+      // A line every ~10% of a long restore (10,000 events or more).
+      onProgress: replayProgress((done, total, percent) => built?.app.log.info({ done, total, percent }, `replaying event log: ${percent}%`))
     })
   } catch (err) {
     process.stderr.write(`llmscope: cannot start: ${(err as Error).message}\n`)
@@ -51,6 +64,20 @@ async function main(): Promise<void> {
       }
     )
   }
+  // A failed LMDB commit (disk full, I/O error) also rejects promises of internal writes that
+  // lmdb-js makes itself (e.g. its shared msgpack structures) and nobody can await. The failure
+  // already reached the requests that wrote (503 LLMS_ERR_STORAGE): log it and keep serving
+  // reads, rather than die and restart into the same full disk. Any other rejection is a bug.
+  process.on('unhandledRejection', (reason) => {
+    const commit = (reason as { commitError?: Promise<unknown> } | null)?.commitError
+    if (commit instanceof Promise) {
+      commit.catch(() => {})
+      app.log.error({ err: reason }, 'LMDB commit failed (storage full or failing); ingestion answers 503 until it can write')
+      return
+    }
+    process.stderr.write(`llmscope: fatal: unhandled rejection: ${(reason as Error)?.stack ?? String(reason)}\n`)
+    process.exit(1)
+  })
   process.on('SIGTERM', () => stop('SIGTERM'))
   process.on('SIGINT', () => stop('SIGINT'))
 

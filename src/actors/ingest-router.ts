@@ -39,6 +39,11 @@ export class IngestRouter extends Actor<RouterMessage> {
   #commitFailures = 0
   #retryTimer: NodeJS.Timeout | null = null
   #stopped = false
+  /**
+   * Called after each log commit resolves with its latency (ms, from the append to the commit)
+   * and its size in events; /metrics sets it (src/http/metrics.ts). Errors it throws are ignored.
+   */
+  onCommit: ((ms: number, events: number) => void) | null = null
 
   constructor(options: IngestRouterOptions) {
     super('ingest-router', options)
@@ -94,13 +99,19 @@ export class IngestRouter extends Actor<RouterMessage> {
     const all = group.length === 1 ? group[0].events : group.flatMap((m) => m.events)
     // append() turns the pending objects into stored ones in place: each request's own array
     // now holds its stored events, in log order.
+    const t0 = performance.now()
     const appended = this.#opts.eventLog.append(all)
     this.#commitsInFlight++
     appended.committed.then(
       () => {
+        const ms = performance.now() - t0
         this.#committed.push(appended.events)
         this.#scheduleFlush()
         for (const m of group) m.reply({ ok: true, events: m.events as StoredEvent[] })
+        // After the replies, and guarded: an observer's bug must not cost an acknowledged commit.
+        try {
+          this.onCommit?.(ms, count)
+        } catch {}
       },
       (err: unknown) => {
         this.#commitFailures++

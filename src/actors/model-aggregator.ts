@@ -4,7 +4,7 @@
  * else touches them. Queries read through `view()`, a read-only window taken between messages.
  */
 import { Actor, assertNever, type ActorOptions } from './actor.js'
-import { SeriesStore, type SeriesSnapshot } from '../analytics/series.js'
+import { SeriesStore, type RetentionPolicy, type SeriesSnapshot } from '../analytics/series.js'
 import type { Row } from '../analytics/row.js'
 import type { PricedEvent } from '../events.js'
 
@@ -16,6 +16,8 @@ export type AggregatorMessage =
   | { type: 'events'; events: PricedEvent[] }
   | { type: 'barrier'; reply: () => void }
   | { type: 'snapshot'; full?: boolean; reply: (state: AggregatorState) => void }
+  /** Folds raw rows past retention into hour aggregates (off the ingest path: a timer asks). */
+  | { type: 'retain'; policy: RetentionPolicy }
 
 /**
  * What a snapshot keeps of one aggregator: per provider series, the day keys it holds and
@@ -48,6 +50,7 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
   readonly model: string
   readonly #series = new Map<string, SeriesStore>()
   #events = 0
+  #folded = 0
 
   constructor(model: string, options: ActorOptions = {}, restored?: AggregatorState) {
     super(`aggregator:${model}`, options)
@@ -78,6 +81,9 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
       case 'snapshot':
         message.reply(this.#state(message.full === true))
         return
+      case 'retain':
+        for (const store of this.#series.values()) this.#folded += store.retain(message.policy)
+        return
       default:
         assertNever(message)
     }
@@ -104,5 +110,16 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
 
   get eventCount(): number {
     return this.#events
+  }
+
+  /** Raw rows held, rows kept only in coarse hours, and rows folded by retention so far. */
+  get retentionStats(): { rawRows: number; coarseRows: number; folded: number } {
+    let rawRows = 0
+    let coarseRows = 0
+    for (const s of this.#series.values()) {
+      rawRows += s.size
+      coarseRows += s.coarseRows
+    }
+    return { rawRows, coarseRows, folded: this.#folded }
   }
 }

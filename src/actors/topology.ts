@@ -26,6 +26,7 @@ import { Broadcaster, type BroadcastLimits } from './broadcaster.js'
 import type { EventLog } from '../store/event-log.js'
 import type { PricedEvent, StoredEvent } from '../events.js'
 import type { SnapshotPayload } from '../store/snapshots.js'
+import type { RetentionPolicy } from '../analytics/series.js'
 import type { PriceOverrides } from '../pricing/compute-cost.js'
 import type { Log } from '../log.js'
 import type { Clock } from '../clock.js'
@@ -263,6 +264,26 @@ export class Topology {
     })
   }
 
+  /**
+   * Asks every aggregator to fold rows past retention (see SeriesStore.retain). A message like
+   * any other: it runs between events, in each actor, never on the ingest path.
+   */
+  retain(policy: RetentionPolicy): void {
+    for (const a of this.#aggregators.values()) a.send({ type: 'retain', policy })
+  }
+
+  /** Raw rows held and rows kept only as hour aggregates, over every aggregator. */
+  retentionStats(): { rawRows: number; coarseRows: number; folded: number } {
+    const out = { rawRows: 0, coarseRows: 0, folded: 0 }
+    for (const a of this.#aggregators.values()) {
+      const s = a.retentionStats
+      out.rawRows += s.rawRows
+      out.coarseRows += s.coarseRows
+      out.folded += s.folded
+    }
+    return out
+  }
+
   /** Stops intake and drains every stage in graph order. Safe twice. */
   async drain(): Promise<void> {
     await this.router.quiesce()
@@ -287,7 +308,8 @@ export class Topology {
       router: this.router.routerStats,
       inFlightEvents: this.inFlightEvents,
       emittedThrough: this.emittedThrough,
-      models: this.#aggregators.size
+      models: this.#aggregators.size,
+      retention: this.retentionStats()
     }
   }
 }

@@ -1,7 +1,7 @@
 import type { Row } from './row.js'
 import type { Totals } from './totals.js'
 import { isValidRow, MAX_TIMESTAMP_MS } from './row.js'
-import { LatencySketch } from './sketch.js'
+import { LatencySketch, type LatencySketchJSON } from './sketch.js'
 import { DAY_MS, floorDiv, HOUR_MS, MINUTE_MS } from './time.js'
 import { cloneTotals, createTotals, mergeTotals, recordTotals } from './totals.js'
 
@@ -50,8 +50,32 @@ export function mergeTimeseries(lists: readonly (readonly TimeBucket[])[]): Time
   return [...byStart.values()].sort((a, b) => a.start - b.start)
 }
 
-/** Current {@link SeriesSnapshot} format version. */
-export const SERIES_SNAPSHOT_VERSION = 1
+/**
+ * Current {@link SeriesSnapshot} format version. 2 added `coarse` (hours past retention);
+ * version 1 (no coarse hours) is still read.
+ */
+export const SERIES_SNAPSHOT_VERSION = 2
+
+/** One hour folded by retention: its totals and latency sketch, without its rows. */
+export interface CoarseHour {
+  /** Hour key: floor(ts / HOUR_MS) of the rows it holds. */
+  hour: number
+  totals: Totals
+  sketch: LatencySketchJSON
+}
+
+/** What {@link SeriesStore.retain} is asked to keep raw. */
+export interface RetentionPolicy {
+  /** Rows with `ts` before this (epoch ms; rounded down to its hour) are folded. -Infinity: none by age. */
+  before: number
+  /**
+   * Most raw rows to keep (0 = no limit). Past 1.25 × this, the oldest hours (by event time)
+   * before the hour of `now` are folded until at most this many rows are left.
+   */
+  maxRows: number
+  /** Now (epoch ms): the hour holding it, and later ones, are never folded by `maxRows`. */
+  now: number
+}
 
 /**
  * Plain-data form of a {@link SeriesStore} (msgpack-friendly): the raw rows as
@@ -61,7 +85,7 @@ export const SERIES_SNAPSHOT_VERSION = 1
  * Readers accept typed arrays or plain number arrays for every column.
  */
 export interface SeriesSnapshot {
-  version: 1
+  version: 1 | 2
   /** Number of rows (length of every column). */
   rows: number
   /** Rows refused by `record` so far (a diagnostic counter, kept across restarts). */
@@ -78,6 +102,8 @@ export interface SeriesSnapshot {
   error: Uint8Array
   /** 1 for rows with `unpriced: true`, else 0. */
   unpriced: Uint8Array
+  /** Hours folded by retention (version 2; absent in version 1), ascending. */
+  coarse?: CoarseHour[]
 }
 
 /** Numeric columns of a row, in their order inside a row's stride in storage. */
@@ -115,8 +141,11 @@ export const MINUTE_AGGREGATE_THRESHOLD = 64
 
 /** Hour of a day: aggregate of its rows plus the minute slots holding them. */
 interface HourNode extends Aggregate {
-  /** minutes[m] = slot + 1 of minute m of the hour, 0 when it has no rows. */
-  minutes: Int32Array
+  /**
+   * minutes[m] = slot + 1 of minute m of the hour, 0 when it has no rows; null once the hour
+   * is *coarse* (folded by retention): its rows are gone, its totals and sketch stay exact.
+   */
+  minutes: Int32Array | null
 }
 
 /** Day: aggregate of its rows plus its hours (undefined when empty). */
@@ -192,8 +221,14 @@ function normalizeRange(start: number, end: number): [number, number] {
  * O(log days + days in range + 2·24 hours + 2·60 minutes) nodes plus the rows of
  * ≤ 2 minutes (and of whole edge minutes below {@link MINUTE_AGGREGATE_THRESHOLD}).
  *
+ * Retention ({@link SeriesStore.retain}) turns old hours *coarse*: their rows and minute
+ * slots are dropped, their (and their day's) Totals and sketch stay, so hour-aligned ranges
+ * stay exact and a coarse hour's rows count as at its start.
+ *
  * Invariants: every node's Totals/sketch equal those of exactly the rows below
- * it; `#dayKeys` is strictly ascending and equals the key set of `#days`;
+ * it (for a coarse hour: of the rows it folded or took in); every hour before
+ * {@link SeriesStore.horizon} is coarse, every later one holds its rows;
+ * `#dayKeys` is strictly ascending and equals the key set of `#days`;
  * sums are exact while each stays below 2^53 (see {@link Totals}).
  */
 export class SeriesStore {
@@ -217,15 +252,38 @@ export class SeriesStore {
 
   #minTs = Infinity
   #maxTs = -Infinity
+  /** Hours with a key below this are coarse: a row recorded there only updates aggregates. */
+  #coarseBefore = -Infinity
+  #coarseHours = 0
+  /** Rows counted in coarse hours only (folded, or recorded late into a coarse hour). */
+  #coarseRows = 0
   #rejected = 0
   #scanned = 0
   /** Days that gained rows since the last {@link SeriesStore.takeDirtyDays} (incremental snapshots). */
   #dirty = new Set<number>()
   #lastDirty = NaN
 
-  /** Number of rows retained. */
+  /** Number of raw rows retained (rows folded into coarse hours are not counted). */
   get size(): number {
     return this.#size
+  }
+
+  /** Rows counted only in coarse hours (see {@link SeriesStore.retain}). */
+  get coarseRows(): number {
+    return this.#coarseRows
+  }
+
+  /** Hours folded by retention (kept as totals + sketch, without rows). */
+  get coarseHours(): number {
+    return this.#coarseHours
+  }
+
+  /**
+   * Every hour starting before this (epoch ms) is coarse; -Infinity when none is.
+   * Invariant: hours at or after it hold their rows.
+   */
+  get horizon(): number {
+    return this.#coarseBefore === -Infinity ? -Infinity : this.#coarseBefore * HOUR_MS
   }
 
   /** Rows refused by {@link SeriesStore.record} because they broke the {@link Row} contract. */
@@ -241,9 +299,12 @@ export class SeriesStore {
     return this.#scanned
   }
 
-  /** Smallest and largest `ts` seen, or null when empty. */
+  /**
+   * Smallest and largest `ts` seen, or null when empty. After a restore, a coarse hour counts
+   * as its first and last millisecond (its rows' own times are not kept).
+   */
   bounds(): { min: number; max: number } | null {
-    return this.#size === 0 ? null : { min: this.#minTs, max: this.#maxTs }
+    return this.#minTs === Infinity ? null : { min: this.#minTs, max: this.#maxTs }
   }
 
   /**
@@ -270,8 +331,19 @@ export class SeriesStore {
     const h = hourKey - dayKey * 24
     let hour = day.hours[h]
     if (hour === undefined) {
-      hour = { totals: createTotals(), sketch: new LatencySketch(), minutes: new Int32Array(60) }
+      const coarse = hourKey < this.#coarseBefore
+      hour = { totals: createTotals(), sketch: new LatencySketch(), minutes: coarse ? null : new Int32Array(60) }
       day.hours[h] = hour
+      if (coarse) this.#coarseHours++
+    }
+    if (ts < this.#minTs) this.#minTs = ts
+    if (ts > this.#maxTs) this.#maxTs = ts
+    if (hour.minutes === null) {
+      // Past retention: exact at hour resolution, no row kept.
+      addRow(day, row)
+      addRow(hour, row)
+      this.#coarseRows++
+      return true
     }
     const m = minuteKey - hourKey * 60
     let slot = hour.minutes[m] - 1
@@ -293,9 +365,120 @@ export class SeriesStore {
       this.#minuteAggs.push(a)
       this.#mAgg[slot] = this.#minuteAggs.length
     }
-    if (ts < this.#minTs) this.#minTs = ts
-    if (ts > this.#maxTs) this.#maxTs = ts
     return true
+  }
+
+  /**
+   * Retention: folds hours into *coarse* hours — their rows and minute data are dropped, their
+   * totals and latency sketch (and so their day's) stay exact. Every hour before
+   * `policy.before` (rounded down to its hour) is folded, and rows recorded there later are
+   * counted into the hour without a row. With `maxRows`, once more than 1.25 × `maxRows` raw
+   * rows are held, the oldest hours before the hour of `now` are folded until at most
+   * `maxRows` are left (the slack keeps the O(rows) compaction amortised O(1) per row).
+   *
+   * A query then counts a coarse hour whole when its start is inside the range: ranges
+   * aligned to hours stay exact; inside a coarse hour, every row counts as at the hour's start.
+   * Folded days are marked dirty (their snapshot segment is rewritten). Returns rows folded.
+   */
+  retain(policy: RetentionPolicy): number {
+    const byAge = policy.before === -Infinity ? -Infinity : floorDiv(Math.max(-MAX_TIMESTAMP_MS, Math.min(MAX_TIMESTAMP_MS, Math.floor(policy.before))), HOUR_MS)
+    if (byAge > this.#coarseBefore) this.#coarseBefore = byAge
+    const fold: Array<[day: DayNode, dayKey: number, h: number]> = []
+    let left = this.#size
+    const nowHour = floorDiv(Math.floor(policy.now), HOUR_MS)
+    const byCount = policy.maxRows > 0 && this.#size > policy.maxRows + Math.max(1, policy.maxRows >> 2)
+    // Ascending by time: once an hour is neither old nor foldable by count, no later one is.
+    scan: for (const dayKey of this.#dayKeys) {
+      const day = this.#days.get(dayKey) as DayNode
+      for (let h = 0; h < 24; h++) {
+        const hour = day.hours[h]
+        if (hour === undefined || hour.minutes === null) continue
+        const hourKey = dayKey * 24 + h
+        const foldable = hourKey < this.#coarseBefore || (byCount && left > policy.maxRows && hourKey < nowHour)
+        if (!foldable) break scan
+        fold.push([day, dayKey, h])
+        left -= hour.totals.requests
+      }
+    }
+    if (fold.length === 0) return 0
+    let folded = 0
+    for (const [day, dayKey, h] of fold) {
+      const hour = day.hours[h] as HourNode
+      hour.minutes = null
+      folded += hour.totals.requests
+      this.#coarseHours++
+      this.#dirty.add(dayKey)
+      const hourKey = dayKey * 24 + h
+      if (hourKey + 1 > this.#coarseBefore) this.#coarseBefore = hourKey + 1
+    }
+    this.#lastDirty = NaN
+    this.#coarseRows += folded
+    this.#compactRows()
+    return folded
+  }
+
+  /** Rebuilds row and minute storage with only the rows of hours that are not coarse. */
+  #compactRows(): void {
+    const vals = this.#vals
+    const offs = this.#offs
+    const flags = this.#flags
+    const next = this.#next
+    const mHead = this.#mHead
+    const mCount = this.#mCount
+    const mAgg = this.#mAgg
+    const minuteAggs = this.#minuteAggs
+    this.#vals = []
+    this.#offs = []
+    this.#flags = []
+    this.#next = []
+    this.#size = 0
+    this.#mHead = new Int32Array(0)
+    this.#mCount = new Int32Array(0)
+    this.#mAgg = new Int32Array(0)
+    this.#minuteSlots = 0
+    this.#minuteAggs = []
+    const list: number[] = []
+    for (const dayKey of this.#dayKeys) {
+      const day = this.#days.get(dayKey) as DayNode
+      for (const hour of day.hours) {
+        if (hour === undefined || hour.minutes === null) continue
+        for (let m = 0; m < 60; m++) {
+          const old = hour.minutes[m] - 1
+          if (old < 0) continue
+          const slot = this.#newMinuteSlot()
+          hour.minutes[m] = slot + 1
+          list.length = 0
+          for (let r = mHead[old]; r >= 0; r = next[r >>> CHUNK_SHIFT][r & CHUNK_MASK]) list.push(r)
+          // Appended back to front: each append links at the head, so the list keeps its order.
+          for (let j = list.length - 1; j >= 0; j--) {
+            const r = list[j]
+            const c = r >>> CHUNK_SHIFT
+            const i = r & CHUNK_MASK
+            this.#appendRaw(vals[c], i, offs[c][i], flags[c][i], slot)
+          }
+          this.#mCount[slot] = mCount[old]
+          if (mAgg[old] > 0) {
+            this.#minuteAggs.push(minuteAggs[mAgg[old] - 1])
+            this.#mAgg[slot] = this.#minuteAggs.length
+          }
+        }
+      }
+    }
+  }
+
+  /** {@link SeriesStore.#appendRow} from another store's columns (compaction). */
+  #appendRaw(srcVals: Float64Array, srcI: number, offset: number, flags: number, slot: number): void {
+    const r = this.#size
+    const c = r >>> CHUNK_SHIFT
+    const i = r & CHUNK_MASK
+    if (c === this.#offs.length) this.#resizeChunk(c, c === 0 ? FIRST_CHUNK_ROWS : LATER_CHUNK_ROWS)
+    else if (i === this.#offs[c].length) this.#resizeChunk(c, i * 2)
+    this.#vals[c].set(srcVals.subarray(srcI * STRIDE, srcI * STRIDE + STRIDE), i * STRIDE)
+    this.#offs[c][i] = offset
+    this.#flags[c][i] = flags
+    this.#next[c][i] = this.#mHead[slot]
+    this.#mHead[slot] = r
+    this.#size = r + 1
   }
 
   #newDay(dayKey: number): DayNode {
@@ -433,9 +616,15 @@ export class SeriesStore {
       mergeInto(acc, hour)
       return
     }
+    const minutes = hour.minutes
+    if (minutes === null) {
+      // Coarse: its rows count as at the hour's start.
+      if (s <= hStart && hStart < e) mergeInto(acc, hour)
+      return
+    }
     const last = lastSub(hStart, MINUTE_MS, 60, e)
     for (let m = firstSub(hStart, MINUTE_MS, s); m <= last; m++) {
-      const slot = hour.minutes[m] - 1
+      const slot = minutes[m] - 1
       if (slot >= 0) this.#addMinute(slot, hStart + m * MINUTE_MS, s, e, acc)
     }
   }
@@ -498,9 +687,14 @@ export class SeriesStore {
           this.#addHour(hour, hStart, s, e, bucketFor(hStart))
           continue
         }
+        const minutes = hour.minutes
+        if (minutes === null) {
+          if (s <= hStart && hStart < e) mergeInto(bucketFor(hStart), hour)
+          continue
+        }
         const lastM = lastSub(hStart, MINUTE_MS, 60, e)
         for (let m = firstSub(hStart, MINUTE_MS, s); m <= lastM; m++) {
-          const slot = hour.minutes[m] - 1
+          const slot = minutes[m] - 1
           if (slot < 0) continue
           const mStart = hStart + m * MINUTE_MS
           this.#addMinute(slot, mStart, s, e, bucketFor(mStart))
@@ -529,14 +723,24 @@ export class SeriesStore {
   }
 
   /**
-   * Plain-data copy of the rows (see {@link SeriesSnapshot}), ordered by minute: every row, or
-   * only those of the given `days` (day keys). O(rows copied); the store is not modified.
+   * Plain-data copy of the rows (see {@link SeriesSnapshot}), ordered by minute, and of the
+   * coarse hours: everything, or only that of the given `days` (day keys). O(rows copied);
+   * the store is not modified.
    */
   toSnapshot(days?: readonly number[]): SeriesSnapshot {
     const dayKeys = days ?? this.#dayKeys
     let n = 0
-    if (days === undefined) n = this.#size
-    else for (const k of days) n += this.#days.get(k)?.totals.requests ?? 0
+    const coarse: CoarseHour[] = []
+    for (const k of dayKeys) {
+      const day = this.#days.get(k)
+      if (day === undefined) continue
+      for (let h = 0; h < 24; h++) {
+        const hour = day.hours[h]
+        if (hour === undefined) continue
+        if (hour.minutes === null) coarse.push({ hour: k * 24 + h, totals: cloneTotals(hour.totals), sketch: hour.sketch.toJSON() })
+        else n += hour.totals.requests
+      }
+    }
     const cols = VALUE_FIELDS.map(() => new Float64Array(n))
     const ts = new Float64Array(n)
     const error = new Uint8Array(n)
@@ -547,7 +751,7 @@ export class SeriesStore {
       if (day === undefined) continue
       for (let h = 0; h < 24; h++) {
         const hour = day.hours[h]
-        if (hour === undefined) continue
+        if (hour === undefined || hour.minutes === null) continue
         for (let m = 0; m < 60; m++) {
           const slot = hour.minutes[m] - 1
           if (slot < 0) continue
@@ -581,6 +785,7 @@ export class SeriesStore {
       costNanos: cols[6],
       error,
       unpriced,
+      coarse,
     }
   }
 
@@ -609,6 +814,43 @@ export class SeriesStore {
     return store
   }
 
+  /** Installs one coarse hour (see {@link CoarseHour}); `fail` throws. */
+  #loadCoarse(data: unknown, fail: (why: string) => never): void {
+    if (typeof data !== 'object' || data === null) fail('not an object')
+    const c = data as Record<string, unknown>
+    const hourKey = c.hour
+    if (typeof hourKey !== 'number' || !Number.isSafeInteger(hourKey) || Math.abs(hourKey * HOUR_MS) > MAX_TIMESTAMP_MS) fail('hour must be an hour key')
+    const totals = createTotals()
+    const t = c.totals as Record<string, unknown> | null
+    if (typeof t !== 'object' || t === null) fail('totals missing')
+    for (const k of Object.keys(totals) as (keyof Totals)[]) {
+      const v = (t as Record<string, unknown>)[k]
+      if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) fail(`totals.${k} must be a non-negative integer`)
+      totals[k] = v as number
+    }
+    let sketch: LatencySketch
+    try {
+      sketch = LatencySketch.fromJSON(c.sketch)
+    } catch (err) {
+      return fail(`sketch: ${(err as Error).message}`)
+    }
+    if (sketch.count !== totals.requests || totals.requests === 0) fail('sketch count does not match requests')
+    const hk = hourKey as number
+    const dayKey = floorDiv(hk, 24)
+    const day = this.#days.get(dayKey) ?? this.#newDay(dayKey)
+    const h = hk - dayKey * 24
+    if (day.hours[h] !== undefined) fail('hour given twice')
+    day.hours[h] = { totals, sketch, minutes: null }
+    mergeTotals(day.totals, totals)
+    day.sketch.merge(sketch)
+    this.#coarseHours++
+    this.#coarseRows += totals.requests
+    if (hk + 1 > this.#coarseBefore) this.#coarseBefore = hk + 1
+    const hStart = hk * HOUR_MS
+    if (hStart < this.#minTs) this.#minTs = hStart
+    if (hStart + HOUR_MS - 1 > this.#maxTs) this.#maxTs = hStart + HOUR_MS - 1
+  }
+
   /** Records one snapshot's rows into `store`; returns its `rejected` counter. */
   static #load(store: SeriesStore, data: unknown): number {
     const fail = (why: string): never => {
@@ -616,9 +858,13 @@ export class SeriesStore {
     }
     if (typeof data !== 'object' || data === null) fail('not an object')
     const d = data as Record<string, unknown>
-    if (d.version !== SERIES_SNAPSHOT_VERSION) {
-      fail(`unsupported version ${String(d.version)} (this build reads version ${SERIES_SNAPSHOT_VERSION})`)
+    if (d.version !== SERIES_SNAPSHOT_VERSION && d.version !== 1) {
+      fail(`unsupported version ${String(d.version)} (this build reads versions 1 and ${SERIES_SNAPSHOT_VERSION})`)
     }
+    if (d.version === SERIES_SNAPSHOT_VERSION) {
+      if (!Array.isArray(d.coarse)) fail('coarse must be an array')
+      for (const [i, c] of (d.coarse as unknown[]).entries()) store.#loadCoarse(c, (why) => fail(`coarse hour ${i}: ${why}`))
+    } else if (d.coarse !== undefined) fail('coarse needs version 2')
     const n = d.rows
     if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0 || n > MAX_ROWS) fail('rows must be a non-negative integer')
     const rejected = d.rejected

@@ -1,12 +1,18 @@
 /**
  * Auth: routes declare `config.scope` (`ingest`, `read` or `admin`); an onRequest hook checks
  * `X-API-Key` (or `?api_key=` where the route allows it: browsers cannot set WS headers).
- * 401 for a missing or unknown key, 403 for a key without the scope.
+ * 401 for a missing or unknown key, 403 for a key without the scope, 429 past a rate limit.
+ *
+ * onRequest runs before the body is read or parsed, so a refused request costs one SHA-256 and
+ * a constant-time compare per known key — never a body parse or a log write. Rate limits are
+ * checked here too (see security.ts): a valid key counts against its own bucket, a missing or
+ * unknown one against the client address's failure bucket.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { llmsError } from '../errors.js'
 import { allows, type KeyRing, type KeyEntry } from '../keys.js'
 import type { Scope } from '../config.js'
+import type { Limiter, LimitResult } from './security.js'
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -32,15 +38,26 @@ function presentedKey(request: FastifyRequest, allowQuery: boolean): string | un
   return undefined
 }
 
-export function registerAuth(app: FastifyInstance, keys: KeyRing): void {
+function rateLimited(r: LimitResult & { limited: true }, who: string) {
+  return llmsError('LLMS_ERR_RATE_LIMITED', `rate limit exceeded for ${who}: at most ${r.max} requests per window; retry in ${r.retryAfterS} s`, {
+    retryAfter: r.retryAfterS,
+    details: [{ path: '(header) x-api-key', message: 'rate limited' }]
+  })
+}
+
+export function registerAuth(app: FastifyInstance, keys: KeyRing, limiter?: Limiter): void {
   app.decorateRequest('apiKey', null)
   app.addHook('onRequest', async (request) => {
     const cfg = request.routeOptions.config
     const need = cfg?.scope
     if (need === undefined) return
     const presented = presentedKey(request, cfg?.keyInQuery === true)
+    const entry = presented === undefined ? null : keys.check(presented)
+    if (limiter !== undefined) {
+      const r = entry === null ? await limiter.failure(request) : await limiter.key(request, entry)
+      if (r.limited) throw rateLimited(r, entry === null ? 'requests without a valid key from this address' : 'this key')
+    }
     if (presented === undefined) throw llmsError('LLMS_ERR_UNAUTHORIZED', 'missing API key: send it in the X-API-Key header', { details: [{ path: '(header) x-api-key', message: 'required' }] })
-    const entry = keys.check(presented)
     if (entry === null) throw llmsError('LLMS_ERR_UNAUTHORIZED', 'invalid API key', { details: [{ path: '(header) x-api-key', message: 'not a known key' }] })
     if (!allows(entry.scope, need)) throw llmsError('LLMS_ERR_FORBIDDEN', `this key has scope "${entry.scope}"; this route needs "${need}"`, { details: [{ path: '(header) x-api-key', message: `needs scope ${need}` }] })
     request.apiKey = entry

@@ -41,6 +41,10 @@ export function registerErrorHandling(app: FastifyInstance): void {
       request.log.error({ err }, 'request failed')
       status = 500
       body = { statusCode: 500, error: STATUS_CODES[500]!, code: 'LLMS_ERR_INTERNAL', message: 'internal error', details: [] }
+    } else if (err.code === 'LLMS_ERR_STORAGE') {
+      // The storage error's own text may name files in the data dir: logged, not answered.
+      request.log.error({ err }, 'event log write failed')
+      body = { statusCode: status, error: STATUS_CODES[status] ?? 'Error', code: err.code, message: 'the event log could not be written; retry later', details: [] }
     } else {
       body = {
         statusCode: status,

@@ -71,6 +71,16 @@ export async function wsRoutes(app: FastifyInstance, opts: { engine: Engine }): 
     {
       websocket: true,
       config: { scope: 'read', keyInQuery: true },
+      // Documentation only (src/http/openapi.ts): preValidation parses the query.
+      schema: {
+        summary: 'Live stream of events and alerts (WebSocket)',
+        description:
+          'Upgrade to a WebSocket. Messages: `{"type":"event","id","seq","timestamp","model","provider","total_tokens","latency_ms","cost"}`, ' +
+          '`{"type":"alert","rule_id","rule_name","state","value","threshold","at"}`, `{"type":"dropped","count"}`. ' +
+          '`since_seq=N` first replays what was missed after N (at most the newest 10,000 log positions). Refusals are plain HTTP errors before the upgrade.',
+        tags: ['stream'],
+        querystring: wsQuery
+      },
       preValidation: async (request) => {
         parseQuery(wsQuery, request.query)
         if (broadcaster.broadcastStats.subscribers >= broadcaster.limits.maxSubscribers) {

@@ -4,7 +4,7 @@
  * (and while a commit is in flight) shares one transaction, so many concurrent requests
  * cost one commit, never one each.
  */
-import { mkdirSync, accessSync, constants } from 'node:fs'
+import { mkdirSync, accessSync, constants, statSync } from 'node:fs'
 import { open, type RootDatabase, type Database } from 'lmdb'
 
 export interface Stores {
@@ -17,8 +17,30 @@ export interface Stores {
   readonly rules: Database<unknown, string>
   /** alert events (transitions, reminders, delivery outcomes) by sequence number: `alert-events.ts`. */
   readonly alertEvents: Database<unknown, number>
+  /** API keys made through `POST /keys` (digests, never the keys): `api-keys.ts`. */
+  readonly apiKeys: Database<unknown, string>
+  /** Bytes the database file uses (its highest page in use), from LMDB's own statistics. */
+  usedBytes(): number
+  /** The configured most the database may use (LLMSCOPE_MAX_DB_BYTES). */
+  readonly maxBytes: number
   close(): Promise<void>
 }
+
+/** Thrown by {@link openStores} when the data dir cannot hold the database; `message` is the one line to print. */
+export class DataDirError extends Error {
+  constructor(message: string) {
+    super(message)
+    this.name = 'DataDirError'
+  }
+}
+
+export interface StoreOptions {
+  /** Most bytes the database may grow to (default 64 GiB); ingestion answers 503 past it. */
+  maxBytes?: number
+}
+
+/** Room a start needs beyond what is used: a snapshot, alert events, a few log appends. */
+const START_HEADROOM_BYTES = 256 * 1024
 
 /** One append in the log: events at seq = key, key+1, … in order. */
 export interface EventRecord {
@@ -26,24 +48,58 @@ export interface EventRecord {
   ev: unknown[]
 }
 
-/** Opens (creating if needed) the data dir's LMDB environment. Throws a clear error if the dir is unusable. */
-export function openStores(dataDir: string): Stores {
+/**
+ * Opens (creating if needed) the data dir's LMDB environment and proves it can write there
+ * (a synchronous probe put), so an unusable data dir — not a directory, read-only, out of
+ * space, past `maxBytes` — stops the start with one clear {@link DataDirError} instead of
+ * failing later on the first commit (and, under a supervisor, in a crash loop).
+ */
+export function openStores(dataDir: string, opts: StoreOptions = {}): Stores {
+  const maxBytes = opts.maxBytes ?? 64 * 1024 ** 3
   try {
     mkdirSync(dataDir, { recursive: true })
+    if (!statSync(dataDir).isDirectory()) throw new Error('not a directory')
     accessSync(dataDir, constants.W_OK | constants.R_OK)
   } catch (err) {
-    throw new Error(`data dir ${dataDir} is not usable: ${(err as Error).message}`)
+    throw new DataDirError(`data dir ${dataDir} is not usable: ${reason(err)}`)
   }
-  const root = open({
-    path: `${dataDir}/llmscope.lmdb`,
-    // A generous map: LMDB grows the file as needed up to this.
-    mapSize: 64 * 1024 ** 3,
-    maxDbs: 16
-  })
+  let root: RootDatabase
+  try {
+    root = open({
+      path: `${dataDir}/llmscope.lmdb`,
+      // The initial map; lmdb-js grows it as the file grows. The quota is enforced by us (maxBytes).
+      mapSize: Math.min(maxBytes, 64 * 1024 ** 3),
+      maxDbs: 16
+    })
+  } catch (err) {
+    throw new DataDirError(`data dir ${dataDir}: cannot open the database: ${reason(err)}`)
+  }
+  const usedBytes = () => {
+    const s = root.getStats() as { pageSize: number; lastPageNumber: number }
+    return (s.lastPageNumber + 1) * s.pageSize
+  }
   const events = root.openDB<EventRecord, number>('events', { sharedStructuresKey: Symbol.for('structures') })
   const meta = root.openDB<Buffer, string>('meta', { encoding: 'binary' })
   const rules = root.openDB<unknown, string>('rules', {})
   const alertEvents = root.openDB<unknown, number>('alert-events', {})
+  const apiKeys = root.openDB<unknown, string>('api-keys', {})
+  const fail = (why: string): never => {
+    try {
+      root.close()
+    } catch {}
+    throw new DataDirError(why)
+  }
+  const used = usedBytes()
+  if (used + START_HEADROOM_BYTES > maxBytes) {
+    fail(`data dir ${dataDir} is full: the database uses ${used} bytes, LLMSCOPE_MAX_DB_BYTES is ${maxBytes} (raise it, or move the data dir)`)
+  }
+  try {
+    // Proves the disk takes a commit now (read-only file system, no space left, bad permissions).
+    meta.putSync('probe', Buffer.alloc(4096))
+    meta.removeSync('probe')
+  } catch (err) {
+    fail(`data dir ${dataDir} is not writable: ${reason(err)}`)
+  }
   let closing: Promise<void> | undefined
   return {
     root,
@@ -51,6 +107,9 @@ export function openStores(dataDir: string): Stores {
     meta,
     rules,
     alertEvents,
+    apiKeys,
+    usedBytes,
+    maxBytes,
     close() {
       closing ??= (async () => {
         await root.flushed
@@ -59,4 +118,9 @@ export function openStores(dataDir: string): Stores {
       return closing
     }
   }
+}
+
+function reason(err: unknown): string {
+  const e = err as NodeJS.ErrnoException
+  return e.code !== undefined && !e.message.includes(e.code) ? `${e.message} (${e.code})` : e.message
 }

@@ -35,14 +35,24 @@ export interface Appended {
   committed: Promise<void>
 }
 
+/** How full the database may get: appends are refused once `used()` reaches `max`. */
+export interface SpaceLimit {
+  used(): number
+  max: number
+}
+
 export class EventLog {
   readonly #db: Database<EventRecord, number>
+  readonly #space: SpaceLimit | undefined
+  #used = 0
+  #usedAt = -Infinity
   #nextSeq: number
   #appends = 0
   #appendedEvents = 0
 
-  constructor(db: Database<EventRecord, number>) {
+  constructor(db: Database<EventRecord, number>, space?: SpaceLimit) {
     this.#db = db
+    this.#space = space
     this.#nextSeq = 0
     for (const { key, value } of db.getRange({ reverse: true, limit: 1 })) {
       this.#nextSeq = key + value.ev.length
@@ -60,6 +70,19 @@ export class EventLog {
 
   /** Assigns positions and ids, enqueues one put, and returns the stored events at once. */
   append(pending: readonly PendingEvent[]): Appended {
+    if (this.#space !== undefined) {
+      // LMDB's stats cost ~10 µs: read at most every 5 ms (the quota is soft by that much).
+      const now = performance.now()
+      if (now - this.#usedAt >= 5) {
+        this.#used = this.#space.used()
+        this.#usedAt = now
+      }
+      const used = this.#used
+      if (used >= this.#space.max) {
+        // Refused before any position is assigned: no gap, nothing half-written.
+        return { events: [], committed: Promise.reject(new Error(`the database is full (${used} of ${this.#space.max} bytes, LLMSCOPE_MAX_DB_BYTES)`)) }
+      }
+    }
     const first = this.#nextSeq
     this.#nextSeq += pending.length
     const events: StoredEvent[] = new Array(pending.length)
@@ -74,9 +97,22 @@ export class EventLog {
     }
     this.#appends++
     this.#appendedEvents += pending.length
-    const committed = this.#db.put(first, { v: 1, ev: rows }).then((ok) => {
-      if (!ok) throw new Error('event log put was not applied')
-    })
+    const committed = this.#db.put(first, { v: 1, ev: rows }).then(
+      (ok) => {
+        if (!ok) throw new Error('event log put was not applied')
+      },
+      (err: { commitError?: Promise<unknown> } & Error) => {
+        // lmdb-js also rejects a `commitError` promise (the OS error, e.g. ENOSPC) that nobody
+        // awaits: left alone it is an unhandled rejection that kills the process.
+        if (err.commitError !== undefined) {
+          return err.commitError.then(
+            () => Promise.reject(err),
+            (os: Error) => Promise.reject(new Error(`the event log commit failed: ${os.message.split(':')[0]}`))
+          )
+        }
+        throw err
+      }
+    )
     return { events, committed }
   }
 
@@ -111,3 +147,4 @@ export class EventLog {
     return n
   }
 }
+

@@ -85,6 +85,7 @@ t.test('snapshot is plain versioned data', async (t) => {
     costNanos: Float64Array.of(7),
     error: Uint8Array.of(1),
     unpriced: Uint8Array.of(0),
+    coarse: [],
   })
   const empty = SeriesStore.fromSnapshot(new SeriesStore().toSnapshot())
   t.equal(empty.size, 0)
@@ -98,7 +99,7 @@ t.test('fromSnapshot rejects unknown versions and malformed data, never misreads
   const bad: [string, unknown, RegExp][] = [
     ['not an object', 'snapshot', /not an object/],
     ['null', null, /not an object/],
-    ['unknown version', { ...good, version: 2 }, /unsupported version 2/],
+    ['unknown version', { ...good, version: 99 }, /unsupported version 99/],
     ['no version', { ...good, version: undefined }, /unsupported version undefined/],
     ['bad rows', { ...good, rows: -1 }, /rows must be/],
     ['bad rejected', { ...good, rejected: 1.5 }, /rejected must be/],

@@ -25,3 +25,38 @@ t.test('damage, foreign bytes and unknown versions are reported, never misread',
   t.match(decodeSnapshot(encodeSnapshot({ ...payload, seq: -0.5 } as typeof payload)), { ok: false, reason: /malformed/ })
   t.match(decodeSnapshot(buf.subarray(0, 20)), { ok: false })
 })
+
+t.test('an older-format snapshot is refused by version, whatever its checksum says', async (t) => {
+  const older = encodeSnapshot(payload, SNAPSHOT_VERSION - 1)
+  t.match(decodeSnapshot(older), { ok: false, reason: new RegExp(`version ${SNAPSHOT_VERSION - 1} is not ${SNAPSHOT_VERSION}`) })
+})
+
+t.test('series segments with coarse hours (retention) round-trip through the store', async (t) => {
+  const { openStores } = await import('../../src/store/db.js')
+  const { SnapshotStore } = await import('../../src/store/snapshots.js')
+  const { SeriesStore } = await import('../../src/analytics/series.js')
+  const store = new SeriesStore()
+  const HOUR = 3_600_000
+  for (let i = 0; i < 200; i++) {
+    store.record({ ts: i * 0.25 * HOUR, promptTokens: i, completionTokens: 1, totalTokens: i + 1, cachedTokens: 0, reasoningTokens: 0, latencyUs: 1000 + i, costNanos: 3 * i, error: false, unpriced: false })
+  }
+  store.retain({ before: 24 * HOUR, maxRows: 0, now: 0 })
+  t.equal(store.size, 200 - 96)
+  const days = [...store.dayKeys()]
+  const dir = t.testdir()
+  const stores = openStores(dir)
+  const snaps = new SnapshotStore(stores.meta)
+  const state = { v: 2, model: 'm', series: [{ provider: 'p', rejected: 0, days, parts: days.map((day) => ({ day, data: store.toSnapshot([day]) })) }] }
+  await snaps.write({ seq: 200, createdAt: 0, aggregators: [{ model: 'm', state }], alerts: null })
+  const read = snaps.read()
+  t.ok(read.ok)
+  if (read.ok) {
+    const s = (read.payload.aggregators[0].state as typeof state).series[0]
+    const back = SeriesStore.fromSnapshots(s.parts.map((p) => p.data))
+    t.equal(back.size, store.size)
+    t.equal(back.coarseHours, store.coarseHours)
+    t.same(back.aggregate(-Infinity, Infinity), store.aggregate(-Infinity, Infinity))
+    t.same(back.timeseries(0, 60 * HOUR, HOUR), store.timeseries(0, 60 * HOUR, HOUR))
+  }
+  await stores.close()
+})

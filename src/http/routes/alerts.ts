@@ -8,6 +8,7 @@ import { parseQuery, timeParam } from '../query.js'
 import { MAX_RULES, ruleCreateSchema, rulePatchSchema } from '../../store/rules.js'
 import { llmsError } from '../../errors.js'
 import { zodDetails } from '../../events.js'
+import { alertEventsSchema, errorSchema, keyedErrors, ruleSchema, rulesSchema, ruleTestSchema, withExamples } from '../openapi.js'
 import type { Engine } from '../../engine.js'
 import type { Clock } from '../../clock.js'
 
@@ -39,9 +40,22 @@ export async function alertRoutes(app: FastifyInstance, opts: { engine: Engine; 
   const rules = engine.rules
   const notFound = (id: string) => llmsError('LLMS_ERR_NOT_FOUND', `rule ${id} not found`, { details: [{ path: '(params) id', message: 'no such rule' }] })
 
-  app.get('/alerts/rules', { config: { scope: 'read' } }, async () => ({ rules: rules.list() }))
+  // The schemas below document the routes (src/http/openapi.ts); the handlers validate.
+  const tags = ['alerts']
+  const idParams = z.object({ id: z.string().meta({ description: 'a rule id, rule_…' }) })
+  const notFoundErrors = { ...keyedErrors, 404: errorSchema }
+  app.get('/alerts/rules', { config: { scope: 'read' }, schema: { summary: 'List alert rules', tags, response: { 200: rulesSchema, ...keyedErrors } } }, async () => ({ rules: rules.list() }))
 
-  app.post('/alerts/rules', { config: { scope: 'admin' } }, async (request, reply) => {
+  app.post('/alerts/rules', {
+    config: { scope: 'admin' },
+    schema: {
+      summary: 'Create an alert rule',
+      description: 'Conditions: cost_per_hour, avg_latency, p95_latency, error_rate, requests_per_minute, tokens_per_minute; the value over the last `window_seconds` is compared with `threshold`.',
+      tags,
+      body: withExamples(ruleCreateSchema, [{ name: 'High cost', condition: 'cost_per_hour', threshold: 10, enabled: true }]),
+      response: { 201: ruleSchema, ...keyedErrors }
+    }
+  }, async (request, reply) => {
     const input = parseBody(ruleCreateSchema, request.body)
     if (rules.size >= MAX_RULES) throw llmsError('LLMS_ERR_VALIDATION', `at most ${MAX_RULES} rules`, { details: [{ path: '(body)', message: 'too many rules' }] })
     const rule = await rules.create(input, clock.now())
@@ -49,13 +63,16 @@ export async function alertRoutes(app: FastifyInstance, opts: { engine: Engine; 
     return rule
   })
 
-  app.get<{ Params: { id: string } }>('/alerts/rules/:id', { config: { scope: 'read' } }, async (request) => {
+  app.get<{ Params: { id: string } }>('/alerts/rules/:id', { config: { scope: 'read' }, schema: { summary: 'Read an alert rule', tags, params: idParams, response: { 200: ruleSchema, ...notFoundErrors } } }, async (request) => {
     const rule = rules.get(request.params.id)
     if (rule === undefined) throw notFound(request.params.id)
     return rule
   })
 
-  app.patch<{ Params: { id: string } }>('/alerts/rules/:id', { config: { scope: 'admin' } }, async (request) => {
+  app.patch<{ Params: { id: string } }>('/alerts/rules/:id', {
+    config: { scope: 'admin' },
+    schema: { summary: 'Change an alert rule (any subset of its fields)', tags, params: idParams, body: withExamples(rulePatchSchema, [{ enabled: false }]), response: { 200: ruleSchema, ...notFoundErrors } }
+  }, async (request) => {
     if (rules.get(request.params.id) === undefined) throw notFound(request.params.id)
     const patch = parseBody(rulePatchSchema, request.body)
     const rule = await rules.update(request.params.id, patch, clock.now())
@@ -64,7 +81,10 @@ export async function alertRoutes(app: FastifyInstance, opts: { engine: Engine; 
   })
 
   // A test notification: one attempt, not recorded in /alerts/events; the outcome is the answer.
-  app.post<{ Params: { id: string } }>('/alerts/rules/:id/test', { config: { scope: 'admin' } }, async (request) => {
+  app.post<{ Params: { id: string } }>('/alerts/rules/:id/test', {
+    config: { scope: 'admin' },
+    schema: { summary: 'Send a test notification to the rule\'s webhook', description: 'One attempt, not recorded; 200 whether or not it was delivered, 400 when the rule has no webhook_url.', tags, params: idParams, response: { 200: ruleTestSchema, ...notFoundErrors } }
+  }, async (request) => {
     const rule = rules.get(request.params.id)
     if (rule === undefined) throw notFound(request.params.id)
     const url = rule.webhook_url
@@ -76,12 +96,18 @@ export async function alertRoutes(app: FastifyInstance, opts: { engine: Engine; 
     return { rule_id: rule.id, delivery, payload }
   })
 
-  app.get('/alerts/events', { config: { scope: 'read' } }, async (request) => {
+  app.get('/alerts/events', {
+    config: { scope: 'read' },
+    schema: { summary: 'History of alert firings and resolutions, newest first', tags, querystring: eventsQuery, response: { 200: alertEventsSchema, ...keyedErrors } }
+  }, async (request) => {
     const q = parseQuery(eventsQuery, request.query)
     return { events: engine.alertEvents.list({ ruleId: q.rule_id, since: q.since, limit: q.limit }) }
   })
 
-  app.delete<{ Params: { id: string } }>('/alerts/rules/:id', { config: { scope: 'admin' } }, async (request, reply) => {
+  app.delete<{ Params: { id: string } }>('/alerts/rules/:id', {
+    config: { scope: 'admin' },
+    schema: { summary: 'Delete an alert rule', description: 'A firing rule is resolved first (reason rule_deleted).', tags, params: idParams, response: { 204: z.undefined().meta({ description: 'Deleted' }), ...notFoundErrors } }
+  }, async (request, reply) => {
     if (!(await rules.remove(request.params.id))) throw notFound(request.params.id)
     reply.code(204)
   })

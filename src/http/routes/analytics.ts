@@ -4,6 +4,7 @@ import { z } from 'zod'
 import { checkRange, listParam, parseQuery, rangeShape } from '../query.js'
 import { costs, fillBuckets, MAX_BUCKETS, metrics, quantileMs, timeseries, totalsJson, type RangeQuery } from '../../queries.js'
 import { llmsError } from '../../errors.js'
+import { costsSchema, keyedErrors, metricsSchema, timeseriesSchema } from '../openapi.js'
 import type { Engine } from '../../engine.js'
 import type { Clock } from '../../clock.js'
 
@@ -31,7 +32,12 @@ export async function analyticsRoutes(app: FastifyInstance, opts: { engine: Engi
   const { engine, clock } = opts
   const topology = engine.topology
 
-  app.get('/analytics/metrics', { config: { scope: 'read' } }, async (request) => {
+  // The schemas below document the routes (src/http/openapi.ts); the handlers validate.
+  const range = 'Half-open `[start_time, end_time)` on the event\'s own timestamp (ISO 8601 with a zone, or epoch ms); `model` and `provider` take comma lists.'
+  app.get('/analytics/metrics', {
+    config: { scope: 'read' },
+    schema: { summary: 'Totals and latency percentiles over a range', description: range, tags: ['analytics'], querystring: rangeQuery, response: { 200: metricsSchema, ...keyedErrors } }
+  }, async (request) => {
     const range = parseRange(request.query)
     await engine.sync()
     const agg = metrics(topology, range)
@@ -45,7 +51,10 @@ export async function analyticsRoutes(app: FastifyInstance, opts: { engine: Engi
     }
   })
 
-  app.get('/analytics/costs', { config: { scope: 'read' } }, async (request) => {
+  app.get('/analytics/costs', {
+    config: { scope: 'read' },
+    schema: { summary: 'Cost breakdown by (model, provider), most costly first', description: range, tags: ['analytics'], querystring: rangeQuery, response: { 200: costsSchema, ...keyedErrors } }
+  }, async (request) => {
     const range = parseRange(request.query)
     await engine.sync()
     const rows = costs(topology, range)
@@ -71,7 +80,16 @@ export async function analyticsRoutes(app: FastifyInstance, opts: { engine: Engi
     return { breakdown, total_cost: total / 1e9, start_time: iso(range.start), end_time: iso(range.end) }
   })
 
-  app.get('/analytics/timeseries', { config: { scope: 'read' } }, async (request) => {
+  app.get('/analytics/timeseries', {
+    config: { scope: 'read' },
+    schema: {
+      summary: 'Buckets for charts',
+      description: `${range} Buckets of \`interval\` aligned to the epoch, empty ones as zeros, at most ${MAX_BUCKETS}; default range: the 24 hours up to now.`,
+      tags: ['analytics'],
+      querystring: timeseriesQuery,
+      response: { 200: timeseriesSchema, ...keyedErrors }
+    }
+  }, async (request) => {
     const q = parseQuery(timeseriesQuery, request.query)
     const intervalMs = INTERVALS[q.interval]
     const end = q.end_time ?? clock.now()

@@ -1,5 +1,7 @@
 /** POST /events/ingest, POST /events/batch (JSON array or NDJSON), GET /events/:id. */
 import type { FastifyInstance } from 'fastify'
+import { z } from 'zod'
+import { acceptedBatchSchema, acceptedOneSchema, errorSchema, keyedErrors, storedEventSchema, withExamples } from '../openapi.js'
 import { eventSchema, pendingBatch, pendingOne, toPublic } from '../../events.js'
 import { llmsError } from '../../errors.js'
 import type { Engine } from '../../engine.js'
@@ -20,13 +22,43 @@ export function parseNdjson(body: string, maxItems: number): unknown[] {
     if (out.length >= maxItems) {
       throw llmsError('LLMS_ERR_BATCH_TOO_LARGE', `a batch holds at most ${maxItems} events`, { details: [{ path: `line ${line}`, message: `more than ${maxItems} events` }] })
     }
+    let value: unknown
     try {
-      out.push(JSON.parse(text))
+      value = JSON.parse(text)
     } catch (err) {
       throw llmsError('LLMS_ERR_BAD_JSON', `line ${line} (event index ${out.length}) is not valid JSON: ${(err as Error).message}`, { details: [{ path: `[${out.length}]`, message: `line ${line} is not valid JSON` }] })
     }
+    // As fastify's JSON parser does for JSON bodies: a line that could poison a prototype is
+    // refused (the cheap text check keeps the walk off the common path).
+    if ((text.includes('__proto__') || text.includes('constructor') || text.includes('\\u')) && hasPoisonKey(value)) {
+      throw llmsError('LLMS_ERR_BAD_JSON', `line ${line} (event index ${out.length}) has a forbidden "__proto__" or "constructor.prototype" key`, { details: [{ path: `[${out.length}]`, message: `line ${line} has a forbidden prototype key` }] })
+    }
+    out.push(value)
   }
   return out
+}
+
+/**
+ * Whether a parsed JSON value has a `__proto__` key, or a `constructor` object with a
+ * `prototype` key, at any depth. Iterative: a hostile line may nest deeper than the stack.
+ */
+function hasPoisonKey(root: unknown): boolean {
+  const stack: unknown[] = [root]
+  while (stack.length > 0) {
+    const v = stack.pop()
+    if (v === null || typeof v !== 'object') continue
+    if (Array.isArray(v)) {
+      for (const item of v) stack.push(item)
+      continue
+    }
+    for (const k of Object.keys(v)) {
+      const child = (v as Record<string, unknown>)[k]
+      if (k === '__proto__') return true
+      if (k === 'constructor' && child !== null && typeof child === 'object' && Object.prototype.hasOwnProperty.call(child, 'prototype')) return true
+      stack.push(child)
+    }
+  }
+  return false
 }
 
 export async function eventRoutes(app: FastifyInstance, opts: { engine: Engine; clock: Clock }): Promise<void> {
@@ -44,7 +76,35 @@ export async function eventRoutes(app: FastifyInstance, opts: { engine: Engine; 
     }
   })
 
-  app.post('/events/ingest', { config: { scope: 'ingest' } }, async (request, reply) => {
+  // The schemas below document the routes (src/http/openapi.ts); the handlers validate.
+  const oneExample = { model: 'gpt-4', provider: 'openai', prompt_tokens: 150, completion_tokens: 50, latency_ms: 1200, metadata: { user_id: 'u_123' } }
+  const batchExample = [
+    { model: 'gpt-4o', prompt_tokens: 1200, completion_tokens: 300, cached_tokens: 1000, latency_ms: 900 },
+    { model: 'claude-3-5-sonnet-20241022', prompt_tokens: 200, completion_tokens: 80, latency_ms: 1500 }
+  ]
+  const ingestSchema = {
+    summary: 'Send one event',
+    description: 'Answers 202 only after the event is committed to the log. Unknown fields are refused (400).',
+    tags: ['events'],
+    body: withExamples(schema, [oneExample]),
+    response: { 202: acceptedOneSchema, ...keyedErrors, 413: errorSchema, 415: errorSchema }
+  }
+  const batchSchema = {
+    summary: 'Send a batch of events (all or nothing)',
+    description: `A JSON array, or NDJSON (\`application/x-ndjson\`, one event per line), of up to ${maxBatch} events. One bad event fails the whole batch with a 400 naming its index (\`[2].prompt_tokens\`); nothing of it is stored.`,
+    tags: ['events'],
+    consumes: ['application/json', 'application/x-ndjson'],
+    body: withExamples(z.array(schema).min(1).max(maxBatch), [batchExample]),
+    response: { 202: acceptedBatchSchema, ...keyedErrors, 413: errorSchema, 415: errorSchema }
+  }
+  const getSchema = {
+    summary: 'Read a stored event with its cost',
+    tags: ['events'],
+    params: z.object({ id: z.string().meta({ description: 'an event id, evt_…', examples: ['evt_0_V1StGXR8_Z5j'] }) }),
+    response: { 200: storedEventSchema, ...keyedErrors, 404: errorSchema }
+  }
+
+  app.post('/events/ingest', { config: { scope: 'ingest' }, schema: ingestSchema }, async (request, reply) => {
     if (request.body === null || typeof request.body !== 'object' || Array.isArray(request.body)) {
       throw llmsError('LLMS_ERR_VALIDATION', 'body must be one JSON event object (send arrays to /events/batch)', { details: [{ path: '(body)', message: 'expected an object' }] })
     }
@@ -53,7 +113,7 @@ export async function eventRoutes(app: FastifyInstance, opts: { engine: Engine; 
     return { status: 'accepted', event_id: stored.id }
   })
 
-  app.post('/events/batch', { config: { scope: 'ingest' } }, async (request, reply) => {
+  app.post('/events/batch', { config: { scope: 'ingest' }, schema: batchSchema }, async (request, reply) => {
     const body = request.body
     if (!Array.isArray(body)) {
       throw llmsError('LLMS_ERR_VALIDATION', 'body must be a JSON array of events or NDJSON (application/x-ndjson)', { details: [{ path: '(body)', message: 'expected an array' }] })
@@ -67,7 +127,7 @@ export async function eventRoutes(app: FastifyInstance, opts: { engine: Engine; 
     return { status: 'accepted', accepted: stored.length, event_ids: stored.map((e) => e.id) }
   })
 
-  app.get<{ Params: { id: string } }>('/events/:id', { config: { scope: 'read' } }, async (request) => {
+  app.get<{ Params: { id: string } }>('/events/:id', { config: { scope: 'read' }, schema: getSchema }, async (request) => {
     const e = engine.getEvent(request.params.id)
     if (e === undefined) throw llmsError('LLMS_ERR_NOT_FOUND', `event ${request.params.id} not found`, { details: [{ path: '(params) id', message: 'no such event' }] })
     return toPublic(e)

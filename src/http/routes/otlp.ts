@@ -19,6 +19,7 @@ import { llmsError } from '../../errors.js'
 import { decodeTraceRequest, encodeTraceResponse } from '../../otlp/proto.js'
 import { otlpToPending } from '../../otlp/ingest.js'
 import { otlpStats } from '../../otlp/stats.js'
+import { errorSchema, keyedErrors, otlpRequestSchema, otlpResponseSchema } from '../openapi.js'
 import type { Engine } from '../../engine.js'
 import type { Clock } from '../../clock.js'
 
@@ -72,7 +73,16 @@ export async function otlpRoutes(app: FastifyInstance, opts: { engine: Engine; c
   app.removeContentTypeParser(JSON_TYPE)
   app.addContentTypeParser([JSON_TYPE, PROTOBUF_TYPE], { parseAs: 'buffer' }, (_request, body, done) => done(null, body))
 
-  app.post('/v1/traces', { config: { scope: 'ingest' } }, async (request, reply) => {
+  // Documentation only (src/http/openapi.ts): the body is parsed by hand (JSON or protobuf).
+  const docs = {
+    summary: 'OTLP/HTTP trace receiver',
+    description: 'Point an OpenTelemetry exporter here (http/json or http/protobuf; gzip allowed). GenAI spans become events, priced like any other; other spans are counted and dropped. The answer uses the request\'s encoding.',
+    tags: ['otlp'],
+    consumes: [JSON_TYPE, PROTOBUF_TYPE],
+    body: otlpRequestSchema,
+    response: { 200: otlpResponseSchema, ...keyedErrors, 413: errorSchema, 415: errorSchema }
+  }
+  app.post('/v1/traces', { config: { scope: 'ingest' }, schema: docs }, async (request, reply) => {
     const protobuf = (request.headers['content-type'] ?? '').toLowerCase().startsWith(PROTOBUF_TYPE)
     let batch
     try {
@@ -87,6 +97,7 @@ export async function otlpRoutes(app: FastifyInstance, opts: { engine: Engine; c
       stats.badRequests++
       throw err
     }
+    request.ingestEvents = batch.pending.length
     if (batch.pending.length > 0) await engine.ingest(batch.pending)
 
     stats.requests++

@@ -1,0 +1,736 @@
+// LLMScope dashboard: plain ES module, no framework, no build step. Talks to the documented API
+// only (X-API-Key on every call, ?api_key= on the WebSocket). Every string from the server is
+// written with textContent, never as HTML.
+/* global uPlot */
+
+const KEY_STORAGE = 'llmscope.apiKey'
+const SPANS = { '15m': 15 * 60_000, '1h': 3_600_000, '24h': 86_400_000, '7d': 7 * 86_400_000 }
+const INTERVAL_MS = { '1m': 60_000, '5m': 300_000, '1h': 3_600_000 }
+const TAIL_MAX = 200
+const ALERTS_MAX = 50
+const NEW_MS = 15_000
+const CONDITION_LABEL = {
+  cost_per_hour: 'cost/hour',
+  avg_latency: 'avg latency',
+  p95_latency: 'p95 latency',
+  error_rate: 'error rate',
+  requests_per_minute: 'requests/min',
+  tokens_per_minute: 'tokens/min'
+}
+const COMPARATOR_LABEL = { gt: '>', gte: '≥', lt: '<', lte: '≤' }
+
+const $ = (id) => document.getElementById(id)
+
+const state = {
+  key: localStorage.getItem(KEY_STORAGE),
+  range: '1h',
+  custom: null, // { start, end } epoch ms
+  metrics: null,
+  costs: [],
+  series: null, // { intervalMs, buckets: [{ t, requests, cost, latSum, avg, p95 }] }
+  groupBy: 'model',
+  tail: [],
+  paused: false,
+  missedWhilePaused: 0,
+  tailModel: '',
+  models: new Set(),
+  rules: [],
+  alertEvents: [],
+  ws: null,
+  wsRetry: 0,
+  lastSeq: null,
+  liveFromSeq: 0,
+  refreshTimer: null,
+  lastRefreshAt: 0,
+  refreshing: false,
+  refreshAgain: false,
+  generation: 0 // bumped on key change: stale callbacks check it and stop
+}
+
+// ---------- formatting ----------
+
+const nf = new Intl.NumberFormat()
+const compact = new Intl.NumberFormat(undefined, { notation: 'compact', maximumFractionDigits: 1 })
+function fmtCount(n) {
+  return n >= 100_000 ? compact.format(n) : nf.format(n)
+}
+function fmtCost(c) {
+  if (c === 0) return '$0'
+  if (Math.abs(c) >= 100) return '$' + c.toFixed(0)
+  if (Math.abs(c) >= 1) return '$' + c.toFixed(2)
+  return '$' + c.toPrecision(3).replace(/0+$/, '').replace(/\.$/, '')
+}
+function fmtMs(ms) {
+  if (ms === null || ms === undefined) return '–'
+  return ms >= 1000 ? (ms / 1000).toFixed(2) + ' s' : Math.round(ms) + ' ms'
+}
+function fmtTime(iso) {
+  const d = new Date(iso)
+  const sameDay = d.toDateString() === new Date().toDateString()
+  return sameDay ? d.toLocaleTimeString() : d.toLocaleString()
+}
+
+/** `el('td', { className: 'num' }, 'text', child)` */
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag)
+  for (const [k, v] of Object.entries(props)) {
+    if (k === 'dataset') Object.assign(node.dataset, v)
+    else if (k in node) node[k] = v
+    else node.setAttribute(k, v)
+  }
+  for (const c of children) node.append(c instanceof Node ? c : String(c))
+  return node
+}
+
+// ---------- API ----------
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super(body?.message ?? `HTTP ${status}`)
+    this.status = status
+    this.code = body?.code
+  }
+}
+
+async function api(path, init = {}) {
+  const gen = state.generation
+  const headers = { 'x-api-key': state.key ?? '', ...(init.body ? { 'content-type': 'application/json' } : {}) }
+  const res = await fetch(path, { ...init, headers })
+  const body = res.status === 204 ? null : await res.json().catch(() => null)
+  if (res.status === 401 && gen === state.generation) {
+    showKeyPanel('That key was refused (401): ' + (body?.message ?? 'invalid API key'))
+  }
+  if (!res.ok) throw new ApiError(res.status, body)
+  return body
+}
+
+function rangeQuery() {
+  const { start, end } = currentRange()
+  return `start_time=${start}&end_time=${end}`
+}
+function currentRange() {
+  if (state.range === 'custom' && state.custom) return state.custom
+  const end = Date.now()
+  return { start: end - (SPANS[state.range] ?? SPANS['1h']), end }
+}
+function intervalFor(span) {
+  if (span <= 2 * 3_600_000) return '1m'
+  if (span <= 2 * 86_400_000) return '5m'
+  return '1h'
+}
+
+// ---------- key panel ----------
+
+function showKeyPanel(message = '') {
+  stopLive()
+  $('dash').hidden = true
+  $('controls').hidden = true
+  $('key-panel').hidden = false
+  $('key-error').textContent = message
+  $('key-input').value = ''
+  $('key-input').focus()
+}
+
+async function onKeySubmit(ev) {
+  ev.preventDefault()
+  const key = $('key-input').value.trim()
+  if (key === '') return
+  state.key = key
+  state.generation++
+  try {
+    await api('/alerts/rules')
+  } catch (err) {
+    if (err.status === 403) $('key-error').textContent = 'This key may only send events (ingest scope); the dashboard needs a read or admin key.'
+    else if (err.status !== 401) $('key-error').textContent = 'Could not reach LLMScope: ' + err.message
+    return
+  }
+  localStorage.setItem(KEY_STORAGE, key)
+  start()
+}
+
+// ---------- start / stop ----------
+
+function start() {
+  state.generation++
+  $('key-panel').hidden = true
+  $('dash').hidden = false
+  $('controls').hidden = false
+  $('curl-example').textContent =
+    `KEY=$(cat data/api-key)   # or your own key\n` +
+    `curl -X POST ${location.origin}/events/ingest -H "X-API-Key: $KEY" -H 'content-type: application/json' \\\n` +
+    `  -d '{"model":"gpt-4o","provider":"openai","prompt_tokens":150,"completion_tokens":50,"latency_ms":1200}'`
+  renderTail()
+  refresh()
+  loadAlerts()
+  connect()
+}
+
+function stopLive() {
+  state.generation++
+  if (state.ws) {
+    state.ws.onclose = null
+    state.ws.close()
+    state.ws = null
+  }
+  clearTimeout(state.refreshTimer)
+  state.refreshTimer = null
+}
+
+// ---------- analytics ----------
+
+/** Refetches tiles, cost bars and series; coalesces calls made while one is in flight. */
+async function refresh() {
+  if (state.refreshing) {
+    state.refreshAgain = true
+    return
+  }
+  state.refreshing = true
+  state.lastRefreshAt = Date.now()
+  const gen = state.generation
+  try {
+    const { start: s, end: e } = currentRange()
+    const interval = intervalFor(e - s)
+    const q = rangeQuery()
+    const [metrics, costs, series] = await Promise.all([
+      api(`/analytics/metrics?${q}`),
+      api(`/analytics/costs?${q}`),
+      api(`/analytics/timeseries?interval=${interval}&${q}`)
+    ])
+    if (gen !== state.generation) return
+    state.metrics = metrics
+    state.costs = costs.breakdown
+    for (const row of costs.breakdown) addModel(row.model)
+    state.series = {
+      interval,
+      intervalMs: INTERVAL_MS[interval],
+      buckets: series.buckets.map((b) => ({
+        t: Date.parse(b.timestamp),
+        requests: b.requests,
+        cost: b.cost,
+        latSum: (b.avg_latency_ms ?? 0) * b.requests,
+        avg: b.avg_latency_ms,
+        p95: b.p95_latency_ms
+      }))
+    }
+    setBanner('')
+    renderTiles()
+    renderCosts()
+    renderSeries()
+  } catch (err) {
+    if (gen !== state.generation || err.status === 401) return
+    if (err.status === 503) setBanner('LLMScope is not ready yet (recovering its state); retrying…')
+    else if (err.status === 429) setBanner('Rate limited by the server (LLMSCOPE_RATE_LIMIT_MAX); retrying…')
+    else setBanner('Could not load analytics: ' + err.message)
+    scheduleRefresh(2000)
+  } finally {
+    state.refreshing = false
+    if (state.refreshAgain) {
+      state.refreshAgain = false
+      scheduleRefresh(0)
+    }
+  }
+}
+
+/** Refreshes soon after the first event of a burst, then at most about once a second. */
+function scheduleRefresh(ms) {
+  if (state.refreshTimer !== null) return
+  if (ms === undefined) ms = Math.max(150, 1000 - (Date.now() - state.lastRefreshAt))
+  state.refreshTimer = setTimeout(() => {
+    state.refreshTimer = null
+    refresh()
+  }, ms)
+}
+
+function setBanner(text) {
+  $('banner').hidden = text === ''
+  $('banner').textContent = text
+}
+
+function renderTiles() {
+  const m = state.metrics
+  if (!m) return
+  $('t-requests').textContent = fmtCount(m.total_requests)
+  $('t-tokens').textContent = fmtCount(m.total_tokens)
+  $('t-cost').textContent = fmtCost(m.total_cost)
+  $('t-avg').textContent = m.total_requests === 0 ? '–' : fmtMs(m.avg_latency_ms)
+  $('t-p95').textContent = fmtMs(m.p95_latency_ms)
+  $('t-unpriced').textContent = fmtCount(m.unpriced_requests)
+  $('t-unpriced').classList.toggle('warn', m.unpriced_requests > 0)
+  $('t-unpriced').title = m.unpriced_requests > 0 ? 'Events of models without a known price count at $0' : ''
+}
+
+function renderCosts() {
+  const groups = new Map()
+  for (const row of state.costs) {
+    const k = state.groupBy === 'model' ? row.model : row.provider
+    const g = groups.get(k) ?? { name: k, cost: 0, requests: 0, unpriced: 0 }
+    g.cost += row.total_cost
+    g.requests += row.requests
+    g.unpriced += row.unpriced_requests
+    groups.set(k, g)
+  }
+  const rows = [...groups.values()].sort((a, b) => b.cost - a.cost || b.requests - a.requests).slice(0, 12)
+  const max = Math.max(...rows.map((r) => r.cost), 0)
+  const list = $('cost-bars')
+  list.replaceChildren(
+    ...rows.map((r) => {
+      const fill = el('span', { className: 'fill' })
+      fill.style.width = max > 0 ? `${Math.max(1, (r.cost / max) * 100)}%` : '0'
+      const amount = el('span', { className: 'amount' }, fmtCost(r.cost), ` · ${fmtCount(r.requests)} req`)
+      if (r.unpriced > 0) amount.append(' ', el('span', { className: 'unpriced' }, `${fmtCount(r.unpriced)} unpriced`))
+      return el('li', {}, el('span', { className: 'label', title: r.name }, r.name), el('span', { className: 'track', 'aria-hidden': 'true' }, fill), amount)
+    })
+  )
+  $('cost-empty').hidden = rows.length > 0
+}
+
+// ---------- charts (uPlot) ----------
+
+const charts = {}
+function cssVar(name) {
+  return getComputedStyle(document.documentElement).getPropertyValue(name).trim()
+}
+
+/** One small uPlot chart; `emptyMax` is the y range's top with no data, `incrs` its tick steps. */
+function makeChart(id, series, valueFmt, emptyMax, incrs) {
+  const host = $(id)
+  const axisColor = cssVar('--muted')
+  const grid = { stroke: cssVar('--line'), width: 1 }
+  const opts = {
+    width: Math.max(200, host.clientWidth),
+    height: 180,
+    cursor: { sync: { key: 'llmscope' } },
+    legend: { show: true },
+    // The last bucket is drawn whole: the x range ends one interval after its start.
+    scales: { x: { time: true, range: (_u, min, max) => [min, max + (state.series?.intervalMs ?? 60_000) / 1000] }, y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : emptyMax] } },
+    axes: [
+      { stroke: axisColor, grid, ticks: grid },
+      { stroke: axisColor, grid, ticks: grid, size: 70, ...(incrs ? { incrs } : {}), values: (_u, ticks) => ticks.map(valueFmt) }
+    ],
+    series: [{}, ...series]
+  }
+  const u = new uPlot(opts, [[], ...series.map(() => [])], host)
+  new ResizeObserver(() => u.setSize({ width: Math.max(200, host.clientWidth), height: 180 })).observe(host)
+  return u
+}
+
+function ensureCharts() {
+  if (charts.requests || typeof uPlot === 'undefined') return
+  const accent = cssVar('--accent')
+  const bars = uPlot.paths.bars ? uPlot.paths.bars({ size: [0.7, 40] }) : undefined
+  charts.requests = makeChart('chart-requests', [{ label: 'requests', stroke: accent, fill: accent + '99', paths: bars, points: { show: false } }], (v) => fmtCount(v), 4, [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5, 1e6])
+  charts.cost = makeChart('chart-cost', [{ label: 'cost', stroke: cssVar('--accent-2'), fill: cssVar('--accent-2') + '99', paths: bars, points: { show: false }, value: (_u, v) => (v === null ? '–' : fmtCost(v)) }], (v) => fmtCost(v), 0.01)
+  charts.latency = makeChart(
+    'chart-latency',
+    [
+      { label: 'avg', stroke: cssVar('--accent'), width: 2, points: { show: true, size: 5 }, value: (_u, v) => fmtMs(v) },
+      { label: 'p95', stroke: cssVar('--accent-3'), width: 2, dash: [5, 4], points: { show: true, size: 5 }, value: (_u, v) => fmtMs(v) }
+    ],
+    (v) => fmtMs(v),
+    1000
+  )
+}
+
+function renderSeries() {
+  const s = state.series
+  if (!s) return
+  ensureCharts()
+  $('ts-interval').textContent = `${s.interval} buckets, local time`
+  const xs = s.buckets.map((b) => b.t / 1000)
+  if (charts.requests) {
+    charts.requests.setData([xs, s.buckets.map((b) => b.requests)])
+    charts.cost.setData([xs, s.buckets.map((b) => b.cost)])
+    // No latency in an empty bucket (not 0 ms): a gap in the line.
+    charts.latency.setData([xs, s.buckets.map((b) => (b.requests > 0 ? b.avg : null)), s.buckets.map((b) => (b.requests > 0 ? b.p95 : null))])
+  }
+  const total = s.buckets.reduce((n, b) => n + b.requests, 0)
+  $('ts-empty').hidden = total > 0
+  // What the charts hold, for people reading the DOM (and the browser test).
+  $('charts').dataset.requests = String(total)
+}
+
+/** Counts a live event in the tiles and its bucket at once; the next refresh makes it exact. */
+function applyLive(e) {
+  const t = Date.parse(e.timestamp)
+  const { start: s, end } = currentRange()
+  const relative = state.range !== 'custom'
+  if (t < s || (!relative && t >= end)) return
+  const m = state.metrics
+  if (m) {
+    const n = m.total_requests
+    m.avg_latency_ms = ((m.avg_latency_ms ?? 0) * n + e.latency_ms) / (n + 1)
+    m.total_requests = n + 1
+    m.total_tokens += e.total_tokens
+    m.total_cost += e.cost
+    renderTiles()
+  }
+  const series = state.series
+  if (series) {
+    const bt = Math.floor(t / series.intervalMs) * series.intervalMs
+    let b = series.buckets.find((x) => x.t === bt)
+    if (!b && relative && bt > (series.buckets.at(-1)?.t ?? -Infinity)) {
+      b = { t: bt, requests: 0, cost: 0, latSum: 0, avg: null, p95: null }
+      series.buckets.push(b)
+    }
+    if (b) {
+      b.requests++
+      b.cost += e.cost
+      b.latSum += e.latency_ms
+      b.avg = b.latSum / b.requests
+      renderSeries()
+    }
+  }
+}
+
+// ---------- live tail ----------
+
+function addModel(model) {
+  if (state.models.has(model) || state.models.size >= 500) return
+  state.models.add(model)
+  const sorted = [...state.models].sort()
+  const select = $('tail-model')
+  const chosen = select.value
+  select.replaceChildren(el('option', { value: '' }, 'All models'), ...sorted.map((m) => el('option', { value: m }, m)))
+  select.value = chosen
+  $('models-list').replaceChildren(...sorted.map((m) => el('option', { value: m })))
+}
+
+function onEvent(e) {
+  addModel(e.model)
+  if (e.seq >= state.liveFromSeq) {
+    applyLive(e)
+    scheduleRefresh()
+  }
+  state.tail.unshift({ ...e, isNew: true })
+  if (state.tail.length > TAIL_MAX) state.tail.length = TAIL_MAX
+  if (state.paused) {
+    state.missedWhilePaused++
+    $('tail-paused').textContent = `Paused — ${fmtCount(state.missedWhilePaused)} new event(s) will show when you resume.`
+  } else renderTailSoon()
+}
+
+let tailFrame = 0
+function renderTailSoon() {
+  if (tailFrame) return
+  tailFrame = requestAnimationFrame(() => {
+    tailFrame = 0
+    renderTail()
+  })
+}
+
+function renderTail() {
+  const rows = state.tail.filter((e) => state.tailModel === '' || e.model === state.tailModel).slice(0, 100)
+  $('tail-body').replaceChildren(
+    ...rows.map((e) => {
+      const tr = el(
+        'tr',
+        { className: e.isNew ? 'is-new' : '' },
+        el('td', {}, fmtTime(e.timestamp)),
+        el('td', {}, e.model),
+        el('td', {}, e.provider),
+        el('td', { className: 'num' }, fmtCount(e.total_tokens)),
+        el('td', { className: 'num' }, fmtMs(e.latency_ms)),
+        el('td', { className: 'num' }, fmtCost(e.cost))
+      )
+      e.isNew = false
+      return tr
+    })
+  )
+  const empty = $('tail-empty')
+  empty.hidden = rows.length > 0
+  empty.firstElementChild.textContent =
+    state.tail.length > 0 ? `No events for ${state.tailModel} yet.` : 'No events yet — send one with:'
+  empty.querySelector('pre').hidden = state.tail.length > 0
+}
+
+function togglePause() {
+  state.paused = !state.paused
+  const b = $('tail-pause')
+  b.setAttribute('aria-pressed', String(state.paused))
+  b.textContent = state.paused ? 'Resume' : 'Pause'
+  $('tail-paused').hidden = !state.paused
+  $('tail-paused').textContent = 'Paused — new events will show when you resume.'
+  state.missedWhilePaused = 0
+  if (!state.paused) renderTail()
+}
+
+// ---------- WebSocket ----------
+
+/** Log position the server will give the next event (public /metrics), for the tail backfill. */
+async function nextSeq() {
+  try {
+    const text = await (await fetch('/metrics')).text()
+    const m = /^llmscope_log_next_seq (\d+)/m.exec(text)
+    return m ? Number(m[1]) : null
+  } catch {
+    return null
+  }
+}
+
+async function connect() {
+  const gen = state.generation
+  setConn('connecting…', '')
+  const next = await nextSeq()
+  if (gen !== state.generation) return
+  let since = state.lastSeq
+  if (since === null && next !== null) since = Math.max(-1, next - 51) // the newest 50 for the tail
+  if (next !== null) state.liveFromSeq = next
+  else if (state.lastSeq === null) state.liveFromSeq = Infinity
+  const proto = location.protocol === 'https:' ? 'wss:' : 'ws:'
+  const url = `${proto}//${location.host}/ws?api_key=${encodeURIComponent(state.key)}` + (since === null ? '' : `&since_seq=${since}`)
+  const ws = new WebSocket(url)
+  state.ws = ws
+  ws.onopen = () => {
+    state.wsRetry = 0
+    setConn('live', 'live')
+    // Anything that happened while we were away is in the next refresh.
+    if (state.liveFromSeq === Infinity) state.liveFromSeq = 0
+    scheduleRefresh(0)
+    loadAlerts()
+  }
+  ws.onmessage = (msg) => {
+    let m
+    try {
+      m = JSON.parse(msg.data)
+    } catch {
+      return
+    }
+    if (m.type === 'event') {
+      state.lastSeq = m.seq
+      onEvent(m)
+    } else if (m.type === 'alert') onAlert(m)
+    else if (m.type === 'dropped') {
+      setBanner(`The live stream skipped ${fmtCount(m.count)} message(s); totals are refreshed from the server.`)
+      scheduleRefresh(0)
+    }
+  }
+  ws.onclose = () => {
+    if (gen !== state.generation) return
+    state.ws = null
+    const delay = Math.min(10_000, 500 * 2 ** state.wsRetry++)
+    setConn('reconnecting…', 'down')
+    setTimeout(() => {
+      if (gen === state.generation) connect()
+    }, delay)
+  }
+}
+
+function setConn(text, cls) {
+  const c = $('conn')
+  c.textContent = text
+  c.className = 'pill ' + cls
+}
+
+// ---------- alerts ----------
+
+async function loadAlerts() {
+  const gen = state.generation
+  try {
+    const [rules, events] = await Promise.all([api('/alerts/rules'), api(`/alerts/events?limit=${ALERTS_MAX}`)])
+    if (gen !== state.generation) return
+    state.rules = rules.rules
+    const fresh = new Set(state.alertEvents.filter((a) => a.isNew).map((a) => a.key))
+    state.alertEvents = events.events.map((a) => ({ ...a, key: alertKey(a), isNew: fresh.has(alertKey(a)) }))
+    renderRules()
+    renderAlerts()
+  } catch (err) {
+    if (gen === state.generation && err.status !== 401) $('rule-error').textContent = 'Could not load alert rules: ' + err.message
+  }
+}
+
+const alertKey = (a) => `${a.rule_id}|${a.state}|${a.at}`
+
+function onAlert(m) {
+  const a = { ...m, key: alertKey(m), isNew: true }
+  if (!state.alertEvents.some((x) => x.key === a.key)) {
+    state.alertEvents.unshift(a)
+    if (state.alertEvents.length > ALERTS_MAX) state.alertEvents.length = ALERTS_MAX
+  }
+  setTimeout(() => {
+    a.isNew = false
+    for (const x of state.alertEvents) if (x.key === a.key) x.isNew = false
+    renderAlerts()
+  }, NEW_MS)
+  renderAlerts()
+  renderRules()
+}
+
+/** Latest state per rule, from the alert history (newest first). */
+function ruleStates() {
+  const states = new Map()
+  for (const a of state.alertEvents) if (!states.has(a.rule_id) && a.state !== 'test') states.set(a.rule_id, a.state)
+  return states
+}
+
+function renderAlerts() {
+  const list = $('alert-events')
+  list.replaceChildren(
+    ...state.alertEvents.map((a) => {
+      const cls = [a.state === 'firing' ? 'firing' : 'resolved', a.isNew ? 'is-new' : ''].join(' ')
+      const value = a.value === null || a.value === undefined ? 'no value' : String(Number(a.value.toPrecision(4)))
+      return el(
+        'li',
+        { className: cls },
+        el('span', { className: 'state' }, a.reminder ? 'still firing' : a.state),
+        ' ',
+        el('strong', {}, a.rule_name),
+        ` — value ${value} vs threshold ${a.threshold}`,
+        el('br'),
+        el('span', { className: 'muted' }, fmtTime(a.at) + (a.reason && a.reason !== 'condition' ? ` (${a.reason.replace('_', ' ')})` : ''))
+      )
+    })
+  )
+  $('alerts-empty').hidden = state.alertEvents.length > 0
+  const firing = [...ruleStates().values()].filter((s) => s === 'firing').length
+  document.title = firing > 0 ? `(${firing} firing) LLMScope` : 'LLMScope'
+}
+
+function renderRules() {
+  const states = ruleStates()
+  $('rules-body').replaceChildren(
+    ...state.rules.map((r) => {
+      const st = !r.enabled ? 'disabled' : states.get(r.id) === 'firing' ? 'firing' : 'ok'
+      const toggle = el('input', { type: 'checkbox', checked: r.enabled, 'aria-label': `Enable rule ${r.name}` })
+      toggle.addEventListener('change', () => patchRule(r, { enabled: toggle.checked }, toggle))
+      const del = el('button', { type: 'button', className: 'danger' }, 'Delete')
+      del.setAttribute('aria-label', `Delete rule ${r.name}`)
+      del.addEventListener('click', () => {
+        if (del.dataset.armed === '1') deleteRule(r, del)
+        else {
+          del.dataset.armed = '1'
+          del.textContent = 'Confirm delete'
+        }
+      })
+      return el(
+        'tr',
+        { dataset: { ruleId: r.id } },
+        el('td', {}, r.name),
+        el('td', {}, `${CONDITION_LABEL[r.condition] ?? r.condition} ${COMPARATOR_LABEL[r.comparator] ?? r.comparator} ${r.threshold} over ${r.window_seconds}s`),
+        el('td', {}, r.model ?? 'all'),
+        el('td', {}, el('span', { className: `state-${st}` }, st)),
+        el('td', {}, toggle),
+        el('td', {}, del)
+      )
+    })
+  )
+  $('rules-empty').hidden = state.rules.length > 0
+}
+
+function ruleErr(err) {
+  $('rule-error').textContent = err.status === 403 ? 'Changing rules needs an admin key; this key can only read.' : err.message
+}
+
+async function patchRule(rule, patch, input) {
+  $('rule-error').textContent = ''
+  try {
+    const updated = await api(`/alerts/rules/${encodeURIComponent(rule.id)}`, { method: 'PATCH', body: JSON.stringify(patch) })
+    state.rules = state.rules.map((r) => (r.id === updated.id ? updated : r))
+    renderRules()
+  } catch (err) {
+    input.checked = rule.enabled
+    ruleErr(err)
+  }
+}
+
+async function deleteRule(rule, button) {
+  $('rule-error').textContent = ''
+  button.disabled = true
+  try {
+    await api(`/alerts/rules/${encodeURIComponent(rule.id)}`, { method: 'DELETE' })
+    state.rules = state.rules.filter((r) => r.id !== rule.id)
+    renderRules()
+  } catch (err) {
+    button.disabled = false
+    ruleErr(err)
+  }
+}
+
+async function onRuleSubmit(ev) {
+  ev.preventDefault()
+  $('rule-error').textContent = ''
+  const body = {
+    name: $('rule-name').value.trim(),
+    condition: $('rule-condition').value,
+    comparator: $('rule-comparator').value,
+    threshold: Number($('rule-threshold').value),
+    window_seconds: Number($('rule-window').value),
+    enabled: true
+  }
+  const model = $('rule-model').value.trim()
+  if (model !== '') body.model = model
+  try {
+    const rule = await api('/alerts/rules', { method: 'POST', body: JSON.stringify(body) })
+    state.rules.push(rule)
+    renderRules()
+    $('rule-form').reset()
+  } catch (err) {
+    ruleErr(err)
+  }
+}
+
+// ---------- controls ----------
+
+function toLocalInput(ms) {
+  const d = new Date(ms - new Date(ms).getTimezoneOffset() * 60_000)
+  return d.toISOString().slice(0, 16)
+}
+
+function onRangeChange() {
+  const v = $('range').value
+  $('custom-range').hidden = v !== 'custom'
+  if (v === 'custom') {
+    const { start: s, end: e } = currentRange()
+    $('custom-start').value = toLocalInput(s)
+    $('custom-end').value = toLocalInput(e)
+    return
+  }
+  state.range = v
+  state.custom = null
+  refresh()
+}
+
+function onCustomSubmit(ev) {
+  ev.preventDefault()
+  const s = new Date($('custom-start').value).getTime()
+  const e = new Date($('custom-end').value).getTime()
+  if (!(s < e)) {
+    setBanner('The custom range must end after it starts.')
+    return
+  }
+  state.range = 'custom'
+  state.custom = { start: s, end: e }
+  refresh()
+}
+
+function setGroup(by) {
+  state.groupBy = by
+  $('by-model').setAttribute('aria-pressed', String(by === 'model'))
+  $('by-provider').setAttribute('aria-pressed', String(by === 'provider'))
+  renderCosts()
+}
+
+$('key-form').addEventListener('submit', onKeySubmit)
+$('change-key').addEventListener('click', () => {
+  localStorage.removeItem(KEY_STORAGE)
+  state.key = null
+  showKeyPanel()
+})
+$('range').addEventListener('change', onRangeChange)
+$('custom-range').addEventListener('submit', onCustomSubmit)
+$('by-model').addEventListener('click', () => setGroup('model'))
+$('by-provider').addEventListener('click', () => setGroup('provider'))
+$('tail-model').addEventListener('change', () => {
+  state.tailModel = $('tail-model').value
+  renderTail()
+})
+$('tail-pause').addEventListener('click', togglePause)
+$('rule-form').addEventListener('submit', onRuleSubmit)
+// A sliding range moves even without traffic; firing rules resolve by themselves.
+setInterval(() => {
+  if (!state.key || $('dash').hidden || document.hidden) return
+  if (state.range !== 'custom') scheduleRefresh(0)
+  loadAlerts()
+}, 15_000)
+
+if (state.key) start()
+else showKeyPanel()

@@ -1,0 +1,182 @@
+/**
+ * The dashboard in a real browser (Debian's chromium driven by playwright-core) against a real
+ * listening app: key prompt, live tail, tiles, chart and cost bars updating from events sent
+ * over HTTP, an alert rule created in the page that fires, pause and model filter, enable /
+ * disable / delete, a phone-width layout, and a strict CSP. Screenshots go to test/artifacts/.
+ *
+ * Skipped when /usr/bin/chromium is missing (`.ci/run` installs it, so CI always runs it).
+ * Every wait is for a DOM condition, bounded; no timing assertions.
+ */
+import t from 'tap'
+import { existsSync, mkdirSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import type { AddressInfo } from 'node:net'
+import { chromium, type Browser, type Page } from 'playwright-core'
+import { ADMIN_KEY, makeApp } from '../helpers/app.js'
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
+const ARTIFACTS = fileURLToPath(new URL('../artifacts/', import.meta.url))
+const WAIT = { timeout: 15_000 }
+/** What the browser may load when the server sends no CSP of its own: this origin only. */
+const CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+
+/** Waits until the live tail shows `n` rows. */
+const tailCount = (page: Page, n: number) => page.waitForFunction(`document.querySelectorAll('#tail-body tr').length === ${n}`, null, WAIT)
+
+const skip = existsSync(CHROMIUM) ? false : `Chromium not found at ${CHROMIUM}: install it (apt-get install -y chromium) or set CHROMIUM_PATH; .ci/run installs it`
+
+t.test('the dashboard shows live traffic and alerts in a real browser', { skip }, async (t) => {
+  const built = await makeApp(t, { inlinePricing: true })
+  // The page runs under a strict CSP: the server's own (helmet) when it sends one, else this.
+  // (Set by the server: a page fulfilled by playwright's router counts as public, and Chromium's
+  // local-network checks would then refuse its WebSocket to 127.0.0.1.)
+  built.app.addHook('onSend', async (_request, reply) => {
+    if (!reply.hasHeader('content-security-policy')) reply.header('content-security-policy', CSP)
+  })
+  await built.app.listen({ port: 0, host: '127.0.0.1' })
+  const base = `http://127.0.0.1:${(built.app.server.address() as AddressInfo).port}`
+
+  const browser: Browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync']
+  })
+  t.teardown(() => browser.close())
+  const context = await browser.newContext({ viewport: { width: 1360, height: 1000 }, colorScheme: 'light' })
+  const page: Page = await context.newPage()
+  const problems: string[] = []
+  page.on('pageerror', (err) => problems.push(`page error: ${err.message}`))
+  page.on('console', (msg) => {
+    if (msg.type() === 'error') problems.push(`console error: ${msg.text()}`)
+  })
+
+  const ingest = async (events: Array<Record<string, unknown>>) => {
+    const r = await fetch(`${base}/events/batch`, { method: 'POST', headers: { 'x-api-key': ADMIN_KEY, 'content-type': 'application/json' }, body: JSON.stringify(events) })
+    t.equal(r.status, 202, 'ingested')
+  }
+  const text = (sel: string) => page.locator(sel).innerText()
+  const tailRows = page.locator('#tail-body tr')
+
+  // 1. First visit: the key prompt, nothing else.
+  await page.goto(base + '/')
+  await page.locator('#key-panel').waitFor({ state: 'visible', ...WAIT })
+  t.equal(await page.locator('#dash').isVisible(), false, 'no dashboard before a key')
+  await page.fill('#key-input', 'not-a-real-key-123')
+  await page.click('#key-form button[type=submit]')
+  await page.locator('#key-error', { hasText: '401' }).waitFor(WAIT)
+  await page.fill('#key-input', ADMIN_KEY)
+  await page.click('#key-form button[type=submit]')
+  await page.locator('#dash').waitFor({ state: 'visible', ...WAIT })
+  await page.locator('#conn.live').waitFor(WAIT)
+
+  // 2. Empty states before any event.
+  await page.locator('#tail-empty', { hasText: 'No events yet' }).waitFor(WAIT)
+  mkdirSync(ARTIFACTS, { recursive: true })
+  await page.screenshot({ path: ARTIFACTS + 'dashboard-empty.png', fullPage: true })
+  problems.length = 0 // the wrong key's 401 above is expected
+  t.match(await text('#curl-example'), /curl -X POST http:\/\/127\.0\.0\.1:\d+\/events\/ingest/, 'a copyable curl command')
+  t.equal(await text('#t-requests'), '0')
+  t.ok(await page.locator('#rules-empty').isVisible(), 'no rules yet')
+  t.ok(await page.locator('#alerts-empty').isVisible(), 'no alerts yet')
+  t.ok(await page.locator('#cost-empty').isVisible(), 'no cost yet')
+
+  // 3. Events over HTTP: the tail, tiles, cost bars and chart follow.
+  await ingest([
+    { model: 'gpt-4o', provider: 'openai', prompt_tokens: 1200, completion_tokens: 300, latency_ms: 900 },
+    { model: 'claude-3-5-sonnet-20241022', provider: 'anthropic', prompt_tokens: 200, completion_tokens: 80, latency_ms: 1500 },
+    { model: 'my-local-model', provider: 'self-hosted', prompt_tokens: 10, completion_tokens: 5, latency_ms: 80 }
+  ])
+  await tailCount(page, 3)
+  t.ok(await page.locator('#tail-empty').isHidden(), 'the empty state is gone')
+  await page.locator('#t-requests', { hasText: /^3$/ }).waitFor(WAIT)
+  await page.locator('#t-tokens', { hasText: /^1,795$/ }).waitFor(WAIT)
+  await page.locator('#t-unpriced', { hasText: /^1$/ }).waitFor(WAIT)
+  await page.waitForFunction(`/\\d/.test(document.getElementById('t-p95').textContent)`, null, WAIT)
+  t.match(await text('#t-cost'), /^\$0\.00\d+/, 'a cost in dollars')
+  await page.waitForFunction(`document.querySelectorAll('#cost-bars li').length === 3`, null, WAIT)
+  t.match(await text('#cost-bars li:first-child'), /gpt-4o|claude/, 'most costly first')
+  t.match(await text('#cost-bars'), /my-local-model[\s\S]*unpriced/, 'unpriced models are flagged')
+  await page.click('#by-provider')
+  t.match(await text('#cost-bars'), /anthropic/)
+  await page.click('#by-model')
+  t.ok(await page.locator('#ts-empty').isHidden(), 'the chart has data')
+  t.equal(await page.locator('#charts canvas').count(), 3, 'three uPlot charts')
+  await page.locator('#charts[data-requests="3"]').waitFor({ state: 'attached', ...WAIT })
+
+  // 4. A rule made in the page fires, and shows as new.
+  await page.fill('#rule-name', 'Any traffic')
+  await page.selectOption('#rule-condition', 'requests_per_minute')
+  await page.selectOption('#rule-comparator', 'gt')
+  await page.fill('#rule-threshold', '0')
+  await page.click('#rule-form button[type=submit]')
+  const ruleRow = page.locator('#rules-body tr', { hasText: 'Any traffic' })
+  await ruleRow.waitFor(WAIT)
+  t.match(await ruleRow.innerText(), /requests\/min > 0 over 300s/)
+  await ingest([{ model: 'gpt-4o', provider: 'openai', prompt_tokens: 100, completion_tokens: 20, latency_ms: 400 }])
+  await page.locator('#alert-events li.firing.is-new', { hasText: 'Any traffic' }).waitFor(WAIT)
+  await ruleRow.locator('.state-firing').waitFor(WAIT)
+  await page.waitForFunction(`document.title.startsWith('(1 firing)')`, null, WAIT)
+  await page.locator('#t-requests', { hasText: /^4$/ }).waitFor(WAIT)
+  await page.locator('#charts[data-requests="4"]').waitFor({ state: 'attached', ...WAIT })
+
+  const shot = ARTIFACTS + 'dashboard.png'
+  await page.screenshot({ path: shot, fullPage: true })
+  t.ok(existsSync(shot), `screenshot saved: ${shot}`)
+
+  // 5. Pause holds the tail while totals go on; resume shows what came in.
+  await page.click('#tail-pause')
+  await ingest([{ model: 'claude-3-5-sonnet-20241022', provider: 'anthropic', prompt_tokens: 50, completion_tokens: 10, latency_ms: 700 }])
+  await page.locator('#t-requests', { hasText: /^5$/ }).waitFor(WAIT)
+  await page.locator('#tail-paused', { hasText: '1 new event' }).waitFor(WAIT)
+  t.equal(await tailRows.count(), 4, 'the paused tail did not move')
+  await page.click('#tail-pause')
+  await tailCount(page, 5)
+
+  // 6. Model filter.
+  await page.selectOption('#tail-model', 'gpt-4o')
+  await tailCount(page, 2)
+  for (const row of await tailRows.allInnerTexts()) t.match(row, /gpt-4o/)
+  await page.selectOption('#tail-model', '')
+
+  // 7. Disable resolves the firing rule; delete (two clicks) removes it.
+  await ruleRow.getByRole('checkbox').uncheck()
+  await ruleRow.locator('.state-disabled').waitFor(WAIT)
+  await page.locator('#alert-events li.resolved', { hasText: 'Any traffic' }).waitFor(WAIT)
+  t.equal((await built.engine.rules.list())[0].enabled, false, 'the server has it disabled')
+  await ruleRow.getByRole('button', { name: /Delete/ }).click()
+  await ruleRow.getByRole('button', { name: /Delete/ }).click()
+  await page.locator('#rules-empty').waitFor({ state: 'visible', ...WAIT })
+  t.equal(built.engine.rules.size, 0, 'the server deleted it')
+
+  // 8. Ranges: a custom one before any event is empty; 7 days uses hourly buckets.
+  await page.selectOption('#range', 'custom')
+  await page.fill('#custom-start', '2026-01-01T00:00')
+  await page.fill('#custom-end', '2026-01-02T00:00')
+  await page.click('#custom-range button[type=submit]')
+  await page.locator('#t-requests', { hasText: /^0$/ }).waitFor(WAIT)
+  await page.locator('#cost-empty').waitFor({ state: 'visible', ...WAIT })
+  await page.selectOption('#range', '7d')
+  await page.locator('#ts-interval', { hasText: '1h buckets' }).waitFor(WAIT)
+  await page.locator('#t-requests', { hasText: /^5$/ }).waitFor(WAIT)
+
+  // 9. The key is remembered: a reload goes straight to the dashboard.
+  await page.reload()
+  await page.locator('#dash').waitFor({ state: 'visible', ...WAIT })
+  await page.locator('#t-requests', { hasText: /^5$/ }).waitFor(WAIT)
+  await tailCount(page, 5)
+
+  // 10. A phone: one column, nothing wider than the screen.
+  const phone = await browser.newContext({ viewport: { width: 375, height: 800 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true })
+  await phone.addInitScript(`localStorage.setItem('llmscope.apiKey', ${JSON.stringify(ADMIN_KEY)})`)
+  const mobile = await phone.newPage()
+  mobile.on('pageerror', (err) => problems.push(`phone page error: ${err.message}`))
+  await mobile.goto(base + '/')
+  await mobile.locator('#t-requests', { hasText: /^5$/ }).waitFor(WAIT)
+  await tailCount(mobile, 5)
+  const overflow = await mobile.evaluate<number>(`document.documentElement.scrollWidth - document.documentElement.clientWidth`)
+  t.equal(overflow, 0, 'no horizontal scrolling at 375 px')
+  await mobile.screenshot({ path: ARTIFACTS + 'dashboard-phone.png', fullPage: true })
+  await phone.close()
+
+  t.same(problems, [], 'no script errors, no CSP violations')
+  await context.close()
+})
