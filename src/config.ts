@@ -264,8 +264,15 @@ const HELP: Partial<Record<string, string>> = {
 
 /** The package's version, from package.json (one level above both src/ and dist/). */
 export function packageVersion(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
-  return pkg.version
+  // Walk up from this file: src/ and dist/ sit one level below the package root, the bench
+  // build (dist-bench/src/) two.
+  for (const rel of ['../package.json', '../../package.json']) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as { name?: string; version: string }
+      if (pkg.name === 'llmscope') return pkg.version
+    } catch {}
+  }
+  return 'unknown'
 }
 
 /** What the command line asks for besides serving: `--help`/`-h` or `--version`/`-v`, else null. */
