@@ -3,7 +3,8 @@
  * Each series (model × provider) answers its part of the range exactly; the parts merge.
  */
 import { createAggregate, mergeInto, mergeTimeseries, type Aggregate, type TimeBucket } from './analytics/series.js'
-import type { Totals } from './analytics/totals.js'
+import { createTotals, type Totals } from './analytics/totals.js'
+import { DiscardSketch } from './analytics/sketch.js'
 import type { Topology } from './actors/topology.js'
 
 export interface RangeQuery {
@@ -41,7 +42,8 @@ export function metrics(topology: Topology, q: RangeQuery): Aggregate {
 export function costs(topology: Topology, q: RangeQuery): Array<{ model: string; provider: string; agg: Aggregate }> {
   const rows: Array<{ model: string; provider: string; agg: Aggregate }> = []
   for (const s of selected(topology, q)) {
-    const agg = s.store.aggregate(q.start, q.end)
+    // Costs need totals only: a discarding sketch skips every sketch merge of the range.
+    const agg = s.store.aggregate(q.start, q.end, { totals: createTotals(), sketch: new DiscardSketch() })
     if (agg.totals.requests > 0) rows.push({ model: s.model, provider: s.provider, agg })
   }
   rows.sort((a, b) => b.agg.totals.costNanos - a.agg.totals.costNanos || b.agg.totals.requests - a.agg.totals.requests || (a.model < b.model ? -1 : a.model > b.model ? 1 : a.provider < b.provider ? -1 : 1))

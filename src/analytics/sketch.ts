@@ -359,3 +359,21 @@ function isNumberList(v: unknown): boolean {
   if (Array.isArray(v)) return v.every((x) => typeof x === 'number')
   return ArrayBuffer.isView(v) && !(v instanceof DataView)
 }
+
+/**
+ * A sketch that keeps nothing: for queries that need only totals (cost breakdowns), so a range
+ * query skips every sketch merge. Quantiles of it are those of an empty sketch.
+ */
+export class DiscardSketch extends LatencySketch {
+  override record(_valueUs: number): boolean {
+    return false
+  }
+
+  override recordMany(_valuesUs: ArrayLike<number>): number {
+    return 0
+  }
+
+  override merge(_other: LatencySketch): this {
+    return this
+  }
+}

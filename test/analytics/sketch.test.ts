@@ -187,3 +187,15 @@ t.test('fromJSON rejects unknown versions and malformed data clearly', async (t)
   ]
   for (const [name, data, msg] of bad) t.throws(() => LatencySketch.fromJSON(data), msg, name)
 })
+
+t.test('DiscardSketch keeps nothing and merges nothing (totals-only queries)', async (t) => {
+  const { DiscardSketch } = await import('../../src/analytics/sketch.js')
+  const d = new DiscardSketch()
+  t.equal(d.record(5), false)
+  t.equal(d.recordMany([1, 2, 3]), 0)
+  const full = new LatencySketch()
+  full.record(10)
+  t.equal(d.merge(full), d)
+  t.equal(d.count, 0)
+  t.ok(Number.isNaN(d.quantile(0.5)))
+})

@@ -20,8 +20,16 @@ const WAIT = { timeout: 15_000 }
 /** What the browser may load when the server sends no CSP of its own: this origin only. */
 const CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 
+/**
+ * Predicates are functions, not strings: playwright polls a string predicate through eval,
+ * which the page's CSP (no 'unsafe-eval') refuses whenever the first check is not yet true.
+ * `globalThis.document` because this file is type-checked without the DOM library.
+ */
+type Doc = { querySelectorAll(s: string): { length: number }; getElementById(id: string): { textContent: string | null } | null; title: string }
+
 /** Waits until the live tail shows `n` rows. */
-const tailCount = (page: Page, n: number) => page.waitForFunction(`document.querySelectorAll('#tail-body tr').length === ${n}`, null, WAIT)
+const tailCount = (page: Page, n: number) =>
+  page.waitForFunction((k) => (globalThis as unknown as { document: Doc }).document.querySelectorAll('#tail-body tr').length === k, n, WAIT)
 
 const skip = existsSync(CHROMIUM) ? false : `Chromium not found at ${CHROMIUM}: install it (apt-get install -y chromium) or set CHROMIUM_PATH; .ci/run installs it`
 
@@ -90,9 +98,9 @@ t.test('the dashboard shows live traffic and alerts in a real browser', { skip }
   await page.locator('#t-requests', { hasText: /^3$/ }).waitFor(WAIT)
   await page.locator('#t-tokens', { hasText: /^1,795$/ }).waitFor(WAIT)
   await page.locator('#t-unpriced', { hasText: /^1$/ }).waitFor(WAIT)
-  await page.waitForFunction(`/\\d/.test(document.getElementById('t-p95').textContent)`, null, WAIT)
+  await page.waitForFunction(() => /\d/.test((globalThis as unknown as { document: Doc }).document.getElementById('t-p95')?.textContent ?? ''), null, WAIT)
   t.match(await text('#t-cost'), /^\$0\.00\d+/, 'a cost in dollars')
-  await page.waitForFunction(`document.querySelectorAll('#cost-bars li').length === 3`, null, WAIT)
+  await page.waitForFunction(() => (globalThis as unknown as { document: Doc }).document.querySelectorAll('#cost-bars li').length === 3, null, WAIT)
   t.match(await text('#cost-bars li:first-child'), /gpt-4o|claude/, 'most costly first')
   t.match(await text('#cost-bars'), /my-local-model[\s\S]*unpriced/, 'unpriced models are flagged')
   await page.click('#by-provider')
@@ -114,7 +122,7 @@ t.test('the dashboard shows live traffic and alerts in a real browser', { skip }
   await ingest([{ model: 'gpt-4o', provider: 'openai', prompt_tokens: 100, completion_tokens: 20, latency_ms: 400 }])
   await page.locator('#alert-events li.firing.is-new', { hasText: 'Any traffic' }).waitFor(WAIT)
   await ruleRow.locator('.state-firing').waitFor(WAIT)
-  await page.waitForFunction(`document.title.startsWith('(1 firing)')`, null, WAIT)
+  await page.waitForFunction(() => (globalThis as unknown as { document: Doc }).document.title.startsWith('(1 firing)'), null, WAIT)
   await page.locator('#t-requests', { hasText: /^4$/ }).waitFor(WAIT)
   await page.locator('#charts[data-requests="4"]').waitFor({ state: 'attached', ...WAIT })
 
