@@ -5,7 +5,7 @@
  */
 import Fastify from 'fastify'
 
-const app = Fastify({ logger: false, bodyLimit: 64 * 1024 * 1024 })
+const app = Fastify({ logger: false, bodyLimit: 64 * 1024 * 1024, forceCloseConnections: true })
 app.addContentTypeParser('application/x-ndjson', { parseAs: 'string' }, (_req, body, done) => {
   try {
     done(null, (body as string).split('\n').filter((l) => l.trim() !== '').map((l) => JSON.parse(l)))
