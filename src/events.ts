@@ -248,20 +248,16 @@ export function zodDetails(issues: ReadonlyArray<{ path: ReadonlyArray<PropertyK
   return issues.map((i) => ({ path: formatPath([...prefix, ...i.path]) || '(body)', message: i.message }))
 }
 
-/** Validates one event or throws a 400 naming each bad field. */
-export function parseEvent(schema: ReturnType<typeof eventSchema>, body: unknown): ParsedEvent {
+/**
+ * Validates one event with zod or throws a 400 naming each bad field; with `index`, the event
+ * is item `index` of a batch and the paths and message say so (`[3].prompt_tokens`).
+ */
+export function parseEvent(schema: ReturnType<typeof eventSchema>, body: unknown, index?: number): ParsedEvent {
   const r = schema.safeParse(body)
   if (r.success) return r.data
-  const details = zodDetails(r.error.issues)
-  throw llmsError('LLMS_ERR_VALIDATION', `invalid event: ${details.map((d) => `${d.path}: ${d.message}`).join('; ')}`, { details })
-}
-
-/**
- * Validates a batch all-or-nothing: the first bad event fails the whole batch with a 400
- * naming its index (and every problem of that event).
- */
-export function parseBatch(schema: ReturnType<typeof eventSchema>, items: readonly unknown[]): ParsedEvent[] {
-  return items.map((item, i) => parseBatchItem(schema, item, i))
+  const details = zodDetails(r.error.issues, index === undefined ? [] : [index])
+  const what = index === undefined ? 'invalid event' : `invalid event at index ${index}`
+  throw llmsError('LLMS_ERR_VALIDATION', `${what}: ${details.map((d) => `${d.path}: ${d.message}`).join('; ')}`, { details })
 }
 
 /**
@@ -279,7 +275,7 @@ export function pendingBatch(
   const out: PendingEvent[] = new Array(items.length)
   for (let i = 0; i < items.length; i++) {
     const fast = fastPending(items[i], limits, now, inferProvider)
-    out[i] = fast ?? toPending(parseBatchItem(schema, items[i], i), now, inferProvider)
+    out[i] = fast ?? toPending(parseEvent(schema, items[i], i), now, inferProvider)
   }
   return out
 }
@@ -287,11 +283,4 @@ export function pendingBatch(
 /** One event validated as the single-event route does (the fast path, then zod). */
 export function pendingOne(schema: ReturnType<typeof eventSchema>, limits: MetadataLimits, body: unknown, now: number, inferProvider: (model: string) => string): PendingEvent {
   return fastPending(body, limits, now, inferProvider) ?? toPending(parseEvent(schema, body), now, inferProvider)
-}
-
-function parseBatchItem(schema: ReturnType<typeof eventSchema>, item: unknown, i: number): ParsedEvent {
-  const r = schema.safeParse(item)
-  if (r.success) return r.data
-  const details = zodDetails(r.error.issues, [i])
-  throw llmsError('LLMS_ERR_VALIDATION', `invalid event at index ${i}: ${details.map((d) => `${d.path}: ${d.message}`).join('; ')}`, { details })
 }

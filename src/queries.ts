@@ -2,7 +2,7 @@
  * Analytics queries, answered from the aggregators' in-memory series only (no disk read).
  * Each series (model × provider) answers its part of the range exactly; the parts merge.
  */
-import { createAggregate, mergeInto, mergeTimeseries, type Aggregate, type TimeBucket } from './analytics/series.js'
+import { createAggregate, mergeTimeseries, type Aggregate, type TimeBucket } from './analytics/series.js'
 import { createTotals, type Totals } from './analytics/totals.js'
 import { DiscardSketch } from './analytics/sketch.js'
 import type { Topology } from './actors/topology.js'
@@ -114,4 +114,3 @@ export function fillBuckets(buckets: TimeBucket[], start: number, end: number, i
   return out
 }
 
-export { mergeInto }
