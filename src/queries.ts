@@ -1,10 +1,13 @@
 /**
  * Analytics queries, answered from the aggregators' in-memory series only (no disk read).
  * Each series (model × provider) answers its part of the range exactly; the parts merge.
+ * Without a model or provider filter, the whole hours of the range come from the rollup
+ * (every model's hours in one store) and each series answers only the two partial edge hours.
  */
 import { createAggregate, mergeTimeseries, type Aggregate, type TimeBucket } from './analytics/series.js'
 import { createTotals, type Totals } from './analytics/totals.js'
 import { DiscardSketch } from './analytics/sketch.js'
+import { HOUR_MS } from './analytics/time.js'
 import type { Topology } from './actors/topology.js'
 
 export interface RangeQuery {
@@ -31,10 +34,31 @@ function* selected(topology: Topology, q: RangeQuery) {
   }
 }
 
+/**
+ * The whole hours [hs, he) inside the range of an unfiltered query (hs < he), or null when
+ * the query is filtered or holds no whole hour: then every series answers the whole range.
+ * Rows of [start, hs) and [he, end) are in partial hours, which only the series hold.
+ */
+function rollupHours(q: RangeQuery): [number, number] | null {
+  if (q.models !== undefined || q.providers !== undefined) return null
+  const hs = Math.ceil(q.start / HOUR_MS) * HOUR_MS
+  const he = Math.floor(q.end / HOUR_MS) * HOUR_MS
+  return hs < he ? [hs, he] : null
+}
+
 /** Totals and latency sketch over the range and filters. */
 export function metrics(topology: Topology, q: RangeQuery): Aggregate {
   const acc = createAggregate()
-  for (const s of selected(topology, q)) s.store.aggregate(q.start, q.end, acc)
+  const whole = rollupHours(q)
+  if (whole === null) {
+    for (const s of selected(topology, q)) s.store.aggregate(q.start, q.end, acc)
+    return acc
+  }
+  for (const s of selected(topology, q)) {
+    s.store.aggregate(q.start, whole[0], acc)
+    s.store.aggregate(whole[1], q.end, acc)
+  }
+  topology.rollup.view().aggregate(whole[0], whole[1], acc)
   return acc
 }
 
@@ -52,9 +76,21 @@ export function costs(topology: Topology, q: RangeQuery): Array<{ model: string;
 
 /** Buckets of `intervalMs` (epoch-aligned) with data in range, ascending. */
 export function timeseries(topology: Topology, q: RangeQuery, intervalMs: number): TimeBucket[] {
+  // The rollup holds hours only: it serves intervals made of whole hours.
+  const whole = intervalMs % HOUR_MS === 0 ? rollupHours(q) : null
   const lists: TimeBucket[][] = []
-  for (const s of selected(topology, q)) lists.push(s.store.timeseries(q.start, q.end, intervalMs))
-  return mergeTimeseries(lists)
+  const add = (list: TimeBucket[]) => list.length > 0 && lists.push(list)
+  if (whole === null) {
+    for (const s of selected(topology, q)) add(s.store.timeseries(q.start, q.end, intervalMs))
+  } else {
+    add(topology.rollup.view().timeseries(whole[0], whole[1], intervalMs))
+    for (const s of selected(topology, q)) {
+      add(s.store.timeseries(q.start, whole[0], intervalMs))
+      add(s.store.timeseries(whole[1], q.end, intervalMs))
+    }
+  }
+  // One list (one series, or only whole hours): its buckets are fresh, no merge needed.
+  return lists.length === 1 ? lists[0] : mergeTimeseries(lists)
 }
 
 const round = (x: number, digits = 3) => {

@@ -52,6 +52,13 @@ export class ActorSystem {
     return this.list().map((actor) => actor.stats)
   }
 
+  /** Messages queued in the fullest mailbox now (admission checks it on every ingest: no allocation). */
+  deepest(): number {
+    let most = 0
+    for (const actor of this.#actors.values()) if (actor.depth > most) most = actor.depth
+    return most
+  }
+
   /** Messages queued across all actors (for the pipeline's high-water mark). */
   totalDepth(): number {
     let total = 0

@@ -7,6 +7,7 @@
  *   CostStage ── piscina workers price a whole chunk per task; emits in log order
  *        │ priced events
  *        ├──► ModelAggregator[model]   (spawned on first event; capped, then an overflow actor)
+ *        ├──► RollupAggregator         (every model's hours and days: all-model queries)
  *        ├──► AlertEvaluator
  *        └──► Broadcaster
  *
@@ -20,6 +21,7 @@ import { CostStage, type Pricer } from './cost-stage.js'
 import { IngestRouter } from './ingest-router.js'
 import { ModelAggregator, OVERFLOW_MODEL, type AggregatorState } from './model-aggregator.js'
 import { AlertEvaluator, type AlertState } from './alert-evaluator.js'
+import { RollupAggregator } from './rollup.js'
 import { metrics } from '../queries.js'
 import type { AlertTransition, RecordedAlert } from '../alerts/types.js'
 import { Broadcaster, type BroadcastLimits } from './broadcaster.js'
@@ -63,6 +65,7 @@ export class Topology {
   readonly costStage: CostStage
   readonly alerts: AlertEvaluator
   readonly broadcaster: Broadcaster
+  readonly rollup: RollupAggregator
   readonly #aggregators = new Map<string, ModelAggregator>()
   readonly #opts: TopologyOptions
   readonly #mailboxCapacity: number
@@ -119,6 +122,9 @@ export class Topology {
     for (const a of opts.restored?.aggregators ?? []) {
       this.#spawn(a.model, a.state as AggregatorState)
     }
+    const restoredSeries = [...this.#aggregators.values()].flatMap((a) => [...a.view().values()])
+    this.rollup = new RollupAggregator(actorOpts, restoredSeries)
+    this.system.register(this.rollup)
   }
 
   /** Highest seq whose effects are in every downstream actor's mailbox or state. */
@@ -177,9 +183,7 @@ export class Topology {
 
   #admission(n: number): number {
     if (this.inFlightEvents + n > this.#opts.highWaterEvents) return 1
-    const limit = this.#mailboxCapacity * MAILBOX_HIGH_WATER
-    for (const s of this.system.stats()) if (s.depth > limit) return 1
-    return 0
+    return this.system.deepest() > this.#mailboxCapacity * MAILBOX_HIGH_WATER ? 1 : 0
   }
 
   #spawn(model: string, restored?: AggregatorState): ModelAggregator {
@@ -211,6 +215,9 @@ export class Topology {
         this.#opts.logger.error({ actor: agg.name, events: list.length }, 'aggregator mailbox full: events not aggregated until restart')
       }
     }
+    if (!this.rollup.send({ type: 'events', events })) {
+      this.#opts.logger.error({ actor: this.rollup.name, events: events.length }, 'rollup mailbox full: events not aggregated until restart')
+    }
     this.alerts.send({ type: 'events', events })
     this.broadcaster.send({ type: 'events', events })
   }
@@ -221,13 +228,13 @@ export class Topology {
    */
   async sync(): Promise<void> {
     await this.router.flushed()
-    const aggs = [...this.#aggregators.values()]
+    const aggs = [...this.#aggregators.values(), this.rollup]
     if (this.costStage.pendingEvents === 0 && this.costStage.depth === 0 && aggs.every((a) => a.depth === 0)) return
     await new Promise<void>((resolve) => {
       this.costStage.send({
         type: 'barrier',
         run: () => {
-          const list = [...this.#aggregators.values()]
+          const list = [...this.#aggregators.values(), this.rollup]
           let left = list.length
           if (left === 0) return resolve()
           for (const a of list) a.send({ type: 'barrier', reply: () => --left === 0 && resolve() })
@@ -293,7 +300,7 @@ export class Topology {
 
   /** Closes every actor in graph order. Safe twice. */
   async close(): Promise<void> {
-    await this.system.close(['ingest-router', 'cost-stage', ...[...this.#aggregators.values()].map((a) => a.name), 'alert-evaluator', 'broadcaster'])
+    await this.system.close(['ingest-router', 'cost-stage', ...[...this.#aggregators.values()].map((a) => a.name), 'rollup', 'alert-evaluator', 'broadcaster'])
     // After the broadcaster closed: it can no longer ask for ticks.
     if (this.#broadcastTimer !== null) clearTimeout(this.#broadcastTimer)
     this.#broadcastTimer = null

@@ -33,21 +33,27 @@ export function mergeInto(target: Aggregate, source: Aggregate): Aggregate {
 
 /**
  * Combines timeseries of several series into one: buckets with the same `start`
- * are merged, the result is ascending by `start`. Inputs are not modified.
+ * are merged, the result is ascending by `start`. Inputs are not modified; a bucket
+ * that no other list shares is passed through as is (so the result may share it).
  */
 export function mergeTimeseries(lists: readonly (readonly TimeBucket[])[]): TimeBucket[] {
-  const byStart = new Map<number, TimeBucket>()
+  const byStart = new Map<number, { bucket: TimeBucket; owned: boolean }>()
   for (const list of lists) {
     for (const b of list) {
       const have = byStart.get(b.start)
       if (have === undefined) {
-        byStart.set(b.start, { start: b.start, totals: cloneTotals(b.totals), sketch: b.sketch.clone() })
-      } else {
-        mergeInto(have, b)
+        byStart.set(b.start, { bucket: b, owned: false })
+        continue
       }
+      if (!have.owned) {
+        // Copied only when a second bucket joins it: inputs stay untouched.
+        have.bucket = { start: b.start, totals: cloneTotals(have.bucket.totals), sketch: have.bucket.sketch.clone() }
+        have.owned = true
+      }
+      mergeInto(have.bucket, b)
     }
   }
-  return [...byStart.values()].sort((a, b) => a.start - b.start)
+  return [...byStart.values()].map((x) => x.bucket).sort((a, b) => a.start - b.start)
 }
 
 /**
@@ -106,7 +112,7 @@ export interface SeriesSnapshot {
   coarse?: CoarseHour[]
 }
 
-/** Numeric columns of a row, in their order inside a row's stride in storage. */
+/** The numeric fields of a row, in the order the snapshot columns and the `#wide` escape use. */
 const VALUE_FIELDS = [
   'promptTokens',
   'completionTokens',
@@ -116,18 +122,59 @@ const VALUE_FIELDS = [
   'latencyUs',
   'costNanos',
 ] as const
-const STRIDE = VALUE_FIELDS.length
-const V_LATENCY = 5
-const FLAG_ERROR = 1
-const FLAG_UNPRICED = 2
+const NUM_VALUES = VALUE_FIELDS.length
 
-/** Rows live in chunks of up to 2^13 rows; a row index is (chunk << 13) | offset. */
-const CHUNK_SHIFT = 13
+/*
+ * Row layout: CORE Uint32 words per row in its chunk's `#core` array:
+ *
+ *   0 tokens: promptTokens (bits 0-23) | completionTokens bits 0-7 (bits 24-31)
+ *   1 latencyUs   2 costNanos mod 2^32
+ *   3 meta: offset of ts in its minute (bits 0-15: 0..59,999) | FLAG_* (bits 16-19)
+ *           | completionTokens bits 8-19 (bits 20-31)
+ *   4 next row of the same minute, as Uint32 (`| 0` reads it back; -1 = end of list)
+ *
+ * So prompts below 2^24 tokens and completions below 2^20 (today's context windows are far
+ * smaller) with latency below 2^32 µs (71 minutes) take no more. What does not fit goes to
+ * one of two exact escapes, flagged in `meta`:
+ * - FLAG_EXT: the row's EXT words in its chunk's `#ext` array (allocated on the chunk's first
+ *   such row): cachedTokens, reasoningTokens, totalTokens, floor(costNanos / 2^32). A row
+ *   without it has cached = reasoning = 0, total = prompt + completion and cost < 2^32.
+ * - FLAG_WIDE: a count or the latency does not fit its bits above (any value up to 2^53 is
+ *   legal): the row's values live in `#wide` (by row index, VALUE_FIELDS order) and its
+ *   tokens, latency and cost words are unused.
+ * So a typical row costs 20 bytes (one with cached or reasoning tokens, 36).
+ */
+const CORE = 5
+const C_TOKENS = 0
+const C_LATENCY = 1
+const C_COST = 2
+const C_META = 3
+const C_NEXT = 4
+const PROMPT_MASK = 0xffffff
+const PROMPT_LIMIT = 2 ** 24
+const COMPLETION_LIMIT = 2 ** 20
+const EXT = 4
+const E_CACHED = 0
+const E_REASONING = 1
+const E_TOTAL = 2
+const E_COST_HIGH = 3
+const OFFSET_MASK = 0xffff
+const FLAG_ERROR = 1 << 16
+const FLAG_UNPRICED = 1 << 17
+const FLAG_EXT = 1 << 18
+const FLAG_WIDE = 1 << 19
+const TWO_32 = 2 ** 32
+
+/** Rows live in chunks of up to 2^12 rows; a row index is (chunk << 12) | offset. */
+const CHUNK_SHIFT = 12
 const CHUNK_ROWS = 1 << CHUNK_SHIFT
 const CHUNK_MASK = CHUNK_ROWS - 1
-/** Chunks start small and double up to CHUNK_ROWS, so small series stay small. */
+/**
+ * The first chunk starts small and doubles up to CHUNK_ROWS, so small series stay small;
+ * later chunks are allocated whole: one allocation size, no copies, no freed halves left to
+ * fragment the allocator (the slack is at most one chunk, ~96 KiB, per series).
+ */
 const FIRST_CHUNK_ROWS = 16
-const LATER_CHUNK_ROWS = 1024
 /** Row and minute-slot indexes are Int32 (the linked lists use -1 as the end). */
 const MAX_ROWS = 0x7fffffff
 
@@ -209,9 +256,11 @@ function normalizeRange(start: number, end: number): [number, number] {
  *                                 └─► minute slot: head row, row count, optional Aggregate
  *                                        └─► rows: singly linked list through chunked columns
  * ```
- * Raw rows are stored column-wise in chunked typed arrays (no object per row):
- * 7 Float64 values, the offset of `ts` inside its minute (Uint16: 0..59,999), a
- * flag byte and an Int32 "next row of the same minute" link: 63 bytes per row.
+ * Raw rows are stored in chunked Uint32Arrays (no object per row): prompt and completion
+ * packed, latency, cost mod 2^32, the offset of `ts` inside its minute with the flags, and
+ * the "next row of the same minute" link: 20 bytes per row. Values that do not fit (cached
+ * or reasoning tokens, a total that is not prompt + completion, cost >= 2^32, larger
+ * counts) go to exact escapes (see CORE above), so every value reads back as recorded.
  * A row's full timestamp is its minute's start + offset, the minute being known
  * from the path that reached it.
  *
@@ -235,18 +284,25 @@ export class SeriesStore {
   #days = new Map<number, DayNode>()
   #dayKeys: number[] = []
 
-  // Row columns, chunked. Chunk c holds rows [c << CHUNK_SHIFT, ...).
-  #vals: Float64Array[] = []
-  #offs: Uint16Array[] = []
-  #flags: Uint8Array[] = []
-  #next: Int32Array[] = []
+  // Rows, chunked (layout: see CORE). Chunk c holds rows [c << CHUNK_SHIFT, ...).
+  #core: Uint32Array[] = []
+  /** Per chunk: EXT words per row, allocated on the chunk's first FLAG_EXT row. */
+  #ext: (Uint32Array | null)[] = []
+  /** Values of the FLAG_WIDE rows, by row index (VALUE_FIELDS order). */
+  #wide = new Map<number, Float64Array>()
+  /** Row capacity of the last chunk (earlier chunks are full). */
+  #lastChunkRows = 0
   #size = 0
+  /** Scratch for one row's values (VALUE_FIELDS order). */
+  #tmp = new Float64Array(NUM_VALUES)
 
-  // Minute slots, parallel columns grown by doubling.
+  // Minute slots, parallel columns grown by half (see #newMinuteSlot).
   #mHead: Int32Array = new Int32Array(0)
-  #mCount: Int32Array = new Int32Array(0)
-  /** Index + 1 into #minuteAggs, 0 while the minute is below the threshold. */
-  #mAgg: Int32Array = new Int32Array(0)
+  /**
+   * The minute's row count while it is below {@link MINUTE_AGGREGATE_THRESHOLD}; once it has
+   * its own Aggregate, -(index + 1) into #minuteAggs (the count is no longer needed).
+   */
+  #mState: Int32Array = new Int32Array(0)
   #minuteSlots = 0
   #minuteAggs: Aggregate[] = []
 
@@ -355,15 +411,16 @@ export class SeriesStore {
     this.#appendRow(row, ts - minuteKey * MINUTE_MS, slot)
     addRow(day, row)
     addRow(hour, row)
-    const count = ++this.#mCount[slot]
-    const agg = this.#mAgg[slot]
-    if (agg > 0) {
-      addRow(this.#minuteAggs[agg - 1], row)
-    } else if (count === MINUTE_AGGREGATE_THRESHOLD) {
+    const state = this.#mState[slot]
+    if (state < 0) {
+      addRow(this.#minuteAggs[-state - 1], row)
+    } else if (state + 1 === MINUTE_AGGREGATE_THRESHOLD) {
       const a = createAggregate()
       this.#collectRows(slot, 0, MINUTE_MS, a)
       this.#minuteAggs.push(a)
-      this.#mAgg[slot] = this.#minuteAggs.length
+      this.#mState[slot] = -this.#minuteAggs.length
+    } else {
+      this.#mState[slot] = state + 1
     }
     return true
   }
@@ -419,22 +476,19 @@ export class SeriesStore {
 
   /** Rebuilds row and minute storage with only the rows of hours that are not coarse. */
   #compactRows(): void {
-    const vals = this.#vals
-    const offs = this.#offs
-    const flags = this.#flags
-    const next = this.#next
+    const core = this.#core
+    const ext = this.#ext
+    const wide = this.#wide
     const mHead = this.#mHead
-    const mCount = this.#mCount
-    const mAgg = this.#mAgg
+    const mState = this.#mState
     const minuteAggs = this.#minuteAggs
-    this.#vals = []
-    this.#offs = []
-    this.#flags = []
-    this.#next = []
+    this.#core = []
+    this.#ext = []
+    this.#wide = new Map()
+    this.#lastChunkRows = 0
     this.#size = 0
     this.#mHead = new Int32Array(0)
-    this.#mCount = new Int32Array(0)
-    this.#mAgg = new Int32Array(0)
+    this.#mState = new Int32Array(0)
     this.#minuteSlots = 0
     this.#minuteAggs = []
     const list: number[] = []
@@ -448,37 +502,38 @@ export class SeriesStore {
           const slot = this.#newMinuteSlot()
           hour.minutes[m] = slot + 1
           list.length = 0
-          for (let r = mHead[old]; r >= 0; r = next[r >>> CHUNK_SHIFT][r & CHUNK_MASK]) list.push(r)
+          for (let r = mHead[old]; r >= 0; r = core[r >>> CHUNK_SHIFT][(r & CHUNK_MASK) * CORE + C_NEXT] | 0) list.push(r)
           // Appended back to front: each append links at the head, so the list keeps its order.
-          for (let j = list.length - 1; j >= 0; j--) {
-            const r = list[j]
-            const c = r >>> CHUNK_SHIFT
-            const i = r & CHUNK_MASK
-            this.#appendRaw(vals[c], i, offs[c][i], flags[c][i], slot)
-          }
-          this.#mCount[slot] = mCount[old]
-          if (mAgg[old] > 0) {
-            this.#minuteAggs.push(minuteAggs[mAgg[old] - 1])
-            this.#mAgg[slot] = this.#minuteAggs.length
+          for (let j = list.length - 1; j >= 0; j--) this.#appendRaw(core, ext, wide, list[j], slot)
+          const state = mState[old]
+          if (state < 0) {
+            this.#minuteAggs.push(minuteAggs[-state - 1])
+            this.#mState[slot] = -this.#minuteAggs.length
+          } else {
+            this.#mState[slot] = state
           }
         }
       }
     }
   }
 
-  /** {@link SeriesStore.#appendRow} from another store's columns (compaction). */
-  #appendRaw(srcVals: Float64Array, srcI: number, offset: number, flags: number, slot: number): void {
-    const r = this.#size
+  /** {@link SeriesStore.#appendRow} from another store's storage (compaction): copies row `src`. */
+  #appendRaw(core: Uint32Array[], ext: (Uint32Array | null)[], wide: Map<number, Float64Array>, src: number, slot: number): void {
+    const r = this.#newRow()
     const c = r >>> CHUNK_SHIFT
     const i = r & CHUNK_MASK
-    if (c === this.#offs.length) this.#resizeChunk(c, c === 0 ? FIRST_CHUNK_ROWS : LATER_CHUNK_ROWS)
-    else if (i === this.#offs[c].length) this.#resizeChunk(c, i * 2)
-    this.#vals[c].set(srcVals.subarray(srcI * STRIDE, srcI * STRIDE + STRIDE), i * STRIDE)
-    this.#offs[c][i] = offset
-    this.#flags[c][i] = flags
-    this.#next[c][i] = this.#mHead[slot]
-    this.#mHead[slot] = r
-    this.#size = r + 1
+    const srcCore = core[src >>> CHUNK_SHIFT]
+    const si = src & CHUNK_MASK
+    const to = this.#core[c]
+    // Value words and meta (C_TOKENS..C_META) as they are; the link is this store's.
+    to.set(srcCore.subarray(si * CORE, si * CORE + C_NEXT), i * CORE)
+    const meta = srcCore[si * CORE + C_META]
+    if ((meta & FLAG_EXT) !== 0) {
+      const from = ext[src >>> CHUNK_SHIFT] as Uint32Array
+      ;(this.#ext[c] ?? this.#newExt(c)).set(from.subarray(si * EXT, si * EXT + EXT), i * EXT)
+    }
+    if ((meta & FLAG_WIDE) !== 0) this.#wide.set(r, wide.get(src) as Float64Array)
+    this.#link(r, slot)
   }
 
   #newDay(dayKey: number): DayNode {
@@ -494,59 +549,132 @@ export class SeriesStore {
   #newMinuteSlot(): number {
     const slot = this.#minuteSlots++
     if (slot === this.#mHead.length) {
-      const cap = Math.max(16, slot * 2)
+      // x1.5 keeps copies amortised O(1) and leaves at most a third unused (doubling: half).
+      const cap = Math.max(16, slot + (slot >>> 1))
       const grow = (old: Int32Array): Int32Array => {
         const a = new Int32Array(cap)
         a.set(old)
         return a
       }
       this.#mHead = grow(this.#mHead)
-      this.#mCount = grow(this.#mCount)
-      this.#mAgg = grow(this.#mAgg)
+      this.#mState = grow(this.#mState)
     }
     this.#mHead[slot] = -1
     return slot
   }
 
-  /** Stores the row's columns and links it at the head of its minute's list. */
+  /** Stores the row (see CORE) and links it at the head of its minute's list. */
   #appendRow(row: Row, offset: number, slot: number): void {
+    const r = this.#newRow()
+    const c = r >>> CHUNK_SHIFT
+    const i = r & CHUNK_MASK
+    const core = this.#core[c]
+    const b = i * CORE
+    const prompt = row.promptTokens
+    const completion = row.completionTokens
+    const total = row.totalTokens
+    const cached = row.cachedTokens
+    const reasoning = row.reasoningTokens
+    const latency = row.latencyUs
+    const cost = row.costNanos
+    let meta = offset | (row.error ? FLAG_ERROR : 0) | (row.unpriced ? FLAG_UNPRICED : 0)
+    // A total other than prompt + completion goes to an extension word, so it must fit in one
+    // (prompt + completion < 2^25 here, so a total >= 2^32 is never that sum).
+    const needsExt = cached !== 0 || reasoning !== 0 || total !== prompt + completion || cost >= TWO_32
+    if (prompt >= PROMPT_LIMIT || completion >= COMPLETION_LIMIT || latency >= TWO_32 || cached >= TWO_32 || reasoning >= TWO_32 || total >= TWO_32) {
+      meta |= FLAG_WIDE
+      this.#wide.set(r, Float64Array.of(prompt, completion, total, cached, reasoning, latency, cost))
+    } else {
+      // Bit operations give an Int32; the Uint32Array store keeps its 32 bits.
+      core[b + C_TOKENS] = prompt | (completion << 24)
+      meta |= (completion >>> 8) << 20
+      core[b + C_LATENCY] = latency
+      // A Uint32Array store takes the value mod 2^32 (ToUint32 is exact for any integer).
+      core[b + C_COST] = cost
+      if (needsExt) {
+        meta |= FLAG_EXT
+        const words = this.#ext[c] ?? this.#newExt(c)
+        const e = i * EXT
+        words[e + E_CACHED] = cached
+        words[e + E_REASONING] = reasoning
+        words[e + E_TOTAL] = total
+        words[e + E_COST_HIGH] = (cost - (cost >>> 0)) / TWO_32
+      }
+    }
+    core[b + C_META] = meta
+    this.#link(r, slot)
+  }
+
+  /** Links stored row `r` at the head of minute `slot`'s list. */
+  #link(r: number, slot: number): void {
+    this.#core[r >>> CHUNK_SHIFT][(r & CHUNK_MASK) * CORE + C_NEXT] = this.#mHead[slot]
+    this.#mHead[slot] = r
+  }
+
+  /** Index of a new row at the end, with room for it; its words are zero. */
+  #newRow(): number {
     const r = this.#size
     const c = r >>> CHUNK_SHIFT
     const i = r & CHUNK_MASK
-    if (c === this.#offs.length) this.#resizeChunk(c, c === 0 ? FIRST_CHUNK_ROWS : LATER_CHUNK_ROWS)
-    else if (i === this.#offs[c].length) this.#resizeChunk(c, i * 2)
-    const vals = this.#vals[c]
-    const b = i * STRIDE
-    vals[b] = row.promptTokens
-    vals[b + 1] = row.completionTokens
-    vals[b + 2] = row.totalTokens
-    vals[b + 3] = row.cachedTokens
-    vals[b + 4] = row.reasoningTokens
-    vals[b + 5] = row.latencyUs
-    vals[b + 6] = row.costNanos
-    this.#offs[c][i] = offset
-    this.#flags[c][i] = (row.error ? FLAG_ERROR : 0) | (row.unpriced ? FLAG_UNPRICED : 0)
-    this.#next[c][i] = this.#mHead[slot]
-    this.#mHead[slot] = r
+    if (c === this.#core.length) {
+      this.#lastChunkRows = c === 0 ? FIRST_CHUNK_ROWS : CHUNK_ROWS
+      this.#core.push(new Uint32Array(this.#lastChunkRows * CORE))
+      this.#ext.push(null)
+    } else if (i === this.#lastChunkRows) {
+      // Only the first chunk grows (see FIRST_CHUNK_ROWS).
+      const rows = i * 2
+      const grow = (old: Uint32Array, words: number): Uint32Array => {
+        const a = new Uint32Array(rows * words)
+        a.set(old)
+        return a
+      }
+      this.#core[c] = grow(this.#core[c], CORE)
+      const ext = this.#ext[c]
+      if (ext !== null) this.#ext[c] = grow(ext, EXT)
+      this.#lastChunkRows = rows
+    }
     this.#size = r + 1
+    return r
   }
 
-  /** (Re)allocates chunk `c` with room for `rows` rows, keeping its contents. */
-  #resizeChunk(c: number, rows: number): void {
-    const vals = new Float64Array(rows * STRIDE)
-    const offs = new Uint16Array(rows)
-    const flags = new Uint8Array(rows)
-    const next = new Int32Array(rows)
-    if (c < this.#offs.length) {
-      vals.set(this.#vals[c])
-      offs.set(this.#offs[c])
-      flags.set(this.#flags[c])
-      next.set(this.#next[c])
+  /** Allocates chunk `c`'s EXT words. */
+  #newExt(c: number): Uint32Array {
+    const ext = new Uint32Array((c === this.#core.length - 1 ? this.#lastChunkRows : CHUNK_ROWS) * EXT)
+    this.#ext[c] = ext
+    return ext
+  }
+
+  /** Row `r`'s values, VALUE_FIELDS order, into `out` (the slow path of {@link SeriesStore.#collectRows}). */
+  #readValues(r: number, out: Float64Array): Float64Array {
+    const c = r >>> CHUNK_SHIFT
+    const i = r & CHUNK_MASK
+    const core = this.#core[c]
+    const b = i * CORE
+    const meta = core[b + C_META]
+    if ((meta & FLAG_WIDE) !== 0) {
+      out.set(this.#wide.get(r) as Float64Array)
+      return out
     }
-    this.#vals[c] = vals
-    this.#offs[c] = offs
-    this.#flags[c] = flags
-    this.#next[c] = next
+    const tokens = core[b + C_TOKENS]
+    const prompt = tokens & PROMPT_MASK
+    const completion = ((meta >>> 20) << 8) | (tokens >>> 24)
+    out[0] = prompt
+    out[1] = completion
+    out[5] = core[b + C_LATENCY]
+    if ((meta & FLAG_EXT) !== 0) {
+      const ext = this.#ext[c] as Uint32Array
+      const e = i * EXT
+      out[2] = ext[e + E_TOTAL]
+      out[3] = ext[e + E_CACHED]
+      out[4] = ext[e + E_REASONING]
+      out[6] = ext[e + E_COST_HIGH] * TWO_32 + core[b + C_COST]
+    } else {
+      out[2] = prompt + completion
+      out[3] = 0
+      out[4] = 0
+      out[6] = core[b + C_COST]
+    }
+    return out
   }
 
   /** Adds the rows of minute `slot` whose offset is in [lo, hi) to `acc`. */
@@ -555,27 +683,39 @@ export class SeriesStore {
     const sketch = acc.sketch
     let scanned = 0
     for (let r = this.#mHead[slot]; r >= 0; ) {
-      const c = r >>> CHUNK_SHIFT
-      const i = r & CHUNK_MASK
+      const core = this.#core[r >>> CHUNK_SHIFT]
+      const b = (r & CHUNK_MASK) * CORE
       scanned++
-      const off = this.#offs[c][i]
+      const meta = core[b + C_META]
+      const off = meta & OFFSET_MASK
       if (off >= lo && off < hi) {
-        const vals = this.#vals[c]
-        const b = i * STRIDE
-        const flags = this.#flags[c][i]
         t.requests += 1
-        t.promptTokens += vals[b]
-        t.completionTokens += vals[b + 1]
-        t.totalTokens += vals[b + 2]
-        t.cachedTokens += vals[b + 3]
-        t.reasoningTokens += vals[b + 4]
-        t.latencyUsSum += vals[b + 5]
-        t.costNanos += vals[b + 6]
-        t.errors += flags & FLAG_ERROR
-        t.unpriced += (flags & FLAG_UNPRICED) >>> 1
-        sketch.record(vals[b + V_LATENCY])
+        if ((meta & FLAG_ERROR) !== 0) t.errors += 1
+        if ((meta & FLAG_UNPRICED) !== 0) t.unpriced += 1
+        if ((meta & (FLAG_EXT | FLAG_WIDE)) === 0) {
+          const tokens = core[b + C_TOKENS]
+          const prompt = tokens & PROMPT_MASK
+          const completion = ((meta >>> 20) << 8) | (tokens >>> 24)
+          const latency = core[b + C_LATENCY]
+          t.promptTokens += prompt
+          t.completionTokens += completion
+          t.totalTokens += prompt + completion
+          t.latencyUsSum += latency
+          t.costNanos += core[b + C_COST]
+          sketch.record(latency)
+        } else {
+          const v = this.#readValues(r, this.#tmp)
+          t.promptTokens += v[0]
+          t.completionTokens += v[1]
+          t.totalTokens += v[2]
+          t.cachedTokens += v[3]
+          t.reasoningTokens += v[4]
+          t.latencyUsSum += v[5]
+          t.costNanos += v[6]
+          sketch.record(v[5])
+        }
       }
-      r = this.#next[c][i]
+      r = core[b + C_NEXT] | 0
     }
     this.#scanned += scanned
   }
@@ -631,8 +771,8 @@ export class SeriesStore {
 
   #addMinute(slot: number, mStart: number, s: number, e: number, acc: Aggregate): void {
     if (s <= mStart && mStart + MINUTE_MS <= e) {
-      const agg = this.#mAgg[slot]
-      if (agg > 0) mergeInto(acc, this.#minuteAggs[agg - 1])
+      const state = this.#mState[slot]
+      if (state < 0) mergeInto(acc, this.#minuteAggs[-state - 1])
       else this.#collectRows(slot, 0, MINUTE_MS, acc)
       return
     }
@@ -649,6 +789,8 @@ export class SeriesStore {
    * and 1h; multiples of an hour or a day walk coarser nodes). Throws RangeError
    * otherwise or on a NaN bound. The number of buckets is bounded by the data,
    * not by the range; callers bound the range/interval ratio if they must.
+   * Buckets are read only: a bucket that is exactly one stored hour shares that hour's
+   * totals and sketch (no copy).
    */
   timeseries(start: number, end: number, intervalMs: number): TimeBucket[] {
     if (!Number.isSafeInteger(intervalMs) || intervalMs <= 0 || intervalMs % MINUTE_MS !== 0) {
@@ -684,6 +826,13 @@ export class SeriesStore {
         if (hour === undefined) continue
         const hStart = dStart + h * HOUR_MS
         if (unit === HOUR_MS) {
+          if (intervalMs === HOUR_MS && s <= hStart && hStart + HOUR_MS <= e) {
+            // The bucket is exactly this hour: share its aggregate instead of copying it.
+            if (cur !== undefined && cur.totals.requests > 0) out.push(cur)
+            cur = undefined
+            out.push({ start: hStart, totals: hour.totals, sketch: hour.sketch })
+            continue
+          }
           this.#addHour(hour, hStart, s, e, bucketFor(hStart))
           continue
         }
@@ -757,15 +906,16 @@ export class SeriesStore {
           if (slot < 0) continue
           const mStart = dayKey * DAY_MS + h * HOUR_MS + m * MINUTE_MS
           for (let r = this.#mHead[slot]; r >= 0; ) {
-            const c = r >>> CHUNK_SHIFT
-            const i = r & CHUNK_MASK
-            ts[w] = mStart + this.#offs[c][i]
-            for (let f = 0; f < STRIDE; f++) cols[f][w] = this.#vals[c][i * STRIDE + f]
-            const flags = this.#flags[c][i]
-            error[w] = flags & FLAG_ERROR
-            unpriced[w] = (flags & FLAG_UNPRICED) >>> 1
+            const core = this.#core[r >>> CHUNK_SHIFT]
+            const b = (r & CHUNK_MASK) * CORE
+            const meta = core[b + C_META]
+            ts[w] = mStart + (meta & OFFSET_MASK)
+            const v = this.#readValues(r, this.#tmp)
+            for (let f = 0; f < NUM_VALUES; f++) cols[f][w] = v[f]
+            error[w] = (meta & FLAG_ERROR) !== 0 ? 1 : 0
+            unpriced[w] = (meta & FLAG_UNPRICED) !== 0 ? 1 : 0
             w++
-            r = this.#next[c][i]
+            r = core[b + C_NEXT] | 0
           }
         }
       }
@@ -775,6 +925,90 @@ export class SeriesStore {
       rows: n,
       // A part of the rows carries no counter: whoever stores parts keeps `rejected` once.
       rejected: days === undefined ? this.#rejected : 0,
+      ts,
+      promptTokens: cols[0],
+      completionTokens: cols[1],
+      totalTokens: cols[2],
+      cachedTokens: cols[3],
+      reasoningTokens: cols[4],
+      latencyUs: cols[5],
+      costNanos: cols[6],
+      error,
+      unpriced,
+      coarse,
+    }
+  }
+
+  /**
+   * Plain-data copy (see {@link SeriesSnapshot}, `rejected` 0) of the raw rows whose row index
+   * is in [from, to) and, with `coarse`, of every coarse hour: snapshots in parts that cost
+   * what they copy. Row indexes number rows in the order they were recorded, 0 to
+   * {@link SeriesStore.size} − 1, so the rows recorded after a cut at `size` are [size, …) —
+   * until {@link SeriesStore.retain} folds anything, which renumbers them all.
+   *
+   * O(minutes held + rows copied + rows at or past `to` passed over). A caller copying one
+   * range in several calls, each ending where the previous began (`to` = previous `from`),
+   * passes the same `cursor` object to each (no retain in between): every minute's walk then
+   * resumes where it stopped, so the whole range costs O(rows) (invariant used: along a
+   * minute's list, row indexes decrease). Throws RangeError unless 0 <= from <= to <= size.
+   */
+  toSnapshotRows(from: number, to: number, opts: { coarse?: boolean; cursor?: { at: Int32Array | null } } = {}): SeriesSnapshot {
+    if (!Number.isSafeInteger(from) || !Number.isSafeInteger(to) || from < 0 || from > to || to > this.#size) {
+      throw new RangeError(`row range [${from}, ${to}) is not inside [0, ${this.#size}]`)
+    }
+    const n = to - from
+    const cols = VALUE_FIELDS.map(() => new Float64Array(n))
+    const ts = new Float64Array(n)
+    const error = new Uint8Array(n)
+    const unpriced = new Uint8Array(n)
+    const coarse: CoarseHour[] = []
+    // cursor.at[slot]: the row the walk of that minute resumes at (-1 end, -2 not walked yet).
+    const cursor = opts.cursor
+    if (cursor !== undefined && (cursor.at === null || cursor.at.length < this.#minuteSlots)) {
+      const grown = new Int32Array(this.#minuteSlots).fill(-2)
+      if (cursor.at !== null) grown.set(cursor.at)
+      cursor.at = grown
+    }
+    const at = cursor?.at ?? null
+    let w = 0
+    for (const dayKey of this.#dayKeys) {
+      const day = this.#days.get(dayKey) as DayNode
+      for (let h = 0; h < 24; h++) {
+        const hour = day.hours[h]
+        if (hour === undefined) continue
+        if (hour.minutes === null) {
+          if (opts.coarse === true) coarse.push({ hour: dayKey * 24 + h, totals: cloneTotals(hour.totals), sketch: hour.sketch.toJSON() })
+          continue
+        }
+        if (n === 0) continue
+        for (let m = 0; m < 60; m++) {
+          const slot = hour.minutes[m] - 1
+          if (slot < 0) continue
+          const mStart = dayKey * DAY_MS + h * HOUR_MS + m * MINUTE_MS
+          let r = at === null || at[slot] === -2 ? this.#mHead[slot] : at[slot]
+          // Newest first: pass over rows at or past `to`, then copy down to `from`.
+          while (r >= to) r = this.#core[r >>> CHUNK_SHIFT][(r & CHUNK_MASK) * CORE + C_NEXT] | 0
+          while (r >= from) {
+            const core = this.#core[r >>> CHUNK_SHIFT]
+            const b = (r & CHUNK_MASK) * CORE
+            const meta = core[b + C_META]
+            ts[w] = mStart + (meta & OFFSET_MASK)
+            const v = this.#readValues(r, this.#tmp)
+            for (let f = 0; f < NUM_VALUES; f++) cols[f][w] = v[f]
+            error[w] = (meta & FLAG_ERROR) !== 0 ? 1 : 0
+            unpriced[w] = (meta & FLAG_UNPRICED) !== 0 ? 1 : 0
+            w++
+            r = core[b + C_NEXT] | 0
+          }
+          if (at !== null) at[slot] = r
+        }
+      }
+    }
+    if (w !== n) throw new Error(`row range [${from}, ${to}) yielded ${w} rows, expected ${n}`)
+    return {
+      version: SERIES_SNAPSHOT_VERSION,
+      rows: n,
+      rejected: 0,
       ts,
       promptTokens: cols[0],
       completionTokens: cols[1],
@@ -903,11 +1137,64 @@ export class SeriesStore {
     // the same lists and `toSnapshot()` of the result equals `data` (a fixed point).
     for (let i = (n as number) - 1; i >= 0; i--) {
       row.ts = ts[i]
-      for (let f = 0; f < STRIDE; f++) row[VALUE_FIELDS[f]] = vals[f][i]
+      for (let f = 0; f < NUM_VALUES; f++) row[VALUE_FIELDS[f]] = vals[f][i]
       row.error = flag(error[i], 'error', i)
       row.unpriced = flag(unpriced[i], 'unpriced', i)
       if (!store.record(row)) fail(`row ${i} breaks the Row contract`)
     }
     return rejected as number
+  }
+
+  /**
+   * A store that keeps no rows: every hour is coarse from the start, so each recorded row
+   * only adds to its hour's and day's totals and sketch. Queries on it are exact for ranges
+   * aligned to hours (the all-models rollup that queries over every series use).
+   */
+  static hoursOnly(): SeriesStore {
+    const store = new SeriesStore()
+    store.#coarseBefore = Infinity
+    return store
+  }
+
+  /** Calls `fn` with every hour's key (floor(ts / HOUR_MS)) and aggregate, ascending; read only. */
+  forEachHour(fn: (hourKey: number, agg: Aggregate) => void): void {
+    for (const dayKey of this.#dayKeys) {
+      const day = this.#days.get(dayKey) as DayNode
+      for (let h = 0; h < 24; h++) {
+        const hour = day.hours[h]
+        if (hour !== undefined) fn(dayKey * 24 + h, hour)
+      }
+    }
+  }
+
+  /**
+   * Adds a whole hour's aggregate (e.g. another store's, from {@link SeriesStore.forEachHour})
+   * into hour `hourKey` and its day. Only for hours this store keeps as aggregates (a
+   * {@link SeriesStore.hoursOnly} store, or hours before its horizon): throws RangeError
+   * otherwise, since rows would then disagree with their hour.
+   */
+  addHour(hourKey: number, agg: Aggregate): void {
+    if (!Number.isSafeInteger(hourKey) || Math.abs(hourKey * HOUR_MS) > MAX_TIMESTAMP_MS || hourKey >= this.#coarseBefore) {
+      throw new RangeError(`hour ${hourKey} is not an aggregate-only hour of this store`)
+    }
+    const n = agg.totals.requests
+    if (n === 0) return
+    const dayKey = floorDiv(hourKey, 24)
+    const day = this.#days.get(dayKey) ?? this.#newDay(dayKey)
+    const h = hourKey - dayKey * 24
+    let hour = day.hours[h]
+    if (hour === undefined) {
+      hour = { totals: createTotals(), sketch: new LatencySketch(), minutes: null }
+      day.hours[h] = hour
+      this.#coarseHours++
+    }
+    mergeInto(hour, agg)
+    mergeInto(day, agg)
+    this.#dirty.add(dayKey)
+    this.#lastDirty = NaN
+    this.#coarseRows += n
+    const hStart = hourKey * HOUR_MS
+    if (hStart < this.#minTs) this.#minTs = hStart
+    if (hStart + HOUR_MS - 1 > this.#maxTs) this.#maxTs = hStart + HOUR_MS - 1
   }
 }

@@ -31,6 +31,15 @@ const VALUE_FACTOR = 2 / (GAMMA + 1)
 /** Keys live in a Uint16Array: log_gamma(Number.MAX_VALUE) is about 35,500. */
 const MAX_KEY = 0xffff
 const INITIAL_CAPACITY = 4
+/**
+ * A sparse sketch turns dense once it holds this many buckets and a dense array over its key
+ * span (8 bytes a key) is no larger than its sparse arrays (10 bytes a slot of capacity):
+ * memory never grows, and merging into it is then one add per source bucket instead of a
+ * pass over both key lists (queries merge hundreds of sketches into one accumulator).
+ */
+const DENSE_MIN_BUCKETS = 32
+/** Spare keys on each side when a dense array is (re)allocated, so growth stays rare. */
+const DENSE_SLACK = 16
 const EMPTY_KEYS = new Uint16Array(0)
 const EMPTY_COUNTS = new Float64Array(0)
 
@@ -63,18 +72,26 @@ function valueOf(key: number): number {
 /**
  * DDSketch over latencies in microseconds with 1% relative error.
  *
- * Storage is sparse: two parallel arrays (bucket keys ascending, counts) with
+ * Storage starts sparse: two parallel arrays (bucket keys ascending, counts) with
  * spare capacity, because most sketches (one per minute/hour bucket) hold few
  * distinct buckets. Recording is a binary search (plus a shift when a new bucket
- * appears); merging is a linear in-place merge of the two sorted arrays.
+ * appears); merging is a linear in-place merge of the two sorted arrays. A sketch
+ * with many buckets over a narrow key span turns *dense* (see {@link DENSE_MIN_BUCKETS}):
+ * one count per key from `#base`, so recording and merging into it cost one add per bucket.
+ * The mode never shows outside: answers, JSON and merges are the same either way.
  *
- * Invariants: `#keys[0..#len)` strictly ascending; `#counts[i] >= 1`;
- * `#count === #zero + sum(#counts[0..#len))`; `#min <= #max` when `#count > 0`.
+ * Invariants: sparse (`#dense === null`): `#keys[0..#len)` strictly ascending,
+ * `#counts[i] >= 1`; dense: bucket k's count is `#dense[k - #base]`, `#len` of them
+ * are non-zero, `#keys`/`#counts` are empty. Both: `#count === #zero + sum of bucket
+ * counts`; `#min <= #max` when `#count > 0`.
  */
 export class LatencySketch {
   #keys: Uint16Array = EMPTY_KEYS
   #counts: Float64Array = EMPTY_COUNTS
   #len = 0
+  /** Dense mode when non-null: `#dense[k - #base]` counts bucket k. */
+  #dense: Float64Array | null = null
+  #base = 0
   #zero = 0
   #count = 0
   #min = Infinity
@@ -131,6 +148,13 @@ export class LatencySketch {
 
   /** Adds `n` to bucket `key`, inserting the bucket in order when new. */
   #add(key: number, n: number): void {
+    if (this.#dense !== null) {
+      const d = this.#cover(key, key)
+      const i = key - this.#base
+      if (d[i] === 0) this.#len++
+      d[i] += n
+      return
+    }
     const keys = this.#keys
     const len = this.#len
     // Fast path: values often repeat the last (largest) bucket touched.
@@ -157,6 +181,42 @@ export class LatencySketch {
     k[lo] = key
     c[lo] = n
     this.#len = len + 1
+    if (len + 1 >= DENSE_MIN_BUCKETS) this.#maybeDense()
+  }
+
+  /** Turns a sparse sketch dense when its buckets are many and close together. */
+  #maybeDense(): void {
+    const len = this.#len
+    if (this.#dense === null && len >= DENSE_MIN_BUCKETS && (this.#keys[len - 1] - this.#keys[0] + 1 + 2 * DENSE_SLACK) * 8 <= this.#keys.length * 10) this.#toDense()
+  }
+
+  /** Converts to dense storage (from sparse, possibly empty), keeping the contents. */
+  #toDense(): void {
+    const len = this.#len
+    const keys = this.#keys
+    const counts = this.#counts
+    const base = len === 0 ? 0 : Math.max(0, keys[0] - DENSE_SLACK)
+    const top = len === 0 ? 0 : Math.min(MAX_KEY, keys[len - 1] + DENSE_SLACK)
+    const d = new Float64Array(top - base + 1)
+    for (let i = 0; i < len; i++) d[keys[i] - base] = counts[i]
+    this.#dense = d
+    this.#base = base
+    this.#keys = EMPTY_KEYS
+    this.#counts = EMPTY_COUNTS
+  }
+
+  /** The dense array, grown (with slack) to cover keys [lo, hi]. Dense mode only. */
+  #cover(lo: number, hi: number): Float64Array {
+    const d = this.#dense as Float64Array
+    const base = this.#base
+    if (lo >= base && hi < base + d.length) return d
+    const nb = Math.max(0, Math.min(lo, base) - DENSE_SLACK)
+    const top = Math.min(MAX_KEY, Math.max(hi, base + d.length - 1) + DENSE_SLACK)
+    const nd = new Float64Array(top - nb + 1)
+    nd.set(d, base - nb)
+    this.#dense = nd
+    this.#base = nb
+    return nd
   }
 
   /** Reallocates to hold at least `min` buckets, keeping the contents. */
@@ -184,6 +244,23 @@ export class LatencySketch {
     if (other.#max > this.#max) this.#max = other.#max
     const bl = other.#len
     if (bl === 0) return this
+    if (this.#dense === null && other.#dense !== null) {
+      if (this.#len === 0) {
+        // Into an empty sketch (a clone): copy the dense array as it is.
+        this.#dense = (other.#dense as Float64Array).slice()
+        this.#base = other.#base
+        this.#len = bl
+        this.#keys = EMPTY_KEYS
+        this.#counts = EMPTY_COUNTS
+        return this
+      }
+      this.#toDense()
+    }
+    const d = this.#dense
+    if (d !== null) {
+      this.#mergeIntoDense(other)
+      return this
+    }
     const bk = other.#keys
     const bc = other.#counts
     const al = this.#len
@@ -244,13 +321,43 @@ export class LatencySketch {
       }
     }
     this.#len = union
+    this.#maybeDense()
     return this
+  }
+
+  /** Adds `other`'s buckets into this dense sketch: one add per bucket of `other`. */
+  #mergeIntoDense(other: LatencySketch): void {
+    const od = other.#dense
+    let len = this.#len
+    if (od !== null) {
+      const ob = other.#base
+      const d = this.#cover(ob, ob + od.length - 1)
+      const shift = ob - this.#base
+      for (let i = 0; i < od.length; i++) {
+        const c = od[i]
+        if (c === 0) continue
+        if (d[i + shift] === 0) len++
+        d[i + shift] += c
+      }
+    } else {
+      const bl = other.#len
+      const bk = other.#keys
+      const bc = other.#counts
+      const d = this.#cover(bk[0], bk[bl - 1])
+      const base = this.#base
+      for (let j = 0; j < bl; j++) {
+        const i = bk[j] - base
+        if (d[i] === 0) len++
+        d[i] += bc[j]
+      }
+    }
+    this.#len = len
   }
 
   /**
    * Estimated q-quantile in µs: the value at index `floor(q * (count - 1))` of the
    * sorted recorded values, within 1% (relative). The estimate is clamped to the
-   * exact [min, max], so `quantile(0)` and `quantile(1)` are exact.
+   * exact [min, max], so no answer lies outside the recorded values.
    *
    * Returns NaN when the sketch is empty ("no data", serialised as `null` by
    * JSON.stringify). Throws RangeError when q is not in [0, 1].
@@ -266,13 +373,25 @@ export class LatencySketch {
       // Counts are integers, so "first bucket whose cumulative count > rank"
       // is the bucket holding the element at index `rank`.
       let cum = this.#zero
-      let i = 0
-      const last = this.#len - 1
-      for (; i < last; i++) {
-        cum += this.#counts[i]
-        if (cum > rank) break
+      const d = this.#dense
+      if (d !== null) {
+        let key = -1
+        for (let i = 0; i < d.length; i++) {
+          if (d[i] === 0) continue
+          key = i
+          cum += d[i]
+          if (cum > rank) break
+        }
+        estimate = valueOf(this.#base + key)
+      } else {
+        let i = 0
+        const last = this.#len - 1
+        for (; i < last; i++) {
+          cum += this.#counts[i]
+          if (cum > rank) break
+        }
+        estimate = valueOf(this.#keys[i])
       }
-      estimate = valueOf(this.#keys[i])
     }
     if (estimate < this.#min) return this.#min
     if (estimate > this.#max) return this.#max
@@ -287,12 +406,27 @@ export class LatencySketch {
   /** Plain-data form; see {@link LatencySketchJSON}. */
   toJSON(): LatencySketchJSON {
     const empty = this.#count === 0
+    let keys: number[]
+    let counts: number[]
+    const d = this.#dense
+    if (d !== null) {
+      keys = []
+      counts = []
+      for (let i = 0; i < d.length; i++) {
+        if (d[i] === 0) continue
+        keys.push(this.#base + i)
+        counts.push(d[i])
+      }
+    } else {
+      keys = Array.from(this.#keys.subarray(0, this.#len))
+      counts = Array.from(this.#counts.subarray(0, this.#len))
+    }
     return {
       version: SKETCH_JSON_VERSION,
       relativeAccuracy: SKETCH_RELATIVE_ACCURACY,
       zeroCount: this.#zero,
-      keys: Array.from(this.#keys.subarray(0, this.#len)),
-      counts: Array.from(this.#counts.subarray(0, this.#len)),
+      keys,
+      counts,
       min: empty ? null : this.#min,
       max: empty ? null : this.#max,
     }
@@ -351,6 +485,7 @@ export class LatencySketch {
       s.#min = min as number
       s.#max = max as number
     }
+    s.#maybeDense()
     return s
   }
 }

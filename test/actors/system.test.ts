@@ -59,7 +59,7 @@ t.test('registering a duplicate name throws a clear error', async (t) => {
   t.equal(system.list().length, 1)
 })
 
-t.test('stats() and totalDepth() cover every actor', async (t) => {
+t.test('stats(), totalDepth() and deepest() cover every actor', async (t) => {
   const system = new ActorSystem()
   const a = system.register(new Player('a'))
   const b = system.register(new Player('b'))
@@ -67,6 +67,7 @@ t.test('stats() and totalDepth() cover every actor', async (t) => {
   a.send({ type: 'ball', hits: 0 })
   b.send({ type: 'ball', hits: 0 })
   t.equal(system.totalDepth(), 3)
+  t.equal(system.deepest(), 2, 'the fullest mailbox')
   t.same(
     system.stats().map((s) => [s.name, s.depth]),
     [
@@ -76,6 +77,7 @@ t.test('stats() and totalDepth() cover every actor', async (t) => {
   )
   await system.idle()
   t.equal(system.totalDepth(), 0)
+  t.equal(system.deepest(), 0)
   t.same(
     system.stats().map((s) => [s.name, s.processed]),
     [

@@ -36,6 +36,21 @@ function sameSeries(got: TimeBucket[], rows: readonly Row[], s: number, e: numbe
 /** The rows as a store with this horizon must see them. */
 const reference = (rows: readonly Row[], horizon: number) => rows.map((r) => (r.ts < horizon ? { ...r, ts: hourStart(r.ts) } : r))
 
+const U32 = 2 ** 32
+/**
+ * Rows as the store keeps most of them (every value in a 32-bit word, total = prompt +
+ * completion, no cached or reasoning tokens), mixed below with `rowArb()` rows, which mostly
+ * need the store's escapes (extension words, or wide values up to 2^40): compaction after
+ * retention copies both kinds.
+ */
+const typicalRowArb = (opts: { dense?: boolean } = {}) =>
+  rowArb(opts).map((r): Row => {
+    const promptTokens = r.promptTokens % U32
+    const completionTokens = r.completionTokens % U32
+    return { ...r, promptTokens, completionTokens, totalTokens: promptTokens + completionTokens, cachedTokens: 0, reasoningTokens: 0, latencyUs: r.latencyUs % U32, costNanos: r.costNanos % U32 }
+  })
+const mixedRowArb = (opts: { dense?: boolean } = {}) => fc.oneof(rowArb(opts), typicalRowArb(opts))
+
 const policyArb = fc.record({
   before: pointSpec,
   byAge: fc.boolean(),
@@ -46,10 +61,10 @@ const policyArb = fc.record({
 t.test('after retain, every query answers as if coarse rows sat at their hour start; aligned ranges as without retention', async (t) => {
   fc.assert(
     fc.property(
-      fc.array(rowArb(), { maxLength: 120 }),
-      fc.array(rowArb({ dense: true }), { maxLength: 80 }),
+      fc.array(mixedRowArb(), { maxLength: 120 }),
+      fc.array(mixedRowArb({ dense: true }), { maxLength: 80 }),
       policyArb,
-      fc.array(rowArb(), { maxLength: 40 }),
+      fc.array(mixedRowArb(), { maxLength: 40 }),
       fc.array(fc.tuple(pointSpec, pointSpec), { minLength: 1, maxLength: 4 }),
       (sparse, dense, p, late, ranges) => {
         const rows = [...sparse, ...dense]
@@ -135,4 +150,48 @@ t.test('a steady stream with maxRows keeps raw rows bounded (memory flat) and to
   t.equal(agg.requests, n)
   t.equal(agg.totalTokens, 7 * n)
   t.equal(store.size + store.coarseRows, n)
+})
+
+t.test('compaction after retention keeps every value of the remaining rows exact, across chunks and escapes', async (t) => {
+  const rows: Row[] = []
+  // Three days, ~13,000 rows (several chunks), in a scrambled order; escapes spread everywhere.
+  for (let i = 0; i < 13_000; i++) {
+    const p = (i * 7919) % 200_000
+    const c = (i * 104_729) % 4000
+    const row: Row = { ts: DAY + ((i * 7_919_993) % (3 * DAY)), promptTokens: p, completionTokens: c, totalTokens: p + c, cachedTokens: 0, reasoningTokens: 0, latencyUs: 500 + ((i * 37) % 3_000_000), costNanos: i * 977, error: i % 13 === 0, unpriced: i % 31 === 0 }
+    if (i % 5 === 0) row.cachedTokens = i % 1000
+    if (i % 9 === 4) row.costNanos = U32 + i
+    if (i % 11 === 2) row.latencyUs = U32 + 7 * i
+    if (i % 17 === 6) row.totalTokens = p
+    if (i % 29 === 8) row.completionTokens = 2 ** 36 + i
+    rows.push(row)
+  }
+  const store = new SeriesStore()
+  for (const r of rows) store.record(r)
+  const horizon = 2 * DAY + 5 * HOUR
+  const folded = store.retain({ before: horizon, maxRows: 0, now: 4 * DAY })
+  const kept = rows.filter((r) => r.ts >= horizon)
+  t.equal(folded, rows.length - kept.length)
+  t.equal(store.size, kept.length)
+  same(store.aggregate(-Infinity, Infinity), rows, 'all rows, folded or not')
+  same(store.aggregate(horizon, Infinity), kept, 'the kept rows')
+  for (const [s, e] of [
+    [horizon + 7 * MIN + 3, 3 * DAY + 11 * HOUR + 17],
+    [3 * DAY + 59_999, 3 * DAY + 3 * MIN + 1],
+  ]) {
+    same(store.aggregate(s, e), inRange(kept, s, e), `[${s}, ${e})`)
+    sameSeries(store.timeseries(s, e, MIN), kept, s, e, MIN)
+  }
+  // The snapshot's rows are exactly the kept rows, value for value.
+  const snap = store.toSnapshot()
+  const line = (r: Row) => [r.ts, r.promptTokens, r.completionTokens, r.totalTokens, r.cachedTokens, r.reasoningTokens, r.latencyUs, r.costNanos, r.error, r.unpriced].join()
+  const got: string[] = []
+  for (let i = 0; i < snap.rows; i++) {
+    got.push([snap.ts[i], snap.promptTokens[i], snap.completionTokens[i], snap.totalTokens[i], snap.cachedTokens[i], snap.reasoningTokens[i], snap.latencyUs[i], snap.costNanos[i], snap.error[i] === 1, snap.unpriced[i] === 1].join())
+  }
+  t.same(got.sort(), kept.map(line).sort())
+  // Rows recorded after the compaction (into the rebuilt chunks) stay exact too.
+  const more = rows.slice(0, 500).map((r) => ({ ...r, ts: 3 * DAY + (r.ts % DAY) }))
+  for (const r of more) store.record(r)
+  same(store.aggregate(horizon, Infinity), [...kept, ...more], 'kept rows plus later ones')
 })

@@ -208,7 +208,7 @@ t.test('a range query reads only the raw rows at its edges', async (t) => {
   const everything = store.scannedRows
   store.aggregate(base, base + 10 * DAY)
   t.equal(store.scannedRows, everything, 'whole days are answered without reading rows')
-  // Snapshot of a multi-chunk store (> 8192 rows) restores to the same answers.
+  // Snapshot of a multi-chunk store (chunks hold 4096 rows) restores to the same answers.
   const back = SeriesStore.fromSnapshot(store.toSnapshot())
   t.equal(back.size, store.size)
   t.same(back.aggregate(s, e), got)
@@ -281,4 +281,138 @@ t.test('results of many series combine: aggregate(into), mergeInto, mergeTimeser
     { numRuns: 60 },
   )
   t.pass('combined results equal the naive reference')
+})
+
+// ---- row layout: 32-bit words with exact escapes -----------------------------
+
+const U32 = 2 ** 32
+/** Around the 32-bit edge of the row words, and far above it (a few hundred still sum below 2^53). */
+const big = fc.oneof(fc.constantFrom(U32 - 1, U32, U32 + 1), fc.integer({ min: U32, max: 2 ** 44 }))
+/** Small counts, and the edges of the packed prompt (24 bits) and completion (20 bits). */
+const small = fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 5000 }), fc.constantFrom(2 ** 20 - 1, 2 ** 20, 2 ** 24 - 1, 2 ** 24, U32 - 1))
+const WIDE_FIELDS = ['promptTokens', 'completionTokens', 'totalTokens', 'cachedTokens', 'reasoningTokens', 'latencyUs'] as const
+
+/**
+ * Rows of every storage class, mixed: typical ones (all in the row's words, total = prompt +
+ * completion, no cached/reasoning tokens), ones needing the extension words (cached or
+ * reasoning tokens, another total, cost >= 2^32) and wide ones (a count or latency past its
+ * bits: prompt >= 2^24, completion >= 2^20, any other >= 2^32).
+ */
+const layoutRow: fc.Arbitrary<Row> = fc
+  .tuple(rowArb(), fc.constantFrom('typical', 'typical', 'cached', 'total', 'cost', 'wide'), small, small, small, big, fc.constantFrom(...WIDE_FIELDS))
+  .map(([r, kind, p, c, x, b, field]) => {
+    const row: Row = {
+      ...r,
+      promptTokens: p,
+      completionTokens: c,
+      totalTokens: p + c,
+      cachedTokens: 0,
+      reasoningTokens: 0,
+      latencyUs: r.latencyUs % U32,
+      costNanos: r.costNanos % U32,
+    }
+    if (kind === 'cached') {
+      row.cachedTokens = x
+      row.reasoningTokens = c
+    } else if (kind === 'total') row.totalTokens = p + c === x ? x + 1 : x
+    else if (kind === 'cost') row.costNanos = b
+    else if (kind === 'wide') row[field] = b
+    return row
+  })
+
+/** The rows a snapshot holds, as sorted JSON lines (a multiset to compare). */
+function snapshotRows(store: SeriesStore): string[] {
+  const snap = store.toSnapshot()
+  const out: string[] = []
+  for (let i = 0; i < snap.rows; i++) {
+    const row: Row = {
+      ts: snap.ts[i],
+      promptTokens: snap.promptTokens[i],
+      completionTokens: snap.completionTokens[i],
+      totalTokens: snap.totalTokens[i],
+      cachedTokens: snap.cachedTokens[i],
+      reasoningTokens: snap.reasoningTokens[i],
+      latencyUs: snap.latencyUs[i],
+      costNanos: snap.costNanos[i],
+      error: snap.error[i] === 1,
+      unpriced: snap.unpriced[i] === 1,
+    }
+    out.push(JSON.stringify(row))
+  }
+  return out.sort()
+}
+
+const rowLines = (rows: readonly Row[]): string[] =>
+  rows
+    .map((r) =>
+      JSON.stringify({
+        ts: r.ts,
+        promptTokens: r.promptTokens,
+        completionTokens: r.completionTokens,
+        totalTokens: r.totalTokens,
+        cachedTokens: r.cachedTokens,
+        reasoningTokens: r.reasoningTokens,
+        latencyUs: r.latencyUs,
+        costNanos: r.costNanos,
+        error: r.error,
+        unpriced: r.unpriced,
+      }),
+    )
+    .sort()
+
+t.test('every storage class of a row (packed words, extension words, wide values) reads back exactly', async (t) => {
+  fc.assert(
+    fc.property(fc.array(layoutRow, { maxLength: 150 }), fc.array(layoutRow.map((r) => ({ ...r, ts: 20_000 * DAY + (r.ts % (3 * MIN)) })), { maxLength: 150 }), ranges, (sparse, dense, rs) => {
+      const rows = [...sparse, ...dense]
+      const store = storeOf(rows)
+      checkStore(store, rows, rs)
+      const lines = rowLines(rows)
+      const got = snapshotRows(store)
+      if (JSON.stringify(got) !== JSON.stringify(lines)) throw new Error('snapshot rows differ from the recorded rows')
+    }),
+    { numRuns: 120 },
+  )
+  t.pass('matched the naive reference, and every value read back as recorded')
+})
+
+t.test('escaped values stay exact across chunks, first-chunk growth and snapshots (9,000+ rows)', async (t) => {
+  const base = 20_000 * DAY
+  const rows: Row[] = []
+  for (let i = 0; i < 9_500; i++) {
+    const p = (i * 7919) % 100_000
+    const c = (i * 104_729) % 3000
+    const row: Row = {
+      ts: base + ((i * 7_919_993) % (2 * DAY)),
+      promptTokens: p,
+      completionTokens: c,
+      totalTokens: p + c,
+      cachedTokens: 0,
+      reasoningTokens: 0,
+      latencyUs: 1000 + ((i * 37) % 3_000_000),
+      costNanos: i * 13_001,
+      error: i % 17 === 0,
+      unpriced: i % 29 === 0,
+    }
+    // The first escapes land in the first chunk while it is still small (it then grows).
+    if (i % 7 === 0) row.cachedTokens = i
+    if (i % 11 === 3) row.latencyUs = U32 + i
+    if (i % 13 === 5) row.costNanos = 2 ** 40 + i
+    if (i % 19 === 1) row.totalTokens = p + c + 5
+    if (i % 23 === 2) row.promptTokens = 2 ** 24 - 1 + (i % 2)
+    if (i % 37 === 9) row.completionTokens = 2 ** 20 - 1 + (i % 2)
+    if (i % 31 === 4) row.reasoningTokens = 2 ** 33 + i
+    rows.push(row)
+  }
+  const store = storeOf(rows)
+  t.equal(store.size, rows.length)
+  t.same(store.aggregate(-Infinity, Infinity).totals, naiveTotals(rows))
+  for (const [s, e] of [
+    [base + 3 * HOUR + 7, base + DAY + 5 * HOUR + 13 * MIN + 1],
+    [base + 17 * MIN + 59_999, base + 17 * MIN + 60_001],
+  ]) {
+    t.same(store.aggregate(s, e).totals, naiveTotals(inRange(rows, s, e)), `[${s}, ${e})`)
+  }
+  t.same(snapshotRows(store), rowLines(rows), 'every value reads back as recorded')
+  const back = SeriesStore.fromSnapshot(store.toSnapshot())
+  t.same(back.toSnapshot(), store.toSnapshot(), 'a restored store holds the same rows')
 })

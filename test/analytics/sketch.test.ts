@@ -87,6 +87,57 @@ t.test('merge covers the in-place paths: into empty, subset keys, self-merge, gr
   }
 })
 
+t.test('dense storage (many close buckets) answers, merges and serialises exactly as sparse', async (t) => {
+  // Latencies 1–300 ms: a few hundred buckets close together, so sketches turn dense.
+  const narrow = fc.oneof(fc.integer({ min: 1000, max: 300_000 }), fc.constant(0), fc.integer({ min: 1, max: 50 }))
+  fc.assert(
+    fc.property(fc.array(fc.array(narrow, { maxLength: 300 }), { minLength: 1, maxLength: 6 }), fc.boolean(), (parts, reverse) => {
+      const values = parts.flat()
+      const all = sketchOf(values)
+      const merged = new LatencySketch()
+      for (const p of reverse ? [...parts].reverse() : parts) merged.merge(sketchOf(p))
+      // Sparse tiny sketches merged into a dense accumulator, and the other way round.
+      const mixed = sketchOf(parts[0])
+      for (const v of parts.slice(1).flat()) mixed.merge(sketchOf([v]))
+      const json = all.toJSON()
+      if (JSON.stringify(merged.toJSON()) !== JSON.stringify(json)) throw new Error('merge order changed the sketch')
+      if (JSON.stringify(mixed.toJSON()) !== JSON.stringify(json)) throw new Error('one-by-one merges changed the sketch')
+      if (JSON.stringify(LatencySketch.fromJSON(json).toJSON()) !== JSON.stringify(json)) throw new Error('JSON round trip changed the sketch')
+      for (const q of QS) {
+        if (values.length === 0) continue
+        const truth = naiveQuantile(values, q)
+        for (const s of [all, merged, mixed]) if (!within1pct(s.quantile(q), truth)) throw new Error(`q=${q}: ${s.quantile(q)} vs ${truth}`)
+      }
+      return all.count === values.length && all.bucketCount === json.keys.length
+    }),
+    { numRuns: 200 },
+  )
+  t.pass('dense and sparse agree')
+
+  const dense = new LatencySketch()
+  for (let v = 1000; v < 3000; v += 7) dense.record(v)
+  const before = dense.bucketCount
+  t.ok(before >= 32, 'many buckets')
+  // Far keys on both sides grow the dense range; self-merge doubles every count.
+  dense.record(3)
+  dense.record(9e9)
+  t.equal(dense.bucketCount, before + 2)
+  t.equal(dense.quantile(0), 3)
+  t.ok(within1pct(dense.quantile(1), 9e9), 'max within 1%')
+  const copy = dense.clone()
+  dense.merge(dense)
+  t.equal(dense.count, copy.count * 2)
+  t.same(dense.toJSON().keys, copy.toJSON().keys, 'self-merge keeps the keys')
+  t.same(dense.toJSON().counts, copy.toJSON().counts.map((c) => c * 2), 'and doubles the counts')
+  // A sparse sketch with buckets far apart stays exact when merged into a dense one.
+  const far = sketchOf([1, 1e6, 1e12])
+  const union = copy.clone().merge(far)
+  t.equal(union.count, copy.count + 3)
+  t.ok(within1pct(union.quantile(1), 1e12), 'max within 1%')
+  const fromSparse = far.clone().merge(copy)
+  t.same(fromSparse.toJSON(), union.toJSON(), 'sparse into dense equals dense into sparse')
+})
+
 t.test('empty sketch: quantile is NaN, min/max NaN, JSON min/max null', async (t) => {
   const s = new LatencySketch()
   t.equal(s.count, 0)
