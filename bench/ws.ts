@@ -24,6 +24,9 @@
  * CPU: the server's user+system time (/proc/<pid>/stat) over the window, once with no
  * subscriber and once with 100, at the same offered load: the difference is the fan-out cost.
  * Three such A/B rounds on one server (this machine's speed drifts); medians are shown.
+ *
+ * Server stalls: its own event-loop delay over each live window (from its /metrics) and
+ * whether a state snapshot (LLMSCOPE_SNAPSHOT_INTERVAL_S, default 30 s) fell in the window.
  */
 import { fork, type ChildProcess } from 'node:child_process'
 import { request } from 'node:http'
@@ -287,10 +290,31 @@ function percentile(hist: Array<[number, number]>, q: number): number {
   return NaN
 }
 
+/** The server's /metrics as name → value (unlabelled series only). */
+async function scrape(url: string): Promise<Map<string, number>> {
+  const text = await (await fetch(`${url}/metrics`)).text()
+  const out = new Map<string, number>()
+  for (const m of text.matchAll(/^([a-zA-Z0-9_:]+) (\S+)$/gm)) out.set(m[1], Number(m[2]))
+  return out
+}
+
+/**
+ * The server's own event-loop delay over the live window (prom-client's monitorEventLoopDelay
+ * histogram, which every scrape resets: one scrape as the window opens, one after it), and
+ * the snapshot written inside the window, if any: a stall on the server shows here whatever
+ * the sender and subscriber processes do.
+ */
+interface LoopDelay {
+  p99: number
+  max: number
+  snapshot: { ms: number; bytes: number } | null
+}
+
 interface Round {
   idle: Offered
   live: Offered
   report: Extract<FromChild, { type: 'report' }>
+  loop: LoopDelay
 }
 
 /** One A/B pair on a running server: no subscriber, then SUBSCRIBERS in a fresh process. */
@@ -307,7 +331,16 @@ async function round(url: string, pid: number, base: bigint, seconds: number): P
     })
     const w = windowOf(base, seconds)
     child.send({ type: 'window', from: w.windowFrom, to: w.windowTo } satisfies ToChild)
+    const opened = sleep(w.windowFrom - since(base)).then(() => scrape(url))
     const live = await offer(url, base, seconds, pid, w)
+    await opened
+    const m = await scrape(url)
+    const inWindow = (m.get('llmscope_snapshot_age_seconds') ?? Infinity) * 1000 <= since(base) - w.windowFrom
+    const loop: LoopDelay = {
+      p99: (m.get('nodejs_eventloop_lag_p99_seconds') ?? NaN) * 1000,
+      max: (m.get('nodejs_eventloop_lag_max_seconds') ?? NaN) * 1000,
+      snapshot: inWindow ? { ms: (m.get('llmscope_snapshot_duration_seconds') ?? NaN) * 1000, bytes: m.get('llmscope_snapshot_bytes') ?? NaN } : null
+    }
     // Wait for delivery to finish: the frame count stops moving (bounded).
     let last = -1
     for (let i = 0; i < 60; i++) {
@@ -317,7 +350,7 @@ async function round(url: string, pid: number, base: bigint, seconds: number): P
       last = r.frames
     }
     const report = (await ask(child, { type: 'report' }, 'report')) as Extract<FromChild, { type: 'report' }>
-    return { idle, live, report }
+    return { idle, live, report, loop }
   } finally {
     child.kill('SIGKILL')
   }
@@ -335,7 +368,7 @@ export async function run(seconds: number): Promise<Row[]> {
     const metrics = await (await fetch(`${scope.url}/metrics`)).text()
     const metric = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(metrics)?.[1] ?? NaN)
 
-    const each = rounds.map(({ idle, live, report }) => {
+    const each = rounds.map(({ idle, live, report, loop }) => {
       const got = report.received.reduce((a, b) => a + b, 0)
       return {
         delivered: got / (live.accepted * SUBSCRIBERS),
@@ -350,6 +383,8 @@ export async function run(seconds: number): Promise<Row[]> {
         cpuIdle: idle.cpu,
         cpuLive: live.cpu,
         subCpu: report.cpuSeconds / seconds,
+        loopP99: loop.p99,
+        loopMax: loop.max,
         refused: idle.failed + live.failed,
         notices: report.notices
       }
@@ -363,6 +398,13 @@ export async function run(seconds: number): Promise<Row[]> {
       { bench: 'ws', metric: 'ingest → WS latency p50', value: m('p50'), unit: 'ms', note: `${tag}; rounds ${all('p50')}` },
       { bench: 'ws', metric: 'ingest → WS latency p99', value: m('p99'), unit: 'ms', note: `rounds ${all('p99')}; p99.9 ${all('p999')}; max ${all('max')}` },
       { bench: 'ws', metric: 'same load: POST → 202 p50', value: m('ack50'), unit: 'ms', note: `p99 ${all('ack99')} (part of the WS latency)` },
+      {
+        bench: 'ws',
+        metric: 'server event-loop delay p99 (live window)',
+        value: m('loopP99'),
+        unit: 'ms',
+        note: `rounds ${all('loopP99')}; max ${all('loopMax')}; snapshots in window: ${rounds.map((r, i) => (r.loop.snapshot === null ? null : `round ${i + 1} (${r.loop.snapshot.ms.toFixed(0)} ms, ${(r.loop.snapshot.bytes / 1e6).toFixed(1)} MB)`)).filter((x) => x !== null).join(', ') || 'none'}`
+      },
       { bench: 'ws', metric: `server CPU, ${SUBSCRIBERS} subscribers`, value: m('cpuLive'), unit: 'cores', baseline: m('cpuIdle'), ratio: m('cpuLive') / m('cpuIdle'), note: `baseline: same load, no subscriber; ${tag}` },
       { bench: 'ws', metric: 'fan-out cost (difference)', value: m('cpuLive') - m('cpuIdle'), unit: 'cores', goal: '< 1', note: `subscriber process (the load side) ${m('subCpu').toFixed(2)} cores` }
     ]

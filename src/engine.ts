@@ -199,8 +199,8 @@ export class Engine {
   /**
    * Sends every aggregator the retention policy for now (no-op without LLMSCOPE_RETENTION_*):
    * raw rows of events older than the last `days` UTC days (today included), and past
-   * `events` rows per series, fold into hour aggregates. Runs before each snapshot, so the
-   * folded days' segments are rewritten in it.
+   * `events` rows per series, fold into hour aggregates. Runs before each snapshot, so a
+   * folded series (its rows renumbered) is rewritten in it.
    */
   retain(): void {
     const { days, events } = this.config.retention
@@ -212,8 +212,10 @@ export class Engine {
 
   /** Writes a snapshot now (one at a time: a call during a write joins it). */
   snapshotNow(): Promise<void> {
-    // Never skipped: with nothing new it is a manifest of a few hundred bytes (unchanged days
-    // are not rewritten), and alert state may have moved without new events.
+    // Never skipped: with nothing new it is a manifest of a few hundred bytes (only rows
+    // recorded since the last snapshot are written), and alert state may have moved without
+    // new events. The barrier's cut is O(series); the rows are copied and encoded a few ms
+    // per event-loop turn inside `snapshots.write`, so a snapshot never stalls ingestion.
     if (this.#snapshotting !== null) return this.#snapshotting
     this.#snapshotting = (async () => {
       const t0 = performance.now()
@@ -224,7 +226,7 @@ export class Engine {
       try {
         bytes = await this.snapshots.write(payload)
       } catch (err) {
-        // The changed days were handed over and not stored: the next snapshot writes all days.
+        // The new parts were handed over and maybe not stored: the next snapshot rewrites all.
         this.#snapshotFailed = true
         throw err
       }

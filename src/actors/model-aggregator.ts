@@ -10,24 +10,77 @@ import type { PricedEvent } from '../events.js'
 
 /** The model name events are counted under once `maxModels` aggregators exist. */
 export const OVERFLOW_MODEL = '(other models)'
-const STATE_VERSION = 2
+/** 3: a series is a run of parts [first, next) (coarse hours, then rows by row range); 2 had one part per day. */
+const STATE_VERSION = 3
+/**
+ * Most rows in one snapshot part. The writer copies, encodes and hashes one part per event-loop
+ * turn at most (about 1 µs a row on a slow core), so this bounds how long a snapshot holds the loop.
+ */
+export const PART_ROWS = 4096
+/** Parts a series may hold beyond twice the fewest its rows need, before a snapshot rewrites it. */
+const PART_SLACK = 64
 
 export type AggregatorMessage =
   | { type: 'events'; events: PricedEvent[] }
   | { type: 'barrier'; reply: () => void }
-  | { type: 'snapshot'; full?: boolean; reply: (state: AggregatorState) => void }
+  | { type: 'snapshot'; full?: boolean; reply: (state: AggregatorSnapshot) => void }
   /** Folds raw rows past retention into hour aggregates (off the ingest path: a timer asks). */
   | { type: 'retain'; policy: RetentionPolicy }
 
 /**
- * What a snapshot keeps of one aggregator: per provider series, the day keys it holds and
- * the rows of some of those days (`parts`). In a snapshot reply, `parts` are the days that
- * changed since the previous snapshot (every day when `full`); when restoring, every day.
+ * What a snapshot keeps of one series (one provider of the model): parts numbered
+ * [first, next), which together hold its coarse hours and raw rows, disjointly.
  */
+export interface SeriesHeader {
+  provider: string
+  rejected: number
+  first: number
+  next: number
+}
+
+/** An aggregator as restored: every series with the data of its parts, in part order. */
 export interface AggregatorState {
   v: number
   model: string
-  series: Array<{ provider: string; rejected: number; days: number[]; parts: Array<{ day: number; data: SeriesSnapshot }> }>
+  series: Array<SeriesHeader & { parts: SeriesSnapshot[] }>
+}
+
+/**
+ * One part to store, copied from the series only when `data()` is called — later, between
+ * this actor's messages, so a snapshot never copies everything in one turn. Rows of a row
+ * range never change while no retention fold renumbers them; a fold in between makes
+ * `data()` throw (the snapshot then fails and the next one rewrites everything). Call each
+ * part's `data()` once, in the order given.
+ */
+export interface SnapshotPart {
+  id: number
+  data: () => SeriesSnapshot
+}
+
+/**
+ * An aggregator's snapshot reply: every series' part range at the barrier and the parts to
+ * write for it — those made since the previous snapshot: rows recorded since (a delta), or
+ * everything under fresh part ids (a rewrite: when `full`, after a retention fold, a late row
+ * into a folded hour, or once deltas left too many small parts).
+ */
+export interface AggregatorSnapshot {
+  v: number
+  model: string
+  series: Array<SeriesHeader & { write: SnapshotPart[] }>
+}
+
+/** What the previous snapshot holds of one series, in this process's row numbering. */
+interface Persisted {
+  first: number
+  next: number
+  /** Rows [0, rows) of the store are in the parts. */
+  rows: number
+  coarseRows: number
+  coarseHours: number
+  /** Bumped by every retention fold (which renumbers rows): parts handed out before are stale. */
+  epoch: number
+  /** True when the parts no longer match the rows' numbering: the next snapshot rewrites. */
+  stale: boolean
 }
 
 /** Converts a priced event to the analytics row: integer µs and nano-dollars keep sums exact. */
@@ -49,6 +102,7 @@ export function toRow(e: PricedEvent): Row {
 export class ModelAggregator extends Actor<AggregatorMessage> {
   readonly model: string
   readonly #series = new Map<string, SeriesStore>()
+  readonly #persisted = new Map<string, Persisted>()
   #events = 0
   #folded = 0
 
@@ -57,7 +111,15 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
     this.model = model
     if (restored !== undefined) {
       if (restored.v !== STATE_VERSION) throw new Error(`aggregator state version ${restored.v} is not ${STATE_VERSION}`)
-      for (const s of restored.series) this.#series.set(s.provider, SeriesStore.fromSnapshots(s.parts.map((p) => p.data), s.rejected))
+      for (const s of restored.series) {
+        if (!Number.isSafeInteger(s.first) || !Number.isSafeInteger(s.next) || s.first < 0 || s.next < s.first || !Array.isArray(s.parts)) {
+          throw new Error(`aggregator state of ${model}/${s.provider}: malformed part range`)
+        }
+        const store = SeriesStore.fromSnapshots(s.parts, s.rejected)
+        this.#series.set(s.provider, store)
+        // The restored rows are numbered [0, size): exactly the rows the parts hold.
+        this.#persisted.set(s.provider, { first: s.first, next: s.next, rows: store.size, coarseRows: store.coarseRows, coarseHours: store.coarseHours, epoch: 0, stale: false })
+      }
       for (const s of this.#series.values()) this.#events += s.size
     }
   }
@@ -79,28 +141,74 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
         message.reply()
         return
       case 'snapshot':
-        message.reply(this.#state(message.full === true))
+        message.reply(this.#snapshot(message.full === true))
         return
       case 'retain':
-        for (const store of this.#series.values()) this.#folded += store.retain(message.policy)
+        for (const [provider, store] of this.#series) {
+          const folded = store.retain(message.policy)
+          if (folded === 0) continue
+          this.#folded += folded
+          const p = this.#persisted.get(provider)
+          if (p !== undefined) {
+            p.epoch++
+            p.stale = true
+          }
+        }
         return
       default:
         assertNever(message)
     }
   }
 
-  /** Takes the dirty days as parts: the caller must store them (or ask for `full` next time). */
-  #state(full: boolean): AggregatorState {
-    return {
-      v: STATE_VERSION,
-      model: this.model,
-      series: [...this.#series].map(([provider, store]) => {
-        const dirty = store.takeDirtyDays()
-        const days = [...store.dayKeys()]
-        const partDays = full ? days : dirty
-        return { provider, rejected: store.rejected, days, parts: partDays.map((day) => ({ day, data: store.toSnapshot([day]) })) }
-      })
+  /**
+   * The cut at the barrier: O(series + coarse hours of a rewrite), never O(rows) — rows are
+   * copied later, part by part, by the writer calling `data()`. Assumes the caller stores the
+   * parts (or asks for `full` next time: a failed write leaves holes in the part ranges).
+   */
+  #snapshot(full: boolean): AggregatorSnapshot {
+    const series: AggregatorSnapshot['series'] = []
+    for (const [provider, store] of this.#series) {
+      let p = this.#persisted.get(provider)
+      if (p === undefined) {
+        p = { first: 0, next: 0, rows: 0, coarseRows: 0, coarseHours: 0, epoch: 0, stale: true }
+        this.#persisted.set(provider, p)
+      }
+      const size = store.size
+      const rewrite =
+        full ||
+        p.stale ||
+        size < p.rows ||
+        store.coarseRows !== p.coarseRows ||
+        store.coarseHours !== p.coarseHours ||
+        p.next - p.first > PART_SLACK + 2 * Math.ceil(size / PART_ROWS)
+      const write: SnapshotPart[] = []
+      let next = p.next
+      const first = rewrite ? next : p.first
+      if (rewrite && store.coarseHours > 0) {
+        // Coarse hours change in place (late rows): copied now, at the cut.
+        const coarse = store.toSnapshotRows(0, 0, { coarse: true })
+        write.push({ id: next++, data: () => coarse })
+      }
+      // Rows [from, size) newest first, PART_ROWS at a time; one cursor resumes every minute's walk.
+      const from = rewrite ? 0 : p.rows
+      const cursor = { at: null as Int32Array | null }
+      const epoch = p.epoch
+      const persisted = p
+      for (let hi = size; hi > from; hi -= PART_ROWS) {
+        const lo = Math.max(from, hi - PART_ROWS)
+        const top = hi
+        write.push({
+          id: next++,
+          data: () => {
+            if (persisted.epoch !== epoch) throw new Error(`series ${this.model}/${provider} was folded by retention during the snapshot`)
+            return store.toSnapshotRows(lo, top, { cursor })
+          }
+        })
+      }
+      Object.assign(p, { first, next, rows: size, coarseRows: store.coarseRows, coarseHours: store.coarseHours, stale: false })
+      series.push({ provider, rejected: store.rejected, first, next, write })
     }
+    return { v: STATE_VERSION, model: this.model, series }
   }
 
   /** Read-only access to the per-provider series, for queries (never mutate through it). */

@@ -2,28 +2,42 @@
  * Snapshots: the engine state at one log position, so a restart reads it and replays only the
  * log tail after it.
  *
- * Incremental: the raw rows of each (model, provider, UTC day) are a separate *segment*,
- * written only when that day changed; the *manifest* (key `snapshot`) names the log position,
- * every series' day list and the small states, and is written in the same LMDB transaction as
- * the segments, so a reader sees a whole snapshot or the previous one.
+ * Append-only: each series (model, provider) is stored as *parts* numbered [first, next) under
+ * their own keys — its coarse hours, then its raw rows in ranges of row numbers. A snapshot
+ * writes only the rows recorded since the previous one as new parts (a delta), so under
+ * sustained load it costs what arrived, not what is held; a series is rewritten under fresh
+ * part numbers only after a retention fold (which renumbers rows), a late row into a folded
+ * hour, a failed write, or once deltas left too many small parts. The *manifest* (key
+ * `snapshot`) names the log position, every series' part range and the small states.
  *
- * Every stored value (binary): 4-byte magic (`LSNP` manifest, `LSEG` segment), u32 format
+ * Never blocking for long: parts are copied, encoded and hashed a few milliseconds per
+ * event-loop turn and put as they come; new parts are invisible until the manifest naming them
+ * commits, in one LMDB transaction that also removes the parts it no longer names. A crash
+ * before that commit leaves the previous snapshot whole (its parts are never overwritten: part
+ * numbers only grow) plus unnamed parts that later writes overwrite or remove.
+ *
+ * Every stored value (binary): 4-byte magic (`LSNP` manifest, `LSEG` part), u32 format
  * version, 32-byte SHA-256 of the payload, payload (v8 structured-clone serialisation, which
- * keeps typed arrays exact). A wrong magic, an unknown version, a checksum mismatch or a
- * missing segment makes the whole snapshot unusable and the caller rebuilds from the log: a
- * snapshot is never misread.
+ * keeps typed arrays exact). A wrong magic, an unknown version (2 = one part per day, before
+ * deltas), a checksum mismatch or a missing part makes the whole snapshot unusable and the
+ * caller rebuilds from the log: a snapshot is never misread.
  */
 import { createHash } from 'node:crypto'
 import { serialize, deserialize } from 'node:v8'
 import type { Database } from 'lmdb'
 
 /** Bump when the payload's shape changes; older snapshots are then rebuilt from the log. */
-export const SNAPSHOT_VERSION = 2
+export const SNAPSHOT_VERSION = 3
 const MAGIC = Buffer.from('LSNP')
 const SEGMENT_MAGIC = Buffer.from('LSEG')
 const KEY = 'snapshot'
-/** LMDB key of one segment. */
-const segmentKey = (model: string, provider: string, day: number) => ['seg', model, provider, day] as unknown as string
+/** LMDB key of one part of a series. */
+const partKey = (model: string, provider: string, id: number) => ['part', model, provider, id] as unknown as string
+/** Key prefixes of parts: this version's, and version 2's per-day segments (removed on sight). */
+const PART_PREFIXES = new Set(['part', 'seg'])
+/** Encoding work per event-loop turn before the writer yields (parts are PART_ROWS rows at most). */
+const TURN_BUDGET_MS = 3
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve))
 
 /** What a snapshot holds. `seq`: every event with a smaller seq is included, none after. */
 export interface SnapshotPayload {
@@ -83,40 +97,65 @@ export function decodeSnapshot(buf: Buffer | undefined): SnapshotRead {
   }
 }
 
-/** The per-series shape inside an aggregator state (see ModelAggregator's AggregatorState). */
+/**
+ * The per-series shape inside an aggregator state (see ModelAggregator's AggregatorState and
+ * AggregatorSnapshot): a part range; `write` (parts to store) in what is written, `parts`
+ * (their data, in order) in what is read.
+ */
 interface SeriesState {
   provider: string
-  days: number[]
-  parts: Array<{ day: number; data: unknown }>
+  first: number
+  next: number
+  write?: Array<{ id: number; data: () => unknown }>
+  parts?: unknown[]
 }
 const seriesOf = (state: unknown): SeriesState[] | null => {
   const s = (state as { series?: unknown } | null)?.series
   return Array.isArray(s) ? (s as SeriesState[]) : null
 }
+const rangeOk = (s: SeriesState) => Number.isSafeInteger(s.first) && Number.isSafeInteger(s.next) && s.first >= 0 && s.next >= s.first
+/** Map key of a series in {@link SnapshotStore}'s record of what the stored manifest names. */
+const seriesId = (model: string, provider: string) => JSON.stringify([model, provider])
+/** Part range of each series a manifest names, by {@link seriesId}. */
+type Named = Map<string, { model: string; provider: string; first: number; next: number }>
 
 export class SnapshotStore {
   readonly #db: Database<Buffer, string>
+  /**
+   * Part range of every series the stored manifest names, or null when unknown (no snapshot
+   * read yet, or an unreadable one): the next write then scans for parts to remove.
+   */
+  #named: Named | null = null
+
   constructor(db: Database<Buffer, string>) {
     this.#db = db
   }
 
-  /** Reads the manifest and every segment it names, putting each day's rows back as `parts`. */
+  /** Reads the manifest and every part it names, putting each series' part data back as `parts`. */
   read(): SnapshotRead {
     const manifest = decodeSnapshot(this.#db.get(KEY))
     if (!manifest.ok) return manifest
     let bytes = manifest.bytes
+    const named: Named = new Map()
     for (const agg of manifest.payload.aggregators) {
       const series = seriesOf(agg.state)
       if (series === null) continue // a state this build does not read: the restore rejects it
       for (const s of series) {
-        if (!Array.isArray(s.days)) return { ok: false, reason: `snapshot manifest of ${agg.model} lists no days` }
+        if (!rangeOk(s)) return { ok: false, reason: `snapshot manifest of ${agg.model} has a malformed part range` }
+        named.set(seriesId(agg.model, s.provider), { model: agg.model, provider: s.provider, first: s.first, next: s.next })
+      }
+    }
+    // Known even if a part below is damaged: the rebuild's first snapshot removes them all.
+    this.#named = named
+    for (const agg of manifest.payload.aggregators) {
+      for (const s of seriesOf(agg.state) ?? []) {
         s.parts = []
-        for (const day of s.days) {
-          const buf = this.#db.get(segmentKey(agg.model, s.provider, day))
-          const seg = decode(buf, SEGMENT_MAGIC, `snapshot segment ${agg.model}/${s.provider}/day ${day}`)
-          if (!seg.ok) return seg
+        for (let id = s.first; id < s.next; id++) {
+          const buf = this.#db.get(partKey(agg.model, s.provider, id))
+          const part = decode(buf, SEGMENT_MAGIC, `snapshot segment ${agg.model}/${s.provider}/part ${id}`)
+          if (!part.ok) return part
           bytes += buf!.length
-          s.parts.push({ day, data: seg.value })
+          s.parts.push(part.value)
         }
       }
     }
@@ -124,28 +163,99 @@ export class SnapshotStore {
   }
 
   /**
-   * Writes the changed segments (each aggregator series' `parts`) and the manifest (the payload
-   * without parts) in one transaction; resolves after the commit with the bytes written.
+   * Stores each series' new parts (`write`; each `data()` called once, in order, a few
+   * milliseconds of copying and encoding per event-loop turn), then, in one transaction, the
+   * manifest (the payload without parts) and the removal of parts it no longer names.
+   * Resolves after that commit with the bytes written.
    */
   async write(payload: SnapshotPayload): Promise<number> {
-    const segments: Array<[string, Buffer]> = []
-    const aggregators = payload.aggregators.map((agg) => {
-      const series = seriesOf(agg.state)
-      if (series === null) return agg
-      const slim = series.map((s) => {
-        for (const p of s.parts) segments.push([segmentKey(agg.model, s.provider, p.day), encode(SEGMENT_MAGIC, p.data, SNAPSHOT_VERSION)])
-        return { ...s, parts: [] }
-      })
-      return { model: agg.model, state: { ...(agg.state as object), series: slim } }
-    })
+    // Parts the stored manifest names are never overwritten while it stands, or a crash could
+    // leave it naming a mix of old and new parts. Only after a rejected snapshot (the rebuilt
+    // state numbers parts from 0 again) can a new part collide: drop that manifest first.
+    if (this.#collides(payload)) await this.#db.remove(KEY)
+    let bytes = 0
+    const puts: Array<Promise<boolean>> = []
+    const named: Named = new Map()
+    let turn = performance.now()
+    const aggregators: SnapshotPayload['aggregators'] = []
+    try {
+      for (const agg of payload.aggregators) {
+        const series = seriesOf(agg.state)
+        if (series === null) {
+          aggregators.push(agg)
+          continue
+        }
+        const slim = []
+        for (const s of series) {
+          for (const part of s.write ?? []) {
+            const buf = encode(SEGMENT_MAGIC, part.data(), SNAPSHOT_VERSION)
+            bytes += buf.length
+            puts.push(this.#db.put(partKey(agg.model, s.provider, part.id), buf))
+            if (performance.now() - turn >= TURN_BUDGET_MS) {
+              await nextTurn()
+              turn = performance.now()
+            }
+          }
+          named.set(seriesId(agg.model, s.provider), { model: agg.model, provider: s.provider, first: s.first, next: s.next })
+          const { write: _write, parts: _parts, ...header } = s
+          slim.push(header)
+        }
+        aggregators.push({ model: agg.model, state: { ...(agg.state as object), series: slim } })
+      }
+    } finally {
+      // Every put settles before this write does (none left to reject unobserved).
+      await Promise.allSettled(puts)
+    }
+    await Promise.all(puts)
     const manifest = encodeSnapshot({ ...payload, aggregators })
-    let bytes = manifest.length
-    for (const [, b] of segments) bytes += b.length
+    const dead = this.#unnamed(named)
     await this.#db.transaction(() => {
-      for (const [k, b] of segments) this.#db.put(k, b)
+      for (const k of dead) this.#db.remove(k)
       this.#db.put(KEY, manifest)
     })
-    return bytes
+    this.#named = named
+    return bytes + manifest.length
+  }
+
+  /** True when a part to write has a number the stored manifest names for its series. */
+  #collides(payload: SnapshotPayload): boolean {
+    if (this.#named === null || this.#named.size === 0) return false
+    for (const agg of payload.aggregators) {
+      for (const s of seriesOf(agg.state) ?? []) {
+        const n = this.#named.get(seriesId(agg.model, s.provider))
+        if (n !== undefined && (s.write ?? []).some((p) => p.id >= n.first && p.id < n.next)) return true
+      }
+    }
+    return false
+  }
+
+  /**
+   * Keys of stored parts the new manifest (`named`) does not name. From the previous
+   * manifest's ranges: a series' parts from its old range's start up to the later of that
+   * range's end and the new range's start (numbers left by failed writes included), minus the
+   * new range. When those ranges are unknown, by a scan of the keys (which also removes
+   * version 2's per-day segments).
+   */
+  #unnamed(named: Named): string[] {
+    const live = (model: string, provider: string, id: number) => {
+      const n = named.get(seriesId(model, provider))
+      return n !== undefined && id >= n.first && id < n.next
+    }
+    const dead: string[] = []
+    if (this.#named === null) {
+      for (const k of this.#db.getKeys({}) as Iterable<unknown>) {
+        if (!Array.isArray(k) || !PART_PREFIXES.has(k[0] as string)) continue
+        const [prefix, model, provider, id] = k as [string, string, string, number]
+        if (prefix !== 'part' || !live(model, provider, id)) dead.push(k as unknown as string)
+      }
+      return dead
+    }
+    for (const [key, old] of this.#named) {
+      const now = named.get(key)
+      const end = Math.max(old.next, now?.first ?? 0)
+      for (let id = old.first; id < end; id++) if (!live(old.model, old.provider, id)) dead.push(partKey(old.model, old.provider, id))
+    }
+    return dead
   }
 
   /** For tests and tools: store raw bytes as the snapshot. */
