@@ -88,10 +88,14 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   const limiter = await registerSecurity(app, config)
   // JSON (and NDJSON, registered by the events routes) only: anything else is a 415.
   app.removeContentTypeParser('text/plain')
-  app.addHook('onRequest', async (request) => {
+  // Callback hooks on the request path (here, security.ts, auth.ts): an async hook costs a
+  // promise and a microtask hop per request.
+  app.addHook('onRequest', (request, _reply, done) => {
     if (!engine.ready && request.routeOptions.config?.alwaysOpen !== true) {
-      throw llmsError('LLMS_ERR_NOT_READY', 'recovering state from the event log, retry shortly', { retryAfter: 1 })
+      done(llmsError('LLMS_ERR_NOT_READY', 'recovering state from the event log, retry shortly', { retryAfter: 1 }))
+      return
     }
+    done()
   })
   registerAuth(app, ring, limiter)
   await app.register(healthRoutes, { engine })

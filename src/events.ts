@@ -67,23 +67,57 @@ export type EventInput = z.input<ReturnType<typeof eventSchema>>
 export type ParsedEvent = z.output<ReturnType<typeof eventSchema>>
 
 /**
- * Checks metadata size, depth and key count in one walk, stopping at the first excess.
- * Returns the problem or null. Size is the UTF-8 length of its JSON.
+ * Checks metadata size, depth and key count in one walk, stopping at the first excess of
+ * depth or keys. Returns the problem or null. Size is the UTF-8 length of its JSON, counted
+ * during the walk ({@link jsonStringBytes} for strings) rather than by stringifying: that stringify was ~0.5 µs
+ * of an event's ~4 µs of main-thread time in a batch-ingest profile. Anything that is not
+ * plain JSON data (a `toJSON`, a class instance, `undefined`…) is measured by
+ * `JSON.stringify` as before, so the size is always exactly that of the JSON.
  */
 export function checkMetadata(meta: Record<string, unknown>, limits: MetadataLimits): string | null {
   let keys = 0
+  let bytes = 0
+  let plain = true
   const walk = (v: unknown, depth: number): string | null => {
-    if (v === null || typeof v !== 'object') return null
+    switch (typeof v) {
+      case 'string':
+        bytes += jsonStringBytes(v)
+        return null
+      case 'number':
+        bytes += Number.isFinite(v) ? String(v).length : 4
+        return null
+      case 'boolean':
+        bytes += v ? 4 : 5
+        return null
+      case 'object':
+        break
+      default:
+        plain = false
+        return null
+    }
+    if (v === null) {
+      bytes += 4
+      return null
+    }
     if (depth > limits.maxDepth) return `is nested deeper than ${limits.maxDepth} levels`
+    const proto = Object.getPrototypeOf(v)
     if (Array.isArray(v)) {
+      if (proto !== Array.prototype) plain = false
+      // [a,b,c]: brackets and commas.
+      bytes += v.length === 0 ? 2 : v.length + 1
       for (const item of v) {
         const p = walk(item, depth + 1)
         if (p !== null) return p
       }
       return null
     }
-    for (const k of Object.keys(v)) {
+    if ((proto !== Object.prototype && proto !== null) || typeof (v as { toJSON?: unknown }).toJSON === 'function') plain = false
+    const ks = Object.keys(v)
+    // {"k":v,…}: braces, commas, and per key its quoted name and a colon.
+    bytes += ks.length === 0 ? 2 : ks.length + 1
+    for (const k of ks) {
       if (++keys > limits.maxKeys) return `has more than ${limits.maxKeys} keys`
+      bytes += jsonStringBytes(k) + 1
       const p = walk((v as Record<string, unknown>)[k], depth + 1)
       if (p !== null) return p
     }
@@ -91,9 +125,35 @@ export function checkMetadata(meta: Record<string, unknown>, limits: MetadataLim
   }
   const p = walk(meta, 1)
   if (p !== null) return p
-  const bytes = Buffer.byteLength(JSON.stringify(meta))
+  if (!plain) bytes = Buffer.byteLength(JSON.stringify(meta))
   if (bytes > limits.maxBytes) return `is ${bytes} bytes, more than ${limits.maxBytes}`
   return null
+}
+
+/**
+ * UTF-8 bytes of `JSON.stringify(s)`: the quotes, two-character escapes for `"` `\\` and
+ * \b \t \n \f \r, `\u00XX` for other control characters and for lone surrogates
+ * (well-formed JSON.stringify), and the UTF-8 length of everything else.
+ */
+export function jsonStringBytes(s: string): number {
+  let n = s.length + 2
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i)
+    if (c < 0x80) {
+      if (c >= 0x20) {
+        if (c === 0x22 || c === 0x5c) n += 1
+      } else n += c === 8 || c === 9 || c === 10 || c === 12 || c === 13 ? 1 : 5
+    } else if (c < 0x800) n += 1
+    else if (c >= 0xd800 && c <= 0xdfff) {
+      const d = c <= 0xdbff ? s.charCodeAt(i + 1) : 0
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        // A pair: two UTF-16 units, four UTF-8 bytes.
+        n += 2
+        i++
+      } else n += 5
+    } else n += 2
+  }
+  return n
 }
 
 /** An accepted event as kept in the log (cost not yet computed: the cost stage prices it). */

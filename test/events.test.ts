@@ -101,6 +101,33 @@ t.test('metadata bounds: depth, keys, bytes', async (t) => {
   t.match(checkMetadata({ a: [[[[1]]]] }, limits), /deeper/)
 })
 
+t.test('metadata size is the UTF-8 length of its JSON, exactly (walk vs JSON.stringify)', async (t) => {
+  const all = { maxBytes: 1, maxDepth: 1000, maxKeys: 1_000_000 }
+  const sizeOf = (meta: Record<string, unknown>) => Number(/is (\d+) bytes/.exec(checkMetadata(meta, all) ?? '')?.[1])
+  // Any UTF-16 code unit: control characters, quotes, backslashes, lone and paired surrogates.
+  const unit = fc.oneof(fc.integer({ min: 0, max: 0xffff }), fc.constantFrom(0, 8, 9, 10, 12, 13, 0x1f, 0x22, 0x5c, 0x7f, 0x80, 0x7ff, 0x800, 0xd83d, 0xde00, 0xdbff, 0xdc00)).map((c) => String.fromCharCode(c))
+  const str = fc.string({ unit, maxLength: 12 })
+  const leaf = fc.oneof(str, fc.double(), fc.integer(), fc.boolean(), fc.constant(null), fc.constant(-0), fc.constant(1e21), fc.constant(5e-324))
+  const tree = fc.letrec((tie) => ({
+    value: fc.oneof({ depthSize: 'small' }, leaf, tie('array'), tie('object')),
+    array: fc.array(tie('value'), { maxLength: 4 }),
+    object: fc.dictionary(str, tie('value'), { maxKeys: 4 })
+  }))
+  fc.assert(
+    fc.property(fc.dictionary(str, tree.value, { maxKeys: 5 }), (meta) => {
+      const want = Buffer.byteLength(JSON.stringify(meta))
+      return sizeOf(meta) === want
+    }),
+    { numRuns: 2000 }
+  )
+  // Not plain JSON data: measured by JSON.stringify, as before.
+  for (const meta of [{ d: new Date(0) }, { u: undefined, a: 1 }, { a: [undefined, () => 1] }, { m: new Map([[1, 2]]) }, { j: { toJSON: () => 'xyz' } }, { n: Object.create(null) }, { big: Object.assign(Object.create({ inherited: 1 }), { own: 2 }) }]) {
+    t.equal(sizeOf(meta as Record<string, unknown>), Buffer.byteLength(JSON.stringify(meta)), JSON.stringify(meta))
+  }
+  // Depth and key problems are still found first, whatever the size.
+  t.match(checkMetadata({ s: 'x'.repeat(300), a: { b: { c: { d: 1 } } } }, limits), /deeper than 3/)
+})
+
 t.test('event ids carry their log position', async (t) => {
   fc.assert(fc.property(fc.nat({ max: Number.MAX_SAFE_INTEGER }), (seq) => seqOfEventId(makeEventId(seq)) === seq))
   t.equal(seqOfEventId('evt_10_abc'), null)

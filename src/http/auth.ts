@@ -47,19 +47,34 @@ function rateLimited(r: LimitResult & { limited: true }, who: string) {
 
 export function registerAuth(app: FastifyInstance, keys: KeyRing, limiter?: Limiter): void {
   app.decorateRequest('apiKey', null)
-  app.addHook('onRequest', async (request) => {
+  /** The outcome once the rate limit (if any) answered: an error, or null to let the request in. */
+  const decide = (request: FastifyRequest, need: Scope, presented: string | undefined, entry: KeyEntry | null, r: LimitResult | null): Error | null => {
+    if (r !== null && r.limited) return rateLimited(r, entry === null ? 'requests without a valid key from this address' : 'this key')
+    if (presented === undefined) return llmsError('LLMS_ERR_UNAUTHORIZED', 'missing API key: send it in the X-API-Key header', { details: [{ path: '(header) x-api-key', message: 'required' }] })
+    if (entry === null) return llmsError('LLMS_ERR_UNAUTHORIZED', 'invalid API key', { details: [{ path: '(header) x-api-key', message: 'not a known key' }] })
+    if (!allows(entry.scope, need)) return llmsError('LLMS_ERR_FORBIDDEN', `this key has scope "${entry.scope}"; this route needs "${need}"`, { details: [{ path: '(header) x-api-key', message: `needs scope ${need}` }] })
+    request.apiKey = entry
+    return null
+  }
+  // A callback hook: with the rate limits off (or answering at once) a request pays no
+  // promise and no microtask hop here.
+  app.addHook('onRequest', (request, _reply, done) => {
     const cfg = request.routeOptions.config
     const need = cfg?.scope
-    if (need === undefined) return
+    if (need === undefined) return done()
     const presented = presentedKey(request, cfg?.keyInQuery === true)
     const entry = presented === undefined ? null : keys.check(presented)
-    if (limiter !== undefined) {
-      const r = entry === null ? await limiter.failure(request) : await limiter.key(request, entry)
-      if (r.limited) throw rateLimited(r, entry === null ? 'requests without a valid key from this address' : 'this key')
+    const r = limiter === undefined ? null : entry === null ? limiter.failure(request) : limiter.key(request, entry)
+    if (r instanceof Promise) {
+      r.then((res) => {
+        const err = decide(request, need, presented, entry, res)
+        if (err === null) done()
+        else done(err)
+      }, done)
+      return
     }
-    if (presented === undefined) throw llmsError('LLMS_ERR_UNAUTHORIZED', 'missing API key: send it in the X-API-Key header', { details: [{ path: '(header) x-api-key', message: 'required' }] })
-    if (entry === null) throw llmsError('LLMS_ERR_UNAUTHORIZED', 'invalid API key', { details: [{ path: '(header) x-api-key', message: 'not a known key' }] })
-    if (!allows(entry.scope, need)) throw llmsError('LLMS_ERR_FORBIDDEN', `this key has scope "${entry.scope}"; this route needs "${need}"`, { details: [{ path: '(header) x-api-key', message: `needs scope ${need}` }] })
-    request.apiKey = entry
+    const err = decide(request, need, presented, entry, r)
+    if (err === null) done()
+    else done(err)
   })
 }

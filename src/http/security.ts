@@ -44,13 +44,15 @@ export const EXPOSED_HEADERS = ['retry-after']
 /** The outcome of one rate-limit check. */
 export type LimitResult = { limited: false } | { limited: true; retryAfterS: number; max: number }
 
-/** Rate limits the auth hook applies; null where a limit is off. */
+/** Rate limits the auth hook applies. A limit that is off answers at once, without a promise. */
 export interface Limiter {
   /** A request with a valid key: counted against that key. */
-  key(request: FastifyRequest, entry: KeyEntry): Promise<LimitResult>
+  key(request: FastifyRequest, entry: KeyEntry): LimitResult | Promise<LimitResult>
   /** A request with a missing or unknown key: counted against the client's address. */
-  failure(request: FastifyRequest): Promise<LimitResult>
+  failure(request: FastifyRequest): LimitResult | Promise<LimitResult>
 }
+
+const NOT_LIMITED: LimitResult = Object.freeze({ limited: false })
 
 /**
  * The client's address for rate limiting. `request.ip` is undefined under `injectWS` (no
@@ -135,8 +137,10 @@ export async function registerSecurity(app: FastifyInstance, config: Config): Pr
     hsts: false,
     crossOriginResourcePolicy: { policy: origins.length > 0 ? 'cross-origin' : 'same-origin' }
   })
-  app.addHook('onRequest', async (_request, reply) => {
+  // A callback hook, not an async one: no promise and no microtask hop per request.
+  app.addHook('onRequest', (_request, reply, done) => {
     reply.headers(headers)
+    done()
   })
   if (origins.length > 0) {
     await app.register(cors, {
@@ -149,7 +153,7 @@ export async function registerSecurity(app: FastifyInstance, config: Config): Pr
   }
 
   const { max, windowMs, authFailureMax } = config.rateLimit
-  if (max === 0 && authFailureMax === 0) return { key: async () => ({ limited: false }), failure: async () => ({ limited: false }) }
+  if (max === 0 && authFailureMax === 0) return { key: () => NOT_LIMITED, failure: () => NOT_LIMITED }
   // global: false — no per-route hook; the auth hook calls the checks below itself, once it
   // knows whether the key is valid (that decides the bucket).
   await app.register(rateLimit, { global: false, max: Math.max(max, 1), timeWindow: windowMs, store: WindowStore })
@@ -158,11 +162,11 @@ export async function registerSecurity(app: FastifyInstance, config: Config): Pr
   const byAddress: Check | null =
     authFailureMax === 0 ? null : app.createRateLimit({ max: authFailureMax, timeWindow: windowMs, keyGenerator: (req) => `anon:${clientAddress(req)}` })
   return {
-    key: async (request, entry) => {
-      if (byKey === null) return { limited: false }
+    key: (request, entry) => {
+      if (byKey === null) return NOT_LIMITED
       request.apiKey = entry
       return limit(byKey, request)
     },
-    failure: async (request) => (byAddress === null ? { limited: false } : limit(byAddress, request))
+    failure: (request) => (byAddress === null ? NOT_LIMITED : limit(byAddress, request))
   }
 }

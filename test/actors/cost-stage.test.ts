@@ -1,6 +1,6 @@
 import t from 'tap'
-import { CostStage, type Pricer } from '../../src/actors/cost-stage.js'
-import { priceBatch, type PriceBatch, type PriceResult } from '../../src/pricing/batch.js'
+import { CostStage, DEFAULT_INLINE_BELOW, type Pricer } from '../../src/actors/cost-stage.js'
+import { encodeBatch, priceBatch, type PriceBatch, type PriceResult } from '../../src/pricing/batch.js'
 import type { PricedEvent, StoredEvent } from '../../src/events.js'
 
 function ev(seq: number, over: Partial<StoredEvent> = {}): StoredEvent {
@@ -14,12 +14,16 @@ function manualPricer() {
   return { pricer, pending }
 }
 
+/** The batch the stage sends for these events (same fields as cost-stage's inputOf). */
+const encodeBatchOf = (evs: StoredEvent[]) =>
+  encodeBatch(evs.map((e) => ({ provider: e.provider, model: e.model, ts: e.ts, promptTokens: e.prompt, completionTokens: e.completion, cachedTokens: e.cached, reasoningTokens: e.reasoning, callerCost: e.cost })))
+
 const tick = () => new Promise((r) => setImmediate(r))
 
 t.test('chunks priced out of order are emitted in log order', async (t) => {
   const { pricer, pending } = manualPricer()
   const emitted: number[][] = []
-  const stage = new CostStage({ chunkSize: 2, maxInFlight: 4, pricer, overrides: {}, emit: (evs) => emitted.push(evs.map((e) => e.seq)) })
+  const stage = new CostStage({ chunkSize: 2, maxInFlight: 4, pricer, inlineBelow: 0, overrides: {}, emit: (evs) => emitted.push(evs.map((e) => e.seq)) })
   stage.send({ type: 'events', events: [ev(0), ev(1), ev(2), ev(3), ev(4)] })
   await tick()
   t.equal(pending.length, 3, 'three chunks of ≤ 2 in flight')
@@ -37,7 +41,7 @@ t.test('chunks priced out of order are emitted in log order', async (t) => {
 
 t.test('maxInFlight bounds running tasks; the rest wait', async (t) => {
   const { pricer, pending } = manualPricer()
-  const stage = new CostStage({ chunkSize: 1, maxInFlight: 2, pricer, overrides: {}, emit: () => {} })
+  const stage = new CostStage({ chunkSize: 1, maxInFlight: 2, pricer, inlineBelow: 0, overrides: {}, emit: () => {} })
   stage.send({ type: 'events', events: [ev(0), ev(1), ev(2), ev(3)] })
   await tick()
   t.equal(pending.length, 2)
@@ -49,7 +53,7 @@ t.test('maxInFlight bounds running tasks; the rest wait', async (t) => {
 t.test('a failed worker task is priced inline: no event is lost and the price is the same', async (t) => {
   const { pricer, pending } = manualPricer()
   const out: PricedEvent[] = []
-  const stage = new CostStage({ chunkSize: 10, maxInFlight: 2, pricer, overrides: {}, emit: (evs) => out.push(...evs) })
+  const stage = new CostStage({ chunkSize: 10, maxInFlight: 2, pricer, inlineBelow: 0, overrides: {}, emit: (evs) => out.push(...evs) })
   stage.send({ type: 'events', events: [ev(0), ev(1, { model: 'mystery', provider: 'unknown' }), ev(2, { cost: 0.5 })] })
   await tick()
   pending[0].reject(new Error('worker died'))
@@ -61,7 +65,7 @@ t.test('a failed worker task is priced inline: no event is lost and the price is
 t.test('a barrier runs after every earlier event was emitted and before later ones', async (t) => {
   const { pricer, pending } = manualPricer()
   const log: string[] = []
-  const stage = new CostStage({ chunkSize: 10, maxInFlight: 4, pricer, overrides: {}, emit: (evs) => log.push(`emit ${evs[0].seq}`) })
+  const stage = new CostStage({ chunkSize: 10, maxInFlight: 4, pricer, inlineBelow: 0, overrides: {}, emit: (evs) => log.push(`emit ${evs[0].seq}`) })
   stage.send({ type: 'events', events: [ev(0)] })
   stage.send({ type: 'barrier', run: () => void log.push('barrier') })
   stage.send({ type: 'events', events: [ev(1)] })
@@ -88,7 +92,7 @@ t.test('without a pool, pricing runs inline; settled() waits for everything', as
 t.test('while every slot is busy, new events join the waiting chunk (few large tasks, order kept)', async (t) => {
   const { pricer, pending } = manualPricer()
   const emitted: number[][] = []
-  const stage = new CostStage({ chunkSize: 3, maxInFlight: 1, pricer, overrides: {}, emit: (evs) => emitted.push(evs.map((e) => e.seq)) })
+  const stage = new CostStage({ chunkSize: 3, maxInFlight: 1, pricer, inlineBelow: 0, overrides: {}, emit: (evs) => emitted.push(evs.map((e) => e.seq)) })
   stage.send({ type: 'events', events: [ev(0)] })
   await tick()
   for (const seq of [1, 2, 3, 4]) stage.send({ type: 'events', events: [ev(seq)] })
@@ -103,4 +107,33 @@ t.test('while every slot is busy, new events join the waiting chunk (few large t
   pending[2].resolve(priceBatch(pending[2].batch))
   await tick()
   t.same(emitted, [[0], [1, 2, 3], [4]])
+})
+
+t.test('chunks smaller than inlineBelow are priced inline, larger ones by the pricer; log order kept', async (t) => {
+  const { pricer, pending } = manualPricer()
+  const emitted: number[][] = []
+  const out: PricedEvent[] = []
+  const stage = new CostStage({ chunkSize: 10, maxInFlight: 2, pricer, inlineBelow: 3, overrides: {}, emit: (evs) => { emitted.push(evs.map((e) => e.seq)); out.push(...evs) } })
+  stage.send({ type: 'events', events: [ev(0), ev(1), ev(2)] })
+  stage.send({ type: 'events', events: [ev(3), ev(4)] })
+  await tick()
+  t.equal(pending.length, 1, 'only the three-event chunk became a task')
+  t.same(emitted, [], 'the inline chunk waits behind the running task')
+  pending[0].resolve(priceBatch(pending[0].batch))
+  await tick()
+  t.same(emitted, [[0, 1, 2], [3, 4]])
+  const inline = priceBatch(encodeBatchOf([ev(3), ev(4)]))
+  t.same(out.slice(3).map((e) => e.costNanos), Array.from(inline.costNanos), 'inline prices equal the pricer\'s function')
+})
+
+t.test('the default prices small chunks inline even with a pricer', async (t) => {
+  t.equal(DEFAULT_INLINE_BELOW, 64)
+  const { pricer, pending } = manualPricer()
+  const out: number[] = []
+  const stage = new CostStage({ chunkSize: 2048, maxInFlight: 2, pricer, overrides: {}, emit: (evs) => out.push(...evs.map((e) => e.seq)) })
+  stage.send({ type: 'events', events: [ev(0)] })
+  await stage.settled()
+  t.equal(pending.length, 0, 'no task for one event')
+  t.same(out, [0])
+  t.throws(() => new CostStage({ chunkSize: 1, maxInFlight: 1, pricer: null, inlineBelow: -1, overrides: {}, emit: () => {} }), /inlineBelow/)
 })

@@ -7,8 +7,9 @@ import t from 'tap'
 import { makeApp, adminHeaders, ingestHeaders, event } from '../helpers/app.js'
 import { ManualClock } from '../../src/clock.js'
 import { loadConfig } from '../../src/config.js'
-import { buildApp } from '../../src/app.js'
-import { outcomeOf } from '../../src/http/metrics.js'
+import { buildApp, loggerOptions } from '../../src/app.js'
+import { ingestLogLevel, outcomeOf } from '../../src/http/metrics.js'
+import { Writable } from 'node:stream'
 import { readFileSync } from 'node:fs'
 
 /** The value of one sample (`name{labels} value`), or undefined when absent. */
@@ -178,4 +179,31 @@ t.test('every llmscope_ metric the README names is served', async (t) => {
   const { app } = await makeApp(t)
   const declared = new Set([...(await app.inject({ url: '/metrics' })).body.matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]))
   for (const name of named) t.ok(declared.has(name), `${name} is served`)
+})
+
+t.test('ingest routes write no per-request log lines at info (they are counted here); at debug they do', async (t) => {
+  t.equal(ingestLogLevel('info'), 'warn')
+  t.equal(ingestLogLevel('debug'), 'debug')
+  t.equal(ingestLogLevel('error'), 'error')
+  for (const level of ['info', 'debug'] as const) {
+    let log = ''
+    const stream = new Writable({
+      write(chunk, _enc, cb) {
+        log += chunk.toString()
+        cb()
+      }
+    })
+    const config = loadConfig({ LLMSCOPE_DATA_DIR: t.testdir(), LLMSCOPE_API_KEYS: 'test-admin-key-0001' })
+    const built = await buildApp(config, { logger: { ...(loggerOptions(level) as object), stream }, inlinePricing: true })
+    await built.engine.recover()
+    const headers = { 'x-api-key': 'test-admin-key-0001' }
+    t.equal((await built.app.inject({ method: 'POST', url: '/events/ingest', headers, payload: event() })).statusCode, 202)
+    t.equal((await built.app.inject({ method: 'POST', url: '/events/batch', headers, payload: [event()] })).statusCode, 202)
+    t.equal((await built.app.inject({ method: 'POST', url: '/events/ingest', headers, payload: { model: '' } })).statusCode, 400)
+    t.equal((await built.app.inject({ url: '/health' })).statusCode, 200)
+    await built.app.close()
+    const urls = log.split('\n').filter((l) => l.includes('"incoming request"')).map((l) => JSON.parse(l).req.url as string)
+    if (level === 'info') t.same(urls, ['/health'], 'at info only the non-ingest request is logged')
+    else t.same(urls, ['/events/ingest', '/events/batch', '/events/ingest', '/health'], 'at debug every request is logged')
+  }
 })

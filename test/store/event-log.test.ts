@@ -1,7 +1,7 @@
 import t from 'tap'
 import fc from 'fast-check'
 import { openStores } from '../../src/store/db.js'
-import { EventLog } from '../../src/store/event-log.js'
+import { COLUMNS_FROM, EventLog } from '../../src/store/event-log.js'
 import { seqOfEventId, type PendingEvent } from '../../src/events.js'
 
 const pending = (i: number): PendingEvent => ({ ts: 1000 + i, recv: 5, model: `m${i % 3}`, provider: 'p', prompt: i, completion: 2 * i, total: 3 * i, cached: 0, reasoning: 1, latency: 1.5, ttft: i % 2 ? 0.5 : null, error: i % 5 === 0, cost: i % 4 === 0 ? 0.25 : null, meta: i % 3 ? { i } : null })
@@ -61,4 +61,121 @@ t.test('an unusable data dir is a clear error', async (t) => {
   const dir = t.testdir()
   writeFileSync(`${dir}/file`, 'x')
   t.throws(() => openStores(`${dir}/file`), /data dir .*file is not usable/)
+})
+
+t.test('usedBytes (read by the log every few ms) equals the highest page in use from LMDB\'s full stats', async (t) => {
+  const stores = openStores(t.testdir())
+  t.teardown(() => stores.close())
+  const fromStats = () => {
+    const s = stores.root.getStats() as { pageSize: number; lastPageNumber: number }
+    return (s.lastPageNumber + 1) * s.pageSize
+  }
+  t.equal(stores.usedBytes(), fromStats())
+  const log = new EventLog(stores.events)
+  const before = stores.usedBytes()
+  for (let i = 0; i < 5; i++) {
+    await log.append(Array.from({ length: 500 }, () => ({ ts: 1, recv: 1, model: 'gpt-4', provider: 'openai', prompt: 1, completion: 1, total: 2, cached: 0, reasoning: 0, latency: 1, ttft: null, error: false, cost: null, meta: { pad: 'x'.repeat(200) } }))).committed
+  }
+  t.ok(stores.usedBytes() > before, 'it grows as the log grows')
+  t.equal(stores.usedBytes(), fromStats())
+})
+
+/** A v1 record as releases before the columnar format wrote it (one row per event). */
+function v1Record(first: number, events: PendingEvent[], rnd: string[]) {
+  return {
+    v: 1 as const,
+    ev: events.map((e, i) => [`evt_${(first + i).toString(36)}_${rnd[i]}`, e.ts, e.recv, e.model, e.provider, e.prompt, e.completion, e.total, e.cached, e.reasoning, e.latency, e.ttft, e.error ? 1 : 0, e.cost, e.meta])
+  }
+}
+
+t.test('old v1 (row) records stay readable next to new v2 (columnar) ones: get, readFrom, nextSeq, after a reopen', async (t) => {
+  const dir = t.testdir()
+  const old = [pending(0), pending(1), pending(2)]
+  const rnd = ['AAAAAAAAAAAA', 'BBBBBBBBBBBB', 'C_C-C_C-C_C-']
+  {
+    const stores = openStores(dir)
+    await stores.events.put(0, v1Record(0, old, rnd))
+    await stores.close()
+  }
+  const stores = openStores(dir)
+  t.teardown(() => stores.close())
+  const log = new EventLog(stores.events)
+  t.equal(log.nextSeq, 3, 'the position after a v1 record')
+  const a = log.append(Array.from({ length: COLUMNS_FROM }, (_, i) => pending(3 + i)))
+  const b = log.append([pending(99)])
+  await Promise.all([a.committed, b.committed])
+  t.equal((stores.events.get(3) as { v: number }).v, 2, 'an append of COLUMNS_FROM events is written in format 2')
+  t.equal((stores.events.get(3 + COLUMNS_FROM) as { v: number }).v, 1, 'a small one in format 1')
+  const want = [...old.map((e, i) => ({ ...e, seq: i, id: `evt_${i.toString(36)}_${rnd[i]}` })), ...a.events, ...b.events]
+  t.same([...log.readFrom(0)].flat(), want)
+  t.same([...log.readFrom(1)].flat(), want.slice(1), 'from inside a v1 record')
+  t.same([...log.readFrom(10)].flat(), want.slice(10), 'from inside a v2 record')
+  for (const e of want) t.same(log.get(e.seq), e)
+  t.equal(log.get(want.length), undefined)
+  t.equal(seqOfEventId(log.get(10)!.id), 10)
+})
+
+t.test('v1 and v2 records round-trip every field (property): nulls, errors, large tokens, unicode names, metadata', async (t) => {
+  const stores = openStores(t.testdir())
+  t.teardown(() => stores.close())
+  const log = new EventLog(stores.events)
+  const name = fc.oneof(fc.constantFrom('gpt-4o', 'claude-3-5-sonnet-20241022', 'ünïcødé-😀', 'x'.repeat(256)), fc.string({ minLength: 1, maxLength: 12 }))
+  const event = fc.record({
+    ts: fc.integer({ min: -8.64e15, max: 8.64e15 }),
+    recv: fc.integer({ min: 0, max: 4e12 }),
+    model: name,
+    provider: name,
+    prompt: fc.nat({ max: 1e12 }),
+    completion: fc.nat({ max: 1e12 }),
+    total: fc.nat({ max: 1e12 }),
+    cached: fc.nat({ max: 1e12 }),
+    reasoning: fc.nat({ max: 1e12 }),
+    latency: fc.double({ min: 0, max: 6.048e8, noNaN: true }),
+    ttft: fc.option(fc.double({ min: 0, max: 6.048e8, noNaN: true }), { nil: null }),
+    error: fc.boolean(),
+    cost: fc.option(fc.double({ min: 0, max: 1e6, noNaN: true }), { nil: null }),
+    // No "__proto__" key: the HTTP parsers refuse it (400), so it never reaches the log (and
+    // msgpackr, guarding against prototype pollution, would read it back renamed).
+    meta: fc.option(fc.dictionary(fc.string({ maxLength: 5 }), fc.jsonValue({ maxDepth: 2 }), { maxKeys: 4 }).filter((m) => !JSON.stringify(m).includes('"__proto__"')), { nil: null })
+  })
+  await fc.assert(
+    fc.asyncProperty(fc.oneof(fc.array(event, { minLength: 1, maxLength: 8 }), fc.array(event, { minLength: COLUMNS_FROM, maxLength: COLUMNS_FROM + 20 })), async (events) => {
+      const input = events.map((e) => structuredClone(e) as PendingEvent)
+      const a = log.append(events as PendingEvent[])
+      await a.committed
+      const read = [...log.readFrom(a.events[0].seq)].flat()
+      t.same(read.map(({ seq, id, ...rest }) => rest), input, 'fields as given')
+      t.same(read, a.events, 'and as the append returned them')
+      return true
+    }),
+    { numRuns: 60 }
+  )
+})
+
+t.test('a record of an unknown format is refused with its position, never misread', async (t) => {
+  const dir = t.testdir()
+  {
+    const stores = openStores(dir)
+    await stores.events.put(0, { v: 9, whatever: true } as never)
+    await stores.close()
+  }
+  const stores = openStores(dir)
+  t.teardown(() => stores.close())
+  t.throws(() => new EventLog(stores.events), /record at seq 0 has format v9, which this release cannot read/)
+})
+
+t.test('an append with more distinct names than v2 can index is written as v1 rows and read back whole', async (t) => {
+  const stores = openStores(t.testdir())
+  t.teardown(() => stores.close())
+  const log = new EventLog(stores.events)
+  const many = Array.from({ length: 65_537 }, (_, i) => ({ ...pending(i), model: `model-${i}` }))
+  const a = log.append(many)
+  await a.committed
+  t.equal((stores.events.get(0) as { v: number }).v, 1, 'format 1')
+  t.equal(log.get(65_536)!.model, 'model-65536')
+  t.same(log.get(12_345), a.events[12_345])
+  const b = log.append(Array.from({ length: COLUMNS_FROM }, (_, i) => pending(i)))
+  await b.committed
+  t.equal((stores.events.get(65_537) as { v: number }).v, 2, 'the next large append is format 2 again')
+  t.equal(new EventLog(stores.events).nextSeq, 65_537 + COLUMNS_FROM)
 })

@@ -4,6 +4,7 @@ import { z } from 'zod'
 import { acceptedBatchSchema, acceptedOneSchema, errorSchema, keyedErrors, storedEventSchema, withExamples } from '../openapi.js'
 import { eventSchema, pendingBatch, pendingOne, toPublic } from '../../events.js'
 import { llmsError } from '../../errors.js'
+import { ingestLogLevel } from '../metrics.js'
 import type { Engine } from '../../engine.js'
 import type { Clock } from '../../clock.js'
 
@@ -67,6 +68,7 @@ export async function eventRoutes(app: FastifyInstance, opts: { engine: Engine; 
   const schema = eventSchema(limits)
   const maxBatch = engine.config.maxBatch
   const infer = (m: string) => engine.inferProvider(m)
+  const logLevel = ingestLogLevel(app.log.level)
 
   app.addContentTypeParser('application/x-ndjson', { parseAs: 'string' }, (_req, body, done) => {
     try {
@@ -104,7 +106,7 @@ export async function eventRoutes(app: FastifyInstance, opts: { engine: Engine; 
     response: { 200: storedEventSchema, ...keyedErrors, 404: errorSchema }
   }
 
-  app.post('/events/ingest', { config: { scope: 'ingest' }, schema: ingestSchema }, async (request, reply) => {
+  app.post('/events/ingest', { config: { scope: 'ingest' }, logLevel, schema: ingestSchema }, async (request, reply) => {
     if (request.body === null || typeof request.body !== 'object' || Array.isArray(request.body)) {
       throw llmsError('LLMS_ERR_VALIDATION', 'body must be one JSON event object (send arrays to /events/batch)', { details: [{ path: '(body)', message: 'expected an object' }] })
     }
@@ -113,7 +115,7 @@ export async function eventRoutes(app: FastifyInstance, opts: { engine: Engine; 
     return { status: 'accepted', event_id: stored.id }
   })
 
-  app.post('/events/batch', { config: { scope: 'ingest' }, schema: batchSchema }, async (request, reply) => {
+  app.post('/events/batch', { config: { scope: 'ingest' }, logLevel, schema: batchSchema }, async (request, reply) => {
     const body = request.body
     if (!Array.isArray(body)) {
       throw llmsError('LLMS_ERR_VALIDATION', 'body must be a JSON array of events or NDJSON (application/x-ndjson)', { details: [{ path: '(body)', message: 'expected an array' }] })

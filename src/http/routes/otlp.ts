@@ -20,6 +20,7 @@ import { decodeTraceRequest, encodeTraceResponse } from '../../otlp/proto.js'
 import { otlpToPending } from '../../otlp/ingest.js'
 import { otlpStats } from '../../otlp/stats.js'
 import { errorSchema, keyedErrors, otlpRequestSchema, otlpResponseSchema } from '../openapi.js'
+import { ingestLogLevel } from '../metrics.js'
 import type { Engine } from '../../engine.js'
 import type { Clock } from '../../clock.js'
 
@@ -82,7 +83,7 @@ export async function otlpRoutes(app: FastifyInstance, opts: { engine: Engine; c
     body: otlpRequestSchema,
     response: { 200: otlpResponseSchema, ...keyedErrors, 413: errorSchema, 415: errorSchema }
   }
-  app.post('/v1/traces', { config: { scope: 'ingest' }, schema: docs }, async (request, reply) => {
+  app.post('/v1/traces', { config: { scope: 'ingest' }, logLevel: ingestLogLevel(app.log.level), schema: docs }, async (request, reply) => {
     const protobuf = (request.headers['content-type'] ?? '').toLowerCase().startsWith(PROTOBUF_TYPE)
     let batch
     try {
