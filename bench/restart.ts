@@ -5,22 +5,32 @@
  */
 import { startLLMScope, startProcess, LLMSCOPE_ENTRY, BENCH_KEY, type Row } from './lib.js'
 
+/** Loads `n` events in batches of 1000, 4 requests in flight (a 503 is retried after 20 ms). */
 async function post(url: string, n: number, offset: number) {
   const body = JSON.stringify(Array.from({ length: 1000 }, (_, i) => ({ timestamp: new Date(Date.parse('2026-01-01T00:00:00Z') + ((offset + i) * 2_591) % (30 * 86_400_000)).toISOString(), model: `model-${(offset + i) % 50}`, prompt_tokens: 100 + (i % 900), completion_tokens: 50, latency_ms: 100 + (i % 900) })))
-  for (let sent = 0; sent < n; sent += 1000) {
-    for (;;) {
-      const r = await fetch(`${url}/events/batch`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': BENCH_KEY }, body })
-      if (r.status === 202) break
-      await new Promise((res) => setTimeout(res, 20))
+  let next = 0
+  const sender = async () => {
+    while (next < n) {
+      next += 1000
+      for (;;) {
+        const r = await fetch(`${url}/events/batch`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': BENCH_KEY }, body })
+        // Read every answer: an unread body keeps its connection from being reused.
+        await r.arrayBuffer()
+        if (r.status === 202) break
+        await new Promise((res) => setTimeout(res, 20))
+      }
     }
   }
+  await Promise.all(Array.from({ length: 4 }, sender))
 }
 
 async function timeToReady(dataDir: string) {
   const t0 = performance.now()
   const s = await startProcess(LLMSCOPE_ENTRY, { PORT: '0', LLMSCOPE_DATA_DIR: dataDir, LLMSCOPE_API_KEYS: BENCH_KEY, LLMSCOPE_LOG_LEVEL: 'info' })
   for (;;) {
-    if ((await fetch(`${s.url}/ready`)).status === 200) break
+    const r = await fetch(`${s.url}/ready`)
+    await r.arrayBuffer()
+    if (r.status === 200) break
     await new Promise((r) => setTimeout(r, 10))
   }
   return { s, ms: performance.now() - t0 }

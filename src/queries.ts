@@ -6,7 +6,7 @@
  */
 import { createAggregate, mergeTimeseries, type Aggregate, type TimeBucket } from './analytics/series.js'
 import { createTotals, type Totals } from './analytics/totals.js'
-import { DiscardSketch } from './analytics/sketch.js'
+import { DiscardSketch, LatencySketch } from './analytics/sketch.js'
 import { HOUR_MS } from './analytics/time.js'
 import type { Topology } from './actors/topology.js'
 
@@ -48,7 +48,7 @@ function rollupHours(q: RangeQuery): [number, number] | null {
 
 /** Totals and latency sketch over the range and filters. */
 export function metrics(topology: Topology, q: RangeQuery): Aggregate {
-  const acc = createAggregate()
+  const acc = { totals: createTotals(), sketch: LatencySketch.dense() }
   const whole = rollupHours(q)
   if (whole === null) {
     for (const s of selected(topology, q)) s.store.aggregate(q.start, q.end, acc)

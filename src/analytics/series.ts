@@ -47,7 +47,7 @@ export function mergeTimeseries(lists: readonly (readonly TimeBucket[])[]): Time
       }
       if (!have.owned) {
         // Copied only when a second bucket joins it: inputs stay untouched.
-        have.bucket = { start: b.start, totals: cloneTotals(have.bucket.totals), sketch: have.bucket.sketch.clone() }
+        have.bucket = { start: b.start, totals: cloneTotals(have.bucket.totals), sketch: LatencySketch.dense().merge(have.bucket.sketch) }
         have.owned = true
       }
       mergeInto(have.bucket, b)

@@ -398,6 +398,16 @@ export class LatencySketch {
     return estimate
   }
 
+  /**
+   * An empty sketch that is dense from the start: for query accumulators, into which many
+   * sketches are merged (each merge is then one add per source bucket from the first one).
+   */
+  static dense(): LatencySketch {
+    const s = new LatencySketch()
+    s.#dense = new Float64Array(0)
+    return s
+  }
+
   /** An independent copy. */
   clone(): LatencySketch {
     return new LatencySketch().merge(this)

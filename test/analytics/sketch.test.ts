@@ -138,6 +138,21 @@ t.test('dense storage (many close buckets) answers, merges and serialises exactl
   t.same(fromSparse.toJSON(), union.toJSON(), 'sparse into dense equals dense into sparse')
 })
 
+t.test('a sketch dense from the start (query accumulators) answers as a sparse one', async (t) => {
+  const empty = LatencySketch.dense()
+  t.equal(empty.count, 0)
+  t.ok(Number.isNaN(empty.quantile(0.5)), 'empty: NaN')
+  t.same(empty.toJSON(), new LatencySketch().toJSON(), 'empty JSON')
+  const values = [0, 0, 3, 17, 250, 1_000, 999_999, 1e9]
+  const acc = LatencySketch.dense()
+  for (const v of values.slice(0, 4)) acc.record(v)
+  acc.merge(sketchOf(values.slice(4, 6))).merge(sketchOf(values.slice(6)))
+  t.same(acc.toJSON(), sketchOf(values).toJSON(), 'records and merges land as in a sparse sketch')
+  const zeros = LatencySketch.dense()
+  zeros.record(0)
+  t.equal(zeros.quantile(0.5), 0, 'only the zero bucket')
+})
+
 t.test('empty sketch: quantile is NaN, min/max NaN, JSON min/max null', async (t) => {
   const s = new LatencySketch()
   t.equal(s.count, 0)
