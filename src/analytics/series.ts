@@ -315,9 +315,6 @@ export class SeriesStore {
   #coarseRows = 0
   #rejected = 0
   #scanned = 0
-  /** Days that gained rows since the last {@link SeriesStore.takeDirtyDays} (incremental snapshots). */
-  #dirty = new Set<number>()
-  #lastDirty = NaN
 
   /** Number of raw rows retained (rows folded into coarse hours are not counted). */
   get size(): number {
@@ -380,10 +377,6 @@ export class SeriesStore {
     const dayKey = floorDiv(hourKey, 24)
 
     const day = this.#days.get(dayKey) ?? this.#newDay(dayKey)
-    if (dayKey !== this.#lastDirty) {
-      this.#dirty.add(dayKey)
-      this.#lastDirty = dayKey
-    }
     const h = hourKey - dayKey * 24
     let hour = day.hours[h]
     if (hour === undefined) {
@@ -435,7 +428,7 @@ export class SeriesStore {
    *
    * A query then counts a coarse hour whole when its start is inside the range: ranges
    * aligned to hours stay exact; inside a coarse hour, every row counts as at the hour's start.
-   * Folded days are marked dirty (their snapshot segment is rewritten). Returns rows folded.
+   * Folding renumbers the rows (see {@link SeriesStore.toSnapshotRows}). Returns rows folded.
    */
   retain(policy: RetentionPolicy): number {
     const byAge = policy.before === -Infinity ? -Infinity : floorDiv(Math.max(-MAX_TIMESTAMP_MS, Math.min(MAX_TIMESTAMP_MS, Math.floor(policy.before))), HOUR_MS)
@@ -464,11 +457,9 @@ export class SeriesStore {
       hour.minutes = null
       folded += hour.totals.requests
       this.#coarseHours++
-      this.#dirty.add(dayKey)
       const hourKey = dayKey * 24 + h
       if (hourKey + 1 > this.#coarseBefore) this.#coarseBefore = hourKey + 1
     }
-    this.#lastDirty = NaN
     this.#coarseRows += folded
     this.#compactRows()
     return folded
@@ -855,88 +846,12 @@ export class SeriesStore {
     return out
   }
 
-  /** The UTC day keys (floor(ts / DAY_MS)) holding rows, ascending. */
-  dayKeys(): readonly number[] {
-    return this.#dayKeys
-  }
-
   /**
-   * Days that gained rows since the previous call (or since the store was made), ascending;
-   * the set is cleared. An incremental snapshot writes only these days' rows.
+   * Plain-data copy of every raw row (see {@link SeriesSnapshot}), ordered by minute, and of
+   * the coarse hours, with the `rejected` counter. O(rows); the store is not modified.
    */
-  takeDirtyDays(): number[] {
-    const out = [...this.#dirty].sort((a, b) => a - b)
-    this.#dirty.clear()
-    this.#lastDirty = NaN
-    return out
-  }
-
-  /**
-   * Plain-data copy of the rows (see {@link SeriesSnapshot}), ordered by minute, and of the
-   * coarse hours: everything, or only that of the given `days` (day keys). O(rows copied);
-   * the store is not modified.
-   */
-  toSnapshot(days?: readonly number[]): SeriesSnapshot {
-    const dayKeys = days ?? this.#dayKeys
-    let n = 0
-    const coarse: CoarseHour[] = []
-    for (const k of dayKeys) {
-      const day = this.#days.get(k)
-      if (day === undefined) continue
-      for (let h = 0; h < 24; h++) {
-        const hour = day.hours[h]
-        if (hour === undefined) continue
-        if (hour.minutes === null) coarse.push({ hour: k * 24 + h, totals: cloneTotals(hour.totals), sketch: hour.sketch.toJSON() })
-        else n += hour.totals.requests
-      }
-    }
-    const cols = VALUE_FIELDS.map(() => new Float64Array(n))
-    const ts = new Float64Array(n)
-    const error = new Uint8Array(n)
-    const unpriced = new Uint8Array(n)
-    let w = 0
-    for (const dayKey of dayKeys) {
-      const day = this.#days.get(dayKey)
-      if (day === undefined) continue
-      for (let h = 0; h < 24; h++) {
-        const hour = day.hours[h]
-        if (hour === undefined || hour.minutes === null) continue
-        for (let m = 0; m < 60; m++) {
-          const slot = hour.minutes[m] - 1
-          if (slot < 0) continue
-          const mStart = dayKey * DAY_MS + h * HOUR_MS + m * MINUTE_MS
-          for (let r = this.#mHead[slot]; r >= 0; ) {
-            const core = this.#core[r >>> CHUNK_SHIFT]
-            const b = (r & CHUNK_MASK) * CORE
-            const meta = core[b + C_META]
-            ts[w] = mStart + (meta & OFFSET_MASK)
-            const v = this.#readValues(r, this.#tmp)
-            for (let f = 0; f < NUM_VALUES; f++) cols[f][w] = v[f]
-            error[w] = (meta & FLAG_ERROR) !== 0 ? 1 : 0
-            unpriced[w] = (meta & FLAG_UNPRICED) !== 0 ? 1 : 0
-            w++
-            r = core[b + C_NEXT] | 0
-          }
-        }
-      }
-    }
-    return {
-      version: SERIES_SNAPSHOT_VERSION,
-      rows: n,
-      // A part of the rows carries no counter: whoever stores parts keeps `rejected` once.
-      rejected: days === undefined ? this.#rejected : 0,
-      ts,
-      promptTokens: cols[0],
-      completionTokens: cols[1],
-      totalTokens: cols[2],
-      cachedTokens: cols[3],
-      reasoningTokens: cols[4],
-      latencyUs: cols[5],
-      costNanos: cols[6],
-      error,
-      unpriced,
-      coarse,
-    }
+  toSnapshot(): SeriesSnapshot {
+    return { ...this.toSnapshotRows(0, this.#size, { coarse: true }), rejected: this.#rejected }
   }
 
   /**
@@ -1034,17 +949,15 @@ export class SeriesStore {
   }
 
   /**
-   * Rebuilds one store from several snapshots of disjoint row sets (e.g. one per day, as
-   * written by incremental snapshots). `rejected` counters add up (plus `rejected`, for a
-   * counter kept beside day parts, which carry none). Same checks as
-   * {@link SeriesStore.fromSnapshot}; the result has no dirty days.
+   * Rebuilds one store from several snapshots of disjoint row sets (e.g. the row-range parts
+   * of incremental snapshots). `rejected` counters add up (plus `rejected`, for a counter kept
+   * beside parts, which carry none). Same checks as {@link SeriesStore.fromSnapshot}.
    */
   static fromSnapshots(parts: readonly unknown[], rejected = 0): SeriesStore {
     const store = new SeriesStore()
     let rejectedTotal = rejected
     for (const part of parts) rejectedTotal += SeriesStore.#load(store, part)
     store.#rejected = rejectedTotal
-    store.takeDirtyDays()
     return store
   }
 
@@ -1190,8 +1103,6 @@ export class SeriesStore {
     }
     mergeInto(hour, agg)
     mergeInto(day, agg)
-    this.#dirty.add(dayKey)
-    this.#lastDirty = NaN
     this.#coarseRows += n
     const hStart = hourKey * HOUR_MS
     if (hStart < this.#minTs) this.#minTs = hStart

@@ -15,6 +15,7 @@
  */
 import { computeCost } from './compute-cost.js'
 import type { PriceInput, PriceOverrides } from './compute-cost.js'
+import { intern } from '../intern.js'
 
 /** N calls to price, as columns. Build with {@link encodeBatch}. */
 export interface PriceBatch {
@@ -118,16 +119,6 @@ export function batchTransferList(batch: PriceBatch): ArrayBuffer[] {
 /** The buffers to transfer when posting a result: one, shared by both columns. */
 export function resultTransferList(result: PriceResult): ArrayBuffer[] {
   return distinctBuffers([result.costNanos, result.unpriced])
-}
-
-function intern(ids: Map<string, number>, values: string[], value: string): number {
-  let id = ids.get(value)
-  if (id === undefined) {
-    id = values.length
-    values.push(value)
-    ids.set(value, id)
-  }
-  return id
 }
 
 function inputAt(batch: PriceBatch, i: number, into: PriceInput): PriceInput {

@@ -24,6 +24,7 @@
 import type { Database } from 'lmdb'
 import type { EventRecord, EventRecordV2 } from './db.js'
 import { makeEventId, type PendingEvent, type StoredEvent } from '../events.js'
+import { intern } from '../intern.js'
 
 type Row = [
   id: string, ts: number, recv: number, model: string, provider: string,
@@ -64,15 +65,6 @@ function encodeRecord(events: readonly StoredEvent[], rnd: string): EventRecordV
   const index = new Map<string, number>()
   const meta: EventRecordV2['meta'] = new Array(n)
   let tok32 = true
-  const nameIndex = (s: string): number => {
-    let i = index.get(s)
-    if (i === undefined) {
-      i = names.length
-      names.push(s)
-      index.set(s, i)
-    }
-    return i
-  }
   for (let i = 0; i < n; i++) {
     const e = events[i]
     const o = i * 5
@@ -89,8 +81,8 @@ function encodeRecord(events: readonly StoredEvent[], rnd: string): EventRecordV
     tokF[o + 4] = e.reasoning
     if (e.total > 0xffffffff || e.prompt > 0xffffffff || e.completion > 0xffffffff || e.cached > 0xffffffff || e.reasoning > 0xffffffff) tok32 = false
     err[i] = e.error ? 1 : 0
-    str[i * 2] = nameIndex(e.model)
-    str[i * 2 + 1] = nameIndex(e.provider)
+    str[i * 2] = intern(index, names, e.model)
+    str[i * 2 + 1] = intern(index, names, e.provider)
     meta[i] = e.meta
   }
   if (names.length > MAX_NAMES) return null

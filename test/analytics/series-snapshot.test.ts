@@ -114,23 +114,23 @@ t.test('fromSnapshot rejects unknown versions and malformed data, never misreads
   for (const [name, data, msg] of bad) t.throws(() => SeriesStore.fromSnapshot(data), msg, name)
 })
 
-t.test('incremental day snapshots: the dirty days of each phase, restored together, answer identically', async (t) => {
+t.test('row-range parts cut after each phase, restored together, answer identically', async (t) => {
   fc.assert(
     fc.property(
       fc.array(fc.array(rowArb(), { maxLength: 60 }), { minLength: 1, maxLength: 4 }),
       fc.array(fc.tuple(pointSpec, pointSpec), { minLength: 1, maxLength: 3 }),
       (phases, rs) => {
         const store = new SeriesStore()
-        const stored = new Map<number, SeriesSnapshot>()
+        const parts: SeriesSnapshot[] = []
+        let cut = 0
         for (const phase of phases) {
           for (const r of phase) store.record(r)
-          // Only what changed is written; unchanged days keep their earlier part.
-          for (const day of store.takeDirtyDays()) stored.set(day, store.toSnapshot([day]))
+          // Only the rows recorded since the previous cut are copied.
+          parts.push(store.toSnapshotRows(cut, store.size))
+          cut = store.size
         }
-        if (store.takeDirtyDays().length !== 0) return false
-        const restored = SeriesStore.fromSnapshots([...stored.values()], store.rejected)
-        if (restored.takeDirtyDays().length !== 0) return false
-        if (JSON.stringify(restored.dayKeys()) !== JSON.stringify(store.dayKeys())) return false
+        const restored = SeriesStore.fromSnapshots(parts, store.rejected)
+        if (restored.size !== store.size || restored.rejected !== store.rejected) return false
         const all = phases.flat()
         for (const [a, b] of rs) {
           const s = resolvePoint(a, all)
@@ -145,18 +145,17 @@ t.test('incremental day snapshots: the dirty days of each phase, restored togeth
   t.pass('property held')
 })
 
-t.test('a day part carries only that day and no rejected counter', async (t) => {
+t.test('a row-range part carries no rejected counter; the whole snapshot does', async (t) => {
   const store = new SeriesStore()
   const row = (ts: number): Row => ({ ts, promptTokens: 1, completionTokens: 1, totalTokens: 2, cachedTokens: 0, reasoningTokens: 0, latencyUs: 5, costNanos: 7, error: false, unpriced: false })
   store.record(row(0))
   store.record(row(86_400_000 + 5))
   store.record(row(86_400_000 + 6))
   store.record({ ...row(1), latencyUs: -1 })
-  t.same(store.takeDirtyDays(), [0, 1])
-  const part = store.toSnapshot([1])
+  const part = store.toSnapshotRows(1, 3)
   t.equal(part.rows, 2)
   t.equal(part.rejected, 0)
   t.equal(store.toSnapshot().rejected, 1)
-  t.equal(store.toSnapshot([7]).rows, 0, 'a day with no rows is an empty part')
-  t.equal(SeriesStore.fromSnapshots([store.toSnapshot([0]), part], 1).rejected, 1)
+  t.equal(store.toSnapshotRows(3, 3).rows, 0, 'an empty range is an empty part')
+  t.equal(SeriesStore.fromSnapshots([store.toSnapshotRows(0, 1), part], 1).rejected, 1)
 })
