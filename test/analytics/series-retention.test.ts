@@ -9,6 +9,8 @@ import fc from 'fast-check'
 import { SeriesStore } from '../../src/analytics/series.js'
 import type { Aggregate, TimeBucket } from '../../src/analytics/series.js'
 import type { Row } from '../../src/analytics/row.js'
+import { createTotals } from '../../src/analytics/totals.js'
+import { DiscardSketch } from '../../src/analytics/sketch.js'
 import { DAY, HOUR, inRange, MIN, naiveSketch, naiveTimeseries, naiveTotals, pointSpec, resolvePoint, rowArb } from './fixtures/naive.js'
 
 const INTERVALS = [MIN, 5 * MIN, HOUR, DAY]
@@ -87,6 +89,8 @@ t.test('after retain, every query answers as if coarse rows sat at their hour st
           const s = resolvePoint(a, all)
           const e = resolvePoint(b, all)
           same(store.aggregate(s, e), inRange(ref, s, e), `[${s}, ${e})`)
+          const only = store.aggregate(s, e, { totals: createTotals(), sketch: new DiscardSketch() }).totals
+          if (JSON.stringify(only) !== JSON.stringify(store.aggregate(s, e).totals)) throw new Error(`totals-only read differs for [${s}, ${e})`)
           for (const iv of INTERVALS) sameSeries(store.timeseries(s, e, iv), ref, s, e, iv)
           // Hour-aligned ranges: exactly the original rows, coarse or not.
           const hs = Number.isFinite(s) ? hourStart(s) : s

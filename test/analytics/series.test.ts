@@ -3,6 +3,8 @@ import fc from 'fast-check'
 import { createAggregate, mergeInto, mergeTimeseries, SeriesStore } from '../../src/analytics/series.js'
 import type { Aggregate, TimeBucket } from '../../src/analytics/series.js'
 import type { Row } from '../../src/analytics/row.js'
+import { createTotals } from '../../src/analytics/totals.js'
+import { DiscardSketch } from '../../src/analytics/sketch.js'
 import {
   DAY,
   HOUR,
@@ -65,7 +67,14 @@ function checkStore(store: SeriesStore, rows: readonly Row[], ranges: [PointSpec
     const e = resolvePoint(b, rows)
     checkAggregate(store.aggregate(s, e), inRange(rows, s, e), `[${s}, ${e})`)
     for (const iv of INTERVALS) checkTimeseries(store.timeseries(s, e, iv), rows, s, e, iv)
+    checkTotalsOnly(store, s, e)
   }
+}
+
+/** A totals-only read (which may subtract the rest of a day or hour) equals the full read's totals. */
+function checkTotalsOnly(store: SeriesStore, s: number, e: number): void {
+  const only = store.aggregate(s, e, { totals: createTotals(), sketch: new DiscardSketch() }).totals
+  if (JSON.stringify(only) !== JSON.stringify(store.aggregate(s, e).totals)) throw new Error(`totals-only read differs for [${s}, ${e})`)
 }
 
 const ranges = fc.array(fc.tuple(pointSpec, pointSpec), { minLength: 1, maxLength: 6 })
