@@ -984,18 +984,10 @@ export class SeriesStore {
     if (sketch.count !== totals.requests || totals.requests === 0) fail('sketch count does not match requests')
     const hk = hourKey as number
     const dayKey = floorDiv(hk, 24)
-    const day = this.#days.get(dayKey) ?? this.#newDay(dayKey)
-    const h = hk - dayKey * 24
-    if (day.hours[h] !== undefined) fail('hour given twice')
-    day.hours[h] = { totals, sketch, minutes: null }
-    mergeTotals(day.totals, totals)
-    day.sketch.merge(sketch)
-    this.#coarseHours++
-    this.#coarseRows += totals.requests
+    if (this.#days.get(dayKey)?.hours[hk - dayKey * 24] !== undefined) fail('hour given twice')
+    // Every hour before the horizon is coarse: this one becomes so, then takes its aggregate.
     if (hk + 1 > this.#coarseBefore) this.#coarseBefore = hk + 1
-    const hStart = hk * HOUR_MS
-    if (hStart < this.#minTs) this.#minTs = hStart
-    if (hStart + HOUR_MS - 1 > this.#maxTs) this.#maxTs = hStart + HOUR_MS - 1
+    this.addHour(hk, { totals, sketch })
   }
 
   /** Records one snapshot's rows into `store`; returns its `rejected` counter. */

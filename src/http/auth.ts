@@ -64,17 +64,13 @@ export function registerAuth(app: FastifyInstance, keys: KeyRing, limiter?: Limi
     if (need === undefined) return done()
     const presented = presentedKey(request, cfg?.keyInQuery === true)
     const entry = presented === undefined ? null : keys.check(presented)
-    const r = limiter === undefined ? null : entry === null ? limiter.failure(request) : limiter.key(request, entry)
-    if (r instanceof Promise) {
-      r.then((res) => {
-        const err = decide(request, need, presented, entry, res)
-        if (err === null) done()
-        else done(err)
-      }, done)
-      return
+    const finish = (r: LimitResult | null) => {
+      const err = decide(request, need, presented, entry, r)
+      if (err === null) done()
+      else done(err)
     }
-    const err = decide(request, need, presented, entry, r)
-    if (err === null) done()
-    else done(err)
+    const r = limiter === undefined ? null : entry === null ? limiter.failure(request) : limiter.key(request, entry)
+    if (r instanceof Promise) r.then(finish, done)
+    else finish(r)
   })
 }
