@@ -1,6 +1,6 @@
 import t from 'tap'
 import fc from 'fast-check'
-import { LatencySketch, SKETCH_JSON_VERSION } from '../../src/analytics/sketch.js'
+import { LatencySketch, nearestRank, SKETCH_JSON_VERSION } from '../../src/analytics/sketch.js'
 import { naiveQuantile, within1pct } from './fixtures/naive.js'
 
 const QS = [0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1]
@@ -32,6 +32,117 @@ t.test('every quantile is within 1% of the naive sorted-list quantile', async (t
     { numRuns: 300 },
   )
   t.pass('1% relative error held')
+})
+
+/**
+ * Naive nearest-rank reference in integer arithmetic (no float rounding to argue about):
+ * the q-quantile, q = num/den, of n values is the ⌈num·n/den⌉-th smallest (the first when 0).
+ */
+function nearestRankRef(values: readonly number[], num: number, den: number): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  const rank = Math.max(1, Math.floor((num * sorted.length + den - 1) / den))
+  return sorted[rank - 1]
+}
+
+/** Both storage forms of one sample: a sketch dense from the start and a default one. */
+function bothForms(values: readonly number[]): LatencySketch[] {
+  const dense = LatencySketch.dense()
+  dense.recordMany(values)
+  return [sketchOf(values), dense]
+}
+
+/** Throws (so fast-check shrinks) unless every form answers q = num/den as the reference. */
+function checkNearestRank(values: readonly number[], num: number, den: number): void {
+  const truth = nearestRankRef(values, num, den)
+  const [sparse, dense] = bothForms(values)
+  for (const [form, s] of [['default', sparse], ['dense', dense]] as const) {
+    const est = s.quantile(num / den)
+    if (!within1pct(est, truth)) throw new Error(`${form}, n=${values.length}, q=${num}/${den}: estimate ${est}, nearest rank ${truth}`)
+  }
+  if (!Object.is(sparse.quantile(num / den), dense.quantile(num / den))) throw new Error('dense and default storage answer differently')
+}
+
+t.test('nearestRank: ⌈q·n⌉ - 1, the first for q = 0, decimal q read as meant', async (t) => {
+  t.equal(nearestRank(0, 1), 0)
+  t.equal(nearestRank(0, 7), 0)
+  t.equal(nearestRank(1, 7), 6)
+  t.equal(nearestRank(0.5, 2), 0, 'p50 of two is the smaller')
+  t.equal(nearestRank(0.5, 3), 1)
+  t.equal(nearestRank(0.95, 3), 2)
+  t.equal(nearestRank(0.99, 5), 4, 'p99 of five is the slowest')
+  t.equal(nearestRank(0.99, 100), 98)
+  t.equal(nearestRank(0.99, 101), 99)
+  t.equal(nearestRank(0.95, 20), 18)
+  t.equal(nearestRank(0.07, 100), 6, '0.07 · 100 is 7.000000000000001 in binary, still rank 7')
+  t.equal(nearestRank(0.999, 1_000_000), 998_999)
+  fc.assert(
+    fc.property(fc.integer({ min: 0, max: 10_000 }), fc.integer({ min: 1, max: 50_000_000 }), (num, n) => {
+      return nearestRank(num / 10_000, n) === Math.max(1, Math.floor((num * n + 9_999) / 10_000)) - 1
+    }),
+    { numRuns: 2000 },
+  )
+})
+
+t.test('regression (issue 11): p95 and p99 of a few calls are the slowest call', async (t) => {
+  // 300, 350 and 1200 ms used to give p95 = p99 = 351.6 ms.
+  for (const s of bothForms([300_000, 350_000, 1_200_000])) {
+    t.equal(s.quantile(0.95), 1_200_000)
+    t.equal(s.quantile(0.99), 1_200_000)
+    t.ok(within1pct(s.quantile(0.5), 350_000), 'p50 is the middle call')
+    t.equal(s.quantile(0), 300_000)
+  }
+  // Five calls whose slowest took 488 ms used to give p99 = 337.9 ms.
+  for (const s of bothForms([150_000, 220_000, 301_000, 338_000, 488_000])) {
+    t.equal(s.quantile(0.99), 488_000)
+    t.equal(s.quantile(0.95), 488_000)
+    t.ok(within1pct(s.quantile(0.8), 338_000), 'p80 of five is the 4th')
+    t.ok(within1pct(s.quantile(0.5), 301_000), 'p50 of five is the 3rd')
+  }
+})
+
+t.test('n = 1..10: every percentile is the nearest rank (exact at the ends), both storage forms', async (t) => {
+  for (let n = 1; n <= 10; n++) {
+    fc.assert(
+      fc.property(fc.array(latency, { minLength: n, maxLength: n }), (values) => {
+        for (let pct = 0; pct <= 100; pct++) checkNearestRank(values, pct, 100)
+        for (const num of [950, 990, 999]) checkNearestRank(values, num, 1000)
+        const max = Math.max(...values)
+        const min = Math.min(...values)
+        for (const s of bothForms(values)) {
+          if (s.quantile(0.99) !== max || s.quantile(1) !== max) throw new Error(`p99 of ${n} is not the exact max ${max}`)
+          if (s.quantile(0) !== min) throw new Error(`p0 of ${n} is not the exact min ${min}`)
+        }
+      }),
+      { numRuns: 60 },
+    )
+  }
+  t.pass('nearest rank held for n = 1..10')
+})
+
+t.test('large samples: nearest rank within 1% for random q, sparse and dense, recorded or merged', async (t) => {
+  // Wide values keep the default sketch sparse; narrow ones (1–300 ms) turn it dense.
+  const narrow = fc.oneof(fc.integer({ min: 1000, max: 300_000 }), fc.constant(0), fc.integer({ min: 1, max: 50 }))
+  const q = fc.integer({ min: 0, max: 10_000 })
+  fc.assert(
+    fc.property(
+      fc.oneof(fc.array(latency, { minLength: 1, maxLength: 3000 }), fc.array(narrow, { minLength: 1, maxLength: 3000 })),
+      fc.array(q, { minLength: 1, maxLength: 20 }),
+      fc.integer({ min: 1, max: 8 }),
+      (values, nums, parts) => {
+        for (const num of nums) checkNearestRank(values, num, 10_000)
+        // The same sample merged from parts (the query path) answers the same.
+        const merged = LatencySketch.dense()
+        const size = Math.ceil(values.length / parts)
+        for (let i = 0; i < values.length; i += size) merged.merge(sketchOf(values.slice(i, i + size)))
+        const whole = sketchOf(values)
+        for (const num of nums) {
+          if (!Object.is(merged.quantile(num / 10_000), whole.quantile(num / 10_000))) throw new Error(`merged differs at q=${num}/10000`)
+        }
+      },
+    ),
+    { numRuns: 150 },
+  )
+  t.pass('nearest rank held for large samples')
 })
 
 t.test('merging parts equals recording everything, in any merge order', async (t) => {
