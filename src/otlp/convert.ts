@@ -30,19 +30,25 @@
  */
 import { findProvider } from '@pydantic/genai-prices'
 import { inferProvider, isCacheExclusive } from '../pricing/compute-cost.js'
-import { MAX_LATENCY_MS, type MetadataLimits } from '../events.js'
+import { MAX_LATENCY_MS, MAX_TAGS, type MetadataLimits } from '../events.js'
 import {
   CACHE_READ_ATTRS,
   CACHE_WRITE_ATTRS,
   INPUT_ATTRS,
   LLM_OPERATIONS,
+  METADATA_JSON_ATTRS,
+  METADATA_PREFIXES,
   MODEL_ATTRS,
+  OPENINFERENCE_CALL_KINDS,
   OUTPUT_ATTRS,
   PROVIDER_ALIASES,
   PROVIDER_ATTRS,
   REASONING_ATTRS,
+  SESSION_ID_ATTRS,
+  TAGS_ATTRS,
   TOTAL_ATTRS,
-  TTFT_SECONDS_ATTRS
+  TTFT_SECONDS_ATTRS,
+  USER_ID_ATTRS
 } from './aliases.js'
 import type { AnyValue, SpanView } from './spans.js'
 
@@ -55,8 +61,19 @@ export type SpanOutcome =
 export const META_STRING_MAX = 256
 /** Most `traceloop.association.properties.*` entries copied into metadata. */
 export const META_ASSOCIATION_MAX = 16
+/** Most entries of the caller's own metadata (prefixed attributes and JSON objects) copied. */
+export const META_CALLER_MAX = 32
+/** Longest metadata key taken from an attribute name or a JSON object. */
+export const META_KEY_MAX = 64
+/** The event schema's bounds on the dimensions (src/events.ts). */
+export const ID_MAX = 256
+export const TAG_MAX = 64
 
 const ASSOCIATION_PREFIX = 'traceloop.association.properties.'
+/** Keys of a Langfuse metadata object that name dimensions (`langfuse.trace.metadata.langfuse_user_id`…). */
+const LANGFUSE_DIMENSION_KEYS: ReadonlySet<string> = new Set(['langfuse_user_id', 'langfuse_session_id', 'langfuse_tags'])
+/** Attributes read as dimensions, never copied into metadata as well. */
+const DIMENSION_ATTRS: ReadonlySet<string> = new Set<string>([...USER_ID_ATTRS, ...SESSION_ID_ATTRS, ...TAGS_ATTRS])
 
 /** A string attribute, or undefined. */
 function str(v: AnyValue | undefined): string | undefined {
@@ -185,6 +202,124 @@ export function shapeTokens(
   return { prompt, completion: reasoningOutside ? output + reasoning : output, cached: cacheRead, reasoning, cacheWrite }
 }
 
+/** A span's dimensions (DESIGN §6) and where its session came from. */
+export interface Dimensions {
+  user_id?: string
+  session_id?: string
+  tags?: string[]
+  /** The attribute `session_id` was read from (metadata keeps `conversation_id` otherwise). */
+  sessionFrom?: string
+}
+
+const isObj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v)
+
+/** An attribute that carries something: present and not an empty string. */
+function present(v: AnyValue | undefined): v is AnyValue {
+  return v !== undefined && str(v) !== ''
+}
+
+/** The first of `keys` present on the span, else the first present on its resource. */
+function firstPresent(span: SpanView, keys: readonly string[]): { key: string; value: AnyValue } | undefined {
+  for (const attrs of [span.attrs, span.resource]) {
+    for (const key of keys) {
+      const value = attrs.get(key)
+      if (present(value)) return { key, value }
+    }
+  }
+  return undefined
+}
+
+/** An integer attribute as its decimal text (ids are sometimes numbers), else undefined. */
+function intText(v: AnyValue): string | undefined {
+  const i = v.intValue ?? v.int_value
+  if (typeof i === 'number' && Number.isSafeInteger(i)) return String(i)
+  if (typeof i === 'string' && /^-?\d{1,20}$/.test(i)) return i
+  return undefined
+}
+
+/** A user or session id the schema accepts (1–256 characters), else undefined: never cut. */
+function idValue(v: AnyValue): string | undefined {
+  const s = str(v) ?? intText(v)
+  return s !== undefined && s.length >= 1 && s.length <= ID_MAX ? s : undefined
+}
+
+/**
+ * Tags from a string list, a JSON array string, or a comma-separated string (as Langfuse
+ * reads them): trimmed; empty, longer than 64 characters or repeated ones left out; at most 16.
+ */
+export function tagList(v: AnyValue): string[] {
+  let raw: unknown[] = []
+  const arr = (v.arrayValue ?? v.array_value) as { values?: unknown } | undefined
+  if (isObj(arr) && Array.isArray(arr.values)) {
+    raw = arr.values.map((item) => (isObj(item) ? (str(item) ?? intText(item)) : undefined))
+  } else {
+    const s = str(v)?.trim()
+    if (s === undefined) return []
+    let parsed: unknown
+    if (s.startsWith('[')) {
+      try {
+        parsed = JSON.parse(s)
+      } catch {
+        parsed = undefined
+      }
+    }
+    raw = Array.isArray(parsed) ? parsed.map((x) => (typeof x === 'number' && Number.isFinite(x) ? String(x) : x)) : s.split(',')
+  }
+  const out: string[] = []
+  const seen = new Set<string>()
+  for (const r of raw) {
+    if (typeof r !== 'string') continue
+    const tag = r.trim()
+    if (tag.length < 1 || tag.length > TAG_MAX || seen.has(tag)) continue
+    seen.add(tag)
+    out.push(tag)
+    if (out.length >= MAX_TAGS) break
+  }
+  return out
+}
+
+/**
+ * `user_id`, `session_id` and `tags` from the attributes real instrumentations write
+ * (aliases.ts, `USER_ID_ATTRS` and the others; README "Dimensions"). The first spelling present
+ * wins, span before resource; a value the schema would refuse is left out — the span is
+ * still an event, only without that dimension.
+ */
+export function spanDimensions(span: SpanView): Dimensions {
+  const out: Dimensions = {}
+  const user = firstPresent(span, USER_ID_ATTRS)
+  const userId = user === undefined ? undefined : idValue(user.value)
+  if (userId !== undefined) out.user_id = userId
+  const session = firstPresent(span, SESSION_ID_ATTRS)
+  const sessionId = session === undefined ? undefined : idValue(session.value)
+  if (sessionId !== undefined) {
+    out.session_id = sessionId
+    out.sessionFrom = session!.key
+  }
+  const tags = firstPresent(span, TAGS_ATTRS)
+  const list = tags === undefined ? [] : tagList(tags.value)
+  if (list.length > 0) out.tags = list
+  return out
+}
+
+/** A JSON object's top-level scalars (strings cut like other metadata strings). */
+function jsonScalars(v: AnyValue): Array<[string, string | number | boolean]> {
+  const s = str(v)?.trim()
+  if (s === undefined || !s.startsWith('{')) return []
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(s)
+  } catch {
+    return []
+  }
+  if (!isObj(parsed)) return []
+  const out: Array<[string, string | number | boolean]> = []
+  for (const [key, x] of Object.entries(parsed)) {
+    if (typeof x === 'string') out.push([key, x.length > META_STRING_MAX ? x.slice(0, META_STRING_MAX) : x])
+    else if ((typeof x === 'number' && Number.isFinite(x)) || typeof x === 'boolean') out.push([key, x])
+  }
+  return out
+}
+
 /** What a span becomes. `limits` bounds the metadata so a valid span never fails on it. */
 export function spanToEvent(span: SpanView, limits: MetadataLimits): SpanOutcome {
   const a = span.attrs
@@ -193,6 +328,8 @@ export function spanToEvent(span: SpanView, limits: MetadataLimits): SpanOutcome
   // OpenLLMetry's @workflow/@task/@agent/@tool spans (and LangChain chains) wrap model calls;
   // the model call has its own span.
   if (a.has('traceloop.span.kind')) return { kind: 'ignored', reason: 'a traceloop workflow/task span' }
+  const oiKind = str(a.get('openinference.span.kind'))
+  if (oiKind !== undefined && !OPENINFERENCE_CALL_KINDS.has(oiKind.toUpperCase())) return { kind: 'ignored', reason: `OpenInference ${oiKind} span is not a model call` }
   const model = firstStr(a, MODEL_ATTRS)
   if (model === undefined) return { kind: 'ignored', reason: 'no gen_ai model attribute' }
 
@@ -240,8 +377,12 @@ export function spanToEvent(span: SpanView, limits: MetadataLimits): SpanOutcome
     latency_ms: Number(span.end - span.start) / 1e6,
     status: span.statusCode === 2 ? 'error' : 'success'
   }
-  const metadata = spanMetadata(span, tokens, limits)
+  const dims = spanDimensions(span)
+  const metadata = spanMetadata(span, tokens, limits, dims)
   if (Object.keys(metadata).length > 0) event.metadata = metadata
+  if (dims.user_id !== undefined) event.user_id = dims.user_id
+  if (dims.session_id !== undefined) event.session_id = dims.session_id
+  if (dims.tags !== undefined) event.tags = dims.tags
   if (provider !== undefined) event.provider = provider
   if (counts.cacheRead !== null) event.cached_tokens = tokens.cached
   if (counts.reasoning !== null) event.reasoning_tokens = tokens.reasoning
@@ -254,15 +395,21 @@ export function spanToEvent(span: SpanView, limits: MetadataLimits): SpanOutcome
 /**
  * A bounded selection of the span as flat scalars, most useful first, added only while the
  * configured metadata limits (keys, bytes) allow: the metadata never makes a span invalid.
+ * Then the caller's own metadata: OpenLLMetry association properties as `association.NAME`,
+ * and, under their own keys, `langfuse.…metadata.KEY` / `ai.telemetry.metadata.KEY` attributes
+ * and the top-level scalars of a `metadata` (OpenInference) or `langfuse.…metadata` JSON
+ * string. A key already taken keeps its first value (the fixed keys above win). Attributes
+ * read as dimensions are not repeated here; `gen_ai.conversation.id` stays `conversation_id`
+ * unless it became the `session_id`.
  */
-export function spanMetadata(span: SpanView, tokens: Tokens, limits: MetadataLimits): Record<string, unknown> {
+export function spanMetadata(span: SpanView, tokens: Tokens, limits: MetadataLimits, dims: Dimensions = spanDimensions(span)): Record<string, unknown> {
   const a = span.attrs
   const entries: Array<[string, string | number | boolean | undefined]> = [
     ['trace_id', span.traceId || undefined],
     ['span_id', span.spanId || undefined],
     ['span_name', span.name ? span.name.slice(0, META_STRING_MAX) : undefined],
     ['service_name', scalar(span.resource.get('service.name'))],
-    ['operation', scalar(a.get('gen_ai.operation.name')) ?? scalar(a.get('llm.request.type'))],
+    ['operation', scalar(a.get('gen_ai.operation.name')) ?? scalar(a.get('llm.request.type')) ?? scalar(a.get('openinference.span.kind'))],
     ['instrumentation', span.scopeName ? span.scopeName.slice(0, META_STRING_MAX) : undefined],
     ['response_id', scalar(a.get('gen_ai.response.id'))],
     ['finish_reasons', scalar(a.get('gen_ai.response.finish_reasons'))],
@@ -276,17 +423,38 @@ export function spanMetadata(span: SpanView, tokens: Tokens, limits: MetadataLim
     ['frequency_penalty', scalar(a.get('gen_ai.request.frequency_penalty'))],
     ['presence_penalty', scalar(a.get('gen_ai.request.presence_penalty'))],
     ['seed', scalar(a.get('gen_ai.request.seed'))],
-    ['conversation_id', scalar(a.get('gen_ai.conversation.id'))],
+    ['conversation_id', dims.sessionFrom === 'gen_ai.conversation.id' ? undefined : scalar(a.get('gen_ai.conversation.id'))],
     ['environment', scalar(span.resource.get('deployment.environment.name')) ?? scalar(span.resource.get('deployment.environment'))]
   ]
   let associations = 0
   for (const [key, v] of a) {
     if (associations >= META_ASSOCIATION_MAX) break
-    if (!key.startsWith(ASSOCIATION_PREFIX)) continue
-    const name = key.slice(ASSOCIATION_PREFIX.length).slice(0, 64)
+    if (!key.startsWith(ASSOCIATION_PREFIX) || DIMENSION_ATTRS.has(key)) continue
+    const name = key.slice(ASSOCIATION_PREFIX.length).slice(0, META_KEY_MAX)
     if (name === '') continue
     entries.push([`association.${name}`, scalar(v)])
     associations++
+  }
+  let caller = 0
+  for (const [key, v] of a) {
+    if (caller >= META_CALLER_MAX) break
+    const prefix = METADATA_PREFIXES.find((p) => key.startsWith(p))
+    if (prefix === undefined || DIMENSION_ATTRS.has(key)) continue
+    const name = key.slice(prefix.length).slice(0, META_KEY_MAX)
+    if (name === '') continue
+    entries.push([name, scalar(v)])
+    caller++
+  }
+  for (const attr of METADATA_JSON_ATTRS) {
+    const v = a.get(attr)
+    if (v === undefined) continue
+    for (const [key, x] of jsonScalars(v)) {
+      if (caller >= META_CALLER_MAX) break
+      const name = key.slice(0, META_KEY_MAX)
+      if (name === '' || LANGFUSE_DIMENSION_KEYS.has(name)) continue
+      entries.push([name, x])
+      caller++
+    }
   }
 
   const out: Record<string, unknown> = {}

@@ -29,7 +29,14 @@ export const MAX_REASONS = 5
 
 export function otlpToPending(
   body: unknown,
-  opts: { schema: ReturnType<typeof eventSchema>; limits: MetadataLimits; now: number; inferProvider: (model: string) => string }
+  opts: {
+    schema: ReturnType<typeof eventSchema>
+    limits: MetadataLimits
+    now: number
+    inferProvider: (model: string) => string
+    /** The project the request acts in (DESIGN §5); default: the default project. */
+    project?: string
+  }
 ): OtlpBatch {
   const out: OtlpBatch = { pending: [], spans: 0, ignored: 0, rejected: 0, reasons: [] }
   const reject = (reason: string) => {
@@ -72,7 +79,7 @@ export function otlpToPending(
       reject(`span ${span.spanId || '(no id)'}: ${zodDetails(r.error.issues).map((d) => `${d.path}: ${d.message}`).join('; ')}`)
       continue
     }
-    out.pending.push(toPending(r.data, opts.now, opts.inferProvider))
+    out.pending.push(toPending(r.data, opts.now, opts.inferProvider, opts.project))
   }
   return out
 }
