@@ -88,7 +88,7 @@ async function child(n: number, queries: number): Promise<void> {
   let batch = []
   const inflight: Promise<unknown>[] = []
   for (const e of events(n)) {
-    batch.push({ ts: e.ts, recv: e.ts, model: e.model, provider: e.provider, prompt: e.prompt, completion: e.completion, total: e.prompt + e.completion, cached: 0, reasoning: 0, latency: e.latency, ttft: null, error: e.error, cost: null, meta: null })
+    batch.push({ ts: e.ts, recv: e.ts, model: e.model, provider: e.provider, prompt: e.prompt, completion: e.completion, total: e.prompt + e.completion, cached: 0, reasoning: 0, latency: e.latency, ttft: null, error: e.error, cost: null, meta: null, project: 'default', user: null, session: null, tags: null })
     if (batch.length === BATCH) {
       inflight.push(engine.ingest(batch))
       batch = []

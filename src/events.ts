@@ -15,6 +15,10 @@ export const MAX_TOKENS = 1e12
 export const MAX_LATENCY_MS = 7 * 24 * 3600 * 1000
 /** Upper bound on a caller-supplied cost, in dollars. */
 export const MAX_COST = 1e6
+/** Most tags on one event (DESIGN §6). */
+export const MAX_TAGS = 16
+/** The project of events sent by a user who never created one (DESIGN §5). */
+export const DEFAULT_PROJECT = 'default'
 
 export interface MetadataLimits {
   maxBytes: number
@@ -41,7 +45,14 @@ export function eventSchema(limits: MetadataLimits) {
       ttft_ms: millis.optional(),
       status: z.enum(['success', 'error']).default('success'),
       cost: z.number().min(0).max(MAX_COST).optional(),
-      metadata: z.record(z.string(), z.unknown()).optional()
+      metadata: z.record(z.string(), z.unknown()).optional(),
+      user_id: z.string().min(1).max(256).optional(),
+      session_id: z.string().min(1).max(256).optional(),
+      tags: z
+        .array(z.string().min(1).max(64))
+        .max(MAX_TAGS)
+        .refine((t) => new Set(t).size === t.length, 'must not repeat a tag')
+        .optional()
     })
     .superRefine((e, ctx) => {
       if (e.total_tokens !== undefined && e.total_tokens < e.prompt_tokens + e.completion_tokens) {
@@ -177,6 +188,12 @@ export interface StoredEvent {
   /** Caller-supplied cost in dollars, or null. */
   cost: number | null
   meta: Record<string, unknown> | null
+  /** The project it belongs to (DESIGN §5). */
+  project: string
+  /** Dimensions (DESIGN §6): null when the event did not carry them. */
+  user: string | null
+  session: string | null
+  tags: readonly string[] | null
 }
 
 /** A stored event with its price (integer nano-dollars). */
@@ -188,8 +205,11 @@ export interface PricedEvent extends StoredEvent {
 /** An event that passed validation, waiting for its log position. */
 export type PendingEvent = Omit<StoredEvent, 'seq' | 'id'>
 
-/** Turns a parsed event into its pending stored form. `inferProvider` fills a missing provider. */
-export function toPending(e: ParsedEvent, now: number, inferProvider: (model: string) => string): PendingEvent {
+/**
+ * Turns a parsed event into its pending stored form. `inferProvider` fills a missing provider;
+ * `project` is the project the request acts in (the route's, from its key).
+ */
+export function toPending(e: ParsedEvent, now: number, inferProvider: (model: string) => string, project: string = DEFAULT_PROJECT): PendingEvent {
   return {
     ts: e.timestamp === undefined ? now : Date.parse(e.timestamp),
     recv: now,
@@ -204,12 +224,16 @@ export function toPending(e: ParsedEvent, now: number, inferProvider: (model: st
     ttft: e.ttft_ms ?? null,
     error: e.status === 'error',
     cost: e.cost ?? null,
-    meta: e.metadata ?? null
+    meta: e.metadata ?? null,
+    project,
+    user: e.user_id ?? null,
+    session: e.session_id ?? null,
+    tags: e.tags ?? null
   }
 }
 
 const ISO_WITH_ZONE: RegExp = (z.iso.datetime({ offset: true }) as unknown as { _zod: { pattern: RegExp } })._zod.pattern
-const KNOWN_FIELDS = new Set(['timestamp', 'model', 'provider', 'prompt_tokens', 'completion_tokens', 'total_tokens', 'cached_tokens', 'reasoning_tokens', 'latency_ms', 'ttft_ms', 'status', 'cost', 'metadata'])
+const KNOWN_FIELDS = new Set(['timestamp', 'model', 'provider', 'prompt_tokens', 'completion_tokens', 'total_tokens', 'cached_tokens', 'reasoning_tokens', 'latency_ms', 'ttft_ms', 'status', 'cost', 'metadata', 'user_id', 'session_id', 'tags'])
 
 const isTokens = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && v <= MAX_TOKENS
 const isMillis = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v >= 0 && v <= MAX_LATENCY_MS
@@ -223,11 +247,11 @@ const isName = (v: unknown, max: number): v is string => typeof v === 'string' &
  * on its own: anything unusual (a surrogate-heavy long name, say) simply takes the slow path.
  * test/events.test.ts checks the equivalence with fast-check.
  */
-export function fastPending(body: unknown, limits: MetadataLimits, now: number, inferProvider: (model: string) => string): PendingEvent | null {
+export function fastPending(body: unknown, limits: MetadataLimits, now: number, inferProvider: (model: string) => string, project: string = DEFAULT_PROJECT): PendingEvent | null {
   if (body === null || typeof body !== 'object' || Array.isArray(body)) return null
   const e = body as Record<string, unknown>
   for (const k in e) if (!KNOWN_FIELDS.has(k)) return null
-  const { timestamp, model, provider, prompt_tokens = 0, completion_tokens = 0, total_tokens, cached_tokens, reasoning_tokens, latency_ms = 0, ttft_ms, status = 'success', cost, metadata } = e
+  const { timestamp, model, provider, prompt_tokens = 0, completion_tokens = 0, total_tokens, cached_tokens, reasoning_tokens, latency_ms = 0, ttft_ms, status = 'success', cost, metadata, user_id, session_id, tags } = e
   if (!isName(model, 256)) return null
   if (provider !== undefined && !isName(provider, 64)) return null
   if (!isTokens(prompt_tokens) || !isTokens(completion_tokens)) return null
@@ -248,6 +272,9 @@ export function fastPending(body: unknown, limits: MetadataLimits, now: number, 
     if (metadata === null || typeof metadata !== 'object' || Array.isArray(metadata)) return null
     if (checkMetadata(metadata as Record<string, unknown>, limits) !== null) return null
   }
+  if (user_id !== undefined && !isName(user_id, 256)) return null
+  if (session_id !== undefined && !isName(session_id, 256)) return null
+  if (tags !== undefined && !isTags(tags)) return null
   return {
     ts,
     recv: now,
@@ -262,8 +289,22 @@ export function fastPending(body: unknown, limits: MetadataLimits, now: number, 
     ttft: ttft_ms ?? null,
     error: status === 'error',
     cost: cost ?? null,
-    meta: (metadata as Record<string, unknown> | undefined) ?? null
+    meta: (metadata as Record<string, unknown> | undefined) ?? null,
+    project,
+    user: user_id ?? null,
+    session: session_id ?? null,
+    tags: (tags as string[] | undefined) ?? null
   }
+}
+
+/** Tags as the schema accepts them: ≤ MAX_TAGS distinct names of 1–64 chars. */
+function isTags(v: unknown): v is string[] {
+  if (!Array.isArray(v) || v.length > MAX_TAGS) return false
+  for (let i = 0; i < v.length; i++) {
+    if (!isName(v[i], 64)) return false
+    for (let j = 0; j < i; j++) if (v[j] === v[i]) return false
+  }
+  return true
 }
 
 /** Makes the id of the event at log position `seq`. */
@@ -299,7 +340,10 @@ export function toPublic(e: PricedEvent) {
     cost: e.costNanos / 1e9,
     cost_source: e.cost !== null ? 'caller' : e.unpriced ? 'unpriced' : 'computed',
     unpriced: e.unpriced,
-    metadata: e.meta
+    metadata: e.meta,
+    user_id: e.user,
+    session_id: e.session,
+    tags: e.tags
   }
 }
 
@@ -330,17 +374,18 @@ export function pendingBatch(
   limits: MetadataLimits,
   items: readonly unknown[],
   now: number,
-  inferProvider: (model: string) => string
+  inferProvider: (model: string) => string,
+  project: string = DEFAULT_PROJECT
 ): PendingEvent[] {
   const out: PendingEvent[] = new Array(items.length)
   for (let i = 0; i < items.length; i++) {
-    const fast = fastPending(items[i], limits, now, inferProvider)
-    out[i] = fast ?? toPending(parseEvent(schema, items[i], i), now, inferProvider)
+    const fast = fastPending(items[i], limits, now, inferProvider, project)
+    out[i] = fast ?? toPending(parseEvent(schema, items[i], i), now, inferProvider, project)
   }
   return out
 }
 
 /** One event validated as the single-event route does (the fast path, then zod). */
-export function pendingOne(schema: ReturnType<typeof eventSchema>, limits: MetadataLimits, body: unknown, now: number, inferProvider: (model: string) => string): PendingEvent {
-  return fastPending(body, limits, now, inferProvider) ?? toPending(parseEvent(schema, body), now, inferProvider)
+export function pendingOne(schema: ReturnType<typeof eventSchema>, limits: MetadataLimits, body: unknown, now: number, inferProvider: (model: string) => string, project: string = DEFAULT_PROJECT): PendingEvent {
+  return fastPending(body, limits, now, inferProvider, project) ?? toPending(parseEvent(schema, body), now, inferProvider, project)
 }

@@ -31,7 +31,7 @@ function pending(n: number, seed: number): PendingEvent[] {
     const ts = T0 + Math.floor(r() * 3 * DAY)
     const prompt = Math.floor(r() * 3000)
     const completion = Math.floor(r() * 900)
-    return { ts, recv: ts, model: MODELS[m], provider: m === 2 ? 'anthropic' : r() < 0.2 ? 'azure' : 'openai', prompt, completion, total: prompt + completion, cached: 0, reasoning: 0, latency: Math.floor(r() * 2_000_000) / 1000, ttft: null, error: r() < 0.05, cost: null, meta: null }
+    return { ts, recv: ts, model: MODELS[m], provider: m === 2 ? 'anthropic' : r() < 0.2 ? 'azure' : 'openai', prompt, completion, total: prompt + completion, cached: 0, reasoning: 0, latency: Math.floor(r() * 2_000_000) / 1000, ttft: null, error: r() < 0.05, cost: null, meta: null, project: 'default', user: null, session: null, tags: null }
   })
 }
 

@@ -19,6 +19,8 @@ export interface Stores {
   readonly alertEvents: Database<unknown, number>
   /** API keys made through `POST /keys` (digests, never the keys): `api-keys.ts`. */
   readonly apiKeys: Database<unknown, string>
+  /** projects and tombstones of deleted ones, by id: `projects.ts`. */
+  readonly projects: Database<unknown, string>
   /** Bytes the database file uses (its highest page in use), from LMDB's own statistics. */
   usedBytes(): number
   /** The configured most the database may use (LLMSCOPE_MAX_DB_BYTES). */
@@ -46,12 +48,30 @@ const START_HEADROOM_BYTES = 256 * 1024
  * One append in the log: events at seq = key, key+1, … in order. Two formats, both read
  * (src/store/event-log.ts decodes them): v1 rows, written until the columnar v2 replaced it.
  */
-export type EventRecord = EventRecordV1 | EventRecordV2
+export type EventRecord = EventRecordV1 | EventRecordV2 | EventRecordV3 | EventRecordV4
 
 /** Format 1: one array (row) per event. */
 export interface EventRecordV1 {
   v: 1
   ev: unknown[]
+}
+
+/**
+ * Format 3: format 1 plus each event's project and dimensions (`dx`, null for project
+ * `default` without dimensions); an event removed by a purge is a null row (a hole). Written
+ * only when some event of the append needs it, so a user without projects or dimensions
+ * writes format 1 as before.
+ */
+export interface EventRecordV3 {
+  v: 3
+  ev: Array<unknown[] | null>
+  dx: Array<[string, string | null, string | null, readonly string[] | null] | null>
+}
+
+/** Format 4: format 2 plus `dx` as in format 3. */
+export interface EventRecordV4 extends Omit<EventRecordV2, 'v'> {
+  v: 4
+  dx: Array<[string, string | null, string | null, readonly string[] | null] | null>
 }
 
 /**
@@ -120,6 +140,7 @@ export function openStores(dataDir: string, opts: StoreOptions = {}): Stores {
   const rules = root.openDB<unknown, string>('rules', {})
   const alertEvents = root.openDB<unknown, number>('alert-events', {})
   const apiKeys = root.openDB<unknown, string>('api-keys', {})
+  const projects = root.openDB<unknown, string>('projects', {})
   const fail = (why: string): never => {
     try {
       root.close()
@@ -145,6 +166,7 @@ export function openStores(dataDir: string, opts: StoreOptions = {}): Stores {
     rules,
     alertEvents,
     apiKeys,
+    projects,
     usedBytes,
     maxBytes,
     close() {

@@ -22,8 +22,8 @@
  * A record of a format this release does not know is an error, never misread.
  */
 import type { Database } from 'lmdb'
-import type { EventRecord, EventRecordV2 } from './db.js'
-import { makeEventId, type PendingEvent, type StoredEvent } from '../events.js'
+import type { EventRecord, EventRecordV1, EventRecordV2, EventRecordV3, EventRecordV4 } from './db.js'
+import { DEFAULT_PROJECT, makeEventId, type PendingEvent, type StoredEvent } from '../events.js'
 import { intern } from '../intern.js'
 
 type Row = [
@@ -32,11 +32,32 @@ type Row = [
   latency: number, ttft: number | null, error: 0 | 1, cost: number | null, meta: Record<string, unknown> | null
 ]
 
-function fromRow(seq: number, r: Row): StoredEvent {
+/** An event's project and dimensions in a v3/v4 record; null = project `default`, none of them. */
+export type DimsTuple = [project: string, user: string | null, session: string | null, tags: readonly string[] | null]
+
+function fromRow(seq: number, r: Row, dx: DimsTuple | null | undefined): StoredEvent {
   return {
     seq, id: r[0], ts: r[1], recv: r[2], model: r[3], provider: r[4], prompt: r[5], completion: r[6],
-    total: r[7], cached: r[8], reasoning: r[9], latency: r[10], ttft: r[11], error: r[12] === 1, cost: r[13], meta: r[14]
+    total: r[7], cached: r[8], reasoning: r[9], latency: r[10], ttft: r[11], error: r[12] === 1, cost: r[13], meta: r[14],
+    project: dx?.[0] ?? DEFAULT_PROJECT, user: dx?.[1] ?? null, session: dx?.[2] ?? null, tags: dx?.[3] ?? null
   }
+}
+
+/** The event's v3/v4 tuple, or null when it has the defaults (project `default`, no dimensions). */
+function dimsOf(e: StoredEvent): DimsTuple | null {
+  if (e.project === DEFAULT_PROJECT && e.user === null && e.session === null && e.tags === null) return null
+  return [e.project, e.user, e.session, e.tags]
+}
+
+/** The events' tuples, or undefined when every event has the defaults (then v1/v2 is written). */
+function dimsColumn(events: readonly StoredEvent[]): Array<DimsTuple | null> | undefined {
+  let any = false
+  const dx: Array<DimsTuple | null> = new Array(events.length)
+  for (let i = 0; i < events.length; i++) {
+    dx[i] = dimsOf(events[i])
+    if (dx[i] !== null) any = true
+  }
+  return any ? dx : undefined
 }
 
 /** Length of an id's random part (`evt_<seq>_<this>`). */
@@ -87,20 +108,30 @@ function encodeRecord(events: readonly StoredEvent[], rnd: string): EventRecordV
   }
   if (names.length > MAX_NAMES) return null
   const tok = tok32 ? bytesOf(Uint32Array.from(tokF)) : bytesOf(tokF)
-  return { v: 2, n, num: bytesOf(num), tok, tok32, err: bytesOf(err), str: bytesOf(str), names, rnd, meta }
+  const dx = dimsColumn(events)
+  const cols = { n, num: bytesOf(num), tok, tok32, err: bytesOf(err), str: bytesOf(str), names, rnd, meta }
+  return dx === undefined ? { v: 2, ...cols } : { v: 4, ...cols, dx }
 }
 
-/** The v1 record of `events` (rows). */
+const toRow = (e: StoredEvent): Row => [e.id, e.ts, e.recv, e.model, e.provider, e.prompt, e.completion, e.total, e.cached, e.reasoning, e.latency, e.ttft, e.error ? 1 : 0, e.cost, e.meta]
+
+/** The v1 record of `events` (rows), or v3 when any carries a project or dimensions. */
 function encodeRowsRecord(events: readonly StoredEvent[]): EventRecord {
-  return {
-    v: 1,
-    ev: events.map((e): Row => [e.id, e.ts, e.recv, e.model, e.provider, e.prompt, e.completion, e.total, e.cached, e.reasoning, e.latency, e.ttft, e.error ? 1 : 0, e.cost, e.meta])
-  }
+  const dx = dimsColumn(events)
+  return dx === undefined ? { v: 1, ev: events.map(toRow) } : { v: 3, ev: events.map(toRow), dx }
 }
 
-/** A v2 record's columns as typed arrays: copies, so aligned and owned whatever buffer the read used. */
+/**
+ * A v3 record holding `events` with holes (null) where `keep` refused one: how a purge
+ * rewrites a record. Positions never move, so the other events keep their seqs and ids.
+ */
+function withHoles(events: ReadonlyArray<StoredEvent | null>): EventRecordV3 {
+  return { v: 3, ev: events.map((e) => (e === null ? null : toRow(e))), dx: events.map((e) => (e === null ? null : dimsOf(e))) }
+}
+
+/** A v2/v4 record's columns as typed arrays: copies, so aligned and owned whatever buffer the read used. */
 interface Columns {
-  record: EventRecordV2
+  record: EventRecordV2 | EventRecordV4
   num: Float64Array
   tok: Float64Array | Uint32Array
   err: Uint8Array
@@ -112,7 +143,7 @@ function copyInto<T extends Float64Array | Uint32Array | Uint16Array | Uint8Arra
   return target
 }
 
-function columnsOf(r: EventRecordV2): Columns {
+function columnsOf(r: EventRecordV2 | EventRecordV4): Columns {
   const n = r.n
   return {
     record: r,
@@ -129,26 +160,27 @@ function unknownFormat(key: number, r: unknown): Error {
 
 /** Events in a stored record, of any format. */
 function recordLength(key: number, r: EventRecord): number {
-  if (r.v === 2) return r.n
-  if (r.v === 1) return r.ev.length
+  if (r.v === 2 || r.v === 4) return r.n
+  if (r.v === 1 || r.v === 3) return r.ev.length
   throw unknownFormat(key, r)
 }
 
-/** A stored record ready to decode: v1 as is, v2 with its columns copied out once. */
-function readable(key: number, r: EventRecord): EventRecord | Columns {
-  if (r.v === 1) return r
-  if ((r as { v: unknown }).v !== 2) throw unknownFormat(key, r)
+/** A stored record ready to decode: rows as they are, columns copied out once. */
+function readable(key: number, r: EventRecord): EventRecordV1 | EventRecordV3 | Columns {
+  if (r.v === 1 || r.v === 3) return r
+  if (r.v !== 2 && r.v !== 4) throw unknownFormat(key, r)
   return columnsOf(r)
 }
 
-/** Event `i` of the record stored at `key`. */
-function decodeAt(key: number, rec: EventRecord | Columns, i: number): StoredEvent {
+/** Event `i` of the record stored at `key`, or null where a purge left a hole. */
+function decodeAt(key: number, rec: EventRecordV1 | EventRecordV3 | Columns, i: number): StoredEvent | null {
   const seq = key + i
   if ('v' in rec) {
-    if (rec.v === 1) return fromRow(seq, rec.ev[i] as Row)
-    throw unknownFormat(key, rec)
+    const row = rec.ev[i] as Row | null
+    return row === null ? null : fromRow(seq, row, rec.v === 3 ? rec.dx[i] : null)
   }
   const { num, tok, err, str, record: r } = rec
+  const dx = r.v === 4 ? r.dx[i] : null
   const o = i * 5
   const ttft = num[o + 3]
   const cost = num[o + 4]
@@ -168,7 +200,11 @@ function decodeAt(key: number, rec: EventRecord | Columns, i: number): StoredEve
     ttft: Number.isNaN(ttft) ? null : ttft,
     error: err[i] === 1,
     cost: Number.isNaN(cost) ? null : cost,
-    meta: r.meta[i] ?? null
+    meta: r.meta[i] ?? null,
+    project: dx?.[0] ?? DEFAULT_PROJECT,
+    user: dx?.[1] ?? null,
+    session: dx?.[2] ?? null,
+    tags: dx?.[3] ?? null
   }
 }
 
@@ -266,7 +302,7 @@ export class EventLog {
   get(seq: number): StoredEvent | undefined {
     for (const { key, value } of this.#db.getRange({ start: seq, reverse: true, limit: 1 })) {
       const i = seq - key
-      if (i < recordLength(key, value)) return decodeAt(key, readable(key, value), i)
+      if (i < recordLength(key, value)) return decodeAt(key, readable(key, value), i) ?? undefined
     }
     return undefined
   }
@@ -280,16 +316,58 @@ export class EventLog {
       const out: StoredEvent[] = []
       const n = recordLength(key, value)
       const rec = readable(key, value)
-      for (let i = Math.max(0, from - key); i < n; i++) out.push(decodeAt(key, rec, i))
+      for (let i = Math.max(0, from - key); i < n; i++) {
+        const e = decodeAt(key, rec, i)
+        if (e !== null) out.push(e)
+      }
       if (out.length > 0) yield out
     }
   }
 
-  /** Number of events stored at or after `from` (walks keys only). */
-  countFrom(from: number): number {
-    let n = 0
-    for (const batch of this.readFrom(from)) n += batch.length
-    return n
+  /**
+   * Removes every stored event `drop` selects: each record holding one is rewritten with a hole
+   * in its place (positions, and so the other events' seqs and ids, never move; a record of
+   * holes only is kept, so the log's end never moves back and no seq is given twice). Runs a
+   * few records per event-loop turn, many puts sharing a commit; resolves after the last commit
+   * with the number of events removed. Idempotent: running it again after a crash completes it.
+   */
+  async purge(drop: (e: StoredEvent) => boolean, opts: { recordsPerTurn?: number } = {}): Promise<number> {
+    const perTurn = opts.recordsPerTurn ?? 64
+    let removed = 0
+    let pending: Promise<boolean>[] = []
+    let seen = 0
+    // Keys first: the rewrite must not disturb the range being walked.
+    const keys: number[] = []
+    for (const key of this.#db.getKeys()) keys.push(key)
+    for (const key of keys) {
+      const value = this.#db.get(key)
+      if (value === undefined) continue
+      const n = recordLength(key, value)
+      const rec = readable(key, value)
+      const kept: Array<StoredEvent | null> = new Array(n)
+      let hit = 0
+      for (let i = 0; i < n; i++) {
+        const e = decodeAt(key, rec, i)
+        if (e !== null && drop(e)) {
+          kept[i] = null
+          hit++
+        } else {
+          kept[i] = e
+        }
+      }
+      if (hit > 0) {
+        removed += hit
+        pending.push(this.#db.put(key, withHoles(kept)))
+      }
+      if (++seen % perTurn === 0) {
+        await Promise.all(pending)
+        pending = []
+        await new Promise((r) => setImmediate(r))
+      }
+    }
+    await Promise.all(pending)
+    return removed
   }
+
 }
 

@@ -47,7 +47,7 @@ function ev(over: Partial<PricedEvent> = {}): PricedEvent {
     ttft: null,
     error: false,
     cost: null,
-    meta: null,
+    meta: null, project: 'default', user: null, session: null, tags: null,
     costNanos: 1_000_000,
     unpriced: false,
     ...over

@@ -65,7 +65,7 @@ class FakeSink implements SocketSink {
 function priced(seq: number, over: Partial<PricedEvent> = {}): PricedEvent {
   return {
     seq, id: `evt_${seq.toString(36)}_AAAAAAAAAAAA`, ts: Date.UTC(2026, 0, 1) + seq, recv: 0, model: 'gpt-4', provider: 'openai',
-    prompt: 10, completion: 5, total: 15, cached: 0, reasoning: 0, latency: 100, ttft: null, error: false, cost: null, meta: null,
+    prompt: 10, completion: 5, total: 15, cached: 0, reasoning: 0, latency: 100, ttft: null, error: false, cost: null, meta: null, project: 'default', user: null, session: null, tags: null,
     costNanos: 1_500_000, unpriced: false, ...over
   }
 }

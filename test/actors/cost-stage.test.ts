@@ -4,7 +4,7 @@ import { encodeBatch, priceBatch, type PriceBatch, type PriceResult } from '../.
 import type { PricedEvent, StoredEvent } from '../../src/events.js'
 
 function ev(seq: number, over: Partial<StoredEvent> = {}): StoredEvent {
-  return { seq, id: `evt_${seq}`, ts: 1_700_000_000_000 + seq, recv: 0, model: 'gpt-4', provider: 'openai', prompt: 1000, completion: 500, total: 1500, cached: 0, reasoning: 0, latency: 10, ttft: null, error: false, cost: null, meta: null, ...over }
+  return { seq, id: `evt_${seq}`, ts: 1_700_000_000_000 + seq, recv: 0, model: 'gpt-4', provider: 'openai', prompt: 1000, completion: 500, total: 1500, cached: 0, reasoning: 0, latency: 10, ttft: null, error: false, cost: null, meta: null, project: 'default', user: null, session: null, tags: null, ...over }
 }
 
 /** A pricer whose tasks finish when the test says, in any order. */

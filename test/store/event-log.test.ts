@@ -4,7 +4,9 @@ import { openStores } from '../../src/store/db.js'
 import { COLUMNS_FROM, EventLog } from '../../src/store/event-log.js'
 import { seqOfEventId, type PendingEvent } from '../../src/events.js'
 
-const pending = (i: number): PendingEvent => ({ ts: 1000 + i, recv: 5, model: `m${i % 3}`, provider: 'p', prompt: i, completion: 2 * i, total: 3 * i, cached: 0, reasoning: 1, latency: 1.5, ttft: i % 2 ? 0.5 : null, error: i % 5 === 0, cost: i % 4 === 0 ? 0.25 : null, meta: i % 3 ? { i } : null })
+const pending = (i: number): PendingEvent => ({ ts: 1000 + i, recv: 5, model: `m${i % 3}`, provider: 'p', prompt: i, completion: 2 * i, total: 3 * i, cached: 0, reasoning: 1, latency: 1.5, ttft: i % 2 ? 0.5 : null, error: i % 5 === 0, cost: i % 4 === 0 ? 0.25 : null, meta: i % 3 ? { i } : null, project: i % 2 ? 'default' : 'p2', user: i % 3 === 1 ? `u${i}` : null, session: null, tags: i % 4 === 1 ? ['a', 'b'] : null })
+/** Project `default` without dimensions: what releases before projects wrote (formats 1 and 2). */
+const plain = (i: number): PendingEvent => ({ ...pending(i), project: 'default', user: null, session: null, tags: null })
 
 t.test('append assigns consecutive seqs and ids; get and readFrom return what was written', async (t) => {
   const stores = openStores(t.testdir())
@@ -22,7 +24,7 @@ t.test('append assigns consecutive seqs and ids; get and readFrom return what wa
   t.equal(log.get(4), undefined)
   t.same([...log.readFrom(2)].flat().map((e) => e.seq), [2, 3], 'reads from inside an append')
   t.same([...log.readFrom(0)].flat(), [...a.events, ...b.events])
-  t.equal(log.countFrom(1), 3)
+  t.equal([...log.readFrom(1)].flat().length, 3)
   t.same(log.stats, { appends: 2, appendedEvents: 4, nextSeq: 4 })
 })
 
@@ -74,7 +76,7 @@ t.test('usedBytes (read by the log every few ms) equals the highest page in use 
   const log = new EventLog(stores.events)
   const before = stores.usedBytes()
   for (let i = 0; i < 5; i++) {
-    await log.append(Array.from({ length: 500 }, () => ({ ts: 1, recv: 1, model: 'gpt-4', provider: 'openai', prompt: 1, completion: 1, total: 2, cached: 0, reasoning: 0, latency: 1, ttft: null, error: false, cost: null, meta: { pad: 'x'.repeat(200) } }))).committed
+    await log.append(Array.from({ length: 500 }, () => ({ ts: 1, recv: 1, model: 'gpt-4', provider: 'openai', prompt: 1, completion: 1, total: 2, cached: 0, reasoning: 0, latency: 1, ttft: null, error: false, cost: null, meta: { pad: 'x'.repeat(200) }, project: 'default', user: null, session: null, tags: null }))).committed
   }
   t.ok(stores.usedBytes() > before, 'it grows as the log grows')
   t.equal(stores.usedBytes(), fromStats())
@@ -90,7 +92,7 @@ function v1Record(first: number, events: PendingEvent[], rnd: string[]) {
 
 t.test('old v1 (row) records stay readable next to new v2 (columnar) ones: get, readFrom, nextSeq, after a reopen', async (t) => {
   const dir = t.testdir()
-  const old = [pending(0), pending(1), pending(2)]
+  const old = [plain(0), plain(1), plain(2)]
   const rnd = ['AAAAAAAAAAAA', 'BBBBBBBBBBBB', 'C_C-C_C-C_C-']
   {
     const stores = openStores(dir)
@@ -101,8 +103,8 @@ t.test('old v1 (row) records stay readable next to new v2 (columnar) ones: get, 
   t.teardown(() => stores.close())
   const log = new EventLog(stores.events)
   t.equal(log.nextSeq, 3, 'the position after a v1 record')
-  const a = log.append(Array.from({ length: COLUMNS_FROM }, (_, i) => pending(3 + i)))
-  const b = log.append([pending(99)])
+  const a = log.append(Array.from({ length: COLUMNS_FROM }, (_, i) => plain(3 + i)))
+  const b = log.append([plain(99)])
   await Promise.all([a.committed, b.committed])
   t.equal((stores.events.get(3) as { v: number }).v, 2, 'an append of COLUMNS_FROM events is written in format 2')
   t.equal((stores.events.get(3 + COLUMNS_FROM) as { v: number }).v, 1, 'a small one in format 1')
@@ -136,7 +138,11 @@ t.test('v1 and v2 records round-trip every field (property): nulls, errors, larg
     cost: fc.option(fc.double({ min: 0, max: 1e6, noNaN: true }), { nil: null }),
     // No "__proto__" key: the HTTP parsers refuse it (400), so it never reaches the log (and
     // msgpackr, guarding against prototype pollution, would read it back renamed).
-    meta: fc.option(fc.dictionary(fc.string({ maxLength: 5 }), fc.jsonValue({ maxDepth: 2 }), { maxKeys: 4 }).filter((m) => !JSON.stringify(m).includes('"__proto__"')), { nil: null })
+    meta: fc.option(fc.dictionary(fc.string({ maxLength: 5 }), fc.jsonValue({ maxDepth: 2 }), { maxKeys: 4 }).filter((m) => !JSON.stringify(m).includes('"__proto__"')), { nil: null }),
+    project: fc.constantFrom('default', 'default', 'team-a'),
+    user: fc.option(fc.string({ minLength: 1, maxLength: 8 }), { nil: null }),
+    session: fc.option(fc.string({ minLength: 1, maxLength: 8 }), { nil: null }),
+    tags: fc.option(fc.uniqueArray(fc.string({ minLength: 1, maxLength: 4 }), { maxLength: 3 }), { nil: null })
   })
   await fc.assert(
     fc.asyncProperty(fc.oneof(fc.array(event, { minLength: 1, maxLength: 8 }), fc.array(event, { minLength: COLUMNS_FROM, maxLength: COLUMNS_FROM + 20 })), async (events) => {
@@ -168,14 +174,41 @@ t.test('an append with more distinct names than v2 can index is written as v1 ro
   const stores = openStores(t.testdir())
   t.teardown(() => stores.close())
   const log = new EventLog(stores.events)
-  const many = Array.from({ length: 65_537 }, (_, i) => ({ ...pending(i), model: `model-${i}` }))
+  const many = Array.from({ length: 65_537 }, (_, i) => ({ ...plain(i), model: `model-${i}` }))
   const a = log.append(many)
   await a.committed
   t.equal((stores.events.get(0) as { v: number }).v, 1, 'format 1')
   t.equal(log.get(65_536)!.model, 'model-65536')
   t.same(log.get(12_345), a.events[12_345])
-  const b = log.append(Array.from({ length: COLUMNS_FROM }, (_, i) => pending(i)))
+  const b = log.append(Array.from({ length: COLUMNS_FROM }, (_, i) => plain(i)))
   await b.committed
   t.equal((stores.events.get(65_537) as { v: number }).v, 2, 'the next large append is format 2 again')
   t.equal(new EventLog(stores.events).nextSeq, 65_537 + COLUMNS_FROM)
+})
+
+t.test('purge leaves holes: the other events keep their seqs and ids, the log end never moves back', async (t) => {
+  const dir = t.testdir()
+  let stores = openStores(dir)
+  let log = new EventLog(stores.events)
+  const small = log.append([pending(0), pending(1), pending(2)])
+  const big = log.append(Array.from({ length: COLUMNS_FROM + 6 }, (_, i) => pending(3 + i)))
+  const last = log.append([pending(2)])
+  await Promise.all([small.committed, big.committed, last.committed])
+  t.equal((stores.events.get(3) as { v: number }).v, 4, 'columns with projects and dimensions are format 4')
+  t.equal((stores.events.get(0) as { v: number }).v, 3, 'rows with them format 3')
+  const all = [...log.readFrom(0)].flat()
+  const gone = all.filter((e) => e.project === 'p2')
+  t.ok(gone.length > 10, 'the fixture puts events in project p2')
+  t.equal(await log.purge((e) => e.project === 'p2'), gone.length, 'counts what it removed')
+  const kept = [...log.readFrom(0)].flat()
+  t.same(kept, all.filter((e) => e.project !== 'p2'), 'every other event as it was, in order')
+  for (const e of gone) t.equal(log.get(e.seq), undefined, `seq ${e.seq} reads as absent`)
+  t.equal(await log.purge((e) => e.project === 'p2'), 0, 'running it again finds nothing')
+  const end = log.nextSeq
+  await stores.close()
+  stores = openStores(dir)
+  t.teardown(() => stores.close())
+  log = new EventLog(stores.events)
+  t.equal(log.nextSeq, end, 'the end is kept even when the last record is all holes')
+  t.same([...log.readFrom(0)].flat(), kept, 'the purge is durable')
 })

@@ -108,7 +108,7 @@ function priced(n: number, from: number, over: Partial<PricedEvent> = {}): Price
     ttft: null,
     error: false,
     cost: null,
-    meta: null,
+    meta: null, project: 'default', user: null, session: null, tags: null,
     costNanos: 100 + i,
     unpriced: false,
     ...over
