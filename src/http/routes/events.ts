@@ -1,5 +1,6 @@
 /** POST /events/ingest, POST /events/batch (JSON array or NDJSON), GET /events/:id. */
 import type { FastifyInstance } from 'fastify'
+import secureJson from 'secure-json-parse'
 import { z } from 'zod'
 import { acceptedBatchSchema, acceptedOneSchema, errorSchema, keyedErrors, storedEventSchema, withExamples } from '../openapi.js'
 import { eventSchema, pendingBatch, pendingOne, toPublic } from '../../events.js'
@@ -25,41 +26,25 @@ export function parseNdjson(body: string, maxItems: number): unknown[] {
     }
     let value: unknown
     try {
-      value = JSON.parse(text)
-    } catch (err) {
-      throw llmsError('LLMS_ERR_BAD_JSON', `line ${line} (event index ${out.length}) is not valid JSON: ${(err as Error).message}`, { details: [{ path: `[${out.length}]`, message: `line ${line} is not valid JSON` }] })
-    }
-    // As fastify's JSON parser does for JSON bodies: a line that could poison a prototype is
-    // refused (the cheap text check keeps the walk off the common path).
-    if ((text.includes('__proto__') || text.includes('constructor') || text.includes('\\u')) && hasPoisonKey(value)) {
-      throw llmsError('LLMS_ERR_BAD_JSON', `line ${line} (event index ${out.length}) has a forbidden "__proto__" or "constructor.prototype" key`, { details: [{ path: `[${out.length}]`, message: `line ${line} has a forbidden prototype key` }] })
+      // fastify's own parser for JSON bodies (secure-json-parse): a line with a `__proto__` key
+      // or a `constructor.prototype`, escaped or not, at any depth, is refused like bad JSON.
+      value = secureJson.parse(text)
+    } catch {
+      throw lineError(text, line, out.length)
     }
     out.push(value)
   }
   return out
 }
 
-/**
- * Whether a parsed JSON value has a `__proto__` key, or a `constructor` object with a
- * `prototype` key, at any depth. Iterative: a hostile line may nest deeper than the stack.
- */
-function hasPoisonKey(root: unknown): boolean {
-  const stack: unknown[] = [root]
-  while (stack.length > 0) {
-    const v = stack.pop()
-    if (v === null || typeof v !== 'object') continue
-    if (Array.isArray(v)) {
-      for (const item of v) stack.push(item)
-      continue
-    }
-    for (const k of Object.keys(v)) {
-      const child = (v as Record<string, unknown>)[k]
-      if (k === '__proto__') return true
-      if (k === 'constructor' && child !== null && typeof child === 'object' && Object.prototype.hasOwnProperty.call(child, 'prototype')) return true
-      stack.push(child)
-    }
+/** The 400 for an NDJSON line secure-json-parse refused: bad JSON, or a prototype key. */
+function lineError(text: string, line: number, index: number): Error {
+  try {
+    JSON.parse(text)
+  } catch (err) {
+    return llmsError('LLMS_ERR_BAD_JSON', `line ${line} (event index ${index}) is not valid JSON: ${(err as Error).message}`, { details: [{ path: `[${index}]`, message: `line ${line} is not valid JSON` }] })
   }
-  return false
+  return llmsError('LLMS_ERR_BAD_JSON', `line ${line} (event index ${index}) has a forbidden "__proto__" or "constructor.prototype" key`, { details: [{ path: `[${index}]`, message: `line ${line} has a forbidden prototype key` }] })
 }
 
 export async function eventRoutes(app: FastifyInstance, opts: { engine: Engine; clock: Clock }): Promise<void> {
