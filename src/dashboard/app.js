@@ -1,6 +1,11 @@
 // LLMScope dashboard: plain ES module, no framework, no build step. Talks to the documented API
 // only (X-API-Key on every call, ?api_key= on the WebSocket). Every string from the server is
 // written with textContent, never as HTML.
+//
+// The view (project, range, filters, breakdown dimension and sort) lives in the URL's hash
+// (`#project=acme&range=24h&by=user_id&sort=cost&user_id=u1`), rewritten with
+// history.replaceState on every change, so a copied URL reopens the same view. The hash, not
+// the query string: it never reaches the server or its logs. The API key is never in it.
 /* global uPlot */
 
 const KEY_STORAGE = 'llmscope.apiKey'
@@ -18,6 +23,13 @@ const CONDITION_LABEL = {
   tokens_per_minute: 'tokens/min'
 }
 const COMPARATOR_LABEL = { gt: '>', gte: '≥', lt: '<', lte: '≤' }
+/** Filters every analytics route and /ws accepts (DESIGN §6), besides `metadata.KEY`. */
+const FILTER_NAMES = new Set(['model', 'provider', 'status', 'user_id', 'session_id', 'tag'])
+const BASE_DIMS = ['model', 'provider', 'user_id', 'session_id', 'tag']
+const SORTS = ['cost', 'requests', 'tokens']
+const PROJECT_RE = /^[a-z0-9][a-z0-9-]{0,62}$/
+const BREAKDOWN_LIMIT = 20
+const isFilterName = (name) => FILTER_NAMES.has(name) || /^metadata\.[^\s=&#]{1,128}$/.test(name)
 
 const $ = (id) => document.getElementById(id)
 
@@ -29,6 +41,14 @@ const state = {
   costs: [],
   series: null, // { intervalMs, buckets: [{ t, requests, cost, latSum, avg, p95 }] }
   groupBy: 'model',
+  // Projects: `owner` is known after GET /projects answers 200; only then is `project` sent.
+  owner: false,
+  project: 'default',
+  projects: [],
+  /** Active filters, name → value, in the order they were added. */
+  filters: new Map(),
+  bd: { by: 'model', sort: 'cost', data: null, dims: [] },
+  lastHash: null,
   tail: [],
   paused: false,
   missedWhilePaused: 0,
@@ -92,10 +112,23 @@ class ApiError extends Error {
   }
 }
 
+/** `path` with `project=` added when the key is an owner's (other keys act in their own project). */
+function inProject(path) {
+  if (!state.owner) return path
+  return path + (path.includes('?') ? '&' : '?') + 'project=' + encodeURIComponent(state.project)
+}
+
+/** The active filters as query parameters (`&user_id=u1&metadata.feature=search`), or ''. */
+function filterQuery() {
+  let q = ''
+  for (const [name, value] of state.filters) q += `&${encodeURIComponent(name)}=${encodeURIComponent(value)}`
+  return q
+}
+
 async function api(path, init = {}) {
   const gen = state.generation
   const headers = { 'x-api-key': state.key ?? '', ...(init.body ? { 'content-type': 'application/json' } : {}) }
-  const res = await fetch(path, { ...init, headers })
+  const res = await fetch(init.noProject ? path : inProject(path), { ...init, headers })
   const body = res.status === 204 ? null : await res.json().catch(() => null)
   if (res.status === 401 && gen === state.generation) {
     showKeyPanel('That key was refused (401): ' + (body?.message ?? 'invalid API key'))
@@ -136,6 +169,7 @@ async function onKeySubmit(ev) {
   const key = $('key-input').value.trim()
   if (key === '') return
   state.key = key
+  state.owner = false
   state.generation++
   try {
     await api('/alerts/rules')
@@ -150,19 +184,96 @@ async function onKeySubmit(ev) {
 
 // ---------- start / stop ----------
 
-function start() {
+async function start() {
   state.generation++
+  const gen = state.generation
   $('key-panel').hidden = true
   $('dash').hidden = false
   $('controls').hidden = false
-  $('curl-example').textContent =
-    `KEY=$(cat data/api-key)   # or your own key\n` +
-    `curl -X POST ${location.origin}/events/ingest -H "X-API-Key: $KEY" -H 'content-type: application/json' \\\n` +
-    `  -d '{"model":"gpt-4o","provider":"openai","prompt_tokens":150,"completion_tokens":50,"latency_ms":1200}'`
+  readHash()
+  renderControls()
+  renderChips()
+  await loadProjects()
+  if (gen !== state.generation) return
+  openView()
+}
+
+/**
+ * (Re)loads everything shown for the current project and filters: tiles, charts, costs,
+ * breakdown, alerts, and a fresh live tail (a new WebSocket with the filters, backfilled with
+ * the newest events that match).
+ */
+function openView() {
+  stopLive()
+  state.tail = []
+  state.lastSeq = null
+  state.missedWhilePaused = 0
+  renderCurl()
   renderTail()
+  renderChips()
+  writeHash()
   refresh()
   loadAlerts()
+  loadDimensions()
   connect()
+}
+
+function renderCurl() {
+  const project = state.owner && state.project !== 'default' ? ` -H "X-LLMScope-Project: ${state.project}"` : ''
+  $('curl-example').textContent =
+    `KEY=$(cat data/api-key)   # or your own key\n` +
+    `curl -X POST ${location.origin}/events/ingest -H "X-API-Key: $KEY"${project} -H 'content-type: application/json' \\\n` +
+    `  -d '{"model":"gpt-4o","provider":"openai","prompt_tokens":150,"completion_tokens":50,"latency_ms":1200,"user_id":"user-1"}'`
+}
+
+// ---------- projects ----------
+
+/** GET /projects: 200 → an owner key, show the picker; 403 (or no such route) → hide it. */
+async function loadProjects() {
+  const gen = state.generation
+  let body = null
+  try {
+    body = await api('/projects', { noProject: true })
+  } catch (err) {
+    if (gen !== state.generation) return
+    if (err.status !== 403 && err.status !== 404 && err.status !== 401) setBanner('Could not list projects: ' + err.message)
+  }
+  if (gen !== state.generation) return
+  state.owner = body !== null && Array.isArray(body.projects)
+  state.projects = state.owner ? body.projects : []
+  if (state.owner && !state.projects.some((p) => p.id === state.project)) {
+    if (state.project !== 'default') setBanner(`Project “${state.project}” does not exist (any more); showing “default”.`)
+    state.project = 'default'
+  }
+  renderProjects()
+}
+
+function renderProjects() {
+  $('project-picker').hidden = !state.owner
+  if (!state.owner) return
+  const select = $('project')
+  select.replaceChildren(
+    ...state.projects.map((p) => {
+      const label = p.name && p.name !== p.id ? `${p.name} (${p.id})` : p.id
+      return el('option', { value: p.id, title: typeof p.events === 'number' ? `${fmtCount(p.events)} events` : '' }, label)
+    })
+  )
+  select.value = state.project
+}
+
+function onProjectChange() {
+  const id = $('project').value
+  if (id === state.project) return
+  state.project = id
+  // Filter values (users, sessions, metadata) belong to one project: start the next one clean.
+  state.filters.clear()
+  state.alertEvents = []
+  state.rules = []
+  state.metrics = null
+  state.bd.data = null
+  resetModels()
+  setBanner('')
+  openView()
 }
 
 function stopLive() {
@@ -190,12 +301,15 @@ async function refresh() {
   try {
     const { start: s, end: e } = currentRange()
     const interval = intervalFor(e - s)
-    const q = rangeQuery()
+    const q = rangeQuery() + filterQuery()
+    // The breakdown fails alone (a dimension the server refuses must not blank the tiles).
+    const breakdown = loadBreakdown(q)
     const [metrics, costs, series] = await Promise.all([
       api(`/analytics/metrics?${q}`),
       api(`/analytics/costs?${q}`),
       api(`/analytics/timeseries?interval=${interval}&${q}`)
     ])
+    await breakdown
     if (gen !== state.generation) return
     state.metrics = metrics
     state.costs = costs.breakdown
@@ -282,6 +396,228 @@ function renderCosts() {
     })
   )
   $('cost-empty').hidden = rows.length > 0
+}
+
+// ---------- breakdown ----------
+
+/** GET /analytics/breakdown for the current dimension and sort; `q` is range + filters. */
+async function loadBreakdown(q = rangeQuery() + filterQuery()) {
+  const gen = state.generation
+  const { by, sort } = state.bd
+  try {
+    const data = await api(`/analytics/breakdown?by=${encodeURIComponent(by)}&sort=${sort}&limit=${BREAKDOWN_LIMIT}&${q}`)
+    if (gen !== state.generation || by !== state.bd.by || sort !== state.bd.sort) return
+    state.bd.data = data
+    $('bd-error').textContent = ''
+  } catch (err) {
+    if (gen !== state.generation || err.status === 401) return
+    state.bd.data = null
+    $('bd-error').textContent = `Could not load the breakdown by ${by}: ${err.message}`
+  }
+  renderBreakdown()
+}
+
+/** GET /analytics/dimensions: the metadata keys (and others) the picker offers besides the fixed ones. */
+async function loadDimensions() {
+  const gen = state.generation
+  try {
+    const body = await api('/analytics/dimensions')
+    if (gen !== state.generation) return
+    state.bd.dims = Array.isArray(body?.dimensions) ? body.dimensions : []
+  } catch {
+    if (gen !== state.generation) return
+    state.bd.dims = []
+  }
+  renderDimPicker()
+}
+
+function renderDimPicker() {
+  const select = $('bd-dim')
+  const info = new Map(state.bd.dims.map((d) => [d.name, d]))
+  const names = [...BASE_DIMS]
+  for (const d of state.bd.dims) if (!names.includes(d.name)) names.push(d.name)
+  // A dimension from a shared URL that this project has not seen (yet) stays selectable.
+  if (!names.includes(state.bd.by)) names.push(state.bd.by)
+  select.replaceChildren(
+    ...names.map((name) => {
+      const d = info.get(name)
+      const count = d ? ` · ${fmtCount(d.values)}${d.capped ? '+' : ''} values` : ''
+      return el('option', { value: name }, name + count)
+    })
+  )
+  select.value = state.bd.by
+}
+
+const SORT_FIELD = { cost: 'total_cost', requests: 'requests', tokens: 'total_tokens' }
+
+/** The label of a group's value: null is the group of events without the dimension. */
+function groupLabel(value) {
+  return value === null || value === undefined ? '(none)' : String(value)
+}
+
+/** One breakdown row; `kind` is 'group', 'other' or 'total'. */
+function breakdownRow(g, kind, max) {
+  const by = state.bd.by
+  const field = SORT_FIELD[state.bd.sort]
+  const label = kind === 'other' ? '(other)' : kind === 'total' ? 'Total' : groupLabel(g.value)
+  // Only a real value filters: not the group without the dimension, not the values past a cap.
+  const clickable = kind === 'group' && g.value !== null && g.value !== undefined && g.value !== '(other)'
+  let name
+  if (clickable) {
+    name = el('button', { type: 'button', className: 'bd-value', title: `Filter every panel by ${by} = ${label}` }, label)
+    name.dataset.value = String(g.value)
+    name.setAttribute('aria-label', `Filter by ${by} = ${label}`)
+    name.addEventListener('click', () => addFilter(by, String(g.value)))
+  } else {
+    name = el('span', { className: 'bd-value static' + (kind === 'group' ? ' muted-value' : '') }, label)
+  }
+  const cell = el('td', { className: 'bd-name', 'data-label': by }, name)
+  if (kind === 'group' || kind === 'other') {
+    const bar = el('span', { className: 'bd-bar', 'aria-hidden': 'true' })
+    bar.style.width = max > 0 ? `${Math.max(0.5, ((g[field] ?? 0) / max) * 100)}%` : '0'
+    cell.prepend(bar)
+  }
+  const err = g.error_rate === null || g.error_rate === undefined ? '–' : `${(g.error_rate * 100).toFixed(g.error_rate > 0 && g.error_rate < 0.01 ? 2 : 1)}%`
+  return el(
+    'tr',
+    { className: kind },
+    cell,
+    el('td', { className: 'num', 'data-label': 'requests' }, fmtCount(g.requests)),
+    el('td', { className: 'num', 'data-label': 'tokens' }, fmtCount(g.total_tokens)),
+    el('td', { className: 'num', 'data-label': 'cost' }, fmtCost(g.total_cost)),
+    el('td', { className: 'num', 'data-label': 'avg' }, g.requests > 0 ? fmtMs(g.avg_latency_ms) : '–'),
+    el('td', { className: 'num', 'data-label': 'p95' }, g.requests > 0 ? fmtMs(g.p95_latency_ms) : '–'),
+    el('td', { className: 'num', 'data-label': 'errors' }, err)
+  )
+}
+
+function renderBreakdown() {
+  const data = state.bd.data
+  $('bd-col').textContent = state.bd.by
+  const groups = data?.groups ?? []
+  const field = SORT_FIELD[state.bd.sort]
+  const max = Math.max(0, ...groups.map((g) => g[field] ?? 0), data?.other ? data.other[field] ?? 0 : 0)
+  $('bd-body').replaceChildren(...groups.map((g) => breakdownRow(g, 'group', max)))
+  const foot = []
+  if (data?.other) foot.push(breakdownRow(data.other, 'other', max))
+  if (data?.total && groups.length > 0) foot.push(breakdownRow(data.total, 'total', max))
+  $('bd-foot').replaceChildren(...foot)
+  $('bd-empty').hidden = data === null || groups.length > 0
+  $('bd-table').hidden = data !== null && groups.length === 0
+}
+
+function setBreakdown(by, sort) {
+  if (by === state.bd.by && sort === state.bd.sort) return
+  state.bd.by = by
+  state.bd.sort = sort
+  state.bd.data = null
+  renderControls()
+  renderBreakdown()
+  writeHash()
+  loadBreakdown()
+}
+
+// ---------- filters ----------
+
+function addFilter(name, value) {
+  if (!isFilterName(name) || state.filters.get(name) === value) return
+  // One value per name: a second user replaces the first (both at once would match nothing).
+  state.filters.delete(name)
+  state.filters.set(name, value)
+  openView()
+}
+
+function removeFilter(name) {
+  if (!state.filters.delete(name)) return
+  openView()
+  // Keep the keyboard somewhere sensible once the chip's button is gone.
+  const next = $('chips').querySelector('button') ?? $('bd-dim')
+  next.focus()
+}
+
+function renderChips() {
+  const chips = [...state.filters].map(([name, value]) => {
+    const remove = el('button', { type: 'button', className: 'chip-remove', title: 'Remove this filter' }, '×')
+    remove.setAttribute('aria-label', `Remove filter ${name} = ${value}`)
+    remove.addEventListener('click', () => removeFilter(name))
+    return el('li', { className: 'chip', dataset: { name } }, el('span', { className: 'chip-text' }, el('span', { className: 'chip-name' }, name), ' = ', el('strong', {}, value)), remove)
+  })
+  $('chips').replaceChildren(...chips)
+  $('filters-empty').hidden = chips.length > 0
+  $('clear-filters').hidden = chips.length < 2
+}
+
+// ---------- the view in the URL ----------
+
+/** Reads the view from the URL hash; anything unknown or malformed is ignored. */
+function readHash() {
+  const p = new URLSearchParams(location.hash.replace(/^#/, ''))
+  const project = p.get('project')
+  if (project !== null && PROJECT_RE.test(project)) state.project = project
+  const range = p.get('range')
+  if (range === 'custom') {
+    const s = Date.parse(p.get('start') ?? '')
+    const e = Date.parse(p.get('end') ?? '')
+    if (s < e) {
+      state.range = 'custom'
+      state.custom = { start: s, end: e }
+    }
+  } else if (range !== null && range in SPANS) {
+    state.range = range
+    state.custom = null
+  }
+  const by = p.get('by')
+  if (by !== null && (BASE_DIMS.includes(by) || isFilterName(by))) state.bd.by = by
+  const sort = p.get('sort')
+  if (sort !== null && SORTS.includes(sort)) state.bd.sort = sort
+  state.filters.clear()
+  for (const [name, value] of p) if (isFilterName(name) && value !== '' && value.length <= 256) state.filters.set(name, value)
+  state.lastHash = location.hash
+}
+
+/** Writes the view into the URL hash (replacing the history entry, not adding one). */
+function writeHash() {
+  const p = new URLSearchParams()
+  if (state.owner) p.set('project', state.project)
+  p.set('range', state.range)
+  if (state.range === 'custom' && state.custom) {
+    p.set('start', new Date(state.custom.start).toISOString())
+    p.set('end', new Date(state.custom.end).toISOString())
+  }
+  p.set('by', state.bd.by)
+  p.set('sort', state.bd.sort)
+  for (const [name, value] of state.filters) p.set(name, value)
+  const hash = '#' + p.toString()
+  if (hash !== location.hash) history.replaceState(null, '', hash)
+  state.lastHash = location.hash
+}
+
+/** Puts the controls in line with the state (after reading a URL). */
+function renderControls() {
+  $('range').value = state.range
+  $('custom-range').hidden = state.range !== 'custom'
+  if (state.range === 'custom' && state.custom) {
+    $('custom-start').value = toLocalInput(state.custom.start)
+    $('custom-end').value = toLocalInput(state.custom.end)
+  }
+  renderDimPicker()
+  for (const sort of SORTS) $(`bd-sort-${sort}`).setAttribute('aria-pressed', String(sort === state.bd.sort))
+  if (state.owner) $('project').value = state.project
+}
+
+/** Someone edited or pasted the URL of another view into this tab. */
+function onHashChange() {
+  if (location.hash === state.lastHash || !state.key || $('dash').hidden) return
+  const before = state.project
+  readHash()
+  if (state.owner && !state.projects.some((p) => p.id === state.project)) state.project = before
+  if (state.project !== before) {
+    state.alertEvents = []
+    state.rules = []
+    resetModels()
+  }
+  renderControls()
+  openView()
 }
 
 // ---------- charts (uPlot) ----------
@@ -384,6 +720,13 @@ function applyLive(e) {
 
 // ---------- live tail ----------
 
+function resetModels() {
+  state.models.clear()
+  state.tailModel = ''
+  $('tail-model').replaceChildren(el('option', { value: '' }, 'All models'))
+  $('models-list').replaceChildren()
+}
+
 function addModel(model) {
   if (state.models.has(model) || state.models.size >= 500) return
   state.models.add(model)
@@ -422,15 +765,18 @@ function renderTail() {
   const rows = state.tail.filter((e) => state.tailModel === '' || e.model === state.tailModel).slice(0, 100)
   $('tail-body').replaceChildren(
     ...rows.map((e) => {
+      const status = e.status ?? (e.error === true ? 'error' : undefined)
       const tr = el(
         'tr',
         { className: e.isNew ? 'is-new' : '' },
-        el('td', {}, fmtTime(e.timestamp)),
-        el('td', {}, e.model),
-        el('td', {}, e.provider),
-        el('td', { className: 'num' }, fmtCount(e.total_tokens)),
-        el('td', { className: 'num' }, fmtMs(e.latency_ms)),
-        el('td', { className: 'num' }, fmtCost(e.cost))
+        el('td', { className: 'time', 'data-label': 'time' }, fmtTime(e.timestamp)),
+        el('td', { className: 'model full', 'data-label': 'model' }, e.model),
+        el('td', { 'data-label': 'provider' }, e.provider ?? '–'),
+        el('td', { className: 'user', 'data-label': 'user' }, e.user_id ?? '–'),
+        el('td', { className: 'num', 'data-label': 'tokens' }, fmtCount(e.total_tokens)),
+        el('td', { className: 'num', 'data-label': 'cost' }, fmtCost(e.cost)),
+        el('td', { className: 'num', 'data-label': 'latency' }, fmtMs(e.latency_ms)),
+        el('td', { 'data-label': 'status' }, status === undefined ? '–' : el('span', { className: `status status-${status}` }, status))
       )
       e.isNew = false
       return tr
@@ -439,8 +785,8 @@ function renderTail() {
   const empty = $('tail-empty')
   empty.hidden = rows.length > 0
   empty.firstElementChild.textContent =
-    state.tail.length > 0 ? `No events for ${state.tailModel} yet.` : 'No events yet — send one with:'
-  empty.querySelector('pre').hidden = state.tail.length > 0
+    state.tail.length > 0 ? `No events for ${state.tailModel} yet.` : state.filters.size > 0 ? 'No recent event matches the filters; new ones show here as they arrive.' : 'No events yet — send one with:'
+  empty.querySelector('pre').hidden = state.tail.length > 0 || state.filters.size > 0
 }
 
 function togglePause() {
@@ -477,7 +823,9 @@ async function connect() {
   if (next !== null) state.liveFromSeq = next
   else if (state.lastSeq === null) state.liveFromSeq = Infinity
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:'
-  const url = `${proto}//${location.host}/ws?api_key=${encodeURIComponent(state.key)}` + (since === null ? '' : `&since_seq=${since}`)
+  // The same filters as the tiles: the server sends only the events that match.
+  const url =
+    inProject(`${proto}//${location.host}/ws?api_key=${encodeURIComponent(state.key)}`) + filterQuery() + (since === null ? '' : `&since_seq=${since}`)
   const ws = new WebSocket(url)
   state.ws = ws
   ws.onopen = () => {
@@ -605,10 +953,10 @@ function renderRules() {
         'tr',
         { dataset: { ruleId: r.id } },
         el('td', {}, r.name),
-        el('td', {}, `${CONDITION_LABEL[r.condition] ?? r.condition} ${COMPARATOR_LABEL[r.comparator] ?? r.comparator} ${r.threshold} over ${r.window_seconds}s`),
-        el('td', {}, r.model ?? 'all'),
-        el('td', {}, el('span', { className: `state-${st}` }, st)),
-        el('td', {}, toggle),
+        el('td', { 'data-label': 'when' }, `${CONDITION_LABEL[r.condition] ?? r.condition} ${COMPARATOR_LABEL[r.comparator] ?? r.comparator} ${r.threshold} over ${r.window_seconds}s`),
+        el('td', { 'data-label': 'model' }, r.model ?? 'all'),
+        el('td', { 'data-label': 'state' }, el('span', { className: `state-${st}` }, st)),
+        el('td', { 'data-label': 'enabled' }, toggle),
         el('td', {}, del)
       )
     })
@@ -686,6 +1034,7 @@ function onRangeChange() {
   }
   state.range = v
   state.custom = null
+  writeHash()
   refresh()
 }
 
@@ -699,6 +1048,8 @@ function onCustomSubmit(ev) {
   }
   state.range = 'custom'
   state.custom = { start: s, end: e }
+  setBanner('')
+  writeHash()
   refresh()
 }
 
@@ -713,6 +1064,7 @@ $('key-form').addEventListener('submit', onKeySubmit)
 $('change-key').addEventListener('click', () => {
   localStorage.removeItem(KEY_STORAGE)
   state.key = null
+  state.owner = false
   showKeyPanel()
 })
 $('range').addEventListener('change', onRangeChange)
@@ -724,6 +1076,15 @@ $('tail-model').addEventListener('change', () => {
   renderTail()
 })
 $('tail-pause').addEventListener('click', togglePause)
+$('project').addEventListener('change', onProjectChange)
+$('bd-dim').addEventListener('change', () => setBreakdown($('bd-dim').value, state.bd.sort))
+for (const sort of SORTS) $(`bd-sort-${sort}`).addEventListener('click', () => setBreakdown(state.bd.by, sort))
+$('clear-filters').addEventListener('click', () => {
+  state.filters.clear()
+  openView()
+  $('bd-dim').focus()
+})
+window.addEventListener('hashchange', onHashChange)
 $('rule-form').addEventListener('submit', onRuleSubmit)
 // A sliding range moves even without traffic; firing rules resolve by themselves.
 setInterval(() => {

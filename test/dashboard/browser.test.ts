@@ -2,7 +2,9 @@
  * The dashboard in a real browser (Debian's chromium driven by playwright-core) against a real
  * listening app: key prompt, live tail, tiles, chart and cost bars updating from events sent
  * over HTTP, an alert rule created in the page that fires, pause and model filter, enable /
- * disable / delete, a phone-width layout, and a strict CSP. Screenshots go to test/artifacts/.
+ * disable / delete, a phone-width layout, and a strict CSP. Then projects, the breakdown panel,
+ * filter chips, the view kept in the URL, and the 375 px layout with rules present.
+ * Screenshots go to test/artifacts/.
  *
  * Skipped when /usr/bin/chromium is missing (`.ci/run` installs it, so CI always runs it).
  * Every wait is for a DOM condition, bounded; no timing assertions.
@@ -12,7 +14,7 @@ import { existsSync, mkdirSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import type { AddressInfo } from 'node:net'
 import { chromium, type Browser, type Page } from 'playwright-core'
-import { ADMIN_KEY, makeApp } from '../helpers/app.js'
+import { ADMIN_KEY, READ_KEY, makeApp } from '../helpers/app.js'
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 const ARTIFACTS = fileURLToPath(new URL('../artifacts/', import.meta.url))
@@ -25,7 +27,13 @@ const CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 's
  * which the page's CSP (no 'unsafe-eval') refuses whenever the first check is not yet true.
  * `globalThis.document` because this file is type-checked without the DOM library.
  */
-type Doc = { querySelectorAll(s: string): { length: number }; getElementById(id: string): { textContent: string | null } | null; title: string }
+type Box = { getBoundingClientRect(): { left: number; right: number }; scrollWidth: number; clientWidth: number; textContent: string | null }
+type Doc = {
+  querySelectorAll(s: string): ArrayLike<Box>
+  getElementById(id: string): { textContent: string | null } | null
+  title: string
+  documentElement: { scrollWidth: number; clientWidth: number }
+}
 
 /** Waits until the live tail shows `n` rows. */
 const tailCount = (page: Page, n: number) =>
@@ -54,7 +62,7 @@ t.test('the dashboard shows live traffic and alerts in a real browser', { skip }
   const problems: string[] = []
   page.on('pageerror', (err) => problems.push(`page error: ${err.message}`))
   page.on('console', (msg) => {
-    if (msg.type() === 'error') problems.push(`console error: ${msg.text()}`)
+    if (msg.type() === 'error') problems.push(`console error: ${msg.text()} ${msg.location().url}`)
   })
 
   const ingest = async (events: Array<Record<string, unknown>>) => {
@@ -187,4 +195,184 @@ t.test('the dashboard shows live traffic and alerts in a real browser', { skip }
 
   t.same(problems, [], 'no script errors, no CSP violations')
   await context.close()
+})
+
+t.test('projects, the breakdown panel, filter chips, the view in the URL and a 375 px phone', { skip }, async (t) => {
+  const built = await makeApp(t, { inlinePricing: true })
+  built.app.addHook('onSend', async (_request, reply) => {
+    if (!reply.hasHeader('content-security-policy')) reply.header('content-security-policy', CSP)
+  })
+  await built.app.listen({ port: 0, host: '127.0.0.1' })
+  const base = `http://127.0.0.1:${(built.app.server.address() as AddressInfo).port}`
+  const call = async (method: string, path: string, body: unknown, project?: string) => {
+    const headers: Record<string, string> = { 'x-api-key': ADMIN_KEY, 'content-type': 'application/json' }
+    if (project !== undefined) headers['x-llmscope-project'] = project
+    return fetch(base + path, { method, headers, body: JSON.stringify(body) })
+  }
+  const ingest = async (events: Array<Record<string, unknown>>, project?: string) => {
+    t.equal((await call('POST', '/events/batch', events, project)).status, 202, `ingested into ${project ?? 'default'}`)
+  }
+
+  // Two projects with different traffic. Default: u1 twice, u2 once, one event with no user.
+  t.equal((await call('POST', '/projects', { id: 'acme', name: 'Acme' })).status, 201, 'project created')
+  const LONG_MODEL = 'my-org-fine-tuned-gpt-4o-mini-2024-07-18-customer-support-experimental-v12'
+  await ingest([
+    { model: 'gpt-4o', provider: 'openai', prompt_tokens: 1000, completion_tokens: 200, latency_ms: 500, user_id: 'u1', tags: ['search'], metadata: { feature: 'search' } },
+    { model: 'gpt-4o', provider: 'openai', prompt_tokens: 400, completion_tokens: 100, latency_ms: 700, user_id: 'u1', metadata: { feature: 'chat' } },
+    { model: 'claude-3-5-sonnet-20241022', provider: 'anthropic', prompt_tokens: 300, completion_tokens: 90, latency_ms: 1500, user_id: 'u2', tags: ['chat'], metadata: { feature: 'chat' }, status: 'error' },
+    { model: LONG_MODEL, provider: 'openai', prompt_tokens: 50, completion_tokens: 10, latency_ms: 90 }
+  ])
+  await ingest(
+    [
+      { model: 'gpt-4o-mini', provider: 'openai', prompt_tokens: 10, completion_tokens: 5, latency_ms: 80, user_id: 'a1' },
+      { model: 'gpt-4o-mini', provider: 'openai', prompt_tokens: 10, completion_tokens: 5, latency_ms: 80, user_id: 'a1' }
+    ],
+    'acme'
+  )
+
+  const browser: Browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync']
+  })
+  t.teardown(() => browser.close())
+  const problems: string[] = []
+  const open = async (key: string, viewport: { width: number; height: number }, mobile = false) => {
+    const context = await browser.newContext(
+      mobile ? { viewport, deviceScaleFactor: 2, isMobile: true, hasTouch: true, colorScheme: 'light' } : { viewport, colorScheme: 'light' }
+    )
+    await context.addInitScript(`localStorage.setItem('llmscope.apiKey', ${JSON.stringify(key)})`)
+    const page = await context.newPage()
+    page.on('pageerror', (err) => problems.push(`page error: ${err.message}`))
+    page.on('console', (msg) => {
+      if (msg.type() === 'error') problems.push(`console error: ${msg.text()} ${msg.location().url}`)
+    })
+    return { context, page }
+  }
+  const requests = (page: Page, n: number) => page.locator('#t-requests', { hasText: new RegExp(`^${n}$`) }).waitFor(WAIT)
+  const hash = (page: Page) => page.evaluate(() => (globalThis as unknown as { location: { hash: string } }).location.hash)
+  mkdirSync(ARTIFACTS, { recursive: true })
+
+  // 1. An owner key sees the picker; switching projects changes the figures (and the URL).
+  const { context, page } = await open(ADMIN_KEY, { width: 1280, height: 1000 })
+  await page.goto(base + '/')
+  await page.locator('#project-picker').waitFor({ state: 'visible', ...WAIT })
+  t.same(await page.locator('#project option').evaluateAll((os) => os.map((o) => (o as unknown as { value: string }).value).sort()), ['acme', 'default'])
+  await requests(page, 4)
+  await tailCount(page, 4)
+  await page.selectOption('#project', 'acme')
+  await requests(page, 2)
+  await tailCount(page, 2)
+  t.match(await page.locator('#tail-body').innerText(), /a1/, 'the tail shows the other project’s events')
+  t.notMatch(await page.locator('#tail-body').innerText(), /u1|u2/, 'and none of the first one’s')
+  t.match(await hash(page), /project=acme/, 'the URL names the project')
+  await page.selectOption('#project', 'default')
+  await requests(page, 4)
+  await tailCount(page, 4)
+
+  // 2. The tail shows every field of an event.
+  const tailText = await page.locator('#tail-body').innerText()
+  for (const field of ['anthropic', 'u2', 'error', 'success', 'claude-3-5-sonnet-20241022']) t.match(tailText, field, `the tail shows ${field}`)
+
+  // 3. The breakdown panel: by user_id, sorted by requests; no user is "(none)" and not a button.
+  await page.selectOption('#bd-dim', 'user_id')
+  await page.click('#bd-sort-requests')
+  await page.waitForFunction(() => (globalThis as unknown as { document: Doc }).document.querySelectorAll('#bd-body tr').length === 3, null, WAIT)
+  t.equal(await page.locator('#bd-body tr:first-child button.bd-value').innerText(), 'u1', 'the top user by requests')
+  t.match(await page.locator('#bd-body tr:first-child').innerText(), /u1\s+2\b/)
+  const none = page.locator('#bd-body tr', { hasText: '(none)' })
+  t.equal(await none.count(), 1, 'events without a user form "(none)"')
+  t.equal(await none.locator('button').count(), 0, '"(none)" is not clickable')
+  t.match(await page.locator('#bd-foot').innerText(), /Total\s+4\b/, 'the total row')
+  await page.screenshot({ path: ARTIFACTS + 'dashboard-1280.png', fullPage: true })
+
+  // 4. Clicking a user adds a chip and filters the tiles, charts, costs, breakdown and tail.
+  await page.click('#bd-body button.bd-value:text-is("u1")')
+  await page.locator('#chips .chip', { hasText: 'user_id = u1' }).waitFor(WAIT)
+  await requests(page, 2)
+  await tailCount(page, 2)
+  for (const row of await page.locator('#tail-body tr').allInnerTexts()) t.match(row, /\bu1\b/, 'only u1 in the tail')
+  await page.locator('#charts[data-requests="2"]').waitFor({ state: 'attached', ...WAIT })
+  await page.waitForFunction(() => (globalThis as unknown as { document: Doc }).document.querySelectorAll('#bd-body tr').length === 1, null, WAIT)
+  t.match(await hash(page), /user_id=u1/, 'the URL keeps the filter')
+  // New traffic: u2's event (sent first) never reaches the filtered tail, u1's does.
+  await ingest([{ model: 'gpt-4o', provider: 'openai', prompt_tokens: 1, completion_tokens: 1, latency_ms: 10, user_id: 'u2' }])
+  await ingest([{ model: 'gpt-4o', provider: 'openai', prompt_tokens: 1, completion_tokens: 1, latency_ms: 10, user_id: 'u1' }])
+  await tailCount(page, 3)
+  await requests(page, 3)
+  t.notMatch(await page.locator('#tail-body').innerText(), /\bu2\b/, 'the filtered live stream leaves u2 out')
+
+  // 5. The URL reopens the same view.
+  await page.reload()
+  await page.locator('#chips .chip', { hasText: 'user_id = u1' }).waitFor(WAIT)
+  await requests(page, 3)
+  await tailCount(page, 3)
+  t.equal(await page.locator('#bd-dim').inputValue(), 'user_id', 'the dimension is kept')
+  t.equal(await page.locator('#bd-sort-requests').getAttribute('aria-pressed'), 'true', 'the sort is kept')
+  const second = await context.newPage()
+  await second.goto(page.url())
+  await second.locator('#chips .chip', { hasText: 'user_id = u1' }).waitFor(WAIT)
+  await requests(second, 3)
+  await second.close()
+
+  // 6. Removing the chip restores everything.
+  await page.click('#chips .chip-remove')
+  await page.locator('#filters-empty').waitFor({ state: 'visible', ...WAIT })
+  await requests(page, 6)
+  await tailCount(page, 6)
+  t.notMatch(await hash(page), /user_id=/, 'the URL drops the filter')
+
+  // 7. A metadata dimension from GET /analytics/dimensions; filtering on one of its values.
+  await page.locator('#bd-dim option[value="metadata.feature"]').waitFor({ state: 'attached', ...WAIT })
+  await page.selectOption('#bd-dim', 'metadata.feature')
+  await page.locator('#bd-body button.bd-value:text-is("search")').waitFor(WAIT)
+  await page.click('#bd-body button.bd-value:text-is("search")')
+  await page.locator('#chips .chip', { hasText: 'metadata.feature = search' }).waitFor(WAIT)
+  await requests(page, 1)
+  await tailCount(page, 1)
+  t.match(await hash(page), /metadata\.feature=search/)
+  await page.click('#chips .chip-remove')
+  await requests(page, 6)
+  await context.close()
+
+  // 8. A key that is not an owner's sees no picker, and its own project's figures.
+  const reader = await open(READ_KEY, { width: 1280, height: 900 })
+  await reader.page.goto(base + '/')
+  await requests(reader.page, 6)
+  t.equal(await reader.page.locator('#project-picker').isVisible(), false, 'no picker for a read key')
+  await reader.context.close()
+
+  // 9. A phone with rules present: nothing wider than 375 px; the tail shows every field; the
+  // long model name shows whole in the cost bars.
+  t.equal(
+    (await call('POST', '/alerts/rules', { name: 'Spend per hour of the support assistant beyond budget', condition: 'cost_per_hour', threshold: 100, enabled: true, model: LONG_MODEL })).status,
+    201
+  )
+  const phone = await open(ADMIN_KEY, { width: 375, height: 800 }, true)
+  await phone.page.goto(base + '/#range=24h&by=user_id&sort=tokens')
+  await requests(phone.page, 6)
+  await tailCount(phone.page, 6)
+  await phone.page.locator('#rules-body tr').waitFor(WAIT)
+  await phone.page.waitForFunction(() => (globalThis as unknown as { document: Doc }).document.querySelectorAll('#bd-body tr').length === 3, null, WAIT)
+  const widths = await phone.page.evaluate(() => {
+    const d = (globalThis as unknown as { document: Doc }).document
+    const cells = Array.from(d.querySelectorAll('#tail-body tr:first-child td, #rules-body td, #bd-body td, #chips li'))
+    const labels = Array.from(d.querySelectorAll('#cost-bars .label'))
+    return {
+      scroll: d.documentElement.scrollWidth,
+      cellRight: Math.max(...cells.map((c) => c.getBoundingClientRect().right)),
+      cellLeft: Math.min(...cells.map((c) => c.getBoundingClientRect().left)),
+      cut: labels.filter((l) => l.scrollWidth > l.clientWidth).map((l) => l.textContent),
+      labels: labels.map((l) => l.textContent)
+    }
+  })
+  t.ok(widths.scroll <= 375, `nothing overflows at 375 px (scrollWidth ${widths.scroll})`)
+  t.ok(widths.cellRight <= 375 && widths.cellLeft >= 0, `every tail, rule and breakdown cell is on screen (${widths.cellLeft}..${widths.cellRight})`)
+  t.ok(widths.labels.includes(LONG_MODEL), 'the long model name is in the cost bars')
+  t.same(widths.cut, [], 'no cost-bar label is cut')
+  const phoneTail = await phone.page.locator('#tail-body tr:first-child').innerText()
+  for (const field of [/time/i, /model/i, /provider/i, /user/i, /tokens/i, /cost/i, /latency/i, /status/i]) t.match(phoneTail, field, `the phone tail labels ${field}`)
+  await phone.page.screenshot({ path: ARTIFACTS + 'dashboard-375.png', fullPage: true })
+  await phone.context.close()
+
+  t.same(problems, [], 'no script errors, no CSP violations')
 })
