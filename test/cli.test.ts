@@ -10,11 +10,11 @@ import { join } from 'node:path'
 import { CONFIG_VARIABLES, cliAction } from '../src/config.js'
 import { replayProgress } from '../src/log.js'
 import { makeApp, adminHeaders, event } from './helpers/app.js'
-import { ENTRY, startServer, waitReady } from './helpers/server.js'
+import { ENTRY, START_TIMEOUT_MS, startServer, waitReady } from './helpers/server.js'
 
 const version = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version
 const run = (args: string[], env: Record<string, string> = {}, cwd?: string) =>
-  spawnSync(process.execPath, [ENTRY, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, cwd, encoding: 'utf8', timeout: 20_000 })
+  spawnSync(process.execPath, [ENTRY, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, cwd, encoding: 'utf8', timeout: START_TIMEOUT_MS })
 
 t.test('--help lists every flag and every environment variable, exits 0, opens nothing', async (t) => {
   const dir = t.testdir()
@@ -99,11 +99,15 @@ t.test('the server logs JSON lines off a terminal, and replay progress during a 
   await built.close()
 
   const server = await startServer({ LLMSCOPE_DATA_DIR: dir, LLMSCOPE_API_KEYS: 'cli-test-key-01' })
+  t.teardown(() => {
+    server.proc.kill('SIGKILL')
+  })
   await waitReady(server.url)
-  const lines = server
-    .output()
-    .split('\n')
-    .filter((l) => l.trim() !== '')
+  // /ready answers 200 as soon as recovery is done; the "ready" line is logged just after, and
+  // reaches this process through a pipe some time later: wait for it, not for /ready alone.
+  // Only complete lines are read (a line still being written is not JSON yet).
+  await server.waitForLine(/"msg":"ready"/)
+  const lines = server.lines()
   for (const line of lines) t.doesNotThrow(() => JSON.parse(line), `a JSON line: ${line.slice(0, 80)}`)
   const progress = lines.map((l) => JSON.parse(l) as { msg: string; done?: number; total?: number; percent?: number }).filter((l) => l.msg.startsWith('replaying event log'))
   t.ok(progress.length >= 2, `${progress.length} progress lines`)
@@ -124,9 +128,12 @@ t.test('on a terminal the logs are pino-pretty lines', { skip: hasScript ? false
   let out = ''
   proc.stdout.on('data', (d: Buffer) => (out += d.toString()))
   const exited = new Promise((resolve) => proc.on('exit', resolve))
-  const deadline = Date.now() + 20_000
-  // The ready line's fields (pretty-printed, coloured) include `replayed`.
-  while (!/replayed/.test(out) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
+  // The ready line's fields (pretty-printed, coloured) include `replayed`: wait for it, or for
+  // the process to end, or a generous deadline (then the assertions below say what was missing).
+  let ended = false
+  void exited.then(() => (ended = true))
+  const deadline = Date.now() + START_TIMEOUT_MS
+  while (!/replayed/.test(out) && !ended && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
   process.kill(-proc.pid!, 'SIGTERM')
   await exited
   t.match(out, /\[\d\d:\d\d:\d\d\.\d{3}\] .*INFO.*: .*Server listening at http:\/\/127\.0\.0\.1:\d+/, 'a pretty line')
