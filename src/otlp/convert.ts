@@ -162,10 +162,17 @@ function isPricingProvider(id: string): boolean {
   return known
 }
 
-/** `gen_ai.provider.name` / `gen_ai.system` → our provider id (genai-prices' where it has one). */
+/**
+ * `gen_ai.provider.name` / `gen_ai.system` → our provider id (genai-prices' where it has one).
+ * A dotted name that is not an alias is read by its first part when that one is (the Vercel AI
+ * SDK writes its provider ids: `openai.chat`, `openai.responses`, `anthropic.messages`).
+ */
 export function mapProvider(raw: string): string {
   const key = raw.trim().toLowerCase()
-  return PROVIDER_ALIASES[key] ?? key
+  if (Object.hasOwn(PROVIDER_ALIASES, key)) return PROVIDER_ALIASES[key]!
+  const dot = key.indexOf('.')
+  if (dot > 0 && Object.hasOwn(PROVIDER_ALIASES, key.slice(0, dot))) return PROVIDER_ALIASES[key.slice(0, dot)]!
+  return key
 }
 
 /** OpenLIT reports provider-native input tokens (see the module header). */

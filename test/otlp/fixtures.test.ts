@@ -14,6 +14,9 @@ t.test('fixtures cover both instrumentations and the OTel spelling', async (t) =
   t.ok(names.some((n) => n.startsWith('openllmetry-')), 'OpenLLMetry')
   t.ok(names.some((n) => n.startsWith('openlit-')), 'OpenLIT')
   t.ok(names.some((n) => n.startsWith('otel-')), 'OTel semantic conventions')
+  t.ok(names.some((n) => n.startsWith('openinference-')), 'Arize OpenInference')
+  t.ok(names.some((n) => n.startsWith('langfuse-')), 'Langfuse trace attributes')
+  t.ok(names.some((n) => n.startsWith('vercel-ai-sdk-')), 'Vercel AI SDK')
   for (const f of fixtures()) t.ok(f.source.length > 40, `${f.file} names its source`)
 })
 
@@ -35,6 +38,7 @@ for (const fx of genai) {
       const e = events[0]
       t.match(e, expected)
       t.match(e.metadata, metadata ?? {})
+      for (const key of fx.absent_metadata ?? []) t.notOk(Object.hasOwn(e.metadata ?? {}, key), `${key} not in metadata (read as a dimension or ignored)`)
       const span = fx.span as { traceId: string; spanId: string; name: string }
       t.equal(e.metadata?.trace_id, span.traceId)
       t.equal(e.metadata?.span_id, span.spanId)

@@ -17,6 +17,8 @@ export interface Fixture {
   span?: Json
   spans?: Json[]
   expected?: Json & { metadata?: Json }
+  /** Metadata keys the event must not have. */
+  absent_metadata?: string[]
 }
 
 export function fixtures(): Fixture[] {
