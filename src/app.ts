@@ -9,6 +9,7 @@ import { registerAuth } from './http/auth.js'
 import { registerErrorHandling } from './http/errors.js'
 import { registerSecurity } from './http/security.js'
 import { keyRoutes } from './http/routes/keys.js'
+import { projectRoutes } from './http/routes/projects.js'
 import { ApiKeyStore } from './store/api-keys.js'
 import { eventRoutes } from './http/routes/events.js'
 import { analyticsRoutes } from './http/routes/analytics.js'
@@ -76,6 +77,11 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   const { ring, created } = loadKeys(config.apiKeys, config.dataDir)
   const apiKeys = new ApiKeyStore(engine.stores.apiKeys)
   ring.attach(apiKeys)
+  // Projects named by configured keys exist from the start, unless they were deleted (then
+  // their keys answer 401 until an owner creates them again). A delete cut short by a crash
+  // may have left its API keys: they go now (the engine finishes the rest of the purge).
+  await engine.projects.ensure(ring.configuredProjects, clock.now())
+  for (const id of engine.projects.purging()) await apiKeys.deleteProject(id)
 
   registerErrorHandling(app)
   // Before the hooks below: see registerWebSocket.
@@ -97,14 +103,21 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     }
     done()
   })
-  registerAuth(app, ring, limiter)
+  registerAuth(app, { keys: ring, projects: engine.projects, limiter })
   await app.register(healthRoutes, { engine })
   await app.register(eventRoutes, { engine, clock })
   await app.register(otlpRoutes, { engine, clock })
   await app.register(analyticsRoutes, { engine, clock })
   await app.register(alertRoutes, { engine, clock })
   await app.register(wsRoutes, { engine })
-  await app.register(keyRoutes, { store: apiKeys, ring, clock })
+  await app.register(keyRoutes, { store: apiKeys, ring, projects: engine.projects, clock })
+  await app.register(projectRoutes, {
+    projects: engine.projects,
+    apiKeys,
+    clock,
+    eventCount: (id) => engine.projectEvents(id),
+    deleteProject: (id) => engine.deleteProject(id)
+  })
   await app.register(dashboardRoutes)
   app.addHook('onClose', async () => {
     await engine.close()

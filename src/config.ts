@@ -6,13 +6,30 @@
 import { readFileSync } from 'node:fs'
 import { z } from 'zod'
 
-/** What a key may do. `admin` implies the others. */
-export type Scope = 'ingest' | 'read' | 'admin'
-export const SCOPES: readonly Scope[] = ['ingest', 'read', 'admin']
+/**
+ * What a key may do. `ingest`, `read` and `admin` act inside one project (`admin` may do
+ * everything there); `owner` manages the instance (projects, keys of any project) and may act
+ * in any project (DESIGN §5).
+ */
+export type Scope = 'ingest' | 'read' | 'admin' | 'owner'
+export const SCOPES: readonly Scope[] = ['ingest', 'read', 'admin', 'owner']
+
+/** A project id: a slug (DESIGN §5). */
+export const PROJECT_ID_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/
+
+/** The project that always exists: where a request acts when it names none. */
+export const DEFAULT_PROJECT = 'default'
+
+/** Whether `s` is a well-formed project id. */
+export function isProjectId(s: unknown): s is string {
+  return typeof s === 'string' && PROJECT_ID_PATTERN.test(s)
+}
 
 export interface ApiKeySpec {
   key: string
   scope: Scope
+  /** The project an `ingest`/`read`/`admin` key acts in; null for an `owner` key. */
+  project: string | null
 }
 
 const priceOverride = z.strictObject({
@@ -122,27 +139,43 @@ export function flagsToEnv(argv: readonly string[]): EnvInput {
   return out
 }
 
-/** Parses `secret,other:read` into key specs; a bare key is admin. */
+/**
+ * Parses LLMSCOPE_API_KEYS: `secret` (owner), `secret:SCOPE` (project `default`; `secret:owner`
+ * is an owner key too), `secret:SCOPE:PROJECT`. Read from the right, so a key may itself
+ * contain colons (`a:b:read` is the key `a:b` with scope read). An owner key has no project:
+ * `secret:owner:PROJECT` is refused.
+ */
 export function parseApiKeys(raw: string): ApiKeySpec[] {
   const out: ApiKeySpec[] = []
+  const isScope = (s: string | undefined): s is Scope => s !== undefined && (SCOPES as readonly string[]).includes(s)
+  const forms = 'write key, key:SCOPE or key:SCOPE:PROJECT, SCOPE one of ingest, read, admin, owner'
   for (const part of raw.split(',')) {
     const item = part.trim()
     if (item === '') continue
-    const colon = item.lastIndexOf(':')
+    const parts = item.split(':')
     let key = item
-    let scope: Scope = 'admin'
-    if (colon !== -1) {
-      key = item.slice(0, colon)
-      const s = item.slice(colon + 1)
-      if (!(SCOPES as readonly string[]).includes(s)) {
-        throw new ConfigError('LLMSCOPE_API_KEYS', `has an unknown scope "${s}" (use ingest, read or admin)`)
-      }
-      scope = s as Scope
+    let scope: Scope = 'owner'
+    let project: string | null = null
+    if (parts.length >= 3 && isScope(parts[parts.length - 2])) {
+      scope = parts[parts.length - 2] as Scope
+      const p = parts[parts.length - 1]
+      key = parts.slice(0, -2).join(':')
+      if (scope === 'owner') throw new ConfigError('LLMSCOPE_API_KEYS', 'has an owner key bound to a project: an owner key acts in every project (write key or key:owner)')
+      // The project is not secret, but print it only when it is short enough to be one.
+      if (!PROJECT_ID_PATTERN.test(p)) throw new ConfigError('LLMSCOPE_API_KEYS', `has a project ${p.length <= 63 ? `"${p}" ` : ''}that is not a slug (${PROJECT_ID_PATTERN.source})`)
+      project = p
+    } else if (parts.length >= 2) {
+      const s = parts[parts.length - 1]
+      // Never echo the key itself: config errors are printed (the part after the last colon
+      // is where a scope belongs, so it is named — short, as a scope is).
+      if (!isScope(s)) throw new ConfigError('LLMSCOPE_API_KEYS', `has an unknown scope${s.length <= 16 ? ` "${s}"` : ''} (${forms})`)
+      scope = s
+      key = parts.slice(0, -1).join(':')
+      project = scope === 'owner' ? null : DEFAULT_PROJECT
     }
-    // Never echo the key itself: config errors are printed.
     if (key.length < 8) throw new ConfigError('LLMSCOPE_API_KEYS', 'has a key shorter than 8 characters')
     if (/\s/.test(key)) throw new ConfigError('LLMSCOPE_API_KEYS', 'has a key containing white space')
-    out.push({ key, scope })
+    out.push({ key, scope, project })
   }
   return out
 }
@@ -240,7 +273,7 @@ const HELP: Partial<Record<string, string>> = {
   PORT: 'TCP port (0 = any free port)',
   HOST: 'interface to bind; 0.0.0.0 to serve beyond this machine',
   LLMSCOPE_DATA_DIR: 'LMDB environment, generated key',
-  LLMSCOPE_API_KEYS: 'comma list of keys: `secret` is admin; `secret:ingest|read|admin` name a scope; empty: one is made on first start',
+  LLMSCOPE_API_KEYS: 'comma list of keys: `secret` is an owner key; `secret:ingest|read|admin` acts in project default, `secret:SCOPE:PROJECT` in PROJECT; empty: an owner key is made on first start',
   LLMSCOPE_LOG_LEVEL: 'fatal, error, warn, info, debug, trace or silent',
   LLMSCOPE_SNAPSHOT_INTERVAL_S: 'seconds between state snapshots',
   LLMSCOPE_BODY_LIMIT_BYTES: 'largest request body (413 beyond)',

@@ -6,6 +6,7 @@ import { openStores, type Stores } from './store/db.js'
 import { EventLog } from './store/event-log.js'
 import { SnapshotStore, type SnapshotPayload } from './store/snapshots.js'
 import { RuleStore } from './store/rules.js'
+import { ProjectStore } from './store/projects.js'
 import { AlertEventStore } from './store/alert-events.js'
 import { WebhookNotifier, type NotifierOptions } from './alerts/notifier.js'
 import { AlertDispatcher } from './alerts/dispatcher.js'
@@ -49,6 +50,8 @@ export class Engine {
   readonly log: EventLog
   readonly snapshots: SnapshotStore
   readonly rules: RuleStore
+  /** Projects and tombstones of deleted ones (`default` always exists). */
+  readonly projects: ProjectStore
   /** Recorded alert transitions and reminders with their delivery outcomes. */
   readonly alertEvents: AlertEventStore
   /** Records alert notifications and delivers their webhooks (off the ingest path). */
@@ -78,6 +81,7 @@ export class Engine {
     this.log = new EventLog(this.stores.events, { used: this.stores.usedBytes, max: this.stores.maxBytes })
     this.snapshots = new SnapshotStore(this.stores.meta)
     this.rules = new RuleStore(this.stores.rules)
+    this.projects = new ProjectStore(this.stores.projects, opts.clock.now())
     this.alertEvents = new AlertEventStore(this.stores.alertEvents, { log: opts.logger })
     this.alerting = new AlertDispatcher({ store: this.alertEvents, notifier: new WebhookNotifier({ log: opts.logger, ...opts.webhook }), clock: opts.clock, log: opts.logger })
     this.#alertTickMs = opts.alertTickMs ?? 1000

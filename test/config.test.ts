@@ -39,13 +39,45 @@ t.test('keys never appear in a config error', async (t) => {
   t.notMatch(err.message, /good-key-123456/)
 })
 
-t.test('api keys parse with scopes; a bare key is admin', async (t) => {
+t.test('api keys parse with scopes and projects; a bare key is an owner key', async (t) => {
   t.same(parseApiKeys(' a-long-key-1 , b-long-key-2:read,c-long-key-3:ingest,d-long-key-4:admin,'), [
-    { key: 'a-long-key-1', scope: 'admin' },
-    { key: 'b-long-key-2', scope: 'read' },
-    { key: 'c-long-key-3', scope: 'ingest' },
-    { key: 'd-long-key-4', scope: 'admin' }
+    { key: 'a-long-key-1', scope: 'owner', project: null },
+    { key: 'b-long-key-2', scope: 'read', project: 'default' },
+    { key: 'c-long-key-3', scope: 'ingest', project: 'default' },
+    { key: 'd-long-key-4', scope: 'admin', project: 'default' }
   ])
+  t.same(parseApiKeys('e-long-key-5:owner,f-long-key-6:read:team-a,g-long-key-7:admin:b2,h-long-key-8:ingest:default'), [
+    { key: 'e-long-key-5', scope: 'owner', project: null },
+    { key: 'f-long-key-6', scope: 'read', project: 'team-a' },
+    { key: 'g-long-key-7', scope: 'admin', project: 'b2' },
+    { key: 'h-long-key-8', scope: 'ingest', project: 'default' }
+  ])
+  // Read from the right: a key may itself hold colons.
+  t.same(parseApiKeys('with:colon-key:read,x:y:z-long:ingest:proj'), [
+    { key: 'with:colon-key', scope: 'read', project: 'default' },
+    { key: 'x:y:z-long', scope: 'ingest', project: 'proj' }
+  ])
+  t.same(parseApiKeys('a-long-key-1:read:' + 'p'.repeat(63)), [{ key: 'a-long-key-1', scope: 'read', project: 'p'.repeat(63) }])
+})
+
+t.test('a bad project in LLMSCOPE_API_KEYS stops the start with one line naming the variable, never the key', async (t) => {
+  const cases: Array<[string, RegExp]> = [
+    ['secret-key-123:read:Team_A', /project "Team_A" that is not a slug/],
+    ['secret-key-123:read:-lead', /not a slug/],
+    ['secret-key-123:admin:' + 'p'.repeat(64), /not a slug/],
+    ['secret-key-123:ingest:', /not a slug/],
+    ['secret-key-123:owner:team-a', /owner key bound to a project/],
+    ['secret-key-123:wizard:team-a', /unknown scope "team-a"/]
+  ]
+  for (const [raw, reason] of cases) {
+    const err = t.throws(() => loadConfig({ LLMSCOPE_API_KEYS: raw })) as unknown as ConfigError
+    t.type(err, ConfigError)
+    t.equal(err.variable, 'LLMSCOPE_API_KEYS')
+    t.match(err.message, /^invalid configuration: LLMSCOPE_API_KEYS /)
+    t.match(err.message, reason, raw)
+    t.notMatch(err.message, /secret-key-123/, 'the key is not printed')
+    t.notMatch(err.message, /\n/, 'one line')
+  }
 })
 
 t.test('CLI flags mirror the environment and win over it', async (t) => {

@@ -277,6 +277,7 @@ export async function registerOpenApi(app: FastifyInstance): Promise<void> {
         { name: 'analytics', description: 'Queries answered from memory' },
         { name: 'alerts', description: 'Alert rules and their history' },
         { name: 'stream', description: 'Live WebSocket stream' },
+        { name: 'projects', description: 'Projects: one server, many teams (owner keys)' },
         { name: 'keys', description: 'API key administration' },
         { name: 'operations', description: 'Health, readiness, metrics, this document' }
       ],

@@ -146,7 +146,7 @@ export async function registerSecurity(app: FastifyInstance, config: Config): Pr
     await app.register(cors, {
       origin: origins.includes('*') ? '*' : [...origins],
       methods: ['GET', 'HEAD', 'POST', 'PATCH', 'DELETE'],
-      allowedHeaders: ['content-type', 'content-encoding', 'x-api-key'],
+      allowedHeaders: ['content-type', 'content-encoding', 'x-api-key', 'x-llmscope-project'],
       exposedHeaders: EXPOSED_HEADERS,
       maxAge: 600
     })

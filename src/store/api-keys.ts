@@ -6,30 +6,35 @@
  * Writes resolve after their commit, then the mirror changes — so a key works only once it is
  * durable, and a revoked key is refused from the moment `revoke()` resolves (it is dropped from
  * the mirror even if the commit failed, so a failing disk can never keep a revoked key alive).
+ * The same holds for `deleteProject()`, which drops every key of a deleted project.
  */
 import { nanoid } from 'nanoid'
 import { z } from 'zod'
 import type { Database } from 'lmdb'
-import { digest, type ApiKeySource, type KeyEntry } from '../keys.js'
-import { SCOPES, type Scope } from '../config.js'
+import { digest, digestKey, type ApiKeySource, type KeyEntry } from '../keys.js'
+import { DEFAULT_PROJECT, PROJECT_ID_PATTERN, SCOPES, type Scope } from '../config.js'
 
-/** Bound on stored keys: every request compares against each (constant time). */
+/** Bound on stored keys per project (owner keys count as one more project): one project cannot exhaust it for the others. */
 export const MAX_API_KEYS = 1000
 
-/** POST /keys body. */
+/** POST /keys body. `project` defaults to the request's project (owner keys have none). */
 export const keyCreateSchema = z.strictObject({
-  name: z.string().trim().min(1).max(100),
-  scope: z.enum(SCOPES as [Scope, ...Scope[]])
+  scope: z.enum(SCOPES as [Scope, ...Scope[]]),
+  project: z.string().regex(PROJECT_ID_PATTERN, { message: `must be a project id (${PROJECT_ID_PATTERN.source})` }).optional(),
+  name: z.string().trim().min(1).max(100).optional()
 })
 
 export type KeyCreate = z.output<typeof keyCreateSchema>
 
 /** What is stored, and (without `digest`) what `GET /keys` lists. */
 export interface ApiKeyRecord {
-  v: 1
+  /** 1: before projects (no `project`: read as `default`; `name` required); 2: with `project`. */
+  v: 1 | 2
   id: string
-  name: string
+  name: string | null
   scope: Scope
+  /** The project the key acts in; null for an owner key. Absent in v1 records. */
+  project?: string | null
   /** SHA-256 of the key, hex. */
   digest: string
   /** The key's last four characters, to tell keys apart in a list. */
@@ -40,8 +45,9 @@ export interface ApiKeyRecord {
 /** The public view of a key record: no digest, no key. */
 export interface ApiKeyInfo {
   id: string
-  name: string
+  name: string | null
   scope: Scope
+  project: string | null
   last4: string
   created_at: string
   source: 'api'
@@ -49,30 +55,37 @@ export interface ApiKeyInfo {
 
 export class ApiKeyStore implements ApiKeySource {
   readonly #db: Database<unknown, string>
-  readonly #records = new Map<string, ApiKeyRecord>()
-  /** Rebuilt on every change; `entries()` is on the auth path of every request. */
-  #entries: KeyEntry[] = []
+  readonly #records = new Map<string, ApiKeyRecord & { project: string | null }>()
+  /** digest (latin1) → entry; rebuilt on every change, read on the auth path of every request. */
+  #byDigest = new Map<string, KeyEntry>()
 
   constructor(db: Database<unknown, string>) {
     this.#db = db
     for (const { value } of db.getRange({})) {
       const r = value as ApiKeyRecord
       // An unknown record version is skipped rather than misread as a key.
-      if (r !== null && typeof r === 'object' && r.v === 1 && typeof r.digest === 'string' && /^[0-9a-f]{64}$/.test(r.digest)) this.#records.set(r.id, r)
+      if (r === null || typeof r !== 'object' || (r.v !== 1 && r.v !== 2) || typeof r.digest !== 'string' || !/^[0-9a-f]{64}$/.test(r.digest)) continue
+      if (!(SCOPES as readonly string[]).includes(r.scope)) continue
+      // Before projects every key acted in what is now `default` (v1 had no owner scope).
+      const project = r.v === 1 ? DEFAULT_PROJECT : r.scope === 'owner' ? null : (r.project ?? null)
+      if (r.scope !== 'owner' && project === null) continue
+      this.#records.set(r.id, { ...r, project })
     }
     this.#rebuild()
   }
 
-  entries(): readonly KeyEntry[] {
-    return this.#entries
+  lookup(d: string): KeyEntry | undefined {
+    return this.#byDigest.get(d)
   }
 
   get size(): number {
     return this.#records.size
   }
 
-  list(): ApiKeyInfo[] {
+  /** Keys of `project` (null: owner keys); all keys when `project` is undefined. Oldest first. */
+  list(project?: string | null): ApiKeyInfo[] {
     return [...this.#records.values()]
+      .filter((r) => project === undefined || r.project === project)
       .sort((a, b) => (a.created_at < b.created_at ? -1 : a.created_at > b.created_at ? 1 : a.id < b.id ? -1 : 1))
       .map(info)
   }
@@ -82,14 +95,26 @@ export class ApiKeyStore implements ApiKeySource {
     return r === undefined ? undefined : info(r)
   }
 
-  /** Makes a key, stores its digest and answers the key itself — the only time it exists outside the caller. */
-  async create(input: KeyCreate, now: number): Promise<{ key: string; info: ApiKeyInfo }> {
+  /** How many keys act in `project` (null: owner keys). */
+  countIn(project: string | null): number {
+    let n = 0
+    for (const r of this.#records.values()) if (r.project === project) n++
+    return n
+  }
+
+  /**
+   * Makes a key, stores its digest and answers the key itself — the only time it exists
+   * outside the caller. The caller has checked that the project exists and the scope is allowed.
+   */
+  async create(input: { scope: Scope; project: string | null; name?: string | null }, now: number): Promise<{ key: string; info: ApiKeyInfo }> {
+    if ((input.scope === 'owner') !== (input.project === null)) throw new TypeError('an owner key has no project; every other key has one')
     const key = `lsk_${nanoid(32)}`
-    const record: ApiKeyRecord = {
-      v: 1,
+    const record = {
+      v: 2 as const,
       id: `key_${nanoid(12)}`,
-      name: input.name,
+      name: input.name ?? null,
       scope: input.scope,
+      project: input.project,
       digest: digest(key).toString('hex'),
       last4: key.slice(-4),
       created_at: new Date(now).toISOString()
@@ -109,11 +134,33 @@ export class ApiKeyStore implements ApiKeySource {
     return true
   }
 
+  /**
+   * Removes every key of `project` (a project being deleted): refused from the call on, gone
+   * from the disk once this resolves. Answers how many there were.
+   */
+  async deleteProject(project: string): Promise<number> {
+    const ids = [...this.#records.values()].filter((r) => r.project === project).map((r) => r.id)
+    if (ids.length === 0) return 0
+    for (const id of ids) this.#records.delete(id)
+    this.#rebuild()
+    // One transaction: all of them go, or (on a failed commit) none from the disk — and then
+    // a start after the crash finds the project still purging and calls this again.
+    await this.#db.transaction(() => {
+      for (const id of ids) this.#db.remove(id)
+    })
+    return ids.length
+  }
+
   #rebuild(): void {
-    this.#entries = [...this.#records.values()].map((r) => ({ id: r.id, scope: r.scope, digest: Buffer.from(r.digest, 'hex'), source: 'api' as const }))
+    const m = new Map<string, KeyEntry>()
+    for (const r of this.#records.values()) {
+      const d = Buffer.from(r.digest, 'hex')
+      m.set(digestKey(d), { id: r.id, scope: r.scope, project: r.project, digest: d, source: 'api' })
+    }
+    this.#byDigest = m
   }
 }
 
-function info(r: ApiKeyRecord): ApiKeyInfo {
-  return { id: r.id, name: r.name, scope: r.scope, last4: r.last4, created_at: r.created_at, source: 'api' }
+function info(r: ApiKeyRecord & { project: string | null }): ApiKeyInfo {
+  return { id: r.id, name: r.name, scope: r.scope, project: r.project, last4: r.last4, created_at: r.created_at, source: 'api' }
 }
