@@ -208,6 +208,15 @@ function openView() {
   state.tail = []
   state.lastSeq = null
   state.missedWhilePaused = 0
+  // The figures on screen belong to the previous view until the new ones arrive.
+  state.metrics = null
+  state.costs = []
+  state.bd.data = null
+  if (state.series) state.series = { ...state.series, buckets: [] }
+  renderTiles()
+  renderCosts()
+  renderBreakdown()
+  renderSeries()
   renderCurl()
   renderTail()
   renderChips()
@@ -269,8 +278,6 @@ function onProjectChange() {
   state.filters.clear()
   state.alertEvents = []
   state.rules = []
-  state.metrics = null
-  state.bd.data = null
   resetModels()
   setBanner('')
   openView()
@@ -362,7 +369,12 @@ function setBanner(text) {
 
 function renderTiles() {
   const m = state.metrics
-  if (!m) return
+  if (!m) {
+    // Nothing known for this view yet: never leave the figures of the previous one on screen.
+    for (const id of ['t-requests', 't-tokens', 't-cost', 't-avg', 't-p95', 't-unpriced']) $(id).textContent = '–'
+    $('t-unpriced').classList.remove('warn')
+    return
+  }
   $('t-requests').textContent = fmtCount(m.total_requests)
   $('t-tokens').textContent = fmtCount(m.total_tokens)
   $('t-cost').textContent = fmtCost(m.total_cost)
