@@ -1,9 +1,13 @@
 /**
  * WebhookNotifier: POSTs alert notifications as JSON, off the ingest path, with a timeout per
- * attempt and bounded retries with exponential backoff.
+ * attempt and bounded retries with the shared backoff policy (`../backoff.ts`).
  *
  *   deliver() ──► queue (≤ maxQueue; past it: failed at once, counted) ──► ≤ concurrency in flight
- *                   attempt 1 ─fail─► wait backoffMs ─► attempt 2 ─fail─► wait 2·backoffMs ─► … attempts
+ *                   attempt 1 ─fail─► wait ≤ backoffMs ─► attempt 2 ─fail─► wait ≤ 2·backoffMs ─► … attempts
+ *
+ * Each wait is full jitter over its window (capped at maxBackoffMs), so receivers that failed
+ * together are not hit again in lockstep; a receiver's `Retry-After` (seconds or HTTP-date)
+ * replaces the window, still capped.
  *
  * Retried: network errors, timeouts, 408, 425, 429 and 5xx. Not retried: other statuses (a 4xx
  * will not heal by itself; 3xx are not followed, so a webhook cannot be bounced elsewhere).
@@ -14,6 +18,7 @@
  * `close()` aborts what is in flight or waiting: those deliveries end as failed
  * (`notifier closed`). Safe twice.
  */
+import { backoffDelay, parseRetryAfter } from '../backoff.js'
 import { silentLog, type Log } from '../log.js'
 import type { DeliveryOutcome } from './types.js'
 
@@ -22,9 +27,9 @@ export interface NotifierOptions {
   attempts?: number
   /** Time allowed per attempt, ms. Default 5000. */
   timeoutMs?: number
-  /** Wait before the second attempt, ms; doubled for each further one. Default 1000. */
+  /** Backoff window before the second attempt, ms (the wait is random within it); doubled for each further one. Default 1000. */
   backoffMs?: number
-  /** Cap on one wait, ms. Default 30000. */
+  /** Cap on one wait, ms, a receiver's Retry-After included. Default 30000. */
   maxBackoffMs?: number
   /** Deliveries in flight at once. Default 8. */
   concurrency?: number
@@ -35,6 +40,10 @@ export interface NotifierOptions {
   fetch?: typeof fetch
   /** For tests: how to wait; must resolve early when `signal` aborts. */
   sleep?: (ms: number, signal: AbortSignal) => Promise<void>
+  /** For tests: the jitter source, in [0, 1). Default Math.random. */
+  random?: () => number
+  /** For tests: the clock an HTTP-date Retry-After is read against, epoch ms. Default Date.now. */
+  now?: () => number
 }
 
 export interface NotifierStats {
@@ -116,6 +125,8 @@ export class WebhookNotifier {
   readonly #log: Log
   readonly #fetch: typeof fetch
   readonly #sleep: (ms: number, signal: AbortSignal) => Promise<void>
+  readonly #random: () => number
+  readonly #now: () => number
   readonly #queue: Job[] = []
   readonly #closing = new AbortController()
   #inFlight = 0
@@ -136,6 +147,8 @@ export class WebhookNotifier {
     this.#log = opts.log ?? silentLog
     this.#fetch = opts.fetch ?? fetch
     this.#sleep = opts.sleep ?? defaultSleep
+    this.#random = opts.random ?? Math.random
+    this.#now = opts.now ?? Date.now
   }
 
   /**
@@ -206,11 +219,13 @@ export class WebhookNotifier {
     if (target.authorization !== null) headers.authorization = target.authorization
     let statusCode: number | null = null
     let error = ''
+    let retryAfterMs: number | null = null
     let attempt = 0
+    const policy = { baseMs: this.#o.backoffMs, maxMs: this.#o.maxBackoffMs }
     while (attempt < job.attempts) {
       if (attempt > 0) {
         this.#stats.retries++
-        await this.#sleep(Math.min(this.#o.maxBackoffMs, this.#o.backoffMs * 2 ** (attempt - 1)), this.#closing.signal)
+        await this.#sleep(backoffDelay(attempt - 1, policy, retryAfterMs, this.#random), this.#closing.signal)
       }
       if (this.#closing.signal.aborted) return this.#fail(attempt, statusCode, 'notifier closed')
       attempt++
@@ -222,13 +237,14 @@ export class WebhookNotifier {
         return { status: 'delivered', attempts: attempt, status_code: statusCode, error: null }
       }
       error = r.error
+      retryAfterMs = r.retryAfterMs
       this.#log.warn({ host: hostOf(job.url), attempt, of: job.attempts, status: statusCode, error }, 'webhook delivery attempt failed')
       if (!r.retry) break
     }
     return this.#fail(attempt, statusCode, error)
   }
 
-  async #attempt(url: string, headers: Record<string, string>, body: string): Promise<{ ok: boolean; retry: boolean; status: number | null; error: string }> {
+  async #attempt(url: string, headers: Record<string, string>, body: string): Promise<{ ok: boolean; retry: boolean; status: number | null; error: string; retryAfterMs: number | null }> {
     const ctl = new AbortController()
     let timedOut = false
     const timer = setTimeout(() => {
@@ -241,10 +257,12 @@ export class WebhookNotifier {
       const res = await this.#fetch(url, { method: 'POST', headers, body, redirect: 'manual', signal: ctl.signal })
       // The body is not needed; cancel it so the connection is released.
       await res.body?.cancel().catch(() => {})
-      if (res.status >= 200 && res.status < 300) return { ok: true, retry: false, status: res.status, error: '' }
-      return { ok: false, retry: retryable(res.status), status: res.status, error: `HTTP ${res.status}` }
+      if (res.status >= 200 && res.status < 300) return { ok: true, retry: false, status: res.status, error: '', retryAfterMs: null }
+      const retry = retryable(res.status)
+      const retryAfterMs = retry ? parseRetryAfter(res.headers.get('retry-after'), this.#now()) : null
+      return { ok: false, retry, status: res.status, error: `HTTP ${res.status}`, retryAfterMs }
     } catch (err) {
-      return { ok: false, retry: !this.#closing.signal.aborted, status: null, error: this.#closing.signal.aborted ? 'notifier closed' : describe(err, timedOut, this.#o.timeoutMs) }
+      return { ok: false, retry: !this.#closing.signal.aborted, status: null, error: this.#closing.signal.aborted ? 'notifier closed' : describe(err, timedOut, this.#o.timeoutMs), retryAfterMs: null }
     } finally {
       clearTimeout(timer)
       this.#closing.signal.removeEventListener('abort', onClose)

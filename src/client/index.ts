@@ -23,7 +23,8 @@
  * - Delivery is at least once: a request whose answer is lost on the network is sent again.
  */
 import { Ring } from './ring.js'
-import { RETRYABLE_STATUS, parseRetryAfter, retryDelay } from './retry.js'
+import { backoffDelay, parseRetryAfter } from '../backoff.js'
+import { RETRYABLE_STATUS } from './retry.js'
 import { detectShape, fromAnthropic, fromOpenAI, type LLMScopeEvent, type RecordOptions } from './usage.js'
 
 export type { LLMScopeEvent, RecordOptions } from './usage.js'
@@ -386,7 +387,7 @@ export class LLMScope {
         this.#report(new LLMScopeClientError('failed', `gave up on ${items.length} event(s) after ${attempt} retr${attempt === 1 ? 'y' : 'ies'}: ${why}`, items.length, status, networkError))
         return
       }
-      const wait = retryDelay(attempt, parseRetryAfter(retryAfter, Date.now()), this.#retryBaseMs, this.#retryMaxMs)
+      const wait = backoffDelay(attempt, { baseMs: this.#retryBaseMs, maxMs: this.#retryMaxMs }, parseRetryAfter(retryAfter, Date.now()))
       attempt++
       this.#stats.retries++
       // A referenced timer: a retry pending at exit keeps the process up until it is settled.

@@ -43,14 +43,41 @@ function recordingLog(): Log & { lines: string[] } {
 t.test('a receiver that fails twice then succeeds gets the JSON on the third attempt, after 2 backoffs', async (t) => {
   const r = await receiver(t, (n, res) => res.writeHead(n <= 2 ? 503 : 204).end())
   const { waits, sleep } = fakeSleep()
-  const n = new WebhookNotifier({ attempts: 3, backoffMs: 100, sleep })
+  const n = new WebhookNotifier({ attempts: 3, backoffMs: 100, sleep, random: () => 0.5 })
   const outcome = await n.deliver(r.url, { type: 'alert', state: 'firing', value: 12.5 })
   t.same(outcome, { status: 'delivered', attempts: 3, status_code: 204, error: null })
-  t.same(waits, [100, 200], 'exponential backoff')
+  t.same(waits, [50, 100], 'full jitter over exponential windows of 100 and 200 ms')
   t.equal(r.hits.length, 3)
   t.same(r.hits[2].body, { type: 'alert', state: 'firing', value: 12.5 })
   t.equal(r.hits[2].headers['content-type'], 'application/json')
   t.match(n.stats, { delivered: 1, failed: 0, attempts: 3, retries: 2, inFlight: 0, queued: 0 })
+})
+
+t.test('backoff: full jitter over doubling windows, capped at maxBackoffMs', async (t) => {
+  const r = await receiver(t, answer(500))
+  const top = fakeSleep()
+  await new WebhookNotifier({ attempts: 6, backoffMs: 100, maxBackoffMs: 1000, sleep: top.sleep, random: () => 0.999_999_9 }).deliver(r.url, {})
+  t.same(top.waits, [100, 200, 400, 800, 1000], 'the top of each window, then the cap')
+  const low = fakeSleep()
+  await new WebhookNotifier({ attempts: 3, backoffMs: 100, sleep: low.sleep, random: () => 0 }).deliver(r.url, {})
+  t.same(low.waits, [0, 0], 'the bottom of each window')
+})
+
+t.test("the receiver's Retry-After (seconds or HTTP-date) replaces the window, capped", async (t) => {
+  const now = Date.parse('2026-01-01T00:00:00Z')
+  const headers = ['2', 'Thu, 01 Jan 2026 00:00:05 GMT', '3600', undefined]
+  const r = await receiver(t, (i, res) => {
+    const after = headers[i - 1]
+    res.writeHead(i <= headers.length ? 429 : 204, after === undefined ? {} : { 'retry-after': after }).end()
+  })
+  const { waits, sleep } = fakeSleep()
+  const n = new WebhookNotifier({ attempts: 5, backoffMs: 100, maxBackoffMs: 60_000, sleep, random: () => 0, now: () => now })
+  t.same(await n.deliver(r.url, {}), { status: 'delivered', attempts: 5, status_code: 204, error: null })
+  t.same(waits, [2000, 5000, 60_000, 0], 'seconds, a date 5 s ahead, an hour cut to the cap, then the jittered window again')
+  const jittered = fakeSleep()
+  const r2 = await receiver(t, (i, res) => res.writeHead(i === 1 ? 503 : 204, { 'retry-after': '2' }).end())
+  await new WebhookNotifier({ attempts: 2, sleep: jittered.sleep, random: () => 0.5 }).deliver(r2.url, {})
+  t.same(jittered.waits, [2100], 'plus up to 10% jitter, so receivers are not hit in lockstep')
 })
 
 t.test('gives up after the last attempt and says why', async (t) => {
