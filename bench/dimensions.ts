@@ -1,0 +1,396 @@
+/**
+ * Question (issue 11, DESIGN §5–§6): with 10M events over 30 days in 3 projects, 100,000 users,
+ * 2 tags and 3 metadata keys each (bench/dim-data.ts), how fast does LLMScope answer "who
+ * spends" — `GET /analytics/breakdown?by=user_id` over the 30 days and over a random hour, and
+ * `GET /analytics/metrics?user_id=` over a random range — next to ClickHouse (chdb) and DuckDB
+ * loaded with the same rows (bench/peers.ts), do the answers agree, what does an event with
+ * dimensions cost in RAM, and what do dimensions cost ingestion?
+ *
+ * - Ingest: two servers (each its own process, fresh data dir), one sent the events with
+ *   `user_id`, `session_id`, `tags` and `metadata`, one the same events without them, over
+ *   HTTP in batches of 1000 (4 in flight, `X-LLMScope-Project` per batch). Chunks of 100,000
+ *   events alternate between the two (A/B, first one then the other) and a chunk counts until
+ *   every event of it is counted by `/analytics/metrics`, so the aggregation behind the 202
+ *   is in the time too.
+ * - RSS per event: each server settles its own heap (gc until RSS stops falling, as
+ *   bench/analytics.ts) before the load and after it; the difference over the events.
+ * - Queries: one at a time; ours over HTTP (keep-alive), the peers in this process. Every
+ *   query runs on every engine in turn, so the machine's drift hits all alike. The first
+ *   queries of each kind are a warm-up that also checks the percentiles: there the peers
+ *   compute p95 as the nearest rank (⌈0.95·n⌉-th smallest, LLMScope's definition; ClickHouse's
+ *   `quantileExact` and DuckDB's `quantile_disc` pick other ranks), and ours must be within
+ *   the sketch's 1%. Timed queries use each engine's own exact quantile and check groups,
+ *   requests and tokens exactly and cost to the nano-dollar. The peers answer the top 20
+ *   groups and the range's total in one pass; ours answers those plus `other`.
+ *
+ * Sizes: `LLMSCOPE_BENCH_DIM_EVENTS` (default 10,000,000), `LLMSCOPE_BENCH_DIM_QUERIES` timed
+ * queries per kind (default 200; the 30-day breakdowns take a quarter of it),
+ * `LLMSCOPE_BENCH_PEERS=0` leaves the peers out. Alone: `node dist-bench/bench/dimensions.js`
+ * after `tsc -p tsconfig.bench.json`.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import http from 'node:http'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath, pathToFileURL } from 'node:url'
+import { dimEvents, dimQueries, toJson, PROJECTS, type DimEvent, type DimQuery, type QueryKind } from './dim-data.js'
+import { clickhouse, duckdb, PEER_VERSIONS, type Answer, type Peer, type Totals } from './peers.js'
+import { machine, table, type Row } from './lib.js'
+
+const OWNER_KEY = 'bench-owner-key-1'
+const LIMIT = 20
+const CHUNK = 100_000
+const BATCH = 1000
+const IN_FLIGHT = 4
+/** Warm-up queries per kind, where p95 is checked against the nearest rank. */
+const CHECKED = 3
+const self = fileURLToPath(import.meta.url)
+
+// ---- the server: LLMScope as main.ts runs it, plus a settled-RSS reading over IPC ----
+
+/** Collects garbage until RSS stops falling (as bench/analytics.ts), then reads it. */
+async function settledRss(): Promise<number> {
+  const gc = (globalThis as { gc?: () => void }).gc
+  let last = Infinity
+  for (let i = 0; gc !== undefined && i < 5; i++) {
+    gc()
+    await new Promise((r) => setImmediate(r))
+    const rss = process.memoryUsage().rss
+    if (rss >= last * 0.99) break
+    last = rss
+  }
+  return process.memoryUsage().rss
+}
+
+async function serverChild(): Promise<void> {
+  const { loadConfig } = await import('../src/config.js')
+  const { buildApp, loggerOptions } = await import('../src/app.js')
+  const config = loadConfig(process.env)
+  const { app, engine } = await buildApp(config, { logger: loggerOptions('warn') })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  await engine.recover()
+  engine.startSnapshots()
+  const address = app.server.address()
+  const port = typeof address === 'object' && address !== null ? address.port : 0
+  process.on('message', (m: { type: string }) => {
+    if (m.type === 'rss') void settledRss().then((rss) => process.send!({ type: 'rss', rss }))
+  })
+  process.on('SIGTERM', () => void app.close().then(() => process.exit(0), () => process.exit(1)))
+  process.send!({ type: 'listening', url: `http://127.0.0.1:${port}`, rss: await settledRss() })
+}
+
+interface Server {
+  url: string
+  /** Settled RSS right after start, before any project or event. */
+  rss0: number
+  rss(): Promise<number>
+  stop(): Promise<void>
+}
+
+async function startServer(): Promise<Server> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'llmscope-bench-dim-'))
+  const proc: ChildProcess = spawn(process.execPath, ['--expose-gc', '--max-old-space-size=8192', self], {
+    env: { ...process.env, DIM_SERVER: '1', PORT: '0', LLMSCOPE_DATA_DIR: dataDir, LLMSCOPE_API_KEYS: OWNER_KEY, LLMSCOPE_LOG_LEVEL: 'warn' },
+    stdio: ['ignore', 'ignore', 'inherit', 'ipc']
+  })
+  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()))
+  const next = <T>(type: string) =>
+    new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`server: no ${type} message in 120 s`)), 120_000)
+      const onMessage = (m: { type: string }) => {
+        if (m.type !== type) return
+        clearTimeout(timer)
+        proc.off('message', onMessage)
+        resolve(m as T)
+      }
+      proc.on('message', onMessage)
+      void exited.then(() => reject(new Error(`server exited (code ${proc.exitCode}) before ${type}`)))
+    })
+  const ready = await next<{ url: string; rss: number }>('listening')
+  return {
+    url: ready.url,
+    rss0: ready.rss,
+    async rss() {
+      const r = next<{ rss: number }>('rss')
+      proc.send({ type: 'rss' })
+      return (await r).rss
+    },
+    async stop() {
+      if (proc.exitCode === null) proc.kill('SIGTERM')
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))])
+      if (proc.exitCode === null) proc.kill('SIGKILL')
+      rmSync(dataDir, { recursive: true, force: true })
+    }
+  }
+}
+
+// ---- HTTP ----
+
+const agent = new http.Agent({ keepAlive: true, maxSockets: 16 })
+
+function request(url: string, method: 'GET' | 'POST', project: string | null, body?: string): Promise<{ status: number; body: string }> {
+  const headers: Record<string, string> = { 'x-api-key': OWNER_KEY }
+  if (project !== null) headers['x-llmscope-project'] = project
+  if (body !== undefined) headers['content-type'] = 'application/json'
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method, headers, agent }, (res) => {
+      const parts: Buffer[] = []
+      res.on('data', (d: Buffer) => parts.push(d))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(parts).toString() }))
+      res.on('error', reject)
+    })
+    req.on('error', reject)
+    req.end(body)
+  })
+}
+
+async function getJson(server: Server, path: string, project: string): Promise<Record<string, unknown>> {
+  const r = await request(server.url + path, 'GET', project)
+  if (r.status !== 200) throw new Error(`GET ${path} (${project}) → ${r.status}: ${r.body.slice(0, 300)}`)
+  return JSON.parse(r.body) as Record<string, unknown>
+}
+
+async function createProjects(server: Server): Promise<void> {
+  for (const id of PROJECTS) {
+    const r = await request(`${server.url}/projects`, 'POST', null, JSON.stringify({ id }))
+    if (r.status !== 201 && r.status !== 409) throw new Error(`POST /projects {"id":"${id}"} → ${r.status}: ${r.body.slice(0, 200)}`)
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/** Sends the batches, IN_FLIGHT at a time; 503/429 (busy) waits and resends. Returns the resends. */
+async function send(server: Server, batches: Array<{ project: string; body: string }>): Promise<number> {
+  let next = 0
+  let resends = 0
+  const worker = async () => {
+    while (next < batches.length) {
+      const b = batches[next++]
+      for (;;) {
+        const r = await request(`${server.url}/events/batch`, 'POST', b.project, b.body)
+        if (r.status === 202) break
+        if (r.status !== 503 && r.status !== 429) throw new Error(`POST /events/batch (${b.project}) → ${r.status}: ${r.body.slice(0, 300)}`)
+        resends++
+        await sleep(20)
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: IN_FLIGHT }, worker))
+  return resends
+}
+
+/** Waits until every project counts the events sent to it. */
+async function counted(server: Server, expected: readonly number[]): Promise<void> {
+  const deadline = Date.now() + 300_000
+  for (let p = 0; p < PROJECTS.length; p++) {
+    for (;;) {
+      const m = await getJson(server, '/analytics/metrics', PROJECTS[p])
+      if (m.total_requests === expected[p]) break
+      if (Number(m.total_requests) > expected[p]) throw new Error(`${PROJECTS[p]} counts ${String(m.total_requests)} events, ${expected[p]} were sent`)
+      if (Date.now() > deadline) throw new Error(`${PROJECTS[p]}: ${String(m.total_requests)} of ${expected[p]} events counted after 300 s`)
+      await sleep(2)
+    }
+  }
+}
+
+function* take(gen: Iterator<DimEvent>, n: number): Generator<DimEvent> {
+  for (let i = 0; i < n; i++) {
+    const r = gen.next()
+    if (r.done === true) return
+    yield r.value
+  }
+}
+
+/** Batches of one project each, as JSON bodies. */
+function bodies(events: readonly DimEvent[], dims: boolean): Array<{ project: string; body: string }> {
+  const out: Array<{ project: string; body: string }> = []
+  for (let p = 0; p < PROJECTS.length; p++) {
+    const mine = events.filter((e) => e.project === p)
+    for (let i = 0; i < mine.length; i += BATCH) out.push({ project: PROJECTS[p], body: JSON.stringify(mine.slice(i, i + BATCH).map((e) => toJson(e, dims))) })
+  }
+  return out
+}
+
+/** Loads n events into both servers, chunk by chunk, alternating which goes first. */
+async function loadBoth(n: number, withDims: Server, without: Server) {
+  const gen = dimEvents(n)[Symbol.iterator]()
+  const arms = [
+    { server: withDims, dims: true, seconds: 0, resends: 0 },
+    { server: without, dims: false, seconds: 0, resends: 0 }
+  ]
+  const expected = [0, 0, 0]
+  for (let chunk = 0; chunk * CHUNK < n; chunk++) {
+    const events = [...take(gen, CHUNK)]
+    for (const e of events) expected[e.project]++
+    const prepared = arms.map((a) => bodies(events, a.dims))
+    for (const i of chunk % 2 === 0 ? [0, 1] : [1, 0]) {
+      const t = performance.now()
+      arms[i].resends += await send(arms[i].server, prepared[i])
+      await counted(arms[i].server, expected)
+      arms[i].seconds += (performance.now() - t) / 1000
+    }
+  }
+  return { withDims: arms[0], without: arms[1], expected }
+}
+
+// ---- answers ----
+
+const nanos = (dollars: unknown) => Math.round(Number(dollars) * 1e9)
+const ourTotals = (g: Record<string, unknown>, prefix = ''): Totals => ({
+  requests: Number(g[`${prefix}requests`]),
+  tokens: Number(g.total_tokens),
+  costNanos: nanos(g.total_cost),
+  p95: g.p95_latency_ms === null || g.p95_latency_ms === undefined ? null : Number(g.p95_latency_ms)
+})
+
+async function ours(server: Server, q: DimQuery): Promise<Answer> {
+  const range = `start_time=${q.start}&end_time=${q.end}`
+  if (q.user !== undefined) {
+    const m = await getJson(server, `/analytics/metrics?user_id=${encodeURIComponent(q.user)}&${range}`, PROJECTS[q.project])
+    return { groups: [], total: ourTotals(m, 'total_') }
+  }
+  const b = (await getJson(server, `/analytics/breakdown?by=user_id&${range}&limit=${LIMIT}&sort=cost`, PROJECTS[q.project])) as { groups: Array<Record<string, unknown>>; total: Record<string, unknown> }
+  return { groups: b.groups.map((g) => ({ value: String(g.value), ...ourTotals(g) })), total: ourTotals(b.total) }
+}
+
+/** Null when `theirs` agrees with `ours`, else the first difference. */
+function differs(o: Answer, t: Answer, p95: boolean): string | null {
+  const one = (what: string, a: Totals, b: Totals): string | null => {
+    if (a.requests !== b.requests) return `${what}: requests ${a.requests} vs ${b.requests}`
+    if (a.requests === 0) return null
+    if (a.tokens !== b.tokens) return `${what}: tokens ${a.tokens} vs ${b.tokens}`
+    // Ours arrives as dollars in a double: past 2^53 nano-dollars the last one is rounding.
+    if (Math.abs(a.costNanos - b.costNanos) > Math.max(0, Math.abs(b.costNanos) * 2 ** -52)) return `${what}: cost ${a.costNanos} vs ${b.costNanos} nano-$`
+    if (p95 && (a.p95 === null || b.p95 === null || Math.abs(a.p95 - b.p95) > 0.01 * b.p95 + 1e-6)) return `${what}: p95 ${a.p95} vs ${b.p95} ms (nearest rank)`
+    return null
+  }
+  if (o.groups.length !== t.groups.length) return `${o.groups.length} groups vs ${t.groups.length}`
+  for (let i = 0; i < o.groups.length; i++) {
+    if (o.groups[i].value !== t.groups[i].value) return `group ${i + 1}: ${o.groups[i].value} vs ${t.groups[i].value}`
+    const d = one(o.groups[i].value, o.groups[i], t.groups[i])
+    if (d !== null) return d
+  }
+  return one('total', o.total, t.total)
+}
+
+const pct = (xs: number[], q: number) => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.min(s.length - 1, Math.floor(q * (s.length - 1)))]
+}
+
+interface Engine {
+  name: string
+  answer(q: DimQuery, exact: boolean): Promise<Answer>
+}
+
+const KINDS: readonly QueryKind[] = ['breakdown 30 days', 'breakdown 1 hour', 'metrics ?user_id=']
+const GOALS: Record<QueryKind, string> = { 'breakdown 30 days': 'p99 ≤ 10', 'breakdown 1 hour': 'p99 ≤ 10', 'metrics ?user_id=': 'p99 ≤ 2' }
+
+async function measure(engines: Engine[], perKind: number) {
+  const counts = { 'breakdown 30 days': Math.max(CHECKED, Math.ceil(perKind / 4)), 'breakdown 1 hour': perKind, 'metrics ?user_id=': perKind }
+  const checks = dimQueries({ 'breakdown 30 days': CHECKED, 'breakdown 1 hour': CHECKED, 'metrics ?user_id=': CHECKED }, 101)
+  const times = new Map(engines.map((e) => [e.name, new Map(KINDS.map((k) => [k, [] as number[]]))]))
+  const verdicts = new Map(engines.slice(1).map((e) => [e.name, new Map(KINDS.map((k) => [k, { checked: 0, agreed: 0, first: null as string | null }]))]))
+  const judge = (peer: string, q: DimQuery, o: Answer, t: Answer, p95: boolean) => {
+    const v = verdicts.get(peer)!.get(q.kind)!
+    const d = differs(o, t, p95)
+    v.checked++
+    if (d === null) v.agreed++
+    else v.first ??= `${PROJECTS[q.project]} [${q.start}, ${q.end})${q.user === undefined ? '' : ` ${q.user}`}: ${d}`
+  }
+  // Warm-up, with p95 against the nearest rank.
+  for (const q of checks) {
+    const o = await engines[0].answer(q, false)
+    for (const e of engines.slice(1)) judge(e.name, q, o, await e.answer(q, true), true)
+  }
+  for (const q of dimQueries(counts)) {
+    let o: Answer | undefined
+    for (const e of engines) {
+      const t = performance.now()
+      const a = await e.answer(q, false)
+      times.get(e.name)!.get(q.kind)!.push(performance.now() - t)
+      if (o === undefined) o = a
+      else judge(e.name, q, o, a, false)
+    }
+  }
+  const stats = (name: string, kind: QueryKind) => {
+    const xs = times.get(name)!.get(kind)!
+    return { p50: pct(xs, 0.5), p99: pct(xs, 0.99), n: xs.length }
+  }
+  return { stats, verdicts }
+}
+
+export async function run(): Promise<Row[]> {
+  const n = Number(process.env.LLMSCOPE_BENCH_DIM_EVENTS ?? 10_000_000)
+  const perKind = Number(process.env.LLMSCOPE_BENCH_DIM_QUERIES ?? 200)
+  const size = n.toLocaleString('en-US')
+  const rows: Row[] = []
+  const row = (r: Omit<Row, 'bench'>) => rows.push({ bench: 'dimensions', ...r })
+  const servers: Server[] = []
+  const peers: Peer[] = []
+  try {
+    const withDims = await startServer()
+    servers.push(withDims)
+    const without = await startServer()
+    servers.push(without)
+    await createProjects(withDims)
+    await createProjects(without)
+    const load = await loadBoth(n, withDims, without)
+    const rate = (a: { seconds: number }) => n / a.seconds
+    row({ metric: `ingest ${size} events over HTTP with dimensions (baseline: without)`, value: rate(load.withDims), unit: 'ev/s', baseline: rate(load.without), ratio: rate(load.withDims) / rate(load.without), goal: 'ratio ≥ 0.9', note: `batches of ${BATCH}, ${IN_FLIGHT} in flight, A/B chunks of ${CHUNK.toLocaleString('en-US')} until counted; ${load.withDims.seconds.toFixed(1)} vs ${load.without.seconds.toFixed(1)} s; busy resends ${load.withDims.resends} / ${load.without.resends}` })
+    const perEvent = async (s: Server) => ((await s.rss()) - s.rss0) / n
+    const [bWith, bWithout] = [await perEvent(withDims), await perEvent(without)]
+    row({ metric: `RSS per event with dimensions @ ${size} (baseline: without)`, value: bWith, unit: 'B', baseline: bWithout, ratio: bWith / bWithout, goal: '≤ 80', note: `settled RSS; dimensions add ${(bWith - bWithout).toFixed(1)} B/event` })
+    await without.stop()
+    servers.pop()
+
+    const events = () => dimEvents(n)
+    const engines: Engine[] = [{ name: 'LLMScope', answer: (q) => ours(withDims, q) }]
+    if (process.env.LLMSCOPE_BENCH_PEERS === '0') row({ metric: 'peers (ClickHouse, DuckDB)', value: 0, unit: '', note: 'skipped: LLMSCOPE_BENCH_PEERS=0' })
+    else {
+      for (const [label, start] of [[`DuckDB (@duckdb/node-api ${PEER_VERSIONS['@duckdb/node-api']})`, duckdb], [`ClickHouse (chdb ${PEER_VERSIONS.chdb})`, clickhouse]] as const) {
+        try {
+          const p = await start(events)
+          peers.push(p)
+          engines.push({ name: p.name, answer: (q, exact) => p.query(q, LIMIT, exact) })
+          row({ metric: `${label}: load ${size} rows`, value: n / p.loadSeconds, unit: 'ev/s', note: `${p.loadSeconds.toFixed(1)} s, in process, ${p.name === 'DuckDB' ? 'appender + ORDER BY project, ts' : 'TSV insert + OPTIMIZE FINAL'}` })
+        } catch (err) {
+          row({ metric: label, value: 0, unit: '', note: `skipped: ${(err as Error).message.split('\n')[0].slice(0, 200)}` })
+        }
+      }
+    }
+
+    const { stats, verdicts } = await measure(engines, perKind)
+    for (const kind of KINDS) {
+      const o = stats('LLMScope', kind)
+      row({ metric: `${kind} @ ${size}: LLMScope p50 (HTTP)`, value: o.p50, unit: 'ms', goal: GOALS[kind], note: `p99 ${o.p99.toFixed(3)} ms over ${o.n} queries` })
+      let fastest = Infinity
+      for (const p of peers) {
+        const s = stats(p.name, kind)
+        fastest = Math.min(fastest, s.p99)
+        const v = verdicts.get(p.name)!.get(kind)!
+        const agree = v.agreed === v.checked ? `answers agree ${v.agreed}/${v.checked}` : `DISAGREE ${v.checked - v.agreed}/${v.checked}, first: ${v.first}`
+        row({ metric: `${kind}: p99 LLMScope vs ${p.name}`, value: o.p99, unit: 'ms', baseline: s.p99, ratio: s.p99 / o.p99, note: `p50 ${o.p50.toFixed(2)} vs ${s.p50.toFixed(2)} ms; ${agree}` })
+      }
+      if (peers.length > 0) row({ metric: `${kind}: ours ×N faster at p99 than the faster peer`, value: fastest / o.p99, unit: '×', goal: '≥ 10' })
+    }
+  } catch (err) {
+    row({ metric: 'failed', value: 0, unit: '', note: (err as Error).message.split('\n')[0].slice(0, 300) })
+  } finally {
+    for (const p of peers) p.close()
+    for (const s of servers) await s.stop()
+    agent.destroy()
+  }
+  return rows
+}
+
+if (process.env.DIM_SERVER === '1') await serverChild()
+else if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const m = machine()
+  console.log(`LLMScope bench (dimensions) — ${m.cpu}, ${m.cores} cores, ${m.memGiB} GiB, node ${m.node}, commit ${m.commit}, ${m.date}`)
+  const t0 = performance.now()
+  const rows = await run()
+  console.log(table(rows))
+  console.log(`dimensions: ${((performance.now() - t0) / 1000).toFixed(0)} s`)
+}
