@@ -12,6 +12,13 @@ const KEY_STORAGE = 'llmscope.apiKey'
 const SPANS = { '15m': 15 * 60_000, '1h': 3_600_000, '24h': 86_400_000, '7d': 7 * 86_400_000 }
 const INTERVAL_MS = { '1m': 60_000, '5m': 300_000, '1h': 3_600_000 }
 const TAIL_MAX = 200
+/**
+ * Log positions replayed to fill a fresh tail. The log is shared by every project and the
+ * server replays only the events that match the project and filters, so a filtered tail looks
+ * further back than the 50 rows an unfiltered one needs.
+ */
+const BACKFILL_PLAIN = 50
+const BACKFILL_FILTERED = 2000
 const ALERTS_MAX = 50
 const NEW_MS = 15_000
 const CONDITION_LABEL = {
@@ -831,7 +838,8 @@ async function connect() {
   const next = await nextSeq()
   if (gen !== state.generation) return
   let since = state.lastSeq
-  if (since === null && next !== null) since = Math.max(-1, next - 51) // the newest 50 for the tail
+  const back = state.filters.size > 0 || state.owner ? BACKFILL_FILTERED : BACKFILL_PLAIN
+  if (since === null && next !== null) since = Math.max(-1, next - back - 1) // the newest events for the tail
   if (next !== null) state.liveFromSeq = next
   else if (state.lastSeq === null) state.liveFromSeq = Infinity
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:'
