@@ -10,7 +10,10 @@ import { join } from 'node:path'
 import { CONFIG_VARIABLES, cliAction } from '../src/config.js'
 import { replayProgress } from '../src/log.js'
 import { makeApp, adminHeaders, event } from './helpers/app.js'
-import { ENTRY, START_TIMEOUT_MS, startServer, waitReady } from './helpers/server.js'
+import { ENTRY, FILE_TIMEOUT_MS, START_TIMEOUT_MS, startServer, waitReady } from './helpers/server.js'
+
+// Real processes on a possibly busy machine: more time than the suite's per-file default.
+t.setTimeout(FILE_TIMEOUT_MS)
 
 const version = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version
 const run = (args: string[], env: Record<string, string> = {}, cwd?: string) =>

@@ -13,6 +13,12 @@ export const ENTRY = fileURLToPath(new URL('../../dist/main.js', import.meta.url
 /** How long a process start or a recovery may take before a test gives up on it. */
 export const START_TIMEOUT_MS = 90_000
 
+/**
+ * A per-file time limit for files that start real processes (`t.setTimeout(FILE_TIMEOUT_MS)` at
+ * the top): twice the suite's default from .taprc, so a busy machine slows them without failing them.
+ */
+export const FILE_TIMEOUT_MS = 360_000
+
 export interface Server {
   proc: ChildProcess
   url: string

@@ -6,12 +6,26 @@
  * also land during snapshots and folds. The seed is printed; `CRASH_SEED=n` replays a run.
  */
 import t from 'tap'
-import { startServer, waitReady, type Server } from '../helpers/server.js'
+import { FILE_TIMEOUT_MS, startServer, waitReady, type Server } from '../helpers/server.js'
+
+// Real processes on a possibly busy machine: more time than the suite's per-file default.
+t.setTimeout(FILE_TIMEOUT_MS)
 
 const KEY = 'crash-loop-key-1'
 const headers = { 'x-api-key': KEY, 'content-type': 'application/json' }
 const CYCLES = 5
 const CLIENTS = 6
+/** So that the run acknowledges more than 200 events over the cycles however slow the machine. */
+const MIN_ACKED_PER_CYCLE = 50
+
+/** Polls `cond` until true; fails after a generous deadline naming what it waited for. */
+async function until(cond: () => boolean, what: string, ms = 120_000): Promise<void> {
+  const end = Date.now() + ms
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 10))
+  }
+}
 
 /** mulberry32: a small seeded PRNG. */
 function prng(seed: number) {
@@ -126,11 +140,17 @@ t.test('random kill -9 under concurrent ingest, cycle after cycle: every ack kep
     }
     const clients = Array.from({ length: CLIENTS }, (_, c) => client(c))
     const killAfter = 200 + Math.floor(rand() * 1300)
-    await new Promise((r) => setTimeout(r, killAfter))
-    server.proc.kill('SIGKILL')
-    await server.exited
-    stop = true
-    await Promise.all(clients)
+    const t0 = Date.now()
+    try {
+      // A random moment, and not before some events of this cycle are acknowledged (on a busy
+      // machine 200 ms may pass before the first answer).
+      await until(() => Date.now() - t0 >= killAfter && acked.length >= MIN_ACKED_PER_CYCLE, `${MIN_ACKED_PER_CYCLE} acknowledged events in cycle ${cycle}`)
+    } finally {
+      server.proc.kill('SIGKILL')
+      await server.exited
+      stop = true
+      await Promise.all(clients)
+    }
 
     server = await startServer(env)
     await waitReady(server.url)

@@ -4,7 +4,10 @@
  * counted exactly once. Then a SIGTERM shutdown drains, snapshots and exits 0.
  */
 import t from 'tap'
-import { startServer, waitReady } from '../helpers/server.js'
+import { FILE_TIMEOUT_MS, startServer, waitReady } from '../helpers/server.js'
+
+// Real processes on a possibly busy machine: more time than the suite's per-file default.
+t.setTimeout(FILE_TIMEOUT_MS)
 
 const KEY = 'integration-key-1'
 const headers = { 'x-api-key': KEY, 'content-type': 'application/json' }
@@ -14,9 +17,20 @@ async function metrics(url: string) {
   return (await r.json()) as { total_requests: number; total_tokens: number; prompt_tokens: number }
 }
 
-async function nextSeq(url: string): Promise<number> {
+async function gauge(url: string, name: string): Promise<number> {
   const text = await (await fetch(`${url}/metrics`)).text()
-  return Number(/^llmscope_log_next_seq (\d+)$/m.exec(text)![1])
+  return Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(text)![1])
+}
+
+const nextSeq = (url: string) => gauge(url, 'llmscope_log_next_seq')
+
+/** Polls `cond` until true; fails after a generous deadline naming what it waited for. */
+async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 120_000): Promise<void> {
+  const end = Date.now() + ms
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 50))
+  }
 }
 
 t.test('kill -9 mid-stream loses no acknowledged event and counts each once', async (t) => {
@@ -28,6 +42,8 @@ t.test('kill -9 mid-stream loses no acknowledged event and counts each once', as
   for (let cycle = 0; cycle < 2; cycle++) {
     const server = await startServer(env)
     await waitReady(server.url)
+    const startSeq = await nextSeq(server.url)
+    const startAcked = acked.size
     let stop = false
     // Eight concurrent clients; each event carries prompt_tokens = 1..20 so token totals check too.
     const client = async (c: number) => {
@@ -51,12 +67,19 @@ t.test('kill -9 mid-stream loses no acknowledged event and counts each once', as
       }
     }
     const clients = Array.from({ length: 8 }, (_, c) => client(c))
-    // Let a snapshot or two happen, then kill at a moment that varies per cycle.
-    await new Promise((r) => setTimeout(r, 1200 + cycle * 350))
-    server.proc.kill('SIGKILL')
-    await server.exited
-    stop = true
-    await Promise.all(clients)
+    // Let a snapshot of this cycle's events happen, then kill at a moment that varies per cycle
+    // (a number of events acknowledged since then, not a time: a busy machine is slower).
+    try {
+      await until(async () => (await gauge(server.url, 'llmscope_snapshot_seq')) > startSeq, 'a snapshot with new events')
+      const snapshotAcked = acked.size
+      const more = 60 + cycle * 90
+      await until(() => acked.size - startAcked >= 60 && acked.size - snapshotAcked >= more, `${more} more acknowledged events`)
+    } finally {
+      server.proc.kill('SIGKILL')
+      await server.exited
+      stop = true
+      await Promise.all(clients)
+    }
   }
   t.ok(acked.size > 100, `acknowledged ${acked.size} events before the kills`)
 
