@@ -5,7 +5,7 @@
  * ```ts
  * const scope = new LLMScope({ url: 'http://127.0.0.1:3000', apiKey: process.env.LLMSCOPE_KEY! })
  * const res = await scope.track(() => openai.chat.completions.create({ model: 'gpt-4o', messages }))
- * scope.recordAnthropic(message, { latencyMs: 840, metadata: { user: 'u_1' } })
+ * scope.recordAnthropic(message, { latencyMs: 840, userId: 'u_1', tags: ['support'], metadata: { feature: 'triage' } })
  * await scope.close() // on shutdown: sends what is buffered
  * ```
  *
@@ -25,10 +25,10 @@
 import { Ring } from './ring.js'
 import { backoffDelay, parseRetryAfter } from '../backoff.js'
 import { RETRYABLE_STATUS } from './retry.js'
-import { detectShape, fromAnthropic, fromOpenAI, type LLMScopeEvent, type RecordOptions } from './usage.js'
+import { detectShape, fromAnthropic, fromOpenAI, withDimensions, type DimensionOptions, type LLMScopeEvent, type RecordOptions } from './usage.js'
 
-export type { LLMScopeEvent, RecordOptions } from './usage.js'
-export { fromAnthropic, fromOpenAI, detectShape } from './usage.js'
+export type { DimensionOptions, LLMScopeEvent, RecordOptions } from './usage.js'
+export { fromAnthropic, fromOpenAI, detectShape, withDimensions } from './usage.js'
 
 export interface LLMScopeOptions {
   /** Server base URL, e.g. `http://127.0.0.1:3000`. */
@@ -94,14 +94,13 @@ export interface ClientStats {
   inFlight: number
 }
 
-/** What `track()` should know besides the call. */
-export interface TrackOptions {
+/** What `track()` should know besides the call (and the dimensions to record it with). */
+export interface TrackOptions extends DimensionOptions {
   /** Which response shape to read; default: detected. */
   shape?: 'openai' | 'anthropic'
   /** Needed to record a call that throws; otherwise read from the response. */
   model?: string
   provider?: string
-  metadata?: Record<string, unknown>
 }
 
 interface Item {
@@ -250,11 +249,20 @@ export class LLMScope {
       response = await call()
     } catch (err) {
       if (options.model !== undefined) {
-        this.record({ model: options.model, provider: options.provider, timestamp: startedAt.toISOString(), latency_ms: performance.now() - t0, status: 'error', metadata: options.metadata })
+        this.record(withDimensions({ model: options.model, provider: options.provider, timestamp: startedAt.toISOString(), latency_ms: performance.now() - t0, status: 'error' }, options))
       }
       throw err
     }
-    const opts: RecordOptions = { latencyMs: performance.now() - t0, timestamp: startedAt, model: options.model, provider: options.provider, metadata: options.metadata }
+    const opts: RecordOptions = {
+      latencyMs: performance.now() - t0,
+      timestamp: startedAt,
+      model: options.model,
+      provider: options.provider,
+      userId: options.userId,
+      sessionId: options.sessionId,
+      tags: options.tags,
+      metadata: options.metadata
+    }
     const shape = options.shape ?? detectShape(response)
     if (shape === 'anthropic') this.recordAnthropic(response, opts)
     else if (shape === 'openai' || options.model !== undefined) this.recordOpenAI(response, opts)

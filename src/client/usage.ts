@@ -26,18 +26,34 @@ export interface LLMScopeEvent {
   status?: 'success' | 'error'
   /** Dollars; overrides the server's computed cost. */
   cost?: number
+  /** Who the call was for (1–256 characters): a dimension to break down and filter by. */
+  user_id?: string
+  /** The conversation or session it belongs to (1–256 characters). */
+  session_id?: string
+  /** Up to 16 distinct labels, 1–64 characters each (a feature, a team, an experiment arm…). */
+  tags?: string[]
+  /** Free JSON; its top-level strings, numbers and booleans are dimensions `metadata.KEY`. */
+  metadata?: Record<string, unknown>
+}
+
+/** The dimensions the helpers and `track()` accept (DESIGN §6), in the client's own spelling. */
+export interface DimensionOptions {
+  /** Sent as `user_id`. */
+  userId?: string
+  /** Sent as `session_id`. */
+  sessionId?: string
+  tags?: string[]
   metadata?: Record<string, unknown>
 }
 
 /** What the helpers need besides the response. */
-export interface RecordOptions {
+export interface RecordOptions extends DimensionOptions {
   /** Measured wall time of the call, ms. */
   latencyMs: number
   /** Overrides the response's own `model`. */
   model?: string
   /** Default `openai` / `anthropic`; set it for OpenAI-compatible APIs (`groq`, `deepseek`, …) or Bedrock (`aws`). */
   provider?: string
-  metadata?: Record<string, unknown>
   /** When the call started; default: now − latencyMs. */
   timestamp?: string | Date
   ttftMs?: number
@@ -59,6 +75,18 @@ function base(response: unknown, opts: RecordOptions, provider: string): LLMScop
   if (Number.isNaN(started.getTime())) started = new Date(Date.now() - latency)
   const e: LLMScopeEvent = { model, provider: opts.provider ?? provider, timestamp: started.toISOString(), latency_ms: latency, status: opts.status ?? 'success' }
   if (opts.ttftMs !== undefined) e.ttft_ms = opts.ttftMs
+  withDimensions(e, opts)
+  return e
+}
+
+/**
+ * Copies the dimension options onto an event as the wire names them. Values are sent as given:
+ * the server validates them, and an event it refuses goes to `onError` (kind `rejected`).
+ */
+export function withDimensions(e: LLMScopeEvent, opts: DimensionOptions): LLMScopeEvent {
+  if (opts.userId !== undefined) e.user_id = opts.userId
+  if (opts.sessionId !== undefined) e.session_id = opts.sessionId
+  if (opts.tags !== undefined) e.tags = opts.tags
   if (opts.metadata !== undefined) e.metadata = opts.metadata
   return e
 }

@@ -144,6 +144,53 @@ t.test('track() measures latency, detects the shape, and records a failing call 
   t.match(failed, { model: 'gpt-4o', status: 'error', prompt_tokens: 0 })
 })
 
+t.test('dimensions: record, the helpers and track() send user_id, session_id, tags and metadata as the wire names them', async (t) => {
+  const { url, hits } = await fakeServer(t, (_n, body, res) => accepted(res, body.length))
+  const { scope, errors } = client(t, url)
+  const dims = { userId: 'u_1', sessionId: 'sess_1', tags: ['support', 'beta'], metadata: { feature: 'triage', tier: 2 } }
+  const wire = { user_id: 'u_1', session_id: 'sess_1', tags: ['support', 'beta'], metadata: { feature: 'triage', tier: 2 } }
+  const at = '2026-01-01T00:00:00.000Z'
+  scope.record({ model: 'my-model', timestamp: at, prompt_tokens: 1, user_id: 'u_0', session_id: 's_0', tags: ['raw'], metadata: { k: 'v' } })
+  scope.recordOpenAI({ object: 'chat.completion', model: 'gpt-4o', usage: { prompt_tokens: 10, completion_tokens: 2 } }, { latencyMs: 100, timestamp: at, ...dims })
+  scope.recordAnthropic({ type: 'message', model: 'claude-3-5-haiku-20241022', usage: { input_tokens: 3, output_tokens: 1 } }, { latencyMs: 50, timestamp: at, userId: 'u_2' })
+  await scope.track(async () => ({ object: 'chat.completion', model: 'gpt-4o-mini', usage: { prompt_tokens: 4, completion_tokens: 1 } }), { sessionId: 'sess_9', tags: ['tracked'] })
+  await t.rejects(
+    scope.track(
+      async () => {
+        throw new Error('boom')
+      },
+      { model: 'gpt-4o', ...dims }
+    )
+  )
+  await scope.flush()
+  const sent = hits.flatMap((h) => h.body) as Array<Record<string, unknown>>
+  t.equal(sent.length, 5)
+  t.same(sent[0], { model: 'my-model', timestamp: at, prompt_tokens: 1, user_id: 'u_0', session_id: 's_0', tags: ['raw'], metadata: { k: 'v' } }, 'record() sends the event as given')
+  t.match(sent[1], { model: 'gpt-4o', prompt_tokens: 10, ...wire })
+  t.match(sent[2], { model: 'claude-3-5-haiku-20241022', user_id: 'u_2' })
+  for (const k of ['session_id', 'tags', 'metadata', 'userId']) t.notOk(k in sent[2], `no ${k} when not given`)
+  t.match(sent[3], { model: 'gpt-4o-mini', session_id: 'sess_9', tags: ['tracked'] })
+  t.notOk('user_id' in sent[3])
+  t.match(sent[4], { model: 'gpt-4o', status: 'error', ...wire }, 'a failing call keeps its dimensions')
+  for (const e of sent) for (const k of ['userId', 'sessionId']) t.notOk(k in e, `never the option spelling ${k} on the wire`)
+  t.same(errors, [])
+})
+
+t.test('dimensions reach the server; one it refuses is dropped and reported, the rest delivered', async (t) => {
+  const { url, engine } = await liveServer(t)
+  const { scope, errors } = client(t, url)
+  scope.recordOpenAI({ object: 'chat.completion', model: 'gpt-4o', usage: { prompt_tokens: 10, completion_tokens: 2 } }, { latencyMs: 100, userId: 'u_1', sessionId: 's_1', tags: ['a', 'b'], metadata: { feature: 'search' } })
+  scope.record({ model: 'gpt-4o', prompt_tokens: 5, tags: ['x'.repeat(65)] })
+  scope.record({ model: 'gpt-4o', prompt_tokens: 7, user_id: 'u_2' })
+  await scope.flush()
+  const events = storedEvents(engine)
+  t.equal(events.length, 2)
+  t.match(events[0], { user_id: 'u_1', session_id: 's_1', tags: ['a', 'b'], metadata: { feature: 'search' } })
+  t.match(events[1], { prompt_tokens: 7, user_id: 'u_2', session_id: null, tags: null })
+  t.match(scope.stats(), { sent: 2, rejected: 1, failed: 0 })
+  t.match(errors[0]?.message, /\[1\]\.tags/, 'the refused event is named by its field')
+})
+
 t.test('a 400 naming one event drops that event and delivers the rest', async (t) => {
   const { url, engine } = await liveServer(t)
   const { scope, errors } = client(t, url)
