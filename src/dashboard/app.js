@@ -119,7 +119,10 @@ class ApiError extends Error {
   }
 }
 
-/** `path` with `project=` added when the key is an owner's (other keys act in their own project). */
+/**
+ * `path` with `project=` added when the key is an owner's (other keys act in their own
+ * project). For the WebSocket only: API calls name the project in a header (see api()).
+ */
 function inProject(path) {
   if (!state.owner) return path
   return path + (path.includes('?') ? '&' : '?') + 'project=' + encodeURIComponent(state.project)
@@ -135,7 +138,8 @@ function filterQuery() {
 async function api(path, init = {}) {
   const gen = state.generation
   const headers = { 'x-api-key': state.key ?? '', ...(init.body ? { 'content-type': 'application/json' } : {}) }
-  const res = await fetch(init.noProject ? path : inProject(path), { ...init, headers })
+  if (state.owner && !init.noProject) headers['x-llmscope-project'] = state.project
+  const res = await fetch(path, { method: init.method, body: init.body, headers })
   const body = res.status === 204 ? null : await res.json().catch(() => null)
   if (res.status === 401 && gen === state.generation) {
     showKeyPanel('That key was refused (401): ' + (body?.message ?? 'invalid API key'))
