@@ -1,5 +1,6 @@
 /** GET /health (liveness), GET /ready (503 until recovery is done), GET /metrics (Prometheus text). */
 import type { FastifyInstance } from 'fastify'
+import { llmsError } from '../../errors.js'
 import { engineMetrics } from '../metrics.js'
 import { healthSchema, readySchema, errorSchema } from '../openapi.js'
 import type { Engine } from '../../engine.js'
@@ -8,11 +9,8 @@ export async function healthRoutes(app: FastifyInstance, opts: { engine: Engine 
   const { engine } = opts
   app.get('/health', { config: { alwaysOpen: true }, schema: { summary: 'Liveness', tags: ['operations'], response: { 200: healthSchema } } }, async () => ({ status: 'ok' }))
 
-  app.get('/ready', { config: { alwaysOpen: true }, schema: { summary: 'Readiness', description: '503 until recovery (snapshot + log replay) is done, then 200.', tags: ['operations'], response: { 200: readySchema, 503: errorSchema } } }, async (_request, reply) => {
-    if (!engine.ready) {
-      reply.code(503).header('retry-after', '1')
-      return { statusCode: 503, error: 'Service Unavailable', code: 'LLMS_ERR_NOT_READY', message: 'recovering state from the event log', details: [] }
-    }
+  app.get('/ready', { config: { alwaysOpen: true }, schema: { summary: 'Readiness', description: '503 until recovery (snapshot + log replay) is done, then 200.', tags: ['operations'], response: { 200: readySchema, 503: errorSchema } } }, async () => {
+    if (!engine.ready) throw llmsError('LLMS_ERR_NOT_READY', 'recovering state from the event log', { retryAfter: 1 })
     return { status: 'ready', recovery: engine.recovery }
   })
 
