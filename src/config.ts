@@ -3,6 +3,7 @@
  * defaulted, then frozen (fastify's `initial-config-validation` idea). A bad value stops the
  * start with one line naming the variable.
  */
+import type { DimensionLimits } from './analytics/dimensions.js'
 import { readFileSync } from 'node:fs'
 import { z } from 'zod'
 
@@ -56,6 +57,10 @@ const schema = z.object({
   LLMSCOPE_METADATA_MAX_KEYS: int(1, 10_000).default(256),
   LLMSCOPE_HIGH_WATER_EVENTS: int(1, 100_000_000).default(500_000),
   LLMSCOPE_MAX_MODELS: int(1, 100_000).default(1000),
+  LLMSCOPE_MAX_DIMENSION_VALUES: int(1, 10_000_000).default(100_000),
+  LLMSCOPE_MAX_METADATA_DIMENSIONS: int(0, 1000).default(32),
+  LLMSCOPE_MAX_METADATA_VALUES: int(1, 10_000_000).default(10_000),
+  LLMSCOPE_MAX_ATTRIBUTE_SETS: int(1, 100_000_000).default(1_000_000),
   LLMSCOPE_COST_THREADS: int(1, 64).default(1),
   LLMSCOPE_COST_BATCH: int(1, 1_000_000).default(2048),
   LLMSCOPE_PRICE_OVERRIDES: z.string().default('{}'),
@@ -85,6 +90,8 @@ export interface Config {
   /** Events accepted but not yet aggregated past which ingestion answers 503. */
   readonly highWaterEvents: number
   readonly maxModels: number
+  /** Caps of each project's dimension dictionaries (DESIGN §6). */
+  readonly dimensionLimits: DimensionLimits
   readonly costThreads: number
   readonly costBatch: number
   readonly priceOverrides: Readonly<Record<string, z.infer<typeof priceOverride>>>
@@ -250,6 +257,12 @@ export function loadConfig(env: EnvInput = process.env, argv: readonly string[] 
     }),
     highWaterEvents: e.LLMSCOPE_HIGH_WATER_EVENTS,
     maxModels: e.LLMSCOPE_MAX_MODELS,
+    dimensionLimits: Object.freeze({
+      maxValues: e.LLMSCOPE_MAX_DIMENSION_VALUES,
+      maxMetaKeys: e.LLMSCOPE_MAX_METADATA_DIMENSIONS,
+      maxMetaValues: e.LLMSCOPE_MAX_METADATA_VALUES,
+      maxAttrSets: e.LLMSCOPE_MAX_ATTRIBUTE_SETS
+    }),
     costThreads: e.LLMSCOPE_COST_THREADS,
     costBatch: e.LLMSCOPE_COST_BATCH,
     priceOverrides: Object.freeze(overrides.data),
@@ -282,7 +295,11 @@ const HELP: Partial<Record<string, string>> = {
   LLMSCOPE_METADATA_MAX_DEPTH: 'deepest nesting of `metadata`',
   LLMSCOPE_METADATA_MAX_KEYS: 'most keys in `metadata`, through all levels',
   LLMSCOPE_HIGH_WATER_EVENTS: 'accepted-but-unpriced events past which ingestion answers 503',
-  LLMSCOPE_MAX_MODELS: 'model aggregators; further models count under (other models)',
+  LLMSCOPE_MAX_MODELS: 'model aggregators per project; further models count under (other models)',
+  LLMSCOPE_MAX_DIMENSION_VALUES: 'distinct user_id, session_id and tag values kept per project, each; further values count under "(other)"',
+  LLMSCOPE_MAX_METADATA_DIMENSIONS: 'top-level metadata keys that are dimensions per project (first seen first)',
+  LLMSCOPE_MAX_METADATA_VALUES: 'distinct values kept per metadata key per project; further values count under "(other)"',
+  LLMSCOPE_MAX_ATTRIBUTE_SETS: 'distinct combinations of tags and metadata values kept per project',
   LLMSCOPE_COST_THREADS: 'worker threads that price events',
   LLMSCOPE_COST_BATCH: 'events per pricing task',
   LLMSCOPE_PRICE_OVERRIDES: 'JSON: {"model": {"input_mtok": 1, "output_mtok": 2}} ($ per 1M tokens)',

@@ -14,6 +14,7 @@ import { Topology } from './actors/topology.js'
 import { PricingPool } from './pricing/pool.js'
 import { computeCost, inferProvider } from './pricing/compute-cost.js'
 import { seqOfEventId, type PendingEvent, type PricedEvent, type StoredEvent } from './events.js'
+import { metrics, type LogScan, type QuerySource } from './queries.js'
 import type { Config } from './config.js'
 import type { Log } from './log.js'
 import type { Clock } from './clock.js'
@@ -112,7 +113,10 @@ export class Engine {
         onAlert: (t) => this.alerting.dispatch(t),
         recordedAlerts: this.alertEvents.latestByRule(),
         price: (e) => this.price(e),
-        broadcast: opts.broadcast
+        broadcast: opts.broadcast,
+        dimensionLimits: opts.config.dimensionLimits,
+        dropped: new Set(this.projects.purging()),
+        window: (reader, q) => metrics({ reader, log: this.#logScan }, { ...q.filters, project: q.project, start: q.start, end: q.end })
       })
     try {
       this.topology = build(restored)
@@ -123,12 +127,54 @@ export class Engine {
       this.#restored = { status: 'rejected', reason: (err as Error).message }
       this.topology = build(undefined)
     }
+    this.projects.onChange((c) => {
+      if (c.type === 'created') this.topology.revive(c.project.id)
+    })
     this.rules.onChange((rules) => this.topology.alerts.send({ type: 'rules', rules }))
     this.topology.alerts.send({ type: 'rules', rules: this.rules.list() })
   }
 
   get ready(): boolean {
     return this.#ready
+  }
+
+  /** Where analytics queries read: the aggregators, and the log for what memory cannot answer exactly. */
+  get source(): QuerySource {
+    return { reader: this.topology, log: this.#logScan }
+  }
+
+  /**
+   * The log path of queries (DESIGN §4: a filter on a value past a dimension cap may scan the
+   * log): every stored event of the project in [start, end), priced as the aggregators counted it.
+   */
+  readonly #logScan: LogScan = (project, start, end, visit) => {
+    for (const batch of this.log.readFrom(0)) {
+      for (const e of batch) if (e.project === project && e.ts >= start && e.ts < end) visit(this.price(e))
+    }
+  }
+
+  /** Events the project holds (`GET /projects`): its rollup's all-time count, from memory. */
+  projectEvents(project: string): number {
+    return this.topology.project(project)?.rollup.aggregate(-Infinity, Infinity).totals.requests ?? 0
+  }
+
+  /**
+   * Removes every piece of a project's data (DELETE /projects/:id; the route wrote the
+   * tombstone first, so a crash midway resumes here at the next start): what the pipeline
+   * holds of it, its aggregates and dictionaries, its rules and alert history, its log records
+   * (holes, see EventLog.purge), then a snapshot so no copy of its state stays on disk.
+   */
+  async deleteProject(project: string): Promise<void> {
+    // Events already accepted for it reach the aggregators first; from now on they are dropped.
+    await this.topology.sync()
+    await this.topology.deleteProject(project)
+    const rules = this.rules.list().filter((r) => (r.project ?? 'default') === project)
+    await this.rules.removeProject(project)
+    await this.alertEvents.removeRules(new Set(rules.map((r) => r.id)))
+    const removed = await this.log.purge((e) => e.project === project)
+    this.#logger.info({ project, events: removed }, 'project deleted')
+    // Before the tombstone goes: the stored snapshot must no longer hold the project's state.
+    await this.snapshotNow()
   }
 
   get recovery(): RecoveryInfo | null {
@@ -167,6 +213,11 @@ export class Engine {
     this.retain()
     await this.topology.system.idle()
     this.#restored.payload = undefined
+    // Deletes a crash interrupted: their events were dropped on the way in; finish removing them.
+    for (const project of this.projects.purging()) {
+      await this.deleteProject(project)
+      await this.projects.finishDelete(project)
+    }
     this.#recovery = {
       snapshot: this.#restored.status,
       reason: this.#restored.reason,

@@ -4,87 +4,304 @@
  * Without a model or provider filter, the whole hours of the range come from the rollup
  * (every model's hours in one store) and each series answers only the two partial edge hours.
  */
-import { createAggregate, mergeTimeseries, type Aggregate, type TimeBucket } from './analytics/series.js'
+import { createAggregate, mergeInto, mergeTimeseries, type Aggregate, type RowVisitor, type SeriesStore, type TimeBucket } from './analytics/series.js'
 import { createTotals, type Totals } from './analytics/totals.js'
 import { DiscardSketch, LatencySketch } from './analytics/sketch.js'
-import { HOUR_MS } from './analytics/time.js'
-import type { Topology } from './actors/topology.js'
+import { floorDiv, HOUR_MS } from './analytics/time.js'
+import { NULL_ID, OTHER_ID, OTHER_VALUE, metadataValue, type DimensionDictionary } from './analytics/dimensions.js'
+import { needsRows, type AnalyticsReader, type Filters, type ProjectView } from './analytics/reader.js'
+import type { PricedEvent } from './events.js'
 
-export interface RangeQuery {
+export interface RangeQuery extends Filters {
   /** Inclusive, epoch ms (-Infinity = unbounded). */
   start: number
   /** Exclusive, epoch ms (+Infinity = unbounded). */
   end: number
-  /** Keep only these models / providers (undefined = all). */
-  models?: ReadonlySet<string>
-  providers?: ReadonlySet<string>
+  /** The project (default: `default`). */
+  project?: string
 }
 
-function* selected(topology: Topology, q: RangeQuery) {
-  if (q.models !== undefined) {
-    for (const m of q.models) {
-      const agg = topology.aggregator(m)
-      if (agg === undefined) continue
-      for (const [provider, store] of agg.view()) if (q.providers === undefined || q.providers.has(provider)) yield { model: agg.model, provider, store }
-    }
-    return
-  }
-  for (const agg of topology.aggregators()) {
+/**
+ * Reads a project's stored events with `start <= ts < end`, priced as counted (the log path:
+ * filters on values past a dimension's cap, or on rows retention folded). Injected by the
+ * engine; absent in tests that never need it.
+ */
+export type LogScan = (project: string, start: number, end: number, visit: (e: PricedEvent) => void) => void
+
+/** Where queries read: the analytics state, and the log for what memory cannot answer exactly. */
+export interface QuerySource {
+  reader: AnalyticsReader
+  log?: LogScan
+}
+
+const sourceOf = (s: QuerySource | AnalyticsReader): QuerySource => ('reader' in s ? s : { reader: s })
+
+interface Selected {
+  model: string
+  provider: string
+  store: SeriesStore
+}
+
+function* selected(view: ProjectView | undefined, q: Filters): Generator<Selected> {
+  if (view === undefined) return
+  const aggs = q.models === undefined ? view.aggregators() : [...q.models].map((m) => view.aggregator(m)).filter((a) => a !== undefined)
+  for (const agg of aggs) {
     for (const [provider, store] of agg.view()) if (q.providers === undefined || q.providers.has(provider)) yield { model: agg.model, provider, store }
   }
 }
 
 /**
- * The whole hours [hs, he) inside the range of an unfiltered query (hs < he), or null when
+ * The whole hours [hs, he) inside the range of a query without filters (hs < he), or null when
  * the query is filtered or holds no whole hour: then every series answers the whole range.
  * Rows of [start, hs) and [he, end) are in partial hours, which only the series hold.
  */
 function rollupHours(q: RangeQuery): [number, number] | null {
-  if (q.models !== undefined || q.providers !== undefined) return null
+  if (q.models !== undefined || q.providers !== undefined || needsRows(q)) return null
   const hs = Math.ceil(q.start / HOUR_MS) * HOUR_MS
   const he = Math.floor(q.end / HOUR_MS) * HOUR_MS
   return hs < he ? [hs, he] : null
 }
 
+// ---------------------------------------------------------------------------------------------
+// Row filters (DESIGN §6): compiled once per query against the project's dictionaries.
+
+/** A filter as row predicates over the dimension words, or what makes memory unable to answer. */
+type Compiled =
+  | { kind: 'rows'; test: (flags: number, user: number, session: number, attrs: number) => boolean }
+  /** No row can match: a value never seen while its dictionary was not capped. */
+  | { kind: 'none' }
+  /** Memory cannot tell (a value or key past a cap): the log answers. */
+  | { kind: 'log' }
+
+/** Attribute sets holding (dimension d, id), as a bitmap over set ids; OTHER_ID unknown. */
+function setsWith(dims: DimensionDictionary, d: number, id: number): Uint8Array {
+  const n = dims.attrSets + 2
+  const out = new Uint8Array(n)
+  for (let s = 2; s < n; s++) {
+    const set = dims.attrSet(s) as Uint32Array
+    for (let i = 0; i < set.length; i += 2) {
+      if (set[i] === d && set[i + 1] === id) {
+        out[s] = 1
+        break
+      }
+    }
+  }
+  return out
+}
+
+function compile(view: ProjectView | undefined, f: Filters): Compiled {
+  if (!needsRows(f)) return { kind: 'rows', test: () => true }
+  if (view === undefined) return { kind: 'none' }
+  const dims = view.dims
+  let user = -1
+  let session = -1
+  if (f.user_id !== undefined) {
+    const id = dims.users.find(f.user_id)
+    if (id === undefined) return dims.users.capped ? { kind: 'log' } : { kind: 'none' }
+    user = id
+  }
+  if (f.session_id !== undefined) {
+    const id = dims.sessions.find(f.session_id)
+    if (id === undefined) return dims.sessions.capped ? { kind: 'log' } : { kind: 'none' }
+    session = id
+  }
+  // Each attribute filter: a bitmap of the sets that hold it; all must hold.
+  const maps: Uint8Array[] = []
+  if (f.tag !== undefined) {
+    const id = dims.tags.find(f.tag)
+    if (id === undefined) return dims.tags.capped ? { kind: 'log' } : { kind: 'none' }
+    maps.push(setsWith(dims, 0, id))
+  }
+  for (const [key, value] of Object.entries(f.metadata ?? {})) {
+    const k = dims.metaKeyIndex(key)
+    if (k < 0) return dims.metaKeysCapped ? { kind: 'log' } : { kind: 'none' }
+    const id = dims.metaValues(k).find(value)
+    if (id === undefined) return dims.metaValues(k).capped ? { kind: 'log' } : { kind: 'none' }
+    maps.push(setsWith(dims, k + 1, id))
+  }
+  // Rows whose set went past its cap are unknown: the log decides for them.
+  if (maps.length > 0 && dims.attrSetsCapped) return { kind: 'log' }
+  const status = f.status === undefined ? -1 : f.status === 'error' ? 1 : 0
+  return {
+    kind: 'rows',
+    test: (flags, u, s, a) => {
+      if (status >= 0 && (flags & 1) !== status) return false
+      if (user >= 0 && u !== user) return false
+      if (session >= 0 && s !== session) return false
+      for (let i = 0; i < maps.length; i++) if (maps[i][a] !== 1) return false
+      return true
+    }
+  }
+}
+
+/** The log path's filter: the same AND of §6, on the stored event's own strings. */
+function eventFilter(f: Filters): (e: PricedEvent) => boolean {
+  return (e) => {
+    if (f.models !== undefined && !f.models.has(e.model)) return false
+    if (f.providers !== undefined && !f.providers.has(e.provider)) return false
+    if (f.status !== undefined && (f.status === 'error') !== e.error) return false
+    if (f.user_id !== undefined && e.user !== f.user_id) return false
+    if (f.session_id !== undefined && e.session !== f.session_id) return false
+    if (f.tag !== undefined && (e.tags === null || !e.tags.includes(f.tag))) return false
+    for (const [key, value] of Object.entries(f.metadata ?? {})) {
+      if (e.meta === null || !Object.hasOwn(e.meta, key) || metadataValue(e.meta[key]) !== value) return false
+    }
+    return true
+  }
+}
+
+/** Adds one row (values as {@link RowVisitor} gives them) to an aggregate. */
+function addValues(acc: Aggregate, v: Float64Array, flags: number): void {
+  const t = acc.totals
+  t.requests += 1
+  t.promptTokens += v[0]
+  t.completionTokens += v[1]
+  t.totalTokens += v[2]
+  t.cachedTokens += v[3]
+  t.reasoningTokens += v[4]
+  t.latencyUsSum += v[5]
+  t.costNanos += v[6]
+  if ((flags & 1) !== 0) t.errors += 1
+  if ((flags & 2) !== 0) t.unpriced += 1
+  acc.sketch.record(v[5])
+}
+
+/** A stored event as the values and flags {@link addValues} takes. */
+function eventValues(e: PricedEvent, v: Float64Array): number {
+  v[0] = e.prompt
+  v[1] = e.completion
+  v[2] = e.total
+  v[3] = e.cached
+  v[4] = e.reasoning
+  v[5] = Math.round(e.latency * 1000)
+  v[6] = e.costNanos
+  return (e.error ? 1 : 0) | (e.unpriced ? 2 : 0)
+}
+
+/**
+ * Visits every row of the project matching the filters in [start, end), with its series, from
+ * memory — or, where memory cannot answer exactly (a cap, a folded hour), every matching event
+ * of the log. `visit`'s `key` arguments: model and provider of the row.
+ */
+function scan(
+  src: QuerySource,
+  project: string,
+  q: RangeQuery,
+  visit: (v: Float64Array, flags: number, user: number, session: number, attrs: number, ts: number, s: { model: string; provider: string }, e: PricedEvent | null) => void
+): void {
+  const view = src.reader.project(project)
+  const c = compile(view, q)
+  if (c.kind === 'none') return
+  if (c.kind === 'rows') {
+    const test = c.test
+    const list = [...selected(view, q)]
+    let complete = true
+    // Whether every series can answer from rows, before visiting any (no half-visited answer).
+    for (const s of list) {
+      if (!s.store.rowsAvailable(q.start, q.end)) {
+        complete = false
+        break
+      }
+    }
+    if (complete) {
+      for (const s of list) {
+        const key = { model: s.model, provider: s.provider }
+        const rowVisit: RowVisitor = (v, flags, u, se, a, ts) => {
+          if (test(flags, u, se, a)) visit(v, flags, u, se, a, ts, key, null)
+        }
+        s.store.scanRows(q.start, q.end, rowVisit)
+      }
+      return
+    }
+  }
+  if (src.log === undefined) throw new Error('this query needs the event log (a value past a dimension cap, or rows folded by retention), which is not available here')
+  const match = eventFilter(q)
+  const v = new Float64Array(7)
+  src.log(project, q.start, q.end, (e) => {
+    if (!match(e)) return
+    const flags = eventValues(e, v)
+    visit(v, flags, 0, 0, 0, e.ts, { model: e.model, provider: e.provider }, e)
+  })
+}
+
 /** Totals and latency sketch over the range and filters. */
-export function metrics(topology: Topology, q: RangeQuery): Aggregate {
+export function metrics(source: QuerySource | AnalyticsReader, q: RangeQuery): Aggregate {
+  const src = sourceOf(source)
+  const project = q.project ?? 'default'
   const acc = { totals: createTotals(), sketch: LatencySketch.dense() }
-  const whole = rollupHours(q)
-  if (whole === null) {
-    for (const s of selected(topology, q)) s.store.aggregate(q.start, q.end, acc)
+  if (needsRows(q)) {
+    scan(src, project, q, (v, flags) => addValues(acc, v, flags))
     return acc
   }
-  for (const s of selected(topology, q)) {
+  const view = src.reader.project(project)
+  const whole = rollupHours(q)
+  if (whole === null) {
+    for (const s of selected(view, q)) s.store.aggregate(q.start, q.end, acc)
+    return acc
+  }
+  for (const s of selected(view, q)) {
     s.store.aggregate(q.start, whole[0], acc)
     s.store.aggregate(whole[1], q.end, acc)
   }
-  topology.rollup.view().aggregate(whole[0], whole[1], acc)
+  view?.rollup.aggregate(whole[0], whole[1], acc)
   return acc
 }
 
 /** One row per (model, provider) with at least one request in range, most costly first. */
-export function costs(topology: Topology, q: RangeQuery): Array<{ model: string; provider: string; agg: Aggregate }> {
+export function costs(source: QuerySource | AnalyticsReader, q: RangeQuery): Array<{ model: string; provider: string; agg: Aggregate }> {
+  const src = sourceOf(source)
+  const project = q.project ?? 'default'
   const rows: Array<{ model: string; provider: string; agg: Aggregate }> = []
-  for (const s of selected(topology, q)) {
-    // Costs need totals only: a discarding sketch skips every sketch merge of the range.
-    const agg = s.store.aggregate(q.start, q.end, { totals: createTotals(), sketch: new DiscardSketch() })
-    if (agg.totals.requests > 0) rows.push({ model: s.model, provider: s.provider, agg })
+  if (needsRows(q)) {
+    const by = new Map<string, { model: string; provider: string; agg: Aggregate }>()
+    scan(src, project, q, (v, flags, _u, _s, _a, _ts, key) => {
+      const id = JSON.stringify([key.model, key.provider])
+      let row = by.get(id)
+      if (row === undefined) {
+        row = { model: key.model, provider: key.provider, agg: { totals: createTotals(), sketch: new DiscardSketch() } }
+        by.set(id, row)
+      }
+      addValues(row.agg, v, flags)
+    })
+    rows.push(...by.values())
+  } else {
+    for (const s of selected(src.reader.project(project), q)) {
+      // Costs need totals only: a discarding sketch skips every sketch merge of the range.
+      const agg = s.store.aggregate(q.start, q.end, { totals: createTotals(), sketch: new DiscardSketch() })
+      if (agg.totals.requests > 0) rows.push({ model: s.model, provider: s.provider, agg })
+    }
   }
   rows.sort((a, b) => b.agg.totals.costNanos - a.agg.totals.costNanos || b.agg.totals.requests - a.agg.totals.requests || (a.model < b.model ? -1 : a.model > b.model ? 1 : a.provider < b.provider ? -1 : 1))
   return rows
 }
 
 /** Buckets of `intervalMs` (epoch-aligned) with data in range, ascending. */
-export function timeseries(topology: Topology, q: RangeQuery, intervalMs: number): TimeBucket[] {
+export function timeseries(source: QuerySource | AnalyticsReader, q: RangeQuery, intervalMs: number): TimeBucket[] {
+  const src = sourceOf(source)
+  const project = q.project ?? 'default'
+  if (needsRows(q)) {
+    const buckets = new Map<number, TimeBucket>()
+    scan(src, project, q, (v, flags, _u, _s, _a, ts) => {
+      const start = floorDiv(ts, intervalMs) * intervalMs
+      let b = buckets.get(start)
+      if (b === undefined) {
+        b = { start, totals: createTotals(), sketch: LatencySketch.dense() }
+        buckets.set(start, b)
+      }
+      addValues(b, v, flags)
+    })
+    return [...buckets.values()].sort((a, b) => a.start - b.start)
+  }
+  const view = src.reader.project(project)
   // The rollup holds hours only: it serves intervals made of whole hours.
   const whole = intervalMs % HOUR_MS === 0 ? rollupHours(q) : null
   const lists: TimeBucket[][] = []
   const add = (list: TimeBucket[]) => list.length > 0 && lists.push(list)
   if (whole === null) {
-    for (const s of selected(topology, q)) add(s.store.timeseries(q.start, q.end, intervalMs))
+    for (const s of selected(view, q)) add(s.store.timeseries(q.start, q.end, intervalMs))
   } else {
-    add(topology.rollup.view().timeseries(whole[0], whole[1], intervalMs))
-    for (const s of selected(topology, q)) {
+    if (view !== undefined) add(view.rollup.timeseries(whole[0], whole[1], intervalMs))
+    for (const s of selected(view, q)) {
       add(s.store.timeseries(q.start, whole[0], intervalMs))
       add(s.store.timeseries(whole[1], q.end, intervalMs))
     }
@@ -93,9 +310,223 @@ export function timeseries(topology: Topology, q: RangeQuery, intervalMs: number
   return lists.length === 1 ? lists[0] : mergeTimeseries(lists)
 }
 
+// ---------------------------------------------------------------------------------------------
+// Breakdown (DESIGN §6)
+
+export type BreakdownSort = 'cost' | 'requests' | 'tokens'
+
+export interface BreakdownGroup {
+  value: string | null
+  agg: Aggregate
+}
+
+export interface Breakdown {
+  by: string
+  groups: BreakdownGroup[]
+  other: Aggregate | null
+  total: Aggregate
+}
+
+/** Per group: requests, prompt, completion, total, cached, reasoning, latency µs, cost, errors, unpriced. */
+const ACC = 10
+
+function addAcc(a: Float64Array, v: Float64Array, flags: number): void {
+  a[0] += 1
+  a[1] += v[0]
+  a[2] += v[1]
+  a[3] += v[2]
+  a[4] += v[3]
+  a[5] += v[4]
+  a[6] += v[5]
+  a[7] += v[6]
+  if ((flags & 1) !== 0) a[8] += 1
+  if ((flags & 2) !== 0) a[9] += 1
+}
+
+function accTotals(a: Float64Array): Totals {
+  return { requests: a[0], promptTokens: a[1], completionTokens: a[2], totalTokens: a[3], cachedTokens: a[4], reasoningTokens: a[5], latencyUsSum: a[6], costNanos: a[7], errors: a[8], unpriced: a[9] }
+}
+
+/** The dimension a breakdown groups by, as keys of a row (ids from memory, strings from the log). */
+interface GroupBy {
+  /** Group keys of a row into `out` (cleared first). */
+  keys(out: Array<number | string>, u: number, s: number, a: number, series: { model: string; provider: string }, e: PricedEvent | null): void
+  /** The shown value of a key. */
+  name(key: number | string): string | null
+}
+
+/** `by` as a GroupBy for the project, or null when `by` names no dimension (400 upstream). */
+function groupBy(view: ProjectView | undefined, by: string): GroupBy | null {
+  const dims = view?.dims
+  const fromDict = (dict: { value(id: number): string | null } | undefined) => (k: number | string) => (typeof k === 'string' ? (k === '\u0000null' ? null : k) : (dict?.value(k) ?? null))
+  const NULL_KEY = '\u0000null'
+  switch (by) {
+    case 'model':
+    case 'provider':
+      return { keys: (out, _u, _s, _a, series) => { out.length = 0; out.push(by === 'model' ? series.model : series.provider) }, name: (k) => String(k) }
+    case 'user_id':
+    case 'session_id': {
+      const dict = by === 'user_id' ? dims?.users : dims?.sessions
+      return {
+        keys: (out, u, s, _a, _series, e) => {
+          out.length = 0
+          if (e !== null) out.push((by === 'user_id' ? e.user : e.session) ?? NULL_KEY)
+          else out.push(by === 'user_id' ? u : s)
+        },
+        name: fromDict(dict)
+      }
+    }
+    case 'tag':
+      return {
+        keys: (out, _u, _s, a, _series, e) => {
+          out.length = 0
+          if (e !== null) {
+            if (e.tags === null || e.tags.length === 0) out.push(NULL_KEY)
+            else out.push(...e.tags)
+            return
+          }
+          if (a === OTHER_ID) return void out.push(OTHER_VALUE)
+          const set = dims?.attrSet(a)
+          if (set !== undefined) for (let i = 0; i < set.length; i += 2) if (set[i] === 0) out.push(set[i + 1])
+          if (out.length === 0) out.push(NULL_ID)
+        },
+        name: fromDict(dims?.tags)
+      }
+    default: {
+      if (!by.startsWith('metadata.') || by.length === 'metadata.'.length) return null
+      const key = by.slice('metadata.'.length)
+      const k = dims === undefined ? -1 : dims.metaKeyIndex(key)
+      return {
+        keys: (out, _u, _s, a, _series, e) => {
+          out.length = 0
+          if (e !== null) {
+            const v = e.meta !== null && Object.hasOwn(e.meta, key) ? metadataValue(e.meta[key]) : null
+            out.push(v ?? NULL_KEY)
+            return
+          }
+          if (a === OTHER_ID) return void out.push(OTHER_VALUE)
+          const set = dims?.attrSet(a)
+          if (set !== undefined && k >= 0) for (let i = 0; i < set.length; i += 2) if (set[i] === k + 1) return void out.push(set[i + 1])
+          out.push(NULL_ID)
+        },
+        name: k >= 0 ? fromDict(dims?.metaValues(k)) : (key) => (typeof key === 'string' && key !== NULL_KEY ? key : null)
+      }
+    }
+  }
+}
+
+/** Whether a breakdown by `by` must read the log (a metadata key past the key cap). */
+function groupNeedsLog(view: ProjectView | undefined, by: string): boolean {
+  if (view === undefined || !by.startsWith('metadata.')) return false
+  return view.dims.metaKeyIndex(by.slice('metadata.'.length)) < 0 && view.dims.metaKeysCapped
+}
+
+/** Whether `by` is a dimension name breakdowns accept. */
+export function isBreakdownDimension(by: string): boolean {
+  return ['model', 'provider', 'user_id', 'session_id', 'tag'].includes(by) || (by.startsWith('metadata.') && by.length > 'metadata.'.length)
+}
+
+/**
+ * Groups of the filtered range by one dimension, largest first by `sort` (ties by value,
+ * JavaScript string order), the first `limit` of them, `other` summing the rest, and `total`.
+ * Two passes over the rows: totals per group (no sketch: a user dimension has 100,000 groups),
+ * then latency sketches for the shown groups, `other` and `total` only.
+ */
+export function breakdown(source: QuerySource | AnalyticsReader, q: RangeQuery, by: string, sort: BreakdownSort, limit: number): Breakdown {
+  const src = sourceOf(source)
+  const project = q.project ?? 'default'
+  const view = src.reader.project(project)
+  const g = groupBy(view, by)
+  if (g === null) throw new RangeError(`cannot group by ${by}`)
+  // A key past the metadata key cap: ids cannot say, the log can.
+  const source2: QuerySource = groupNeedsLog(view, by) ? { reader: { project: () => undefined }, log: src.log } : src
+  const forceLog = source2 !== src
+  const groups = new Map<number | string, Float64Array>()
+  const keys: Array<number | string> = []
+  const total = { totals: createTotals(), sketch: LatencySketch.dense() }
+  const run = (visit: (v: Float64Array, flags: number, keys: Array<number | string>) => void) => {
+    if (forceLog) {
+      if (src.log === undefined) throw new Error('this breakdown needs the event log')
+      const match = eventFilter(q)
+      const v = new Float64Array(7)
+      src.log(project, q.start, q.end, (e) => {
+        if (!match(e)) return
+        const flags = eventValues(e, v)
+        g.keys(keys, 0, 0, 0, e, e)
+        visit(v, flags, keys)
+      })
+      return
+    }
+    scan(src, project, q, (v, flags, u, s, a, _ts, series, e) => {
+      g.keys(keys, u, s, a, series, e)
+      visit(v, flags, keys)
+    })
+  }
+  run((v, flags, ks) => {
+    addValues(total, v, flags)
+    for (const k of ks) {
+      let acc = groups.get(k)
+      if (acc === undefined) {
+        acc = new Float64Array(ACC)
+        groups.set(k, acc)
+      }
+      addAcc(acc, v, flags)
+    }
+  })
+  const metric = sort === 'cost' ? 7 : sort === 'requests' ? 0 : 3
+  const named = [...groups].map(([key, acc]) => ({ key, acc, value: g.name(key) }))
+  named.sort((a, b) => b.acc[metric] - a.acc[metric] || cmpValue(a.value, b.value))
+  const shown = named.slice(0, limit)
+  const rest = named.slice(limit)
+  const sketches = new Map<number | string, LatencySketch>()
+  for (const x of shown) sketches.set(x.key, LatencySketch.dense())
+  let other: Aggregate | null = null
+  if (rest.length > 0) {
+    const acc = new Float64Array(ACC)
+    for (const x of rest) for (let i = 0; i < ACC; i++) acc[i] += x.acc[i]
+    other = { totals: accTotals(acc), sketch: LatencySketch.dense() }
+  }
+  // Second pass: sketches of the shown groups and of `other` (a row in several groups, by tag, counts in each).
+  if (shown.length > 0 || other !== null) {
+    run((v, _flags, ks) => {
+      for (const k of ks) {
+        const sk = sketches.get(k) ?? other?.sketch
+        sk?.record(v[5])
+      }
+    })
+  }
+  return {
+    by,
+    groups: shown.map((x) => ({ value: x.value, agg: { totals: accTotals(x.acc), sketch: sketches.get(x.key) as LatencySketch } })),
+    other,
+    total
+  }
+}
+
+/** Ascending by value, JavaScript string order; the null group last. */
+function cmpValue(a: string | null, b: string | null): number {
+  if (a === b) return 0
+  if (a === null) return 1
+  if (b === null) return -1
+  return a < b ? -1 : 1
+}
+
+/** `GET /analytics/dimensions` of a project. */
+export function dimensions(source: QuerySource | AnalyticsReader, project: string): Array<{ name: string; values: number; capped: boolean }> {
+  return sourceOf(source).reader.project(project)?.dims.describe() ?? []
+}
+
+/** Re-exported for routes that merge partial answers. */
+export { mergeInto, createAggregate }
+
 const round = (x: number, digits = 3) => {
   const f = 10 ** digits
   return Math.round(x * f) / f
+}
+
+/** Nano-dollars as dollars on the wire, rounded to the nano-dollar the server counts in (no float noise). */
+export function dollars(nanos: number): number {
+  return Math.round(nanos) / 1e9
 }
 
 /** Latency quantile in ms from the sketch, or null with no data. */
@@ -113,7 +544,7 @@ export function totalsJson(t: Totals) {
     completion_tokens: t.completionTokens,
     cached_tokens: t.cachedTokens,
     reasoning_tokens: t.reasoningTokens,
-    total_cost: t.costNanos / 1e9,
+    total_cost: dollars(t.costNanos),
     avg_latency_ms: t.requests === 0 ? 0 : round(t.latencyUsSum / t.requests / 1000),
     error_count: t.errors,
     error_rate: t.requests === 0 ? 0 : t.errors / t.requests,

@@ -31,6 +31,7 @@ import { Actor, assertNever, type ActorOptions } from './actor.js'
 import { judge } from '../alerts/conditions.js'
 import { silentLog, type Log } from '../log.js'
 import type { Aggregate } from '../analytics/series.js'
+import type { Filters, WindowQuery } from '../analytics/reader.js'
 import type { PricedEvent } from '../events.js'
 import type { Rule } from '../store/rules.js'
 import type { Clock } from '../clock.js'
@@ -43,10 +44,27 @@ export type AlertMessage =
   | { type: 'snapshot'; reply: (state: AlertState) => void }
 
 /**
- * Window statistics: totals and latency sketch of the events of `model` (null = every model)
+ * Window statistics: totals and latency sketch of the project's events matching the filters
  * with `start <= ts < end`. Read-only; called between messages of the aggregators.
  */
-export type WindowFn = (model: string | null, start: number, end: number) => Aggregate
+export type WindowFn = (q: WindowQuery) => Aggregate
+
+/** A rule's filters (its `model` and its `filters` object) as queries take them. */
+export function ruleFilters(rule: Rule): Filters {
+  const f = rule.filters ?? {}
+  const metadata: Record<string, string> = {}
+  for (const [k, v] of Object.entries(f)) if (k.startsWith('metadata.')) metadata[k.slice('metadata.'.length)] = v
+  const model = rule.model ?? f.model
+  return {
+    models: model === undefined || model === null ? undefined : new Set([model]),
+    providers: f.provider === undefined ? undefined : new Set([f.provider]),
+    status: f.status as Filters['status'],
+    user_id: f.user_id,
+    session_id: f.session_id,
+    tag: f.tag,
+    metadata: Object.keys(metadata).length === 0 ? undefined : metadata
+  }
+}
 
 /** One rule's alert state. */
 export interface RuleAlertState {
@@ -200,11 +218,11 @@ export class AlertEvaluator extends Actor<AlertMessage> {
 
   #evaluate(rule: Rule, now: number, windows: Map<string, Aggregate>): void {
     // `model` is never '' (1–256 chars), so '' stands for "every model".
-    const key = `${rule.window_seconds}\u0000${rule.model ?? ''}`
+    const key = JSON.stringify([rule.window_seconds, rule.project ?? 'default', rule.model ?? '', rule.filters ?? {}])
     let agg = windows.get(key)
     if (agg === undefined) {
       // (now − W, now] as the half-open [now − W + 1 ms, now + 1 ms) the aggregators answer.
-      agg = this.#window(rule.model, now - rule.window_seconds * 1000 + 1, now + 1)
+      agg = this.#window({ project: rule.project ?? 'default', filters: ruleFilters(rule), start: now - rule.window_seconds * 1000 + 1, end: now + 1 })
       windows.set(key, agg)
     }
     const verdict = judge(rule, agg)
@@ -302,10 +320,6 @@ export class AlertEvaluator extends Actor<AlertMessage> {
   /** True once the first tick arrived (recovery done). */
   get active(): boolean {
     return this.#active
-  }
-
-  get ruleCount(): number {
-    return this.#rules.length
   }
 
   get eventsSeen(): number {

@@ -4,7 +4,7 @@
  * else touches them. Queries read through `view()`, a read-only window taken between messages.
  */
 import { Actor, assertNever, type ActorOptions } from './actor.js'
-import { SeriesStore, type RetentionPolicy, type SeriesSnapshot } from '../analytics/series.js'
+import { SeriesStore, type RetentionPolicy, type RowDims, type SeriesSnapshot } from '../analytics/series.js'
 import type { Row } from '../analytics/row.js'
 import type { PricedEvent } from '../events.js'
 
@@ -21,7 +21,8 @@ export const PART_ROWS = 4096
 const PART_SLACK = 64
 
 export type AggregatorMessage =
-  | { type: 'events'; events: PricedEvent[] }
+  /** `dims`: each event's dimension words (user, session, attribute set), 3 per event, or undefined when none has any. */
+  | { type: 'events'; events: PricedEvent[]; dims?: Uint32Array }
   | { type: 'barrier'; reply: () => void }
   | { type: 'snapshot'; full?: boolean; reply: (state: AggregatorSnapshot) => void }
   /** Folds raw rows past retention into hour aggregates (off the ingest path: a timer asks). */
@@ -41,6 +42,7 @@ export interface SeriesHeader {
 /** An aggregator as restored: every series with the data of its parts, in part order. */
 export interface AggregatorState {
   v: number
+  project?: string
   model: string
   series: Array<SeriesHeader & { parts: SeriesSnapshot[] }>
 }
@@ -65,6 +67,7 @@ export interface SnapshotPart {
  */
 export interface AggregatorSnapshot {
   v: number
+  project: string
   model: string
   series: Array<SeriesHeader & { write: SnapshotPart[] }>
 }
@@ -100,14 +103,16 @@ export function toRow(e: PricedEvent): Row {
 }
 
 export class ModelAggregator extends Actor<AggregatorMessage> {
+  readonly project: string
   readonly model: string
   readonly #series = new Map<string, SeriesStore>()
   readonly #persisted = new Map<string, Persisted>()
   #events = 0
   #folded = 0
 
-  constructor(model: string, options: ActorOptions = {}, restored?: AggregatorState) {
-    super(`aggregator:${model}`, options)
+  constructor(model: string, options: ActorOptions = {}, restored?: AggregatorState, project = 'default') {
+    super(project === 'default' ? `aggregator:${model}` : `aggregator:${project}/${model}`, options)
+    this.project = project
     this.model = model
     if (restored !== undefined) {
       if (restored.v !== STATE_VERSION) throw new Error(`aggregator state version ${restored.v} is not ${STATE_VERSION}`)
@@ -126,17 +131,28 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
 
   protected receive(message: AggregatorMessage): void {
     switch (message.type) {
-      case 'events':
-        for (const e of message.events) {
+      case 'events': {
+        const { events, dims } = message
+        const rowDims: RowDims = { user: 0, session: 0, attrs: 0 }
+        for (let i = 0; i < events.length; i++) {
+          const e = events[i]
           let store = this.#series.get(e.provider)
           if (store === undefined) {
             store = new SeriesStore()
             this.#series.set(e.provider, store)
           }
-          store.record(toRow(e))
+          if (dims === undefined) {
+            store.record(toRow(e))
+          } else {
+            rowDims.user = dims[3 * i]
+            rowDims.session = dims[3 * i + 1]
+            rowDims.attrs = dims[3 * i + 2]
+            store.record(toRow(e), rowDims)
+          }
         }
         this.#events += message.events.length
         return
+      }
       case 'barrier':
         message.reply()
         return
@@ -208,7 +224,7 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
       Object.assign(p, { first, next, rows: size, coarseRows: store.coarseRows, coarseHours: store.coarseHours, stale: false })
       series.push({ provider, rejected: store.rejected, first, next, write })
     }
-    return { v: STATE_VERSION, model: this.model, series }
+    return { v: STATE_VERSION, project: this.project, model: this.model, series }
   }
 
   /** Read-only access to the per-provider series, for queries (never mutate through it). */

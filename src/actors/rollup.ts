@@ -1,5 +1,5 @@
 /**
- * RollupAggregator: one actor that counts every priced event, of every model and provider,
+ * RollupAggregator: one actor per project that counts every priced event of the project, of every model and provider,
  * into hour and day aggregates only (no rows: a {@link SeriesStore.hoursOnly} store).
  *
  * Why: a query over all models would otherwise merge the answer of every series (50 models
@@ -21,8 +21,8 @@ export class RollupAggregator extends Actor<RollupMessage> {
   readonly #store = SeriesStore.hoursOnly()
 
   /** `seed`: the series restored at start, whose hours the rollup begins with. */
-  constructor(options: ActorOptions = {}, seed: Iterable<SeriesStore> = []) {
-    super('rollup', options)
+  constructor(options: ActorOptions = {}, seed: Iterable<SeriesStore> = [], project = 'default') {
+    super(project === 'default' ? 'rollup' : `rollup:${project}`, options)
     for (const series of seed) series.forEachHour((hourKey, agg) => this.#store.addHour(hourKey, agg))
   }
 

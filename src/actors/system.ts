@@ -8,8 +8,8 @@ export type AnyActor = Actor<{ type: string }>
 
 /**
  * Registry of the running actors by unique name (the idea of xstate's `system.ts`):
- * topology registers what it creates; /metrics, the high-water check, graceful
- * shutdown and tests look actors up here instead of holding references everywhere.
+ * topology registers what it creates; /metrics (stats), the high-water check (deepest) and
+ * graceful shutdown (close) go through it instead of holding references everywhere.
  */
 export class ActorSystem {
   /** Insertion order is registration order; `close()` relies on it. */
@@ -32,14 +32,13 @@ export class ActorSystem {
     return actor
   }
 
-  /** The actor registered under `name`, if any. */
-  get(name: string): AnyActor | undefined {
-    return this.#actors.get(name)
-  }
-
-  /** True when an actor is registered under `name`. */
-  has(name: string): boolean {
-    return this.#actors.has(name)
+  /**
+   * Removes an actor (a deleted project's): it leaves the registry at once, so nothing new is
+   * routed to it, then its queued messages are dropped. Safe for an actor not registered.
+   */
+  async retire(actor: AnyActor): Promise<void> {
+    if (this.#actors.get(actor.name) === actor) this.#actors.delete(actor.name)
+    await actor.destroy()
   }
 
   /** Every registered actor, in registration order (a copy). */
@@ -57,13 +56,6 @@ export class ActorSystem {
     let most = 0
     for (const actor of this.#actors.values()) if (actor.depth > most) most = actor.depth
     return most
-  }
-
-  /** Messages queued across all actors (for the pipeline's high-water mark). */
-  totalDepth(): number {
-    let total = 0
-    for (const actor of this.#actors.values()) total += actor.depth
-    return total
   }
 
   /**

@@ -6,8 +6,8 @@
  *        ▼
  *   CostStage ── piscina workers price a whole chunk per task; emits in log order
  *        │ priced events
- *        ├──► ModelAggregator[model]   (spawned on first event; capped, then an overflow actor)
- *        ├──► RollupAggregator         (every model's hours and days: all-model queries)
+ *        ├──► ModelAggregator[project, model]  (spawned on first event; capped per project, then an overflow actor)
+ *        ├──► RollupAggregator[project]        (every model's hours and days: all-model queries)
  *        ├──► AlertEvaluator
  *        └──► Broadcaster
  *
@@ -22,7 +22,9 @@ import { IngestRouter } from './ingest-router.js'
 import { ModelAggregator, OVERFLOW_MODEL, type AggregatorState } from './model-aggregator.js'
 import { AlertEvaluator, type AlertState } from './alert-evaluator.js'
 import { RollupAggregator } from './rollup.js'
-import { metrics } from '../queries.js'
+import { DimensionDictionary, type DimensionLimits } from '../analytics/dimensions.js'
+import type { AnalyticsReader, ProjectView, WindowQuery } from '../analytics/reader.js'
+import type { Aggregate, RowDims } from '../analytics/series.js'
 import type { AlertTransition, RecordedAlert } from '../alerts/types.js'
 import { Broadcaster, type BroadcastLimits } from './broadcaster.js'
 import type { EventLog } from '../store/event-log.js'
@@ -54,19 +56,38 @@ export interface TopologyOptions {
   price: (e: StoredEvent) => PricedEvent
   /** WebSocket fan-out tunables (defaults in broadcaster.ts). */
   broadcast?: Partial<BroadcastLimits>
+  /** Caps of each project's dimension dictionaries (defaults in analytics/dimensions.ts). */
+  dimensionLimits?: DimensionLimits
+  /**
+   * The alert evaluator's window statistics, read-only from this topology (queries.ts answers
+   * it; injected so the topology does not import the queries that read it).
+   */
+  window: (reader: AnalyticsReader, q: WindowQuery) => Aggregate
+  /** Projects being deleted: their events are dropped on the way in (replays after a crash midway). */
+  dropped?: ReadonlySet<string>
+}
+
+/** One project's part of the graph: its aggregators, its rollup and its dictionaries. */
+interface ProjectPart {
+  readonly id: string
+  readonly aggregators: Map<string, ModelAggregator>
+  readonly rollup: RollupAggregator
+  /** Ids are assigned here, as events are routed, in log order (see analytics/dimensions.ts). */
+  readonly dims: DimensionDictionary
 }
 
 /** Past this fraction of any mailbox's capacity, ingestion is refused (503) until it drains. */
 const MAILBOX_HIGH_WATER = 0.5
 
-export class Topology {
+export class Topology implements AnalyticsReader {
   readonly system = new ActorSystem()
   readonly router: IngestRouter
   readonly costStage: CostStage
   readonly alerts: AlertEvaluator
   readonly broadcaster: Broadcaster
-  readonly rollup: RollupAggregator
-  readonly #aggregators = new Map<string, ModelAggregator>()
+  readonly #projects = new Map<string, ProjectPart>()
+  /** Deleted projects (see TopologyOptions.dropped and deleteProject). */
+  readonly #dropped: Set<string>
   readonly #opts: TopologyOptions
   readonly #mailboxCapacity: number
   /** Every event with seq < #through+1 has been emitted downstream. */
@@ -86,7 +107,7 @@ export class Topology {
         ...actorOpts,
         clock: opts.clock,
         // Read-only window statistics from the aggregators (between their messages): no event stored twice.
-        window: (model, start, end) => metrics(this, { start, end, models: model === null ? undefined : new Set([model]) }),
+        window: (q) => opts.window(this, q),
         emit: (t) => this.#alert(t),
         recorded: opts.recordedAlerts
       },
@@ -119,12 +140,73 @@ export class Topology {
     this.system.register(this.costStage)
     this.system.register(this.alerts)
     this.system.register(this.broadcaster)
+    const restored = new Map<string, Array<{ model: string; state: AggregatorState }>>()
+    this.#dropped = new Set(opts.dropped)
     for (const a of opts.restored?.aggregators ?? []) {
-      this.#spawn(a.model, a.state as AggregatorState)
+      const project = a.project ?? 'default'
+      if (this.#dropped.has(project)) continue
+      const list = restored.get(project) ?? []
+      list.push({ model: a.model, state: a.state as AggregatorState })
+      restored.set(project, list)
     }
-    const restoredSeries = [...this.#aggregators.values()].flatMap((a) => [...a.view().values()])
-    this.rollup = new RollupAggregator(actorOpts, restoredSeries)
-    this.system.register(this.rollup)
+    for (const [project, list] of restored) {
+      const dims = opts.restored?.dimensions?.[project]
+      this.#part(project, dims === undefined ? undefined : DimensionDictionary.fromJSON(dims, opts.dimensionLimits), list)
+    }
+    this.#part('default')
+  }
+
+  /** The project's part of the graph, made on its first event (or at restore, from its snapshot). */
+  #part(project: string, dims?: DimensionDictionary, restored: Array<{ model: string; state: AggregatorState }> = []): ProjectPart {
+    const have = this.#projects.get(project)
+    if (have !== undefined) return have
+    const actorOpts = { mailboxCapacity: this.#mailboxCapacity, log: this.#opts.logger }
+    const aggregators = new Map<string, ModelAggregator>()
+    for (const r of restored) {
+      const agg = new ModelAggregator(r.model, actorOpts, r.state, project)
+      aggregators.set(r.model, agg)
+      this.system.register(agg)
+    }
+    const seed = [...aggregators.values()].flatMap((a) => [...a.view().values()])
+    const rollup = this.system.register(new RollupAggregator(actorOpts, seed, project))
+    const part: ProjectPart = { id: project, aggregators, rollup, dims: dims ?? new DimensionDictionary(this.#opts.dimensionLimits) }
+    this.#projects.set(project, part)
+    return part
+  }
+
+  /** Read-only view of one project's analytics state, or undefined when it holds no event. */
+  project(id: string): ProjectView | undefined {
+    const part = this.#projects.get(id)
+    if (part === undefined) return undefined
+    return {
+      id,
+      dims: part.dims,
+      rollup: part.rollup.view(),
+      aggregators: () => part.aggregators.values(),
+      aggregator: (model) => part.aggregators.get(model)
+    }
+  }
+
+  /** A project created again after a delete: its new events count again. */
+  revive(id: string): void {
+    this.#dropped.delete(id)
+  }
+
+  /** Every project with state. */
+  projects(): IterableIterator<string> {
+    return this.#projects.keys()
+  }
+
+  /**
+   * Drops every actor and dictionary of a project (DELETE /projects/:id): its aggregators
+   * leave the registry at once, so queries no longer see them, and queued messages are dropped.
+   */
+  async deleteProject(id: string): Promise<void> {
+    this.#dropped.add(id)
+    const part = this.#projects.get(id)
+    if (part === undefined) return
+    this.#projects.delete(id)
+    await Promise.all([...part.aggregators.values(), part.rollup].map((a) => this.system.retire(a)))
   }
 
   /** Highest seq whose effects are in every downstream actor's mailbox or state. */
@@ -137,12 +219,19 @@ export class Topology {
     return this.router.inFlightEvents + this.costStage.pendingEvents
   }
 
-  aggregators(): IterableIterator<ModelAggregator> {
-    return this.#aggregators.values()
+  /** Every aggregator of every project. */
+  *aggregators(): IterableIterator<ModelAggregator> {
+    for (const part of this.#projects.values()) yield* part.aggregators.values()
   }
 
-  aggregator(model: string): ModelAggregator | undefined {
-    return this.#aggregators.get(model) ?? undefined
+  /** A model's aggregator in project `default` (tests and tools). */
+  aggregator(model: string, project = 'default'): ModelAggregator | undefined {
+    return this.#projects.get(project)?.aggregators.get(model)
+  }
+
+  /** Project `default`'s rollup (tests and tools). */
+  get rollup(): RollupAggregator {
+    return this.#part('default').rollup
   }
 
   /** Feeds log events straight to the cost stage (recovery; they are already committed). */
@@ -176,7 +265,7 @@ export class Topology {
   #alert(t: AlertTransition): void {
     this.broadcaster.send({
       type: 'alert',
-      alert: { type: 'alert', rule_id: t.rule.id, rule_name: t.rule.name, state: t.state, value: t.value, threshold: t.rule.threshold, at: new Date(t.at).toISOString() }
+      alert: { type: 'alert', project: t.rule.project ?? 'default', rule_id: t.rule.id, rule_name: t.rule.name, state: t.state, value: t.value, threshold: t.rule.threshold, at: new Date(t.at).toISOString() }
     })
     this.#opts.onAlert?.(t)
   }
@@ -186,40 +275,73 @@ export class Topology {
     return this.system.deepest() > this.#mailboxCapacity * MAILBOX_HIGH_WATER ? 1 : 0
   }
 
-  #spawn(model: string, restored?: AggregatorState): ModelAggregator {
-    const agg = new ModelAggregator(model, { mailboxCapacity: this.#mailboxCapacity, log: this.#opts.logger }, restored)
-    this.#aggregators.set(model, agg)
+  #spawn(part: ProjectPart, model: string): ModelAggregator {
+    const agg = new ModelAggregator(model, { mailboxCapacity: this.#mailboxCapacity, log: this.#opts.logger }, undefined, part.id)
+    part.aggregators.set(model, agg)
     this.system.register(agg)
     return agg
   }
 
-  #aggregatorFor(model: string): ModelAggregator {
-    const found = this.#aggregators.get(model)
+  #aggregatorFor(part: ProjectPart, model: string): ModelAggregator {
+    const found = part.aggregators.get(model)
     if (found !== undefined) return found
-    // The overflow actor does not count against the cap.
-    const real = this.#aggregators.size - (this.#aggregators.has(OVERFLOW_MODEL) ? 1 : 0)
-    if (real >= this.#opts.maxModels) return this.#aggregators.get(OVERFLOW_MODEL) ?? this.#spawn(OVERFLOW_MODEL)
-    return this.#spawn(model)
+    // The cap counts per project; the overflow actor does not count against it.
+    const real = part.aggregators.size - (part.aggregators.has(OVERFLOW_MODEL) ? 1 : 0)
+    if (real >= this.#opts.maxModels) return part.aggregators.get(OVERFLOW_MODEL) ?? this.#spawn(part, OVERFLOW_MODEL)
+    return this.#spawn(part, model)
   }
 
-  #emit(events: PricedEvent[]): void {
-    const byModel = new Map<ModelAggregator, PricedEvent[]>()
+  #emit(all: PricedEvent[]): void {
+    const events = this.#dropped.size === 0 ? all : all.filter((e) => !this.#dropped.has(e.project))
+    if (events.length === 0) return
+    const byAgg = new Map<ModelAggregator, { events: PricedEvent[]; dims: number[] | null }>()
+    const byRollup = new Map<RollupAggregator, PricedEvent[]>()
+    const rowDims: RowDims = { user: 0, session: 0, attrs: 0 }
+    let lastProject = ''
+    let part: ProjectPart | undefined
     for (const e of events) {
-      const agg = this.#aggregatorFor(e.model)
-      const list = byModel.get(agg)
-      if (list === undefined) byModel.set(agg, [e])
+      if (part === undefined || e.project !== lastProject) {
+        lastProject = e.project
+        part = this.#part(e.project)
+      }
+      const agg = this.#aggregatorFor(part, e.model)
+      let slot = byAgg.get(agg)
+      if (slot === undefined) {
+        slot = { events: [], dims: null }
+        byAgg.set(agg, slot)
+      }
+      const hasDims = e.user !== null || e.session !== null || e.tags !== null || e.meta !== null
+      if (hasDims) {
+        part.dims.encode(e.user, e.session, e.tags, e.meta, rowDims)
+        // Words only once an event of this batch has any (earlier ones are zeros).
+        if (slot.dims === null) slot.dims = new Array(slot.events.length * 3).fill(0)
+        slot.dims.push(rowDims.user, rowDims.session, rowDims.attrs)
+      } else if (slot.dims !== null) {
+        slot.dims.push(0, 0, 0)
+      }
+      slot.events.push(e)
+      const list = byRollup.get(part.rollup)
+      if (list === undefined) byRollup.set(part.rollup, [e])
       else list.push(e)
     }
-    for (const [agg, list] of byModel) {
-      if (!agg.send({ type: 'events', events: list })) {
-        this.#opts.logger.error({ actor: agg.name, events: list.length }, 'aggregator mailbox full: events not aggregated until restart')
-      }
+    for (const [agg, slot] of byAgg) {
+      const sent = agg.send({ type: 'events', events: slot.events, dims: slot.dims === null ? undefined : Uint32Array.from(slot.dims) })
+      if (!sent) this.#opts.logger.error({ actor: agg.name, events: slot.events.length }, 'aggregator mailbox full: events not aggregated until restart')
     }
-    if (!this.rollup.send({ type: 'events', events })) {
-      this.#opts.logger.error({ actor: this.rollup.name, events: events.length }, 'rollup mailbox full: events not aggregated until restart')
+    for (const [rollup, list] of byRollup) {
+      if (!rollup.send({ type: 'events', events: list })) {
+        this.#opts.logger.error({ actor: rollup.name, events: list.length }, 'rollup mailbox full: events not aggregated until restart')
+      }
     }
     this.alerts.send({ type: 'events', events })
     this.broadcaster.send({ type: 'events', events })
+  }
+
+  /** Every aggregator and rollup, of every project. */
+  #readers(): Array<ModelAggregator | RollupAggregator> {
+    const out: Array<ModelAggregator | RollupAggregator> = []
+    for (const part of this.#projects.values()) out.push(...part.aggregators.values(), part.rollup)
+    return out
   }
 
   /**
@@ -228,13 +350,13 @@ export class Topology {
    */
   async sync(): Promise<void> {
     await this.router.flushed()
-    const aggs = [...this.#aggregators.values(), this.rollup]
+    const aggs = this.#readers()
     if (this.costStage.pendingEvents === 0 && this.costStage.depth === 0 && aggs.every((a) => a.depth === 0)) return
     await new Promise<void>((resolve) => {
       this.costStage.send({
         type: 'barrier',
         run: () => {
-          const list = [...this.#aggregators.values(), this.rollup]
+          const list = this.#readers()
           let left = list.length
           if (left === 0) return resolve()
           for (const a of list) a.send({ type: 'barrier', reply: () => --left === 0 && resolve() })
@@ -256,14 +378,17 @@ export class Topology {
         type: 'barrier',
         run: () => {
           const seq = this.emittedThrough + 1
-          const list = [...this.#aggregators.values()]
+          const list = [...this.aggregators()]
           const aggregators: SnapshotPayload['aggregators'] = []
+          // Dictionaries are append-only: taken now (at the cut, or later) they name every id the rows before the cut use.
+          const dimensions: Record<string, unknown> = {}
+          for (const part of this.#projects.values()) dimensions[part.id] = part.dims.toJSON()
           let alerts: AlertState | undefined
           let left = list.length + 1
           const done = () => {
-            if (--left === 0) resolve({ seq, createdAt: now, aggregators, alerts })
+            if (--left === 0) resolve({ seq, createdAt: now, aggregators, alerts, dimensions })
           }
-          for (const a of list) a.send({ type: 'snapshot', full, reply: (state) => { aggregators.push({ model: a.model, state }); done() } })
+          for (const a of list) a.send({ type: 'snapshot', full, reply: (state) => { aggregators.push({ project: a.project, model: a.model, state }); done() } })
           this.alerts.send({ type: 'snapshot', reply: (state) => { alerts = state; done() } })
         }
       })
@@ -276,13 +401,13 @@ export class Topology {
    * any other: it runs between events, in each actor, never on the ingest path.
    */
   retain(policy: RetentionPolicy): void {
-    for (const a of this.#aggregators.values()) a.send({ type: 'retain', policy })
+    for (const a of this.aggregators()) a.send({ type: 'retain', policy })
   }
 
   /** Raw rows held and rows kept only as hour aggregates, over every aggregator. */
   retentionStats(): { rawRows: number; coarseRows: number; folded: number } {
     const out = { rawRows: 0, coarseRows: 0, folded: 0 }
-    for (const a of this.#aggregators.values()) {
+    for (const a of this.aggregators()) {
       const s = a.retentionStats
       out.rawRows += s.rawRows
       out.coarseRows += s.coarseRows
@@ -300,7 +425,7 @@ export class Topology {
 
   /** Closes every actor in graph order. Safe twice. */
   async close(): Promise<void> {
-    await this.system.close(['ingest-router', 'cost-stage', ...[...this.#aggregators.values()].map((a) => a.name), 'rollup', 'alert-evaluator', 'broadcaster'])
+    await this.system.close(['ingest-router', 'cost-stage', ...this.#readers().map((a) => a.name), 'alert-evaluator', 'broadcaster'])
     // After the broadcaster closed: it can no longer ask for ticks.
     if (this.#broadcastTimer !== null) clearTimeout(this.#broadcastTimer)
     this.#broadcastTimer = null
@@ -315,7 +440,8 @@ export class Topology {
       router: this.router.routerStats,
       inFlightEvents: this.inFlightEvents,
       emittedThrough: this.emittedThrough,
-      models: this.#aggregators.size,
+      models: [...this.aggregators()].length,
+      projects: this.#projects.size,
       retention: this.retentionStats()
     }
   }

@@ -60,7 +60,7 @@ export function mergeTimeseries(lists: readonly (readonly TimeBucket[])[]): Time
  * Current {@link SeriesSnapshot} format version. 2 added `coarse` (hours past retention);
  * version 1 (no coarse hours) is still read.
  */
-export const SERIES_SNAPSHOT_VERSION = 2
+export const SERIES_SNAPSHOT_VERSION = 3
 
 /** One hour folded by retention: its totals and latency sketch, without its rows. */
 export interface CoarseHour {
@@ -91,7 +91,7 @@ export interface RetentionPolicy {
  * Readers accept typed arrays or plain number arrays for every column.
  */
 export interface SeriesSnapshot {
-  version: 1 | 2
+  version: 1 | 2 | 3
   /** Number of rows (length of every column). */
   rows: number
   /** Rows refused by `record` so far (a diagnostic counter, kept across restarts). */
@@ -110,7 +110,29 @@ export interface SeriesSnapshot {
   unpriced: Uint8Array
   /** Hours folded by retention (version 2; absent in version 1), ascending. */
   coarse?: CoarseHour[]
+  /**
+   * Version 3, only when some row has dimensions: each row's dimension words (see
+   * {@link RowDims}), `rows` × 3 (user, session, attribute set); absent = all zero.
+   */
+  dims?: Uint32Array
 }
+
+/**
+ * A row's dimensions as ids into its project's dictionaries (analytics/dimensions.ts): the
+ * user, the session and the interned set of tags and metadata values; 0 = none.
+ */
+export interface RowDims {
+  user: number
+  session: number
+  attrs: number
+}
+
+/**
+ * Visits one raw row (see {@link SeriesStore.scanRows}): `v` holds its values in VALUE_FIELDS
+ * order (prompt, completion, total, cached, reasoning tokens, latency µs, cost nano-dollars),
+ * reused between calls; `flags` bit 0 = error, bit 1 = unpriced; `ts` its time (epoch ms).
+ */
+export type RowVisitor = (v: Float64Array, flags: number, user: number, session: number, attrs: number, ts: number) => void
 
 /** The numeric fields of a row, in the order the snapshot columns and the `#wide` escape use. */
 const VALUE_FIELDS = [
@@ -164,6 +186,8 @@ const FLAG_UNPRICED = 1 << 17
 const FLAG_EXT = 1 << 18
 const FLAG_WIDE = 1 << 19
 const TWO_32 = 2 ** 32
+/** Dimension words per row (user, session, attribute set), in chunks allocated on a chunk's first row with any. */
+const DIMS = 3
 
 /** Rows live in chunks of up to 2^12 rows; a row index is (chunk << 12) | offset. */
 const CHUNK_SHIFT = 12
@@ -290,6 +314,8 @@ export class SeriesStore {
   #ext: (Uint32Array | null)[] = []
   /** Values of the FLAG_WIDE rows, by row index (VALUE_FIELDS order). */
   #wide = new Map<number, Float64Array>()
+  /** Per chunk: DIMS words per row, allocated on the chunk's first row with a dimension. */
+  #dims: (Uint32Array | null)[] = []
   /** Row capacity of the last chunk (earlier chunks are full). */
   #lastChunkRows = 0
   #size = 0
@@ -366,7 +392,7 @@ export class SeriesStore {
    * Never throws: a row breaking the {@link Row} contract is refused, counted in
    * {@link SeriesStore.rejected}, and `false` returned.
    */
-  record(row: Row): boolean {
+  record(row: Row, dims?: RowDims): boolean {
     if (!isValidRow(row) || this.#size >= MAX_ROWS) {
       this.#rejected += 1
       return false
@@ -401,7 +427,7 @@ export class SeriesStore {
       hour.minutes[m] = slot + 1
     }
 
-    this.#appendRow(row, ts - minuteKey * MINUTE_MS, slot)
+    this.#appendRow(row, ts - minuteKey * MINUTE_MS, slot, dims)
     addRow(day, row)
     addRow(hour, row)
     const state = this.#mState[slot]
@@ -470,11 +496,13 @@ export class SeriesStore {
     const core = this.#core
     const ext = this.#ext
     const wide = this.#wide
+    const dims = this.#dims
     const mHead = this.#mHead
     const mState = this.#mState
     const minuteAggs = this.#minuteAggs
     this.#core = []
     this.#ext = []
+    this.#dims = []
     this.#wide = new Map()
     this.#lastChunkRows = 0
     this.#size = 0
@@ -495,7 +523,7 @@ export class SeriesStore {
           list.length = 0
           for (let r = mHead[old]; r >= 0; r = core[r >>> CHUNK_SHIFT][(r & CHUNK_MASK) * CORE + C_NEXT] | 0) list.push(r)
           // Appended back to front: each append links at the head, so the list keeps its order.
-          for (let j = list.length - 1; j >= 0; j--) this.#appendRaw(core, ext, wide, list[j], slot)
+          for (let j = list.length - 1; j >= 0; j--) this.#appendRaw(core, ext, wide, dims, list[j], slot)
           const state = mState[old]
           if (state < 0) {
             this.#minuteAggs.push(minuteAggs[-state - 1])
@@ -509,7 +537,7 @@ export class SeriesStore {
   }
 
   /** {@link SeriesStore.#appendRow} from another store's storage (compaction): copies row `src`. */
-  #appendRaw(core: Uint32Array[], ext: (Uint32Array | null)[], wide: Map<number, Float64Array>, src: number, slot: number): void {
+  #appendRaw(core: Uint32Array[], ext: (Uint32Array | null)[], wide: Map<number, Float64Array>, dims: (Uint32Array | null)[], src: number, slot: number): void {
     const r = this.#newRow()
     const c = r >>> CHUNK_SHIFT
     const i = r & CHUNK_MASK
@@ -524,6 +552,10 @@ export class SeriesStore {
       ;(this.#ext[c] ?? this.#newExt(c)).set(from.subarray(si * EXT, si * EXT + EXT), i * EXT)
     }
     if ((meta & FLAG_WIDE) !== 0) this.#wide.set(r, wide.get(src) as Float64Array)
+    const from = dims[src >>> CHUNK_SHIFT]
+    if (from !== null && (from[si * DIMS] | from[si * DIMS + 1] | from[si * DIMS + 2]) !== 0) {
+      ;(this.#dims[c] ?? this.#newDims(c)).set(from.subarray(si * DIMS, si * DIMS + DIMS), i * DIMS)
+    }
     this.#link(r, slot)
   }
 
@@ -555,10 +587,16 @@ export class SeriesStore {
   }
 
   /** Stores the row (see CORE) and links it at the head of its minute's list. */
-  #appendRow(row: Row, offset: number, slot: number): void {
+  #appendRow(row: Row, offset: number, slot: number, dims: RowDims | undefined): void {
     const r = this.#newRow()
     const c = r >>> CHUNK_SHIFT
     const i = r & CHUNK_MASK
+    if (dims !== undefined && (dims.user | dims.session | dims.attrs) !== 0) {
+      const words = this.#dims[c] ?? this.#newDims(c)
+      words[i * DIMS] = dims.user
+      words[i * DIMS + 1] = dims.session
+      words[i * DIMS + 2] = dims.attrs
+    }
     const core = this.#core[c]
     const b = i * CORE
     const prompt = row.promptTokens
@@ -611,6 +649,7 @@ export class SeriesStore {
       this.#lastChunkRows = c === 0 ? FIRST_CHUNK_ROWS : CHUNK_ROWS
       this.#core.push(new Uint32Array(this.#lastChunkRows * CORE))
       this.#ext.push(null)
+      this.#dims.push(null)
     } else if (i === this.#lastChunkRows) {
       // Only the first chunk grows (see FIRST_CHUNK_ROWS).
       const rows = i * 2
@@ -622,6 +661,8 @@ export class SeriesStore {
       this.#core[c] = grow(this.#core[c], CORE)
       const ext = this.#ext[c]
       if (ext !== null) this.#ext[c] = grow(ext, EXT)
+      const dims = this.#dims[c]
+      if (dims !== null) this.#dims[c] = grow(dims, DIMS)
       this.#lastChunkRows = rows
     }
     this.#size = r + 1
@@ -633,6 +674,87 @@ export class SeriesStore {
     const ext = new Uint32Array((c === this.#core.length - 1 ? this.#lastChunkRows : CHUNK_ROWS) * EXT)
     this.#ext[c] = ext
     return ext
+  }
+
+  /** Allocates chunk `c`'s dimension words. */
+  #newDims(c: number): Uint32Array {
+    const dims = new Uint32Array((c === this.#core.length - 1 ? this.#lastChunkRows : CHUNK_ROWS) * DIMS)
+    this.#dims[c] = dims
+    return dims
+  }
+
+  /** Whether any row holds a dimension word. */
+  get hasDims(): boolean {
+    return this.#dims.some((d) => d !== null)
+  }
+
+  /**
+   * Visits every raw row with `start <= ts < end` (any order), with its values and dimension
+   * words: what filtered queries and breakdowns read, since the pre-aggregates hold every row
+   * of their unit regardless of dimensions. O(rows in range + minutes held in range).
+   * Returns false, having visited nothing, when the range holds a coarse hour (folded by
+   * retention: its rows, and so their dimensions, are gone): the caller must answer otherwise.
+   */
+  scanRows(start: number, end: number, visit: RowVisitor): boolean {
+    if (!this.rowsAvailable(start, end)) return false
+    const [s, e] = normalizeRange(start, end)
+    if (s >= e) return true
+    const keys = this.#dayKeys
+    const first = lowerBound(keys, floorDiv(s, DAY_MS))
+    const v = this.#tmp
+    let scanned = 0
+    for (let k = first; k < keys.length; k++) {
+      const dStart = keys[k] * DAY_MS
+      if (dStart >= e) break
+      const day = this.#days.get(keys[k]) as DayNode
+      for (let h = firstSub(dStart, HOUR_MS, s), lastH = lastSub(dStart, HOUR_MS, 24, e); h <= lastH; h++) {
+        const hour = day.hours[h]
+        if (hour === undefined || hour.minutes === null) continue
+        const hStart = dStart + h * HOUR_MS
+        for (let m = firstSub(hStart, MINUTE_MS, s), lastM = lastSub(hStart, MINUTE_MS, 60, e); m <= lastM; m++) {
+          const slot = hour.minutes[m] - 1
+          if (slot < 0) continue
+          const mStart = hStart + m * MINUTE_MS
+          const lo = Math.max(0, s - mStart)
+          const hi = Math.min(MINUTE_MS, e - mStart)
+          for (let r = this.#mHead[slot]; r >= 0; ) {
+            const c = r >>> CHUNK_SHIFT
+            const core = this.#core[c]
+            const b = (r & CHUNK_MASK) * CORE
+            const meta = core[b + C_META]
+            const off = meta & OFFSET_MASK
+            scanned++
+            if (off >= lo && off < hi) {
+              this.#readValues(r, v)
+              const dims = this.#dims[c]
+              const d = (r & CHUNK_MASK) * DIMS
+              const flags = ((meta & FLAG_ERROR) !== 0 ? 1 : 0) | ((meta & FLAG_UNPRICED) !== 0 ? 2 : 0)
+              if (dims === null) visit(v, flags, 0, 0, 0, mStart + off)
+              else visit(v, flags, dims[d], dims[d + 1], dims[d + 2], mStart + off)
+            }
+            r = core[b + C_NEXT] | 0
+          }
+        }
+      }
+    }
+    this.#scanned += scanned
+    return true
+  }
+
+  /** Whether every row with `start <= ts < end` is held raw (no coarse hour with rows overlaps the range). */
+  rowsAvailable(start: number, end: number): boolean {
+    if (this.#coarseHours === 0) return true
+    const [s, e] = normalizeRange(start, end)
+    const keys = this.#dayKeys
+    for (let k = lowerBound(keys, floorDiv(s, DAY_MS)); k < keys.length && keys[k] * DAY_MS < e; k++) {
+      const day = this.#days.get(keys[k]) as DayNode
+      const dStart = keys[k] * DAY_MS
+      for (let h = firstSub(dStart, HOUR_MS, s), last = lastSub(dStart, HOUR_MS, 24, e); h <= last; h++) {
+        const hour = day.hours[h]
+        if (hour !== undefined && hour.minutes === null && hour.totals.requests > 0) return false
+      }
+    }
+    return true
   }
 
   /** Row `r`'s values, VALUE_FIELDS order, into `out` (the slow path of {@link SeriesStore.#collectRows}). */
@@ -876,6 +998,7 @@ export class SeriesStore {
     const ts = new Float64Array(n)
     const error = new Uint8Array(n)
     const unpriced = new Uint8Array(n)
+    const dimsOut = this.hasDims ? new Uint32Array(n * DIMS) : undefined
     const coarse: CoarseHour[] = []
     // cursor.at[slot]: the row the walk of that minute resumes at (-1 end, -2 not walked yet).
     const cursor = opts.cursor
@@ -912,6 +1035,8 @@ export class SeriesStore {
             for (let f = 0; f < NUM_VALUES; f++) cols[f][w] = v[f]
             error[w] = (meta & FLAG_ERROR) !== 0 ? 1 : 0
             unpriced[w] = (meta & FLAG_UNPRICED) !== 0 ? 1 : 0
+            const rowDims = this.#dims[r >>> CHUNK_SHIFT]
+            if (dimsOut !== undefined && rowDims !== null) dimsOut.set(rowDims.subarray((r & CHUNK_MASK) * DIMS, (r & CHUNK_MASK) * DIMS + DIMS), w * DIMS)
             w++
             r = core[b + C_NEXT] | 0
           }
@@ -935,6 +1060,7 @@ export class SeriesStore {
       error,
       unpriced,
       coarse,
+      ...(dimsOut === undefined ? {} : { dims: dimsOut })
     }
   }
 
@@ -997,13 +1123,14 @@ export class SeriesStore {
     }
     if (typeof data !== 'object' || data === null) fail('not an object')
     const d = data as Record<string, unknown>
-    if (d.version !== SERIES_SNAPSHOT_VERSION && d.version !== 1) {
-      fail(`unsupported version ${String(d.version)} (this build reads versions 1 and ${SERIES_SNAPSHOT_VERSION})`)
+    if (d.version !== 3 && d.version !== 2 && d.version !== 1) {
+      fail(`unsupported version ${String(d.version)} (this build reads versions 1 to ${SERIES_SNAPSHOT_VERSION})`)
     }
-    if (d.version === SERIES_SNAPSHOT_VERSION) {
+    if (d.version !== 1) {
       if (!Array.isArray(d.coarse)) fail('coarse must be an array')
       for (const [i, c] of (d.coarse as unknown[]).entries()) store.#loadCoarse(c, (why) => fail(`coarse hour ${i}: ${why}`))
     } else if (d.coarse !== undefined) fail('coarse needs version 2')
+    if (d.dims !== undefined && d.version !== 3) fail('dims needs version 3')
     const n = d.rows
     if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0 || n > MAX_ROWS) fail('rows must be a non-negative integer')
     const rejected = d.rejected
@@ -1022,6 +1149,13 @@ export class SeriesStore {
     const vals = VALUE_FIELDS.map(column)
     const error = column('error')
     const unpriced = column('unpriced')
+    let dims: ArrayLike<number> | null = null
+    if (d.dims !== undefined) {
+      const ok = Array.isArray(d.dims) || (ArrayBuffer.isView(d.dims) && !(d.dims instanceof DataView))
+      if (!ok || (d.dims as ArrayLike<number>).length !== (n as number) * DIMS) fail(`column dims must hold ${DIMS} words per row`)
+      dims = d.dims as ArrayLike<number>
+    }
+    const rowDims: RowDims = { user: 0, session: 0, attrs: 0 }
     const row: Row = {
       ts: 0,
       promptTokens: 0,
@@ -1045,7 +1179,12 @@ export class SeriesStore {
       for (let f = 0; f < NUM_VALUES; f++) row[VALUE_FIELDS[f]] = vals[f][i]
       row.error = flag(error[i], 'error', i)
       row.unpriced = flag(unpriced[i], 'unpriced', i)
-      if (!store.record(row)) fail(`row ${i} breaks the Row contract`)
+      if (dims !== null) {
+        rowDims.user = dims[i * DIMS]
+        rowDims.session = dims[i * DIMS + 1]
+        rowDims.attrs = dims[i * DIMS + 2]
+      }
+      if (!store.record(row, dims === null ? undefined : rowDims)) fail(`row ${i} breaks the Row contract`)
     }
     return rejected as number
   }

@@ -33,6 +33,8 @@ export interface AlertEventRecord {
   id: string
   rule_id: string
   rule_name: string
+  /** The rule's project (absent in records made before projects: `default`). */
+  project?: string
   condition: Rule['condition']
   comparator: Rule['comparator']
   threshold: number
@@ -59,6 +61,8 @@ export interface AlertEventQuery {
   ruleId?: string
   /** Inclusive, epoch ms, on `at`. */
   since?: number
+  /** Only this project's records (a record made before projects belongs to `default`). */
+  project?: string
   limit: number
 }
 
@@ -101,6 +105,7 @@ export class AlertEventStore {
       id: `aev_${seq.toString(36)}`,
       rule_id: r.id,
       rule_name: r.name,
+      project: r.project ?? 'default',
       condition: r.condition,
       comparator: r.comparator,
       threshold: r.threshold,
@@ -143,6 +148,7 @@ export class AlertEventStore {
     for (let i = this.#entries.length - 1; i >= 0 && out.length < q.limit; i--) {
       const e = this.#entries[i]
       if (q.ruleId !== undefined && e.record.rule_id !== q.ruleId) continue
+      if (q.project !== undefined && (e.record.project ?? 'default') !== q.project) continue
       if (q.since !== undefined && e.atMs < q.since) continue
       out.push(e.record)
     }
@@ -158,6 +164,16 @@ export class AlertEventStore {
       out.set(record.rule_id, { state: record.state, since: Date.parse(record.since), at: atMs, value: record.value })
     }
     return out
+  }
+
+  /** Removes every record of the given rules (a deleted project's); resolves after the commit. */
+  async removeRules(ruleIds: ReadonlySet<string>): Promise<number> {
+    const gone = this.#entries.filter((e) => ruleIds.has(e.record.rule_id))
+    if (gone.length === 0) return 0
+    this.#entries = this.#entries.filter((e) => !ruleIds.has(e.record.rule_id))
+    for (const e of gone) this.#write(e.seq, undefined)
+    await this.flushed()
+    return gone.length
   }
 
   /** Resolves once every write issued so far is committed (or failed and was logged). */

@@ -76,7 +76,7 @@ const MAX_NAMES = 65_536
 const bytesOf = (a: Float64Array | Uint32Array | Uint16Array | Uint8Array): Buffer => Buffer.from(a.buffer, a.byteOffset, a.byteLength)
 
 /** The v2 record of `events` (consecutive seqs); `rnd` holds their ids' random parts. Null if it cannot hold them. */
-function encodeRecord(events: readonly StoredEvent[], rnd: string): EventRecordV2 | null {
+function encodeRecord(events: readonly StoredEvent[], rnd: string): EventRecordV2 | EventRecordV4 | null {
   const n = events.length
   const num = new Float64Array(n * 5)
   const tokF = new Float64Array(n * 5)

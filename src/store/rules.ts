@@ -5,6 +5,7 @@
 import { z } from 'zod'
 import { nanoid } from 'nanoid'
 import type { Database } from 'lmdb'
+import { filterObjectSchema, type FilterObject } from '../filters.js'
 
 export const CONDITIONS = ['cost_per_hour', 'avg_latency', 'p95_latency', 'error_rate', 'requests_per_minute', 'tokens_per_minute'] as const
 export const COMPARATORS = ['gt', 'gte', 'lt', 'lte'] as const
@@ -22,7 +23,8 @@ const fields = {
   webhook_url: z
     .url({ protocol: /^https?$/ })
     .max(2048)
-    .nullable()
+    .nullable(),
+  filters: filterObjectSchema
 }
 
 /** POST body: name, condition, threshold required; the rest defaulted. */
@@ -36,7 +38,8 @@ export const ruleCreateSchema = z.strictObject({
   comparator: fields.comparator.default('gt'),
   cooldown_seconds: fields.cooldown_seconds.default(300),
   min_samples: fields.min_samples.default(1),
-  webhook_url: fields.webhook_url.optional()
+  webhook_url: fields.webhook_url.optional(),
+  filters: fields.filters.optional()
 })
 
 /** PATCH body: any subset; at least one field. */
@@ -51,7 +54,8 @@ export const rulePatchSchema = z
     comparator: fields.comparator.optional(),
     cooldown_seconds: fields.cooldown_seconds.optional(),
     min_samples: fields.min_samples.optional(),
-    webhook_url: fields.webhook_url.optional()
+    webhook_url: fields.webhook_url.optional(),
+    filters: fields.filters.optional()
   })
   .refine((p) => Object.keys(p).length > 0, { message: 'must change at least one field' })
 
@@ -70,6 +74,10 @@ export interface Rule {
   cooldown_seconds: number
   min_samples: number
   webhook_url: string | null
+  /** The project the rule belongs to (absent in rules stored before projects: `default`). */
+  project?: string
+  /** DESIGN §6 filters (absent in rules stored before dimensions: none). */
+  filters?: FilterObject
   created_at: string
   updated_at: string
 }
@@ -107,7 +115,7 @@ export class RuleStore {
     this.#listeners.add(fn)
   }
 
-  async create(input: RuleCreate, now: number): Promise<Rule> {
+  async create(input: RuleCreate, now: number, project = 'default'): Promise<Rule> {
     const at = new Date(now).toISOString()
     const rule: Rule = {
       id: `rule_${nanoid(12)}`,
@@ -121,6 +129,8 @@ export class RuleStore {
       cooldown_seconds: input.cooldown_seconds,
       min_samples: input.min_samples,
       webhook_url: input.webhook_url ?? null,
+      project,
+      filters: input.filters ?? {},
       created_at: at,
       updated_at: at
     }
@@ -141,6 +151,30 @@ export class RuleStore {
     this.#rules.set(id, rule)
     this.#emit()
     return rule
+  }
+
+  /** Rules of one project (a rule stored before projects belongs to `default`). */
+  listIn(project: string): Rule[] {
+    return this.list().filter((r) => (r.project ?? 'default') === project)
+  }
+
+  /** Rules of the project in this store, counted for the per-project cap. */
+  countIn(project: string): number {
+    let n = 0
+    for (const r of this.#rules.values()) if ((r.project ?? 'default') === project) n++
+    return n
+  }
+
+  /** Removes every rule of a project (DELETE /projects/:id); resolves after the commit. */
+  async removeProject(project: string): Promise<number> {
+    const ids = [...this.#rules.values()].filter((r) => (r.project ?? 'default') === project).map((r) => r.id)
+    if (ids.length === 0) return 0
+    await this.#db.transaction(() => {
+      for (const id of ids) this.#db.remove(id)
+    })
+    for (const id of ids) this.#rules.delete(id)
+    this.#emit()
+    return ids.length
   }
 
   async remove(id: string): Promise<boolean> {

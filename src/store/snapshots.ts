@@ -27,12 +27,12 @@ import { serialize, deserialize } from 'node:v8'
 import type { Database } from 'lmdb'
 
 /** Bump when the payload's shape changes; older snapshots are then rebuilt from the log. */
-export const SNAPSHOT_VERSION = 3
+export const SNAPSHOT_VERSION = 4
 const MAGIC = Buffer.from('LSNP')
 const SEGMENT_MAGIC = Buffer.from('LSEG')
 const KEY = 'snapshot'
 /** LMDB key of one part of a series. */
-const partKey = (model: string, provider: string, id: number) => ['part', model, provider, id] as unknown as string
+const partKey = (project: string, model: string, provider: string, id: number) => ['part', project, model, provider, id] as unknown as string
 /** Key prefixes of parts: this version's, and version 2's per-day segments (removed on sight). */
 const PART_PREFIXES = new Set(['part', 'seg'])
 /** Encoding work per event-loop turn before the writer yields (parts are PART_ROWS rows at most). */
@@ -44,8 +44,11 @@ export interface SnapshotPayload {
   /** Next seq to replay from (= one past the last event included). */
   seq: number
   createdAt: number
-  aggregators: Array<{ model: string; state: unknown }>
+  /** One entry per (project, model) aggregator. */
+  aggregators: Array<{ project: string; model: string; state: unknown }>
   alerts: unknown
+  /** Each project's dimension dictionaries (analytics/dimensions.ts), by project id. */
+  dimensions?: Record<string, unknown>
 }
 
 export type SnapshotRead =
@@ -115,9 +118,9 @@ const seriesOf = (state: unknown): SeriesState[] | null => {
 }
 const rangeOk = (s: SeriesState) => Number.isSafeInteger(s.first) && Number.isSafeInteger(s.next) && s.first >= 0 && s.next >= s.first
 /** Map key of a series in {@link SnapshotStore}'s record of what the stored manifest names. */
-const seriesId = (model: string, provider: string) => JSON.stringify([model, provider])
+const seriesId = (project: string, model: string, provider: string) => JSON.stringify([project, model, provider])
 /** Part range of each series a manifest names, by {@link seriesId}. */
-type Named = Map<string, { model: string; provider: string; first: number; next: number }>
+type Named = Map<string, { project: string; model: string; provider: string; first: number; next: number }>
 
 export class SnapshotStore {
   readonly #db: Database<Buffer, string>
@@ -141,8 +144,8 @@ export class SnapshotStore {
       const series = seriesOf(agg.state)
       if (series === null) continue // a state this build does not read: the restore rejects it
       for (const s of series) {
-        if (!rangeOk(s)) return { ok: false, reason: `snapshot manifest of ${agg.model} has a malformed part range` }
-        named.set(seriesId(agg.model, s.provider), { model: agg.model, provider: s.provider, first: s.first, next: s.next })
+        if (!rangeOk(s) || typeof agg.project !== 'string') return { ok: false, reason: `snapshot manifest of ${agg.model} has a malformed part range` }
+        named.set(seriesId(agg.project, agg.model, s.provider), { project: agg.project, model: agg.model, provider: s.provider, first: s.first, next: s.next })
       }
     }
     // Known even if a part below is damaged: the rebuild's first snapshot removes them all.
@@ -151,8 +154,8 @@ export class SnapshotStore {
       for (const s of seriesOf(agg.state) ?? []) {
         s.parts = []
         for (let id = s.first; id < s.next; id++) {
-          const buf = this.#db.get(partKey(agg.model, s.provider, id))
-          const part = decode(buf, SEGMENT_MAGIC, `snapshot segment ${agg.model}/${s.provider}/part ${id}`)
+          const buf = this.#db.get(partKey(agg.project, agg.model, s.provider, id))
+          const part = decode(buf, SEGMENT_MAGIC, `snapshot segment ${agg.project}/${agg.model}/${s.provider}/part ${id}`)
           if (!part.ok) return part
           bytes += buf!.length
           s.parts.push(part.value)
@@ -190,17 +193,17 @@ export class SnapshotStore {
           for (const part of s.write ?? []) {
             const buf = encode(SEGMENT_MAGIC, part.data(), SNAPSHOT_VERSION)
             bytes += buf.length
-            puts.push(this.#db.put(partKey(agg.model, s.provider, part.id), buf))
+            puts.push(this.#db.put(partKey(agg.project, agg.model, s.provider, part.id), buf))
             if (performance.now() - turn >= TURN_BUDGET_MS) {
               await nextTurn()
               turn = performance.now()
             }
           }
-          named.set(seriesId(agg.model, s.provider), { model: agg.model, provider: s.provider, first: s.first, next: s.next })
+          named.set(seriesId(agg.project, agg.model, s.provider), { project: agg.project, model: agg.model, provider: s.provider, first: s.first, next: s.next })
           const { write: _write, parts: _parts, ...header } = s
           slim.push(header)
         }
-        aggregators.push({ model: agg.model, state: { ...(agg.state as object), series: slim } })
+        aggregators.push({ project: agg.project, model: agg.model, state: { ...(agg.state as object), series: slim } })
       }
     } finally {
       // Every put settles before this write does (none left to reject unobserved).
@@ -222,7 +225,7 @@ export class SnapshotStore {
     if (this.#named === null || this.#named.size === 0) return false
     for (const agg of payload.aggregators) {
       for (const s of seriesOf(agg.state) ?? []) {
-        const n = this.#named.get(seriesId(agg.model, s.provider))
+        const n = this.#named.get(seriesId(agg.project, agg.model, s.provider))
         if (n !== undefined && (s.write ?? []).some((p) => p.id >= n.first && p.id < n.next)) return true
       }
     }
@@ -237,23 +240,24 @@ export class SnapshotStore {
    * version 2's per-day segments).
    */
   #unnamed(named: Named): string[] {
-    const live = (model: string, provider: string, id: number) => {
-      const n = named.get(seriesId(model, provider))
+    const live = (project: string, model: string, provider: string, id: number) => {
+      const n = named.get(seriesId(project, model, provider))
       return n !== undefined && id >= n.first && id < n.next
     }
     const dead: string[] = []
     if (this.#named === null) {
       for (const k of this.#db.getKeys({}) as Iterable<unknown>) {
         if (!Array.isArray(k) || !PART_PREFIXES.has(k[0] as string)) continue
-        const [prefix, model, provider, id] = k as [string, string, string, number]
-        if (prefix !== 'part' || !live(model, provider, id)) dead.push(k as unknown as string)
+        // Version 3's parts had no project ([part, model, provider, id]): never live now.
+        const [prefix, project, model, provider, id] = k as [string, string, string, string, number]
+        if (prefix !== 'part' || k.length !== 5 || !live(project, model, provider, id)) dead.push(k as unknown as string)
       }
       return dead
     }
     for (const [key, old] of this.#named) {
       const now = named.get(key)
       const end = Math.max(old.next, now?.first ?? 0)
-      for (let id = old.first; id < end; id++) if (!live(old.model, old.provider, id)) dead.push(partKey(old.model, old.provider, id))
+      for (let id = old.first; id < end; id++) if (!live(old.project, old.model, old.provider, id)) dead.push(partKey(old.project, old.model, old.provider, id))
     }
     return dead
   }

@@ -38,13 +38,18 @@ const eventsQuery = z.strictObject({
 export async function alertRoutes(app: FastifyInstance, opts: { engine: Engine; clock: Clock }): Promise<void> {
   const { engine, clock } = opts
   const rules = engine.rules
+  /** The rule, when it belongs to the request's project (another project's id answers 404, DESIGN §5). */
+  const ruleIn = (id: string, project: string) => {
+    const rule = rules.get(id)
+    return rule !== undefined && (rule.project ?? 'default') === project ? rule : undefined
+  }
   const notFound = (id: string) => llmsError('LLMS_ERR_NOT_FOUND', `rule ${id} not found`, { details: [{ path: '(params) id', message: 'no such rule' }] })
 
   // The schemas below document the routes (src/http/openapi.ts); the handlers validate.
   const tags = ['alerts']
   const idParams = z.object({ id: z.string().meta({ description: 'a rule id, rule_…' }) })
   const notFoundErrors = { ...keyedErrors, 404: errorSchema }
-  app.get('/alerts/rules', { config: { scope: 'read' }, schema: { summary: 'List alert rules', tags, response: { 200: rulesSchema, ...keyedErrors } } }, async () => ({ rules: rules.list() }))
+  app.get('/alerts/rules', { config: { scope: 'read' }, schema: { summary: 'List alert rules', tags, response: { 200: rulesSchema, ...keyedErrors } } }, async (request) => ({ rules: rules.listIn(request.project) }))
 
   app.post('/alerts/rules', {
     config: { scope: 'admin' },
@@ -57,14 +62,15 @@ export async function alertRoutes(app: FastifyInstance, opts: { engine: Engine; 
     }
   }, async (request, reply) => {
     const input = parseBody(ruleCreateSchema, request.body)
-    if (rules.size >= MAX_RULES) throw llmsError('LLMS_ERR_VALIDATION', `at most ${MAX_RULES} rules`, { details: [{ path: '(body)', message: 'too many rules' }] })
-    const rule = await rules.create(input, clock.now())
+    // The cap counts per project: one project cannot use up the others' rules.
+    if (rules.countIn(request.project) >= MAX_RULES) throw llmsError('LLMS_ERR_VALIDATION', `at most ${MAX_RULES} rules in a project`, { details: [{ path: '(body)', message: 'too many rules' }] })
+    const rule = await rules.create(input, clock.now(), request.project)
     reply.code(201)
     return rule
   })
 
   app.get<{ Params: { id: string } }>('/alerts/rules/:id', { config: { scope: 'read' }, schema: { summary: 'Read an alert rule', tags, params: idParams, response: { 200: ruleSchema, ...notFoundErrors } } }, async (request) => {
-    const rule = rules.get(request.params.id)
+    const rule = ruleIn(request.params.id, request.project)
     if (rule === undefined) throw notFound(request.params.id)
     return rule
   })
@@ -73,7 +79,7 @@ export async function alertRoutes(app: FastifyInstance, opts: { engine: Engine; 
     config: { scope: 'admin' },
     schema: { summary: 'Change an alert rule (any subset of its fields)', tags, params: idParams, body: withExamples(rulePatchSchema, [{ enabled: false }]), response: { 200: ruleSchema, ...notFoundErrors } }
   }, async (request) => {
-    if (rules.get(request.params.id) === undefined) throw notFound(request.params.id)
+    if (ruleIn(request.params.id, request.project) === undefined) throw notFound(request.params.id)
     const patch = parseBody(rulePatchSchema, request.body)
     const rule = await rules.update(request.params.id, patch, clock.now())
     if (rule === undefined) throw notFound(request.params.id)
@@ -85,7 +91,7 @@ export async function alertRoutes(app: FastifyInstance, opts: { engine: Engine; 
     config: { scope: 'admin' },
     schema: { summary: 'Send a test notification to the rule\'s webhook', description: 'One attempt, not recorded; 200 whether or not it was delivered, 400 when the rule has no webhook_url.', tags, params: idParams, response: { 200: ruleTestSchema, ...notFoundErrors } }
   }, async (request) => {
-    const rule = rules.get(request.params.id)
+    const rule = ruleIn(request.params.id, request.project)
     if (rule === undefined) throw notFound(request.params.id)
     const url = rule.webhook_url
     if (url === null) {
@@ -101,14 +107,14 @@ export async function alertRoutes(app: FastifyInstance, opts: { engine: Engine; 
     schema: { summary: 'History of alert firings and resolutions, newest first', tags, querystring: eventsQuery, response: { 200: alertEventsSchema, ...keyedErrors } }
   }, async (request) => {
     const q = parseQuery(eventsQuery, request.query)
-    return { events: engine.alertEvents.list({ ruleId: q.rule_id, since: q.since, limit: q.limit }) }
+    return { events: engine.alertEvents.list({ ruleId: q.rule_id, since: q.since, limit: q.limit, project: request.project }) }
   })
 
   app.delete<{ Params: { id: string } }>('/alerts/rules/:id', {
     config: { scope: 'admin' },
     schema: { summary: 'Delete an alert rule', description: 'A firing rule is resolved first (reason rule_deleted).', tags, params: idParams, response: { 204: z.undefined().meta({ description: 'Deleted' }), ...notFoundErrors } }
   }, async (request, reply) => {
-    if (!(await rules.remove(request.params.id))) throw notFound(request.params.id)
+    if (ruleIn(request.params.id, request.project) === undefined || !(await rules.remove(request.params.id))) throw notFound(request.params.id)
     reply.code(204)
   })
 }

@@ -1,36 +1,85 @@
-/** GET /analytics/metrics, /analytics/costs, /analytics/timeseries — from memory only. */
+/**
+ * GET /analytics/metrics, /costs, /timeseries, /breakdown, /dimensions — from memory (the log
+ * only for a filter memory cannot answer exactly, DESIGN §4), in the request's project, with
+ * the §6 filters on every route.
+ */
 import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
 import { checkRange, listParam, parseQuery, rangeShape } from '../query.js'
-import { costs, fillBuckets, MAX_BUCKETS, metrics, quantileMs, timeseries, totalsJson, type RangeQuery } from '../../queries.js'
+import { breakdown, costs, dimensions, dollars, fillBuckets, isBreakdownDimension, MAX_BUCKETS, metrics, quantileMs, timeseries, totalsJson, type RangeQuery } from '../../queries.js'
+import { queryFilters } from '../../filters.js'
+import type { Filters } from '../../analytics/reader.js'
 import { llmsError } from '../../errors.js'
 import { costsSchema, keyedErrors, metricsSchema, timeseriesSchema } from '../openapi.js'
 import type { Engine } from '../../engine.js'
 import type { Clock } from '../../clock.js'
 
-const rangeQuery = z.strictObject({ ...rangeShape, model: listParam.optional(), provider: listParam.optional() })
+/** Parameters every analytics route takes besides the §6 dimension filters. */
+const filterShape = {
+  model: listParam.optional(),
+  provider: listParam.optional(),
+  // The owner's project choice (the auth hook reads it).
+  project: z.string().optional()
+}
+const rangeQuery = z.looseObject({ ...rangeShape, ...filterShape })
+
+/**
+ * The route's own parameters with `schema`, and every other one as a §6 filter (`status`,
+ * `user_id`, `session_id`, `tag`, `metadata.KEY`); anything else is a 400 naming it.
+ */
+function parseWithFilters<S extends z.ZodObject>(schema: S, query: unknown): { q: z.output<S>; filters: Filters } {
+  const q = parseQuery(schema, query)
+  const { filters, problems } = queryFilters((query ?? {}) as Record<string, unknown>, new Set(Object.keys(schema.shape)))
+  if (problems.length > 0) {
+    const details = problems.map((p) => ({ path: `(query) ${p.path}`, message: p.message }))
+    throw llmsError('LLMS_ERR_BAD_QUERY', `invalid query: ${details.map((d) => `${d.path}: ${d.message}`).join('; ')}`, { details })
+  }
+  return { q, filters }
+}
 
 /** Parses a range + filter query into a RangeQuery (unbounded sides as ±Infinity). */
-function parseRange(query: unknown): RangeQuery {
-  const q = parseQuery(rangeQuery, query)
+function parseRange(query: unknown, project: string): RangeQuery {
+  const { q, filters } = parseWithFilters(rangeQuery, query)
   const start = q.start_time ?? -Infinity
   const end = q.end_time ?? Infinity
   checkRange(start, end)
-  return { start, end, models: q.model, providers: q.provider }
+  return { ...filters, start, end, models: q.model, providers: q.provider, project }
 }
 const INTERVALS = { '1m': 60_000, '5m': 300_000, '1h': 3_600_000 } as const
-const timeseriesQuery = z.strictObject({
+const timeseriesQuery = z.looseObject({
   ...rangeShape,
   interval: z.enum(['1m', '5m', '1h']).default('1h'),
-  model: listParam.optional(),
-  provider: listParam.optional()
+  ...filterShape
 })
+const breakdownQuery = z.looseObject({
+  ...rangeShape,
+  ...filterShape,
+  by: z.string().refine(isBreakdownDimension, 'must be model, provider, user_id, session_id, tag or metadata.KEY'),
+  limit: z.coerce.number().int().min(1).max(1000).default(20),
+  sort: z.enum(['cost', 'requests', 'tokens']).default('cost')
+})
+const dimensionsQuery = z.strictObject({ api_key: z.string().optional(), project: z.string().optional() })
 
 const iso = (ms: number) => (Number.isFinite(ms) ? new Date(ms).toISOString() : null)
 
+/** One breakdown group's figures (DESIGN §6). */
+function groupJson(agg: import('../../analytics/series.js').Aggregate) {
+  const t = totalsJson(agg.totals)
+  return {
+    requests: t.total_requests,
+    total_tokens: t.total_tokens,
+    prompt_tokens: t.prompt_tokens,
+    completion_tokens: t.completion_tokens,
+    total_cost: t.total_cost,
+    avg_latency_ms: t.avg_latency_ms,
+    p95_latency_ms: quantileMs(agg, 0.95),
+    error_rate: t.error_rate
+  }
+}
+
 export async function analyticsRoutes(app: FastifyInstance, opts: { engine: Engine; clock: Clock }): Promise<void> {
   const { engine, clock } = opts
-  const topology = engine.topology
+  const source = engine.source
 
   // The schemas below document the routes (src/http/openapi.ts); the handlers validate.
   const range = 'Half-open `[start_time, end_time)` on the event\'s own timestamp (ISO 8601 with a zone, or epoch ms); `model` and `provider` take comma lists.'
@@ -38,9 +87,9 @@ export async function analyticsRoutes(app: FastifyInstance, opts: { engine: Engi
     config: { scope: 'read' },
     schema: { summary: 'Totals and latency percentiles over a range', description: range, tags: ['analytics'], querystring: rangeQuery, response: { 200: metricsSchema, ...keyedErrors } }
   }, async (request) => {
-    const range = parseRange(request.query)
+    const range = parseRange(request.query, request.project)
     await engine.sync()
-    const agg = metrics(topology, range)
+    const agg = metrics(source, range)
     return {
       ...totalsJson(agg.totals),
       p50_latency_ms: quantileMs(agg, 0.5),
@@ -55,9 +104,9 @@ export async function analyticsRoutes(app: FastifyInstance, opts: { engine: Engi
     config: { scope: 'read' },
     schema: { summary: 'Cost breakdown by (model, provider), most costly first', description: range, tags: ['analytics'], querystring: rangeQuery, response: { 200: costsSchema, ...keyedErrors } }
   }, async (request) => {
-    const range = parseRange(request.query)
+    const range = parseRange(request.query, request.project)
     await engine.sync()
-    const rows = costs(topology, range)
+    const rows = costs(source, range)
     let total = 0
     const breakdown = rows.map(({ model, provider, agg }) => {
       const t = totalsJson(agg.totals)
@@ -72,12 +121,12 @@ export async function analyticsRoutes(app: FastifyInstance, opts: { engine: Engi
         cached_tokens: t.cached_tokens,
         reasoning_tokens: t.reasoning_tokens,
         total_tokens: t.total_tokens,
-        avg_cost_per_request: t.total_requests === 0 ? 0 : t.total_cost / t.total_requests,
+        avg_cost_per_request: t.total_requests === 0 ? 0 : dollars(agg.totals.costNanos / t.total_requests),
         unpriced_requests: t.unpriced_requests,
         unpriced: t.unpriced_requests > 0
       }
     })
-    return { breakdown, total_cost: total / 1e9, start_time: iso(range.start), end_time: iso(range.end) }
+    return { breakdown, total_cost: dollars(total), start_time: iso(range.start), end_time: iso(range.end) }
   })
 
   app.get('/analytics/timeseries', {
@@ -90,7 +139,7 @@ export async function analyticsRoutes(app: FastifyInstance, opts: { engine: Engi
       response: { 200: timeseriesSchema, ...keyedErrors }
     }
   }, async (request) => {
-    const q = parseQuery(timeseriesQuery, request.query)
+    const { q, filters } = parseWithFilters(timeseriesQuery, request.query)
     const intervalMs = INTERVALS[q.interval]
     const end = q.end_time ?? clock.now()
     const start = q.start_time ?? end - 24 * 3_600_000
@@ -102,7 +151,42 @@ export async function analyticsRoutes(app: FastifyInstance, opts: { engine: Engi
       })
     }
     await engine.sync()
-    const buckets = timeseries(topology, { start, end, models: q.model, providers: q.provider }, intervalMs)
+    const buckets = timeseries(source, { ...filters, start, end, models: q.model, providers: q.provider, project: request.project }, intervalMs)
     return { interval: q.interval, start_time: iso(start), end_time: iso(end), buckets: fillBuckets(buckets, start, end, intervalMs) }
+  })
+
+  app.get('/analytics/breakdown', {
+    config: { scope: 'read' },
+    schema: {
+      summary: 'Who and what spends: groups by one dimension, largest first',
+      description: `${range} \`by\`: model, provider, user_id, session_id, tag or metadata.KEY; filters as on every analytics route. Groups past \`limit\` sum into \`other\`; \`total\` is the whole filtered range (an event counts once in each of its tags' groups, once in total).`,
+      tags: ['analytics'],
+      querystring: breakdownQuery,
+      response: { ...keyedErrors }
+    }
+  }, async (request) => {
+    const { q, filters } = parseWithFilters(breakdownQuery, request.query)
+    const start = q.start_time ?? -Infinity
+    const end = q.end_time ?? Infinity
+    checkRange(start, end)
+    await engine.sync()
+    const b = breakdown(source, { ...filters, start, end, models: q.model, providers: q.provider, project: request.project }, q.by, q.sort, q.limit)
+    return {
+      by: b.by,
+      groups: b.groups.map((g) => ({ value: g.value, ...groupJson(g.agg) })),
+      other: b.other === null ? null : groupJson(b.other),
+      total: groupJson(b.total),
+      start_time: iso(start),
+      end_time: iso(end)
+    }
+  })
+
+  app.get('/analytics/dimensions', {
+    config: { scope: 'read' },
+    schema: { summary: 'The dimensions of the project: names for by= and filters, values kept, whether capped', tags: ['analytics'], querystring: dimensionsQuery, response: { ...keyedErrors } }
+  }, async (request) => {
+    parseQuery(dimensionsQuery, request.query)
+    await engine.sync()
+    return { dimensions: dimensions(source, request.project) }
   })
 }

@@ -95,7 +95,7 @@ export async function eventRoutes(app: FastifyInstance, opts: { engine: Engine; 
     if (request.body === null || typeof request.body !== 'object' || Array.isArray(request.body)) {
       throw llmsError('LLMS_ERR_VALIDATION', 'body must be one JSON event object (send arrays to /events/batch)', { details: [{ path: '(body)', message: 'expected an object' }] })
     }
-    const [stored] = await engine.ingest([pendingOne(schema, limits, request.body, clock.now(), infer)])
+    const [stored] = await engine.ingest([pendingOne(schema, limits, request.body, clock.now(), infer, request.project)])
     reply.code(202)
     return { status: 'accepted', event_id: stored.id }
   })
@@ -109,13 +109,15 @@ export async function eventRoutes(app: FastifyInstance, opts: { engine: Engine; 
     if (body.length > maxBatch) {
       throw llmsError('LLMS_ERR_BATCH_TOO_LARGE', `a batch holds at most ${maxBatch} events, got ${body.length}`, { details: [{ path: '(body)', message: `more than ${maxBatch} events` }] })
     }
-    const stored = await engine.ingest(pendingBatch(schema, limits, body, clock.now(), infer))
+    const stored = await engine.ingest(pendingBatch(schema, limits, body, clock.now(), infer, request.project))
     reply.code(202)
     return { status: 'accepted', accepted: stored.length, event_ids: stored.map((e) => e.id) }
   })
 
   app.get<{ Params: { id: string } }>('/events/:id', { config: { scope: 'read' }, schema: getSchema }, async (request) => {
-    const e = engine.getEvent(request.params.id)
+    const found = engine.getEvent(request.params.id)
+    // Another project's event answers as if it did not exist (DESIGN §5).
+    const e = found?.project === request.project ? found : undefined
     if (e === undefined) throw llmsError('LLMS_ERR_NOT_FOUND', `event ${request.params.id} not found`, { details: [{ path: '(params) id', message: 'no such event' }] })
     return toPublic(e)
   })

@@ -88,7 +88,7 @@ export async function otlpRoutes(app: FastifyInstance, opts: { engine: Engine; c
     let batch
     try {
       const raw = await decodeContent(request.body as Buffer, request.headers['content-encoding'], bodyLimit)
-      batch = otlpToPending(parseBody(raw, protobuf), { schema, limits, now: clock.now(), inferProvider })
+      batch = otlpToPending(parseBody(raw, protobuf), { schema, limits, now: clock.now(), inferProvider, project: request.project })
       if (batch.pending.length > maxBatch) {
         throw llmsError('LLMS_ERR_BATCH_TOO_LARGE', `one export request may carry at most ${maxBatch} GenAI spans, got ${batch.pending.length}: lower the exporter's batch size`, {
           details: [{ path: '(body)', message: `more than ${maxBatch} GenAI spans` }]

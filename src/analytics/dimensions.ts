@@ -1,0 +1,278 @@
+/**
+ * Dimensions (DESIGN §6): who and what spends. Per project, dictionaries turn the dimension
+ * values of an event — `user_id`, `session_id`, its tags and its top-level scalar metadata —
+ * into small integer ids, and each stored row carries three words ({@link RowDims}): the user,
+ * the session, and the *attribute set* (the interned set of its tags and metadata values).
+ * Interning the set keeps a row at 12 more bytes however many tags and keys it has: real
+ * traffic repeats a few combinations of tags and metadata values.
+ *
+ * Ids: 0 = the event has no such value (the `null` group), 1 = a value past its cap (the
+ * `"(other)"` group: totals stay exact, only the split is coarser), 2… = values in first-seen
+ * order. Every dictionary is capped (configurable): a value past a cap is kept as 1, and a
+ * filter on it is answered exactly from the log (queries.ts), never from a guess.
+ *
+ * Append-only: an id never changes meaning, so a snapshot of a dictionary taken at any time
+ * at or after a cut describes every row up to the cut (replayed events find their values
+ * again, or get the next ids in log order).
+ */
+import type { RowDims } from './series.js'
+
+/** The group of events without the dimension. */
+export const NULL_ID = 0
+/** The group of values past the dimension's cap. */
+export const OTHER_ID = 1
+/** The value shown for {@link OTHER_ID}. */
+export const OTHER_VALUE = '(other)'
+
+export interface DimensionLimits {
+  /** Distinct values kept per `user_id`, `session_id` and `tag` (DESIGN: 100,000). */
+  maxValues: number
+  /** Metadata keys that are dimensions, first seen first (DESIGN: 32). */
+  maxMetaKeys: number
+  /** Distinct values kept per metadata key (DESIGN: 10,000). */
+  maxMetaValues: number
+  /** Distinct attribute sets (combinations of tags and metadata values) kept. */
+  maxAttrSets: number
+}
+
+export const DEFAULT_DIMENSION_LIMITS: DimensionLimits = { maxValues: 100_000, maxMetaKeys: 32, maxMetaValues: 10_000, maxAttrSets: 1_000_000 }
+
+/** A metadata value as a dimension: strings as themselves, numbers and booleans as JSON text; else none. */
+export function metadataValue(v: unknown): string | null {
+  if (typeof v === 'string') return v
+  if (typeof v === 'number') return Number.isFinite(v) ? JSON.stringify(v) : null
+  if (typeof v === 'boolean') return v ? 'true' : 'false'
+  return null
+}
+
+/** Values of one dimension ↔ ids (2…), capped. */
+export class ValueDictionary {
+  readonly #cap: number
+  readonly #ids = new Map<string, number>()
+  readonly #values: string[] = []
+  #capped = false
+
+  constructor(cap: number) {
+    this.#cap = cap
+  }
+
+  /** The value's id, made on first sight; {@link OTHER_ID} once the cap is reached. */
+  id(value: string): number {
+    const have = this.#ids.get(value)
+    if (have !== undefined) return have
+    if (this.#values.length >= this.#cap) {
+      this.#capped = true
+      return OTHER_ID
+    }
+    this.#values.push(value)
+    const id = this.#values.length + 1
+    this.#ids.set(value, id)
+    return id
+  }
+
+  /** The id of a value seen before, or undefined. */
+  find(value: string): number | undefined {
+    return this.#ids.get(value)
+  }
+
+  /** The value of an id (null for {@link NULL_ID}, "(other)" for {@link OTHER_ID}). */
+  value(id: number): string | null {
+    if (id === NULL_ID) return null
+    if (id === OTHER_ID) return OTHER_VALUE
+    return this.#values[id - 2]
+  }
+
+  get size(): number {
+    return this.#values.length
+  }
+
+  /** Whether a value was refused by the cap. */
+  get capped(): boolean {
+    return this.#capped
+  }
+
+  toJSON(): { values: string[]; capped: boolean } {
+    return { values: this.#values.slice(), capped: this.#capped }
+  }
+
+  static fromJSON(data: unknown, cap: number, what: string): ValueDictionary {
+    const d = data as { values?: unknown; capped?: unknown } | null
+    if (typeof d !== 'object' || d === null || !Array.isArray(d.values) || typeof d.capped !== 'boolean') throw new Error(`dimension dictionary ${what}: malformed`)
+    const dict = new ValueDictionary(Math.max(cap, d.values.length))
+    for (const v of d.values) {
+      if (typeof v !== 'string') throw new Error(`dimension dictionary ${what}: a value is not a string`)
+      dict.id(v)
+    }
+    dict.#capped = d.capped
+    return dict
+  }
+}
+
+/** What a row's attribute set holds: (dimension, id) pairs, dimension 0 = tag, k + 1 = metadata key k. */
+export type AttrSet = Uint32Array
+
+/** The dimensions of one project: dictionaries, metadata keys and attribute sets. */
+export class DimensionDictionary {
+  readonly limits: DimensionLimits
+  readonly users: ValueDictionary
+  readonly sessions: ValueDictionary
+  readonly tags: ValueDictionary
+  readonly #metaKeys: string[] = []
+  readonly #metaKeyIndex = new Map<string, number>()
+  #metaKeysCapped = false
+  readonly #metaValues: ValueDictionary[] = []
+  /** Attribute sets by id − 2 (0 = empty set, 1 = past the cap: unknown). */
+  readonly #sets: AttrSet[] = []
+  readonly #setIds = new Map<string, number>()
+  #setsCapped = false
+  /** Scratch for building one event's set. */
+  readonly #pairs: number[] = []
+
+  constructor(limits: DimensionLimits = DEFAULT_DIMENSION_LIMITS) {
+    this.limits = limits
+    this.users = new ValueDictionary(limits.maxValues)
+    this.sessions = new ValueDictionary(limits.maxValues)
+    this.tags = new ValueDictionary(limits.maxValues)
+  }
+
+  /** The row words of an event's dimensions (assigning ids to new values). */
+  encode(user: string | null, session: string | null, tags: readonly string[] | null, meta: Record<string, unknown> | null, into: RowDims): RowDims {
+    into.user = user === null ? NULL_ID : this.users.id(user)
+    into.session = session === null ? NULL_ID : this.sessions.id(session)
+    const pairs = this.#pairs
+    pairs.length = 0
+    if (tags !== null) for (const t of tags) pairs.push(0, this.tags.id(t))
+    if (meta !== null) {
+      for (const key in meta) {
+        const value = metadataValue(meta[key])
+        if (value === null) continue
+        const k = this.#metaKey(key)
+        if (k < 0) continue
+        pairs.push(k + 1, this.#metaValues[k].id(value))
+      }
+    }
+    into.attrs = pairs.length === 0 ? NULL_ID : this.#intern(pairs)
+    return into
+  }
+
+  /** Index of a metadata key that is a dimension (made on first sight while under the cap), or -1. */
+  #metaKey(key: string): number {
+    const have = this.#metaKeyIndex.get(key)
+    if (have !== undefined) return have
+    if (this.#metaKeys.length >= this.limits.maxMetaKeys) {
+      this.#metaKeysCapped = true
+      return -1
+    }
+    this.#metaKeys.push(key)
+    this.#metaValues.push(new ValueDictionary(this.limits.maxMetaValues))
+    this.#metaKeyIndex.set(key, this.#metaKeys.length - 1)
+    return this.#metaKeys.length - 1
+  }
+
+  #intern(pairs: number[]): number {
+    // Sorted by (dimension, id): one key per set whatever the order tags and keys came in.
+    const n = pairs.length / 2
+    const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => pairs[2 * a] - pairs[2 * b] || pairs[2 * a + 1] - pairs[2 * b + 1])
+    const set = new Uint32Array(pairs.length)
+    for (let i = 0; i < n; i++) {
+      set[2 * i] = pairs[2 * order[i]]
+      set[2 * i + 1] = pairs[2 * order[i] + 1]
+    }
+    const key = set.join(',')
+    const have = this.#setIds.get(key)
+    if (have !== undefined) return have
+    if (this.#sets.length >= this.limits.maxAttrSets) {
+      this.#setsCapped = true
+      return OTHER_ID
+    }
+    this.#sets.push(set)
+    const id = this.#sets.length + 1
+    this.#setIds.set(key, id)
+    return id
+  }
+
+  /** The pairs of attribute set `id` (empty for {@link NULL_ID}; undefined for {@link OTHER_ID}: unknown). */
+  attrSet(id: number): AttrSet | undefined {
+    if (id === NULL_ID) return EMPTY
+    if (id === OTHER_ID) return undefined
+    return this.#sets[id - 2]
+  }
+
+  /** Number of attribute sets (ids 2 … count + 1). */
+  get attrSets(): number {
+    return this.#sets.length
+  }
+
+  get attrSetsCapped(): boolean {
+    return this.#setsCapped
+  }
+
+  /** Index of a metadata key that is a dimension, or -1. */
+  metaKeyIndex(key: string): number {
+    return this.#metaKeyIndex.get(key) ?? -1
+  }
+
+  metaValues(k: number): ValueDictionary {
+    return this.#metaValues[k]
+  }
+
+  get metaKeysCapped(): boolean {
+    return this.#metaKeysCapped
+  }
+
+  /** `GET /analytics/dimensions`: every dimension with values, as named in `by=` and filters. */
+  describe(): Array<{ name: string; values: number; capped: boolean }> {
+    const out = [
+      { name: 'user_id', values: this.users.size, capped: this.users.capped },
+      { name: 'session_id', values: this.sessions.size, capped: this.sessions.capped },
+      { name: 'tag', values: this.tags.size, capped: this.tags.capped }
+    ].filter((d) => d.values > 0)
+    this.#metaKeys.forEach((key, k) => out.push({ name: `metadata.${key}`, values: this.#metaValues[k].size, capped: this.#metaValues[k].capped }))
+    return out
+  }
+
+  toJSON() {
+    return {
+      v: 1,
+      users: this.users.toJSON(),
+      sessions: this.sessions.toJSON(),
+      tags: this.tags.toJSON(),
+      metaKeys: this.#metaKeys.slice(),
+      metaKeysCapped: this.#metaKeysCapped,
+      metaValues: this.#metaValues.map((d) => d.toJSON()),
+      sets: this.#sets.map((s) => Array.from(s)),
+      setsCapped: this.#setsCapped
+    }
+  }
+
+  /** Restores {@link DimensionDictionary.toJSON}; throws naming the problem (the snapshot is then rebuilt from the log). */
+  static fromJSON(data: unknown, limits: DimensionLimits = DEFAULT_DIMENSION_LIMITS): DimensionDictionary {
+    const d = data as ReturnType<DimensionDictionary['toJSON']> | null
+    if (typeof d !== 'object' || d === null || d.v !== 1) throw new Error('dimension dictionaries: unknown version')
+    const out = new DimensionDictionary(limits)
+    const restore = (from: unknown, cap: number, what: string): ValueDictionary => ValueDictionary.fromJSON(from, cap, what)
+    ;(out as { users: ValueDictionary }).users = restore(d.users, limits.maxValues, 'users')
+    ;(out as { sessions: ValueDictionary }).sessions = restore(d.sessions, limits.maxValues, 'sessions')
+    ;(out as { tags: ValueDictionary }).tags = restore(d.tags, limits.maxValues, 'tags')
+    if (!Array.isArray(d.metaKeys) || !Array.isArray(d.metaValues) || d.metaKeys.length !== d.metaValues.length || !Array.isArray(d.sets)) {
+      throw new Error('dimension dictionaries: malformed metadata or sets')
+    }
+    d.metaKeys.forEach((key, k) => {
+      if (typeof key !== 'string') throw new Error('dimension dictionaries: a metadata key is not a string')
+      out.#metaKeys.push(key)
+      out.#metaKeyIndex.set(key, k)
+      out.#metaValues.push(ValueDictionary.fromJSON(d.metaValues[k], limits.maxMetaValues, `metadata.${key}`))
+    })
+    out.#metaKeysCapped = d.metaKeysCapped === true
+    for (const s of d.sets) {
+      if (!Array.isArray(s) || s.length % 2 !== 0) throw new Error('dimension dictionaries: malformed attribute set')
+      const set = Uint32Array.from(s as number[])
+      out.#sets.push(set)
+      out.#setIds.set(set.join(','), out.#sets.length + 1)
+    }
+    out.#setsCapped = d.setsCapped === true
+    return out
+  }
+}
+
+const EMPTY: AttrSet = new Uint32Array(0)
