@@ -11,8 +11,16 @@
  *         socket with ONE write (the kernel sees one send per socket per tick, not one per event)
  * ```
  *
- * - Subscribers with the same filter share a group, so the per-event cost grows with the
- *   number of distinct filters, not of sockets; the per-tick cost is one write per socket.
+ * - Projects (DESIGN §5): a subscriber belongs to one project and its groups are kept under
+ *   that project, so an event is only ever matched against its own project's groups, and an
+ *   alert (which carries its rule's project) only reaches that project's subscribers. Isolation
+ *   is by construction: no frame of one project is ever put on another project's list.
+ * - Filters (DESIGN §6): model, provider (lists), status, user_id, session_id, tag and
+ *   metadata.KEY (a top-level value compared as its dimension text), all ANDed; the same
+ *   test applies to the live stream and to `since_seq` replays.
+ * - Subscribers with the same project and filter share a group, so the per-event cost grows
+ *   with the number of distinct filters in the event's project, not of sockets; the per-tick
+ *   cost is one write per socket.
  * - Frames are built here (RFC 6455 text frames, server → client frames are never masked)
  *   because `ws.send()` frames every message again for every socket; ws exposes its framing
  *   as `Sender.frame()` for exactly this broadcast case (websockets/ws#1016), but the server
@@ -39,10 +47,16 @@
 import { Actor, assertNever, type ActorOptions } from './actor.js'
 import type { PricedEvent } from '../events.js'
 import type { Clock } from '../clock.js'
+import type { Filters } from '../analytics/reader.js'
+import { metadataValue } from '../analytics/dimensions.js'
 
-/** An alert transition as pushed to WebSocket clients (DESIGN §3). */
+/**
+ * An alert transition as pushed to WebSocket clients (DESIGN §3). `project` is its rule's
+ * project: only that project's subscribers get it.
+ */
 export interface AlertNotice {
   type: 'alert'
+  project: string
   rule_id: string
   rule_name: string
   state: 'firing' | 'resolved' | 'ok'
@@ -69,8 +83,13 @@ export interface SocketSink {
   terminate(): void
 }
 
-/** What a subscriber wants; `null` = everything. Model and provider filters both apply (AND). */
-export interface SubscriptionFilter {
+/**
+ * What a subscriber wants: events of `project` only, and of those the ones every given filter
+ * matches (AND). `models`/`providers` null = any; an absent §6 filter = any.
+ */
+export interface SubscriptionFilter extends Omit<Filters, 'models' | 'providers'> {
+  /** The project the subscriber acts in (its key's, or the one an owner named). */
+  project: string
   models: ReadonlySet<string> | null
   providers: ReadonlySet<string> | null
 }
@@ -209,7 +228,10 @@ export function textFrame(payload: string): Buffer {
   return buf
 }
 
-/** The WebSocket message of one event (DESIGN §3): cost in dollars, timestamp ISO. */
+/**
+ * The WebSocket message of one event (DESIGN §3): cost in dollars, timestamp ISO, and the §6
+ * dimensions `user_id`, `session_id`, `tags` (null when the event has none).
+ */
 export function eventMessage(e: PricedEvent): string {
   return JSON.stringify({
     type: 'event',
@@ -220,19 +242,42 @@ export function eventMessage(e: PricedEvent): string {
     provider: e.provider,
     total_tokens: e.total,
     latency_ms: e.latency,
-    cost: e.costNanos / 1e9
+    cost: e.costNanos / 1e9,
+    user_id: e.user,
+    session_id: e.session,
+    tags: e.tags
   })
 }
 
 const droppedFrame = (count: number) => textFrame(`{"type":"dropped","count":${count}}`)
 
-function matches(f: SubscriptionFilter, model: string, provider: string): boolean {
-  return (f.models === null || f.models.has(model)) && (f.providers === null || f.providers.has(provider))
+/**
+ * Whether event `e` is one `f` asks for: its project, then every filter given (AND). A metadata
+ * filter compares the event's own top-level value as a dimension (`42`, `true`, a string as
+ * itself); a missing key or a non-scalar value never matches.
+ */
+export function matchesSubscription(f: SubscriptionFilter, e: PricedEvent): boolean {
+  if (e.project !== f.project) return false
+  if (f.models !== null && !f.models.has(e.model)) return false
+  if (f.providers !== null && !f.providers.has(e.provider)) return false
+  if (f.status !== undefined && (e.error ? 'error' : 'success') !== f.status) return false
+  if (f.user_id !== undefined && e.user !== f.user_id) return false
+  if (f.session_id !== undefined && e.session !== f.session_id) return false
+  if (f.tag !== undefined && (e.tags === null || !e.tags.includes(f.tag))) return false
+  if (f.metadata !== undefined) {
+    for (const key in f.metadata) {
+      if (e.meta === null || !Object.hasOwn(e.meta, key)) return false
+      if (metadataValue(e.meta[key]) !== f.metadata[key]) return false
+    }
+  }
+  return true
 }
 
+/** The filter as a canonical string (within a project): equal filters share a group. */
 function filterKey(f: SubscriptionFilter): string {
-  const part = (s: ReadonlySet<string> | null) => (s === null ? '*' : JSON.stringify([...s].sort()))
-  return `${part(f.models)}|${part(f.providers)}`
+  const set = (s: ReadonlySet<string> | null) => (s === null ? null : [...s].sort())
+  const meta = f.metadata === undefined ? null : Object.entries(f.metadata).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+  return JSON.stringify([set(f.models), set(f.providers), f.status ?? null, f.user_id ?? null, f.session_id ?? null, f.tag ?? null, meta])
 }
 
 function checkLimits(l: BroadcastLimits): void {
@@ -247,7 +292,8 @@ export class Broadcaster extends Actor<BroadcastMessage> {
   /** A group's frames are flushed early once they reach this many bytes. */
   readonly #flushBytes: number
   readonly #subs = new Map<SocketSink, Subscriber>()
-  readonly #groups = new Map<string, Group>()
+  /** Groups by project, then by filter key: an event is matched against its project's only. */
+  readonly #groups = new Map<string, Map<string, Group>>()
   /** Subscribers with `waitThrough` set, not yet in their group. */
   readonly #waiting = new Set<Subscriber>()
   /** Subscribers catching up from the log (`replayNext` set), not yet in their group. */
@@ -280,13 +326,19 @@ export class Broadcaster extends Actor<BroadcastMessage> {
         this.#events(message.events)
         return
       case 'alert': {
-        // Alerts carry no model: every subscriber gets them, whatever its filter.
+        // Alerts go to every subscriber of the rule's project, whatever its filter (a rule's
+        // filters are not the subscriber's), and to no one else.
+        const project = message.alert.project
         if (this.#subs.size === 0) return
-        const frame = textFrame(JSON.stringify(message.alert))
-        this.#enqueueAll(frame)
+        let frame: Buffer | undefined
+        const groups = this.#groups.get(project)
+        if (groups !== undefined) {
+          frame = textFrame(JSON.stringify(message.alert))
+          for (const g of groups.values()) this.#enqueue(g, frame)
+        }
         // Not in the log, so not replayable: those outside the live stream get it now.
-        for (const sub of this.#replaying) this.#own(sub, frame)
-        for (const sub of this.#waiting) this.#own(sub, frame)
+        for (const sub of this.#replaying) if (sub.filter.project === project) this.#own(sub, (frame ??= textFrame(JSON.stringify(message.alert))))
+        for (const sub of this.#waiting) if (sub.filter.project === project) this.#own(sub, (frame ??= textFrame(JSON.stringify(message.alert))))
         this.#afterEnqueue()
         return
       }
@@ -341,14 +393,14 @@ export class Broadcaster extends Actor<BroadcastMessage> {
     if (this.#groups.size === 0 && this.#waiting.size === 0) return
     for (const e of events) {
       if (this.#waiting.size > 0) this.#admit(e.seq)
+      const groups = this.#groups.get(e.project)
+      if (groups === undefined) continue
       let frame: Buffer | undefined
-      for (const g of this.#groups.values()) {
-        if (!matches(g.filter, e.model, e.provider)) continue
+      for (const g of groups.values()) {
+        if (!matchesSubscription(g.filter, e)) continue
         // Serialised once per event, whatever the number of groups and sockets.
         frame ??= textFrame(eventMessage(e))
-        g.frames.push(frame)
-        g.bytes += frame.length
-        this.#pending = true
+        this.#enqueue(g, frame)
         if (g.bytes >= this.#flushBytes) this.#flush(this.#opts.clock.now())
       }
     }
@@ -370,22 +422,26 @@ export class Broadcaster extends Actor<BroadcastMessage> {
   }
 
   #join(sub: Subscriber): void {
+    const project = sub.filter.project
+    let groups = this.#groups.get(project)
+    if (groups === undefined) {
+      groups = new Map()
+      this.#groups.set(project, groups)
+    }
     const key = filterKey(sub.filter)
-    let group = this.#groups.get(key)
+    let group = groups.get(key)
     if (group === undefined) {
       group = { key, filter: sub.filter, members: new Set(), frames: [], bytes: 0 }
-      this.#groups.set(key, group)
+      groups.set(key, group)
     }
     group.members.add(sub)
     sub.group = group
   }
 
-  #enqueueAll(frame: Buffer): void {
-    for (const g of this.#groups.values()) {
-      g.frames.push(frame)
-      g.bytes += frame.length
-      this.#pending = true
-    }
+  #enqueue(g: Group, frame: Buffer): void {
+    g.frames.push(frame)
+    g.bytes += frame.length
+    this.#pending = true
   }
 
   /** Leading edge: flush now when the last flush is older than flushMs; else within flushMs. */
@@ -447,7 +503,7 @@ export class Broadcaster extends Actor<BroadcastMessage> {
       outer: for (const batch of this.#opts.history(from)) {
         for (const e of batch) {
           if (e.seq > through) break outer
-          if (!matches(sub.filter, e.model, e.provider)) continue
+          if (!matchesSubscription(sub.filter, e)) continue
           const frame = textFrame(eventMessage(e))
           if (sub.dropped > 0 || sub.sink.buffered + sub.ownBytes + frame.length > cap) {
             if (sub.dropped === 0) sub.droppingSince = now
@@ -537,17 +593,19 @@ export class Broadcaster extends Actor<BroadcastMessage> {
     // Only a flush that wrote new frames counts for the leading edge (a seam flush may be empty).
     if (this.#pending) this.#lastFlush = now
     this.#pending = false
-    for (const g of this.#groups.values()) {
-      let blob: Buffer | null = null
-      let count = 0
-      if (g.frames.length > 0) {
-        blob = g.frames.length === 1 ? g.frames[0] : Buffer.concat(g.frames, g.bytes)
-        count = g.frames.length
-        g.frames = []
-        g.bytes = 0
-      }
-      for (const sub of g.members) this.#deliver(sub, blob, count, now)
+    for (const groups of this.#groups.values()) for (const g of groups.values()) this.#flushGroup(g, now)
+  }
+
+  #flushGroup(g: Group, now: number): void {
+    let blob: Buffer | null = null
+    let count = 0
+    if (g.frames.length > 0) {
+      blob = g.frames.length === 1 ? g.frames[0] : Buffer.concat(g.frames, g.bytes)
+      count = g.frames.length
+      g.frames = []
+      g.bytes = 0
     }
+    for (const sub of g.members) this.#deliver(sub, blob, count, now)
   }
 
   #deliver(sub: Subscriber, blob: Buffer | null, count: number, now: number): void {
@@ -590,6 +648,9 @@ export class Broadcaster extends Actor<BroadcastMessage> {
     const group = sub.group
     if (group === null) return
     group.members.delete(sub)
-    if (group.members.size === 0) this.#groups.delete(group.key)
+    if (group.members.size > 0) return
+    const groups = this.#groups.get(sub.filter.project)
+    groups?.delete(group.key)
+    if (groups?.size === 0) this.#groups.delete(sub.filter.project)
   }
 }

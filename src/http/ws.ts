@@ -1,9 +1,14 @@
 /**
  * WS /ws — the live stream (DESIGN §3). Everything that can be refused is refused BEFORE the
  * upgrade, as a plain HTTP error in the usual shape: the app's onRequest hooks answer 503 while
- * recovering and 401/403 for the key (`X-API-Key`, or `?api_key=` since browsers cannot set
- * headers on a WebSocket); this route's preValidation answers 400 for a bad query and 503 when
- * the subscriber cap is reached.
+ * recovering and 401/403/404 for the key and project (`X-API-Key`, or `?api_key=` since
+ * browsers cannot set headers on a WebSocket; an owner names a project with `?project=`); this
+ * route's preValidation answers 400 for a bad query (an unknown parameter included, named) and
+ * 503 when the subscriber cap is reached.
+ *
+ * A subscription lives in the request's project (DESIGN §5): it gets that project's events
+ * that match its §6 filters (`model`, `provider`, `status`, `user_id`, `session_id`, `tag`,
+ * `metadata.KEY`), and that project's alerts, nothing else — replays included.
  *
  * After the upgrade the socket becomes a {@link SocketSink} and a `subscribe` message to the
  * Broadcaster actor; frames, filters, backpressure, heartbeat and `since_seq` replay all live
@@ -21,10 +26,12 @@ import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
 import { listParam, parseQuery } from './query.js'
 import { llmsError } from '../errors.js'
-import type { SocketSink } from '../actors/broadcaster.js'
+import { queryFilters } from '../filters.js'
+import type { SocketSink, SubscriptionFilter } from '../actors/broadcaster.js'
 import type { Engine } from '../engine.js'
 
-const wsQuery = z.strictObject({
+/** The route's own parameters; every other one must be a §6 filter (src/filters.ts). */
+const wsQuery = z.looseObject({
   model: listParam.optional(),
   provider: listParam.optional(),
   since_seq: z
@@ -33,8 +40,26 @@ const wsQuery = z.strictObject({
     .transform(Number)
     .optional(),
   // Read by the auth hook; never logged (app.ts redacts it from URLs).
-  api_key: z.string().optional()
+  api_key: z.string().optional(),
+  // The owner's project choice (read and checked by the auth hook).
+  project: z.string().optional()
 })
+const WS_PARAMS: ReadonlySet<string> = new Set(Object.keys(wsQuery.shape))
+
+/**
+ * The subscription a query asks for, in `project`, or a 400 naming each bad or unknown
+ * parameter.
+ */
+function parseSubscription(query: unknown, project: string): { filter: SubscriptionFilter; sinceSeq: number | null } {
+  const q = parseQuery(wsQuery, query)
+  const { filters, problems } = queryFilters((query ?? {}) as Record<string, unknown>, WS_PARAMS)
+  if (problems.length > 0) {
+    const details = problems.map((p) => ({ path: `(query) ${p.path}`, message: p.message }))
+    throw llmsError('LLMS_ERR_BAD_QUERY', `invalid query: ${details.map((d) => `${d.path}: ${d.message}`).join('; ')}`, { details })
+  }
+  const filter: SubscriptionFilter = { ...filters, project, models: q.model ?? null, providers: q.provider ?? null }
+  return { filter, sinceSeq: q.since_seq ?? null }
+}
 
 /** Largest message a client may send; we ignore them, so this only bounds the damage. */
 const MAX_CLIENT_MESSAGE_BYTES = 4096
@@ -75,21 +100,23 @@ export async function wsRoutes(app: FastifyInstance, opts: { engine: Engine }): 
       schema: {
         summary: 'Live stream of events and alerts (WebSocket)',
         description:
-          'Upgrade to a WebSocket. Messages: `{"type":"event","id","seq","timestamp","model","provider","total_tokens","latency_ms","cost"}`, ' +
-          '`{"type":"alert","rule_id","rule_name","state","value","threshold","at"}`, `{"type":"dropped","count"}`. ' +
+          "Upgrade to a WebSocket in the key's project (an owner key names one with `?project=`). Messages: " +
+          '`{"type":"event","id","seq","timestamp","model","provider","total_tokens","latency_ms","cost","user_id","session_id","tags"}`, ' +
+          '`{"type":"alert","project","rule_id","rule_name","state","value","threshold","at"}` (the project\'s rules only), `{"type":"dropped","count"}`. ' +
+          'Filters (AND): `model`, `provider` (comma lists), `status` (success|error), `user_id`, `session_id`, `tag`, `metadata.KEY`; they apply to replays too. ' +
           '`since_seq=N` first replays what was missed after N (at most the newest 10,000 log positions). Refusals are plain HTTP errors before the upgrade.',
         tags: ['stream'],
         querystring: wsQuery
       },
       preValidation: async (request) => {
-        parseQuery(wsQuery, request.query)
+        parseSubscription(request.query, request.project)
         if (broadcaster.broadcastStats.subscribers >= broadcaster.limits.maxSubscribers) {
           throw llmsError('LLMS_ERR_OVERLOADED', `at most ${broadcaster.limits.maxSubscribers} WebSocket subscribers; retry later`, { retryAfter: 5 })
         }
       }
     },
     (socket, request) => {
-      const q = parseQuery(wsQuery, request.query)
+      const { filter, sinceSeq } = parseSubscription(request.query, request.project)
       const tcp = request.raw.socket
       const sink: SocketSink = {
         get open() {
@@ -113,8 +140,7 @@ export async function wsRoutes(app: FastifyInstance, opts: { engine: Engine }): 
       }
       socket.on('pong', () => broadcaster.send({ type: 'pong', sink }))
       socket.on('close', () => broadcaster.send({ type: 'unsubscribe', sink }))
-      const filter = { models: q.model ?? null, providers: q.provider ?? null }
-      if (!broadcaster.send({ type: 'subscribe', sink, filter, sinceSeq: q.since_seq ?? null })) {
+      if (!broadcaster.send({ type: 'subscribe', sink, filter, sinceSeq })) {
         socket.close(1013, 'server busy, retry later')
       }
     }

@@ -70,7 +70,7 @@ function priced(seq: number, over: Partial<PricedEvent> = {}): PricedEvent {
   }
 }
 
-const ALL: SubscriptionFilter = { models: null, providers: null }
+const ALL: SubscriptionFilter = { project: 'default', models: null, providers: null }
 
 function setup(opts: { limits?: Partial<BroadcastLimits>; log?: PricedEvent[]; startSeq?: number } = {}) {
   const clock = new ManualClock(1_000_000)
@@ -111,13 +111,13 @@ t.test('an event reaches every subscriber as the DESIGN message, serialised once
   b.send({ type: 'subscribe', sink: y, filter: ALL, sinceSeq: null })
   b.send({ type: 'events', events: [priced(0)] })
   await b.idle()
-  t.same(x.messages(), [{ type: 'event', id: 'evt_0_AAAAAAAAAAAA', seq: 0, timestamp: '2026-01-01T00:00:00.000Z', model: 'gpt-4', provider: 'openai', total_tokens: 15, latency_ms: 100, cost: 0.0015 }])
+  t.same(x.messages(), [{ type: 'event', id: 'evt_0_AAAAAAAAAAAA', seq: 0, timestamp: '2026-01-01T00:00:00.000Z', model: 'gpt-4', provider: 'openai', total_tokens: 15, latency_ms: 100, cost: 0.0015, user_id: null, session_id: null, tags: null }])
   t.equal(x.writes[0], y.writes[0], 'the very same Buffer went to both sockets')
 
   // Within flushMs of the last flush nothing is written until the tick: three batches, one write each.
   b.send({ type: 'events', events: [priced(1), priced(2)] })
   b.send({ type: 'events', events: [priced(3)] })
-  b.send({ type: 'alert', alert: { type: 'alert', rule_id: 'rule_1', rule_name: 'r', state: 'firing', value: 2, threshold: 1, at: '2026-01-01T00:00:00.000Z' } })
+  b.send({ type: 'alert', alert: { type: 'alert', project: 'default', rule_id: 'rule_1', rule_name: 'r', state: 'firing', value: 2, threshold: 1, at: '2026-01-01T00:00:00.000Z' } })
   await b.idle()
   t.equal(x.writes.length, 1, 'nothing written before the tick')
   clock.advance(4)
@@ -135,11 +135,11 @@ t.test('filters: model and provider comma lists (AND); alerts go to everyone', a
   const byModel = new FakeSink()
   const byProvider = new FakeSink()
   const both = new FakeSink()
-  b.send({ type: 'subscribe', sink: byModel, filter: { models: new Set(['a', 'b']), providers: null }, sinceSeq: null })
-  b.send({ type: 'subscribe', sink: byProvider, filter: { models: null, providers: new Set(['p2']) }, sinceSeq: null })
-  b.send({ type: 'subscribe', sink: both, filter: { models: new Set(['a']), providers: new Set(['p2']) }, sinceSeq: null })
+  b.send({ type: 'subscribe', sink: byModel, filter: { project: 'default', models: new Set(['a', 'b']), providers: null }, sinceSeq: null })
+  b.send({ type: 'subscribe', sink: byProvider, filter: { project: 'default', models: null, providers: new Set(['p2']) }, sinceSeq: null })
+  b.send({ type: 'subscribe', sink: both, filter: { project: 'default', models: new Set(['a']), providers: new Set(['p2']) }, sinceSeq: null })
   b.send({ type: 'events', events: [priced(0, { model: 'a', provider: 'p1' }), priced(1, { model: 'b', provider: 'p2' }), priced(2, { model: 'c', provider: 'p2' }), priced(3, { model: 'a', provider: 'p2' })] })
-  b.send({ type: 'alert', alert: { type: 'alert', rule_id: 'rule_1', rule_name: 'r', state: 'resolved', value: 0, threshold: 1, at: '2026-01-01T00:00:00.000Z' } })
+  b.send({ type: 'alert', alert: { type: 'alert', project: 'default', rule_id: 'rule_1', rule_name: 'r', state: 'resolved', value: 0, threshold: 1, at: '2026-01-01T00:00:00.000Z' } })
   b.send({ type: 'tick' })
   await b.idle()
   t.same(byModel.seqs(), [0, 1, 3])
@@ -264,7 +264,7 @@ t.test('since_seq: a long catch-up goes in slices, chasing the stream, and joins
   // These arrive while it catches up: it reads them from the log, not live.
   b.send({ type: 'events', events: log.slice(10, 13) })
   b.send({ type: 'events', events: log.slice(13, 20) })
-  b.send({ type: 'alert', alert: { type: 'alert', rule_id: 'rule_1', rule_name: 'r', state: 'firing', value: 2, threshold: 1, at: '2026-01-01T00:00:00.000Z' } })
+  b.send({ type: 'alert', alert: { type: 'alert', project: 'default', rule_id: 'rule_1', rule_name: 'r', state: 'firing', value: 2, threshold: 1, at: '2026-01-01T00:00:00.000Z' } })
   await b.idle()
   t.same(s.seqs(), Array.from({ length: 18 }, (_, i) => i + 2), 'nothing past lastSeq (19) although the log has more')
   t.ok(s.writes.length > 5, `written in slices (${s.writes.length} writes)`)
@@ -302,7 +302,7 @@ t.test('since_seq: the replay is bounded; the skipped oldest are announced as dr
   const s = new FakeSink()
   b.send({ type: 'subscribe', sink: s, filter: ALL, sinceSeq: -1 })
   const f = new FakeSink()
-  b.send({ type: 'subscribe', sink: f, filter: { models: new Set(['even']), providers: null }, sinceSeq: 9 })
+  b.send({ type: 'subscribe', sink: f, filter: { project: 'default', models: new Set(['even']), providers: null }, sinceSeq: 9 })
   await b.idle()
   const msgs = s.messages()
   t.same(msgs[0], { type: 'dropped', count: 15 })
