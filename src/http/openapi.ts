@@ -222,7 +222,12 @@ interface TransformInput {
   openapiObject: Record<string, unknown>
 }
 
-const SCOPE_TEXT = { ingest: 'an `ingest` key (or `admin`)', read: 'a `read` key (or `admin`)', admin: 'an `admin` key' } as const
+const SCOPE_TEXT = {
+  ingest: 'an `ingest` key (or `admin`, or `owner`)',
+  read: 'a `read` key (or `admin`, or `owner`)',
+  admin: 'an `admin` key (or `owner`)',
+  owner: 'an `owner` key (instance-level: the project header is not read)'
+} as const
 
 /**
  * zod → JSON Schema for each route, then what the route's config says: its key scope becomes

@@ -116,7 +116,7 @@ t.test('bodies are the validating schemas, with the README examples; scopes beco
   // Every keyed route says which scope it needs.
   for (const [p, ops] of Object.entries(doc.paths)) {
     for (const [m, op] of Object.entries(ops)) {
-      if (op.security !== undefined) t.match((op as { description?: string }).description, /Needs an? `(ingest|read|admin)` key/, `${m} ${p} names its scope`)
+      if (op.security !== undefined) t.match((op as { description?: string }).description, /Needs an? `(ingest|read|admin|owner)` key/, `${m} ${p} names its scope`)
       t.ok(op.summary, `${m} ${p} has a summary`)
       t.ok(op.tags?.length, `${m} ${p} has a tag`)
     }
