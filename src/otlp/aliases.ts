@@ -111,7 +111,17 @@ export const ALIASES: readonly Alias[] = [
  *   request's `user`: the end user).
  *
  * Application-level ids come before the provider request's `user` parameter, and explicit
- * session ids before `gen_ai.conversation.id`.
+ * session ids before `gen_ai.conversation.id`:
+ *
+ * | field        | OTel                                   | OpenInference | Langfuse                                      | Vercel AI SDK                  | OpenLLMetry                                             | OpenLIT               |
+ * | ------------ | -------------------------------------- | ------------- | --------------------------------------------- | ------------------------------ | ------------------------------------------------------- | --------------------- |
+ * | `user_id`    | `user.id`, `enduser.id`                | `user.id`     | `user.id`, `langfuse.user.id`, `…metadata.langfuse_user_id` | `ai.telemetry.metadata.userId` | `traceloop.association.properties.user_id`, `llm.user`, `user_id` | `gen_ai.request.user` |
+ * | `session_id` | `session.id`, `gen_ai.conversation.id` | `session.id`  | `session.id`, `langfuse.session.id`, `…metadata.langfuse_session_id` | `ai.telemetry.metadata.sessionId` | `traceloop.association.properties.session_id`, `session_id` | —          |
+ * | `tags`       | —                                      | `tag.tags`    | `langfuse.trace.tags`, `langfuse.tags`, `…metadata.langfuse_tags` | `ai.telemetry.metadata.tags` | —                                                     | —                     |
+ * | metadata     | —                                      | `metadata` (JSON) | `langfuse.{trace,observation}.metadata.KEY`, `langfuse.metadata.KEY`, or JSON | `ai.telemetry.metadata.KEY` | `traceloop.association.properties.KEY` → `association.KEY` | — |
+ *
+ * The arrays below are the priority order (README "OpenTelemetry" publishes them; a test
+ * keeps the two in step).
  */
 export const USER_ID_ATTRS = [
   'user.id',
