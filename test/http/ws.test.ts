@@ -18,8 +18,8 @@ import { ADMIN_KEY, INGEST_KEY, READ_KEY, adminHeaders, event } from '../helpers
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
 
-/** Waits for `cond`, polling; fails after `ms` naming what it waited for. */
-async function until(cond: () => boolean, what: string, ms = 15_000): Promise<void> {
+/** Waits for `cond`, polling; fails after `ms` (generous: a busy CI machine) naming what it waited for. */
+async function until(cond: () => boolean, what: string, ms = 60_000): Promise<void> {
   const end = Date.now() + ms
   while (!cond()) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
