@@ -8,7 +8,7 @@ import { spawn, execFileSync } from 'node:child_process'
 import { writeFileSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { ENTRY, startServer, waitReady } from '../helpers/server.js'
+import { ENTRY, START_TIMEOUT_MS, startServer, waitReady } from '../helpers/server.js'
 
 const KEY = 'data-dir-key-1'
 const headers = { 'x-api-key': KEY, 'content-type': 'application/json' }
@@ -20,7 +20,8 @@ function failedStart(env: Record<string, string>): Promise<{ code: number | null
   let out = ''
   proc.stdout.on('data', (d: Buffer) => (out += d))
   proc.stderr.on('data', (d: Buffer) => (out += d))
-  const timer = setTimeout(() => proc.kill('SIGKILL'), 15_000)
+  // Generous: a start on a busy CI machine can take many seconds before it refuses.
+  const timer = setTimeout(() => proc.kill('SIGKILL'), START_TIMEOUT_MS)
   return new Promise((resolve) => proc.on('exit', (code) => {
     clearTimeout(timer)
     resolve({ code, out, ms: Date.now() - t0 })
