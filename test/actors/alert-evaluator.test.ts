@@ -67,7 +67,9 @@ function setup(opts: { restored?: AlertState | null; recorded?: Map<string, Reco
   const actor = new AlertEvaluator(
     {
       clock,
-      window: (model, start, end) => {
+      window: (q) => {
+        const model = q.filters.models === undefined ? null : [...q.filters.models][0]
+        const { start, end } = q
         windows.push([model, start, end])
         const acc = createAggregate()
         for (const [m, s] of series) if (model === null || m === model) s.aggregate(start, end, acc)
@@ -292,8 +294,8 @@ t.test('one failing rule does not stop the others', async (t) => {
   const out: AlertTransition[] = []
   const actor = new AlertEvaluator({
     clock,
-    window: (model) => {
-      if (model === 'broken') throw new Error('boom')
+    window: (q) => {
+      if (q.filters.models?.has('broken') === true) throw new Error('boom')
       const s = new SeriesStore()
       s.record(toRow(ev({ ts: T0 - 1 })))
       return s.aggregate(-Infinity, Infinity)
