@@ -243,6 +243,7 @@ export function eventMessage(e: PricedEvent): string {
     total_tokens: e.total,
     latency_ms: e.latency,
     cost: e.costNanos / 1e9,
+    status: e.error ? 'error' : 'success',
     user_id: e.user,
     session_id: e.session,
     tags: e.tags

@@ -101,7 +101,7 @@ export async function wsRoutes(app: FastifyInstance, opts: { engine: Engine }): 
         summary: 'Live stream of events and alerts (WebSocket)',
         description:
           "Upgrade to a WebSocket in the key's project (an owner key names one with `?project=`). Messages: " +
-          '`{"type":"event","id","seq","timestamp","model","provider","total_tokens","latency_ms","cost","user_id","session_id","tags"}`, ' +
+          '`{"type":"event","id","seq","timestamp","model","provider","total_tokens","latency_ms","cost","status","user_id","session_id","tags"}`, ' +
           '`{"type":"alert","project","rule_id","rule_name","state","value","threshold","at"}` (the project\'s rules only), `{"type":"dropped","count"}`. ' +
           'Filters (AND): `model`, `provider` (comma lists), `status` (success|error), `user_id`, `session_id`, `tag`, `metadata.KEY`; they apply to replays too. ' +
           '`since_seq=N` first replays what was missed after N (at most the newest 10,000 log positions). Refusals are plain HTTP errors before the upgrade.',
