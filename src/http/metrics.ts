@@ -32,8 +32,9 @@ export const INGEST_ROUTES: ReadonlySet<string> = new Set(['/events/ingest', '/e
 /**
  * The log level of the ingest routes' request logger, given the server's. fastify writes two
  * `info` lines per request ("incoming request", "request completed"): on the ingest routes,
- * at tens of thousands of requests per second, that was 7–9% of main-thread time in a
- * single-event profile, and a stdout pipe that fills blocks the event loop. Those routes are
+ * the busiest by far, those lines were a visible share of main-thread time in a single-event
+ * profile (figures in bench/RESULTS.md, "Micro-benchmark notes"), and a stdout pipe that fills
+ * blocks the event loop. Those routes are
  * counted and timed by outcome here instead (`llmscope_ingest_*`), so their request lines are
  * kept only when asked for (debug, trace); warnings and errors are logged as everywhere else.
  */
