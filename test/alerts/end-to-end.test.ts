@@ -130,7 +130,13 @@ t.test('WebSocket clients receive the alert as {"type":"alert",…}', async (t) 
     ws.once('open', () => resolve())
     ws.once('error', reject)
   })
-  // The subscription is a message to the broadcaster: let it land before the alert.
+  // The subscription is a message to the broadcaster, sent when the server side of the upgrade
+  // runs (not necessarily before the client sees 'open'): wait until it has landed.
+  const end = Date.now() + 60_000
+  while (built.engine.topology.broadcaster.broadcastStats.subscribers < 1) {
+    if (Date.now() > end) throw new Error('timed out waiting for the subscription')
+    await new Promise((r) => setTimeout(r, 5))
+  }
   await built.engine.topology.system.idle()
   const id = await fire(built, costly, [event({ timestamp: undefined, cost: 1 })])
   await got
