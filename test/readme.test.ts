@@ -503,15 +503,19 @@ t.test('every README example answers what the README shows', async (t) => {
       const res = await fetch(req.url, { method: req.method, headers: req.headers, body: req.body })
       const text = await res.text()
       if (PRINT) t.comment(`line ${cmd.line} → ${res.status}\n${layout(text)}`)
-      if (!t.equal(res.status, cmd.status, `line ${cmd.line}: status (${text.slice(0, 300)})`, extra)) failed()
+      if (res.status !== cmd.status) failed()
+      t.equal(res.status, cmd.status, `line ${cmd.line}: status (${text.slice(0, 300)})`, extra)
       if (cmd.assign !== null) vars.set(cmd.assign, jqPath(JSON.parse(text), cmd.jq!, cmd.line))
       last = { status: res.status, text }
     }
     if (e.answer === null) return
-    if (!t.ok(last !== null, `line ${e.answer.line}: the block prints the answer shown`, extra)) failed()
+    if (last === null) failed()
+    t.ok(last !== null, `line ${e.answer.line}: the block prints the answer shown`, extra)
     if (last === null) return
     if (e.answer.lang === 'text') {
-      if (!t.ok(glob(e.answer.body.trim()).test(last.text.trim()), `line ${e.answer.line}: the text answer\nreal: ${last.text}`, extra)) failed()
+      const same = glob(e.answer.body.trim()).test(last.text.trim())
+      if (!same) failed()
+      t.ok(same, `line ${e.answer.line}: the text answer\nreal: ${last.text}`, extra)
       return
     }
     let shown: unknown
@@ -535,7 +539,8 @@ t.test('every README example answers what the README shows', async (t) => {
       const text = layoutValue(merge(actual, shown))
       if (text !== e.answer.body) rewrites.push({ line: e.answer.line, text })
     }
-    if (!t.same(diff, [], `line ${e.answer.line}: the shown answer${diff.length ? `\nreal: ${last.text}` : ''}`, extra)) failed()
+    if (diff.length > 0) failed()
+    t.same(diff, [], `line ${e.answer.line}: the shown answer${diff.length ? `\nreal: ${last.text}` : ''}`, extra)
   }
 
   for (const e of found) {
