@@ -227,9 +227,13 @@ t.test('/docs renders every operation in a real browser, offline, under the CSP'
     return route.abort()
   })
   await page.goto(`${base}/docs`)
-  await page.waitForSelector('.opblock', { timeout: 15_000 })
+  // Generous deadlines: a busy CI machine. The blocks may render in more than one pass: wait
+  // until all of them are there (or the deadline), then count.
+  await page.waitForSelector('.opblock', { timeout: 60_000 })
   const doc = (await app.inject({ url: '/openapi.json' })).json() as Doc
   const operations = Object.values(doc.paths).reduce((n, ops) => n + Object.keys(ops).length, 0)
+  const deadline = Date.now() + 60_000
+  while ((await page.locator('.opblock').count()) < operations && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
   t.equal(await page.locator('.opblock').count(), operations, 'one block per documented operation')
   t.match(await page.locator('.info .title').innerText(), /LLMScope/)
   t.same(external, [], 'no request left this server')
