@@ -1,4 +1,5 @@
 import t from 'tap'
+import type { Test } from 'tap'
 import Fastify from 'fastify'
 import { makeApp, adminHeaders, readHeaders, ingestHeaders, event } from '../helpers/app.js'
 import { registerAuth } from '../../src/http/auth.js'
@@ -76,7 +77,7 @@ const READ_A = 'read-a-key-000001'
 const READ_DEF = 'read-def-key-0001'
 const READ_GONE = 'read-gone-key-001'
 
-async function whoami(t: Parameters<Parameters<typeof t.test>[1]>[0]) {
+async function whoami(t: Test) {
   const live = new Set(['default', 'team-a', 'team-b'])
   const keys = new KeyRing([
     { key: OWNER, scope: 'owner', project: null },

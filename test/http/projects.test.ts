@@ -10,6 +10,7 @@
  * tests at the bottom run through buildApp and need `Engine.projectEvents` / `Engine.deleteProject`.
  */
 import t from 'tap'
+import type { Test } from 'tap'
 import Fastify from 'fastify'
 import { openStores } from '../../src/store/db.js'
 import { ProjectStore } from '../../src/store/projects.js'
@@ -24,7 +25,7 @@ import { ManualClock } from '../../src/clock.js'
 import { Engine } from '../../src/engine.js'
 import { makeApp, event } from '../helpers/app.js'
 
-type T = Parameters<Parameters<typeof t.test>[1]>[0]
+type T = Test
 
 const OWNER = 'owner-key-00000001'
 const ADMIN_A = 'admin-a-key-000001'
@@ -40,6 +41,8 @@ interface Harness {
   /** What the next deleteProject does (default: resolves). */
   purge: { impl: (id: string) => Promise<void> }
   dir: string
+  /** Closes the app and the stores (idempotent; teardown calls it too). */
+  close(): Promise<void>
 }
 
 /** app.ts's wiring of projects and keys, with the engine's two functions faked. */
@@ -83,7 +86,7 @@ async function harness(t: T, dir = t.testdir(), keys = `${OWNER}:owner,${ADMIN_A
     await stores.close()
   }
   t.teardown(close)
-  return Object.assign({ app, projects, apiKeys, calls, counts, purge, dir }, { close })
+  return { app, projects, apiKeys, calls, counts, purge, dir, close }
 }
 
 const owner = { 'x-api-key': OWNER }
@@ -207,7 +210,7 @@ t.test('a configured project, once deleted, stays deleted across a restart until
   const dir = t.testdir()
   const a = await harness(t, dir)
   t.equal((await a.app.inject({ method: 'DELETE', url: '/projects/team-a', headers: owner })).statusCode, 204)
-  await (a as unknown as { close(): Promise<void> }).close()
+  await a.close()
   const b = await harness(t, dir)
   t.notOk(b.projects.exists('team-a'), 'not re-created from the configuration')
   t.equal((await b.app.inject({ url: '/keys', headers: { 'x-api-key': ADMIN_A } })).statusCode, 401)
@@ -250,7 +253,7 @@ t.test('a crash mid-purge: the next start removes the API keys and reports the p
   // The first step only, as if the process died right after it.
   await a.projects.beginDelete('team-a', T0)
   t.ok(a.apiKeys.get(made.id), 'the key record is still on disk')
-  await (a as unknown as { close(): Promise<void> }).close()
+  await a.close()
   const b = await harness(t, dir)
   t.same(b.projects.purging(), ['team-a'], 'for the engine to finish')
   t.equal(b.apiKeys.get(made.id), undefined, 'the keys went at start')

@@ -5,13 +5,14 @@
  * `ensure` (configured projects) skips deleted ones; watchers see every change.
  */
 import t from 'tap'
+import type { Test } from 'tap'
 import { open } from 'lmdb'
 import { ProjectStore, MAX_PROJECTS, type ProjectChange } from '../../src/store/projects.js'
 import type { LLMScopeError } from '../../src/errors.js'
 
 const T0 = Date.parse('2026-01-01T00:00:00.000Z')
 
-function openDb(t: Parameters<Parameters<typeof t.test>[1]>[0], dir: string) {
+function openDb(t: Test, dir: string) {
   const root = open({ path: `${dir}/db.lmdb` })
   const db = root.openDB<unknown, string>('projects', {})
   let closed = false
@@ -24,7 +25,7 @@ function openDb(t: Parameters<Parameters<typeof t.test>[1]>[0], dir: string) {
   return { db, close }
 }
 
-async function rejectsWith(t: Parameters<Parameters<typeof t.test>[1]>[0], p: Promise<unknown>, code: string, status: number, what: string) {
+async function rejectsWith(t: Test, p: Promise<unknown>, code: string, status: number, what: string) {
   try {
     await p
     t.fail(`${what}: expected ${code}`)
