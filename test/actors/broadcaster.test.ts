@@ -4,7 +4,8 @@
  * notice, the 1013 deadline, ping reaping, and since_seq replay (bound and seam).
  */
 import t from 'tap'
-import { Broadcaster, textFrame, type BroadcastLimits, type SocketSink, type SubscriptionFilter } from '../../src/actors/broadcaster.js'
+import fc from 'fast-check'
+import { Broadcaster, matchesSubscription, textFrame, type AlertNotice, type BroadcastLimits, type SocketSink, type SubscriptionFilter } from '../../src/actors/broadcaster.js'
 import { ManualClock } from '../../src/clock.js'
 import type { PricedEvent } from '../../src/events.js'
 
@@ -111,7 +112,7 @@ t.test('an event reaches every subscriber as the DESIGN message, serialised once
   b.send({ type: 'subscribe', sink: y, filter: ALL, sinceSeq: null })
   b.send({ type: 'events', events: [priced(0)] })
   await b.idle()
-  t.same(x.messages(), [{ type: 'event', id: 'evt_0_AAAAAAAAAAAA', seq: 0, timestamp: '2026-01-01T00:00:00.000Z', model: 'gpt-4', provider: 'openai', total_tokens: 15, latency_ms: 100, cost: 0.0015, user_id: null, session_id: null, tags: null }])
+  t.same(x.messages(), [{ type: 'event', id: 'evt_0_AAAAAAAAAAAA', seq: 0, timestamp: '2026-01-01T00:00:00.000Z', model: 'gpt-4', provider: 'openai', total_tokens: 15, latency_ms: 100, cost: 0.0015, status: 'success', user_id: null, session_id: null, tags: null }])
   t.equal(x.writes[0], y.writes[0], 'the very same Buffer went to both sockets')
 
   // Within flushMs of the last flush nothing is written until the tick: three batches, one write each.
@@ -354,4 +355,218 @@ t.test('no subscribers: events are only counted, nothing is serialised or schedu
 
 t.test('limits are checked at construction, naming the option', async (t) => {
   t.throws(() => new Broadcaster({ clock: new ManualClock(), schedule: () => {}, history: () => [], logEnd: () => 0, limits: { maxBufferedBytes: 0 } }), { name: 'RangeError', message: 'broadcast limit maxBufferedBytes must be a positive integer, got 0' })
+})
+
+const alertOf = (project: string, rule_id = 'rule_1'): AlertNotice => ({ type: 'alert', project, rule_id, rule_name: 'r', state: 'firing', value: 2, threshold: 1, at: '2026-01-01T00:00:00.000Z' })
+const inProject = (project: string, over: Partial<SubscriptionFilter> = {}): SubscriptionFilter => ({ project, models: null, providers: null, ...over })
+
+t.test('event frames carry user_id, session_id and tags (null when absent)', async (t) => {
+  const { b } = setup()
+  const s = new FakeSink()
+  b.send({ type: 'subscribe', sink: s, filter: ALL, sinceSeq: null })
+  b.send({ type: 'events', events: [priced(0, { user: 'u1', session: 's1', tags: ['a', 'b'] }), priced(1)] })
+  b.send({ type: 'tick' })
+  await b.idle()
+  t.match(s.messages(), [{ seq: 0, user_id: 'u1', session_id: 's1', tags: ['a', 'b'] }, { seq: 1, user_id: null, session_id: null, tags: null }])
+})
+
+t.test('projects: a subscriber gets its project\'s events and alerts only, with the same filter as another project\'s', async (t) => {
+  const { b } = setup()
+  const a = new FakeSink()
+  const a2 = new FakeSink()
+  const other = new FakeSink()
+  b.send({ type: 'subscribe', sink: a, filter: inProject('proj-a'), sinceSeq: null })
+  b.send({ type: 'subscribe', sink: a2, filter: inProject('proj-a', { models: new Set(['gpt-4']) }), sinceSeq: null })
+  b.send({ type: 'subscribe', sink: other, filter: inProject('proj-b'), sinceSeq: null })
+  b.send({ type: 'events', events: [priced(0, { project: 'proj-a' }), priced(1, { project: 'proj-b' }), priced(2, { project: 'default' }), priced(3, { project: 'proj-a' })] })
+  b.send({ type: 'alert', alert: alertOf('proj-b', 'rule_b') })
+  b.send({ type: 'alert', alert: alertOf('proj-c', 'rule_c') })
+  b.send({ type: 'tick' })
+  await b.idle()
+  t.same(a.seqs(), [0, 3])
+  t.same(a2.seqs(), [0, 3])
+  t.same(other.seqs(), [1])
+  t.same(a.messages().filter((m) => m.type === 'alert'), [])
+  t.same(other.messages().filter((m) => m.type === 'alert').map((m) => m.rule_id), ['rule_b'])
+  t.equal(other.messages().at(-1).project, 'proj-b')
+})
+
+t.test('filters: status, user_id, session_id, tag and metadata.KEY (values as dimension text), ANDed', async (t) => {
+  const events = [
+    priced(0, { error: true, user: 'u1', session: 's1', tags: ['x', 'y'], meta: { feature: 'search', n: 42, flag: true, deep: { a: 1 } } }),
+    priced(1, { user: 'u1', session: 's2', tags: ['y'], meta: { feature: 'chat', n: 42.5, flag: false } }),
+    priced(2, { user: 'u2', tags: null, meta: null }),
+    priced(3, { error: true, user: null, session: 's1', tags: ['x'], meta: { feature: 'search', n: '42' } })
+  ]
+  const cases: Array<[string, Partial<SubscriptionFilter>, number[]]> = [
+    ['status error', { status: 'error' }, [0, 3]],
+    ['status success (the default)', { status: 'success' }, [1, 2]],
+    ['user_id', { user_id: 'u1' }, [0, 1]],
+    ['session_id', { session_id: 's1' }, [0, 3]],
+    ['tag', { tag: 'x' }, [0, 3]],
+    ['tag y', { tag: 'y' }, [0, 1]],
+    ['metadata string', { metadata: { feature: 'search' } }, [0, 3]],
+    ['metadata number as JSON text (a string "42" is the same dimension value)', { metadata: { n: '42' } }, [0, 3]],
+    ['metadata boolean', { metadata: { flag: 'true' } }, [0]],
+    ['metadata false', { metadata: { flag: 'false' } }, [1]],
+    ['metadata nested object is not a dimension', { metadata: { deep: '[object Object]' } }, []],
+    ['metadata missing key', { metadata: { nope: 'x' } }, []],
+    ['metadata inherited name is no key', { metadata: { toString: 'x' } }, []],
+    ['AND of several', { status: 'error', tag: 'x', metadata: { feature: 'search', n: '42' }, session_id: 's1' }, [0, 3]],
+    ['AND that excludes', { user_id: 'u1', tag: 'x', status: 'success' }, []],
+    ['with model list', { models: new Set(['gpt-4', 'other']), user_id: 'u2' }, [2]]
+  ]
+  const { b } = setup()
+  const sinks = cases.map(([, over]) => {
+    const s = new FakeSink()
+    b.send({ type: 'subscribe', sink: s, filter: inProject('default', over), sinceSeq: null })
+    return s
+  })
+  b.send({ type: 'events', events })
+  b.send({ type: 'tick' })
+  await b.idle()
+  cases.forEach(([name, over, want], i) => {
+    t.same(sinks[i].seqs(), want, name)
+    t.same(events.filter((e) => matchesSubscription(inProject('default', over), e)).map((e) => e.seq), want, `${name}: matchesSubscription`)
+  })
+})
+
+t.test('since_seq with project and filters: the replay applies them, then live applies them, no gap', async (t) => {
+  const log = Array.from({ length: 30 }, (_, i) => priced(i, { project: i % 3 === 0 ? 'proj-a' : 'proj-b', tags: i % 2 === 0 ? ['even'] : ['odd'], meta: { i } }))
+  const { b, clock } = setup({ log, limits: { replayStep: 4 } })
+  b.send({ type: 'events', events: log.slice(0, 20) })
+  const s = new FakeSink()
+  b.send({ type: 'subscribe', sink: s, filter: inProject('proj-a', { tag: 'even' }), sinceSeq: 2 })
+  const m = new FakeSink()
+  b.send({ type: 'subscribe', sink: m, filter: inProject('proj-b', { metadata: { i: '7' } }), sinceSeq: -1 })
+  // An alert of each project during the catch-up: each reaches its project's subscriber only.
+  b.send({ type: 'alert', alert: alertOf('proj-a', 'rule_a') })
+  b.send({ type: 'alert', alert: alertOf('proj-b', 'rule_b') })
+  b.send({ type: 'events', events: log.slice(20) })
+  clock.advance(5)
+  b.send({ type: 'tick' })
+  await b.idle()
+  t.same(s.seqs(), [6, 12, 18, 24], 'proj-a, tag even, after 2')
+  t.same(m.seqs(), [7])
+  t.same(s.messages().filter((x) => x.type === 'alert').map((x) => x.rule_id), ['rule_a'])
+  t.same(m.messages().filter((x) => x.type === 'alert').map((x) => x.rule_id), ['rule_b'])
+  // 6, 12, 18 and 7 from the log, and 24 too if the catch-up was still chasing the stream.
+  const replayed = b.broadcastStats.replayedMessages
+  t.ok(replayed >= 4 && replayed <= 5, `only matching events are read out of the log (${replayed})`)
+})
+
+/**
+ * Property: whatever the interleaving of events (of three projects, random dimensions),
+ * alerts, subscriptions (random project, filters and since_seq), unsubscriptions and ticks,
+ * each subscriber gets exactly the events of its project that match its filter after its
+ * starting point, in log order, and exactly its project's alerts sent after it subscribed.
+ */
+t.test('property: projects never see each other; each subscriber gets exactly its filter', async (t) => {
+  const PROJECTS = ['default', 'proj-a', 'proj-b']
+  const project = fc.constantFrom(...PROJECTS)
+  const eventArb = fc.record({
+    project,
+    model: fc.constantFrom('m1', 'm2'),
+    error: fc.boolean(),
+    user: fc.constantFrom(null, 'u1', 'u2'),
+    tags: fc.constantFrom(null, ['t1'], ['t1', 't2'], ['t2']),
+    meta: fc.constantFrom(null, { f: 'a' }, { f: 'b', n: 1 }, { n: 1 }, { f: true })
+  })
+  const filterArb: fc.Arbitrary<Partial<SubscriptionFilter>> = fc.record(
+    {
+      models: fc.constantFrom(null, new Set(['m1']), new Set(['m1', 'm2'])),
+      status: fc.constantFrom('success' as const, 'error' as const),
+      user_id: fc.constantFrom('u1', 'u2'),
+      tag: fc.constantFrom('t1', 't2'),
+      metadata: fc.constantFrom<Record<string, string>>({ f: 'a' }, { n: '1' }, { f: 'true' }, { f: 'b', n: '1' })
+    },
+    { requiredKeys: ['models'] }
+  )
+  const command = fc.oneof(
+    fc.record({ kind: fc.constant('events' as const), events: fc.array(eventArb, { minLength: 1, maxLength: 6 }) }),
+    fc.record({ kind: fc.constant('alert' as const), project }),
+    fc.record({ kind: fc.constant('subscribe' as const), project, filter: filterArb, since: fc.option(fc.nat(), { nil: null }) }),
+    fc.record({ kind: fc.constant('unsubscribe' as const), which: fc.nat() }),
+    fc.record({ kind: fc.constant('tick' as const) })
+  )
+  await fc.assert(
+    // Each command is followed by waiting for the actor to go idle, or not (then the next
+    // messages interleave with a catch-up's own `replay` messages).
+    fc.asyncProperty(fc.array(fc.tuple(command, fc.boolean()), { minLength: 1, maxLength: 40 }), async (commands) => {
+      const log: PricedEvent[] = []
+      const clock = new ManualClock(1_000_000)
+      const b = new Broadcaster({
+        clock,
+        schedule: () => {},
+        history: function* (from) {
+          yield log.filter((e) => e.seq >= from)
+        },
+        logEnd: () => log.length,
+        limits: { replayStep: 1 }
+      })
+      interface Sub { sink: FakeSink; filter: SubscriptionFilter; from: number; alerts: string[]; gone: boolean }
+      const subs: Sub[] = []
+      let alertN = 0
+      try {
+        for (const [c, wait] of commands) {
+          switch (c.kind) {
+            case 'events': {
+              const batch = c.events.map((e, i) => priced(log.length + i, e))
+              log.push(...batch)
+              b.send({ type: 'events', events: batch })
+              break
+            }
+            case 'alert': {
+              const id = `rule_${alertN++}`
+              for (const s of subs) if (!s.gone && s.filter.project === c.project) s.alerts.push(id)
+              b.send({ type: 'alert', alert: alertOf(c.project, id) })
+              break
+            }
+            case 'subscribe': {
+              const sink = new FakeSink()
+              const filter = inProject(c.project, c.filter)
+              const last = log.length - 1
+              // since_seq within what was sent (-1 … last), or live.
+              const since = c.since === null ? null : (c.since % (last + 2)) - 1
+              subs.push({ sink, filter, from: (since ?? last) + 1, alerts: [], gone: false })
+              b.send({ type: 'subscribe', sink, filter, sinceSeq: since })
+              break
+            }
+            case 'unsubscribe': {
+              const live = subs.filter((s) => !s.gone)
+              if (live.length === 0) break
+              const s = live[c.which % live.length]
+              s.gone = true
+              b.send({ type: 'unsubscribe', sink: s.sink })
+              break
+            }
+            case 'tick':
+              clock.advance(5)
+              b.send({ type: 'tick' })
+              break
+          }
+          if (wait) await b.idle()
+        }
+        clock.advance(5)
+        b.send({ type: 'tick' })
+        await b.idle()
+        for (const s of subs) {
+          const got = s.sink.messages()
+          const events = got.filter((m) => m.type === 'event')
+          for (const m of events) if (log[m.seq].project !== s.filter.project) return false
+          for (const m of got) if (m.type === 'alert' && m.project !== s.filter.project) return false
+          if (s.gone) continue
+          const want = log.filter((e) => e.seq >= s.from && matchesSubscription(s.filter, e)).map((e) => e.seq)
+          if (JSON.stringify(events.map((m) => m.seq)) !== JSON.stringify(want)) return false
+          if (JSON.stringify(got.filter((m) => m.type === 'alert').map((m) => m.rule_id)) !== JSON.stringify(s.alerts)) return false
+          if (got.some((m) => m.type === 'dropped')) return false
+        }
+        return true
+      } finally {
+        b.destroy()
+      }
+    }),
+    { numRuns: 300 }
+  )
+  t.pass('300 random interleavings')
 })
