@@ -57,10 +57,10 @@ interface Server extends Built {
 }
 
 /** Pricing is inline (no worker pool to start) unless `workers`; the path is the same cost stage. */
-async function start(t: Test, opts: { dir?: string; clock?: Clock; broadcast?: Partial<BroadcastLimits>; logger?: object; workers?: boolean } = {}): Promise<Server> {
+async function start(t: Test, opts: { dir?: string; clock?: Clock; broadcast?: Partial<BroadcastLimits>; logger?: object; workers?: boolean; keys?: string } = {}): Promise<Server> {
   const config = loadConfig({
     LLMSCOPE_DATA_DIR: opts.dir ?? t.testdir(),
-    LLMSCOPE_API_KEYS: `${ADMIN_KEY},${INGEST_KEY}:ingest,${READ_KEY}:read`,
+    LLMSCOPE_API_KEYS: `${ADMIN_KEY},${INGEST_KEY}:ingest,${READ_KEY}:read${opts.keys === undefined ? '' : `,${opts.keys}`}`,
     LLMSCOPE_LOG_LEVEL: 'silent'
   })
   const built = await buildApp(config, { logger: opts.logger ?? false, clock: opts.clock, broadcast: opts.broadcast, inlinePricing: opts.workers !== true })
@@ -98,8 +98,9 @@ async function start(t: Test, opts: { dir?: string; clock?: Clock; broadcast?: P
   return { ...built, url, open, subscribe, close }
 }
 
-async function ingest(s: Built, events: Record<string, unknown>[]): Promise<string[]> {
-  const r = await s.app.inject({ method: 'POST', url: '/events/batch', headers: adminHeaders, payload: events })
+async function ingest(s: Built, events: Record<string, unknown>[], project?: string): Promise<string[]> {
+  const headers = project === undefined ? adminHeaders : { ...adminHeaders, 'x-llmscope-project': project }
+  const r = await s.app.inject({ method: 'POST', url: '/events/batch', headers, payload: events })
   if (r.statusCode !== 202) throw new Error(`ingest: ${r.statusCode} ${r.body}`)
   return r.json().event_ids
 }
@@ -158,7 +159,7 @@ t.test('every accepted event reaches every subscriber with its cost, in log orde
   const [id] = await ingest(s, [event()])
   await until(() => a.events().length === 1 && b.events().length === 1, 'the first event')
   // gpt-4: $30 / $60 per 1M tokens → 1000 × 30e-6 + 500 × 60e-6
-  t.same(a.messages[0], { type: 'event', id, seq: 0, timestamp: '2026-01-01T00:00:00.000Z', model: 'gpt-4', provider: 'openai', total_tokens: 1500, latency_ms: 120, cost: 0.06 })
+  t.same(a.messages[0], { type: 'event', id, seq: 0, timestamp: '2026-01-01T00:00:00.000Z', model: 'gpt-4', provider: 'openai', total_tokens: 1500, latency_ms: 120, cost: 0.06, status: 'success', user_id: null, session_id: null, tags: null })
   t.same(b.messages[0], a.messages[0])
 
   await Promise.all(range(0, 10).map((i) => ingest(s, [event({ prompt_tokens: i }), event({ model: 'my-own-model', provider: undefined })])))
@@ -175,7 +176,7 @@ t.test('every accepted event reaches every subscriber with its cost, in log orde
   t.match(metrics.body, /^llmscope_ws_messages_dropped_total 0$/m)
 })
 
-t.test('?model= and ?provider= filter (comma lists, both apply); alerts reach everyone', async (t) => {
+t.test('?model= and ?provider= filter (comma lists, both apply); alerts reach everyone in the project', async (t) => {
   const s = await start(t)
   const models = await s.subscribe('?model=gpt-4o,claude-3-5-sonnet-20241022')
   const provider = await s.subscribe('?provider=anthropic')
@@ -188,13 +189,13 @@ t.test('?model= and ?provider= filter (comma lists, both apply); alerts reach ev
     event({ model: 'gpt-4o', provider: 'azure' })
   ])
   await until(() => all.events().length === 4, 'all four')
-  s.engine.topology.broadcaster.send({ type: 'alert', alert: { type: 'alert', rule_id: 'rule_x', rule_name: 'High cost', state: 'firing', value: 12, threshold: 10, at: '2026-01-01T00:00:00.000Z' } })
+  s.engine.topology.broadcaster.send({ type: 'alert', alert: { type: 'alert', project: 'default', rule_id: 'rule_x', rule_name: 'High cost', state: 'firing', value: 12, threshold: 10, at: '2026-01-01T00:00:00.000Z' } })
   await until(() => [models, provider, both, all].every((c) => c.messages.some((m) => m.type === 'alert')), 'the alert everywhere')
   t.same(models.seqs(), [0, 1, 3])
   t.same(provider.seqs(), [1])
   t.same(both.seqs(), [0, 2])
   t.same(all.seqs(), [0, 1, 2, 3])
-  t.same(provider.messages.at(-1), { type: 'alert', rule_id: 'rule_x', rule_name: 'High cost', state: 'firing', value: 12, threshold: 10, at: '2026-01-01T00:00:00.000Z' })
+  t.same(provider.messages.at(-1), { type: 'alert', project: 'default', rule_id: 'rule_x', rule_name: 'High cost', state: 'firing', value: 12, threshold: 10, at: '2026-01-01T00:00:00.000Z' })
 })
 
 /** ~480-byte messages, so the kernel's socket buffers fill with fewer events. */
@@ -322,4 +323,108 @@ t.test('closing the server closes subscribers with 1001', async (t) => {
   const c = await s.subscribe()
   await s.app.close()
   t.match(await c.closed, { code: 1001, reason: 'server shutting down' })
+})
+
+const A_READ = 'test-read-key-proj-a'
+const B_READ = 'test-read-key-proj-b'
+const projectKeys = `${A_READ}:read:proj-a,${B_READ}:read:proj-b`
+
+t.test('projects: the key\'s project (or the owner\'s ?project=) decides what a socket sees; other projects are refused before the upgrade', async (t) => {
+  const s = await start(t, { keys: projectKeys })
+  const refused = async (query: string, headers: Record<string, string>) => (await s.open(query, headers).then(() => null, (e: Refusal) => e)) as Refusal
+  const forbidden = await refused('?project=proj-b', { 'x-api-key': A_READ })
+  t.equal(forbidden.statusCode, 403, 'a project key naming another project')
+  t.equal((await refused('?project=nowhere', adminHeaders)).statusCode, 404, 'an owner naming a project that does not exist')
+  t.equal((await refused('?project=Bad_Id', adminHeaders)).statusCode, 400)
+
+  const a = await s.subscribe('', { 'x-api-key': A_READ })
+  const ownerA = await s.subscribe(`?project=proj-a&api_key=${ADMIN_KEY}`, {})
+  const b = await s.subscribe(`?api_key=${B_READ}`, {})
+  const def = await s.subscribe()
+  // Interleaved batches of the three projects.
+  const sent: Record<string, string[]> = { 'proj-a': [], 'proj-b': [], default: [] }
+  for (let i = 0; i < 6; i++) {
+    for (const p of ['proj-a', 'proj-b', 'default'] as const) sent[p].push(...(await ingest(s, [event({ prompt_tokens: i }), event({ model: 'gpt-4o' })], p === 'default' ? undefined : p)))
+  }
+  await until(() => a.events().length === 12 && ownerA.events().length === 12 && b.events().length === 12 && def.events().length === 12, 'twelve events each')
+  t.same(a.events().map((m) => m.id), sent['proj-a'])
+  t.same(ownerA.events().map((m) => m.id), sent['proj-a'])
+  t.same(b.events().map((m) => m.id), sent['proj-b'])
+  t.same(def.events().map((m) => m.id), sent.default)
+})
+
+t.test('projects: a rule\'s alert frames reach its own project\'s subscribers only', async (t) => {
+  const clock = new ManualClock(Date.UTC(2026, 0, 1, 0, 0, 30))
+  const s = await start(t, { clock, keys: projectKeys })
+  const a = await s.subscribe('', { 'x-api-key': A_READ })
+  const b = await s.subscribe('', { 'x-api-key': B_READ })
+  const def = await s.subscribe('?model=no-such-model')
+  const ruleIds: Record<string, string> = {}
+  for (const p of ['proj-a', 'proj-b']) {
+    const r = await s.app.inject({ method: 'POST', url: '/alerts/rules', headers: { ...adminHeaders, 'x-llmscope-project': p }, payload: { name: `busy ${p}`, condition: 'requests_per_minute', threshold: 0, window_seconds: 60, enabled: true } })
+    t.equal(r.statusCode, 201, r.body)
+    ruleIds[p] = r.json().id
+    await ingest(s, [event()], p)
+  }
+  const alerts = (c: Client) => c.messages.filter((m) => m.type === 'alert')
+  await until(() => alerts(a).length > 0 && alerts(b).length > 0, 'both rules to fire')
+  t.match(alerts(a)[0], { type: 'alert', project: 'proj-a', rule_id: ruleIds['proj-a'], rule_name: 'busy proj-a', state: 'firing' })
+  t.ok(alerts(a).every((m) => m.rule_id === ruleIds['proj-a']), 'proj-a sees its rule only')
+  t.ok(alerts(b).every((m) => m.rule_id === ruleIds['proj-b']), 'proj-b sees its rule only')
+  t.same(alerts(def), [], 'default sees neither (its filter does not hide alerts: it has no rule)')
+  t.same(a.seqs().length + b.seqs().length, 2)
+})
+
+t.test('§6 filters: status, user_id, session_id, tag, metadata.KEY; unknown or bad parameters are a 400 naming them', async (t) => {
+  const s = await start(t)
+  const refused = async (query: string) => (await s.open(query, adminHeaders).then(() => null, (e: Refusal) => e)) as Refusal
+  const unknown = await refused('?model=gpt-4&colour=red')
+  t.equal(unknown.statusCode, 400)
+  t.equal(unknown.body.code, 'LLMS_ERR_BAD_QUERY')
+  t.match(unknown.body.details, [{ path: '(query) colour' }])
+  t.match(unknown.body.message, /colour/)
+  t.match((await refused('?status=failed')).body.details, [{ path: '(query) status', message: 'must be success or error' }])
+  t.match((await refused('?metadata.feature=')).body.details, [{ path: '(query) metadata.feature' }])
+  t.equal(s.engine.topology.broadcaster.broadcastStats.subscribers, 0)
+
+  const search = await s.subscribe('?metadata.feature=search')
+  const tagged = await s.subscribe('?tag=beta&status=error')
+  const user = await s.subscribe('?user_id=u1&session_id=s1')
+  const numeric = await s.subscribe('?metadata.tier=2&metadata.paid=true&model=gpt-4')
+  const all = await s.subscribe()
+  const ids = await ingest(s, [
+    event({ metadata: { feature: 'search', tier: 2, paid: true }, user_id: 'u1', session_id: 's1', tags: ['beta'] }),
+    event({ metadata: { feature: 'chat' }, status: 'error', tags: ['beta', 'x'], user_id: 'u1', session_id: 's2' }),
+    event({ metadata: { feature: 'search', tier: '2', paid: 'true' }, status: 'error', tags: ['x'], model: 'gpt-4o' }),
+    event({ metadata: { tier: 2, paid: true }, status: 'error', tags: ['beta'], user_id: 'u1', session_id: 's1' })
+  ])
+  await until(() => all.events().length === 4, 'all four')
+  const got = (c: Client) => c.events().map((m) => ids.indexOf(m.id))
+  t.same(got(search), [0, 2])
+  t.same(got(tagged), [1, 3])
+  t.same(got(user), [0, 3])
+  t.same(got(numeric), [0, 3], 'numbers and booleans match as their JSON text')
+  t.match(all.events()[1], { status: 'error', user_id: 'u1', session_id: 's2', tags: ['beta', 'x'] })
+})
+
+t.test('since_seq with a project and filters: the replay holds only the project\'s matching events, then live', async (t) => {
+  const s = await start(t, { keys: projectKeys })
+  const ids: Record<string, string[]> = { 'proj-a': [], default: [] }
+  for (let i = 0; i < 10; i++) {
+    ids['proj-a'].push(...(await ingest(s, [event({ tags: i % 2 === 0 ? ['even'] : ['odd'] })], 'proj-a')))
+    ids.default.push(...(await ingest(s, [event({ tags: ['even'] })])))
+  }
+  await until(() => s.engine.topology.broadcaster.lastSeq === 19, 'the pipeline')
+  const c = await s.subscribe(`?since_seq=3&tag=even&api_key=${A_READ}`, {})
+  const d = await s.subscribe('?since_seq=-1&tag=odd')
+  await until(() => c.events().length === 4, 'the replay')
+  // Seqs: proj-a events are 0, 2, 4… (tagged even at 0, 4, 8, 12, 16); after 3 that is 4 … 16.
+  t.same(c.seqs(), [4, 8, 12, 16])
+  t.same(c.events().map((m) => m.id), [ids['proj-a'][2], ids['proj-a'][4], ids['proj-a'][6], ids['proj-a'][8]])
+  const live = await ingest(s, [event({ tags: ['even'] }), event({ tags: ['odd'] })], 'proj-a')
+  const other = await ingest(s, [event({ tags: ['even'] })])
+  await until(() => c.events().length === 5, 'the live event')
+  t.same(c.events().at(-1).id, live[0])
+  t.same(d.events(), [], 'default has no odd-tagged event, replayed or live')
+  t.notOk(c.events().some((m) => m.id === other[0]))
 })
