@@ -67,7 +67,8 @@ function rollupHours(q: RangeQuery): [number, number] | null {
 
 /** A filter as row predicates over the dimension words, or what makes memory unable to answer. */
 type Compiled =
-  | { kind: 'rows'; test: (flags: number, user: number, session: number, attrs: number) => boolean }
+  /** `user`/`session`: the id filtered on (-1: none), whose postings can narrow the rows read. */
+  | { kind: 'rows'; test: (flags: number, user: number, session: number, attrs: number) => boolean; user: number; session: number }
   /** No row can match: a value never seen while its dictionary was not capped. */
   | { kind: 'none' }
   /** Memory cannot tell (a value or key past a cap): the log answers. */
@@ -90,7 +91,7 @@ function setsWith(dims: DimensionDictionary, d: number, id: number): Uint8Array 
 }
 
 function compile(view: ProjectView | undefined, f: Filters): Compiled {
-  if (!needsRows(f)) return { kind: 'rows', test: () => true }
+  if (!needsRows(f)) return { kind: 'rows', test: () => true, user: -1, session: -1 }
   if (view === undefined) return { kind: 'none' }
   const dims = view.dims
   let user = -1
@@ -124,6 +125,8 @@ function compile(view: ProjectView | undefined, f: Filters): Compiled {
   const status = f.status === undefined ? -1 : f.status === 'error' ? 1 : 0
   return {
     kind: 'rows',
+    user,
+    session,
     test: (flags, u, s, a) => {
       if (status >= 0 && (flags & 1) !== status) return false
       if (user >= 0 && u !== user) return false
@@ -201,6 +204,22 @@ function scan(
       if (!s.store.rowsAvailable(q.start, q.end)) {
         complete = false
         break
+      }
+    }
+    if (complete && view !== undefined && (c.user >= 0 || c.session >= 0)) {
+      // One user or session: read only the (series, hour) cells that hold its events.
+      const cells = c.user >= 0 ? view.postings('user').cells(c.user, q.start, q.end) : view.postings('session').cells(c.session, q.start, q.end)
+      if (cells !== null) {
+        const chosen = new Set(list.map((s) => s.store))
+        for (const cell of cells) {
+          const s = view.series(cell.series)
+          if (s === undefined || !chosen.has(s.store)) continue
+          const key = { model: s.model, provider: s.provider }
+          s.store.scanRows(Math.max(q.start, cell.hourStart), Math.min(q.end, cell.hourStart + HOUR_MS), (v, flags, u, se, a, ts) => {
+            if (test(flags, u, se, a)) visit(v, flags, u, se, a, ts, key, null)
+          })
+        }
+        return
       }
     }
     if (complete) {

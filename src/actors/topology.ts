@@ -23,6 +23,7 @@ import { ModelAggregator, OVERFLOW_MODEL, type AggregatorState } from './model-a
 import { AlertEvaluator, type AlertState } from './alert-evaluator.js'
 import { RollupAggregator } from './rollup.js'
 import { DimensionDictionary, type DimensionLimits } from '../analytics/dimensions.js'
+import { Postings } from '../analytics/postings.js'
 import type { AnalyticsReader, ProjectView, WindowQuery } from '../analytics/reader.js'
 import type { Aggregate, RowDims } from '../analytics/series.js'
 import type { AlertTransition, RecordedAlert } from '../alerts/types.js'
@@ -74,6 +75,12 @@ interface ProjectPart {
   readonly rollup: RollupAggregator
   /** Ids are assigned here, as events are routed, in log order (see analytics/dimensions.ts). */
   readonly dims: DimensionDictionary
+  /** Numbers of the project's series (aggregator model + provider) for the postings. */
+  readonly seriesRefs: Map<string, number>
+  readonly seriesList: Array<{ model: string; provider: string }>
+  /** Cells per user and per session: null until a query first filters on them (analytics/postings.ts). */
+  users: Postings | null
+  sessions: Postings | null
 }
 
 /** Past this fraction of any mailbox's capacity, ingestion is refused (503) until it drains. */
@@ -169,7 +176,16 @@ export class Topology implements AnalyticsReader {
     }
     const seed = [...aggregators.values()].flatMap((a) => [...a.view().values()])
     const rollup = this.system.register(new RollupAggregator(actorOpts, seed, project))
-    const part: ProjectPart = { id: project, aggregators, rollup, dims: dims ?? new DimensionDictionary(this.#opts.dimensionLimits) }
+    const part: ProjectPart = {
+      id: project,
+      aggregators,
+      rollup,
+      dims: dims ?? new DimensionDictionary(this.#opts.dimensionLimits),
+      seriesRefs: new Map(),
+      seriesList: [],
+      users: null,
+      sessions: null
+    }
     this.#projects.set(project, part)
     return part
   }
@@ -183,8 +199,46 @@ export class Topology implements AnalyticsReader {
       dims: part.dims,
       rollup: part.rollup.view(),
       aggregators: () => part.aggregators.values(),
-      aggregator: (model) => part.aggregators.get(model)
+      aggregator: (model) => part.aggregators.get(model),
+      postings: (dim) => this.#postings(part, dim),
+      series: (ref) => {
+        const s = part.seriesList[ref]
+        const store = s === undefined ? undefined : part.aggregators.get(s.model)?.view().get(s.provider)
+        return s === undefined || store === undefined ? undefined : { ...s, store }
+      }
     }
+  }
+
+  #seriesRef(part: ProjectPart, model: string, provider: string): number {
+    const key = `${model}\u0000${provider}`
+    let ref = part.seriesRefs.get(key)
+    if (ref === undefined) {
+      ref = part.seriesList.length
+      part.seriesList.push({ model, provider })
+      part.seriesRefs.set(key, ref)
+    }
+    return ref
+  }
+
+  /**
+   * The project's postings for users or sessions, built on first use from the rows the series
+   * hold (one pass; callers read after a barrier, so every emitted event is in them), then kept
+   * up to date by #emit.
+   */
+  #postings(part: ProjectPart, dim: 'user' | 'session'): Postings {
+    const have = dim === 'user' ? part.users : part.sessions
+    if (have !== null) return have
+    const postings = new Postings()
+    for (const agg of part.aggregators.values()) {
+      for (const [provider, store] of agg.view()) {
+        const ref = this.#seriesRef(part, agg.model, provider)
+        // Every hour from the horizon on holds its rows (earlier ones are folded: no rows to index).
+        store.scanRows(store.horizon, Infinity, (_v, _f, user, session, _a, ts) => postings.add(dim === 'user' ? user : session, ref, ts))
+      }
+    }
+    if (dim === 'user') part.users = postings
+    else part.sessions = postings
+    return postings
   }
 
   /** A project created again after a delete: its new events count again. */
@@ -313,6 +367,8 @@ export class Topology implements AnalyticsReader {
       const hasDims = e.user !== null || e.session !== null || e.tags !== null || e.meta !== null
       if (hasDims) {
         part.dims.encode(e.user, e.session, e.tags, e.meta, rowDims)
+        if (part.users !== null && rowDims.user !== 0) part.users.add(rowDims.user, this.#seriesRef(part, agg.model, e.provider), e.ts)
+        if (part.sessions !== null && rowDims.session !== 0) part.sessions.add(rowDims.session, this.#seriesRef(part, agg.model, e.provider), e.ts)
         // Words only once an event of this batch has any (earlier ones are zeros).
         if (slot.dims === null) slot.dims = new Array(slot.events.length * 3).fill(0)
         slot.dims.push(rowDims.user, rowDims.session, rowDims.attrs)

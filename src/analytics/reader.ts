@@ -7,6 +7,7 @@
  */
 import type { SeriesStore } from './series.js'
 import type { DimensionDictionary } from './dimensions.js'
+import type { Postings } from './postings.js'
 
 /** One (project, model) aggregator as queries see it. */
 export interface AggregatorView {
@@ -23,6 +24,10 @@ export interface ProjectView {
   readonly rollup: SeriesStore
   aggregators(): Iterable<AggregatorView>
   aggregator(model: string): AggregatorView | undefined
+  /** Cells of each user or session (built on first use; see analytics/postings.ts). */
+  postings(dim: 'user' | 'session'): Postings
+  /** The series a posting cell names, or undefined when it no longer exists. */
+  series(ref: number): { model: string; provider: string; store: SeriesStore } | undefined
 }
 
 export interface AnalyticsReader {
