@@ -3,7 +3,7 @@
  * defaulted, then frozen (fastify's `initial-config-validation` idea). A bad value stops the
  * start with one line naming the variable.
  */
-import type { DimensionLimits } from './analytics/dimensions.js'
+import { DEFAULT_NOT_DIMENSIONS, type DimensionLimits } from './analytics/dimensions.js'
 import { readFileSync } from 'node:fs'
 import { z } from 'zod'
 
@@ -61,6 +61,7 @@ const schema = z.object({
   LLMSCOPE_MAX_METADATA_DIMENSIONS: int(0, 1000).default(32),
   LLMSCOPE_MAX_METADATA_VALUES: int(1, 10_000_000).default(10_000),
   LLMSCOPE_MAX_ATTRIBUTE_SETS: int(1, 100_000_000).default(1_000_000),
+  LLMSCOPE_METADATA_NOT_DIMENSIONS: z.string().default(DEFAULT_NOT_DIMENSIONS.join(',')),
   LLMSCOPE_COST_THREADS: int(1, 64).default(1),
   LLMSCOPE_COST_BATCH: int(1, 1_000_000).default(2048),
   LLMSCOPE_PRICE_OVERRIDES: z.string().default('{}'),
@@ -261,7 +262,8 @@ export function loadConfig(env: EnvInput = process.env, argv: readonly string[] 
       maxValues: e.LLMSCOPE_MAX_DIMENSION_VALUES,
       maxMetaKeys: e.LLMSCOPE_MAX_METADATA_DIMENSIONS,
       maxMetaValues: e.LLMSCOPE_MAX_METADATA_VALUES,
-      maxAttrSets: e.LLMSCOPE_MAX_ATTRIBUTE_SETS
+      maxAttrSets: e.LLMSCOPE_MAX_ATTRIBUTE_SETS,
+      notDimensions: Object.freeze(e.LLMSCOPE_METADATA_NOT_DIMENSIONS.split(',').map((k) => k.trim()).filter((k) => k !== ''))
     }),
     costThreads: e.LLMSCOPE_COST_THREADS,
     costBatch: e.LLMSCOPE_COST_BATCH,
@@ -300,6 +302,7 @@ const HELP: Partial<Record<string, string>> = {
   LLMSCOPE_MAX_METADATA_DIMENSIONS: 'top-level metadata keys that are dimensions per project (first seen first)',
   LLMSCOPE_MAX_METADATA_VALUES: 'distinct values kept per metadata key per project; further values count under "(other)"',
   LLMSCOPE_MAX_ATTRIBUTE_SETS: 'distinct combinations of tags and metadata values kept per project',
+  LLMSCOPE_METADATA_NOT_DIMENSIONS: 'metadata keys that are never dimensions (comma list): per-call identifiers such as the OTLP receiver\'s trace_id, span_id, response_id',
   LLMSCOPE_COST_THREADS: 'worker threads that price events',
   LLMSCOPE_COST_BATCH: 'events per pricing task',
   LLMSCOPE_PRICE_OVERRIDES: 'JSON: {"model": {"input_mtok": 1, "output_mtok": 2}} ($ per 1M tokens)',

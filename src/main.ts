@@ -48,7 +48,7 @@ async function main(): Promise<void> {
 
   if (createdKey !== null) {
     // Printed once, on the start that made it; it is also kept in the data dir.
-    process.stdout.write(`\nLLMScope made an admin API key (kept in ${config.dataDir}/api-key):\n\n    ${createdKey}\n\nSend it as the X-API-Key header.\n\n`)
+    process.stdout.write(`\nLLMScope made an owner API key (kept in ${config.dataDir}/api-key):\n\n    ${createdKey}\n\nSend it as the X-API-Key header.\n\n`)
   }
 
   let stopping = false

@@ -115,7 +115,7 @@ function compile(view: ProjectView | undefined, f: Filters): Compiled {
   }
   for (const [key, value] of Object.entries(f.metadata ?? {})) {
     const k = dims.metaKeyIndex(key)
-    if (k < 0) return dims.metaKeysCapped ? { kind: 'log' } : { kind: 'none' }
+    if (k < 0) return dims.metaKeyUnknown(key) ? { kind: 'log' } : { kind: 'none' }
     const id = dims.metaValues(k).find(value)
     if (id === undefined) return dims.metaValues(k).capped ? { kind: 'log' } : { kind: 'none' }
     maps.push(setsWith(dims, k + 1, id))
@@ -437,7 +437,7 @@ function groupBy(view: ProjectView | undefined, by: string): GroupBy | null {
 /** Whether a breakdown by `by` must read the log (a metadata key past the key cap). */
 function groupNeedsLog(view: ProjectView | undefined, by: string): boolean {
   if (view === undefined || !by.startsWith('metadata.')) return false
-  return view.dims.metaKeyIndex(by.slice('metadata.'.length)) < 0 && view.dims.metaKeysCapped
+  return view.dims.metaKeyUnknown(by.slice('metadata.'.length))
 }
 
 /** Whether `by` is a dimension name breakdowns accept. */

@@ -33,9 +33,17 @@ export interface DimensionLimits {
   maxMetaValues: number
   /** Distinct attribute sets (combinations of tags and metadata values) kept. */
   maxAttrSets: number
+  /**
+   * Metadata keys that are never dimensions: identifiers of one call (unique per event, they
+   * would only fill the caps). Filters on them are still exact, from the log.
+   */
+  notDimensions: readonly string[]
 }
 
-export const DEFAULT_DIMENSION_LIMITS: DimensionLimits = { maxValues: 100_000, maxMetaKeys: 32, maxMetaValues: 10_000, maxAttrSets: 1_000_000 }
+/** The OTLP receiver's per-call identifiers (src/otlp/convert.ts). */
+export const DEFAULT_NOT_DIMENSIONS: readonly string[] = ['trace_id', 'span_id', 'response_id']
+
+export const DEFAULT_DIMENSION_LIMITS: DimensionLimits = { maxValues: 100_000, maxMetaKeys: 32, maxMetaValues: 10_000, maxAttrSets: 1_000_000, notDimensions: DEFAULT_NOT_DIMENSIONS }
 
 /** A metadata value as a dimension: strings as themselves, numbers and booleans as JSON text; else none. */
 export function metadataValue(v: unknown): string | null {
@@ -120,6 +128,7 @@ export class DimensionDictionary {
   readonly #metaKeys: string[] = []
   readonly #metaKeyIndex = new Map<string, number>()
   #metaKeysCapped = false
+  readonly #notDimensions: ReadonlySet<string>
   readonly #metaValues: ValueDictionary[] = []
   /** Attribute sets by id − 2 (0 = empty set, 1 = past the cap: unknown). */
   readonly #sets: AttrSet[] = []
@@ -130,6 +139,7 @@ export class DimensionDictionary {
 
   constructor(limits: DimensionLimits = DEFAULT_DIMENSION_LIMITS) {
     this.limits = limits
+    this.#notDimensions = new Set(limits.notDimensions)
     this.users = new ValueDictionary(limits.maxValues)
     this.sessions = new ValueDictionary(limits.maxValues)
     this.tags = new ValueDictionary(limits.maxValues)
@@ -159,6 +169,7 @@ export class DimensionDictionary {
   #metaKey(key: string): number {
     const have = this.#metaKeyIndex.get(key)
     if (have !== undefined) return have
+    if (this.#notDimensions.has(key)) return -1
     if (this.#metaKeys.length >= this.limits.maxMetaKeys) {
       this.#metaKeysCapped = true
       return -1
@@ -218,6 +229,11 @@ export class DimensionDictionary {
 
   get metaKeysCapped(): boolean {
     return this.#metaKeysCapped
+  }
+
+  /** Whether memory cannot tell which events have metadata key `key` (past the key cap, or never a dimension). */
+  metaKeyUnknown(key: string): boolean {
+    return this.#metaKeyIndex.get(key) === undefined && (this.#metaKeysCapped || this.#notDimensions.has(key))
   }
 
   /** `GET /analytics/dimensions`: every dimension with values, as named in `by=` and filters. */

@@ -140,5 +140,5 @@ t.test('WebSocket clients receive the alert as {"type":"alert",…}', async (t) 
   await built.engine.topology.system.idle()
   const id = await fire(built, costly, [event({ timestamp: undefined, cost: 1 })])
   await got
-  t.same(alerts, [{ type: 'alert', rule_id: id, rule_name: 'Spend', state: 'firing', value: 12, threshold: 10, at: '2026-04-01T10:00:00.000Z' }])
+  t.same(alerts, [{ type: 'alert', project: 'default', rule_id: id, rule_name: 'Spend', state: 'firing', value: 12, threshold: 10, at: '2026-04-01T10:00:00.000Z' }])
 })

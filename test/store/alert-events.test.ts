@@ -40,6 +40,7 @@ t.test('records, lists newest first with filters, and keeps delivery outcomes ac
     id: 'aev_0',
     rule_id: 'a',
     rule_name: 'rule a',
+    project: 'default',
     condition: 'error_rate',
     comparator: 'gte',
     threshold: 0.1,
@@ -58,6 +59,8 @@ t.test('records, lists newest first with filters, and keeps delivery outcomes ac
   const ids = (q: Parameters<AlertEventStore['list']>[0]) => store.list(q).map((r) => r.id)
   t.same(ids({ limit: 100 }), ['aev_3', 'aev_2', 'aev_1', 'aev_0'])
   t.same(ids({ limit: 2 }), ['aev_3', 'aev_2'])
+  t.same(ids({ limit: 100, project: 'default' }), ['aev_3', 'aev_2', 'aev_1', 'aev_0'], 'a rule without a project is in default')
+  t.same(ids({ limit: 100, project: 'team-a' }), [], 'and in no other project')
   t.same(ids({ limit: 100, ruleId: 'a' }), ['aev_3', 'aev_2', 'aev_0'])
   t.same(ids({ limit: 100, since: T0 + 1000 }), ['aev_3', 'aev_2', 'aev_1'], 'since is inclusive')
   t.same(ids({ limit: 100, ruleId: 'b', since: T0 + 1001 }), [])
