@@ -371,7 +371,7 @@ export async function run(): Promise<Row[]> {
         fastest = Math.min(fastest, s.p99)
         const v = verdicts.get(p.name)!.get(kind)!
         const agree = v.agreed === v.checked ? `answers agree ${v.agreed}/${v.checked}` : `DISAGREE ${v.checked - v.agreed}/${v.checked}, first: ${v.first}`
-        row({ metric: `${kind}: p99 LLMScope vs ${p.name}`, value: o.p99, unit: 'ms', baseline: s.p99, ratio: s.p99 / o.p99, note: `p50 ${o.p50.toFixed(2)} vs ${s.p50.toFixed(2)} ms; ${agree}` })
+        row({ metric: `${kind}: p99 LLMScope vs ${p.name}`, value: o.p99, unit: 'ms', baseline: s.p99, ratio: s.p99 / o.p99, note: `ratio = times faster; p50 ${o.p50.toFixed(2)} vs ${s.p50.toFixed(2)} ms; ${agree}` })
       }
       if (peers.length > 0) row({ metric: `${kind}: ours ×N faster at p99 than the faster peer`, value: fastest / o.p99, unit: '×', goal: '≥ 10' })
     }
