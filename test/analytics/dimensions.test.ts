@@ -135,6 +135,27 @@ t.test('a metadata value past its cap is (other) inside a known set', async (t) 
   t.same(decodeSet(d, b, ['k']), ['metadata.k=(other)', 'tag=x'])
 })
 
+t.test('keys that are never dimensions (per-call identifiers) take no slot and are unknown to memory', async (t) => {
+  const d = new DimensionDictionary(limits({ maxMetaKeys: 1 }))
+  t.ok(DEFAULT_DIMENSION_LIMITS.notDimensions.includes('trace_id'))
+  t.same(enc(d, null, null, null, { trace_id: 'abc', span_id: 'x' }), { user: 0, session: 0, attrs: 0 })
+  t.equal(d.metaKeyIndex('trace_id'), -1)
+  t.equal(d.metaKeysCapped, false, 'an excluded key does not hit the key cap')
+  t.equal(d.metaKeyUnknown('trace_id'), true, 'a filter on it must read the log')
+  t.equal(d.metaKeyUnknown('feature'), false, 'a key never seen under the cap: no event has it')
+  const w = enc(d, null, null, null, { trace_id: 'abc', feature: 'search' })
+  t.same(decodeSet(d, w.attrs, ['feature']), ['metadata.feature=search'], 'the one slot went to the next key')
+  t.equal(d.metaKeyUnknown('feature'), false)
+  enc(d, null, null, null, { tier: 'gold' })
+  t.equal(d.metaKeysCapped, true)
+  t.equal(d.metaKeyUnknown('tier'), true, 'past the key cap: unknown to memory')
+  t.same(d.describe().map((x) => x.name), ['metadata.feature'])
+  const custom = new DimensionDictionary(limits({ notDimensions: ['request_id'] }))
+  enc(custom, null, null, null, { request_id: 'r1', trace_id: 't1' })
+  t.equal(custom.metaKeyIndex('request_id'), -1)
+  t.equal(custom.metaKeyIndex('trace_id'), 0, 'the list is configurable: trace_id is a dimension here')
+})
+
 t.test('attribute sets: one id whatever order the tags and keys came in', async (t) => {
   const d = new DimensionDictionary()
   const first = enc(d, null, null, ['a', 'b', 'c'], { x: 1, y: true, z: 'q' }).attrs
@@ -169,7 +190,7 @@ t.test('encode then decode gives back every dimension (caps as (other)), and a J
       fc.record({ maxValues: fc.integer({ min: 1, max: 6 }), maxMetaKeys: fc.integer({ min: 0, max: 4 }), maxMetaValues: fc.integer({ min: 1, max: 6 }), maxAttrSets: fc.integer({ min: 1, max: 40 }) }),
       fc.integer({ min: 0, max: 60 }),
       (events, lim, cut) => {
-        let d = new DimensionDictionary(lim)
+        let d = new DimensionDictionary(limits(lim))
         // The naive model: first-seen lists per dictionary, capped.
         const seen = { users: [] as string[], sessions: [] as string[], tags: [] as string[] }
         const metaKeys: string[] = []
@@ -187,7 +208,7 @@ t.test('encode then decode gives back every dimension (caps as (other)), and a J
           // Half way (at `cut`): a JSON round trip of the dictionary; later events must not notice.
           if (i === cut) {
             const json = JSON.parse(JSON.stringify(d.toJSON()))
-            const back = DimensionDictionary.fromJSON(json, lim)
+            const back = DimensionDictionary.fromJSON(json, limits(lim))
             if (JSON.stringify(back.toJSON()) !== JSON.stringify(d.toJSON())) throw new Error('round trip changed the dictionary')
             if (JSON.stringify(back.describe()) !== JSON.stringify(d.describe())) throw new Error('round trip changed describe()')
             d = back
