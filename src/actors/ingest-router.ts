@@ -8,6 +8,7 @@
  * Events from all commits that resolve in one turn are merged into one micro-batch for the
  * cost stage (one message, not one per request).
  */
+import { channel } from 'node:diagnostics_channel'
 import { Actor, assertNever, type ActorOptions } from './actor.js'
 import { llmsError, type LLMScopeError } from '../errors.js'
 import type { EventLog } from '../store/event-log.js'
@@ -16,6 +17,23 @@ import type { PendingEvent, StoredEvent } from '../events.js'
 export type IngestReply = { ok: true; events: StoredEvent[] } | { ok: false; error: LLMScopeError }
 
 export type RouterMessage = { type: 'ingest'; events: PendingEvent[]; reply: (r: IngestReply) => void }
+
+/** The `node:diagnostics_channel` name on which every resolved log commit is published. */
+export const COMMIT_CHANNEL = 'llmscope:ingest:commit'
+
+/**
+ * A message on {@link COMMIT_CHANNEL}: the log written (subscribers keep the commits of their
+ * own engine: tests run many in one process), the latency from the append to the commit, and
+ * the commit's size in events.
+ */
+export interface CommitMessage {
+  readonly log: EventLog
+  readonly ms: number
+  readonly events: number
+}
+
+/** Published after each commit resolves, as undici publishes its own (`undici:request:*`). */
+const commitChannel = channel(COMMIT_CHANNEL)
 
 export interface IngestRouterOptions extends ActorOptions {
   eventLog: EventLog
@@ -55,11 +73,6 @@ export class IngestRouter extends Actor<RouterMessage> {
   #commitFailures = 0
   #retryTimer: NodeJS.Timeout | null = null
   #stopped = false
-  /**
-   * Called after each log commit resolves with its latency (ms, from the append to the commit)
-   * and its size in events; /metrics sets it (src/http/metrics.ts). Errors it throws are ignored.
-   */
-  onCommit: ((ms: number, events: number) => void) | null = null
 
   constructor(options: IngestRouterOptions) {
     super('ingest-router', options)
@@ -124,10 +137,9 @@ export class IngestRouter extends Actor<RouterMessage> {
         this.#committed.push(appended.events)
         this.#scheduleFlush()
         for (const m of group) m.reply({ ok: true, events: m.events as StoredEvent[] })
-        // After the replies, and guarded: an observer's bug must not cost an acknowledged commit.
-        try {
-          this.onCommit?.(ms, count)
-        } catch {}
+        // After the replies. A subscriber that throws cannot undo them: diagnostics_channel
+        // catches the error and rethrows it on a later tick, as any uncaught exception.
+        if (commitChannel.hasSubscribers) commitChannel.publish({ log: this.#opts.eventLog, ms, events: count } satisfies CommitMessage)
       },
       (err: unknown) => {
         this.#commitFailures++

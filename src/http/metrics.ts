@@ -9,15 +9,17 @@
  *   (actors, log, pipeline, WebSocket, alerts, webhooks, snapshots, OTLP). The hot path pays
  *   nothing for them; `render()` reads `engine.stats()` once per scrape.
  * - observed on the hot path, where no stat exists: ingest requests, events and latency by
- *   route and outcome (an onResponse hook), LMDB commit latency and size (the IngestRouter's
- *   `onCommit`).
+ *   route and outcome (an onResponse hook), LMDB commit latency and size (the IngestRouter
+ *   publishes each commit on the `llmscope:ingest:commit` diagnostics channel).
  */
+import { subscribe, unsubscribe } from 'node:diagnostics_channel'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { FastifyInstance, FastifyReply, FastifyRequest, LogLevel } from 'fastify'
 import { otlpStats } from '../otlp/stats.js'
 import { packageVersion } from '../config.js'
 import type { Engine } from '../engine.js'
 import type { Clock } from '../clock.js'
+import { COMMIT_CHANNEL, type CommitMessage } from '../actors/ingest-router.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -200,10 +202,18 @@ export function registerMetrics(app: FastifyInstance, engine: Engine, clock: Clo
     buckets: [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 25_000, 100_000],
     registers
   })
-  engine.topology.router.onCommit = (ms, n) => {
-    commitLatency.observe(ms / 1000)
-    commitSize.observe(n)
+  // Only this engine's commits (tests run many engines in one process).
+  const onCommit = (message: unknown) => {
+    const m = message as CommitMessage
+    if (m.log !== engine.log) return
+    commitLatency.observe(m.ms / 1000)
+    commitSize.observe(m.events)
   }
+  subscribe(COMMIT_CHANNEL, onCommit)
+  app.addHook('onClose', (_app, done) => {
+    unsubscribe(COMMIT_CHANNEL, onCommit)
+    done()
+  })
 
   app.decorateRequest('ingestEvents', null)
   // A callback hook (no promise per request); the hot path never throws (module comment).

@@ -1,7 +1,14 @@
-/** IngestRouter helpers: joining per-commit arrays keeps log order (a replacement for Array.prototype.flat, which was slow). */
+/**
+ * IngestRouter: joining per-commit arrays keeps log order (a replacement for
+ * Array.prototype.flat, which was slow); each resolved commit is published on the
+ * diagnostics channel.
+ */
+import { subscribe, unsubscribe } from 'node:diagnostics_channel'
 import t from 'tap'
 import fc from 'fast-check'
-import { concatAll } from '../../src/actors/ingest-router.js'
+import { COMMIT_CHANNEL, IngestRouter, concatAll, type CommitMessage } from '../../src/actors/ingest-router.js'
+import type { EventLog } from '../../src/store/event-log.js'
+import type { PendingEvent, StoredEvent } from '../../src/events.js'
 
 t.test('concatAll equals flat(), in order, for few and for very many arrays', async (t) => {
   fc.assert(fc.property(fc.array(fc.array(fc.integer(), { maxLength: 5 }), { maxLength: 40 }), (arrays) => {
@@ -13,4 +20,41 @@ t.test('concatAll equals flat(), in order, for few and for very many arrays', as
   t.same(concatAll([]), [])
   const one = [1, 2]
   t.same(concatAll([one]), [1, 2])
+})
+
+/** A log that assigns positions and commits at once, or refuses every append. */
+function fakeLog(fail = false): EventLog {
+  let next = 0
+  return {
+    append(pending: readonly PendingEvent[]) {
+      if (fail) return { events: [], committed: Promise.reject(new Error('disk gone')) }
+      const events = pending.map((e) => Object.assign(e, { seq: next, id: `evt_${next++}` }) as unknown as StoredEvent)
+      return { events, committed: Promise.resolve() }
+    }
+  } as unknown as EventLog
+}
+
+const pending = (n: number) => Array.from({ length: n }, () => ({ model: 'm' }) as unknown as PendingEvent)
+
+t.test('each resolved commit is published on the diagnostics channel with its log and size; failed ones are not', async (t) => {
+  const seen: CommitMessage[] = []
+  const onCommit = (m: unknown) => seen.push(m as CommitMessage)
+  subscribe(COMMIT_CHANNEL, onCommit)
+  t.teardown(() => unsubscribe(COMMIT_CHANNEL, onCommit))
+  const forwarded: StoredEvent[][] = []
+  const log = fakeLog()
+  const router = new IngestRouter({ eventLog: log, admission: () => 0, forward: (e) => (forwarded.push(e), true) })
+  t.teardown(() => router.destroy())
+  // One turn: both requests join one commit.
+  await Promise.all([router.ingest(pending(2)), router.ingest(pending(3))])
+  await router.ingest(pending(1))
+  t.same(seen.map((m) => [m.log === log, m.events]), [[true, 5], [true, 1]])
+  t.ok(seen.every((m) => m.ms >= 0 && Number.isFinite(m.ms)))
+  await router.flushed()
+  t.equal(forwarded.flat().length, 6)
+
+  const failing = new IngestRouter({ eventLog: fakeLog(true), admission: () => 0, forward: () => true })
+  t.teardown(() => failing.destroy())
+  await t.rejects(failing.ingest(pending(1)), { code: 'LLMS_ERR_STORAGE' })
+  t.equal(seen.length, 2, 'a failed commit publishes nothing')
 })
