@@ -4,8 +4,9 @@
  *
  * Shape (DESIGN §5–§6): 30 days from 2026-01-01, 3 projects taking 60 / 30 / 10% of the events,
  * 100,000 distinct users (60,000 / 30,000 / 10,000 per project, each user in one project),
- * users drawn Zipf with s = 1 inside their project (the busiest user of the big project sends
- * ~8.7% of its events, the median user ~0.001%: a few heavy customers and a long tail),
+ * users drawn Zipf with s = 1 inside their project (in the big project the busiest user sends
+ * 8.6% of its events, the top 1% of users 60%, the median user 0.0003%: a few heavy customers
+ * and a long tail; at 200,000 events many tail users never appear),
  * sessions of one user and one half-hour (`s-<user>-<half-hour>`, so their number grows with
  * the data and passes the 100,000 cap), 2 distinct tags of 20, metadata `feature` (10 values,
  * Zipf), `env` (prod 80%, staging 15%, dev 5%) and `prompt_version` (a number 1–5), and 50
