@@ -19,6 +19,7 @@ import type { Config } from './config.js'
 import type { Log } from './log.js'
 import type { Clock } from './clock.js'
 import type { BroadcastLimits } from './actors/broadcaster.js'
+import type { RuleAlertState } from './actors/alert-evaluator.js'
 import { DAY_MS } from './analytics/time.js'
 
 export interface EngineOptions {
@@ -328,6 +329,14 @@ export class Engine {
       this.config.priceOverrides
     )
     return { ...e, costNanos: p.costNanos, unpriced: p.unpriced }
+  }
+
+  /**
+   * A copy of one rule's alert state (its last value, firing or not, since when), or
+   * undefined before its first evaluation. Routes read it here, never from the evaluator.
+   */
+  ruleState(id: string): RuleAlertState | undefined {
+    return this.topology.alerts.ruleStates().get(id)
   }
 
   /** Waits until every event acknowledged so far is visible to queries. */

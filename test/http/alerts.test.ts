@@ -225,7 +225,7 @@ t.test('POST /alerts/rules/:id/test sends one test notification and answers its 
   const url = `http://127.0.0.1:${(server.address() as { port: number }).port}/hook`
 
   const clock = new ManualClock(T0)
-  const { app } = await makeApp(t, { clock, inlinePricing: true })
+  const { app, engine } = await makeApp(t, { clock, inlinePricing: true })
   const withHook = await createRule(app, { ...slow, webhook_url: url })
   const without = await createRule(app, slow)
 
@@ -234,7 +234,16 @@ t.test('POST /alerts/rules/:id/test sends one test notification and answers its 
   t.same(ok.json().delivery, { status: 'delivered', attempts: 1, status_code: 204, error: null })
   t.equal(hits.length, 1)
   t.match(hits[0].body, { type: 'alert', rule_id: withHook.id, rule_name: 'Slow gpt-4', state: 'test', threshold: 1000, at: '2026-04-01T10:00:00.000Z', event_id: null })
+  t.equal(hits[0].body.value, null, 'never evaluated: no value')
   t.same(ok.json().payload, hits[0].body)
+
+  // Once evaluated, a test carries the rule's last value (Engine.ruleState).
+  await ingest(app, [event({ timestamp: undefined, latency_ms: 700 })])
+  await evaluate(engine)
+  t.equal(engine.ruleState(withHook.id)?.lastValue, 700)
+  const valued = await app.inject({ method: 'POST', url: `/alerts/rules/${withHook.id}/test`, headers: adminHeaders })
+  t.equal(valued.json().payload.value, 700)
+  t.equal(hits.length, 2)
 
   status = 500
   const failed = await app.inject({ method: 'POST', url: `/alerts/rules/${withHook.id}/test`, headers: adminHeaders })
@@ -266,7 +275,7 @@ t.test('a firing rule does not notify again after a restart unless its cooldown 
   await evaluate(second.engine)
   t.same((await alertEvents(second.app)).map((e) => e.state), ['firing'], 'the history survived; nothing new inside the cooldown')
   t.same(pushed, [])
-  t.match(second.engine.topology.alerts.ruleStates().get(r.id), { state: 'firing', since: T0, lastNotifiedAt: T0 })
+  t.match(second.engine.ruleState(r.id), { state: 'firing', since: T0, lastNotifiedAt: T0 })
 
   clock.set(T0 + 300_000)
   await evaluate(second.engine)

@@ -97,7 +97,7 @@ export async function alertRoutes(app: FastifyInstance, opts: { engine: Engine; 
     if (url === null) {
       throw llmsError('LLMS_ERR_VALIDATION', `rule ${rule.id} has no webhook_url to test`, { details: [{ path: 'webhook_url', message: 'is not set' }] })
     }
-    const value = engine.topology.alerts.ruleStates().get(rule.id)?.lastValue ?? null
+    const value = engine.ruleState(rule.id)?.lastValue ?? null
     const { payload, delivery } = await engine.alerting.test({ ...rule, webhook_url: url }, value)
     return { rule_id: rule.id, delivery, payload }
   })
