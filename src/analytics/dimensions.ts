@@ -181,22 +181,31 @@ export class DimensionDictionary {
   }
 
   #intern(pairs: number[]): number {
-    // Sorted by (dimension, id): one key per set whatever the order tags and keys came in.
-    const n = pairs.length / 2
-    const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => pairs[2 * a] - pairs[2 * b] || pairs[2 * a + 1] - pairs[2 * b + 1])
-    const set = new Uint32Array(pairs.length)
-    for (let i = 0; i < n; i++) {
-      set[2 * i] = pairs[2 * order[i]]
-      set[2 * i + 1] = pairs[2 * order[i] + 1]
+    // Sorted by (dimension, id) in place (insertion sort: a few pairs), so one key per set
+    // whatever order tags and keys came in; the key is the pairs as UTF-16 units (no join, no
+    // array of strings: this runs once per event with dimensions).
+    const n = pairs.length
+    for (let i = 2; i < n; i += 2) {
+      const d = pairs[i]
+      const id = pairs[i + 1]
+      let j = i - 2
+      while (j >= 0 && (pairs[j] > d || (pairs[j] === d && pairs[j + 1] > id))) {
+        pairs[j + 2] = pairs[j]
+        pairs[j + 3] = pairs[j + 1]
+        j -= 2
+      }
+      pairs[j + 2] = d
+      pairs[j + 3] = id
     }
-    const key = set.join(',')
+    let key = ''
+    for (let i = 0; i < n; i += 2) key += String.fromCharCode(pairs[i], pairs[i + 1] & 0xffff, pairs[i + 1] >>> 16)
     const have = this.#setIds.get(key)
     if (have !== undefined) return have
     if (this.#sets.length >= this.limits.maxAttrSets) {
       this.#setsCapped = true
       return OTHER_ID
     }
-    this.#sets.push(set)
+    this.#sets.push(Uint32Array.from(pairs))
     const id = this.#sets.length + 1
     this.#setIds.set(key, id)
     return id
@@ -283,8 +292,10 @@ export class DimensionDictionary {
     for (const s of d.sets) {
       if (!Array.isArray(s) || s.length % 2 !== 0) throw new Error('dimension dictionaries: malformed attribute set')
       const set = Uint32Array.from(s as number[])
+      let key = ''
+      for (let i = 0; i < set.length; i += 2) key += String.fromCharCode(set[i], set[i + 1] & 0xffff, set[i + 1] >>> 16)
       out.#sets.push(set)
-      out.#setIds.set(set.join(','), out.#sets.length + 1)
+      out.#setIds.set(key, out.#sets.length + 1)
     }
     out.#setsCapped = d.setsCapped === true
     return out
