@@ -12,7 +12,7 @@ import { WebhookNotifier, type NotifierOptions } from './alerts/notifier.js'
 import { AlertDispatcher } from './alerts/dispatcher.js'
 import { Topology } from './actors/topology.js'
 import { PricingPool } from './pricing/pool.js'
-import { computeCost, inferProvider } from './pricing/compute-cost.js'
+import { computeCost, inferProvider, priceInputOf } from './pricing/compute-cost.js'
 import { seqOfEventId, type PendingEvent, type PricedEvent, type StoredEvent } from './events.js'
 import { metrics, type LogScan, type QuerySource } from './queries.js'
 import type { Config } from './config.js'
@@ -324,10 +324,7 @@ export class Engine {
    * answer equals what the aggregators counted.
    */
   price(e: StoredEvent): PricedEvent {
-    const p = computeCost(
-      { provider: e.provider, model: e.model, ts: e.ts, promptTokens: e.prompt, completionTokens: e.completion, cachedTokens: e.cached, reasoningTokens: e.reasoning, callerCost: e.cost },
-      this.config.priceOverrides
-    )
+    const p = computeCost(priceInputOf(e), this.config.priceOverrides)
     return { ...e, costNanos: p.costNanos, unpriced: p.unpriced }
   }
 

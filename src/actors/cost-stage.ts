@@ -16,7 +16,7 @@
 import { Actor, assertNever, type ActorOptions } from './actor.js'
 import type { PricedEvent, StoredEvent } from '../events.js'
 import { encodeBatch, priceBatch, type PriceBatch, type PriceResult } from '../pricing/batch.js'
-import type { PriceInput, PriceOverrides } from '../pricing/compute-cost.js'
+import { priceInputOf, type PriceOverrides } from '../pricing/compute-cost.js'
 
 export type CostStageMessage =
   | { type: 'events'; events: StoredEvent[] }
@@ -53,19 +53,6 @@ export const DEFAULT_INLINE_BELOW = 64
 type Entry =
   | { kind: 'chunk'; events: StoredEvent[]; batch?: PriceBatch; state: 'waiting' | 'running' | 'done'; result?: PriceResult }
   | { kind: 'barrier'; run: () => void | Promise<void>; state: 'waiting' | 'running' | 'done' }
-
-function inputOf(e: StoredEvent): PriceInput {
-  return {
-    provider: e.provider,
-    model: e.model,
-    ts: e.ts,
-    promptTokens: e.prompt,
-    completionTokens: e.completion,
-    cachedTokens: e.cached,
-    reasoningTokens: e.reasoning,
-    callerCost: e.cost
-  }
-}
 
 export class CostStage extends Actor<CostStageMessage> {
   readonly #opts: CostStageOptions
@@ -154,7 +141,7 @@ export class CostStage extends Actor<CostStageMessage> {
 
   #start(entry: Extract<Entry, { kind: 'chunk' }>, inline: boolean): void {
     const pricer = this.#opts.pricer
-    const batch = encodeBatch(entry.events.map(inputOf))
+    const batch = encodeBatch(entry.events.map(priceInputOf))
     entry.batch = batch
     if (pricer === null || inline) {
       entry.result = priceBatch(batch, this.#opts.overrides)

@@ -38,6 +38,7 @@
  */
 import { calcPrice, findProvider } from '@pydantic/genai-prices'
 import type { ModelInfo, ModelPrice, PriceCalculationResult, PriceOptions, Provider, Usage } from '@pydantic/genai-prices'
+import type { StoredEvent } from '../events.js'
 
 /** One LLM call, as the cost stage sees it. */
 export interface PriceInput {
@@ -57,6 +58,24 @@ export interface PriceInput {
   reasoningTokens: number
   /** Dollars supplied by the caller; wins over the computed cost when finite and >= 0. */
   callerCost: number | null
+}
+
+/**
+ * What pricing reads of a stored event: the one mapping from event fields to a
+ * {@link PriceInput}, used by the cost stage and by the engine's on-demand pricing alike, so
+ * both count the same cost for the same event.
+ */
+export function priceInputOf(e: StoredEvent): PriceInput {
+  return {
+    provider: e.provider,
+    model: e.model,
+    ts: e.ts,
+    promptTokens: e.prompt,
+    completionTokens: e.completion,
+    cachedTokens: e.cached,
+    reasoningTokens: e.reasoning,
+    callerCost: e.cost
+  }
 }
 
 /** A price: integer nano-dollars (`Math.round(dollars * 1e9)`). */

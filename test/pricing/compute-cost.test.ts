@@ -9,9 +9,11 @@ import {
   inferProvider,
   isCacheExclusive,
   priceCacheSize,
+  priceInputOf,
   validatePriceOverrides
 } from '../../src/pricing/compute-cost.js'
 import type { PriceInput, PriceOverrides } from '../../src/pricing/compute-cost.js'
+import type { StoredEvent } from '../../src/events.js'
 
 const TS = Date.parse('2025-06-01T00:00:00Z')
 
@@ -298,4 +300,10 @@ t.test('never throws on garbage either (any doubles, any strings)', async (t) =>
   const odd = { provider: undefined, model: 42, ts: 'x', promptTokens: '5', completionTokens: null, cachedTokens: {}, reasoningTokens: [], callerCost: null }
   t.same(computeCost(odd as unknown as PriceInput), { costNanos: 0, unpriced: true })
   t.pass('no counterexample')
+})
+
+t.test('priceInputOf maps a stored event\'s fields (the one mapping the cost stage and Engine.price share)', async (t) => {
+  const e = { provider: 'anthropic', model: 'claude-3-5-sonnet-latest', ts: TS, prompt: 1200, completion: 300, cached: 200, reasoning: 50, cost: null, latency: 10, seq: 1, id: 'evt_1' } as unknown as StoredEvent
+  t.same(priceInputOf(e), { provider: 'anthropic', model: 'claude-3-5-sonnet-latest', ts: TS, promptTokens: 1200, completionTokens: 300, cachedTokens: 200, reasoningTokens: 50, callerCost: null })
+  t.same(priceInputOf({ ...e, cost: 0.25 }).callerCost, 0.25)
 })
