@@ -8,7 +8,10 @@ import { spawn, execFileSync } from 'node:child_process'
 import { writeFileSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { ENTRY, START_TIMEOUT_MS, startServer, waitReady } from '../helpers/server.js'
+import { ENTRY, FILE_TIMEOUT_MS, START_TIMEOUT_MS, startServer, waitReady } from '../helpers/server.js'
+
+// Real processes on a possibly busy machine: more time than the suite's per-file default.
+t.setTimeout(FILE_TIMEOUT_MS)
 
 const KEY = 'data-dir-key-1'
 const headers = { 'x-api-key': KEY, 'content-type': 'application/json' }
