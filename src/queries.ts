@@ -8,9 +8,10 @@ import { createAggregate, mergeInto, mergeTimeseries, type Aggregate, type RowVi
 import { createTotals, type Totals } from './analytics/totals.js'
 import { DiscardSketch, LatencySketch } from './analytics/sketch.js'
 import { floorDiv, HOUR_MS } from './analytics/time.js'
-import { NULL_ID, OTHER_ID, OTHER_VALUE, metadataValue, type DimensionDictionary } from './analytics/dimensions.js'
+import { NULL_ID, OTHER_ID, metadataValue, type DimensionDictionary, type ValueDictionary } from './analytics/dimensions.js'
 import { needsRows, type AnalyticsReader, type Filters, type ProjectView } from './analytics/reader.js'
 import type { PricedEvent } from './events.js'
+import { DIM_FIELDS, eventValues } from './analytics/dim-totals.js'
 
 export interface RangeQuery extends Filters {
   /** Inclusive, epoch ms (-Infinity = unbounded). */
@@ -167,18 +168,6 @@ function addValues(acc: Aggregate, v: Float64Array, flags: number): void {
   if ((flags & 1) !== 0) t.errors += 1
   if ((flags & 2) !== 0) t.unpriced += 1
   acc.sketch.record(v[5])
-}
-
-/** A stored event as the values and flags {@link addValues} takes. */
-function eventValues(e: PricedEvent, v: Float64Array): number {
-  v[0] = e.prompt
-  v[1] = e.completion
-  v[2] = e.total
-  v[3] = e.cached
-  v[4] = e.reasoning
-  v[5] = Math.round(e.latency * 1000)
-  v[6] = e.costNanos
-  return (e.error ? 1 : 0) | (e.unpriced ? 2 : 0)
 }
 
 /**
@@ -377,8 +366,22 @@ interface GroupBy {
 /** `by` as a GroupBy for the project, or null when `by` names no dimension (400 upstream). */
 function groupBy(view: ProjectView | undefined, by: string): GroupBy | null {
   const dims = view?.dims
-  const fromDict = (dict: { value(id: number): string | null } | undefined) => (k: number | string) => (typeof k === 'string' ? (k === '\u0000null' ? null : k) : (dict?.value(k) ?? null))
   const NULL_KEY = '\u0000null'
+  const fromDict = (dict: { value(id: number): string | null } | undefined) => (k: number | string) => (typeof k === 'string' ? (k === NULL_KEY ? null : k) : (dict?.value(k) ?? null))
+  /**
+   * A value read from the log as the memory path keys it: its id when the dictionary holds
+   * it, "(other)" when the dictionary is capped (as memory counted it), else itself.
+   */
+  const canon = (dict: ValueDictionary | undefined, value: string | null): number | string => {
+    if (value === null) return NULL_KEY
+    const id = dict?.find(value)
+    if (id !== undefined) return id
+    return dict?.capped === true ? OTHER_ID : value
+  }
+  /** Adds a key once (an event with two tags past the cap counts once in "(other)"). */
+  const once = (out: Array<number | string>, k: number | string) => {
+    if (!out.includes(k)) out.push(k)
+  }
   switch (by) {
     case 'model':
     case 'provider':
@@ -389,7 +392,7 @@ function groupBy(view: ProjectView | undefined, by: string): GroupBy | null {
       return {
         keys: (out, u, s, _a, _series, e) => {
           out.length = 0
-          if (e !== null) out.push((by === 'user_id' ? e.user : e.session) ?? NULL_KEY)
+          if (e !== null) out.push(canon(dict, by === 'user_id' ? e.user : e.session))
           else out.push(by === 'user_id' ? u : s)
         },
         name: fromDict(dict)
@@ -401,12 +404,12 @@ function groupBy(view: ProjectView | undefined, by: string): GroupBy | null {
           out.length = 0
           if (e !== null) {
             if (e.tags === null || e.tags.length === 0) out.push(NULL_KEY)
-            else out.push(...e.tags)
+            else for (const t of e.tags) once(out, canon(dims?.tags, t))
             return
           }
-          if (a === OTHER_ID) return void out.push(OTHER_VALUE)
+          if (a === OTHER_ID) return void out.push(OTHER_ID)
           const set = dims?.attrSet(a)
-          if (set !== undefined) for (let i = 0; i < set.length; i += 2) if (set[i] === 0) out.push(set[i + 1])
+          if (set !== undefined) for (let i = 0; i < set.length; i += 2) if (set[i] === 0) once(out, set[i + 1])
           if (out.length === 0) out.push(NULL_ID)
         },
         name: fromDict(dims?.tags)
@@ -415,20 +418,21 @@ function groupBy(view: ProjectView | undefined, by: string): GroupBy | null {
       if (!by.startsWith('metadata.') || by.length === 'metadata.'.length) return null
       const key = by.slice('metadata.'.length)
       const k = dims === undefined ? -1 : dims.metaKeyIndex(key)
+      const dict = k >= 0 ? dims?.metaValues(k) : undefined
       return {
         keys: (out, _u, _s, a, _series, e) => {
           out.length = 0
           if (e !== null) {
             const v = e.meta !== null && Object.hasOwn(e.meta, key) ? metadataValue(e.meta[key]) : null
-            out.push(v ?? NULL_KEY)
+            out.push(canon(dict, v))
             return
           }
-          if (a === OTHER_ID) return void out.push(OTHER_VALUE)
+          if (a === OTHER_ID) return void out.push(OTHER_ID)
           const set = dims?.attrSet(a)
           if (set !== undefined && k >= 0) for (let i = 0; i < set.length; i += 2) if (set[i] === k + 1) return void out.push(set[i + 1])
           out.push(NULL_ID)
         },
-        name: k >= 0 ? fromDict(dims?.metaValues(k)) : (key) => (typeof key === 'string' && key !== NULL_KEY ? key : null)
+        name: fromDict(dict)
       }
     }
   }
@@ -457,6 +461,8 @@ export function breakdown(source: QuerySource | AnalyticsReader, q: RangeQuery, 
   const view = src.reader.project(project)
   const g = groupBy(view, by)
   if (g === null) throw new RangeError(`cannot group by ${by}`)
+  const fast = breakdownFromTotals(src, view, q, by, sort, limit, g)
+  if (fast !== null) return fast
   // A key past the metadata key cap: ids cannot say, the log can.
   const source2: QuerySource = groupNeedsLog(view, by) ? { reader: { project: () => undefined }, log: src.log } : src
   const forceLog = source2 !== src
@@ -520,6 +526,114 @@ export function breakdown(source: QuerySource | AnalyticsReader, q: RangeQuery, 
     other,
     total
   }
+}
+
+/**
+ * A breakdown by user or session without filters, over a range holding at least half the
+ * project's events: the all-time totals per value (analytics/dim-totals.ts) minus the rows
+ * outside the range, so it costs O(values + rows outside), not a scan of every row inside.
+ * Latency sketches: each shown value's from its postings cells (the rows of its events only),
+ * `other`'s as the range's sketch minus theirs. Null when it does not apply (the caller scans).
+ */
+function breakdownFromTotals(src: QuerySource, view: ProjectView | undefined, q: RangeQuery, by: string, sort: BreakdownSort, limit: number, g: GroupBy): Breakdown | null {
+  if (view === undefined || (by !== 'user_id' && by !== 'session_id')) return null
+  if (needsRows(q) || q.models !== undefined || q.providers !== undefined) return null
+  const dim = by === 'user_id' ? 'user' : 'session'
+  const all = view.rollup.aggregate(-Infinity, Infinity, { totals: createTotals(), sketch: new DiscardSketch() }).totals.requests
+  const total = metrics(src, q)
+  if (all - total.totals.requests > total.totals.requests) return null
+  const allTime = view.totals(dim)
+  if (allTime === null) return null
+  // Rows outside the range, per value (few: the range holds most events).
+  const outside = new Map<number, Float64Array>()
+  const minus: RowVisitor = (v, flags, u, s) => {
+    const id = dim === 'user' ? u : s
+    let acc = outside.get(id)
+    if (acc === undefined) outside.set(id, (acc = new Float64Array(ACC)))
+    addAcc(acc, v, flags)
+  }
+  for (const agg of view.aggregators()) {
+    for (const store of agg.view().values()) {
+      if (!store.rowsAvailable(-Infinity, q.start) || !store.rowsAvailable(q.end, Infinity)) return null
+      store.scanRows(-Infinity, q.start, minus)
+      store.scanRows(q.end, Infinity, minus)
+    }
+  }
+  const a = allTime.totals
+  const metric = sort === 'cost' ? 7 : sort === 'requests' ? 0 : 3
+  const valueOf = (id: number) => {
+    const d = outside.get(id)
+    return a[id * DIM_FIELDS + metric] - (d === undefined ? 0 : d[metric])
+  }
+  const requestsOf = (id: number) => a[id * DIM_FIELDS] - (outside.get(id)?.[0] ?? 0)
+  // The first `limit` by (metric desc, value asc), kept in a bounded list (limit ≤ 1000).
+  const before = (x: number, y: number) => {
+    const dx = valueOf(x)
+    const dy = valueOf(y)
+    return dx !== dy ? dx > dy : cmpValue(g.name(x), g.name(y)) < 0
+  }
+  const top: number[] = []
+  for (let id = 0; id < allTime.top; id++) {
+    if (requestsOf(id) <= 0) continue
+    if (top.length === limit && !before(id, top[top.length - 1])) continue
+    let i = top.length === limit ? top.length - 1 : top.length
+    if (top.length < limit) top.push(id)
+    while (i > 0 && before(id, top[i - 1])) {
+      top[i] = top[i - 1]
+      i--
+    }
+    top[i] = id
+  }
+  const totalsOf = (id: number): Totals => {
+    const acc = a.slice(id * DIM_FIELDS, id * DIM_FIELDS + DIM_FIELDS)
+    const d = outside.get(id)
+    if (d !== undefined) for (let i = 0; i < ACC; i++) acc[i] -= d[i]
+    return accTotals(acc)
+  }
+  // Each shown value's sketch from the rows of its cells; values without postings (none, past the cap) by one scan.
+  const postings = view.postings(dim)
+  const sketches = new Map<number, LatencySketch>()
+  const unindexed = new Set<number>()
+  for (const id of top) {
+    const sk = LatencySketch.dense()
+    sketches.set(id, sk)
+    const cells = id < 2 ? null : postings.cells(id, q.start, q.end)
+    if (cells === null) {
+      unindexed.add(id)
+      continue
+    }
+    for (const cell of cells) {
+      const s = view.series(cell.series)
+      s?.store.scanRows(Math.max(q.start, cell.hourStart), Math.min(q.end, cell.hourStart + HOUR_MS), (v, _f, u, se) => {
+        if ((dim === 'user' ? u : se) === id) sk.record(v[5])
+      })
+    }
+  }
+  if (unindexed.size > 0) {
+    for (const agg of view.aggregators()) {
+      for (const store of agg.view().values()) {
+        store.scanRows(q.start, q.end, (v, _f, u, se) => sketches.get(dim === 'user' ? u : se)?.record(v[5]))
+      }
+    }
+  }
+  const groups = top.map((id) => ({ value: g.name(id), agg: { totals: totalsOf(id), sketch: sketches.get(id) as LatencySketch } }))
+  let other: Aggregate | null = null
+  const shownRequests = groups.reduce((n, x) => n + x.agg.totals.requests, 0)
+  if (shownRequests < total.totals.requests) {
+    const rest = new Float64Array(ACC)
+    const t = total.totals
+    const all10 = [t.requests, t.promptTokens, t.completionTokens, t.totalTokens, t.cachedTokens, t.reasoningTokens, t.latencyUsSum, t.costNanos, t.errors, t.unpriced]
+    for (let i = 0; i < ACC; i++) rest[i] = all10[i]
+    for (const x of groups) {
+      const gt = x.agg.totals
+      const sub = [gt.requests, gt.promptTokens, gt.completionTokens, gt.totalTokens, gt.cachedTokens, gt.reasoningTokens, gt.latencyUsSum, gt.costNanos, gt.errors, gt.unpriced]
+      for (let i = 0; i < ACC; i++) rest[i] -= sub[i]
+    }
+    const sketch = LatencySketch.dense().merge(total.sketch)
+    for (const x of groups) sketch.subtract(x.agg.sketch)
+    other = { totals: accTotals(rest), sketch }
+  }
+  return { by, groups, other, total }
 }
 
 /** Ascending by value, JavaScript string order; the null group last. */

@@ -24,6 +24,7 @@ import { AlertEvaluator, type AlertState } from './alert-evaluator.js'
 import { RollupAggregator } from './rollup.js'
 import { DimensionDictionary, type DimensionLimits } from '../analytics/dimensions.js'
 import { Postings } from '../analytics/postings.js'
+import { DimTotals, eventValues } from '../analytics/dim-totals.js'
 import type { AnalyticsReader, ProjectView, WindowQuery } from '../analytics/reader.js'
 import type { Aggregate, RowDims } from '../analytics/series.js'
 import type { AlertTransition, RecordedAlert } from '../alerts/types.js'
@@ -81,6 +82,9 @@ interface ProjectPart {
   /** Cells per user and per session: null until a query first filters on them (analytics/postings.ts). */
   users: Postings | null
   sessions: Postings | null
+  /** All-time totals per user and per session: null until a breakdown first needs them (analytics/dim-totals.ts). */
+  userTotals: DimTotals | null
+  sessionTotals: DimTotals | null
 }
 
 /** Past this fraction of any mailbox's capacity, ingestion is refused (503) until it drains. */
@@ -96,6 +100,8 @@ export class Topology implements AnalyticsReader {
   /** Deleted projects (see TopologyOptions.dropped and deleteProject). */
   readonly #dropped: Set<string>
   readonly #opts: TopologyOptions
+  /** Scratch: one event's values in RowVisitor order. */
+  readonly #values = new Float64Array(7)
   readonly #mailboxCapacity: number
   /** Every event with seq < #through+1 has been emitted downstream. */
   #restoredThrough: number
@@ -184,7 +190,9 @@ export class Topology implements AnalyticsReader {
       seriesRefs: new Map(),
       seriesList: [],
       users: null,
-      sessions: null
+      sessions: null,
+      userTotals: null,
+      sessionTotals: null
     }
     this.#projects.set(project, part)
     return part
@@ -201,12 +209,30 @@ export class Topology implements AnalyticsReader {
       aggregators: () => part.aggregators.values(),
       aggregator: (model) => part.aggregators.get(model),
       postings: (dim) => this.#postings(part, dim),
+      totals: (dim) => this.#totals(part, dim),
       series: (ref) => {
         const s = part.seriesList[ref]
         const store = s === undefined ? undefined : part.aggregators.get(s.model)?.view().get(s.provider)
         return s === undefined || store === undefined ? undefined : { ...s, store }
       }
     }
+  }
+
+  /**
+   * The project's all-time totals per user or session, built on first use from the rows (null
+   * while any series has folded hours: their rows, and so their users, are gone), then kept up
+   * to date by #emit.
+   */
+  #totals(part: ProjectPart, dim: 'user' | 'session'): DimTotals | null {
+    const have = dim === 'user' ? part.userTotals : part.sessionTotals
+    if (have !== null) return have
+    const stores = [...part.aggregators.values()].flatMap((a) => [...a.view().values()])
+    if (stores.some((s) => s.coarseHours > 0)) return null
+    const totals = new DimTotals()
+    for (const store of stores) store.scanRows(-Infinity, Infinity, (v, flags, user, session) => totals.add(dim === 'user' ? user : session, v, flags))
+    if (dim === 'user') part.userTotals = totals
+    else part.sessionTotals = totals
+    return totals
   }
 
   #seriesRef(part: ProjectPart, model: string, provider: string): number {
@@ -372,8 +398,15 @@ export class Topology implements AnalyticsReader {
         // Words only once an event of this batch has any (earlier ones are zeros).
         if (slot.dims === null) slot.dims = new Array(slot.events.length * 3).fill(0)
         slot.dims.push(rowDims.user, rowDims.session, rowDims.attrs)
-      } else if (slot.dims !== null) {
-        slot.dims.push(0, 0, 0)
+      } else {
+        rowDims.user = 0
+        rowDims.session = 0
+        if (slot.dims !== null) slot.dims.push(0, 0, 0)
+      }
+      if (part.userTotals !== null || part.sessionTotals !== null) {
+        const flags = eventValues(e, this.#values)
+        part.userTotals?.add(rowDims.user, this.#values, flags)
+        part.sessionTotals?.add(rowDims.session, this.#values, flags)
       }
       slot.events.push(e)
       const list = byRollup.get(part.rollup)
@@ -412,12 +445,28 @@ export class Topology implements AnalyticsReader {
       this.costStage.send({
         type: 'barrier',
         run: () => {
-          const list = this.#readers()
-          let left = list.length
-          if (left === 0) return resolve()
-          for (const a of list) a.send({ type: 'barrier', reply: () => --left === 0 && resolve() })
+          // Not returned: the cost stage would hold its emission until every reader replied.
+          void this.#gather(this.#readers(), (a, reply) => a.send({ type: 'barrier', reply: () => reply(undefined) })).then(() => resolve())
         }
       })
+    })
+  }
+
+  /**
+   * The barrier fan-in: `ask` sends each actor a message carrying `reply`, all in this turn;
+   * resolves with the replies in the actors' order once every one replied (at once for none).
+   */
+  #gather<A, R>(actors: readonly A[], ask: (actor: A, reply: (r: R) => void) => void): Promise<R[]> {
+    return new Promise((resolve) => {
+      const replies: R[] = new Array(actors.length)
+      let left = actors.length
+      if (left === 0) return resolve(replies)
+      actors.forEach((a, i) =>
+        ask(a, (r) => {
+          replies[i] = r
+          if (--left === 0) resolve(replies)
+        })
+      )
     })
   }
 
@@ -435,17 +484,16 @@ export class Topology implements AnalyticsReader {
         run: () => {
           const seq = this.emittedThrough + 1
           const list = [...this.aggregators()]
-          const aggregators: SnapshotPayload['aggregators'] = []
           // Dictionaries are append-only: taken now (at the cut, or later) they name every id the rows before the cut use.
           const dimensions: Record<string, unknown> = {}
           for (const part of this.#projects.values()) dimensions[part.id] = part.dims.toJSON()
-          let alerts: AlertState | undefined
-          let left = list.length + 1
-          const done = () => {
-            if (--left === 0) resolve({ seq, createdAt: now, aggregators, alerts, dimensions })
-          }
-          for (const a of list) a.send({ type: 'snapshot', full, reply: (state) => { aggregators.push({ project: a.project, model: a.model, state }); done() } })
-          this.alerts.send({ type: 'snapshot', reply: (state) => { alerts = state; done() } })
+          // Both asked in this turn, at the cut; not returned (see sync).
+          const states = this.#gather(list, (a, reply: (state: unknown) => void) => a.send({ type: 'snapshot', full, reply }))
+          const alerts = this.#gather([this.alerts], (a, reply: (state: AlertState) => void) => a.send({ type: 'snapshot', reply }))
+          void Promise.all([states, alerts]).then(([states, [alerts]]) => {
+            const aggregators: SnapshotPayload['aggregators'] = list.map((a, i) => ({ project: a.project, model: a.model, state: states[i] }))
+            resolve({ seq, createdAt: now, aggregators, alerts, dimensions })
+          })
         }
       })
       if (!sent) throw new Error('cost stage mailbox full: cannot snapshot')

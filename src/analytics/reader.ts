@@ -8,6 +8,7 @@
 import type { SeriesStore } from './series.js'
 import type { DimensionDictionary } from './dimensions.js'
 import type { Postings } from './postings.js'
+import type { DimTotals } from './dim-totals.js'
 
 /** One (project, model) aggregator as queries see it. */
 export interface AggregatorView {
@@ -26,6 +27,8 @@ export interface ProjectView {
   aggregator(model: string): AggregatorView | undefined
   /** Cells of each user or session (built on first use; see analytics/postings.ts). */
   postings(dim: 'user' | 'session'): Postings
+  /** All-time totals per user or session (built on first use; null while retention folded rows). */
+  totals(dim: 'user' | 'session'): DimTotals | null
   /** The series a posting cell names, or undefined when it no longer exists. */
   series(ref: number): { model: string; provider: string; store: SeriesStore } | undefined
 }

@@ -419,6 +419,47 @@ export class LatencySketch {
   }
 
   /**
+   * Removes the values of `part`, every one of which must have been recorded or merged into
+   * this sketch (a breakdown's `other` group is its total minus the shown groups). Counts stay
+   * exact; the extremes, whose exact values may be gone, become those of the remaining
+   * buckets (within the relative accuracy). Returns `this`.
+   */
+  subtract(part: LatencySketch): this {
+    if (part.#count === 0) return this
+    if (this.#dense === null) this.#toDense()
+    this.#count -= part.#count
+    this.#zero -= part.#zero
+    const take = (key: number, n: number) => {
+      const d = this.#cover(key, key)
+      const i = key - this.#base
+      d[i] -= n
+      if (d[i] === 0) this.#len--
+    }
+    const pd = part.#dense
+    if (pd !== null) {
+      for (let i = 0; i < pd.length; i++) if (pd[i] !== 0) take(part.#base + i, pd[i])
+    } else {
+      for (let i = 0; i < part.#len; i++) take(part.#keys[i], part.#counts[i])
+    }
+    if (this.#count === 0) {
+      this.#min = Infinity
+      this.#max = -Infinity
+      return this
+    }
+    const d = this.#dense as Float64Array
+    let lo = -1
+    let hi = -1
+    for (let i = 0; i < d.length; i++) {
+      if (d[i] === 0) continue
+      if (lo < 0) lo = i
+      hi = i
+    }
+    this.#min = this.#zero > 0 || lo < 0 ? 0 : valueOf(this.#base + lo)
+    this.#max = hi < 0 ? 0 : valueOf(this.#base + hi)
+    return this
+  }
+
+  /**
    * An empty sketch that is dense from the start: for query accumulators, into which many
    * sketches are merged (each merge is then one add per source bucket from the first one).
    */

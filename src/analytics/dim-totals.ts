@@ -1,0 +1,66 @@
+/**
+ * All-time totals per value of one dimension (user or session) of a project: requests,
+ * prompt, completion, total, cached and reasoning tokens, latency µs, cost nano-dollars,
+ * errors, unpriced — {@link DIM_FIELDS} numbers per value id, in one growable array.
+ *
+ * What it is for: a breakdown by user over a range holding most of the project's events is the
+ * all-time totals minus the few events outside the range, so it costs O(values + rows outside)
+ * instead of a scan of every row inside (see queries.ts). Built on first use from the rows,
+ * then kept up to date as events are routed, like the postings.
+ */
+import type { PricedEvent } from '../events.js'
+
+export const DIM_FIELDS = 10
+
+/** A priced event's values in RowVisitor order into `v`; returns its flags (1 error, 2 unpriced). */
+export function eventValues(e: PricedEvent, v: Float64Array): number {
+  v[0] = e.prompt
+  v[1] = e.completion
+  v[2] = e.total
+  v[3] = e.cached
+  v[4] = e.reasoning
+  v[5] = Math.round(e.latency * 1000)
+  v[6] = e.costNanos
+  return (e.error ? 1 : 0) | (e.unpriced ? 2 : 0)
+}
+
+export class DimTotals {
+  #acc = new Float64Array(DIM_FIELDS * 64)
+  /** Ids below this may hold totals. */
+  #top = 0
+
+  /** Adds one event (values in RowVisitor order: prompt, completion, total, cached, reasoning, latency µs, cost) to value `id`. */
+  add(id: number, v: ArrayLike<number>, flags: number): void {
+    if (id >= this.#top) this.#reserve(id + 1)
+    const a = this.#acc
+    const o = id * DIM_FIELDS
+    a[o] += 1
+    a[o + 1] += v[0]
+    a[o + 2] += v[1]
+    a[o + 3] += v[2]
+    a[o + 4] += v[3]
+    a[o + 5] += v[4]
+    a[o + 6] += v[5]
+    a[o + 7] += v[6]
+    if ((flags & 1) !== 0) a[o + 8] += 1
+    if ((flags & 2) !== 0) a[o + 9] += 1
+  }
+
+  #reserve(n: number): void {
+    if (n * DIM_FIELDS > this.#acc.length) {
+      const grown = new Float64Array(Math.max(n * DIM_FIELDS, this.#acc.length * 2))
+      grown.set(this.#acc)
+      this.#acc = grown
+    }
+    this.#top = n
+  }
+
+  /** Read only: the totals, {@link DIM_FIELDS} per id, for ids below {@link DimTotals.top}. */
+  get totals(): Float64Array {
+    return this.#acc
+  }
+
+  get top(): number {
+    return this.#top
+  }
+}
