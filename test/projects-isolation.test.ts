@@ -101,7 +101,7 @@ function naiveDimensions(events: readonly Ev[]) {
 }
 
 /** Every answer a project gives, through every way of naming it, checked against its model. */
-async function checkProject(app: TestApp, m: ProjectModel, other: ProjectModel, via: Headers, label: string): Promise<void> {
+async function checkProject(app: TestApp, m: ProjectModel, via: Headers, label: string): Promise<void> {
   const get = async (url: string) => {
     const res = await app.app.inject({ method: 'GET', url, headers: via })
     if (res.statusCode !== 200) throw new Error(`${label} GET ${url}: ${res.statusCode} ${res.body}`)
@@ -203,14 +203,14 @@ async function apply(app: TestApp, models: [ProjectModel, ProjectModel], op: Op)
         via = { 'x-api-key': ADMIN_KEY }
         label = `${m.name} (?project=)`
         const withParam = { ...app, app: { inject: (o: { method: string; url: string; headers: Headers }) => app.app.inject({ ...o, url: `${o.url}${o.url.includes('?') ? '&' : '?'}project=${m.name}` } as never) } } as unknown as TestApp
-        await checkProject(withParam, m, other, via, label)
+        await checkProject(withParam, m, via, label)
         await checkIds(withParam, m, other, via, label, op.pick)
         return
       } else {
         via = owner(m.name)
         label = `${m.name} (owner header)`
       }
-      await checkProject(app, m, other, via, label)
+      await checkProject(app, m, via, label)
       await checkIds(app, m, other, via, label, op.pick)
       return
     }
@@ -266,7 +266,7 @@ async function checkGone(app: TestApp, gone: ProjectModel, kept: ProjectModel | 
   // Its event ids are unknown everywhere, the default project included.
   for (const id of gone.ids.slice(0, 5)) if ((await res(`/events/${id}`, owner('default'))).statusCode !== 404) throw new Error(`event ${id} of deleted ${gone.name} answers in default`)
   if (kept !== null) {
-    await checkProject(app, kept, gone, owner(kept.name), `${kept.name} after ${gone.name} was deleted`)
+    await checkProject(app, kept, owner(kept.name), `${kept.name} after ${gone.name} was deleted`)
     await checkIds(app, kept, gone, owner(kept.name), `${kept.name} after ${gone.name} was deleted`, 0)
   }
 }
@@ -421,8 +421,8 @@ t.test('DELETE /projects/:id: gone from every answer, after a restart and after 
   const keysB = [await makeKey(a, 'team-b', 'read'), await makeKey(a, 'team-b', 'admin'), await makeKey(a, 'team-b', 'ingest')]
   const modelA: ProjectModel = { name: 'team-a', events: s.a, ids: idsA, rules: rulesA, keys: { read: [keyA], admin: [], ingest: [] } }
   const modelB: ProjectModel = { name: 'team-b', events: s.b, ids: idsB, rules: rulesB, keys: { read: [keysB[0], CFG_B], admin: [keysB[1]], ingest: [keysB[2]] } }
-  await checkProject(a, modelB, modelA, keyed(CFG_B), 'team-b by its configured key')
-  await checkProject(a, modelA, modelB, owner('team-a'), 'team-a')
+  await checkProject(a, modelB, keyed(CFG_B), 'team-b by its configured key')
+  await checkProject(a, modelA, owner('team-a'), 'team-a')
   const keep = { 'team-a read key': keyA }
   const strip = (o: Record<string, unknown>) => Object.fromEntries(Object.entries(o).filter(([k]) => !k.includes('team-b')))
   const beforeA = strip(await observe(a, keep))
@@ -460,7 +460,7 @@ t.test('DELETE /projects/:id: gone from every answer, after a restart and after 
   // Recreated with the same id: empty, whatever the old one held.
   await createProject(c, 'team-b')
   const fresh: ProjectModel = { name: 'team-b', events: [], ids: [], rules: [], keys: { read: [], admin: [], ingest: [] } }
-  await checkProject(c, fresh, modelA, owner('team-b'), 'recreated team-b')
+  await checkProject(c, fresh, owner('team-b'), 'recreated team-b')
   for (const id of idsB.slice(0, 20)) t.equal((await c.app.inject({ method: 'GET', url: `/events/${id}`, headers: owner('team-b') })).statusCode, 404, `old event ${id}`)
   for (const id of rulesB) t.equal((await c.app.inject({ method: 'GET', url: `/alerts/rules/${id}`, headers: owner('team-b') })).statusCode, 404, `old rule ${id}`)
   for (const key of keysB) t.equal((await c.app.inject({ method: 'GET', url: '/analytics/metrics', headers: keyed(key) })).statusCode, 401, 'an old API key stays revoked')
