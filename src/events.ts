@@ -232,7 +232,18 @@ export function toPending(e: ParsedEvent, now: number, inferProvider: (model: st
   }
 }
 
-const ISO_WITH_ZONE: RegExp = (z.iso.datetime({ offset: true }) as unknown as { _zod: { pattern: RegExp } })._zod.pattern
+/**
+ * What `z.iso.datetime({ offset: true })` accepts (the `timestamp` field), as our own regex:
+ * a calendar date (February 29th only in leap years, Gregorian century rule), `T`, hours
+ * 00–23, minutes and seconds 00–59 (seconds required: RFC 3339), any number of fraction
+ * digits, and `Z` or an offset ±HH:MM (HH ≤ 23, colon required). Upper-case `T` and `Z` only;
+ * ASCII digits only. test/events.test.ts checks it against zod string by string.
+ */
+const LEAP_DAY = String.raw`(?:\d\d[2468][048]|\d\d[13579][26]|\d\d0[48]|[02468][048]00|[13579][26]00)-02-29`
+const OTHER_DAY = String.raw`\d{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12]\d|3[01])|(?:0[469]|11)-(?:0[1-9]|[12]\d|30)|02-(?:0[1-9]|1\d|2[0-8]))`
+const TIME = String.raw`(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d+)?`
+const ZONE = String.raw`(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)`
+const ISO_WITH_ZONE = new RegExp(`^(?:${LEAP_DAY}|${OTHER_DAY})T${TIME}${ZONE}$`)
 const KNOWN_FIELDS = new Set(['timestamp', 'model', 'provider', 'prompt_tokens', 'completion_tokens', 'total_tokens', 'cached_tokens', 'reasoning_tokens', 'latency_ms', 'ttft_ms', 'status', 'cost', 'metadata', 'user_id', 'session_id', 'tags'])
 
 const isTokens = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && v <= MAX_TOKENS

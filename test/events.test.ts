@@ -1,11 +1,50 @@
 import t from 'tap'
 import fc from 'fast-check'
+import { z } from 'zod'
 import { eventSchema, fastPending, toPending, checkMetadata, seqOfEventId, makeEventId, pendingBatch } from '../src/events.js'
 
 const limits = { maxBytes: 200, maxDepth: 3, maxKeys: 8 }
 const schema = eventSchema(limits)
 const NOW = Date.parse('2026-06-01T00:00:00Z')
 const infer = (m: string) => (m.startsWith('gpt') ? 'openai' : 'unknown')
+
+/**
+ * Timestamps at the edges of what `z.iso.datetime({ offset: true })` accepts: leap days
+ * (century rule), month lengths, 23:59:59 vs 24:00 and leap seconds, seconds omitted, offsets
+ * without a colon or past 23:59, lower-case t/z, a space for T, an empty fraction, long
+ * fractions, signed or five-digit years, non-ASCII digits, whitespace around.
+ */
+const ISO_EDGES = [
+  '2000-02-29T00:00:00Z', '1900-02-29T00:00:00Z', '2100-02-29T00:00:00Z', '2400-02-29T12:00:00Z', '0000-02-29T00:00:00Z', '2023-02-29T00:00:00Z', '2023-02-28T23:59:59Z',
+  '2026-04-30T00:00:00Z', '2026-04-31T00:00:00Z', '2026-12-31T23:59:59Z', '2026-01-32T00:00:00Z', '2026-00-10T00:00:00Z', '2026-01-00T00:00:00Z',
+  '2026-01-01T23:59:59.999999999Z', '2026-01-01T23:59:60Z', '2026-01-01T24:00:00Z', '2026-01-01T10:60:00Z', '2026-01-01T10:00Z', '2026-01-01T10Z',
+  '2026-01-01T10:00:00+23:59', '2026-01-01T10:00:00+24:00', '2026-01-01T10:00:00-00:00', '2026-01-01T10:00:00+05:60', '2026-01-01T10:00:00+0530', '2026-01-01T10:00:00+05', '2026-01-01T10:00:00+5:30',
+  '2026-01-01t10:00:00Z', '2026-01-01T10:00:00z', '2026-01-01 10:00:00Z', '2026-01-01T10:00:00.Z', '2026-01-01T10:00:00.5Z', '2026-01-01T10:00:00,5Z', '2026-01-01T10:00:00.5+01:00',
+  '+02026-01-01T00:00:00Z', '-0001-01-01T00:00:00Z', '20260-01-01T00:00:00Z', '2026-1-01T00:00:00Z', '２０２６-01-01T00:00:00Z', '2026-01-01T00:00:00Z\n', ' 2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z ', '2026-01-01', ''
+]
+
+/** Strings built from the parts of an ISO date-time, each part often right and sometimes not. */
+const pad = (n: number, w = 2) => String(n).padStart(w, '0')
+const digits = (n: number) => fc.string({ unit: fc.constantFrom(...'0123456789'), minLength: n, maxLength: n })
+/** Mostly `right`, sometimes one of `wrong`. */
+const often = <T,>(right: fc.Arbitrary<T>, ...wrong: fc.Arbitrary<T>[]) => fc.oneof({ arbitrary: right, weight: 6 * wrong.length }, ...wrong.map((arbitrary) => ({ arbitrary, weight: 1 })))
+const isoLike = fc
+  .tuple(
+    often(fc.integer({ min: 0, max: 9999 }).map((y) => pad(y, 4)), fc.constantFrom('2000', '1900', '2100', '2400', '0400', '1600', '2024'), fc.constantFrom('+02026', '20261', '202')),
+    often(fc.integer({ min: 1, max: 12 }).map((m) => pad(m)), digits(2), fc.constantFrom('1', '001')),
+    often(fc.integer({ min: 1, max: 31 }).map((d) => pad(d)), fc.constantFrom('28', '29', '30', '31', '00', '32'), digits(2)),
+    often(fc.constant('T'), fc.constantFrom('t', ' ')),
+    often(fc.integer({ min: 0, max: 23 }).map((h) => pad(h)), digits(2)),
+    often(fc.integer({ min: 0, max: 59 }).map((m) => ':' + pad(m)), fc.constantFrom(':60', ':5', '')),
+    often(fc.integer({ min: 0, max: 59 }).map((m) => ':' + pad(m)), fc.constantFrom(':60', ':5', '')),
+    often(fc.oneof(fc.constant(''), fc.string({ unit: fc.constantFrom(...'0123456789'), minLength: 1, maxLength: 12 }).map((f) => '.' + f)), fc.constantFrom('.', ',5')),
+    often(
+      fc.oneof(fc.constant('Z'), fc.tuple(fc.constantFrom('+', '-'), fc.integer({ min: 0, max: 23 }).map((h) => pad(h)), fc.integer({ min: 0, max: 59 }).map((m) => pad(m))).map(([sign, h, m]) => `${sign}${h}:${m}`)),
+      fc.constantFrom('z', ''),
+      fc.tuple(fc.constantFrom('+', '-'), digits(2), fc.constantFrom(':', ''), digits(2)).map((p) => p.join(''))
+    )
+  )
+  .map(([y, mo, d, t, h, mi, s, f, zone]) => `${y}-${mo}-${d}${t}${h}${mi}${s}${f}${zone}`)
 
 /** A value that is sometimes right for a field and often wrong in interesting ways. */
 const wild = fc.oneof(
@@ -18,6 +57,7 @@ const millis = fc.oneof(fc.double({ min: 0, max: 1e6, noNaN: true }), fc.constan
 const timestamp = fc.oneof(
   fc.date({ min: new Date('1970-01-01'), max: new Date('2100-01-01'), noInvalidDate: true }).map((d) => d.toISOString()),
   fc.constantFrom('2026-02-29T00:00:00Z', '2024-02-29T23:59:59.999+05:30', '2026-01-01T00:00:00', '2026-13-01T00:00:00Z', '2026-01-01T24:00:00Z', '2026-01-01T10:00:00.1234567-07:00'),
+  fc.constantFrom(...ISO_EDGES),
   wild
 )
 const metadata = fc.oneof(fc.jsonValue({ maxDepth: 4 }), wild)
@@ -81,6 +121,26 @@ t.test('the fast path accepts exactly what the zod schema accepts, and builds th
     { numRuns: 4000 }
   )
   t.ok(accepted > 100, `${accepted} generated events were valid (the property saw both sides)`)
+})
+
+t.test('timestamps: the fast path accepts exactly the date-times zod\'s z.iso.datetime({ offset: true }) accepts', async (t) => {
+  const iso = z.iso.datetime({ offset: true })
+  const agree = (s: string) => {
+    const byZod = iso.safeParse(s).success
+    const fast = fastPending({ model: 'm', timestamp: s }, limits, NOW, infer)
+    if ((fast !== null) !== byZod) throw new Error(`${JSON.stringify(s)}: zod ${byZod ? 'accepts' : 'rejects'}, the fast path ${fast !== null ? 'accepts' : 'declines'}`)
+    // What both accept is read as Date.parse reads it.
+    if (fast !== null && fast.ts !== Date.parse(s)) throw new Error(`${s}: ts ${fast.ts}`)
+    return byZod
+  }
+  const accepted = ISO_EDGES.filter(agree)
+  t.same(accepted, [
+    '2000-02-29T00:00:00Z', '2400-02-29T12:00:00Z', '0000-02-29T00:00:00Z', '2023-02-28T23:59:59Z', '2026-04-30T00:00:00Z', '2026-12-31T23:59:59Z',
+    '2026-01-01T23:59:59.999999999Z', '2026-01-01T10:00:00+23:59', '2026-01-01T10:00:00-00:00', '2026-01-01T10:00:00.5Z', '2026-01-01T10:00:00.5+01:00'
+  ], 'the edges zod accepts (and no others)')
+  let yes = 0
+  fc.assert(fc.property(isoLike, (s) => { if (agree(s)) yes++ }), { numRuns: 20_000 })
+  t.ok(yes > 1000, `${yes} generated date-times were valid (the property saw both sides)`)
 })
 
 t.test('pendingBatch names the index of the first bad event', async (t) => {
