@@ -32,6 +32,7 @@ import { judge } from '../alerts/conditions.js'
 import { silentLog, type Log } from '../log.js'
 import type { Aggregate } from '../analytics/series.js'
 import type { Filters, WindowQuery } from '../analytics/reader.js'
+import { filtersOf } from '../filters.js'
 import type { PricedEvent } from '../events.js'
 import type { Rule } from '../store/rules.js'
 import type { Clock } from '../clock.js'
@@ -51,19 +52,8 @@ export type WindowFn = (q: WindowQuery) => Aggregate
 
 /** A rule's filters (its `model` and its `filters` object) as queries take them. */
 export function ruleFilters(rule: Rule): Filters {
-  const f = rule.filters ?? {}
-  const metadata: Record<string, string> = {}
-  for (const [k, v] of Object.entries(f)) if (k.startsWith('metadata.')) metadata[k.slice('metadata.'.length)] = v
-  const model = rule.model ?? f.model
-  return {
-    models: model === undefined || model === null ? undefined : new Set([model]),
-    providers: f.provider === undefined ? undefined : new Set([f.provider]),
-    status: f.status as Filters['status'],
-    user_id: f.user_id,
-    session_id: f.session_id,
-    tag: f.tag,
-    metadata: Object.keys(metadata).length === 0 ? undefined : metadata
-  }
+  const f = filtersOf(rule.filters ?? {})
+  return rule.model === null ? f : { ...f, models: new Set([rule.model]) }
 }
 
 /** One rule's alert state. */

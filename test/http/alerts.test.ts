@@ -300,3 +300,28 @@ t.test('after a crash the alert-event log wins over an older snapshot: no duplic
   await evaluate(second.engine)
   t.same((await alertEvents(second.app)).map((e) => e.state), ['firing'], 'still only the one firing')
 })
+
+t.test('a rule with filters counts only the matching events of its own project', async (t) => {
+  const clock = new ManualClock(T0)
+  const { app, engine } = await makeApp(t, { clock, inlinePricing: true })
+  t.equal((await app.inject({ method: 'POST', url: '/projects', headers: adminHeaders, payload: { id: 'team-b' } })).statusCode, 201)
+  const forU1 = await createRule(app, { name: 'Slow for u1', condition: 'avg_latency', threshold: 1000, window_seconds: 60, filters: { user_id: 'u1', 'metadata.feature': 'search' } })
+  // u1's search calls average 1200 ms; everything else (other users, other features, the other project) is fast or would pull the average down.
+  await ingest(app, [
+    event({ timestamp: undefined, latency_ms: 900, user_id: 'u1', metadata: { feature: 'search' } }),
+    event({ timestamp: undefined, latency_ms: 1500, user_id: 'u1', metadata: { feature: 'search' } }),
+    event({ timestamp: undefined, latency_ms: 10, user_id: 'u1', metadata: { feature: 'chat' } }),
+    event({ timestamp: undefined, latency_ms: 10, user_id: 'u2', metadata: { feature: 'search' } })
+  ])
+  const other = await app.inject({ method: 'POST', url: '/events/batch', headers: { ...adminHeaders, 'x-llmscope-project': 'team-b' }, payload: [event({ timestamp: undefined, latency_ms: 10, user_id: 'u1', metadata: { feature: 'search' } })] })
+  t.equal(other.statusCode, 202)
+  await evaluate(engine)
+  const fired = await alertEvents(app)
+  t.equal(fired.length, 1)
+  t.match(fired[0], { rule_id: forU1.id, state: 'firing', value: 1200, samples: 2 }, 'the window held only u1 search calls of project default')
+  const inB = await app.inject({ url: '/alerts/events', headers: { ...adminHeaders, 'x-llmscope-project': 'team-b' } })
+  t.same(inB.json().events, [], 'another project sees none of it')
+  const bad = await app.inject({ method: 'POST', url: '/alerts/rules', headers: adminHeaders, payload: { name: 'x', condition: 'avg_latency', threshold: 1, filters: { colour: 'red' } } })
+  t.equal(bad.statusCode, 400)
+  t.match(bad.json().details[0].path, 'filters.colour')
+})
