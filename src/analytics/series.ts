@@ -1,206 +1,45 @@
+/**
+ * SeriesStore: every row of one series (the caller keeps one per model + provider) under a
+ * day / hour / minute index with pre-aggregates, answering any range exactly; and retention,
+ * which turns old hours *coarse*.
+ *
+ * One term: a **coarse hour** is an hour kept only as its aggregate (Totals + latency sketch),
+ * without its rows. Retention *folds* an hour (makes it coarse); a row recorded late into a
+ * coarse hour only adds to the aggregate; a {@link SeriesStore.coarseOnly} store has only
+ * coarse hours; {@link SeriesStore.coarseBefore} is the time before which every hour is
+ * coarse. The snapshot keeps the coarse hours in its `coarse` field.
+ *
+ * The other jobs live beside it: aggregate.ts (Aggregate and its helpers), row-store.ts (the
+ * packed row codec and the per-minute row lists), series-snapshot.ts (the snapshot codec).
+ * What other modules imported from here is re-exported below.
+ */
 import type { Row } from './row.js'
-import type { Totals } from './totals.js'
+import type { RowDims, RowVisitor } from './row-store.js'
+import type { SeriesSnapshot } from './series-snapshot.js'
+import { addRow, createAggregate, mergeInto, type Aggregate, type TimeBucket } from './aggregate.js'
 import { isValidRow, MAX_TIMESTAMP_MS } from './row.js'
-import { LatencySketch, type LatencySketchJSON } from './sketch.js'
+import { MAX_ROWS, RowStore } from './row-store.js'
+import { loadSnapshot, SnapshotBuilder } from './series-snapshot.js'
+import { LatencySketch } from './sketch.js'
 import { DAY_MS, floorDiv, HOUR_MS, MINUTE_MS } from './time.js'
-import { cloneTotals, createTotals, mergeTotals, recordTotals } from './totals.js'
+import { createTotals } from './totals.js'
 
-/** Totals plus latency sketch of one set of rows: what every query returns. */
-export interface Aggregate {
-  totals: Totals
-  sketch: LatencySketch
-}
-
-/** One bucket of {@link SeriesStore.timeseries}: `start` is epoch-aligned to the interval. */
-export interface TimeBucket extends Aggregate {
-  start: number
-}
-
-/** An empty {@link Aggregate}. */
-export function createAggregate(): Aggregate {
-  return { totals: createTotals(), sketch: new LatencySketch() }
-}
-
-/**
- * Adds `source` into `target` (in place) and returns `target`. This is how the
- * HTTP layer combines the answers of many series (one per model + provider).
- */
-export function mergeInto(target: Aggregate, source: Aggregate): Aggregate {
-  mergeTotals(target.totals, source.totals)
-  target.sketch.merge(source.sketch)
-  return target
-}
-
-/**
- * Combines timeseries of several series into one: buckets with the same `start`
- * are merged, the result is ascending by `start`. Inputs are not modified; a bucket
- * that no other list shares is passed through as is (so the result may share it).
- */
-export function mergeTimeseries(lists: readonly (readonly TimeBucket[])[]): TimeBucket[] {
-  const byStart = new Map<number, { bucket: TimeBucket; owned: boolean }>()
-  for (const list of lists) {
-    for (const b of list) {
-      const have = byStart.get(b.start)
-      if (have === undefined) {
-        byStart.set(b.start, { bucket: b, owned: false })
-        continue
-      }
-      if (!have.owned) {
-        // Copied only when a second bucket joins it: inputs stay untouched.
-        have.bucket = { start: b.start, totals: cloneTotals(have.bucket.totals), sketch: LatencySketch.dense().merge(have.bucket.sketch) }
-        have.owned = true
-      }
-      mergeInto(have.bucket, b)
-    }
-  }
-  return [...byStart.values()].map((x) => x.bucket).sort((a, b) => a.start - b.start)
-}
-
-/**
- * Current {@link SeriesSnapshot} format version. 2 added `coarse` (hours past retention);
- * version 1 (no coarse hours) is still read.
- */
-export const SERIES_SNAPSHOT_VERSION = 3
-
-/** One hour folded by retention: its totals and latency sketch, without its rows. */
-export interface CoarseHour {
-  /** Hour key: floor(ts / HOUR_MS) of the rows it holds. */
-  hour: number
-  totals: Totals
-  sketch: LatencySketchJSON
-}
+export { createAggregate, mergeInto, mergeTimeseries, type Aggregate, type TimeBucket } from './aggregate.js'
+export type { RowDims, RowVisitor } from './row-store.js'
+export { SERIES_SNAPSHOT_VERSION, type CoarseHour, type SeriesSnapshot } from './series-snapshot.js'
 
 /** What {@link SeriesStore.retain} is asked to keep raw. */
 export interface RetentionPolicy {
-  /** Rows with `ts` before this (epoch ms; rounded down to its hour) are folded. -Infinity: none by age. */
+  /** Hours starting before this (epoch ms; rounded down to its hour) turn coarse. -Infinity: none by age. */
   before: number
   /**
    * Most raw rows to keep (0 = no limit). Past 1.25 × this, the oldest hours (by event time)
-   * before the hour of `now` are folded until at most this many rows are left.
+   * before the hour of `now` turn coarse until at most this many rows are left.
    */
   maxRows: number
-  /** Now (epoch ms): the hour holding it, and later ones, are never folded by `maxRows`. */
+  /** Now (epoch ms): the hour holding it, and later ones, never turn coarse by `maxRows`. */
   now: number
 }
-
-/**
- * Plain-data form of a {@link SeriesStore} (msgpack-friendly): the raw rows as
- * columns, `rows` long each. The pre-aggregates are not stored: they are a pure
- * function of the rows, so rebuilding them on restore can never disagree with
- * the rows (and the snapshot stays ~66 bytes per row).
- * Readers accept typed arrays or plain number arrays for every column.
- */
-export interface SeriesSnapshot {
-  version: 1 | 2 | 3
-  /** Number of rows (length of every column). */
-  rows: number
-  /** Rows refused by `record` so far (a diagnostic counter, kept across restarts). */
-  rejected: number
-  ts: Float64Array
-  promptTokens: Float64Array
-  completionTokens: Float64Array
-  totalTokens: Float64Array
-  cachedTokens: Float64Array
-  reasoningTokens: Float64Array
-  latencyUs: Float64Array
-  costNanos: Float64Array
-  /** 1 for rows with `error: true`, else 0. */
-  error: Uint8Array
-  /** 1 for rows with `unpriced: true`, else 0. */
-  unpriced: Uint8Array
-  /** Hours folded by retention (version 2; absent in version 1), ascending. */
-  coarse?: CoarseHour[]
-  /**
-   * Version 3, only when some row has dimensions: each row's dimension words (see
-   * {@link RowDims}), `rows` × 3 (user, session, attribute set); absent = all zero.
-   */
-  dims?: Uint32Array
-}
-
-/**
- * A row's dimensions as ids into its project's dictionaries (analytics/dimensions.ts): the
- * user, the session and the interned set of tags and metadata values; 0 = none.
- */
-export interface RowDims {
-  user: number
-  session: number
-  attrs: number
-}
-
-/**
- * Visits one raw row (see {@link SeriesStore.scanRows}): `v` holds its values in VALUE_FIELDS
- * order (prompt, completion, total, cached, reasoning tokens, latency µs, cost nano-dollars),
- * reused between calls; `flags` bit 0 = error, bit 1 = unpriced; `ts` its time (epoch ms).
- */
-export type RowVisitor = (v: Float64Array, flags: number, user: number, session: number, attrs: number, ts: number) => void
-
-/** The numeric fields of a row, in the order the snapshot columns and the `#wide` escape use. */
-const VALUE_FIELDS = [
-  'promptTokens',
-  'completionTokens',
-  'totalTokens',
-  'cachedTokens',
-  'reasoningTokens',
-  'latencyUs',
-  'costNanos',
-] as const
-const NUM_VALUES = VALUE_FIELDS.length
-
-/*
- * Row layout: CORE Uint32 words per row in its chunk's `#core` array:
- *
- *   0 tokens: promptTokens (bits 0-23) | completionTokens bits 0-7 (bits 24-31)
- *   1 latencyUs   2 costNanos mod 2^32
- *   3 meta: offset of ts in its minute (bits 0-15: 0..59,999) | FLAG_* (bits 16-19)
- *           | completionTokens bits 8-19 (bits 20-31)
- *   4 next row of the same minute, as Uint32 (`| 0` reads it back; -1 = end of list)
- *
- * So prompts below 2^24 tokens and completions below 2^20 (today's context windows are far
- * smaller) with latency below 2^32 µs (71 minutes) take no more. What does not fit goes to
- * one of two exact escapes, flagged in `meta`:
- * - FLAG_EXT: the row's EXT words in its chunk's `#ext` array (allocated on the chunk's first
- *   such row): cachedTokens, reasoningTokens, totalTokens, floor(costNanos / 2^32). A row
- *   without it has cached = reasoning = 0, total = prompt + completion and cost < 2^32.
- * - FLAG_WIDE: a count or the latency does not fit its bits above (any value up to 2^53 is
- *   legal): the row's values live in `#wide` (by row index, VALUE_FIELDS order) and its
- *   tokens, latency and cost words are unused.
- * So a typical row costs 20 bytes (one with cached or reasoning tokens, 36).
- */
-const CORE = 5
-const C_TOKENS = 0
-const C_LATENCY = 1
-const C_COST = 2
-const C_META = 3
-const C_NEXT = 4
-const PROMPT_MASK = 0xffffff
-const PROMPT_LIMIT = 2 ** 24
-const COMPLETION_LIMIT = 2 ** 20
-const EXT = 4
-const E_CACHED = 0
-const E_REASONING = 1
-const E_TOTAL = 2
-const E_COST_HIGH = 3
-const OFFSET_MASK = 0xffff
-const FLAG_ERROR = 1 << 16
-const FLAG_UNPRICED = 1 << 17
-const FLAG_EXT = 1 << 18
-const FLAG_WIDE = 1 << 19
-const TWO_32 = 2 ** 32
-/** Dimension words per row (user, session, attribute set), in chunks allocated on a chunk's first row with any. */
-const DIMS = 3
-
-/** Rows live in chunks of up to 2^12 rows; a row index is (chunk << 12) | offset. */
-const CHUNK_SHIFT = 12
-const CHUNK_ROWS = 1 << CHUNK_SHIFT
-const CHUNK_MASK = CHUNK_ROWS - 1
-/**
- * The first chunk starts small and doubles up to CHUNK_ROWS, so small series stay small;
- * later chunks are allocated whole: one allocation size, no copies, no freed halves left to
- * fragment the allocator (the slack is at most one chunk, ~96 KiB, per series).
- */
-const FIRST_CHUNK_ROWS = 16
-/** Row and minute-slot indexes are Int32 (the linked lists use -1 as the end). */
-const MAX_ROWS = 0x7fffffff
 
 /**
  * A minute keeps its own Totals + sketch only once it holds this many rows.
@@ -214,7 +53,7 @@ export const MINUTE_AGGREGATE_THRESHOLD = 64
 interface HourNode extends Aggregate {
   /**
    * minutes[m] = slot + 1 of minute m of the hour, 0 when it has no rows; null once the hour
-   * is *coarse* (folded by retention): its rows are gone, its totals and sketch stay exact.
+   * is coarse: its rows are gone, its totals and sketch stay exact.
    */
   minutes: Int32Array | null
 }
@@ -222,11 +61,6 @@ interface HourNode extends Aggregate {
 /** Day: aggregate of its rows plus its hours (undefined when empty). */
 interface DayNode extends Aggregate {
   hours: (HourNode | undefined)[]
-}
-
-function addRow(a: Aggregate, row: Row): void {
-  recordTotals(a.totals, row)
-  a.sketch.record(row.latencyUs)
 }
 
 /** First index of `keys` (ascending) whose value is >= `key`. */
@@ -276,17 +110,14 @@ function normalizeRange(start: number, end: number): [number, number] {
  * Layout (a tree, all levels UTC-aligned to the epoch):
  * ```
  *  #dayKeys (sorted) ─► DayNode { totals, sketch, hours[24] }
- *                          └─► HourNode { totals, sketch, minutes: Int32Array(60) → slot+1 }
- *                                 └─► minute slot: head row, row count, optional Aggregate
+ *                          └─► HourNode { totals, sketch, minutes: Int32Array(60) → slot+1 | null (coarse) }
+ *                                 └─► minute slot: a RowStore list, row count or optional Aggregate
  *                                        └─► rows: singly linked list through chunked columns
  * ```
- * Raw rows are stored in chunked Uint32Arrays (no object per row): prompt and completion
- * packed, latency, cost mod 2^32, the offset of `ts` inside its minute with the flags, and
- * the "next row of the same minute" link: 20 bytes per row. Values that do not fit (cached
- * or reasoning tokens, a total that is not prompt + completion, cost >= 2^32, larger
- * counts) go to exact escapes (see CORE above), so every value reads back as recorded.
- * A row's full timestamp is its minute's start + offset, the minute being known
- * from the path that reached it.
+ * Raw rows live in a {@link RowStore} (row-store.ts: 20 bytes per typical row, exact escapes
+ * for values that do not fit), one list per minute slot. A row's full timestamp is its
+ * minute's start + the offset the row store keeps, the minute being known from the path that
+ * reached it.
  *
  * A range decomposes into whole days, whole hours at the edges of partial days,
  * whole minutes at the edges of partial hours, and raw rows of at most two
@@ -294,57 +125,43 @@ function normalizeRange(start: number, end: number): [number, number] {
  * O(log days + days in range + 2·24 hours + 2·60 minutes) nodes plus the rows of
  * ≤ 2 minutes (and of whole edge minutes below {@link MINUTE_AGGREGATE_THRESHOLD}).
  *
- * Retention ({@link SeriesStore.retain}) turns old hours *coarse*: their rows and minute
- * slots are dropped, their (and their day's) Totals and sketch stay, so hour-aligned ranges
- * stay exact and a coarse hour's rows count as at its start.
+ * Retention ({@link SeriesStore.retain}) folds old hours: they become coarse hours, their
+ * rows and minute slots dropped, their (and their day's) Totals and sketch kept, so
+ * hour-aligned ranges stay exact and a coarse hour's rows count as at its start.
  *
  * Invariants: every node's Totals/sketch equal those of exactly the rows below
  * it (for a coarse hour: of the rows it folded or took in); every hour before
- * {@link SeriesStore.horizon} is coarse, every later one holds its rows;
+ * {@link SeriesStore.coarseBefore} is coarse, every later one holds its rows;
  * `#dayKeys` is strictly ascending and equals the key set of `#days`;
- * sums are exact while each stays below 2^53 (see {@link Totals}).
+ * sums are exact while each stays below 2^53 (see totals.ts).
  */
 export class SeriesStore {
   #days = new Map<number, DayNode>()
   #dayKeys: number[] = []
 
-  // Rows, chunked (layout: see CORE). Chunk c holds rows [c << CHUNK_SHIFT, ...).
-  #core: Uint32Array[] = []
-  /** Per chunk: EXT words per row, allocated on the chunk's first FLAG_EXT row. */
-  #ext: (Uint32Array | null)[] = []
-  /** Values of the FLAG_WIDE rows, by row index (VALUE_FIELDS order). */
-  #wide = new Map<number, Float64Array>()
-  /** Per chunk: DIMS words per row, allocated on the chunk's first row with a dimension. */
-  #dims: (Uint32Array | null)[] = []
-  /** Row capacity of the last chunk (earlier chunks are full). */
-  #lastChunkRows = 0
-  #size = 0
-  /** Scratch for one row's values (VALUE_FIELDS order). */
-  #tmp = new Float64Array(NUM_VALUES)
-
-  // Minute slots, parallel columns grown by half (see #newMinuteSlot).
-  #mHead: Int32Array = new Int32Array(0)
+  /** The raw rows, one list per minute slot (slot = list id). */
+  #rows = new RowStore()
   /**
-   * The minute's row count while it is below {@link MINUTE_AGGREGATE_THRESHOLD}; once it has
-   * its own Aggregate, -(index + 1) into #minuteAggs (the count is no longer needed).
+   * Per minute slot: its row count while it is below {@link MINUTE_AGGREGATE_THRESHOLD}; once
+   * it has its own Aggregate, -(index + 1) into #minuteAggs (the count is no longer needed).
+   * Grown with the slots (see #newMinuteSlot).
    */
   #mState: Int32Array = new Int32Array(0)
-  #minuteSlots = 0
   #minuteAggs: Aggregate[] = []
 
   #minTs = Infinity
   #maxTs = -Infinity
   /** Hours with a key below this are coarse: a row recorded there only updates aggregates. */
-  #coarseBefore = -Infinity
+  #coarseBeforeHour = -Infinity
   #coarseHours = 0
   /** Rows counted in coarse hours only (folded, or recorded late into a coarse hour). */
   #coarseRows = 0
   #rejected = 0
   #scanned = 0
 
-  /** Number of raw rows retained (rows folded into coarse hours are not counted). */
+  /** Number of raw rows retained (rows of coarse hours are not counted). */
   get size(): number {
-    return this.#size
+    return this.#rows.size
   }
 
   /** Rows counted only in coarse hours (see {@link SeriesStore.retain}). */
@@ -352,7 +169,7 @@ export class SeriesStore {
     return this.#coarseRows
   }
 
-  /** Hours folded by retention (kept as totals + sketch, without rows). */
+  /** Coarse hours held (kept as totals + sketch, without rows). */
   get coarseHours(): number {
     return this.#coarseHours
   }
@@ -361,8 +178,13 @@ export class SeriesStore {
    * Every hour starting before this (epoch ms) is coarse; -Infinity when none is.
    * Invariant: hours at or after it hold their rows.
    */
+  get coarseBefore(): number {
+    return this.#coarseBeforeHour === -Infinity ? -Infinity : this.#coarseBeforeHour * HOUR_MS
+  }
+
+  /** @deprecated The former name of {@link SeriesStore.coarseBefore}. */
   get horizon(): number {
-    return this.#coarseBefore === -Infinity ? -Infinity : this.#coarseBefore * HOUR_MS
+    return this.coarseBefore
   }
 
   /** Rows refused by {@link SeriesStore.record} because they broke the {@link Row} contract. */
@@ -376,6 +198,11 @@ export class SeriesStore {
    */
   get scannedRows(): number {
     return this.#scanned
+  }
+
+  /** Whether any row holds a dimension word. */
+  get hasDims(): boolean {
+    return this.#rows.hasDims
   }
 
   /**
@@ -393,7 +220,7 @@ export class SeriesStore {
    * {@link SeriesStore.rejected}, and `false` returned.
    */
   record(row: Row, dims?: RowDims): boolean {
-    if (!isValidRow(row) || this.#size >= MAX_ROWS) {
+    if (!isValidRow(row) || this.#rows.size >= MAX_ROWS) {
       this.#rejected += 1
       return false
     }
@@ -406,7 +233,7 @@ export class SeriesStore {
     const h = hourKey - dayKey * 24
     let hour = day.hours[h]
     if (hour === undefined) {
-      const coarse = hourKey < this.#coarseBefore
+      const coarse = hourKey < this.#coarseBeforeHour
       hour = { totals: createTotals(), sketch: new LatencySketch(), minutes: coarse ? null : new Int32Array(60) }
       day.hours[h] = hour
       if (coarse) this.#coarseHours++
@@ -414,7 +241,7 @@ export class SeriesStore {
     if (ts < this.#minTs) this.#minTs = ts
     if (ts > this.#maxTs) this.#maxTs = ts
     if (hour.minutes === null) {
-      // Past retention: exact at hour resolution, no row kept.
+      // A coarse hour: exact at hour resolution, no row kept.
       addRow(day, row)
       addRow(hour, row)
       this.#coarseRows++
@@ -427,7 +254,8 @@ export class SeriesStore {
       hour.minutes[m] = slot + 1
     }
 
-    this.#appendRow(row, ts - minuteKey * MINUTE_MS, slot, dims)
+    const rows = this.#rows
+    rows.append(row, ts - minuteKey * MINUTE_MS, slot, dims)
     addRow(day, row)
     addRow(hour, row)
     const state = this.#mState[slot]
@@ -435,7 +263,7 @@ export class SeriesStore {
       addRow(this.#minuteAggs[-state - 1], row)
     } else if (state + 1 === MINUTE_AGGREGATE_THRESHOLD) {
       const a = createAggregate()
-      this.#collectRows(slot, 0, MINUTE_MS, a)
+      this.#scanned += rows.sum(slot, 0, MINUTE_MS, a)
       this.#minuteAggs.push(a)
       this.#mState[slot] = -this.#minuteAggs.length
     } else {
@@ -445,11 +273,11 @@ export class SeriesStore {
   }
 
   /**
-   * Retention: folds hours into *coarse* hours — their rows and minute data are dropped, their
-   * totals and latency sketch (and so their day's) stay exact. Every hour before
+   * Retention: folds hours, which makes them coarse — their rows and minute data are dropped,
+   * their totals and latency sketch (and so their day's) stay exact. Every hour before
    * `policy.before` (rounded down to its hour) is folded, and rows recorded there later are
-   * counted into the hour without a row. With `maxRows`, once more than 1.25 × `maxRows` raw
-   * rows are held, the oldest hours before the hour of `now` are folded until at most
+   * counted into the coarse hour without a row. With `maxRows`, once more than 1.25 × `maxRows`
+   * raw rows are held, the oldest hours before the hour of `now` are folded until at most
    * `maxRows` are left (the slack keeps the O(rows) compaction amortised O(1) per row).
    *
    * A query then counts a coarse hour whole when its start is inside the range: ranges
@@ -458,11 +286,11 @@ export class SeriesStore {
    */
   retain(policy: RetentionPolicy): number {
     const byAge = policy.before === -Infinity ? -Infinity : floorDiv(Math.max(-MAX_TIMESTAMP_MS, Math.min(MAX_TIMESTAMP_MS, Math.floor(policy.before))), HOUR_MS)
-    if (byAge > this.#coarseBefore) this.#coarseBefore = byAge
+    if (byAge > this.#coarseBeforeHour) this.#coarseBeforeHour = byAge
     const fold: Array<[day: DayNode, dayKey: number, h: number]> = []
-    let left = this.#size
+    let left = this.#rows.size
     const nowHour = floorDiv(Math.floor(policy.now), HOUR_MS)
-    const byCount = policy.maxRows > 0 && this.#size > policy.maxRows + Math.max(1, policy.maxRows >> 2)
+    const byCount = policy.maxRows > 0 && this.#rows.size > policy.maxRows + Math.max(1, policy.maxRows >> 2)
     // Ascending by time: once an hour is neither old nor foldable by count, no later one is.
     scan: for (const dayKey of this.#dayKeys) {
       const day = this.#days.get(dayKey) as DayNode
@@ -470,7 +298,7 @@ export class SeriesStore {
         const hour = day.hours[h]
         if (hour === undefined || hour.minutes === null) continue
         const hourKey = dayKey * 24 + h
-        const foldable = hourKey < this.#coarseBefore || (byCount && left > policy.maxRows && hourKey < nowHour)
+        const foldable = hourKey < this.#coarseBeforeHour || (byCount && left > policy.maxRows && hourKey < nowHour)
         if (!foldable) break scan
         fold.push([day, dayKey, h])
         left -= hour.totals.requests
@@ -484,7 +312,7 @@ export class SeriesStore {
       folded += hour.totals.requests
       this.#coarseHours++
       const hourKey = dayKey * 24 + h
-      if (hourKey + 1 > this.#coarseBefore) this.#coarseBefore = hourKey + 1
+      if (hourKey + 1 > this.#coarseBeforeHour) this.#coarseBeforeHour = hourKey + 1
     }
     this.#coarseRows += folded
     this.#compactRows()
@@ -493,38 +321,24 @@ export class SeriesStore {
 
   /** Rebuilds row and minute storage with only the rows of hours that are not coarse. */
   #compactRows(): void {
-    const core = this.#core
-    const ext = this.#ext
-    const wide = this.#wide
-    const dims = this.#dims
-    const mHead = this.#mHead
+    const old = this.#rows
     const mState = this.#mState
     const minuteAggs = this.#minuteAggs
-    this.#core = []
-    this.#ext = []
-    this.#dims = []
-    this.#wide = new Map()
-    this.#lastChunkRows = 0
-    this.#size = 0
-    this.#mHead = new Int32Array(0)
+    this.#rows = new RowStore()
     this.#mState = new Int32Array(0)
-    this.#minuteSlots = 0
     this.#minuteAggs = []
-    const list: number[] = []
+    const scratch: number[] = []
     for (const dayKey of this.#dayKeys) {
       const day = this.#days.get(dayKey) as DayNode
       for (const hour of day.hours) {
         if (hour === undefined || hour.minutes === null) continue
         for (let m = 0; m < 60; m++) {
-          const old = hour.minutes[m] - 1
-          if (old < 0) continue
+          const was = hour.minutes[m] - 1
+          if (was < 0) continue
           const slot = this.#newMinuteSlot()
           hour.minutes[m] = slot + 1
-          list.length = 0
-          for (let r = mHead[old]; r >= 0; r = core[r >>> CHUNK_SHIFT][(r & CHUNK_MASK) * CORE + C_NEXT] | 0) list.push(r)
-          // Appended back to front: each append links at the head, so the list keeps its order.
-          for (let j = list.length - 1; j >= 0; j--) this.#appendRaw(core, ext, wide, dims, list[j], slot)
-          const state = mState[old]
+          this.#rows.copyList(old, was, slot, scratch)
+          const state = mState[was]
           if (state < 0) {
             this.#minuteAggs.push(minuteAggs[-state - 1])
             this.#mState[slot] = -this.#minuteAggs.length
@@ -534,29 +348,6 @@ export class SeriesStore {
         }
       }
     }
-  }
-
-  /** {@link SeriesStore.#appendRow} from another store's storage (compaction): copies row `src`. */
-  #appendRaw(core: Uint32Array[], ext: (Uint32Array | null)[], wide: Map<number, Float64Array>, dims: (Uint32Array | null)[], src: number, slot: number): void {
-    const r = this.#newRow()
-    const c = r >>> CHUNK_SHIFT
-    const i = r & CHUNK_MASK
-    const srcCore = core[src >>> CHUNK_SHIFT]
-    const si = src & CHUNK_MASK
-    const to = this.#core[c]
-    // Value words and meta (C_TOKENS..C_META) as they are; the link is this store's.
-    to.set(srcCore.subarray(si * CORE, si * CORE + C_NEXT), i * CORE)
-    const meta = srcCore[si * CORE + C_META]
-    if ((meta & FLAG_EXT) !== 0) {
-      const from = ext[src >>> CHUNK_SHIFT] as Uint32Array
-      ;(this.#ext[c] ?? this.#newExt(c)).set(from.subarray(si * EXT, si * EXT + EXT), i * EXT)
-    }
-    if ((meta & FLAG_WIDE) !== 0) this.#wide.set(r, wide.get(src) as Float64Array)
-    const from = dims[src >>> CHUNK_SHIFT]
-    if (from !== null && (from[si * DIMS] | from[si * DIMS + 1] | from[si * DIMS + 2]) !== 0) {
-      ;(this.#dims[c] ?? this.#newDims(c)).set(from.subarray(si * DIMS, si * DIMS + DIMS), i * DIMS)
-    }
-    this.#link(r, slot)
   }
 
   #newDay(dayKey: number): DayNode {
@@ -569,131 +360,24 @@ export class SeriesStore {
     return day
   }
 
+  /** A new minute slot: a new row list, and its state word (row count 0). */
   #newMinuteSlot(): number {
-    const slot = this.#minuteSlots++
-    if (slot === this.#mHead.length) {
-      // x1.5 keeps copies amortised O(1) and leaves at most a third unused (doubling: half).
-      const cap = Math.max(16, slot + (slot >>> 1))
-      const grow = (old: Int32Array): Int32Array => {
-        const a = new Int32Array(cap)
-        a.set(old)
-        return a
-      }
-      this.#mHead = grow(this.#mHead)
-      this.#mState = grow(this.#mState)
+    const slot = this.#rows.newList()
+    if (slot === this.#mState.length) {
+      // Grown as the row store grows its list heads: x1.5, amortised O(1).
+      const state = new Int32Array(Math.max(16, slot + (slot >>> 1)))
+      state.set(this.#mState)
+      this.#mState = state
     }
-    this.#mHead[slot] = -1
     return slot
-  }
-
-  /** Stores the row (see CORE) and links it at the head of its minute's list. */
-  #appendRow(row: Row, offset: number, slot: number, dims: RowDims | undefined): void {
-    const r = this.#newRow()
-    const c = r >>> CHUNK_SHIFT
-    const i = r & CHUNK_MASK
-    if (dims !== undefined && (dims.user | dims.session | dims.attrs) !== 0) {
-      const words = this.#dims[c] ?? this.#newDims(c)
-      words[i * DIMS] = dims.user
-      words[i * DIMS + 1] = dims.session
-      words[i * DIMS + 2] = dims.attrs
-    }
-    const core = this.#core[c]
-    const b = i * CORE
-    const prompt = row.promptTokens
-    const completion = row.completionTokens
-    const total = row.totalTokens
-    const cached = row.cachedTokens
-    const reasoning = row.reasoningTokens
-    const latency = row.latencyUs
-    const cost = row.costNanos
-    let meta = offset | (row.error ? FLAG_ERROR : 0) | (row.unpriced ? FLAG_UNPRICED : 0)
-    // A total other than prompt + completion goes to an extension word, so it must fit in one
-    // (prompt + completion < 2^25 here, so a total >= 2^32 is never that sum).
-    const needsExt = cached !== 0 || reasoning !== 0 || total !== prompt + completion || cost >= TWO_32
-    if (prompt >= PROMPT_LIMIT || completion >= COMPLETION_LIMIT || latency >= TWO_32 || cached >= TWO_32 || reasoning >= TWO_32 || total >= TWO_32) {
-      meta |= FLAG_WIDE
-      this.#wide.set(r, Float64Array.of(prompt, completion, total, cached, reasoning, latency, cost))
-    } else {
-      // Bit operations give an Int32; the Uint32Array store keeps its 32 bits.
-      core[b + C_TOKENS] = prompt | (completion << 24)
-      meta |= (completion >>> 8) << 20
-      core[b + C_LATENCY] = latency
-      // A Uint32Array store takes the value mod 2^32 (ToUint32 is exact for any integer).
-      core[b + C_COST] = cost
-      if (needsExt) {
-        meta |= FLAG_EXT
-        const words = this.#ext[c] ?? this.#newExt(c)
-        const e = i * EXT
-        words[e + E_CACHED] = cached
-        words[e + E_REASONING] = reasoning
-        words[e + E_TOTAL] = total
-        words[e + E_COST_HIGH] = (cost - (cost >>> 0)) / TWO_32
-      }
-    }
-    core[b + C_META] = meta
-    this.#link(r, slot)
-  }
-
-  /** Links stored row `r` at the head of minute `slot`'s list. */
-  #link(r: number, slot: number): void {
-    this.#core[r >>> CHUNK_SHIFT][(r & CHUNK_MASK) * CORE + C_NEXT] = this.#mHead[slot]
-    this.#mHead[slot] = r
-  }
-
-  /** Index of a new row at the end, with room for it; its words are zero. */
-  #newRow(): number {
-    const r = this.#size
-    const c = r >>> CHUNK_SHIFT
-    const i = r & CHUNK_MASK
-    if (c === this.#core.length) {
-      this.#lastChunkRows = c === 0 ? FIRST_CHUNK_ROWS : CHUNK_ROWS
-      this.#core.push(new Uint32Array(this.#lastChunkRows * CORE))
-      this.#ext.push(null)
-      this.#dims.push(null)
-    } else if (i === this.#lastChunkRows) {
-      // Only the first chunk grows (see FIRST_CHUNK_ROWS).
-      const rows = i * 2
-      const grow = (old: Uint32Array, words: number): Uint32Array => {
-        const a = new Uint32Array(rows * words)
-        a.set(old)
-        return a
-      }
-      this.#core[c] = grow(this.#core[c], CORE)
-      const ext = this.#ext[c]
-      if (ext !== null) this.#ext[c] = grow(ext, EXT)
-      const dims = this.#dims[c]
-      if (dims !== null) this.#dims[c] = grow(dims, DIMS)
-      this.#lastChunkRows = rows
-    }
-    this.#size = r + 1
-    return r
-  }
-
-  /** Allocates chunk `c`'s EXT words. */
-  #newExt(c: number): Uint32Array {
-    const ext = new Uint32Array((c === this.#core.length - 1 ? this.#lastChunkRows : CHUNK_ROWS) * EXT)
-    this.#ext[c] = ext
-    return ext
-  }
-
-  /** Allocates chunk `c`'s dimension words. */
-  #newDims(c: number): Uint32Array {
-    const dims = new Uint32Array((c === this.#core.length - 1 ? this.#lastChunkRows : CHUNK_ROWS) * DIMS)
-    this.#dims[c] = dims
-    return dims
-  }
-
-  /** Whether any row holds a dimension word. */
-  get hasDims(): boolean {
-    return this.#dims.some((d) => d !== null)
   }
 
   /**
    * Visits every raw row with `start <= ts < end` (any order), with its values and dimension
    * words: what filtered queries and breakdowns read, since the pre-aggregates hold every row
    * of their unit regardless of dimensions. O(rows in range + minutes held in range).
-   * Returns false, having visited nothing, when the range holds a coarse hour (folded by
-   * retention: its rows, and so their dimensions, are gone): the caller must answer otherwise.
+   * Returns false, having visited nothing, when the range holds a coarse hour (its rows, and
+   * so their dimensions, are gone): the caller must answer otherwise.
    */
   scanRows(start: number, end: number, visit: RowVisitor): boolean {
     if (!this.rowsAvailable(start, end)) return false
@@ -701,7 +385,7 @@ export class SeriesStore {
     if (s >= e) return true
     const keys = this.#dayKeys
     const first = lowerBound(keys, floorDiv(s, DAY_MS))
-    const v = this.#tmp
+    const rows = this.#rows
     let scanned = 0
     for (let k = first; k < keys.length; k++) {
       const dStart = keys[k] * DAY_MS
@@ -715,25 +399,7 @@ export class SeriesStore {
           const slot = hour.minutes[m] - 1
           if (slot < 0) continue
           const mStart = hStart + m * MINUTE_MS
-          const lo = Math.max(0, s - mStart)
-          const hi = Math.min(MINUTE_MS, e - mStart)
-          for (let r = this.#mHead[slot]; r >= 0; ) {
-            const c = r >>> CHUNK_SHIFT
-            const core = this.#core[c]
-            const b = (r & CHUNK_MASK) * CORE
-            const meta = core[b + C_META]
-            const off = meta & OFFSET_MASK
-            scanned++
-            if (off >= lo && off < hi) {
-              this.#readValues(r, v)
-              const dims = this.#dims[c]
-              const d = (r & CHUNK_MASK) * DIMS
-              const flags = ((meta & FLAG_ERROR) !== 0 ? 1 : 0) | ((meta & FLAG_UNPRICED) !== 0 ? 2 : 0)
-              if (dims === null) visit(v, flags, 0, 0, 0, mStart + off)
-              else visit(v, flags, dims[d], dims[d + 1], dims[d + 2], mStart + off)
-            }
-            r = core[b + C_NEXT] | 0
-          }
+          scanned += rows.visit(slot, Math.max(0, s - mStart), Math.min(MINUTE_MS, e - mStart), mStart, visit)
         }
       }
     }
@@ -755,82 +421,6 @@ export class SeriesStore {
       }
     }
     return true
-  }
-
-  /** Row `r`'s values, VALUE_FIELDS order, into `out` (the slow path of {@link SeriesStore.#collectRows}). */
-  #readValues(r: number, out: Float64Array): Float64Array {
-    const c = r >>> CHUNK_SHIFT
-    const i = r & CHUNK_MASK
-    const core = this.#core[c]
-    const b = i * CORE
-    const meta = core[b + C_META]
-    if ((meta & FLAG_WIDE) !== 0) {
-      out.set(this.#wide.get(r) as Float64Array)
-      return out
-    }
-    const tokens = core[b + C_TOKENS]
-    const prompt = tokens & PROMPT_MASK
-    const completion = ((meta >>> 20) << 8) | (tokens >>> 24)
-    out[0] = prompt
-    out[1] = completion
-    out[5] = core[b + C_LATENCY]
-    if ((meta & FLAG_EXT) !== 0) {
-      const ext = this.#ext[c] as Uint32Array
-      const e = i * EXT
-      out[2] = ext[e + E_TOTAL]
-      out[3] = ext[e + E_CACHED]
-      out[4] = ext[e + E_REASONING]
-      out[6] = ext[e + E_COST_HIGH] * TWO_32 + core[b + C_COST]
-    } else {
-      out[2] = prompt + completion
-      out[3] = 0
-      out[4] = 0
-      out[6] = core[b + C_COST]
-    }
-    return out
-  }
-
-  /** Adds the rows of minute `slot` whose offset is in [lo, hi) to `acc`. */
-  #collectRows(slot: number, lo: number, hi: number, acc: Aggregate): void {
-    const t = acc.totals
-    const sketch = acc.sketch
-    let scanned = 0
-    for (let r = this.#mHead[slot]; r >= 0; ) {
-      const core = this.#core[r >>> CHUNK_SHIFT]
-      const b = (r & CHUNK_MASK) * CORE
-      scanned++
-      const meta = core[b + C_META]
-      const off = meta & OFFSET_MASK
-      if (off >= lo && off < hi) {
-        t.requests += 1
-        if ((meta & FLAG_ERROR) !== 0) t.errors += 1
-        if ((meta & FLAG_UNPRICED) !== 0) t.unpriced += 1
-        if ((meta & (FLAG_EXT | FLAG_WIDE)) === 0) {
-          const tokens = core[b + C_TOKENS]
-          const prompt = tokens & PROMPT_MASK
-          const completion = ((meta >>> 20) << 8) | (tokens >>> 24)
-          const latency = core[b + C_LATENCY]
-          t.promptTokens += prompt
-          t.completionTokens += completion
-          t.totalTokens += prompt + completion
-          t.latencyUsSum += latency
-          t.costNanos += core[b + C_COST]
-          sketch.record(latency)
-        } else {
-          const v = this.#readValues(r, this.#tmp)
-          t.promptTokens += v[0]
-          t.completionTokens += v[1]
-          t.totalTokens += v[2]
-          t.cachedTokens += v[3]
-          t.reasoningTokens += v[4]
-          t.latencyUsSum += v[5]
-          t.costNanos += v[6]
-          sketch.record(v[5])
-        }
-      }
-      r = core[b + C_NEXT] | 0
-    }
-    this.#scanned += scanned
   }
 
   /**
@@ -886,10 +476,10 @@ export class SeriesStore {
     if (s <= mStart && mStart + MINUTE_MS <= e) {
       const state = this.#mState[slot]
       if (state < 0) mergeInto(acc, this.#minuteAggs[-state - 1])
-      else this.#collectRows(slot, 0, MINUTE_MS, acc)
+      else this.#scanned += this.#rows.sum(slot, 0, MINUTE_MS, acc)
       return
     }
-    this.#collectRows(slot, Math.max(0, s - mStart), Math.min(MINUTE_MS, e - mStart), acc)
+    this.#scanned += this.#rows.sum(slot, Math.max(0, s - mStart), Math.min(MINUTE_MS, e - mStart), acc)
   }
 
   /**
@@ -973,7 +563,7 @@ export class SeriesStore {
    * the coarse hours, with the `rejected` counter. O(rows); the store is not modified.
    */
   toSnapshot(): SeriesSnapshot {
-    return { ...this.toSnapshotRows(0, this.#size, { coarse: true }), rejected: this.#rejected }
+    return { ...this.toSnapshotRows(0, this.#rows.size, { coarse: true }), rejected: this.#rejected }
   }
 
   /**
@@ -990,32 +580,27 @@ export class SeriesStore {
    * minute's list, row indexes decrease). Throws RangeError unless 0 <= from <= to <= size.
    */
   toSnapshotRows(from: number, to: number, opts: { coarse?: boolean; cursor?: { at: Int32Array | null } } = {}): SeriesSnapshot {
-    if (!Number.isSafeInteger(from) || !Number.isSafeInteger(to) || from < 0 || from > to || to > this.#size) {
-      throw new RangeError(`row range [${from}, ${to}) is not inside [0, ${this.#size}]`)
+    const rows = this.#rows
+    if (!Number.isSafeInteger(from) || !Number.isSafeInteger(to) || from < 0 || from > to || to > rows.size) {
+      throw new RangeError(`row range [${from}, ${to}) is not inside [0, ${rows.size}]`)
     }
     const n = to - from
-    const cols = VALUE_FIELDS.map(() => new Float64Array(n))
-    const ts = new Float64Array(n)
-    const error = new Uint8Array(n)
-    const unpriced = new Uint8Array(n)
-    const dimsOut = this.hasDims ? new Uint32Array(n * DIMS) : undefined
-    const coarse: CoarseHour[] = []
+    const out = new SnapshotBuilder(n, rows.hasDims)
     // cursor.at[slot]: the row the walk of that minute resumes at (-1 end, -2 not walked yet).
     const cursor = opts.cursor
-    if (cursor !== undefined && (cursor.at === null || cursor.at.length < this.#minuteSlots)) {
-      const grown = new Int32Array(this.#minuteSlots).fill(-2)
+    if (cursor !== undefined && (cursor.at === null || cursor.at.length < rows.lists)) {
+      const grown = new Int32Array(rows.lists).fill(-2)
       if (cursor.at !== null) grown.set(cursor.at)
       cursor.at = grown
     }
     const at = cursor?.at ?? null
-    let w = 0
     for (const dayKey of this.#dayKeys) {
       const day = this.#days.get(dayKey) as DayNode
       for (let h = 0; h < 24; h++) {
         const hour = day.hours[h]
         if (hour === undefined) continue
         if (hour.minutes === null) {
-          if (opts.coarse === true) coarse.push({ hour: dayKey * 24 + h, totals: cloneTotals(hour.totals), sketch: hour.sketch.toJSON() })
+          if (opts.coarse === true) out.addCoarseHour(dayKey * 24 + h, hour)
           continue
         }
         if (n === 0) continue
@@ -1023,45 +608,13 @@ export class SeriesStore {
           const slot = hour.minutes[m] - 1
           if (slot < 0) continue
           const mStart = dayKey * DAY_MS + h * HOUR_MS + m * MINUTE_MS
-          let r = at === null || at[slot] === -2 ? this.#mHead[slot] : at[slot]
           // Newest first: pass over rows at or past `to`, then copy down to `from`.
-          while (r >= to) r = this.#core[r >>> CHUNK_SHIFT][(r & CHUNK_MASK) * CORE + C_NEXT] | 0
-          while (r >= from) {
-            const core = this.#core[r >>> CHUNK_SHIFT]
-            const b = (r & CHUNK_MASK) * CORE
-            const meta = core[b + C_META]
-            ts[w] = mStart + (meta & OFFSET_MASK)
-            const v = this.#readValues(r, this.#tmp)
-            for (let f = 0; f < NUM_VALUES; f++) cols[f][w] = v[f]
-            error[w] = (meta & FLAG_ERROR) !== 0 ? 1 : 0
-            unpriced[w] = (meta & FLAG_UNPRICED) !== 0 ? 1 : 0
-            const rowDims = this.#dims[r >>> CHUNK_SHIFT]
-            if (dimsOut !== undefined && rowDims !== null) dimsOut.set(rowDims.subarray((r & CHUNK_MASK) * DIMS, (r & CHUNK_MASK) * DIMS + DIMS), w * DIMS)
-            w++
-            r = core[b + C_NEXT] | 0
-          }
+          const r = rows.copyOut(at === null || at[slot] === -2 ? rows.head(slot) : at[slot], from, to, mStart, out)
           if (at !== null) at[slot] = r
         }
       }
     }
-    if (w !== n) throw new Error(`row range [${from}, ${to}) yielded ${w} rows, expected ${n}`)
-    return {
-      version: SERIES_SNAPSHOT_VERSION,
-      rows: n,
-      rejected: 0,
-      ts,
-      promptTokens: cols[0],
-      completionTokens: cols[1],
-      totalTokens: cols[2],
-      cachedTokens: cols[3],
-      reasoningTokens: cols[4],
-      latencyUs: cols[5],
-      costNanos: cols[6],
-      error,
-      unpriced,
-      coarse,
-      ...(dimsOut === undefined ? {} : { dims: dimsOut })
-    }
+    return out.finish(`row range [${from}, ${to})`)
   }
 
   /**
@@ -1081,112 +634,21 @@ export class SeriesStore {
    */
   static fromSnapshots(parts: readonly unknown[], rejected = 0): SeriesStore {
     const store = new SeriesStore()
+    const addCoarseHour = (hourKey: number, agg: Aggregate): boolean => store.#restoreCoarseHour(hourKey, agg)
     let rejectedTotal = rejected
-    for (const part of parts) rejectedTotal += SeriesStore.#load(store, part)
+    for (const part of parts) rejectedTotal += loadSnapshot(store, part, addCoarseHour)
     store.#rejected = rejectedTotal
     return store
   }
 
-  /** Installs one coarse hour (see {@link CoarseHour}); `fail` throws. */
-  #loadCoarse(data: unknown, fail: (why: string) => never): void {
-    if (typeof data !== 'object' || data === null) fail('not an object')
-    const c = data as Record<string, unknown>
-    const hourKey = c.hour
-    if (typeof hourKey !== 'number' || !Number.isSafeInteger(hourKey) || Math.abs(hourKey * HOUR_MS) > MAX_TIMESTAMP_MS) fail('hour must be an hour key')
-    const totals = createTotals()
-    const t = c.totals as Record<string, unknown> | null
-    if (typeof t !== 'object' || t === null) fail('totals missing')
-    for (const k of Object.keys(totals) as (keyof Totals)[]) {
-      const v = (t as Record<string, unknown>)[k]
-      if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) fail(`totals.${k} must be a non-negative integer`)
-      totals[k] = v as number
-    }
-    let sketch: LatencySketch
-    try {
-      sketch = LatencySketch.fromJSON(c.sketch)
-    } catch (err) {
-      return fail(`sketch: ${(err as Error).message}`)
-    }
-    if (sketch.count !== totals.requests || totals.requests === 0) fail('sketch count does not match requests')
-    const hk = hourKey as number
-    const dayKey = floorDiv(hk, 24)
-    if (this.#days.get(dayKey)?.hours[hk - dayKey * 24] !== undefined) fail('hour given twice')
-    // Every hour before the horizon is coarse: this one becomes so, then takes its aggregate.
-    if (hk + 1 > this.#coarseBefore) this.#coarseBefore = hk + 1
-    this.addHour(hk, { totals, sketch })
-  }
-
-  /** Records one snapshot's rows into `store`; returns its `rejected` counter. */
-  static #load(store: SeriesStore, data: unknown): number {
-    const fail = (why: string): never => {
-      throw new Error(`invalid SeriesStore snapshot: ${why}`)
-    }
-    if (typeof data !== 'object' || data === null) fail('not an object')
-    const d = data as Record<string, unknown>
-    if (d.version !== 3 && d.version !== 2 && d.version !== 1) {
-      fail(`unsupported version ${String(d.version)} (this build reads versions 1 to ${SERIES_SNAPSHOT_VERSION})`)
-    }
-    if (d.version !== 1) {
-      if (!Array.isArray(d.coarse)) fail('coarse must be an array')
-      for (const [i, c] of (d.coarse as unknown[]).entries()) store.#loadCoarse(c, (why) => fail(`coarse hour ${i}: ${why}`))
-    } else if (d.coarse !== undefined) fail('coarse needs version 2')
-    if (d.dims !== undefined && d.version !== 3) fail('dims needs version 3')
-    const n = d.rows
-    if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0 || n > MAX_ROWS) fail('rows must be a non-negative integer')
-    const rejected = d.rejected
-    if (typeof rejected !== 'number' || !Number.isSafeInteger(rejected) || rejected < 0) {
-      fail('rejected must be a non-negative integer')
-    }
-    const column = (name: string): ArrayLike<number> => {
-      const v = d[name]
-      const ok = Array.isArray(v) || (ArrayBuffer.isView(v) && !(v instanceof DataView))
-      if (!ok) fail(`column ${name} is missing or not an array`)
-      const col = v as ArrayLike<number>
-      if (col.length !== n) fail(`column ${name} has ${col.length} entries, expected ${n as number}`)
-      return col
-    }
-    const ts = column('ts')
-    const vals = VALUE_FIELDS.map(column)
-    const error = column('error')
-    const unpriced = column('unpriced')
-    let dims: ArrayLike<number> | null = null
-    if (d.dims !== undefined) {
-      const ok = Array.isArray(d.dims) || (ArrayBuffer.isView(d.dims) && !(d.dims instanceof DataView))
-      if (!ok || (d.dims as ArrayLike<number>).length !== (n as number) * DIMS) fail(`column dims must hold ${DIMS} words per row`)
-      dims = d.dims as ArrayLike<number>
-    }
-    const rowDims: RowDims = { user: 0, session: 0, attrs: 0 }
-    const row: Row = {
-      ts: 0,
-      promptTokens: 0,
-      completionTokens: 0,
-      totalTokens: 0,
-      cachedTokens: 0,
-      reasoningTokens: 0,
-      latencyUs: 0,
-      costNanos: 0,
-      error: false,
-      unpriced: false,
-    }
-    const flag = (v: unknown, name: string, i: number): boolean => {
-      if (v !== 0 && v !== 1) fail(`row ${i}: ${name} must be 0 or 1, got ${String(v)}`)
-      return v === 1
-    }
-    // Recorded back to front: each minute's list is head-first, so this rebuilds
-    // the same lists and `toSnapshot()` of the result equals `data` (a fixed point).
-    for (let i = (n as number) - 1; i >= 0; i--) {
-      row.ts = ts[i]
-      for (let f = 0; f < NUM_VALUES; f++) row[VALUE_FIELDS[f]] = vals[f][i]
-      row.error = flag(error[i], 'error', i)
-      row.unpriced = flag(unpriced[i], 'unpriced', i)
-      if (dims !== null) {
-        rowDims.user = dims[i * DIMS]
-        rowDims.session = dims[i * DIMS + 1]
-        rowDims.attrs = dims[i * DIMS + 2]
-      }
-      if (!store.record(row, dims === null ? undefined : rowDims)) fail(`row ${i} breaks the Row contract`)
-    }
-    return rejected as number
+  /** Installs coarse hour `hourKey` from a snapshot; false when the hour is already held. */
+  #restoreCoarseHour(hourKey: number, agg: Aggregate): boolean {
+    const dayKey = floorDiv(hourKey, 24)
+    if (this.#days.get(dayKey)?.hours[hourKey - dayKey * 24] !== undefined) return false
+    // Every hour before coarseBefore is coarse: this one becomes so, then takes its aggregate.
+    if (hourKey + 1 > this.#coarseBeforeHour) this.#coarseBeforeHour = hourKey + 1
+    this.addHour(hourKey, agg)
+    return true
   }
 
   /**
@@ -1194,10 +656,15 @@ export class SeriesStore {
    * only adds to its hour's and day's totals and sketch. Queries on it are exact for ranges
    * aligned to hours (the all-models rollup that queries over every series use).
    */
-  static hoursOnly(): SeriesStore {
+  static coarseOnly(): SeriesStore {
     const store = new SeriesStore()
-    store.#coarseBefore = Infinity
+    store.#coarseBeforeHour = Infinity
     return store
+  }
+
+  /** @deprecated The former name of {@link SeriesStore.coarseOnly}. */
+  static hoursOnly(): SeriesStore {
+    return SeriesStore.coarseOnly()
   }
 
   /** Calls `fn` with every hour's key (floor(ts / HOUR_MS)) and aggregate, ascending; read only. */
@@ -1213,13 +680,13 @@ export class SeriesStore {
 
   /**
    * Adds a whole hour's aggregate (e.g. another store's, from {@link SeriesStore.forEachHour})
-   * into hour `hourKey` and its day. Only for hours this store keeps as aggregates (a
-   * {@link SeriesStore.hoursOnly} store, or hours before its horizon): throws RangeError
-   * otherwise, since rows would then disagree with their hour.
+   * into coarse hour `hourKey` and its day. Only for hours before
+   * {@link SeriesStore.coarseBefore} (every hour of a {@link SeriesStore.coarseOnly} store):
+   * throws RangeError otherwise, since rows would then disagree with their hour.
    */
   addHour(hourKey: number, agg: Aggregate): void {
-    if (!Number.isSafeInteger(hourKey) || Math.abs(hourKey * HOUR_MS) > MAX_TIMESTAMP_MS || hourKey >= this.#coarseBefore) {
-      throw new RangeError(`hour ${hourKey} is not an aggregate-only hour of this store`)
+    if (!Number.isSafeInteger(hourKey) || Math.abs(hourKey * HOUR_MS) > MAX_TIMESTAMP_MS || hourKey >= this.#coarseBeforeHour) {
+      throw new RangeError(`hour ${hourKey} is not a coarse hour of this store`)
     }
     const n = agg.totals.requests
     if (n === 0) return

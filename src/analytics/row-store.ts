@@ -1,0 +1,432 @@
+/**
+ * RowStore: the raw rows of one series, packed into chunked Uint32Arrays (no object per row,
+ * ~20 bytes a row), each row linked into one *list* (a {@link SeriesStore} keeps one list per
+ * minute). It knows nothing of time beyond a row's offset in its list's minute: the day, hour
+ * and minute index over the lists is `SeriesStore`'s (series.ts).
+ *
+ * The loops over rows (sum, visit, copy out) live here, next to the layout they decode, so
+ * they read the chunk arrays directly: one call per list, none per row.
+ */
+import type { Aggregate } from './aggregate.js'
+import type { Row } from './row.js'
+
+/**
+ * A row's dimensions as ids into its project's dictionaries (analytics/dimensions.ts): the
+ * user, the session and the interned set of tags and metadata values; 0 = none.
+ */
+export interface RowDims {
+  user: number
+  session: number
+  attrs: number
+}
+
+/**
+ * Visits one raw row (see `SeriesStore.scanRows`): `v` holds its values in VALUE_FIELDS
+ * order (prompt, completion, total, cached, reasoning tokens, latency µs, cost nano-dollars),
+ * reused between calls; `flags` bit 0 = error, bit 1 = unpriced; `ts` its time (epoch ms).
+ */
+export type RowVisitor = (v: Float64Array, flags: number, user: number, session: number, attrs: number, ts: number) => void
+
+/** The numeric fields of a row, in the order the snapshot columns and the `#wide` escape use. */
+export const VALUE_FIELDS = [
+  'promptTokens',
+  'completionTokens',
+  'totalTokens',
+  'cachedTokens',
+  'reasoningTokens',
+  'latencyUs',
+  'costNanos',
+] as const
+export const NUM_VALUES = VALUE_FIELDS.length
+
+/** Dimension words per row (user, session, attribute set), in chunks allocated on a chunk's first row with any. */
+export const DIMS = 3
+
+/** Row and list indexes are Int32 (the linked lists use -1 as the end). */
+export const MAX_ROWS = 0x7fffffff
+
+/*
+ * Row layout: CORE Uint32 words per row in its chunk's `#core` array:
+ *
+ *   0 tokens: promptTokens (bits 0-23) | completionTokens bits 0-7 (bits 24-31)
+ *   1 latencyUs   2 costNanos mod 2^32
+ *   3 meta: offset of ts in its minute (bits 0-15: 0..59,999) | FLAG_* (bits 16-19)
+ *           | completionTokens bits 8-19 (bits 20-31)
+ *   4 next row of the same list, as Uint32 (`| 0` reads it back; -1 = end of list)
+ *
+ * So prompts below 2^24 tokens and completions below 2^20 (today's context windows are far
+ * smaller) with latency below 2^32 µs (71 minutes) take no more. What does not fit goes to
+ * one of two exact escapes, flagged in `meta`:
+ * - FLAG_EXT: the row's EXT words in its chunk's `#ext` array (allocated on the chunk's first
+ *   such row): cachedTokens, reasoningTokens, totalTokens, floor(costNanos / 2^32). A row
+ *   without it has cached = reasoning = 0, total = prompt + completion and cost < 2^32.
+ * - FLAG_WIDE: a count or the latency does not fit its bits above (any value up to 2^53 is
+ *   legal): the row's values live in `#wide` (by row index, VALUE_FIELDS order) and its
+ *   tokens, latency and cost words are unused.
+ * So a typical row costs 20 bytes (one with cached or reasoning tokens, 36).
+ */
+const CORE = 5
+const C_TOKENS = 0
+const C_LATENCY = 1
+const C_COST = 2
+const C_META = 3
+const C_NEXT = 4
+const PROMPT_MASK = 0xffffff
+const PROMPT_LIMIT = 2 ** 24
+const COMPLETION_LIMIT = 2 ** 20
+const EXT = 4
+const E_CACHED = 0
+const E_REASONING = 1
+const E_TOTAL = 2
+const E_COST_HIGH = 3
+const OFFSET_MASK = 0xffff
+const FLAG_ERROR = 1 << 16
+const FLAG_UNPRICED = 1 << 17
+const FLAG_EXT = 1 << 18
+const FLAG_WIDE = 1 << 19
+const TWO_32 = 2 ** 32
+
+/** Rows live in chunks of up to 2^12 rows; a row index is (chunk << 12) | offset. */
+const CHUNK_SHIFT = 12
+const CHUNK_ROWS = 1 << CHUNK_SHIFT
+const CHUNK_MASK = CHUNK_ROWS - 1
+/**
+ * The first chunk starts small and doubles up to CHUNK_ROWS, so small series stay small;
+ * later chunks are allocated whole: one allocation size, no copies, no freed halves left to
+ * fragment the allocator (the slack is at most one chunk, ~96 KiB, per series).
+ */
+const FIRST_CHUNK_ROWS = 16
+
+/**
+ * Where {@link RowStore.copyOut} writes rows: one entry per row in each column (`values` in
+ * VALUE_FIELDS order, `dims` DIMS words per row, or undefined to skip them), at index `w`,
+ * which it advances.
+ */
+export interface RowColumns {
+  ts: Float64Array
+  values: Float64Array[]
+  error: Uint8Array
+  unpriced: Uint8Array
+  dims: Uint32Array | undefined
+  w: number
+}
+
+/**
+ * Rows (layout: see CORE above) and the singly linked lists that hold them. Row indexes number
+ * rows in the order they were appended, 0 to {@link RowStore.size} − 1; along a list, row
+ * indexes decrease (each append links at the head). Every value reads back exactly as recorded.
+ */
+export class RowStore {
+  // Chunk c holds rows [c << CHUNK_SHIFT, ...).
+  #core: Uint32Array[] = []
+  /** Per chunk: EXT words per row, allocated on the chunk's first FLAG_EXT row. */
+  #ext: (Uint32Array | null)[] = []
+  /** Values of the FLAG_WIDE rows, by row index (VALUE_FIELDS order). */
+  #wide = new Map<number, Float64Array>()
+  /** Per chunk: DIMS words per row, allocated on the chunk's first row with a dimension. */
+  #dims: (Uint32Array | null)[] = []
+  /** Row capacity of the last chunk (earlier chunks are full). */
+  #lastChunkRows = 0
+  #size = 0
+  /** Scratch for one row's values (VALUE_FIELDS order). */
+  #tmp = new Float64Array(NUM_VALUES)
+  /** Head row of each list (-1 = empty), grown by half (see {@link RowStore.newList}). */
+  #heads: Int32Array = new Int32Array(0)
+  #lists = 0
+
+  /** Rows held. */
+  get size(): number {
+    return this.#size
+  }
+
+  /** Lists made so far (list ids are 0 to this − 1). */
+  get lists(): number {
+    return this.#lists
+  }
+
+  /** Whether any row holds a dimension word. */
+  get hasDims(): boolean {
+    return this.#dims.some((d) => d !== null)
+  }
+
+  /** A new, empty list; returns its id. */
+  newList(): number {
+    const list = this.#lists++
+    if (list === this.#heads.length) {
+      // x1.5 keeps copies amortised O(1) and leaves at most a third unused (doubling: half).
+      const heads = new Int32Array(Math.max(16, list + (list >>> 1)))
+      heads.set(this.#heads)
+      this.#heads = heads
+    }
+    this.#heads[list] = -1
+    return list
+  }
+
+  /** The newest row of `list`, -1 when it is empty (follow {@link RowStore.copyOut} from it). */
+  head(list: number): number {
+    return this.#heads[list]
+  }
+
+  /** Stores the row (see CORE), `offset` ms into its minute, at the head of `list`. */
+  append(row: Row, offset: number, list: number, dims: RowDims | undefined): void {
+    const r = this.#newRow()
+    const c = r >>> CHUNK_SHIFT
+    const i = r & CHUNK_MASK
+    if (dims !== undefined && (dims.user | dims.session | dims.attrs) !== 0) {
+      const words = this.#dims[c] ?? this.#newDims(c)
+      words[i * DIMS] = dims.user
+      words[i * DIMS + 1] = dims.session
+      words[i * DIMS + 2] = dims.attrs
+    }
+    const core = this.#core[c]
+    const b = i * CORE
+    const prompt = row.promptTokens
+    const completion = row.completionTokens
+    const total = row.totalTokens
+    const cached = row.cachedTokens
+    const reasoning = row.reasoningTokens
+    const latency = row.latencyUs
+    const cost = row.costNanos
+    let meta = offset | (row.error ? FLAG_ERROR : 0) | (row.unpriced ? FLAG_UNPRICED : 0)
+    // A total other than prompt + completion goes to an extension word, so it must fit in one
+    // (prompt + completion < 2^25 here, so a total >= 2^32 is never that sum).
+    const needsExt = cached !== 0 || reasoning !== 0 || total !== prompt + completion || cost >= TWO_32
+    if (prompt >= PROMPT_LIMIT || completion >= COMPLETION_LIMIT || latency >= TWO_32 || cached >= TWO_32 || reasoning >= TWO_32 || total >= TWO_32) {
+      meta |= FLAG_WIDE
+      this.#wide.set(r, Float64Array.of(prompt, completion, total, cached, reasoning, latency, cost))
+    } else {
+      // Bit operations give an Int32; the Uint32Array store keeps its 32 bits.
+      core[b + C_TOKENS] = prompt | (completion << 24)
+      meta |= (completion >>> 8) << 20
+      core[b + C_LATENCY] = latency
+      // A Uint32Array store takes the value mod 2^32 (ToUint32 is exact for any integer).
+      core[b + C_COST] = cost
+      if (needsExt) {
+        meta |= FLAG_EXT
+        const words = this.#ext[c] ?? this.#newExt(c)
+        const e = i * EXT
+        words[e + E_CACHED] = cached
+        words[e + E_REASONING] = reasoning
+        words[e + E_TOTAL] = total
+        words[e + E_COST_HIGH] = (cost - (cost >>> 0)) / TWO_32
+      }
+    }
+    core[b + C_META] = meta
+    this.#link(r, list)
+  }
+
+  /**
+   * Appends every row of `from`'s list `fromList` to this store's `list`, in the same order
+   * (compaction: `from` is the store being replaced). `scratch` is reused between calls.
+   */
+  copyList(from: RowStore, fromList: number, list: number, scratch: number[]): void {
+    scratch.length = 0
+    const core = from.#core
+    for (let r = from.#heads[fromList]; r >= 0; r = core[r >>> CHUNK_SHIFT][(r & CHUNK_MASK) * CORE + C_NEXT] | 0) scratch.push(r)
+    // Appended back to front: each append links at the head, so the list keeps its order.
+    for (let j = scratch.length - 1; j >= 0; j--) this.#appendCopy(from, scratch[j], list)
+  }
+
+  /** {@link RowStore.append} of `from`'s row `src`, its words copied as they are. */
+  #appendCopy(from: RowStore, src: number, list: number): void {
+    const r = this.#newRow()
+    const c = r >>> CHUNK_SHIFT
+    const i = r & CHUNK_MASK
+    const srcCore = from.#core[src >>> CHUNK_SHIFT]
+    const si = src & CHUNK_MASK
+    const to = this.#core[c]
+    // Value words and meta (C_TOKENS..C_META) as they are; the link is this store's.
+    to.set(srcCore.subarray(si * CORE, si * CORE + C_NEXT), i * CORE)
+    const meta = srcCore[si * CORE + C_META]
+    if ((meta & FLAG_EXT) !== 0) {
+      const ext = from.#ext[src >>> CHUNK_SHIFT] as Uint32Array
+      ;(this.#ext[c] ?? this.#newExt(c)).set(ext.subarray(si * EXT, si * EXT + EXT), i * EXT)
+    }
+    if ((meta & FLAG_WIDE) !== 0) this.#wide.set(r, from.#wide.get(src) as Float64Array)
+    const dims = from.#dims[src >>> CHUNK_SHIFT]
+    if (dims !== null && (dims[si * DIMS] | dims[si * DIMS + 1] | dims[si * DIMS + 2]) !== 0) {
+      ;(this.#dims[c] ?? this.#newDims(c)).set(dims.subarray(si * DIMS, si * DIMS + DIMS), i * DIMS)
+    }
+    this.#link(r, list)
+  }
+
+  /** Links stored row `r` at the head of `list`. */
+  #link(r: number, list: number): void {
+    this.#core[r >>> CHUNK_SHIFT][(r & CHUNK_MASK) * CORE + C_NEXT] = this.#heads[list]
+    this.#heads[list] = r
+  }
+
+  /** Index of a new row at the end, with room for it; its words are zero. */
+  #newRow(): number {
+    const r = this.#size
+    const c = r >>> CHUNK_SHIFT
+    const i = r & CHUNK_MASK
+    if (c === this.#core.length) {
+      this.#lastChunkRows = c === 0 ? FIRST_CHUNK_ROWS : CHUNK_ROWS
+      this.#core.push(new Uint32Array(this.#lastChunkRows * CORE))
+      this.#ext.push(null)
+      this.#dims.push(null)
+    } else if (i === this.#lastChunkRows) {
+      // Only the first chunk grows (see FIRST_CHUNK_ROWS).
+      const rows = i * 2
+      const grow = (old: Uint32Array, words: number): Uint32Array => {
+        const a = new Uint32Array(rows * words)
+        a.set(old)
+        return a
+      }
+      this.#core[c] = grow(this.#core[c], CORE)
+      const ext = this.#ext[c]
+      if (ext !== null) this.#ext[c] = grow(ext, EXT)
+      const dims = this.#dims[c]
+      if (dims !== null) this.#dims[c] = grow(dims, DIMS)
+      this.#lastChunkRows = rows
+    }
+    this.#size = r + 1
+    return r
+  }
+
+  /** Allocates chunk `c`'s EXT words. */
+  #newExt(c: number): Uint32Array {
+    const ext = new Uint32Array((c === this.#core.length - 1 ? this.#lastChunkRows : CHUNK_ROWS) * EXT)
+    this.#ext[c] = ext
+    return ext
+  }
+
+  /** Allocates chunk `c`'s dimension words. */
+  #newDims(c: number): Uint32Array {
+    const dims = new Uint32Array((c === this.#core.length - 1 ? this.#lastChunkRows : CHUNK_ROWS) * DIMS)
+    this.#dims[c] = dims
+    return dims
+  }
+
+  /** Row `r`'s values, VALUE_FIELDS order, into `out` (the slow path of {@link RowStore.sum}). */
+  #readValues(r: number, out: Float64Array): Float64Array {
+    const c = r >>> CHUNK_SHIFT
+    const i = r & CHUNK_MASK
+    const core = this.#core[c]
+    const b = i * CORE
+    const meta = core[b + C_META]
+    if ((meta & FLAG_WIDE) !== 0) {
+      out.set(this.#wide.get(r) as Float64Array)
+      return out
+    }
+    const tokens = core[b + C_TOKENS]
+    const prompt = tokens & PROMPT_MASK
+    const completion = ((meta >>> 20) << 8) | (tokens >>> 24)
+    out[0] = prompt
+    out[1] = completion
+    out[5] = core[b + C_LATENCY]
+    if ((meta & FLAG_EXT) !== 0) {
+      const ext = this.#ext[c] as Uint32Array
+      const e = i * EXT
+      out[2] = ext[e + E_TOTAL]
+      out[3] = ext[e + E_CACHED]
+      out[4] = ext[e + E_REASONING]
+      out[6] = ext[e + E_COST_HIGH] * TWO_32 + core[b + C_COST]
+    } else {
+      out[2] = prompt + completion
+      out[3] = 0
+      out[4] = 0
+      out[6] = core[b + C_COST]
+    }
+    return out
+  }
+
+  /** Adds the rows of `list` whose offset is in [lo, hi) to `acc`; returns the rows read. */
+  sum(list: number, lo: number, hi: number, acc: Aggregate): number {
+    const t = acc.totals
+    const sketch = acc.sketch
+    let scanned = 0
+    for (let r = this.#heads[list]; r >= 0; ) {
+      const core = this.#core[r >>> CHUNK_SHIFT]
+      const b = (r & CHUNK_MASK) * CORE
+      scanned++
+      const meta = core[b + C_META]
+      const off = meta & OFFSET_MASK
+      if (off >= lo && off < hi) {
+        t.requests += 1
+        if ((meta & FLAG_ERROR) !== 0) t.errors += 1
+        if ((meta & FLAG_UNPRICED) !== 0) t.unpriced += 1
+        if ((meta & (FLAG_EXT | FLAG_WIDE)) === 0) {
+          const tokens = core[b + C_TOKENS]
+          const prompt = tokens & PROMPT_MASK
+          const completion = ((meta >>> 20) << 8) | (tokens >>> 24)
+          const latency = core[b + C_LATENCY]
+          t.promptTokens += prompt
+          t.completionTokens += completion
+          t.totalTokens += prompt + completion
+          t.latencyUsSum += latency
+          t.costNanos += core[b + C_COST]
+          sketch.record(latency)
+        } else {
+          const v = this.#readValues(r, this.#tmp)
+          t.promptTokens += v[0]
+          t.completionTokens += v[1]
+          t.totalTokens += v[2]
+          t.cachedTokens += v[3]
+          t.reasoningTokens += v[4]
+          t.latencyUsSum += v[5]
+          t.costNanos += v[6]
+          sketch.record(v[5])
+        }
+      }
+      r = core[b + C_NEXT] | 0
+    }
+    return scanned
+  }
+
+  /**
+   * Calls `visit` for each row of `list` whose offset is in [lo, hi), with its values, flags,
+   * dimension words and time (`mStart` + offset); returns the rows read.
+   */
+  visit(list: number, lo: number, hi: number, mStart: number, visit: RowVisitor): number {
+    const v = this.#tmp
+    let scanned = 0
+    for (let r = this.#heads[list]; r >= 0; ) {
+      const c = r >>> CHUNK_SHIFT
+      const core = this.#core[c]
+      const b = (r & CHUNK_MASK) * CORE
+      const meta = core[b + C_META]
+      const off = meta & OFFSET_MASK
+      scanned++
+      if (off >= lo && off < hi) {
+        this.#readValues(r, v)
+        const dims = this.#dims[c]
+        const d = (r & CHUNK_MASK) * DIMS
+        const flags = ((meta & FLAG_ERROR) !== 0 ? 1 : 0) | ((meta & FLAG_UNPRICED) !== 0 ? 2 : 0)
+        if (dims === null) visit(v, flags, 0, 0, 0, mStart + off)
+        else visit(v, flags, dims[d], dims[d + 1], dims[d + 2], mStart + off)
+      }
+      r = core[b + C_NEXT] | 0
+    }
+    return scanned
+  }
+
+  /**
+   * Walks a list from row `r` (its head, or where a previous walk stopped): passes over rows
+   * at or past `to`, then copies rows down to `from` into `out` (times `mStart` + offset).
+   * Returns the row it stopped at (below `from`, or -1 at the end of the list).
+   */
+  copyOut(r: number, from: number, to: number, mStart: number, out: RowColumns): number {
+    while (r >= to) r = this.#core[r >>> CHUNK_SHIFT][(r & CHUNK_MASK) * CORE + C_NEXT] | 0
+    const cols = out.values
+    const dimsOut = out.dims
+    let w = out.w
+    while (r >= from) {
+      const core = this.#core[r >>> CHUNK_SHIFT]
+      const b = (r & CHUNK_MASK) * CORE
+      const meta = core[b + C_META]
+      out.ts[w] = mStart + (meta & OFFSET_MASK)
+      const v = this.#readValues(r, this.#tmp)
+      for (let f = 0; f < NUM_VALUES; f++) cols[f][w] = v[f]
+      out.error[w] = (meta & FLAG_ERROR) !== 0 ? 1 : 0
+      out.unpriced[w] = (meta & FLAG_UNPRICED) !== 0 ? 1 : 0
+      const rowDims = this.#dims[r >>> CHUNK_SHIFT]
+      if (dimsOut !== undefined && rowDims !== null) dimsOut.set(rowDims.subarray((r & CHUNK_MASK) * DIMS, (r & CHUNK_MASK) * DIMS + DIMS), w * DIMS)
+      w++
+      r = core[b + C_NEXT] | 0
+    }
+    out.w = w
+    return r
+  }
+}
