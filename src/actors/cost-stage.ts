@@ -36,10 +36,10 @@ export interface CostStageOptions extends ActorOptions {
   /**
    * Chunks smaller than this are priced inline even with a pricer (default
    * {@link DEFAULT_INLINE_BELOW}; 0 = always the pricer). A worker task costs its messaging
-   * whatever its size: the cost bench measured 26.7 µs of main-thread time per event for a
-   * one-event task and 2.0 for sixteen, against 2.0 and 0.46 µs priced inline; from 128
-   * events on the worker is cheaper (0.25 vs 0.31). Single-event ingest makes such small
-   * micro-batches: in its profile piscina's postTask alone was 3.8% of main-thread time.
+   * whatever its size, so for small chunks pricing inline takes less main-thread time than
+   * handing them to a worker; only from about a hundred events on is the worker cheaper.
+   * Single-event ingest makes such small micro-batches, and piscina's postTask showed in its
+   * profile (figures in bench/RESULTS.md, "Micro-benchmark notes").
    */
   inlineBelow?: number
   overrides: PriceOverrides

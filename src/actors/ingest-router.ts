@@ -45,9 +45,9 @@ export interface IngestRouterOptions extends ActorOptions {
 
 /**
  * The arrays joined in order. Not `Array.prototype.flat()`/`flatMap()`: V8's generic version
- * took ~830 µs for four arrays of 1,000 events against ~5 µs for `concat` (measured on Node 20),
- * and it sat in the batch-ingest profile as the router's hottest line. Spread arguments are
- * bounded, so very many arrays are joined by a loop instead.
+ * is far slower than `concat` on arrays of events, and it sat in the batch-ingest profile as
+ * the router's hottest line (figures in bench/RESULTS.md, "Micro-benchmark notes"). Spread
+ * arguments are bounded, so very many arrays are joined by a loop instead.
  */
 export function concatAll<T>(arrays: readonly (readonly T[])[]): T[] {
   if (arrays.length <= 1024) return ([] as T[]).concat(...arrays)

@@ -472,8 +472,9 @@ export class Topology implements AnalyticsReader {
 
   /**
    * A consistent snapshot of every aggregator and the alert evaluator at one log position.
-   * Aggregators hand over only the days that changed since the previous snapshot, unless
-   * `full` (after a failed write, whose changed days would otherwise be lost).
+   * Aggregators hand over only the parts made since the previous snapshot (the rows recorded
+   * since, or a series rewritten under fresh part ids), unless `full` (after a failed write,
+   * which may have left holes in the stored part ranges).
    */
   async snapshot(now: number, full = false): Promise<SnapshotPayload> {
     // Take in what was committed already, so the snapshot is as fresh as the acknowledgements.

@@ -126,10 +126,11 @@ export function openStores(dataDir: string, opts: StoreOptions = {}): Stores {
   }
   const stats = root.getStats() as { pageSize: number; lastPageNumber: number }
   const pageSize = stats.pageSize
-  // `getStats()` also walks LMDB's free list (~15 µs; 0.9% of main-thread time in a
-  // single-event ingest profile, where the log reads it every 5 ms); the highest page in use
-  // is in `mdb_env_info` (~1.4 µs), which lmdb-js's environment exposes as `info()` but does
-  // not type. Fall back to `getStats()` if a release ever drops it.
+  // `getStats()` also walks LMDB's free list, which showed in a single-event ingest profile
+  // (the log reads the used size every 5 ms); the highest page in use is in `mdb_env_info`,
+  // an order of magnitude cheaper (figures in bench/RESULTS.md, "Micro-benchmark notes"),
+  // which lmdb-js's environment exposes as `info()` but does not type. Fall back to
+  // `getStats()` if a release ever drops it.
   const env = (root as unknown as { env?: { info?: () => { lastPageNumber?: unknown } } }).env
   const cheap = typeof env?.info === 'function' && typeof env.info().lastPageNumber === 'number'
   const usedBytes = cheap

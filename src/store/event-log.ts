@@ -14,11 +14,10 @@
  * - v2: columns (see EventRecordV2 in db.ts): numbers as typed-array bytes, token counts as
  *   Uint32 when they fit, model/provider as indexes into the record's distinct names, the
  *   ids' random parts in one string, metadata as an array. lmdb-js (msgpackr) copies bytes
- *   where a row costs a type dispatch per field: msgpack of rows was ~10% of main-thread time
- *   in a batch-ingest profile. Measured on Node 20, 300 appends of 1,000 bench events: append
- *   1.0–1.1 µs/event (ids included) against 1.45 for building and putting v1 rows (ids
- *   excluded); reading back (recovery, since_seq replay) 0.48–0.52 against 0.82 µs/event;
- *   the same size on disk (27.1 MB both).
+ *   where a row costs a type dispatch per field: msgpack of rows was a visible share of
+ *   main-thread time in a batch-ingest profile. Columns are faster to append and to read back
+ *   (recovery, since_seq replay) for large appends, at the same size on disk (figures in
+ *   bench/RESULTS.md, "Micro-benchmark notes").
  * A record of a format this release does not know is an error, never misread.
  */
 import type { Database } from 'lmdb'
@@ -64,10 +63,10 @@ function dimsColumn(events: readonly StoredEvent[]): Array<DimsTuple | null> | u
 const RND = 12
 /**
  * Appends of at least this many events are written as v2 columns, smaller ones as v1 rows.
- * Columns cost a few typed arrays per record: measured with lmdb-js puts on Node 20, per
- * event, v1 vs v2: 1.05 vs 6.0 µs for 1 event, 0.73 vs 2.5 for 4, 1.0 vs 1.1 for 16, 0.55
- * vs 0.49 for 64, 0.56 vs 0.27 for 256, 0.97 vs 0.44 for 1,000. Single-event requests, most
- * of them one event per append, stay on rows.
+ * Columns cost a few typed arrays per record, which small appends do not earn back: rows are
+ * cheaper per event below about 64 events, columns from there on (figures in
+ * bench/RESULTS.md, "Micro-benchmark notes"). Single-event requests, most of them one event
+ * per append, stay on rows.
  */
 export const COLUMNS_FROM = 64
 /** Distinct model/provider names a v2 record can index (Uint16). */
@@ -250,7 +249,7 @@ export class EventLog {
   /** Assigns positions and ids, enqueues one put, and returns the stored events at once. */
   append(pending: readonly PendingEvent[]): Appended {
     if (this.#space !== undefined) {
-      // LMDB's stats cost ~10 µs: read at most every 5 ms (the quota is soft by that much).
+      // Reading LMDB's used size is not free: at most every 5 ms (the quota is soft by that much).
       const now = performance.now()
       if (now - this.#usedAt >= 5) {
         this.#used = this.#space.used()
