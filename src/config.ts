@@ -10,12 +10,12 @@ import { z } from 'zod'
 /**
  * What a key may do. `ingest`, `read` and `admin` act inside one project (`admin` may do
  * everything there); `owner` manages the instance (projects, keys of any project) and may act
- * in any project (DESIGN §5).
+ * in any project (README: Projects).
  */
 export type Scope = 'ingest' | 'read' | 'admin' | 'owner'
 export const SCOPES: readonly Scope[] = ['ingest', 'read', 'admin', 'owner']
 
-/** A project id: a slug (DESIGN §5). */
+/** A project id: a slug (README: Projects). */
 export const PROJECT_ID_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/
 
 /** The project that always exists: where a request acts when it names none. */
@@ -91,7 +91,7 @@ export interface Config {
   /** Events accepted but not yet aggregated past which ingestion answers 503. */
   readonly highWaterEvents: number
   readonly maxModels: number
-  /** Caps of each project's dimension dictionaries (DESIGN §6). */
+  /** Caps of each project's dimension dictionaries (README: Dimensions). */
   readonly dimensionLimits: DimensionLimits
   readonly costThreads: number
   readonly costBatch: number

@@ -145,7 +145,7 @@ export class Engine {
   }
 
   /**
-   * The log path of queries (DESIGN §4: a filter on a value past a dimension cap may scan the
+   * The log path of queries (README, Dimensions: a filter on a value past a dimension cap may scan the
    * log): every stored event of the project in [start, end), priced as the aggregators counted it.
    */
   readonly #logScan: LogScan = (project, start, end, visit) => {

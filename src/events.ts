@@ -15,9 +15,9 @@ export const MAX_TOKENS = 1e12
 export const MAX_LATENCY_MS = 7 * 24 * 3600 * 1000
 /** Upper bound on a caller-supplied cost, in dollars. */
 export const MAX_COST = 1e6
-/** Most tags on one event (DESIGN §6). */
+/** Most tags on one event (README: Dimensions). */
 export const MAX_TAGS = 16
-/** The project of events sent by a user who never created one (DESIGN §5). */
+/** The project of events sent by a user who never created one (README: Projects). */
 export const DEFAULT_PROJECT = 'default'
 
 export interface MetadataLimits {
@@ -188,9 +188,9 @@ export interface StoredEvent {
   /** Caller-supplied cost in dollars, or null. */
   cost: number | null
   meta: Record<string, unknown> | null
-  /** The project it belongs to (DESIGN §5). */
+  /** The project it belongs to (README: Projects). */
   project: string
-  /** Dimensions (DESIGN §6): null when the event did not carry them. */
+  /** Dimensions (README: Dimensions): null when the event did not carry them. */
   user: string | null
   session: string | null
   tags: readonly string[] | null

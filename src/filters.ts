@@ -1,5 +1,5 @@
 /**
- * DESIGN §6 filters as users write them: query-string parameters on every analytics route,
+ * Dimension filters (README: Dimensions) as users write them: query-string parameters on every analytics route,
  * `/ws` and `/events`, and one `filters` object in JSON bodies (rules, budgets). Both parse to
  * the {@link Filters} queries take, with a 400 naming the parameter or key on any problem.
  */
@@ -60,7 +60,7 @@ export function filtersOf(obj: FilterObject): Filters {
 /**
  * Query-string filters beside a route's own parameters: `known` are the route's (range,
  * interval…), parsed by its own schema; every other parameter must be a filter. Returns the
- * §6 dimension filters (model and provider lists stay with the route's schema) or the
+ * dimension filters (model and provider lists stay with the route's schema) or the
  * problems, as (parameter, message) pairs.
  */
 export function queryFilters(query: Record<string, unknown>, known: ReadonlySet<string>): { filters: Filters; problems: Array<{ path: string; message: string }> } {

@@ -1,6 +1,6 @@
 /**
  * API keys. A presented key is hashed (SHA-256) and looked up by its digest in a Map; the
- * table carries a scope and a project per key (DESIGN §5): `owner` may do everything
+ * table carries a scope and a project per key (README: Projects): `owner` may do everything
  * everywhere, `admin` everything inside its project, `read` and `ingest` what they say.
  *
  * Why a Map lookup is as safe as comparing against every key: what the Map compares (and may

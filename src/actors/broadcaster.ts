@@ -11,11 +11,11 @@
  *         socket with ONE write (the kernel sees one send per socket per tick, not one per event)
  * ```
  *
- * - Projects (DESIGN §5): a subscriber belongs to one project and its groups are kept under
+ * - Projects (README: Projects): a subscriber belongs to one project and its groups are kept under
  *   that project, so an event is only ever matched against its own project's groups, and an
  *   alert (which carries its rule's project) only reaches that project's subscribers. Isolation
  *   is by construction: no frame of one project is ever put on another project's list.
- * - Filters (DESIGN §6): model, provider (lists), status, user_id, session_id, tag and
+ * - Filters (README: Dimensions): model, provider (lists), status, user_id, session_id, tag and
  *   metadata.KEY (a top-level value compared as its dimension text), all ANDed; the same
  *   test applies to the live stream and to `since_seq` replays.
  * - Subscribers with the same project and filter share a group, so the per-event cost grows
@@ -51,7 +51,7 @@ import type { Filters } from '../analytics/reader.js'
 import { metadataValue } from '../analytics/dimensions.js'
 
 /**
- * An alert transition as pushed to WebSocket clients (DESIGN §3). `project` is its rule's
+ * An alert transition as pushed to WebSocket clients (README: Live stream). `project` is its rule's
  * project: only that project's subscribers get it.
  */
 export interface AlertNotice {
@@ -85,7 +85,7 @@ export interface SocketSink {
 
 /**
  * What a subscriber wants: events of `project` only, and of those the ones every given filter
- * matches (AND). `models`/`providers` null = any; an absent §6 filter = any.
+ * matches (AND). `models`/`providers` null = any; an absent dimension filter = any.
  */
 export interface SubscriptionFilter extends Omit<Filters, 'models' | 'providers'> {
   /** The project the subscriber acts in (its key's, or the one an owner named). */
@@ -229,7 +229,7 @@ export function textFrame(payload: string): Buffer {
 }
 
 /**
- * The WebSocket message of one event (DESIGN §3): cost in dollars, timestamp ISO, and the §6
+ * The WebSocket message of one event (README: Live stream): cost in dollars, timestamp ISO, and the
  * dimensions `user_id`, `session_id`, `tags` (null when the event has none).
  */
 export function eventMessage(e: PricedEvent): string {

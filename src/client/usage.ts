@@ -36,7 +36,7 @@ export interface LLMScopeEvent {
   metadata?: Record<string, unknown>
 }
 
-/** The dimensions the helpers and `track()` accept (DESIGN §6), in the client's own spelling. */
+/** The dimensions the helpers and `track()` accept (README: Dimensions), in the client's own spelling. */
 export interface DimensionOptions {
   /** Sent as `user_id`. */
   userId?: string

@@ -30,7 +30,7 @@ const CONDITION_LABEL = {
   tokens_per_minute: 'tokens/min'
 }
 const COMPARATOR_LABEL = { gt: '>', gte: '≥', lt: '<', lte: '≤' }
-/** Filters every analytics route and /ws accepts (DESIGN §6), besides `metadata.KEY`. */
+/** Filters every analytics route and /ws accepts (README: Dimensions), besides `metadata.KEY`. */
 const FILTER_NAMES = new Set(['model', 'provider', 'status', 'user_id', 'session_id', 'tag'])
 const BASE_DIMS = ['model', 'provider', 'user_id', 'session_id', 'tag']
 const SORTS = ['cost', 'requests', 'tokens']

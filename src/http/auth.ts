@@ -1,7 +1,7 @@
 /**
  * Auth: routes declare `config.scope` (`ingest`, `read`, `admin` or `owner`); an onRequest
  * hook checks `X-API-Key` (or `?api_key=` where the route allows it: browsers cannot set WS
- * headers) and decides the project the request acts in (DESIGN §5), `request.project`:
+ * headers) and decides the project the request acts in (README: Projects), `request.project`:
  *
  * - a project-bound key (`ingest`, `read`, `admin`) acts in its own project; naming another
  *   with `X-LLMScope-Project` or `?project=` is a 403 — whether that project exists or not, so

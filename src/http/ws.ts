@@ -1,13 +1,13 @@
 /**
- * WS /ws — the live stream (DESIGN §3). Everything that can be refused is refused BEFORE the
+ * WS /ws — the live stream (README: Live stream). Everything that can be refused is refused BEFORE the
  * upgrade, as a plain HTTP error in the usual shape: the app's onRequest hooks answer 503 while
  * recovering and 401/403/404 for the key and project (`X-API-Key`, or `?api_key=` since
  * browsers cannot set headers on a WebSocket; an owner names a project with `?project=`); this
  * route's preValidation answers 400 for a bad query (an unknown parameter included, named) and
  * 503 when the subscriber cap is reached.
  *
- * A subscription lives in the request's project (DESIGN §5): it gets that project's events
- * that match its §6 filters (`model`, `provider`, `status`, `user_id`, `session_id`, `tag`,
+ * A subscription lives in the request's project (README: Projects): it gets that project's events
+ * that match its dimension filters (`model`, `provider`, `status`, `user_id`, `session_id`, `tag`,
  * `metadata.KEY`), and that project's alerts, nothing else — replays included.
  *
  * After the upgrade the socket becomes a {@link SocketSink} and a `subscribe` message to the
@@ -30,7 +30,7 @@ import { queryFilters } from '../filters.js'
 import type { SocketSink, SubscriptionFilter } from '../actors/broadcaster.js'
 import type { Engine } from '../engine.js'
 
-/** The route's own parameters; every other one must be a §6 filter (src/filters.ts). */
+/** The route's own parameters; every other one must be a dimension filter (src/filters.ts). */
 const wsQuery = z.looseObject({
   model: listParam.optional(),
   provider: listParam.optional(),

@@ -85,7 +85,7 @@ export const ALIASES: readonly Alias[] = [
 ]
 
 /**
- * Dimensions (DESIGN §6): which span attributes become `user_id`, `session_id`, `tags`, and
+ * Dimensions (README: Dimensions): which span attributes become `user_id`, `session_id`, `tags`, and
  * which carry the caller's own metadata. Same rule as above: the first spelling present wins
  * (span attributes first, then the same names on the resource). A value the event schema would
  * refuse is left out, never cut (see `dimensions` in convert.ts); the span is still taken.

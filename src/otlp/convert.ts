@@ -209,7 +209,7 @@ export function shapeTokens(
   return { prompt, completion: reasoningOutside ? output + reasoning : output, cached: cacheRead, reasoning, cacheWrite }
 }
 
-/** A span's dimensions (DESIGN §6) and where its session came from. */
+/** A span's dimensions (README: Dimensions) and where its session came from. */
 export interface Dimensions {
   user_id?: string
   session_id?: string

@@ -34,7 +34,7 @@ export function otlpToPending(
     limits: MetadataLimits
     now: number
     inferProvider: (model: string) => string
-    /** The project the request acts in (DESIGN §5); default: the default project. */
+    /** The project the request acts in (README: Projects); default: the default project. */
     project?: string
   }
 ): OtlpBatch {

@@ -1,5 +1,5 @@
 /**
- * Projects (DESIGN §5): records in LMDB and a mirror in memory (the auth path reads the
+ * Projects (README: Projects): records in LMDB and a mirror in memory (the auth path reads the
  * mirror on every request, never the disk). `default` always exists: it is made when the store
  * opens without it, and it cannot be deleted.
  *

@@ -76,7 +76,7 @@ export interface Rule {
   webhook_url: string | null
   /** The project the rule belongs to (absent in rules stored before projects: `default`). */
   project?: string
-  /** DESIGN §6 filters (absent in rules stored before dimensions: none). */
+  /** Dimension filters (README: Dimensions; absent in rules stored before dimensions: none). */
   filters?: FilterObject
   created_at: string
   updated_at: string

@@ -38,7 +38,7 @@ const eventsQuery = z.strictObject({
 export async function alertRoutes(app: FastifyInstance, opts: { engine: Engine; clock: Clock }): Promise<void> {
   const { engine, clock } = opts
   const rules = engine.rules
-  /** The rule, when it belongs to the request's project (another project's id answers 404, DESIGN §5). */
+  /** The rule, when it belongs to the request's project (another project's id answers 404; README: Projects). */
   const ruleIn = (id: string, project: string) => {
     const rule = rules.get(id)
     return rule !== undefined && (rule.project ?? 'default') === project ? rule : undefined

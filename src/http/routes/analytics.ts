@@ -1,7 +1,7 @@
 /**
  * GET /analytics/metrics, /costs, /timeseries, /breakdown, /dimensions — from memory (the log
- * only for a filter memory cannot answer exactly, DESIGN §4), in the request's project, with
- * the §6 filters on every route.
+ * only for a filter memory cannot answer exactly, README: Dimensions), in the request's project, with
+ * the dimension filters on every route.
  */
 import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
@@ -14,7 +14,7 @@ import { costsSchema, keyedErrors, metricsSchema, timeseriesSchema } from '../op
 import type { Engine } from '../../engine.js'
 import type { Clock } from '../../clock.js'
 
-/** Parameters every analytics route takes besides the §6 dimension filters. */
+/** Parameters every analytics route takes besides the dimension filters. */
 const filterShape = {
   model: listParam.optional(),
   provider: listParam.optional(),
@@ -24,7 +24,7 @@ const filterShape = {
 const rangeQuery = z.looseObject({ ...rangeShape, ...filterShape })
 
 /**
- * The route's own parameters with `schema`, and every other one as a §6 filter (`status`,
+ * The route's own parameters with `schema`, and every other one as a dimension filter (`status`,
  * `user_id`, `session_id`, `tag`, `metadata.KEY`); anything else is a 400 naming it.
  */
 function parseWithFilters<S extends z.ZodObject>(schema: S, query: unknown): { q: z.output<S>; filters: Filters } {
@@ -62,7 +62,7 @@ const dimensionsQuery = z.strictObject({ api_key: z.string().optional(), project
 
 const iso = (ms: number) => (Number.isFinite(ms) ? new Date(ms).toISOString() : null)
 
-/** One breakdown group's figures (DESIGN §6). */
+/** One breakdown group's figures (README: Dimensions). */
 function groupJson(agg: import('../../analytics/series.js').Aggregate) {
   const t = totalsJson(agg.totals)
   return {

@@ -1,5 +1,5 @@
 /**
- * API key administration (DESIGN §5): POST /keys makes a key and shows it once, GET /keys
+ * API key administration (README: Projects): POST /keys makes a key and shows it once, GET /keys
  * lists keys without secrets, DELETE /keys/:id revokes one at once.
  *
  * Who may do what: an `owner` key manages keys of every project (and owner keys); a project

@@ -1,5 +1,5 @@
 /**
- * Projects (DESIGN §5), owner scope: POST /projects makes one, GET /projects lists them with
+ * Projects (README: Projects), owner scope: POST /projects makes one, GET /projects lists them with
  * their event counts, GET /projects/:id reads one, DELETE /projects/:id removes one and every
  * piece of its data.
  *
