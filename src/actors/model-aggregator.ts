@@ -107,7 +107,6 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
   readonly model: string
   readonly #series = new Map<string, SeriesStore>()
   readonly #persisted = new Map<string, Persisted>()
-  #events = 0
   #folded = 0
 
   constructor(model: string, options: ActorOptions = {}, restored?: AggregatorState, project = 'default') {
@@ -125,7 +124,6 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
         // The restored rows are numbered [0, size): exactly the rows the parts hold.
         this.#persisted.set(s.provider, { first: s.first, next: s.next, rows: store.size, coarseRows: store.coarseRows, coarseHours: store.coarseHours, epoch: 0, stale: false })
       }
-      for (const s of this.#series.values()) this.#events += s.size
     }
   }
 
@@ -150,7 +148,6 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
             store.record(toRow(e), rowDims)
           }
         }
-        this.#events += message.events.length
         return
       }
       case 'barrier':
@@ -230,10 +227,6 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
   /** Read-only access to the per-provider series, for queries (never mutate through it). */
   view(): ReadonlyMap<string, SeriesStore> {
     return this.#series
-  }
-
-  get eventCount(): number {
-    return this.#events
   }
 
   /** Raw rows held, rows kept only in coarse hours, and rows folded by retention so far. */
