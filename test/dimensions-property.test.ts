@@ -582,3 +582,31 @@ t.test('a filter past a cap (answered from the log) still groups capped values a
   t.same(values(await get('/analytics/breakdown?by=user_id&tag=d')), [OTHER], 'filtered on a capped tag (the log path): u3 is still (other)')
   t.same(values(await get('/analytics/breakdown?by=tag&user_id=u3')), [OTHER], 'filtered on a capped user (the log path): tag d is still (other)')
 })
+
+t.test('by=session_id: the latency of `other` is that of the events past the limit', async (t) => {
+  // Found by the property (seed 1408943307): other's p95 came out as another group's latency.
+  const app = await makeApp(t, { env: { LLMSCOPE_MAX_DIMENSION_VALUES: '3' } })
+  const at = (iso: string) => Date.parse(iso)
+  const evs: Array<[number, string, string, number, string | null, number]> = [
+    // ts, model, provider, latency ms, session, tokens
+    [at('2026-03-02T00:00:00.000Z'), 'm-a', 'p1', 0, 's0', 0],
+    [at('2026-03-01T05:12:14.705Z'), 'm-a', 'p1', 0, 's4', 0],
+    [at('2026-03-02T00:00:00.000Z'), 'm-a', 'p1', 0, null, 0],
+    [at('2026-03-02T00:00:00.000Z'), 'm-a', 'p1', 1, null, 0],
+    [at('2026-03-02T01:59:33.431Z'), 'm-b', 'p1', 100, null, 1881],
+    [at('2026-03-02T20:20:59.703Z'), 'm-c', 'p1', 1621, 's3', 1395],
+    [at('2026-03-02T05:15:17.435Z'), 'm-c', 'p2', 474, 's3', 2289],
+    [at('2026-03-02T00:34:53.486Z'), 'm-a', 'p2', 3625, 's1', 1761],
+    [at('2026-03-02T00:37:13.267Z'), 'm-a', 'p2', 4999, 's3', 557],
+    [at('2026-03-02T00:49:34.209Z'), 'm-c', 'p1', 4999, null, 634],
+  ]
+  const payload = evs.map(([ts, model, provider, latency, session, tokens]) => ({ timestamp: new Date(ts).toISOString(), model, provider, latency_ms: latency, prompt_tokens: tokens, cost: 0, ...(session === null ? {} : { session_id: session }) }))
+  t.equal((await app.app.inject({ method: 'POST', url: '/events/batch', headers: adminHeaders, payload })).statusCode, 202)
+  const b = (await app.app.inject({ method: 'GET', url: '/analytics/breakdown?by=session_id&limit=4&sort=tokens', headers: adminHeaders })).json()
+  // s3 4241 tokens, null 2515, (other) = s1 1761, s0 0, then s4 0 (ties by value): s4 is `other`.
+  t.same(b.groups.map((g: { value: string | null }) => g.value), ['s3', null, OTHER, 's0'])
+  t.equal(b.other?.requests, 1, 'other holds the one s4 event')
+  t.equal(b.other?.p95_latency_ms, 0, "other's p95 is its one event's latency, 0 ms")
+  const want = [4999, 4999, 3625, 0]
+  b.groups.forEach((g: { value: string | null; p95_latency_ms: number }, i: number) => t.ok(Math.abs(g.p95_latency_ms - want[i]) <= want[i] * 0.01, `group ${g.value}: p95 ${g.p95_latency_ms} ~ ${want[i]}`))
+})
