@@ -612,7 +612,11 @@ function breakdownFromTotals(src: QuerySource, view: ProjectView | undefined, q:
   if (unindexed.size > 0) {
     for (const agg of view.aggregators()) {
       for (const store of agg.view().values()) {
-        store.scanRows(q.start, q.end, (v, _f, u, se) => sketches.get(dim === 'user' ? u : se)?.record(v[5]))
+        store.scanRows(q.start, q.end, (v, _f, u, se) => {
+          const id = dim === 'user' ? u : se
+          // Only the values the postings could not serve: the others' sketches are complete.
+          if (unindexed.has(id)) sketches.get(id)?.record(v[5])
+        })
       }
     }
   }

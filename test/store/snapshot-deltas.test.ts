@@ -128,7 +128,7 @@ t.test('an old-format snapshot (version 2, per-day segments) is rebuilt from the
   await a.close()
   // What version 2 left: a manifest and one segment per (model, provider, day).
   const stores = openStores(a.dir)
-  const v2: SnapshotPayload = { seq: 500, createdAt: 0, aggregators: [{ model: 'gpt-4', state: { v: 2, model: 'gpt-4', series: [{ provider: 'openai', rejected: 0, days: [20574], parts: [] }] } }], alerts: null }
+  const v2: SnapshotPayload = { seq: 500, createdAt: 0, aggregators: [{ project: 'default', model: 'gpt-4', state: { v: 2, model: 'gpt-4', series: [{ provider: 'openai', rejected: 0, days: [20574], parts: [] }] } }], alerts: null }
   await stores.meta.put('snapshot', encodeSnapshot(v2, 2))
   await stores.meta.put(['seg', 'gpt-4', 'openai', 20574] as unknown as string, Buffer.from('LSEG-old-segment-bytes'))
   await stores.close()
@@ -176,7 +176,7 @@ const part = (rows: number) => ({ version: 2, rows, rejected: 0, marker: rows })
 const payloadOf = (seq: number, first: number, next: number, write: Array<{ id: number; data: () => unknown }>): SnapshotPayload => ({
   seq,
   createdAt: 0,
-  aggregators: [{ model: 'm', state: { v: 3, model: 'm', series: [{ provider: 'p', rejected: 0, first, next, write }] } }],
+  aggregators: [{ project: 'default', model: 'm', state: { v: 3, model: 'm', series: [{ provider: 'p', rejected: 0, first, next, write }] } }],
   alerts: null
 })
 const partsRead = (snaps: SnapshotStore) => {

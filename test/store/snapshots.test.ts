@@ -1,7 +1,7 @@
 import t from 'tap'
 import { encodeSnapshot, decodeSnapshot, SNAPSHOT_VERSION } from '../../src/store/snapshots.js'
 
-const payload = { seq: 42, createdAt: 7, aggregators: [{ model: 'm', state: { v: 1, cols: new Float64Array([1.5, 2]) } }], alerts: { v: 1 } }
+const payload = { seq: 42, createdAt: 7, aggregators: [{ project: 'default', model: 'm', state: { v: 1, cols: new Float64Array([1.5, 2]) } }], alerts: { v: 1 } }
 
 t.test('a snapshot round-trips, typed arrays included', async (t) => {
   const r = decodeSnapshot(encodeSnapshot(payload))
@@ -48,7 +48,7 @@ t.test('series segments with coarse hours (retention) round-trip through the sto
   const coarse = store.toSnapshotRows(0, 0, { coarse: true })
   const rows = store.toSnapshotRows(0, store.size)
   const write = [{ id: 0, data: () => coarse }, { id: 1, data: () => rows }]
-  await snaps.write({ seq: 200, createdAt: 0, aggregators: [{ model: 'm', state: { v: 3, model: 'm', series: [{ provider: 'p', rejected: 0, first: 0, next: 2, write }] } }], alerts: null })
+  await snaps.write({ seq: 200, createdAt: 0, aggregators: [{ project: 'default', model: 'm', state: { v: 3, model: 'm', series: [{ provider: 'p', rejected: 0, first: 0, next: 2, write }] } }], alerts: null })
   const read = snaps.read()
   t.ok(read.ok)
   if (read.ok) {
