@@ -199,7 +199,7 @@ t.test('a write that fails after some new parts leaves the previous snapshot who
   // The engine then asks for a full rewrite: parts from 4 on, everything older removed.
   await snaps.write(payloadOf(30, 4, 6, [{ id: 4, data: () => part(5) }, { id: 5, data: () => part(6) }]))
   t.same(partsRead(snaps), [part(5), part(6)])
-  const ids = [...stores.meta.getKeys({})].filter((k) => Array.isArray(k)).map((k) => (k as unknown as unknown[])[3])
+  const ids = [...stores.meta.getKeys({})].filter((k) => Array.isArray(k)).map((k) => (k as unknown as unknown[])[4])
   t.same(ids, [4, 5])
 })
 
