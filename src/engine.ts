@@ -187,7 +187,7 @@ export class Engine {
     const started = performance.now()
     const from = this.#restored.status === 'loaded' ? this.#restored.payload!.seq : 0
     const total = this.log.nextSeq - from
-    // Before the tail: restored series learn the horizon, so old replayed events fold on arrival.
+    // Before the tail: restored series learn where coarse hours end, so old replayed events fold on arrival.
     this.retain()
     let done = 0
     let pending: StoredEvent[] = []

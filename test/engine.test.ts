@@ -118,7 +118,7 @@ t.test('an aggregator state that no longer restores falls back to a full rebuild
   await ingest(a.app, events(60, 7))
   const before = await observe(a.app)
   await a.close()
-  await withSnapshot(a.dir, () => encodeSnapshot({ seq: 60, createdAt: 0, aggregators: [{ model: 'gpt-4', state: { v: 42, model: 'gpt-4', series: [] } }], alerts: null }))
+  await withSnapshot(a.dir, () => encodeSnapshot({ seq: 60, createdAt: 0, aggregators: [{ project: 'default', model: 'gpt-4', state: { v: 42, model: 'gpt-4', series: [] } }], alerts: null }))
   const b = await makeApp(t, { dir: a.dir })
   t.equal(b.engine.recovery?.snapshot, 'rejected')
   t.same(await observe(b.app), before)

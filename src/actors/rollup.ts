@@ -1,6 +1,6 @@
 /**
  * RollupAggregator: one actor per project that counts every priced event of the project, of every model and provider,
- * into hour and day aggregates only (no rows: a {@link SeriesStore.hoursOnly} store).
+ * into hour and day aggregates only (no rows: a {@link SeriesStore.coarseOnly} store).
  *
  * Why: a query over all models would otherwise merge the answer of every series (50 models
  * → 50 × the days and hours of the range). With the rollup, the whole hours of the range come
@@ -18,7 +18,7 @@ import type { PricedEvent } from '../events.js'
 export type RollupMessage = { type: 'events'; events: PricedEvent[] } | { type: 'barrier'; reply: () => void }
 
 export class RollupAggregator extends Actor<RollupMessage> {
-  readonly #store = SeriesStore.hoursOnly()
+  readonly #store = SeriesStore.coarseOnly()
 
   /** `seed`: the series restored at start, whose hours the rollup begins with. */
   constructor(options: ActorOptions = {}, seed: Iterable<SeriesStore> = [], project = 'default') {

@@ -258,8 +258,8 @@ export class Topology implements AnalyticsReader {
     for (const agg of part.aggregators.values()) {
       for (const [provider, store] of agg.view()) {
         const ref = this.#seriesRef(part, agg.model, provider)
-        // Every hour from the horizon on holds its rows (earlier ones are folded: no rows to index).
-        store.scanRows(store.horizon, Infinity, (_v, _f, user, session, _a, ts) => postings.add(dim === 'user' ? user : session, ref, ts))
+        // Every hour from coarseBefore on holds its rows (earlier ones are coarse: no rows to index).
+        store.scanRows(store.coarseBefore, Infinity, (_v, _f, user, session, _a, ts) => postings.add(dim === 'user' ? user : session, ref, ts))
       }
     }
     if (dim === 'user') part.users = postings

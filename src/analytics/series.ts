@@ -182,11 +182,6 @@ export class SeriesStore {
     return this.#coarseBeforeHour === -Infinity ? -Infinity : this.#coarseBeforeHour * HOUR_MS
   }
 
-  /** @deprecated The former name of {@link SeriesStore.coarseBefore}. */
-  get horizon(): number {
-    return this.coarseBefore
-  }
-
   /** Rows refused by {@link SeriesStore.record} because they broke the {@link Row} contract. */
   get rejected(): number {
     return this.#rejected
@@ -660,11 +655,6 @@ export class SeriesStore {
     const store = new SeriesStore()
     store.#coarseBeforeHour = Infinity
     return store
-  }
-
-  /** @deprecated The former name of {@link SeriesStore.coarseOnly}. */
-  static hoursOnly(): SeriesStore {
-    return SeriesStore.coarseOnly()
   }
 
   /** Calls `fn` with every hour's key (floor(ts / HOUR_MS)) and aggregate, ascending; read only. */

@@ -78,7 +78,7 @@ t.test('after retain, every query answers as if coarse rows sat at their hour st
         // Late rows after retention: into coarse hours they count without a row.
         for (const r of late) store.record(r)
         const all = [...rows, ...late]
-        const h = store.horizon
+        const h = store.coarseBefore
         const ref = reference(all, h)
         const raw = all.filter((r) => r.ts >= h).length
         if (store.size !== raw) throw new Error(`size ${store.size}, raw rows past the horizon ${raw}`)
@@ -102,7 +102,7 @@ t.test('after retain, every query answers as if coarse rows sat at their hour st
         const half = store.size >> 1
         const inParts = SeriesStore.fromSnapshots([store.toSnapshotRows(0, half, { coarse: true }), store.toSnapshotRows(half, store.size)])
         for (const back of [whole, inParts]) {
-          if (back.size !== store.size || back.horizon > h) throw new Error(`restored size ${back.size} / horizon ${back.horizon}`)
+          if (back.size !== store.size || back.coarseBefore > h) throw new Error(`restored size ${back.size} / coarseBefore ${back.coarseBefore}`)
           same(back.aggregate(-Infinity, Infinity), all, 'restored all')
           for (const [a, b] of ranges) {
             const s = resolvePoint(a, all)
