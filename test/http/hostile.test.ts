@@ -131,7 +131,7 @@ const cases: Case[] = [
   { name: 'end_time before start_time', url: '/analytics/metrics?start_time=2026-01-02T00:00:00Z&end_time=2026-01-01T00:00:00Z', status: 400, code: Q, field: '(query) end_time' },
   { name: 'end before start on costs', url: '/analytics/costs?start_time=2000&end_time=1000', status: 400, code: Q, field: '(query) end_time' },
   { name: 'end before start on timeseries', url: '/analytics/timeseries?start_time=2000&end_time=1000', status: 400, code: Q, field: '(query) end_time' },
-  { name: 'unknown query parameter', url: '/analytics/metrics?modle=gpt-4', status: 400, code: Q, field: '(query) (body)' },
+  { name: 'unknown query parameter', url: '/analytics/metrics?modle=gpt-4', status: 400, code: Q, field: '(query) modle' },
   { name: 'repeated parameter', url: '/analytics/metrics?start_time=1&start_time=2', status: 400, code: Q, field: '(query) start_time' },
   { name: 'empty model list', url: '/analytics/costs?model=,,', status: 400, code: Q, field: '(query) model' },
   { name: 'bad interval', url: '/analytics/timeseries?interval=2m', status: 400, code: Q, field: '(query) interval' },
