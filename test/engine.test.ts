@@ -2,6 +2,7 @@ import t from 'tap'
 import { makeApp, adminHeaders, type TestApp } from './helpers/app.js'
 import { encodeSnapshot, SnapshotStore } from '../src/store/snapshots.js'
 import { openStores } from '../src/store/db.js'
+import { FILE_TIMEOUT_MS } from './helpers/server.js'
 
 /** Edits the stored snapshot of a closed data dir, as a crash or a disk fault would leave it. */
 async function withSnapshot(dir: string, fn: (raw: Buffer | undefined) => Buffer): Promise<void> {
@@ -10,6 +11,10 @@ async function withSnapshot(dir: string, fn: (raw: Buffer | undefined) => Buffer
   await new SnapshotStore(stores.meta).writeRaw(fn(cur === undefined ? undefined : Buffer.from(cur)))
   await stores.close()
 }
+
+// Heavy recovery work: on a busy 2-core CI machine this file took 160 s of the suite's 180 s
+// per-file default (.taprc); give it the limit of the files that start real processes.
+t.setTimeout(FILE_TIMEOUT_MS)
 
 const T0 = Date.parse('2026-05-01T00:00:00.000Z')
 const MODELS = ['gpt-4', 'gpt-4o', 'claude-3-5-sonnet-20241022', 'my-own-model']
