@@ -78,12 +78,14 @@ t.test('query parameters come from the zod schemas the handlers parse with', asy
   const { app } = await makeApp(t)
   const doc = (await app.inject({ url: '/openapi.json' })).json() as Doc
   const query = (path: string, method = 'get') => (doc.paths[path][method].parameters ?? []).filter((p) => p.in === 'query').map((p) => p.name).sort()
-  t.same(query('/analytics/metrics'), ['api_key', 'end_time', 'model', 'provider', 'start_time'])
-  t.same(query('/analytics/costs'), ['api_key', 'end_time', 'model', 'provider', 'start_time'])
-  t.same(query('/analytics/timeseries'), ['api_key', 'end_time', 'interval', 'model', 'provider', 'start_time'])
-  t.same(query('/alerts/events'), ['api_key', 'limit', 'rule_id', 'since'])
+  const filters = ['model', 'project', 'provider', 'session_id', 'status', 'tag', 'user_id']
+  t.same(query('/analytics/metrics'), ['api_key', 'end_time', ...filters, 'start_time'].sort())
+  t.same(query('/analytics/costs'), ['api_key', 'end_time', ...filters, 'start_time'].sort())
+  t.same(query('/analytics/timeseries'), ['api_key', 'end_time', 'interval', ...filters, 'start_time'].sort())
+  t.same(query('/analytics/breakdown'), ['api_key', 'by', 'end_time', 'limit', ...filters, 'sort', 'start_time'].sort())
+  t.same(query('/alerts/events'), ['api_key', 'limit', 'project', 'rule_id', 'since'])
   // `api_key` in the query is a security scheme on /ws (not a plain parameter).
-  t.same(query('/ws'), ['model', 'provider', 'since_seq'])
+  t.same(query('/ws'), ['model', 'project', 'provider', 'since_seq'])
   const interval = doc.paths['/analytics/timeseries'].get.parameters!.find((p) => p.name === 'interval') as unknown as { schema: { enum: string[]; default: string } }
   t.same(interval.schema.enum, ['1m', '5m', '1h'])
   t.equal(interval.schema.default, '1h')
@@ -97,7 +99,7 @@ t.test('bodies are the validating schemas, with the README examples; scopes beco
   const body = ingest.requestBody!.content['application/json'] as { schema: { properties: Record<string, unknown>; required: string[]; additionalProperties: boolean }; example: unknown }
   t.same(body.schema.required, ['model'])
   t.equal(body.schema.additionalProperties, false, 'unknown fields are refused, and documented so')
-  t.same(Object.keys(body.schema.properties).sort(), ['cached_tokens', 'completion_tokens', 'cost', 'latency_ms', 'metadata', 'model', 'prompt_tokens', 'provider', 'reasoning_tokens', 'status', 'timestamp', 'total_tokens', 'ttft_ms'])
+  t.same(Object.keys(body.schema.properties).sort(), ['cached_tokens', 'completion_tokens', 'cost', 'latency_ms', 'metadata', 'model', 'prompt_tokens', 'provider', 'reasoning_tokens', 'session_id', 'status', 'tags', 'timestamp', 'total_tokens', 'ttft_ms', 'user_id'])
   t.match(body.example, { model: 'gpt-4', provider: 'openai', prompt_tokens: 150, completion_tokens: 50, latency_ms: 1200, metadata: { user_id: 'u_123' } })
   t.same(ingest.security, [{ apiKey: [] }])
   t.ok(ingest.responses['202'] && ingest.responses['400'] && ingest.responses['401'] && ingest.responses['503'])

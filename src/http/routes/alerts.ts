@@ -32,7 +32,9 @@ const eventsQuery = z.strictObject({
     .pipe(z.number().int().min(1).max(MAX_EVENTS_LIMIT))
     .default(100),
   // Accepted and ignored: some clients put the key in the URL.
-  api_key: z.string().optional()
+  api_key: z.string().optional(),
+  // An owner's project choice, for browsers (the auth hook reads it).
+  project: z.string().optional()
 })
 
 export async function alertRoutes(app: FastifyInstance, opts: { engine: Engine; clock: Clock }): Promise<void> {

@@ -19,8 +19,16 @@ const filterShape = {
   model: listParam.optional(),
   provider: listParam.optional(),
   // The owner's project choice (the auth hook reads it).
-  project: z.string().optional()
+  project: z.string().optional(),
+  // The §6 dimension filters, here for the API documentation: queryFilters parses them, with
+  // `metadata.KEY` (any key, so not listable here).
+  status: z.enum(['success', 'error']).optional().meta({ description: 'success or error (an event sent without a status is success)' }),
+  user_id: z.string().min(1).max(256).optional(),
+  session_id: z.string().min(1).max(256).optional(),
+  tag: z.string().min(1).max(64).optional().meta({ description: 'events having this tag; `metadata.KEY=value` filters on a top-level metadata value' })
 }
+/** Parameters queryFilters reads (so the route's own schema does not claim them). */
+const DIMENSION_FILTERS = new Set(['status', 'user_id', 'session_id', 'tag'])
 const rangeQuery = z.looseObject({ ...rangeShape, ...filterShape })
 
 /**
@@ -29,7 +37,7 @@ const rangeQuery = z.looseObject({ ...rangeShape, ...filterShape })
  */
 function parseWithFilters<S extends z.ZodObject>(schema: S, query: unknown): { q: z.output<S>; filters: Filters } {
   const q = parseQuery(schema, query)
-  const { filters, problems } = queryFilters((query ?? {}) as Record<string, unknown>, new Set(Object.keys(schema.shape)))
+  const { filters, problems } = queryFilters((query ?? {}) as Record<string, unknown>, new Set(Object.keys(schema.shape).filter((k) => !DIMENSION_FILTERS.has(k))))
   if (problems.length > 0) {
     const details = problems.map((p) => ({ path: `(query) ${p.path}`, message: p.message }))
     throw llmsError('LLMS_ERR_BAD_QUERY', `invalid query: ${details.map((d) => `${d.path}: ${d.message}`).join('; ')}`, { details })
