@@ -132,10 +132,20 @@ export function registerMetrics(app: FastifyInstance, engine: Engine, clock: Clo
   counter('llmscope_cost_worker_failures_total', 'Pricing tasks that failed in a worker and were priced inline.', (s) => s.costStage.workerFailures)
   gauge('llmscope_models', 'Model aggregator actors.', (s) => s.models)
 
-  // Actors: mailbox depth and failures, per actor (the model cap bounds the label values).
-  labelled('gauge', 'llmscope_actor_mailbox_depth', 'Messages waiting per actor.', 'actor', (s) => s.actors.map((a) => [a.name, a.depth]))
-  labelled('counter', 'llmscope_actor_processed_total', 'Messages handled per actor.', 'actor', (s) => s.actors.map((a) => [a.name, a.processed]))
-  labelled('counter', 'llmscope_actor_failed_total', 'Messages that threw per actor (logged; the actor went on).', 'actor', (s) => s.actors.map((a) => [a.name, a.failed]))
+  // Actors: mailbox depth and failures, per actor kind. The per-(project, model) aggregators
+  // and per-project rollups are summed under one label each: this route is unauthenticated, and
+  // their names carry project and model names (DESIGN: /metrics shows no project's data).
+  const byKind = (pick: (a: Stats['actors'][number]) => number) => (s: Stats): Array<readonly [string, number]> => {
+    const sums = new Map<string, number>()
+    for (const a of s.actors) {
+      const kind = a.name.startsWith('aggregator:') ? 'aggregators' : a.name === 'rollup' || a.name.startsWith('rollup:') ? 'rollups' : a.name
+      sums.set(kind, (sums.get(kind) ?? 0) + pick(a))
+    }
+    return [...sums]
+  }
+  labelled('gauge', 'llmscope_actor_mailbox_depth', 'Messages waiting per actor kind (aggregators and rollups summed).', 'actor', byKind((a) => a.depth))
+  labelled('counter', 'llmscope_actor_processed_total', 'Messages handled per actor kind.', 'actor', byKind((a) => a.processed))
+  labelled('counter', 'llmscope_actor_failed_total', 'Messages that threw per actor kind (logged; the actor went on).', 'actor', byKind((a) => a.failed))
 
   // WebSocket.
   gauge('llmscope_ws_subscribers', 'WebSocket subscribers connected.', (s) => s.broadcast.subscribers)

@@ -207,3 +207,16 @@ t.test('ingest routes write no per-request log lines at info (they are counted h
     else t.same(urls, ['/events/ingest', '/events/batch', '/events/ingest', '/health'], 'at debug every request is logged')
   }
 })
+
+t.test('/metrics (unauthenticated) names no project, model or user: aggregators and rollups are summed per kind', async (t) => {
+  const { app, engine } = await makeApp(t)
+  t.equal((await app.inject({ method: 'POST', url: '/projects', headers: adminHeaders, payload: { id: 'secret-team' } })).statusCode, 201)
+  const sent = await app.inject({ method: 'POST', url: '/events/batch', headers: { ...adminHeaders, 'x-llmscope-project': 'secret-team' }, payload: [{ model: 'private-model-x', user_id: 'alice@example.com', metadata: { customer: 'acme' }, tags: ['vip'] }] })
+  t.equal(sent.statusCode, 202)
+  // The aggregators exist once the event went through the pipeline.
+  await engine.sync()
+  const body = (await app.inject({ url: '/metrics' })).body
+  for (const word of ['secret-team', 'private-model-x', 'alice@example.com', 'acme', 'vip']) t.notOk(body.includes(word), `no ${word}`)
+  t.match(body, /llmscope_actor_processed_total\{actor="aggregators"\} [1-9]/)
+  t.match(body, /llmscope_actor_processed_total\{actor="rollups"\} [1-9]/)
+})
