@@ -532,8 +532,8 @@ export function breakdown(source: QuerySource | AnalyticsReader, q: RangeQuery, 
  * A breakdown by user or session without filters, over a range holding at least half the
  * project's events: the all-time totals per value (analytics/dim-totals.ts) minus the rows
  * outside the range, so it costs O(values + rows outside), not a scan of every row inside.
- * Latency sketches: each shown value's from its postings cells (the rows of its events only),
- * `other`'s as the range's sketch minus theirs. Null when it does not apply (the caller scans).
+ * Latency sketches: each shown value's all-time sketch minus its latencies outside the range,
+ * `other`'s as the range's sketch minus theirs (no row of a shown value is read). Null when it does not apply (the caller scans).
  */
 function breakdownFromTotals(src: QuerySource, view: ProjectView | undefined, q: RangeQuery, by: string, sort: BreakdownSort, limit: number, g: GroupBy): Breakdown | null {
   if (view === undefined || (by !== 'user_id' && by !== 'session_id')) return null
@@ -544,13 +544,17 @@ function breakdownFromTotals(src: QuerySource, view: ProjectView | undefined, q:
   if (all - total.totals.requests > total.totals.requests) return null
   const allTime = view.totals(dim)
   if (allTime === null) return null
-  // Rows outside the range, per value (few: the range holds most events).
+  // Rows outside the range, per value (few: the range holds most events), with their latencies.
   const outside = new Map<number, Float64Array>()
+  const outsideSketches = new Map<number, LatencySketch>()
   const minus: RowVisitor = (v, flags, u, s) => {
     const id = dim === 'user' ? u : s
     let acc = outside.get(id)
     if (acc === undefined) outside.set(id, (acc = new Float64Array(ACC)))
     addAcc(acc, v, flags)
+    let sk = outsideSketches.get(id)
+    if (sk === undefined) outsideSketches.set(id, (sk = new LatencySketch()))
+    sk.record(v[5])
   }
   for (const agg of view.aggregators()) {
     for (const store of agg.view().values()) {
@@ -590,35 +594,15 @@ function breakdownFromTotals(src: QuerySource, view: ProjectView | undefined, q:
     if (d !== undefined) for (let i = 0; i < ACC; i++) acc[i] -= d[i]
     return accTotals(acc)
   }
-  // Each shown value's sketch from the rows of its cells; values without postings (none, past the cap) by one scan.
-  const postings = view.postings(dim)
+  // Each shown value's sketch: its all-time one minus its latencies outside the range.
   const sketches = new Map<number, LatencySketch>()
-  const unindexed = new Set<number>()
   for (const id of top) {
     const sk = LatencySketch.dense()
+    const whole = allTime.sketch(id)
+    if (whole !== undefined) sk.merge(whole)
+    const out = outsideSketches.get(id)
+    if (out !== undefined) sk.subtract(out)
     sketches.set(id, sk)
-    const cells = id < 2 ? null : postings.cells(id, q.start, q.end)
-    if (cells === null) {
-      unindexed.add(id)
-      continue
-    }
-    for (const cell of cells) {
-      const s = view.series(cell.series)
-      s?.store.scanRows(Math.max(q.start, cell.hourStart), Math.min(q.end, cell.hourStart + HOUR_MS), (v, _f, u, se) => {
-        if ((dim === 'user' ? u : se) === id) sk.record(v[5])
-      })
-    }
-  }
-  if (unindexed.size > 0) {
-    for (const agg of view.aggregators()) {
-      for (const store of agg.view().values()) {
-        store.scanRows(q.start, q.end, (v, _f, u, se) => {
-          const id = dim === 'user' ? u : se
-          // Only the values the postings could not serve: the others' sketches are complete.
-          if (unindexed.has(id)) sketches.get(id)?.record(v[5])
-        })
-      }
-    }
   }
   const groups = top.map((id) => ({ value: g.name(id), agg: { totals: totalsOf(id), sketch: sketches.get(id) as LatencySketch } }))
   let other: Aggregate | null = null

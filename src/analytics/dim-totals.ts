@@ -9,6 +9,7 @@
  * then kept up to date as events are routed, like the postings.
  */
 import type { PricedEvent } from '../events.js'
+import { LatencySketch } from './sketch.js'
 
 export const DIM_FIELDS = 10
 
@@ -26,6 +27,12 @@ export function eventValues(e: PricedEvent, v: Float64Array): number {
 
 export class DimTotals {
   #acc = new Float64Array(DIM_FIELDS * 64)
+  /**
+   * Each value's latency sketch (all time): a breakdown's shown groups take theirs minus the
+   * rows outside the range, so a heavy user's percentile never reads its rows. A sparse sketch
+   * of a value with a few events is a few hundred bytes.
+   */
+  readonly #sketches: LatencySketch[] = []
   /** Ids below this may hold totals. */
   #top = 0
 
@@ -44,6 +51,12 @@ export class DimTotals {
     a[o + 7] += v[6]
     if ((flags & 1) !== 0) a[o + 8] += 1
     if ((flags & 2) !== 0) a[o + 9] += 1
+    ;(this.#sketches[id] ??= new LatencySketch()).record(v[5])
+  }
+
+  /** Value `id`'s all-time latency sketch (read only), or undefined when it has no event. */
+  sketch(id: number): LatencySketch | undefined {
+    return this.#sketches[id]
   }
 
   #reserve(n: number): void {
