@@ -5,6 +5,7 @@ import { SeriesStore, createAggregate } from '../../src/analytics/series.js'
 import { ManualClock } from '../../src/clock.js'
 import type { AlertTransition, RecordedAlert } from '../../src/alerts/types.js'
 import type { PricedEvent } from '../../src/events.js'
+import { pricedEvent } from '../helpers/events.js'
 import type { Rule } from '../../src/store/rules.js'
 
 const T0 = Date.parse('2026-03-01T12:00:00.000Z')
@@ -28,30 +29,8 @@ function rule(over: Partial<Rule> = {}): Rule {
   }
 }
 
-let seq = 0
 function ev(over: Partial<PricedEvent> = {}): PricedEvent {
-  const s = seq++
-  return {
-    seq: s,
-    id: `evt_${s}`,
-    ts: T0,
-    recv: T0,
-    model: 'gpt-4',
-    provider: 'openai',
-    prompt: 10,
-    completion: 5,
-    total: 15,
-    cached: 0,
-    reasoning: 0,
-    latency: 500,
-    ttft: null,
-    error: false,
-    cost: null,
-    meta: null, project: 'default', user: null, session: null, tags: null,
-    costNanos: 1_000_000,
-    unpriced: false,
-    ...over
-  }
+  return pricedEvent({ ts: T0, recv: T0, ...over })
 }
 
 /**

@@ -10,38 +10,26 @@ import { ModelAggregator, toRow, type AggregatorSnapshot, type AggregatorState }
 import { createTotals, recordTotals, type Totals } from '../../src/analytics/totals.js'
 import type { SeriesSnapshot } from '../../src/analytics/series.js'
 import type { PricedEvent } from '../../src/events.js'
+import { nextSeq, pricedEvent } from '../helpers/events.js'
 
 const HOUR = 3_600_000
 const T0 = Date.parse('2026-03-01T00:00:00.000Z')
 
-let seq = 0
+/** Fields vary with the seq, so rows differ in every value. */
 function ev(over: Partial<PricedEvent> = {}): PricedEvent {
-  const s = seq++
-  return {
-    seq: s,
-    id: `evt_${s}`,
+  const s = nextSeq()
+  return pricedEvent({
     ts: T0,
     recv: T0,
-    model: 'gpt-4',
-    provider: 'openai',
     prompt: 10 + (s % 7),
     completion: 5 + (s % 3),
     total: 15 + (s % 7) + (s % 3),
     cached: s % 2,
-    reasoning: 0,
     latency: 100 + (s % 50) * 10,
-    ttft: null,
     error: s % 5 === 0,
-    cost: null,
-    meta: null,
-    project: 'default',
-    user: null,
-    session: null,
-    tags: null,
     costNanos: 1000 * (1 + (s % 11)),
-    unpriced: false,
     ...over
-  }
+  })
 }
 
 /** `n` events of `provider`, one every `stepMs` from `from`. */

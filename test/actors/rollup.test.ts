@@ -10,38 +10,13 @@ import { toRow } from '../../src/actors/model-aggregator.js'
 import { SeriesStore, createAggregate, mergeInto, type Aggregate } from '../../src/analytics/series.js'
 import { createTotals, recordTotals, type Totals } from '../../src/analytics/totals.js'
 import type { PricedEvent } from '../../src/events.js'
+import { pricedEvent } from '../helpers/events.js'
 
 const HOUR = 3_600_000
 const T0 = Date.parse('2026-03-01T00:00:00.000Z')
 
-let seq = 0
 function ev(over: Partial<PricedEvent> = {}): PricedEvent {
-  const s = seq++
-  return {
-    seq: s,
-    id: `evt_${s}`,
-    ts: T0,
-    recv: T0,
-    model: 'gpt-4',
-    provider: 'openai',
-    prompt: 10,
-    completion: 5,
-    total: 15,
-    cached: 0,
-    reasoning: 0,
-    latency: 250,
-    ttft: null,
-    error: false,
-    cost: null,
-    meta: null,
-    project: 'default',
-    user: null,
-    session: null,
-    tags: null,
-    costNanos: 2_000,
-    unpriced: false,
-    ...over
-  }
+  return pricedEvent({ ts: T0, recv: T0, latency: 250, costNanos: 2_000, ...over })
 }
 
 function naive(list: readonly PricedEvent[], start: number, end: number): Totals {
