@@ -15,21 +15,12 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Row } from './lib.js'
+import { rng } from './lib.js'
 
 const DAY = 86_400_000
 const T0 = Date.parse('2026-01-01T00:00:00Z')
 const MODELS = Array.from({ length: 50 }, (_, i) => (i % 5 === 0 ? 'gpt-4o' : i % 5 === 1 ? 'gpt-4o-mini' : i % 5 === 2 ? 'claude-3-5-sonnet-20241022' : i % 5 === 3 ? 'gpt-4' : 'private-model') + `-v${i}`)
 
-/** Deterministic pseudo-random (mulberry32): same data for LLMScope and PostgreSQL. */
-function rng(seed: number) {
-  return () => {
-    seed |= 0
-    seed = (seed + 0x6d2b79f5) | 0
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 interface Ev { ts: number; model: string; provider: string; prompt: number; completion: number; latency: number; error: boolean }
 function* events(n: number, seed = 1): Generator<Ev> {

@@ -14,6 +14,7 @@
  * the 30 days and arrive in random order, as in bench/analytics.ts.
  */
 import { computeCost } from '../src/pricing/compute-cost.js'
+import { rng } from './lib.js'
 
 export const DAY = 86_400_000
 export const HOUR = 3_600_000
@@ -66,17 +67,6 @@ export interface DimEvent {
   env: string
   version: number
   costNanos: number
-}
-
-/** Deterministic pseudo-random (mulberry32), as in bench/analytics.ts. */
-export function rng(seed: number): () => number {
-  return () => {
-    seed |= 0
-    seed = (seed + 0x6d2b79f5) | 0
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
 }
 
 /** Cumulative Zipf(s) weights over n ranks, normalised to 1. */

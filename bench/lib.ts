@@ -7,6 +7,17 @@ import { fileURLToPath } from 'node:url'
 import { execSync } from 'node:child_process'
 import autocannon from 'autocannon'
 
+/** Deterministic pseudo-random (mulberry32): the same data for LLMScope and every engine it is compared with. */
+export function rng(seed: number): () => number {
+  return () => {
+    seed |= 0
+    seed = (seed + 0x6d2b79f5) | 0
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
 export const BENCH_KEY = 'bench-admin-key-1'
 const here = fileURLToPath(new URL('.', import.meta.url))
 /** Compiled entry points (bench runs from dist-bench/). */
