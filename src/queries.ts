@@ -171,6 +171,19 @@ function addValues(acc: Aggregate, v: Float64Array, flags: number): void {
 }
 
 /**
+ * The log path: every stored event of the project matching the filters in [start, end), with
+ * its values and flags as rows give them (`v` is reused between calls).
+ */
+function scanLog(src: QuerySource, project: string, q: RangeQuery, visit: (v: Float64Array, flags: number, e: PricedEvent) => void): void {
+  if (src.log === undefined) throw new Error('this query needs the event log (a value past a dimension cap, or rows folded by retention), which is not available here')
+  const match = eventFilter(q)
+  const v = new Float64Array(7)
+  src.log(project, q.start, q.end, (e) => {
+    if (match(e)) visit(v, eventValues(e, v), e)
+  })
+}
+
+/**
  * Visits every row of the project matching the filters in [start, end), with its series, from
  * memory — or, where memory cannot answer exactly (a cap, a folded hour), every matching event
  * of the log. `visit`'s `key` arguments: model and provider of the row.
@@ -222,14 +235,7 @@ function scan(
       return
     }
   }
-  if (src.log === undefined) throw new Error('this query needs the event log (a value past a dimension cap, or rows folded by retention), which is not available here')
-  const match = eventFilter(q)
-  const v = new Float64Array(7)
-  src.log(project, q.start, q.end, (e) => {
-    if (!match(e)) return
-    const flags = eventValues(e, v)
-    visit(v, flags, 0, 0, 0, e.ts, { model: e.model, provider: e.provider }, e)
-  })
+  scanLog(src, project, q, (v, flags, e) => visit(v, flags, 0, 0, 0, e.ts, { model: e.model, provider: e.provider }, e))
 }
 
 /** Totals and latency sketch over the range and filters. */
@@ -471,12 +477,7 @@ export function breakdown(source: QuerySource | AnalyticsReader, q: RangeQuery, 
   const total = { totals: createTotals(), sketch: LatencySketch.dense() }
   const run = (visit: (v: Float64Array, flags: number, keys: Array<number | string>) => void) => {
     if (forceLog) {
-      if (src.log === undefined) throw new Error('this breakdown needs the event log')
-      const match = eventFilter(q)
-      const v = new Float64Array(7)
-      src.log(project, q.start, q.end, (e) => {
-        if (!match(e)) return
-        const flags = eventValues(e, v)
+      scanLog(src, project, q, (v, flags, e) => {
         g.keys(keys, 0, 0, 0, e, e)
         visit(v, flags, keys)
       })
