@@ -71,7 +71,14 @@ const schema = z.object({
   LLMSCOPE_RATE_LIMIT_MAX: int(0, 100_000_000).default(0),
   LLMSCOPE_RATE_LIMIT_WINDOW_S: int(1, 86_400).default(60),
   LLMSCOPE_AUTH_FAILURE_MAX: int(0, 100_000_000).default(120),
-  LLMSCOPE_CORS_ORIGINS: z.string().default('')
+  LLMSCOPE_CORS_ORIGINS: z.string().default(''),
+  LLMSCOPE_NATS_URL: z.string().default(''),
+  LLMSCOPE_NODE_ID: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1 to 64 letters, digits, _ or -').optional(),
+  LLMSCOPE_LEASE_S: int(2, 600).default(10),
+  LLMSCOPE_PARTITIONS: int(1, 1024).default(16),
+  LLMSCOPE_STREAM_REPLICAS: int(0, 5).default(0),
+  LLMSCOPE_QUERY_TIMEOUT_MS: int(100, 600_000).default(5000),
+  LLMSCOPE_CLUSTER_NAME: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, 'must be 1 to 32 of a-z, 0-9, _ or -, starting with a letter or digit').default('llmscope')
 })
 
 export type EnvInput = Record<string, string | undefined>
@@ -111,6 +118,45 @@ export interface Config {
   readonly rateLimit: { readonly max: number; readonly windowMs: number; readonly authFailureMax: number }
   /** Origins allowed to call the API from a browser; `*` = any; empty = same-origin only. */
   readonly corsOrigins: readonly string[]
+  /** Cluster mode (DESIGN §9), or null for a single node (LLMSCOPE_NATS_URL unset). */
+  readonly cluster: ClusterConfig | null
+}
+
+/** Cluster mode settings (README: Cluster mode). */
+export interface ClusterConfig {
+  /** NATS servers to connect to (any of them; the client learns the rest). */
+  readonly servers: readonly string[]
+  /** This node's name; null = the one kept in the data dir (made on first start). */
+  readonly nodeId: string | null
+  /** A partition lease lives this long without renewal (renewed every third of it). */
+  readonly leaseMs: number
+  /** Partitions of the event stream, fixed when the stream is made (a node with another count refuses to start). */
+  readonly partitions: number
+  /** Stream and KV replicas; 0 = min(3, servers in the NATS cluster). */
+  readonly replicas: number
+  /** How long a query waits for every partition's owner before answering 503. */
+  readonly queryTimeoutMs: number
+  /** Prefix of every stream, bucket and subject: several clusters may share one NATS. */
+  readonly name: string
+}
+
+/** Parses LLMSCOPE_NATS_URL: a comma list of nats://host:port (or host:port). */
+export function parseNatsUrls(raw: string): string[] {
+  const out: string[] = []
+  for (const part of raw.split(',')) {
+    const item = part.trim()
+    if (item === '') continue
+    const withScheme = /^[a-z]+:\/\//i.test(item) ? item : `nats://${item}`
+    let url: URL | undefined
+    try {
+      url = new URL(withScheme)
+    } catch {}
+    if (url === undefined || !['nats:', 'tls:', 'ws:', 'wss:'].includes(url.protocol) || url.hostname === '') {
+      throw new ConfigError('LLMSCOPE_NATS_URL', `has "${item.slice(0, 100)}", not a NATS server address such as nats://127.0.0.1:4222`)
+    }
+    out.push(withScheme)
+  }
+  return out
 }
 
 /** Thrown for a bad configuration value; `message` is the one line to print. */
@@ -242,7 +288,7 @@ export function loadConfig(env: EnvInput = process.env, argv: readonly string[] 
   }
 
   const corsOrigins = parseOrigins(e.LLMSCOPE_CORS_ORIGINS)
-  const config: Config = {
+  const config: { -readonly [K in keyof Config]: Config[K] } = {
     port: e.PORT,
     host: e.HOST,
     dataDir: e.LLMSCOPE_DATA_DIR,
@@ -275,7 +321,20 @@ export function loadConfig(env: EnvInput = process.env, argv: readonly string[] 
       windowMs: e.LLMSCOPE_RATE_LIMIT_WINDOW_S * 1000,
       authFailureMax: e.LLMSCOPE_AUTH_FAILURE_MAX
     }),
-    corsOrigins: Object.freeze(corsOrigins)
+    corsOrigins: Object.freeze(corsOrigins),
+    cluster: null
+  }
+  const servers = parseNatsUrls(e.LLMSCOPE_NATS_URL)
+  if (servers.length > 0) {
+    config.cluster = Object.freeze({
+      servers: Object.freeze(servers),
+      nodeId: e.LLMSCOPE_NODE_ID ?? null,
+      leaseMs: e.LLMSCOPE_LEASE_S * 1000,
+      partitions: e.LLMSCOPE_PARTITIONS,
+      replicas: e.LLMSCOPE_STREAM_REPLICAS,
+      queryTimeoutMs: e.LLMSCOPE_QUERY_TIMEOUT_MS,
+      name: e.LLMSCOPE_CLUSTER_NAME
+    })
   }
   return Object.freeze(config)
 }
@@ -312,7 +371,14 @@ const HELP: Partial<Record<string, string>> = {
   LLMSCOPE_RATE_LIMIT_MAX: 'requests per key per window (0 = off)',
   LLMSCOPE_RATE_LIMIT_WINDOW_S: 'rate-limit window, seconds',
   LLMSCOPE_AUTH_FAILURE_MAX: 'requests with a missing or unknown key per client address per window (0 = off)',
-  LLMSCOPE_CORS_ORIGINS: 'origins allowed to call the API from a browser (comma list, or *)'
+  LLMSCOPE_CORS_ORIGINS: 'origins allowed to call the API from a browser (comma list, or *)',
+  LLMSCOPE_NATS_URL: 'cluster mode: NATS servers with JetStream (comma list of nats://host:port); empty = single node',
+  LLMSCOPE_NODE_ID: 'cluster mode: this node\'s name (default: made on first start, kept in the data dir)',
+  LLMSCOPE_LEASE_S: 'cluster mode: seconds a partition lease lives without renewal',
+  LLMSCOPE_PARTITIONS: 'cluster mode: partitions of the event stream (fixed when the stream is made)',
+  LLMSCOPE_STREAM_REPLICAS: 'cluster mode: stream and KV replicas (0 = min(3, NATS servers))',
+  LLMSCOPE_QUERY_TIMEOUT_MS: 'cluster mode: how long a query waits for every partition before answering 503',
+  LLMSCOPE_CLUSTER_NAME: 'cluster mode: prefix of the stream, buckets and subjects (several clusters may share one NATS)'
 }
 
 /** The package's version, from package.json (one level above both src/ and dist/). */

@@ -37,6 +37,8 @@ const codes = {
   LLMS_ERR_NOT_READY: createError('LLMS_ERR_NOT_READY', '%s', 503),
   LLMS_ERR_SHUTTING_DOWN: createError('LLMS_ERR_SHUTTING_DOWN', '%s', 503),
   LLMS_ERR_STORAGE: createError('LLMS_ERR_STORAGE', '%s', 503),
+  /** Cluster mode: the stream did not acknowledge in time, or a partition has no live owner (the message names it). */
+  LLMS_ERR_UNAVAILABLE: createError('LLMS_ERR_UNAVAILABLE', '%s', 503),
   LLMS_ERR_INTERNAL: createError('LLMS_ERR_INTERNAL', '%s', 500)
 } as const
 
