@@ -27,7 +27,7 @@ export const COMMIT_CHANNEL = 'llmscope:ingest:commit'
  * the commit's size in events.
  */
 export interface CommitMessage {
-  readonly log: EventLog
+  readonly log: Pick<EventLog, 'append'>
   readonly ms: number
   readonly events: number
 }
@@ -36,7 +36,7 @@ export interface CommitMessage {
 const commitChannel = channel(COMMIT_CHANNEL)
 
 export interface IngestRouterOptions extends ActorOptions {
-  eventLog: EventLog
+  eventLog: Pick<EventLog, 'append'>
   /** Seconds to wait before retrying when the pipeline cannot take `n` more events, else 0. */
   admission: (n: number) => number
   /** Receives committed events in log order, merged per turn. Returns false if it could not take them. */

@@ -37,8 +37,19 @@ import type { PriceOverrides } from '../pricing/compute-cost.js'
 import type { Log } from '../log.js'
 import type { Clock } from '../clock.js'
 
+/**
+ * What the topology uses of the durable log: the router appends to it, since_seq replays read
+ * it and its end. The single node passes its EventLog; a cluster partition (which never
+ * ingests through the router) passes a stand-in (src/cluster/partition.ts).
+ */
+export interface TopologyLog {
+  append: EventLog['append']
+  readFrom: EventLog['readFrom']
+  readonly nextSeq: number
+}
+
 export interface TopologyOptions {
-  log: EventLog
+  log: TopologyLog
   pricer: Pricer | null
   overrides: PriceOverrides
   logger: Log
