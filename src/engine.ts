@@ -15,11 +15,14 @@ import { PricingPool } from './pricing/pool.js'
 import { computeCost, inferProvider, priceInputOf } from './pricing/compute-cost.js'
 import { seqOfEventId, type PendingEvent, type PricedEvent, type StoredEvent } from './events.js'
 import { metrics, type LogScan, type QuerySource } from './queries.js'
+import { localAnalytics, type Analytics } from './analytics/service.js'
 import type { Config } from './config.js'
 import type { Log } from './log.js'
 import type { Clock } from './clock.js'
 import type { BroadcastLimits } from './actors/broadcaster.js'
 import type { RuleAlertState } from './actors/alert-evaluator.js'
+import type { WindowQuery } from './analytics/reader.js'
+import type { Aggregate } from './analytics/aggregate.js'
 import { DAY_MS } from './analytics/time.js'
 
 export interface EngineOptions {
@@ -36,6 +39,11 @@ export interface EngineOptions {
   alertTickMs?: number
   /** WebSocket fan-out tunables (defaults in actors/broadcaster.ts). */
   broadcast?: Partial<BroadcastLimits>
+  /**
+   * Cluster mode: the alert evaluator's windows come from here (merged from every partition,
+   * see src/cluster/engine.ts) and its ticks are sent by the caller, not by this engine's timer.
+   */
+  externalAlerts?: { window: (q: WindowQuery) => Aggregate }
 }
 
 export interface RecoveryInfo {
@@ -73,6 +81,7 @@ export class Engine {
   #closing: Promise<void> | null = null
   #alertTimer: NodeJS.Timeout | null = null
   readonly #alertTickMs: number
+  readonly #externalAlerts: boolean
 
   constructor(opts: EngineOptions) {
     this.config = opts.config
@@ -87,6 +96,7 @@ export class Engine {
     this.alertEvents = new AlertEventStore(this.stores.alertEvents, { log: opts.logger })
     this.alerting = new AlertDispatcher({ store: this.alertEvents, notifier: new WebhookNotifier({ log: opts.logger, ...opts.webhook }), clock: opts.clock, log: opts.logger })
     this.#alertTickMs = opts.alertTickMs ?? 1000
+    this.#externalAlerts = opts.externalAlerts !== undefined
 
     const read = this.snapshots.read()
     let restored: SnapshotPayload | undefined
@@ -117,7 +127,9 @@ export class Engine {
         broadcast: opts.broadcast,
         dimensionLimits: opts.config.dimensionLimits,
         dropped: new Set(this.projects.purging()),
-        window: (reader, q) => metrics({ reader, log: this.#logScan }, { ...q.filters, project: q.project, start: q.start, end: q.end })
+        window: opts.externalAlerts !== undefined
+          ? (_reader, q) => opts.externalAlerts!.window(q)
+          : (reader, q) => metrics({ reader, log: this.#logScan }, { ...q.filters, project: q.project, start: q.start, end: q.end })
       })
     try {
       this.topology = build(restored)
@@ -144,6 +156,9 @@ export class Engine {
     return { reader: this.topology, log: this.#logScan }
   }
 
+  /** The analytics routes' answers (read-your-writes: each waits for a barrier first). */
+  readonly analytics: Analytics = localAnalytics(() => this.source, () => this.sync())
+
   /**
    * The log path of queries (README, Dimensions: a filter on a value past a dimension cap may scan the
    * log): every stored event of the project in [start, end), priced as the aggregators counted it.
@@ -155,7 +170,7 @@ export class Engine {
   }
 
   /** Events the project holds (`GET /projects`): its rollup's all-time count, from memory. */
-  projectEvents(project: string): number {
+  projectEvents(project: string): number | Promise<number> {
     return this.topology.project(project)?.rollup.aggregate(-Infinity, Infinity).totals.requests ?? 0
   }
 
@@ -237,6 +252,7 @@ export class Engine {
    * The timer lives here, not in the actor (actors own no timers).
    */
   #startAlertTicks(): void {
+    if (this.#externalAlerts) return
     this.topology.alerts.send({ type: 'tick' })
     if (this.#alertTickMs <= 0 || this.#alertTimer !== null || this.#closing !== null) return
     this.#alertTimer = setInterval(() => this.topology.alerts.send({ type: 'tick' }), this.#alertTickMs)
@@ -310,7 +326,7 @@ export class Engine {
   }
 
   /** The stored event with its cost, or undefined. A keyed LMDB read, not an analytics query. */
-  getEvent(id: string): PricedEvent | undefined {
+  getEvent(id: string): PricedEvent | undefined | Promise<PricedEvent | undefined> {
     const seq = seqOfEventId(id)
     if (seq === null) return undefined
     const e = this.log.get(seq)

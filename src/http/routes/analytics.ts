@@ -6,7 +6,7 @@
 import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
 import { checkRange, listParam, parseQuery, rangeShape } from '../query.js'
-import { breakdown, costs, dimensions, dollars, fillBuckets, isBreakdownDimension, MAX_BUCKETS, metrics, quantileMs, timeseries, totalsJson, type RangeQuery } from '../../queries.js'
+import { dollars, fillBuckets, isBreakdownDimension, MAX_BUCKETS, quantileMs, totalsJson, type RangeQuery } from '../../queries.js'
 import { queryFilters } from '../../filters.js'
 import type { Filters } from '../../analytics/reader.js'
 import { llmsError } from '../../errors.js'
@@ -87,7 +87,7 @@ function groupJson(agg: import('../../analytics/series.js').Aggregate) {
 
 export async function analyticsRoutes(app: FastifyInstance, opts: { engine: Engine; clock: Clock }): Promise<void> {
   const { engine, clock } = opts
-  const source = engine.source
+  const analytics = engine.analytics
 
   // The schemas below document the routes (src/http/openapi.ts); the handlers validate.
   const range = 'Half-open `[start_time, end_time)` on the event\'s own timestamp (ISO 8601 with a zone, or epoch ms); `model` and `provider` take comma lists.'
@@ -96,8 +96,7 @@ export async function analyticsRoutes(app: FastifyInstance, opts: { engine: Engi
     schema: { summary: 'Totals and latency percentiles over a range', description: range, tags: ['analytics'], querystring: rangeQuery, response: { 200: metricsSchema, ...keyedErrors } }
   }, async (request) => {
     const range = parseRange(request.query, request.project)
-    await engine.sync()
-    const agg = metrics(source, range)
+    const agg = await analytics.metrics(range)
     return {
       ...totalsJson(agg.totals),
       p50_latency_ms: quantileMs(agg, 0.5),
@@ -113,8 +112,7 @@ export async function analyticsRoutes(app: FastifyInstance, opts: { engine: Engi
     schema: { summary: 'Cost breakdown by (model, provider), most costly first', description: range, tags: ['analytics'], querystring: rangeQuery, response: { 200: costsSchema, ...keyedErrors } }
   }, async (request) => {
     const range = parseRange(request.query, request.project)
-    await engine.sync()
-    const rows = costs(source, range)
+    const rows = await analytics.costs(range)
     let total = 0
     const breakdown = rows.map(({ model, provider, agg }) => {
       const t = totalsJson(agg.totals)
@@ -158,8 +156,7 @@ export async function analyticsRoutes(app: FastifyInstance, opts: { engine: Engi
         details: [{ path: '(query) interval', message: `more than ${MAX_BUCKETS} buckets` }]
       })
     }
-    await engine.sync()
-    const buckets = timeseries(source, { ...filters, start, end, models: q.model, providers: q.provider, project: request.project }, intervalMs)
+    const buckets = await analytics.timeseries({ ...filters, start, end, models: q.model, providers: q.provider, project: request.project }, intervalMs)
     return { interval: q.interval, start_time: iso(start), end_time: iso(end), buckets: fillBuckets(buckets, start, end, intervalMs) }
   })
 
@@ -177,8 +174,7 @@ export async function analyticsRoutes(app: FastifyInstance, opts: { engine: Engi
     const start = q.start_time ?? -Infinity
     const end = q.end_time ?? Infinity
     checkRange(start, end)
-    await engine.sync()
-    const b = breakdown(source, { ...filters, start, end, models: q.model, providers: q.provider, project: request.project }, q.by, q.sort, q.limit)
+    const b = await analytics.breakdown({ ...filters, start, end, models: q.model, providers: q.provider, project: request.project }, q.by, q.sort, q.limit)
     return {
       by: b.by,
       groups: b.groups.map((g) => ({ value: g.value, ...groupJson(g.agg) })),
@@ -194,7 +190,6 @@ export async function analyticsRoutes(app: FastifyInstance, opts: { engine: Engi
     schema: { summary: 'The dimensions of the project: names for by= and filters, values kept, whether capped', tags: ['analytics'], querystring: dimensionsQuery, response: { ...keyedErrors } }
   }, async (request) => {
     parseQuery(dimensionsQuery, request.query)
-    await engine.sync()
-    return { dimensions: dimensions(source, request.project) }
+    return { dimensions: await analytics.dimensions(request.project) }
   })
 }

@@ -115,7 +115,7 @@ export async function eventRoutes(app: FastifyInstance, opts: { engine: Engine; 
   })
 
   app.get<{ Params: { id: string } }>('/events/:id', { config: { scope: 'read' }, schema: getSchema }, async (request) => {
-    const found = engine.getEvent(request.params.id)
+    const found = await engine.getEvent(request.params.id)
     // Another project's event answers as if it did not exist (README: Projects).
     const e = found?.project === request.project ? found : undefined
     if (e === undefined) throw llmsError('LLMS_ERR_NOT_FOUND', `event ${request.params.id} not found`, { details: [{ path: '(params) id', message: 'no such event' }] })

@@ -26,7 +26,7 @@ export interface ProjectRouteOptions {
   apiKeys: ApiKeyStore
   clock: Clock
   /** Events the project holds (shown as `events`). */
-  eventCount: (project: string) => number
+  eventCount: (project: string) => number | Promise<number>
   /** Purges every piece of the project's data; called between `beginDelete` and `finishDelete`. */
   deleteProject: (project: string) => Promise<void>
 }
@@ -42,7 +42,7 @@ export async function projectRoutes(app: FastifyInstance, opts: ProjectRouteOpti
   /** Deletes under way, by id: a second DELETE of the same project joins the first. */
   const deleting = new Map<string, Promise<void>>()
 
-  const withEvents = (p: Project) => ({ ...p, events: eventCount(p.id) })
+  const withEvents = async (p: Project) => ({ ...p, events: await eventCount(p.id) })
   const notFound = (id: string) => llmsError('LLMS_ERR_NOT_FOUND', `project ${id.slice(0, 64)} not found`, { details: [{ path: '(params) id', message: 'no such project' }] })
 
   // Documentation only (src/http/openapi.ts): the handlers validate.
@@ -69,7 +69,7 @@ export async function projectRoutes(app: FastifyInstance, opts: ProjectRouteOpti
   app.get('/projects', {
     config: { scope: 'owner' },
     schema: { summary: 'List projects with their event counts', tags, response: { 200: z.object({ projects: z.array(projectSchema) }), ...keyedErrors } }
-  }, async () => ({ projects: projects.list().map(withEvents) }))
+  }, async () => ({ projects: await Promise.all(projects.list().map(withEvents)) }))
 
   app.get<{ Params: { id: string } }>('/projects/:id', {
     config: { scope: 'owner' },
