@@ -10,7 +10,6 @@ import { registerErrorHandling } from './http/errors.js'
 import { registerSecurity } from './http/security.js'
 import { keyRoutes } from './http/routes/keys.js'
 import { projectRoutes } from './http/routes/projects.js'
-import { ApiKeyStore } from './store/api-keys.js'
 import { eventRoutes } from './http/routes/events.js'
 import { analyticsRoutes } from './http/routes/analytics.js'
 import { alertRoutes } from './http/routes/alerts.js'
@@ -75,8 +74,9 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   // The logger is created by fastify; the engine logs through it.
   const engine = new Engine({ config, logger: app.log, clock, inlinePricing: opts.inlinePricing, onProgress: opts.onProgress, broadcast: opts.broadcast, webhook: opts.webhook, alertTickMs: opts.alertTickMs })
   const { ring, created } = loadKeys(config.apiKeys, config.dataDir)
-  const apiKeys = new ApiKeyStore(engine.stores.apiKeys)
+  const apiKeys = engine.apiKeys
   ring.attach(apiKeys)
+  await engine.open()
   // Projects named by configured keys exist from the start, unless they were deleted (then
   // their keys answer 401 until an owner creates them again). A delete cut short by a crash
   // may have left its API keys: they go now (the engine finishes the rest of the purge).

@@ -8,6 +8,7 @@ import { SnapshotStore, type SnapshotPayload } from './store/snapshots.js'
 import { RuleStore } from './store/rules.js'
 import { ProjectStore } from './store/projects.js'
 import { AlertEventStore } from './store/alert-events.js'
+import { ApiKeyStore } from './store/api-keys.js'
 import { WebhookNotifier, type NotifierOptions } from './alerts/notifier.js'
 import { AlertDispatcher } from './alerts/dispatcher.js'
 import { Topology } from './actors/topology.js'
@@ -19,7 +20,7 @@ import { localAnalytics, type Analytics } from './analytics/service.js'
 import type { Config } from './config.js'
 import type { Log } from './log.js'
 import type { Clock } from './clock.js'
-import type { BroadcastLimits } from './actors/broadcaster.js'
+import type { AlertNotice, BroadcastLimits } from './actors/broadcaster.js'
 import type { RuleAlertState } from './actors/alert-evaluator.js'
 import type { WindowQuery } from './analytics/reader.js'
 import type { Aggregate } from './analytics/aggregate.js'
@@ -43,7 +44,7 @@ export interface EngineOptions {
    * Cluster mode: the alert evaluator's windows come from here (merged from every partition,
    * see src/cluster/engine.ts) and its ticks are sent by the caller, not by this engine's timer.
    */
-  externalAlerts?: { window: (q: WindowQuery) => Aggregate }
+  externalAlerts?: { window: (q: WindowQuery) => Aggregate; publish: (notice: AlertNotice) => void }
 }
 
 export interface RecoveryInfo {
@@ -64,6 +65,8 @@ export class Engine {
   readonly projects: ProjectStore
   /** Recorded alert transitions and reminders with their delivery outcomes. */
   readonly alertEvents: AlertEventStore
+  /** API keys made through `POST /keys` (configured keys are in the KeyRing). */
+  readonly apiKeys: ApiKeyStore
   /** Records alert notifications and delivers their webhooks (off the ingest path). */
   readonly alerting: AlertDispatcher
   readonly topology: Topology
@@ -93,6 +96,7 @@ export class Engine {
     this.snapshots = new SnapshotStore(this.stores.meta)
     this.rules = new RuleStore(this.stores.rules)
     this.projects = new ProjectStore(this.stores.projects, opts.clock.now())
+    this.apiKeys = new ApiKeyStore(this.stores.apiKeys)
     this.alertEvents = new AlertEventStore(this.stores.alertEvents, { log: opts.logger })
     this.alerting = new AlertDispatcher({ store: this.alertEvents, notifier: new WebhookNotifier({ log: opts.logger, ...opts.webhook }), clock: opts.clock, log: opts.logger })
     this.#alertTickMs = opts.alertTickMs ?? 1000
@@ -127,6 +131,7 @@ export class Engine {
         broadcast: opts.broadcast,
         dimensionLimits: opts.config.dimensionLimits,
         dropped: new Set(this.projects.purging()),
+        publishAlert: opts.externalAlerts?.publish,
         window: opts.externalAlerts !== undefined
           ? (_reader, q) => opts.externalAlerts!.window(q)
           : (reader, q) => metrics({ reader, log: this.#logScan }, { ...q.filters, project: q.project, start: q.start, end: q.end })
@@ -146,6 +151,12 @@ export class Engine {
     this.rules.onChange((rules) => this.topology.alerts.send({ type: 'rules', rules }))
     this.topology.alerts.send({ type: 'rules', rules: this.rules.list() })
   }
+
+  /**
+   * Connects what the stores need before the HTTP layer reads them (nothing on a single node;
+   * cluster mode attaches them to JetStream KV here, src/cluster/engine.ts).
+   */
+  async open(): Promise<void> {}
 
   get ready(): boolean {
     return this.#ready

@@ -28,7 +28,7 @@ import { DimTotals, eventValues } from '../analytics/dim-totals.js'
 import type { AnalyticsReader, ProjectView, WindowQuery } from '../analytics/reader.js'
 import type { Aggregate, RowDims } from '../analytics/series.js'
 import type { AlertTransition, RecordedAlert } from '../alerts/types.js'
-import { Broadcaster, type BroadcastLimits } from './broadcaster.js'
+import { Broadcaster, type AlertNotice, type BroadcastLimits } from './broadcaster.js'
 import type { EventLog } from '../store/event-log.js'
 import type { PricedEvent, StoredEvent } from '../events.js'
 import type { SnapshotPayload } from '../store/snapshots.js'
@@ -76,6 +76,11 @@ export interface TopologyOptions {
    * it; injected so the topology does not import the queries that read it).
    */
   window: (reader: AnalyticsReader, q: WindowQuery) => Aggregate
+  /**
+   * Cluster mode: alert frames go here (published to every node, whose feed hands them to its
+   * broadcaster) instead of straight to this topology's broadcaster.
+   */
+  publishAlert?: (notice: AlertNotice) => void
   /** Projects being deleted: their events are dropped on the way in (replays after a crash midway). */
   dropped?: ReadonlySet<string>
 }
@@ -354,10 +359,9 @@ export class Topology implements AnalyticsReader {
 
   /** An alert transition: to WebSocket clients, then to the engine (record + webhook). */
   #alert(t: AlertTransition): void {
-    this.broadcaster.send({
-      type: 'alert',
-      alert: { type: 'alert', project: t.rule.project ?? 'default', rule_id: t.rule.id, rule_name: t.rule.name, state: t.state, value: t.value, threshold: t.rule.threshold, at: new Date(t.at).toISOString() }
-    })
+    const alert: AlertNotice = { type: 'alert', project: t.rule.project ?? 'default', rule_id: t.rule.id, rule_name: t.rule.name, state: t.state, value: t.value, threshold: t.rule.threshold, at: new Date(t.at).toISOString() }
+    if (this.#opts.publishAlert !== undefined) this.#opts.publishAlert(alert)
+    else this.broadcaster.send({ type: 'alert', alert })
     this.#opts.onAlert?.(t)
   }
 
