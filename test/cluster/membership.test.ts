@@ -1,0 +1,374 @@
+/**
+ * Node membership and partition leases (src/cluster/membership.ts) against a real nats-server:
+ * several Membership instances in this process, each on its own connection, short leases.
+ *
+ * Every wait is for a condition (polled every 20 ms, bounded); a sampler checks the safety
+ * properties the whole time: no partition served by two nodes, at most one alerts holder; and
+ * acquire/release intervals are recorded so overlaps between nodes are found even between samples.
+ */
+import t from 'tap'
+import type { Test } from 'tap'
+import { connect, type NatsConnection } from '@nats-io/transport-node'
+import { Kvm, type KV } from '@nats-io/kv'
+import { startNats, type NatsCluster } from '../helpers/nats.js'
+import { assignPartitions, hrwScore, Membership } from '../../src/cluster/membership.js'
+import { silentLog } from '../../src/log.js'
+
+const LEASE_MS = 2000
+const P = 12
+
+t.setTimeout(170_000)
+
+// ── pure assignment ─────────────────────────────────────────────────────────────────────────
+
+t.test('assignPartitions: every partition gets a node, loads differ by one at most, same map whatever the order', async (t) => {
+  for (const partitions of [1, 2, 7, 12, 16, 64, 1024]) {
+    for (const n of [1, 2, 3, 4, 5, 9]) {
+      const nodes = Array.from({ length: n }, (_, i) => `node-${i}`)
+      const map = assignPartitions(nodes, partitions)
+      t.equal(map.length, partitions)
+      const load = new Map(nodes.map((x) => [x, 0]))
+      for (const owner of map) {
+        if (owner === null) throw new Error('unassigned')
+        load.set(owner, load.get(owner)! + 1)
+      }
+      const loads = [...load.values()]
+      if (Math.max(...loads) - Math.min(...loads) > 1) t.fail(`P=${partitions} N=${n}: loads ${loads.join(',')}`)
+      t.same(assignPartitions([...nodes].reverse(), partitions), map, `P=${partitions} N=${n}: order does not matter`)
+    }
+  }
+  t.same(assignPartitions([], 3), [null, null, null], 'no nodes: nobody')
+  t.same(assignPartitions(['a', 'a', 'b'], 4), assignPartitions(['b', 'a'], 4), 'duplicates ignored')
+  t.not(hrwScore('a', 1), hrwScore('a', 2))
+  t.not(hrwScore('a', 1), hrwScore('b', 1))
+})
+
+t.test('assignPartitions: a node joining or leaving moves few partitions', async (t) => {
+  const partitions = 64
+  const three = assignPartitions(['a', 'b', 'c'], partitions)
+  const four = assignPartitions(['a', 'b', 'c', 'd'], partitions)
+  const moved = three.filter((o, p) => four[p] !== o).length
+  // The ideal is 16 (d's share); bounded loads add a few cascades, never a reshuffle.
+  t.ok(moved >= 16 && moved <= 28, `joining moved ${moved} of ${partitions}`)
+  const two = assignPartitions(['a', 'b'], partitions)
+  const kept = three.filter((o, p) => o !== 'c' && two[p] !== o).length
+  t.ok(kept <= 8, `leaving moved ${kept} partitions that were not c's`)
+})
+
+// ── against nats-server ─────────────────────────────────────────────────────────────────────
+
+interface Interval {
+  node: string
+  p: number
+  /** acquire called (the lease is held from before this). */
+  start: number
+  /** release resolved, or the node crashed (null: still open). */
+  end: number | null
+}
+
+/** A test bed: one bucket, nodes made on demand, a record of acquire/release, a safety sampler. */
+class Bed {
+  readonly nodes = new Map<string, Membership>()
+  readonly conns: NatsConnection[] = []
+  readonly intervals: Interval[] = []
+  readonly releases: { node: string; p: number; reason: string; at: number }[] = []
+  readonly acquires: { node: string; p: number; at: number }[] = []
+  readonly violations: string[] = []
+  readonly crashed = new Set<string>()
+  readonly stopped = new Set<string>()
+  /** acquire throws for these (node:p), once each. */
+  readonly failOnce = new Set<string>()
+  #sampler: NodeJS.Timeout | null = null
+  kv!: KV
+
+  constructor(
+    readonly urls: string[],
+    readonly bucket: string
+  ) {}
+
+  async init(): Promise<void> {
+    const nc = await connect({ servers: this.urls })
+    this.conns.push(nc)
+    this.kv = await new Kvm(nc).create(this.bucket, { history: 1, ttl: LEASE_MS })
+    this.#sampler = setInterval(() => this.sample(), 20)
+  }
+
+  running(): Membership[] {
+    return [...this.nodes.entries()].filter(([id]) => !this.crashed.has(id) && !this.stopped.has(id)).map(([, m]) => m)
+  }
+
+  sample(): void {
+    const holders = this.running().filter((m) => m.holdsAlerts())
+    if (holders.length > 1) this.violations.push(`alerts held by ${holders.map((m) => m.nodeId).join(', ')}`)
+    const seen = new Map<number, string>()
+    for (const m of this.nodes.values()) {
+      if (this.crashed.has(m.nodeId)) continue
+      for (const p of m.owned()) {
+        const other = seen.get(p)
+        if (other !== undefined) this.violations.push(`partition ${p} served by ${other} and ${m.nodeId}`)
+        seen.set(p, m.nodeId)
+      }
+    }
+  }
+
+  async add(id: string): Promise<Membership> {
+    const nc = await connect({ servers: this.urls })
+    this.conns.push(nc)
+    const m: Membership = new Membership({
+      nc,
+      bucket: this.bucket,
+      nodeId: id,
+      partitions: P,
+      leaseMs: LEASE_MS,
+      log: silentLog,
+      acquire: async (p) => {
+        const iv: Interval = { node: id, p, start: performance.now(), end: null }
+        this.acquires.push({ node: id, p, at: iv.start })
+        // Loading a snapshot takes a moment.
+        await new Promise((r) => setTimeout(r, 5 + Math.random() * 20))
+        if (this.failOnce.delete(`${id}:${p}`)) {
+          iv.end = performance.now()
+          this.intervals.push(iv)
+          throw new Error('snapshot unreadable')
+        }
+        this.intervals.push(iv)
+      },
+      release: async (p, reason) => {
+        const at = performance.now()
+        this.releases.push({ node: id, p, reason, at })
+        if (this.crashed.has(id)) this.violations.push(`release(${p}, ${reason}) called on crashed ${id}`)
+        // Writing a snapshot takes a moment.
+        await new Promise((r) => setTimeout(r, 5 + Math.random() * 20))
+        const iv = this.intervals.find((i) => i.node === id && i.p === p && i.end === null)
+        if (iv === undefined) this.violations.push(`release(${p}, ${reason}) on ${id} without a served interval`)
+        else iv.end = performance.now()
+      }
+    })
+    this.nodes.set(id, m)
+    await m.start()
+    return m
+  }
+
+  async stopNode(id: string): Promise<void> {
+    await this.nodes.get(id)!.stop()
+    this.stopped.add(id)
+  }
+
+  crash(id: string): void {
+    this.nodes.get(id)!.crash()
+    this.crashed.add(id)
+    const now = performance.now()
+    for (const iv of this.intervals) if (iv.node === id && iv.end === null) iv.end = now
+  }
+
+  /** Partition → the running nodes serving it. */
+  served(): Map<number, string[]> {
+    const out = new Map<number, string[]>()
+    for (const m of this.running()) for (const p of m.owned()) out.set(p, [...(out.get(p) ?? []), m.nodeId])
+    return out
+  }
+
+  /** Every partition served by exactly one running node, loads ±1, exactly one alerts holder, views agree. */
+  balanced(): boolean {
+    const run = this.running()
+    const served = this.served()
+    if (served.size !== P || [...served.values()].some((n) => n.length !== 1)) return false
+    const loads = run.map((m) => m.owned().size)
+    if (Math.max(...loads) - Math.min(...loads) > 1) return false
+    if (run.filter((m) => m.holdsAlerts()).length !== 1) return false
+    const ids = run.map((m) => m.nodeId).sort()
+    return run.every((m) => {
+      if (m.nodes().join() !== ids.join()) return false
+      for (const [p, owner] of m.owners()) if (owner !== served.get(p)![0]) return false
+      return true
+    })
+  }
+
+  /** Intervals of one partition on different nodes that overlap. */
+  overlaps(): string[] {
+    const out: string[] = []
+    const now = performance.now()
+    for (let i = 0; i < this.intervals.length; i++) {
+      for (let j = i + 1; j < this.intervals.length; j++) {
+        const a = this.intervals[i]!
+        const b = this.intervals[j]!
+        if (a.p !== b.p || a.node === b.node) continue
+        if (a.start < (b.end ?? now) && b.start < (a.end ?? now)) out.push(`p${a.p}: ${a.node} ${fmt(a)} and ${b.node} ${fmt(b)}`)
+      }
+    }
+    return out
+  }
+
+  async close(): Promise<void> {
+    if (this.#sampler !== null) clearInterval(this.#sampler)
+    await Promise.allSettled(this.running().map((m) => m.stop()))
+    await this.kv?.destroy().catch(() => {})
+    await Promise.allSettled(this.conns.map((nc) => nc.close()))
+  }
+}
+
+const fmt = (i: Interval) => `[${i.start.toFixed(0)}, ${i.end?.toFixed(0) ?? 'open'}]`
+
+/** Resolves once `cond()` holds; fails after `ms` with `what`. */
+async function waitFor(what: string, cond: () => boolean, ms: number): Promise<number> {
+  const t0 = performance.now()
+  while (!cond()) {
+    if (performance.now() - t0 > ms) throw new Error(`timed out after ${ms} ms waiting for: ${what}`)
+    await new Promise((r) => setTimeout(r, 20))
+  }
+  return performance.now() - t0
+}
+
+let nats: NatsCluster
+t.before(async () => {
+  nats = await startNats({ servers: 1 })
+})
+t.teardown(() => nats?.stop())
+
+let bedNo = 0
+async function bed(t: Test): Promise<Bed> {
+  const b = new Bed(nats.urls, `mtest${++bedNo}-cluster`)
+  await b.init()
+  t.teardown(() => b.close())
+  return b
+}
+
+t.test('three nodes: every partition served by one node, ±1, one alerts holder; stop hands over within two lease times', async (t) => {
+  const b = await bed(t)
+  await Promise.all(['a', 'b', 'c'].map((id) => b.add(id)))
+  await waitFor('3 nodes balanced', () => b.balanced(), 4 * LEASE_MS)
+  const desired = assignPartitions(['a', 'b', 'c'], P)
+  for (const [p, nodes] of b.served()) t.equal(nodes[0], desired[p], `p${p} on its HRW owner`)
+  const stats = b.nodes.get('a')!.stats()
+  t.same(stats.nodes, ['a', 'b', 'c'])
+  t.same(stats.unowned, [])
+  t.equal(stats.partitions, P)
+  t.equal(stats.lost, 0)
+
+  // Renewals keep leases past the TTL.
+  const r0 = stats.renewals
+  await waitFor('a renewed twice', () => b.nodes.get('a')!.stats().renewals >= r0 + 2 * stats.owned.length, 2 * LEASE_MS)
+  t.ok(b.balanced(), 'still balanced after renewals past one lease')
+
+  // stop(): release(p, 'stop') for each of b's partitions, then the others take them.
+  const bOwned = [...b.nodes.get('b')!.owned()]
+  const bAlerts = b.nodes.get('b')!.holdsAlerts()
+  const stopAt = performance.now()
+  await b.stopNode('b')
+  await b.nodes.get('b')!.stop() // safe twice
+  const rel = b.releases.filter((r) => r.node === 'b')
+  t.same(rel.map((r) => r.p).sort((x, y) => x - y), bOwned.sort((x, y) => x - y), 'release called for each of b\'s partitions')
+  t.ok(rel.every((r) => r.reason === 'stop'), 'with reason stop')
+  t.same([...b.nodes.get('b')!.owned()], [], 'b serves nothing')
+  t.equal(b.nodes.get('b')!.holdsAlerts(), false)
+  const took = await waitFor('a and c balanced', () => b.balanced(), 2 * LEASE_MS)
+  t.ok(took <= 2 * LEASE_MS, `taken over in ${took.toFixed(0)} ms`)
+  t.comment(`stop → balanced on 2 nodes in ${took.toFixed(0)} ms (alerts was on b: ${bAlerts})`)
+  for (const p of bOwned) {
+    const next = b.acquires.find((a) => a.p === p && a.node !== 'b' && a.at > stopAt - 1000)
+    const mine = rel.find((r) => r.p === p)!
+    t.ok(next !== undefined && next.at > mine.at, `p${p}: taken by ${next?.node} after b's release`)
+  }
+  t.same(b.nodes.get('a')!.nodes(), ['a', 'c'], 'b\'s heartbeat deleted')
+  t.same(b.overlaps(), [], 'no partition served by two nodes at once')
+  t.same(b.violations, [])
+})
+
+t.test('crash: the others take over after the TTL; release never called on the crashed node', async (t) => {
+  const b = await bed(t)
+  await Promise.all(['a', 'b', 'c'].map((id) => b.add(id)))
+  await waitFor('3 nodes balanced', () => b.balanced(), 4 * LEASE_MS)
+  // Crash the alerts holder, so the alerts lease moves too.
+  const victim = b.running().find((m) => m.holdsAlerts())!.nodeId
+  const lost = [...b.nodes.get(victim)!.owned()]
+  const crashAt = performance.now()
+  b.crash(victim)
+  const took = await waitFor('2 nodes balanced after the crash', () => b.balanced(), 3 * LEASE_MS)
+  t.ok(took <= 2 * LEASE_MS, `taken over in ${took.toFixed(0)} ms (lease ${LEASE_MS})`)
+  t.comment(`crash → balanced on 2 nodes in ${took.toFixed(0)} ms`)
+  for (const p of lost) {
+    const next = b.acquires.find((a) => a.p === p && a.node !== victim && a.at > crashAt)
+    t.ok(next !== undefined, `p${p} acquired by ${next?.node}`)
+    // Not before the crashed node's lease could have expired (its last renewal ≥ crash − lease/3).
+    t.ok(next!.at - crashAt >= LEASE_MS / 2, `p${p} not taken while the dead lease lived (${(next!.at - crashAt).toFixed(0)} ms)`)
+  }
+  t.same(b.releases.filter((r) => r.node === victim), [], 'release never called on the crashed node')
+  t.same(b.overlaps(), [], 'no overlap (the crashed node counts as serving until its crash)')
+  t.same(b.violations, [])
+  t.ok(b.running().every((m) => m.stats().lost === 0), 'no live node lost a lease')
+})
+
+t.test('a 4th node joins: rebalance converges, a few at a time, never two owners at once', async (t) => {
+  const b = await bed(t)
+  await Promise.all(['a', 'b', 'c'].map((id) => b.add(id)))
+  await waitFor('3 nodes balanced', () => b.balanced(), 4 * LEASE_MS)
+  const before = new Map([...b.served()].map(([p, n]) => [p, n[0]!]))
+  const joinAt = performance.now()
+  await b.add('d')
+  const took = await waitFor('4 nodes balanced', () => b.balanced(), 4 * LEASE_MS)
+  t.comment(`join → balanced on 4 nodes in ${took.toFixed(0)} ms`)
+  const desired = assignPartitions(['a', 'b', 'c', 'd'], P)
+  for (const [p, nodes] of b.served()) t.equal(nodes[0], desired[p], `p${p} on its HRW owner`)
+  const handovers = b.releases.filter((r) => r.at > joinAt)
+  t.ok(handovers.every((r) => r.reason === 'rebalance'), 'released for rebalance')
+  const moved = [...before].filter(([p, n]) => desired[p] !== n).map(([p]) => p)
+  t.same(handovers.map((r) => r.p).sort((x, y) => x - y), moved.sort((x, y) => x - y), 'exactly the partitions whose owner changed moved, once each')
+  // A few at a time: never more than 2 released-and-not-yet-taken per node.
+  for (const node of ['a', 'b', 'c']) {
+    const mine = handovers.filter((r) => r.node === node)
+    for (const r of mine) {
+      const pending = mine.filter((o) => o.at <= r.at && !b.acquires.some((a) => a.p === o.p && a.node === 'd' && a.at < r.at)).length
+      t.ok(pending <= 2, `${node}: ${pending} handovers in flight when p${r.p} was released`)
+    }
+  }
+  t.same(b.overlaps(), [], 'no partition served by two nodes at once')
+  t.same(b.violations, [])
+})
+
+t.test('lost lease: another holder written over ours → release(p, "lost") at once; expired key retaken (no delete marker on 2.9)', async (t) => {
+  const b = await bed(t)
+  const a = await b.add('a')
+  await waitFor('a serves everything', () => a.owned().size === P && a.holdsAlerts(), 2 * LEASE_MS)
+  // An intruder overwrites p3 (as if a's lease had expired and someone took it).
+  const t0 = performance.now()
+  await b.kv.put('lease.p3', JSON.stringify({ node: 'intruder', at: Date.now() }))
+  await waitFor('a lets p3 go', () => !a.owned().has(3), LEASE_MS)
+  t.ok(performance.now() - t0 < LEASE_MS / 2, 'at once, from the watch')
+  t.same(b.releases.map((r) => [r.p, r.reason]), [[3, 'lost']])
+  t.equal(a.stats().lost, 1)
+  t.equal(a.owners().get(3), 'intruder')
+  t.same(a.stats().unowned, [3], 'a holder without a heartbeat is not an owner')
+  // Nobody renews the intruder's key: it expires (silently on NATS 2.9) and a takes p3 back.
+  await waitFor('a serves p3 again', () => a.owned().has(3), 3 * LEASE_MS)
+  t.equal(a.owners().get(3), 'a')
+  t.same(b.violations, [])
+})
+
+t.test('acquire throws: the lease is given back, release not called, taken again later', async (t) => {
+  const b = await bed(t)
+  b.failOnce.add('a:5')
+  const a = await b.add('a')
+  await waitFor('a serves everything but p5', () => a.owned().size === P - 1 && !a.owned().has(5), 2 * LEASE_MS)
+  await waitFor('p5 lease deleted', () => a.owners().get(5) === null, LEASE_MS)
+  await waitFor('a serves p5 after its backoff', () => a.owned().has(5), 3 * LEASE_MS)
+  t.equal(b.acquires.filter((x) => x.p === 5).length, 2, 'acquire called twice for p5')
+  t.same(b.releases, [], 'release never called')
+  t.same(b.violations, [])
+})
+
+t.test('options and lifecycle: bad options throw naming the option; a missing bucket fails start; stop before start is safe', async (t) => {
+  const nc = await connect({ servers: nats.urls })
+  t.teardown(() => nc.close())
+  const base = { nc, bucket: 'nope-cluster', nodeId: 'a', partitions: 4, leaseMs: 2000, log: silentLog, acquire: async () => {}, release: async () => {} }
+  t.throws(() => new Membership({ ...base, nodeId: 'a.b' }), /nodeId/)
+  t.throws(() => new Membership({ ...base, partitions: 0 }), /partitions/)
+  t.throws(() => new Membership({ ...base, leaseMs: 10 }), /leaseMs/)
+  const m = new Membership(base)
+  await t.rejects(m.start(), /nope-cluster/)
+  await m.stop()
+  const idle = new Membership(base)
+  await idle.stop()
+  await idle.stop()
+  t.same(idle.nodes(), [])
+  t.equal(idle.holdsAlerts(), false)
+})
