@@ -7,9 +7,17 @@
  * Bounded: only the newest {@link MAX_ALERT_EVENTS} are kept; older ones are deleted as new ones
  * arrive. Writes are fire-and-forget puts (group-committed by lmdb-js, applied in issue order);
  * a failed write is logged and counted, never thrown at the evaluator.
+ *
+ * Cluster mode ({@link AlertEventStore.attachBacking}): the records live in JetStream KV
+ * (src/cluster/meta.ts, key = the sequence number), written by the one node that evaluates
+ * alerts (a lease) and mirrored by every node through `applyRemote`, so `GET /alerts/events` is
+ * cluster-wide. Sequence numbers continue after the highest this node has seen, so they keep
+ * increasing when another node takes the lease (once it has caught up with the bucket). The
+ * recording node prunes the bucket; the others prune their memory only. LMDB is then a cache.
  */
 import type { Database } from 'lmdb'
 import { silentLog, type Log } from '../log.js'
+import type { MetaBacking } from './backing.js'
 import type { Rule } from './rules.js'
 import type { AlertReason, AlertTransition, DeliveryOutcome, RecordedAlert } from '../alerts/types.js'
 
@@ -68,6 +76,21 @@ export interface AlertEventQuery {
 
 const iso = (ms: number) => new Date(ms).toISOString()
 
+/** A record id of the bucket (a decimal sequence number), or null. */
+function readSeq(id: string): number | null {
+  if (!/^(0|[1-9][0-9]{0,15})$/.test(id)) return null
+  const seq = Number(id)
+  return Number.isSafeInteger(seq) ? seq : null
+}
+
+/** A record as stored under `seq`, or null when it is not one this version reads. */
+function readRecord(seq: number, value: unknown): AlertEventRecord | null {
+  const r = value as AlertEventRecord
+  if (r === null || typeof r !== 'object' || r.id !== `aev_${seq.toString(36)}` || typeof r.at !== 'string' || typeof r.rule_id !== 'string') return null
+  if (r.delivery === null || typeof r.delivery !== 'object') return null
+  return r
+}
+
 export class AlertEventStore {
   readonly #db: Database<unknown, number>
   readonly #log: Log
@@ -78,6 +101,10 @@ export class AlertEventStore {
   readonly #pending = new Set<Promise<unknown>>()
   #writeErrors = 0
   #recorded = 0
+  /** Cluster mode: where records are written (null: the LMDB database, as on a single node). */
+  #backing: MetaBacking | null = null
+  /** Cluster mode: writes of this node in flight, by seq: their echoes are older than what memory holds. */
+  readonly #inFlight = new Map<number, number>()
 
   /**
    * Loads the newest `max` records (deleting any beyond, e.g. after `max` was lowered).
@@ -94,7 +121,7 @@ export class AlertEventStore {
       this.#entries.push({ seq: key, atMs: Date.parse(record.at), record })
       this.#nextSeq = key + 1
     }
-    this.#prune()
+    this.#prune(true)
   }
 
   /** Records a notification; `delivery` says whether a webhook delivery follows. */
@@ -122,8 +149,8 @@ export class AlertEventStore {
     }
     this.#entries.push({ seq, atMs: t.at, record })
     this.#recorded++
-    this.#write(seq, record)
-    this.#prune()
+    this.#store(seq, record)
+    this.#prune(true)
     return record
   }
 
@@ -133,7 +160,7 @@ export class AlertEventStore {
     if (i < 0) return
     const e = this.#entries[i]
     e.record = { ...e.record, delivery: { ...outcome, completed_at: iso(completedAt) } }
-    this.#write(e.seq, e.record)
+    this.#store(e.seq, e.record)
   }
 
   /** The record with this id, if kept. */
@@ -171,7 +198,7 @@ export class AlertEventStore {
     const gone = this.#entries.filter((e) => ruleIds.has(e.record.rule_id))
     if (gone.length === 0) return 0
     this.#entries = this.#entries.filter((e) => !ruleIds.has(e.record.rule_id))
-    for (const e of gone) this.#write(e.seq, undefined)
+    for (const e of gone) this.#store(e.seq, undefined)
     await this.flushed()
     return gone.length
   }
@@ -202,6 +229,95 @@ export class AlertEventStore {
     return lo < this.#entries.length && this.#entries[lo].seq === seq ? lo : -1
   }
 
+  /**
+   * Cluster mode: from now on records are written to `backing` (JetStream KV) and every node's
+   * memory follows {@link applyRemote}.
+   */
+  attachBacking(backing: MetaBacking): void {
+    this.#backing = backing
+  }
+
+  /**
+   * Cluster mode: the bucket's record `id` (the sequence number, decimal) changed (`undefined`:
+   * removed), by any node. Memory and the LMDB cache follow; an echo of this node's own write
+   * still in flight changes nothing (memory already holds that write or a newer one).
+   */
+  applyRemote(id: string, value: unknown): void {
+    const seq = readSeq(id)
+    if (seq === null) return
+    const record = value === undefined ? undefined : readRecord(seq, value)
+    if (record === null) return
+    this.#write(seq, record)
+    if (this.#inFlight.has(seq)) return
+    const i = this.#search(seq)
+    const found = i < this.#entries.length && this.#entries[i].seq === seq
+    if (record === undefined) {
+      if (found) this.#entries.splice(i, 1)
+      return
+    }
+    this.#nextSeq = Math.max(this.#nextSeq, seq + 1)
+    const entry = { seq, atMs: Date.parse(record.at), record }
+    if (found) this.#entries[i] = entry
+    else this.#entries.splice(i, 0, entry)
+    this.#prune(false)
+  }
+
+  /**
+   * Cluster mode, at start: memory becomes the bucket's `records` (by sequence number, decimal;
+   * `undefined`: removed), newest {@link MAX_ALERT_EVENTS} kept; the next sequence number follows
+   * the highest seen, here or in the bucket.
+   */
+  loadRemote(records: ReadonlyMap<string, unknown>): void {
+    const entries: Entry[] = []
+    for (const [id, value] of records) {
+      const seq = readSeq(id)
+      const record = seq === null || value === undefined ? null : readRecord(seq, value)
+      if (seq === null || record === null) continue
+      entries.push({ seq, atMs: Date.parse(record.at), record })
+    }
+    entries.sort((a, b) => a.seq - b.seq)
+    const keep = new Set(entries.map((e) => e.seq))
+    for (const e of this.#entries) if (!keep.has(e.seq)) this.#write(e.seq, undefined)
+    for (const e of entries) this.#write(e.seq, e.record)
+    this.#entries = entries
+    if (entries.length > 0) this.#nextSeq = Math.max(this.#nextSeq, entries[entries.length - 1].seq + 1)
+    this.#prune(false)
+  }
+
+  /** A record's write where the records live: the bucket in cluster mode, else LMDB. */
+  #store(seq: number, record: AlertEventRecord | undefined): void {
+    const backing = this.#backing
+    if (backing === null) {
+      this.#write(seq, record)
+      return
+    }
+    this.#inFlight.set(seq, (this.#inFlight.get(seq) ?? 0) + 1)
+    const p: Promise<unknown> = (record === undefined ? backing.remove(String(seq)) : backing.put(String(seq), record))
+      .catch((err: unknown) => {
+        this.#writeErrors++
+        this.#log.error({ err, seq }, 'alert event could not be written to the cluster')
+      })
+      .finally(() => {
+        const n = this.#inFlight.get(seq)! - 1
+        if (n === 0) this.#inFlight.delete(seq)
+        else this.#inFlight.set(seq, n)
+      })
+    this.#pending.add(p)
+    void p.finally(() => this.#pending.delete(p))
+  }
+
+  /** Index of the first entry whose seq is at least `seq`. */
+  #search(seq: number): number {
+    let lo = 0
+    let hi = this.#entries.length
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      if (this.#entries[mid].seq < seq) lo = mid + 1
+      else hi = mid
+    }
+    return lo
+  }
+
   #write(seq: number, record: AlertEventRecord | undefined): void {
     const p: Promise<unknown> = (record === undefined ? this.#db.remove(seq) : this.#db.put(seq, record)).catch((err: unknown) => {
       this.#writeErrors++
@@ -211,9 +327,13 @@ export class AlertEventStore {
     void p.finally(() => this.#pending.delete(p))
   }
 
-  #prune(): void {
+  /** Keeps the newest `max`; `own`: this node records, so it removes the pruned ones where records live (else from its cache only). */
+  #prune(own: boolean): void {
     const excess = this.#entries.length - this.#max
     if (excess <= 0) return
-    for (const e of this.#entries.splice(0, excess)) this.#write(e.seq, undefined)
+    for (const e of this.#entries.splice(0, excess)) {
+      if (own) this.#store(e.seq, undefined)
+      else this.#write(e.seq, undefined)
+    }
   }
 }

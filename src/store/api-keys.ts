@@ -7,12 +7,19 @@
  * durable, and a revoked key is refused from the moment `revoke()` resolves (it is dropped from
  * the mirror even if the commit failed, so a failing disk can never keep a revoked key alive).
  * The same holds for `deleteProject()`, which drops every key of a deleted project.
+ *
+ * Cluster mode ({@link ApiKeyStore.attachBacking}): the records live in JetStream KV
+ * (src/cluster/meta.ts) and the mirror follows the bucket through `applyRemote`, so a key made
+ * on any node works on every node once its watcher applied it (on the making node, before
+ * `create` resolves), and a revoke is refused here at once and on other nodes once applied.
  */
 import { nanoid } from 'nanoid'
 import { z } from 'zod'
 import type { Database } from 'lmdb'
 import { digest, digestKey, type ApiKeySource, type KeyEntry } from '../keys.js'
 import { DEFAULT_PROJECT, PROJECT_ID_PATTERN, SCOPES, type Scope } from '../config.js'
+import type { Log } from '../log.js'
+import type { MetaBacking } from './backing.js'
 
 /** Bound on stored keys per project (owner keys count as one more project): one project cannot exhaust it for the others. */
 export const MAX_API_KEYS = 1000
@@ -58,18 +65,15 @@ export class ApiKeyStore implements ApiKeySource {
   readonly #records = new Map<string, ApiKeyRecord & { project: string | null }>()
   /** digest (latin1) → entry; rebuilt on every change, read on the auth path of every request. */
   #byDigest = new Map<string, KeyEntry>()
+  /** Cluster mode: where writes go (null: the LMDB database, as on a single node). */
+  #backing: MetaBacking | null = null
+  #log: Log | null = null
 
   constructor(db: Database<unknown, string>) {
     this.#db = db
     for (const { value } of db.getRange({})) {
-      const r = value as ApiKeyRecord
-      // An unknown record version is skipped rather than misread as a key.
-      if (r === null || typeof r !== 'object' || (r.v !== 1 && r.v !== 2) || typeof r.digest !== 'string' || !/^[0-9a-f]{64}$/.test(r.digest)) continue
-      if (!(SCOPES as readonly string[]).includes(r.scope)) continue
-      // Before projects every key acted in what is now `default` (v1 had no owner scope).
-      const project = r.v === 1 ? DEFAULT_PROJECT : r.scope === 'owner' ? null : (r.project ?? null)
-      if (r.scope !== 'owner' && project === null) continue
-      this.#records.set(r.id, { ...r, project })
+      const r = readRecord(value)
+      if (r !== null) this.#records.set(r.id, r)
     }
     this.#rebuild()
   }
@@ -119,6 +123,11 @@ export class ApiKeyStore implements ApiKeySource {
       last4: key.slice(-4),
       created_at: new Date(now).toISOString()
     }
+    if (this.#backing !== null) {
+      // Applied to the mirror by the watcher before this resolves. A 12-character random id never collides in practice.
+      if (!(await this.#backing.create(record.id, record))) throw new Error(`key id ${record.id} exists`)
+      return { key, info: info(record) }
+    }
     await this.#db.put(record.id, record)
     this.#records.set(record.id, record)
     this.#rebuild()
@@ -127,9 +136,23 @@ export class ApiKeyStore implements ApiKeySource {
 
   /** Revokes a key; false when there is no such key. */
   async revoke(id: string): Promise<boolean> {
-    if (!this.#records.has(id)) return false
+    const r = this.#records.get(id)
+    if (r === undefined) return false
     this.#records.delete(id)
     this.#rebuild()
+    if (this.#backing !== null) {
+      try {
+        await this.#backing.remove(id)
+      } catch (err) {
+        // The bucket may still hold it, and then every other node accepts it: say so here too, so a retry finds it.
+        if (!this.#records.has(id)) {
+          this.#records.set(id, r)
+          this.#rebuild()
+        }
+        throw err
+      }
+      return true
+    }
     await this.#db.remove(id)
     return true
   }
@@ -143,12 +166,50 @@ export class ApiKeyStore implements ApiKeySource {
     if (ids.length === 0) return 0
     for (const id of ids) this.#records.delete(id)
     this.#rebuild()
+    if (this.#backing !== null) {
+      // Not one transaction in KV: a crash midway leaves the project purging, and the next
+      // DELETE (or start) calls this again for the keys left.
+      const backing = this.#backing
+      await Promise.all(ids.map((id) => backing.remove(id)))
+      return ids.length
+    }
     // One transaction: all of them go, or (on a failed commit) none from the disk — and then
     // a start after the crash finds the project still purging and calls this again.
     await this.#db.transaction(() => {
       for (const id of ids) this.#db.remove(id)
     })
     return ids.length
+  }
+
+  /**
+   * Cluster mode: from now on writes go to `backing` (JetStream KV) and the mirror follows
+   * {@link applyRemote}; `log` reports failed writes to the LMDB cache.
+   */
+  attachBacking(backing: MetaBacking, log: Log): void {
+    this.#backing = backing
+    this.#log = log
+  }
+
+  /** Cluster mode: the bucket's record of key `id` changed (`undefined`: removed, i.e. revoked), by any node. */
+  applyRemote(id: string, value: unknown): void {
+    if (this.#applyOne(id, value)) this.#rebuild()
+  }
+
+  /** Cluster mode, at start: the keys become the bucket's `records` (by id; `undefined`: removed). */
+  loadRemote(records: ReadonlyMap<string, unknown>): void {
+    for (const id of [...this.#records.keys()]) if (!records.has(id)) this.#applyOne(id, undefined)
+    for (const [id, value] of records) this.#applyOne(id, value)
+    this.#rebuild()
+  }
+
+  /** Applies one record to the mirror and the LMDB cache; false when it was ignored. */
+  #applyOne(id: string, value: unknown): boolean {
+    const r = value === undefined ? undefined : readRecord(value)
+    if (r === null || (r !== undefined && r.id !== id)) return false
+    if (r === undefined) this.#records.delete(id)
+    else this.#records.set(id, r)
+    void (r === undefined ? this.#db.remove(id) : this.#db.put(id, r)).catch((err: unknown) => this.#log?.warn({ err, key: id }, 'API key cache write failed'))
+    return true
   }
 
   #rebuild(): void {
@@ -159,6 +220,18 @@ export class ApiKeyStore implements ApiKeySource {
     }
     this.#byDigest = m
   }
+}
+
+/** A stored key record as the mirror holds it, or null when it is not one this version reads. */
+function readRecord(value: unknown): (ApiKeyRecord & { project: string | null }) | null {
+  const r = value as ApiKeyRecord
+  // An unknown record version is skipped rather than misread as a key.
+  if (r === null || typeof r !== 'object' || (r.v !== 1 && r.v !== 2) || typeof r.digest !== 'string' || !/^[0-9a-f]{64}$/.test(r.digest)) return null
+  if (!(SCOPES as readonly string[]).includes(r.scope)) return null
+  // Before projects every key acted in what is now `default` (v1 had no owner scope).
+  const project = r.v === 1 ? DEFAULT_PROJECT : r.scope === 'owner' ? null : (r.project ?? null)
+  if (r.scope !== 'owner' && project === null) return null
+  return { ...r, project }
 }
 
 function info(r: ApiKeyRecord & { project: string | null }): ApiKeyInfo {

@@ -17,11 +17,18 @@
  *
  * Writes resolve after their commit. One record per id: a tombstone replaces the project, a
  * re-creation replaces the tombstone.
+ *
+ * Cluster mode ({@link ProjectStore.attachBacking}): the records live in JetStream KV
+ * (src/cluster/meta.ts); writes go there (a create is a compare-and-set, so an id is unique
+ * cluster-wide) and the mirror follows the bucket through `applyRemote`, which fires the same
+ * changes on every node. The LMDB database is then a cache of the bucket.
  */
 import { z } from 'zod'
 import type { Database } from 'lmdb'
 import { DEFAULT_PROJECT, PROJECT_ID_PATTERN } from '../config.js'
 import { llmsError } from '../errors.js'
+import type { Log } from '../log.js'
+import type { MetaBacking } from './backing.js'
 
 export { DEFAULT_PROJECT, PROJECT_ID_PATTERN, isProjectId } from '../config.js'
 
@@ -67,6 +74,9 @@ export class ProjectStore {
   /** Ids with a create in flight (reserved, so a concurrent create of the same id is a 409). */
   readonly #creating = new Set<string>()
   readonly #listeners = new Set<(change: ProjectChange) => void>()
+  /** Cluster mode: where writes go (null: the LMDB database, as on a single node). */
+  #backing: MetaBacking | null = null
+  #log: Log | null = null
 
   /** Opens the store; `now` dates `default` if this is the store's first open. */
   constructor(db: Database<unknown, string>, now: number) {
@@ -154,6 +164,20 @@ export class ProjectStore {
     }
     const record: ProjectRecord = { v: 1, kind: 'project', id, name: input.name ?? id, created_at: new Date(now).toISOString() }
     this.#creating.add(id)
+    if (this.#backing !== null) {
+      let made: boolean
+      try {
+        // Compare-and-set against what this node mirrors: a create of the same id on any other node wins or loses as a whole.
+        made = await this.#backing.create(id, record)
+      } finally {
+        this.#creating.delete(id)
+      }
+      if (!made) {
+        throw llmsError('LLMS_ERR_CONFLICT', `project ${id} exists or is being deleted`, { details: [{ path: 'id', message: 'a project with this id exists' }] })
+      }
+      // Applied by the watcher (which announced it); answer what the bucket holds.
+      return view(this.#live.get(id) ?? record)
+    }
     try {
       await this.#db.put(id, record)
     } finally {
@@ -173,7 +197,13 @@ export class ProjectStore {
     const made: string[] = []
     for (const id of new Set(ids)) {
       if (this.#live.has(id) || this.#tombstones.has(id)) continue
-      await this.create({ id }, now)
+      try {
+        await this.create({ id }, now)
+      } catch (err) {
+        // Cluster mode: another node starting with the same configured keys made it first.
+        if (this.#backing !== null && (this.#live.has(id) || this.#tombstones.has(id))) continue
+        throw err
+      }
       made.push(id)
     }
     return made
@@ -195,7 +225,7 @@ export class ProjectStore {
     this.#live.delete(id)
     this.#tombstones.set(id, t)
     try {
-      await this.#db.put(id, t)
+      await (this.#backing !== null ? this.#backing.put(id, t) : this.#db.put(id, t))
     } catch (err) {
       // Nothing was deleted yet: the project is back as it was.
       this.#tombstones.delete(id)
@@ -210,10 +240,70 @@ export class ProjectStore {
     const t = this.#tombstones.get(id)
     if (t === undefined || !t.purging) return
     const done: Tombstone = { ...t, purging: false }
+    if (this.#backing !== null) {
+      // The watcher applies it and announces `deleted`, on this node as on every other.
+      await this.#backing.put(id, done)
+      return
+    }
     await this.#db.put(id, done)
     // A create cannot have come in between: it refuses while `purging` is true.
     this.#tombstones.set(id, done)
     this.#emit({ type: 'deleted', id })
+  }
+
+  /**
+   * Cluster mode: from now on writes go to `backing` (JetStream KV) and the mirror follows
+   * {@link applyRemote}; `log` reports failed writes to the LMDB cache.
+   */
+  attachBacking(backing: MetaBacking, log: Log): void {
+    this.#backing = backing
+    this.#log = log
+  }
+
+  /**
+   * Cluster mode: the bucket's record of `id` changed (`undefined`: removed), by any node. The
+   * mirror and the LMDB cache follow, and listeners hear what it means here: `created` when the
+   * project was not live, `deleting` when it was, `deleted` when its purge is done. A record of
+   * an unknown version is ignored; `default` is never removed.
+   */
+  applyRemote(id: string, value: unknown): void {
+    const r = value === undefined ? undefined : readRecord(id, value)
+    if (r === null) return
+    if (id === DEFAULT_PROJECT && r?.kind !== 'project') return
+    const wasLive = this.#live.has(id)
+    const before = this.#tombstones.get(id)
+    if (r === undefined) {
+      this.#live.delete(id)
+      this.#tombstones.delete(id)
+    } else if (r.kind === 'project') {
+      this.#tombstones.delete(id)
+      this.#live.set(id, r)
+    } else {
+      this.#live.delete(id)
+      this.#tombstones.set(id, r)
+    }
+    void (r === undefined ? this.#db.remove(id) : this.#db.put(id, r)).catch((err: unknown) => this.#log?.warn({ err, project: id }, 'project cache write failed'))
+    if (r?.kind === 'project') {
+      if (!wasLive) this.#emit({ type: 'created', project: view(r) })
+    } else if (wasLive) {
+      this.#emit({ type: 'deleting', id })
+      if (r === undefined || !r.purging) this.#emit({ type: 'deleted', id })
+    } else if (r !== undefined && !r.purging && before?.purging === true) {
+      this.#emit({ type: 'deleted', id })
+    }
+  }
+
+  /**
+   * Cluster mode, at start: the mirror becomes the bucket's `records` (by id; `undefined`:
+   * removed), announcing every difference as {@link applyRemote} does. Answers the records the
+   * bucket must have and lacks: `default`, when no node has written it yet.
+   */
+  loadRemote(records: ReadonlyMap<string, unknown>): Array<[string, unknown]> {
+    for (const id of [...this.#live.keys(), ...this.#tombstones.keys()]) {
+      if (!records.has(id)) this.applyRemote(id, undefined)
+    }
+    for (const [id, value] of records) this.applyRemote(id, value)
+    return records.get(DEFAULT_PROJECT) === undefined ? [[DEFAULT_PROJECT, this.#live.get(DEFAULT_PROJECT)]] : []
   }
 
   #emit(change: ProjectChange): void {
@@ -224,6 +314,13 @@ export class ProjectStore {
       } catch {}
     }
   }
+}
+
+/** A stored record of `id`, or null when it is not one this version reads. */
+function readRecord(id: string, value: unknown): ProjectRecord | Tombstone | null {
+  const r = value as ProjectRecord | Tombstone
+  if (r === null || typeof r !== 'object' || r.v !== 1 || r.id !== id) return null
+  return r.kind === 'project' || r.kind === 'tombstone' ? r : null
 }
 
 function view(r: ProjectRecord): Project {

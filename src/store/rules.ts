@@ -1,10 +1,17 @@
 /**
  * Alert rules: their zod schema and their store. Rules live in LMDB and in a Map mirror
  * (reads never touch the disk); a write resolves after its commit, then the mirror changes.
+ *
+ * Cluster mode ({@link RuleStore.attachBacking}): the rules live in JetStream KV
+ * (src/cluster/meta.ts); writes go there and the mirror follows the bucket through
+ * `applyRemote` (a write resolves once this node applied it), so every node's listeners hear
+ * every change, whichever node made it.
  */
 import { z } from 'zod'
 import { nanoid } from 'nanoid'
 import type { Database } from 'lmdb'
+import type { Log } from '../log.js'
+import type { MetaBacking } from './backing.js'
 import { filterObjectSchema, type FilterObject } from '../filters.js'
 
 export const CONDITIONS = ['cost_per_hour', 'avg_latency', 'p95_latency', 'error_rate', 'requests_per_minute', 'tokens_per_minute'] as const
@@ -89,6 +96,9 @@ export class RuleStore {
   readonly #db: Database<unknown, string>
   readonly #rules = new Map<string, Rule>()
   readonly #listeners = new Set<(rules: readonly Rule[]) => void>()
+  /** Cluster mode: where writes go (null: the LMDB database, as on a single node). */
+  #backing: MetaBacking | null = null
+  #log: Log | null = null
 
   constructor(db: Database<unknown, string>) {
     this.#db = db
@@ -134,6 +144,11 @@ export class RuleStore {
       created_at: at,
       updated_at: at
     }
+    if (this.#backing !== null) {
+      // Applied (and announced) by the watcher before this resolves. A 12-character random id never collides in practice.
+      if (!(await this.#backing.create(rule.id, rule))) throw new Error(`rule id ${rule.id} exists`)
+      return this.#rules.get(rule.id) ?? rule
+    }
     await this.#db.put(rule.id, rule)
     this.#rules.set(rule.id, rule)
     this.#emit()
@@ -146,6 +161,10 @@ export class RuleStore {
     const rule: Rule = { ...old, updated_at: new Date(now).toISOString() }
     for (const [k, v] of Object.entries(patch)) {
       if (v !== undefined) (rule as unknown as Record<string, unknown>)[k] = v
+    }
+    if (this.#backing !== null) {
+      await this.#backing.put(id, rule)
+      return rule
     }
     await this.#db.put(id, rule)
     this.#rules.set(id, rule)
@@ -169,6 +188,12 @@ export class RuleStore {
   async removeProject(project: string): Promise<number> {
     const ids = [...this.#rules.values()].filter((r) => (r.project ?? 'default') === project).map((r) => r.id)
     if (ids.length === 0) return 0
+    if (this.#backing !== null) {
+      // One remove per rule (KV has no transaction): a crash midway leaves the project purging, and its purge runs again.
+      const backing = this.#backing
+      await Promise.all(ids.map((id) => backing.remove(id)))
+      return ids.length
+    }
     await this.#db.transaction(() => {
       for (const id of ids) this.#db.remove(id)
     })
@@ -179,9 +204,45 @@ export class RuleStore {
 
   async remove(id: string): Promise<boolean> {
     if (!this.#rules.has(id)) return false
+    if (this.#backing !== null) {
+      await this.#backing.remove(id)
+      return true
+    }
     await this.#db.remove(id)
     this.#rules.delete(id)
     this.#emit()
+    return true
+  }
+
+  /**
+   * Cluster mode: from now on writes go to `backing` (JetStream KV) and the mirror follows
+   * {@link applyRemote}; `log` reports failed writes to the LMDB cache.
+   */
+  attachBacking(backing: MetaBacking, log: Log): void {
+    this.#backing = backing
+    this.#log = log
+  }
+
+  /** Cluster mode: the bucket's record of rule `id` changed (`undefined`: removed), by any node; listeners hear it. */
+  applyRemote(id: string, value: unknown): void {
+    if (this.#applyOne(id, value)) this.#emit()
+  }
+
+  /** Cluster mode, at start: the rules become the bucket's `records` (by id; `undefined`: removed); listeners hear it once. */
+  loadRemote(records: ReadonlyMap<string, unknown>): void {
+    for (const id of [...this.#rules.keys()]) if (!records.has(id)) this.#applyOne(id, undefined)
+    for (const [id, value] of records) this.#applyOne(id, value)
+    this.#emit()
+  }
+
+  /** Applies one record to the mirror and the LMDB cache; false when it was ignored. */
+  #applyOne(id: string, value: unknown): boolean {
+    const r = value as Rule | undefined
+    if (r !== undefined && (r === null || typeof r !== 'object' || r.id !== id)) return false
+    if (r === undefined) {
+      if (!this.#rules.delete(id)) return false
+    } else this.#rules.set(id, r)
+    void (r === undefined ? this.#db.remove(id) : this.#db.put(id, r)).catch((err: unknown) => this.#log?.warn({ err, rule: id }, 'rule cache write failed'))
     return true
   }
 
