@@ -146,14 +146,19 @@ class ServerProc implements NatsServer {
     await this.#exited
   }
 
-  /** Resolves once a client connects and (when `jetstream`) account info answers through this server. */
-  async waitReady(jetstream: boolean, deadline: number): Promise<void> {
+  /**
+   * Resolves once a client connects, sees `peers` servers in the cluster (its connect_urls: all
+   * routes up) and (when `jetstream`) account info answers through this server.
+   */
+  async waitReady(jetstream: boolean, peers: number, deadline: number): Promise<void> {
     let lastErr: unknown
     while (Date.now() < deadline) {
       if (!this.running) throw new Error(`nats-server ${this.name} exited while starting:\n${this.output()}`)
       let nc: NatsConnection | undefined
       try {
         nc = await connect({ servers: this.url, reconnect: false, timeout: 2000, ignoreClusterUpdates: true })
+        const seen = nc.info?.connect_urls?.length ?? 1
+        if (seen < peers) throw new Error(`sees ${seen} of ${peers} servers`)
         if (!jetstream) return
         const jsm = await jetstreamManager(nc, { timeout: 2000 })
         await jsm.getAccountInfo()
@@ -171,7 +176,7 @@ class ServerProc implements NatsServer {
   async restart(): Promise<void> {
     if (this.running) await this.kill()
     this.spawn()
-    await this.waitReady(true, Date.now() + NATS_START_TIMEOUT_MS)
+    await this.waitReady(true, this.#spec.routes.length + 1, Date.now() + NATS_START_TIMEOUT_MS)
   }
 }
 
@@ -214,7 +219,7 @@ export async function startNats(opts: { servers?: 1 | 3 } = {}): Promise<NatsClu
     try {
       for (const s of servers) s.spawn()
       const deadline = Date.now() + NATS_START_TIMEOUT_MS
-      await Promise.all(servers.map((s) => s.waitReady(true, deadline)))
+      await Promise.all(servers.map((s) => s.waitReady(true, n, deadline)))
       return { urls: servers.map((s) => s.url), servers, stop }
     } catch (err) {
       lastErr = err

@@ -1,0 +1,227 @@
+/**
+ * The event log of cluster mode: the JetStream stream `${name}-events`, one message per event on
+ * `${name}.ev.<partition>.<project>`. A position is the stream sequence, so an id
+ * (`evt_<seq base36>_<12 random>`) means the same as in single-node mode.
+ *
+ * `append()` publishes every event of the call at once (the publishes are in flight together:
+ * the group commit of this mode) with `Nats-Msg-Id` = the id's random part, so a publish retried
+ * within the stream's 2-minute dedupe window is stored once and acknowledged with its first seq.
+ */
+import { nanoid } from 'nanoid'
+import { DeliverPolicy, JetStreamApiCodes, JetStreamApiError, type PubAck } from '@nats-io/jetstream'
+import { llmsError } from '../errors.js'
+import type { PendingEvent, StoredEvent } from '../events.js'
+import type { Appended } from '../store/event-log.js'
+import { partitionOf } from './names.js'
+import type { NatsHandles } from './nats.js'
+
+/** How long an append waits for JetStream's acknowledgement of each publish (DESIGN §9: 5 s). */
+export const ACK_TIMEOUT_MS = 5_000
+/** Events per batch yielded by `read()`. */
+export const READ_BATCH = 1000
+/** A `read()` that receives nothing for this long while events remain fails rather than hang. */
+export const READ_IDLE_TIMEOUT_MS = 30_000
+/** Length of an id's random part. */
+const RND = 12
+
+/**
+ * Format 1 of a message body: JSON of
+ * `[1, rnd, ts, recv, model, provider, prompt, completion, total, cached, reasoning, latency,
+ *   ttft, error (0|1), cost, meta, project, user, session, tags]`.
+ * The seq is the message's stream sequence, not in the body. A body of another format is an
+ * error, never misread.
+ */
+type Body = [
+  v: 1, rnd: string, ts: number, recv: number, model: string, provider: string,
+  prompt: number, completion: number, total: number, cached: number, reasoning: number, latency: number,
+  ttft: number | null, error: 0 | 1, cost: number | null, meta: Record<string, unknown> | null,
+  project: string, user: string | null, session: string | null, tags: readonly string[] | null
+]
+
+const encoder = new TextEncoder()
+const decoder = new TextDecoder()
+
+/** The random part of an event id (`evt_<seq>_<this>`). */
+export const rndOf = (id: string): string => id.slice(-RND)
+
+/** The message body of an event (every field but `seq`; the id's random part inside). */
+export function encodeEvent(e: Omit<StoredEvent, 'seq' | 'id'> & { id?: string; rnd?: string }): Uint8Array {
+  const rnd = e.rnd ?? rndOf(e.id ?? '')
+  const body: Body = [
+    1, rnd, e.ts, e.recv, e.model, e.provider, e.prompt, e.completion, e.total, e.cached, e.reasoning, e.latency,
+    e.ttft, e.error ? 1 : 0, e.cost, e.meta, e.project, e.user, e.session, e.tags
+  ]
+  return encoder.encode(JSON.stringify(body))
+}
+
+/** The event stored at stream sequence `seq` with body `data`. */
+export function decodeEvent(seq: number, data: Uint8Array): StoredEvent {
+  const b = JSON.parse(decoder.decode(data)) as Body
+  if (!Array.isArray(b) || b[0] !== 1) {
+    throw new Error(`event message ${seq} has an unknown format (${Array.isArray(b) ? String(b[0]) : typeof b}); a newer LLMScope wrote it`)
+  }
+  return {
+    seq,
+    id: `evt_${seq.toString(36)}_${b[1]}`,
+    ts: b[2], recv: b[3], model: b[4], provider: b[5], prompt: b[6], completion: b[7], total: b[8], cached: b[9],
+    reasoning: b[10], latency: b[11], ttft: b[12], error: b[13] === 1, cost: b[14], meta: b[15],
+    project: b[16], user: b[17], session: b[18], tags: b[19]
+  }
+}
+
+export interface JetStreamLogOptions {
+  /** How long each publish may wait for its acknowledgement (default 5 s). */
+  ackTimeoutMs?: number
+}
+
+export interface ReadOptions {
+  /** Only this partition's events. */
+  partition?: number
+  /** Only this project's events. */
+  project?: string
+  /** Last seq to read (default: the stream's last seq when the read starts). */
+  to?: number
+}
+
+/** The JetStream event log (cluster mode). */
+export class JetStreamLog {
+  readonly #h: NatsHandles
+  readonly #ackTimeoutMs: number
+  #appends = 0
+  #appendedEvents = 0
+  #failedAppends = 0
+
+  constructor(h: NatsHandles, opts: JetStreamLogOptions = {}) {
+    this.#h = h
+    this.#ackTimeoutMs = opts.ackTimeoutMs ?? ACK_TIMEOUT_MS
+  }
+
+  get stats() {
+    return { appends: this.#appends, appendedEvents: this.#appendedEvents, failedAppends: this.#failedAppends }
+  }
+
+  /**
+   * Publishes every event to its partition subject, all in flight together, and returns the
+   * events at once. Each event's `seq` and `id` are set when its acknowledgement arrives (before
+   * `committed` resolves; until then `seq` is -1 and `id` is ''). `committed` resolves after every
+   * acknowledgement and rejects with LLMS_ERR_UNAVAILABLE (Retry-After 1) when one fails or does
+   * not come within the ack timeout.
+   */
+  append(pending: readonly PendingEvent[]): Appended {
+    const { js, names, partitions } = this.#h
+    const n = pending.length
+    const events: StoredEvent[] = new Array(n)
+    const acks: Array<Promise<PubAck>> = new Array(n)
+    for (let i = 0; i < n; i++) {
+      const e = pending[i] as StoredEvent
+      const rnd = nanoid(RND)
+      e.seq = -1
+      e.id = ''
+      events[i] = e
+      const data = encodeEvent({ ...e, rnd })
+      acks[i] = js.publish(names.subject(partitionOf(e.project, e.model, partitions), e.project), data, { msgID: rnd, timeout: this.#ackTimeoutMs })
+      acks[i].then((ack) => {
+        // A duplicate (the same rnd published again within the window) carries the first seq.
+        e.seq = ack.seq
+        e.id = `evt_${ack.seq.toString(36)}_${rnd}`
+      }, () => {})
+    }
+    this.#appends++
+    this.#appendedEvents += n
+    const committed = Promise.all(acks).then(
+      () => {},
+      (err: unknown) => {
+        this.#failedAppends++
+        const why = err instanceof Error ? err.message : String(err)
+        throw llmsError('LLMS_ERR_UNAVAILABLE', `the event stream did not acknowledge the events within ${this.#ackTimeoutMs} ms (${why}); retry`, { retryAfter: 1 })
+      }
+    )
+    return { events, committed }
+  }
+
+  /** The event at stream sequence `seq`, or undefined when there is none (never stored, or purged). */
+  async get(seq: number): Promise<StoredEvent | undefined> {
+    if (!Number.isSafeInteger(seq) || seq < 1) return undefined
+    const { jsm, names } = this.#h
+    let sm
+    try {
+      sm = await jsm.streams.getMessage(names.stream, { seq })
+    } catch (err) {
+      if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.NoMessageFound) return undefined
+      throw err
+    }
+    if (sm === null) return undefined
+    return decodeEvent(sm.seq, sm.data)
+  }
+
+  /** The stream's last sequence (0 when nothing was ever stored). */
+  async lastSeq(): Promise<number> {
+    const info = await this.#h.jsm.streams.info(this.#h.names.stream)
+    return info.state.last_seq
+  }
+
+  /** The subject filter for a partition and/or project. */
+  filterOf(opts: { partition?: number; project?: string }): string {
+    const { names } = this.#h
+    if (opts.partition !== undefined && opts.project !== undefined) return names.subject(opts.partition, opts.project)
+    if (opts.partition !== undefined) return names.partitionSubject(opts.partition)
+    if (opts.project !== undefined) return `${names.name}.ev.*.${opts.project}`
+    return names.allEvents
+  }
+
+  /**
+   * Every stored event with `from <= seq <= to` (`to` defaults to the stream's last seq when the
+   * read starts), filtered by partition and/or project, in seq order, in batches of up to
+   * {@link READ_BATCH}. Bounded: it ends at `to` or at the last matching event, whichever comes
+   * first; it fails (rather than hang) when nothing arrives for {@link READ_IDLE_TIMEOUT_MS}.
+   */
+  async *read(from: number, opts: ReadOptions = {}): AsyncIterable<StoredEvent[]> {
+    const { js, names } = this.#h
+    const to = opts.to ?? (await this.lastSeq())
+    const start = Math.max(1, from)
+    if (start > to) return
+    const consumer = await js.consumers.get(names.stream, {
+      filter_subjects: this.filterOf(opts),
+      deliver_policy: DeliverPolicy.StartSequence,
+      opt_start_seq: start,
+      inactive_threshold: 60_000
+    })
+    try {
+      // Each fetch asks for at most what is pending (exact for the filter), so it completes as
+      // soon as those arrive instead of waiting for its expiry; pending only grows meanwhile.
+      let pending = (await consumer.info(true)).num_pending
+      while (pending > 0) {
+        const want = Math.min(READ_BATCH, pending)
+        const messages = await consumer.fetch({ max_messages: want, expires: READ_IDLE_TIMEOUT_MS })
+        const batch: StoredEvent[] = []
+        let done = false
+        let got = 0
+        for await (const m of messages) {
+          got++
+          pending = m.info.pending
+          if (m.seq > to) {
+            done = true
+            continue
+          }
+          batch.push(decodeEvent(m.seq, m.data))
+          if (m.seq === to) done = true
+        }
+        if (got < want) throw new Error(`reading the event stream from seq ${start}: ${want - got} of ${want} events did not arrive within ${READ_IDLE_TIMEOUT_MS / 1000} s`)
+        if (batch.length > 0) yield batch
+        if (done) return
+      }
+    } finally {
+      consumer.delete().catch(() => {})
+    }
+  }
+
+  /**
+   * Removes every event of `project` from the stream (a purge filtered by subject
+   * `${name}.ev.*.${project}`; positions never move). Returns how many were removed.
+   */
+  async purgeProject(project: string): Promise<number> {
+    const { jsm, names } = this.#h
+    const r = await jsm.streams.purge(names.stream, { filter: this.filterOf({ project }) })
+    return r.purged
+  }
+}
