@@ -72,7 +72,9 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     forceCloseConnections: 'idle'
   })
   // The logger is created by fastify; the engine logs through it.
-  const engine = new Engine({ config, logger: app.log, clock, inlinePricing: opts.inlinePricing, onProgress: opts.onProgress, broadcast: opts.broadcast, webhook: opts.webhook, alertTickMs: opts.alertTickMs })
+  const engineOptions = { config, logger: app.log, clock, inlinePricing: opts.inlinePricing, onProgress: opts.onProgress, broadcast: opts.broadcast, webhook: opts.webhook, alertTickMs: opts.alertTickMs }
+  // Cluster mode's code (and the NATS client) loads only when LLMSCOPE_NATS_URL is set.
+  const engine: Engine = config.cluster === null ? new Engine(engineOptions) : new (await import('./cluster/engine.js')).ClusterEngine(engineOptions)
   const { ring, created } = loadKeys(config.apiKeys, config.dataDir)
   const apiKeys = engine.apiKeys
   ring.attach(apiKeys)

@@ -414,6 +414,7 @@ export function usage(version: string): string {
     `llmscope ${version} — self-hosted observability for LLM calls`,
     '',
     'Usage: llmscope [--port N] [--host ADDR] [--data-dir PATH] [--api-keys LIST] [--log-level LEVEL]',
+    '       llmscope cluster status   (every node of the cluster at LLMSCOPE_NATS_URL: partitions, lag, leases)',
     '       llmscope --help | --version',
     '',
     'Options (each mirrors an environment variable and wins over it; --flag value or --flag=value):'

@@ -158,6 +158,11 @@ export class Engine {
    */
   async open(): Promise<void> {}
 
+  /** The pricing workers (cluster partitions share them), or null when pricing runs inline. */
+  get pricer(): PricingPool | null {
+    return this.#pool
+  }
+
   get ready(): boolean {
     return this.#ready
   }
@@ -202,6 +207,11 @@ export class Engine {
     this.#logger.info({ project, events: removed }, 'project deleted')
     // Before the tombstone goes: the stored snapshot must no longer hold the project's state.
     await this.snapshotNow()
+  }
+
+  /** Cluster mode's figures for /ready and /metrics (src/cluster/engine.ts); null on a single node. */
+  clusterStatus(): object | null {
+    return null
   }
 
   get recovery(): RecoveryInfo | null {

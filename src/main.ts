@@ -15,6 +15,29 @@ async function main(): Promise<void> {
     process.stdout.write(action === 'help' ? usage(packageVersion()) : `${packageVersion()}\n`)
     return
   }
+  // `llmscope cluster status`: every node's partitions, lag and leases (README: Cluster mode).
+  if (argv[0] === 'cluster') {
+    if (argv[1] !== 'status') {
+      process.stderr.write('llmscope: unknown command: the cluster command is `llmscope cluster status`\n')
+      process.exit(1)
+    }
+    let cfg
+    try {
+      cfg = loadConfig(process.env, argv.slice(2)).cluster
+    } catch (err) {
+      if (err instanceof ConfigError) {
+        process.stderr.write(`llmscope: ${err.message}\n`)
+        process.exit(1)
+      }
+      throw err
+    }
+    if (cfg === null) {
+      process.stderr.write('llmscope: cluster status needs LLMSCOPE_NATS_URL (the NATS servers of the cluster)\n')
+      process.exit(1)
+    }
+    const { clusterStatusCommand } = await import('./cluster/status.js')
+    process.exit(await clusterStatusCommand(cfg, (s) => process.stdout.write(s)))
+  }
   let config
   try {
     config = loadConfig(process.env, argv)

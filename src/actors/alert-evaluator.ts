@@ -41,7 +41,8 @@ import type { AlertReason, AlertStateName, AlertTransition, RecordedAlert } from
 export type AlertMessage =
   | { type: 'events'; events: PricedEvent[] }
   | { type: 'rules'; rules: readonly Rule[] }
-  | { type: 'tick' }
+  /** `now`: the evaluation time (cluster mode pins it to the time its windows were fetched for); default the clock. */
+  | { type: 'tick'; now?: number }
   | { type: 'snapshot'; reply: (state: AlertState) => void }
 
 /**
@@ -169,7 +170,7 @@ export class AlertEvaluator extends Actor<AlertMessage> {
         return
       case 'tick':
         this.#active = true
-        this.#pass(this.#clock.now(), null)
+        this.#pass(message.now ?? this.#clock.now(), null)
         return
       case 'snapshot':
         message.reply(this.#snapshot())

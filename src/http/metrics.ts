@@ -132,6 +132,20 @@ export function registerMetrics(app: FastifyInstance, engine: Engine, clock: Clo
   counter('llmscope_cost_worker_failures_total', 'Pricing tasks that failed in a worker and were priced inline.', (s) => s.costStage.workerFailures)
   gauge('llmscope_models', 'Model aggregator actors.', (s) => s.models)
 
+  // Cluster mode (README: Cluster mode): this node's partitions, lag and leases; absent on a single node.
+  if (engine.config.cluster !== null) {
+    type C = { partitions: number; owned: number[]; unowned: number[]; lag: number; nodes: string[]; alerts_lease: boolean; restored_from: string | null; inFlightPublishes: number }
+    const c = (s: Stats) => (s as unknown as { cluster?: C }).cluster
+    gauge('llmscope_cluster_partitions', 'Partitions of the event stream.', (s) => c(s)?.partitions ?? 0)
+    gauge('llmscope_cluster_partitions_owned', 'Partitions this node owns (lease held, state loaded, answering queries).', (s) => c(s)?.owned.length ?? 0)
+    gauge('llmscope_cluster_partitions_unowned', 'Partitions without a live owner as this node sees the leases (their queries answer 503).', (s) => c(s)?.unowned.length ?? 0)
+    gauge('llmscope_cluster_lag_events', 'Events of the owned partitions in the stream, not yet aggregated here.', (s) => c(s)?.lag ?? 0)
+    gauge('llmscope_cluster_nodes', 'Live nodes (heartbeats in the cluster bucket).', (s) => c(s)?.nodes.length ?? 0)
+    gauge('llmscope_cluster_alerts_lease', '1 while this node holds the alert-evaluation lease.', (s) => (c(s)?.alerts_lease === true ? 1 : 0))
+    gauge('llmscope_cluster_restored_from_snapshot', '1 when this node\'s newest takeover started from a snapshot, 0 from the stream start (or none yet).', (s) => (c(s)?.restored_from === 'snapshot' ? 1 : 0))
+    gauge('llmscope_cluster_publishes_in_flight', 'Events published to the stream and not yet acknowledged.', (s) => c(s)?.inFlightPublishes ?? 0)
+  }
+
   // Actors: mailbox depth and failures, per actor kind. The per-(project, model) aggregators
   // and per-project rollups are summed under one label each: this route is unauthenticated, and
   // their names carry project and model names (DESIGN: /metrics shows no project's data).

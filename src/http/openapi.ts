@@ -208,7 +208,7 @@ export const otlpRequestSchema = z
   .meta({ description: 'An OTLP ExportTraceServiceRequest: OTLP/JSON, or protobuf with content-type application/x-protobuf; Content-Encoding gzip allowed' })
 
 export const healthSchema = z.object({ status: z.literal('ok') })
-export const readySchema = z.object({ status: z.literal('ready'), recovery: z.record(z.string(), z.unknown()).nullable() })
+export const readySchema = z.object({ status: z.literal('ready'), recovery: z.record(z.string(), z.unknown()).nullable(), cluster: z.record(z.string(), z.unknown()).optional() })
 
 /** Adds `examples` to a schema for the document (zod's `.meta` returns a copy; validation is the same). */
 export function withExamples<S extends z.ZodType>(schema: S, examples: unknown[]): S {

@@ -9,9 +9,10 @@ export async function healthRoutes(app: FastifyInstance, opts: { engine: Engine 
   const { engine } = opts
   app.get('/health', { config: { alwaysOpen: true }, schema: { summary: 'Liveness', tags: ['operations'], response: { 200: healthSchema } } }, async () => ({ status: 'ok' }))
 
-  app.get('/ready', { config: { alwaysOpen: true }, schema: { summary: 'Readiness', description: '503 until recovery (snapshot + log replay) is done, then 200.', tags: ['operations'], response: { 200: readySchema, 503: errorSchema } } }, async () => {
+  app.get('/ready', { config: { alwaysOpen: true }, schema: { summary: 'Readiness', description: '503 until recovery (snapshot + log replay) is done, then 200. In cluster mode `cluster` shows this node: partitions owned, partitions without a live owner, lag, where its last takeover started.', tags: ['operations'], response: { 200: readySchema, 503: errorSchema } } }, async () => {
     if (!engine.ready) throw llmsError('LLMS_ERR_NOT_READY', 'recovering state from the event log', { retryAfter: 1 })
-    return { status: 'ready', recovery: engine.recovery }
+    const cluster = engine.clusterStatus()
+    return cluster === null ? { status: 'ready', recovery: engine.recovery } : { status: 'ready', recovery: engine.recovery, cluster }
   })
 
   app.get('/metrics', { config: { alwaysOpen: true }, schema: { summary: 'Prometheus metrics', description: 'Prometheus text format 0.0.4: pipeline, log commits, actors, WebSocket, alerts, snapshots, OTLP, ingest latency, process.', tags: ['operations'], produces: ['text/plain'] } }, async (_request, reply) => {

@@ -1,0 +1,388 @@
+/**
+ * A cluster node (DESIGN §9, README: Cluster mode): the single-node Engine's HTTP surface, with
+ * the durable log, the aggregates and the metadata moved out of this process:
+ *
+ *   HTTP ingest ──► JetStreamLog.append (publish per event to `${name}.ev.<partition>.<project>`,
+ *                   all in flight) ──► 202 after every ack
+ *   Membership (KV leases) ──► PartitionRunner per owned partition: snapshot + stream tail ──►
+ *                   a Topology of that partition's (project, model) series
+ *   Query on any node ──► askAll: every partition's owner answers its partial after catching up
+ *                   to the stream's last seq at query start ──► merged (analytics/partials.ts)
+ *   ClusterFeed: every event of the stream, in seq order ──► this node's Broadcaster (/ws)
+ *   Alerts: the `lease.alerts` holder fetches every rule's window from all partitions each
+ *                   tick, then ticks its evaluator; frames go to every node over NATS
+ *   ClusterMeta: projects, keys, rules and alert events mirrored from JetStream KV
+ *
+ * The inherited Engine still opens the node's LMDB (metadata mirror, partition snapshots, the
+ * node id) and runs a local topology for the broadcaster and the alert evaluator; its own log
+ * stays empty.
+ */
+import { randomBytes } from 'node:crypto'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { Engine, type EngineOptions, type RecoveryInfo } from '../engine.js'
+import { connectCluster, type NatsHandles } from './nats.js'
+import { JetStreamLog } from './js-log.js'
+import { Membership } from './membership.js'
+import { ClusterMeta } from './meta.js'
+import { PartitionSnapshots } from './snapshots.js'
+import { PartitionRunner } from './partition.js'
+import { ClusterFeed, publishAlert } from './feed.js'
+import { askAll, QueryResponder, type PartitionRequest } from './query.js'
+import { answerPartial, clusterBreakdown, clusterCosts, clusterDimensions, clusterMetrics, clusterTimeseries, clusterWindows, type PartialRequest } from '../analytics/partials.js'
+import type { Aggregate } from '../analytics/aggregate.js'
+import { llmsError } from '../errors.js'
+import { seqOfEventId, type PendingEvent, type PricedEvent, type StoredEvent } from '../events.js'
+import { ruleFilters } from '../actors/alert-evaluator.js'
+import type { Analytics } from '../analytics/service.js'
+import type { WindowQuery } from '../analytics/reader.js'
+import type { ClusterConfig } from '../config.js'
+import type { AlertNotice } from '../actors/broadcaster.js'
+
+/** What `/ready` and `llmscope cluster status` show of a node. */
+export interface ClusterStatus {
+  node: string
+  partitions: number
+  owned: number[]
+  unowned: number[]
+  /** Events of the owned partitions not yet aggregated here. */
+  lag: number
+  /** How this node's newest takeover started: from a snapshot, or from the start of the stream. */
+  restored_from: 'snapshot' | 'stream' | null
+  nodes: string[]
+  alerts_lease: boolean
+  lease_ms: number
+}
+
+/** The key of a window query, as the evaluator shares them (rule window, project, filters). */
+function windowKey(q: WindowQuery): string {
+  const f = q.filters
+  return JSON.stringify([q.project, q.start, q.end, f.models === undefined ? null : [...f.models].sort(), f.providers === undefined ? null : [...f.providers].sort(), f.status ?? null, f.user_id ?? null, f.session_id ?? null, f.tag ?? null, f.metadata ?? null])
+}
+
+/** This node's name: LLMSCOPE_NODE_ID, else one made on first start and kept in the data dir. */
+function nodeIdOf(cfg: ClusterConfig, dataDir: string): string {
+  if (cfg.nodeId !== null) return cfg.nodeId
+  const file = join(dataDir, 'node-id')
+  if (existsSync(file)) {
+    const id = readFileSync(file, 'utf8').trim()
+    if (/^[A-Za-z0-9_-]{1,64}$/.test(id)) return id
+  }
+  const id = `node-${randomBytes(4).toString('hex')}`
+  writeFileSync(file, `${id}\n`)
+  return id
+}
+
+export class ClusterEngine extends Engine {
+  readonly #cfg: ClusterConfig
+  readonly #windows: Map<string, Aggregate>
+  readonly #opts: EngineOptions
+  #h: NatsHandles | null = null
+  #jsLog: JetStreamLog | null = null
+  #meta: ClusterMeta | null = null
+  #membership: Membership | null = null
+  #responder: QueryResponder | null = null
+  #feed: ClusterFeed | null = null
+  #snapshots: PartitionSnapshots | null = null
+  readonly #runners = new Map<number, PartitionRunner>()
+  readonly #starting = new Map<number, Promise<PartitionRunner>>()
+  #restoredFrom: 'snapshot' | 'stream' | null = null
+  #nodeId = ''
+  #inFlight = 0
+  #alertTimer: NodeJS.Timeout | null = null
+  #alertPass: Promise<void> | null = null
+  #snapshotTimer: NodeJS.Timeout | null = null
+  #statusSub: { unsubscribe(): void } | null = null
+  #stopping = false
+  #alertsFailed = 0
+
+  constructor(opts: EngineOptions) {
+    if (opts.config.cluster === null) throw new Error('ClusterEngine needs config.cluster (LLMSCOPE_NATS_URL)')
+    const windows = new Map<string, Aggregate>()
+    let publish: (n: AlertNotice) => void = () => {}
+    super({
+      ...opts,
+      externalAlerts: {
+        // A window this tick did not fetch: the rule is skipped (the evaluator counts an
+        // evaluation error), never judged on figures that are not the cluster's.
+        window: (q) => {
+          const agg = windows.get(windowKey(q))
+          if (agg === undefined) throw new Error('this window was not fetched from the partitions this tick')
+          return agg
+        },
+        publish: (n) => publish(n)
+      }
+    })
+    this.#opts = opts
+    this.#cfg = opts.config.cluster
+    this.#windows = windows
+    publish = (n) => {
+      if (this.#h !== null) publishAlert(this.#h.nc, this.#h.names, n)
+    }
+  }
+
+  get nodeId(): string {
+    return this.#nodeId
+  }
+
+  /** Connects to NATS and mirrors the metadata before HTTP reads the stores. */
+  override async open(): Promise<void> {
+    const logger = this.#opts.logger
+    this.#nodeId = nodeIdOf(this.#cfg, this.config.dataDir)
+    this.#h = await connectCluster(this.#cfg, { log: logger, name: `llmscope ${this.#nodeId}` })
+    this.#jsLog = new JetStreamLog(this.#h)
+    this.#meta = new ClusterMeta({ nc: this.#h.nc, metaBucket: this.#h.names.metaBucket, alertsBucket: this.#h.names.alertsBucket, log: logger })
+    await this.#meta.attach({ projects: this.projects, apiKeys: this.apiKeys, rules: this.rules, alertEvents: this.alertEvents })
+    this.#snapshots = new PartitionSnapshots({ objm: this.#h.objm, names: this.#h.names, db: this.stores.meta, logger })
+    // A project deleted on any node: each owner drops its state and rewrites its snapshot.
+    this.projects.onChange((c) => {
+      if (c.type !== 'deleting') return
+      for (const r of this.#runners.values()) {
+        void r.topology.deleteProject(c.id).then(() => r.snapshot()).catch((err: unknown) => logger.warn({ err, project: c.id }, 'could not drop a deleted project from a partition'))
+      }
+    })
+  }
+
+  #handles(): NatsHandles {
+    if (this.#h === null) throw llmsError('LLMS_ERR_NOT_READY', 'not connected to the cluster yet', { retryAfter: 1 })
+    return this.#h
+  }
+
+  override async recover(): Promise<RecoveryInfo> {
+    const h = this.#handles()
+    const logger = this.#opts.logger
+    this.#responder = new QueryResponder({ nc: h.nc, names: h.names, node: this.#nodeId, log: logger, handle: (p, r) => this.#answer(p, r) })
+    this.#feed = new ClusterFeed({ h, log: this.#jsLog!, broadcaster: this.topology.broadcaster, price: (e: StoredEvent) => this.price(e), logger })
+    await this.#feed.start()
+    const info = await super.recover()
+    this.#membership = new Membership({
+      nc: h.nc,
+      kvm: h.kvm,
+      bucket: h.names.clusterBucket,
+      nodeId: this.#nodeId,
+      partitions: h.partitions,
+      leaseMs: this.#cfg.leaseMs,
+      log: logger,
+      acquire: (p) => this.#acquire(p),
+      release: (p, reason) => this.#release(p, reason)
+    })
+    await this.#membership.start()
+    this.#statusSub = h.nc.subscribe(`${h.names.name}.status`, {
+      callback: (err, msg) => {
+        if (err === null) msg.respond(new TextEncoder().encode(JSON.stringify(this.clusterStatus())))
+      }
+    })
+    this.#alertTimer = setInterval(() => this.#alertTick(), this.#opts.alertTickMs === 0 ? 1000 : (this.#opts.alertTickMs ?? 1000))
+    this.#alertTimer.unref()
+    return info
+  }
+
+  /** Takes over partition p: newest snapshot, then the stream tail; answers its queries once caught up to the start. */
+  async #acquire(p: number): Promise<void> {
+    const h = this.#handles()
+    const started = PartitionRunner.start({
+      h,
+      partition: p,
+      config: this.config,
+      logger: this.#opts.logger,
+      clock: this.#opts.clock,
+      pricer: this.pricer,
+      local: this.#snapshots!,
+      price: (e: StoredEvent) => this.price(e),
+      dropped: () => new Set(this.projects.purging())
+    })
+    this.#starting.set(p, started)
+    try {
+      const runner = await started
+      this.#runners.set(p, runner)
+      this.#restoredFrom = runner.restoredFrom
+      this.#responder!.serve(p)
+    } finally {
+      this.#starting.delete(p)
+    }
+  }
+
+  async #release(p: number, reason: 'rebalance' | 'lost' | 'stop'): Promise<void> {
+    await this.#responder?.unserve(p)
+    const runner = this.#runners.get(p) ?? (await this.#starting.get(p)?.catch(() => undefined))
+    this.#runners.delete(p)
+    // A lost lease may already be someone else's: no snapshot from a state that may be stale.
+    await runner?.stop({ snapshot: reason !== 'lost' })
+  }
+
+  /** One partition's partial answer (owner side). */
+  async #answer(p: number, r: PartitionRequest): Promise<unknown> {
+    const runner = this.#runners.get(p)
+    if (runner === undefined) throw llmsError('LLMS_ERR_UNAVAILABLE', `partition ${p} is being handed over`, { retryAfter: 1 })
+    await runner.ready(r.upTo, this.#cfg.queryTimeoutMs)
+    const req = r.req as PartialRequest
+    try {
+      return answerPartial({ reader: runner.topology }, req)
+    } catch (err) {
+      // The log path (a value past a dimension cap): read this partition's events from the stream.
+      if (!/needs the event log/.test((err as Error).message)) throw err
+      return answerPartial({ reader: runner.topology, log: await runner.loadLog() }, req)
+    }
+  }
+
+  /** Asks every partition, counting every event acknowledged before now. */
+  readonly #ask = async (req: PartialRequest): Promise<unknown[]> => {
+    const h = this.#handles()
+    const upTo = await this.#jsLog!.lastSeq()
+    return askAll(h.nc, h.names, h.partitions, { upTo, req }, this.#cfg.queryTimeoutMs)
+  }
+
+  override readonly analytics: Analytics = {
+    metrics: (q) => clusterMetrics(this.#ask, q),
+    costs: (q) => clusterCosts(this.#ask, q),
+    timeseries: (q, intervalMs) => clusterTimeseries(this.#ask, q, intervalMs),
+    breakdown: (q, by, sort, limit) => clusterBreakdown(this.#ask, q, by, sort, limit),
+    dimensions: (project) => clusterDimensions(this.#ask, project)
+  }
+
+  /** Durably accepts events: 202 once JetStream acknowledged every one (no wait for owners). */
+  override async ingest(pending: PendingEvent[]): Promise<StoredEvent[]> {
+    if (this.#stopping) throw llmsError('LLMS_ERR_SHUTTING_DOWN', 'the server is shutting down', { retryAfter: 1 })
+    if (this.#inFlight + pending.length > this.config.highWaterEvents) {
+      throw llmsError('LLMS_ERR_OVERLOADED', 'too many events waiting for the stream to acknowledge them, retry later', { retryAfter: 1 })
+    }
+    const appended = this.#jsLog!.append(pending)
+    this.#inFlight += pending.length
+    try {
+      await appended.committed
+    } finally {
+      this.#inFlight -= pending.length
+    }
+    return appended.events
+  }
+
+  override async getEvent(id: string): Promise<PricedEvent | undefined> {
+    const seq = seqOfEventId(id)
+    if (seq === null) return undefined
+    const e = await this.#jsLog!.get(seq)
+    if (e === undefined || e.id !== id) return undefined
+    return this.price(e)
+  }
+
+  override async projectEvents(project: string): Promise<number> {
+    return (await this.analytics.metrics({ project, start: -Infinity, end: Infinity })).totals.requests
+  }
+
+  /**
+   * Deletes a project cluster-wide: every owner drops its state when it sees the tombstone (see
+   * open()); here the stream's messages of the project, its rules and alert history.
+   */
+  override async deleteProject(project: string): Promise<void> {
+    for (const r of this.#runners.values()) await r.topology.deleteProject(project)
+    const rules = this.rules.list().filter((r) => (r.project ?? 'default') === project)
+    await this.rules.removeProject(project)
+    await this.alertEvents.removeRules(new Set(rules.map((r) => r.id)))
+    const removed = await this.#jsLog!.purgeProject(project)
+    for (const r of this.#runners.values()) await r.snapshot()
+    this.#opts.logger.info({ project, events: removed }, 'project deleted from the cluster')
+  }
+
+  /** Waits until every event acknowledged so far is visible to queries here: owners catch up on each query. */
+  override async sync(): Promise<void> {}
+
+  /** The evaluator's tick, on the one node holding `lease.alerts`: windows first, from every partition. */
+  #alertTick(): void {
+    if (this.#alertPass !== null || this.#membership === null || !this.#membership.holdsAlerts() || this.#stopping) return
+    this.#alertPass = (async () => {
+      const now = this.#opts.clock.now()
+      const rules = this.rules.list().filter((r) => r.enabled)
+      const qs = new Map<string, WindowQuery>()
+      for (const rule of rules) {
+        const q: WindowQuery = { project: rule.project ?? 'default', filters: ruleFilters(rule), start: now - rule.window_seconds * 1000 + 1, end: now + 1 }
+        qs.set(windowKey(q), q)
+      }
+      const list = [...qs.values()]
+      const aggs = list.length === 0 ? [] : await clusterWindows(this.#ask, list)
+      this.#windows.clear()
+      list.forEach((q, i) => this.#windows.set(windowKey(q), aggs[i]))
+      // The evaluator computes the same windows from the clock it reads now: pin it to `now`.
+      this.topology.alerts.send({ type: 'tick', now })
+    })()
+      .catch((err: unknown) => {
+        // A partition that does not answer: no evaluation this tick rather than one on partial figures.
+        this.#alertsFailed++
+        this.#opts.logger.debug({ err: (err as Error).message }, 'alert windows unavailable this tick')
+      })
+      .finally(() => {
+        this.#alertPass = null
+      })
+  }
+
+  override startSnapshots(): void {
+    super.startSnapshots()
+    if (this.#snapshotTimer !== null) return
+    this.#snapshotTimer = setInterval(() => {
+      for (const r of this.#runners.values()) r.snapshot().catch((err: unknown) => this.#opts.logger.warn({ err, partition: r.partition }, 'partition snapshot failed'))
+    }, this.config.snapshotIntervalMs)
+    this.#snapshotTimer.unref()
+  }
+
+  override clusterStatus(): ClusterStatus {
+    const m = this.#membership?.stats()
+    let lag = 0
+    for (const r of this.#runners.values()) lag += r.lag
+    return {
+      node: this.#nodeId,
+      partitions: this.#h?.partitions ?? this.#cfg.partitions,
+      owned: [...this.#runners.keys()].sort((a, b) => a - b),
+      unowned: m?.unowned ?? [],
+      lag,
+      restored_from: this.#restoredFrom,
+      nodes: m?.nodes ?? [],
+      alerts_lease: m?.alerts ?? false,
+      lease_ms: this.#cfg.leaseMs
+    }
+  }
+
+  override stats() {
+    return {
+      ...super.stats(),
+      cluster: {
+        ...this.clusterStatus(),
+        inFlightPublishes: this.#inFlight,
+        stream: this.#jsLog?.stats,
+        queries: this.#responder?.stats,
+        alertTicksSkipped: this.#alertsFailed,
+        partitionStats: [...this.#runners.values()].map((r) => r.stats())
+      }
+    }
+  }
+
+  override close(): Promise<void> {
+    return this.#stop(true)
+  }
+
+  override destroy(): Promise<void> {
+    return this.#stop(false)
+  }
+
+  #stopped: Promise<void> | null = null
+  #stop(graceful: boolean): Promise<void> {
+    this.#stopped ??= (async () => {
+      this.#stopping = true
+      if (this.#alertTimer !== null) clearInterval(this.#alertTimer)
+      if (this.#snapshotTimer !== null) clearInterval(this.#snapshotTimer)
+      await this.#alertPass
+      this.#statusSub?.unsubscribe()
+      if (graceful) {
+        // SIGTERM releases every lease at once (with a final snapshot of each partition).
+        await this.#membership?.stop().catch((err: unknown) => this.#opts.logger.warn({ err }, 'releasing leases failed'))
+      } else {
+        this.#membership?.crash()
+        for (const r of this.#runners.values()) await r.stop({ snapshot: false }).catch(() => {})
+      }
+      this.#responder?.close()
+      await this.#feed?.stop().catch(() => {})
+      await this.#meta?.stop().catch(() => {})
+      if (graceful) await super.close()
+      else await super.destroy()
+      await this.#h?.close().catch(() => {})
+    })()
+    return this.#stopped
+  }
+}
