@@ -216,7 +216,6 @@ t.test('on one nats-server', async (t) => {
     await nats.servers[0]!.restart()
     // The client reconnects by itself; then the next append succeeds.
     await reconnected
-    status.stop()
     const again = log.append([pending()])
     await again.committed
     t.ok(again.events[0]!.seq > 0)
