@@ -40,6 +40,18 @@
  *   The step that reaches `lastSeq` flushes the group lists (they hold only seqs ≤ lastSeq)
  *   and joins the group in the same turn, so the first live frame it gets is lastSeq + 1:
  *   no gap, no duplicate.
+ * - Cluster mode (src/cluster/feed.ts): one `attach` message hands this actor to the cluster
+ *   feed, which sends every event of the stream (whatever node took it) in stream-seq order as
+ *   the cost stage does on a single node, and the alert frames of every node.
+ * - `since_seq` from an asynchronous log (cluster mode, `replaySource`: the JetStream stream): a
+ *   read cannot happen inside one turn, and re-reading up to the current `lastSeq` after each
+ *   read would never meet a stream that keeps moving. So the subscriber's seam is fixed when it
+ *   subscribes, at H = `lastSeq`: one read (outside the actor, its batches sent back here as
+ *   `replayed` messages) covers (since, H], while the live frames it matches (all past H, alerts
+ *   too) are HELD for it in arrival order, under a byte cap of their own (so a socket's memory
+ *   here is at most twice the cap while it catches up). When the read ends: replay
+ *   frames, held frames, then it joins its group after the seam flush — no gap, no duplicate.
+ *   A read that fails, or is not done within `stuckMs`, closes the socket (1011 / 1013).
  *
  * No timers and no `Date.now()` here: the clock is injected and the topology turns
  * `schedule(delay)` requests into `{ type: 'tick' }` messages.
@@ -103,6 +115,17 @@ export type BroadcastMessage =
   | { type: 'tick' }
   /** Sent by the broadcaster to itself: the next slice of a `since_seq` catch-up. */
   | { type: 'replay'; sink: SocketSink }
+  /**
+   * Sent to itself by an asynchronous catch-up (`replaySource`): the next batch of the read, or
+   * its end (`done`), or its failure (`error`, with `done`).
+   */
+  | { type: 'replayed'; sink: SocketSink; events: PricedEvent[]; done: boolean; error?: unknown }
+  /**
+   * Cluster mode (src/cluster/feed.ts), sent once before any subscriber: from now on events come
+   * from the cluster feed, `since_seq` replays read `replaySource`, the log's end is `logEnd()`,
+   * and every event up to `seq` (the stream's last when the feed started) counts as handled.
+   */
+  | { type: 'attach'; replaySource: NonNullable<BroadcasterOptions['replaySource']>; logEnd: () => number; seq: number }
 
 /** Tunables; every one has a default (see {@link DEFAULT_BROADCAST_LIMITS}). */
 export interface BroadcastLimits {
@@ -143,8 +166,17 @@ export interface BroadcasterOptions extends ActorOptions {
   clock: Clock
   /** Asks for a `{ type: 'tick' }` message in about `delayMs` (the owner keeps the earliest). */
   schedule: (delayMs: number) => void
-  /** The log's events with seq ≥ `from`, priced, in log order (for `since_seq` replays). */
-  history: (from: number) => Iterable<PricedEvent[]>
+  /**
+   * The log's events with seq ≥ `from`, priced, in log order (for `since_seq` replays), read
+   * synchronously a slice at a time. Required unless `replaySource` is given.
+   */
+  history?: (from: number) => Iterable<PricedEvent[]>
+  /**
+   * Cluster mode, instead of `history`: `project`'s events with `from` ≤ seq ≤ `through`, priced,
+   * in seq order, in batches, read asynchronously (see the header: the seam is fixed at
+   * subscribe time and live frames are held meanwhile). Stops early once `signal` aborts.
+   */
+  replaySource?: (from: number, through: number, project: string, signal: AbortSignal) => AsyncIterable<PricedEvent[]>
   /** The seq the log will assign next: a `since_seq` at or past it comes from another log. */
   logEnd: () => number
   /** Highest seq handled before this actor existed (restored snapshot), else -1. */
@@ -190,6 +222,20 @@ interface Subscriber {
   group: Group | null
   /** While it catches up from the log: the next seq to read; else null. */
   replayNext: number | null
+  /**
+   * Asynchronous catch-up only (`replaySource`), else null: the live frames it matched since it
+   * subscribed (seq past `holdThrough`, and alerts), in arrival order, written after the replay.
+   */
+  held: Buffer[] | null
+  heldBytes: number
+  /** Live messages it missed while held frames were over its cap (from the first, all later). */
+  heldDropped: number
+  heldDroppedSince: number
+  /** Asynchronous catch-up: the seam, `lastSeq` when it subscribed (the read covers up to it). */
+  holdThrough: number
+  /** Asynchronous catch-up: when it began (clock ms), and how to stop its read. */
+  replayStarted: number
+  replayAbort: AbortController | null
   /**
    * Set while the subscriber waits outside any group for events it already has: `since_seq`
    * named an accepted event this actor has not handled yet. It joins at the first seq past it.
@@ -293,12 +339,18 @@ export class Broadcaster extends Actor<BroadcastMessage> {
   /** A group's frames are flushed early once they reach this many bytes. */
   readonly #flushBytes: number
   readonly #subs = new Map<SocketSink, Subscriber>()
+  /** The replay sources and log end: the options', until an `attach` message replaces them. */
+  #history: BroadcasterOptions['history']
+  #replaySource: BroadcasterOptions['replaySource']
+  #logEnd: () => number
   /** Groups by project, then by filter key: an event is matched against its project's only. */
   readonly #groups = new Map<string, Map<string, Group>>()
   /** Subscribers with `waitThrough` set, not yet in their group. */
   readonly #waiting = new Set<Subscriber>()
   /** Subscribers catching up from the log (`replayNext` set), not yet in their group. */
   readonly #replaying = new Set<Subscriber>()
+  /** Of those, the ones catching up asynchronously (`held` set): live frames are held for them. */
+  readonly #holding = new Set<Subscriber>()
   #seen = 0
   #lastSeq: number
   /** Some group holds frames not yet flushed. */
@@ -315,6 +367,10 @@ export class Broadcaster extends Actor<BroadcastMessage> {
     this.#opts = options
     this.#limits = { ...DEFAULT_BROADCAST_LIMITS, ...options.limits }
     checkLimits(this.#limits)
+    if (options.history === undefined && options.replaySource === undefined) throw new TypeError('broadcaster needs history or replaySource')
+    this.#history = options.history
+    this.#replaySource = options.replaySource
+    this.#logEnd = options.logEnd
     // A tick's blob must fit well under the cap, or a healthy socket would drop whole ticks.
     this.#flushBytes = Math.max(1, Math.min(256 * 1024, Math.floor(this.#limits.maxBufferedBytes / 4)))
     this.#lastSeq = options.startSeq ?? -1
@@ -338,7 +394,13 @@ export class Broadcaster extends Actor<BroadcastMessage> {
           for (const g of groups.values()) this.#enqueue(g, frame)
         }
         // Not in the log, so not replayable: those outside the live stream get it now.
-        for (const sub of this.#replaying) if (sub.filter.project === project) this.#own(sub, (frame ??= textFrame(JSON.stringify(message.alert))))
+        for (const sub of this.#replaying) {
+          if (sub.filter.project !== project) continue
+          frame ??= textFrame(JSON.stringify(message.alert))
+          // An asynchronous catch-up keeps live order: the alert goes after the held events.
+          if (sub.held !== null) this.#holdFrame(sub, frame, this.#opts.clock.now())
+          else this.#own(sub, frame)
+        }
         for (const sub of this.#waiting) if (sub.filter.project === project) this.#own(sub, (frame ??= textFrame(JSON.stringify(message.alert))))
         this.#afterEnqueue()
         return
@@ -362,6 +424,17 @@ export class Broadcaster extends Actor<BroadcastMessage> {
       case 'replay': {
         const sub = this.#subs.get(message.sink)
         if (sub !== undefined && sub.replayNext !== null) this.#replayStep(sub)
+        return
+      }
+      case 'attach':
+        this.#history = undefined
+        this.#replaySource = message.replaySource
+        this.#logEnd = message.logEnd
+        if (message.seq > this.#lastSeq) this.#lastSeq = message.seq
+        return
+      case 'replayed': {
+        const sub = this.#subs.get(message.sink)
+        if (sub !== undefined && sub.held !== null) this.#replayed(sub, message.events, message.done, message.error)
         return
       }
       default:
@@ -391,12 +464,13 @@ export class Broadcaster extends Actor<BroadcastMessage> {
     if (events.length === 0) return
     this.#seen += events.length
     this.#lastSeq = events[events.length - 1].seq
-    if (this.#groups.size === 0 && this.#waiting.size === 0) return
+    if (this.#groups.size === 0 && this.#waiting.size === 0 && this.#holding.size === 0) return
     for (const e of events) {
       if (this.#waiting.size > 0) this.#admit(e.seq)
+      let frame: Buffer | undefined
+      if (this.#holding.size > 0) frame = this.#hold(e)
       const groups = this.#groups.get(e.project)
       if (groups === undefined) continue
-      let frame: Buffer | undefined
       for (const g of groups.values()) {
         if (!matchesSubscription(g.filter, e)) continue
         // Serialised once per event, whatever the number of groups and sockets.
@@ -464,13 +538,17 @@ export class Broadcaster extends Actor<BroadcastMessage> {
     // The seam: group lists may still hold events with seq ≤ lastSeq. Write them out to the
     // existing members first, so the newcomer's live stream starts strictly after lastSeq.
     this.#flush(now)
-    const sub: Subscriber = { sink, filter, group: null, replayNext: null, waitThrough: null, own: [], ownBytes: 0, dropped: 0, droppingSince: now, alive: true }
+    const sub: Subscriber = {
+      sink, filter, group: null, replayNext: null, held: null, heldBytes: 0, heldDropped: 0, heldDroppedSince: now, holdThrough: -1, replayStarted: now, replayAbort: null,
+      waitThrough: null, own: [], ownBytes: 0, dropped: 0, droppingSince: now, alive: true
+    }
     this.#subs.set(sink, sub)
     if (sinceSeq !== null && sinceSeq < this.#lastSeq) {
       sub.replayNext = sinceSeq + 1
       this.#replaying.add(sub)
-      this.#replayStep(sub)
-    } else if (sinceSeq !== null && sinceSeq > this.#lastSeq && sinceSeq < this.#opts.logEnd()) {
+      if (this.#replaySource === undefined) this.#replayStep(sub)
+      else this.#replayAsync(sub, now)
+    } else if (sinceSeq !== null && sinceSeq > this.#lastSeq && sinceSeq < this.#logEnd()) {
       // The client has events (it saw their ids in 202 answers) that have not reached us yet.
       sub.waitThrough = sinceSeq
       this.#waiting.add(sub)
@@ -501,7 +579,7 @@ export class Broadcaster extends Actor<BroadcastMessage> {
     const through = Math.min(this.#lastSeq, from + this.#limits.replayStep - 1)
     const cap = this.#limits.maxBufferedBytes
     try {
-      outer: for (const batch of this.#opts.history(from)) {
+      outer: for (const batch of this.#history!(from)) {
         for (const e of batch) {
           if (e.seq > through) break outer
           if (!matchesSubscription(sub.filter, e)) continue
@@ -538,6 +616,131 @@ export class Broadcaster extends Actor<BroadcastMessage> {
     }
   }
 
+  /**
+   * Starts an asynchronous catch-up: fixes the seam at `lastSeq`, skips (and announces) what is
+   * past `replayMax`, and starts the read of (since, seam] outside this actor; live frames the
+   * subscriber matches are held from now on.
+   */
+  #replayAsync(sub: Subscriber, now: number): void {
+    // The stream's positions start at 1 (JetStream sequences): -1 and 0 mean "from the start".
+    let from = Math.max(1, sub.replayNext!)
+    const behind = this.#lastSeq - from + 1
+    if (behind > this.#limits.replayMax) {
+      const skipped = behind - this.#limits.replayMax
+      this.#own(sub, droppedFrame(skipped))
+      this.#stats.messagesDropped += skipped
+      this.#stats.dropNotices++
+      from += skipped
+    }
+    sub.replayNext = from
+    sub.holdThrough = this.#lastSeq
+    sub.held = []
+    sub.replayStarted = now
+    sub.replayAbort = new AbortController()
+    this.#holding.add(sub)
+    void this.#readReplay(sub.sink, from, this.#lastSeq, sub.filter.project, sub.replayAbort.signal)
+  }
+
+  /** The read of one asynchronous catch-up, outside the actor: its batches come back as messages. */
+  async #readReplay(sink: SocketSink, from: number, through: number, project: string, signal: AbortSignal): Promise<void> {
+    let error: unknown
+    try {
+      for await (const events of this.#replaySource!(from, through, project, signal)) {
+        if (signal.aborted) return
+        if (events.length > 0 && !this.send({ type: 'replayed', sink, events, done: false })) throw new Error('broadcaster mailbox full during a since_seq replay')
+      }
+    } catch (err) {
+      error = err
+    }
+    if (signal.aborted) return
+    // Refused (mailbox full, closing): the replay deadline in #tick closes the socket.
+    this.send(error === undefined ? { type: 'replayed', sink, events: [], done: true } : { type: 'replayed', sink, events: [], done: true, error })
+  }
+
+  /** One batch (or the end) of an asynchronous catch-up; at the end the subscriber joins. */
+  #replayed(sub: Subscriber, events: PricedEvent[], done: boolean, error: unknown): void {
+    if (error !== undefined) {
+      this.#stats.refused++
+      this.#remove(sub)
+      sub.sink.close(CLOSE_INTERNAL_ERROR, 'replay failed')
+      throw error
+    }
+    const now = this.#opts.clock.now()
+    const cap = this.#limits.maxBufferedBytes
+    for (const e of events) {
+      // Only (replayNext, seam]: a source that repeats or overshoots adds no duplicate.
+      if (e.seq < sub.replayNext! || e.seq > sub.holdThrough) continue
+      sub.replayNext = e.seq + 1
+      if (!matchesSubscription(sub.filter, e)) continue
+      const frame = textFrame(eventMessage(e))
+      // The held frames (newer) have their own cap: the older replay frames are not refused for
+      // them; if these do not fit, the held ones are dropped after them (one gap, then live).
+      if (sub.dropped > 0 || sub.sink.buffered + sub.ownBytes + frame.length > cap) {
+        if (sub.dropped === 0) sub.droppingSince = now
+        sub.dropped++
+        this.#stats.messagesDropped++
+        continue
+      }
+      this.#own(sub, frame)
+      this.#stats.replayedMessages++
+    }
+    this.#writeOwn(sub)
+    if (!done) return
+    const held = sub.held!
+    if (sub.dropped > 0) {
+      // Dropping until drained: the held frames go the same way, the notice counts them.
+      sub.dropped += held.length + sub.heldDropped
+      this.#stats.messagesDropped += held.length
+    } else {
+      for (const frame of held) this.#own(sub, frame)
+      if (sub.heldDropped > 0) {
+        sub.dropped = sub.heldDropped
+        sub.droppingSince = sub.heldDroppedSince
+      }
+    }
+    this.#endHold(sub)
+    sub.replayNext = null
+    this.#replaying.delete(sub)
+    // The seam: group lists hold only seqs ≤ lastSeq; those past the seam were held.
+    this.#flush(now)
+    this.#join(sub)
+    this.#writeOwn(sub)
+    this.#arm(now)
+  }
+
+  /** Live event `e` for the subscribers catching up asynchronously; returns its frame if built. */
+  #hold(e: PricedEvent): Buffer | undefined {
+    let frame: Buffer | undefined
+    const now = this.#opts.clock.now()
+    for (const sub of this.#holding) {
+      if (!matchesSubscription(sub.filter, e)) continue
+      frame ??= textFrame(eventMessage(e))
+      this.#holdFrame(sub, frame, now)
+    }
+    return frame
+  }
+
+  #holdFrame(sub: Subscriber, frame: Buffer, now: number): void {
+    if (sub.heldDropped > 0 || sub.sink.buffered + sub.ownBytes + sub.heldBytes + frame.length > this.#limits.maxBufferedBytes) {
+      if (sub.heldDropped === 0) sub.heldDroppedSince = now
+      sub.heldDropped++
+      this.#stats.messagesDropped++
+      return
+    }
+    sub.held!.push(frame)
+    sub.heldBytes += frame.length
+  }
+
+  /** Leaves the asynchronous catch-up state (held frames already moved or dropped). */
+  #endHold(sub: Subscriber): void {
+    this.#holding.delete(sub)
+    sub.replayAbort?.abort()
+    sub.replayAbort = null
+    sub.held = null
+    sub.heldBytes = 0
+    sub.heldDropped = 0
+  }
+
   #own(sub: Subscriber, frame: Buffer): void {
     sub.own.push(frame)
     sub.ownBytes += frame.length
@@ -557,6 +760,12 @@ export class Broadcaster extends Actor<BroadcastMessage> {
   #tick(): void {
     const now = this.#opts.clock.now()
     this.#flush(now)
+    for (const sub of this.#holding) {
+      if (now - sub.replayStarted < this.#limits.stuckMs) continue
+      this.#stats.refused++
+      this.#remove(sub)
+      sub.sink.close(CLOSE_TRY_AGAIN_LATER, 'since_seq replay took too long, retry later')
+    }
     if (now - this.#lastPing >= this.#limits.pingMs) {
       this.#lastPing = now
       for (const sub of [...this.#subs.values()]) {
@@ -576,7 +785,8 @@ export class Broadcaster extends Actor<BroadcastMessage> {
   /** Asks for the next tick: soon while frames wait or a socket is dropping, else at the next ping. */
   #arm(now: number): void {
     if (this.#subs.size === 0) return
-    let busy = this.#pending
+    // An asynchronous catch-up keeps ticks coming (its deadline is checked on ticks).
+    let busy = this.#pending || this.#holding.size > 0
     if (!busy) {
       for (const sub of this.#subs.values()) {
         if (sub.dropped > 0 || sub.ownBytes > 0) {
@@ -646,6 +856,7 @@ export class Broadcaster extends Actor<BroadcastMessage> {
     this.#subs.delete(sub.sink)
     this.#waiting.delete(sub)
     this.#replaying.delete(sub)
+    if (sub.held !== null) this.#endHold(sub)
     const group = sub.group
     if (group === null) return
     group.members.delete(sub)
