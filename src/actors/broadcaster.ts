@@ -430,7 +430,8 @@ export class Broadcaster extends Actor<BroadcastMessage> {
         this.#history = undefined
         this.#replaySource = message.replaySource
         this.#logEnd = message.logEnd
-        if (message.seq > this.#lastSeq) this.#lastSeq = message.seq
+        // The stream's positions, not whatever this actor saw before (a local log, a snapshot).
+        this.#lastSeq = message.seq
         return
       case 'replayed': {
         const sub = this.#subs.get(message.sink)
