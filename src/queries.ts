@@ -640,6 +640,8 @@ export function dimensions(source: QuerySource | AnalyticsReader, project: strin
 
 /** Re-exported for routes that merge partial answers. */
 export { mergeInto, createAggregate }
+/** For the cluster's partial answers (analytics/partials.ts): the same row reads and grouping as here. */
+export { scan, scanLog, groupBy, groupNeedsLog, cmpValue }
 
 const round = (x: number, digits = 3) => {
   const f = 10 ** digits
