@@ -166,7 +166,7 @@ export class ClusterFeed {
    * @throws when the stream cannot be read, or the broadcaster refuses the attach message
    */
   async start(): Promise<void> {
-    if (this.#running || this.#stopping) throw new Error('cluster feed already started')
+    if (this.#running || this.#stopping) throw new Error('cluster feed already started (or stopped)')
     const last = await this.#log.lastSeq()
     this.#startSeq = last
     this.#lastSeq = last

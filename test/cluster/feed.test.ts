@@ -482,6 +482,57 @@ t.test('ClusterFeed on JetStream', async (t) => {
     t.equal(feed.stats().alerts, 2)
   })
 
+  await t.test('a message that does not decode is skipped and counted; the stream goes on', async (t) => {
+    await reader.js.publish(reader.names.subject(0, 'zz'), new TextEncoder().encode('{"not":"an event"}'))
+    const [good] = await ingest(logA, [pending(77, 'a')])
+    await until(() => b.lastSeq === good!.seq, 'the event after it was handled')
+    await until(() => subA.seqs().at(-1) === good!.seq, 'and reached its subscriber')
+    t.equal(feed.stats().undecodable, 1)
+  })
+
+  await t.test('a broadcaster whose mailbox is full is waited for: nothing lost, nothing reordered', async (t) => {
+    let open!: () => void
+    const gate = new Promise<void>((resolve) => (open = resolve))
+    /** Holds its first events batch until the gate opens, so its one-message mailbox fills. */
+    class SlowBroadcaster extends Broadcaster {
+      #held = false
+      protected override receive(m: Parameters<Broadcaster['send']>[0]): void | Promise<void> {
+        if (m.type !== 'events' || this.#held) return super.receive(m)
+        this.#held = true
+        return gate.then(() => super.receive(m))
+      }
+    }
+    const slow = new SlowBroadcaster({ clock: systemClock, schedule: () => {}, history: () => [], logEnd: () => 0, mailboxCapacity: 1 })
+    t.teardown(() => slow.destroy())
+    const feed2 = new ClusterFeed({ h: reader, log: readerLog, broadcaster: slow, price, logger: silentLog, batchMax: 1 })
+    await feed2.start()
+    t.teardown(() => feed2.stop())
+    const s = new FakeSink()
+    slow.send({ type: 'subscribe', sink: s, filter: inProject('a'), sinceSeq: null })
+    await slow.idle()
+    const stored = await ingest(logB, Array.from({ length: 20 }, (_, i) => pending(300 + i, 'a')))
+    await until(() => feed2.stats().waits > 0, 'the feed waited for the full mailbox')
+    open()
+    const last = Math.max(...stored.map((e) => e.seq))
+    await until(() => slow.lastSeq === last, 'every event handed over')
+    slow.send({ type: 'tick' })
+    await slow.idle()
+    t.same(s.seqs(), stored.map((e) => e.seq).sort((x, y) => x - y))
+    await feed2.stop()
+  })
+
+  await t.test('start refuses a closed broadcaster and a second start; stop before start is safe', async (t) => {
+    const closed = new Broadcaster({ clock: systemClock, schedule: () => {}, history: () => [], logEnd: () => 0 })
+    await closed.close()
+    const f = new ClusterFeed({ h: reader, log: readerLog, broadcaster: closed, price, logger: silentLog })
+    await t.rejects(f.start(), /refused the cluster feed/)
+    t.equal(f.stats().running, false)
+    const never = new ClusterFeed({ h: reader, log: readerLog, broadcaster: closed, price, logger: silentLog })
+    await never.stop()
+    await t.rejects(never.start(), /already started/)
+    t.throws(() => new ClusterFeed({ h: reader, log: readerLog, broadcaster: closed, price, logger: silentLog, batchMax: 0 }), { name: 'RangeError' })
+  })
+
   await t.test('stop: no more events; safe twice; publishAlert on a closed connection answers false', async (t) => {
     await feed.stop()
     await feed.stop()
