@@ -14,9 +14,10 @@
  * project id answers 409 on any node). `attach` loads each bucket whole before it resolves: a
  * node started with an empty data dir knows every project, key, rule and alert event.
  */
-import { Kvm, type KV, type KvWatchEntry } from '@nats-io/kv'
+import { Kvm, type Bucket, type KV, type KvWatchEntry } from '@nats-io/kv'
 import { JetStreamApiCodes, JetStreamApiError } from '@nats-io/jetstream'
 import type { NatsConnection, QueuedIterator } from '@nats-io/nats-core'
+import { nanoid } from 'nanoid'
 import { llmsError } from '../errors.js'
 import type { Log } from '../log.js'
 import type { MetaBacking } from '../store/backing.js'
@@ -29,6 +30,8 @@ import type { AlertEventStore } from '../store/alert-events.js'
 export const META_PREFIX = { projects: 'project.', apiKeys: 'apikey.', rules: 'rule.' } as const
 /** Key prefix of alert event records in the alerts bucket. */
 export const ALERT_PREFIX = 'aev.'
+/** Barrier records (`caughtUp`), in both buckets: `sync.<random>`, read by no store. */
+const SYNC_PREFIX = 'sync.'
 
 /** How long a write waits to be applied here, and a load to complete, before answering 503. */
 const APPLY_TIMEOUT_MS = 10_000
@@ -67,10 +70,19 @@ export class ClusterMeta {
    * buckets (listeners have heard every difference from what the data dir held). Writes `default`
    * to the bucket when no node has yet. Call before the node serves, and before
    * `projects.ensure(configured)`.
-   * @throws when a bucket does not exist or cannot be loaded in time.
+   * @throws when a bucket does not exist or cannot be loaded in time (this ClusterMeta is then stopped).
    */
   async attach(stores: MetaStores): Promise<void> {
-    if (this.#meta !== null) throw new Error('ClusterMeta.attach: already attached')
+    if (this.#meta !== null || this.#stopped) throw new Error('ClusterMeta.attach: attached or stopped already')
+    try {
+      await this.#attach(stores)
+    } catch (err) {
+      await this.stop()
+      throw err
+    }
+  }
+
+  async #attach(stores: MetaStores): Promise<void> {
     const { nc, log } = this.#opts
     const applyMs = this.#opts.applyTimeoutMs ?? APPLY_TIMEOUT_MS
     const loadMs = this.#opts.loadTimeoutMs ?? LOAD_TIMEOUT_MS
@@ -115,6 +127,18 @@ export class ClusterMeta {
     await Promise.all([this.#meta.caughtUp(), this.#alerts.caughtUp()])
   }
 
+  /**
+   * Removes the delete markers older than `olderMs` from both buckets (each revoked key, deleted
+   * rule and pruned alert event leaves one, which every node would otherwise read at every start).
+   * A node that starts later simply finds those keys absent, which means the same. Answers how many
+   * markers went. Whoever holds the alerts lease may call it now and then (e.g. hourly).
+   */
+  async compact(olderMs = 30 * 60_000): Promise<number> {
+    if (this.#meta === null || this.#alerts === null) throw new Error('ClusterMeta.compact: not attached')
+    const [m, a] = await Promise.all([this.#meta.purgeDeletes(olderMs), this.#alerts.purgeDeletes(olderMs)])
+    return m + a
+  }
+
   /** Stops watching (writes through the stores fail from now on); the connection stays open. Safe twice. */
   async stop(): Promise<void> {
     if (this.#stopped) return
@@ -145,11 +169,15 @@ interface Waiter {
 class BucketMirror {
   readonly #kv: KV
   readonly #name: string
+  /** Names this process's barrier record. */
+  readonly #token = nanoid(12)
   readonly #log: Log
   readonly #applyMs: number
   readonly #apply: (key: string, value: unknown) => void
-  /** Newest revision seen of each key, and whether it holds a value (false: a delete marker). */
-  readonly #revs = new Map<string, { rev: number; live: boolean }>()
+  /** Newest revision of each key holding a value (removed keys leave, so pruned alert events do not pile up here). */
+  readonly #revs = new Map<string, number>()
+  /** The entry applied last: what a waiting `remove` looks for (its marker answers no revision). */
+  #last: { key: string; rev: number; live: boolean } | null = null
   #applied = 0
   #initial: Map<string, unknown> | null = new Map()
   #waiters: Waiter[] = []
@@ -178,13 +206,17 @@ class BucketMirror {
     this.#initial = null
   }
 
-  /** Resolves once every change the bucket held when called is applied (or gathered). */
+  /**
+   * Resolves once every change the bucket held when called is applied (or gathered): a barrier
+   * record written now, and seen come back. (The stream's last sequence is no such mark: it may be
+   * a delete marker since purged, never delivered.) The barrier is removed after, leaving a delete
+   * marker for `compact`.
+   */
   async caughtUp(timeoutMs = this.#applyMs): Promise<void> {
-    const status = await this.#kv.status().catch((err: unknown) => {
-      throw unavailable(`cannot read the state of bucket ${this.#name}`, err)
-    })
-    const last = status.streamInfo.state.last_seq
-    await this.#until(() => this.#applied >= last, timeoutMs)
+    const key = `${SYNC_PREFIX}${this.#token}`
+    const rev = await this.#write(() => this.#kv.put(key, String(Date.now())))
+    await this.#until(() => this.#applied >= rev, timeoutMs)
+    await this.#kv.delete(key).catch((err: unknown) => this.#log.warn({ err, bucket: this.#name }, 'cluster metadata barrier not removed'))
   }
 
   /** The store-facing writes of this bucket, for the records under `prefix`. */
@@ -196,10 +228,13 @@ class BucketMirror {
       },
       remove: async (id) => {
         const key = prefix + id
-        const before = this.#revs.get(key)?.rev ?? 0
-        // A delete answers no revision: its marker is the next one this key shows.
+        const before = this.#applied
+        // A delete answers no revision: wait for a marker of this key applied after the call (or a
+        // newer value), the waiter set before the write so the marker cannot pass unseen.
+        const applied = this.#until(() => (this.#last !== null && this.#last.key === key && this.#last.rev > before) || (this.#revs.get(key) ?? 0) > before)
+        applied.catch(() => {})
         await this.#write(() => this.#kv.delete(key))
-        await this.#until(() => (this.#revs.get(key)?.rev ?? 0) > before)
+        await applied
       },
       create: async (id, value) => {
         const key = prefix + id
@@ -207,7 +242,7 @@ class BucketMirror {
         const data = JSON.stringify(value)
         let rev: number
         try {
-          rev = seen?.live === true ? await this.#kv.update(key, data, seen.rev) : await this.#kv.create(key, data)
+          rev = seen !== undefined ? await this.#kv.update(key, data, seen) : await this.#kv.create(key, data)
         } catch (err) {
           if (!(err instanceof JetStreamApiError) || (err.code !== JetStreamApiCodes.StreamWrongLastSequence && err.code !== JetStreamApiCodes.StreamWrongLastSequenceUnknown)) {
             throw unavailable(`cannot write ${key}`, err)
@@ -221,6 +256,11 @@ class BucketMirror {
         return true
       }
     }
+  }
+
+  async purgeDeletes(olderMs: number): Promise<number> {
+    const r = await this.#write(() => (this.#kv as Bucket).purgeDeletes(olderMs))
+    return r.purged
   }
 
   async stop(): Promise<void> {
@@ -261,7 +301,9 @@ class BucketMirror {
         this.#log.warn({ err, key: e.key, revision: e.revision }, 'cluster metadata record is not JSON: ignored')
       }
     }
-    this.#revs.set(e.key, { rev: e.revision, live })
+    if (live) this.#revs.set(e.key, e.revision)
+    else this.#revs.delete(e.key)
+    this.#last = { key: e.key, rev: e.revision, live }
     if (!readable) {
       // Nothing to apply; its revision still counts as seen.
     } else if (this.#initial !== null) this.#initial.set(e.key, value)
@@ -295,7 +337,7 @@ class BucketMirror {
         timer: setTimeout(() => {
           this.#waiters = this.#waiters.filter((x) => x !== w)
           reject(llmsError('LLMS_ERR_UNAVAILABLE', `cluster metadata: a change was not applied on this node within ${timeoutMs} ms; retry`, { retryAfter: 1 }))
-        }, timeoutMs)
+        }, timeoutMs).unref()
       }
       this.#waiters.push(w)
     })
