@@ -139,6 +139,7 @@ export class ClusterFeed {
   readonly #price: (e: StoredEvent) => PricedEvent
   readonly #logger: Log
   readonly #batchMax: number
+  #started = false
   #running = false
   #stopping = false
   #startSeq = 0
@@ -166,7 +167,17 @@ export class ClusterFeed {
    * @throws when the stream cannot be read, or the broadcaster refuses the attach message
    */
   async start(): Promise<void> {
-    if (this.#running || this.#stopping) throw new Error('cluster feed already started (or stopped)')
+    if (this.#started || this.#stopping) throw new Error('cluster feed already started (or stopped)')
+    this.#started = true
+    try {
+      await this.#start()
+    } catch (err) {
+      this.#started = false
+      throw err
+    }
+  }
+
+  async #start(): Promise<void> {
     const last = await this.#log.lastSeq()
     this.#startSeq = last
     this.#lastSeq = last
