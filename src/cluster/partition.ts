@@ -1,0 +1,343 @@
+/**
+ * One owned partition on one node (DESIGN §9, CLUSTER.md "Behaviour"): a Topology holding the
+ * (project, model) series of partition N only, fed from the stream's subject `${name}.ev.N.>`.
+ *
+ *   object store `p<N>` ─┐ newest (higher seq)
+ *   local LMDB copy     ─┴─► Topology(restored) ◄── replay(events) ◄── PartitionFollower(from = snapshot seq)
+ *                                  │
+ *                                  ├── queries: `topology` is the AnalyticsReader, after ready(upTo)
+ *                                  └── snapshot(): full, one buffer → local LMDB + object store
+ *
+ * - Positions are stream sequences: `payload.seq` of a partition snapshot is the next seq to
+ *   replay, as on the single node. The partition's events are not consecutive in the stream (the
+ *   other partitions' sit between them), which nothing here relies on.
+ * - The topology's ingest router and broadcaster are never used in cluster mode (events come from
+ *   the follower; the node's WebSocket feed has its own broadcaster): its log is a stand-in that
+ *   refuses appends and replays nothing. Its alert evaluator has no rules (alerts are evaluated by
+ *   the alerts-lease holder from fan-out windows), so alert state in the snapshot means nothing.
+ * - A snapshot that cannot be restored (damaged, another format, its seq past the stream's end
+ *   because the stream was made anew) is skipped with a warning: the partition is rebuilt from
+ *   the stream (`restoredFrom: 'stream'`), never half-used.
+ */
+import { Topology, type TopologyLog } from '../actors/topology.js'
+import type { Pricer } from '../actors/cost-stage.js'
+import type { AnalyticsReader, ProjectView } from '../analytics/reader.js'
+import { metrics, type LogScan, type QuerySource } from '../queries.js'
+import { DAY_MS } from '../analytics/time.js'
+import type { SnapshotPayload } from '../store/snapshots.js'
+import type { PricedEvent, StoredEvent } from '../events.js'
+import type { Config } from '../config.js'
+import type { Log } from '../log.js'
+import type { Clock } from '../clock.js'
+import type { NatsHandles } from './nats.js'
+import { JetStreamLog } from './js-log.js'
+import { partitionOf } from './names.js'
+import { PartitionFollower } from './follower.js'
+import { fullPayload, type PartitionSnapshots, type PartitionSnapshotSource } from './snapshots.js'
+
+export interface PartitionRunnerOptions {
+  h: NatsHandles
+  partition: number
+  config: Config
+  logger: Log
+  clock: Clock
+  /** The node's shared PricingPool (src/pricing/pool.ts); null = inline pricing. */
+  pricer: Pricer | null
+  /** Where the partition's snapshots are read and written. */
+  local: PartitionSnapshots
+  /** Prices one stored event exactly as the cost stage does (Engine.price). */
+  price: (e: StoredEvent) => PricedEvent
+  /** Projects being deleted when the runner starts: their events are dropped on the way in. */
+  dropped?: () => ReadonlySet<string>
+  /** The stream's reader (default: a JetStreamLog of `h`). */
+  log?: JetStreamLog
+}
+
+export interface PartitionSnapshotStats {
+  /** Next seq to replay after it (payload.seq). */
+  seq: number
+  at: number
+  bytes: number
+  ms: number
+  /** False when the object store already held a newer one (another owner's). */
+  objectStore: boolean
+}
+
+/** A Topology whose ingest path is never used: appends refused, nothing to replay. */
+function standInLog(end: () => number): TopologyLog {
+  return {
+    append: () => {
+      throw new Error('a cluster partition does not ingest through its topology')
+    },
+    readFrom: function* () {},
+    get nextSeq() {
+      return end()
+    }
+  }
+}
+
+/** `p` rejected with `message` when it has not settled within `ms`. */
+function within<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(message)), Math.max(0, ms))
+    timer.unref()
+  })
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer))
+}
+
+export class PartitionRunner implements AnalyticsReader {
+  readonly partition: number
+  /** Where this runner's state started: a snapshot (plus the stream tail), or the stream alone. */
+  readonly restoredFrom: 'snapshot' | 'stream'
+  /** The snapshot it restored (source, seq), or null. */
+  readonly restored: { source: PartitionSnapshotSource; seq: number; bytes: number } | null
+  /** The reader for queries (after ready()). */
+  readonly topology: Topology
+  readonly #opts: PartitionRunnerOptions
+  readonly #log: JetStreamLog
+  readonly #follower: PartitionFollower
+  /** Events handed to the topology since start (the tail after the snapshot, then live ones). */
+  #fed = 0
+  #snapshotting: Promise<void> | null = null
+  #lastSnapshot: PartitionSnapshotStats | null = null
+  #stopped: Promise<void> | null = null
+  #closed = false
+  /** Highest seq ready() saw the follower caught up to: every event of the partition up to it was handed over. */
+  #readyThrough = 0
+
+  private constructor(opts: PartitionRunnerOptions, log: JetStreamLog, restored: PartitionRunner['restored'], topology: Topology, from: number) {
+    this.#opts = opts
+    this.partition = opts.partition
+    this.#log = log
+    this.restored = restored
+    this.restoredFrom = restored === null ? 'stream' : 'snapshot'
+    this.topology = topology
+    this.#follower = new PartitionFollower(opts.h, {
+      partition: opts.partition,
+      from,
+      log: opts.logger,
+      onEvents: (events) => {
+        this.#fed += events.length
+        this.topology.replay(events)
+      }
+    })
+  }
+
+  /**
+   * Restores the newest snapshot of the partition (object store or local copy, whichever has
+   * the higher seq; none → empty), then follows the partition's subject from its seq. Resolves
+   * once the follower runs (not caught up: see ready()).
+   */
+  static async start(opts: PartitionRunnerOptions): Promise<PartitionRunner> {
+    const { partition: p, logger } = opts
+    const log = opts.log ?? new JetStreamLog(opts.h)
+    const t0 = performance.now()
+    let read = await opts.local.read(p)
+    if (read !== null) {
+      // A seq past the stream's end: the stream was made anew since; the snapshot is of another log.
+      const last = await log.lastSeq()
+      if (read.payload.seq > last + 1) {
+        logger.warn({ partition: p, seq: read.payload.seq, streamLast: last, source: read.source }, 'partition snapshot is ahead of the event stream (a new stream?): rebuilding from the stream')
+        read = null
+      }
+    }
+    let topology: Topology
+    let restored: PartitionRunner['restored'] = null
+    // The stand-in log's end: the runner's position, once it exists.
+    let runner: PartitionRunner | undefined
+    const build = (payload: SnapshotPayload | undefined) => PartitionRunner.#topology(opts, payload, () => (runner === undefined ? 0 : runner.processedThrough + 1))
+    try {
+      topology = build(read?.payload)
+      if (read !== null) restored = { source: read.source, seq: read.payload.seq, bytes: read.bytes }
+    } catch (err) {
+      logger.warn({ partition: p, err: (err as Error).message }, 'partition snapshot could not be restored: rebuilding from the stream')
+      topology = build(undefined)
+    }
+    const from = restored?.seq ?? 1
+    runner = new PartitionRunner(opts, log, restored, topology, from)
+    // Before the tail: restored series learn where coarse hours end, so old replayed events fold on arrival.
+    runner.#retain()
+    try {
+      await runner.#follower.start()
+    } catch (err) {
+      await topology.close()
+      throw err
+    }
+    logger.info({ partition: p, restoredFrom: runner.restoredFrom, source: restored?.source, seq: from, ms: Math.round(performance.now() - t0) }, 'partition taken over')
+    return runner
+  }
+
+  static #topology(opts: PartitionRunnerOptions, restored: SnapshotPayload | undefined, end: () => number): Topology {
+    const c = opts.config
+    return new Topology({
+      log: standInLog(end),
+      pricer: opts.pricer,
+      overrides: { ...c.priceOverrides },
+      logger: opts.logger,
+      clock: opts.clock,
+      highWaterEvents: c.highWaterEvents,
+      maxModels: c.maxModels,
+      costChunk: c.costBatch,
+      costMaxInFlight: Math.max(2, c.costThreads * 2),
+      restored,
+      price: opts.price,
+      dimensionLimits: c.dimensionLimits,
+      dropped: opts.dropped?.(),
+      // Never asked: this topology's alert evaluator gets no rules (the alerts-lease holder evaluates).
+      window: (reader, q) => metrics({ reader }, { ...q.filters, project: q.project, start: q.start, end: q.end })
+    })
+  }
+
+  /** AnalyticsReader: the partition's state of one project (after ready() for read-your-writes). */
+  project(id: string): ProjectView | undefined {
+    return this.topology.project(id)
+  }
+
+  /** Highest stream seq handed to the topology (every event of the partition up to it is in its pipeline). */
+  get processedThrough(): number {
+    return this.#follower.processedThrough
+  }
+
+  /** Events of the partition in the stream not yet handed to the topology. */
+  get lag(): number {
+    return this.#follower.lag
+  }
+
+  /** Events handed to the topology since start (the tail after the snapshot included). */
+  get fed(): number {
+    return this.#fed
+  }
+
+  /**
+   * Resolves once every event of the partition with seq <= upTo is visible to queries (the
+   * follower handed it over, then a barrier passed every aggregator); rejects after timeoutMs.
+   * `upTo` is a seq the stream already holds (its last seq read before the call, as the query
+   * coordinator does): the follower answers a seq past the stream's end as caught up at once.
+   */
+  async ready(upTo: number, timeoutMs: number): Promise<void> {
+    const deadline = performance.now() + timeoutMs
+    if (this.#stopped !== null) throw new Error(`partition ${this.partition} is stopped`)
+    await this.#follower.caughtUp(upTo, timeoutMs)
+    this.#readyThrough = Math.max(this.#readyThrough, upTo)
+    await within(this.topology.sync(), deadline - performance.now(), `partition ${this.partition}: its aggregators did not catch up to seq ${upTo} within ${timeoutMs} ms`)
+  }
+
+  /**
+   * The log path of queries for this partition (a value past a dimension cap, rows folded by
+   * retention): the partition's stored events — of `project` only when given — up to what the
+   * topology was handed, read from the stream into memory now. queries.ts's LogScan is
+   * synchronous, so this is called once per query that needs it; the scan filters by project and
+   * time and prices each event as the cost stage did.
+   */
+  async loadLog(project?: string): Promise<LogScan> {
+    const to = this.processedThrough
+    const events: StoredEvent[] = []
+    if (to >= 1) {
+      const { partitions } = this.#opts.h
+      for await (const batch of this.#log.read(1, { partition: this.partition, project, to })) {
+        // The subject filter selects them already; checked again, so a scan never counts another partition's event.
+        for (const e of batch) if (partitionOf(e.project, e.model, partitions) === this.partition) events.push(e)
+      }
+    }
+    const price = this.#opts.price
+    return (p, start, end, visit) => {
+      for (const e of events) if (e.project === p && e.ts >= start && e.ts < end) visit(price(e))
+    }
+  }
+
+  /**
+   * Answers `run` from the topology alone, or, when it needs the log path, again with the
+   * partition's log loaded (loadLog): the common case reads nothing from the stream.
+   */
+  async answer<T>(run: (source: QuerySource) => T, project?: string): Promise<T> {
+    try {
+      return run({ reader: this.topology })
+    } catch (err) {
+      if (!/needs the event log/.test((err as Error).message)) throw err
+    }
+    return run({ reader: this.topology, log: await this.loadLog(project) })
+  }
+
+  /** Sends the aggregators the retention policy for now (as Engine.retain). */
+  #retain(): void {
+    const { days, events } = this.#opts.config.retention
+    if (days === 0 && events === 0) return
+    const now = this.#opts.clock.now()
+    const before = days > 0 ? (Math.floor(now / DAY_MS) - days + 1) * DAY_MS : -Infinity
+    this.topology.retain({ before, maxRows: events, now })
+  }
+
+  /**
+   * Writes a full snapshot of the partition (one buffer) to the local LMDB and the object store
+   * `p<N>`. One at a time: a call during a write joins it.
+   */
+  snapshot(): Promise<void> {
+    if (this.#snapshotting !== null) return this.#snapshotting
+    if (this.#closed) return Promise.reject(new Error(`partition ${this.partition} is stopped: no snapshot`))
+    this.#snapshotting = (async () => {
+      const t0 = performance.now()
+      this.#retain()
+      // Every event of the partition up to `handed` is in the pipeline ahead of the cut (the last
+      // one handed over, or a seq ready() saw the follower caught up to: nothing of the partition
+      // lies between); any handed over meanwhile is in the cut too and then sets its seq. So the
+      // snapshot's seq is the larger of the two: a quiet partition's snapshot still moves with
+      // the stream as queries come, and a takeover starts from there, not from its last event.
+      // ready() trusts its caller that upTo is in the stream: capped by the stream's end, in case not.
+      const streamLast = await this.#log.lastSeq().catch(() => 0)
+      const handed = Math.max(this.processedThrough, Math.min(this.#readyThrough, streamLast))
+      const cut = await this.topology.snapshot(this.#opts.clock.now(), true)
+      // Alerts are evaluated elsewhere in cluster mode: this topology's evaluator state is not kept.
+      const payload = await fullPayload({ ...cut, seq: Math.max(cut.seq, handed + 1), alerts: undefined })
+      const written = await this.#opts.local.write(this.partition, payload)
+      this.#lastSnapshot = { seq: payload.seq, at: this.#opts.clock.now(), bytes: written.bytes, ms: Math.round(performance.now() - t0), objectStore: written.objectStore }
+      this.#opts.logger.debug({ partition: this.partition, seq: payload.seq, bytes: written.bytes }, 'partition snapshot written')
+    })().finally(() => {
+      this.#snapshotting = null
+    })
+    return this.#snapshotting
+  }
+
+  get lastSnapshot(): PartitionSnapshotStats | null {
+    return this.#lastSnapshot
+  }
+
+  /**
+   * Stops following the stream; with `snapshot`, lets the topology take in what it was handed and
+   * writes a final snapshot first (a failed one is logged and rethrown after the close). Then
+   * closes the topology. Safe twice.
+   */
+  stop(opts: { snapshot: boolean }): Promise<void> {
+    this.#stopped ??= (async () => {
+      await this.#follower.stop()
+      let failed: unknown = null
+      if (opts.snapshot) {
+        await this.#snapshotting?.catch(() => {})
+        try {
+          await this.snapshot()
+        } catch (err) {
+          failed = err
+          this.#opts.logger.error({ partition: this.partition, err }, 'final partition snapshot failed')
+        }
+      } else {
+        await this.#snapshotting?.catch(() => {})
+      }
+      this.#closed = true
+      await this.topology.close()
+      if (failed !== null) throw failed
+    })()
+    return this.#stopped
+  }
+
+  stats() {
+    return {
+      partition: this.partition,
+      processedThrough: this.processedThrough,
+      lag: this.lag,
+      restoredFrom: this.restoredFrom,
+      restored: this.restored,
+      fed: this.#fed,
+      lastSnapshot: this.#lastSnapshot
+    }
+  }
+}
