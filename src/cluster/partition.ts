@@ -63,6 +63,9 @@ export interface PartitionSnapshotStats {
   objectStore: boolean
 }
 
+/** Events handed over between two retention messages to the aggregators (as Engine.recover's chunk). */
+const RETAIN_EVERY = 8192
+
 /** A Topology whose ingest path is never used: appends refused, nothing to replay. */
 function standInLog(end: () => number): TopologyLog {
   return {
@@ -105,6 +108,7 @@ export class PartitionRunner implements AnalyticsReader {
   #closed = false
   /** Highest seq ready() saw the follower caught up to: every event of the partition up to it was handed over. */
   #readyThrough = 0
+  #sinceRetain = 0
 
   private constructor(opts: PartitionRunnerOptions, log: JetStreamLog, restored: PartitionRunner['restored'], topology: Topology, from: number) {
     this.#opts = opts
@@ -120,6 +124,12 @@ export class PartitionRunner implements AnalyticsReader {
       onEvents: (events) => {
         this.#fed += events.length
         this.topology.replay(events)
+        // A long tail must not hold more raw rows than retention allows (as Engine.recover).
+        this.#sinceRetain += events.length
+        if (this.#sinceRetain >= RETAIN_EVERY) {
+          this.#sinceRetain = 0
+          this.#retain()
+        }
       }
     })
   }
