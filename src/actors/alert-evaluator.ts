@@ -44,6 +44,8 @@ export type AlertMessage =
   /** `now`: the evaluation time (cluster mode pins it to the time its windows were fetched for); default the clock. */
   | { type: 'tick'; now?: number }
   | { type: 'snapshot'; reply: (state: AlertState) => void }
+  /** Cluster mode: newer alerts another node recorded (this node just took the alert lease over). */
+  | { type: 'reconcile'; recorded: ReadonlyMap<string, RecordedAlert> }
 
 /**
  * Window statistics: totals and latency sketch of the project's events matching the filters
@@ -174,6 +176,9 @@ export class AlertEvaluator extends Actor<AlertMessage> {
         return
       case 'snapshot':
         message.reply(this.#snapshot())
+        return
+      case 'reconcile':
+        reconcile(this.#states, message.recorded)
         return
       default:
         assertNever(message)

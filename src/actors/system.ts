@@ -16,6 +16,11 @@ export class ActorSystem {
   readonly #actors = new Map<string, AnyActor>()
   #closing: Promise<void> | undefined
 
+  /** Whether close() was called: no actor may be registered any more. */
+  get closed(): boolean {
+    return this.#closing !== undefined
+  }
+
   /**
    * Add an actor under its `name` and return it (so `const a = system.register(new A())`).
    * @throws Error `actor "<name>" is already registered` on a duplicate name

@@ -387,6 +387,8 @@ export class Topology implements AnalyticsReader {
   }
 
   #emit(all: PricedEvent[]): void {
+    // Priced after close() (a cluster partition stopped without draining): nobody reads them any more.
+    if (this.system.closed) return
     const events = this.#dropped.size === 0 ? all : all.filter((e) => !this.#dropped.has(e.project))
     if (events.length === 0) return
     const byAgg = new Map<ModelAggregator, { events: PricedEvent[]; dims: number[] | null }>()

@@ -95,6 +95,7 @@ export class ClusterEngine extends Engine {
   #statusSub: { unsubscribe(): void } | null = null
   #stopping = false
   #alertsFailed = 0
+  #heldAlerts = false
 
   constructor(opts: EngineOptions) {
     if (opts.config.cluster === null) throw new Error('ClusterEngine needs config.cluster (LLMSCOPE_NATS_URL)')
@@ -215,14 +216,8 @@ export class ClusterEngine extends Engine {
     const runner = this.#runners.get(p)
     if (runner === undefined) throw llmsError('LLMS_ERR_UNAVAILABLE', `partition ${p} is being handed over`, { retryAfter: 1 })
     await runner.ready(r.upTo, this.#cfg.queryTimeoutMs)
-    const req = r.req as PartialRequest
-    try {
-      return answerPartial({ reader: runner.topology }, req)
-    } catch (err) {
-      // The log path (a value past a dimension cap): read this partition's events from the stream.
-      if (!/needs the event log/.test((err as Error).message)) throw err
-      return answerPartial({ reader: runner.topology, log: await runner.loadLog() }, req)
-    }
+    // The log path (a value past a dimension cap) reads this partition's events from the stream.
+    return runner.answer((source) => answerPartial(source, r.req as PartialRequest))
   }
 
   /** Asks every partition, counting every event acknowledged before now. */
@@ -287,7 +282,15 @@ export class ClusterEngine extends Engine {
 
   /** The evaluator's tick, on the one node holding `lease.alerts`: windows first, from every partition. */
   #alertTick(): void {
-    if (this.#alertPass !== null || this.#membership === null || !this.#membership.holdsAlerts() || this.#stopping) return
+    const holds = this.#membership?.holdsAlerts() === true
+    if (!holds) this.#heldAlerts = false
+    if (this.#alertPass !== null || !holds || this.#stopping) return
+    if (!this.#heldAlerts) {
+      // Just took the lease over: what the previous holder recorded wins over this node's own
+      // (older) view, so nothing fires twice.
+      this.#heldAlerts = true
+      this.topology.alerts.send({ type: 'reconcile', recorded: this.alertEvents.latestByRule() })
+    }
     this.#alertPass = (async () => {
       const now = this.#opts.clock.now()
       const rules = this.rules.list().filter((r) => r.enabled)
