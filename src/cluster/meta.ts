@@ -88,6 +88,8 @@ export class ClusterMeta {
     const loadMs = this.#opts.loadTimeoutMs ?? LOAD_TIMEOUT_MS
     const kvm = new Kvm(nc)
     const [metaKv, alertsKv] = await Promise.all([kvm.open(this.#opts.metaBucket), kvm.open(this.#opts.alertsBucket)])
+    // Binding does not look: a missing bucket must fail here, before any store leaves its data dir.
+    await Promise.all([metaKv.status(), alertsKv.status()])
 
     const meta = new BucketMirror(metaKv, this.#opts.metaBucket, log, applyMs, (key, value) => {
       for (const [store, prefix] of [[stores.projects, META_PREFIX.projects], [stores.apiKeys, META_PREFIX.apiKeys], [stores.rules, META_PREFIX.rules]] as const) {

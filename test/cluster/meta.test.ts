@@ -104,9 +104,22 @@ t.test('nodes sharing the buckets mirror each other', async (t) => {
     await kvm.create(ALERTS, { history: 1 })
     await nc.close()
   }
-  const dirA = t.testdir({ a: {}, b: {}, c: {} })
+  const dirA = t.testdir({ a: {}, b: {}, c: {}, x: {} })
   const a = await startNode(t, 'a', url, `${dirA}/a`, T0)
   const b = await startNode(t, 'b', url, `${dirA}/b`, T0 + 60_000)
+
+  await t.test('a missing bucket fails attach, and the stores stay on their data dir', async (t) => {
+    const nc = await connect({ servers: url })
+    t.teardown(() => nc.close())
+    const stores = openStores(`${dirA}/x`)
+    t.teardown(() => stores.close())
+    const projects = new ProjectStore(stores.projects, T0)
+    const meta = new ClusterMeta({ nc, metaBucket: 'no-such-bucket', alertsBucket: ALERTS, log: silentLog })
+    await t.rejects(meta.attach({ projects, apiKeys: new ApiKeyStore(stores.apiKeys), rules: new RuleStore(stores.rules), alertEvents: new AlertEventStore(stores.alertEvents) }))
+    await projects.create({ id: 'local-only' }, T0)
+    t.ok(projects.exists('local-only'), 'written to LMDB as on a single node')
+    await t.rejects(meta.attach({ projects, apiKeys: new ApiKeyStore(stores.apiKeys), rules: new RuleStore(stores.rules), alertEvents: new AlertEventStore(stores.alertEvents) }), /stopped/, 'not twice')
+  })
 
   await t.test('`default` is written once, by the first node, and every node holds that one', async (t) => {
     t.equal(a.projects.get('default')?.created_at, new Date(T0).toISOString())
@@ -247,5 +260,17 @@ t.test('nodes sharing the buckets mirror each other', async (t) => {
     t.equal(b2.rules.get(rule.id), undefined, 'the removed rule is gone')
     t.same(b2.projects.list(), a.projects.list())
     t.same(b2.apiKeys.list(), a.apiKeys.list())
+
+    // A project's purge (the engine's part): its rules and alert events go on every node.
+    await a.projects.create({ id: 'doomed' }, T0 + 20_000)
+    const r = await a.rules.create({ name: 'latency', condition: 'avg_latency', threshold: 1000, enabled: true, window_seconds: 300, comparator: 'gt', cooldown_seconds: 60, min_samples: 1 }, T0 + 21_000, 'doomed')
+    const ev = a.alertEvents.record(transition(r, 'firing', T0 + 22_000), 'none')
+    await waitFor(() => b2.rules.countIn('doomed') === 1 && b2.alertEvents.get(ev.id) !== undefined, 'doomed rule and alert event on B')
+    t.equal(await a.rules.removeProject('doomed'), 1)
+    t.equal(await a.alertEvents.removeRules(new Set([r.id])), 1)
+    t.equal(a.rules.countIn('doomed'), 0, 'gone on A when removeProject resolves')
+    t.equal(a.alertEvents.get(ev.id), undefined)
+    await waitFor(() => b2.rules.countIn('doomed') === 0 && b2.alertEvents.get(ev.id) === undefined, 'gone on B')
+    t.same(b2.alertEvents.list({ limit: 100 }), a.alertEvents.list({ limit: 100 }))
   })
 })
