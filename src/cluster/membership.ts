@@ -183,6 +183,7 @@ export class Membership {
 
   #phase: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' | 'crashed' = 'new'
   #stopped: Promise<void> | null = null
+  #starting: Promise<void> | null = null
   #timers: NodeJS.Timeout[] = []
   #watch: { stop(): void } | null = null
   #watchEpoch = 0
@@ -228,8 +229,9 @@ export class Membership {
   async start(): Promise<void> {
     if (this.#phase !== 'new') throw new Error(`Membership.start: already ${this.#phase}`)
     this.#phase = 'starting'
+    this.#starting = this.#start()
     try {
-      await this.#start()
+      await this.#starting
     } catch (err) {
       if (this.#phase === 'starting') {
         this.#phase = 'stopped'
@@ -298,6 +300,12 @@ export class Membership {
     }
     this.#phase = 'stopping'
     const { log, nodeId } = this.#o
+    // Stopped while starting: let start settle (it sees 'stopping' and takes nothing).
+    await this.#starting?.catch(() => {})
+    if (this.#kv === null) {
+      this.#phase = 'stopped'
+      return
+    }
     // Acquires and handovers in flight finish first (their leases keep being renewed).
     while (this.#work.size > 0) await Promise.allSettled([...this.#work])
     await Promise.allSettled(
@@ -401,7 +409,7 @@ export class Membership {
   async #startWatch(): Promise<{ loaded: Promise<void> }> {
     const epoch = ++this.#watchEpoch
     const iter = await this.#kv!.watch({ key: '>' })
-    if (this.#phase === 'crashed' || this.#phase === 'stopped') {
+    if (this.#phase !== 'starting' && this.#phase !== 'running') {
       iter.stop()
       return { loaded: Promise.resolve() }
     }
@@ -469,17 +477,23 @@ export class Membership {
     }
   }
 
-  /** Keys whose holder has not written for half a lease: get them (NATS 2.9 expiries are silent). */
-  async #refreshStale(): Promise<void> {
+  /** Others' live keys not written for `ms` (our own are known without looking). */
+  #stale(ms: number): string[] {
     const now = this.#clock()
-    const stale: string[] = []
+    const out: string[] = []
     for (const [key, s] of this.#view) {
-      if (s.node === null || now - s.seenAt < this.#ttl / 2) continue
+      if (s.node === null || now - s.seenAt < ms) continue
       if (key === nodeKey(this.#o.nodeId)) continue
       const id: LeaseId | null = key === 'lease.alerts' ? 'alerts' : key.startsWith('lease.p') ? Number(key.slice(7)) : null
       if (id !== null && this.#held.has(id)) continue
-      stale.push(key)
+      out.push(key)
     }
+    return out
+  }
+
+  /** Keys whose holder has not written for half a lease: get them (NATS 2.9 expiries are silent). */
+  async #refreshStale(): Promise<void> {
+    const stale = this.#stale(this.#ttl / 2)
     await Promise.all(
       stale.map(async (key) => {
         try {
@@ -577,6 +591,9 @@ export class Membership {
     for (const h of this.#held.values()) {
       if (h.state !== 'lost' && now - h.renewedAt >= this.#ttl - this.#guardMs) this.#lose(h, 'not renewed within the lease')
     }
+    // A key unwritten for a whole lease has expired by now (silently on NATS 2.9): look at once
+    // rather than at the next tick, so a dead node's partitions move a lease after its last write.
+    if (this.#phase === 'running' && this.#stale(this.#ttl).length > 0) this.#schedule()
   }
 
   #lose(h: Held, why: string): void {

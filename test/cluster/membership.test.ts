@@ -78,6 +78,12 @@ class Bed {
   readonly stopped = new Set<string>()
   /** acquire throws for these (node:p), once each. */
   readonly failOnce = new Set<string>()
+  /** acquire of (node:p) waits for this promise. */
+  readonly gates = new Map<string, Promise<void>>()
+  /** release throws for these nodes (after its bookkeeping). */
+  readonly failRelease = new Set<string>()
+  /** Each node's own connection. */
+  readonly nc = new Map<string, NatsConnection>()
   #sampler: NodeJS.Timeout | null = null
   kv!: KV
 
@@ -114,6 +120,7 @@ class Bed {
   async add(id: string): Promise<Membership> {
     const nc = await connect({ servers: this.urls })
     this.conns.push(nc)
+    this.nc.set(id, nc)
     const m: Membership = new Membership({
       nc,
       bucket: this.bucket,
@@ -126,6 +133,7 @@ class Bed {
         this.acquires.push({ node: id, p, at: iv.start })
         // Loading a snapshot takes a moment.
         await new Promise((r) => setTimeout(r, 5 + Math.random() * 20))
+        await this.gates.get(`${id}:${p}`)
         if (this.failOnce.delete(`${id}:${p}`)) {
           iv.end = performance.now()
           this.intervals.push(iv)
@@ -142,6 +150,7 @@ class Bed {
         const iv = this.intervals.find((i) => i.node === id && i.p === p && i.end === null)
         if (iv === undefined) this.violations.push(`release(${p}, ${reason}) on ${id} without a served interval`)
         else iv.end = performance.now()
+        if (this.failRelease.has(id)) throw new Error('snapshot write failed')
       }
     })
     this.nodes.set(id, m)
@@ -295,7 +304,6 @@ t.test('crash: the others take over after the TTL; release never called on the c
   t.same(b.releases.filter((r) => r.node === victim), [], 'release never called on the crashed node')
   t.same(b.overlaps(), [], 'no overlap (the crashed node counts as serving until its crash)')
   t.same(b.violations, [])
-  t.ok(b.running().every((m) => m.stats().lost === 0), 'no live node lost a lease')
 })
 
 t.test('a 4th node joins: rebalance converges, a few at a time, never two owners at once', async (t) => {
@@ -327,21 +335,54 @@ t.test('a 4th node joins: rebalance converges, a few at a time, never two owners
 
 t.test('lost lease: another holder written over ours → release(p, "lost") at once; expired key retaken (no delete marker on 2.9)', async (t) => {
   const b = await bed(t)
+  let open!: () => void
+  b.gates.set('a:7', new Promise<void>((r) => (open = r)))
   const a = await b.add('a')
-  await waitFor('a serves everything', () => a.owned().size === P && a.holdsAlerts(), 2 * LEASE_MS)
-  // An intruder overwrites p3 (as if a's lease had expired and someone took it).
+  await waitFor('a serves everything but p7, whose acquire is under way', () => a.owned().size === P - 1 && a.holdsAlerts() && b.acquires.some((x) => x.p === 7), 2 * LEASE_MS)
+  // An intruder overwrites p3 and p7 (as if a's leases had expired and someone took them).
   const t0 = performance.now()
   await b.kv.put('lease.p3', JSON.stringify({ node: 'intruder', at: Date.now() }))
-  await waitFor('a lets p3 go', () => !a.owned().has(3), LEASE_MS)
+  await b.kv.put('lease.p7', JSON.stringify({ node: 'intruder', at: Date.now() }))
+  await waitFor('a lets p3 go', () => !a.owned().has(3) && a.stats().lost === 2, LEASE_MS)
   t.ok(performance.now() - t0 < LEASE_MS / 2, 'at once, from the watch')
   t.same(b.releases.map((r) => [r.p, r.reason]), [[3, 'lost']])
-  t.equal(a.stats().lost, 1)
   t.equal(a.owners().get(3), 'intruder')
-  t.same(a.stats().unowned, [3], 'a holder without a heartbeat is not an owner')
-  // Nobody renews the intruder's key: it expires (silently on NATS 2.9) and a takes p3 back.
-  await waitFor('a serves p3 again', () => a.owned().has(3), 3 * LEASE_MS)
+  t.same(a.stats().unowned, [3, 7], 'a holder without a heartbeat is not an owner')
+  // p7 was lost while being acquired: released as lost once its acquire finishes, never served.
+  open()
+  await waitFor('p7 released as lost', () => b.releases.some((r) => r.p === 7), LEASE_MS)
+  t.same(b.releases.map((r) => [r.p, r.reason]), [[3, 'lost'], [7, 'lost']])
+  t.notOk(a.owned().has(7))
+  // Nobody renews the intruder's keys: they expire (silently on NATS 2.9) and a takes them back.
+  await waitFor('a serves p3 and p7 again', () => a.owned().has(3) && a.owned().has(7), 3 * LEASE_MS)
   t.equal(a.owners().get(3), 'a')
   t.same(b.violations, [])
+})
+
+t.test('cut off from NATS: leases lost by the node\'s own clock before the others take them', async (t) => {
+  const b = await bed(t)
+  await Promise.all(['a', 'b', 'c'].map((id) => b.add(id)))
+  await waitFor('3 nodes balanced', () => b.balanced(), 4 * LEASE_MS)
+  const victim = b.running().find((m) => m.holdsAlerts())!
+  const id = victim.nodeId
+  const had = [...victim.owned()]
+  b.failRelease.add(id)
+  const cutAt = performance.now()
+  await b.nc.get(id)!.close()
+  await waitFor('the cut-off node serves nothing', () => victim.owned().size === 0 && !victim.holdsAlerts(), 2 * LEASE_MS)
+  const gone = performance.now() - cutAt
+  t.ok(gone <= LEASE_MS, `lost within the lease (${gone.toFixed(0)} ms)`)
+  t.same(b.releases.filter((r) => r.node === id).map((r) => r.p).sort((x, y) => x - y), had.sort((x, y) => x - y), 'release called for each')
+  t.ok(b.releases.filter((r) => r.node === id).every((r) => r.reason === 'lost'), 'as lost (and a throwing release changes nothing)')
+  t.equal(victim.stats().lost, had.length + 1, 'partitions and the alerts lease')
+  // The others see its heartbeat and leases expire and share its partitions.
+  b.stopped.add(id)
+  await waitFor('the 2 others balanced', () => b.balanced(), 3 * LEASE_MS)
+  t.same(b.overlaps(), [], 'released before anyone else acquired')
+  t.same(b.violations, [])
+  b.stopped.delete(id)
+  await victim.stop()
+  b.stopped.add(id)
 })
 
 t.test('acquire throws: the lease is given back, release not called, taken again later', async (t) => {
@@ -371,4 +412,18 @@ t.test('options and lifecycle: bad options throw naming the option; a missing bu
   await idle.stop()
   t.same(idle.nodes(), [])
   t.equal(idle.holdsAlerts(), false)
+  await t.rejects(idle.start(), /already stopped/)
+
+  // Stopped while starting: start settles, nothing is taken, no heartbeat is left behind.
+  const kv = await new Kvm(nc).create('early-cluster', { history: 1, ttl: LEASE_MS })
+  t.teardown(() => kv.destroy().catch(() => {}))
+  let acquired = 0
+  const early = new Membership({ ...base, bucket: 'early-cluster', acquire: async () => void acquired++ })
+  const starting = early.start()
+  await early.stop()
+  await starting
+  t.equal(acquired, 0, 'nothing acquired')
+  t.not((await kv.get('node.a'))?.operation, 'PUT', 'heartbeat deleted')
+  t.same(early.nodes(), [])
+  t.same(early.stats().owned, [])
 })
