@@ -29,7 +29,7 @@ import { PartitionSnapshots } from './snapshots.js'
 import { PartitionRunner } from './partition.js'
 import { ClusterFeed, publishAlert } from './feed.js'
 import { askAll, QueryResponder, type PartitionRequest } from './query.js'
-import { answerPartial, clusterBreakdown, clusterCosts, clusterDimensions, clusterMetrics, clusterTimeseries, clusterWindows, type PartialRequest } from '../analytics/partials.js'
+import { answerPartial, PartitionMovedError, clusterBreakdown, clusterCosts, clusterDimensions, clusterMetrics, clusterTimeseries, clusterWindows, type PartialRequest } from '../analytics/partials.js'
 import type { Aggregate } from '../analytics/aggregate.js'
 import { llmsError } from '../errors.js'
 import { seqOfEventId, type PendingEvent, type PricedEvent, type StoredEvent } from '../events.js'
@@ -96,6 +96,9 @@ export class ClusterEngine extends Engine {
   #stopping = false
   #alertsFailed = 0
   #heldAlerts = false
+  #compactedAt = -Infinity
+  /** Breakdowns between their two rounds, by query id: each holds its partition's state (PartitionRunner.hold). */
+  readonly #holds = new Map<string, () => void>()
 
   constructor(opts: EngineOptions) {
     if (opts.config.cluster === null) throw new Error('ClusterEngine needs config.cluster (LLMSCOPE_NATS_URL)')
@@ -215,9 +218,33 @@ export class ClusterEngine extends Engine {
   async #answer(p: number, r: PartitionRequest): Promise<unknown> {
     const runner = this.#runners.get(p)
     if (runner === undefined) throw llmsError('LLMS_ERR_UNAVAILABLE', `partition ${p} is being handed over`, { retryAfter: 1 })
+    const req = r.req as PartialRequest
+    const ask = (): Promise<unknown> => runner.answer((source) => answerPartial(source, req))
+    if (req.kind === 'breakdown-sketches') {
+      // Round 2 of a breakdown reads the state round 1 read (held since), then lets it move on.
+      const release = this.#holds.get(`${p}:${req.qid}`)
+      if (release !== undefined) {
+        try {
+          return await ask()
+        } finally {
+          release()
+        }
+      }
+    }
     await runner.ready(r.upTo, this.#cfg.queryTimeoutMs)
+    if (req.kind === 'breakdown') {
+      const release = runner.hold(this.#cfg.queryTimeoutMs)
+      const key = `${p}:${req.qid}`
+      const done = () => {
+        this.#holds.delete(key)
+        release()
+      }
+      this.#holds.set(key, done)
+      setTimeout(done, this.#cfg.queryTimeoutMs).unref()
+      await runner.topology.sync()
+    }
     // The log path (a value past a dimension cap) reads this partition's events from the stream.
-    return runner.answer((source) => answerPartial(source, r.req as PartialRequest))
+    return ask()
   }
 
   /** Asks every partition, counting every event acknowledged before now. */
@@ -231,7 +258,17 @@ export class ClusterEngine extends Engine {
     metrics: (q) => clusterMetrics(this.#ask, q),
     costs: (q) => clusterCosts(this.#ask, q),
     timeseries: (q, intervalMs) => clusterTimeseries(this.#ask, q, intervalMs),
-    breakdown: (q, by, sort, limit) => clusterBreakdown(this.#ask, q, by, sort, limit),
+    breakdown: async (q, by, sort, limit) => {
+      // A partition that moved between the two rounds (handed over meanwhile): ask again, then 503.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await clusterBreakdown(this.#ask, q, by, sort, limit)
+        } catch (err) {
+          if (!(err instanceof PartitionMovedError)) throw err
+          if (attempt === 3) throw llmsError('LLMS_ERR_UNAVAILABLE', `${err.message}; retry shortly`, { retryAfter: 1 })
+        }
+      }
+    },
     dimensions: (project) => clusterDimensions(this.#ask, project)
   }
 
@@ -285,13 +322,21 @@ export class ClusterEngine extends Engine {
     const holds = this.#membership?.holdsAlerts() === true
     if (!holds) this.#heldAlerts = false
     if (this.#alertPass !== null || !holds || this.#stopping) return
-    if (!this.#heldAlerts) {
-      // Just took the lease over: what the previous holder recorded wins over this node's own
-      // (older) view, so nothing fires twice.
-      this.#heldAlerts = true
-      this.topology.alerts.send({ type: 'reconcile', recorded: this.alertEvents.latestByRule() })
-    }
+    const takeover = !this.#heldAlerts
     this.#alertPass = (async () => {
+      if (takeover) {
+        // Just took the lease over: every record of the previous holder first (alert ids go on
+        // after its), and what it recorded wins over this node's own older view, so nothing
+        // fires twice.
+        await this.#meta!.caughtUp()
+        this.topology.alerts.send({ type: 'reconcile', recorded: this.alertEvents.latestByRule() })
+        this.#heldAlerts = true
+      }
+      // Delete markers of pruned alert events, revoked keys and removed rules: purged hourly by the holder.
+      if (this.#opts.clock.now() - this.#compactedAt >= 3_600_000) {
+        this.#compactedAt = this.#opts.clock.now()
+        await this.#meta!.compact().catch((err: unknown) => this.#opts.logger.warn({ err }, 'metadata compaction failed'))
+      }
       const now = this.#opts.clock.now()
       const rules = this.rules.list().filter((r) => r.enabled)
       const qs = new Map<string, WindowQuery>()

@@ -106,6 +106,10 @@ export class PartitionRunner implements AnalyticsReader {
   #lastSnapshot: PartitionSnapshotStats | null = null
   #stopped: Promise<void> | null = null
   #closed = false
+  /** Holds in force (see hold()) and the batches the follower handed over meanwhile. */
+  #holds = 0
+  #held: StoredEvent[][] = []
+  #holdWaiters: Array<() => void> = []
   /** Highest seq ready() saw the follower caught up to: every event of the partition up to it was handed over. */
   #readyThrough = 0
   #sinceRetain = 0
@@ -123,7 +127,8 @@ export class PartitionRunner implements AnalyticsReader {
       log: opts.logger,
       onEvents: (events) => {
         this.#fed += events.length
-        this.topology.replay(events)
+        if (this.#holds > 0) this.#held.push(events)
+        else this.topology.replay(events)
         // A long tail must not hold more raw rows than retention allows (as Engine.recover).
         this.#sinceRetain += events.length
         if (this.#sinceRetain >= RETAIN_EVERY) {
@@ -229,6 +234,12 @@ export class PartitionRunner implements AnalyticsReader {
     const deadline = performance.now() + timeoutMs
     if (this.#stopped !== null) throw new Error(`partition ${this.partition} is stopped`)
     await this.#follower.caughtUp(upTo, timeoutMs)
+    // Events handed over during a hold are not in the topology yet: wait for it to end.
+    while (this.#holds > 0) {
+      const left = deadline - performance.now()
+      if (left <= 0) throw new Error(`partition ${this.partition}: held by another query for ${timeoutMs} ms`)
+      await within(new Promise<void>((resolve) => this.#holdWaiters.push(resolve)), left, `partition ${this.partition}: held by another query for ${timeoutMs} ms`)
+    }
     this.#readyThrough = Math.max(this.#readyThrough, upTo)
     await within(this.topology.sync(), deadline - performance.now(), `partition ${this.partition}: its aggregators did not catch up to seq ${upTo} within ${timeoutMs} ms`)
   }
@@ -267,6 +278,32 @@ export class PartitionRunner implements AnalyticsReader {
       if (!/needs the event log/.test((err as Error).message)) throw err
     }
     return run({ reader: this.topology, log: await this.loadLog(project) })
+  }
+
+  /**
+   * Freezes what queries read (a breakdown's two rounds must read the same state): events the
+   * follower hands over from now on wait, the ones already handed over reach the aggregators
+   * (await `topology.sync()` after taking the hold), and the release (idempotent; also after
+   * `maxMs`) replays the waiting ones in order.
+   */
+  hold(maxMs: number): () => void {
+    this.#holds++
+    let released = false
+    const release = () => {
+      if (released) return
+      released = true
+      clearTimeout(timer)
+      if (--this.#holds > 0) return
+      const held = this.#held
+      this.#held = []
+      if (!this.#closed) for (const events of held) this.topology.replay(events)
+      const waiters = this.#holdWaiters
+      this.#holdWaiters = []
+      for (const w of waiters) w()
+    }
+    const timer = setTimeout(release, maxMs)
+    timer.unref()
+    return release
   }
 
   /** Sends the aggregators the retention policy for now (as Engine.retain). */

@@ -120,6 +120,50 @@ t.test('answers from every node equal the single-node answer', async (t) => {
   t.equal((await b.app.inject({ url: '/analytics/metrics', headers: { ...adminHeaders, 'x-llmscope-project': 'checkout' } })).json().total_requests, before + 1)
 })
 
+t.test('a breakdown during ingestion is consistent (its two rounds read one state per partition)', async (t) => {
+  let stop = false
+  const load = (async () => {
+    let n = 0
+    while (!stop) {
+      const body = Array.from({ length: 25 }, (_, i) => ({ model: i % 2 === 0 ? 'gpt-4o' : 'my-llm', prompt_tokens: 10 + i, completion_tokens: 5, latency_ms: 1 + ((n + i) % 97), user_id: `load${(n + i) % 40}`, tags: i % 3 === 0 ? ['x', 'y'] : ['x'] }))
+      const r = await a.app.inject({ method: 'POST', url: '/events/batch', headers: { ...adminHeaders, 'x-llmscope-project': 'search' }, payload: body })
+      t.equal(r.statusCode, 202)
+      n += 25
+    }
+  })()
+  const headers = { ...adminHeaders, 'x-llmscope-project': 'search' }
+  for (let i = 0; i < 12; i++) {
+    const by = i % 2 === 0 ? 'user_id' : 'tag'
+    const r = await b.app.inject({ url: `/analytics/breakdown?by=${by}&limit=3`, headers })
+    t.equal(r.statusCode, 200, r.body)
+    const body = r.json()
+    const sum = body.groups.reduce((n: number, g: { requests: number }) => n + g.requests, 0) + (body.other?.requests ?? 0)
+    if (by === 'user_id') t.equal(sum, body.total.requests, 'groups and other add up to the total')
+    else t.ok(sum >= body.total.requests, 'tag groups count an event once per tag')
+  }
+  stop = true
+  await load
+})
+
+t.test('an alert fires once for the cluster and is listed on every node', async (t) => {
+  const rule = await a.app.inject({ method: 'POST', url: '/alerts/rules', headers: adminHeaders, payload: { name: 'busy', condition: 'requests_per_minute', threshold: 5, window_seconds: 60, cooldown_seconds: 3600 } })
+  t.equal(rule.statusCode, 201, rule.body)
+  const id = rule.json().id as string
+  const now = Date.now()
+  const body = Array.from({ length: 30 }, (_, i) => ({ timestamp: new Date(now - i * 100).toISOString(), model: 'gpt-4o', prompt_tokens: 10, completion_tokens: 5, latency_ms: 20 }))
+  t.equal((await b.app.inject({ method: 'POST', url: '/events/batch', headers: adminHeaders, payload: body })).statusCode, 202)
+  const firings = async (node: TestApp) => ((await node.app.inject({ url: `/alerts/events?rule_id=${id}`, headers: adminHeaders })).json().events as Array<{ state: string }>).filter((e) => e.state === 'firing')
+  await waitFor('the rule fires', async () => (await firings(a)).length > 0 && (await firings(b)).length > 0, 30_000)
+  // Two more evaluations by the lease holder: still one firing notification cluster-wide (cooldown one hour).
+  const holder = [a, b].find((n) => (n.engine.clusterStatus() as { alerts_lease: boolean }).alerts_lease)
+  t.ok(holder !== undefined, 'one node holds the alert lease')
+  const evaluated = holder!.engine.ruleState(id)?.lastEvalAt ?? 0
+  await waitFor('two more evaluations', () => (holder!.engine.ruleState(id)?.lastEvalAt ?? 0) >= evaluated + 2000, 30_000)
+  t.equal([a, b].filter((n) => (n.engine.clusterStatus() as { alerts_lease: boolean }).alerts_lease).length, 1, 'exactly one holder')
+  t.equal((await firings(a)).length, 1, 'one firing record, seen from a')
+  t.equal((await firings(b)).length, 1, 'the same one from b')
+})
+
 t.test('a partition without a live owner answers 503 naming it, then the other node takes over', async (t) => {
   await a.engine.destroy()
   const res = await b.app.inject({ url: '/analytics/metrics', headers: adminHeaders })
