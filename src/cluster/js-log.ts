@@ -8,7 +8,7 @@
  * within the stream's 2-minute dedupe window is stored once and acknowledged with its first seq.
  */
 import { nanoid } from 'nanoid'
-import { DeliverPolicy, JetStreamApiCodes, JetStreamApiError, type PubAck } from '@nats-io/jetstream'
+import { DeliverPolicy, JetStreamApiCodes, JetStreamApiError, type Consumer, type PubAck } from '@nats-io/jetstream'
 import { llmsError } from '../errors.js'
 import type { PendingEvent, StoredEvent } from '../events.js'
 import type { Appended } from '../store/event-log.js'
@@ -173,19 +173,32 @@ export class JetStreamLog {
    * Every stored event with `from <= seq <= to` (`to` defaults to the stream's last seq when the
    * read starts), filtered by partition and/or project, in seq order, in batches of up to
    * {@link READ_BATCH}. Bounded: it ends at `to` or at the last matching event, whichever comes
-   * first; it fails (rather than hang) when nothing arrives for {@link READ_IDLE_TIMEOUT_MS}.
+   * first; it fails (rather than hang) when its consumer cannot be made, or a batch does not
+   * arrive, within {@link READ_IDLE_TIMEOUT_MS}.
    */
   async *read(from: number, opts: ReadOptions = {}): AsyncIterable<StoredEvent[]> {
     const { js, names } = this.#h
     const to = opts.to ?? (await this.lastSeq())
     const start = Math.max(1, from)
     if (start > to) return
-    const consumer = await js.consumers.get(names.stream, {
-      filter_subjects: this.filterOf(opts),
-      deliver_policy: DeliverPolicy.StartSequence,
-      opt_start_seq: start,
-      inactive_threshold: 60_000
-    })
+    // Making the consumer can time out for a while after a NATS server died (the meta leader
+    // may place it on the dead server until it notices): retry until the idle timeout.
+    const deadline = Date.now() + READ_IDLE_TIMEOUT_MS
+    let consumer: Consumer
+    for (;;) {
+      try {
+        consumer = await js.consumers.get(names.stream, {
+          filter_subjects: this.filterOf(opts),
+          deliver_policy: DeliverPolicy.StartSequence,
+          opt_start_seq: start,
+          inactive_threshold: 60_000
+        })
+        break
+      } catch (err) {
+        if (Date.now() >= deadline || (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound)) throw err
+        await new Promise((r) => setTimeout(r, 250))
+      }
+    }
     try {
       // Each fetch asks for at most what is pending (exact for the filter), so it completes as
       // soon as those arrive instead of waiting for its expiry; pending only grows meanwhile.

@@ -65,27 +65,17 @@ export async function connectCluster(cfg: ClusterConfig, opts: { log: Log; name?
     const objm = new Objm(js)
     const servers = nc.info?.connect_urls?.length ?? 1
     const replicas = cfg.replicas > 0 ? cfg.replicas : Math.max(1, Math.min(3, servers))
-    await ensureStream(jsm, names, replicas, log)
-    await retryExists(() => kvm.create(names.clusterBucket, { history: 1, ttl: cfg.leaseMs, replicas, storage: StorageType.File }))
-    const meta = await retryExists(() => kvm.create(names.metaBucket, { history: 1, replicas, storage: StorageType.File }))
-    await retryExists(() => kvm.create(names.alertsBucket, { history: 1, replicas, storage: StorageType.File }))
-    await retryExists(() => objm.create(names.snapshotBucket, { replicas, storage: StorageType.File }))
-    // The partition count is fixed when the stream is made: every node must agree on it.
+    // A NATS cluster that has just started may refuse placements for a moment ("no suitable
+    // peers", "temporarily unavailable"): retry everything but a partition-count mismatch.
+    const deadline = Date.now() + (opts.firstConnectTimeoutMs ?? FIRST_CONNECT_TIMEOUT_MS)
     for (let attempt = 0; ; attempt++) {
-      const entry = await meta.get('config')
-      if (entry !== null && entry.operation === 'PUT') {
-        const have = (entry.json() as { partitions?: unknown }).partitions
-        if (have !== cfg.partitions) {
-          throw new Error(`the event stream ${names.stream} was made with ${String(have)} partitions and LLMSCOPE_PARTITIONS is ${cfg.partitions}: set LLMSCOPE_PARTITIONS=${String(have)} (or use another LLMSCOPE_CLUSTER_NAME)`)
-        }
-        break
-      }
       try {
-        await meta.create('config', JSON.stringify({ partitions: cfg.partitions }))
+        await ensureAll({ jsm, kvm, objm, names }, cfg, replicas, log)
         break
       } catch (err) {
-        // Another node created it between our get and create: read theirs (once more at most).
-        if (attempt >= 2) throw err
+        if (err instanceof PartitionMismatch || Date.now() > deadline) throw err
+        if (attempt === 0) log.warn({ err: err instanceof Error ? err.message : String(err) }, 'cluster: JetStream is not ready yet, retrying')
+        await new Promise((r) => setTimeout(r, 500))
       }
     }
     log.info({ servers: cfg.servers, natsServers: servers, replicas, partitions: cfg.partitions, stream: names.stream }, 'cluster: connected to NATS JetStream')
@@ -132,6 +122,37 @@ function watchStatus(nc: NatsConnection, log: Log): void {
       else if (s.type === 'reconnect') log.info({ server: s.server }, 'cluster: reconnected to NATS')
     }
   })().catch(() => {})
+}
+
+/** A node whose LLMSCOPE_PARTITIONS differs from the stream's: never retried. */
+class PartitionMismatch extends Error {}
+
+/** Ensures the stream, buckets and object store, and the meta KV `config` ({ partitions }). */
+async function ensureAll(h: { jsm: JetStreamManager; kvm: Kvm; objm: Objm; names: ClusterNames }, cfg: ClusterConfig, replicas: number, log: Log): Promise<void> {
+  const { jsm, kvm, objm, names } = h
+  await ensureStream(jsm, names, replicas, log)
+  await retryExists(() => kvm.create(names.clusterBucket, { history: 1, ttl: cfg.leaseMs, replicas, storage: StorageType.File }))
+  const meta = await retryExists(() => kvm.create(names.metaBucket, { history: 1, replicas, storage: StorageType.File }))
+  await retryExists(() => kvm.create(names.alertsBucket, { history: 1, replicas, storage: StorageType.File }))
+  await retryExists(() => objm.create(names.snapshotBucket, { replicas, storage: StorageType.File }))
+  // The partition count is fixed when the stream is made: every node must agree on it.
+  for (let attempt = 0; ; attempt++) {
+    const entry = await meta.get('config')
+    if (entry !== null && entry.operation === 'PUT') {
+      const have = (entry.json() as { partitions?: unknown }).partitions
+      if (have !== cfg.partitions) {
+        throw new PartitionMismatch(`the event stream ${names.stream} was made with ${String(have)} partitions and LLMSCOPE_PARTITIONS is ${cfg.partitions}: set LLMSCOPE_PARTITIONS=${String(have)} (or use another LLMSCOPE_CLUSTER_NAME)`)
+      }
+      break
+    }
+    try {
+      await meta.create('config', JSON.stringify({ partitions: cfg.partitions }))
+      break
+    } catch (err) {
+      // Another node created it between our get and create: read theirs (once more at most).
+      if (attempt >= 2) throw err
+    }
+  }
 }
 
 async function ensureStream(jsm: JetStreamManager, names: ClusterNames, replicas: number, log: Log): Promise<void> {
