@@ -306,28 +306,33 @@ t.test('crash: the others take over after the TTL; release never called on the c
   t.same(b.violations, [])
 })
 
-t.test('a 4th node joins: rebalance converges, a few at a time, never two owners at once', async (t) => {
+t.test('nodes join one by one: each join rebalances a few at a time to the HRW map, never two owners at once', async (t) => {
   const b = await bed(t)
-  await Promise.all(['a', 'b', 'c'].map((id) => b.add(id)))
-  await waitFor('3 nodes balanced', () => b.balanced(), 4 * LEASE_MS)
-  const before = new Map([...b.served()].map(([p, n]) => [p, n[0]!]))
-  const joinAt = performance.now()
-  await b.add('d')
-  const took = await waitFor('4 nodes balanced', () => b.balanced(), 4 * LEASE_MS)
-  t.comment(`join → balanced on 4 nodes in ${took.toFixed(0)} ms`)
-  const desired = assignPartitions(['a', 'b', 'c', 'd'], P)
-  for (const [p, nodes] of b.served()) t.equal(nodes[0], desired[p], `p${p} on its HRW owner`)
-  const handovers = b.releases.filter((r) => r.at > joinAt)
-  t.ok(handovers.every((r) => r.reason === 'rebalance'), 'released for rebalance')
-  const moved = [...before].filter(([p, n]) => desired[p] !== n).map(([p]) => p)
-  t.same(handovers.map((r) => r.p).sort((x, y) => x - y), moved.sort((x, y) => x - y), 'exactly the partitions whose owner changed moved, once each')
-  // A few at a time: never more than 2 released-and-not-yet-taken per node.
-  for (const node of ['a', 'b', 'c']) {
-    const mine = handovers.filter((r) => r.node === node)
-    for (const r of mine) {
-      const pending = mine.filter((o) => o.at <= r.at && !b.acquires.some((a) => a.p === o.p && a.node === 'd' && a.at < r.at)).length
-      t.ok(pending <= 2, `${node}: ${pending} handovers in flight when p${r.p} was released`)
+  await b.add('a')
+  await waitFor('a serves everything', () => b.balanced(), 2 * LEASE_MS)
+  const members = ['a']
+  for (const joiner of ['b', 'c', 'd']) {
+    const before = new Map([...b.served()].map(([p, n]) => [p, n[0]!]))
+    const joinAt = performance.now()
+    await b.add(joiner)
+    members.push(joiner)
+    const took = await waitFor(`${members.length} nodes balanced`, () => b.balanced(), 4 * LEASE_MS)
+    t.comment(`${joiner} joins → balanced on ${members.length} nodes in ${took.toFixed(0)} ms`)
+    const desired = assignPartitions(members, P)
+    for (const [p, nodes] of b.served()) if (nodes[0] !== desired[p]) t.fail(`p${p} on ${nodes[0]}, its HRW owner is ${desired[p]}`)
+    const handovers = b.releases.filter((r) => r.at > joinAt)
+    t.ok(handovers.every((r) => r.reason === 'rebalance'), 'released for rebalance')
+    const moved = [...before].filter(([p, n]) => desired[p] !== n).map(([p]) => p)
+    t.same(handovers.map((r) => r.p).sort((x, y) => x - y), moved.sort((x, y) => x - y), `${joiner}: exactly the partitions whose owner changed moved, once each`)
+    // A few at a time: at most 2 released and not yet taken per node, this one included (20 ms
+    // of slack: the releasing node sees the new lease on its watch, this record sees the new
+    // owner's acquire, on another connection).
+    let most = 0
+    for (const r of handovers) {
+      const earlier = handovers.filter((o) => o !== r && o.node === r.node && o.at <= r.at && !b.acquires.some((a) => a.p === o.p && a.node === joiner && a.at < r.at + 20))
+      most = Math.max(most, 1 + earlier.length)
     }
+    t.ok(most <= 2, `${joiner}: at most ${most} handovers in flight per node (${handovers.length} in all)`)
   }
   t.same(b.overlaps(), [], 'no partition served by two nodes at once')
   t.same(b.violations, [])
