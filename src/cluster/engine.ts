@@ -60,6 +60,19 @@ function windowKey(q: WindowQuery): string {
   return JSON.stringify([q.project, q.start, q.end, f.models === undefined ? null : [...f.models].sort(), f.providers === undefined ? null : [...f.providers].sort(), f.status ?? null, f.user_id ?? null, f.session_id ?? null, f.tag ?? null, f.metadata ?? null])
 }
 
+/**
+ * A call to JetStream from a request: a failure that is not already ours (the stream leader
+ * failing over, NATS unreachable) answers 503 with Retry-After rather than 500.
+ */
+async function streamCall<T>(what: string, call: () => Promise<T>): Promise<T> {
+  try {
+    return await call()
+  } catch (err) {
+    if ((err as { statusCode?: unknown }).statusCode !== undefined) throw err
+    throw llmsError('LLMS_ERR_UNAVAILABLE', `could not ${what} from the event stream (${(err as Error).message}); retry shortly`, { retryAfter: 1 })
+  }
+}
+
 /** This node's name: LLMSCOPE_NODE_ID, else one made on first start and kept in the data dir. */
 function nodeIdOf(cfg: ClusterConfig, dataDir: string): string {
   if (cfg.nodeId !== null) return cfg.nodeId
@@ -250,7 +263,7 @@ export class ClusterEngine extends Engine {
   /** Asks every partition, counting every event acknowledged before now. */
   readonly #ask = async (req: PartialRequest): Promise<unknown[]> => {
     const h = this.#handles()
-    const upTo = await this.#jsLog!.lastSeq()
+    const upTo = await streamCall('read the stream position', () => this.#jsLog!.lastSeq())
     return askAll(h.nc, h.names, h.partitions, { upTo, req }, this.#cfg.queryTimeoutMs)
   }
 
@@ -291,7 +304,7 @@ export class ClusterEngine extends Engine {
   override async getEvent(id: string): Promise<PricedEvent | undefined> {
     const seq = seqOfEventId(id)
     if (seq === null) return undefined
-    const e = await this.#jsLog!.get(seq)
+    const e = await streamCall('read the event', () => this.#jsLog!.get(seq))
     if (e === undefined || e.id !== id) return undefined
     return this.price(e)
   }
