@@ -140,19 +140,31 @@ export interface ClusterConfig {
   readonly name: string
 }
 
-/** Parses LLMSCOPE_NATS_URL: a comma list of nats://host:port (or host:port). */
+/**
+ * Parses LLMSCOPE_NATS_URL: a comma list of nats://host:port (or host:port; tls:// too).
+ * Refused: other schemes (ws:// and wss:// included: the Node client speaks TCP, and would send
+ * the NATS protocol to a WebSocket port) and credentials in the URL (the client ignores them, and
+ * they would be printed in logs); a refused item is echoed without its user:password part.
+ */
 export function parseNatsUrls(raw: string): string[] {
   const out: string[] = []
   for (const part of raw.split(',')) {
     const item = part.trim()
     if (item === '') continue
-    const withScheme = /^[a-z]+:\/\//i.test(item) ? item : `nats://${item}`
+    const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(item) ? item : `nats://${item}`
+    const shown = `"${item.replace(/^([a-z][a-z0-9+.-]*:\/\/)?.*@/i, '$1***@').slice(0, 100)}"`
     let url: URL | undefined
     try {
       url = new URL(withScheme)
     } catch {}
-    if (url === undefined || !['nats:', 'tls:', 'ws:', 'wss:'].includes(url.protocol) || url.hostname === '') {
-      throw new ConfigError('LLMSCOPE_NATS_URL', `has "${item.slice(0, 100)}", not a NATS server address such as nats://127.0.0.1:4222`)
+    if (url !== undefined && (url.protocol === 'ws:' || url.protocol === 'wss:')) {
+      throw new ConfigError('LLMSCOPE_NATS_URL', `has ${shown}: WebSocket is not supported here, use the server's client port (nats://host:4222)`)
+    }
+    if (url !== undefined && (url.username !== '' || url.password !== '')) {
+      throw new ConfigError('LLMSCOPE_NATS_URL', `has ${shown}: credentials in the URL are not supported (write nats://host:port)`)
+    }
+    if (url === undefined || !['nats:', 'tls:'].includes(url.protocol) || url.hostname === '') {
+      throw new ConfigError('LLMSCOPE_NATS_URL', `has ${shown}, not a NATS server address such as nats://127.0.0.1:4222`)
     }
     out.push(withScheme)
   }
@@ -424,7 +436,8 @@ export function usage(version: string): string {
   const width = Math.max(...CONFIG_VARIABLES.map((n) => n.length))
   for (const name of CONFIG_VARIABLES) {
     const d = shape[name].safeParse(undefined)
-    const def = d.success ? JSON.stringify(d.data) : '(required)'
+    // LLMSCOPE_NODE_ID has no fixed default (undefined would print as "undefined").
+    const def = !d.success ? '(required)' : d.data === undefined ? '(none)' : JSON.stringify(d.data)
     const flag = flagOf.get(name)
     lines.push(`  ${name.padEnd(width)}  default ${def}${flag === undefined ? '' : `, flag ${flag}`}`)
     const help = HELP[name]
