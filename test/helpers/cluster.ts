@@ -92,6 +92,8 @@ export interface Cluster {
   streamLeader(): Promise<string | undefined>
   /** The object-store info of every snapshot object (`p<N>` → mtime as epoch ms); missing ones left out. */
   snapshotTimes(): Promise<Map<number, number>>
+  /** Node i's warnings and errors so far (log lines at level warn or above), the last `max`. */
+  problems(i: number, max?: number): string[]
   /** Kills every node and nats-server, removes the temp dirs; safe twice. */
   stop(): Promise<void>
 }
@@ -284,6 +286,13 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
         await nc.close().catch(() => {})
       }
       return out
+    },
+    problems(i, max = 10) {
+      return nodes[i]!
+        .lines()
+        .filter((l) => /"level":(4|5|6)0/.test(l))
+        .slice(-max)
+        .map((l) => l.slice(0, 600))
     },
     stop
   }
