@@ -71,6 +71,8 @@ const state = {
   lastRefreshAt: 0,
   refreshing: false,
   refreshAgain: false,
+  /** No analytics refresh before this time (epoch ms): a 503's Retry-After is honoured. */
+  holdUntil: 0,
   generation: 0 // bumped on key change: stale callbacks check it and stop
 }
 
@@ -112,11 +114,25 @@ function el(tag, props = {}, ...children) {
 // ---------- API ----------
 
 class ApiError extends Error {
-  constructor(status, body) {
+  constructor(status, body, retryAfter = null) {
     super(body?.message ?? `HTTP ${status}`)
     this.status = status
     this.code = body?.code
+    /** The Retry-After header as sent (seconds), or null. */
+    this.retryAfter = retryAfter
   }
+}
+
+/**
+ * Cluster mode: a partition has no live owner for a moment (a node died or left and another is
+ * taking over). The server's message names the partition(s); it is worth a retry, not an error.
+ */
+const isUnavailable = (err) => err?.status === 503 && err.code === 'LLMS_ERR_UNAVAILABLE'
+
+/** Milliseconds to wait before retrying `err`: its Retry-After (seconds), within 0.5 to 30 s; else 1 s. */
+function retryDelay(err) {
+  const s = err?.retryAfter === null || err?.retryAfter === undefined || err.retryAfter === '' ? NaN : Number(err.retryAfter)
+  return Number.isFinite(s) && s >= 0 ? Math.min(30_000, Math.max(500, s * 1000)) : 1000
 }
 
 /**
@@ -144,7 +160,7 @@ async function api(path, init = {}) {
   if (res.status === 401 && gen === state.generation) {
     showKeyPanel('That key was refused (401): ' + (body?.message ?? 'invalid API key'))
   }
-  if (!res.ok) throw new ApiError(res.status, body)
+  if (!res.ok) throw new ApiError(res.status, body, res.headers.get('retry-after'))
   return body
 }
 
@@ -204,6 +220,7 @@ async function start() {
   readHash()
   renderControls()
   renderChips()
+  startClusterPoll()
   await loadProjects()
   if (gen !== state.generation) return
   openView()
@@ -313,6 +330,11 @@ async function refresh() {
     state.refreshAgain = true
     return
   }
+  const hold = state.holdUntil - Date.now()
+  if (hold > 0) {
+    scheduleRefresh(hold)
+    return
+  }
   state.refreshing = true
   state.lastRefreshAt = Date.now()
   const gen = state.generation
@@ -327,7 +349,7 @@ async function refresh() {
       api(`/analytics/costs?${q}`),
       api(`/analytics/timeseries?interval=${interval}&${q}`)
     ])
-    await breakdown
+    const breakdownAnswered = await breakdown
     if (gen !== state.generation) return
     state.metrics = metrics
     state.costs = costs.breakdown
@@ -345,11 +367,18 @@ async function refresh() {
       }))
     }
     setBanner('')
+    if (breakdownAnswered) setNotice('')
     renderTiles()
     renderCosts()
     renderSeries()
   } catch (err) {
     if (gen !== state.generation || err.status === 401) return
+    if (isUnavailable(err)) {
+      // The figures on screen stay (dimmed) until the partition has an owner again.
+      showUnavailable(err)
+      retryLater(err)
+      return
+    }
     if (err.status === 503) setBanner('LLMScope is not ready yet (recovering its state); retrying…')
     else if (err.status === 429) setBanner('Rate limited by the server (LLMSCOPE_RATE_LIMIT_MAX); retrying…')
     else setBanner('Could not load analytics: ' + err.message)
@@ -376,6 +405,28 @@ function scheduleRefresh(ms) {
 function setBanner(text) {
   $('banner').hidden = text === ''
   $('banner').textContent = text
+}
+
+/** A non-fatal notice (cluster takeover); '' removes it. While it shows, #dash has data-waiting. */
+function setNotice(text) {
+  $('notice').hidden = text === ''
+  $('notice').textContent = text
+  if (text === '') delete $('dash').dataset.waiting
+  else $('dash').dataset.waiting = '1'
+}
+
+/** Retries the whole view after `err`'s Retry-After, and not sooner whatever else asks. */
+function retryLater(err) {
+  const ms = retryDelay(err)
+  state.holdUntil = Math.max(state.holdUntil, Date.now() + ms)
+  scheduleRefresh(ms)
+}
+
+function showUnavailable(err) {
+  const s = retryDelay(err) / 1000
+  // The server's own words name the partition(s); its "retry shortly" is said by ours.
+  const why = err.message.replace(/[;,.]?\s*retry( shortly| later)?\.?$/i, '')
+  setNotice(`Part of the data is briefly unavailable: ${why}. Showing the last figures; retrying in ${s} s…`)
 }
 
 function renderTiles() {
@@ -423,21 +474,31 @@ function renderCosts() {
 
 // ---------- breakdown ----------
 
-/** GET /analytics/breakdown for the current dimension and sort; `q` is range + filters. */
+/**
+ * GET /analytics/breakdown for the current dimension and sort; `q` is range + filters.
+ * Resolves false only when a cluster partition was unavailable (a refresh is then scheduled).
+ */
 async function loadBreakdown(q = rangeQuery() + filterQuery()) {
   const gen = state.generation
   const { by, sort } = state.bd
   try {
     const data = await api(`/analytics/breakdown?by=${encodeURIComponent(by)}&sort=${sort}&limit=${BREAKDOWN_LIMIT}&${q}`)
-    if (gen !== state.generation || by !== state.bd.by || sort !== state.bd.sort) return
+    if (gen !== state.generation || by !== state.bd.by || sort !== state.bd.sort) return true
     state.bd.data = data
     $('bd-error').textContent = ''
   } catch (err) {
-    if (gen !== state.generation || err.status === 401) return
+    if (gen !== state.generation || err.status === 401) return true
+    if (isUnavailable(err)) {
+      // Keep the groups on screen; the whole view is retried after Retry-After.
+      showUnavailable(err)
+      retryLater(err)
+      return false
+    }
     state.bd.data = null
     $('bd-error').textContent = `Could not load the breakdown by ${by}: ${err.message}`
   }
   renderBreakdown()
+  return true
 }
 
 /** GET /analytics/dimensions: the metadata keys (and others) the picker offers besides the fixed ones. */
@@ -447,8 +508,14 @@ async function loadDimensions() {
     const body = await api('/analytics/dimensions')
     if (gen !== state.generation) return
     state.bd.dims = Array.isArray(body?.dimensions) ? body.dimensions : []
-  } catch {
+  } catch (err) {
     if (gen !== state.generation) return
+    if (isUnavailable(err)) {
+      setTimeout(() => {
+        if (gen === state.generation) loadDimensions()
+      }, retryDelay(err))
+      return
+    }
     state.bd.dims = []
   }
   renderDimPicker()
@@ -891,6 +958,78 @@ function setConn(text, cls) {
   const c = $('conn')
   c.textContent = text
   c.className = 'pill ' + cls
+}
+
+// ---------- cluster (GET /ready) ----------
+
+/** How often the cluster strip asks /ready (no key needed) while the dashboard is on screen. */
+const CLUSTER_POLL_MS = 4000
+const cluster = { started: false, seen: false, at: 0 }
+
+function startClusterPoll() {
+  if (cluster.started) return
+  cluster.started = true
+  pollCluster()
+}
+
+/**
+ * Cluster mode only: GET /ready carries `cluster` (this node, its partitions, lag, leases). A
+ * single node answers without it: the strip stays hidden and polling stops (a node changes
+ * mode only by a restart: reload the page then).
+ */
+async function pollCluster() {
+  const again = () => setTimeout(pollCluster, CLUSTER_POLL_MS)
+  if ($('dash').hidden || document.hidden) return again()
+  let body = null
+  let ok = false
+  try {
+    const res = await fetch('/ready', { cache: 'no-store' })
+    ok = res.ok
+    body = await res.json().catch(() => null)
+  } catch {
+    // Not answering: shown as stale below when the strip is up.
+  }
+  const strip = $('cluster')
+  if (ok && body !== null && (body.cluster === undefined || body.cluster === null)) {
+    strip.hidden = true
+    strip.dataset.mode = 'single'
+    return
+  }
+  if (ok && body?.cluster) {
+    cluster.seen = true
+    cluster.at = Date.now()
+    renderCluster(body.cluster)
+  } else if (cluster.seen) {
+    strip.classList.add('stale')
+    $('cl-stale').hidden = false
+    $('cl-stale').textContent = `This node's /ready is not answering${body?.message ? ` (${body.message})` : ''}; figures from ${new Date(cluster.at).toLocaleTimeString()}.`
+  }
+  again()
+}
+
+function renderCluster(c) {
+  const strip = $('cluster')
+  strip.dataset.mode = 'cluster'
+  strip.hidden = false
+  strip.classList.remove('stale')
+  $('cl-stale').hidden = true
+  const nodes = Array.isArray(c.nodes) ? c.nodes : []
+  const owned = Array.isArray(c.owned) ? c.owned : []
+  const unowned = Array.isArray(c.unowned) ? c.unowned : []
+  $('cl-node').textContent = String(c.node)
+  const names = nodes.slice(0, 6).join(', ') + (nodes.length > 6 ? ', …' : '')
+  $('cl-nodes').textContent = nodes.length === 0 ? '–' : `${nodes.length} (${names})`
+  $('cl-nodes').title = nodes.join(', ')
+  $('cl-owned').textContent = `${owned.length} / ${c.partitions}`
+  $('cl-owned').title = owned.length === 0 ? 'no partition owned here' : `partitions ${owned.join(', ')}`
+  const u = $('cl-unowned')
+  u.textContent = unowned.length === 0 ? 'none' : unowned.join(', ')
+  u.classList.toggle('warn', unowned.length > 0)
+  u.title = unowned.length === 0 ? '' : 'Partitions without a live owner: their queries answer 503 until another node takes them over'
+  $('cl-lag').textContent = `${fmtCount(Number(c.lag) || 0)} events`
+  $('cl-lease').textContent = c.alerts_lease ? 'held here' : 'not here'
+  $('cl-lease').title = typeof c.lease_ms === 'number' ? `lease ${c.lease_ms / 1000} s` : ''
+  $('cl-restored').textContent = c.restored_from === 'snapshot' ? 'from a snapshot' : c.restored_from === 'stream' ? 'from the stream start' : 'none yet'
 }
 
 // ---------- alerts ----------
