@@ -11,7 +11,7 @@ import { nanoid } from 'nanoid'
 import { DeliverPolicy, JetStreamApiCodes, JetStreamApiError, type Consumer, type PubAck } from '@nats-io/jetstream'
 import { llmsError } from '../errors.js'
 import type { PendingEvent, StoredEvent } from '../events.js'
-import type { Appended } from '../store/event-log.js'
+import type { Appended, DurableLog, LogPosition } from '../store/durable-log.js'
 import { partitionOf } from './names.js'
 import type { NatsHandles } from './nats.js'
 
@@ -84,7 +84,7 @@ export interface ReadOptions {
 }
 
 /** The JetStream event log (cluster mode). */
-export class JetStreamLog {
+export class JetStreamLog implements DurableLog {
   readonly #h: NatsHandles
   readonly #ackTimeoutMs: number
   #appends = 0
@@ -158,6 +158,25 @@ export class JetStreamLog {
   async lastSeq(): Promise<number> {
     const info = await this.#h.jsm.streams.info(this.#h.names.stream)
     return info.state.last_seq
+  }
+
+  /**
+   * Where each partition ends: the stream seq of its newest message (0 when it has none), by a
+   * last-by-subject get per partition (answered by the stream leader).
+   */
+  async positions(): Promise<LogPosition[]> {
+    const { jsm, names, partitions } = this.#h
+    return Promise.all(
+      Array.from({ length: partitions }, async (_, partition) => {
+        try {
+          const sm = await jsm.streams.getMessage(names.stream, { last_by_subj: names.partitionSubject(partition) })
+          return { partition, last: sm?.seq ?? 0 }
+        } catch (err) {
+          if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.NoMessageFound) return { partition, last: 0 }
+          throw err
+        }
+      })
+    )
   }
 
   /** The subject filter for a partition and/or project. */

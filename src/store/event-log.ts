@@ -24,6 +24,7 @@ import type { Database } from 'lmdb'
 import type { EventRecord, EventRecordV1, EventRecordV2, EventRecordV3, EventRecordV4 } from './db.js'
 import { DEFAULT_PROJECT, makeEventId, type PendingEvent, type StoredEvent } from '../events.js'
 import { intern } from '../intern.js'
+import type { Appended, DurableLog, LogPosition, LogReadOptions } from './durable-log.js'
 
 type Row = [
   id: string, ts: number, recv: number, model: string, provider: string,
@@ -207,11 +208,7 @@ function decodeAt(key: number, rec: EventRecordV1 | EventRecordV3 | Columns, i: 
   }
 }
 
-export interface Appended {
-  events: StoredEvent[]
-  /** Resolves after the commit; rejects if LMDB could not write. */
-  committed: Promise<void>
-}
+export type { Appended } from './durable-log.js'
 
 /** How full the database may get: appends are refused once `used()` reaches `max`. */
 export interface SpaceLimit {
@@ -219,7 +216,7 @@ export interface SpaceLimit {
   max: number
 }
 
-export class EventLog {
+export class EventLog implements DurableLog {
   readonly #db: Database<EventRecord, number>
   readonly #space: SpaceLimit | undefined
   #used = 0
@@ -321,6 +318,27 @@ export class EventLog {
       }
       if (out.length > 0) yield out
     }
+  }
+
+  /** {@link DurableLog.read}: `readFrom` with its filters, as an async iterable (the single node has one partition, 0). */
+  async *read(from: number, opts: LogReadOptions = {}): AsyncIterable<StoredEvent[]> {
+    if (opts.partition !== undefined && opts.partition !== 0) return
+    const to = opts.to ?? this.#nextSeq - 1
+    for (const batch of this.readFrom(Math.max(0, from))) {
+      const out = batch.filter((e) => e.seq <= to && (opts.project === undefined || e.project === opts.project))
+      if (out.length > 0) yield out
+      if (batch[batch.length - 1].seq >= to) return
+    }
+  }
+
+  /** The last position written (-1 when empty: LMDB positions start at 0). */
+  async lastSeq(): Promise<number> {
+    return this.#nextSeq - 1
+  }
+
+  /** One partition, 0, ending where the log does. */
+  async positions(): Promise<LogPosition[]> {
+    return [{ partition: 0, last: this.#nextSeq - 1 }]
   }
 
   /**
