@@ -2,7 +2,7 @@
  * `llmscope cluster status`: asks every live node of the cluster (LLMSCOPE_NATS_URL,
  * LLMSCOPE_CLUSTER_NAME) for what its `/ready` shows and prints one line per node, then the
  * partitions nobody serves. Exit code 0 when every partition has an owner, 2 when some have
- * none, 1 when the cluster cannot be reached.
+ * none or no node answers, 1 when NATS cannot be reached (then one line on stderr).
  */
 import { connect } from '@nats-io/transport-node'
 import type { ClusterConfig } from '../config.js'
@@ -17,7 +17,13 @@ export async function gatherStatus(cfg: ClusterConfig, waitMs = 1500): Promise<C
     const out: ClusterStatus[] = []
     const it = await nc.requestMany(`${cfg.name}.status`, undefined, { strategy: 'timer', maxWait: waitMs })
     try {
-      for await (const m of it) out.push(JSON.parse(decoder.decode(m.data)) as ClusterStatus)
+      for await (const m of it) {
+        // One garbled answer (another program on the subject) is skipped, not the rest.
+        try {
+          const st = JSON.parse(decoder.decode(m.data)) as ClusterStatus
+          if (typeof st?.node === 'string' && Array.isArray(st.owned)) out.push(st)
+        } catch {}
+      }
     } catch {
       // No node answered (no responders): an empty list.
     }
@@ -41,16 +47,22 @@ export function formatStatus(nodes: readonly ClusterStatus[], partitions: number
   return { text: lines.join('\n') + '\n', unowned }
 }
 
-export async function clusterStatusCommand(cfg: ClusterConfig, write: (s: string) => void): Promise<number> {
+/** Prints the report to `write`; a failure (one line) to `writeErr`, stderr unless given. */
+export async function clusterStatusCommand(cfg: ClusterConfig, write: (s: string) => void, writeErr: (s: string) => void = (s) => void process.stderr.write(s)): Promise<number> {
   let nodes: ClusterStatus[]
   try {
     nodes = await gatherStatus(cfg)
   } catch (err) {
-    write(`llmscope: cannot reach the cluster at ${cfg.servers.join(',')}: ${(err as Error).message}\n`)
+    writeErr(`llmscope: cannot reach the cluster at ${cfg.servers.join(',')}: ${String((err as Error).message).replace(/\s+/g, ' ')}\n`)
     return 1
   }
-  const partitions = nodes[0]?.partitions ?? cfg.partitions
+  if (nodes.length === 0) {
+    writeErr(`llmscope: no node of cluster "${cfg.name}" answered at ${cfg.servers.join(',')} (is LLMSCOPE_CLUSTER_NAME right? are the nodes running?)\n`)
+    return 2
+  }
+  // The stream's partition count, as the nodes know it (LLMSCOPE_PARTITIONS here may differ).
+  const partitions = Math.max(...nodes.map((n) => n.partitions))
   const { text, unowned } = formatStatus(nodes, partitions)
   write(text)
-  return unowned.length === 0 && nodes.length > 0 ? 0 : 2
+  return unowned.length === 0 ? 0 : 2
 }
