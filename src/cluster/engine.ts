@@ -109,6 +109,7 @@ export class ClusterEngine extends Engine {
   #stopping = false
   #alertsFailed = 0
   #heldAlerts = false
+  #connected = true
   #compactedAt = -Infinity
   /** Breakdowns between their two rounds, by query id: each holds its partition's state (PartitionRunner.hold). */
   readonly #holds = new Map<string, () => void>()
@@ -138,6 +139,11 @@ export class ClusterEngine extends Engine {
     }
   }
 
+  /** Ready once recovered, while connected to NATS (a load balancer moves ingestion elsewhere meanwhile). */
+  override get ready(): boolean {
+    return super.ready && this.#connected
+  }
+
   get nodeId(): string {
     return this.#nodeId
   }
@@ -148,6 +154,14 @@ export class ClusterEngine extends Engine {
     this.#nodeId = nodeIdOf(this.#cfg, this.config.dataDir)
     this.#h = await connectCluster(this.#cfg, { log: logger, name: `llmscope ${this.#nodeId}` })
     this.#jsLog = new JetStreamLog(this.#h)
+    // Readiness follows the connection: a node cut off from NATS can neither ingest nor answer.
+    const nc = this.#h.nc
+    void (async () => {
+      for await (const s of nc.status()) {
+        if (s.type === 'disconnect' || s.type === 'close') this.#connected = false
+        else if (s.type === 'reconnect') this.#connected = true
+      }
+    })().catch(() => {})
     this.#meta = new ClusterMeta({ nc: this.#h.nc, metaBucket: this.#h.names.metaBucket, alertsBucket: this.#h.names.alertsBucket, log: logger })
     await this.#meta.attach({ projects: this.projects, apiKeys: this.apiKeys, rules: this.rules, alertEvents: this.alertEvents })
     this.#snapshots = new PartitionSnapshots({ objm: this.#h.objm, names: this.#h.names, db: this.stores.meta, logger })

@@ -10,7 +10,7 @@ export async function healthRoutes(app: FastifyInstance, opts: { engine: Engine 
   app.get('/health', { config: { alwaysOpen: true }, schema: { summary: 'Liveness', tags: ['operations'], response: { 200: healthSchema } } }, async () => ({ status: 'ok' }))
 
   app.get('/ready', { config: { alwaysOpen: true }, schema: { summary: 'Readiness', description: '503 until recovery (snapshot + log replay) is done, then 200. In cluster mode `cluster` shows this node: partitions owned, partitions without a live owner, lag, where its last takeover started.', tags: ['operations'], response: { 200: readySchema, 503: errorSchema } } }, async () => {
-    if (!engine.ready) throw llmsError('LLMS_ERR_NOT_READY', 'recovering state from the event log', { retryAfter: 1 })
+    if (!engine.ready) throw llmsError('LLMS_ERR_NOT_READY', engine.config.cluster === null ? 'recovering state from the event log' : 'starting, or not connected to the cluster\'s NATS servers', { retryAfter: 1 })
     const cluster = engine.clusterStatus()
     return cluster === null ? { status: 'ready', recovery: engine.recovery } : { status: 'ready', recovery: engine.recovery, cluster }
   })
