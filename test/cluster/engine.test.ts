@@ -4,6 +4,7 @@
  * reference's; ids work from both nodes; a 503 names the partition when an owner is gone.
  */
 import t from 'tap'
+import { readFileSync } from 'node:fs'
 import { startNats } from '../helpers/nats.js'
 import { makeApp, adminHeaders, type TestApp } from '../helpers/app.js'
 
@@ -118,6 +119,17 @@ t.test('answers from every node equal the single-node answer', async (t) => {
   // Read-your-writes: the event just acknowledged is counted at once, from the other node.
   const before = (await ref.app.inject({ url: '/analytics/metrics', headers: { ...adminHeaders, 'x-llmscope-project': 'checkout' } })).json().total_requests
   t.equal((await b.app.inject({ url: '/analytics/metrics', headers: { ...adminHeaders, 'x-llmscope-project': 'checkout' } })).json().total_requests, before + 1)
+})
+
+t.test('/metrics of a node serves every llmscope_cluster_ figure the README names, as /ready shows them', async (t) => {
+  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8')
+  const named = [...new Set([...readme.matchAll(/`(llmscope_cluster_[a-z_]+)`/g)].map((m) => m[1]))]
+  t.ok(named.length >= 8, `${named.length} names`)
+  const body = (await a.app.inject({ url: '/metrics' })).body
+  for (const name of named) t.match(body, new RegExp(`^${name} \\d+$`, 'm'), `${name} is served`)
+  const c = (await ready(a)).cluster!
+  t.match(body, new RegExp(`^llmscope_cluster_partitions_owned ${c.owned.length}$`, 'm'), 'owned as /ready says')
+  t.match(body, /^llmscope_cluster_partitions 4$/m)
 })
 
 t.test('a breakdown during ingestion is consistent (its two rounds read one state per partition)', async (t) => {
