@@ -132,11 +132,22 @@ export class JetStreamLog implements DurableLog {
       () => {},
       (err: unknown) => {
         this.#failedAppends++
-        const why = err instanceof Error ? err.message : String(err)
-        throw llmsError('LLMS_ERR_UNAVAILABLE', `the event stream did not acknowledge the events within ${this.#ackTimeoutMs} ms (${why}); retry`, { retryAfter: 1 })
+        throw llmsError('LLMS_ERR_UNAVAILABLE', `${this.#whyNotAcked(err)}; retry`, { retryAfter: 1 })
       }
     )
     return { events, committed }
+  }
+
+  /** What a failed publish means, for the 503 of an append. */
+  #whyNotAcked(err: unknown): string {
+    const name = err instanceof Error ? err.name : ''
+    const msg = err instanceof Error ? err.message : String(err)
+    // No server answered the publish at once: the stream has no leader (a JetStream election, or NATS away).
+    if (name === 'JetStreamNotEnabled' || (err instanceof Error && (err as Error & { isNoResponders?: () => boolean }).isNoResponders?.() === true)) {
+      return 'the event stream has no leader right now (no server took the publish; a JetStream leader election is probably under way)'
+    }
+    if (name === 'TimeoutError') return `the event stream did not acknowledge the events within ${this.#ackTimeoutMs} ms`
+    return `the event stream refused the events (${msg})`
   }
 
   /** The event at stream sequence `seq`, or undefined when there is none (never stored, or purged). */
