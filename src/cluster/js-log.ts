@@ -6,9 +6,18 @@
  * `append()` publishes every event of the call at once (the publishes are in flight together:
  * the group commit of this mode) with `Nats-Msg-Id` = the id's random part, so a publish retried
  * within the stream's 2-minute dedupe window is stored once and acknowledged with its first seq.
+ *
+ * The publish path is ours rather than `js.publish` (which is one `nc.request` per message: a
+ * request object, two captured stack traces, a timer and a promise each: bench/cluster-micro.ts
+ * measured 95 µs of CPU per event for batches of 100 that way, 27 µs this way). Each message goes out with `nc.publish` and a reply subject
+ * `<inbox>.<append>.<index>` on ONE subscription per log; the acknowledgement (a JetStream PubAck,
+ * or an API error, or a no-responders status) is matched back by that subject. One timer runs for
+ * all appends: they share one timeout, so their deadlines come in the order they were made.
  */
-import { nanoid } from 'nanoid'
-import { DeliverPolicy, JetStreamApiCodes, JetStreamApiError, type Consumer, type PubAck } from '@nats-io/jetstream'
+import { randomFillSync } from 'node:crypto'
+import { urlAlphabet } from 'nanoid'
+import { createInbox, type Msg, type MsgHdrs, type Subscription } from '@nats-io/transport-node'
+import { DeliverPolicy, JetStreamApiCodes, JetStreamApiError, type Consumer } from '@nats-io/jetstream'
 import { llmsError } from '../errors.js'
 import type { PendingEvent, StoredEvent } from '../events.js'
 import type { Appended, DurableLog, LogPosition } from '../store/durable-log.js'
@@ -38,20 +47,86 @@ type Body = [
   project: string, user: string | null, session: string | null, tags: readonly string[] | null
 ]
 
-const encoder = new TextEncoder()
 const decoder = new TextDecoder()
+
+/** Random bytes for ids, refilled when spent (one `randomFillSync` per many appends). */
+const RANDOM_POOL = 16 * 1024
+const random = Buffer.allocUnsafe(RANDOM_POOL)
+let randomAt = RANDOM_POOL
+
+/**
+ * `n` random id parts of {@link RND} characters from nanoid's URL alphabet (64 characters, so
+ * one random byte & 63 each: uniform, the same shape and entropy as `nanoid(12)`).
+ */
+function rnds(n: number): string[] {
+  const out: string[] = new Array(n)
+  for (let k = 0; k < n; k++) {
+    if (randomAt + RND > RANDOM_POOL) {
+      randomFillSync(random)
+      randomAt = 0
+    }
+    let id = ''
+    for (let j = 0; j < RND; j++) id += urlAlphabet[random[randomAt++]! & 63]
+    out[k] = id
+  }
+  return out
+}
+
+/**
+ * The NATS headers of a message with `Nats-Msg-Id: rnd`, already encoded: `nc.publish` only calls
+ * `encode()` on its `headers` option, so this skips building a header map per message. The bytes
+ * are the NATS header wire format (`NATS/1.0`, one `key: value` line, a blank line).
+ */
+function msgIdHeader(rnd: string): MsgHdrs {
+  const bytes = Buffer.from(`NATS/1.0\r\nNats-Msg-Id: ${rnd}\r\n\r\n`, 'latin1')
+  return { encode: () => bytes } as unknown as MsgHdrs
+}
+
+/**
+ * The errors `js.publish` gave for the same failures, by name (what the 503's message is made
+ * from): no acknowledgement in time, and no server taking the subject (no responders).
+ */
+function ackTimeout(): Error {
+  const err = new Error('timeout')
+  err.name = 'TimeoutError'
+  return err
+}
+function noResponders(): Error {
+  const err = new Error('no responders: no server took the publish') as Error & { isNoResponders(): boolean }
+  err.name = 'NoRespondersError'
+  err.isNoResponders = () => true
+  return err
+}
+
+/** An append waiting for its acknowledgements. */
+interface Waiting {
+  readonly key: string
+  readonly events: StoredEvent[]
+  readonly rnds: string[]
+  /** Acknowledgements still to come. */
+  left: number
+  /** `performance.now()` after which it fails. */
+  readonly deadline: number
+  done: boolean
+  resolve(): void
+  reject(err: Error): void
+}
 
 /** The random part of an event id (`evt_<seq>_<this>`). */
 export const rndOf = (id: string): string => id.slice(-RND)
 
 /** The message body of an event (every field but `seq`; the id's random part inside). */
 export function encodeEvent(e: Omit<StoredEvent, 'seq' | 'id'> & { id?: string; rnd?: string }): Uint8Array {
-  const rnd = e.rnd ?? rndOf(e.id ?? '')
+  return bodyOf(e, e.rnd ?? rndOf(e.id ?? ''))
+}
+
+function bodyOf(e: Omit<StoredEvent, 'seq' | 'id'>, rnd: string): Uint8Array {
   const body: Body = [
     1, rnd, e.ts, e.recv, e.model, e.provider, e.prompt, e.completion, e.total, e.cached, e.reasoning, e.latency,
     e.ttft, e.error ? 1 : 0, e.cost, e.meta, e.project, e.user, e.session, e.tags
   ]
-  return encoder.encode(JSON.stringify(body))
+  // Buffer.from: a third of TextEncoder's cost for a string this small (a slice of Node's pool).
+  return Buffer.from(JSON.stringify(body), 'utf8')
 }
 
 /** The event stored at stream sequence `seq` with body `data`. */
@@ -90,6 +165,15 @@ export class JetStreamLog implements DurableLog {
   #appends = 0
   #appendedEvents = 0
   #failedAppends = 0
+  /** The acknowledgements' subscription (made on the first append) and its subject prefix. */
+  #ackSub: Subscription | null = null
+  #ackPrefix = ''
+  #nextAppend = 0
+  /** Appends waiting, by key; and in the order they were made (their deadlines' order). */
+  readonly #waiting = new Map<string, Waiting>()
+  #queue: Waiting[] = []
+  #queueHead = 0
+  #timer: NodeJS.Timeout | null = null
 
   constructor(h: NatsHandles, opts: JetStreamLogOptions = {}) {
     this.#h = h
@@ -108,27 +192,44 @@ export class JetStreamLog implements DurableLog {
    * not come within the ack timeout.
    */
   append(pending: readonly PendingEvent[]): Appended {
-    const { js, names, partitions } = this.#h
+    const { nc, names, partitions } = this.#h
     const n = pending.length
     const events: StoredEvent[] = new Array(n)
-    const acks: Array<Promise<PubAck>> = new Array(n)
-    for (let i = 0; i < n; i++) {
-      const e = pending[i] as StoredEvent
-      const rnd = nanoid(RND)
-      e.seq = -1
-      e.id = ''
-      events[i] = e
-      const data = encodeEvent({ ...e, rnd })
-      acks[i] = js.publish(names.subject(partitionOf(e.project, e.model, partitions), e.project), data, { msgID: rnd, timeout: this.#ackTimeoutMs })
-      acks[i].then((ack) => {
-        // A duplicate (the same rnd published again within the window) carries the first seq.
-        e.seq = ack.seq
-        e.id = `evt_${ack.seq.toString(36)}_${rnd}`
-      }, () => {})
+    const ids = rnds(n)
+    let acked: Promise<void>
+    if (n === 0) {
+      acked = Promise.resolve()
+    } else {
+      const key = (this.#nextAppend++).toString(36)
+      let resolve!: () => void
+      let reject!: (err: Error) => void
+      acked = new Promise<void>((res, rej) => {
+        resolve = res
+        reject = rej
+      })
+      const w: Waiting = { key, events, rnds: ids, left: n, deadline: performance.now() + this.#ackTimeoutMs, done: false, resolve, reject }
+      try {
+        const reply = `${this.#ackSubject()}${key}.`
+        this.#waiting.set(key, w)
+        this.#queue.push(w)
+        for (let i = 0; i < n; i++) {
+          const e = pending[i] as StoredEvent
+          const rnd = ids[i]!
+          e.seq = -1
+          e.id = ''
+          events[i] = e
+          nc.publish(names.subject(partitionOf(e.project, e.model, partitions), e.project), bodyOf(e, rnd), { reply: reply + i, headers: msgIdHeader(rnd) })
+        }
+        this.#arm()
+      } catch (err) {
+        // The connection is closed or draining (or a subject is refused): nothing more goes out.
+        for (let i = 0; i < n; i++) events[i] ??= pending[i] as StoredEvent
+        this.#finish(w, err instanceof Error ? err : new Error(String(err)))
+      }
     }
     this.#appends++
     this.#appendedEvents += n
-    const committed = Promise.all(acks).then(
+    const committed = acked.then(
       () => {},
       (err: unknown) => {
         this.#failedAppends++
@@ -136,6 +237,92 @@ export class JetStreamLog implements DurableLog {
       }
     )
     return { events, committed }
+  }
+
+  /** The prefix of this log's reply subjects, subscribing on first use. */
+  #ackSubject(): string {
+    if (this.#ackSub === null) {
+      const inbox = createInbox()
+      this.#ackPrefix = `${inbox}.`
+      this.#ackSub = this.#h.nc.subscribe(`${inbox}.>`, { callback: (err, msg) => this.#onAck(err, msg) })
+    }
+    return this.#ackPrefix
+  }
+
+  /** One acknowledgement: `<inbox>.<append>.<index>`. */
+  #onAck(err: Error | null, msg: Msg): void {
+    if (err !== null) return
+    const rest = msg.subject.slice(this.#ackPrefix.length)
+    const dot = rest.indexOf('.')
+    const w = this.#waiting.get(rest.slice(0, dot))
+    // Unknown: the append already failed (timeout, another message's error); ignored.
+    if (w === undefined) return
+    const i = Number(rest.slice(dot + 1))
+    const e = w.events[i]
+    if (e === undefined || e.seq !== -1) return
+    const data = msg.data
+    if (data.length === 0) {
+      // A status without a body: 503 is "no responders" (no stream takes the subject now).
+      const code = msg.headers?.code ?? 0
+      this.#finish(w, code === 503 ? noResponders() : new Error(`status ${code} ${msg.headers?.description ?? ''}`.trim()))
+      return
+    }
+    let ack: { stream?: unknown; seq?: unknown; error?: { description?: unknown; err_code?: unknown } }
+    try {
+      ack = JSON.parse(decoder.decode(data)) as typeof ack
+    } catch {
+      this.#finish(w, new Error('an acknowledgement that is not JSON'))
+      return
+    }
+    if (ack.error !== undefined || typeof ack.seq !== 'number' || typeof ack.stream !== 'string' || ack.stream === '') {
+      this.#finish(w, new Error(ack.error !== undefined ? `JetStream: ${String(ack.error.description)} (${String(ack.error.err_code)})` : 'invalid ack response'))
+      return
+    }
+    // A duplicate (the same rnd published again within the window) carries the first seq.
+    e.seq = ack.seq
+    e.id = `evt_${ack.seq.toString(36)}_${w.rnds[i]}`
+    if (--w.left === 0) this.#finish(w, null)
+  }
+
+  /** Ends an append: resolved when `err` is null, else rejected (later acknowledgements are ignored). */
+  #finish(w: Waiting, err: Error | null): void {
+    if (w.done) return
+    w.done = true
+    this.#waiting.delete(w.key)
+    if (err === null) w.resolve()
+    else w.reject(err)
+  }
+
+  /** Runs the one timer for the oldest append still waiting (the earliest deadline). */
+  #arm(): void {
+    if (this.#timer !== null) return
+    const q = this.#queue
+    while (this.#queueHead < q.length && q[this.#queueHead]!.done) this.#queueHead++
+    if (this.#queueHead > 1024 && this.#queueHead * 2 > q.length) {
+      this.#queue = q.slice(this.#queueHead)
+      this.#queueHead = 0
+    }
+    const head = this.#queue[this.#queueHead]
+    if (head === undefined) {
+      this.#queue = []
+      this.#queueHead = 0
+      return
+    }
+    this.#timer = setTimeout(() => this.#expire(), Math.max(0, head.deadline - performance.now()))
+  }
+
+  /** Fails every append past its deadline, then arms the timer for the next one. */
+  #expire(): void {
+    this.#timer = null
+    const now = performance.now()
+    const q = this.#queue
+    while (this.#queueHead < q.length) {
+      const w = q[this.#queueHead]!
+      if (!w.done && w.deadline > now) break
+      this.#finish(w, ackTimeout())
+      this.#queueHead++
+    }
+    this.#arm()
   }
 
   /** What a failed publish means, for the 503 of an append. */
