@@ -29,12 +29,23 @@
  * - A message that does not decode (a newer writer's format) is skipped, counted and logged; a
  *   frame on the alert subject that is not an AlertNotice likewise.
  *
+ * - On demand (`onDemand`, what a node uses): the stream is followed only while the node has a
+ *   /ws subscriber. Following costs a decode and a price per event of the WHOLE stream, and
+ *   most nodes have no subscriber most of the time. The feed then sits in front of the
+ *   broadcaster's `send` for `subscribe`, `unsubscribe` and `pong`: the first `subscribe` while it
+ *   is idle is held (with whatever follows it) until the feed has read the stream's end L',
+ *   sent a fresh `attach` (lastSeq = L') and its consumer exists; then they are handed over in
+ *   order. So since_seq means what it means for a feed started at L' (replay (since, L'] from the
+ *   stream, live from L' + 1) and nothing past L' is missed. Once the last subscriber has been gone
+ *   for `idleStopMs` the consumer is closed; nobody is listening, so nothing is lost. Alert frames
+ *   are core NATS and cheap: that subscription stays for as long as the feed runs.
+ *
  * The broadcaster must get events from this feed only (in cluster mode the node's topology never
  * sends it any): the feed defines its `lastSeq`.
  */
 import { DeliverPolicy, type ConsumerMessages } from '@nats-io/jetstream'
 import type { NatsConnection, Subscription } from '@nats-io/transport-node'
-import type { AlertNotice, Broadcaster } from '../actors/broadcaster.js'
+import type { AlertNotice, BroadcastMessage, Broadcaster, SocketSink } from '../actors/broadcaster.js'
 import type { PricedEvent, StoredEvent } from '../events.js'
 import type { Log } from '../log.js'
 import { decodeEvent, type JetStreamLog } from './js-log.js'
@@ -47,6 +58,10 @@ export const FEED_BATCH_MAX = 500
 export const FEED_PULL_WINDOW = 1000
 /** Pause before the feed follows the stream again after its consumer ended unexpectedly. */
 export const FEED_RESTART_MS = 1000
+/** On demand: how long the stream is still followed after the last subscriber left. */
+export const FEED_IDLE_STOP_MS = 30_000
+/** WebSocket close code for a subscriber the feed could not start for (try again later). */
+const CLOSE_TRY_AGAIN_LATER = 1013
 
 export interface ClusterFeedOptions {
   h: NatsHandles
@@ -59,10 +74,18 @@ export interface ClusterFeedOptions {
   logger: Log
   /** Most events per message to the broadcaster (default {@link FEED_BATCH_MAX}). */
   batchMax?: number
+  /**
+   * Follow the stream only while the broadcaster has a subscriber (see the file comment).
+   * Default false: follow from `start()` to `stop()`.
+   */
+  onDemand?: boolean
+  /** On demand: how long to keep following after the last subscriber left (default {@link FEED_IDLE_STOP_MS}). */
+  idleStopMs?: number
 }
 
 /** Figures for /metrics and /ready. */
 export interface ClusterFeedStats {
+  /** Following the stream now (on demand: only while someone listens). */
   running: boolean
   /** The stream's last seq when the feed started (the broadcaster's starting point). */
   startSeq: number
@@ -83,6 +106,9 @@ export interface ClusterFeedStats {
   waits: number
   /** Times the consumer ended unexpectedly and the feed followed the stream again. */
   restarts: number
+  /** On demand: times the feed started following for a first subscriber, and stopped after the last left. */
+  follows: number
+  pauses: number
 }
 
 const decoder = new TextDecoder()
@@ -139,17 +165,34 @@ export class ClusterFeed {
   readonly #price: (e: StoredEvent) => PricedEvent
   readonly #logger: Log
   readonly #batchMax: number
+  readonly #onDemand: boolean
+  readonly #idleStopMs: number
+  /** The broadcaster's own `send` (the feed's messages go straight to it). */
+  readonly #send: (m: BroadcastMessage) => boolean
   #started = false
   #running = false
   #stopping = false
+  /** Set to end the current follow (stop, or on demand a pause); the run loop checks it. */
+  #halt = false
+  /**
+   * idle: not following (on demand, nobody listens); starting: making the consumer for a first
+   * subscriber; following; pausing: closing the consumer after the last subscriber left.
+   */
+  #state: 'idle' | 'starting' | 'following' | 'pausing' = 'idle'
+  /** Subscribers' messages held while starting or pausing, in arrival order. */
+  #held: BroadcastMessage[] = []
+  /** Sockets subscribed through this feed and not yet unsubscribed (on demand). */
+  readonly #sinks = new Set<SocketSink>()
+  #idleTimer: NodeJS.Timeout | null = null
   #startSeq = 0
   #lastSeq = 0
   #lag = 0
   #messages: ConsumerMessages | null = null
   #alertSub: Subscription | null = null
   #loop: Promise<void> | null = null
+  #transition: Promise<void> | null = null
   #wake: (() => void) | null = null
-  #stats = { events: 0, batches: 0, alerts: 0, undecodable: 0, badAlerts: 0, waits: 0, restarts: 0 }
+  #stats = { events: 0, batches: 0, alerts: 0, undecodable: 0, badAlerts: 0, waits: 0, restarts: 0, follows: 0, pauses: 0 }
 
   constructor(opts: ClusterFeedOptions) {
     this.#h = opts.h
@@ -158,12 +201,17 @@ export class ClusterFeed {
     this.#price = opts.price
     this.#logger = opts.logger
     this.#batchMax = opts.batchMax ?? FEED_BATCH_MAX
+    this.#onDemand = opts.onDemand ?? false
+    this.#idleStopMs = opts.idleStopMs ?? FEED_IDLE_STOP_MS
     if (!Number.isSafeInteger(this.#batchMax) || this.#batchMax < 1) throw new RangeError(`batchMax must be a positive integer, got ${String(opts.batchMax)}`)
+    if (!Number.isFinite(this.#idleStopMs) || this.#idleStopMs < 0) throw new RangeError(`idleStopMs must be a non-negative number, got ${String(opts.idleStopMs)}`)
+    this.#send = this.#b.send.bind(this.#b)
   }
 
   /**
-   * Attaches the broadcaster and starts following the stream from its current end and the alert
-   * frames. Resolves once both subscriptions exist. Call before HTTP serves /ws.
+   * Attaches the broadcaster and subscribes to the alert frames; follows the stream from its
+   * current end (on demand: from the first subscriber on). Resolves once the subscriptions exist.
+   * Call before HTTP serves /ws.
    * @throws when the stream cannot be read, or the broadcaster refuses the attach message
    */
   async start(): Promise<void> {
@@ -178,16 +226,7 @@ export class ClusterFeed {
   }
 
   async #start(): Promise<void> {
-    const last = await this.#log.lastSeq()
-    this.#startSeq = last
-    this.#lastSeq = last
-    const attached = this.#b.send({
-      type: 'attach',
-      replaySource: (from, through, project, signal) => this.#replay(from, through, project, signal),
-      logEnd: () => this.#lastSeq + this.#lag + 1,
-      seq: last
-    })
-    if (!attached) throw new Error('the broadcaster refused the cluster feed (closed or mailbox full)')
+    await this.#attach()
     const { names } = this.#h
     const prefix = names.alertSubject('')
     this.#alertSub = this.#h.nc.subscribe(names.allAlerts, {
@@ -199,31 +238,167 @@ export class ClusterFeed {
           this.#logger.warn({ subject: msg.subject }, 'cluster feed: a frame on the alert subject is not an alert notice; skipped')
           return
         }
-        if (this.#b.send({ type: 'alert', alert: notice })) this.#stats.alerts++
+        if (this.#send({ type: 'alert', alert: notice })) this.#stats.alerts++
       }
     })
+    if (this.#onDemand) {
+      // Subscribers' messages pass through the feed from now on (see the file comment).
+      this.#b.send = (m: BroadcastMessage) => this.#fromOutside(m)
+      return
+    }
+    try {
+      await this.#followFromHere()
+    } catch (err) {
+      this.#alertSub.unsubscribe()
+      this.#alertSub = null
+      throw err
+    }
+  }
+
+  /** Reads the stream's end L and tells the broadcaster: positions are the stream's, up to L handled. */
+  async #attach(): Promise<void> {
+    const last = await this.#log.lastSeq()
+    this.#startSeq = last
+    this.#lastSeq = last
+    this.#lag = 0
+    const attached = this.#send({
+      type: 'attach',
+      replaySource: (from, through, project, signal) => this.#replay(from, through, project, signal),
+      logEnd: () => this.#lastSeq + this.#lag + 1,
+      seq: last
+    })
+    if (!attached) throw new Error('the broadcaster refused the cluster feed (closed or mailbox full)')
+  }
+
+  /** Makes the consumer from the seq after the last handed over and starts the run loop. */
+  async #followFromHere(): Promise<void> {
+    this.#halt = false
     this.#running = true
     try {
       this.#messages = await this.#follow()
     } catch (err) {
       this.#running = false
-      this.#alertSub.unsubscribe()
-      this.#alertSub = null
       throw err
     }
+    this.#state = 'following'
     this.#loop = this.#run(this.#messages)
+  }
+
+  /** On demand: a message for the broadcaster from outside (the /ws route, the broadcaster itself). */
+  #fromOutside(m: BroadcastMessage): boolean {
+    if (m.type === 'subscribe') {
+      this.#sinks.add(m.sink)
+      if (this.#idleTimer !== null) {
+        clearTimeout(this.#idleTimer)
+        this.#idleTimer = null
+      }
+      if (this.#state === 'following' || this.#stopping) return this.#send(m)
+      this.#held.push(m)
+      if (this.#state === 'idle') this.#transition = this.#wakeUp()
+      return true
+    }
+    if (m.type === 'unsubscribe' || m.type === 'pong') {
+      if (m.type === 'unsubscribe') {
+        this.#sinks.delete(m.sink)
+        if (this.#sinks.size === 0 && this.#state === 'following') this.#armIdle()
+      }
+      if (this.#state === 'starting' || this.#state === 'pausing') {
+        this.#held.push(m)
+        return true
+      }
+    }
+    return this.#send(m)
+  }
+
+  /** On demand: follows the stream again for the held subscribers, then hands them over. */
+  async #wakeUp(): Promise<void> {
+    this.#state = 'starting'
+    try {
+      await this.#attach()
+      if (this.#stopping) throw new Error('the feed is stopping')
+      await this.#followFromHere()
+      this.#stats.follows++
+    } catch (err) {
+      this.#state = 'idle'
+      const held = this.#held
+      this.#held = []
+      if (!this.#stopping) this.#logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'cluster feed: could not follow the event stream for a new /ws subscriber; it is closed (try again later)')
+      for (const m of held) {
+        // Closing a socket sends its unsubscribe through #fromOutside (idle: straight on).
+        if (m.type === 'subscribe') m.sink.close(CLOSE_TRY_AGAIN_LATER, 'server busy, retry later')
+        else this.#send(m)
+      }
+      return
+    } finally {
+      this.#transition = null
+    }
+    this.#handOverHeld()
+  }
+
+  /** Hands the held subscribers' messages over in order; a refused subscribe is closed. */
+  #handOverHeld(): void {
+    const held = this.#held
+    this.#held = []
+    for (const m of held) {
+      if (!this.#send(m) && m.type === 'subscribe') m.sink.close(CLOSE_TRY_AGAIN_LATER, 'server busy, retry later')
+    }
+    if (this.#sinks.size === 0 && this.#state === 'following') this.#armIdle()
+  }
+
+  #armIdle(): void {
+    if (this.#idleTimer !== null || this.#stopping) return
+    this.#idleTimer = setTimeout(() => {
+      this.#idleTimer = null
+      if (this.#sinks.size === 0 && this.#state === 'following' && !this.#stopping) this.#transition = this.#pause()
+    }, this.#idleStopMs)
+    this.#idleTimer.unref()
+  }
+
+  /** On demand: stops following (nobody listens); subscribers that came meanwhile wake it again. */
+  async #pause(): Promise<void> {
+    this.#state = 'pausing'
+    await this.#endFollow()
+    this.#stats.pauses++
+    this.#state = 'idle'
+    this.#transition = null
+    if (this.#stopping) return
+    if (this.#held.some((m) => m.type === 'subscribe')) this.#transition = this.#wakeUp()
+    else {
+      const held = this.#held
+      this.#held = []
+      for (const m of held) this.#send(m)
+    }
+  }
+
+  /** Ends the current follow and waits for its loop. */
+  async #endFollow(): Promise<void> {
+    this.#halt = true
+    this.#wake?.()
+    await this.#messages?.close().catch(() => {})
+    await this.#loop
+    this.#messages = null
+    this.#loop = null
+    this.#running = false
   }
 
   /** Stops following (the broadcaster stays: its owner closes it). Safe twice. */
   async stop(): Promise<void> {
     if (this.#stopping) return this.#loop ?? undefined
     this.#stopping = true
-    this.#running = false
-    this.#wake?.()
+    if (this.#idleTimer !== null) clearTimeout(this.#idleTimer)
+    this.#idleTimer = null
     this.#alertSub?.unsubscribe()
     this.#alertSub = null
-    await this.#messages?.close().catch(() => {})
-    await this.#loop
+    await this.#transition?.catch(() => {})
+    await this.#endFollow()
+    this.#running = false
+    if (this.#onDemand && this.#started) {
+      // The broadcaster's own send again; held messages go to it (its owner closes it).
+      delete (this.#b as { send?: unknown }).send
+      const held = this.#held
+      this.#held = []
+      for (const m of held) this.#send(m)
+    }
   }
 
   stats(): ClusterFeedStats {
@@ -241,22 +416,22 @@ export class ClusterFeed {
     return consumer.consume({ max_messages: FEED_PULL_WINDOW })
   }
 
-  /** Follows the stream until stopped; a consumer that ends on its own is replaced. */
+  /** Follows the stream until stopped (or paused); a consumer that ends on its own is replaced. */
   async #run(first: ConsumerMessages): Promise<void> {
     let messages: ConsumerMessages | null = first
-    while (!this.#stopping) {
+    while (!this.#halt) {
       try {
         messages ??= await this.#follow()
         this.#messages = messages
-        if (this.#stopping) break
+        if (this.#halt) break
         if (!(await this.#drain(messages))) {
           this.#logger.warn({ lastSeq: this.#lastSeq }, 'cluster feed: the broadcaster closed; the feed stops')
           break
         }
-        if (this.#stopping) break
+        if (this.#halt) break
         this.#logger.warn({ lastSeq: this.#lastSeq }, 'cluster feed: the stream consumer ended; following again')
       } catch (err) {
-        if (this.#stopping) break
+        if (this.#halt) break
         this.#logger.error({ err, lastSeq: this.#lastSeq }, 'cluster feed: following the event stream failed; retrying')
       }
       await messages?.close().catch(() => {})
