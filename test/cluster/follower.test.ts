@@ -110,11 +110,45 @@ t.test('one server', async (t) => {
     // Never started: partition 3's events exist at or below last, so it cannot catch up.
     const last = await log.lastSeq()
     await t.rejects(f.caughtUp(last, 300), /partition 3: not caught up to seq \d+ within 300 ms/)
+    // A query waits for a partition that is not there yet: 503, never an internal error.
+    const err = await f.caughtUp(last, 50).catch((e: unknown) => e as { code?: string; statusCode?: number; retryAfter?: number })
+    t.match(err, { code: 'LLMS_ERR_UNAVAILABLE', statusCode: 503, retryAfter: 1 })
+    // Not delivering, and it knows the stream holds more of the partition: lag is not 0.
+    t.ok(f.lag >= 1, `lag ${f.lag} while no consumer delivers`)
     const waiting = f.caughtUp(last, 30_000)
     await f.stop()
-    await t.rejects(waiting, /stopped/)
+    await t.rejects(waiting, { code: 'LLMS_ERR_UNAVAILABLE', message: /stopped/ })
     await f.stop()
     await t.rejects(f.caughtUp(last, 1000), /stopped/)
+  })
+
+  t.test('a consumer deleted from under it: a new one from the next seq, nothing lost or repeated; stop is prompt', async (t) => {
+    const got: StoredEvent[] = []
+    const from = (await log.lastSeq()) + 1
+    const f = new PartitionFollower(h, { partition: 2, from, onEvents: (es) => got.push(...es), log: silentLog })
+    await f.start()
+    const before = await append(log, [2, 0, 2])
+    await f.caughtUp(before.at(-1)!.seq, 30_000)
+    // Every consumer of the stream deleted (this follower's among them), then more events.
+    for await (const c of h.jsm.consumers.list(h.names.stream)) await h.jsm.consumers.delete(h.names.stream, c.name)
+    const after = await append(log, [2, 2, 1, 2])
+    await until(() => got.length === 5, 30_000, 'the events appended after the delete')
+    t.same(got, ofP([...before, ...after], 2), 'each once, in order')
+    t.ok(f.reopens >= 1, `a new consumer (${f.reopens})`)
+    t.equal(f.lag, 0)
+    // Stop while a fetch waits for messages: resolves well before the fetch would expire.
+    const t0 = Date.now()
+    await f.stop()
+    t.ok(Date.now() - t0 < 1_000, `stopped in ${Date.now() - t0} ms`)
+    const [extra] = await append(log, [2])
+    // Another follower has it: the stopped one would have had it by now, too.
+    const seen: StoredEvent[] = []
+    const g = new PartitionFollower(h, { partition: 2, from: extra!.seq, onEvents: (es) => seen.push(...es), log: silentLog })
+    t.teardown(() => g.stop())
+    await g.start()
+    await g.caughtUp(extra!.seq, 30_000)
+    t.same(seen, [extra])
+    t.equal(got.length, 5, 'nothing handed over after stop')
   })
 
   t.test('a message it cannot read is skipped and logged; an onEvents that throws is logged; both carry on', async (t) => {
@@ -158,7 +192,12 @@ t.test('one server', async (t) => {
   })
 })
 
-t.test('three servers: kill -9 of the stream leader loses and repeats nothing', async (t) => {
+// The follower's client on a server that is not the stream leader: it stays connected through
+// the kill, and only the consumer (if it was on the leader) is lost — the case the client library
+// alone does not recover from. On the leader itself: the connection goes too (it reconnects to
+// another server given in its list).
+for (const via of ['another server', 'the leader itself'] as const)
+t.test(`three servers: kill -9 of the stream leader loses and repeats nothing (the follower connected to ${via})`, async (t) => {
   const nats = await startNats({ servers: 3 })
   t.teardown(() => nats.stop())
   const parts = 2
@@ -166,14 +205,12 @@ t.test('three servers: kill -9 of the stream leader loses and repeats nothing', 
   const producerH = await connectCluster(c, { log: silentLog })
   t.teardown(() => producerH.close())
   t.equal(producerH.replicas, 3)
-  // The follower talks to a server that is not the stream leader: its client stays connected
-  // through the kill, and only the consumer (on the leader) is lost — the case the client
-  // library alone does not recover from.
   const leader = await streamLeader(nats.urls[0]!, 'fo-events')
   const victim = nats.servers.find((s) => s.name === leader)!
   t.ok(victim, `stream leader ${leader}`)
   const other = nats.servers.find((s) => s !== victim)!
-  const h: NatsHandles = await connectCluster({ ...c, servers: [other.url] }, { log: silentLog })
+  const servers = via === 'another server' ? [other.url] : [victim.url, ...nats.servers.filter((s) => s !== victim).map((s) => s.url)]
+  const h: NatsHandles = await connectCluster({ ...c, servers }, { log: silentLog })
   t.teardown(() => h.close())
   const producer = new JetStreamLog(producerH, { ackTimeoutMs: 2_000 })
 
@@ -202,7 +239,16 @@ t.test('three servers: kill -9 of the stream leader loses and repeats nothing', 
   await until(() => acked.length >= 300 && got.length > 0, 60_000, 'events before the kill')
   t.equal(await streamLeader(other.url, 'fo-events'), leader, 'the leader has not moved meanwhile')
   await victim.kill('SIGKILL')
+  const killedAt = Date.now()
   const ackedAtKill = acked.length
+  const seqAtKill = Math.max(...acked.map((e) => e.seq))
+  // Back within seconds of the election (generous bound: the machine is shared).
+  let storedAt = 0
+  await until(() => {
+    if (storedAt === 0 && acked.some((e) => e.seq > seqAtKill)) storedAt = Date.now()
+    return got.some((e) => e.seq > seqAtKill)
+  }, 30_000, 'the follower handing over an event stored after the kill')
+  t.comment(`after the kill: the first event stored ${storedAt === 0 ? '?' : storedAt - killedAt} ms, handed over by the follower ${Date.now() - killedAt} ms`)
   await until(() => acked.length >= ackedAtKill + 300, 90_000, 'events acknowledged after the kill')
   producing = false
   await produced
