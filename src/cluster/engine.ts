@@ -183,7 +183,8 @@ export class ClusterEngine extends Engine {
     const h = this.#handles()
     const logger = this.#opts.logger
     this.#responder = new QueryResponder({ nc: h.nc, names: h.names, node: this.#nodeId, log: logger, handle: (p, r) => this.#answer(p, r) })
-    this.#feed = new ClusterFeed({ h, log: this.#jsLog!, broadcaster: this.topology.broadcaster, price: (e: StoredEvent) => this.price(e), logger })
+    // onDemand: the whole stream is decoded and priced only while this node has a /ws subscriber.
+    this.#feed = new ClusterFeed({ h, log: this.#jsLog!, broadcaster: this.topology.broadcaster, price: (e: StoredEvent) => this.price(e), logger, onDemand: true })
     await this.#feed.start()
     const info = await super.recover()
     this.#membership = new Membership({
