@@ -5,6 +5,8 @@
  *   ingest in the same run as the baseline;
  * - CPU time per event of the LLMScope node and of the nats-servers, next to single-node LMDB's
  *   (the per-event overhead of cluster mode, less noisy than a rate on a shared machine);
+ * - the same with one /ws subscriber on the node (its ClusterFeed follows the whole stream only
+ *   while someone listens, so that is the cost of a watched node);
  * - failover: kill -9 of a node → every partition owned again (lease 5 s);
  * - query p50/p99 from a node that owns only part of the partitions (the rest answer over NATS),
  *   next to single-node's.
@@ -15,6 +17,7 @@
 import { existsSync, readFileSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { WebSocket } from 'ws'
 import { BENCH_KEY, load, startLLMScope, type LoadResult, type Row } from './lib.js'
 import { NATS_SERVER, readyOf, startNatsServers, startNode, waitAllOwned, type Proc } from './cluster-up.js'
 
@@ -36,6 +39,25 @@ function cpuMs(pid: number | undefined): number {
     return (Number(f[11]) + Number(f[12])) * 10
   } catch {
     return 0
+  }
+}
+
+/** One /ws subscriber of the bench key's project, counting the frames it gets. */
+async function wsSubscriber(url: string): Promise<{ frames(): number; close(): Promise<void> }> {
+  const ws = new WebSocket(`${url.replace('http', 'ws')}/ws`, { headers: { 'x-api-key': BENCH_KEY } })
+  let frames = 0
+  ws.on('message', () => frames++)
+  await new Promise<void>((resolve, reject) => {
+    ws.once('open', () => resolve())
+    ws.once('error', reject)
+  })
+  return {
+    frames: () => frames,
+    close: () =>
+      new Promise<void>((resolve) => {
+        ws.once('close', () => resolve())
+        ws.close()
+      })
   }
 }
 
@@ -143,6 +165,15 @@ export async function run(seconds: number): Promise<Row[]> {
       rows.push({ bench: 'cluster', metric: `1 node, ${s.name}: CPU per event, LLMScope node`, value: r.scopeUsPerEvent, unit: 'µs', baseline: b.scopeUsPerEvent, ratio: r.scopeUsPerEvent / b.scopeUsPerEvent })
       rows.push({ bench: 'cluster', metric: `1 node, ${s.name}: CPU per event, 3 nats-servers`, value: r.natsUsPerEvent, unit: 'µs' })
       rows.push({ bench: 'cluster', metric: `1 node, ${s.name}: overhead per event vs single node`, value: r.scopeUsPerEvent + r.natsUsPerEvent - b.scopeUsPerEvent, unit: 'µs CPU', note: 'node + NATS − single-node LMDB' })
+    }
+    {
+      const s = scenarios[0]!
+      const sub = await wsSubscriber(one.url)
+      const r = await measure([one.url], s, seconds, [one.proc.pid], natsPids)
+      await sub.close()
+      const b = base.get(s.name)!
+      rows.push({ bench: 'cluster', metric: `1 node + one /ws subscriber, ${s.name}: events/s`, value: r.evPerSec, unit: 'ev/s', baseline: b.evPerSec, ratio: r.evPerSec / b.evPerSec, note: note(r.failures) ?? `${sub.frames()} frames received` })
+      rows.push({ bench: 'cluster', metric: `1 node + one /ws subscriber, ${s.name}: CPU per event, LLMScope node`, value: r.scopeUsPerEvent, unit: 'µs', baseline: b.scopeUsPerEvent, ratio: r.scopeUsPerEvent / b.scopeUsPerEvent, note: 'its feed decodes and prices every event of the stream' })
     }
     await one.stop()
     nodes.length = 0
