@@ -101,8 +101,9 @@ function noResponders(): Error {
 /** An append waiting for its acknowledgements. */
 interface Waiting {
   readonly key: string
-  readonly events: StoredEvent[]
-  readonly rnds: string[]
+  /** Emptied once it ends, so a finished append holds no events while it waits in the queue. */
+  events: StoredEvent[]
+  rnds: string[]
   /** Acknowledgements still to come. */
   left: number
   /** `performance.now()` after which it fails. */
@@ -288,7 +289,19 @@ export class JetStreamLog implements DurableLog {
   #finish(w: Waiting, err: Error | null): void {
     if (w.done) return
     w.done = true
+    w.events = []
+    w.rnds = []
     this.#waiting.delete(w.key)
+    // Most appends end in the order they were made: drop finished ones from the queue's head now.
+    const q = this.#queue
+    while (this.#queueHead < q.length && q[this.#queueHead]!.done) this.#queueHead++
+    if (this.#queueHead === q.length) {
+      this.#queue = []
+      this.#queueHead = 0
+    } else if (this.#queueHead > 1024 && this.#queueHead * 2 > q.length) {
+      this.#queue = q.slice(this.#queueHead)
+      this.#queueHead = 0
+    }
     if (err === null) w.resolve()
     else w.reject(err)
   }
@@ -315,12 +328,12 @@ export class JetStreamLog implements DurableLog {
   #expire(): void {
     this.#timer = null
     const now = performance.now()
-    const q = this.#queue
-    while (this.#queueHead < q.length) {
-      const w = q[this.#queueHead]!
-      if (!w.done && w.deadline > now) break
-      this.#finish(w, ackTimeout())
-      this.#queueHead++
+    for (;;) {
+      // #finish moves the head past finished appends, so the head is the oldest one waiting.
+      const w = this.#queue[this.#queueHead]
+      if (w === undefined || w.deadline > now) break
+      if (w.done) this.#queueHead++
+      else this.#finish(w, ackTimeout())
     }
     this.#arm()
   }

@@ -150,6 +150,28 @@ t.test('on one nats-server', async (t) => {
     t.equal(l.stats.failedAppends, 1)
   })
 
+  await t.test('appends nobody acknowledges each fail after their own timeout, in order, however many wait', async (t) => {
+    // A core subscriber takes the subject (so no "no responders") and never answers.
+    const hole = ingest2H.nc.subscribe('blackhole.>', { callback: () => {} })
+    t.teardown(() => hole.unsubscribe())
+    await ingest2H.nc.flush()
+    const other: NatsHandles = { ...ingestH, names: { ...ingestH.names, subject: (p: number, project: string) => `blackhole.${p}.${project}` } }
+    const l = new JetStreamLog(other, { ackTimeoutMs: 300 })
+    const failedAt = (c: Promise<void>, t0: number) => c.then(() => -1, (e: { code?: string }) => (e.code === 'LLMS_ERR_UNAVAILABLE' ? Date.now() - t0 : -2))
+    const t0 = Date.now()
+    const first = [failedAt(l.append([pending(1), pending(2)]).committed, t0), failedAt(l.append([pending(3)]).committed, t0)]
+    await new Promise((r) => setTimeout(r, 150))
+    const t1 = Date.now()
+    const later = failedAt(l.append([pending(4)]).committed, t1)
+    const [a, b2] = await Promise.all(first)
+    const c = await later
+    for (const [what, ms] of [['first', a!], ['second', b2!], ['later', c]] as const) t.ok(ms >= 290 && ms < 3000, `${what} failed ${ms} ms after it was made`)
+    t.equal(l.stats.failedAppends, 3)
+    // And a later append on the same log still gets its own timeout.
+    const t2 = Date.now()
+    t.ok((await failedAt(l.append([pending(5)]).committed, t2)) >= 290)
+  })
+
   const b = liveBroadcaster((fn) => t.teardown(fn))
   const feed = new ClusterFeed({ h: reader, log: readerLog, broadcaster: b, price, logger: silentLog, onDemand: true, idleStopMs: 200 })
   await feed.start()
