@@ -11,7 +11,9 @@
  *   expiry (a watchdog closes it: the client may wait forever for a consumer whose server died),
  *   a gap in the consumer's delivery sequence (a message lost on the way), or a fetch that got
  *   nothing while the stream holds a message of the partition it should have delivered (asked of
- *   the stream leader after each empty fetch). It never relies on the client's own recovery.
+ *   the stream leader after each empty fetch), or the connection dropping or coming back (messages
+ *   in flight meanwhile are lost to a consumer without acks). It never relies on the client's own
+ *   recovery.
  * - while no consumer can be made (the meta leader is being elected, or places the consumer on a
  *   server that has just died), it reads the partition message by message with "next by subject"
  *   gets from the stream leader, so it keeps moving as long as the stream answers; then it tries
@@ -38,8 +40,17 @@ const PULL_BATCH = 1000
 const FETCH_EXPIRES_MS = 2_000
 /** A fetch not ended this long after its expiry is closed and the consumer made anew. */
 const FETCH_GRACE_MS = 2_000
-/** How long making a consumer, or one get from the stream, may take. */
+/** How long one get from the stream may take. */
 const REQUEST_TIMEOUT_MS = 3_000
+/**
+ * How long making a consumer may take: short, then longer after each two failures (to the cap).
+ * After a server is killed, nats-server 2.9's meta leader goes on placing some new R1 consumers on
+ * it for a minute or more (measured: about one create in three never answers, the others answer
+ * in a few ms): waiting long for such a create only delays the next one, which likely lands on a
+ * live server.
+ */
+const CREATE_TIMEOUT_MS = 1_000
+const CREATE_TIMEOUT_MAX_MS = 5_000
 /** An abandoned consumer (its follower gone or moved to a new one) is removed by the server after this. */
 const INACTIVE_MS = 30_000
 /** Backoff between attempts to make a consumer: from the first to the cap. */
@@ -93,6 +104,11 @@ export class PartitionFollower {
   #stopped = false
   #reopens = 0
   #sleepWake: (() => void) | null = null
+  /** Consecutive failures to make a consumer. */
+  #createFailures = 0
+  /** The current fetch must end as broken (the connection dropped or came back meanwhile). */
+  #fetchBroken = false
+  #status: (AsyncIterable<unknown> & { stop?: () => void }) | null = null
   #waiters = new Set<Waiter>()
 
   constructor(h: NatsHandles, opts: PartitionFollowerOptions) {
@@ -140,6 +156,7 @@ export class PartitionFollower {
    */
   async start(): Promise<void> {
     if (this.#loop !== null || this.#stopped) return
+    this.#watchConnection()
     let first: ConsumerInfo | null = null
     try {
       first = await this.#create()
@@ -152,24 +169,47 @@ export class PartitionFollower {
     })
   }
 
+  /** A dropped or restored connection ends the current fetch (its consumer may have sent messages into the void). */
+  #watchConnection(): void {
+    const status = this.#h.nc.status() as AsyncIterable<{ type: string }> & { stop?: () => void }
+    this.#status = status
+    void (async () => {
+      for await (const s of status) {
+        if (this.#stopped) return
+        if ((s.type === 'disconnect' || s.type === 'reconnect') && this.#fetch !== null) {
+          this.#fetchBroken = true
+          this.#fetch.stop()
+        }
+      }
+    })().catch(() => {})
+  }
+
   /** Makes a consumer from the next seq; its name is kept so it can be deleted. */
   async #create(): Promise<ConsumerInfo> {
     const { jsm, names } = this.#h
     const name = `llms_p${this.#partition}_${nanoid(10).replace(/[^A-Za-z0-9]/g, 'x')}`
-    const ci = await within(
-      jsm.consumers.add(names.stream, {
-        name,
-        filter_subject: names.partitionSubject(this.#partition),
-        deliver_policy: DeliverPolicy.StartSequence,
-        opt_start_seq: this.#received + 1,
-        ack_policy: AckPolicy.None,
-        mem_storage: true,
-        num_replicas: 1,
-        inactive_threshold: INACTIVE_MS * 1_000_000
-      }),
-      REQUEST_TIMEOUT_MS,
-      'making the partition consumer'
-    )
+    const timeout = Math.min(CREATE_TIMEOUT_MAX_MS, CREATE_TIMEOUT_MS * (1 + Math.floor(this.#createFailures / 2)))
+    let ci: ConsumerInfo
+    try {
+      ci = await within(
+        jsm.consumers.add(names.stream, {
+          name,
+          filter_subject: names.partitionSubject(this.#partition),
+          deliver_policy: DeliverPolicy.StartSequence,
+          opt_start_seq: this.#received + 1,
+          ack_policy: AckPolicy.None,
+          mem_storage: true,
+          num_replicas: 1,
+          inactive_threshold: INACTIVE_MS * 1_000_000
+        }),
+        timeout,
+        'making the partition consumer'
+      )
+    } catch (err) {
+      this.#createFailures++
+      throw err
+    }
+    this.#createFailures = 0
     if (this.#stopped) {
       this.#deleteConsumer(ci.name)
       throw new Error('stopped')
@@ -232,6 +272,7 @@ export class PartitionFollower {
       return 'broken'
     }
     this.#fetch = messages
+    this.#fetchBroken = false
     let timedOut = false
     const watchdog = setTimeout(() => {
       timedOut = true
@@ -263,6 +304,10 @@ export class PartitionFollower {
     } finally {
       clearTimeout(watchdog)
       if (this.#fetch === messages) this.#fetch = null
+    }
+    if (this.#fetchBroken && !this.#stopped) {
+      this.#log.warn({ partition: this.#partition }, 'cluster: the NATS connection dropped or came back during a fetch; making a new consumer')
+      broken = true
     }
     if (timedOut && !this.#stopped) {
       this.#log.warn({ partition: this.#partition, ms: FETCH_EXPIRES_MS + FETCH_GRACE_MS }, 'cluster: partition fetch did not end after its expiry; making a new consumer')
@@ -298,12 +343,12 @@ export class PartitionFollower {
   }
 
   /** The stream's first message of the partition with seq > `after`, or null (asked of the stream leader). */
-  async #nextAfter(after: number): Promise<StoredMsg | null> {
+  async #nextAfter(after: number, timeoutMs = REQUEST_TIMEOUT_MS): Promise<StoredMsg | null> {
     const { jsm, names } = this.#h
     try {
       return await within(
         jsm.streams.getMessage(names.stream, { seq: after + 1, next_by_subj: names.partitionSubject(this.#partition) } as unknown as { seq: number }),
-        REQUEST_TIMEOUT_MS,
+        timeoutMs,
         'a get from the event stream'
       )
     } catch (err) {
@@ -318,7 +363,8 @@ export class PartitionFollower {
       const after = this.#received
       let next: StoredMsg | null
       try {
-        next = await this.#nextAfter(after)
+        // Short: between attempts to make a consumer, which matter more.
+        next = await this.#nextAfter(after, CREATE_TIMEOUT_MS)
       } catch {
         return
       }
@@ -453,6 +499,7 @@ export class PartitionFollower {
     this.#buffer = []
     this.#fetch?.stop()
     this.#fetch = null
+    this.#status?.stop?.()
     this.#deleteConsumer(this.#consumer)
     this.#consumer = null
     // Every step of the loop is bounded; it ends at its next check, handing nothing more over.

@@ -46,6 +46,7 @@ t.test('kill -9 of the stream leader under load: 503s at most, then ingestion re
   // Every node counts at least every acknowledged event, at most those plus the refused ones.
   // Queries may answer 503 while partitions' owners catch up after the election: wait (bounded) for 200s.
   await until(async () => (await Promise.all(cluster.live().map((i) => get(cluster.url(i), `/analytics/metrics?${RANGE}`)))).every((r) => r.status === 200), 'every node to answer queries after the election').catch((err: Error) => t.comment(err.message))
+  t.comment(`every node answers queries ${Date.now() - killedAt} ms after the kill`)
   for (const i of cluster.live()) {
     const r = await get(cluster.url(i), `/analytics/metrics?${RANGE}`)
     if (r.status !== 200) t.comment(`node ${i} (${cluster.nodeId(i)}) /ready: ${JSON.stringify((await cluster.ready(i)).body)}\nits warnings and errors:\n${cluster.problems(i).join('\n')}`)
@@ -53,6 +54,14 @@ t.test('kill -9 of the stream leader under load: 503s at most, then ingestion re
     t.ok(r.body.total_requests >= stats.acked.length, `node ${i}: ${r.body.total_requests} requests counted, at least the ${stats.acked.length} acknowledged`)
     t.ok(r.body.total_requests <= stats.acked.length + stats.unackedEvents, `node ${i}: at most the acknowledged plus the ${stats.unackedEvents} refused`)
     if (stats.unackedEvents === 0) t.equal(r.body.prompt_tokens, stats.ackedTokens, `node ${i}: exactly the acknowledged prompt tokens`)
+  }
+
+  // Caught up, every node says so: /ready's lag comes back to 0 (it is not 0 while a partition's reader is down).
+  await until(async () => (await Promise.all(cluster.live().map((i) => cluster.ready(i)))).every((r) => r.body?.cluster?.lag === 0), 'lag 0 on every node').catch((err: Error) => t.comment(err.message))
+  for (const i of cluster.live()) t.equal((await cluster.ready(i)).body?.cluster?.lag, 0, `node ${i}: lag 0 once caught up`)
+  for (const i of cluster.live()) {
+    const lines = cluster.problems(i, 1000).filter((l) => /partition (consumer|fetch)/.test(l))
+    if (lines.length > 0) t.comment(`node ${i}: the partition readers' recovery:\n${lines.slice(-6).join('\n')}`)
   }
 
   // Every acknowledged event answers by id; those acknowledged around the kill all checked.

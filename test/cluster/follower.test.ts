@@ -248,7 +248,7 @@ t.test(`three servers: kill -9 of the stream leader loses and repeats nothing (t
     if (storedAt === 0 && acked.some((e) => e.seq > seqAtKill)) storedAt = Date.now()
     return got.some((e) => e.seq > seqAtKill)
   }, 30_000, 'the follower handing over an event stored after the kill')
-  t.comment(`after the kill: the first event stored ${storedAt === 0 ? '?' : storedAt - killedAt} ms, handed over by the follower ${Date.now() - killedAt} ms`)
+  t.comment(`after the kill: the first event stored ${storedAt === 0 ? '(none acknowledged yet)' : `${storedAt - killedAt} ms`}, handed over by the follower ${Date.now() - killedAt} ms`)
   await until(() => acked.length >= ackedAtKill + 300, 90_000, 'events acknowledged after the kill')
   producing = false
   await produced
