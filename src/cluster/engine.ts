@@ -259,7 +259,13 @@ export class ClusterEngine extends Engine {
         }
       }
     }
-    await runner.ready(r.upTo, this.#cfg.queryTimeoutMs)
+    try {
+      await runner.ready(r.upTo, this.#cfg.queryTimeoutMs)
+    } catch (err) {
+      // Stopped (handed over meanwhile), held past the timeout, aggregators behind: a 503, never a 500.
+      if ((err as { statusCode?: unknown }).statusCode !== undefined) throw err
+      throw llmsError('LLMS_ERR_UNAVAILABLE', `partition ${p}: ${(err as Error).message.replace(/^partition \d+:? ?/, '')}`, { retryAfter: 1 })
+    }
     if (req.kind === 'breakdown') {
       const release = runner.hold(this.#cfg.queryTimeoutMs)
       const key = `${p}:${req.qid}`

@@ -114,7 +114,7 @@ export class QueryResponder {
 
 /** Sends `req` to one partition and resolves with its reply data, or rejects with a 503 naming it. */
 export async function askPartition(nc: NatsConnection, names: ClusterNames, p: number, r: PartitionRequest, timeoutMs: number): Promise<unknown> {
-  const unavailable = (why: string) => llmsError('LLMS_ERR_UNAVAILABLE', `partition ${p} ${why}; retry shortly`, { retryAfter: 1 })
+  const unavailable = (why: string) => llmsError('LLMS_ERR_UNAVAILABLE', `${/^partitions? \d/.test(why) ? why.replace(/; retry shortly$/, '') : `partition ${p} ${why}`}; retry shortly`, { retryAfter: 1 })
   let it: AsyncIterable<Msg>
   try {
     it = await nc.requestMany(names.query(p), encoder.encode(JSON.stringify(r)), { strategy: 'sentinel', maxWait: timeoutMs })
@@ -151,7 +151,7 @@ export async function askPartition(nc: NatsConnection, names: ClusterNames, p: n
   if (!reply.ok) {
     if (reply.status === 503) throw unavailable(reply.message)
     const code = (ERROR_CODES as string[]).includes(reply.code) ? (reply.code as ErrorCode) : 'LLMS_ERR_INTERNAL'
-    throw llmsError(code, code === 'LLMS_ERR_INTERNAL' ? `partition ${p}: ${reply.message}` : reply.message)
+    throw llmsError(code, code === 'LLMS_ERR_INTERNAL' && !reply.message.startsWith(`partition ${p}`) ? `partition ${p}: ${reply.message}` : reply.message)
   }
   return reply.data
 }
