@@ -184,3 +184,15 @@ t.test('a partition without a live owner answers 503 naming it, then the other n
   await waitFor('b owns every partition', async () => ((await ready(b)).cluster?.owned.length ?? 0) === 4, 30_000)
   t.equal((await b.app.inject({ url: '/analytics/metrics', headers: adminHeaders })).statusCode, 200)
 })
+
+t.test('/ready answers 503 while the node is cut off from NATS, 200 again once it reconnects', async (t) => {
+  await nats.servers[0].kill()
+  await waitFor('/ready 503', async () => (await b.app.inject({ url: '/ready' })).statusCode === 503, 30_000)
+  const r = await b.app.inject({ url: '/ready' })
+  t.match(r.json().message, /not connected to the cluster/)
+  const ingest = await b.app.inject({ method: 'POST', url: '/events/ingest', headers: adminHeaders, payload: { model: 'gpt-4o', prompt_tokens: 1, completion_tokens: 1, latency_ms: 1 } })
+  t.equal(ingest.statusCode, 503, 'ingestion refused meanwhile')
+  await nats.servers[0].restart()
+  await waitFor('/ready 200', async () => (await b.app.inject({ url: '/ready' })).statusCode === 200, 60_000)
+  t.pass('ready again')
+})
