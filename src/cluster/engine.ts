@@ -246,7 +246,12 @@ export class ClusterEngine extends Engine {
   async #answer(p: number, r: PartitionRequest): Promise<unknown> {
     const runner = this.#runners.get(p)
     if (runner === undefined) throw llmsError('LLMS_ERR_UNAVAILABLE', `partition ${p} is being handed over`, { retryAfter: 1 })
-    const req = r.req as PartialRequest
+    const req = r.req as PartialRequest | { kind: 'release'; qid: string }
+    if (req.kind === 'release') {
+      // A breakdown that failed after its first round: let the state it held move on now.
+      this.#holds.get(`${p}:${req.qid}`)?.()
+      return null
+    }
     const ask = (): Promise<unknown> => runner.answer((source) => answerPartial(source, req))
     if (req.kind === 'breakdown-sketches') {
       // Round 2 of a breakdown reads the state round 1 read (held since), then lets it move on.
@@ -295,9 +300,16 @@ export class ClusterEngine extends Engine {
     breakdown: async (q, by, sort, limit) => {
       // A partition that moved between the two rounds (handed over meanwhile): ask again, then 503.
       for (let attempt = 1; ; attempt++) {
+        const qids = new Set<string>()
+        const ask = (req: PartialRequest) => {
+          if (req.kind === 'breakdown') qids.add(req.qid)
+          return this.#ask(req)
+        }
         try {
-          return await clusterBreakdown(this.#ask, q, by, sort, limit)
+          return await clusterBreakdown(ask, q, by, sort, limit)
         } catch (err) {
+          // Partitions that answered the first round hold their state for the second: release them now.
+          for (const qid of qids) void this.#releaseHolds(qid)
           if (!(err instanceof PartitionMovedError)) throw err
           if (attempt === 3) throw llmsError('LLMS_ERR_UNAVAILABLE', `${err.message}; retry shortly`, { retryAfter: 1 })
         }
@@ -307,6 +319,13 @@ export class ClusterEngine extends Engine {
   }
 
   /** Durably accepts events: 202 once JetStream acknowledged every one (no wait for owners). */
+  /** Tells every partition to drop a breakdown's hold (best effort: holds also end after the query timeout). */
+  async #releaseHolds(qid: string): Promise<void> {
+    const h = this.#h
+    if (h === null) return
+    await askAll(h.nc, h.names, h.partitions, { upTo: 0, req: { kind: 'release', qid } }, 1000).catch(() => {})
+  }
+
   override async ingest(pending: PendingEvent[]): Promise<StoredEvent[]> {
     if (this.#stopping) throw llmsError('LLMS_ERR_SHUTTING_DOWN', 'the server is shutting down', { retryAfter: 1 })
     if (this.#inFlight + pending.length > this.config.highWaterEvents) {

