@@ -5,6 +5,7 @@
  * (every model's hours in one store) and each series answers only the two partial edge hours.
  */
 import { createAggregate, mergeInto, mergeTimeseries, type Aggregate, type RowVisitor, type SeriesStore, type TimeBucket } from './analytics/series.js'
+import { addSums, addValues } from './analytics/aggregate.js'
 import { createTotals, type Totals } from './analytics/totals.js'
 import { DiscardSketch, LatencySketch } from './analytics/sketch.js'
 import { floorDiv, HOUR_MS } from './analytics/time.js'
@@ -152,22 +153,6 @@ function eventFilter(f: Filters): (e: PricedEvent) => boolean {
     }
     return true
   }
-}
-
-/** Adds one row (values as {@link RowVisitor} gives them) to an aggregate. */
-function addValues(acc: Aggregate, v: Float64Array, flags: number): void {
-  const t = acc.totals
-  t.requests += 1
-  t.promptTokens += v[0]
-  t.completionTokens += v[1]
-  t.totalTokens += v[2]
-  t.cachedTokens += v[3]
-  t.reasoningTokens += v[4]
-  t.latencyUsSum += v[5]
-  t.costNanos += v[6]
-  if ((flags & 1) !== 0) t.errors += 1
-  if ((flags & 2) !== 0) t.unpriced += 1
-  acc.sketch.record(v[5])
 }
 
 /**
@@ -344,19 +329,6 @@ export interface Breakdown {
 /** Per group: requests, prompt, completion, total, cached, reasoning, latency µs, cost, errors, unpriced. */
 const ACC = 10
 
-function addAcc(a: Float64Array, v: Float64Array, flags: number): void {
-  a[0] += 1
-  a[1] += v[0]
-  a[2] += v[1]
-  a[3] += v[2]
-  a[4] += v[3]
-  a[5] += v[4]
-  a[6] += v[5]
-  a[7] += v[6]
-  if ((flags & 1) !== 0) a[8] += 1
-  if ((flags & 2) !== 0) a[9] += 1
-}
-
 function accTotals(a: Float64Array): Totals {
   return { requests: a[0], promptTokens: a[1], completionTokens: a[2], totalTokens: a[3], cachedTokens: a[4], reasoningTokens: a[5], latencyUsSum: a[6], costNanos: a[7], errors: a[8], unpriced: a[9] }
 }
@@ -496,7 +468,7 @@ export function breakdown(source: QuerySource | AnalyticsReader, q: RangeQuery, 
         acc = new Float64Array(ACC)
         groups.set(k, acc)
       }
-      addAcc(acc, v, flags)
+      addSums(acc, 0, v, flags)
     }
   })
   const metric = sort === 'cost' ? 7 : sort === 'requests' ? 0 : 3
@@ -552,7 +524,7 @@ function breakdownFromTotals(src: QuerySource, view: ProjectView | undefined, q:
     const id = dim === 'user' ? u : s
     let acc = outside.get(id)
     if (acc === undefined) outside.set(id, (acc = new Float64Array(ACC)))
-    addAcc(acc, v, flags)
+    addSums(acc, 0, v, flags)
     let sk = outsideSketches.get(id)
     if (sk === undefined) outsideSketches.set(id, (sk = new LatencySketch()))
     sk.record(v[5])

@@ -30,6 +30,42 @@ export function addRow(a: Aggregate, row: Row): void {
 }
 
 /**
+ * Counts one row, given as a RowVisitor gives its values (prompt, completion, total, cached,
+ * reasoning, latency µs, cost nanos) and flags (1 error, 2 unpriced), into an aggregate.
+ */
+export function addValues(acc: Aggregate, v: ArrayLike<number>, flags: number): void {
+  const t = acc.totals
+  t.requests += 1
+  t.promptTokens += v[0]
+  t.completionTokens += v[1]
+  t.totalTokens += v[2]
+  t.cachedTokens += v[3]
+  t.reasoningTokens += v[4]
+  t.latencyUsSum += v[5]
+  t.costNanos += v[6]
+  if ((flags & 1) !== 0) t.errors += 1
+  if ((flags & 2) !== 0) t.unpriced += 1
+  acc.sketch.record(v[5])
+}
+
+/**
+ * Counts the same row into ten sums at offset `o` of `a` (requests, prompt, completion, total,
+ * cached, reasoning, latency µs, cost nanos, errors, unpriced): a breakdown's per-group form.
+ */
+export function addSums(a: Float64Array, o: number, v: ArrayLike<number>, flags: number): void {
+  a[o] += 1
+  a[o + 1] += v[0]
+  a[o + 2] += v[1]
+  a[o + 3] += v[2]
+  a[o + 4] += v[3]
+  a[o + 5] += v[4]
+  a[o + 6] += v[5]
+  a[o + 7] += v[6]
+  if ((flags & 1) !== 0) a[o + 8] += 1
+  if ((flags & 2) !== 0) a[o + 9] += 1
+}
+
+/**
  * Adds `source` into `target` (in place) and returns `target`. This is how the
  * HTTP layer combines the answers of many series (one per model + provider).
  */

@@ -10,6 +10,7 @@
  */
 import type { PricedEvent } from '../events.js'
 import { LatencySketch } from './sketch.js'
+import { addSums } from './aggregate.js'
 
 export const DIM_FIELDS = 10
 
@@ -40,17 +41,7 @@ export class DimTotals {
   add(id: number, v: ArrayLike<number>, flags: number): void {
     if (id >= this.#top) this.#reserve(id + 1)
     const a = this.#acc
-    const o = id * DIM_FIELDS
-    a[o] += 1
-    a[o + 1] += v[0]
-    a[o + 2] += v[1]
-    a[o + 3] += v[2]
-    a[o + 4] += v[3]
-    a[o + 5] += v[4]
-    a[o + 6] += v[5]
-    a[o + 7] += v[6]
-    if ((flags & 1) !== 0) a[o + 8] += 1
-    if ((flags & 2) !== 0) a[o + 9] += 1
+    addSums(a, id * DIM_FIELDS, v, flags)
     ;(this.#sketches[id] ??= new LatencySketch()).record(v[5])
   }
 

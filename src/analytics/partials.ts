@@ -37,7 +37,7 @@
  */
 import { randomUUID } from 'node:crypto'
 import { metrics, costs, timeseries, isBreakdownDimension, scan, scanLog, groupBy, groupNeedsLog, cmpValue, type Breakdown, type BreakdownSort, type QuerySource, type RangeQuery } from '../queries.js'
-import { mergeInto, mergeTimeseries, type Aggregate, type TimeBucket } from './aggregate.js'
+import { addSums, addValues, mergeInto, mergeTimeseries, type Aggregate, type TimeBucket } from './aggregate.js'
 import type { RowVisitor } from './series.js'
 import { createTotals, type Totals } from './totals.js'
 import { DiscardSketch, LatencySketch } from './sketch.js'
@@ -355,36 +355,6 @@ const accumulator = (): Aggregate => ({ totals: createTotals(), sketch: LatencyS
 /** Ten sums per group, as breakdown() keeps them. */
 const FIELDS = 10
 
-/** Adds one row (RowVisitor values) to the ten sums at offset `o` (queries.ts addAcc). */
-function addSums(a: Float64Array, o: number, v: Float64Array, flags: number): void {
-  a[o] += 1
-  a[o + 1] += v[0]
-  a[o + 2] += v[1]
-  a[o + 3] += v[2]
-  a[o + 4] += v[3]
-  a[o + 5] += v[4]
-  a[o + 6] += v[5]
-  a[o + 7] += v[6]
-  if ((flags & 1) !== 0) a[o + 8] += 1
-  if ((flags & 2) !== 0) a[o + 9] += 1
-}
-
-/** Adds one row to an aggregate (queries.ts addValues). */
-function addRow(acc: Aggregate, v: Float64Array, flags: number): void {
-  const t = acc.totals
-  t.requests += 1
-  t.promptTokens += v[0]
-  t.completionTokens += v[1]
-  t.totalTokens += v[2]
-  t.cachedTokens += v[3]
-  t.reasoningTokens += v[4]
-  t.latencyUsSum += v[5]
-  t.costNanos += v[6]
-  if ((flags & 1) !== 0) t.errors += 1
-  if ((flags & 2) !== 0) t.unpriced += 1
-  acc.sketch.record(v[5])
-}
-
 // ---------------------------------------------------------------------------------------------
 // Owner side
 
@@ -497,7 +467,7 @@ function answerBreakdown(src: QuerySource, q: RangeQuery, by: string): Breakdown
     total = acc
     const slots = new Map<number | string, number>()
     breakdownRows(src, q, by, (v, flags, keys, name) => {
-      addRow(acc, v, flags)
+      addValues(acc, v, flags)
       for (const k of keys) {
         let o = slots.get(k)
         if (o === undefined) slots.set(k, (o = slot(name(k))))
