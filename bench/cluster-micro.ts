@@ -11,7 +11,7 @@
  * Run alone: `npx tsc -p tsconfig.bench.json && node dist-bench/bench/cluster-micro.js [seconds]`.
  * CPU figures are process CPU time (user + system), so less noisy than rates on a shared machine.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -24,7 +24,7 @@ import { ClusterFeed } from '../src/cluster/feed.js'
 import type { Broadcaster } from '../src/actors/broadcaster.js'
 import type { PendingEvent, PricedEvent, StoredEvent } from '../src/events.js'
 import { silentLog } from '../src/log.js'
-import type { Row } from './lib.js'
+import { cpuMs, type Row } from './lib.js'
 
 const PARTITIONS = 16
 const IN_FLIGHT = 8
@@ -35,18 +35,6 @@ function pending(i: number): PendingEvent {
     ts: 1_700_000_000_000 + i, recv: 1_700_000_000_000 + i, model, provider: 'openai', prompt: 100 + (i % 900), completion: 50 + (i % 300),
     total: 150 + (i % 900) + (i % 300), cached: 0, reasoning: 0, latency: 200 + (i % 1000), ttft: null, error: false, cost: null,
     meta: { feature: 'chat' }, project: 'default', user: `u${i % 50}`, session: null, tags: null
-  }
-}
-
-/** CPU ms (user + system) of another process so far (Linux /proc; 100 ticks a second). */
-function cpuMsOf(pid: number | undefined): number {
-  if (pid === undefined) return 0
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    return (Number(f[11]) + Number(f[12])) * 10
-  } catch {
-    return 0
   }
 }
 
@@ -79,7 +67,7 @@ async function appendRun(log: Pick<JetStreamLog, 'append'>, size: number, second
   let k = 0
   const end = performance.now() + seconds * 1000
   const c0 = selfCpuMs()
-  const n0 = cpuMsOf(natsPid)
+  const n0 = cpuMs(natsPid)
   const t0 = performance.now()
   const worker = async () => {
     while (performance.now() < end) {
@@ -91,7 +79,7 @@ async function appendRun(log: Pick<JetStreamLog, 'append'>, size: number, second
   }
   await Promise.all(Array.from({ length: IN_FLIGHT }, worker))
   const wall = (performance.now() - t0) / 1000
-  return { evPerSec: events / wall, usPerEvent: ((selfCpuMs() - c0) * 1000) / events, natsUsPerEvent: ((cpuMsOf(natsPid) - n0) * 1000) / events, events }
+  return { evPerSec: events / wall, usPerEvent: ((selfCpuMs() - c0) * 1000) / events, natsUsPerEvent: ((cpuMs(natsPid) - n0) * 1000) / events, events }
 }
 
 /** µs per call of `f` over `n` calls (best of 3). */

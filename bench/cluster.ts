@@ -14,11 +14,11 @@
  * load generator (autocannon, in this process) share its cores, so the rates are the machine's
  * limit for the whole system, not a node's.
  */
-import { existsSync, readFileSync, mkdtempSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { WebSocket } from 'ws'
-import { BENCH_KEY, load, startLLMScope, type LoadResult, type Row } from './lib.js'
+import { BENCH_KEY, cpuMs, load, startLLMScope, type LoadResult, type Row } from './lib.js'
 import { NATS_SERVER, readyOf, startNatsServers, startNode, waitAllOwned, type Proc } from './cluster-up.js'
 
 const PARTITIONS = 16
@@ -28,18 +28,6 @@ const QUERIES = 200
 function event(i: number) {
   const model = i % 4 === 0 ? 'gpt-4o' : i % 4 === 1 ? 'claude-3-5-sonnet-20241022' : i % 4 === 2 ? 'gpt-4o-mini' : `model-${i % 20}`
   return { model, prompt_tokens: 100 + (i % 900), completion_tokens: 50 + (i % 300), latency_ms: 200 + (i % 1000), user_id: `u${i % 50}`, metadata: { feature: 'chat' } }
-}
-
-/** CPU time (user + system) of a process so far, in ms (Linux /proc; 100 ticks a second). */
-function cpuMs(pid: number | undefined): number {
-  if (pid === undefined) return 0
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    return (Number(f[11]) + Number(f[12])) * 10
-  } catch {
-    return 0
-  }
 }
 
 /** One /ws subscriber of the bench key's project, counting the frames it gets. */

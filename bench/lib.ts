@@ -1,6 +1,6 @@
 /** Shared bench helpers: servers as separate processes, autocannon runs, machine info, tables. */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir, cpus, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -103,6 +103,18 @@ export async function load(opts: { url: string; path: string; body: string; cont
     timeout: 10
   })
   return { reqPerSec: r.requests.mean, p50: r.latency.p50, p99: r.latency.p99, non2xx: r.non2xx, errors: r.errors + r.timeouts }
+}
+
+/** CPU time (user + system) of a process so far, in ms (Linux /proc; 100 ticks a second); 0 when unknown. */
+export function cpuMs(pid: number | undefined): number {
+  if (pid === undefined) return 0
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return (Number(f[11]) + Number(f[12])) * 10
+  } catch {
+    return 0
+  }
 }
 
 export function machine() {
