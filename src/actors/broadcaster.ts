@@ -583,16 +583,7 @@ export class Broadcaster extends Actor<BroadcastMessage> {
       outer: for (const batch of this.#history!(from)) {
         for (const e of batch) {
           if (e.seq > through) break outer
-          if (!matchesSubscription(sub.filter, e)) continue
-          const frame = textFrame(eventMessage(e))
-          if (sub.dropped > 0 || sub.sink.buffered + sub.ownBytes + frame.length > cap) {
-            if (sub.dropped === 0) sub.droppingSince = now
-            sub.dropped++
-            this.#stats.messagesDropped++
-            continue
-          }
-          this.#own(sub, frame)
-          this.#stats.replayedMessages++
+          this.#replayOne(sub, e, now, cap)
         }
       }
     } catch (err) {
@@ -672,18 +663,9 @@ export class Broadcaster extends Actor<BroadcastMessage> {
       // Only (replayNext, seam]: a source that repeats or overshoots adds no duplicate.
       if (e.seq < sub.replayNext! || e.seq > sub.holdThrough) continue
       sub.replayNext = e.seq + 1
-      if (!matchesSubscription(sub.filter, e)) continue
-      const frame = textFrame(eventMessage(e))
       // The held frames (newer) have their own cap: the older replay frames are not refused for
       // them; if these do not fit, the held ones are dropped after them (one gap, then live).
-      if (sub.dropped > 0 || sub.sink.buffered + sub.ownBytes + frame.length > cap) {
-        if (sub.dropped === 0) sub.droppingSince = now
-        sub.dropped++
-        this.#stats.messagesDropped++
-        continue
-      }
-      this.#own(sub, frame)
-      this.#stats.replayedMessages++
+      this.#replayOne(sub, e, now, cap)
     }
     this.#writeOwn(sub)
     if (!done) return
@@ -745,6 +727,23 @@ export class Broadcaster extends Actor<BroadcastMessage> {
   #own(sub: Subscriber, frame: Buffer): void {
     sub.own.push(frame)
     sub.ownBytes += frame.length
+  }
+
+  /**
+   * One replayed event for a catching-up subscriber: its frame into the subscriber's own queue
+   * when it matches and fits under `cap`, else counted as dropped (from then on until it drains).
+   */
+  #replayOne(sub: Subscriber, e: PricedEvent, now: number, cap: number): void {
+    if (!matchesSubscription(sub.filter, e)) return
+    const frame = textFrame(eventMessage(e))
+    if (sub.dropped > 0 || sub.sink.buffered + sub.ownBytes + frame.length > cap) {
+      if (sub.dropped === 0) sub.droppingSince = now
+      sub.dropped++
+      this.#stats.messagesDropped++
+      return
+    }
+    this.#own(sub, frame)
+    this.#stats.replayedMessages++
   }
 
   /** Writes the frames queued for this socket only (accounted against its cap when queued). */
