@@ -9,6 +9,14 @@ import type { Built } from './app.js'
 
 async function main(): Promise<void> {
   const argv = process.argv.slice(2)
+  // `llmscope export` / `llmscope import`: events out of and into a running server (README:
+  // Export and import). Before --help is looked for: `llmscope export --help` is the command's.
+  if (argv[0] === 'export' || argv[0] === 'import') {
+    const code = argv[0] === 'export' ? await (await import('./cli/export.js')).exportCommand(argv.slice(1)) : await (await import('./cli/import.js')).importCommand(argv.slice(1))
+    // Exit once stdout has taken what was written to it (idle keep-alive sockets must not wait).
+    process.stdout.write('', () => process.exit(code))
+    return
+  }
   // --help and --version answer before anything is validated, opened or imported.
   const action = cliAction(argv)
   if (action !== null) {
