@@ -5,6 +5,7 @@
  */
 import { metrics, costs, timeseries, breakdown, dimensions, type BreakdownSort, type Breakdown, type QuerySource, type RangeQuery } from '../queries.js'
 import type { Aggregate, TimeBucket } from './aggregate.js'
+import { search, type SearchAfter, type SearchHit, type SearchSort } from './search.js'
 
 export type CostRow = { model: string; provider: string; agg: Aggregate }
 export type DimensionInfo = { name: string; values: number; capped: boolean }
@@ -15,6 +16,11 @@ export interface Analytics {
   timeseries(q: RangeQuery, intervalMs: number): Promise<TimeBucket[]>
   breakdown(q: RangeQuery, by: string, sort: BreakdownSort, limit: number): Promise<Breakdown>
   dimensions(project: string): Promise<DimensionInfo[]>
+  /**
+   * `GET /events` and export (analytics/search.ts): the first `limit` matches of `q` strictly
+   * after `after` in the `sort` order (key desc, seq desc), as hits; the events are read by seq.
+   */
+  search(q: RangeQuery, sort: SearchSort, after: SearchAfter | null, limit: number): Promise<SearchHit[]>
 }
 
 /** A single node's answers: each waits until every acknowledged event is visible, then reads memory. */
@@ -39,6 +45,10 @@ export function localAnalytics(source: () => QuerySource, sync: () => Promise<vo
     dimensions: async (project) => {
       await sync()
       return dimensions(source(), project)
+    },
+    search: async (q, sort, after, limit) => {
+      await sync()
+      return search(source(), q, sort, after, limit)
     }
   }
 }

@@ -96,6 +96,14 @@ export const storedEventSchema = z
   })
   .meta({ description: 'The stored event with its cost' })
 
+/** `GET /events`: one page of matching events and where the next starts (DESIGN §7). */
+export const eventsPageSchema = z
+  .object({
+    events: z.array(storedEventSchema),
+    next_cursor: z.string().nullable().meta({ description: 'pass as `cursor` (with the same filters, range and sort) for the next page; null at the end' })
+  })
+  .meta({ description: 'A page of events in the sort order' })
+
 const totals = {
   total_requests: z.number().int(),
   total_tokens: z.number().int(),

@@ -1,10 +1,20 @@
-/** POST /events/ingest, POST /events/batch (JSON array or NDJSON), GET /events/:id. */
+/**
+ * POST /events/ingest, POST /events/batch (JSON array or NDJSON), GET /events/:id, and
+ * GET /events: search with the §6 filters, a range, a sort and a cursor, or with
+ * `format=ndjson|csv` (or an Accept header) the export of every match (src/http/export.ts).
+ */
 import type { FastifyInstance } from 'fastify'
 import secureJson from 'secure-json-parse'
 import { z } from 'zod'
-import { acceptedBatchSchema, acceptedOneSchema, errorSchema, keyedErrors, storedEventSchema, withExamples } from '../openapi.js'
-import { eventSchema, pendingBatch, pendingOne, toPublic } from '../../events.js'
+import { acceptedBatchSchema, acceptedOneSchema, errorSchema, eventsPageSchema, keyedErrors, storedEventSchema, withExamples } from '../openapi.js'
+import { eventSchema, pendingBatch, pendingOne, toPublic, type PricedEvent } from '../../events.js'
 import { llmsError } from '../../errors.js'
+import { checkRange, listParam, parseQuery, rangeShape } from '../query.js'
+import { queryFilters } from '../../filters.js'
+import { SEARCH_SORTS } from '../../analytics/search.js'
+import { decodeCursor, encodeCursor } from '../cursor.js'
+import { EXPORT_FORMATS, EXPORT_TYPES, exportFilename, exportStream, type ExportFormat } from '../export.js'
+import type { RangeQuery } from '../../queries.js'
 import { ingestLogLevel } from '../metrics.js'
 import type { Engine } from '../../engine.js'
 import type { Clock } from '../../clock.js'
@@ -46,6 +56,42 @@ function lineError(text: string, line: number, index: number): Error {
   }
   return llmsError('LLMS_ERR_BAD_JSON', `line ${line} (event index ${index}) has a forbidden "__proto__" or "constructor.prototype" key`, { details: [{ path: `[${index}]`, message: `line ${line} has a forbidden prototype key` }] })
 }
+
+/**
+ * `GET /events`'s own parameters; every other one must be a §6 filter (queryFilters). The
+ * dimension filters are listed for the API documentation only (queryFilters parses them, with
+ * `metadata.KEY`, which no schema can list), as the analytics routes do.
+ */
+const searchQuery = z.looseObject({
+  ...rangeShape,
+  model: listParam.optional(),
+  provider: listParam.optional(),
+  project: z.string().optional(),
+  status: z.enum(['success', 'error']).optional().meta({ description: 'success or error (an event sent without a status is success)' }),
+  user_id: z.string().min(1).max(256).optional(),
+  session_id: z.string().min(1).max(256).optional(),
+  tag: z.string().min(1).max(64).optional().meta({ description: 'events having this tag; `metadata.KEY=value` filters on a top-level metadata value' }),
+  limit: z.coerce.number().int().min(1).max(1000).default(50).meta({ description: 'events per page (an export ignores it: it streams every match)' }),
+  cursor: z.string().optional().meta({ description: 'the `next_cursor` of the previous page (same filters, range and sort)' }),
+  sort: z.enum(SEARCH_SORTS as [string, ...string[]]).default('time').meta({ description: 'time: newest event time first; latency, cost: largest first; ties by newer id first' }),
+  format: z.enum(EXPORT_FORMATS as [string, ...string[]]).optional().meta({ description: 'export every match as a download (also `Accept: application/x-ndjson` or `text/csv`)' })
+})
+const DIMENSION_FILTERS = new Set(['status', 'user_id', 'session_id', 'tag'])
+const SEARCH_PARAMS = new Set(Object.keys(searchQuery.shape).filter((k) => !DIMENSION_FILTERS.has(k)))
+
+/** The export format an Accept header asks for (the first of ours it names), or null for JSON. */
+export function acceptedFormat(accept: string | undefined): ExportFormat | null {
+  if (accept === undefined) return null
+  for (const part of accept.split(',')) {
+    const type = part.split(';')[0].trim().toLowerCase()
+    if (type === 'application/json') return null
+    for (const f of EXPORT_FORMATS) if (type === EXPORT_TYPES[f]) return f
+  }
+  return null
+}
+
+/** Hits per search call of an export: a time walk stops at its page; latency/cost pages each read the whole range. */
+const EXPORT_PAGE = { time: 5000, latency: 50_000, cost: 50_000 } as const
 
 export async function eventRoutes(app: FastifyInstance, opts: { engine: Engine; clock: Clock }): Promise<void> {
   const { engine, clock } = opts
@@ -112,6 +158,58 @@ export async function eventRoutes(app: FastifyInstance, opts: { engine: Engine; 
     const stored = await engine.ingest(pendingBatch(schema, limits, body, clock.now(), infer, request.project))
     reply.code(202)
     return { status: 'accepted', accepted: stored.length, event_ids: stored.map((e) => e.id) }
+  })
+
+  app.get('/events', {
+    config: { scope: 'read' },
+    schema: {
+      summary: 'Find events (filters, range, sort, cursor) or export every match',
+      description:
+        'Half-open `[start_time, end_time)` on the event\'s own timestamp, the dimension filters of the analytics routes (`metadata.KEY=value` included). ' +
+        'Pages of `limit` events in the `sort` order with `next_cursor`; no event that existed at the first page is skipped or repeated while events arrive. ' +
+        'With `format=ndjson|csv` (or `Accept: application/x-ndjson` / `text/csv`) every match is streamed as an attachment.',
+      tags: ['events'],
+      querystring: searchQuery,
+      produces: ['application/json', 'application/x-ndjson', 'text/csv'],
+      response: { 200: eventsPageSchema, ...keyedErrors }
+    }
+  }, async (request, reply) => {
+    const p = parseQuery(searchQuery, request.query)
+    const { filters, problems } = queryFilters((request.query ?? {}) as Record<string, unknown>, SEARCH_PARAMS)
+    if (problems.length > 0) {
+      const details = problems.map((x) => ({ path: `(query) ${x.path}`, message: x.message }))
+      throw llmsError('LLMS_ERR_BAD_QUERY', `invalid query: ${details.map((d) => `${d.path}: ${d.message}`).join('; ')}`, { details })
+    }
+    const start = p.start_time ?? -Infinity
+    const end = p.end_time ?? Infinity
+    checkRange(start, end)
+    const range: RangeQuery = { ...filters, start, end, models: p.model, providers: p.provider, project: request.project }
+    const sort = p.sort as (typeof SEARCH_SORTS)[number]
+    const after = p.cursor === undefined ? null : decodeCursor(p.cursor, range, sort)
+    const format = (p.format as ExportFormat | undefined) ?? acceptedFormat(request.headers.accept)
+    const own = (e: PricedEvent | undefined): e is PricedEvent => e !== undefined && e.project === request.project
+
+    if (format === null) {
+      // One hit more than the page: whether a next page exists (no empty last page).
+      const hits = await engine.analytics.search(range, sort, after, p.limit + 1)
+      const page = hits.slice(0, p.limit)
+      const events = await engine.eventsBySeq(page.map((h) => h.seq))
+      const last = page[page.length - 1]
+      return { events: events.filter(own).map(toPublic), next_cursor: hits.length > p.limit ? encodeCursor(range, sort, last) : null }
+    }
+
+    const pageSize = EXPORT_PAGE[sort]
+    // The first page before any byte: a failure there is still a proper error answer.
+    const first = await engine.analytics.search(range, sort, after, pageSize)
+    const body = exportStream(
+      { search: (a, limit) => engine.analytics.search(range, sort, a, limit), events: (seqs) => engine.eventsBySeq(seqs) },
+      { format, project: request.project, pageSize, first }
+    )
+    reply
+      .header('content-type', `${EXPORT_TYPES[format]}; charset=utf-8`)
+      .header('content-disposition', `attachment; filename="${exportFilename(request.project, clock.now(), format)}"`)
+      .header('cache-control', 'no-store')
+    return reply.send(body)
   })
 
   app.get<{ Params: { id: string } }>('/events/:id', { config: { scope: 'read' }, schema: getSchema }, async (request) => {
