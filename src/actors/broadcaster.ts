@@ -126,6 +126,11 @@ export type BroadcastMessage =
    * and every event up to `seq` (the stream's last when the feed started) counts as handled.
    */
   | { type: 'attach'; replaySource: NonNullable<BroadcasterOptions['replaySource']>; logEnd: () => number; seq: number }
+  /**
+   * Sent once by the engine before any subscriber (src/forget.ts): `forgotten(seq)` is true for
+   * the events of a running DELETE /events, which `since_seq` replays then pass over.
+   */
+  | { type: 'exclude'; forgotten: (seq: number) => boolean }
 
 /** Tunables; every one has a default (see {@link DEFAULT_BROADCAST_LIMITS}). */
 export interface BroadcastLimits {
@@ -343,6 +348,8 @@ export class Broadcaster extends Actor<BroadcastMessage> {
   #history: BroadcasterOptions['history']
   #replaySource: BroadcasterOptions['replaySource']
   #logEnd: () => number
+  /** Events being deleted (see the `exclude` message): replays pass over them. */
+  #forgotten: (seq: number) => boolean = () => false
   /** Groups by project, then by filter key: an event is matched against its project's only. */
   readonly #groups = new Map<string, Map<string, Group>>()
   /** Subscribers with `waitThrough` set, not yet in their group. */
@@ -438,6 +445,9 @@ export class Broadcaster extends Actor<BroadcastMessage> {
         if (sub !== undefined && sub.held !== null) this.#replayed(sub, message.events, message.done, message.error)
         return
       }
+      case 'exclude':
+        this.#forgotten = message.forgotten
+        return
       default:
         assertNever(message)
     }
@@ -734,7 +744,7 @@ export class Broadcaster extends Actor<BroadcastMessage> {
    * when it matches and fits under `cap`, else counted as dropped (from then on until it drains).
    */
   #replayOne(sub: Subscriber, e: PricedEvent, now: number, cap: number): void {
-    if (!matchesSubscription(sub.filter, e)) return
+    if (!matchesSubscription(sub.filter, e) || this.#forgotten(e.seq)) return
     const frame = textFrame(eventMessage(e))
     if (sub.dropped > 0 || sub.sink.buffered + sub.ownBytes + frame.length > cap) {
       if (sub.dropped === 0) sub.droppingSince = now
