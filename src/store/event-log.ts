@@ -18,15 +18,11 @@
  *   main-thread time in a batch-ingest profile. Columns are faster to append and to read back
  *   (recovery, since_seq replay) for large appends, at the same size on disk (figures in
  *   bench/RESULTS.md, "Micro-benchmark notes").
- * - v3/v4: v1/v2 plus each event's project and dimensions, when any event has them.
- * - v5/v6: v1/v2 plus client ids and imported costs (ExtrasV5 in db.ts), when any event has
- *   one; project and dimensions optional inside. Appends without them write v1–v4 as before.
  * A record of a format this release does not know is an error, never misread.
  */
 import type { Database } from 'lmdb'
-import type { EventRecord, EventRecordV1, EventRecordV2, EventRecordV3, EventRecordV4, EventRecordV5, EventRecordV6, ExtrasV5 } from './db.js'
-import { DEFAULT_PROJECT, makeEventId, markDuplicate, type PendingEvent, type StoredEvent } from '../events.js'
-import { dedupeKey, type DedupeIndex } from './dedupe.js'
+import type { EventRecord, EventRecordV1, EventRecordV2, EventRecordV3, EventRecordV4 } from './db.js'
+import { DEFAULT_PROJECT, makeEventId, type PendingEvent, type StoredEvent } from '../events.js'
 import { intern } from '../intern.js'
 import type { Appended, DurableLog, LogPosition, LogReadOptions } from './durable-log.js'
 
@@ -39,31 +35,12 @@ type Row = [
 /** An event's project and dimensions in a v3/v4 record; null = project `default`, none of them. */
 export type DimsTuple = [project: string, user: string | null, session: string | null, tags: readonly string[] | null]
 
-/** Code of StoredEvent.costSource in a v5/v6 record's `cs` (0 = none). */
-const COST_SOURCES = [null, 'computed', 'unpriced'] as const
-const costSourceCode = (s: StoredEvent['costSource']): 0 | 1 | 2 => (s === 'computed' ? 1 : s === 'unpriced' ? 2 : 0)
-
-function fromRow(seq: number, r: Row, dx: DimsTuple | null | undefined, x: ExtrasV5 | null, i: number): StoredEvent {
+function fromRow(seq: number, r: Row, dx: DimsTuple | null | undefined): StoredEvent {
   return {
     seq, id: r[0], ts: r[1], recv: r[2], model: r[3], provider: r[4], prompt: r[5], completion: r[6],
     total: r[7], cached: r[8], reasoning: r[9], latency: r[10], ttft: r[11], error: r[12] === 1, cost: r[13], meta: r[14],
-    project: dx?.[0] ?? DEFAULT_PROJECT, user: dx?.[1] ?? null, session: dx?.[2] ?? null, tags: dx?.[3] ?? null,
-    clientId: x?.cid[i] ?? null, costSource: x?.cs === undefined ? null : COST_SOURCES[x.cs[i]]
+    project: dx?.[0] ?? DEFAULT_PROJECT, user: dx?.[1] ?? null, session: dx?.[2] ?? null, tags: dx?.[3] ?? null
   }
-}
-
-/** The v5/v6 extras of `events`, or undefined when none has a client id or an imported cost. */
-function extrasOf(events: ReadonlyArray<StoredEvent | null>): { cid: Array<string | null>; cs?: Array<0 | 1 | 2> } | undefined {
-  let any = false
-  let anyCost = false
-  for (const e of events) {
-    if (e === null) continue
-    if (e.clientId !== null && e.clientId !== undefined) any = true
-    if (e.costSource !== null && e.costSource !== undefined) anyCost = true
-  }
-  if (!any && !anyCost) return undefined
-  const cid = events.map((e) => e?.clientId ?? null)
-  return anyCost ? { cid, cs: events.map((e) => (e === null ? 0 : costSourceCode(e.costSource))) } : { cid }
 }
 
 /** The event's v3/v4 tuple, or null when it has the defaults (project `default`, no dimensions). */
@@ -98,8 +75,8 @@ const MAX_NAMES = 65_536
 
 const bytesOf = (a: Float64Array | Uint32Array | Uint16Array | Uint8Array): Buffer => Buffer.from(a.buffer, a.byteOffset, a.byteLength)
 
-/** The v2 record of `events` (consecutive seqs); `rnd` holds their ids' random parts (v4/v6 when they need it). Null if it cannot hold them. */
-function encodeRecord(events: readonly StoredEvent[], rnd: string): EventRecordV2 | EventRecordV4 | EventRecordV6 | null {
+/** The v2 record of `events` (consecutive seqs); `rnd` holds their ids' random parts. Null if it cannot hold them. */
+function encodeRecord(events: readonly StoredEvent[], rnd: string): EventRecordV2 | EventRecordV4 | null {
   const n = events.length
   const num = new Float64Array(n * 5)
   const tokF = new Float64Array(n * 5)
@@ -133,36 +110,28 @@ function encodeRecord(events: readonly StoredEvent[], rnd: string): EventRecordV
   const tok = tok32 ? bytesOf(Uint32Array.from(tokF)) : bytesOf(tokF)
   const dx = dimsColumn(events)
   const cols = { n, num: bytesOf(num), tok, tok32, err: bytesOf(err), str: bytesOf(str), names, rnd, meta }
-  const x = extrasOf(events)
-  if (x !== undefined) return dx === undefined ? { v: 6, ...cols, ...x } : { v: 6, ...cols, dx, ...x }
   return dx === undefined ? { v: 2, ...cols } : { v: 4, ...cols, dx }
 }
 
 const toRow = (e: StoredEvent): Row => [e.id, e.ts, e.recv, e.model, e.provider, e.prompt, e.completion, e.total, e.cached, e.reasoning, e.latency, e.ttft, e.error ? 1 : 0, e.cost, e.meta]
 
-/** The v1 record of `events` (rows), v3 when any carries a project or dimensions, v5 when any carries a client id or an imported cost. */
+/** The v1 record of `events` (rows), or v3 when any carries a project or dimensions. */
 function encodeRowsRecord(events: readonly StoredEvent[]): EventRecord {
   const dx = dimsColumn(events)
-  const x = extrasOf(events)
-  if (x !== undefined) return dx === undefined ? { v: 5, ev: events.map(toRow), ...x } : { v: 5, ev: events.map(toRow), dx, ...x }
   return dx === undefined ? { v: 1, ev: events.map(toRow) } : { v: 3, ev: events.map(toRow), dx }
 }
 
 /**
- * A v3 record (v5 when an event keeps a client id or an imported cost) holding `events` with
- * holes (null) where `keep` refused one: how a purge rewrites a record. Positions never move,
- * so the other events keep their seqs and ids.
+ * A v3 record holding `events` with holes (null) where `keep` refused one: how a purge
+ * rewrites a record. Positions never move, so the other events keep their seqs and ids.
  */
-function withHoles(events: ReadonlyArray<StoredEvent | null>): EventRecordV3 | EventRecordV5 {
-  const ev = events.map((e) => (e === null ? null : toRow(e)))
-  const dx = events.map((e) => (e === null ? null : dimsOf(e)))
-  const x = extrasOf(events)
-  return x === undefined ? { v: 3, ev, dx } : { v: 5, ev, dx, ...x }
+function withHoles(events: ReadonlyArray<StoredEvent | null>): EventRecordV3 {
+  return { v: 3, ev: events.map((e) => (e === null ? null : toRow(e))), dx: events.map((e) => (e === null ? null : dimsOf(e))) }
 }
 
-/** A v2/v4/v6 record's columns as typed arrays: copies, so aligned and owned whatever buffer the read used. */
+/** A v2/v4 record's columns as typed arrays: copies, so aligned and owned whatever buffer the read used. */
 interface Columns {
-  record: EventRecordV2 | EventRecordV4 | EventRecordV6
+  record: EventRecordV2 | EventRecordV4
   num: Float64Array
   tok: Float64Array | Uint32Array
   err: Uint8Array
@@ -174,7 +143,7 @@ function copyInto<T extends Float64Array | Uint32Array | Uint16Array | Uint8Arra
   return target
 }
 
-function columnsOf(r: EventRecordV2 | EventRecordV4 | EventRecordV6): Columns {
+function columnsOf(r: EventRecordV2 | EventRecordV4): Columns {
   const n = r.n
   return {
     record: r,
@@ -191,30 +160,27 @@ function unknownFormat(key: number, r: unknown): Error {
 
 /** Events in a stored record, of any format. */
 function recordLength(key: number, r: EventRecord): number {
-  if (r.v === 2 || r.v === 4 || r.v === 6) return r.n
-  if (r.v === 1 || r.v === 3 || r.v === 5) return r.ev.length
+  if (r.v === 2 || r.v === 4) return r.n
+  if (r.v === 1 || r.v === 3) return r.ev.length
   throw unknownFormat(key, r)
 }
 
 /** A stored record ready to decode: rows as they are, columns copied out once. */
-function readable(key: number, r: EventRecord): EventRecordV1 | EventRecordV3 | EventRecordV5 | Columns {
-  if (r.v === 1 || r.v === 3 || r.v === 5) return r
-  if (r.v !== 2 && r.v !== 4 && r.v !== 6) throw unknownFormat(key, r)
+function readable(key: number, r: EventRecord): EventRecordV1 | EventRecordV3 | Columns {
+  if (r.v === 1 || r.v === 3) return r
+  if (r.v !== 2 && r.v !== 4) throw unknownFormat(key, r)
   return columnsOf(r)
 }
 
 /** Event `i` of the record stored at `key`, or null where a purge left a hole. */
-function decodeAt(key: number, rec: EventRecordV1 | EventRecordV3 | EventRecordV5 | Columns, i: number): StoredEvent | null {
+function decodeAt(key: number, rec: EventRecordV1 | EventRecordV3 | Columns, i: number): StoredEvent | null {
   const seq = key + i
   if ('v' in rec) {
     const row = rec.ev[i] as Row | null
-    if (row === null) return null
-    if (rec.v === 5) return fromRow(seq, row, rec.dx?.[i], rec, i)
-    return fromRow(seq, row, rec.v === 3 ? rec.dx[i] : null, null, i)
+    return row === null ? null : fromRow(seq, row, rec.v === 3 ? rec.dx[i] : null)
   }
   const { num, tok, err, str, record: r } = rec
-  const dx = r.v === 4 || r.v === 6 ? r.dx?.[i] : null
-  const x = r.v === 6 ? r : null
+  const dx = r.v === 4 ? r.dx[i] : null
   const o = i * 5
   const ttft = num[o + 3]
   const cost = num[o + 4]
@@ -238,9 +204,7 @@ function decodeAt(key: number, rec: EventRecordV1 | EventRecordV3 | EventRecordV
     project: dx?.[0] ?? DEFAULT_PROJECT,
     user: dx?.[1] ?? null,
     session: dx?.[2] ?? null,
-    tags: dx?.[3] ?? null,
-    clientId: x?.cid[i] ?? null,
-    costSource: x?.cs === undefined ? null : COST_SOURCES[x.cs[i]]
+    tags: dx?.[3] ?? null
   }
 }
 
