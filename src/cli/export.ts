@@ -257,7 +257,7 @@ async function runExport(plan: ExportPlan, io: CliIO, progress: ProgressLine): P
   const label = target ?? 'stdout'
   const figures = () => {
     const records = plan.format === 'ndjson' ? newlines + (endsWithNewline ? 0 : 1) : Math.max(0, newlines - 1 + (endsWithNewline ? 0 : 1))
-    return { records, what: plan.format === 'ndjson' ? 'events' : 'rows' }
+    return { records, what: `${plan.format === 'ndjson' ? 'event' : 'row'}${records === 1 ? '' : 's'}` }
   }
   try {
     try {
@@ -267,7 +267,7 @@ async function runExport(plan: ExportPlan, io: CliIO, progress: ProgressLine): P
         for (let i = 0; i < chunk.length; i++) if (chunk[i] === 10) newlines++
         if (chunk.length > 0) endsWithNewline = chunk[chunk.length - 1] === 10
         const { records, what } = figures()
-        progress.show(`exporting to ${label}: ${count(records)} ${what} · ${bytes(written)} · ${count(records / Math.max(0.001, (Date.now() - started) / 1000))} ${what}/s`)
+        progress.show(`exporting to ${label}: ${count(records)} ${what} · ${bytes(written)} · ${count(records / Math.max(0.001, (Date.now() - started) / 1000))} ${plan.format === 'ndjson' ? 'events' : 'rows'}/s`)
         // Bounded memory: wait for the destination to take the chunk before reading the next.
         if (!dest.write(chunk)) await Promise.race([once(dest as NodeJS.EventEmitter, 'drain'), once(dest as NodeJS.EventEmitter, 'error')])
       }
