@@ -155,7 +155,7 @@ async function api(path, init = {}) {
   const gen = state.generation
   const headers = { 'x-api-key': state.key ?? '', ...(init.body ? { 'content-type': 'application/json' } : {}) }
   if (state.owner && !init.noProject) headers['x-llmscope-project'] = state.project
-  const res = await fetch(path, { method: init.method, body: init.body, headers })
+  const res = await fetch(path, { method: init.method, body: init.body, headers, signal: init.signal })
   const body = res.status === 204 ? null : await res.json().catch(() => null)
   if (res.status === 401 && gen === state.generation) {
     showKeyPanel('That key was refused (401): ' + (body?.message ?? 'invalid API key'))
@@ -250,6 +250,8 @@ function openView() {
   renderChips()
   writeHash()
   refresh()
+  closeEvent()
+  resetEvents()
   loadAlerts()
   loadDimensions()
   connect()
@@ -306,6 +308,7 @@ function onProjectChange() {
   state.filters.clear()
   state.alertEvents = []
   state.rules = []
+  ev.bucket = null
   resetModels()
   setBanner('')
   openView()
@@ -313,6 +316,7 @@ function onProjectChange() {
 
 function stopLive() {
   state.generation++
+  stopEvents()
   if (state.ws) {
     state.ws.onclose = null
     state.ws.close()
@@ -662,6 +666,11 @@ function readHash() {
   if (sort !== null && SORTS.includes(sort)) state.bd.sort = sort
   state.filters.clear()
   for (const [name, value] of p) if (isFilterName(name) && value !== '' && value.length <= 256) state.filters.set(name, value)
+  const evSort = p.get('ev_sort')
+  ev.sort = evSort !== null && EV_SORTS.includes(evSort) ? evSort : 'time'
+  const bs = Date.parse(p.get('ev_start') ?? '')
+  const be = Date.parse(p.get('ev_end') ?? '')
+  ev.bucket = bs < be ? { start: bs, end: be } : null
   state.lastHash = location.hash
 }
 
@@ -677,6 +686,11 @@ function writeHash() {
   p.set('by', state.bd.by)
   p.set('sort', state.bd.sort)
   for (const [name, value] of state.filters) p.set(name, value)
+  if (ev.sort !== 'time') p.set('ev_sort', ev.sort)
+  if (ev.bucket) {
+    p.set('ev_start', new Date(ev.bucket.start).toISOString())
+    p.set('ev_end', new Date(ev.bucket.end).toISOString())
+  }
   const hash = '#' + p.toString()
   if (hash !== location.hash) history.replaceState(null, '', hash)
   state.lastHash = location.hash
@@ -733,9 +747,23 @@ function makeChart(id, series, valueFmt, emptyMax, incrs) {
       { stroke: axisColor, grid, ticks: grid },
       { stroke: axisColor, grid, ticks: grid, size: 70, ...(incrs ? { incrs } : {}), values: (_u, ticks) => ticks.map(valueFmt) }
     ],
-    series: [{}, ...series]
+    series: [{}, ...series],
+    hooks: {
+      // The x range (epoch seconds) the plot spans, on its host: where a bucket is drawn, for
+      // people reading the DOM (and the browser test that clicks one).
+      setScale: [
+        (u, key) => {
+          if (key !== 'x') return
+          host.dataset.xMin = String(u.scales.x.min)
+          host.dataset.xMax = String(u.scales.x.max)
+        }
+      ]
+    }
   }
   const u = new uPlot(opts, [[], ...series.map(() => [])], host)
+  // A click on a bar or point narrows the events table to that bucket (a drag still zooms).
+  u.over.addEventListener('click', () => onChartClick(u))
+  u.over.title = 'Click to see the events of this bucket'
   new ResizeObserver(() => u.setSize({ width: Math.max(200, host.clientWidth), height: 180 })).observe(host)
   return u
 }
@@ -773,6 +801,7 @@ function renderSeries() {
   $('ts-empty').hidden = total > 0
   // What the charts hold, for people reading the DOM (and the browser test).
   $('charts').dataset.requests = String(total)
+
 }
 
 /** Counts a live event in the tiles and its bucket at once; the next refresh makes it exact. */
@@ -833,6 +862,7 @@ function onEvent(e) {
   if (e.seq >= state.liveFromSeq) {
     applyLive(e)
     scheduleRefresh()
+    onEventLive(e)
   }
   state.tail.unshift({ ...e, isNew: true })
   if (state.tail.length > TAIL_MAX) state.tail.length = TAIL_MAX
@@ -889,6 +919,343 @@ function togglePause() {
   state.missedWhilePaused = 0
   if (!state.paused) renderTail()
 }
+
+// ---------- events table (GET /events) ----------
+
+/** Rows asked per page, and the most the table holds (past it: narrow the view or export). */
+const EV_PAGE = 50
+const EV_MAX_ROWS = 5000
+const EV_SORTS = ['time', 'latency', 'cost']
+
+const ev = {
+  sort: 'time',
+  /** A chart bucket narrowing the table: { start, end } epoch ms, half-open; null = the whole range. */
+  bucket: null,
+  /** EVENT objects in the table's order; a live one (from /ws) has `partial: true`. */
+  rows: [],
+  byId: new Map(),
+  /**
+   * The first page's query (range, filters, sort): every later page repeats it exactly, since the
+   * cursor carries a hash of them (a relative range's end is fixed when the first page is asked).
+   */
+  query: '',
+  cursor: null,
+  done: false,
+  /** The AbortController of the page in flight; never two at once. */
+  loading: null,
+  gen: 0,
+  error: '',
+  /** The id shown in the side panel, and the element focused before it opened. */
+  open: null,
+  returnFocus: null
+}
+
+/** Range, filters and sort of the table now: the bucket when one is chosen, else the view's range. */
+function eventsQuery() {
+  const { start, end } = ev.bucket ?? currentRange()
+  return `start_time=${start}&end_time=${end}${filterQuery()}&sort=${ev.sort}`
+}
+
+/** Empties the table and asks its first page again (filters, range, sort or bucket changed). */
+function resetEvents() {
+  ev.gen++
+  // The page in flight is cancelled; the new first page starts once it has settled (see loadEventsPage).
+  ev.loading?.abort()
+  ev.rows = []
+  ev.byId.clear()
+  ev.cursor = null
+  ev.done = false
+  ev.error = ''
+  ev.query = eventsQuery()
+  $('ev-body').replaceChildren()
+  renderEventsChrome()
+  loadEventsPage()
+}
+
+function stopEvents() {
+  ev.gen++
+  ev.loading?.abort()
+}
+
+/** Asks the next page (the first when no cursor yet). One at a time; nothing once the end is reached. */
+async function loadEventsPage() {
+  // ev.query is '' until the view opens (the observer reports the empty table's sentinel at once).
+  if (ev.loading !== null || ev.done || ev.query === '' || !state.key || $('dash').hidden) return
+  const gen = ev.gen
+  const ctrl = new AbortController()
+  ev.loading = ctrl
+  renderEventsChrome()
+  let retryIn = 0
+  try {
+    const cursor = ev.cursor === null ? '' : `&cursor=${encodeURIComponent(ev.cursor)}`
+    const body = await api(`/events?${ev.query}&limit=${EV_PAGE}${cursor}`, { signal: ctrl.signal })
+    if (gen !== ev.gen) return
+    const fresh = []
+    for (const e of body.events) {
+      // A cursor page never repeats a row; a live row prepended meanwhile may come again: once only.
+      if (ev.byId.has(e.id)) continue
+      ev.byId.set(e.id, e)
+      ev.rows.push(e)
+      fresh.push(e)
+    }
+    $('ev-body').append(...fresh.map(eventRow))
+    ev.cursor = body.next_cursor ?? null
+    ev.done = ev.cursor === null || ev.rows.length >= EV_MAX_ROWS
+    ev.error = ''
+  } catch (err) {
+    if (gen !== ev.gen || err.name === 'AbortError' || err.status === 401) return
+    if (isUnavailable(err) || err.status === 503 || err.status === 429) {
+      retryIn = retryDelay(err)
+      ev.error = `${isUnavailable(err) ? 'Part of the events are briefly unavailable' : err.status === 429 ? 'Rate limited' : 'Not ready'}; retrying in ${retryIn / 1000} s…`
+    } else {
+      // A 400/409 (an expired or re-priced cursor) or anything else: say so and stop here.
+      ev.error = 'Could not load events: ' + err.message
+      ev.done = true
+    }
+  } finally {
+    if (ev.loading === ctrl) ev.loading = null
+    if (gen !== ev.gen) loadEventsPage() // a reset came while this page was in flight
+  }
+  if (gen !== ev.gen) return
+  renderEventsChrome()
+  if (retryIn > 0) {
+    setTimeout(() => {
+      if (gen === ev.gen) loadEventsPage()
+    }, retryIn)
+  } else if (sentinelNear()) loadEventsPage() // a short page left the sentinel in view
+}
+
+/** Whether the sentinel row is in (or within 200 px below) the table's visible part. */
+function sentinelNear() {
+  const wrap = $('ev-wrap')
+  if (ev.done || wrap.offsetParent === null) return false
+  const box = wrap.getBoundingClientRect()
+  const s = $('ev-sentinel').getBoundingClientRect()
+  return s.top <= box.bottom + 200 && s.bottom >= box.top
+}
+
+// The sentinel row: scrolling the table near its end asks the next page.
+new IntersectionObserver((entries) => {
+  if (entries.some((e) => e.isIntersecting)) loadEventsPage()
+}, { root: $('ev-wrap'), rootMargin: '0px 0px 200px 0px' }).observe($('ev-sentinel'))
+
+function eventRow(e) {
+  const status = e.status ?? (e.error === true ? 'error' : undefined)
+  const tr = el(
+    'tr',
+    { tabIndex: 0, className: e.isNew ? 'is-new' : '', dataset: { id: e.id } },
+    el('td', { className: 'time', 'data-label': 'time', title: e.timestamp }, fmtTime(e.timestamp)),
+    el('td', { className: 'model full', 'data-label': 'model' }, e.model),
+    el('td', { 'data-label': 'provider' }, e.provider ?? '–'),
+    el('td', { className: 'user', 'data-label': 'user' }, e.user_id ?? '–'),
+    el('td', { className: 'num', 'data-label': 'tokens' }, fmtCount(e.total_tokens)),
+    el('td', { className: 'num', 'data-label': 'cost' }, fmtCost(e.cost)),
+    el('td', { className: 'num', 'data-label': 'latency' }, fmtMs(e.latency_ms)),
+    el('td', { 'data-label': 'status' }, status === undefined ? '–' : el('span', { className: `status status-${status}` }, status))
+  )
+  tr.setAttribute('aria-label', `Show event ${e.id}`)
+  if (e.id === ev.open) tr.classList.add('selected')
+  e.isNew = false
+  return tr
+}
+
+/** The footer row, the empty state, the error, the sort buttons and the bucket chip. */
+function renderEventsChrome() {
+  const n = ev.rows.length
+  $('ev-more').textContent = ev.loading !== null ? 'Loading…' : !ev.done || n === 0 ? '' : ev.rows.length >= EV_MAX_ROWS && ev.cursor !== null ? `The first ${fmtCount(n)} events — narrow the view or export them all as CSV.` : `${fmtCount(n)} event${n === 1 ? '' : 's'}, the end.`
+  $('ev-empty').hidden = !(ev.done && n === 0 && ev.error === '')
+  $('ev-error').textContent = ev.error
+  $('ev-table').dataset.rows = String(n)
+  for (const s of EV_SORTS) $(`ev-sort-${s}`).setAttribute('aria-pressed', String(s === ev.sort))
+  const chips = []
+  if (ev.bucket) {
+    const remove = el('button', { type: 'button', className: 'chip-remove', title: 'Show the whole range' }, '×')
+    remove.setAttribute('aria-label', 'Remove the time bucket')
+    remove.addEventListener('click', () => setEventsBucket(null))
+    const from = new Date(ev.bucket.start)
+    const to = new Date(ev.bucket.end)
+    const label = from.toDateString() === to.toDateString() || to.getTime() - from.getTime() <= 86_400_000 ? `${fmtTime(from)} – ${to.toLocaleTimeString()}` : `${fmtTime(from)} – ${fmtTime(to)}`
+    chips.push(el('li', { className: 'chip', dataset: { start: from.toISOString(), end: to.toISOString() } }, el('span', { className: 'chip-text' }, el('span', { className: 'chip-name' }, 'time'), ' ', el('strong', {}, label)), remove))
+  }
+  $('ev-chips').replaceChildren(...chips)
+}
+
+function setEventsSort(sort) {
+  if (sort === ev.sort || !EV_SORTS.includes(sort)) return
+  ev.sort = sort
+  writeHash()
+  resetEvents()
+}
+
+/** Narrows the table to one chart bucket (`{ start, end }`), or back to the range (null). */
+function setEventsBucket(bucket) {
+  if (bucket === null && ev.bucket === null) return
+  if (bucket && ev.bucket && bucket.start === ev.bucket.start && bucket.end === ev.bucket.end) return
+  ev.bucket = bucket
+  writeHash()
+  resetEvents()
+  if (bucket === null) $('ev-sort-time').focus()
+}
+
+/** A click on chart `u`: the bucket under the cursor narrows the table. */
+function onChartClick(u) {
+  const i = u.cursor.idx
+  const s = state.series
+  if (i === null || i === undefined || !s || !s.buckets[i]) return
+  const start = s.buckets[i].t
+  setEventsBucket({ start, end: start + s.intervalMs })
+}
+
+/**
+ * A live event (/ws, same filters) joins the table when the table shows the newest events of
+ * the whole range (sort by time, no bucket) and its place is among the rows loaded; else a
+ * later page or the next reset brings it.
+ */
+function onEventLive(e) {
+  if (ev.sort !== 'time' || ev.bucket !== null || ev.byId.has(e.id) || ev.rows.length >= EV_MAX_ROWS) return
+  if (ev.rows.length === 0 && !ev.done) return // the first page, in flight, has it
+  const t = Date.parse(e.timestamp)
+  const { start, end } = currentRange()
+  if (t < start || (state.range === 'custom' && t >= end)) return
+  // Newest event time first; on a tie the newer (larger seq) first.
+  let i = ev.rows.findIndex((r) => Date.parse(r.timestamp) < t || (Date.parse(r.timestamp) === t && r.seq < e.seq))
+  if (i === -1) {
+    if (!ev.done) return
+    i = ev.rows.length
+  }
+  const { type: _type, ...fields } = e
+  const row = { ...fields, partial: true, isNew: true }
+  ev.rows.splice(i, 0, row)
+  ev.byId.set(row.id, row)
+  $('ev-body').insertBefore(eventRow(row), $('ev-body').children[i] ?? null)
+  renderEventsChrome()
+}
+
+// ---------- one event (side panel) ----------
+
+async function openEvent(id, from) {
+  const e = ev.byId.get(id)
+  if (!e) return
+  if (ev.open === null) ev.returnFocus = from ?? document.activeElement
+  ev.open = id
+  for (const tr of $('ev-body').querySelectorAll('tr.selected')) tr.classList.remove('selected')
+  $('ev-body').querySelector(`tr[data-id="${CSS.escape(id)}"]`)?.classList.add('selected')
+  const panel = $('ev-panel')
+  panel.hidden = false
+  $('ev-panel-error').textContent = ''
+  renderEvent(e)
+  $('ev-panel-close').focus()
+  if (!e.partial) return
+  // A live row carries the WebSocket's fields only: the whole event is GET /events/:id.
+  try {
+    const full = await api(`/events/${encodeURIComponent(id)}`)
+    Object.assign(e, full)
+    delete e.partial
+    if (ev.open === id) renderEvent(e)
+  } catch (err) {
+    if (ev.open === id && err.status !== 401) $('ev-panel-error').textContent = `Could not load the whole event: ${err.message}`
+  }
+}
+
+/** Every field of the event, in the server's order; objects (metadata, tags) as indented JSON text. */
+function renderEvent(e) {
+  $('ev-panel-title').textContent = `${e.model} · ${fmtTime(e.timestamp)}`
+  const items = []
+  for (const [name, value] of Object.entries(e)) {
+    if (name === 'partial' || name === 'isNew') continue
+    let dd
+    if (value === null || value === undefined) dd = el('dd', { className: 'null' }, 'null')
+    else if (typeof value === 'object') dd = el('dd', {}, el('pre', { className: `json ${name}` }, el('code', {}, JSON.stringify(value, null, 2))))
+    else dd = el('dd', {}, String(value))
+    dd.dataset.field = name
+    items.push(el('dt', {}, name), dd)
+  }
+  $('ev-fields').replaceChildren(...items)
+}
+
+function closeEvent() {
+  if ($('ev-panel').hidden) return
+  $('ev-panel').hidden = true
+  ev.open = null
+  for (const tr of $('ev-body').querySelectorAll('tr.selected')) tr.classList.remove('selected')
+  const back = ev.returnFocus
+  ev.returnFocus = null
+  if (back && back.isConnected) back.focus()
+}
+
+// ---------- CSV export ----------
+
+/** The file name of a Content-Disposition header (`filename*=UTF-8''…` or `filename="…"`), or null. */
+function dispositionName(header) {
+  if (!header) return null
+  const star = /filename\*\s*=\s*UTF-8''([^;]+)/i.exec(header)
+  if (star) {
+    try {
+      return decodeURIComponent(star[1].trim())
+    } catch {
+      // fall through to the plain form
+    }
+  }
+  const plain = /filename\s*=\s*"([^"]*)"|filename\s*=\s*([^;\s]+)/i.exec(header)
+  return plain ? plain[1] ?? plain[2] : null
+}
+
+/**
+ * GET /events?format=csv for the table's filters, range (or bucket) and sort. The key goes in
+ * a header, as on every call, so the file is fetched here and saved from a blob under the
+ * server's file name (the whole file is held in the page's memory until saved).
+ */
+async function exportCsv() {
+  const button = $('ev-export')
+  button.disabled = true
+  const label = button.textContent
+  button.textContent = 'Exporting…'
+  $('ev-error').textContent = ''
+  try {
+    const headers = { 'x-api-key': state.key ?? '', accept: 'text/csv' }
+    if (state.owner) headers['x-llmscope-project'] = state.project
+    const res = await fetch(`/events?format=csv&${eventsQuery()}`, { headers })
+    if (!res.ok) {
+      const body = await res.json().catch(() => null)
+      throw new ApiError(res.status, body, res.headers.get('retry-after'))
+    }
+    const blob = await res.blob()
+    const name = dispositionName(res.headers.get('content-disposition')) ?? `llmscope-events-${state.project}.csv`
+    const url = URL.createObjectURL(blob)
+    const a = el('a', { href: url, download: name, hidden: true })
+    document.body.append(a)
+    a.click()
+    a.remove()
+    // Revoked once the download has surely started from it.
+    setTimeout(() => URL.revokeObjectURL(url), 60_000)
+  } catch (err) {
+    $('ev-error').textContent = 'Could not export: ' + err.message
+  } finally {
+    button.disabled = false
+    button.textContent = label
+  }
+}
+
+$('ev-body').addEventListener('click', (evt) => {
+  const tr = evt.target.closest('tr[data-id]')
+  if (tr) openEvent(tr.dataset.id, tr)
+})
+$('ev-body').addEventListener('keydown', (evt) => {
+  if (evt.key !== 'Enter' && evt.key !== ' ') return
+  const tr = evt.target.closest('tr[data-id]')
+  if (!tr) return
+  evt.preventDefault()
+  openEvent(tr.dataset.id, tr)
+})
+$('ev-panel-close').addEventListener('click', closeEvent)
+document.addEventListener('keydown', (evt) => {
+  if (evt.key === 'Escape' && !$('ev-panel').hidden) {
+    evt.preventDefault()
+    closeEvent()
+  }
+})
+for (const sort of EV_SORTS) $(`ev-sort-${sort}`).addEventListener('click', () => setEventsSort(sort))
+$('ev-export').addEventListener('click', exportCsv)
 
 // ---------- WebSocket ----------
 
@@ -1197,8 +1564,10 @@ function onRangeChange() {
   }
   state.range = v
   state.custom = null
+  ev.bucket = null
   writeHash()
   refresh()
+  resetEvents()
 }
 
 function onCustomSubmit(ev) {
@@ -1211,9 +1580,11 @@ function onCustomSubmit(ev) {
   }
   state.range = 'custom'
   state.custom = { start: s, end: e }
+  ev.bucket = null
   setBanner('')
   writeHash()
   refresh()
+  resetEvents()
 }
 
 function setGroup(by) {
