@@ -25,6 +25,10 @@ export interface ClusterNames {
   readonly alertsBucket: string
   /** Object store of partition snapshots (object `p<N>`): `${name}-snapshots`. */
   readonly snapshotBucket: string
+  /** KV bucket of delete tombstones (DELETE /events: seqs per partition, no TTL): `${name}-forget`. */
+  readonly forgetBucket: string
+  /** Told after a delete completed: every node drops its local copies of partitions it does not own. */
+  readonly forgetDone: string
   /** Query subject of partition N (request-reply, its owner subscribes): `${name}.q.<N>`. */
   query(partition: number): string
   /** Alert frames of one project: `${name}.alert.<project>`. */
@@ -45,6 +49,8 @@ export function clusterNames(name: string): ClusterNames {
     metaBucket: `${name}-meta`,
     alertsBucket: `${name}-alerts`,
     snapshotBucket: `${name}-snapshots`,
+    forgetBucket: `${name}-forget`,
+    forgetDone: `${name}.forget.done`,
     query: (partition: number) => `${name}.q.${partition}`,
     alertSubject: (project: string) => `${name}.alert.${project}`,
     allAlerts: `${name}.alert.>`

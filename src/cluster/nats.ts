@@ -135,6 +135,8 @@ async function ensureAll(h: { jsm: JetStreamManager; kvm: Kvm; objm: Objm; names
   const meta = await retryExists(() => kvm.create(names.metaBucket, { history: 1, replicas, storage: StorageType.File }))
   await retryExists(() => kvm.create(names.alertsBucket, { history: 1, replicas, storage: StorageType.File }))
   await retryExists(() => objm.create(names.snapshotBucket, { replicas, storage: StorageType.File }))
+  // Delete tombstones (cluster/tombstones.ts); made here too for a stream made by an older version.
+  await retryExists(() => kvm.create(names.forgetBucket, { history: 1, replicas, storage: StorageType.File }))
   // The partition count is fixed when the stream is made: every node must agree on it.
   for (let attempt = 0; ; attempt++) {
     const entry = await meta.get('config')

@@ -12,6 +12,11 @@
  * the next stream sequence to replay (every event of the partition with a smaller seq is in it).
  * The payload also names the cluster and partition it belongs to; a snapshot of another one, a
  * damaged or unreadable one, is skipped with a warning, never misread.
+ *
+ * `gen` counts the deletes (DELETE /events) applied to the partition's state since it began; a
+ * read orders snapshots by (gen, seq), so a node's own older local copy of the same seq never
+ * wins over a newer owner's snapshot written without the deleted rows. After a delete, nodes drop
+ * local copies of partitions they do not own (pruneLocal): no copy of deleted rows stays there.
  */
 import type { Database } from 'lmdb'
 import type { Objm, ObjectStore } from '@nats-io/obj'
@@ -25,6 +30,8 @@ export type PartitionSnapshotSource = 'object-store' | 'local'
 export interface PartitionSnapshotRead {
   payload: SnapshotPayload
   source: PartitionSnapshotSource
+  /** Deletes applied to this state (0 for a snapshot written before they existed). */
+  gen: number
   /** Encoded size. */
   bytes: number
 }
@@ -40,7 +47,7 @@ export interface PartitionSnapshotWrite {
 
 /** What a partition snapshot adds to the payload: whose it is. */
 interface Owner {
-  cluster?: { name: string; partition: number }
+  cluster?: { name: string; partition: number; gen?: number }
 }
 
 export interface PartitionSnapshotsOptions {
@@ -132,7 +139,8 @@ export class PartitionSnapshots {
       this.#opts.logger.warn({ partition: p, source, owner }, 'partition snapshot of another cluster or partition: skipped')
       return null
     }
-    return { payload: r.payload, source, bytes: r.bytes }
+    const gen = Number.isSafeInteger(owner?.gen) ? owner!.gen! : 0
+    return { payload: r.payload, source, bytes: r.bytes, gen }
   }
 
   /** The local copy of partition `p`, or null. */
@@ -143,24 +151,30 @@ export class PartitionSnapshots {
   }
 
   /**
-   * The newest usable snapshot of partition `p`: the object store's when its seq is higher than
-   * the local copy's (its seq is in the object's metadata, so a local copy as new is read
-   * without downloading), else the local one; null when neither exists. An unreachable object
-   * store falls back to the local copy with a warning.
+   * The newest usable snapshot of partition `p`, by (gen, seq): the object store's when it is
+   * newer than the local copy (its gen and seq are in the object's metadata, so a local copy as
+   * new is read without downloading), else the local one; null when neither exists. A local copy
+   * older than the object store's is dropped. An unreachable object store falls back to the
+   * local copy with a warning.
    */
   async read(p: number): Promise<PartitionSnapshotRead | null> {
     const local = this.readLocal(p)
     const localSeq = local?.payload.seq ?? -1
+    const localGen = local?.gen ?? -1
     try {
       const os = await this.#bucket()
       const info = await os.info(objectName(p))
       if (info === null || info.deleted) return local
       const metaSeq = Number(info.metadata?.seq)
-      if (Number.isSafeInteger(metaSeq) && metaSeq <= localSeq) return local
+      const metaGen = Number(info.metadata?.gen ?? 0)
+      if (Number.isSafeInteger(metaSeq) && Number.isSafeInteger(metaGen) && newer(localGen, localSeq, metaGen, metaSeq) >= 0) return local
       const blob = await os.getBlob(objectName(p))
       if (blob === null) return local
       const remote = this.#decode(p, Buffer.from(blob.buffer, blob.byteOffset, blob.byteLength), 'object-store')
-      return remote !== null && remote.payload.seq > localSeq ? remote : local
+      if (remote === null || newer(remote.gen, remote.payload.seq, localGen, localSeq) <= 0) return local
+      // An older local copy may hold rows a delete removed since: not kept.
+      if (local !== null) await this.#dropLocal(p)
+      return remote
     } catch (err) {
       this.#opts.logger.warn({ partition: p, err: (err as Error).message }, 'partition snapshot: object store unreadable, using the local copy')
       return local
@@ -173,8 +187,8 @@ export class PartitionSnapshots {
    * higher seq (a newer owner wrote it), it is left alone. Rejects when either store failed
    * (after both settled; the other may have succeeded).
    */
-  async write(p: number, payload: SnapshotPayload): Promise<PartitionSnapshotWrite> {
-    const owned: SnapshotPayload & Owner = { ...payload, cluster: { name: this.#opts.names.name, partition: p } }
+  async write(p: number, payload: SnapshotPayload, gen = 0): Promise<PartitionSnapshotWrite> {
+    const owned: SnapshotPayload & Owner = { ...payload, cluster: { name: this.#opts.names.name, partition: p, gen } }
     const buf = encodeSnapshot(owned)
     const db = this.#opts.db
     const local = db === null ? Promise.resolve(false) : db.put(localKey(p), buf)
@@ -182,11 +196,12 @@ export class PartitionSnapshots {
       const os = await this.#bucket()
       const info = await os.info(objectName(p))
       const storedSeq = Number(info?.deleted === false ? info.metadata?.seq : undefined)
-      if (Number.isSafeInteger(storedSeq) && storedSeq > payload.seq) {
-        this.#opts.logger.warn({ partition: p, seq: payload.seq, stored: storedSeq }, 'partition snapshot: the object store holds a newer one; not replaced')
+      const storedGen = Number(info?.deleted === false ? (info.metadata?.gen ?? 0) : undefined)
+      if (Number.isSafeInteger(storedSeq) && Number.isSafeInteger(storedGen) && newer(storedGen, storedSeq, gen, payload.seq) > 0) {
+        this.#opts.logger.warn({ partition: p, seq: payload.seq, gen, stored: storedSeq, storedGen }, 'partition snapshot: the object store holds a newer one; not replaced')
         return false
       }
-      await os.putBlob({ name: objectName(p), metadata: { seq: String(payload.seq), createdAt: String(payload.createdAt) } }, buf)
+      await os.putBlob({ name: objectName(p), metadata: { seq: String(payload.seq), gen: String(gen), createdAt: String(payload.createdAt) } }, buf)
       return true
     })()
     const [l, r] = await Promise.allSettled([local, remote])
@@ -196,4 +211,47 @@ export class PartitionSnapshots {
     if (failed.length > 0) throw new Error(`partition ${p} snapshot not stored (${failed.join('; ')})`)
     return { bytes: buf.length, local: l.status === 'fulfilled' && l.value, objectStore: r.status === 'fulfilled' && r.value }
   }
+
+  /** Removes this node's local copy of partition `p` (a cache: the object store keeps the newest). */
+  async #dropLocal(p: number): Promise<boolean> {
+    const db = this.#opts.db
+    if (db === null) return false
+    return db.remove(localKey(p))
+  }
+
+  /**
+   * Removes the local copies of the partitions in `partitions` (after a delete: copies of
+   * partitions this node does not own may hold deleted rows). Returns how many went.
+   */
+  async pruneLocal(partitions: Iterable<number>): Promise<number> {
+    let n = 0
+    for (const p of partitions) if (this.readLocal(p) !== null && (await this.#dropLocal(p))) n++
+    return n
+  }
+
+  /**
+   * Removes every local copy of the partitions in `partitions` that is older, by (gen, seq), than
+   * the object store's (a node that was down during a delete); copies the object store cannot
+   * be asked about are kept. Returns how many went.
+   */
+  async pruneStale(partitions: Iterable<number>): Promise<number> {
+    let n = 0
+    const os = await this.#bucket()
+    for (const p of partitions) {
+      const local = this.readLocal(p)
+      if (local === null) continue
+      const info = await os.info(objectName(p))
+      if (info === null || info.deleted) continue
+      const metaSeq = Number(info.metadata?.seq)
+      const metaGen = Number(info.metadata?.gen ?? 0)
+      if (!Number.isSafeInteger(metaSeq) || !Number.isSafeInteger(metaGen)) continue
+      if (newer(metaGen, metaSeq, local.gen, local.payload.seq) > 0 && (await this.#dropLocal(p))) n++
+    }
+    return n
+  }
+}
+
+/** > 0 when (genA, seqA) is newer than (genB, seqB), < 0 when older, 0 when the same. */
+function newer(genA: number, seqA: number, genB: number, seqB: number): number {
+  return genA !== genB ? genA - genB : seqA - seqB
 }
