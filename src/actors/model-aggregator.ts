@@ -86,7 +86,7 @@ interface Persisted {
   stale: boolean
 }
 
-/** Converts a priced event to the analytics row: integer µs and nano-dollars keep sums exact. */
+/** Converts a priced event to the analytics row (with its log position): integer µs and nano-dollars keep sums exact. */
 export function toRow(e: PricedEvent): Row {
   return {
     ts: e.ts,
@@ -98,7 +98,8 @@ export function toRow(e: PricedEvent): Row {
     latencyUs: Math.round(e.latency * 1000),
     costNanos: e.costNanos,
     error: e.error,
-    unpriced: e.unpriced
+    unpriced: e.unpriced,
+    seq: e.seq
   }
 }
 

@@ -1,6 +1,6 @@
 /**
  * RowStore: the raw rows of one series, packed into chunked Uint32Arrays (no object per row,
- * ~20 bytes a row), each row linked into one *list* (a {@link SeriesStore} keeps one list per
+ * ~24 bytes a row), each row linked into one *list* (a {@link SeriesStore} keeps one list per
  * minute). It knows nothing of time beyond a row's offset in its list's minute: the day, hour
  * and minute index over the lists is `SeriesStore`'s (series.ts).
  *
@@ -23,9 +23,10 @@ export interface RowDims {
 /**
  * Visits one raw row (see `SeriesStore.scanRows`): `v` holds its values in VALUE_FIELDS
  * order (prompt, completion, total, cached, reasoning tokens, latency µs, cost nano-dollars),
- * reused between calls; `flags` bit 0 = error, bit 1 = unpriced; `ts` its time (epoch ms).
+ * reused between calls; `flags` bit 0 = error, bit 1 = unpriced; `ts` its time (epoch ms);
+ * `seq` the event's log position (exact, any safe integer; 0 for a row recorded without one).
  */
-export type RowVisitor = (v: Float64Array, flags: number, user: number, session: number, attrs: number, ts: number) => void
+export type RowVisitor = (v: Float64Array, flags: number, user: number, session: number, attrs: number, ts: number, seq: number) => void
 
 /** The numeric fields of a row, in the order the snapshot columns and the `#wide` escape use. */
 export const VALUE_FIELDS = [
@@ -52,7 +53,8 @@ export const MAX_ROWS = 0x7fffffff
  *   1 latencyUs   2 costNanos mod 2^32
  *   3 meta: offset of ts in its minute (bits 0-15: 0..59,999) | FLAG_* (bits 16-19)
  *           | completionTokens bits 8-19 (bits 20-31)
- *   4 next row of the same list, as Uint32 (`| 0` reads it back; -1 = end of list)
+ *   4 seq mod 2^32: the event's log position (what search pages and deletes name rows by)
+ *   5 next row of the same list, as Uint32 (`| 0` reads it back; -1 = end of list)
  *
  * So prompts below 2^24 tokens and completions below 2^20 (today's context windows are far
  * smaller) with latency below 2^32 µs (71 minutes) take no more. What does not fit goes to
@@ -63,14 +65,18 @@ export const MAX_ROWS = 0x7fffffff
  * - FLAG_WIDE: a count or the latency does not fit its bits above (any value up to 2^53 is
  *   legal): the row's values live in `#wide` (by row index, VALUE_FIELDS order) and its
  *   tokens, latency and cost words are unused.
- * So a typical row costs 20 bytes (one with cached or reasoning tokens, 36).
+ * - A seq at or past 2^32 (a log of more than four billion events) keeps floor(seq / 2^32) in
+ *   its chunk's `#seqHigh` array, allocated on the chunk's first such row (no flag needed: a
+ *   chunk without the array has every high word 0).
+ * So a typical row costs 24 bytes (one with cached or reasoning tokens, 40; past seq 2^32, 4 more).
  */
-const CORE = 5
+const CORE = 6
 const C_TOKENS = 0
 const C_LATENCY = 1
 const C_COST = 2
 const C_META = 3
-const C_NEXT = 4
+const C_SEQ = 4
+const C_NEXT = 5
 const PROMPT_MASK = 0xffffff
 const PROMPT_LIMIT = 2 ** 24
 const COMPLETION_LIMIT = 2 ** 20
@@ -93,7 +99,7 @@ const CHUNK_MASK = CHUNK_ROWS - 1
 /**
  * The first chunk starts small and doubles up to CHUNK_ROWS, so small series stay small;
  * later chunks are allocated whole: one allocation size, no copies, no freed halves left to
- * fragment the allocator (the slack is at most one chunk, ~96 KiB, per series).
+ * fragment the allocator (the slack is at most one chunk, ~112 KiB, per series).
  */
 const FIRST_CHUNK_ROWS = 16
 
@@ -104,6 +110,8 @@ const FIRST_CHUNK_ROWS = 16
  */
 export interface RowColumns {
   ts: Float64Array
+  /** Each row's seq (exact). */
+  seq: Float64Array
   values: Float64Array[]
   error: Uint8Array
   unpriced: Uint8Array
@@ -125,6 +133,8 @@ export class RowStore {
   #wide = new Map<number, Float64Array>()
   /** Per chunk: DIMS words per row, allocated on the chunk's first row with a dimension. */
   #dims: (Uint32Array | null)[] = []
+  /** Per chunk: floor(seq / 2^32) per row, allocated on the chunk's first row with a seq >= 2^32. */
+  #seqHigh: (Uint32Array | null)[] = []
   /** Row capacity of the last chunk (earlier chunks are full). */
   #lastChunkRows = 0
   #size = 0
@@ -187,6 +197,9 @@ export class RowStore {
     const reasoning = row.reasoningTokens
     const latency = row.latencyUs
     const cost = row.costNanos
+    const seq = row.seq ?? 0
+    core[b + C_SEQ] = seq
+    if (seq >= TWO_32) (this.#seqHigh[c] ?? this.#newSeqHigh(c))[i] = (seq - (seq >>> 0)) / TWO_32
     let meta = offset | (row.error ? FLAG_ERROR : 0) | (row.unpriced ? FLAG_UNPRICED : 0)
     // A total other than prompt + completion goes to an extension word, so it must fit in one
     // (prompt + completion < 2^25 here, so a total >= 2^32 is never that sum).
@@ -235,7 +248,7 @@ export class RowStore {
     const srcCore = from.#core[src >>> CHUNK_SHIFT]
     const si = src & CHUNK_MASK
     const to = this.#core[c]
-    // Value words and meta (C_TOKENS..C_META) as they are; the link is this store's.
+    // Value words, meta and seq (C_TOKENS..C_SEQ) as they are; the link is this store's.
     to.set(srcCore.subarray(si * CORE, si * CORE + C_NEXT), i * CORE)
     const meta = srcCore[si * CORE + C_META]
     if ((meta & FLAG_EXT) !== 0) {
@@ -243,6 +256,8 @@ export class RowStore {
       ;(this.#ext[c] ?? this.#newExt(c)).set(ext.subarray(si * EXT, si * EXT + EXT), i * EXT)
     }
     if ((meta & FLAG_WIDE) !== 0) this.#wide.set(r, from.#wide.get(src) as Float64Array)
+    const high = from.#seqHigh[src >>> CHUNK_SHIFT]
+    if (high !== null && high[si] !== 0) (this.#seqHigh[c] ?? this.#newSeqHigh(c))[i] = high[si]
     const dims = from.#dims[src >>> CHUNK_SHIFT]
     if (dims !== null && (dims[si * DIMS] | dims[si * DIMS + 1] | dims[si * DIMS + 2]) !== 0) {
       ;(this.#dims[c] ?? this.#newDims(c)).set(dims.subarray(si * DIMS, si * DIMS + DIMS), i * DIMS)
@@ -266,6 +281,7 @@ export class RowStore {
       this.#core.push(new Uint32Array(this.#lastChunkRows * CORE))
       this.#ext.push(null)
       this.#dims.push(null)
+      this.#seqHigh.push(null)
     } else if (i === this.#lastChunkRows) {
       // Only the first chunk grows (see FIRST_CHUNK_ROWS).
       const rows = i * 2
@@ -279,6 +295,8 @@ export class RowStore {
       if (ext !== null) this.#ext[c] = grow(ext, EXT)
       const dims = this.#dims[c]
       if (dims !== null) this.#dims[c] = grow(dims, DIMS)
+      const high = this.#seqHigh[c]
+      if (high !== null) this.#seqHigh[c] = grow(high, 1)
       this.#lastChunkRows = rows
     }
     this.#size = r + 1
@@ -297,6 +315,22 @@ export class RowStore {
     const dims = new Uint32Array((c === this.#core.length - 1 ? this.#lastChunkRows : CHUNK_ROWS) * DIMS)
     this.#dims[c] = dims
     return dims
+  }
+
+  /** Allocates chunk `c`'s high seq words. */
+  #newSeqHigh(c: number): Uint32Array {
+    const high = new Uint32Array(c === this.#core.length - 1 ? this.#lastChunkRows : CHUNK_ROWS)
+    this.#seqHigh[c] = high
+    return high
+  }
+
+  /** Row `r`'s seq, exact. */
+  #seqOf(r: number): number {
+    const c = r >>> CHUNK_SHIFT
+    const i = r & CHUNK_MASK
+    const low = this.#core[c][i * CORE + C_SEQ]
+    const high = this.#seqHigh[c]
+    return high === null ? low : high[i] * TWO_32 + low
   }
 
   /** Row `r`'s values, VALUE_FIELDS order, into `out` (the slow path of {@link RowStore.sum}). */
@@ -377,7 +411,7 @@ export class RowStore {
 
   /**
    * Calls `visit` for each row of `list` whose offset is in [lo, hi), with its values, flags,
-   * dimension words and time (`mStart` + offset); returns the rows read.
+   * dimension words, time (`mStart` + offset) and seq; returns the rows read.
    */
   visit(list: number, lo: number, hi: number, mStart: number, visit: RowVisitor): number {
     const v = this.#tmp
@@ -394,8 +428,9 @@ export class RowStore {
         const dims = this.#dims[c]
         const d = (r & CHUNK_MASK) * DIMS
         const flags = ((meta & FLAG_ERROR) !== 0 ? 1 : 0) | ((meta & FLAG_UNPRICED) !== 0 ? 2 : 0)
-        if (dims === null) visit(v, flags, 0, 0, 0, mStart + off)
-        else visit(v, flags, dims[d], dims[d + 1], dims[d + 2], mStart + off)
+        const seq = this.#seqHigh[c] === null ? core[b + C_SEQ] : this.#seqOf(r)
+        if (dims === null) visit(v, flags, 0, 0, 0, mStart + off, seq)
+        else visit(v, flags, dims[d], dims[d + 1], dims[d + 2], mStart + off, seq)
       }
       r = core[b + C_NEXT] | 0
     }
@@ -417,6 +452,7 @@ export class RowStore {
       const b = (r & CHUNK_MASK) * CORE
       const meta = core[b + C_META]
       out.ts[w] = mStart + (meta & OFFSET_MASK)
+      out.seq[w] = this.#seqOf(r)
       const v = this.#readValues(r, this.#tmp)
       for (let f = 0; f < NUM_VALUES; f++) cols[f][w] = v[f]
       out.error[w] = (meta & FLAG_ERROR) !== 0 ? 1 : 0

@@ -23,6 +23,12 @@ export interface Row {
   costNanos: number
   error: boolean
   unpriced: boolean
+  /**
+   * The event's log position (single node: LMDB seq; cluster: JetStream stream seq), a safe
+   * integer >= 0: what search pages and deletes name a row by. Absent = 0 (rows made without
+   * an event, e.g. in tests and the rollup, which keeps no rows).
+   */
+  seq?: number
 }
 
 /**
@@ -56,6 +62,7 @@ export function isValidRow(row: Row): boolean {
     isCount(row.latencyUs) &&
     isCount(row.costNanos) &&
     typeof row.error === 'boolean' &&
-    typeof row.unpriced === 'boolean'
+    typeof row.unpriced === 'boolean' &&
+    (row.seq === undefined || isCount(row.seq))
   )
 }

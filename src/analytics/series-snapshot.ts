@@ -16,9 +16,11 @@ import { cloneTotals, createTotals } from './totals.js'
 
 /**
  * Current {@link SeriesSnapshot} format version. 2 added `coarse` (the coarse hours); 3 added
- * `dims`. Versions 1 and 2 are still read.
+ * `dims`; 4 added `seq` (each row's log position). Only version 4 is read: an older snapshot
+ * has no seqs, so its rows could never be found by a search page or a delete — it is refused
+ * (the caller then rebuilds from the log, exactly), never read with made-up seqs.
  */
-export const SERIES_SNAPSHOT_VERSION = 3
+export const SERIES_SNAPSHOT_VERSION = 4
 
 /** One coarse hour (see `SeriesStore`): its totals and latency sketch, without its rows. */
 export interface CoarseHour {
@@ -32,17 +34,19 @@ export interface CoarseHour {
  * Plain-data form of a {@link SeriesStore} (msgpack-friendly): the raw rows as
  * columns, `rows` long each. The pre-aggregates are not stored: they are a pure
  * function of the rows, so rebuilding them on restore can never disagree with
- * the rows (and the snapshot stays ~66 bytes per row). Coarse hours have no rows: they
+ * the rows (and the snapshot stays ~74 bytes per row). Coarse hours have no rows: they
  * are stored as their aggregates (`coarse`).
  * Readers accept typed arrays or plain number arrays for every column.
  */
 export interface SeriesSnapshot {
-  version: 1 | 2 | 3
+  version: 4
   /** Number of rows (length of every column). */
   rows: number
   /** Rows refused by `record` so far (a diagnostic counter, kept across restarts). */
   rejected: number
   ts: Float64Array
+  /** Each row's log position (0 for a row recorded without one). */
+  seq: Float64Array
   promptTokens: Float64Array
   completionTokens: Float64Array
   totalTokens: Float64Array
@@ -54,10 +58,10 @@ export interface SeriesSnapshot {
   error: Uint8Array
   /** 1 for rows with `unpriced: true`, else 0. */
   unpriced: Uint8Array
-  /** The coarse hours (version 2; absent in version 1), ascending. */
-  coarse?: CoarseHour[]
+  /** The coarse hours, ascending. */
+  coarse: CoarseHour[]
   /**
-   * Version 3, only when some row has dimensions: each row's dimension words (see
+   * Only when some row has dimensions: each row's dimension words (see
    * {@link RowDims}), `rows` × 3 (user, session, attribute set); absent = all zero.
    */
   dims?: Uint32Array
@@ -66,6 +70,7 @@ export interface SeriesSnapshot {
 /** The columns of one snapshot being filled (rows by `RowStore.copyOut`, then coarse hours). */
 export class SnapshotBuilder implements RowColumns {
   readonly ts: Float64Array
+  readonly seq: Float64Array
   readonly values: Float64Array[]
   readonly error: Uint8Array
   readonly unpriced: Uint8Array
@@ -76,6 +81,7 @@ export class SnapshotBuilder implements RowColumns {
   /** Room for `rows` rows; `withDims`: whether to copy their dimension words. */
   constructor(readonly rows: number, withDims: boolean) {
     this.ts = new Float64Array(rows)
+    this.seq = new Float64Array(rows)
     this.values = VALUE_FIELDS.map(() => new Float64Array(rows))
     this.error = new Uint8Array(rows)
     this.unpriced = new Uint8Array(rows)
@@ -96,6 +102,7 @@ export class SnapshotBuilder implements RowColumns {
       rows: this.rows,
       rejected: 0,
       ts: this.ts,
+      seq: this.seq,
       promptTokens: cols[0],
       completionTokens: cols[1],
       totalTokens: cols[2],
@@ -128,14 +135,12 @@ export function loadSnapshot(store: SeriesStore, data: unknown, addCoarseHour: C
   }
   if (typeof data !== 'object' || data === null) fail('not an object')
   const d = data as Record<string, unknown>
-  if (d.version !== 3 && d.version !== 2 && d.version !== 1) {
-    fail(`unsupported version ${String(d.version)} (this build reads versions 1 to ${SERIES_SNAPSHOT_VERSION})`)
+  if (d.version !== SERIES_SNAPSHOT_VERSION) {
+    const older = typeof d.version === 'number' && d.version >= 1 && d.version < SERIES_SNAPSHOT_VERSION
+    fail(`unsupported version ${String(d.version)} (this build reads version ${SERIES_SNAPSHOT_VERSION}${older ? ' only: older rows carry no log position' : ''})`)
   }
-  if (d.version !== 1) {
-    if (!Array.isArray(d.coarse)) fail('coarse must be an array')
-    for (const [i, c] of (d.coarse as unknown[]).entries()) loadCoarseHour(c, addCoarseHour, (why) => fail(`coarse hour ${i}: ${why}`))
-  } else if (d.coarse !== undefined) fail('coarse needs version 2')
-  if (d.dims !== undefined && d.version !== 3) fail('dims needs version 3')
+  if (!Array.isArray(d.coarse)) fail('coarse must be an array')
+  for (const [i, c] of (d.coarse as unknown[]).entries()) loadCoarseHour(c, addCoarseHour, (why) => fail(`coarse hour ${i}: ${why}`))
   const n = d.rows
   if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0 || n > MAX_ROWS) fail('rows must be a non-negative integer')
   const rejected = d.rejected
@@ -151,6 +156,7 @@ export function loadSnapshot(store: SeriesStore, data: unknown, addCoarseHour: C
     return col
   }
   const ts = column('ts')
+  const seqs = column('seq')
   const vals = VALUE_FIELDS.map(column)
   const error = column('error')
   const unpriced = column('unpriced')
@@ -172,6 +178,7 @@ export function loadSnapshot(store: SeriesStore, data: unknown, addCoarseHour: C
     costNanos: 0,
     error: false,
     unpriced: false,
+    seq: 0,
   }
   const flag = (v: unknown, name: string, i: number): boolean => {
     if (v !== 0 && v !== 1) fail(`row ${i}: ${name} must be 0 or 1, got ${String(v)}`)
@@ -181,6 +188,7 @@ export function loadSnapshot(store: SeriesStore, data: unknown, addCoarseHour: C
   // the same lists and `toSnapshot()` of the result equals `data` (a fixed point).
   for (let i = (n as number) - 1; i >= 0; i--) {
     row.ts = ts[i]
+    row.seq = seqs[i]
     for (let f = 0; f < NUM_VALUES; f++) row[VALUE_FIELDS[f]] = vals[f][i]
     row.error = flag(error[i], 'error', i)
     row.unpriced = flag(unpriced[i], 'unpriced', i)

@@ -19,7 +19,7 @@
  * Every stored value (binary): 4-byte magic (`LSNP` manifest, `LSEG` part), u32 format
  * version, 32-byte SHA-256 of the payload, payload (v8 structured-clone serialisation, which
  * keeps typed arrays exact). A wrong magic, an unknown version (2 = one part per day, before
- * deltas), a checksum mismatch or a missing part makes the whole snapshot unusable and the
+ * deltas; 4 = rows without their log position), a checksum mismatch or a missing part makes the whole snapshot unusable and the
  * caller rebuilds from the log: a snapshot is never misread.
  */
 import { createHash } from 'node:crypto'
@@ -27,7 +27,7 @@ import { serialize, deserialize } from 'node:v8'
 import type { Database } from 'lmdb'
 
 /** Bump when the payload's shape changes; older snapshots are then rebuilt from the log. */
-export const SNAPSHOT_VERSION = 4
+export const SNAPSHOT_VERSION = 5
 const MAGIC = Buffer.from('LSNP')
 const SEGMENT_MAGIC = Buffer.from('LSEG')
 const KEY = 'snapshot'
@@ -49,6 +49,8 @@ export interface SnapshotPayload {
   alerts: unknown
   /** Each project's dimension dictionaries (analytics/dimensions.ts), by project id. */
   dimensions?: Record<string, unknown>
+  /** Chunks of unfinished event deletes (`<delete id>/<chunk>`) whose forget this state holds (src/forget.ts). */
+  forgets?: string[]
 }
 
 export type SnapshotRead =

@@ -76,6 +76,7 @@ t.test('snapshot is plain versioned data', async (t) => {
     rows: 1,
     rejected: 0,
     ts: Float64Array.of(61_000),
+    seq: Float64Array.of(0),
     promptTokens: Float64Array.of(1),
     completionTokens: Float64Array.of(2),
     totalTokens: Float64Array.of(3),
