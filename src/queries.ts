@@ -171,13 +171,14 @@ function scanLog(src: QuerySource, project: string, q: RangeQuery, visit: (v: Fl
 /**
  * Visits every row of the project matching the filters in [start, end), with its series, from
  * memory — or, where memory cannot answer exactly (a cap, a folded hour), every matching event
- * of the log. `visit`'s `key` arguments: model and provider of the row.
+ * of the log. `visit`'s `s` argument: model and provider of the row; `e` the event on the log
+ * path (null from memory); `seq` the event's log position on both paths (the row's seq, `e.seq`).
  */
 function scan(
   src: QuerySource,
   project: string,
   q: RangeQuery,
-  visit: (v: Float64Array, flags: number, user: number, session: number, attrs: number, ts: number, s: { model: string; provider: string }, e: PricedEvent | null) => void
+  visit: (v: Float64Array, flags: number, user: number, session: number, attrs: number, ts: number, s: { model: string; provider: string }, e: PricedEvent | null, seq: number) => void
 ): void {
   const view = src.reader.project(project)
   const c = compile(view, q)
@@ -202,8 +203,8 @@ function scan(
           const s = view.series(cell.series)
           if (s === undefined || !chosen.has(s.store)) continue
           const key = { model: s.model, provider: s.provider }
-          s.store.scanRows(Math.max(q.start, cell.hourStart), Math.min(q.end, cell.hourStart + HOUR_MS), (v, flags, u, se, a, ts) => {
-            if (test(flags, u, se, a)) visit(v, flags, u, se, a, ts, key, null)
+          s.store.scanRows(Math.max(q.start, cell.hourStart), Math.min(q.end, cell.hourStart + HOUR_MS), (v, flags, u, se, a, ts, seq) => {
+            if (test(flags, u, se, a)) visit(v, flags, u, se, a, ts, key, null, seq)
           })
         }
         return
@@ -212,15 +213,15 @@ function scan(
     if (complete) {
       for (const s of list) {
         const key = { model: s.model, provider: s.provider }
-        const rowVisit: RowVisitor = (v, flags, u, se, a, ts) => {
-          if (test(flags, u, se, a)) visit(v, flags, u, se, a, ts, key, null)
+        const rowVisit: RowVisitor = (v, flags, u, se, a, ts, seq) => {
+          if (test(flags, u, se, a)) visit(v, flags, u, se, a, ts, key, null, seq)
         }
         s.store.scanRows(q.start, q.end, rowVisit)
       }
       return
     }
   }
-  scanLog(src, project, q, (v, flags, e) => visit(v, flags, 0, 0, 0, e.ts, { model: e.model, provider: e.provider }, e))
+  scanLog(src, project, q, (v, flags, e) => visit(v, flags, 0, 0, 0, e.ts, { model: e.model, provider: e.provider }, e, e.seq))
 }
 
 /** Totals and latency sketch over the range and filters. */
