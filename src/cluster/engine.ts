@@ -12,6 +12,7 @@
  *   Alerts: the `lease.alerts` holder fetches every rule's window from all partitions each
  *                   tick, then ticks its evaluator; frames go to every node over NATS
  *   ClusterMeta: projects, keys, rules and alert events mirrored from JetStream KV
+ *   Search/export (cluster/search.ts): every partition's top hits merged; events read by seq
  *
  * The inherited Engine still opens the node's LMDB (metadata mirror, partition snapshots, the
  * node id) and runs a local topology for the broadcaster and the alert evaluator; its own log
@@ -29,6 +30,8 @@ import { PartitionSnapshots } from './snapshots.js'
 import { PartitionRunner } from './partition.js'
 import { ClusterFeed, publishAlert } from './feed.js'
 import { askAll, QueryResponder, type PartitionRequest } from './query.js'
+import { decodeSearch, encodeHits, mergeHits, readBySeq, searchRequest, type SearchRequest } from './search.js'
+import { search } from '../analytics/search.js'
 import { answerPartial, PartitionMovedError, clusterBreakdown, clusterCosts, clusterDimensions, clusterMetrics, clusterTimeseries, clusterWindows, type PartialRequest } from '../analytics/partials.js'
 import type { Aggregate } from '../analytics/aggregate.js'
 import { llmsError } from '../errors.js'
@@ -246,13 +249,19 @@ export class ClusterEngine extends Engine {
   async #answer(p: number, r: PartitionRequest): Promise<unknown> {
     const runner = this.#runners.get(p)
     if (runner === undefined) throw llmsError('LLMS_ERR_UNAVAILABLE', `partition ${p} is being handed over`, { retryAfter: 1 })
-    const req = r.req as PartialRequest | { kind: 'release'; qid: string }
+    const req = r.req as PartialRequest | SearchRequest | { kind: 'release'; qid: string }
     if (req.kind === 'release') {
       // A breakdown that failed after its first round: let the state it held move on now.
       this.#holds.get(`${p}:${req.qid}`)?.()
       return null
     }
-    const ask = (): Promise<unknown> => runner.answer((source) => answerPartial(source, req))
+    const ask = (): Promise<unknown> => {
+      if (req.kind === 'search') {
+        const s = decodeSearch(req)
+        return runner.answer((source) => encodeHits(search(source, s.q, s.sort, s.after, s.limit)), s.q.project ?? 'default')
+      }
+      return runner.answer((source) => answerPartial(source, req))
+    }
     if (req.kind === 'breakdown-sketches') {
       // Round 2 of a breakdown reads the state round 1 read (held since), then lets it move on.
       const release = this.#holds.get(`${p}:${req.qid}`)
@@ -287,7 +296,7 @@ export class ClusterEngine extends Engine {
   }
 
   /** Asks every partition, counting every event acknowledged before now. */
-  readonly #ask = async (req: PartialRequest): Promise<unknown[]> => {
+  readonly #ask = async (req: PartialRequest | SearchRequest): Promise<unknown[]> => {
     const h = this.#handles()
     const upTo = await streamCall('read the stream position', () => this.#jsLog!.lastSeq())
     return askAll(h.nc, h.names, h.partitions, { upTo, req }, this.#cfg.queryTimeoutMs)
@@ -315,7 +324,15 @@ export class ClusterEngine extends Engine {
         }
       }
     },
-    dimensions: (project) => clusterDimensions(this.#ask, project)
+    dimensions: (project) => clusterDimensions(this.#ask, project),
+    // Every partition's first `limit` hits after the cursor, merged (exact: see cluster/search.ts).
+    search: async (q, sort, after, limit) => mergeHits(await this.#ask(searchRequest(q, sort, after, limit)), limit)
+  }
+
+  /** The events at these stream seqs, priced as getEvent prices them (gets in parallel, bounded). */
+  override async eventsBySeq(seqs: readonly number[]): Promise<Array<PricedEvent | undefined>> {
+    const events = await streamCall('read events', () => readBySeq(seqs, (seq) => this.#jsLog!.get(seq)))
+    return events.map((e) => (e === undefined ? undefined : this.price(e)))
   }
 
   /** Durably accepts events: 202 once JetStream acknowledged every one (no wait for owners). */
