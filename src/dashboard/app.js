@@ -862,8 +862,10 @@ function onEvent(e) {
   if (e.seq >= state.liveFromSeq) {
     applyLive(e)
     scheduleRefresh()
-    onEventLive(e)
   }
+  // Replayed ones too (a reconnect's since_seq fills its gap): the table places each by its
+  // time, and keeps an event it already holds once.
+  onEventLive(e)
   state.tail.unshift({ ...e, isNew: true })
   if (state.tail.length > TAIL_MAX) state.tail.length = TAIL_MAX
   if (state.paused) {
@@ -1107,9 +1109,9 @@ function onChartClick(u) {
 }
 
 /**
- * A live event (/ws, same filters) joins the table when the table shows the newest events of
- * the whole range (sort by time, no bucket) and its place is among the rows loaded; else a
- * later page or the next reset brings it.
+ * A live event (/ws, same filters; or one replayed after a reconnect) joins the table when the
+ * table shows the newest events of the whole range (sort by time, no bucket) and its place is
+ * among the rows loaded; else a later page or the next reset brings it.
  */
 function onEventLive(e) {
   if (ev.sort !== 'time' || ev.bucket !== null || ev.byId.has(e.id) || ev.rows.length >= EV_MAX_ROWS) return
