@@ -19,7 +19,7 @@
  *   HTTP, lines counted against the generator's count. Then a slow reader (1 MB/s) on an
  *   export of the whole project: the server's RSS (/proc VmRSS) sampled while it lasts.
  * - Delete: a loop posts batches of 10 events over HTTP, one at a time, before and during each
- *   DELETE; its latencies give ingest p50/p99 before vs during. Deletes: all events of 5 users
+ *   DELETE; its latencies give ingest p50/p99 before vs during. Deletes: all events of 10 users
  *   with about 100 each (one after the other), then `status=success` over 5 days of the big
  *   project (≈ 1M at 10M). Each answer's `deleted` is checked against the generator's count
  *   and the filter then finds nothing.
@@ -51,8 +51,10 @@ const COMMON_MODEL = 'gpt-4o'
 const EXPORT_RANGE = { start: T0, end: T0 + 5 * DAY }
 /** The large delete: `status=success` over these 5 days of the big project (9.8% of all events). */
 const DELETE_RANGE = { start: T0 + 10 * DAY, end: T0 + 15 * DAY }
-const SMALL_DELETES = 5
+const SMALL_DELETES = 10
 const SMALL_DELETE_SIZE = 100
+/** How long the ingest loop runs before the first delete: its baseline. */
+const BEFORE_MS = 10_000
 const self = fileURLToPath(import.meta.url)
 
 // ---- the server: LLMScope as main.ts runs it, plus a settled-RSS reading over IPC ----
@@ -521,7 +523,7 @@ async function deleteRows(server: Server, truth: Truth, n: number, ids: boolean,
   let big: Awaited<ReturnType<typeof del>>
   try {
     live.set('before')
-    await sleep(5000)
+    await sleep(BEFORE_MS)
     live.set('small')
     for (const [user, count] of small) smallRuns.push(await del(`user_id=${user}`, count, `user_id=${user}&${RANGE}`))
     live.set('between')
