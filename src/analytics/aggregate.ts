@@ -5,7 +5,7 @@
 import type { Row } from './row.js'
 import type { Totals } from './totals.js'
 import { LatencySketch } from './sketch.js'
-import { cloneTotals, createTotals, mergeTotals, recordTotals } from './totals.js'
+import { cloneTotals, createTotals, mergeTotals, recordTotals, subtractTotals } from './totals.js'
 
 /** Totals plus latency sketch of one set of rows: what every query returns. */
 export interface Aggregate {
@@ -72,6 +72,16 @@ export function addSums(a: Float64Array, o: number, v: ArrayLike<number>, flags:
 export function mergeInto(target: Aggregate, source: Aggregate): Aggregate {
   mergeTotals(target.totals, source.totals)
   target.sketch.merge(source.sketch)
+  return target
+}
+
+/**
+ * Takes `part` (every row of which was counted into `target`) out of `target` (in place):
+ * totals exact, the sketch as {@link LatencySketch.subtract} (extremes within its accuracy).
+ */
+export function subtractAggregate(target: Aggregate, part: Aggregate): Aggregate {
+  subtractTotals(target.totals, part.totals)
+  target.sketch.subtract(part.sketch)
   return target
 }
 

@@ -123,6 +123,10 @@ export interface RowColumns {
  * Rows (layout: see CORE above) and the singly linked lists that hold them. Row indexes number
  * rows in the order they were appended, 0 to {@link RowStore.size} − 1; along a list, row
  * indexes decrease (each append links at the head). Every value reads back exactly as recorded.
+ *
+ * {@link RowStore.remove} unlinks rows (a delete): a removed row's words are zeroed and its
+ * index is marked dead — it stays a hole in the numbering (so row-range snapshot parts keep
+ * their meaning) until the owner copies the live rows into a new store ({@link RowStore.copyList}).
  */
 export class RowStore {
   // Chunk c holds rows [c << CHUNK_SHIFT, ...).
@@ -135,6 +139,9 @@ export class RowStore {
   #dims: (Uint32Array | null)[] = []
   /** Per chunk: floor(seq / 2^32) per row, allocated on the chunk's first row with a seq >= 2^32. */
   #seqHigh: (Uint32Array | null)[] = []
+  /** Per chunk: one bit per removed row (see {@link RowStore.remove}), allocated on the chunk's first. */
+  #dead: (Uint32Array | null)[] = []
+  #deadRows = 0
   /** Row capacity of the last chunk (earlier chunks are full). */
   #lastChunkRows = 0
   #size = 0
@@ -144,9 +151,19 @@ export class RowStore {
   #heads: Int32Array = new Int32Array(0)
   #lists = 0
 
-  /** Rows held. */
+  /** Row indexes used (live rows and removed ones: see {@link RowStore.remove}). */
   get size(): number {
     return this.#size
+  }
+
+  /** Rows removed (holes among the row indexes). */
+  get dead(): number {
+    return this.#deadRows
+  }
+
+  /** Rows held: {@link RowStore.size} − {@link RowStore.dead}. */
+  get live(): number {
+    return this.#size - this.#deadRows
   }
 
   /** Lists made so far (list ids are 0 to this − 1). */
@@ -282,6 +299,7 @@ export class RowStore {
       this.#ext.push(null)
       this.#dims.push(null)
       this.#seqHigh.push(null)
+      this.#dead.push(null)
     } else if (i === this.#lastChunkRows) {
       // Only the first chunk grows (see FIRST_CHUNK_ROWS).
       const rows = i * 2
@@ -315,6 +333,89 @@ export class RowStore {
     const dims = new Uint32Array((c === this.#core.length - 1 ? this.#lastChunkRows : CHUNK_ROWS) * DIMS)
     this.#dims[c] = dims
     return dims
+  }
+
+  /**
+   * Unlinks every row of `list` whose offset is in [lo, hi) and whose seq is in `seqs` (only
+   * seqs in [minSeq, maxSeq] are looked up: the set's bounds, a cheap first test). `removed`,
+   * when given, sees each such row first, as {@link RowStore.visit} would (time `mStart` +
+   * offset). Its words are then zeroed and its index marked dead. Returns the rows removed.
+   */
+  remove(list: number, lo: number, hi: number, mStart: number, seqs: ReadonlySet<number>, minSeq: number, maxSeq: number, removed?: RowVisitor): number {
+    let n = 0
+    let prev = -1
+    for (let r = this.#heads[list]; r >= 0; ) {
+      const c = r >>> CHUNK_SHIFT
+      const core = this.#core[c]
+      const b = (r & CHUNK_MASK) * CORE
+      const next = core[b + C_NEXT] | 0
+      const off = core[b + C_META] & OFFSET_MASK
+      if (off >= lo && off < hi) {
+        const seq = this.#seqHigh[c] === null ? core[b + C_SEQ] : this.#seqOf(r)
+        if (seq >= minSeq && seq <= maxSeq && seqs.has(seq)) {
+          if (removed !== undefined) this.#visitOne(r, mStart, removed)
+          if (prev < 0) this.#heads[list] = next
+          else this.#core[prev >>> CHUNK_SHIFT][(prev & CHUNK_MASK) * CORE + C_NEXT] = next
+          this.#kill(r)
+          n++
+          r = next
+          continue
+        }
+      }
+      prev = r
+      r = next
+    }
+    return n
+  }
+
+  /** Calls `visit` with row `r` (see {@link RowStore.visit}). */
+  #visitOne(r: number, mStart: number, visit: RowVisitor): void {
+    const c = r >>> CHUNK_SHIFT
+    const i = r & CHUNK_MASK
+    const meta = this.#core[c][i * CORE + C_META]
+    const v = this.#readValues(r, this.#tmp)
+    const flags = ((meta & FLAG_ERROR) !== 0 ? 1 : 0) | ((meta & FLAG_UNPRICED) !== 0 ? 2 : 0)
+    const dims = this.#dims[c]
+    const d = i * DIMS
+    if (dims === null) visit(v, flags, 0, 0, 0, mStart + (meta & OFFSET_MASK), this.#seqOf(r))
+    else visit(v, flags, dims[d], dims[d + 1], dims[d + 2], mStart + (meta & OFFSET_MASK), this.#seqOf(r))
+  }
+
+  /** Zeroes row `r`'s words (no value of a removed row stays readable) and marks its index dead. */
+  #kill(r: number): void {
+    const c = r >>> CHUNK_SHIFT
+    const i = r & CHUNK_MASK
+    this.#core[c].fill(0, i * CORE, i * CORE + CORE)
+    this.#ext[c]?.fill(0, i * EXT, i * EXT + EXT)
+    this.#dims[c]?.fill(0, i * DIMS, i * DIMS + DIMS)
+    const high = this.#seqHigh[c]
+    if (high !== null) high[i] = 0
+    this.#wide.delete(r)
+    const dead = (this.#dead[c] ??= new Uint32Array(CHUNK_ROWS >>> 5))
+    dead[i >>> 5] |= 1 << (i & 31)
+    this.#deadRows++
+  }
+
+  /** Removed rows among the row indexes [from, to). */
+  deadIn(from: number, to: number): number {
+    if (this.#deadRows === 0 || from >= to) return 0
+    let n = 0
+    for (let c = from >>> CHUNK_SHIFT, last = (to - 1) >>> CHUNK_SHIFT; c <= last; c++) {
+      const dead = this.#dead[c]
+      if (dead === null) continue
+      const lo = Math.max(from, c << CHUNK_SHIFT) & CHUNK_MASK
+      const hi = Math.min(to, (c + 1) << CHUNK_SHIFT) - (c << CHUNK_SHIFT)
+      for (let i = lo; i < hi; ) {
+        const word = dead[i >>> 5]
+        if (word === 0 && (i & 31) === 0 && i + 32 <= hi) {
+          i += 32
+          continue
+        }
+        if ((word >>> (i & 31)) & 1) n++
+        i++
+      }
+    }
+    return n
   }
 
   /** Allocates chunk `c`'s high seq words. */

@@ -28,6 +28,8 @@ export interface CoarseHour {
   hour: number
   totals: Totals
   sketch: LatencySketchJSON
+  /** Seqs of events a delete took out of it (`SeriesStore.subtractCoarse`), when any: taking one out again is a no-op. */
+  forgotten?: number[]
 }
 
 /**
@@ -88,9 +90,9 @@ export class SnapshotBuilder implements RowColumns {
     this.dims = withDims ? new Uint32Array(rows * DIMS) : undefined
   }
 
-  /** Adds coarse hour `hour` (hour key), copying its aggregate. */
-  addCoarseHour(hour: number, agg: Aggregate): void {
-    this.#coarse.push({ hour, totals: cloneTotals(agg.totals), sketch: agg.sketch.toJSON() })
+  /** Adds coarse hour `hour` (hour key), copying its aggregate and the seqs taken out of it. */
+  addCoarseHour(hour: number, agg: Aggregate, forgotten?: readonly number[]): void {
+    this.#coarse.push({ hour, totals: cloneTotals(agg.totals), sketch: agg.sketch.toJSON(), ...(forgotten === undefined ? {} : { forgotten: forgotten.slice() }) })
   }
 
   /** The snapshot (`rejected` 0); `what` names the rows asked for if fewer or more were written. */
@@ -119,10 +121,10 @@ export class SnapshotBuilder implements RowColumns {
 }
 
 /**
- * Makes `hourKey` a coarse hour of the store being loaded holding `agg`; false when the store
- * already holds that hour.
+ * Makes `hourKey` a coarse hour of the store being loaded holding `agg` (and the seqs taken out
+ * of it); false when the store already holds that hour.
  */
-export type CoarseHourSink = (hourKey: number, agg: Aggregate) => boolean
+export type CoarseHourSink = (hourKey: number, agg: Aggregate, forgotten: number[] | undefined) => boolean
 
 /**
  * Loads one snapshot into `store`: its coarse hours through `addCoarseHour`, then its rows
@@ -223,5 +225,7 @@ function loadCoarseHour(data: unknown, addCoarseHour: CoarseHourSink, fail: (why
     return fail(`sketch: ${(err as Error).message}`)
   }
   if (sketch.count !== totals.requests || totals.requests === 0) fail('sketch count does not match requests')
-  if (!addCoarseHour(hourKey as number, { totals, sketch })) fail('hour given twice')
+  const forgotten = c.forgotten
+  if (forgotten !== undefined && (!Array.isArray(forgotten) || !forgotten.every((q) => typeof q === 'number' && Number.isSafeInteger(q) && q >= 0))) fail('forgotten must be an array of seqs')
+  if (!addCoarseHour(hourKey as number, { totals, sketch }, forgotten as number[] | undefined)) fail('hour given twice')
 }

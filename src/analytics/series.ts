@@ -9,6 +9,11 @@
  * coarse hours; {@link SeriesStore.coarseBefore} is the time before which every hour is
  * coarse. The snapshot keeps the coarse hours in its `coarse` field.
  *
+ * Deletes: {@link SeriesStore.forget} removes rows by their seq and recomputes every minute, hour
+ * and day aggregate they were in from the rows left (so the store answers as one that never
+ * recorded them); a coarse hour has no rows to find by seq, so an event there is taken out of
+ * its aggregates by {@link SeriesStore.subtractCoarse} instead (counts and sums exact).
+ *
  * The other jobs live beside it: aggregate.ts (Aggregate and its helpers), row-store.ts (the
  * packed row codec and the per-minute row lists), series-snapshot.ts (the snapshot codec).
  * What other modules imported from here is re-exported below.
@@ -16,7 +21,8 @@
 import type { Row } from './row.js'
 import type { RowDims, RowVisitor } from './row-store.js'
 import type { SeriesSnapshot } from './series-snapshot.js'
-import { addRow, createAggregate, mergeInto, type Aggregate, type TimeBucket } from './aggregate.js'
+import { addRow, createAggregate, mergeInto, subtractAggregate, type Aggregate, type TimeBucket } from './aggregate.js'
+import type { Totals } from './totals.js'
 import { isValidRow, MAX_TIMESTAMP_MS } from './row.js'
 import { MAX_ROWS, RowStore } from './row-store.js'
 import { loadSnapshot, SnapshotBuilder } from './series-snapshot.js'
@@ -56,6 +62,8 @@ interface HourNode extends Aggregate {
    * is coarse: its rows are gone, its totals and sketch stay exact.
    */
   minutes: Int32Array | null
+  /** A coarse hour's seqs taken out by {@link SeriesStore.subtractCoarse} (so taking one out twice is a no-op). */
+  forgotten?: number[]
 }
 
 /** Day: aggregate of its rows plus its hours (undefined when empty). */
@@ -159,8 +167,17 @@ export class SeriesStore {
   #rejected = 0
   #scanned = 0
 
-  /** Number of raw rows retained (rows of coarse hours are not counted). */
+  /** Number of raw rows retained (rows of coarse hours are not counted; nor rows forgotten). */
   get size(): number {
+    return this.#rows.live
+  }
+
+  /**
+   * Row indexes in use: {@link SeriesStore.size} plus the holes rows removed by
+   * {@link SeriesStore.forget} left (until a compaction renumbers them). The bound of
+   * {@link SeriesStore.toSnapshotRows}' ranges; rows recorded after a cut at `rowEnd` are [rowEnd, …).
+   */
+  get rowEnd(): number {
     return this.#rows.size
   }
 
@@ -201,8 +218,9 @@ export class SeriesStore {
   }
 
   /**
-   * Smallest and largest `ts` seen, or null when empty. After a restore, a coarse hour counts
-   * as its first and last millisecond (its rows' own times are not kept).
+   * Smallest and largest `ts` seen, or null when empty. After a restore (or once a delete
+   * recomputed them), a coarse hour counts as its first and last millisecond (its rows' own
+   * times are not kept).
    */
   bounds(): { min: number; max: number } | null {
     return this.#minTs === Infinity ? null : { min: this.#minTs, max: this.#maxTs }
@@ -283,9 +301,9 @@ export class SeriesStore {
     const byAge = policy.before === -Infinity ? -Infinity : floorDiv(Math.max(-MAX_TIMESTAMP_MS, Math.min(MAX_TIMESTAMP_MS, Math.floor(policy.before))), HOUR_MS)
     if (byAge > this.#coarseBeforeHour) this.#coarseBeforeHour = byAge
     const fold: Array<[day: DayNode, dayKey: number, h: number]> = []
-    let left = this.#rows.size
+    let left = this.#rows.live
     const nowHour = floorDiv(Math.floor(policy.now), HOUR_MS)
-    const byCount = policy.maxRows > 0 && this.#rows.size > policy.maxRows + Math.max(1, policy.maxRows >> 2)
+    const byCount = policy.maxRows > 0 && left > policy.maxRows + Math.max(1, policy.maxRows >> 2)
     // Ascending by time: once an hour is neither old nor foldable by count, no later one is.
     scan: for (const dayKey of this.#dayKeys) {
       const day = this.#days.get(dayKey) as DayNode
@@ -314,7 +332,7 @@ export class SeriesStore {
     return folded
   }
 
-  /** Rebuilds row and minute storage with only the rows of hours that are not coarse. */
+  /** Rebuilds row and minute storage with only the rows of hours that are not coarse (and no removed rows). */
   #compactRows(): void {
     const old = this.#rows
     const mState = this.#mState
@@ -343,6 +361,244 @@ export class SeriesStore {
         }
       }
     }
+  }
+
+  /**
+   * Deletes rows by their event's seq: every raw row whose seq is in `seqs` (and, with `range`,
+   * whose `ts` is in [range.start, range.end): only those minutes are searched; without it,
+   * every row) is unlinked, and the minute, hour and day aggregates it was counted in are
+   * RECOMPUTED from the rows left — not decremented — so totals, sketches and their extremes
+   * equal those of a store that never recorded it. An hour or day left without rows is dropped.
+   * `removed`, when given, sees each removed row first (values, flags, dimension words, ts, seq).
+   *
+   * Coarse hours are not reached: their rows are gone, so no seq can be found there (see
+   * {@link SeriesStore.subtractCoarse}). Idempotent: a seq with no row is a no-op.
+   * Removed rows leave holes in the row numbering (see {@link SeriesStore.rowEnd}) until holes
+   * reach a quarter of the live rows; then the rows are compacted, renumbering them (as a
+   * retention fold does). O(rows of the minutes searched + rows of the hours changed).
+   * Returns the rows removed.
+   */
+  forget(seqs: ReadonlySet<number>, range?: { start: number; end: number }, removed?: RowVisitor): number {
+    if (seqs.size === 0 || this.#rows.live === 0) return 0
+    let minSeq = Infinity
+    let maxSeq = -Infinity
+    for (const q of seqs) {
+      if (q < minSeq) minSeq = q
+      if (q > maxSeq) maxSeq = q
+    }
+    const [s, e] = range === undefined ? [-MAX_TIMESTAMP_MS, MAX_TIMESTAMP_MS + 1] : normalizeRange(range.start, range.end)
+    if (s >= e) return 0
+    const rows = this.#rows
+    let total = 0
+    let edge = false
+    const seen: RowVisitor = (v, flags, u, se, a, ts, seq) => {
+      if (ts === this.#minTs || ts === this.#maxTs) edge = true
+      removed?.(v, flags, u, se, a, ts, seq)
+    }
+    const keys = this.#dayKeys
+    const emptied: number[] = []
+    for (let k = lowerBound(keys, floorDiv(s, DAY_MS)); k < keys.length; k++) {
+      const dayKey = keys[k]
+      const dStart = dayKey * DAY_MS
+      if (dStart >= e) break
+      const day = this.#days.get(dayKey) as DayNode
+      let dayChanged = false
+      for (let h = firstSub(dStart, HOUR_MS, s), lastH = lastSub(dStart, HOUR_MS, 24, e); h <= lastH; h++) {
+        const hour = day.hours[h]
+        if (hour === undefined || hour.minutes === null) continue
+        const hStart = dStart + h * HOUR_MS
+        let hourRemoved = 0
+        for (let m = firstSub(hStart, MINUTE_MS, s), lastM = lastSub(hStart, MINUTE_MS, 60, e); m <= lastM; m++) {
+          const slot = hour.minutes[m] - 1
+          if (slot < 0) continue
+          const mStart = hStart + m * MINUTE_MS
+          const n = rows.remove(slot, Math.max(0, s - mStart), Math.min(MINUTE_MS, e - mStart), mStart, seqs, minSeq, maxSeq, seen)
+          if (n === 0) continue
+          hourRemoved += n
+          const state = this.#mState[slot]
+          if (state >= 0) {
+            this.#mState[slot] = state - n
+            if (state === n) hour.minutes[m] = 0
+          } else {
+            const agg = createAggregate()
+            rows.sum(slot, 0, MINUTE_MS, agg)
+            if (agg.totals.requests === 0) {
+              // The slot is left empty and unused (compaction drops it); its aggregate goes.
+              this.#mState[slot] = 0
+              this.#minuteAggs[-state - 1] = createAggregate()
+              hour.minutes[m] = 0
+            } else {
+              this.#minuteAggs[-state - 1] = agg
+            }
+          }
+        }
+        if (hourRemoved === 0) continue
+        total += hourRemoved
+        dayChanged = true
+        // The hour again, from its minutes (their aggregates, or their rows).
+        const agg = createAggregate()
+        for (let m = 0; m < 60; m++) {
+          const slot = hour.minutes[m] - 1
+          if (slot < 0) continue
+          const state = this.#mState[slot]
+          if (state < 0) mergeInto(agg, this.#minuteAggs[-state - 1])
+          else rows.sum(slot, 0, MINUTE_MS, agg)
+        }
+        if (agg.totals.requests === 0) day.hours[h] = undefined
+        else {
+          // New objects: a timeseries bucket may share the old ones (read only).
+          hour.totals = agg.totals
+          hour.sketch = agg.sketch
+        }
+      }
+      if (dayChanged && this.#recomputeDay(day)) emptied.push(dayKey)
+    }
+    if (total === 0) return 0
+    this.#dropDays(emptied)
+    if (edge) this.#recomputeBounds()
+    if (rows.dead * 4 >= rows.live) this.#compactRows()
+    return total
+  }
+
+  /**
+   * Takes one event out of the coarse hour holding `ts` and its day (the delete path for hours
+   * retention folded, whose rows, and so seqs, are gone): `v` its values in RowVisitor order,
+   * `flags` 1 error, 2 unpriced, `seq` its log position. Counts and sums are exact; the sketch
+   * loses the event's bucket, so the extremes become those of the buckets left (within the
+   * sketch's 1%). An hour or day left empty is dropped. Returns false, changing nothing, when
+   * the hour is not coarse, `seq` was already taken out of it (so a re-applied delete is a
+   * no-op), or the hour does not hold that much (it never counted the event).
+   *
+   * The caller must only pass events the hour counted: a coarse hour cannot tell which seqs it
+   * holds (e.g. after a restart, events past the snapshot were replayed, or skipped if deleted).
+   */
+  subtractCoarse(ts: number, v: ArrayLike<number>, flags: number, seq: number): boolean {
+    if (!Number.isSafeInteger(ts) || Math.abs(ts) > MAX_TIMESTAMP_MS) return false
+    const hourKey = floorDiv(ts, HOUR_MS)
+    const dayKey = floorDiv(hourKey, 24)
+    const day = this.#days.get(dayKey)
+    const hour = day?.hours[hourKey - dayKey * 24]
+    if (day === undefined || hour === undefined || hour.minutes !== null) return false
+    if (hour.forgotten?.includes(seq) === true) return false
+    const one = createAggregate()
+    const t = one.totals
+    t.requests = 1
+    t.promptTokens = v[0]
+    t.completionTokens = v[1]
+    t.totalTokens = v[2]
+    t.cachedTokens = v[3]
+    t.reasoningTokens = v[4]
+    t.latencyUsSum = v[5]
+    t.costNanos = v[6]
+    t.errors = flags & 1
+    t.unpriced = (flags >>> 1) & 1
+    one.sketch.record(v[5])
+    for (const k of Object.keys(t) as (keyof Totals)[]) if (!(hour.totals[k] >= t[k])) return false
+    if (hour.totals.requests === 1) {
+      day.hours[hourKey - dayKey * 24] = undefined
+      this.#coarseHours--
+    } else {
+      subtractAggregate(hour, one)
+      ;(hour.forgotten ??= []).push(seq)
+    }
+    this.#coarseRows--
+    if (this.#recomputeDay(day)) this.#dropDays([dayKey])
+    this.#recomputeBounds()
+    return true
+  }
+
+  /**
+   * Read only: the aggregate of hour `hourKey` (floor(ts / HOUR_MS)), coarse or not, or
+   * undefined when the hour holds nothing (the rollup rebuilds a changed hour from these).
+   */
+  hourAggregate(hourKey: number): Aggregate | undefined {
+    const dayKey = floorDiv(hourKey, 24)
+    return this.#days.get(dayKey)?.hours[hourKey - dayKey * 24]
+  }
+
+  /**
+   * Replaces coarse hour `hourKey` with (a copy of) `agg`, or drops it when `agg` is null or
+   * empty, and recomputes its day from its hours. Only for hours before
+   * {@link SeriesStore.coarseBefore} (every hour of a {@link SeriesStore.coarseOnly} store, such as
+   * the rollup); throws RangeError otherwise.
+   */
+  setHour(hourKey: number, agg: Aggregate | null): void {
+    if (!Number.isSafeInteger(hourKey) || Math.abs(hourKey * HOUR_MS) > MAX_TIMESTAMP_MS || hourKey >= this.#coarseBeforeHour) {
+      throw new RangeError(`hour ${hourKey} is not a coarse hour of this store`)
+    }
+    const dayKey = floorDiv(hourKey, 24)
+    const h = hourKey - dayKey * 24
+    const had = this.#days.get(dayKey)?.hours[h]
+    if (had !== undefined) {
+      this.#coarseRows -= had.totals.requests
+      this.#coarseHours--
+      ;(this.#days.get(dayKey) as DayNode).hours[h] = undefined
+    }
+    if (agg !== null && agg.totals.requests > 0) {
+      const day = this.#days.get(dayKey) ?? this.#newDay(dayKey)
+      day.hours[h] = { totals: createTotals(), sketch: new LatencySketch(), minutes: null }
+      mergeInto(day.hours[h] as HourNode, agg)
+      this.#coarseRows += agg.totals.requests
+      this.#coarseHours++
+    }
+    const day = this.#days.get(dayKey)
+    if (day !== undefined && this.#recomputeDay(day)) this.#dropDays([dayKey])
+    this.#recomputeBounds()
+  }
+
+  /** Sets a day's aggregate to the merge of its hours; true when it has none left. */
+  #recomputeDay(day: DayNode): boolean {
+    const agg = createAggregate()
+    let any = false
+    for (const hour of day.hours) {
+      if (hour === undefined) continue
+      mergeInto(agg, hour)
+      any = true
+    }
+    day.totals = agg.totals
+    day.sketch = agg.sketch
+    return !any
+  }
+
+  /** Removes days (keys) left without hours. */
+  #dropDays(dayKeys: readonly number[]): void {
+    if (dayKeys.length === 0) return
+    for (const k of dayKeys) this.#days.delete(k)
+    const gone = new Set(dayKeys)
+    this.#dayKeys = this.#dayKeys.filter((k) => !gone.has(k))
+  }
+
+  /**
+   * Smallest and largest ts again, after rows or hours went: from the first and last hour held
+   * (a coarse one counts as its first and last millisecond; a raw one by its rows' times).
+   */
+  #recomputeBounds(): void {
+    this.#minTs = Infinity
+    this.#maxTs = -Infinity
+    const keys = this.#dayKeys
+    const edge = (dayKey: number, h: number, hour: HourNode): void => {
+      const hStart = (dayKey * 24 + h) * HOUR_MS
+      if (hour.minutes === null) {
+        this.#minTs = Math.min(this.#minTs, hStart)
+        this.#maxTs = Math.max(this.#maxTs, hStart + HOUR_MS - 1)
+        return
+      }
+      for (let m = 0; m < 60; m++) {
+        const slot = hour.minutes[m] - 1
+        if (slot < 0) continue
+        this.#rows.visit(slot, 0, MINUTE_MS, hStart + m * MINUTE_MS, (_v, _f, _u, _s, _a, ts) => {
+          if (ts < this.#minTs) this.#minTs = ts
+          if (ts > this.#maxTs) this.#maxTs = ts
+        })
+      }
+    }
+    if (keys.length === 0) return
+    const first = this.#days.get(keys[0]) as DayNode
+    const h0 = first.hours.findIndex((x) => x !== undefined)
+    edge(keys[0], h0, first.hours[h0] as HourNode)
+    const last = this.#days.get(keys[keys.length - 1]) as DayNode
+    const h1 = last.hours.findLastIndex((x) => x !== undefined)
+    edge(keys[keys.length - 1], h1, last.hours[h1] as HourNode)
   }
 
   #newDay(dayKey: number): DayNode {
@@ -579,7 +835,8 @@ export class SeriesStore {
     if (!Number.isSafeInteger(from) || !Number.isSafeInteger(to) || from < 0 || from > to || to > rows.size) {
       throw new RangeError(`row range [${from}, ${to}) is not inside [0, ${rows.size}]`)
     }
-    const n = to - from
+    // Rows removed by forget leave holes in the numbering: only live rows are copied.
+    const n = to - from - rows.deadIn(from, to)
     const out = new SnapshotBuilder(n, rows.hasDims)
     // cursor.at[slot]: the row the walk of that minute resumes at (-1 end, -2 not walked yet).
     const cursor = opts.cursor
@@ -595,7 +852,7 @@ export class SeriesStore {
         const hour = day.hours[h]
         if (hour === undefined) continue
         if (hour.minutes === null) {
-          if (opts.coarse === true) out.addCoarseHour(dayKey * 24 + h, hour)
+          if (opts.coarse === true) out.addCoarseHour(dayKey * 24 + h, hour, hour.forgotten)
           continue
         }
         if (n === 0) continue
@@ -629,7 +886,7 @@ export class SeriesStore {
    */
   static fromSnapshots(parts: readonly unknown[], rejected = 0): SeriesStore {
     const store = new SeriesStore()
-    const addCoarseHour = (hourKey: number, agg: Aggregate): boolean => store.#restoreCoarseHour(hourKey, agg)
+    const addCoarseHour = (hourKey: number, agg: Aggregate, forgotten: number[] | undefined): boolean => store.#restoreCoarseHour(hourKey, agg, forgotten)
     let rejectedTotal = rejected
     for (const part of parts) rejectedTotal += loadSnapshot(store, part, addCoarseHour)
     store.#rejected = rejectedTotal
@@ -637,12 +894,13 @@ export class SeriesStore {
   }
 
   /** Installs coarse hour `hourKey` from a snapshot; false when the hour is already held. */
-  #restoreCoarseHour(hourKey: number, agg: Aggregate): boolean {
+  #restoreCoarseHour(hourKey: number, agg: Aggregate, forgotten: number[] | undefined): boolean {
     const dayKey = floorDiv(hourKey, 24)
     if (this.#days.get(dayKey)?.hours[hourKey - dayKey * 24] !== undefined) return false
     // Every hour before coarseBefore is coarse: this one becomes so, then takes its aggregate.
     if (hourKey + 1 > this.#coarseBeforeHour) this.#coarseBeforeHour = hourKey + 1
     this.addHour(hourKey, agg)
+    if (forgotten !== undefined && forgotten.length > 0) ((this.#days.get(dayKey) as DayNode).hours[hourKey - dayKey * 24] as HourNode).forgotten = forgotten.slice()
     return true
   }
 

@@ -72,6 +72,12 @@ export function mergeTotals(into: Totals, from: Totals): Totals {
   return into
 }
 
+/** Takes `part` (counted into `from` before) out of `from` (in place) and returns `from`. */
+export function subtractTotals(from: Totals, part: Totals): Totals {
+  for (const k of Object.keys(part) as (keyof Totals)[]) from[k] -= part[k]
+  return from
+}
+
 /** A copy of `t`. */
 export function cloneTotals(t: Totals): Totals {
   return mergeTotals(createTotals(), t)
