@@ -221,13 +221,18 @@ t.test('the events table: newest first, infinite scroll, one event in full, CSV,
   const target = u1[5]
   const bucketStart = Math.floor(target.ts / 60_000) * 60_000
   const inBucket = u1.filter((e) => e.ts >= bucketStart && e.ts < bucketStart + 60_000)
-  const scale = await page.locator('#chart-requests').evaluate((h) => (h as unknown as { dataset: Record<string, string> }).dataset)
-  const over = await page.locator('#chart-requests .u-over').boundingBox()
-  t.ok(over, 'the chart is drawn')
-  const x = over!.x + ((bucketStart / 1000 - Number(scale.xMin)) / (Number(scale.xMax) - Number(scale.xMin))) * over!.width
-  await page.mouse.click(x, over!.y + over!.height / 2)
   const chip = page.locator('#ev-chips .chip')
-  await chip.waitFor(WAIT)
+  for (let attempt = 1; ; attempt++) {
+    const scale = await page.locator('#chart-requests').evaluate((h) => (h as unknown as { dataset: Record<string, string> }).dataset)
+    const over = await page.locator('#chart-requests .u-over').boundingBox()
+    t.ok(over, 'the chart is drawn')
+    const x = over!.x + ((bucketStart / 1000 - Number(scale.xMin)) / (Number(scale.xMax) - Number(scale.xMin))) * over!.width
+    await page.mouse.click(x, over!.y + over!.height / 2)
+    await chip.waitFor(WAIT)
+    // A refresh that adds a minute bucket between reading the scale and the click moves the
+    // bars by about one: then the click is made again from the new scale.
+    if ((await chip.getAttribute('data-start')) === new Date(bucketStart).toISOString() || attempt === 3) break
+  }
   t.equal(await chip.getAttribute('data-start'), new Date(bucketStart).toISOString(), 'the chip names the bucket’s start')
   t.equal(await chip.getAttribute('data-end'), new Date(bucketStart + 60_000).toISOString(), 'and its end')
   await rowCount(inBucket.length)
