@@ -183,6 +183,7 @@ function intervalFor(span) {
 
 function showKeyPanel(message = '') {
   stopLive()
+  closeEvent()
   $('dash').hidden = true
   $('controls').hidden = true
   $('key-panel').hidden = false
