@@ -68,6 +68,8 @@ const schema = z.object({
   LLMSCOPE_RETENTION_DAYS: int(0, 100_000).default(0),
   LLMSCOPE_RETENTION_EVENTS: int(0, 2_000_000_000).default(0),
   LLMSCOPE_MAX_DB_BYTES: int(1024 * 1024, 2 ** 50).default(64 * 1024 ** 3),
+  // Hours, fractions allowed (0.5 = 30 minutes); at most a year.
+  LLMSCOPE_DEDUPE_WINDOW_HOURS: z.coerce.number().positive().max(8760).default(24),
   LLMSCOPE_RATE_LIMIT_MAX: int(0, 100_000_000).default(0),
   LLMSCOPE_RATE_LIMIT_WINDOW_S: int(1, 86_400).default(60),
   LLMSCOPE_AUTH_FAILURE_MAX: int(0, 100_000_000).default(120),
@@ -112,6 +114,11 @@ export interface Config {
   /** LMDB map size: the most the data dir's database may grow to. */
   readonly maxDbBytes: number
   /**
+   * How long (receive time) an event's client `id` stays taken in its project: a copy within
+   * it is answered with the first one's event_id and counted once (DESIGN §7, Idempotency).
+   */
+  readonly dedupeWindowMs: number
+  /**
    * Requests per window: `max` per API key (0 = off), `authFailureMax` per client address for
    * requests with a missing or unknown key (0 = off).
    */
@@ -138,6 +145,8 @@ export interface ClusterConfig {
   readonly queryTimeoutMs: number
   /** Prefix of every stream, bucket and subject: several clusters may share one NATS. */
   readonly name: string
+  /** The event stream's `duplicate_window`: {@link Config.dedupeWindowMs} (absent: its default, 24 hours). */
+  readonly dedupeWindowMs?: number
 }
 
 /**
@@ -328,6 +337,7 @@ export function loadConfig(env: EnvInput = process.env, argv: readonly string[] 
     priceOverrides: Object.freeze(overrides.data),
     retention: Object.freeze({ days: e.LLMSCOPE_RETENTION_DAYS, events: e.LLMSCOPE_RETENTION_EVENTS }),
     maxDbBytes: e.LLMSCOPE_MAX_DB_BYTES,
+    dedupeWindowMs: Math.round(e.LLMSCOPE_DEDUPE_WINDOW_HOURS * 3600_000),
     rateLimit: Object.freeze({
       max: e.LLMSCOPE_RATE_LIMIT_MAX,
       windowMs: e.LLMSCOPE_RATE_LIMIT_WINDOW_S * 1000,
@@ -345,7 +355,8 @@ export function loadConfig(env: EnvInput = process.env, argv: readonly string[] 
       partitions: e.LLMSCOPE_PARTITIONS,
       replicas: e.LLMSCOPE_STREAM_REPLICAS,
       queryTimeoutMs: e.LLMSCOPE_QUERY_TIMEOUT_MS,
-      name: e.LLMSCOPE_CLUSTER_NAME
+      name: e.LLMSCOPE_CLUSTER_NAME,
+      dedupeWindowMs: config.dedupeWindowMs
     })
   }
   return Object.freeze(config)
@@ -380,6 +391,7 @@ const HELP: Partial<Record<string, string>> = {
   LLMSCOPE_RETENTION_DAYS: 'days of raw rows kept in memory; older ones fold into hour aggregates (0 = no limit)',
   LLMSCOPE_RETENTION_EVENTS: 'raw rows kept per series; older hours fold into aggregates (0 = no limit)',
   LLMSCOPE_MAX_DB_BYTES: 'the most the LMDB database may grow to',
+  LLMSCOPE_DEDUPE_WINDOW_HOURS: 'hours (receive time) an event\'s client `id` stays taken in its project: a copy sent within them is counted once',
   LLMSCOPE_RATE_LIMIT_MAX: 'requests per key per window (0 = off)',
   LLMSCOPE_RATE_LIMIT_WINDOW_S: 'rate-limit window, seconds',
   LLMSCOPE_AUTH_FAILURE_MAX: 'requests with a missing or unknown key per client address per window (0 = off)',
@@ -427,6 +439,8 @@ export function usage(version: string): string {
     '',
     'Usage: llmscope [--port N] [--host ADDR] [--data-dir PATH] [--api-keys LIST] [--log-level LEVEL]',
     '       llmscope cluster status   (every node of the cluster at LLMSCOPE_NATS_URL: partitions, lag, leases)',
+    '       llmscope export [FILTERS] [-o FILE]   (events of a running server as NDJSON or CSV; llmscope export --help)',
+    '       llmscope import [FILE | -]            (NDJSON events into a running server, resumable; llmscope import --help)',
     '       llmscope --help | --version',
     '',
     'Options (each mirrors an environment variable and wins over it; --flag value or --flag=value):'

@@ -94,8 +94,8 @@ export class Engine {
     this.#logger = opts.logger
     this.#clock = opts.clock
     this.#onProgress = opts.onProgress
-    this.stores = openStores(opts.config.dataDir, { maxBytes: opts.config.maxDbBytes })
-    this.log = new EventLog(this.stores.events, { used: this.stores.usedBytes, max: this.stores.maxBytes })
+    this.stores = openStores(opts.config.dataDir, { maxBytes: opts.config.maxDbBytes, dedupe: { windowMs: opts.config.dedupeWindowMs, now: () => opts.clock.now() } })
+    this.log = new EventLog(this.stores.events, { used: this.stores.usedBytes, max: this.stores.maxBytes }, this.stores.dedupe)
     this.snapshots = new SnapshotStore(this.stores.meta)
     this.rules = new RuleStore(this.stores.rules)
     this.projects = new ProjectStore(this.stores.projects, opts.clock.now())

@@ -19,6 +19,11 @@ export const MAX_COST = 1e6
 export const MAX_TAGS = 16
 /** The project of events sent by a user who never created one (README: Projects). */
 export const DEFAULT_PROJECT = 'default'
+/** A client-chosen event id (DESIGN §7, Idempotency): 1–64 letters, digits, `_` or `-`. */
+export const CLIENT_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/
+
+/** Whether `v` is a well-formed client id (an exported `evt_…` id is one). */
+export const isClientId = (v: unknown): v is string => typeof v === 'string' && CLIENT_ID_PATTERN.test(v)
 
 export interface MetadataLimits {
   maxBytes: number
@@ -28,11 +33,26 @@ export interface MetadataLimits {
 
 const tokens = z.number().int().min(0).max(MAX_TOKENS)
 const millis = z.number().min(0).max(MAX_LATENCY_MS)
+const clientId = z.string().regex(CLIENT_ID_PATTERN, 'must be 1 to 64 letters, digits, _ or -')
+/** A field the server writes in an exported EVENT: accepted with any value, never stored as sent. */
+const serverMade = (what: string) => z.unknown().optional().meta({ description: `${what} (an exported EVENT's own; accepted and ignored)` })
 
-/** Builds the zod schema of one incoming event for the given metadata limits. */
+/**
+ * Builds the zod schema of one incoming event for the given metadata limits. It also takes an
+ * EVENT object as `GET /events/:id` and export write it (DESIGN §7, Import): its `client_id`,
+ * else its `id`, is the idempotency key; `cost_source`/`unpriced` keep a cost its first server
+ * fixed (see {@link toPending}); `seq` and `received_at` are ignored; the fields it writes as
+ * null (`ttft_ms`, `metadata`, `user_id`, `session_id`, `tags`) mean absent.
+ */
 export function eventSchema(limits: MetadataLimits) {
   return z
     .strictObject({
+      id: clientId.optional().meta({ description: 'client-chosen id (idempotency key): an event whose id was accepted in this project within the dedupe window is answered with the first one\'s event_id and counted once' }),
+      client_id: clientId.nullable().optional().meta({ description: 'an exported EVENT\'s client id: the idempotency key when present (else `id`)' }),
+      seq: serverMade('log position'),
+      received_at: serverMade('time received'),
+      cost_source: serverMade('`computed` keeps `cost` as a computed cost, `unpriced` keeps the event unpriced'),
+      unpriced: serverMade('`true` keeps the event unpriced'),
       timestamp: z.iso.datetime({ offset: true }).optional(),
       model: z.string().min(1).max(256),
       provider: z.string().min(1).max(64).optional(),
@@ -42,17 +62,17 @@ export function eventSchema(limits: MetadataLimits) {
       cached_tokens: tokens.optional(),
       reasoning_tokens: tokens.optional(),
       latency_ms: millis.default(0),
-      ttft_ms: millis.optional(),
+      ttft_ms: millis.nullish(),
       status: z.enum(['success', 'error']).default('success'),
       cost: z.number().min(0).max(MAX_COST).optional(),
-      metadata: z.record(z.string(), z.unknown()).optional(),
-      user_id: z.string().min(1).max(256).optional(),
-      session_id: z.string().min(1).max(256).optional(),
+      metadata: z.record(z.string(), z.unknown()).nullish(),
+      user_id: z.string().min(1).max(256).nullish(),
+      session_id: z.string().min(1).max(256).nullish(),
       tags: z
         .array(z.string().min(1).max(64))
         .max(MAX_TAGS)
         .refine((t) => new Set(t).size === t.length, 'must not repeat a tag')
-        .optional()
+        .nullish()
     })
     .superRefine((e, ctx) => {
       if (e.total_tokens !== undefined && e.total_tokens < e.prompt_tokens + e.completion_tokens) {
@@ -67,7 +87,7 @@ export function eventSchema(limits: MetadataLimits) {
         // Date.parse covers years 0..275760; zod already rejected impossible calendar dates.
         if (!Number.isFinite(ms)) ctx.addIssue({ code: 'custom', path: ['timestamp'], message: 'is out of range' })
       }
-      if (e.metadata !== undefined) {
+      if (e.metadata !== undefined && e.metadata !== null) {
         const problem = checkMetadata(e.metadata, limits)
         if (problem !== null) ctx.addIssue({ code: 'custom', path: ['metadata'], message: problem })
       }
@@ -194,6 +214,18 @@ export interface StoredEvent {
   user: string | null
   session: string | null
   tags: readonly string[] | null
+  /**
+   * The client's idempotency key (event field `id`, or an imported EVENT's `client_id`/`id`);
+   * null or absent: none. Public as `client_id`.
+   */
+  clientId?: string | null
+  /**
+   * An imported event's cost as its first server fixed it (DESIGN §7, Import): `computed` —
+   * `cost` holds the cost that server computed (counted as computed, not as the caller's);
+   * `unpriced` — it stays unpriced (cost 0) whatever this server's prices say. Null or absent
+   * for every other event: `cost` is the caller's, or null and priced here.
+   */
+  costSource?: 'computed' | 'unpriced' | null
 }
 
 /** A stored event with its price (integer nano-dollars). */
@@ -210,7 +242,8 @@ export type PendingEvent = Omit<StoredEvent, 'seq' | 'id'>
  * `project` is the project the request acts in (the route's, from its key).
  */
 export function toPending(e: ParsedEvent, now: number, inferProvider: (model: string) => string, project: string = DEFAULT_PROJECT): PendingEvent {
-  return {
+  const unpriced = isUnpricedImport(e.unpriced, e.cost_source)
+  const p: PendingEvent = {
     ts: e.timestamp === undefined ? now : Date.parse(e.timestamp),
     recv: now,
     model: e.model,
@@ -223,14 +256,28 @@ export function toPending(e: ParsedEvent, now: number, inferProvider: (model: st
     latency: e.latency_ms,
     ttft: e.ttft_ms ?? null,
     error: e.status === 'error',
-    cost: e.cost ?? null,
+    cost: unpriced ? null : e.cost ?? null,
     meta: e.metadata ?? null,
     project,
     user: e.user_id ?? null,
     session: e.session_id ?? null,
     tags: e.tags ?? null
   }
+  return withExtras(p, e.client_id ?? e.id, unpriced ? 'unpriced' : e.cost_source === 'computed' && e.cost !== undefined ? 'computed' : null)
 }
+
+/**
+ * Sets the optional fields of an event that has them: an event without a client id or an
+ * imported cost keeps the shape it always had (in memory, in the log, in tests).
+ */
+export function withExtras<T extends PendingEvent>(e: T, clientId: string | null | undefined, costSource: StoredEvent['costSource']): T {
+  if (clientId !== null && clientId !== undefined) e.clientId = clientId
+  if (costSource !== null && costSource !== undefined) e.costSource = costSource
+  return e
+}
+
+/** An imported EVENT that was unpriced where it was exported (`unpriced: true`, or `cost_source: "unpriced"`). */
+const isUnpricedImport = (unpriced: unknown, source: unknown): boolean => unpriced === true || source === 'unpriced'
 
 /**
  * What `z.iso.datetime({ offset: true })` accepts (the `timestamp` field), as our own regex:
@@ -244,7 +291,10 @@ const OTHER_DAY = String.raw`\d{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12]\d|3[01])
 const TIME = String.raw`(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d+)?`
 const ZONE = String.raw`(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)`
 const ISO_WITH_ZONE = new RegExp(`^(?:${LEAP_DAY}|${OTHER_DAY})T${TIME}${ZONE}$`)
-const KNOWN_FIELDS = new Set(['timestamp', 'model', 'provider', 'prompt_tokens', 'completion_tokens', 'total_tokens', 'cached_tokens', 'reasoning_tokens', 'latency_ms', 'ttft_ms', 'status', 'cost', 'metadata', 'user_id', 'session_id', 'tags'])
+const KNOWN_FIELDS = new Set([
+  'timestamp', 'model', 'provider', 'prompt_tokens', 'completion_tokens', 'total_tokens', 'cached_tokens', 'reasoning_tokens', 'latency_ms', 'ttft_ms', 'status', 'cost', 'metadata', 'user_id', 'session_id', 'tags',
+  'id', 'client_id', 'seq', 'received_at', 'cost_source', 'unpriced'
+])
 
 const isTokens = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && v <= MAX_TOKENS
 const isMillis = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v >= 0 && v <= MAX_LATENCY_MS
@@ -262,7 +312,7 @@ export function fastPending(body: unknown, limits: MetadataLimits, now: number, 
   if (body === null || typeof body !== 'object' || Array.isArray(body)) return null
   const e = body as Record<string, unknown>
   for (const k in e) if (!KNOWN_FIELDS.has(k)) return null
-  const { timestamp, model, provider, prompt_tokens = 0, completion_tokens = 0, total_tokens, cached_tokens, reasoning_tokens, latency_ms = 0, ttft_ms, status = 'success', cost, metadata, user_id, session_id, tags } = e
+  const { timestamp, model, provider, prompt_tokens = 0, completion_tokens = 0, total_tokens, cached_tokens, reasoning_tokens, latency_ms = 0, ttft_ms, status = 'success', cost, metadata, user_id, session_id, tags, id, client_id } = e
   if (!isName(model, 256)) return null
   if (provider !== undefined && !isName(provider, 64)) return null
   if (!isTokens(prompt_tokens) || !isTokens(completion_tokens)) return null
@@ -270,7 +320,7 @@ export function fastPending(body: unknown, limits: MetadataLimits, now: number, 
   if (cached_tokens !== undefined && !isTokens(cached_tokens)) return null
   if (reasoning_tokens !== undefined && !isTokens(reasoning_tokens)) return null
   if (!isMillis(latency_ms)) return null
-  if (ttft_ms !== undefined && !isMillis(ttft_ms)) return null
+  if (ttft_ms !== undefined && ttft_ms !== null && !isMillis(ttft_ms)) return null
   if (status !== 'success' && status !== 'error') return null
   if (cost !== undefined && (typeof cost !== 'number' || !Number.isFinite(cost) || cost < 0 || cost > MAX_COST)) return null
   let ts = now
@@ -279,14 +329,17 @@ export function fastPending(body: unknown, limits: MetadataLimits, now: number, 
     ts = Date.parse(timestamp)
     if (!Number.isFinite(ts)) return null
   }
-  if (metadata !== undefined) {
-    if (metadata === null || typeof metadata !== 'object' || Array.isArray(metadata)) return null
+  if (metadata !== undefined && metadata !== null) {
+    if (typeof metadata !== 'object' || Array.isArray(metadata)) return null
     if (checkMetadata(metadata as Record<string, unknown>, limits) !== null) return null
   }
-  if (user_id !== undefined && !isName(user_id, 256)) return null
-  if (session_id !== undefined && !isName(session_id, 256)) return null
-  if (tags !== undefined && !isTags(tags)) return null
-  return {
+  if (user_id !== undefined && user_id !== null && !isName(user_id, 256)) return null
+  if (session_id !== undefined && session_id !== null && !isName(session_id, 256)) return null
+  if (tags !== undefined && tags !== null && !isTags(tags)) return null
+  if (id !== undefined && !isClientId(id)) return null
+  if (client_id !== undefined && client_id !== null && !isClientId(client_id)) return null
+  const unpriced = isUnpricedImport(e.unpriced, e.cost_source)
+  const p: PendingEvent = {
     ts,
     recv: now,
     model,
@@ -299,13 +352,14 @@ export function fastPending(body: unknown, limits: MetadataLimits, now: number, 
     latency: latency_ms,
     ttft: ttft_ms ?? null,
     error: status === 'error',
-    cost: cost ?? null,
-    meta: (metadata as Record<string, unknown> | undefined) ?? null,
+    cost: unpriced ? null : cost ?? null,
+    meta: (metadata as Record<string, unknown> | null | undefined) ?? null,
     project,
     user: user_id ?? null,
     session: session_id ?? null,
-    tags: (tags as string[] | undefined) ?? null
+    tags: (tags as string[] | null | undefined) ?? null
   }
+  return withExtras(p, (client_id ?? id) as string | null | undefined, unpriced ? 'unpriced' : e.cost_source === 'computed' && cost !== undefined ? 'computed' : null)
 }
 
 /** Tags as the schema accepts them: ≤ MAX_TAGS distinct names of 1–64 chars. */
@@ -316,6 +370,31 @@ function isTags(v: unknown): v is string[] {
     for (let j = 0; j < i; j++) if (v[j] === v[i]) return false
   }
   return true
+}
+
+/**
+ * Events an ingest answered as duplicates (DESIGN §7, Idempotency): the log marks the event it
+ * was given when its client id was already accepted; that object then carries the original's
+ * `seq` and `id` and was not stored again. A WeakSet, so the mark costs nothing on events
+ * that are not duplicates and goes with the object.
+ */
+const duplicates = new WeakSet<StoredEvent>()
+
+/** Marks `e` as a duplicate of the event whose `seq` and `id` it now carries. */
+export function markDuplicate(e: StoredEvent): void {
+  duplicates.add(e)
+}
+
+/** Whether an ingest answered `e` as a duplicate (not stored again). */
+export function isDuplicate(e: StoredEvent): boolean {
+  return duplicates.has(e)
+}
+
+/** How many of an ingest's answered events are duplicates. */
+export function countDuplicates(events: readonly StoredEvent[]): number {
+  let n = 0
+  for (const e of events) if (duplicates.has(e)) n++
+  return n
 }
 
 /** Makes the id of the event at log position `seq`. */
@@ -331,10 +410,14 @@ export function seqOfEventId(id: string): number | null {
   return Number.isSafeInteger(seq) ? seq : null
 }
 
-/** The public JSON of a priced event (`GET /events/:id`). */
+/**
+ * The public JSON of a priced event (`GET /events/:id`): the EVENT object, which
+ * `/events/batch` takes back as it is (see {@link eventSchema}).
+ */
 export function toPublic(e: PricedEvent) {
   return {
     id: e.id,
+    client_id: e.clientId ?? null,
     seq: e.seq,
     timestamp: new Date(e.ts).toISOString(),
     received_at: new Date(e.recv).toISOString(),
@@ -349,7 +432,7 @@ export function toPublic(e: PricedEvent) {
     ttft_ms: e.ttft,
     status: e.error ? 'error' : 'success',
     cost: e.costNanos / 1e9,
-    cost_source: e.cost !== null ? 'caller' : e.unpriced ? 'unpriced' : 'computed',
+    cost_source: e.costSource ?? (e.cost !== null ? 'caller' : e.unpriced ? 'unpriced' : 'computed'),
     unpriced: e.unpriced,
     metadata: e.meta,
     user_id: e.user,

@@ -127,15 +127,19 @@ export class IngestRouter extends Actor<RouterMessage> {
     const count = group.reduce((n, m) => n + m.events.length, 0)
     const all = group.length === 1 ? group[0].events : concatAll(group.map((m) => m.events))
     // append() turns the pending objects into stored ones in place: each request's own array
-    // now holds its stored events, in log order.
+    // now holds its stored events, in log order (a duplicate holds its original's seq and id).
     const t0 = performance.now()
     const appended = this.#opts.eventLog.append(all)
     this.#commitsInFlight++
     appended.committed.then(
       () => {
         const ms = performance.now() - t0
-        this.#committed.push(appended.events)
-        this.#scheduleFlush()
+        // `events` holds what was stored; duplicates (DESIGN §7) were answered, not stored, and
+        // never go downstream: a group of duplicates only stores nothing.
+        if (appended.events.length > 0) {
+          this.#committed.push(appended.events)
+          this.#scheduleFlush()
+        }
         for (const m of group) m.reply({ ok: true, events: m.events as StoredEvent[] })
         // After the replies. A subscriber that throws cannot undo them: diagnostics_channel
         // catches the error and rethrows it on a later tick, as any uncaught exception.

@@ -56,9 +56,17 @@ export interface PriceInput {
   cachedTokens: number
   /** Already counted in `completionTokens`; informational, never added again. */
   reasoningTokens: number
-  /** Dollars supplied by the caller; wins over the computed cost when finite and >= 0. */
+  /** Dollars supplied by the caller; wins over the computed cost when finite and >= 0 ({@link UNPRICED_COST}: unpriced). */
   callerCost: number | null
 }
+
+/**
+ * The `callerCost` of an imported event that was unpriced where it was first accepted
+ * (StoredEvent.costSource `unpriced`, DESIGN §7 Import): it stays unpriced, cost 0, whatever
+ * the prices here say. -Infinity: no caller can send it (events refuse a negative cost), and
+ * every other unusable value (NaN, other negatives, +Infinity) still falls back to a price.
+ */
+export const UNPRICED_COST = -Infinity
 
 /**
  * What pricing reads of a stored event: the one mapping from event fields to a
@@ -74,7 +82,7 @@ export function priceInputOf(e: StoredEvent): PriceInput {
     completionTokens: e.completion,
     cachedTokens: e.cached,
     reasoningTokens: e.reasoning,
-    callerCost: e.cost
+    callerCost: e.costSource === 'unpriced' ? UNPRICED_COST : e.cost
   }
 }
 
@@ -210,6 +218,7 @@ export function computeCost(input: PriceInput, overrides?: PriceOverrides): Pric
   if (callerCost !== null && callerCost >= 0 && callerCost !== Infinity) {
     return { costNanos: toNanos(callerCost), unpriced: false }
   }
+  if (callerCost === UNPRICED_COST) return { costNanos: 0, unpriced: true }
   const provider = typeof input.provider === 'string' ? input.provider : ''
   const model = typeof input.model === 'string' ? input.model : ''
   const prompt = tokens(input.promptTokens)
@@ -264,6 +273,7 @@ export function computeCostReference(input: PriceInput, overrides?: PriceOverrid
   if (callerCost !== null && callerCost >= 0 && callerCost !== Infinity) {
     return { costNanos: toNanos(callerCost), unpriced: false }
   }
+  if (callerCost === UNPRICED_COST) return { costNanos: 0, unpriced: true }
   if (overrides !== undefined && findOverride(overrides, input.provider, input.model) !== undefined) {
     return computeCost(input, overrides)
   }

@@ -6,6 +6,7 @@
  */
 import { mkdirSync, accessSync, constants, statSync } from 'node:fs'
 import { open, type RootDatabase, type Database } from 'lmdb'
+import { DedupeIndex, type DedupeEntry, type DedupeJournalRecord, type DedupeOptions } from './dedupe.js'
 
 export interface Stores {
   readonly root: RootDatabase
@@ -21,6 +22,8 @@ export interface Stores {
   readonly apiKeys: Database<unknown, string>
   /** projects and tombstones of deleted ones, by id: `projects.ts`. */
   readonly projects: Database<unknown, string>
+  /** The dedupe index of client ids (`dedupe.ts`, over the `dedupe` and `dedupe-exp` databases). */
+  readonly dedupe: DedupeIndex
   /** Bytes the database file uses (its highest page in use), from LMDB's own statistics. */
   usedBytes(): number
   /** The configured most the database may use (LLMSCOPE_MAX_DB_BYTES). */
@@ -39,16 +42,21 @@ export class DataDirError extends Error {
 export interface StoreOptions {
   /** Most bytes the database may grow to (default 64 GiB); ingestion answers 503 past it. */
   maxBytes?: number
+  /** The dedupe index's window and clock (default: 24 hours, Date.now). */
+  dedupe?: DedupeOptions
 }
+
+/** The dedupe window when none is configured (LLMSCOPE_DEDUPE_WINDOW_HOURS's default). */
+export const DEFAULT_DEDUPE_WINDOW_MS = 24 * 3600_000
 
 /** Room a start needs beyond what is used: a snapshot, alert events, a few log appends. */
 const START_HEADROOM_BYTES = 256 * 1024
 
 /**
- * One append in the log: events at seq = key, key+1, … in order. Two formats, both read
- * (src/store/event-log.ts decodes them): v1 rows, written until the columnar v2 replaced it.
+ * One append in the log: events at seq = key, key+1, … in order. Every format is read
+ * (src/store/event-log.ts decodes them); which one is written is said there.
  */
-export type EventRecord = EventRecordV1 | EventRecordV2 | EventRecordV3 | EventRecordV4
+export type EventRecord = EventRecordV1 | EventRecordV2 | EventRecordV3 | EventRecordV4 | EventRecordV5 | EventRecordV6
 
 /** Format 1: one array (row) per event. */
 export interface EventRecordV1 {
@@ -66,6 +74,30 @@ export interface EventRecordV3 {
   v: 3
   ev: Array<unknown[] | null>
   dx: Array<[string, string | null, string | null, readonly string[] | null] | null>
+}
+
+/**
+ * What formats 5 and 6 add, per event (DESIGN §7): `cid` its client id (null: none), and,
+ * when any event of the record has one, `cs` where an imported cost came from (0 none, 1
+ * computed, 2 unpriced; see StoredEvent.costSource). `dx` as in format 3, absent when every
+ * event is of project `default` without dimensions. Written only when some event of the append
+ * carries a client id or an imported cost, so appends without them write formats 1–4 as before.
+ */
+export interface ExtrasV5 {
+  dx?: Array<[string, string | null, string | null, readonly string[] | null] | null>
+  cid: Array<string | null>
+  cs?: Array<0 | 1 | 2>
+}
+
+/** Format 5: format 1 (rows, null for a purged event) plus {@link ExtrasV5}. */
+export interface EventRecordV5 extends ExtrasV5 {
+  v: 5
+  ev: Array<unknown[] | null>
+}
+
+/** Format 6: format 2 (columns) plus {@link ExtrasV5}. */
+export interface EventRecordV6 extends Omit<EventRecordV2, 'v'>, ExtrasV5 {
+  v: 6
 }
 
 /** Format 4: format 2 plus `dx` as in format 3. */
@@ -159,6 +191,12 @@ export function openStores(dataDir: string, opts: StoreOptions = {}): Stores {
   } catch (err) {
     fail(`data dir ${dataDir} is not writable: ${reason(err)}`)
   }
+  // After the checks: its sweep timer starts here when earlier entries are waiting to expire.
+  const dedupe = new DedupeIndex(
+    root.openDB<DedupeEntry, string>('dedupe', {}),
+    root.openDB<DedupeJournalRecord, number>('dedupe-exp', {}),
+    opts.dedupe ?? { windowMs: DEFAULT_DEDUPE_WINDOW_MS }
+  )
   let closing: Promise<void> | undefined
   return {
     root,
@@ -168,10 +206,12 @@ export function openStores(dataDir: string, opts: StoreOptions = {}): Stores {
     alertEvents,
     apiKeys,
     projects,
+    dedupe,
     usedBytes,
     maxBytes,
     close() {
       closing ??= (async () => {
+        await dedupe.close()
         await root.flushed
         await root.close()
       })()

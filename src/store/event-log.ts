@@ -18,11 +18,15 @@
  *   main-thread time in a batch-ingest profile. Columns are faster to append and to read back
  *   (recovery, since_seq replay) for large appends, at the same size on disk (figures in
  *   bench/RESULTS.md, "Micro-benchmark notes").
+ * - v3/v4: v1/v2 plus each event's project and dimensions, when any event has them.
+ * - v5/v6: v1/v2 plus client ids and imported costs (ExtrasV5 in db.ts), when any event has
+ *   one; project and dimensions optional inside. Appends without them write v1–v4 as before.
  * A record of a format this release does not know is an error, never misread.
  */
 import type { Database } from 'lmdb'
-import type { EventRecord, EventRecordV1, EventRecordV2, EventRecordV3, EventRecordV4 } from './db.js'
-import { DEFAULT_PROJECT, makeEventId, type PendingEvent, type StoredEvent } from '../events.js'
+import type { EventRecord, EventRecordV1, EventRecordV2, EventRecordV3, EventRecordV4, EventRecordV5, EventRecordV6, ExtrasV5 } from './db.js'
+import { DEFAULT_PROJECT, makeEventId, markDuplicate, withExtras, type PendingEvent, type StoredEvent } from '../events.js'
+import { dedupeKey, type DedupeIndex } from './dedupe.js'
 import { intern } from '../intern.js'
 import type { Appended, DurableLog, LogPosition, LogReadOptions } from './durable-log.js'
 
@@ -35,12 +39,31 @@ type Row = [
 /** An event's project and dimensions in a v3/v4 record; null = project `default`, none of them. */
 export type DimsTuple = [project: string, user: string | null, session: string | null, tags: readonly string[] | null]
 
-function fromRow(seq: number, r: Row, dx: DimsTuple | null | undefined): StoredEvent {
-  return {
+/** Code of StoredEvent.costSource in a v5/v6 record's `cs` (0 = none). */
+const COST_SOURCES = [null, 'computed', 'unpriced'] as const
+const costSourceCode = (s: StoredEvent['costSource']): 0 | 1 | 2 => (s === 'computed' ? 1 : s === 'unpriced' ? 2 : 0)
+
+function fromRow(seq: number, r: Row, dx: DimsTuple | null | undefined, x: ExtrasV5 | null, i: number): StoredEvent {
+  const e: StoredEvent = {
     seq, id: r[0], ts: r[1], recv: r[2], model: r[3], provider: r[4], prompt: r[5], completion: r[6],
     total: r[7], cached: r[8], reasoning: r[9], latency: r[10], ttft: r[11], error: r[12] === 1, cost: r[13], meta: r[14],
     project: dx?.[0] ?? DEFAULT_PROJECT, user: dx?.[1] ?? null, session: dx?.[2] ?? null, tags: dx?.[3] ?? null
   }
+  return x === null ? e : withExtras(e, x.cid[i], x.cs === undefined ? null : COST_SOURCES[x.cs[i]])
+}
+
+/** The v5/v6 extras of `events`, or undefined when none has a client id or an imported cost. */
+function extrasOf(events: ReadonlyArray<StoredEvent | null>): { cid: Array<string | null>; cs?: Array<0 | 1 | 2> } | undefined {
+  let any = false
+  let anyCost = false
+  for (const e of events) {
+    if (e === null) continue
+    if (e.clientId !== null && e.clientId !== undefined) any = true
+    if (e.costSource !== null && e.costSource !== undefined) anyCost = true
+  }
+  if (!any && !anyCost) return undefined
+  const cid = events.map((e) => e?.clientId ?? null)
+  return anyCost ? { cid, cs: events.map((e) => (e === null ? 0 : costSourceCode(e.costSource))) } : { cid }
 }
 
 /** The event's v3/v4 tuple, or null when it has the defaults (project `default`, no dimensions). */
@@ -75,8 +98,8 @@ const MAX_NAMES = 65_536
 
 const bytesOf = (a: Float64Array | Uint32Array | Uint16Array | Uint8Array): Buffer => Buffer.from(a.buffer, a.byteOffset, a.byteLength)
 
-/** The v2 record of `events` (consecutive seqs); `rnd` holds their ids' random parts. Null if it cannot hold them. */
-function encodeRecord(events: readonly StoredEvent[], rnd: string): EventRecordV2 | EventRecordV4 | null {
+/** The v2 record of `events` (consecutive seqs); `rnd` holds their ids' random parts (v4/v6 when they need it). Null if it cannot hold them. */
+function encodeRecord(events: readonly StoredEvent[], rnd: string): EventRecordV2 | EventRecordV4 | EventRecordV6 | null {
   const n = events.length
   const num = new Float64Array(n * 5)
   const tokF = new Float64Array(n * 5)
@@ -110,28 +133,36 @@ function encodeRecord(events: readonly StoredEvent[], rnd: string): EventRecordV
   const tok = tok32 ? bytesOf(Uint32Array.from(tokF)) : bytesOf(tokF)
   const dx = dimsColumn(events)
   const cols = { n, num: bytesOf(num), tok, tok32, err: bytesOf(err), str: bytesOf(str), names, rnd, meta }
+  const x = extrasOf(events)
+  if (x !== undefined) return dx === undefined ? { v: 6, ...cols, ...x } : { v: 6, ...cols, dx, ...x }
   return dx === undefined ? { v: 2, ...cols } : { v: 4, ...cols, dx }
 }
 
 const toRow = (e: StoredEvent): Row => [e.id, e.ts, e.recv, e.model, e.provider, e.prompt, e.completion, e.total, e.cached, e.reasoning, e.latency, e.ttft, e.error ? 1 : 0, e.cost, e.meta]
 
-/** The v1 record of `events` (rows), or v3 when any carries a project or dimensions. */
+/** The v1 record of `events` (rows), v3 when any carries a project or dimensions, v5 when any carries a client id or an imported cost. */
 function encodeRowsRecord(events: readonly StoredEvent[]): EventRecord {
   const dx = dimsColumn(events)
+  const x = extrasOf(events)
+  if (x !== undefined) return dx === undefined ? { v: 5, ev: events.map(toRow), ...x } : { v: 5, ev: events.map(toRow), dx, ...x }
   return dx === undefined ? { v: 1, ev: events.map(toRow) } : { v: 3, ev: events.map(toRow), dx }
 }
 
 /**
- * A v3 record holding `events` with holes (null) where `keep` refused one: how a purge
- * rewrites a record. Positions never move, so the other events keep their seqs and ids.
+ * A v3 record (v5 when an event keeps a client id or an imported cost) holding `events` with
+ * holes (null) where `keep` refused one: how a purge rewrites a record. Positions never move,
+ * so the other events keep their seqs and ids.
  */
-function withHoles(events: ReadonlyArray<StoredEvent | null>): EventRecordV3 {
-  return { v: 3, ev: events.map((e) => (e === null ? null : toRow(e))), dx: events.map((e) => (e === null ? null : dimsOf(e))) }
+function withHoles(events: ReadonlyArray<StoredEvent | null>): EventRecordV3 | EventRecordV5 {
+  const ev = events.map((e) => (e === null ? null : toRow(e)))
+  const dx = events.map((e) => (e === null ? null : dimsOf(e)))
+  const x = extrasOf(events)
+  return x === undefined ? { v: 3, ev, dx } : { v: 5, ev, dx, ...x }
 }
 
-/** A v2/v4 record's columns as typed arrays: copies, so aligned and owned whatever buffer the read used. */
+/** A v2/v4/v6 record's columns as typed arrays: copies, so aligned and owned whatever buffer the read used. */
 interface Columns {
-  record: EventRecordV2 | EventRecordV4
+  record: EventRecordV2 | EventRecordV4 | EventRecordV6
   num: Float64Array
   tok: Float64Array | Uint32Array
   err: Uint8Array
@@ -143,7 +174,7 @@ function copyInto<T extends Float64Array | Uint32Array | Uint16Array | Uint8Arra
   return target
 }
 
-function columnsOf(r: EventRecordV2 | EventRecordV4): Columns {
+function columnsOf(r: EventRecordV2 | EventRecordV4 | EventRecordV6): Columns {
   const n = r.n
   return {
     record: r,
@@ -160,31 +191,34 @@ function unknownFormat(key: number, r: unknown): Error {
 
 /** Events in a stored record, of any format. */
 function recordLength(key: number, r: EventRecord): number {
-  if (r.v === 2 || r.v === 4) return r.n
-  if (r.v === 1 || r.v === 3) return r.ev.length
+  if (r.v === 2 || r.v === 4 || r.v === 6) return r.n
+  if (r.v === 1 || r.v === 3 || r.v === 5) return r.ev.length
   throw unknownFormat(key, r)
 }
 
 /** A stored record ready to decode: rows as they are, columns copied out once. */
-function readable(key: number, r: EventRecord): EventRecordV1 | EventRecordV3 | Columns {
-  if (r.v === 1 || r.v === 3) return r
-  if (r.v !== 2 && r.v !== 4) throw unknownFormat(key, r)
+function readable(key: number, r: EventRecord): EventRecordV1 | EventRecordV3 | EventRecordV5 | Columns {
+  if (r.v === 1 || r.v === 3 || r.v === 5) return r
+  if (r.v !== 2 && r.v !== 4 && r.v !== 6) throw unknownFormat(key, r)
   return columnsOf(r)
 }
 
 /** Event `i` of the record stored at `key`, or null where a purge left a hole. */
-function decodeAt(key: number, rec: EventRecordV1 | EventRecordV3 | Columns, i: number): StoredEvent | null {
+function decodeAt(key: number, rec: EventRecordV1 | EventRecordV3 | EventRecordV5 | Columns, i: number): StoredEvent | null {
   const seq = key + i
   if ('v' in rec) {
     const row = rec.ev[i] as Row | null
-    return row === null ? null : fromRow(seq, row, rec.v === 3 ? rec.dx[i] : null)
+    if (row === null) return null
+    if (rec.v === 5) return fromRow(seq, row, rec.dx?.[i], rec, i)
+    return fromRow(seq, row, rec.v === 3 ? rec.dx[i] : null, null, i)
   }
   const { num, tok, err, str, record: r } = rec
-  const dx = r.v === 4 ? r.dx[i] : null
+  const dx = r.v === 4 || r.v === 6 ? r.dx?.[i] : null
+  const x = r.v === 6 ? r : null
   const o = i * 5
   const ttft = num[o + 3]
   const cost = num[o + 4]
-  return {
+  const e: StoredEvent = {
     seq,
     id: `evt_${seq.toString(36)}_${r.rnd.slice(i * RND, i * RND + RND)}`,
     ts: num[o],
@@ -206,6 +240,16 @@ function decodeAt(key: number, rec: EventRecordV1 | EventRecordV3 | Columns, i: 
     session: dx?.[2] ?? null,
     tags: dx?.[3] ?? null
   }
+  return x === null ? e : withExtras(e, x.cid[i], x.cs === undefined ? null : COST_SOURCES[x.cs[i]])
+}
+
+/** The events of a record that `kept` no longer holds (a purge's victims). */
+function* droppedOf(key: number, rec: EventRecordV1 | EventRecordV3 | EventRecordV5 | Columns, n: number, kept: ReadonlyArray<StoredEvent | null>): Generator<StoredEvent> {
+  for (let i = 0; i < n; i++) {
+    if (kept[i] !== null) continue
+    const e = decodeAt(key, rec, i)
+    if (e !== null) yield e
+  }
 }
 
 export type { Appended } from './durable-log.js'
@@ -216,18 +260,28 @@ export interface SpaceLimit {
   max: number
 }
 
+const resolved = Promise.resolve()
+const noop = (): void => {}
+
 export class EventLog implements DurableLog {
   readonly #db: Database<EventRecord, number>
   readonly #space: SpaceLimit | undefined
+  /**
+   * The dedupe index of client ids (DESIGN §7, Idempotency), or null: then every event is
+   * stored, client id or not. DELETE /events drops a deleted event's entry through it.
+   */
+  readonly dedupe: DedupeIndex | null
   #used = 0
   #usedAt = -Infinity
   #nextSeq: number
   #appends = 0
   #appendedEvents = 0
+  #duplicates = 0
 
-  constructor(db: Database<EventRecord, number>, space?: SpaceLimit) {
+  constructor(db: Database<EventRecord, number>, space?: SpaceLimit, dedupe?: DedupeIndex) {
     this.#db = db
     this.#space = space
+    this.dedupe = dedupe ?? null
     this.#nextSeq = 0
     for (const { key, value } of db.getRange({ reverse: true, limit: 1 })) {
       this.#nextSeq = key + recordLength(key, value)
@@ -240,11 +294,73 @@ export class EventLog implements DurableLog {
   }
 
   get stats() {
-    return { appends: this.#appends, appendedEvents: this.#appendedEvents, nextSeq: this.#nextSeq }
+    return { appends: this.#appends, appendedEvents: this.#appendedEvents, duplicates: this.#duplicates, nextSeq: this.#nextSeq }
   }
 
-  /** Assigns positions and ids, enqueues one put, and returns the stored events at once. */
+  /**
+   * Assigns positions and ids, enqueues one put, and returns the stored events at once.
+   *
+   * Exactly once (with a dedupe index): an event whose client id was accepted in its project
+   * within the window — earlier, in an append still in flight, or earlier in this very call —
+   * is not stored again. Its pending object takes the original's `seq` and `id` and is marked
+   * (`isDuplicate`); it is left out of `events` (what was stored, in log order: what goes
+   * downstream), and `committed` also waits for the original's commit when that is in flight.
+   * The new events' index entries are written in this turn, so in the log record's transaction.
+   */
   append(pending: readonly PendingEvent[]): Appended {
+    const d = this.dedupe
+    let fresh = pending
+    let dups: Array<{ e: StoredEvent; of: { seq: number; id: string } }> | null = null
+    let waits: Promise<void>[] | null = null
+    if (d !== null) {
+      let i = 0
+      while (i < pending.length && (pending[i].clientId === null || pending[i].clientId === undefined)) i++
+      if (i < pending.length) {
+        // Some event has a client id: split the call into what is new and what is a duplicate.
+        const out: PendingEvent[] = pending.slice(0, i)
+        let here: Map<string, StoredEvent> | null = null
+        for (; i < pending.length; i++) {
+          const p = pending[i]
+          const cid = p.clientId
+          if (cid === null || cid === undefined) {
+            out.push(p)
+            continue
+          }
+          const key = dedupeKey(p.project, cid)
+          const same = here?.get(key)
+          if (same !== undefined) {
+            // Given ids once positions are assigned below (the same object).
+            ;(dups ??= []).push({ e: p as StoredEvent, of: same })
+            continue
+          }
+          const orig = d.find(key, p.recv)
+          if (orig !== undefined) {
+            ;(dups ??= []).push({ e: p as StoredEvent, of: orig })
+            if (orig.committed !== null) (waits ??= []).push(orig.committed)
+            continue
+          }
+          ;(here ??= new Map()).set(key, p as StoredEvent)
+          out.push(p)
+        }
+        fresh = out
+      }
+    }
+    const appended = fresh.length > 0 ? this.#store(fresh) : { events: [], committed: resolved }
+    if (dups !== null) {
+      for (const { e, of } of dups) {
+        e.seq = of.seq
+        e.id = of.id
+        markDuplicate(e)
+      }
+      this.#duplicates += dups.length
+      d!.countDuplicates(dups.length)
+    }
+    if (waits !== null) appended.committed = Promise.all([appended.committed, ...waits]).then(noop)
+    return appended
+  }
+
+  /** Stores new events: positions, ids, one put (and their dedupe entries, in the same turn). */
+  #store(pending: readonly PendingEvent[]): Appended {
     if (this.#space !== undefined) {
       // Reading LMDB's used size is not free: at most every 5 ms (the quota is soft by that much).
       const now = performance.now()
@@ -291,6 +407,8 @@ export class EventLog implements DurableLog {
         throw err
       }
     )
+    // Same turn as the put above: one transaction (see DedupeIndex).
+    this.dedupe?.record(events, committed)
     return { events, committed }
   }
 
@@ -375,6 +493,8 @@ export class EventLog implements DurableLog {
       if (hit > 0) {
         removed += hit
         pending.push(this.#db.put(key, withHoles(kept)))
+        // In this turn, so in the rewrite's transaction: a re-sent copy of a purged event is new.
+        if (this.dedupe !== null) this.dedupe.forgetNow(droppedOf(key, rec, n, kept))
       }
       if (++seen % perTurn === 0) {
         await Promise.all(pending)

@@ -25,7 +25,7 @@ t.test('append assigns consecutive seqs and ids; get and readFrom return what wa
   t.same([...log.readFrom(2)].flat().map((e) => e.seq), [2, 3], 'reads from inside an append')
   t.same([...log.readFrom(0)].flat(), [...a.events, ...b.events])
   t.equal([...log.readFrom(1)].flat().length, 3)
-  t.same(log.stats, { appends: 2, appendedEvents: 4, nextSeq: 4 })
+  t.same(log.stats, { appends: 2, appendedEvents: 4, duplicates: 0, nextSeq: 4 })
 })
 
 t.test('a reopened log continues after the last stored seq', async (t) => {

@@ -7,7 +7,7 @@ import type { FastifyInstance } from 'fastify'
 import secureJson from 'secure-json-parse'
 import { z } from 'zod'
 import { acceptedBatchSchema, acceptedOneSchema, errorSchema, eventsPageSchema, keyedErrors, storedEventSchema, withExamples } from '../openapi.js'
-import { eventSchema, pendingBatch, pendingOne, toPublic, type PricedEvent } from '../../events.js'
+import { countDuplicates, eventSchema, pendingBatch, pendingOne, toPublic, type PricedEvent } from '../../events.js'
 import { llmsError } from '../../errors.js'
 import { checkRange, listParam, parseQuery, rangeShape } from '../query.js'
 import { queryFilters } from '../../filters.js'
@@ -157,7 +157,9 @@ export async function eventRoutes(app: FastifyInstance, opts: { engine: Engine; 
     }
     const stored = await engine.ingest(pendingBatch(schema, limits, body, clock.now(), infer, request.project))
     reply.code(202)
-    return { status: 'accepted', accepted: stored.length, event_ids: stored.map((e) => e.id) }
+    // A duplicate (its id accepted before, DESIGN §7) answers its original's id and is not counted as accepted.
+    const duplicates = countDuplicates(stored)
+    return { status: 'accepted', accepted: stored.length - duplicates, event_ids: stored.map((e) => e.id), duplicates }
   })
 
   app.get('/events', {
