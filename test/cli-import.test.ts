@@ -463,6 +463,26 @@ t.test('export: the request it makes, its refusals, a broken stream leaves no fi
   t.equal(await exportCommand(['--url', none.url, '-o', join(dir, 'no', 'such', 'dir.ndjson')], o6), 1)
   t.match(o6.stderr.text, /cannot write .*dir\.ndjson: ENOENT/)
 
+  // stdout closed by its reader (`| head -1`): the export stops, quietly, exit 1; another write
+  // failure is said.
+  const many = await stub(t, (_q, res) => {
+    res.writeHead(200, { 'content-type': 'application/x-ndjson' })
+    res.end(lines(1, 2000).join('\n') + '\n')
+  })
+  for (const [code, said] of [['EPIPE', ''], ['ENOSPC', 'llmscope export: cannot write stdout: write ENOSPC\n']] as const) {
+    let writes = 0
+    const closing = new Writable({
+      highWaterMark: 16,
+      write(_c, _e, cb) {
+        if (++writes === 1) cb()
+        else cb(Object.assign(new Error(`write ${code}`), { code }))
+      }
+    })
+    const { io: o7 } = io()
+    t.equal(await exportCommand(['--url', many.url], { ...o7, stdout: closing }), 1, code)
+    t.equal(o7.stderr.text, said, code)
+  }
+
   t.equal(suggestedName("attachment; filename*=UTF-8''r%C3%A9sum%C3%A9.ndjson"), 'r_sum_.ndjson')
   t.equal(suggestedName('attachment; filename=plain.csv'), 'plain.csv')
   t.equal(suggestedName('attachment; filename=".."'), null)
