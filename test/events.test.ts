@@ -1,7 +1,7 @@
 import t from 'tap'
 import fc from 'fast-check'
 import { z } from 'zod'
-import { eventSchema, fastPending, toPending, checkMetadata, seqOfEventId, makeEventId, pendingBatch } from '../src/events.js'
+import { eventSchema, fastPending, toPending, toPublic, checkMetadata, seqOfEventId, makeEventId, pendingBatch, pendingOne, type PricedEvent } from '../src/events.js'
 
 const limits = { maxBytes: 200, maxDepth: 3, maxKeys: 8 }
 const schema = eventSchema(limits)
@@ -62,13 +62,23 @@ const timestamp = fc.oneof(
 )
 const metadata = fc.oneof(fc.jsonValue({ maxDepth: 4 }), wild)
 const model = fc.oneof(fc.string({ minLength: 0, maxLength: 6 }), fc.constant('x'.repeat(256)), fc.constant('x'.repeat(257)), fc.constantFrom('gpt-4', 'claude-3'), wild)
-const FIELDS = ['timestamp', 'model', 'provider', 'prompt_tokens', 'completion_tokens', 'total_tokens', 'cached_tokens', 'reasoning_tokens', 'latency_ms', 'ttft_ms', 'status', 'cost', 'metadata', 'extra'] as const
+/** Client ids (DESIGN §7): right ones, exported `evt_…` ids, and near misses (length 0 and 65, a space, `/`, `.`, non-ASCII). */
+const clientId = fc.oneof(
+  fc.string({ unit: fc.constantFrom(...'abcXYZ019_-'), minLength: 1, maxLength: 64 }),
+  fc.nat().map((n) => makeEventId(n)),
+  fc.constantFrom('', 'x'.repeat(64), 'x'.repeat(65), 'a b', 'a/b', 'a.b', 'é', 'ａ'),
+  wild
+)
+/** Server-made fields of an exported EVENT: any value is accepted (and only some mean something). */
+const serverMade = fc.oneof(fc.constantFrom('computed', 'caller', 'unpriced', true, false, 0, '2026-01-01T00:00:00.000Z'), wild)
+const FIELDS = ['timestamp', 'model', 'provider', 'prompt_tokens', 'completion_tokens', 'total_tokens', 'cached_tokens', 'reasoning_tokens', 'latency_ms', 'ttft_ms', 'status', 'cost', 'metadata', 'user_id', 'session_id', 'tags', 'id', 'client_id', 'seq', 'received_at', 'cost_source', 'unpriced', 'extra'] as const
 const eventLike = fc.record(
   {
     timestamp, model, provider: fc.oneof(fc.constantFrom('openai', 'acme', ''), fc.constant('p'.repeat(65)), wild),
     prompt_tokens: tokens, completion_tokens: tokens, total_tokens: tokens, cached_tokens: tokens, reasoning_tokens: tokens,
     latency_ms: millis, ttft_ms: millis, status: fc.oneof(fc.constantFrom('success', 'error', 'ok'), wild), cost: fc.oneof(fc.double({ min: 0, max: 2e6, noNaN: true }), wild),
-    metadata, extra: wild
+    metadata, user_id: fc.oneof(fc.constantFrom('u1', 'x'.repeat(257)), wild), session_id: fc.oneof(fc.constantFrom('s1', ''), wild), tags: fc.oneof(fc.constantFrom(['a'], ['a', 'a'], []), wild),
+    id: clientId, client_id: clientId, seq: serverMade, received_at: serverMade, cost_source: serverMade, unpriced: serverMade, extra: wild
   },
   { requiredKeys: [] }
 ).map((o) => {
@@ -91,7 +101,16 @@ const validEvent = fc.record(
     ttft_ms: fc.double({ min: 0, max: 1e6, noNaN: true }),
     status: fc.constantFrom('success', 'error'),
     cost: fc.double({ min: 0, max: 1e6, noNaN: true }),
-    metadata: fc.dictionary(fc.string({ maxLength: 4 }), fc.oneof(fc.integer(), fc.string({ maxLength: 8 })), { maxKeys: 4 })
+    metadata: fc.oneof(fc.dictionary(fc.string({ maxLength: 4 }), fc.oneof(fc.integer(), fc.string({ maxLength: 8 })), { maxKeys: 4 }), fc.constant(null)),
+    user_id: fc.oneof(fc.string({ minLength: 1, maxLength: 8 }), fc.constant(null)),
+    session_id: fc.oneof(fc.string({ minLength: 1, maxLength: 8 }), fc.constant(null)),
+    tags: fc.oneof(fc.uniqueArray(fc.string({ minLength: 1, maxLength: 8 }), { maxLength: 4 }), fc.constant(null)),
+    id: fc.oneof(fc.string({ unit: fc.constantFrom(...'abcXYZ019_-'), minLength: 1, maxLength: 64 }), fc.nat().map((n) => makeEventId(n))),
+    client_id: fc.oneof(fc.string({ unit: fc.constantFrom(...'abc_-'), minLength: 1, maxLength: 8 }), fc.constant(null)),
+    seq: fc.nat(),
+    received_at: fc.constant('2026-01-01T00:00:00.000Z'),
+    cost_source: fc.constantFrom('computed', 'caller', 'unpriced'),
+    unpriced: fc.boolean()
   },
   { requiredKeys: ['model'] }
 ).map((e) => ({ ...e, ...(e.prompt_tokens !== undefined && e.completion_tokens !== undefined && e.prompt_tokens % 2 === 0 ? { total_tokens: e.prompt_tokens + e.completion_tokens + (e.prompt_tokens % 3) } : {}) }))
@@ -186,6 +205,36 @@ t.test('metadata size is the UTF-8 length of its JSON, exactly (walk vs JSON.str
   }
   // Depth and key problems are still found first, whatever the size.
   t.match(checkMetadata({ s: 'x'.repeat(300), a: { b: { c: { d: 1 } } } }, limits), /deeper than 3/)
+})
+
+t.test('an EVENT as GET /events/:id writes it reads back as the same event (import)', async (t) => {
+  const base: PricedEvent = {
+    seq: 41, id: makeEventId(41), ts: Date.parse('2026-02-03T04:05:06.789Z'), recv: Date.parse('2026-02-03T04:05:07Z'), model: 'gpt-4o', provider: 'openai',
+    prompt: 100, completion: 20, total: 125, cached: 10, reasoning: 5, latency: 812.5, ttft: null, error: true, cost: null, meta: null,
+    project: 'default', user: null, session: null, tags: null, costNanos: 1_234_567, unpriced: false
+  }
+  const again = (e: PricedEvent, project = 'default') => pendingOne(schema, limits, JSON.parse(JSON.stringify(toPublic(e))), NOW, infer, project)
+  // A computed cost: kept as computed, with the exported cost; the key is the exported id.
+  const computed = again(base)
+  t.same(computed, {
+    ts: base.ts, recv: NOW, model: 'gpt-4o', provider: 'openai', prompt: 100, completion: 20, total: 125, cached: 10, reasoning: 5, latency: 812.5, ttft: null, error: true,
+    cost: 0.001234567, meta: null, project: 'default', user: null, session: null, tags: null, clientId: base.id, costSource: 'computed'
+  }, 'seq and received_at ignored, nulls read as absent, received now')
+  // Unpriced stays unpriced; a caller's cost stays the caller's; a client id wins over the id.
+  t.match(again({ ...base, costNanos: 0, unpriced: true }), { cost: null, costSource: 'unpriced', clientId: base.id })
+  const caller = again({ ...base, cost: 2.5, costNanos: 2_500_000_000, clientId: 'mine-1' })
+  t.match(caller, { cost: 2.5, clientId: 'mine-1' })
+  t.equal(caller.costSource, undefined, 'a caller cost is the plain caller cost')
+  // Dimensions and metadata come through.
+  const dims = again({ ...base, user: 'u1', session: 's1', tags: ['a', 'b'], meta: { k: 1 }, ttft: 12 }, 'team-b')
+  t.match(dims, { user: 'u1', session: 's1', tags: ['a', 'b'], meta: { k: 1 }, ttft: 12, project: 'team-b' })
+  // The fast path and zod agree on these too.
+  for (const e of [base, { ...base, unpriced: true, costNanos: 0 }, { ...base, cost: 1, clientId: 'c' }]) {
+    const body = JSON.parse(JSON.stringify(toPublic(e)))
+    t.same(fastPending(body, limits, NOW, infer), toPending(schema.parse(body), NOW, infer))
+  }
+  // An event without id carries no clientId at all (its shape as before).
+  t.notOk('clientId' in fastPending({ model: 'm' }, limits, NOW, infer)!)
 })
 
 t.test('event ids carry their log position', async (t) => {

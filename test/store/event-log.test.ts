@@ -212,3 +212,85 @@ t.test('purge leaves holes: the other events keep their seqs and ids, the log en
   t.equal(log.nextSeq, end, 'the end is kept even when the last record is all holes')
   t.same([...log.readFrom(0)].flat(), kept, 'the purge is durable')
 })
+
+/** An event with a client id (and, every third, an imported cost), as DESIGN §7 stores them. */
+const withId = (i: number): PendingEvent => ({ ...pending(i), clientId: `c-${i}`, ...(i % 3 === 0 ? { costSource: i % 2 ? 'computed' : 'unpriced', cost: i % 2 ? 0.5 : null } : {}) })
+
+t.test('client ids and imported costs: formats 5 (rows) and 6 (columns) round-trip them, mixed with events without', async (t) => {
+  const dir = t.testdir()
+  let stores = openStores(dir)
+  let log = new EventLog(stores.events)
+  const rows = log.append([withId(0), plain(1), withId(2)])
+  const cols = log.append(Array.from({ length: COLUMNS_FROM }, (_, i) => (i % 5 === 0 ? plain(3 + i) : withId(3 + i))))
+  const colsDefault = log.append(Array.from({ length: COLUMNS_FROM }, (_, i) => ({ ...plain(i), clientId: `d-${i}` })))
+  const none = log.append([plain(7)])
+  await Promise.all([rows.committed, cols.committed, colsDefault.committed, none.committed])
+  t.equal((stores.events.get(0) as { v: number }).v, 5)
+  t.equal((stores.events.get(3) as { v: number }).v, 6)
+  t.equal((stores.events.get(3 + COLUMNS_FROM) as { v: number; dx?: unknown }).v, 6)
+  t.equal((stores.events.get(3 + COLUMNS_FROM) as { dx?: unknown }).dx, undefined, 'no dimensions column when none has them')
+  t.equal((stores.events.get(3 + 2 * COLUMNS_FROM) as { v: number }).v, 1, 'an append without ids writes the old format')
+  const want = [...rows.events, ...cols.events, ...colsDefault.events, ...none.events]
+  t.same([...log.readFrom(0)].flat(), want)
+  t.equal(log.get(2)!.clientId, 'c-2')
+  t.equal(log.get(0)!.costSource, 'unpriced')
+  t.equal(log.get(0)!.cost, null)
+  t.equal(log.get(1)!.clientId, undefined, 'an event without id has no clientId field at all')
+  t.equal(log.get(9)!.costSource, 'computed')
+  t.equal(log.get(9)!.cost, 0.5)
+  // A purge rewrites a record with holes and keeps the others' ids (format 5).
+  t.equal(await log.purge((e) => e.seq === 2 || e.seq === 4), 2)
+  t.equal((stores.events.get(0) as { v: number }).v, 5)
+  t.same(log.get(0), rows.events[0])
+  t.same(log.get(5), cols.events[2])
+  await stores.close()
+  stores = openStores(dir)
+  t.teardown(() => stores.close())
+  log = new EventLog(stores.events)
+  t.same([...log.readFrom(0)].flat(), want.filter((e) => e.seq !== 2 && e.seq !== 4), 'after a reopen')
+})
+
+t.test('dedupe: entries commit with the log record; duplicates are marked, not stored; a purge drops their entries', async (t) => {
+  const stores = openStores(t.testdir())
+  t.teardown(() => stores.close())
+  const log = new EventLog(stores.events, undefined, stores.dedupe)
+  const entries = stores.root.openDB<unknown, string>('dedupe', {})
+  const a = log.append([withId(0), withId(1), { ...withId(2), clientId: 'c-0' }])
+  t.equal(entries.get('p2/c-0'), undefined, 'nothing visible before the commit')
+  // In flight: a copy in the next append is a duplicate already, waiting for the first commit.
+  const copy = { ...withId(0), recv: 6 }
+  const b = log.append([copy, withId(9)])
+  t.equal(a.events.length, 2, 'the copy inside the append was not stored')
+  t.same(b.events.map((e) => e.clientId), ['c-9'])
+  t.equal(copy.seq, 0)
+  await Promise.all([a.committed, b.committed])
+  t.same(entries.get('p2/c-0'), [a.events[0].id, 5], 'committed together: [event id, recv]')
+  t.same(entries.get('default/c-1'), [a.events[1].id, 5])
+  t.equal(log.nextSeq, 3, 'seqs 0, 1 and 9\'s one')
+  t.equal(log.stats.duplicates, 2)
+  // All duplicates: nothing is written, the answer comes at once.
+  const c = log.append([{ ...withId(1) }])
+  t.equal(c.events.length, 0)
+  await c.committed
+  t.equal(log.nextSeq, 3)
+  t.equal(await log.purge((e) => e.clientId === 'c-1'), 1)
+  t.equal(entries.get('default/c-1'), undefined, 'the purged event\'s entry went with it')
+  t.not(entries.get('p2/c-0'), undefined, 'the others stay')
+  const d = log.append([withId(1)])
+  await d.committed
+  t.equal(d.events.length, 1, 'a copy of a purged event is new')
+})
+
+t.test('dedupe: a failed commit takes its duplicates down with it and leaves no entry', async (t) => {
+  const stores = openStores(t.testdir())
+  t.teardown(() => stores.close())
+  const full = { used: () => 1, max: 0 }
+  const log = new EventLog(stores.events, full, stores.dedupe)
+  const a = log.append([withId(0), { ...withId(1), clientId: 'c-0' }])
+  await t.rejects(a.committed, /database is full/)
+  t.equal(stores.dedupe.stats.inflight, 0)
+  const ok = new EventLog(stores.events, undefined, stores.dedupe)
+  const b = ok.append([withId(0)])
+  await b.committed
+  t.equal(b.events.length, 1, 'stored now: the refused one left nothing behind')
+})
