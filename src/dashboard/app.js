@@ -1068,6 +1068,8 @@ function renderEventsChrome() {
   $('ev-more').textContent = ev.loading !== null ? 'Loading…' : !ev.done || n === 0 ? '' : ev.rows.length >= EV_MAX_ROWS && ev.cursor !== null ? `The first ${fmtCount(n)} events — narrow the view or export them all as CSV.` : `${fmtCount(n)} event${n === 1 ? '' : 's'}, the end.`
   $('ev-empty').hidden = !(ev.done && n === 0 && ev.error === '')
   $('ev-error').textContent = ev.error
+  // After a refusal (a cursor the server no longer takes: 400, or 409 once re-priced): from the top.
+  $('ev-retry').hidden = !(ev.done && ev.error !== '')
   $('ev-table').dataset.rows = String(n)
   for (const s of EV_SORTS) $(`ev-sort-${s}`).setAttribute('aria-pressed', String(s === ev.sort))
   const chips = []
@@ -1259,6 +1261,7 @@ document.addEventListener('keydown', (evt) => {
 })
 for (const sort of EV_SORTS) $(`ev-sort-${sort}`).addEventListener('click', () => setEventsSort(sort))
 $('ev-export').addEventListener('click', exportCsv)
+$('ev-retry').addEventListener('click', resetEvents)
 
 // ---------- WebSocket ----------
 

@@ -5,7 +5,8 @@
  * panel with the whole event (metadata pretty-printed, as text: markup in it stays text), Esc
  * and the close button, a filter chip narrowing the rows, Export CSV of the filtered rows under
  * the server's file name, a click on a chart bucket narrowing the rows to that bucket (a
- * removable chip), the order by latency, and a live event joining the top of the table.
+ * removable chip), the order by latency, a live event joining the top of the table, another
+ * range, a refused page (one 409 made by playwright's router) and its retry button, and 375 px.
  *
  * Skipped when /usr/bin/chromium is missing (`.ci/run` installs it). Every wait is for a DOM
  * condition, bounded; no timing assertions.
@@ -286,7 +287,31 @@ t.test('the events table: newest first, infinite scroll, one event in full, CSV,
   await rowCount(api.events.length)
   t.same(await rowIds(), api.events.map((e) => e.id), 'the rows of the new range')
 
-  // 11. A phone: the table is one card per row, nothing wider than the screen; the panel fits.
+  // 11. A page the server refuses (here a 409, as for a re-priced sort=cost cursor; made by the
+  // router, once) stops the table with the server's message and a button that starts it again.
+  let refused = 0
+  await page.route(
+    (url) => url.pathname === '/events' && !url.searchParams.has('format'),
+    async (route) => {
+      refused++
+      await route.fulfill({ status: 409, json: { statusCode: 409, code: 'LLMS_ERR_CONFLICT', error: 'Conflict', message: 'the range was re-priced since the first page' } })
+    },
+    { times: 1 }
+  )
+  await page.click('#ev-sort-cost')
+  await page.locator('#ev-error', { hasText: 'Could not load events: the range was re-priced since the first page' }).waitFor(WAIT)
+  t.equal(refused, 1, 'one page refused')
+  t.equal(await page.locator('#ev-body tr').count(), 0, 'no rows')
+  await page.click('#ev-retry')
+  await rowCount(api.events.length)
+  t.equal(await page.locator('#ev-retry').isVisible(), false, 'the button goes once the rows are back')
+  t.equal(await page.locator('#ev-error').innerText(), '', 'and the message')
+  // The browser logs the refused request itself.
+  const logged = problems.filter((p) => /status of 409/.test(p))
+  t.equal(logged.length, 1, 'the 409 is the only problem logged')
+  problems.splice(0, problems.length, ...problems.filter((p) => !logged.includes(p)))
+
+  // 12. A phone: the table is one card per row, nothing wider than the screen; the panel fits.
   const phone = await browser.newContext({ viewport: { width: 375, height: 800 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true, colorScheme: 'light' })
   await phone.addInitScript(`localStorage.setItem('llmscope.apiKey', ${JSON.stringify(ADMIN_KEY)})`)
   const mobile = await phone.newPage()
