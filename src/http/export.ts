@@ -35,14 +35,19 @@ const SAMPLE = {
 /** EVENT's field names in toPublic's order: the CSV header. */
 export const EVENT_FIELDS: readonly string[] = Object.keys(toPublic(SAMPLE))
 
-/** The fields {@link ndjsonLine} and {@link csvLine} write by hand, in order. */
+/** The fields {@link ndjsonLine} and {@link csvLine} write by hand, in order (`client_id` written when toPublic has it). */
 const KNOWN_FIELDS = [
-  'id', 'seq', 'timestamp', 'received_at', 'model', 'provider', 'prompt_tokens', 'completion_tokens', 'total_tokens', 'cached_tokens',
+  'id', 'client_id', 'seq', 'timestamp', 'received_at', 'model', 'provider', 'prompt_tokens', 'completion_tokens', 'total_tokens', 'cached_tokens',
   'reasoning_tokens', 'latency_ms', 'ttft_ms', 'status', 'cost', 'cost_source', 'unpriced', 'metadata', 'user_id', 'session_id', 'tags'
 ]
+const HAS_CLIENT_ID = EVENT_FIELDS.includes('client_id')
+const written = HAS_CLIENT_ID ? KNOWN_FIELDS : KNOWN_FIELDS.filter((f) => f !== 'client_id')
 
 /** Whether the hand-written lines are in use (toPublic's fields are the ones they write). */
-export const FAST_LINES = EVENT_FIELDS.length === KNOWN_FIELDS.length && EVENT_FIELDS.every((f, i) => f === KNOWN_FIELDS[i])
+export const FAST_LINES = EVENT_FIELDS.length === written.length && EVENT_FIELDS.every((f, i) => f === written[i])
+
+/** The optional stored fields of an event (the idempotency key; an imported event's cost source). */
+type Extra = { clientId?: string | null; costSource?: string | null }
 
 // ---------------------------------------------------------------------------------------------
 // Timestamps: `Date#toISOString` is most of an event's serialisation cost; events of one export
@@ -80,13 +85,22 @@ const tsIso = new IsoFormatter()
 const recvIso = new IsoFormatter()
 const q = JSON.stringify
 
-const costSource = (e: PricedEvent) => (e.cost !== null ? 'caller' : e.unpriced ? 'unpriced' : 'computed')
+/** toPublic's `cost_source`. */
+const costSource = (e: PricedEvent) => (e as Extra).costSource ?? (e.cost !== null ? 'caller' : e.unpriced ? 'unpriced' : 'computed')
+
+/** `,"client_id":…` when EVENT has it. */
+const clientIdJson = (e: PricedEvent) => {
+  if (!HAS_CLIENT_ID) return ''
+  const c = (e as Extra).clientId
+  return c === null || c === undefined ? ',"client_id":null' : ',"client_id":' + q(c)
+}
 
 /** One NDJSON line (with its newline): the bytes of `JSON.stringify(toPublic(e)) + '\n'`. */
 export function ndjsonLine(e: PricedEvent): string {
   if (!FAST_LINES) return JSON.stringify(toPublic(e)) + '\n'
   return (
     '{"id":' + q(e.id) +
+    clientIdJson(e) +
     ',"seq":' + e.seq +
     ',"timestamp":"' + tsIso.format(e.ts) +
     '","received_at":"' + recvIso.format(e.recv) +
@@ -134,7 +148,7 @@ export function csvLine(e: PricedEvent): string {
     return EVENT_FIELDS.map((f) => csvValue(o[f])).join(',') + '\r\n'
   }
   return (
-    csvField(e.id) + ',' + e.seq + ',' + tsIso.format(e.ts) + ',' + recvIso.format(e.recv) + ',' + csvField(e.model) + ',' + csvField(e.provider) + ',' +
+    csvField(e.id) + (HAS_CLIENT_ID ? ',' + csvValue((e as Extra).clientId) : '') + ',' + e.seq + ',' + tsIso.format(e.ts) + ',' + recvIso.format(e.recv) + ',' + csvField(e.model) + ',' + csvField(e.provider) + ',' +
     e.prompt + ',' + e.completion + ',' + e.total + ',' + e.cached + ',' + e.reasoning + ',' + e.latency + ',' + (e.ttft === null ? '' : e.ttft) + ',' +
     (e.error ? 'error' : 'success') + ',' + e.costNanos / 1e9 + ',' + costSource(e) + ',' + e.unpriced + ',' + csvValue(e.meta) + ',' +
     csvValue(e.user) + ',' + csvValue(e.session) + ',' + csvValue(e.tags) + '\r\n'
@@ -167,6 +181,9 @@ export interface ExportOptions {
   first: SearchHit[]
 }
 
+/** A chunk is handed to the socket once it holds this many characters (or its read batch ends). */
+const CHUNK_CHARS = 256 * 1024
+
 /** Exports in progress and events written by exports, since start (for tests and /metrics). */
 export const exportStats = { running: 0, events: 0 }
 
@@ -183,13 +200,15 @@ async function* exportChunks(src: ExportSource, opts: ExportOptions): AsyncGener
         const part = hits.slice(i, i + batch)
         const events = await src.events(part.map((h) => h.seq))
         let chunk = ''
-        let n = 0
         for (const e of events) {
           if (e === undefined || e.project !== opts.project) continue
           chunk += line(e)
-          n++
+          exportStats.events++
+          if (chunk.length >= CHUNK_CHARS) {
+            yield chunk
+            chunk = ''
+          }
         }
-        exportStats.events += n
         if (chunk !== '') yield chunk
       }
       if (hits.length < opts.pageSize) return
@@ -202,8 +221,9 @@ async function* exportChunks(src: ExportSource, opts: ExportOptions): AsyncGener
 }
 
 /**
- * The export as a byte stream: text chunks of about one read batch each, produced only as fast
- * as the consumer takes them (at most one chunk beyond the stream's 64 KiB buffer waits).
+ * The export as a byte stream: text chunks of at most a read batch or about 256 KiB, produced
+ * only as fast as the consumer takes them (the stream's 64 KiB buffer, plus the read batch in
+ * hand, is what an export holds besides its page of hits).
  */
 export function exportStream(src: ExportSource, opts: ExportOptions): Readable {
   return Readable.from(exportChunks(src, opts), { objectMode: false, highWaterMark: 64 * 1024 })

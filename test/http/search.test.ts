@@ -280,7 +280,8 @@ t.test('GET /events: values past a dimension cap are answered from the log, exac
   // u0..u4 with a cap of 2: some users are past it; metadata.feature=chat past its cap of 1.
   const dims = (await app.app.inject({ url: '/analytics/dimensions', headers: readHeaders })).json().dimensions as Array<{ name: string; capped: boolean }>
   t.ok(dims.find((d) => d.name === 'user_id')?.capped && dims.find((d) => d.name === 'metadata.feature')?.capped, 'the caps were reached')
-  for (const p of [{ user_id: 'u4' }, { user_id: 'u0' }, { 'metadata.feature': 'chat' }, { 'metadata.feature': 'search', sort: 'latency' }, { session_id: 's2', sort: 'cost' }]) {
+  const cases: Params[] = [{ user_id: 'u4' }, { user_id: 'u0' }, { 'metadata.feature': 'chat' }, { 'metadata.feature': 'search', sort: 'latency' }, { session_id: 's2', sort: 'cost' }]
+  for (const p of cases) {
     t.same((await all(app, { ...p, limit: '6' })).ids, expected(sent, p), `${qs(p)}: exact`)
   }
 })
@@ -292,7 +293,8 @@ t.test('GET /events: hours folded by retention are answered from the log, exactl
   app.engine.retain()
   await app.engine.sync()
   t.ok(app.engine.topology.retentionStats().coarseRows > 60, 'most rows were folded')
-  for (const p of [{}, { tag: 'alpha' }, { user_id: 'u1', sort: 'latency' }, { sort: 'cost' }, { 'metadata.feature': 'chat' }]) {
+  const cases: Params[] = [{}, { tag: 'alpha' }, { user_id: 'u1', sort: 'latency' }, { sort: 'cost' }, { 'metadata.feature': 'chat' }]
+  for (const p of cases) {
     t.same((await all(app, { ...p, limit: '9' })).ids, expected(sent, p), `${qs(p)}: exact`)
   }
 })
