@@ -512,7 +512,8 @@ export class EventLog implements DurableLog {
    * Removes the events at `seqs` (DELETE /events): each record holding one is rewritten with a
    * hole in its place, as {@link purge} does, but only the records holding those seqs are read
    * (records are keyed by their first seq). A seq with no event (a hole already, or never
-   * written) is skipped; `removed` hears each event before its record is rewritten. Runs a few
+   * written) is skipped; `removed` hears each event before its record is rewritten, and the
+   * dedupe index forgets its client id in the rewrite's transaction. Runs a few
    * records per event-loop turn; resolves after the last commit with the number of events
    * removed. Idempotent: running it again after a crash completes it. Callers keep it from
    * running beside {@link purge} (both rewrite records read earlier).
@@ -539,17 +540,19 @@ export class EventLog implements DurableLog {
       const rec = readable(key, value)
       const kept: Array<StoredEvent | null> = new Array(n)
       for (let k = 0; k < n; k++) kept[k] = decodeAt(key, rec, k)
-      let hit = 0
+      const gone: StoredEvent[] = []
       for (; i < sorted.length && sorted[i] < key + n; i++) {
         const e = kept[sorted[i] - key]
         if (e === null) continue
         opts.removed?.(e)
         kept[sorted[i] - key] = null
-        hit++
+        gone.push(e)
       }
-      if (hit > 0) {
-        removed += hit
+      if (gone.length > 0) {
+        removed += gone.length
         pending.push(this.#db.put(key, withHoles(kept)))
+        // In this turn, so in the rewrite's transaction: a re-sent copy of a deleted event is new.
+        if (this.dedupe !== null) this.dedupe.forgetNow(gone)
       }
       if (++records % perTurn === 0) {
         await Promise.all(pending)
