@@ -15,10 +15,12 @@
  *   only a shortcut: if it lags (a crash between an acknowledgement and its write), the ids
  *   make the re-sent lines no-ops.
  *
- * Memory is bounded by one batch (≤ `--batch-size` events, ≤ `--batch-bytes` bytes): one batch
- * is in flight at a time and the input is not read while it is.
+ * Memory is bounded by two batches (each ≤ `--batch-size` events, ≤ `--batch-bytes` bytes): one
+ * is in flight while the next is read and prepared (so the reading overlaps the server's work),
+ * and the reading stops when that one is ready before the server answered the other. Batches
+ * are sent one after the other, so what is acknowledged is always a prefix of the input.
  */
-import { createHash } from 'node:crypto'
+import * as crypto from 'node:crypto'
 import { createReadStream, existsSync, openSync, readFileSync, readSync, closeSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { resolve } from 'node:path'
 import {
@@ -175,8 +177,14 @@ function writeState(path: string, s: ImportState): void {
  * the same file again sends the same ids; `imp-` + 22 base64url characters + the line in base 36.
  */
 export function derivedId(line: number, bytes: Uint8Array): string {
-  return `imp-${createHash('sha256').update(bytes).digest('base64url').slice(0, 22)}-${line.toString(36)}`
+  return `imp-${sha256(bytes).slice(0, 22)}-${line.toString(36)}`
 }
+
+/** SHA-256 as base64url: the one-shot `crypto.hash` where Node has it (20.12+, 3× faster). */
+const sha256: (b: Uint8Array) => string =
+  typeof (crypto as { hash?: unknown }).hash === 'function'
+    ? (b) => (crypto as unknown as { hash: (alg: string, data: Uint8Array, enc: string) => string }).hash('sha256', b, 'base64url')
+    : (b) => crypto.createHash('sha256').update(b).digest('base64url')
 
 /** One line ready to send. */
 interface Item {
@@ -263,6 +271,8 @@ class Importer {
   #read = 0
   #batch: Item[] = []
   #batchBytes = 0
+  /** The last step sent or queued (a batch, an acknowledgement); each runs after the one before. */
+  #tail: Promise<void> = Promise.resolve()
 
   constructor(plan: ImportPlan, io: CliIO) {
     this.#plan = plan
@@ -306,8 +316,15 @@ class Importer {
 
     const skip = this.#state.offset
     const stream: AsyncIterable<Buffer> = p.input === null ? (this.#io.stdin as AsyncIterable<Buffer>) : createReadStream(p.input, { start: skip, highWaterMark: 1 << 20 })
-    await this.#readAll(stream, p.input === null ? skip : 0)
-    await this.#flush()
+    try {
+      await this.#readAll(stream, p.input === null ? skip : 0)
+      await this.#flush()
+    } finally {
+      // A failure while a batch is in flight is reported once that batch is settled (so the
+      // state file and the message say how far the server got).
+      await this.#tail.catch(() => {})
+    }
+    await this.#tail
 
     if (p.statePath !== null) rmSync(p.statePath, { force: true })
     this.progress.done()
@@ -397,7 +414,14 @@ class Importer {
     if (value === null || typeof value !== 'object' || Array.isArray(value)) return this.#invalid(line, end, 'not a JSON object (one event per line)')
     const v = value as Record<string, unknown>
     if (this.#plan.ids && typeof v.client_id !== 'string' && typeof v.id !== 'string') {
-      body = Buffer.from(JSON.stringify({ id: derivedId(line, body), ...v }))
+      // The id goes in front of the line's own bytes (`{"id":"…",` + the rest), which are sent
+      // as they are: cheaper than serialising the event again, and nothing else changes.
+      let empty = true
+      for (const _ in v) {
+        empty = false
+        break
+      }
+      body = Buffer.concat([Buffer.from(`{"id":"${derivedId(line, body)}"${empty ? '' : ','}`), body.subarray(1)])
     }
     if (this.#batch.length > 0 && (this.#batch.length >= this.#batchSize || this.#batchBytes + body.length + 1 > this.#plan.batchBytes)) await this.#flush()
     this.#batch.push({ body, line, end })
@@ -408,12 +432,20 @@ class Importer {
     if (!this.#plan.skipInvalid) {
       // Send what came before, so a resume after the fix starts at this line.
       await this.#flush()
+      await this.#tail
       throw new CliFailure(`line ${count(line)}: ${why}`)
     }
     this.#skipped(line, why)
-    // A batch that is empty now acknowledges nothing: the skipped line is "done" only once a
-    // later batch is, or at the end.
-    if (this.#batch.length === 0 && this.#plan.statePath !== null) this.#ack(line, end, 0)
+    // Done with this line: recorded once what came before it is (a non-empty batch records it
+    // itself when it is acknowledged, as it ends after it).
+    if (this.#batch.length === 0) this.#after(() => this.#ack(line, end, 0))
+  }
+
+  /** Queues `step` after every earlier one; a failure stops the queue and is rethrown by whoever awaits #tail. */
+  #after(step: () => Promise<void> | void): void {
+    const next = this.#tail.then(step)
+    next.catch(() => {}) // observed through #tail
+    this.#tail = next
   }
 
   #skipped(line: number, why: string): void {
@@ -427,7 +459,10 @@ class Importer {
     const batch = this.#batch
     this.#batch = []
     this.#batchBytes = 0
-    await this.#send(batch, batch[batch.length - 1].end, batch[batch.length - 1].line)
+    // One batch in flight: wait for the one before (its failure is thrown here), then send this
+    // one without waiting, and read on.
+    await this.#tail
+    this.#after(() => this.#send(batch, batch[batch.length - 1].end, batch[batch.length - 1].line))
   }
 
   /** The acknowledged part now ends at `end` (line `line`), `events` more events taken. */
