@@ -269,7 +269,7 @@ async function runExport(plan: ExportPlan, io: CliIO, progress: ProgressLine): P
         const { records, what } = figures()
         progress.show(`exporting to ${label}: ${count(records)} ${what} · ${bytes(written)} · ${count(records / Math.max(0.001, (Date.now() - started) / 1000))} ${plan.format === 'ndjson' ? 'events' : 'rows'}/s`)
         // Bounded memory: wait for the destination to take the chunk before reading the next.
-        if (!dest.write(chunk)) await Promise.race([once(dest as NodeJS.EventEmitter, 'drain'), once(dest as NodeJS.EventEmitter, 'error')])
+        if (!dest.write(chunk)) await once(dest as NodeJS.EventEmitter, 'drain') // rejects on 'error'
       }
     } catch (err) {
       if (writeError === null) throw new CliFailure(`the export broke off after ${bytes(written)}: ${networkMessage(err)}${part !== null ? ' (nothing was kept)' : ''}`)
