@@ -20,8 +20,13 @@
  *   that event and resends the rest at once; a 413 splits the batch.
  * - When the ring is full (server down for long), the OLDEST events are dropped and counted:
  *   recent events are the ones alerts and live dashboards act on when the server returns.
- * - Delivery is at least once: a request whose answer is lost on the network is sent again.
+ * - Delivery is exactly once within the server's dedupe window (default 24 h): every event gets
+ *   an `id` at record() when it has none (a nanoid, kept across its retries), so a request
+ *   whose answer was lost and that is sent again is answered with the first event_ids and
+ *   counted once (DESIGN §7, Idempotency). Pass your own `id` to make a resend from elsewhere
+ *   (another process, a replay from your own queue) a no-op too.
  */
+import { nanoid } from 'nanoid'
 import { Ring } from './ring.js'
 import { backoffDelay, parseRetryAfter } from '../backoff.js'
 import { RETRYABLE_STATUS } from './retry.js'
@@ -191,7 +196,8 @@ export class LLMScope {
 
   /**
    * Buffers one event. Returns false when it was not taken (no model, or the client is
-   * closed); never throws. A missing `timestamp` is set to now.
+   * closed); never throws. A missing `timestamp` is set to now, a missing `id` to a new nanoid
+   * (the idempotency key its retries carry).
    */
   record(event: LLMScopeEvent): boolean {
     try {
@@ -205,7 +211,9 @@ export class LLMScope {
         this.#report(new LLMScopeClientError('invalid', 'event needs a non-empty string model', 1))
         return false
       }
-      const copy: LLMScopeEvent = event.timestamp === undefined ? { ...event, timestamp: new Date().toISOString() } : { ...event }
+      const copy: LLMScopeEvent = { ...event }
+      if (copy.timestamp === undefined) copy.timestamp = new Date().toISOString()
+      if (copy.id === undefined) copy.id = nanoid()
       this.#stats.recorded++
       const dropped = this.#buffer.push({ seq: this.#seq++, event: copy })
       if (dropped !== undefined) {

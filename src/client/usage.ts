@@ -12,6 +12,11 @@
 
 /** One LLM call as POST /events/ingest takes it. */
 export interface LLMScopeEvent {
+  /**
+   * Idempotency key, 1–64 of `[A-Za-z0-9_-]`: a copy sent within the server's dedupe window is
+   * counted once. The client sets a nanoid when absent.
+   */
+  id?: string
   model: string
   provider?: string
   /** ISO 8601 with a zone; the client stamps the time of record() when absent. */

@@ -4,14 +4,16 @@
  * schema as POST /events/ingest; a span that fails is rejected on its own, the rest go on.
  *
  * One call, one event:
- * - a span sent twice in the request (same trace and span id) counts once;
+ * - a span sent twice in the request (same trace and span id) counts once, and so does one sent
+ *   again in a later request (an exporter's retry): its event id is `${traceId}-${spanId}`
+ *   ({@link spanEventId}), which the server's dedupe window holds (DESIGN §7, Idempotency);
  * - an LLM span whose child is also an LLM span in the same request is a wrapper around that
  *   call (a framework span over the provider SDK's span, as OpenLIT's or LangChain's can be):
  *   only the innermost counts. Wrappers and children exported in different requests cannot be
  *   matched; instrumentations normally avoid emitting both (OpenLLMetry suppresses the inner
  *   one).
  */
-import { toPending, zodDetails, type eventSchema, type MetadataLimits, type PendingEvent } from '../events.js'
+import { CLIENT_ID_PATTERN, toPending, zodDetails, type eventSchema, type MetadataLimits, type PendingEvent } from '../events.js'
 import { readSpans, type SpanView } from './spans.js'
 import { spanToEvent } from './convert.js'
 
@@ -74,6 +76,8 @@ export function otlpToPending(
       out.ignored++
       continue
     }
+    const id = spanEventId(span.traceId, span.spanId)
+    if (id !== null) event.id = id
     const r = opts.schema.safeParse(event)
     if (!r.success) {
       reject(`span ${span.spanId || '(no id)'}: ${zodDetails(r.error.issues).map((d) => `${d.path}: ${d.message}`).join('; ')}`)
@@ -82,4 +86,18 @@ export function otlpToPending(
     out.pending.push(toPending(r.data, opts.now, opts.inferProvider, opts.project))
   }
   return out
+}
+
+/**
+ * The event id (idempotency key) of a span: `${traceId}-${spanId}` in hex, 49 characters for
+ * conforming ids (16 and 8 bytes), so a span exported again is a no-op. A non-conforming id
+ * (base64 from some senders) has its characters outside `[A-Za-z0-9_-]` replaced by `_`, and
+ * the whole is cut to 64 characters. Null when either id is missing: such a span cannot be
+ * recognised again, and is stored each time it is sent.
+ */
+export function spanEventId(traceId: string, spanId: string): string | null {
+  if (traceId === '' || spanId === '') return null
+  const raw = `${traceId}-${spanId}`
+  const id = (CLIENT_ID_PATTERN.test(raw) ? raw : raw.replace(/[^A-Za-z0-9_-]/g, '_')).slice(0, 64)
+  return id
 }

@@ -165,7 +165,9 @@ t.test('dimensions: record, the helpers and track() send user_id, session_id, ta
   await scope.flush()
   const sent = hits.flatMap((h) => h.body) as Array<Record<string, unknown>>
   t.equal(sent.length, 5)
-  t.same(sent[0], { model: 'my-model', timestamp: at, prompt_tokens: 1, user_id: 'u_0', session_id: 's_0', tags: ['raw'], metadata: { k: 'v' } }, 'record() sends the event as given')
+  t.same(sent[0], { model: 'my-model', timestamp: at, prompt_tokens: 1, user_id: 'u_0', session_id: 's_0', tags: ['raw'], metadata: { k: 'v' }, id: sent[0].id }, 'record() sends the event as given, plus its id')
+  t.ok(sent.every((e) => typeof e.id === 'string' && /^[A-Za-z0-9_-]{21}$/.test(e.id)), 'every event gets a nanoid id')
+  t.equal(new Set(sent.map((e) => e.id)).size, sent.length, 'one each')
   t.match(sent[1], { model: 'gpt-4o', prompt_tokens: 10, ...wire })
   t.match(sent[2], { model: 'claude-3-5-haiku-20241022', user_id: 'u_2' })
   for (const k of ['session_id', 'tags', 'metadata', 'userId']) t.notOk(k in sent[2], `no ${k} when not given`)
@@ -319,4 +321,52 @@ t.test('events left in the buffer are sent when the process runs out of work (be
   t.equal(code, 0, output)
   t.equal(fake.hits.length, 1)
   t.same(fake.hits[0]?.body.map((e) => (e as { prompt_tokens: number }).prompt_tokens), [1, 4])
+})
+
+/**
+ * A proxy in front of the real server that forwards each request and, for the requests
+ * `drop` picks, throws the server's answer away by destroying the client's connection: the
+ * events were stored, but the client cannot know.
+ */
+async function lossyProxy(t: Test, target: string, drop: (n: number) => boolean) {
+  let n = 0
+  let events = 0
+  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', async () => {
+      const k = ++n
+      events += (JSON.parse(Buffer.concat(chunks).toString()) as unknown[]).length
+      const upstream = await fetch(new URL(req.url!, target), { method: req.method, headers: req.headers as Record<string, string>, body: Buffer.concat(chunks) })
+      const text = await upstream.text()
+      if (drop(k)) {
+        res.socket?.destroy()
+        return
+      }
+      res.writeHead(upstream.status, { 'content-type': upstream.headers.get('content-type') ?? 'application/json' })
+      res.end(text)
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())))
+  const { port } = server.address() as { port: number }
+  return { url: `http://127.0.0.1:${port}`, requests: () => n, events: () => events }
+}
+
+t.test('a retry after a lost answer never counts an event twice (the ids the client gave)', async (t) => {
+  const live = await liveServer(t)
+  // The first answer and one of every three after it are lost on the way back.
+  const proxy = await lossyProxy(t, live.url, (k) => k === 1 || k % 3 === 0)
+  const { scope, errors } = client(t, proxy.url, { batchSize: 4, retryBaseMs: 1, retryMaxMs: 5, maxRetries: 10 })
+  for (let i = 0; i < 10; i++) scope.record({ model: 'gpt-4o', prompt_tokens: 100 + i })
+  scope.record({ model: 'gpt-4o', prompt_tokens: 999, id: 'caller-chosen' })
+  await scope.flush()
+  t.ok(proxy.requests() > 3, `requests sent: ${proxy.requests()} (some of them again)`)
+  t.ok(scope.stats().retries >= 1, 'the client retried')
+  const stored = storedEvents(live.engine)
+  t.same(stored.map((e) => e.prompt_tokens), [100, 101, 102, 103, 104, 105, 106, 107, 108, 109, 999], 'each once, in record order')
+  t.equal(stored[10].client_id, 'caller-chosen', 'an id the caller gave is kept')
+  t.equal(live.engine.log.stats.duplicates, proxy.events() - 11, 'every event sent beyond the first copy was answered as a duplicate')
+  t.match(scope.stats(), { sent: 11, failed: 0 })
+  t.same(errors, [])
 })

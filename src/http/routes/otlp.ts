@@ -14,7 +14,7 @@
  */
 import { gunzip } from 'node:zlib'
 import { errorCodes, type FastifyInstance } from 'fastify'
-import { eventSchema } from '../../events.js'
+import { countDuplicates, eventSchema } from '../../events.js'
 import { llmsError } from '../../errors.js'
 import { decodeTraceRequest, encodeTraceResponse } from '../../otlp/proto.js'
 import { otlpToPending } from '../../otlp/ingest.js'
@@ -99,12 +99,13 @@ export async function otlpRoutes(app: FastifyInstance, opts: { engine: Engine; c
       throw err
     }
     request.ingestEvents = batch.pending.length
-    if (batch.pending.length > 0) await engine.ingest(batch.pending)
+    // A span sent again (an exporter's retry after a lost answer) is a duplicate: not stored again, counted as ignored.
+    const duplicates = batch.pending.length > 0 ? countDuplicates(await engine.ingest(batch.pending)) : 0
 
     stats.requests++
     stats.spans += batch.spans
-    stats.ingested += batch.pending.length
-    stats.ignored += batch.ignored
+    stats.ingested += batch.pending.length - duplicates
+    stats.ignored += batch.ignored + duplicates
     stats.rejected += batch.rejected
     const message = batch.rejected > 0 ? `${batch.rejected} of ${batch.spans} spans rejected: ${batch.reasons.join('; ')}${batch.rejected > batch.reasons.length ? '; …' : ''}` : ''
     reply.code(200)
