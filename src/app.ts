@@ -11,6 +11,7 @@ import { registerSecurity } from './http/security.js'
 import { keyRoutes } from './http/routes/keys.js'
 import { projectRoutes } from './http/routes/projects.js'
 import { eventRoutes } from './http/routes/events.js'
+import { forgetRoutes } from './http/routes/forget.js'
 import { analyticsRoutes } from './http/routes/analytics.js'
 import { alertRoutes } from './http/routes/alerts.js'
 import { healthRoutes } from './http/routes/health.js'
@@ -108,6 +109,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   registerAuth(app, { keys: ring, projects: engine.projects, limiter })
   await app.register(healthRoutes, { engine })
   await app.register(eventRoutes, { engine, clock })
+  await app.register(forgetRoutes, { engine })
   await app.register(otlpRoutes, { engine, clock })
   await app.register(analyticsRoutes, { engine, clock })
   await app.register(alertRoutes, { engine, clock })

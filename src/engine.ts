@@ -25,6 +25,11 @@ import type { RuleAlertState } from './actors/alert-evaluator.js'
 import type { WindowQuery } from './analytics/reader.js'
 import type { Aggregate } from './analytics/aggregate.js'
 import { DAY_MS } from './analytics/time.js'
+import { ForgetTombstones, chunkKey, pendingForgets, type ForgetTombstone, type PendingForget } from './store/tombstones.js'
+import { scrubFreePages } from './store/scrub.js'
+import { DeleteRegistry, filterNames, noFilterError, runForget, type ForgetTarget, type MatchOptions } from './forget.js'
+import type { RangeQuery } from './queries.js'
+import { llmsError } from './errors.js'
 
 /** Seqs at most this far apart are read in one pass over their records (Engine.eventsBySeq). */
 const RUN_GAP = 64
@@ -73,6 +78,29 @@ export class Engine {
   /** Records alert notifications and delivers their webhooks (off the ingest path). */
   readonly alerting: AlertDispatcher
   readonly topology: Topology
+  /** Tombstones of event deletes not finished yet (DELETE /events; src/forget.ts). */
+  readonly forgetTombstones: ForgetTombstones
+  /** Running and recent event deletes (GET /events/deletes). */
+  readonly deletes: DeleteRegistry
+  /** Tunables of event deletes (chunk size, work per turn; defaults in src/forget.ts). Tests shrink the chunks. */
+  forgetOptions: MatchOptions = {}
+  /**
+   * Seqs of the events of running (or interrupted) deletes: from their chunk's tombstone until
+   * their log records are purged, every read passes over them (getEvent, the queries' log path,
+   * since_seq replays, eventsBySeq, the recovery replay).
+   */
+  readonly #forgotten = new Set<number>()
+  /** Event deletes run one at a time, in arrival order. */
+  #forgetQueue: Promise<unknown> = Promise.resolve()
+  /**
+   * Delete chunks (tombstoned, see chunkKey) whose topology.forget is in memory: what a snapshot
+   * lists in `forgets`, so a restart never subtracts a coarse hour's events twice.
+   */
+  readonly #applied = new Set<string>()
+  /** A chunk's topology.forget in flight; snapshots wait for it (and it for them). */
+  #forgetting: Promise<void> | null = null
+  /** Log purges (project and event deletes) never overlap: each rewrites records it read. */
+  #logPurge: Promise<unknown> = Promise.resolve()
   readonly #pool: PricingPool | null
   readonly #logger: Log
   readonly #clock: Clock
@@ -104,6 +132,10 @@ export class Engine {
     this.alerting = new AlertDispatcher({ store: this.alertEvents, notifier: new WebhookNotifier({ log: opts.logger, ...opts.webhook }), clock: opts.clock, log: opts.logger })
     this.#alertTickMs = opts.alertTickMs ?? 1000
     this.#externalAlerts = opts.externalAlerts !== undefined
+    this.forgetTombstones = ForgetTombstones.open(this.stores.root)
+    this.deletes = new DeleteRegistry(() => opts.clock.now())
+    // Before anything reads: a delete a crash interrupted stays invisible until recover() finishes it.
+    for (const t of this.forgetTombstones.list()) for (const s of t.seqs) this.#forgotten.add(s)
 
     const read = this.snapshots.read()
     let restored: SnapshotPayload | undefined
@@ -152,6 +184,8 @@ export class Engine {
       if (c.type === 'created') this.topology.revive(c.project.id)
     })
     this.rules.onChange((rules) => this.topology.alerts.send({ type: 'rules', rules }))
+    // First in the broadcaster's mailbox, before any subscriber.
+    this.topology.broadcaster.send({ type: 'exclude', forgotten: (seq) => this.#forgotten.has(seq) })
     this.topology.alerts.send({ type: 'rules', rules: this.rules.list() })
   }
 
@@ -183,8 +217,11 @@ export class Engine {
    * log): every stored event of the project in [start, end), priced as the aggregators counted it.
    */
   readonly #logScan: LogScan = (project, start, end, visit) => {
+    const forgotten = this.#forgotten
     for (const batch of this.log.readFrom(0)) {
-      for (const e of batch) if (e.project === project && e.ts >= start && e.ts < end) visit(this.price(e))
+      for (const e of batch) {
+        if (e.project === project && e.ts >= start && e.ts < end && (forgotten.size === 0 || !forgotten.has(e.seq))) visit(this.price(e))
+      }
     }
   }
 
@@ -206,10 +243,146 @@ export class Engine {
     const rules = this.rules.list().filter((r) => (r.project ?? 'default') === project)
     await this.rules.removeProject(project)
     await this.alertEvents.removeRules(new Set(rules.map((r) => r.id)))
-    const removed = await this.log.purge((e) => e.project === project)
+    const removed = await this.#exclusiveLog(() => this.log.purge((e) => e.project === project))
     this.#logger.info({ project, events: removed }, 'project deleted')
     // Before the tombstone goes: the stored snapshot must no longer hold the project's state.
     await this.snapshotNow()
+  }
+
+  // --- DELETE /events (src/forget.ts) -----------------------------------------------------
+
+  /**
+   * Deletes every event of `project` matching `q` (DELETE /events): gone from every answer,
+   * from memory, from the stored snapshot and from the log when this resolves, with the number
+   * deleted. Deletes run one at a time; progress is in {@link Engine.deletes}.
+   * @throws LLMS_ERR_BAD_QUERY when `q` has no filter other than time.
+   */
+  async forgetEvents(project: string, q: RangeQuery): Promise<{ deleted: number }> {
+    if (filterNames(q).length === 0) throw noFilterError()
+    const status = this.deletes.start(project)
+    const run = this.#forgetQueue.then(async () => {
+      // Tombstones a failed finish left behind go first (their events are still excluded).
+      await this.#resumeForgets()
+      return runForget(this.#forgetTarget, status, { ...q, project }, this.forgetOptions)
+    })
+    this.#forgetQueue = run.catch(() => {})
+    try {
+      const r = await run
+      this.deletes.end(status, 'done')
+      return r
+    } catch (err) {
+      this.deletes.end(status, 'failed')
+      throw err
+    }
+  }
+
+  /** Whether the event at `seq` belongs to a delete not finished yet (every read passes over it). */
+  isForgotten(seq: number): boolean {
+    return this.#forgotten.has(seq)
+  }
+
+  /** Priced events from `from` on, in log order (a delete's log path). */
+  *#pricedFrom(from: number): Generator<PricedEvent[]> {
+    for (const batch of this.log.readFrom(from)) yield batch.map((e) => this.price(e))
+  }
+
+  /** The delete protocol's steps on this node (src/forget.ts, ForgetTarget). */
+  readonly #forgetTarget: ForgetTarget = {
+    begin: async () => {
+      // Taken before the barrier: every event acknowledged before it is in memory after.
+      const cut = this.log.nextSeq
+      await this.sync()
+      return { cut, source: this.source, readLog: (from) => this.#pricedFrom(from), skip: (seq) => this.#forgotten.has(seq) }
+    },
+    tombstone: (t) => {
+      this.#checkOpen()
+      return this.forgetTombstones.put(t)
+    },
+    apply: async (t, chunk) => {
+      this.#checkOpen()
+      for (const s of t.seqs) this.#forgotten.add(s)
+      await this.#forgetChunk(t, chunk.range, Infinity)
+    },
+    finish: (p) => this.#finishForget(p)
+  }
+
+  /**
+   * Finishes deletes whose tombstones are stored (a crash, or a failed finish, interrupted
+   * them): their rows out of memory (idempotent), then {@link Engine.#finishForget}.
+   */
+  async #resumeForgets(below = Infinity): Promise<void> {
+    for (const p of pendingForgets(this.forgetTombstones.list())) {
+      const status = this.deletes.get(p.id) ?? this.deletes.start(p.project, p.id, p.startedAt)
+      status.state = 'finishing'
+      status.matched = p.seqs.length
+      status.deleted = p.seqs.length
+      try {
+        for (const t of p.chunks) await this.#forgetChunk(t, undefined, below)
+        await this.#finishForget(p)
+        this.deletes.end(status, 'done')
+      } catch (err) {
+        this.deletes.end(status, 'failed')
+        throw err
+      }
+    }
+  }
+
+  /**
+   * Removes chunk `t`'s events from memory (topology.forget; rows by seq, idempotent). With
+   * retention on, rows may have been folded into coarse hours: the chunk's events (those with
+   * seq < `below`, the ones the state holds) go along for their subtraction — unless the chunk
+   * is already applied (a restored snapshot listing it), which would subtract them twice.
+   * Never beside a snapshot: each waits for the other, so a snapshot's `forgets` is exact.
+   */
+  async #forgetChunk(t: ForgetTombstone, range: { start: number; end: number } | undefined, below: number): Promise<void> {
+    const { days, events } = this.config.retention
+    const key = chunkKey(t)
+    const coarse = (days > 0 || events > 0) && !this.#applied.has(key) ? (await this.eventsBySeq(t.seqs.filter((s) => s < below), { forgotten: true })).filter((e) => e !== undefined) : undefined
+    while (this.#snapshotting !== null) await this.#snapshotting.catch(() => {})
+    const run = this.topology.forget(t.project, new Set(t.seqs), range, coarse).then(() => {
+      this.#applied.add(key)
+    })
+    this.#forgetting = run.catch(() => {})
+    try {
+      await run
+    } finally {
+      this.#forgetting = null
+    }
+  }
+
+  /**
+   * The end of a delete, once its rows left memory: a snapshot begun after that (one already
+   * running may hold them: it is waited out, not joined), then the log records purged, the
+   * database's free pages overwritten (src/store/scrub.ts), and only then the tombstones
+   * removed and the seqs readable as absent. Each step is idempotent: a crash anywhere
+   * leaves the tombstones, and the next start runs it again.
+   */
+  async #finishForget(p: PendingForget): Promise<void> {
+    this.#checkOpen()
+    const t0 = performance.now()
+    while (this.#snapshotting !== null) await this.#snapshotting.catch(() => {})
+    await this.snapshotNow()
+    this.#checkOpen()
+    const removed = await this.#exclusiveLog(() => this.log.purgeSeqs(p.seqs))
+    this.#checkOpen()
+    const scrub = await scrubFreePages(this.stores.root)
+    this.#checkOpen()
+    await this.forgetTombstones.remove(p.id)
+    for (const s of p.seqs) this.#forgotten.delete(s)
+    for (const t of p.chunks) this.#applied.delete(chunkKey(t))
+    this.#logger.info({ delete: p.id, project: p.project, events: removed, scrubbedBytes: scrub.bytes, ms: Math.round(performance.now() - t0) }, 'events deleted')
+  }
+
+  /** A delete stops at its next step once the engine closes (its tombstones finish it at the next start). */
+  #checkOpen(): void {
+    if (this.#closing !== null) throw llmsError('LLMS_ERR_SHUTTING_DOWN', 'the server is shutting down; the delete resumes at the next start', { retryAfter: 1 })
+  }
+
+  /** Runs `fn` (a log purge) after every purge started before it. */
+  #exclusiveLog<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#logPurge.then(fn)
+    this.#logPurge = run.catch(() => {})
+    return run
   }
 
   /** Cluster mode's figures for /ready and /metrics (src/cluster/engine.ts); null on a single node. */
@@ -231,8 +404,11 @@ export class Engine {
     let done = 0
     let pending: StoredEvent[] = []
     const REPLAY_CHUNK = 8192
+    const forgotten = this.#forgotten
     for (const batch of this.log.readFrom(from)) {
-      pending.push(...batch)
+      // Events of a delete a crash interrupted stay out; it is finished below.
+      if (forgotten.size === 0) pending.push(...batch)
+      else for (const e of batch) if (!forgotten.has(e.seq)) pending.push(e)
       if (pending.length >= REPLAY_CHUNK) {
         this.topology.replay(pending)
         done += pending.length
@@ -252,7 +428,11 @@ export class Engine {
     await this.topology.costStage.settled()
     this.retain()
     await this.topology.system.idle()
+    // Event deletes a crash interrupted: out of the restored rows too (the chunks its snapshot
+    // lists are in it already; the others' events below its seq are), then finished.
+    for (const key of this.#restored.payload?.forgets ?? []) this.#applied.add(key)
     this.#restored.payload = undefined
+    await this.#resumeForgets(from)
     // Deletes a crash interrupted: their events were dropped on the way in; finish removing them.
     for (const project of this.projects.purging()) {
       await this.deleteProject(project)
@@ -316,8 +496,12 @@ export class Engine {
     this.#snapshotting = (async () => {
       const t0 = performance.now()
       const full = this.#snapshotFailed
+      // No delete chunk half in memory: `forgets` names exactly the chunks the state holds.
+      if (this.#forgetting !== null) await this.#forgetting
+      const forgets = [...this.#applied]
       this.retain()
       const payload = await this.topology.snapshot(this.#clock.now(), full)
+      if (forgets.length > 0) payload.forgets = forgets
       let bytes: number
       try {
         bytes = await this.snapshots.write(payload)
@@ -352,7 +536,7 @@ export class Engine {
   /** The stored event with its cost, or undefined. A keyed LMDB read, not an analytics query. */
   getEvent(id: string): PricedEvent | undefined | Promise<PricedEvent | undefined> {
     const seq = seqOfEventId(id)
-    if (seq === null) return undefined
+    if (seq === null || this.#forgotten.has(seq)) return undefined
     const e = this.log.get(seq)
     if (e === undefined || e.id !== id) return undefined
     return this.price(e)
@@ -363,9 +547,10 @@ export class Engine {
    * the order asked; undefined where no event is stored (search and export read their pages'
    * events here). Neighbouring seqs are read in one pass over their records (a record holds a
    * whole append, up to 10,000 events, and decoding it once beats one keyed read per event);
-   * a lone seq is one keyed read.
+   * a lone seq is one keyed read. Events of a running delete read as undefined, unless
+   * `forgotten` (the delete itself reads them).
    */
-  async eventsBySeq(seqs: readonly number[]): Promise<Array<PricedEvent | undefined>> {
+  async eventsBySeq(seqs: readonly number[], opts: { forgotten?: boolean } = {}): Promise<Array<PricedEvent | undefined>> {
     const out: Array<PricedEvent | undefined> = new Array(seqs.length)
     const order = Array.from(seqs.keys()).sort((a, b) => seqs[a] - seqs[b])
     for (let i = 0; i < order.length; ) {
@@ -388,6 +573,10 @@ export class Engine {
         }
       }
       i = j
+    }
+    // Events of a running delete read as absent (`forgotten`: the delete itself reads them).
+    if (this.#forgotten.size > 0 && opts.forgotten !== true) {
+      for (let i = 0; i < out.length; i++) if (out[i] !== undefined && this.#forgotten.has(out[i]!.seq)) out[i] = undefined
     }
     return out
   }

@@ -296,8 +296,8 @@ export interface ForgetTarget {
   begin(): Promise<{ cut: number; source: QuerySource; readLog?: (from: number) => Iterable<PricedEvent[]>; skip?: (seq: number) => boolean }>
   /** Step 1: commits the chunk's tombstone. */
   tombstone(t: ForgetTombstone): Promise<void>
-  /** Steps 2 and 3: excludes the chunk's seqs from every read, then removes their rows from memory. */
-  apply(project: string, chunk: ForgetChunk): Promise<void>
+  /** Steps 2 and 3 for the chunk `t` (committed): its seqs excluded from every read, then its rows out of memory. */
+  apply(t: ForgetTombstone, chunk: ForgetChunk): Promise<void>
   /** After the last chunk: snapshot, dedupe index, log purge, free pages, tombstones, forgotten set. */
   finish(pending: PendingForget): Promise<void>
 }
@@ -311,15 +311,18 @@ export async function runForget(target: ForgetTarget, status: DeleteStatus, q: R
   const startedAt = Date.parse(status.started_at)
   const { cut, source, readLog, skip } = await target.begin()
   const all: number[] = []
+  const chunks: ForgetTombstone[] = []
   let chunk = 0
   for await (const c of findMatches(source, project, q, cut, { ...opts, readLog: opts.readLog ?? readLog, skip: opts.skip ?? skip })) {
     status.matched += c.seqs.length
-    await target.tombstone({ id: status.id, project, chunk: chunk++, seqs: c.seqs, startedAt })
-    await target.apply(project, c)
+    const t: ForgetTombstone = { id: status.id, project, chunk: chunk++, seqs: c.seqs, startedAt }
+    await target.tombstone(t)
+    await target.apply(t, c)
+    chunks.push(t)
     status.deleted += c.seqs.length
     for (const s of c.seqs) all.push(s)
   }
   status.state = 'finishing'
-  if (all.length > 0) await target.finish({ id: status.id, project, startedAt, seqs: all })
+  if (all.length > 0) await target.finish({ id: status.id, project, startedAt, seqs: all, chunks })
   return { deleted: all.length }
 }

@@ -91,6 +91,9 @@ export class ForgetTombstones {
   }
 }
 
+/** The name of one chunk of a delete (snapshot manifests list the chunks whose forget they hold). */
+export const chunkKey = (t: Pick<ForgetTombstone, 'id' | 'chunk'>): string => `${t.id}/${t.chunk}`
+
 /** A delete's tombstones grouped: what recovery resumes. */
 export interface PendingForget {
   id: string
@@ -98,6 +101,8 @@ export interface PendingForget {
   startedAt: number
   /** Every chunk's seqs, in chunk order. */
   seqs: number[]
+  /** The chunks themselves. */
+  chunks: ForgetTombstone[]
 }
 
 /** Groups tombstones (as {@link ForgetTombstones.list} returns them) by delete. */
@@ -106,10 +111,11 @@ export function pendingForgets(tombstones: readonly ForgetTombstone[]): PendingF
   for (const t of tombstones) {
     let p = by.get(t.id)
     if (p === undefined) {
-      p = { id: t.id, project: t.project, startedAt: t.startedAt, seqs: [] }
+      p = { id: t.id, project: t.project, startedAt: t.startedAt, seqs: [], chunks: [] }
       by.set(t.id, p)
     }
     for (const s of t.seqs) p.seqs.push(s)
+    p.chunks.push(t)
   }
   return [...by.values()]
 }
