@@ -2,7 +2,7 @@ import t from 'tap'
 import fc from 'fast-check'
 import { openStores } from '../../src/store/db.js'
 import { COLUMNS_FROM, EventLog } from '../../src/store/event-log.js'
-import { seqOfEventId, type PendingEvent } from '../../src/events.js'
+import { seqOfEventId, type PendingEvent, type StoredEvent } from '../../src/events.js'
 
 const pending = (i: number): PendingEvent => ({ ts: 1000 + i, recv: 5, model: `m${i % 3}`, provider: 'p', prompt: i, completion: 2 * i, total: 3 * i, cached: 0, reasoning: 1, latency: 1.5, ttft: i % 2 ? 0.5 : null, error: i % 5 === 0, cost: i % 4 === 0 ? 0.25 : null, meta: i % 3 ? { i } : null, project: i % 2 ? 'default' : 'p2', user: i % 3 === 1 ? `u${i}` : null, session: null, tags: i % 4 === 1 ? ['a', 'b'] : null })
 /** Project `default` without dimensions: what releases before projects wrote (formats 1 and 2). */
@@ -262,7 +262,7 @@ t.test('dedupe: entries commit with the log record; duplicates are marked, not s
   const b = log.append([copy, withId(9)])
   t.equal(a.events.length, 2, 'the copy inside the append was not stored')
   t.same(b.events.map((e) => e.clientId), ['c-9'])
-  t.equal(copy.seq, 0)
+  t.equal((copy as StoredEvent).seq, 0)
   await Promise.all([a.committed, b.committed])
   t.same(entries.get('p2/c-0'), [a.events[0].id, 5], 'committed together: [event id, recv]')
   t.same(entries.get('default/c-1'), [a.events[1].id, 5])
