@@ -5,7 +5,14 @@
  *
  * `append()` publishes every event of the call at once (the publishes are in flight together:
  * the group commit of this mode) with `Nats-Msg-Id` = the id's random part, so a publish retried
- * within the stream's 2-minute dedupe window is stored once and acknowledged with its first seq.
+ * within the stream's dedupe window is stored once and acknowledged with its first seq.
+ *
+ * Exactly once by client id (DESIGN §7, Idempotency): an event that carries one is published
+ * with `Nats-Msg-Id: ${project}/${clientId}` instead, and the random part of its id is derived
+ * from that key ({@link clientRnd}), so JetStream itself keeps one copy per key within its
+ * `duplicate_window` (the dedupe window, set where the stream is made: src/cluster/nats.ts) on
+ * whichever node takes the copies, and a duplicate's PubAck (`duplicate: true`, the first
+ * copy's seq) gives the first copy's id with no read: `evt_<seq>_<clientRnd>`.
  *
  * The publish path is ours rather than `js.publish` (which is one `nc.request` per message: a
  * request object, two captured stack traces, a timer and a promise each: bench/cluster-micro.ts
@@ -14,12 +21,12 @@
  * or an API error, or a no-responders status) is matched back by that subject. One timer runs for
  * all appends: they share one timeout, so their deadlines come in the order they were made.
  */
-import { randomFillSync } from 'node:crypto'
+import { createHash, randomFillSync } from 'node:crypto'
 import { urlAlphabet } from 'nanoid'
 import { createInbox, type Msg, type MsgHdrs, type Subscription } from '@nats-io/transport-node'
 import { DeliverPolicy, JetStreamApiCodes, JetStreamApiError, type Consumer } from '@nats-io/jetstream'
 import { llmsError } from '../errors.js'
-import type { PendingEvent, StoredEvent } from '../events.js'
+import { markDuplicate, withExtras, type PendingEvent, type StoredEvent } from '../events.js'
 import type { Appended, DurableLog, LogPosition } from '../store/durable-log.js'
 import { partitionOf } from './names.js'
 import type { NatsHandles } from './nats.js'
@@ -37,14 +44,17 @@ const RND = 12
  * Format 1 of a message body: JSON of
  * `[1, rnd, ts, recv, model, provider, prompt, completion, total, cached, reasoning, latency,
  *   ttft, error (0|1), cost, meta, project, user, session, tags]`.
+ * Format 2 (an event with a client id or an imported cost, DESIGN §7): format 1 with `2` first
+ * and two more elements, `clientId` (or null) and `costSource` (`computed`, `unpriced` or null).
  * The seq is the message's stream sequence, not in the body. A body of another format is an
  * error, never misread.
  */
 type Body = [
-  v: 1, rnd: string, ts: number, recv: number, model: string, provider: string,
+  v: 1 | 2, rnd: string, ts: number, recv: number, model: string, provider: string,
   prompt: number, completion: number, total: number, cached: number, reasoning: number, latency: number,
   ttft: number | null, error: 0 | 1, cost: number | null, meta: Record<string, unknown> | null,
-  project: string, user: string | null, session: string | null, tags: readonly string[] | null
+  project: string, user: string | null, session: string | null, tags: readonly string[] | null,
+  clientId?: string | null, costSource?: StoredEvent['costSource']
 ]
 
 const decoder = new TextDecoder()
@@ -73,12 +83,12 @@ function rnds(n: number): string[] {
 }
 
 /**
- * The NATS headers of a message with `Nats-Msg-Id: rnd`, already encoded: `nc.publish` only calls
+ * The NATS headers of a message with `Nats-Msg-Id: msgId`, already encoded: `nc.publish` only calls
  * `encode()` on its `headers` option, so this skips building a header map per message. The bytes
  * are the NATS header wire format (`NATS/1.0`, one `key: value` line, a blank line).
  */
-function msgIdHeader(rnd: string): MsgHdrs {
-  const bytes = Buffer.from(`NATS/1.0\r\nNats-Msg-Id: ${rnd}\r\n\r\n`, 'latin1')
+function msgIdHeader(msgId: string): MsgHdrs {
+  const bytes = Buffer.from(`NATS/1.0\r\nNats-Msg-Id: ${msgId}\r\n\r\n`, 'latin1')
   return { encode: () => bytes } as unknown as MsgHdrs
 }
 
@@ -116,16 +126,27 @@ interface Waiting {
 /** The random part of an event id (`evt_<seq>_<this>`). */
 export const rndOf = (id: string): string => id.slice(-RND)
 
+/**
+ * The id's "random" part of an event with a client id: the first 12 characters of the
+ * base64url SHA-256 of `${project}/${clientId}` (the URL alphabet, as nanoid's). Every copy
+ * gets the same, so a duplicate's id follows from the first copy's seq.
+ */
+export function clientRnd(project: string, clientId: string): string {
+  return createHash('sha256').update(`${project}/${clientId}`).digest('base64url').slice(0, RND)
+}
+
 /** The message body of an event (every field but `seq`; the id's random part inside). */
 export function encodeEvent(e: Omit<StoredEvent, 'seq' | 'id'> & { id?: string; rnd?: string }): Uint8Array {
   return bodyOf(e, e.rnd ?? rndOf(e.id ?? ''))
 }
 
 function bodyOf(e: Omit<StoredEvent, 'seq' | 'id'>, rnd: string): Uint8Array {
+  const extras = (e.clientId !== null && e.clientId !== undefined) || (e.costSource !== null && e.costSource !== undefined)
   const body: Body = [
-    1, rnd, e.ts, e.recv, e.model, e.provider, e.prompt, e.completion, e.total, e.cached, e.reasoning, e.latency,
+    extras ? 2 : 1, rnd, e.ts, e.recv, e.model, e.provider, e.prompt, e.completion, e.total, e.cached, e.reasoning, e.latency,
     e.ttft, e.error ? 1 : 0, e.cost, e.meta, e.project, e.user, e.session, e.tags
   ]
+  if (extras) body.push(e.clientId ?? null, e.costSource ?? null)
   // Buffer.from: a third of TextEncoder's cost for a string this small (a slice of Node's pool).
   return Buffer.from(JSON.stringify(body), 'utf8')
 }
@@ -133,16 +154,17 @@ function bodyOf(e: Omit<StoredEvent, 'seq' | 'id'>, rnd: string): Uint8Array {
 /** The event stored at stream sequence `seq` with body `data`. */
 export function decodeEvent(seq: number, data: Uint8Array): StoredEvent {
   const b = JSON.parse(decoder.decode(data)) as Body
-  if (!Array.isArray(b) || b[0] !== 1) {
+  if (!Array.isArray(b) || (b[0] !== 1 && b[0] !== 2)) {
     throw new Error(`event message ${seq} has an unknown format (${Array.isArray(b) ? String(b[0]) : typeof b}); a newer LLMScope wrote it`)
   }
-  return {
+  const e: StoredEvent = {
     seq,
     id: `evt_${seq.toString(36)}_${b[1]}`,
     ts: b[2], recv: b[3], model: b[4], provider: b[5], prompt: b[6], completion: b[7], total: b[8], cached: b[9],
     reasoning: b[10], latency: b[11], ttft: b[12], error: b[13] === 1, cost: b[14], meta: b[15],
     project: b[16], user: b[17], session: b[18], tags: b[19]
   }
+  return b[0] === 2 ? withExtras(e, b[20], b[21]) : e
 }
 
 export interface JetStreamLogOptions {
@@ -215,11 +237,14 @@ export class JetStreamLog implements DurableLog {
         this.#queue.push(w)
         for (let i = 0; i < n; i++) {
           const e = pending[i] as StoredEvent
-          const rnd = ids[i]!
+          const cid = e.clientId
+          // A client id: JetStream dedupes by it (one stored copy per key within its window).
+          const keyed = cid !== null && cid !== undefined
+          const rnd = keyed ? (ids[i] = clientRnd(e.project, cid)) : ids[i]!
           e.seq = -1
           e.id = ''
           events[i] = e
-          nc.publish(names.subject(partitionOf(e.project, e.model, partitions), e.project), bodyOf(e, rnd), { reply: reply + i, headers: msgIdHeader(rnd) })
+          nc.publish(names.subject(partitionOf(e.project, e.model, partitions), e.project), bodyOf(e, rnd), { reply: reply + i, headers: msgIdHeader(keyed ? `${e.project}/${cid}` : rnd) })
         }
         this.#arm()
       } catch (err) {
@@ -268,7 +293,7 @@ export class JetStreamLog implements DurableLog {
       this.#finish(w, code === 503 ? noResponders() : new Error(`status ${code} ${msg.headers?.description ?? ''}`.trim()))
       return
     }
-    let ack: { stream?: unknown; seq?: unknown; error?: { description?: unknown; err_code?: unknown } }
+    let ack: { stream?: unknown; seq?: unknown; duplicate?: unknown; error?: { description?: unknown; err_code?: unknown } }
     try {
       ack = JSON.parse(decoder.decode(data)) as typeof ack
     } catch {
@@ -279,9 +304,11 @@ export class JetStreamLog implements DurableLog {
       this.#finish(w, new Error(ack.error !== undefined ? `JetStream: ${String(ack.error.description)} (${String(ack.error.err_code)})` : 'invalid ack response'))
       return
     }
-    // A duplicate (the same rnd published again within the window) carries the first seq.
+    // A duplicate (the same Nats-Msg-Id published again within the window) carries the first
+    // seq; its rnd is the first copy's (derived from the key, or this very message retried).
     e.seq = ack.seq
     e.id = `evt_${ack.seq.toString(36)}_${w.rnds[i]}`
+    if (ack.duplicate === true) markDuplicate(e)
     if (--w.left === 0) this.#finish(w, null)
   }
 
