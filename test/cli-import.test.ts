@@ -326,6 +326,9 @@ t.test('--resume: starts after the last acknowledged batch; a state file that do
     t.equal(await importCommand(['--url', s.url, '--resume', file], ob), 1)
     t.match(ob.stderr.text, re)
   }
+  const { io: unwritable } = io()
+  t.equal(await importCommand(['--url', s.url, '--state', join(dir, 'no', 'such', 'dir', 'state'), file], unwritable), 1)
+  t.match(unwritable.stderr.text, /^llmscope import: cannot write the state file .*state: ENOENT.* \(--state PATH puts it elsewhere\)\n$/)
   const { io: missing } = io()
   t.equal(await importCommand(['--url', s.url, join(dir, 'nope.ndjson')], missing), 1)
   t.match(missing.stderr.text, /cannot read .*nope\.ndjson: ENOENT/)

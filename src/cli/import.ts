@@ -467,8 +467,15 @@ class Importer {
 
   /** The acknowledged part now ends at `end` (line `line`), `events` more events taken. */
   #ack(line: number, end: number, events: number): void {
-    this.#state = { version: 1, offset: end, line, events: this.#state.events + events }
-    if (this.#plan.statePath !== null) writeState(this.#plan.statePath, this.#state)
+    const next: ImportState = { version: 1, offset: end, line, events: this.#state.events + events }
+    if (this.#plan.statePath !== null) {
+      try {
+        writeState(this.#plan.statePath, next)
+      } catch (err) {
+        throw new CliFailure(`cannot write the state file ${this.#plan.statePath}: ${(err as Error).message} (--state PATH puts it elsewhere)`)
+      }
+    }
+    this.#state = next
   }
 
   #show(extra = '', force = false): void {
