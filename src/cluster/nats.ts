@@ -25,8 +25,12 @@ import { clusterNames, type ClusterNames } from './names.js'
 
 /** How long a first connection may take before `connectCluster` gives up. */
 export const FIRST_CONNECT_TIMEOUT_MS = 30_000
-/** The event stream's `Nats-Msg-Id` dedupe window. */
-export const DUPLICATE_WINDOW_MS = 2 * 60_000
+/**
+ * The event stream's `Nats-Msg-Id` dedupe window when the config names none: the dedupe window
+ * of DESIGN §7 (LLMSCOPE_DEDUPE_WINDOW_HOURS, default 24 h), so an event id accepted by any node
+ * is answered as a duplicate by every node within it.
+ */
+export const DUPLICATE_WINDOW_MS = 24 * 3_600_000
 
 export interface NatsHandles {
   readonly nc: NatsConnection
@@ -130,7 +134,7 @@ class PartitionMismatch extends Error {}
 /** Ensures the stream, buckets and object store, and the meta KV `config` ({ partitions }). */
 async function ensureAll(h: { jsm: JetStreamManager; kvm: Kvm; objm: Objm; names: ClusterNames }, cfg: ClusterConfig, replicas: number, log: Log): Promise<void> {
   const { jsm, kvm, objm, names } = h
-  await ensureStream(jsm, names, replicas, log)
+  await ensureStream(jsm, names, replicas, ms2ns(cfg.dedupeWindowMs ?? DUPLICATE_WINDOW_MS), log)
   await retryExists(() => kvm.create(names.clusterBucket, { history: 1, ttl: cfg.leaseMs, replicas, storage: StorageType.File }))
   const meta = await retryExists(() => kvm.create(names.metaBucket, { history: 1, replicas, storage: StorageType.File }))
   await retryExists(() => kvm.create(names.alertsBucket, { history: 1, replicas, storage: StorageType.File }))
@@ -157,12 +161,17 @@ async function ensureAll(h: { jsm: JetStreamManager; kvm: Kvm; objm: Objm; names
   }
 }
 
-async function ensureStream(jsm: JetStreamManager, names: ClusterNames, replicas: number, log: Log): Promise<void> {
+async function ensureStream(jsm: JetStreamManager, names: ClusterNames, replicas: number, windowNs: number, log: Log): Promise<void> {
   for (let attempt = 0; ; attempt++) {
     try {
       const info = await jsm.streams.info(names.stream)
       if (info.config.num_replicas !== replicas) {
         log.warn({ stream: names.stream, have: info.config.num_replicas, want: replicas }, 'cluster: the event stream exists with another replica count; kept as it is')
+      }
+      if (info.config.duplicate_window !== windowNs) {
+        // The dedupe window is a setting (LLMSCOPE_DEDUPE_WINDOW_HOURS): the last node started with it wins.
+        await jsm.streams.update(names.stream, { ...info.config, duplicate_window: windowNs })
+        log.info({ stream: names.stream, was: info.config.duplicate_window / 1e6, now: windowNs / 1e6 }, 'cluster: the event stream\'s dedupe window (ms) changed')
       }
       return
     } catch (err) {
@@ -176,7 +185,7 @@ async function ensureStream(jsm: JetStreamManager, names: ClusterNames, replicas
         retention: RetentionPolicy.Limits,
         discard: DiscardPolicy.Old,
         num_replicas: replicas,
-        duplicate_window: ms2ns(DUPLICATE_WINDOW_MS)
+        duplicate_window: windowNs
       })
       log.info({ stream: names.stream, replicas }, 'cluster: made the event stream')
       return

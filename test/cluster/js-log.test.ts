@@ -83,7 +83,8 @@ t.test('on one nats-server', async (t) => {
     t.equal(h.partitions, 4)
     const si = await h.jsm.streams.info('llmscope-events')
     t.same(si.config.subjects, ['llmscope.ev.>'])
-    t.equal(si.config.duplicate_window, 120_000_000_000)
+    // No dedupeWindowMs in this config: the default dedupe window, 24 hours.
+    t.equal(si.config.duplicate_window, 86_400_000_000_000)
     t.equal(si.config.num_replicas, 1)
     const kv = await h.kvm.open('llmscope-cluster')
     t.equal((await kv.status()).ttl, 10_000)
