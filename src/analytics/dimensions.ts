@@ -14,6 +14,13 @@
  * Append-only: an id never changes meaning, so a snapshot of a dictionary taken at any time
  * at or after a cut describes every row up to the cut (replayed events find their values
  * again, or get the next ids in log order).
+ *
+ * One exception, deletes (DESIGN §7): a value no row references any more after a delete is
+ * *blanked* — its string erased (gone from the next snapshot), `find` no longer knows it, it no
+ * longer counts as a kept value — and its id is never given again (the value, seen again, gets
+ * a new id). Likewise an attribute set no row references is dropped (its id stays unused).
+ * Queries treat a value `find` does not know in a dictionary with blanked values as one no
+ * held row has (it may still be in hours retention folded: those ranges read the log).
  */
 import type { RowDims } from './series.js'
 
@@ -57,25 +64,54 @@ export function metadataValue(v: unknown): string | null {
 export class ValueDictionary {
   readonly #cap: number
   readonly #ids = new Map<string, number>()
-  readonly #values: string[] = []
+  /** By id − 2; null once blanked. */
+  readonly #values: (string | null)[] = []
+  #live = 0
+  #blanked = 0
   #capped = false
 
   constructor(cap: number) {
     this.#cap = cap
   }
 
-  /** The value's id, made on first sight; {@link OTHER_ID} once the cap is reached. */
+  /** The value's id, made on first sight; {@link OTHER_ID} once the cap (of values kept) is reached. */
   id(value: string): number {
     const have = this.#ids.get(value)
     if (have !== undefined) return have
-    if (this.#values.length >= this.#cap) {
+    if (this.#live >= this.#cap) {
       this.#capped = true
       return OTHER_ID
     }
     this.#values.push(value)
+    this.#live++
     const id = this.#values.length + 1
     this.#ids.set(value, id)
     return id
+  }
+
+  /**
+   * Erases value `id` (a delete left no row referencing it): its string is dropped, `find`
+   * no longer returns the id, `value` gives null for it, and the id is never given again.
+   * False when `id` is not a kept value (already blanked, or not a value id).
+   */
+  blank(id: number): boolean {
+    const v = id >= 2 ? this.#values[id - 2] : undefined
+    if (v === undefined || v === null) return false
+    this.#ids.delete(v)
+    this.#values[id - 2] = null
+    this.#live--
+    this.#blanked++
+    return true
+  }
+
+  /** Values blanked so far (see {@link ValueDictionary.blank}). */
+  get blanked(): number {
+    return this.#blanked
+  }
+
+  /** Ids given so far: 2 … ids + 1 (blanked ones included). */
+  get ids(): number {
+    return this.#values.length
   }
 
   /** The id of a value seen before, or undefined. */
@@ -83,15 +119,23 @@ export class ValueDictionary {
     return this.#ids.get(value)
   }
 
-  /** The value of an id (null for {@link NULL_ID}, "(other)" for {@link OTHER_ID}). */
+  /** The value of an id (null for {@link NULL_ID} and a blanked id, "(other)" for {@link OTHER_ID}). */
   value(id: number): string | null {
     if (id === NULL_ID) return null
     if (id === OTHER_ID) return OTHER_VALUE
-    return this.#values[id - 2]
+    return this.#values[id - 2] ?? null
   }
 
+  /** Values kept (blanked ones no longer count). */
   get size(): number {
-    return this.#values.length
+    return this.#live
+  }
+
+  /** Calls `fn` with every kept value and its id, ascending by id. */
+  forEach(fn: (value: string, id: number) => void): void {
+    this.#values.forEach((v, i) => {
+      if (v !== null) fn(v, i + 2)
+    })
   }
 
   /** Whether a value was refused by the cap. */
@@ -99,7 +143,8 @@ export class ValueDictionary {
     return this.#capped
   }
 
-  toJSON(): { values: string[]; capped: boolean } {
+  /** Values by id − 2, null where blanked (no blanked string is kept). */
+  toJSON(): { values: (string | null)[]; capped: boolean } {
     return { values: this.#values.slice(), capped: this.#capped }
   }
 
@@ -108,7 +153,12 @@ export class ValueDictionary {
     if (typeof d !== 'object' || d === null || !Array.isArray(d.values) || typeof d.capped !== 'boolean') throw new Error(`dimension dictionary ${what}: malformed`)
     const dict = new ValueDictionary(Math.max(cap, d.values.length))
     for (const v of d.values) {
-      if (typeof v !== 'string') throw new Error(`dimension dictionary ${what}: a value is not a string`)
+      if (v === null) {
+        dict.#values.push(null)
+        dict.#blanked++
+        continue
+      }
+      if (typeof v !== 'string' || dict.#ids.has(v)) throw new Error(`dimension dictionary ${what}: a value is not a string, or given twice`)
       dict.id(v)
     }
     dict.#capped = d.capped
@@ -118,6 +168,22 @@ export class ValueDictionary {
 
 /** What a row's attribute set holds: (dimension, id) pairs, dimension 0 = tag, k + 1 = metadata key k. */
 export type AttrSet = Uint32Array
+
+/** What a delete may have left unreferenced (ids >= 2), for {@link DimensionDictionary.blankUnreferenced}. */
+export interface ForgetCandidates {
+  users: Iterable<number>
+  sessions: Iterable<number>
+  attrs: Iterable<number>
+  /** Tag and metadata value ids as (dimension, id) pairs: dimension 0 = tag, k + 1 = metadata key k. */
+  values: Iterable<[number, number]>
+}
+
+/** Which ids the rows still reference: one byte per id (non-zero = referenced), indexed by id. */
+export interface ReferencedIds {
+  users: Uint8Array
+  sessions: Uint8Array
+  attrs: Uint8Array
+}
 
 /** The dimensions of one project: dictionaries, metadata keys and attribute sets. */
 export class DimensionDictionary {
@@ -130,7 +196,7 @@ export class DimensionDictionary {
   #metaKeysCapped = false
   readonly #notDimensions: ReadonlySet<string>
   readonly #metaValues: ValueDictionary[] = []
-  /** Attribute sets by id − 2 (0 = empty set, 1 = past the cap: unknown). */
+  /** Attribute sets by id − 2 (0 = empty set, 1 = past the cap: unknown); a dropped set is empty. */
   readonly #sets: AttrSet[] = []
   readonly #setIds = new Map<string, number>()
   #setsCapped = false
@@ -197,8 +263,7 @@ export class DimensionDictionary {
       pairs[j + 2] = d
       pairs[j + 3] = id
     }
-    let key = ''
-    for (let i = 0; i < n; i += 2) key += String.fromCharCode(pairs[i], pairs[i + 1] & 0xffff, pairs[i + 1] >>> 16)
+    const key = setKey(pairs)
     const have = this.#setIds.get(key)
     if (have !== undefined) return have
     if (this.#sets.length >= this.limits.maxAttrSets) {
@@ -209,6 +274,93 @@ export class DimensionDictionary {
     const id = this.#sets.length + 1
     this.#setIds.set(key, id)
     return id
+  }
+
+  /**
+   * The attribute set id an event with these tags and metadata has, without making any id:
+   * undefined when it has none yet (a value or the set was never seen), {@link NULL_ID} for none.
+   */
+  findSet(tags: readonly string[] | null, meta: Record<string, unknown> | null): number | undefined {
+    const pairs: number[] = []
+    const idOf = (dict: ValueDictionary, v: string): number | undefined => dict.find(v) ?? (dict.capped ? OTHER_ID : undefined)
+    if (tags !== null) {
+      for (const t of tags) {
+        const id = idOf(this.tags, t)
+        if (id === undefined) return undefined
+        pairs.push(0, id)
+      }
+    }
+    if (meta !== null) {
+      for (const key in meta) {
+        const value = metadataValue(meta[key])
+        const k = this.metaKeyIndex(key)
+        if (value === null || k < 0) continue
+        const id = idOf(this.#metaValues[k], value)
+        if (id === undefined) return undefined
+        pairs.push(k + 1, id)
+      }
+    }
+    if (pairs.length === 0) return NULL_ID
+    // The same order #intern sorts into.
+    const sorted: Array<[number, number]> = []
+    for (let i = 0; i < pairs.length; i += 2) sorted.push([pairs[i], pairs[i + 1]])
+    sorted.sort((a, b) => a[0] - b[0] || a[1] - b[1])
+    return this.#setIds.get(setKey(sorted.flat()))
+  }
+
+  /** The (dimension, id) pairs of the kept tag and metadata values of an event (ids made by no one): delete candidates. */
+  valuesOf(tags: readonly string[] | null, meta: Record<string, unknown> | null): Array<[number, number]> {
+    const out: Array<[number, number]> = []
+    for (const t of tags ?? []) {
+      const id = this.tags.find(t)
+      if (id !== undefined) out.push([0, id])
+    }
+    if (meta !== null) {
+      for (const key in meta) {
+        const value = metadataValue(meta[key])
+        const k = this.metaKeyIndex(key)
+        const id = value === null || k < 0 ? undefined : this.#metaValues[k].find(value)
+        if (id !== undefined) out.push([k + 1, id])
+      }
+    }
+    return out
+  }
+
+  /**
+   * After a delete: blanks the candidate users and sessions no row references, drops the
+   * candidate attribute sets no row references, then blanks the tag and metadata values (those
+   * of the dropped sets, and the candidate ones) that no attribute set left holds. `refs` must
+   * come from one pass over every row of the project (ids past its arrays count as
+   * unreferenced). Returns how many of each went.
+   */
+  blankUnreferenced(c: ForgetCandidates, refs: ReferencedIds): { users: number; sessions: number; sets: number; values: number } {
+    const out = { users: 0, sessions: 0, sets: 0, values: 0 }
+    for (const id of c.users) if (refs.users[id] !== 1 && this.users.blank(id)) out.users++
+    for (const id of c.sessions) if (refs.sessions[id] !== 1 && this.sessions.blank(id)) out.sessions++
+    // (dimension, value id) pairs that may be left in no set, as d * 2^32 + id.
+    const values = new Set<number>()
+    for (const [d, id] of c.values) if (id >= 2) values.add(d * 2 ** 32 + id)
+    for (const id of c.attrs) {
+      if (id < 2 || refs.attrs[id] === 1) continue
+      const set = this.#sets[id - 2]
+      if (set === undefined || set.length === 0) continue
+      this.#setIds.delete(setKey(set))
+      this.#sets[id - 2] = DROPPED
+      out.sets++
+      for (let i = 0; i < set.length; i += 2) if (set[i + 1] >= 2) values.add(set[i] * 2 ** 32 + set[i + 1])
+    }
+    if (values.size === 0) return out
+    for (const set of this.#sets) {
+      for (let i = 0; i < set.length; i += 2) values.delete(set[i] * 2 ** 32 + set[i + 1])
+      if (values.size === 0) return out
+    }
+    for (const pair of values) {
+      const d = Math.floor(pair / 2 ** 32)
+      const id = pair - d * 2 ** 32
+      const dict = d === 0 ? this.tags : this.#metaValues[d - 1]
+      if (dict !== undefined && dict.blank(id)) out.values++
+    }
+    return out
   }
 
   /** The pairs of attribute set `id` (empty for {@link NULL_ID}; undefined for {@link OTHER_ID}: unknown). */
@@ -252,7 +404,11 @@ export class DimensionDictionary {
       { name: 'session_id', values: this.sessions.size, capped: this.sessions.capped },
       { name: 'tag', values: this.tags.size, capped: this.tags.capped }
     ].filter((d) => d.values > 0)
-    this.#metaKeys.forEach((key, k) => out.push({ name: `metadata.${key}`, values: this.#metaValues[k].size, capped: this.#metaValues[k].capped }))
+    this.#metaKeys.forEach((key, k) => {
+      const dict = this.#metaValues[k]
+      // A key whose every value a delete blanked is listed no more.
+      if (dict.size > 0 || dict.capped || dict.blanked === 0) out.push({ name: `metadata.${key}`, values: dict.size, capped: dict.capped })
+    })
     return out
   }
 
@@ -291,11 +447,14 @@ export class DimensionDictionary {
     out.#metaKeysCapped = d.metaKeysCapped === true
     for (const s of d.sets) {
       if (!Array.isArray(s) || s.length % 2 !== 0) throw new Error('dimension dictionaries: malformed attribute set')
+      // An empty set is one a delete dropped: its id stays unused.
+      if (s.length === 0) {
+        out.#sets.push(DROPPED)
+        continue
+      }
       const set = Uint32Array.from(s as number[])
-      let key = ''
-      for (let i = 0; i < set.length; i += 2) key += String.fromCharCode(set[i], set[i + 1] & 0xffff, set[i + 1] >>> 16)
       out.#sets.push(set)
-      out.#setIds.set(key, out.#sets.length + 1)
+      out.#setIds.set(setKey(set), out.#sets.length + 1)
     }
     out.#setsCapped = d.setsCapped === true
     return out
@@ -303,3 +462,12 @@ export class DimensionDictionary {
 }
 
 const EMPTY: AttrSet = new Uint32Array(0)
+/** What a dropped attribute set's id holds (see {@link DimensionDictionary.blankUnreferenced}). */
+const DROPPED: AttrSet = new Uint32Array(0)
+
+/** One key per set: its sorted pairs as UTF-16 units (no join, no array of strings). */
+function setKey(pairs: ArrayLike<number>): string {
+  let key = ''
+  for (let i = 0; i < pairs.length; i += 2) key += String.fromCharCode(pairs[i], pairs[i + 1] & 0xffff, pairs[i + 1] >>> 16)
+  return key
+}

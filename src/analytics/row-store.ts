@@ -396,6 +396,24 @@ export class RowStore {
     this.#deadRows++
   }
 
+  /**
+   * Sets `users[u]`, `sessions[s]` and `attrs[a]` to 1 for the dimension words of every row held
+   * (one pass over the words, not the lists: removed rows are zeroed, so they mark only 0).
+   * Each array must be longer than every id the rows hold.
+   */
+  markDims(users: Uint8Array, sessions: Uint8Array, attrs: Uint8Array): void {
+    for (let c = 0; c < this.#dims.length; c++) {
+      const dims = this.#dims[c]
+      if (dims === null) continue
+      const rows = Math.min(dims.length / DIMS, this.#size - (c << CHUNK_SHIFT))
+      for (let i = 0, n = rows * DIMS; i < n; i += DIMS) {
+        users[dims[i]] = 1
+        sessions[dims[i + 1]] = 1
+        attrs[dims[i + 2]] = 1
+      }
+    }
+  }
+
   /** Removed rows among the row indexes [from, to). */
   deadIn(from: number, to: number): number {
     if (this.#deadRows === 0 || from >= to) return 0

@@ -508,6 +508,14 @@ export class SeriesStore {
   }
 
   /**
+   * Marks the dimension ids every raw row holds (see RowStore.markDims): what a delete checks
+   * before blanking dictionary values. Rows of coarse hours are gone: they mark nothing.
+   */
+  markDims(users: Uint8Array, sessions: Uint8Array, attrs: Uint8Array): void {
+    this.#rows.markDims(users, sessions, attrs)
+  }
+
+  /**
    * Read only: the aggregate of hour `hourKey` (floor(ts / HOUR_MS)), coarse or not, or
    * undefined when the hour holds nothing (the rollup rebuilds a changed hour from these).
    */
