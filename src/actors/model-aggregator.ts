@@ -7,6 +7,8 @@ import { Actor, assertNever, type ActorOptions } from './actor.js'
 import { SeriesStore, type RetentionPolicy, type RowDims, type SeriesSnapshot } from '../analytics/series.js'
 import type { Row } from '../analytics/row.js'
 import type { PricedEvent } from '../events.js'
+import { eventValues } from '../analytics/dim-totals.js'
+import { floorDiv, HOUR_MS } from '../analytics/time.js'
 
 /** The model name events are counted under once `maxModels` aggregators exist. */
 export const OVERFLOW_MODEL = '(other models)'
@@ -27,6 +29,27 @@ export type AggregatorMessage =
   | { type: 'snapshot'; full?: boolean; reply: (state: AggregatorSnapshot) => void }
   /** Folds raw rows past retention into hour aggregates (off the ingest path: a timer asks). */
   | { type: 'retain'; policy: RetentionPolicy }
+  /**
+   * Deletes events (see {@link ForgetReply}): the rows whose seq is in `seqs` (with `range`, only
+   * rows with start <= ts < end are looked for), and `coarse` — events of this aggregator read
+   * from the log, each taken out of its series' coarse hour when retention folded its hour
+   * (SeriesStore.subtractCoarse; others are left to `seqs`). Replies with an Error if it failed.
+   */
+  | { type: 'forget'; seqs: ReadonlySet<number>; range?: { start: number; end: number }; coarse?: readonly PricedEvent[]; reply: (r: ForgetReply | Error) => void }
+
+/** What a forget did: events removed, hours whose aggregates changed, the dimension ids the removed rows held. */
+export interface ForgetReply {
+  /** Rows removed plus events taken out of coarse hours. */
+  removed: number
+  /** Hour keys (floor(ts / HOUR_MS)) of every hour changed: the rollup rebuilds them. */
+  hours: number[]
+  /** Dimension ids (>= 2: kept values) of the removed rows: the values a delete may leave unreferenced. */
+  users: number[]
+  sessions: number[]
+  attrs: number[]
+  /** True when no series is left (every row deleted): the topology may retire the aggregator. */
+  empty: boolean
+}
 
 /**
  * What a snapshot keeps of one series (one provider of the model): parts numbered
@@ -80,7 +103,7 @@ interface Persisted {
   rows: number
   coarseRows: number
   coarseHours: number
-  /** Bumped by every retention fold (which renumbers rows): parts handed out before are stale. */
+  /** Bumped by every retention fold (which renumbers rows) and delete: parts handed out before are stale. */
   epoch: number
   /** True when the parts no longer match the rows' numbering: the next snapshot rewrites. */
   stale: boolean
@@ -123,7 +146,7 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
         const store = SeriesStore.fromSnapshots(s.parts, s.rejected)
         this.#series.set(s.provider, store)
         // The restored rows are numbered [0, size): exactly the rows the parts hold.
-        this.#persisted.set(s.provider, { first: s.first, next: s.next, rows: store.size, coarseRows: store.coarseRows, coarseHours: store.coarseHours, epoch: 0, stale: false })
+        this.#persisted.set(s.provider, { first: s.first, next: s.next, rows: store.rowEnd, coarseRows: store.coarseRows, coarseHours: store.coarseHours, epoch: 0, stale: false })
       }
     }
   }
@@ -157,6 +180,13 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
       case 'snapshot':
         message.reply(this.#snapshot(message.full === true))
         return
+      case 'forget':
+        try {
+          message.reply(this.#forget(message.seqs, message.range, message.coarse))
+        } catch (err) {
+          message.reply(err as Error)
+        }
+        return
       case 'retain':
         for (const [provider, store] of this.#series) {
           const folded = store.retain(message.policy)
@@ -175,6 +205,58 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
   }
 
   /**
+   * Deletes rows by seq and coarse events from every series; a series changed is rewritten in
+   * full by the next snapshot (its stored parts hold the deleted rows), and a snapshot being
+   * copied fails rather than mix rows from before and after (its parts' epoch check). A series
+   * left with nothing is dropped (no name of it stays in the next snapshot).
+   */
+  #forget(seqs: ReadonlySet<number>, range: { start: number; end: number } | undefined, coarse: readonly PricedEvent[] | undefined): ForgetReply {
+    const hours = new Set<number>()
+    const users = new Set<number>()
+    const sessions = new Set<number>()
+    const attrs = new Set<number>()
+    let removed = 0
+    const changed = new Set<string>()
+    const seen = (_v: Float64Array, _f: number, u: number, s: number, a: number, ts: number) => {
+      hours.add(floorDiv(ts, HOUR_MS))
+      if (u >= 2) users.add(u)
+      if (s >= 2) sessions.add(s)
+      if (a >= 2) attrs.add(a)
+    }
+    if (seqs.size > 0) {
+      for (const [provider, store] of this.#series) {
+        const n = store.forget(seqs, range, seen)
+        if (n === 0) continue
+        removed += n
+        changed.add(provider)
+      }
+    }
+    if (coarse !== undefined && coarse.length > 0) {
+      const v = new Float64Array(7)
+      for (const e of coarse) {
+        const store = this.#series.get(e.provider)
+        if (store === undefined || !store.subtractCoarse(e.ts, v, eventValues(e, v), e.seq)) continue
+        removed++
+        hours.add(floorDiv(e.ts, HOUR_MS))
+        changed.add(e.provider)
+      }
+    }
+    for (const provider of changed) {
+      const store = this.#series.get(provider) as SeriesStore
+      const p = this.#persisted.get(provider)
+      if (p !== undefined) {
+        p.epoch++
+        p.stale = true
+      }
+      if (store.size === 0 && store.coarseHours === 0) {
+        this.#series.delete(provider)
+        this.#persisted.delete(provider)
+      }
+    }
+    return { removed, hours: [...hours], users: [...users], sessions: [...sessions], attrs: [...attrs], empty: this.#series.size === 0 }
+  }
+
+  /**
    * The cut at the barrier: O(series + coarse hours of a rewrite), never O(rows) — rows are
    * copied later, part by part, by the writer calling `data()`. Assumes the caller stores the
    * parts (or asks for `full` next time: a failed write leaves holes in the part ranges).
@@ -187,7 +269,8 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
         p = { first: 0, next: 0, rows: 0, coarseRows: 0, coarseHours: 0, epoch: 0, stale: true }
         this.#persisted.set(provider, p)
       }
-      const size = store.size
+      // Row numbers (rows removed by a delete leave holes in them until a compaction).
+      const size = store.rowEnd
       const rewrite =
         full ||
         p.stale ||
@@ -214,7 +297,7 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
         write.push({
           id: next++,
           data: () => {
-            if (persisted.epoch !== epoch) throw new Error(`series ${this.model}/${provider} was folded by retention during the snapshot`)
+            if (persisted.epoch !== epoch) throw new Error(`series ${this.model}/${provider} was folded by retention or changed by a delete during the snapshot`)
             return store.toSnapshotRows(lo, top, { cursor })
           }
         })

@@ -8,14 +8,22 @@
  *
  * It is not snapshotted: its state is a pure function of the aggregators' hours, so it is
  * rebuilt from them at start (one merge per stored hour), and the log tail replays through it
- * like through them.
+ * like through them. A delete rebuilds the hours it changed the same way ('rehour').
  */
 import { Actor, assertNever, type ActorOptions } from './actor.js'
-import { SeriesStore } from '../analytics/series.js'
+import { createAggregate, mergeInto, SeriesStore } from '../analytics/series.js'
 import { toRow } from './model-aggregator.js'
 import type { PricedEvent } from '../events.js'
 
-export type RollupMessage = { type: 'events'; events: PricedEvent[] } | { type: 'barrier'; reply: () => void }
+export type RollupMessage =
+  | { type: 'events'; events: PricedEvent[] }
+  | { type: 'barrier'; reply: () => void }
+  /**
+   * Rebuilds hours (keys: floor(ts / HOUR_MS)) a delete changed, each as the merge of that hour
+   * of every series `sources` gives (read when the message runs: the sender makes sure no series
+   * holds an event the rollup has not counted yet, or the reverse), and their days.
+   */
+  | { type: 'rehour'; hours: readonly number[]; sources: () => Iterable<SeriesStore>; reply: (err?: Error) => void }
 
 export class RollupAggregator extends Actor<RollupMessage> {
   readonly #store = SeriesStore.coarseOnly()
@@ -34,6 +42,23 @@ export class RollupAggregator extends Actor<RollupMessage> {
       case 'barrier':
         message.reply()
         return
+      case 'rehour': {
+        try {
+          const sources = [...message.sources()]
+          for (const hourKey of message.hours) {
+            const agg = createAggregate()
+            for (const s of sources) {
+              const hour = s.hourAggregate(hourKey)
+              if (hour !== undefined) mergeInto(agg, hour)
+            }
+            this.#store.setHour(hourKey, agg)
+          }
+        } catch (err) {
+          return message.reply(err as Error)
+        }
+        message.reply()
+        return
+      }
       default:
         assertNever(message)
     }

@@ -6,7 +6,7 @@
  * a store would hold and compares it with the live one.
  */
 import t from 'tap'
-import { ModelAggregator, toRow, type AggregatorSnapshot, type AggregatorState } from '../../src/actors/model-aggregator.js'
+import { ModelAggregator, toRow, type AggregatorSnapshot, type AggregatorState, type ForgetReply } from '../../src/actors/model-aggregator.js'
 import { createTotals, recordTotals, type Totals } from '../../src/analytics/totals.js'
 import type { SeriesSnapshot } from '../../src/analytics/series.js'
 import type { PricedEvent } from '../../src/events.js'
@@ -213,4 +213,67 @@ t.test('after retention folds hours, the next snapshot rewrites the series; part
   t.equal(next.series[0].first, h.first)
   t.same(store.take(next), { openai: 4 })
   t.same(totalsOf(store.restore()), totalsOf(agg))
+})
+
+function forget(agg: ModelAggregator, seqs: number[], coarse?: PricedEvent[], range?: { start: number; end: number }): Promise<ForgetReply> {
+  return new Promise((resolve, reject) => agg.send({ type: 'forget', seqs: new Set(seqs), range, coarse, reply: (r) => (r instanceof Error ? reject(r) : resolve(r)) }))
+}
+
+t.test('forget: rows out by seq, the hours and dimension ids they held reported; the next snapshot rewrites; a copy in flight refuses', async (t) => {
+  const agg = new ModelAggregator('gpt-4')
+  t.teardown(() => agg.destroy())
+  const store = new Parts()
+  const a = events(200, 'openai', T0, 60_000)
+  const b = events(20, 'azure', T0, 30 * 60_000)
+  agg.send({ type: 'events', events: a, dims: Uint32Array.from(a.flatMap((e, i) => [2 + (i % 3), i % 2 === 0 ? 0 : 7, i === 5 ? 9 : 0])) })
+  agg.send({ type: 'events', events: b })
+  store.take(await snapshot(agg))
+  const cut = await snapshot(agg, true)
+
+  const doomed = [a[5], a[6], a[150], b[0]]
+  const reply = await forget(agg, [...doomed.map((e) => e.seq), 999_999_999])
+  t.equal(reply.removed, 4)
+  t.same(reply.hours.sort((x, y) => x - y), [...new Set(doomed.map((e) => Math.floor(e.ts / HOUR)))].sort((x, y) => x - y))
+  t.same(reply.users.sort(), [2, 3, 4].filter((u) => [5, 6, 150].some((i) => 2 + (i % 3) === u)).sort())
+  t.same(reply.sessions, [7])
+  t.same(reply.attrs, [9])
+  t.equal(reply.empty, false)
+  const kept = [...a, ...b].filter((e) => !doomed.includes(e))
+  t.same(totalsOf(agg), byProvider(kept))
+  t.throws(() => cut.series[0].write[0].data(), /changed by a delete/, 'parts cut before the delete refuse to copy')
+  t.same((await forget(agg, doomed.map((e) => e.seq))).removed, 0, 'idempotent')
+
+  const after = await snapshot(agg)
+  for (const h of after.series) t.ok(h.first >= cut.series.find((x) => x.provider === h.provider)!.next, `${h.provider}: rewritten under fresh ids`)
+  t.same(store.take(after), { openai: 197, azure: 19 }, 'every kept row again, none of the deleted')
+  t.same(totalsOf(store.restore()), byProvider(kept))
+
+  // Deltas resume after the rewrite; a series whose every row goes is dropped.
+  agg.send({ type: 'events', events: events(3, 'openai', T0 + 2 * HOUR, 1) })
+  t.same(store.take(await snapshot(agg)), { openai: 3, azure: 0 })
+  const gone = await forget(agg, b.map((e) => e.seq))
+  t.equal(gone.removed, 19)
+  t.same([...agg.view().keys()], ['openai'])
+  t.same(store.take(await snapshot(agg)), { openai: 0 }, 'the untouched series: an empty delta')
+  t.same([...store.restore().view().keys()], ['openai'], 'no azure series in the snapshot')
+  t.same(totalsOf(store.restore()), totalsOf(agg))
+  const everything = [...agg.view().get('openai')!.toSnapshot().seq]
+  t.equal((await forget(agg, everything)).empty, true, 'nothing left: empty')
+})
+
+t.test('forget with a range looks only there; coarse events are taken out of folded hours', async (t) => {
+  const agg = new ModelAggregator('gpt-4')
+  t.teardown(() => agg.destroy())
+  const all = events(300, 'openai', T0, 60_000) // 5 hours
+  agg.send({ type: 'events', events: all })
+  const r1 = await forget(agg, [all[10].seq, all[200].seq], undefined, { start: T0 + 3 * HOUR, end: Infinity })
+  t.equal(r1.removed, 1, 'only the row inside the range')
+  agg.send({ type: 'retain', policy: { before: T0 + 2 * HOUR, maxRows: 0, now: T0 + 5 * HOUR } })
+  const r2 = await forget(agg, [all[10].seq, all[20].seq, all[130].seq], [all[10], all[20], all[130]])
+  t.equal(r2.removed, 3, 'two coarse events by value, one row by seq')
+  t.same(r2.hours.sort(), [Math.floor(all[10].ts / HOUR), Math.floor(all[130].ts / HOUR)].sort())
+  t.equal((await forget(agg, [all[10].seq, all[20].seq], [all[10], all[20]])).removed, 0, 'a coarse event twice: nothing')
+  const kept = all.filter((_, i) => ![10, 20, 130, 200].includes(i))
+  t.same(totalsOf(agg), byProvider(kept))
+  for (let h = 0; h < 5; h++) t.same(totalsOf(agg, T0 + h * HOUR, T0 + (h + 1) * HOUR).openai, naive(kept, T0 + h * HOUR, T0 + (h + 1) * HOUR), `hour ${h}`)
 })

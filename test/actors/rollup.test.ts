@@ -106,3 +106,20 @@ t.test('seeded from the series\' hours, then counting events: over whole hours i
     { numRuns: 60 }
   )
 })
+
+t.test('rehour: the hours a delete changed are rebuilt from the series, their days too', async (t) => {
+  const list = Array.from({ length: 200 }, (_, i) => ev({ ts: T0 + i * 13 * 60_000, model: `m${i % 3}`, latency: 10 + i, costNanos: i, seq: i }))
+  const series = [0, 1, 2].map((k) => seriesOf(list.filter((e) => e.model === `m${k}`)))
+  const rollup = new RollupAggregator({}, series)
+  t.teardown(() => rollup.destroy())
+  const gone = new Set([0, 1, 2, 50, 51, 199])
+  const hours = new Set<number>()
+  for (const s of series) s.forget(gone, undefined, (_v, _f, _u, _s, _a, ts) => hours.add(Math.floor(ts / HOUR)))
+  await new Promise<void>((resolve, reject) => rollup.send({ type: 'rehour', hours: [...hours], sources: () => series, reply: (err) => (err ? reject(err) : resolve()) }))
+  const kept = list.filter((e) => !gone.has(e.seq))
+  for (const [start, end] of [[-Infinity, Infinity], [T0, T0 + 24 * HOUR], [T0 + HOUR, T0 + 2 * HOUR], [T0 + 24 * HOUR, T0 + 48 * HOUR]]) {
+    const got = rollup.view().aggregate(start, end)
+    t.same(got.totals, naive(kept, start, end))
+    t.same(got.sketch.toJSON(), sumOf(series, start, end).sketch.toJSON(), 'the sketch as the series\' merged')
+  }
+})
