@@ -73,6 +73,11 @@ type Compiled =
   | { kind: 'rows'; test: (flags: number, user: number, session: number, attrs: number) => boolean; user: number; session: number }
   /** No row can match: a value never seen while its dictionary was not capped. */
   | { kind: 'none' }
+  /**
+   * No row held in memory matches: a value unknown to a dictionary a delete blanked values of
+   * (it may be a blanked one, still held by hours retention folded: ranges with such hours read the log).
+   */
+  | { kind: 'gone' }
   /** Memory cannot tell (a value or key past a cap): the log answers. */
   | { kind: 'log' }
 
@@ -92,6 +97,11 @@ function setsWith(dims: DimensionDictionary, d: number, id: number): Uint8Array 
   return out
 }
 
+/** What a filter on a value `dict` does not know compiles to. */
+function unknownValue(dict: ValueDictionary): Compiled {
+  return dict.capped ? { kind: 'log' } : dict.blanked > 0 ? { kind: 'gone' } : { kind: 'none' }
+}
+
 function compile(view: ProjectView | undefined, f: Filters): Compiled {
   if (!needsRows(f)) return { kind: 'rows', test: () => true, user: -1, session: -1 }
   if (view === undefined) return { kind: 'none' }
@@ -100,26 +110,26 @@ function compile(view: ProjectView | undefined, f: Filters): Compiled {
   let session = -1
   if (f.user_id !== undefined) {
     const id = dims.users.find(f.user_id)
-    if (id === undefined) return dims.users.capped ? { kind: 'log' } : { kind: 'none' }
+    if (id === undefined) return unknownValue(dims.users)
     user = id
   }
   if (f.session_id !== undefined) {
     const id = dims.sessions.find(f.session_id)
-    if (id === undefined) return dims.sessions.capped ? { kind: 'log' } : { kind: 'none' }
+    if (id === undefined) return unknownValue(dims.sessions)
     session = id
   }
   // Each attribute filter: a bitmap of the sets that hold it; all must hold.
   const maps: Uint8Array[] = []
   if (f.tag !== undefined) {
     const id = dims.tags.find(f.tag)
-    if (id === undefined) return dims.tags.capped ? { kind: 'log' } : { kind: 'none' }
+    if (id === undefined) return unknownValue(dims.tags)
     maps.push(setsWith(dims, 0, id))
   }
   for (const [key, value] of Object.entries(f.metadata ?? {})) {
     const k = dims.metaKeyIndex(key)
     if (k < 0) return dims.metaKeyUnknown(key) ? { kind: 'log' } : { kind: 'none' }
     const id = dims.metaValues(k).find(value)
-    if (id === undefined) return dims.metaValues(k).capped ? { kind: 'log' } : { kind: 'none' }
+    if (id === undefined) return unknownValue(dims.metaValues(k))
     maps.push(setsWith(dims, k + 1, id))
   }
   // Rows whose set went past its cap are unknown: the log decides for them.
@@ -183,6 +193,8 @@ function scan(
   const view = src.reader.project(project)
   const c = compile(view, q)
   if (c.kind === 'none') return
+  // Only folded hours may hold it: nothing to read where every series holds its rows.
+  if (c.kind === 'gone' && [...selected(view, q)].every((s) => s.store.rowsAvailable(q.start, q.end))) return
   if (c.kind === 'rows') {
     const test = c.test
     const list = [...selected(view, q)]

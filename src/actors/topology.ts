@@ -19,7 +19,7 @@
 import { ActorSystem } from './system.js'
 import { CostStage, type Pricer } from './cost-stage.js'
 import { IngestRouter } from './ingest-router.js'
-import { ModelAggregator, OVERFLOW_MODEL, type AggregatorState } from './model-aggregator.js'
+import { ModelAggregator, OVERFLOW_MODEL, type AggregatorState, type ForgetReply } from './model-aggregator.js'
 import { AlertEvaluator, type AlertState } from './alert-evaluator.js'
 import { RollupAggregator } from './rollup.js'
 import { DimensionDictionary, type DimensionLimits } from '../analytics/dimensions.js'
@@ -516,6 +516,111 @@ export class Topology implements AnalyticsReader {
       })
       if (!sent) throw new Error('cost stage mailbox full: cannot snapshot')
     })
+  }
+
+  /**
+   * Deletes events from project `project`'s analytics state (DESIGN §7, DELETE /events): the
+   * rows whose seq is in `seqs` in every aggregator of the project (with `range`, only rows
+   * with range.start <= ts < range.end are looked for: pass the matches' time span to search
+   * less), recomputing the aggregates they were in; and `coarse` — events read from the log
+   * whose hours retention may have folded: each is taken out of its series' coarse hour
+   * (counts and sums exact, once per seq; an event whose hour holds rows is left to `seqs`).
+   * Pass in `coarse` only events the state counted (seq below the restored snapshot's, or
+   * ingested since). Then the rollup's changed hours are rebuilt from the series' hours, the
+   * project's postings and per-user/session totals are dropped (rebuilt on next use),
+   * dictionary values no row references any more are blanked (see DimensionDictionary
+   * .blankUnreferenced), and aggregators left without any series are retired. Every changed
+   * series is rewritten in full by the next snapshot (a snapshot being copied meanwhile fails).
+   *
+   * Runs at a cut: a barrier through the cost stage, which then emits nothing until the forget
+   * is done, so the state holds every event before the cut and none after while it changes.
+   * Resolves with the events removed (rows plus coarse events). Idempotent: a seq with no row
+   * is a no-op. Rejects (after doing what it could) if an actor could not take its part.
+   */
+  async forget(project: string, seqs: ReadonlySet<number>, range?: { start: number; end: number }, coarse?: readonly PricedEvent[]): Promise<number> {
+    await this.router.flushed()
+    return new Promise((resolve, reject) => {
+      const sent = this.costStage.send({
+        type: 'barrier',
+        // Returned: the cost stage holds its emission until the forget is done.
+        run: () => this.#forgetAtCut(project, seqs, range, coarse).then(resolve, reject)
+      })
+      if (!sent) reject(new Error('cost stage mailbox full: cannot forget now'))
+    })
+  }
+
+  /** {@link Topology.forget} at its cut (nothing is emitted downstream until it settles). */
+  async #forgetAtCut(project: string, seqs: ReadonlySet<number>, range: { start: number; end: number } | undefined, coarse: readonly PricedEvent[] | undefined): Promise<number> {
+    const part = this.#projects.get(project)
+    if (part === undefined) return 0
+    const coarseOf = new Map<ModelAggregator, PricedEvent[]>()
+    for (const e of coarse ?? []) {
+      // The aggregator its events went to: its own, or the overflow one past the model cap.
+      const agg = e.project === project ? (part.aggregators.get(e.model) ?? part.aggregators.get(OVERFLOW_MODEL)) : undefined
+      if (agg === undefined) continue
+      const list = coarseOf.get(agg)
+      if (list === undefined) coarseOf.set(agg, [e])
+      else list.push(e)
+    }
+    const aggs = [...part.aggregators.values()]
+    const replies = await this.#gather(aggs, (a, reply: (r: ForgetReply | Error) => void) => {
+      if (!a.send({ type: 'forget', seqs, range, coarse: coarseOf.get(a), reply })) reply(new Error(`${a.name} could not take the delete (mailbox full or closed)`))
+    })
+    let failure: Error | null = null
+    let removed = 0
+    const hours = new Set<number>()
+    const cands = { users: new Set<number>(), sessions: new Set<number>(), attrs: new Set<number>(), values: [] as Array<[number, number]> }
+    for (const r of replies) {
+      if (r instanceof Error) {
+        failure ??= r
+        continue
+      }
+      removed += r.removed
+      for (const h of r.hours) hours.add(h)
+      for (const id of r.users) cands.users.add(id)
+      for (const id of r.sessions) cands.sessions.add(id)
+      for (const id of r.attrs) cands.attrs.add(id)
+    }
+    if (hours.size > 0) {
+      const stores = () => [...part.aggregators.values()].flatMap((a) => [...a.view().values()])
+      const [err] = await this.#gather([part.rollup], (r, reply: (err?: Error) => void) => {
+        if (!r.send({ type: 'rehour', hours: [...hours], sources: stores, reply })) reply(new Error(`${r.name} could not take the delete (mailbox full or closed)`))
+      })
+      if (err !== undefined) failure ??= err
+    }
+    if (removed > 0) {
+      // Built on first use from the rows: the next query rebuilds them without the deleted events.
+      part.users = null
+      part.sessions = null
+      part.userTotals = null
+      part.sessionTotals = null
+      const dims = part.dims
+      for (const e of coarse ?? []) {
+        if (e.project !== project) continue
+        const u = e.user === null ? undefined : dims.users.find(e.user)
+        if (u !== undefined) cands.users.add(u)
+        const s = e.session === null ? undefined : dims.sessions.find(e.session)
+        if (s !== undefined) cands.sessions.add(s)
+        const set = dims.findSet(e.tags, e.meta)
+        if (set !== undefined) cands.attrs.add(set)
+        cands.values.push(...dims.valuesOf(e.tags, e.meta))
+      }
+      if (cands.users.size + cands.sessions.size + cands.attrs.size + cands.values.length > 0) {
+        // One pass over the words of every row the project holds: which ids are still used.
+        const refs = { users: new Uint8Array(dims.users.ids + 2), sessions: new Uint8Array(dims.sessions.ids + 2), attrs: new Uint8Array(dims.attrSets + 2) }
+        for (const a of part.aggregators.values()) for (const store of a.view().values()) store.markDims(refs.users, refs.sessions, refs.attrs)
+        dims.blankUnreferenced(cands, refs)
+      }
+    }
+    // An aggregator left without any series goes: no name of it stays in the next snapshot.
+    for (const [i, a] of aggs.entries()) {
+      const r = replies[i]
+      if (r instanceof Error || !r.empty || part.aggregators.get(a.model) !== a) continue
+      part.aggregators.delete(a.model)
+      await this.system.retire(a)
+    }
+    if (failure !== null) throw failure
+    return removed
   }
 
   /**
