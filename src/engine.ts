@@ -352,9 +352,9 @@ export class Engine {
 
   /**
    * The end of a delete, once its rows left memory: a snapshot begun after that (one already
-   * running may hold them: it is waited out, not joined), then the log records purged, the
-   * database's free pages overwritten (src/store/scrub.ts), and only then the tombstones
-   * removed and the seqs readable as absent. Each step is idempotent: a crash anywhere
+   * running may hold them: it is waited out, not joined), then the log records purged, a
+   * second snapshot, the database's free pages overwritten (src/store/scrub.ts), and only
+   * then the tombstones removed and the seqs readable as absent. Each step is idempotent: a crash anywhere
    * leaves the tombstones, and the next start runs it again.
    */
   async #finishForget(p: PendingForget): Promise<void> {
@@ -364,6 +364,11 @@ export class Engine {
     await this.snapshotNow()
     this.#checkOpen()
     const removed = await this.#exclusiveLog(() => this.log.purgeSeqs(p.seqs))
+    this.#checkOpen()
+    // Once more: LMDB left the previous manifest's bytes (dictionaries: user ids) in the leaf
+    // page that held it when it shrank or moved to overflow pages; the next write of that
+    // page copies only its used parts (see purgeSeqs), and the old page joins the free list.
+    await this.snapshotNow()
     this.#checkOpen()
     const scrub = await scrubFreePages(this.stores.root)
     this.#checkOpen()

@@ -193,3 +193,16 @@ export function bytesIn(dir: string, needle: string): number {
   }
   return n
 }
+
+/** Where `needle` occurs in the files of `dir`: file, page, and the bytes around it (for failure reports). */
+export function whereIn(dir: string, needle: string): string[] {
+  const out: string[] = []
+  for (const f of readdirSync(dir, { recursive: true, withFileTypes: true })) {
+    if (!f.isFile()) continue
+    const bytes = readFileSync(join(f.parentPath, f.name))
+    for (let at = bytes.indexOf(needle); at >= 0; at = bytes.indexOf(needle, at + 1)) {
+      out.push(`${f.name} page ${Math.floor(at / 4096)} @${at}: ${JSON.stringify(bytes.subarray(Math.max(0, at - 80), at + 40).toString('latin1'))}`)
+    }
+  }
+  return out
+}

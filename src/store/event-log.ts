@@ -520,10 +520,13 @@ export class EventLog implements DurableLog {
    */
   async purgeSeqs(seqs: Iterable<number>, opts: { recordsPerTurn?: number; removed?: (e: StoredEvent) => void } = {}): Promise<number> {
     const perTurn = opts.recordsPerTurn ?? 64
+    // Largest value LMDB keeps inside a leaf page of 4 KiB (larger ones go to overflow pages).
+    const INLINE_MAX = 2048
     const sorted = Float64Array.from(seqs).sort()
     let removed = 0
     let pending: Promise<boolean>[] = []
     let records = 0
+    const rewritten: number[] = []
     let i = 0
     while (i < sorted.length) {
       let key = -1
@@ -550,11 +553,28 @@ export class EventLog implements DurableLog {
       }
       if (gone.length > 0) {
         removed += gone.length
+        rewritten.push(key)
         pending.push(this.#db.put(key, withHoles(kept)))
         // In this turn, so in the rewrite's transaction: a re-sent copy of a deleted event is new.
         if (this.dedupe !== null) this.dedupe.forgetNow(gone)
       }
       if (++records % perTurn === 0) {
+        await Promise.all(pending)
+        pending = []
+        await new Promise((r) => setImmediate(r))
+      }
+    }
+    await Promise.all(pending)
+    // LMDB shifts nodes inside a leaf page when a record it holds shrinks, and the bytes left
+    // between the page's nodes and its free end are written with it: the old record, user ids
+    // included. A record small enough to sit in its leaf is put again, in later transactions:
+    // that copies the page (its used parts only, onto zeros) and leaves nothing behind.
+    pending = []
+    for (const [k, key] of rewritten.entries()) {
+      if ((this.#db.getBinaryFast(key)?.length ?? Infinity) > INLINE_MAX) continue
+      const value = this.#db.get(key)
+      if (value !== undefined) pending.push(this.#db.put(key, value))
+      if ((k + 1) % perTurn === 0) {
         await Promise.all(pending)
         pending = []
         await new Promise((r) => setImmediate(r))
