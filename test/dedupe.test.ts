@@ -166,7 +166,7 @@ t.test('forget: a deleted event\'s id is taken as new afterwards; only the entry
 /** A DedupeIndex on its own LMDB, as openStores makes it, with a manual clock. */
 function index(t: Test, clock: ManualClock, windowMs: number, dir = t.testdir()) {
   const root = open({ path: `${dir}/d.lmdb`, maxDbs: 4 })
-  const d = new DedupeIndex(root.openDB<DedupeEntry, string>('dedupe', {}), root.openDB<DedupeJournalRecord, number>('dedupe-exp', {}), { windowMs, now: () => clock.now(), sweepEveryMs: 0 })
+  const d = new DedupeIndex(root.openDB<DedupeEntry, string>('dedupe', { encoding: 'ordered-binary' }), root.openDB<DedupeJournalRecord, number>('dedupe-exp', {}), { windowMs, now: () => clock.now(), sweepEveryMs: 0 })
   return { d, root, dir }
 }
 
@@ -239,7 +239,7 @@ t.test('the sweep timer runs on its own and close() stops it', async (t) => {
   const clock = new ManualClock(T0)
   const dir = t.testdir()
   const root = open({ path: `${dir}/d.lmdb`, maxDbs: 4 })
-  const d = new DedupeIndex(root.openDB<DedupeEntry, string>('dedupe', {}), root.openDB<DedupeJournalRecord, number>('dedupe-exp', {}), { windowMs: HOUR, now: () => clock.now(), sweepEveryMs: 5 })
+  const d = new DedupeIndex(root.openDB<DedupeEntry, string>('dedupe', { encoding: 'ordered-binary' }), root.openDB<DedupeJournalRecord, number>('dedupe-exp', {}), { windowMs: HOUR, now: () => clock.now(), sweepEveryMs: 5 })
   d.record([stored(0, 'a', T0)], root.flushed.then(() => {}))
   await root.flushed
   clock.advance(HOUR)

@@ -77,7 +77,8 @@ export interface EventRecordV3 {
 }
 
 /**
- * What formats 5 and 6 add, per event (DESIGN §7): `cid` its client id (null: none), and,
+ * What formats 5 and 6 add, per event (DESIGN §7): `cid` the client ids, one string with `\n`
+ * between the events' ids (an empty one: none), and,
  * when any event of the record has one, `cs` where an imported cost came from (0 none, 1
  * computed, 2 unpriced; see StoredEvent.costSource). `dx` as in format 3, absent when every
  * event is of project `default` without dimensions. Written only when some event of the append
@@ -85,7 +86,7 @@ export interface EventRecordV3 {
  */
 export interface ExtrasV5 {
   dx?: Array<[string, string | null, string | null, readonly string[] | null] | null>
-  cid: Array<string | null>
+  cid: string
   cs?: Array<0 | 1 | 2>
 }
 
@@ -192,8 +193,10 @@ export function openStores(dataDir: string, opts: StoreOptions = {}): Stores {
     fail(`data dir ${dataDir} is not writable: ${reason(err)}`)
   }
   // After the checks: its sweep timer starts here when earlier entries are waiting to expire.
+  // Entries are small arrays of primitives: ordered-binary encodes them in about half
+  // msgpack's time (one put per event with an id is on the ingest path).
   const dedupe = new DedupeIndex(
-    root.openDB<DedupeEntry, string>('dedupe', {}),
+    root.openDB<DedupeEntry, string>('dedupe', { encoding: 'ordered-binary' }),
     root.openDB<DedupeJournalRecord, number>('dedupe-exp', {}),
     opts.dedupe ?? { windowMs: DEFAULT_DEDUPE_WINDOW_MS }
   )

@@ -17,15 +17,16 @@
  *   sweep reads only what expired, never the whole window.
  *
  * Layout: `dedupe` maps `${project}/${clientId}` (a project slug has no `/`, nor a client id)
- * to `[event id, recv ms]`; `dedupe-exp` maps an append's first seq to `[latest recv, keys]`.
+ * to `[event id, recv ms]` (ordered-binary); `dedupe-exp` maps an append's first seq to
+ * `[latest recv, keys joined by \n]`.
  */
 import type { Database } from 'lmdb'
 import { seqOfEventId, type StoredEvent } from '../events.js'
 
 /** An entry: the id of the event first accepted under the key, and when it was received (epoch ms). */
 export type DedupeEntry = [id: string, recv: number]
-/** An append's expiry record: its latest receive time and the keys it wrote. */
-export type DedupeJournalRecord = [recv: number, keys: string[]]
+/** An append's expiry record: its latest receive time and the keys it wrote, `\n` between them (keys hold none). */
+export type DedupeJournalRecord = [recv: number, keys: string]
 
 /** The event already accepted under a client id. */
 export interface Original {
@@ -131,7 +132,7 @@ export class DedupeIndex {
     }
     if (keys === null) return
     this.#stats.written += keys.length
-    this.#journal.put(events[0].seq, [latest, keys]).catch(noop)
+    this.#journal.put(events[0].seq, [latest, keys.join('\n')]).catch(noop)
     const written = keys
     const settle = () => {
       for (let i = 0; i < written.length; i++) {
@@ -220,7 +221,7 @@ export class DedupeIndex {
           done = true
           break
         }
-        for (const key of value[1]) {
+        for (const key of value[1].split('\n')) {
           // An append in flight rewrites the key: its entry is new, whatever LMDB holds now.
           if (this.#inflight.has(key)) continue
           const v = this.#db.get(key)

@@ -49,11 +49,29 @@ function fromRow(seq: number, r: Row, dx: DimsTuple | null | undefined, x: Extra
     total: r[7], cached: r[8], reasoning: r[9], latency: r[10], ttft: r[11], error: r[12] === 1, cost: r[13], meta: r[14],
     project: dx?.[0] ?? DEFAULT_PROJECT, user: dx?.[1] ?? null, session: dx?.[2] ?? null, tags: dx?.[3] ?? null
   }
-  return x === null ? e : withExtras(e, x.cid[i], x.cs === undefined ? null : COST_SOURCES[x.cs[i]])
+  return x === null ? e : withExtras(e, clientIdAt(x, i), x.cs === undefined ? null : COST_SOURCES[x.cs[i]])
 }
 
-/** The v5/v6 extras of `events`, or undefined when none has a client id or an imported cost. */
-function extrasOf(events: ReadonlyArray<StoredEvent | null>): { cid: Array<string | null>; cs?: Array<0 | 1 | 2> } | undefined {
+/** A record's client ids split once (cached per decoded record: its events are read one by one). */
+const splitIds = new WeakMap<ExtrasV5, string[]>()
+
+/** Event `i`'s client id in a v5/v6 record, or null. */
+function clientIdAt(x: ExtrasV5, i: number): string | null {
+  let ids = splitIds.get(x)
+  if (ids === undefined) {
+    ids = x.cid.split('\n')
+    splitIds.set(x, ids)
+  }
+  const id = ids[i]
+  return id === '' || id === undefined ? null : id
+}
+
+/**
+ * The v5/v6 extras of `events`, or undefined when none has a client id or an imported cost.
+ * Client ids go as one string (`\n` between them, empty for none: ids never hold a newline
+ * nor are empty), which msgpack copies in one go where an array costs a dispatch per id.
+ */
+function extrasOf(events: ReadonlyArray<StoredEvent | null>): { cid: string; cs?: Array<0 | 1 | 2> } | undefined {
   let any = false
   let anyCost = false
   for (const e of events) {
@@ -62,7 +80,11 @@ function extrasOf(events: ReadonlyArray<StoredEvent | null>): { cid: Array<strin
     if (e.costSource !== null && e.costSource !== undefined) anyCost = true
   }
   if (!any && !anyCost) return undefined
-  const cid = events.map((e) => e?.clientId ?? null)
+  let cid = ''
+  for (let i = 0; i < events.length; i++) {
+    if (i > 0) cid += '\n'
+    cid += events[i]?.clientId ?? ''
+  }
   return anyCost ? { cid, cs: events.map((e) => (e === null ? 0 : costSourceCode(e.costSource))) } : { cid }
 }
 
@@ -240,7 +262,7 @@ function decodeAt(key: number, rec: EventRecordV1 | EventRecordV3 | EventRecordV
     session: dx?.[2] ?? null,
     tags: dx?.[3] ?? null
   }
-  return x === null ? e : withExtras(e, x.cid[i], x.cs === undefined ? null : COST_SOURCES[x.cs[i]])
+  return x === null ? e : withExtras(e, clientIdAt(x, i), x.cs === undefined ? null : COST_SOURCES[x.cs[i]])
 }
 
 /** The events of a record that `kept` no longer holds (a purge's victims). */

@@ -254,7 +254,7 @@ t.test('dedupe: entries commit with the log record; duplicates are marked, not s
   const stores = openStores(t.testdir())
   t.teardown(() => stores.close())
   const log = new EventLog(stores.events, undefined, stores.dedupe)
-  const entries = stores.root.openDB<unknown, string>('dedupe', {})
+  const entries = stores.root.openDB<unknown, string>('dedupe', { encoding: 'ordered-binary' })
   const a = log.append([withId(0), withId(1), { ...withId(2), clientId: 'c-0' }])
   t.equal(entries.get('p2/c-0'), undefined, 'nothing visible before the commit')
   // In flight: a copy in the next append is a duplicate already, waiting for the first commit.
