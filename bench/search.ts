@@ -26,7 +26,9 @@
  *
  * Sizes: `--events N` or `LLMSCOPE_BENCH_SEARCH_EVENTS` (default 10,000,000),
  * `LLMSCOPE_BENCH_SEARCH_QUERIES` timed requests per kind (default 200),
- * `LLMSCOPE_BENCH_SEARCH_SLOW_S` seconds of slow reading (default 20). Alone:
+ * `LLMSCOPE_BENCH_SEARCH_SLOW_S` seconds of slow reading (default 20),
+ * `LLMSCOPE_BENCH_SEARCH_EXPORT_S` seconds past which an export is cut and its rate taken over
+ * what was read (default 300). Alone:
  * `node --expose-gc dist-bench/bench/search.js --events 100000` after `tsc -p tsconfig.bench.json`.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
@@ -97,12 +99,29 @@ interface Server {
   url: string
   /** Settled RSS right after start, before any project or event. */
   rss0: number
+  /** The same split into anonymous memory (heaps) and file pages (LMDB's map), from /proc. */
+  parts0: RssParts
   /** Settled RSS (gc first). */
   rss(): Promise<number>
+  /** Anonymous and file-backed resident memory now (/proc VmRSS split). */
+  parts(): RssParts
   /** RSS as the kernel counts it now (VmRSS), no gc: for sampling during a request. */
   rssNow(): number
   stop(): Promise<void>
 }
+
+interface RssParts {
+  anon: number
+  file: number
+}
+
+/** A field of /proc/<pid>/status in bytes (NaN when unknown). */
+function statusKb(pid: number | undefined, field: string): number {
+  const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+  return m === null ? NaN : Number(m[1]) * 1024
+}
+
+const rssParts = (pid: number | undefined): RssParts => ({ anon: statusKb(pid, 'RssAnon'), file: statusKb(pid, 'RssFile') + statusKb(pid, 'RssShmem') })
 
 async function startServer(): Promise<Server> {
   const dataDir = mkdtempSync(join(tmpdir(), 'llmscope-bench-search-'))
@@ -127,14 +146,17 @@ async function startServer(): Promise<Server> {
   return {
     url: ready.url,
     rss0: ready.rss,
+    parts0: rssParts(proc.pid),
     async rss() {
       const r = next<{ rss: number }>('rss')
       proc.send({ type: 'rss' })
       return (await r).rss
     },
     rssNow() {
-      const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${proc.pid}/status`, 'utf8'))
-      return m === null ? NaN : Number(m[1]) * 1024
+      return statusKb(proc.pid, 'VmRSS')
+    },
+    parts() {
+      return rssParts(proc.pid)
     },
     async stop() {
       if (proc.exitCode === null) proc.kill('SIGTERM')
@@ -488,13 +510,14 @@ async function searchRows(server: Server, truth: Truth, n: number, perKind: numb
   return rare.map(([u]) => u)
 }
 
-async function exportRows(server: Server, truth: Truth, slowS: number, row: AddRow): Promise<void> {
+async function exportRows(server: Server, truth: Truth, slowS: number, budgetS: number, row: AddRow): Promise<void> {
   const qs = `start_time=${EXPORT_RANGE.start}&end_time=${EXPORT_RANGE.end}`
   for (const format of ['ndjson', 'csv'] as const) {
-    const r = await stream(server, `/events?${qs}&format=${format}`)
+    // An export slower than the budget is cut there: the rate is then over what was read.
+    const r = await stream(server, `/events?${qs}&format=${format}`, { maxMs: budgetS * 1000 })
     const events = format === 'csv' ? r.lines - 1 : r.lines
-    const ok = events === truth.exported
-    row({ metric: `export ${format.toUpperCase()} over loopback HTTP, ${fmtN(truth.exported)} events`, value: (events / r.ms) * 1000, unit: 'ev/s', goal: format === 'ndjson' ? '≥ 200,000' : '', note: `${(r.ms / 1000).toFixed(1)} s, ${(r.bytes / 2 ** 20).toFixed(0)} MiB (${(r.bytes / Math.max(1, events)).toFixed(0)} B/event); ${ok ? 'count matches' : `WRONG: ${events} events of ${truth.exported}: ${r.head.slice(0, 150)}`}` })
+    const check = !r.ended ? `STOPPED at the ${budgetS} s budget after ${fmtN(events)} of ${fmtN(truth.exported)} events` : events === truth.exported ? 'count matches' : `WRONG: ${events} events of ${truth.exported}: ${r.head.slice(0, 150)}`
+    row({ metric: `export ${format.toUpperCase()} over loopback HTTP, ${fmtN(truth.exported)} events`, value: (events / r.ms) * 1000, unit: 'ev/s', goal: format === 'ndjson' ? '≥ 200,000' : '', note: `${(r.ms / 1000).toFixed(1)} s, ${(r.bytes / 2 ** 20).toFixed(0)} MiB (${(r.bytes / Math.max(1, events)).toFixed(0)} B/event); ${check}` })
   }
   // A reader far slower than the server: its memory must not follow the export.
   // Bounded means flat: the peak of the second half is no higher than the first's.
@@ -558,6 +581,7 @@ export async function run(): Promise<Row[]> {
   const n = eventsFlag() ?? Number(process.env.LLMSCOPE_BENCH_SEARCH_EVENTS ?? 10_000_000)
   const perKind = Number(process.env.LLMSCOPE_BENCH_SEARCH_QUERIES ?? 200)
   const slowS = Number(process.env.LLMSCOPE_BENCH_SEARCH_SLOW_S ?? 20)
+  const exportS = Number(process.env.LLMSCOPE_BENCH_SEARCH_EXPORT_S ?? 300)
   const size = fmtN(n)
   const rows: Row[] = []
   const row: AddRow = (r) => rows.push({ bench: 'search', ...r })
@@ -586,14 +610,19 @@ export async function run(): Promise<Row[]> {
     const rate = (a: { seconds: number }) => n / a.seconds
     const idsNote = ids ? '' : 'NO IDS: this server refuses an event `id`; both arms are the same; '
     row({ metric: `ingest ${size} events over HTTP with client ids (baseline: without)`, value: rate(load.withIds), unit: 'ev/s', baseline: rate(load.without), ratio: rate(load.withIds) / rate(load.without), note: `${idsNote}dimensions on both; batches of ${BATCH}, ${IN_FLIGHT} in flight, A/B chunks of ${fmtN(CHUNK)} until counted; ${load.withIds.seconds.toFixed(1)} vs ${load.without.seconds.toFixed(1)} s; busy resends ${load.withIds.resends} / ${load.without.resends}` })
-    const perEvent = async (s: Server) => ((await s.rss()) - s.rss0) / n
+    const perEvent = async (s: Server) => {
+      const total = ((await s.rss()) - s.rss0) / n
+      const parts = s.parts()
+      return { total, anon: (parts.anon - s.parts0.anon) / n, file: (parts.file - s.parts0.file) / n }
+    }
     const [bWith, bWithout] = [await perEvent(withIds), await perEvent(without)]
-    row({ metric: `RSS per event @ ${size}, seq in every row, dedupe window full (baseline: no ids)`, value: bWith, unit: 'B', baseline: bWithout, ratio: bWith / bWithout, goal: '≤ 80', note: `${idsNote}settled RSS after load − at start, over the events; the window's ids add ${(bWith - bWithout).toFixed(1)} B/event` })
+    const split = (b: { anon: number; file: number }) => `${b.anon.toFixed(1)} anonymous + ${b.file.toFixed(1)} file (LMDB map)`
+    row({ metric: `RSS per event @ ${size}, seq in every row, dedupe window full (baseline: no ids)`, value: bWith.total, unit: 'B', baseline: bWithout.total, ratio: bWith.total / bWithout.total, goal: '≤ 80', note: `${idsNote}settled RSS after load − at start, over the events; the window's ids add ${(bWith.total - bWithout.total).toFixed(1)} B/event; with ids ${split(bWith)}, without ${split(bWithout)}` })
     await without.stop()
     servers.pop()
 
     const rare = (await section('GET /events', () => searchRows(withIds, truth, n, perKind, row))) ?? []
-    await section('export', () => exportRows(withIds, truth, slowS, row))
+    await section('export', () => exportRows(withIds, truth, slowS, exportS, row))
     await section('DELETE /events', () => deleteRows(withIds, truth, n, ids, rare, row))
   } catch (err) {
     row({ metric: 'failed', value: 0, unit: '', note: (err as Error).message.split('\n')[0].slice(0, 300) })
