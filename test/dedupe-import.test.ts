@@ -95,3 +95,30 @@ t.test('server-made fields of any value are accepted and ignored; unknown fields
   const unknown = await a.app.inject({ method: 'POST', url: '/events/ingest', headers: adminHeaders, payload: { ...event(), project: 'x' } })
   t.equal(unknown.statusCode, 400, 'a field no EVENT has is refused as before')
 })
+
+t.test('an export posted back to the server it came from changes nothing (its own ids are recognised)', async (t) => {
+  const a = await makeApp(t)
+  // Enough events for columnar records, so the lookups read records several at a time.
+  const many = Array.from({ length: 150 }, (_, i) => event({ model: i % 2 ? 'gpt-4' : 'gpt-4o', prompt_tokens: i + 1, timestamp: '2026-01-01T00:05:00.000Z' }))
+  const ids = [
+    ...((await a.app.inject({ method: 'POST', url: '/events/batch', headers: adminHeaders, payload: source })).json().event_ids as string[]),
+    ...((await a.app.inject({ method: 'POST', url: '/events/batch', headers: adminHeaders, payload: many })).json().event_ids as string[])
+  ]
+  const exported = await Promise.all(ids.map((id) => get(a, `/events/${id}`)))
+  const before = await figures(a)
+  const back = await a.app.inject({ method: 'POST', url: '/events/batch', headers: adminHeaders, payload: exported })
+  // The one with a client id is found by its key; the others by their own ids, whatever the window.
+  t.same(back.json(), { status: 'accepted', accepted: 0, event_ids: ids, duplicates: ids.length })
+  t.same(await figures(a), before, 'nothing counted twice')
+  // Into another project of the same server: new events there (ids are per project).
+  await a.app.inject({ method: 'POST', url: '/projects', headers: adminHeaders, payload: { id: 'mirror' } })
+  const mirror = await a.app.inject({ method: 'POST', url: '/events/batch', headers: { ...adminHeaders, 'x-llmscope-project': 'mirror' }, payload: exported.slice(0, 3) })
+  t.match(mirror.json(), { accepted: 3, duplicates: 0 })
+  // An id shaped like ours that this log does not hold (another server's, a made-up one) is just a key.
+  const foreign = exported[0].id.replace(/_[^_]+$/, '_ZZZZZZZZZZZZ')
+  const other = await a.app.inject({ method: 'POST', url: '/events/ingest', headers: adminHeaders, payload: event({ id: foreign }) })
+  t.not(other.json().event_id, exported[0].id)
+  const beyond = await a.app.inject({ method: 'POST', url: '/events/ingest', headers: adminHeaders, payload: event({ id: 'evt_zzzzz_AAAAAAAAAAAA' }) })
+  t.equal(beyond.statusCode, 202)
+  t.equal((await get(a, `/events/${beyond.json().event_id}`)).client_id, 'evt_zzzzz_AAAAAAAAAAAA')
+})

@@ -25,7 +25,7 @@
  */
 import type { Database } from 'lmdb'
 import type { EventRecord, EventRecordV1, EventRecordV2, EventRecordV3, EventRecordV4, EventRecordV5, EventRecordV6, ExtrasV5 } from './db.js'
-import { DEFAULT_PROJECT, makeEventId, markDuplicate, withExtras, type PendingEvent, type StoredEvent } from '../events.js'
+import { DEFAULT_PROJECT, makeEventId, markDuplicate, seqOfEventId, withExtras, type PendingEvent, type StoredEvent } from '../events.js'
 import { dedupeKey, type DedupeIndex } from './dedupe.js'
 import { intern } from '../intern.js'
 import type { Appended, DurableLog, LogPosition, LogReadOptions } from './durable-log.js'
@@ -274,6 +274,13 @@ function* droppedOf(key: number, rec: EventRecordV1 | EventRecordV3 | EventRecor
   }
 }
 
+/** The record an append last decoded while looking for its own ids (EventLog.#own). */
+interface Reading {
+  key: number
+  n: number
+  rec: EventRecordV1 | EventRecordV3 | EventRecordV5 | Columns | null
+}
+
 export type { Appended } from './durable-log.js'
 
 /** How full the database may get: appends are refused once `used()` reaches `max`. */
@@ -324,7 +331,8 @@ export class EventLog implements DurableLog {
    *
    * Exactly once (with a dedupe index): an event whose client id was accepted in its project
    * within the window — earlier, in an append still in flight, or earlier in this very call —
-   * is not stored again. Its pending object takes the original's `seq` and `id` and is marked
+   * or is the id of an event this log holds in that project (an export posted back) is not
+   * stored again. Its pending object takes the original's `seq` and `id` and is marked
    * (`isDuplicate`); it is left out of `events` (what was stored, in log order: what goes
    * downstream), and `committed` also waits for the original's commit when that is in flight.
    * The new events' index entries are written in this turn, so in the log record's transaction.
@@ -341,6 +349,7 @@ export class EventLog implements DurableLog {
         // Some event has a client id: split the call into what is new and what is a duplicate.
         const out: PendingEvent[] = pending.slice(0, i)
         let here: Map<string, StoredEvent> | null = null
+        let reading: Reading | null = null
         for (; i < pending.length; i++) {
           const p = pending[i]
           const cid = p.clientId
@@ -355,7 +364,7 @@ export class EventLog implements DurableLog {
             ;(dups ??= []).push({ e: p as StoredEvent, of: same })
             continue
           }
-          const orig = d.find(key, p.recv)
+          const orig = d.find(key, p.recv) ?? this.#own(cid, p.project, (reading ??= { key: -1, n: 0, rec: null }))
           if (orig !== undefined) {
             ;(dups ??= []).push({ e: p as StoredEvent, of: orig })
             if (orig.committed !== null) (waits ??= []).push(orig.committed)
@@ -379,6 +388,28 @@ export class EventLog implements DurableLog {
     }
     if (waits !== null) appended.committed = Promise.all([appended.committed, ...waits]).then(noop)
     return appended
+  }
+
+  /**
+   * This log's own event whose id is `id`, in `project`: an export posted back to the server it
+   * came from (its EVENTs' key is their own `evt_…` id, which no dedupe entry holds) is a
+   * duplicate of the events it copies, window or not. Consecutive ids mostly share a record:
+   * `reading` keeps the last one decoded, so a whole export costs one decode per record.
+   */
+  #own(id: string, project: string, reading: Reading): { seq: number; id: string; committed: null } | undefined {
+    const seq = seqOfEventId(id)
+    if (seq === null || seq >= this.#nextSeq) return undefined
+    if (reading.rec === null || seq < reading.key || seq >= reading.key + reading.n) {
+      reading.rec = null
+      for (const { key, value } of this.#db.getRange({ start: seq, reverse: true, limit: 1 })) {
+        reading.key = key
+        reading.n = recordLength(key, value)
+        reading.rec = readable(key, value)
+      }
+      if (reading.rec === null || seq >= reading.key + reading.n) return undefined
+    }
+    const e = decodeAt(reading.key, reading.rec, seq - reading.key)
+    return e !== null && e.id === id && e.project === project ? { seq, id, committed: null } : undefined
   }
 
   /** Stores new events: positions, ids, one put (and their dedupe entries, in the same turn). */
