@@ -57,7 +57,7 @@ async function pages(app: TestApp, query: string): Promise<Array<Record<string, 
   const out: Array<Record<string, unknown>> = []
   let cursor: string | null = null
   do {
-    const res = await app.app.inject({ url: `/events?${query}&limit=1000${cursor === null ? '' : `&cursor=${cursor}`}`, headers: readHeaders })
+    const res: { statusCode: number; body: string; json(): { events: Array<Record<string, unknown>>; next_cursor: string | null } } = await app.app.inject({ url: `/events?${query}&limit=1000${cursor === null ? '' : `&cursor=${cursor}`}`, headers: readHeaders })
     if (res.statusCode !== 200) throw new Error(`GET /events: ${res.statusCode} ${res.body}`)
     out.push(...res.json().events)
     cursor = res.json().next_cursor
