@@ -13,6 +13,9 @@
  *                   tick, then ticks its evaluator; frames go to every node over NATS
  *   ClusterMeta: projects, keys, rules and alert events mirrored from JetStream KV
  *   Search/export (cluster/search.ts): every partition's top hits merged; events read by seq
+ *   DELETE /events (cluster/forget.ts): KV tombstone → every owner forgets and snapshots →
+ *                   stream messages erased → tombstone removed; the alerts-lease holder
+ *                   completes deletes whose node died
  *
  * The inherited Engine still opens the node's LMDB (metadata mirror, partition snapshots, the
  * node id) and runs a local topology for the broadcaster and the alert evaluator; its own log
@@ -30,8 +33,13 @@ import { PartitionSnapshots } from './snapshots.js'
 import { PartitionRunner } from './partition.js'
 import { ClusterFeed, publishAlert } from './feed.js'
 import { askAll, QueryResponder, type PartitionRequest } from './query.js'
+import { ForgetTombstones } from './tombstones.js'
+import { ClusterForget, type ForgetRequest } from './forget.js'
+import { filterNames, noFilterError } from '../forget.js'
 import { decodeSearch, encodeHits, mergeHits, readBySeq, searchRequest, type SearchRequest } from './search.js'
 import { search } from '../analytics/search.js'
+import { decodeQuery } from '../analytics/partials.js'
+import type { RangeQuery } from '../queries.js'
 import { answerPartial, PartitionMovedError, clusterBreakdown, clusterCosts, clusterDimensions, clusterMetrics, clusterTimeseries, clusterWindows, type PartialRequest } from '../analytics/partials.js'
 import type { Aggregate } from '../analytics/aggregate.js'
 import { llmsError } from '../errors.js'
@@ -56,6 +64,9 @@ export interface ClusterStatus {
   alerts_lease: boolean
   lease_ms: number
 }
+
+/** How often the alerts-lease holder looks for deletes left unfinished. */
+const JANITOR_MS = 5_000
 
 /** The key of a window query, as the evaluator shares them (rule window, project, filters). */
 function windowKey(q: WindowQuery): string {
@@ -116,6 +127,10 @@ export class ClusterEngine extends Engine {
   #compactedAt = -Infinity
   /** Breakdowns between their two rounds, by query id: each holds its partition's state (PartitionRunner.hold). */
   readonly #holds = new Map<string, () => void>()
+  #tombstones: ForgetTombstones | null = null
+  #forget: ClusterForget | null = null
+  #forgetSub: { unsubscribe(): void } | null = null
+  #janitorTimer: NodeJS.Timeout | null = null
 
   constructor(opts: EngineOptions) {
     if (opts.config.cluster === null) throw new Error('ClusterEngine needs config.cluster (LLMSCOPE_NATS_URL)')
@@ -168,6 +183,16 @@ export class ClusterEngine extends Engine {
     this.#meta = new ClusterMeta({ nc: this.#h.nc, metaBucket: this.#h.names.metaBucket, alertsBucket: this.#h.names.alertsBucket, log: logger })
     await this.#meta.attach({ projects: this.projects, apiKeys: this.apiKeys, rules: this.rules, alertEvents: this.alertEvents })
     this.#snapshots = new PartitionSnapshots({ objm: this.#h.objm, names: this.#h.names, db: this.stores.meta, logger })
+    this.#tombstones = new ForgetTombstones(this.#h.kvm, this.#h.names.forgetBucket)
+    // A delete completed: local copies of partitions this node does not own may hold its rows.
+    this.#forgetSub = this.#h.nc.subscribe(this.#h.names.forgetDone, {
+      callback: (err) => {
+        if (err !== null) return
+        const owned = new Set([...this.#runners.keys(), ...this.#starting.keys()])
+        const others = Array.from({ length: this.#h!.partitions }, (_, p) => p).filter((p) => !owned.has(p))
+        void this.#snapshots!.pruneLocal(others).catch((e: unknown) => logger.warn({ err: e }, 'could not drop local partition snapshots after a delete'))
+      }
+    })
     // A project deleted on any node: each owner drops its state and rewrites its snapshot.
     this.projects.onChange((c) => {
       if (c.type !== 'deleting') return
@@ -190,6 +215,20 @@ export class ClusterEngine extends Engine {
     this.#feed = new ClusterFeed({ h, log: this.#jsLog!, broadcaster: this.topology.broadcaster, price: (e: StoredEvent) => this.price(e), logger, onDemand: true })
     await this.#feed.start()
     const info = await super.recover()
+    // A node that was down during a delete: its local copies older than the object store's go.
+    await this.#snapshots!.pruneStale(Array.from({ length: h.partitions }, (_, p) => p)).catch((err: unknown) => logger.warn({ err }, 'could not check local partition snapshots against the object store'))
+    this.#forget = new ClusterForget({
+      h,
+      tombstones: this.#tombstones!,
+      node: this.#nodeId,
+      log: logger,
+      lastSeq: () => this.#jsLog!.lastSeq(),
+      matchTimeoutMs: Math.max(15_000, 3 * this.#cfg.queryTimeoutMs),
+      applyTimeoutMs: Math.max(30_000, 3 * this.#cfg.queryTimeoutMs),
+      applyDeadlineMs: Math.max(30_000, 4 * this.#cfg.leaseMs),
+      staleMs: Math.max(15_000, 3 * this.#cfg.leaseMs),
+      registry: this.deletes
+    })
     this.#membership = new Membership({
       nc: h.nc,
       kvm: h.kvm,
@@ -209,23 +248,30 @@ export class ClusterEngine extends Engine {
     })
     this.#alertTimer = setInterval(() => this.#alertTick(), this.#opts.alertTickMs === 0 ? 1000 : (this.#opts.alertTickMs ?? 1000))
     this.#alertTimer.unref()
+    this.#janitorTimer = setInterval(() => {
+      if (this.#membership?.holdsAlerts() === true && !this.#stopping) void this.#forget?.janitor()
+    }, JANITOR_MS)
+    this.#janitorTimer.unref()
     return info
   }
 
   /** Takes over partition p: newest snapshot, then the stream tail; answers its queries once caught up to the start. */
   async #acquire(p: number): Promise<void> {
     const h = this.#handles()
-    const started = PartitionRunner.start({
-      h,
-      partition: p,
-      config: this.config,
-      logger: this.#opts.logger,
-      clock: this.#opts.clock,
-      pricer: this.pricer,
-      local: this.#snapshots!,
-      price: (e: StoredEvent) => this.price(e),
-      dropped: () => new Set(this.projects.purging())
-    })
+    const started = (async () =>
+      PartitionRunner.start({
+        h,
+        partition: p,
+        config: this.config,
+        logger: this.#opts.logger,
+        clock: this.#opts.clock,
+        pricer: this.pricer,
+        local: this.#snapshots!,
+        price: (e: StoredEvent) => this.price(e),
+        dropped: () => new Set(this.projects.purging()),
+        // Deletes still under way: applied to the restored state before the partition is served.
+        forgets: await this.#tombstones!.pendingFor(p)
+      }))()
     this.#starting.set(p, started)
     try {
       const runner = await started
@@ -249,16 +295,25 @@ export class ClusterEngine extends Engine {
   async #answer(p: number, r: PartitionRequest): Promise<unknown> {
     const runner = this.#runners.get(p)
     if (runner === undefined) throw llmsError('LLMS_ERR_UNAVAILABLE', `partition ${p} is being handed over`, { retryAfter: 1 })
-    const req = r.req as PartialRequest | SearchRequest | { kind: 'release'; qid: string }
+    const req = r.req as PartialRequest | SearchRequest | ForgetRequest | { kind: 'release'; qid: string }
     if (req.kind === 'release') {
       // A breakdown that failed after its first round: let the state it held move on now.
       this.#holds.get(`${p}:${req.qid}`)?.()
+      return null
+    }
+    if (req.kind === 'forget-apply') return this.#applyForget(runner, req.id)
+    if (req.kind === 'forget-done') {
+      runner.forgetDone(req.id)
       return null
     }
     const ask = (): Promise<unknown> => {
       if (req.kind === 'search') {
         const s = decodeSearch(req)
         return runner.answer((source) => encodeHits(search(source, s.q, s.sort, s.after, s.limit)), s.q.project ?? 'default')
+      }
+      if (req.kind === 'forget-match') {
+        const q = decodeQuery(req.q)
+        return runner.answer((source) => ({ seqs: search(source, q, 'time', null, Infinity).map((x) => x.seq).filter((seq) => seq <= r.upTo) }), q.project ?? 'default')
       }
       return runner.answer((source) => answerPartial(source, req))
     }
@@ -293,6 +348,27 @@ export class ClusterEngine extends Engine {
     }
     // The log path (a value past a dimension cap) reads this partition's events from the stream.
     return ask()
+  }
+
+  /**
+   * Owner side of a delete's step 3: the tombstone's seqs of this partition leave the state (and
+   * whatever is handed over later), then a snapshot cut after that is written.
+   */
+  async #applyForget(runner: PartitionRunner, id: string): Promise<{ removed: number; gen: number }> {
+    const t = this.#tombstones!
+    const p = runner.partition
+    const header = await streamCall('read the delete record', () => t.header(id))
+    // Gone: the delete was completed already (by its node or the janitor).
+    if (header === null) return { removed: 0, gen: runner.gen }
+    const seqs = await streamCall('read the delete record', () => t.seqs(header, p))
+    try {
+      const removed = await runner.forget(id, header.project, seqs)
+      await runner.snapshotFresh()
+      return { removed, gen: runner.gen }
+    } catch (err) {
+      // Stopped meanwhile (handed over), or the snapshot not stored: the coordinator asks again (the next owner re-applies it).
+      throw llmsError('LLMS_ERR_UNAVAILABLE', `partition ${p}: the delete was not applied and stored (${(err as Error).message})`, { retryAfter: 1 })
+    }
   }
 
   /** Asks every partition, counting every event acknowledged before now. */
@@ -334,6 +410,17 @@ export class ClusterEngine extends Engine {
     const events = await streamCall('read events', () => readBySeq(seqs, (seq) => this.#jsLog!.get(seq)))
     return events.map((e) => (e === undefined ? undefined : this.price(e)))
   }
+
+  /**
+   * DELETE /events in cluster mode (cluster/forget.ts): answers once every owner forgot the
+   * matches and rewrote its snapshot, and their stream messages are erased.
+   */
+  override async forgetEvents(project: string, q: RangeQuery): Promise<{ deleted: number }> {
+    if (filterNames(q).length === 0) throw noFilterError()
+    if (this.#forget === null) throw llmsError('LLMS_ERR_NOT_READY', 'the node is not ready yet', { retryAfter: 1 })
+    return this.#forget.run(project, q)
+  }
+
 
   /** Durably accepts events: 202 once JetStream acknowledged every one (no wait for owners). */
   /** Tells every partition to drop a breakdown's hold (best effort: holds also end after the query timeout). */
@@ -485,6 +572,9 @@ export class ClusterEngine extends Engine {
       this.#stopping = true
       if (this.#alertTimer !== null) clearInterval(this.#alertTimer)
       if (this.#snapshotTimer !== null) clearInterval(this.#snapshotTimer)
+      if (this.#janitorTimer !== null) clearInterval(this.#janitorTimer)
+      this.#forget?.stop()
+      this.#forgetSub?.unsubscribe()
       await this.#alertPass
       this.#statusSub?.unsubscribe()
       if (graceful) {

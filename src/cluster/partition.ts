@@ -18,6 +18,12 @@
  * - A snapshot that cannot be restored (damaged, another format, its seq past the stream's end
  *   because the stream was made anew) is skipped with a warning: the partition is rebuilt from
  *   the stream (`restoredFrom: 'stream'`), never half-used.
+ * - Deletes (DELETE /events, cluster/forget.ts): forget(id, …) drops the seqs from every
+ *   aggregator and from every event handed over later (the follower's, a hold's, the log path's)
+ *   until forgetDone(id), when their stream messages are gone. A runner starts with the pending
+ *   deletes of its partition (`forgets`: the tombstones in KV), applied to the restored state
+ *   before the follower hands over anything, so an owner change mid-delete loses nothing.
+ *   `gen` counts the deletes applied to this state; snapshots carry it (see snapshots.ts).
  */
 import { Topology, type TopologyLog } from '../actors/topology.js'
 import type { Pricer } from '../actors/cost-stage.js'
@@ -34,6 +40,8 @@ import { JetStreamLog } from './js-log.js'
 import { partitionOf } from './names.js'
 import { PartitionFollower } from './follower.js'
 import { fullPayload, type PartitionSnapshots, type PartitionSnapshotSource } from './snapshots.js'
+import type { PartitionForget } from './tombstones.js'
+import { readBySeq } from './search.js'
 
 export interface PartitionRunnerOptions {
   h: NatsHandles
@@ -51,6 +59,8 @@ export interface PartitionRunnerOptions {
   dropped?: () => ReadonlySet<string>
   /** The stream's reader (default: a JetStreamLog of `h`). */
   log?: JetStreamLog
+  /** Deletes still pending for this partition (tombstones in KV): applied before anything is served. */
+  forgets?: readonly PartitionForget[]
 }
 
 export interface PartitionSnapshotStats {
@@ -103,6 +113,8 @@ export class PartitionRunner implements AnalyticsReader {
   /** Events handed to the topology since start (the tail after the snapshot, then live ones). */
   #fed = 0
   #snapshotting: Promise<void> | null = null
+  /** A delete being applied (topology.forget rewrites rows a snapshot copies after its cut: never both at once). */
+  #forgetting: Promise<unknown> | null = null
   #lastSnapshot: PartitionSnapshotStats | null = null
   #stopped: Promise<void> | null = null
   #closed = false
@@ -113,20 +125,28 @@ export class PartitionRunner implements AnalyticsReader {
   /** Highest seq ready() saw the follower caught up to: every event of the partition up to it was handed over. */
   #readyThrough = 0
   #sinceRetain = 0
+  /** Seqs of pending deletes, by delete id: never handed to the topology. */
+  readonly #dropped = new Map<string, ReadonlySet<number>>()
+  /** Deletes applied to this state since the partition began (restored + applied here). */
+  #gen: number
 
-  private constructor(opts: PartitionRunnerOptions, log: JetStreamLog, restored: PartitionRunner['restored'], topology: Topology, from: number) {
+  private constructor(opts: PartitionRunnerOptions, log: JetStreamLog, restored: PartitionRunner['restored'], topology: Topology, from: number, restoredGen: number) {
     this.#opts = opts
     this.partition = opts.partition
     this.#log = log
     this.restored = restored
     this.restoredFrom = restored === null ? 'stream' : 'snapshot'
     this.topology = topology
+    this.#gen = restoredGen
+    for (const f of opts.forgets ?? []) this.#dropped.set(f.id, new Set(f.seqs))
     this.#follower = new PartitionFollower(opts.h, {
       partition: opts.partition,
       from,
       log: opts.logger,
-      onEvents: (events) => {
+      onEvents: (batch) => {
+        const events = this.#keep(batch)
         this.#fed += events.length
+        if (events.length === 0) return
         if (this.#holds > 0) this.#held.push(events)
         else this.topology.replay(events)
         // A long tail must not hold more raw rows than retention allows (as Engine.recover).
@@ -159,21 +179,31 @@ export class PartitionRunner implements AnalyticsReader {
     }
     let topology: Topology
     let restored: PartitionRunner['restored'] = null
+    let gen = 0
     // The stand-in log's end: the runner's position, once it exists.
     let runner: PartitionRunner | undefined
     const build = (payload: SnapshotPayload | undefined) => PartitionRunner.#topology(opts, payload, () => (runner === undefined ? 0 : runner.processedThrough + 1))
     try {
       topology = build(read?.payload)
-      if (read !== null) restored = { source: read.source, seq: read.payload.seq, bytes: read.bytes }
+      if (read !== null) {
+        restored = { source: read.source, seq: read.payload.seq, bytes: read.bytes }
+        gen = read.gen
+      }
     } catch (err) {
       logger.warn({ partition: p, err: (err as Error).message }, 'partition snapshot could not be restored: rebuilding from the stream')
       topology = build(undefined)
     }
     const from = restored?.seq ?? 1
-    runner = new PartitionRunner(opts, log, restored, topology, from)
+    runner = new PartitionRunner(opts, log, restored, topology, from, gen)
     // Before the tail: restored series learn where coarse hours end, so old replayed events fold on arrival.
     runner.#retain()
     try {
+      // Pending deletes leave the restored state before anything is served (replayed events are
+      // dropped on the way in): idempotent, a seq with no row is a no-op.
+      for (const f of opts.forgets ?? []) {
+        const removed = await topology.forget(f.project, new Set(f.seqs), undefined, await runner.#coarse(f.seqs, Infinity))
+        if (removed > 0) logger.info({ partition: p, delete: f.id, removed }, 'partition: a pending delete re-applied to the restored state')
+      }
       await runner.#follower.start()
     } catch (err) {
       await topology.close()
@@ -262,8 +292,9 @@ export class PartitionRunner implements AnalyticsReader {
       }
     }
     const price = this.#opts.price
+    const kept = this.#keep(events)
     return (p, start, end, visit) => {
-      for (const e of events) if (e.project === p && e.ts >= start && e.ts < end) visit(price(e))
+      for (const e of kept) if (e.project === p && e.ts >= start && e.ts < end) visit(price(e))
     }
   }
 
@@ -296,7 +327,8 @@ export class PartitionRunner implements AnalyticsReader {
       if (--this.#holds > 0) return
       const held = this.#held
       this.#held = []
-      if (!this.#closed) for (const events of held) this.topology.replay(events)
+      // A delete applied during the hold: its seqs leave what was held too.
+      if (!this.#closed) for (const events of held) this.topology.replay(this.#keep(events))
       const waiters = this.#holdWaiters
       this.#holdWaiters = []
       for (const w of waiters) w()
@@ -323,6 +355,7 @@ export class PartitionRunner implements AnalyticsReader {
     if (this.#snapshotting !== null) return this.#snapshotting
     if (this.#closed) return Promise.reject(new Error(`partition ${this.partition} is stopped: no snapshot`))
     this.#snapshotting = (async () => {
+      while (this.#forgetting !== null) await this.#forgetting.catch(() => {})
       const t0 = performance.now()
       this.#retain()
       // Every event of the partition up to `handed` is in the pipeline ahead of the cut (the last
@@ -333,16 +366,85 @@ export class PartitionRunner implements AnalyticsReader {
       // ready() trusts its caller that upTo is in the stream: capped by the stream's end, in case not.
       const streamLast = await this.#log.lastSeq().catch(() => 0)
       const handed = Math.max(this.processedThrough, Math.min(this.#readyThrough, streamLast))
+      // Read before the cut: a delete counted in it has left the state the cut copies.
+      const gen = this.#gen
       const cut = await this.topology.snapshot(this.#opts.clock.now(), true)
       // Alerts are evaluated elsewhere in cluster mode: this topology's evaluator state is not kept.
       const payload = await fullPayload({ ...cut, seq: Math.max(cut.seq, handed + 1), alerts: undefined })
-      const written = await this.#opts.local.write(this.partition, payload)
+      const written = await this.#opts.local.write(this.partition, payload, gen)
       this.#lastSnapshot = { seq: payload.seq, at: this.#opts.clock.now(), bytes: written.bytes, ms: Math.round(performance.now() - t0), objectStore: written.objectStore }
       this.#opts.logger.debug({ partition: this.partition, seq: payload.seq, bytes: written.bytes }, 'partition snapshot written')
     })().finally(() => {
       this.#snapshotting = null
     })
     return this.#snapshotting
+  }
+
+  /** `events` without the seqs of pending deletes (the same array when none applies). */
+  #keep(events: StoredEvent[]): StoredEvent[] {
+    if (this.#dropped.size === 0) return events
+    const sets = [...this.#dropped.values()]
+    return events.filter((e) => !sets.some((s) => s.has(e.seq)))
+  }
+
+  /** Deletes applied to this state (restored ones included): what its snapshots carry. */
+  get gen(): number {
+    return this.#gen
+  }
+
+  /**
+   * Applies delete `id`: its seqs are dropped from every event handed over from now on, and
+   * their rows leave every aggregator (after a barrier: the events already handed over are in).
+   * Resolves with the rows removed (0 when applied before: idempotent). Follow with
+   * snapshotFresh() so the stored state no longer holds them.
+   */
+  async forget(id: string, project: string, seqs: readonly number[]): Promise<number> {
+    if (this.#closed) throw new Error(`partition ${this.partition} is stopped`)
+    const set = new Set(seqs)
+    this.#dropped.set(id, set)
+    // Events handed over so far are in the state (the ones after are dropped on the way in).
+    const coarse = await this.#coarse(seqs, this.processedThrough)
+    // Never beside a snapshot: it copies rows after its cut, and forget rewrites rows.
+    while (this.#snapshotting !== null) await this.#snapshotting.catch(() => {})
+    if (this.#closed) throw new Error(`partition ${this.partition} is stopped`)
+    const run = this.topology.forget(project, set, undefined, coarse)
+    this.#forgetting = run
+    try {
+      const removed = await run
+      this.#gen++
+      return removed
+    } finally {
+      if (this.#forgetting === run) this.#forgetting = null
+    }
+  }
+
+  /**
+   * With retention on, rows may have been folded into coarse hours, which forget subtracts the
+   * events from: the events of `seqs` the state holds (seq ≤ `through`), read from the stream and
+   * priced as the cost stage did (one already erased is left out). Undefined without retention.
+   */
+  async #coarse(seqs: readonly number[], through: number): Promise<PricedEvent[] | undefined> {
+    const { days, events } = this.#opts.config.retention
+    if (days === 0 && events === 0) return undefined
+    const held = seqs.filter((s) => s <= through)
+    const read = await readBySeq(held, (seq) => this.#log.get(seq))
+    return read.filter((e): e is StoredEvent => e !== undefined).map((e) => this.#opts.price(e))
+  }
+
+  /** Delete `id` is complete (its stream messages are gone): its seqs need no filtering any more. */
+  forgetDone(id: string): void {
+    this.#dropped.delete(id)
+  }
+
+  /** Pending deletes this runner filters (ids). */
+  get pendingForgets(): string[] {
+    return [...this.#dropped.keys()]
+  }
+
+  /** A snapshot whose cut is taken after this call (a snapshot in progress is waited for, not joined). */
+  async snapshotFresh(): Promise<void> {
+    await this.#snapshotting?.catch(() => {})
+    await this.snapshot()
   }
 
   get lastSnapshot(): PartitionSnapshotStats | null {
@@ -384,6 +486,8 @@ export class PartitionRunner implements AnalyticsReader {
       restoredFrom: this.restoredFrom,
       restored: this.restored,
       fed: this.#fed,
+      gen: this.#gen,
+      pendingForgets: this.#dropped.size,
       lastSnapshot: this.#lastSnapshot
     }
   }
