@@ -13,7 +13,8 @@ import { bytesIn } from '../forget-helpers.js'
 t.setTimeout(FILE_TIMEOUT_MS)
 
 const KEY = 'forget-crash-key-1'
-const headers = { 'x-api-key': KEY, 'content-type': 'application/json' }
+const headers = { 'x-api-key': KEY }
+const jsonHeaders = { ...headers, 'content-type': 'application/json' }
 const TARGET = 'crash-target-user-5e1d'
 const T0 = Date.parse('2026-02-01T00:00:00Z')
 
@@ -52,7 +53,7 @@ async function ingest(url: string, n: number, every: number, salt: number): Prom
         metadata: { feature: j % 3 === 0 ? 'a' : 'b' }
       }
     })
-    const r = await fetch(`${url}/events/batch`, { method: 'POST', headers, body: JSON.stringify(batch) })
+    const r = await fetch(`${url}/events/batch`, { method: 'POST', headers: jsonHeaders, body: JSON.stringify(batch) })
     if (r.status !== 202) throw new Error(`ingest: ${r.status} ${await r.text()}`)
     const ids = ((await r.json()) as { event_ids: string[] }).event_ids
     ids.forEach((id, k) => {
