@@ -237,6 +237,13 @@ t.test('network errors are retried with backoff, then given up and reported; flu
   const { port } = probe.address() as { port: number }
   await new Promise<void>((resolve) => probe.close(() => resolve()))
   const { scope, errors } = client(t, `http://127.0.0.1:${port}`, { maxRetries: 3, retryBaseMs: 10, timeoutMs: 1000 })
+  // Full jitter draws each wait in [0, window]: pin the draw near the top so the waits are known
+  // (windows 10, 20, 40 ms) instead of asserting their random sum.
+  const random = Math.random
+  Math.random = () => 0.999
+  t.teardown(() => {
+    Math.random = random
+  })
   scope.record({ model: 'gpt-4o' })
   const t0 = Date.now()
   await scope.flush()
@@ -244,7 +251,7 @@ t.test('network errors are retried with backoff, then given up and reported; flu
   t.equal(errors.length, 1)
   t.equal(errors[0].kind, 'failed')
   t.match(errors[0].message, /after 3 retries: network error/)
-  t.ok(Date.now() - t0 >= 5 + 10 + 20, 'backed off between attempts')
+  t.ok(Date.now() - t0 >= 10 + 20 + 40 - 3, 'backed off between attempts')
 })
 
 t.test('401 is not retried', async (t) => {

@@ -42,7 +42,8 @@ t.test('defaults with only a NATS URL', async (t) => {
     partitions: 16,
     replicas: 0,
     queryTimeoutMs: 5000,
-    name: 'llmscope'
+    name: 'llmscope',
+    dedupeWindowMs: 24 * 3600_000
   })
   t.ok(Object.isFrozen(c), 'cluster config is frozen')
   t.ok(Object.isFrozen(c!.servers), 'its server list is frozen')
@@ -65,7 +66,8 @@ t.test('good values parse', async (t) => {
     partitions: 1024,
     replicas: 3,
     queryTimeoutMs: 100,
-    name: 'team_a-2'
+    name: 'team_a-2',
+    dedupeWindowMs: 24 * 3600_000
   })
   // The bounds are inclusive at both ends.
   const hi = loadConfig({ ...NATS, LLMSCOPE_LEASE_S: '600', LLMSCOPE_PARTITIONS: '1', LLMSCOPE_STREAM_REPLICAS: '5', LLMSCOPE_QUERY_TIMEOUT_MS: '600000', LLMSCOPE_NODE_ID: 'n'.repeat(64), LLMSCOPE_CLUSTER_NAME: '0' + 'x'.repeat(31) }).cluster!
