@@ -154,7 +154,8 @@ function bodyOf(e: Omit<StoredEvent, 'seq' | 'id'>, rnd: string): Uint8Array {
 /** The event stored at stream sequence `seq` with body `data`. */
 export function decodeEvent(seq: number, data: Uint8Array): StoredEvent {
   const b = JSON.parse(decoder.decode(data)) as Body
-  if (!Array.isArray(b) || (b[0] !== 1 && b[0] !== 2)) {
+  // Format 2 is exactly format 1 plus two elements: anything else is not a body this release wrote.
+  if (!Array.isArray(b) || (b[0] !== 1 && (b[0] !== 2 || b.length !== 22))) {
     throw new Error(`event message ${seq} has an unknown format (${Array.isArray(b) ? String(b[0]) : typeof b}); a newer LLMScope wrote it`)
   }
   const e: StoredEvent = {
