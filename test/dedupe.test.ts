@@ -250,3 +250,11 @@ t.test('the sweep timer runs on its own and close() stops it', async (t) => {
   await d.close()
   await root.close()
 })
+
+t.test('LLMSCOPE_DEDUPE_WINDOW_HOURS: hours (fractions allowed), default 24, a bad value names the variable; cluster mode gets it too', async (t) => {
+  const { loadConfig } = await import('../src/config.js')
+  t.equal(loadConfig({}).dedupeWindowMs, 24 * HOUR)
+  t.equal(loadConfig({ LLMSCOPE_DEDUPE_WINDOW_HOURS: '0.5' }).dedupeWindowMs, HOUR / 2)
+  t.equal(loadConfig({ LLMSCOPE_DEDUPE_WINDOW_HOURS: '168', LLMSCOPE_NATS_URL: 'nats://127.0.0.1:4222' }).cluster?.dedupeWindowMs, 168 * HOUR)
+  for (const bad of ['0', '-1', 'day', '8761']) t.throws(() => loadConfig({ LLMSCOPE_DEDUPE_WINDOW_HOURS: bad }), /invalid configuration: LLMSCOPE_DEDUPE_WINDOW_HOURS/, bad)
+})
