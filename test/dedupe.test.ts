@@ -163,11 +163,20 @@ t.test('forget: a deleted event\'s id is taken as new afterwards; only the entry
   t.equal(await d.forgetEvents([e, { ...e, clientId: null }]), 1)
 })
 
-/** A DedupeIndex on its own LMDB, as openStores makes it, with a manual clock. */
-function index(t: Test, clock: ManualClock, windowMs: number, dir = t.testdir()) {
+/**
+ * A DedupeIndex on its own LMDB, as openStores makes it, with a manual clock; `record` also
+ * keeps the events as the log would (the sweep reads an append's keys from its record).
+ */
+function index(t: Test, clock: ManualClock, windowMs: number, dir = t.testdir(), sweepEveryMs = 0) {
   const root = open({ path: `${dir}/d.lmdb`, maxDbs: 4 })
-  const d = new DedupeIndex(root.openDB<DedupeEntry, string>('dedupe', { encoding: 'ordered-binary' }), root.openDB<DedupeJournalRecord, number>('dedupe-exp', {}), { windowMs, now: () => clock.now(), sweepEveryMs: 0 })
-  return { d, root, dir }
+  const d = new DedupeIndex(root.openDB<DedupeEntry, string>('dedupe', { encoding: 'ordered-binary' }), root.openDB<DedupeJournalRecord, number>('dedupe-exp', {}), { windowMs, now: () => clock.now(), sweepEveryMs })
+  const records = new Map<number, StoredEvent[]>()
+  d.attach((seq) => records.get(seq) ?? [])
+  const record = (events: StoredEvent[], committed: Promise<void>) => {
+    records.set(events[0].seq, events)
+    d.record(events, committed)
+  }
+  return { d, root, dir, record }
 }
 
 const stored = (seq: number, clientId: string, recv: number, project = 'default'): StoredEvent => ({
@@ -177,7 +186,7 @@ const stored = (seq: number, clientId: string, recv: number, project = 'default'
 
 t.test('sweep: removes exactly the expired entries, reading only expired journal records', async (t) => {
   const clock = new ManualClock(T0)
-  const { d, root } = index(t, clock, HOUR)
+  const { d, root, record } = index(t, clock, HOUR)
   t.teardown(async () => {
     await d.close()
     await root.close()
@@ -186,14 +195,14 @@ t.test('sweep: removes exactly the expired entries, reading only expired journal
   for (let k = 0; k < 3; k++) {
     const evs = Array.from({ length: 100 }, (_, i) => stored(k * 100 + i, `k${k}-${i}`, clock.now()))
     const committed = root.flushed.then(() => {})
-    d.record(evs, committed)
+    record(evs, committed)
     await committed
     clock.advance(HOUR / 2)
   }
   // Now T0+1.5h: append 0 (T0) expired, 1 (T0+0.5h) at its very end, 2 (T0+1h) alive.
   const rewritten = stored(300, 'k0-5', clock.now())
   t.ok(d.lookup('default', 'k0-5', clock.now()) === undefined, 'expired: not found before the sweep')
-  d.record([rewritten], root.flushed.then(() => {}))
+  record([rewritten], root.flushed.then(() => {}))
   await root.flushed
   t.equal(await d.sweep(), 99 + 100, 'append 0 but its rewritten key, and append 1 (recv + window <= now)')
   t.equal(d.lookup('default', 'k0-5', clock.now())?.seq, 300, 'the rewritten key kept')
@@ -213,18 +222,18 @@ t.test('sweep: removes exactly the expired entries, reading only expired journal
 
 t.test('an entry in flight is found from memory and never swept', async (t) => {
   const clock = new ManualClock(T0)
-  const { d, root } = index(t, clock, HOUR)
+  const { d, root, record } = index(t, clock, HOUR)
   t.teardown(async () => {
     await d.close()
     await root.close()
   })
-  d.record([stored(0, 'a', T0)], root.flushed.then(() => {}))
+  record([stored(0, 'a', T0)], root.flushed.then(() => {}))
   await root.flushed
   clock.advance(2 * HOUR)
   // A new append of `a`, its commit held back: the old, expired entry is all LMDB shows.
   let release!: () => void
   const held = new Promise<void>((r) => (release = r))
-  d.record([stored(1, 'a', clock.now())], held)
+  record([stored(1, 'a', clock.now())], held)
   t.equal(d.lookup('default', 'a', clock.now())?.committed, held, 'found in memory, with the commit to wait for')
   await root.flushed
   t.equal(await d.sweep(), 0, 'the key of an append in flight is left alone')
@@ -237,10 +246,8 @@ t.test('an entry in flight is found from memory and never swept', async (t) => {
 
 t.test('the sweep timer runs on its own and close() stops it', async (t) => {
   const clock = new ManualClock(T0)
-  const dir = t.testdir()
-  const root = open({ path: `${dir}/d.lmdb`, maxDbs: 4 })
-  const d = new DedupeIndex(root.openDB<DedupeEntry, string>('dedupe', { encoding: 'ordered-binary' }), root.openDB<DedupeJournalRecord, number>('dedupe-exp', {}), { windowMs: HOUR, now: () => clock.now(), sweepEveryMs: 5 })
-  d.record([stored(0, 'a', T0)], root.flushed.then(() => {}))
+  const { d, root, record } = index(t, clock, HOUR, t.testdir(), 5)
+  record([stored(0, 'a', T0)], root.flushed.then(() => {}))
   await root.flushed
   clock.advance(HOUR)
   const end = Date.now() + 30_000
@@ -249,6 +256,21 @@ t.test('the sweep timer runs on its own and close() stops it', async (t) => {
   await d.close()
   await d.close()
   await root.close()
+})
+
+t.test('a sweep through the real log: the keys come from the append\'s record; after a restart too', async (t) => {
+  const clock = new ManualClock(T0)
+  const dir = t.testdir()
+  const a = await makeApp(t, { dir, clock, env: { LLMSCOPE_DEDUPE_WINDOW_HOURS: '1' } })
+  await post(a, '/events/batch', Array.from({ length: 70 }, (_, i) => event({ id: `s-${i}` })))
+  clock.advance(HOUR / 2)
+  await post(a, '/events/batch', [event({ id: 'late' }), event()])
+  await a.close()
+  clock.advance(HOUR / 2)
+  const b = await makeApp(t, { dir, clock, env: { LLMSCOPE_DEDUPE_WINDOW_HOURS: '1' } })
+  t.equal(await b.engine.log.dedupe!.sweep(), 70, 'the first append\'s 70 keys (a v6 record), not the later one')
+  t.equal((await post(b, '/events/ingest', event({ id: 'late' }))).body.event_id, b.engine.log.get(70)!.id, 'the later key still taken')
+  t.equal((await post(b, '/events/batch', [event({ id: 's-3' })])).body.accepted, 1, 'an expired one is new')
 })
 
 t.test('LLMSCOPE_DEDUPE_WINDOW_HOURS: hours (fractions allowed), default 24, a bad value names the variable; cluster mode gets it too', async (t) => {

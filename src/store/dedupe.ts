@@ -13,20 +13,25 @@
  * - Window by receive time: an entry counts while `recv + windowMs > at`, `at` being the new
  *   event's receive time. An expired entry is ignored by lookups at once and removed later by
  *   {@link DedupeIndex.sweep} (a background timer, off the hot path), which walks the expiry
- *   journal — one record per append, keyed by its first seq: `[latest recv, keys]` — so a
- *   sweep reads only what expired, never the whole window.
+ *   journal — one number per append that wrote entries, keyed by its first seq: its latest
+ *   receive time — and reads the keys from that append's log record (the log keeps client
+ *   ids), so a sweep reads only what expired, never the whole window, and no key is stored
+ *   twice.
  *
  * Layout: `dedupe` maps `${project}/${clientId}` (a project slug has no `/`, nor a client id)
- * to `[event id, recv ms]` (ordered-binary); `dedupe-exp` maps an append's first seq to
- * `[latest recv, keys joined by \n]`.
+ * to `[event id, recv ms]` (ordered-binary); `dedupe-exp` maps an append's first seq to its
+ * latest recv.
  */
 import type { Database } from 'lmdb'
 import { seqOfEventId, type StoredEvent } from '../events.js'
 
 /** An entry: the id of the event first accepted under the key, and when it was received (epoch ms). */
 export type DedupeEntry = [id: string, recv: number]
-/** An append's expiry record: its latest receive time and the keys it wrote, `\n` between them (keys hold none). */
-export type DedupeJournalRecord = [recv: number, keys: string]
+/** An append's expiry record: its latest receive time (the keys are in its log record). */
+export type DedupeJournalRecord = number
+
+/** The stored events of the log record at `seq` (an append's first seq), holes left out: where a sweep reads an append's keys. */
+export type RecordReader = (seq: number) => Iterable<StoredEvent>
 
 /** The event already accepted under a client id. */
 export interface Original {
@@ -61,6 +66,7 @@ export class DedupeIndex {
   readonly #sweepEveryMs: number
   /** Keys written by appends whose commit has not resolved: what LMDB reads cannot see yet. */
   readonly #inflight = new Map<string, { event: StoredEvent; committed: Promise<void> }>()
+  #records: RecordReader | null = null
   #timer: NodeJS.Timeout | null = null
   #sweeping: Promise<number> | null = null
   #closed = false
@@ -75,6 +81,11 @@ export class DedupeIndex {
     this.#sweepEveryMs = opts.sweepEveryMs ?? Math.min(Math.ceil(opts.windowMs / 4), 10 * 60_000)
     // Entries left by an earlier run expire on the timer too, even if nothing new arrives.
     for (const _ of journal.getKeys({ limit: 1 })) this.#startTimer()
+  }
+
+  /** Where sweeps read the keys of an expired append: the log that writes the entries (EventLog attaches itself). */
+  attach(records: RecordReader): void {
+    this.#records = records
   }
 
   get stats() {
@@ -132,7 +143,7 @@ export class DedupeIndex {
     }
     if (keys === null) return
     this.#stats.written += keys.length
-    this.#journal.put(events[0].seq, [latest, keys.join('\n')]).catch(noop)
+    this.#journal.put(events[0].seq, latest).catch(noop)
     const written = keys
     const settle = () => {
       for (let i = 0; i < written.length; i++) {
@@ -196,7 +207,8 @@ export class DedupeIndex {
    * Removes every expired entry (receive time at least a window before now): walks the journal
    * from its oldest append until one that has not expired, a chunk per event-loop turn,
    * waiting for each chunk's commit before reading on. Resolves with the entries removed. One
-   * sweep at a time (a call during one joins it).
+   * sweep at a time (a call during one joins it). Reads keys through the attached log
+   * ({@link attach}); with none attached it removes nothing.
    */
   sweep(): Promise<number> {
     this.#sweeping ??= this.#sweep().finally(() => {
@@ -213,15 +225,19 @@ export class DedupeIndex {
       let last: Promise<unknown> | null = null
       let read = 0
       let done = false
+      const records = this.#records
+      if (records === null) return removed
       for (const { key: seq, value } of this.#journal.getRange({ limit: SWEEP_CHUNK })) {
         read++
-        if (value[0] + this.windowMs > now) {
+        if (value + this.windowMs > now) {
           // Appends are journalled in log order, which is receive order up to clock steps: the
           // rest is newer (a few out-of-order ones wait for the next sweep).
           done = true
           break
         }
-        for (const key of value[1].split('\n')) {
+        for (const e of records(seq)) {
+          if (e.clientId === null || e.clientId === undefined) continue
+          const key = dedupeKey(e.project, e.clientId)
           // An append in flight rewrites the key: its entry is new, whatever LMDB holds now.
           if (this.#inflight.has(key)) continue
           const v = this.#db.get(key)

@@ -311,6 +311,8 @@ export class EventLog implements DurableLog {
     this.#db = db
     this.#space = space
     this.dedupe = dedupe ?? null
+    // The index's sweep reads an expired append's keys from its record here.
+    this.dedupe?.attach((seq) => this.#recordEvents(seq))
     this.#nextSeq = 0
     for (const { key, value } of db.getRange({ reverse: true, limit: 1 })) {
       this.#nextSeq = key + recordLength(key, value)
@@ -465,6 +467,20 @@ export class EventLog implements DurableLog {
     return { events, committed }
   }
 
+  /** The stored events of the record whose first seq is `key` (holes left out; none when there is no such record). */
+  #recordEvents(key: number): StoredEvent[] {
+    const value = this.#db.get(key)
+    if (value === undefined) return []
+    const n = recordLength(key, value)
+    const rec = readable(key, value)
+    const out: StoredEvent[] = []
+    for (let i = 0; i < n; i++) {
+      const e = decodeAt(key, rec, i)
+      if (e !== null) out.push(e)
+    }
+    return out
+  }
+
   /** The event at `seq`, or undefined. A synchronous keyed read (memory-mapped). */
   get(seq: number): StoredEvent | undefined {
     for (const { key, value } of this.#db.getRange({ start: seq, reverse: true, limit: 1 })) {
@@ -580,6 +596,8 @@ export class EventLog implements DurableLog {
     let pending: Promise<boolean>[] = []
     let records = 0
     const rewritten: number[] = []
+    const TURN_MS = 4
+    let turn = performance.now()
     let i = 0
     while (i < sorted.length) {
       let key = -1
@@ -611,10 +629,12 @@ export class EventLog implements DurableLog {
         // In this turn, so in the rewrite's transaction: a re-sent copy of a deleted event is new.
         if (this.dedupe !== null) this.dedupe.forgetNow(gone)
       }
-      if (++records % perTurn === 0) {
+      // A record may hold 10,000 events: yield by time too, not only by records.
+      if (++records % perTurn === 0 || performance.now() - turn > TURN_MS) {
         await Promise.all(pending)
         pending = []
         await new Promise((r) => setImmediate(r))
+        turn = performance.now()
       }
     }
     await Promise.all(pending)
