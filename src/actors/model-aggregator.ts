@@ -30,12 +30,12 @@ export type AggregatorMessage =
   /** Folds raw rows past retention into hour aggregates (off the ingest path: a timer asks). */
   | { type: 'retain'; policy: RetentionPolicy }
   /**
-   * Deletes events (see {@link ForgetReply}): the rows whose seq is in `seqs` (with `range`, only
-   * rows with start <= ts < end are looked for), and `coarse` — events of this aggregator read
+   * Deletes events (see {@link ForgetReply}): the rows whose seq is in `seqs` (a Map: seq → the
+   * event's ts, looked for in those minutes only; with `range`, only rows with start <= ts < end), and `coarse` — events of this aggregator read
    * from the log, each taken out of its series' coarse hour when retention folded its hour
    * (SeriesStore.subtractCoarse; others are left to `seqs`). Replies with an Error if it failed.
    */
-  | { type: 'forget'; seqs: ReadonlySet<number>; range?: { start: number; end: number }; coarse?: readonly PricedEvent[]; reply: (r: ForgetReply | Error) => void }
+  | { type: 'forget'; seqs: ReadonlySet<number> | ReadonlyMap<number, number>; range?: { start: number; end: number }; coarse?: readonly PricedEvent[]; reply: (r: ForgetReply | Error) => void }
 
 /** What a forget did: events removed, hours whose aggregates changed, the dimension ids the removed rows held. */
 export interface ForgetReply {
@@ -210,7 +210,7 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
    * copied fails rather than mix rows from before and after (its parts' epoch check). A series
    * left with nothing is dropped (no name of it stays in the next snapshot).
    */
-  #forget(seqs: ReadonlySet<number>, range: { start: number; end: number } | undefined, coarse: readonly PricedEvent[] | undefined): ForgetReply {
+  #forget(seqs: ReadonlySet<number> | ReadonlyMap<number, number>, range: { start: number; end: number } | undefined, coarse: readonly PricedEvent[] | undefined): ForgetReply {
     const hours = new Set<number>()
     const users = new Set<number>()
     const sessions = new Set<number>()

@@ -520,9 +520,10 @@ export class Topology implements AnalyticsReader {
 
   /**
    * Deletes events from project `project`'s analytics state (DESIGN §7, DELETE /events): the
-   * rows whose seq is in `seqs` in every aggregator of the project (with `range`, only rows
-   * with range.start <= ts < range.end are looked for: pass the matches' time span to search
-   * less), recomputing the aggregates they were in; and `coarse` — events read from the log
+   * rows whose seq is in `seqs` in every aggregator of the project, recomputing the aggregates
+   * they were in. Where rows are looked for: given a Map (seq → the event's ts, as search hits
+   * carry), only the minutes of those times — the fast form; given a Set, every row of the
+   * project, or with `range` only rows with range.start <= ts < range.end; and `coarse` — events read from the log
    * whose hours retention may have folded: each is taken out of its series' coarse hour
    * (counts and sums exact, once per seq; an event whose hour holds rows is left to `seqs`).
    * Pass in `coarse` only events the state counted (seq below the restored snapshot's, or
@@ -537,7 +538,7 @@ export class Topology implements AnalyticsReader {
    * Resolves with the events removed (rows plus coarse events). Idempotent: a seq with no row
    * is a no-op. Rejects (after doing what it could) if an actor could not take its part.
    */
-  async forget(project: string, seqs: ReadonlySet<number>, range?: { start: number; end: number }, coarse?: readonly PricedEvent[]): Promise<number> {
+  async forget(project: string, seqs: ReadonlySet<number> | ReadonlyMap<number, number>, range?: { start: number; end: number }, coarse?: readonly PricedEvent[]): Promise<number> {
     await this.router.flushed()
     return new Promise((resolve, reject) => {
       const sent = this.costStage.send({
@@ -550,7 +551,7 @@ export class Topology implements AnalyticsReader {
   }
 
   /** {@link Topology.forget} at its cut (nothing is emitted downstream until it settles). */
-  async #forgetAtCut(project: string, seqs: ReadonlySet<number>, range: { start: number; end: number } | undefined, coarse: readonly PricedEvent[] | undefined): Promise<number> {
+  async #forgetAtCut(project: string, seqs: ReadonlySet<number> | ReadonlyMap<number, number>, range: { start: number; end: number } | undefined, coarse: readonly PricedEvent[] | undefined): Promise<number> {
     const part = this.#projects.get(project)
     if (part === undefined) return 0
     const coarseOf = new Map<ModelAggregator, PricedEvent[]>()

@@ -341,7 +341,7 @@ export class RowStore {
    * when given, sees each such row first, as {@link RowStore.visit} would (time `mStart` +
    * offset). Its words are then zeroed and its index marked dead. Returns the rows removed.
    */
-  remove(list: number, lo: number, hi: number, mStart: number, seqs: ReadonlySet<number>, minSeq: number, maxSeq: number, removed?: RowVisitor): number {
+  remove(list: number, lo: number, hi: number, mStart: number, seqs: { has(seq: number): boolean }, minSeq: number, maxSeq: number, removed?: RowVisitor): number {
     let n = 0
     let prev = -1
     for (let r = this.#heads[list]; r >= 0; ) {

@@ -21,14 +21,13 @@
 import type { Row } from './row.js'
 import type { RowDims, RowVisitor } from './row-store.js'
 import type { SeriesSnapshot } from './series-snapshot.js'
-import { addRow, createAggregate, mergeInto, subtractAggregate, type Aggregate, type TimeBucket } from './aggregate.js'
-import type { Totals } from './totals.js'
+import { addRow, addValues, createAggregate, mergeInto, subtractAggregate, type Aggregate, type TimeBucket } from './aggregate.js'
 import { isValidRow, MAX_TIMESTAMP_MS } from './row.js'
 import { MAX_ROWS, RowStore } from './row-store.js'
 import { loadSnapshot, SnapshotBuilder } from './series-snapshot.js'
 import { LatencySketch } from './sketch.js'
 import { DAY_MS, floorDiv, HOUR_MS, MINUTE_MS } from './time.js'
-import { createTotals } from './totals.js'
+import { cloneTotals, createTotals, subtractTotals, type Totals } from './totals.js'
 
 export { createAggregate, mergeInto, mergeTimeseries, type Aggregate, type TimeBucket } from './aggregate.js'
 export type { RowDims, RowVisitor } from './row-store.js'
@@ -122,7 +121,7 @@ function normalizeRange(start: number, end: number): [number, number] {
  *                                 └─► minute slot: a RowStore list, row count or optional Aggregate
  *                                        └─► rows: singly linked list through chunked columns
  * ```
- * Raw rows live in a {@link RowStore} (row-store.ts: 20 bytes per typical row, exact escapes
+ * Raw rows live in a {@link RowStore} (row-store.ts: 24 bytes per typical row, exact escapes
  * for values that do not fit), one list per minute slot. A row's full timestamp is its
  * minute's start + the offset the row store keeps, the minute being known from the path that
  * reached it.
@@ -365,24 +364,32 @@ export class SeriesStore {
 
   /**
    * Deletes rows by their event's seq: every raw row whose seq is in `seqs` (and, with `range`,
-   * whose `ts` is in [range.start, range.end): only those minutes are searched; without it,
-   * every row) is unlinked, and the minute, hour and day aggregates it was counted in are
-   * RECOMPUTED from the rows left — not decremented — so totals, sketches and their extremes
-   * equal those of a store that never recorded it. An hour or day left without rows is dropped.
-   * `removed`, when given, sees each removed row first (values, flags, dimension words, ts, seq).
+   * whose `ts` is in [range.start, range.end)) is unlinked, and the minute, hour and day
+   * aggregates it was counted in are RECOMPUTED from the rows left — not decremented — so
+   * totals, sketches and their extremes equal those of a store that never recorded it. An hour
+   * or day left without rows is dropped. `removed`, when given, sees each removed row first
+   * (values, flags, dimension words, ts, seq).
+   *
+   * Where rows are looked for: given a Map (seq → the event's ts), only the minutes of those
+   * times (a row whose ts is not the one given is not found): O(rows of those minutes); given
+   * a Set, every minute of `range` (or of the store): O(rows held there).
    *
    * Coarse hours are not reached: their rows are gone, so no seq can be found there (see
    * {@link SeriesStore.subtractCoarse}). Idempotent: a seq with no row is a no-op.
    * Removed rows leave holes in the row numbering (see {@link SeriesStore.rowEnd}) until holes
    * reach a quarter of the live rows; then the rows are compacted, renumbering them (as a
-   * retention fold does). O(rows of the minutes searched + rows of the hours changed).
-   * Returns the rows removed.
+   * retention fold does). Returns the rows removed.
+   *
+   * Cost: a changed minute's aggregate is rebuilt from its rows; a changed hour and day take the
+   * removed rows out (totals exact; sketch bucket counts exact) and, only when a removed latency
+   * was their smallest or largest, find their exact new extremes from what they hold — so the
+   * result is the same as a rebuild from the rows left, at O(removed rows + buckets).
    */
-  forget(seqs: ReadonlySet<number>, range?: { start: number; end: number }, removed?: RowVisitor): number {
+  forget(seqs: ReadonlySet<number> | ReadonlyMap<number, number>, range?: { start: number; end: number }, removed?: RowVisitor): number {
     if (seqs.size === 0 || this.#rows.live === 0) return 0
     let minSeq = Infinity
     let maxSeq = -Infinity
-    for (const q of seqs) {
+    for (const q of seqs.keys()) {
       if (q < minSeq) minSeq = q
       if (q > maxSeq) maxSeq = q
     }
@@ -391,69 +398,102 @@ export class SeriesStore {
     const rows = this.#rows
     let total = 0
     let edge = false
+    /** The removed rows by hour key (what each changed hour and its day lose). */
+    const gone = new Map<number, Aggregate>()
     const seen: RowVisitor = (v, flags, u, se, a, ts, seq) => {
       if (ts === this.#minTs || ts === this.#maxTs) edge = true
+      const hourKey = floorDiv(ts, HOUR_MS)
+      let agg = gone.get(hourKey)
+      if (agg === undefined) gone.set(hourKey, (agg = createAggregate()))
+      addValues(agg, v, flags)
       removed?.(v, flags, u, se, a, ts, seq)
     }
-    const keys = this.#dayKeys
-    const emptied: number[] = []
-    for (let k = lowerBound(keys, floorDiv(s, DAY_MS)); k < keys.length; k++) {
-      const dayKey = keys[k]
-      const dStart = dayKey * DAY_MS
-      if (dStart >= e) break
-      const day = this.#days.get(dayKey) as DayNode
-      let dayChanged = false
-      for (let h = firstSub(dStart, HOUR_MS, s), lastH = lastSub(dStart, HOUR_MS, 24, e); h <= lastH; h++) {
-        const hour = day.hours[h]
-        if (hour === undefined || hour.minutes === null) continue
-        const hStart = dStart + h * HOUR_MS
-        let hourRemoved = 0
-        for (let m = firstSub(hStart, MINUTE_MS, s), lastM = lastSub(hStart, MINUTE_MS, 60, e); m <= lastM; m++) {
-          const slot = hour.minutes[m] - 1
-          if (slot < 0) continue
-          const mStart = hStart + m * MINUTE_MS
-          const n = rows.remove(slot, Math.max(0, s - mStart), Math.min(MINUTE_MS, e - mStart), mStart, seqs, minSeq, maxSeq, seen)
-          if (n === 0) continue
-          hourRemoved += n
-          const state = this.#mState[slot]
-          if (state >= 0) {
-            this.#mState[slot] = state - n
-            if (state === n) hour.minutes[m] = 0
-          } else {
-            const agg = createAggregate()
-            rows.sum(slot, 0, MINUTE_MS, agg)
-            if (agg.totals.requests === 0) {
-              // The slot is left empty and unused (compaction drops it); its aggregate goes.
-              this.#mState[slot] = 0
-              this.#minuteAggs[-state - 1] = createAggregate()
-              hour.minutes[m] = 0
-            } else {
-              this.#minuteAggs[-state - 1] = agg
-            }
-          }
-        }
-        if (hourRemoved === 0) continue
-        total += hourRemoved
-        dayChanged = true
-        // The hour again, from its minutes (their aggregates, or their rows).
-        const agg = createAggregate()
-        for (let m = 0; m < 60; m++) {
-          const slot = hour.minutes[m] - 1
-          if (slot < 0) continue
-          const state = this.#mState[slot]
-          if (state < 0) mergeInto(agg, this.#minuteAggs[-state - 1])
-          else rows.sum(slot, 0, MINUTE_MS, agg)
-        }
-        if (agg.totals.requests === 0) day.hours[h] = undefined
-        else {
-          // New objects: a timeseries bucket may share the old ones (read only).
-          hour.totals = agg.totals
-          hour.sketch = agg.sketch
+    /** Changed hours, by day: updated once each at the end. */
+    const changed = new Map<number, Set<number>>()
+    const minute = (dayKey: number, h: number, hour: HourNode, m: number): void => {
+      const slot = (hour.minutes as Int32Array)[m] - 1
+      if (slot < 0) return
+      const mStart = (dayKey * 24 + h) * HOUR_MS + m * MINUTE_MS
+      const n = rows.remove(slot, Math.max(0, s - mStart), Math.min(MINUTE_MS, e - mStart), mStart, seqs, minSeq, maxSeq, seen)
+      if (n === 0) return
+      total += n
+      const hours = changed.get(dayKey) ?? new Set<number>()
+      changed.set(dayKey, hours.add(h))
+      const state = this.#mState[slot]
+      if (state >= 0) {
+        this.#mState[slot] = state - n
+        if (state === n) (hour.minutes as Int32Array)[m] = 0
+        return
+      }
+      const agg = createAggregate()
+      rows.sum(slot, 0, MINUTE_MS, agg)
+      if (agg.totals.requests > 0) {
+        this.#minuteAggs[-state - 1] = agg
+        return
+      }
+      // The slot is left empty and unused (compaction drops it); its aggregate goes.
+      this.#mState[slot] = 0
+      this.#minuteAggs[-state - 1] = createAggregate()
+      ;(hour.minutes as Int32Array)[m] = 0
+    }
+    if (seqs instanceof Map) {
+      const minutes = new Set<number>()
+      for (const ts of seqs.values()) if (Number.isSafeInteger(ts) && ts >= s && ts < e) minutes.add(floorDiv(ts, MINUTE_MS))
+      for (const minuteKey of minutes) {
+        const hourKey = floorDiv(minuteKey, 60)
+        const dayKey = floorDiv(hourKey, 24)
+        const hour = this.#days.get(dayKey)?.hours[hourKey - dayKey * 24]
+        if (hour !== undefined && hour.minutes !== null) minute(dayKey, hourKey - dayKey * 24, hour, minuteKey - hourKey * 60)
+      }
+    } else {
+      const keys = this.#dayKeys
+      for (let k = lowerBound(keys, floorDiv(s, DAY_MS)); k < keys.length; k++) {
+        const dayKey = keys[k]
+        const dStart = dayKey * DAY_MS
+        if (dStart >= e) break
+        const day = this.#days.get(dayKey) as DayNode
+        for (let h = firstSub(dStart, HOUR_MS, s), lastH = lastSub(dStart, HOUR_MS, 24, e); h <= lastH; h++) {
+          const hour = day.hours[h]
+          if (hour === undefined || hour.minutes === null) continue
+          const hStart = dStart + h * HOUR_MS
+          for (let m = firstSub(hStart, MINUTE_MS, s), lastM = lastSub(hStart, MINUTE_MS, 60, e); m <= lastM; m++) minute(dayKey, h, hour, m)
         }
       }
-      if (dayChanged && this.#recomputeDay(day)) emptied.push(dayKey)
     }
     if (total === 0) return 0
+    const emptied: number[] = []
+    for (const [dayKey, hours] of changed) {
+      const day = this.#days.get(dayKey) as DayNode
+      const dayGone = createAggregate()
+      for (const h of hours) {
+        const hour = day.hours[h] as HourNode
+        const lost = gone.get(dayKey * 24 + h) as Aggregate
+        mergeInto(dayGone, lost)
+        if (lost.totals.requests === hour.totals.requests) {
+          day.hours[h] = undefined
+          continue
+        }
+        const ext = lost.sketch.min <= hour.sketch.min || lost.sketch.max >= hour.sketch.max ? this.#hourExtremes(dayKey * 24 + h, hour) : { min: hour.sketch.min, max: hour.sketch.max }
+        // New objects: a timeseries bucket may share the old ones (read only).
+        hour.totals = subtractTotals(cloneTotals(hour.totals), lost.totals)
+        hour.sketch = hour.sketch.clone().subtract(lost.sketch, ext)
+      }
+      if (dayGone.totals.requests === day.totals.requests) {
+        emptied.push(dayKey)
+        continue
+      }
+      let ext = { min: day.sketch.min, max: day.sketch.max }
+      if (dayGone.sketch.min <= ext.min || dayGone.sketch.max >= ext.max) {
+        ext = { min: Infinity, max: -Infinity }
+        for (const hour of day.hours) {
+          if (hour === undefined) continue
+          ext.min = Math.min(ext.min, hour.sketch.min)
+          ext.max = Math.max(ext.max, hour.sketch.max)
+        }
+      }
+      day.totals = subtractTotals(cloneTotals(day.totals), dayGone.totals)
+      day.sketch = day.sketch.clone().subtract(dayGone.sketch, ext)
+    }
     this.#dropDays(emptied)
     if (edge) this.#recomputeBounds()
     if (rows.dead * 4 >= rows.live) this.#compactRows()
@@ -552,6 +592,29 @@ export class SeriesStore {
     const day = this.#days.get(dayKey)
     if (day !== undefined && this.#recomputeDay(day)) this.#dropDays([dayKey])
     this.#recomputeBounds()
+  }
+
+  /** Exact smallest and largest latency a raw hour holds (its minutes' aggregates, or their rows). */
+  #hourExtremes(hourKey: number, hour: HourNode): { min: number; max: number } {
+    const out = { min: Infinity, max: -Infinity }
+    const minutes = hour.minutes as Int32Array
+    for (let m = 0; m < 60; m++) {
+      const slot = minutes[m] - 1
+      if (slot < 0) continue
+      const state = this.#mState[slot]
+      if (state < 0) {
+        const sk = this.#minuteAggs[-state - 1].sketch
+        if (sk.count === 0) continue
+        out.min = Math.min(out.min, sk.min)
+        out.max = Math.max(out.max, sk.max)
+        continue
+      }
+      this.#rows.visit(slot, 0, MINUTE_MS, hourKey * HOUR_MS + m * MINUTE_MS, (v) => {
+        if (v[5] < out.min) out.min = v[5]
+        if (v[5] > out.max) out.max = v[5]
+      })
+    }
+    return out
   }
 
   /** Sets a day's aggregate to the merge of its hours; true when it has none left. */

@@ -422,9 +422,11 @@ export class LatencySketch {
    * Removes the values of `part`, every one of which must have been recorded or merged into
    * this sketch (a breakdown's `other` group is its total minus the shown groups). Counts stay
    * exact; the extremes, whose exact values may be gone, become those of the remaining
-   * buckets (within the relative accuracy). Returns `this`.
+   * buckets (within the relative accuracy) — or `exact`, the remaining values' true extremes
+   * when the caller knows them (a delete that still holds the rows): then the sketch is the
+   * one recording only the remaining values would give. Returns `this`.
    */
-  subtract(part: LatencySketch): this {
+  subtract(part: LatencySketch, exact?: { min: number; max: number }): this {
     if (part.#count === 0) return this
     if (this.#dense === null) this.#toDense()
     this.#count -= part.#count
@@ -456,6 +458,10 @@ export class LatencySketch {
     }
     this.#min = this.#zero > 0 || lo < 0 ? 0 : valueOf(this.#base + lo)
     this.#max = hi < 0 ? 0 : valueOf(this.#base + hi)
+    if (exact !== undefined) {
+      this.#min = exact.min
+      this.#max = exact.max
+    }
     return this
   }
 

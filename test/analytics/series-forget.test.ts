@@ -73,7 +73,8 @@ t.test('property: forget equals a fresh store of the kept rows, for every query'
       fc.option(fc.tuple(pointSpec, pointSpec), { nil: undefined }),
       fc.array(fc.tuple(pointSpec, pointSpec), { minLength: 1, maxLength: 4 }),
       fc.array(fc.tuple(rowArb(), dimsArb), { maxLength: 30 }),
-      (recs, mask, rangeSpec, ranges, later) => {
+      fc.boolean(),
+      (recs, mask, rangeSpec, ranges, later, byTime) => {
         const store = storeOf(recs)
         const doomed = pick(recs, mask)
         const rows = recs.map((r) => r.row)
@@ -83,7 +84,9 @@ t.test('property: forget equals a fresh store of the kept rows, for every query'
         const seen: number[] = []
         // Seqs with no row are no-ops: throw some in.
         const asked = new Set([...doomed.map((r) => r.row.seq as number), 1e15, 7e14])
-        const removed = store.forget(asked, range, (_v, _f, _u, _s, _a, _ts, seq) => seen.push(seq))
+        // The seq → ts form looks in those minutes only; the set form everywhere.
+        const byTs = new Map([...doomed.map((r): [number, number] => [r.row.seq as number, r.row.ts]), [1e15, 5 * MIN]])
+        const removed = store.forget(byTime ? byTs : asked, range, (_v, _f, _u, _s, _a, _ts, seq) => seen.push(seq))
         if (removed !== gone.size) throw new Error(`removed ${removed}, expected ${gone.size}`)
         if (JSON.stringify(seen.sort((a, b) => a - b)) !== JSON.stringify([...gone].sort((a, b) => a - b))) throw new Error('removed rows seen')
         const kept = recs.filter((r) => !gone.has(r.row.seq as number))
@@ -91,7 +94,7 @@ t.test('property: forget equals a fresh store of the kept rows, for every query'
         let diff = same(store, fresh, kept, ranges)
         if (diff !== null) throw new Error(`after forget: ${diff}`)
         // Idempotent.
-        if (store.forget(asked, range) !== 0) throw new Error('second forget removed rows')
+        if (store.forget(asked, range) !== 0 || store.forget(byTs, range) !== 0) throw new Error('second forget removed rows')
         // A snapshot holds the kept rows only (the holes are not copied); the restore answers alike.
         const back = SeriesStore.fromSnapshot(store.toSnapshot())
         diff = same(back, fresh, kept, ranges)
@@ -148,6 +151,18 @@ t.test('forget in several steps, down to nothing: holes, compaction, row-range p
   t.equal(store.bounds(), null)
   t.same(store.timeseries(-Infinity, Infinity, MIN), [])
   t.equal(store.aggregate(-Infinity, Infinity).totals.requests, 0)
+})
+
+t.test('the seq → ts form finds a row only in the minute of the ts given', async (t) => {
+  const store = new SeriesStore()
+  const row = (ts: number, seq: number): Row => ({ ts, promptTokens: 1, completionTokens: 1, totalTokens: 2, cachedTokens: 0, reasoningTokens: 0, latencyUs: 5, costNanos: 7, error: false, unpriced: false, seq })
+  for (let i = 0; i < 100; i++) store.record(row(i * 20_000, i))
+  t.equal(store.forget(new Map([[10, 10 * 20_000 + MIN]])), 0, 'a ts in another minute: not found')
+  t.equal(store.forget(new Map([[10, 10 * 20_000 + 1]])), 1, 'a ts in the same minute: found')
+  const before = store.scannedRows
+  t.equal(store.forget(new Map([[50, 50 * 20_000], [51, 51 * 20_000]])), 2)
+  t.equal(store.scannedRows, before, 'forget is not counted as query reads')
+  t.equal(store.size, 97)
 })
 
 t.test('a removed row leaves no value readable: its words are zeroed', async (t) => {
