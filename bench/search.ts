@@ -244,6 +244,9 @@ async function counted(server: Server, expected: readonly number[]): Promise<voi
   }
 }
 
+/** A progress line on stderr (the table goes to stdout). */
+const progress = (what: string) => console.error(`  search ${new Date().toISOString().slice(11, 19)} ${what} (load ${loadavg()[0].toFixed(1)})`)
+
 // ---- data ----
 
 /** A UUID-shaped client id (36 characters, as `crypto.randomUUID()` gives), deterministic. */
@@ -321,6 +324,7 @@ async function loadBoth(n: number, withIds: Server, without: Server, ids: boolea
       await counted(arms[i].server, truth.perProject)
       arms[i].seconds += (performance.now() - t) / 1000
     }
+    if ((chunk + 1) % 10 === 0) progress(`loaded ${fmtN((chunk + 1) * CHUNK)} of ${fmtN(n)} (${arms[0].seconds.toFixed(0)} + ${arms[1].seconds.toFixed(0)} s)`)
   }
   return { withIds: arms[0], without: arms[1], truth }
 }
@@ -632,8 +636,11 @@ export async function run(): Promise<Row[]> {
     await without.stop()
     servers.pop()
 
+    progress('GET /events')
     const rare = (await section('GET /events', () => searchRows(withIds, truth, n, perKind, row))) ?? []
+    progress('export')
     await section('export', () => exportRows(withIds, truth, slowS, exportS, row))
+    progress('DELETE /events')
     await section('DELETE /events', () => deleteRows(withIds, truth, n, ids, rare, row))
   } catch (err) {
     row({ metric: 'failed', value: 0, unit: '', note: (err as Error).message.split('\n')[0].slice(0, 300) })
