@@ -240,6 +240,11 @@ export type PendingEvent = Omit<StoredEvent, 'seq' | 'id'>
 /**
  * Turns a parsed event into its pending stored form. `inferProvider` fills a missing provider;
  * `project` is the project the request acts in (the route's, from its key).
+ *
+ * Import (an exported EVENT): `client_id`, else `id`, becomes `clientId`. `unpriced: true` or
+ * `cost_source: "unpriced"` keeps the event unpriced (its `cost` dropped: it was 0);
+ * `cost_source: "computed"` with a `cost` keeps that cost as a computed one; any other
+ * `cost_source` value means nothing (a `cost` is then the caller's, as without it).
  */
 export function toPending(e: ParsedEvent, now: number, inferProvider: (model: string) => string, project: string = DEFAULT_PROJECT): PendingEvent {
   const unpriced = isUnpricedImport(e.unpriced, e.cost_source)
