@@ -537,10 +537,10 @@ function answerSketches(src: QuerySource, q: RangeQuery, by: string, shown: Arra
 
 /** 64-bit hashes (two 32-bit ones) of a dictionary's values, as one base64 string (8 bytes a value). */
 function valueHashes(dict: ValueDictionary): string {
-  const n = dict.size
-  const out = Buffer.allocUnsafe(n * 8)
-  for (let id = 2; id < n + 2; id++) {
-    const v = dict.value(id) as string
+  // Kept values only: a delete may have blanked some ids (their strings are gone).
+  const out = Buffer.allocUnsafe(dict.size * 8)
+  let at = 0
+  dict.forEach((v) => {
     let h1 = 0x811c9dc5
     let h2 = 0x9747b28c ^ v.length
     for (let i = 0; i < v.length; i++) {
@@ -551,9 +551,10 @@ function valueHashes(dict: ValueDictionary): string {
     }
     h2 = Math.imul(h2 ^ (h2 >>> 13), 0x5bd1e995)
     h2 ^= h2 >>> 15
-    out.writeUInt32LE(h1 >>> 0, (id - 2) * 8)
-    out.writeUInt32LE(h2 >>> 0, (id - 2) * 8 + 4)
-  }
+    out.writeUInt32LE(h1 >>> 0, at)
+    out.writeUInt32LE(h2 >>> 0, at + 4)
+    at += 8
+  })
   return out.toString('base64')
 }
 

@@ -414,3 +414,30 @@ t.test('reply sizes: a breakdown by user with 10,000 users', async (t) => {
   for (const [kind, line] of Object.entries(sizes)) t.comment(`${kind}: ${line}`)
   t.ok(largest < MAX_PART_BYTES, `every reply fits one NATS message (largest ${(largest / 1024).toFixed(0)} KiB)`)
 })
+
+t.test('after a delete blanks values, partitions still answer dimensions and breakdowns exactly as one node', async (t) => {
+  const events = makeEvents(1200, 91)
+  const reference = makeNode(t)
+  await feed(reference, events)
+  const nodes = await cluster(t, events, 3)
+  const ask = askOf(nodes)
+  // Forget every event of two users (their ids blank in each dictionary that held them).
+  const gone = new Set(events.filter((e) => e.user === 'u1' || e.user === 'u2').map((e) => e.seq))
+  t.ok(gone.size > 0, `${gone.size} events of u1 and u2 to forget`)
+  await reference.topo.forget('default', gone)
+  await reference.topo.forget('p2', gone)
+  for (const n of nodes) {
+    await n.topo.forget('default', gone)
+    await n.topo.forget('p2', gone)
+  }
+  for (const project of ['default', 'p2']) {
+    const one = dimensions(reference.source, project)
+    const many = await clusterDimensions(ask, project)
+    const byName = (xs: typeof one) => [...xs].sort((a, b) => (a.name < b.name ? -1 : 1))
+    t.same(byName(many), byName(one), `${project}: dimension counts after the delete`)
+    const q = { project, start: -Infinity, end: Infinity }
+    const b = await clusterBreakdown(ask, q, 'user_id', 'requests', 100)
+    t.same(renderBreakdown(b), renderBreakdown(breakdown(reference.source, q, 'user_id', 'requests', 100)), `${project}: breakdown by user after the delete`)
+    t.notOk(b.groups.some((g) => g.value === 'u1' || g.value === 'u2'), `${project}: the deleted users are in no group`)
+  }
+})
