@@ -301,7 +301,10 @@ export class Engine {
     apply: async (t, chunk) => {
       this.#checkOpen()
       for (const s of t.seqs) this.#forgotten.add(s)
-      await this.#forgetChunk(t, chunk.range, Infinity)
+      // Where each row is (seq → its time): the forget walks only those minutes.
+      const at = new Map<number, number>()
+      for (let i = 0; i < chunk.seqs.length; i++) at.set(chunk.seqs[i], chunk.ts[i])
+      await this.#forgetChunk(t, at, chunk.range, Infinity)
     },
     finish: (p) => this.#finishForget(p)
   }
@@ -317,7 +320,7 @@ export class Engine {
       status.matched = p.seqs.length
       status.deleted = p.seqs.length
       try {
-        for (const t of p.chunks) await this.#forgetChunk(t, undefined, below)
+        for (const t of p.chunks) await this.#forgetChunk(t, null, undefined, below)
         await this.#finishForget(p)
         this.deletes.end(status, 'done')
       } catch (err) {
@@ -328,18 +331,24 @@ export class Engine {
   }
 
   /**
-   * Removes chunk `t`'s events from memory (topology.forget; rows by seq, idempotent). With
-   * retention on, rows may have been folded into coarse hours: the chunk's events (those with
-   * seq < `below`, the ones the state holds) go along for their subtraction — unless the chunk
-   * is already applied (a restored snapshot listing it), which would subtract them twice.
+   * Removes chunk `t`'s events from memory (topology.forget; rows by seq, idempotent), looking
+   * for each row at its time (`at`: seq → ts; null: read from the log — a seq the log no longer
+   * holds was purged after a snapshot without it, so no row of it is left). With retention on,
+   * rows may have been folded into coarse hours: the chunk's events (those with seq < `below`,
+   * the ones the state holds) go along for their subtraction — unless the chunk is already
+   * applied (a restored snapshot listing it), which would subtract them twice.
    * Never beside a snapshot: each waits for the other, so a snapshot's `forgets` is exact.
    */
-  async #forgetChunk(t: ForgetTombstone, range: { start: number; end: number } | undefined, below: number): Promise<void> {
+  async #forgetChunk(t: ForgetTombstone, at: ReadonlyMap<number, number> | null, range: { start: number; end: number } | undefined, below: number): Promise<void> {
     const { days, events } = this.config.retention
     const key = chunkKey(t)
-    const coarse = (days > 0 || events > 0) && !this.#applied.has(key) ? (await this.eventsBySeq(t.seqs.filter((s) => s < below), { forgotten: true })).filter((e) => e !== undefined) : undefined
+    const coarseWanted = (days > 0 || events > 0) && !this.#applied.has(key)
+    let stored: PricedEvent[] | null = null
+    if (at === null || coarseWanted) stored = (await this.eventsBySeq(t.seqs, { forgotten: true })).filter((e) => e !== undefined)
+    if (at === null) at = new Map(stored!.map((e) => [e.seq, e.ts]))
+    const coarse = coarseWanted ? stored!.filter((e) => e.seq < below) : undefined
     while (this.#snapshotting !== null) await this.#snapshotting.catch(() => {})
-    const run = this.topology.forget(t.project, new Set(t.seqs), range, coarse).then(() => {
+    const run = this.topology.forget(t.project, at, range, coarse).then(() => {
       this.#applied.add(key)
     })
     this.#forgetting = run.catch(() => {})

@@ -68,6 +68,8 @@ export function noFilterError() {
 /** One chunk of matches: seqs ascending, and the event-time range that holds them. */
 export interface ForgetChunk {
   seqs: number[]
+  /** Each seq's event time (`ts[i]` is `seqs[i]`'s): where its row is. */
+  ts: number[]
   /** `[start, end)` on event time covering every seq of the chunk. */
   range: { start: number; end: number }
   /** Matches found on the log path (rows memory no longer holds, e.g. retention-folded hours). */
@@ -150,7 +152,7 @@ export async function* findMatches(src: QuerySource, project: string, q: RangeQu
       if (t < lo) lo = t
       if (t > hi) hi = t
     }
-    ready.push({ seqs: order.map((i) => seqs[i]), range: { start: lo, end: hi + 1 }, events })
+    ready.push({ seqs: order.map((i) => seqs[i]), ts: order.map((i) => tss[i]), range: { start: lo, end: hi + 1 }, events })
     seqs = []
     tss = []
     events = []

@@ -43,9 +43,9 @@ t.test('tombstones: put, list by delete then chunk, grouped; remove one delete o
   ts = ForgetTombstones.open(stores.root)
   t.notOk(ts.empty)
   t.same(ts.list().map((x) => [x.id, x.chunk]), [['del_a', 0], ['del_a', 1], ['del_b', 0]])
-  t.same(pendingForgets(ts.list()), [
-    { id: 'del_a', project: 'default', startedAt: 3, seqs: [1, 2, 3, 2 ** 40, 2 ** 40 + 1] },
-    { id: 'del_b', project: 'p', startedAt: 5, seqs: [7, 9] }
+  t.same(pendingForgets(ts.list()).map(({ chunks, ...p }) => ({ ...p, chunks: chunks.map((c) => c.chunk) })), [
+    { id: 'del_a', project: 'default', startedAt: 3, seqs: [1, 2, 3, 2 ** 40, 2 ** 40 + 1], chunks: [0, 1] },
+    { id: 'del_b', project: 'p', startedAt: 5, seqs: [7, 9], chunks: [0] }
   ], 'seqs past 2^32 kept exactly')
   await ts.remove('del_a')
   await ts.remove('del_a')
