@@ -121,6 +121,7 @@ export function registerMetrics(app: FastifyInstance, engine: Engine, clock: Clo
 
   // Log and pipeline.
   counter('llmscope_events_appended_total', 'Events committed to the log since start.', (s) => s.log.appendedEvents)
+  counter('llmscope_events_duplicates_total', 'Events answered as duplicates of an id accepted within the dedupe window (not stored again).', (s) => s.log.duplicates ?? 0)
   counter('llmscope_log_appends_total', 'Log appends (one put each) since start.', (s) => s.log.appends)
   gauge('llmscope_log_next_seq', 'Next log position.', (s) => s.log.nextSeq)
   counter('llmscope_log_commit_failures_total', 'Log commits that failed (their requests answered 503).', (s) => s.router.commitFailures)

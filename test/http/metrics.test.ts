@@ -221,3 +221,15 @@ t.test('/metrics (unauthenticated) names no project, model or user: aggregators 
   t.match(body, /llmscope_actor_processed_total\{actor="aggregators"\} [1-9]/)
   t.match(body, /llmscope_actor_processed_total\{actor="rollups"\} [1-9]/)
 })
+
+t.test('duplicates of an id are counted, not appended', async (t) => {
+  const { app, engine } = await makeApp(t)
+  const json = { ...ingestHeaders, 'content-type': 'application/json' }
+  for (let i = 0; i < 3; i++) {
+    t.equal((await app.inject({ method: 'POST', url: '/events/ingest', headers: json, payload: JSON.stringify({ ...event(), id: 'retry-1' }) })).statusCode, 202)
+  }
+  await engine.sync()
+  const m = (await app.inject({ url: '/metrics' })).body
+  t.equal(sample(m, 'llmscope_events_appended_total'), 1, 'stored once')
+  t.equal(sample(m, 'llmscope_events_duplicates_total'), 2, 'two copies answered as duplicates')
+})
