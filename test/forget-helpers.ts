@@ -5,7 +5,7 @@
  * and the data dir read as bytes.
  */
 import type { Test } from 'tap'
-import { readdirSync, readFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { loadConfig } from '../src/config.js'
 import { buildApp, type Built } from '../src/app.js'
@@ -101,9 +101,22 @@ export interface App extends Built {
   close(): Promise<void>
 }
 
-/** A recovered app on `dir` with a manual clock at `now`, inline pricing and no alert timer. */
+/** Each test's fixture dir: `t.testdir()` makes the same dir afresh on every call, so it is called once per test. */
+const roots = new WeakMap<Test, string>()
+
+/** A new, empty data dir inside the test's fixture dir (apps of one test never share one by accident). */
+export function dataDir(t: Test): string {
+  let root = roots.get(t)
+  if (root === undefined) {
+    root = t.testdir()
+    roots.set(t, root)
+  }
+  return mkdtempSync(join(root, 'data-'))
+}
+
+/** A recovered app on `dir` (default: a new one) with a manual clock at `now`, inline pricing and no alert timer. */
 export async function openApp(t: Test, opts: { dir?: string; now?: number; env?: Record<string, string> } = {}): Promise<App> {
-  const dir = opts.dir ?? t.testdir()
+  const dir = opts.dir ?? dataDir(t)
   const clock = new ManualClock(opts.now ?? T0 + 3 * HOUR)
   const config = loadConfig({
     LLMSCOPE_DATA_DIR: dir,

@@ -10,7 +10,7 @@ import t from 'tap'
 import fc from 'fast-check'
 import { mkdtempSync } from 'node:fs'
 import { join } from 'node:path'
-import { T0, admin, bytesIn, figures, forget, ingest, makeEvents, matches, openApp, whereIn, type App, type ForgetFilter, type TestEvent } from './forget-helpers.js'
+import { T0, admin, bytesIn, figures, forget, ingest, makeEvents, matches, openApp, dataDir, whereIn, type App, type ForgetFilter, type TestEvent } from './forget-helpers.js'
 
 interface Held {
   e: TestEvent
@@ -52,7 +52,7 @@ const actionArb: fc.Arbitrary<Action> = fc.oneof(
 )
 
 t.test('random deletes among ingestion, snapshots, restarts and crashes: every figure equals the reference without the deleted events', async (t) => {
-  const root = t.testdir()
+  const root = dataDir(t)
   let runs = 0
   /** Crashes that left a delete's tombstones behind (a delete cut short, resumed at the next start). */
   let midDelete = 0

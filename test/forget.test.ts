@@ -222,3 +222,53 @@ t.test('a large delete: ingestion and queries are answered while it runs; events
   t.equal(m.total_requests, late.length, 'the events accepted during the delete are kept')
   for (const id of lateIds) t.equal((await app.app.inject({ method: 'GET', url: `/events/${id}`, headers: admin() })).statusCode, 200)
 })
+
+t.test('retention: a delete reaching folded (coarse) hours takes their events out exactly (counts, tokens, costs), also across a crash and restart', async (t) => {
+  const now = T0 + 3 * 24 * HOUR
+  const env = { LLMSCOPE_RETENTION_DAYS: '1' }
+  // Three days ago (folded into hour aggregates) and today (rows).
+  const events = [...makeEvents(11, 600, { start: T0, hours: 3 }), ...makeEvents(12, 400, { start: now - 2 * HOUR, hours: 2 })]
+  const who = USERS[1]
+  const sums = async (app: Awaited<ReturnType<typeof openApp>>, query = '') => {
+    const m = (await app.app.inject({ method: 'GET', url: `/analytics/metrics?${query}`, headers: admin() })).json()
+    return { requests: m.total_requests, tokens: m.total_tokens, prompt: m.prompt_tokens, cost: m.total_cost }
+  }
+  const ranges = ['', `start_time=${new Date(T0).toISOString()}&end_time=${new Date(T0 + 3 * HOUR).toISOString()}`, 'model=gpt-4o', 'provider=anthropic']
+  const app = await openApp(t, { now, env })
+  await ingest(app, events)
+  await app.engine.sync()
+  app.engine.retain()
+  await app.engine.sync()
+  t.ok(app.engine.topology.retentionStats().coarseRows > 0, 'the old hours are folded')
+  t.equal(await forget(app, { user_id: who }), events.filter((e) => e.user_id === who).length)
+  const ref = await openApp(t, { now, env })
+  await ingest(ref, events.filter((e) => e.user_id !== who))
+  await ref.engine.sync()
+  ref.engine.retain()
+  await ref.engine.sync()
+  for (const q of ranges) t.same(await sums(app, q), await sums(ref, q), `metrics ${q || '(all)'}`)
+  t.equal(bytesIn(app.dir, who), 0, 'the user id is in no file')
+
+  // A second delete cut short by a crash, then the restart finishes it; the re-run finds nothing.
+  app.engine.forgetOptions = { chunk: 25 }
+  const filter = { model: 'gpt-4o-mini' }
+  const running = forget(app, filter).catch(() => -1)
+  for (;;) {
+    const d = app.engine.deletes.list('default').find((x) => x.state !== 'done')
+    if (d !== undefined && (d.deleted >= 50 || d.state !== 'running')) break
+    await new Promise((r) => setImmediate(r))
+  }
+  await app.engine.snapshotNow().catch(() => {})
+  await app.engine.destroy()
+  void running
+  const again = await openApp(t, { dir: app.dir, now, env })
+  const resumed = again.engine.deletes.list('default')
+  t.ok(resumed.length === 1 && resumed[0].state === 'done' && resumed[0].matched >= 50, `the start finished the chunks the crash left (${JSON.stringify(resumed)})`)
+  await forget(again, filter)
+  const ref2 = await openApp(t, { now, env })
+  await ingest(ref2, events.filter((e) => e.user_id !== who && e.model !== 'gpt-4o-mini'))
+  await ref2.engine.sync()
+  ref2.engine.retain()
+  await ref2.engine.sync()
+  for (const q of ranges) t.same(await sums(again, q), await sums(ref2, q), `after the crash: metrics ${q || '(all)'}`)
+})
