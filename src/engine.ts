@@ -31,9 +31,6 @@ import { DeleteRegistry, filterNames, noFilterError, runForget, type ForgetTarge
 import type { RangeQuery } from './queries.js'
 import { llmsError } from './errors.js'
 
-/** Seqs at most this far apart are read in one pass over their records (Engine.eventsBySeq). */
-const RUN_GAP = 64
-
 export interface EngineOptions {
   config: Config
   logger: Log
@@ -559,34 +556,32 @@ export class Engine {
   /**
    * The stored events at these log positions, priced as {@link Engine.getEvent} prices them, in
    * the order asked; undefined where no event is stored (search and export read their pages'
-   * events here). Neighbouring seqs are read in one pass over their records (a record holds a
-   * whole append, up to 10,000 events, and decoding it once beats one keyed read per event);
-   * a lone seq is one keyed read. Events of a running delete read as undefined, unless
+   * events here). Each record (one append, up to 10,000 events) holding asked seqs is read
+   * once per call. Events of a running delete read as undefined, unless
    * `forgotten` (the delete itself reads them).
    */
   async eventsBySeq(seqs: readonly number[], opts: { forgotten?: boolean } = {}): Promise<Array<PricedEvent | undefined>> {
     const out: Array<PricedEvent | undefined> = new Array(seqs.length)
     const order = Array.from(seqs.keys()).sort((a, b) => seqs[a] - seqs[b])
-    for (let i = 0; i < order.length; ) {
-      // A run: ascending seqs no more than RUN_GAP apart.
-      let j = i + 1
-      while (j < order.length && seqs[order[j]] - seqs[order[j - 1]] <= RUN_GAP) j++
-      if (j - i === 1) {
-        const e = this.log.get(seqs[order[i]])
-        out[order[i]] = e === undefined ? undefined : this.price(e)
-      } else {
-        const last = seqs[order[j - 1]]
+    // One read per record touched: the record holding the smallest seq not served yet, from that
+    // seq to its end, serves every asked seq it holds (a record is unpacked whole, metadata
+    // included, so reading it once per call, and never a record holding no asked seq, is what counts).
+    let i = 0
+    while (i < order.length) {
+      let next = order.length
+      for (const batch of this.log.readFrom(seqs[order[i]])) {
         let k = i
-        read: for (const batch of this.log.readFrom(seqs[order[i]])) {
-          for (const e of batch) {
-            while (k < j && seqs[order[k]] < e.seq) k++
-            if (k === j || e.seq > last) break read
-            // Equal seqs asked twice get the same event.
-            while (k < j && seqs[order[k]] === e.seq) out[order[k++]] = this.price(e)
-          }
+        for (const e of batch) {
+          while (k < order.length && seqs[order[k]] < e.seq) k++
+          // Equal seqs asked twice get the same event.
+          while (k < order.length && seqs[order[k]] === e.seq) out[order[k++]] = this.price(e)
         }
+        const last = batch[batch.length - 1].seq
+        while (k < order.length && seqs[order[k]] <= last) k++
+        next = k
+        break
       }
-      i = j
+      i = next
     }
     // Events of a running delete read as absent (`forgotten`: the delete itself reads them).
     if (this.#forgotten.size > 0 && opts.forgotten !== true) {

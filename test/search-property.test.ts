@@ -176,7 +176,7 @@ for (const [name, env, fold] of apps) {
       fc.asyncProperty(fc.array(arbEvent, { minLength: 0, maxLength: 150, size: 'max' }), fc.array(arbQuery, { minLength: 1, maxLength: 6 }), async (events, queries) => {
         const headers = await newProject(app)
         const sent = await send(app, headers, events)
-        if (fold) app.engine.retain()
+        if (fold) await app.engine.sync().then(() => app.engine.retain())
         for (const p of queries) {
           const want = reference(sent, p).map((e) => e.id)
           const got: string[] = []
@@ -219,7 +219,7 @@ for (const [name, env, fold] of apps) {
         async (events, p, arrivals) => {
           const headers = await newProject(app)
           const sent = await send(app, headers, events)
-          if (fold) app.engine.retain()
+          if (fold) await app.engine.sync().then(() => app.engine.retain())
           const existing = reference(sent, p).map((e) => e.id)
           const all = [...sent]
           const sort = p.sort ?? 'time'
@@ -237,7 +237,7 @@ for (const [name, env, fold] of apps) {
             // and on the same instants as the ones seen.
             const more = pages < arrivals.length ? arrivals[pages] : []
             all.push(...(await send(app, headers, more)))
-            if (fold) app.engine.retain()
+            if (fold) await app.engine.sync().then(() => app.engine.retain())
             if (++pages > 300) throw new Error('no end of pages')
           } while (cursor !== null)
           const ids = seen.map((s) => s.id)
