@@ -272,3 +272,34 @@ t.test('retention: a delete reaching folded (coarse) hours takes their events ou
   await ref2.engine.sync()
   for (const q of ranges) t.same(await sums(again, q), await sums(ref2, q), `after the crash: metrics ${q || '(all)'}`)
 })
+
+t.test('concurrent deletes run one after the other; a graceful close in the middle of one leaves it to the next start', async (t) => {
+  const events = makeEvents(13, 3000, { hours: 6 })
+  const app = await openApp(t)
+  await ingest(app, events)
+  const a = { user_id: USERS[2] }
+  const b = { model: 'gpt-4o' }
+  const [na, nb] = await Promise.all([forget(app, a), forget(app, b)])
+  t.equal(na, events.filter((e) => matches(e, a)).length, 'the first counts all its matches')
+  t.equal(nb, events.filter((e) => matches(e, b) && !matches(e, a)).length, 'the second only what the first left')
+  t.same(app.engine.deletes.list('default').map((d) => d.state), ['done', 'done'])
+
+  app.engine.forgetOptions = { chunk: 40 }
+  const c = { 'metadata.feature': 'chat' }
+  const answer = app.app.inject({ method: 'DELETE', url: `/events?${qs(c)}`, headers: admin() })
+  for (;;) {
+    const d = app.engine.deletes.list('default').find((x) => x.state !== 'done')
+    if (d !== undefined && d.deleted >= 80) break
+    await new Promise((r) => setImmediate(r))
+  }
+  await app.close()
+  const r = await answer
+  t.equal(r.statusCode, 503, 'the request cut short by the close answers 503')
+  t.equal(r.json().code, 'LLMS_ERR_SHUTTING_DOWN')
+  const again = await openApp(t, { dir: app.dir })
+  t.match(again.engine.deletes.list('default'), [{ state: 'done' }], 'the start finished what it had begun')
+  t.equal(await forget(again, c), events.filter((e) => matches(e, c) && !matches(e, a) && !matches(e, b)).length - again.engine.deletes.list('default')[1].deleted, 'running it again removes the rest')
+  const ref = await openApp(t)
+  await ingest(ref, events.filter((e) => !matches(e, a) && !matches(e, b) && !matches(e, c)))
+  t.same(await figures(again), await figures(ref))
+})
