@@ -168,9 +168,7 @@ export function search(src: QuerySource, q: RangeQuery, sort: SearchSort, after:
   const project = q.project ?? 'default'
   const aKey = after === null ? Infinity : after.key
   const aSeq = after === null ? Infinity : after.seq
-  const visit = (v: Float64Array, _flags: number, _u: number, _s: number, _a: number, ts: number, _series: unknown, e: { seq: number } | null, seq?: number) => {
-    const sq = seq ?? e?.seq
-    if (sq === undefined) throw new Error('search needs the rows\' seq (scan\'s last visit argument)')
+  const visit = (v: Float64Array, _flags: number, _u: number, _s: number, _a: number, ts: number, _series: unknown, _e: unknown, sq: number) => {
     const key = sort === 'time' ? ts : sort === 'latency' ? v[5] : v[6]
     // Strictly after the cursor: a smaller key, or the same key and a smaller seq.
     if (key > aKey || (key === aKey && sq >= aSeq)) return

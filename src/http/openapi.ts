@@ -70,12 +70,13 @@ export const keyedErrors = { 400: errorSchema, 401: errorSchema, 403: errorSchem
 export const acceptedOneSchema = z.object({ status: z.literal('accepted'), event_id: z.string() }).meta({ description: 'Committed to the log', examples: [{ status: 'accepted', event_id: 'evt_0_V1StGXR8_Z5j' }] })
 
 export const acceptedBatchSchema = z
-  .object({ status: z.literal('accepted'), accepted: z.number().int(), event_ids: z.array(z.string()) })
-  .meta({ description: 'Every event committed, in one commit', examples: [{ status: 'accepted', accepted: 2, event_ids: ['evt_1_x3bUX6qfZnJm', 'evt_2_0Tp3pD1Yk9lW'] }] })
+  .object({ status: z.literal('accepted'), accepted: z.number().int().meta({ description: 'events stored (duplicates not counted)' }), event_ids: z.array(z.string()), duplicates: z.number().int().meta({ description: 'events answered as duplicates of an id accepted within the dedupe window' }) })
+  .meta({ description: 'Every event committed, in one commit', examples: [{ status: 'accepted', accepted: 2, event_ids: ['evt_1_x3bUX6qfZnJm', 'evt_2_0Tp3pD1Yk9lW'], duplicates: 0 }] })
 
 export const storedEventSchema = z
   .object({
     id: z.string(),
+    client_id: z.string().nullable().meta({ description: 'the event\'s `id` as sent (idempotency key), or null' }),
     seq: z.number().int(),
     timestamp: z.string(),
     received_at: z.string(),
@@ -92,7 +93,10 @@ export const storedEventSchema = z
     cost: z.number().meta({ description: 'dollars' }),
     cost_source: z.enum(['computed', 'caller', 'unpriced']),
     unpriced: z.boolean(),
-    metadata: z.record(z.string(), z.unknown()).nullable()
+    metadata: z.record(z.string(), z.unknown()).nullable(),
+    user_id: z.string().nullable(),
+    session_id: z.string().nullable(),
+    tags: z.array(z.string()).nullable()
   })
   .meta({ description: 'The stored event with its cost' })
 
