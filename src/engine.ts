@@ -563,30 +563,31 @@ export class Engine {
   async eventsBySeq(seqs: readonly number[], opts: { forgotten?: boolean } = {}): Promise<Array<PricedEvent | undefined>> {
     const out: Array<PricedEvent | undefined> = new Array(seqs.length)
     const order = Array.from(seqs.keys()).sort((a, b) => seqs[a] - seqs[b])
-    // One read per record touched: the record holding the smallest seq not served yet, from that
-    // seq to its end, serves every asked seq it holds (a record is unpacked whole, metadata
-    // included, so reading it once per call, and never a record holding no asked seq, is what counts).
-    let i = 0
-    while (i < order.length) {
-      let next = order.length
-      for (const batch of this.log.readFrom(seqs[order[i]])) {
-        let k = i
-        for (const e of batch) {
-          while (k < order.length && seqs[order[k]] < e.seq) k++
-          // Equal seqs asked twice get the same event.
-          while (k < order.length && seqs[order[k]] === e.seq) out[order[k++]] = this.price(e)
-        }
-        const last = batch[batch.length - 1].seq
-        while (k < order.length && seqs[order[k]] <= last) k++
-        next = k
-        break
+    const sorted = order.map((i) => seqs[i])
+    // Each record holding an asked seq is read once, and only the asked events of it decoded.
+    let last = -1
+    let lastEvent: PricedEvent | undefined
+    for (const [k, e] of this.log.atSeqs(sorted)) {
+      // Equal seqs asked twice get the same event.
+      if (e.seq !== last) {
+        last = e.seq
+        lastEvent = this.#priceFresh(e)
       }
-      i = next
+      out[order[k]] = lastEvent
     }
     // Events of a running delete read as absent (`forgotten`: the delete itself reads them).
     if (this.#forgotten.size > 0 && opts.forgotten !== true) {
       for (let i = 0; i < out.length; i++) if (out[i] !== undefined && this.#forgotten.has(out[i]!.seq)) out[i] = undefined
     }
+    return out
+  }
+
+  /** {@link Engine.price} for an event decoded for this caller alone: priced in place, no copy. */
+  #priceFresh(e: StoredEvent): PricedEvent {
+    const p = computeCost(priceInputOf(e), this.config.priceOverrides)
+    const out = e as PricedEvent
+    out.costNanos = p.costNanos
+    out.unpriced = p.unpriced
     return out
   }
 

@@ -490,6 +490,30 @@ export class EventLog implements DurableLog {
     return undefined
   }
 
+  /**
+   * The stored events at `sorted` (ascending log positions), each record holding one of them
+   * read and unpacked once, and only the asked events of it decoded: yields [k, event] for the
+   * k-th position where an event is stored (holes and positions past the log are skipped).
+   */
+  *atSeqs(sorted: readonly number[]): Generator<[number, StoredEvent]> {
+    let k = 0
+    while (k < sorted.length) {
+      const seq = sorted[k]
+      let found = false
+      for (const { key, value } of this.#db.getRange({ start: seq, reverse: true, limit: 1 })) {
+        const n = recordLength(key, value)
+        if (seq >= key + n) break
+        found = true
+        const rec = readable(key, value)
+        for (; k < sorted.length && sorted[k] < key + n; k++) {
+          const e = decodeAt(key, rec, sorted[k] - key)
+          if (e !== null) yield [k, e]
+        }
+      }
+      if (!found) k++
+    }
+  }
+
   /** Every stored event with seq >= `from`, one array per stored append, in log order. */
   *readFrom(from: number): Generator<StoredEvent[]> {
     // The append holding `from` may start before it.

@@ -294,3 +294,21 @@ t.test('dedupe: a failed commit takes its duplicates down with it and leaves no 
   await b.committed
   t.equal(b.events.length, 1, 'stored now: the refused one left nothing behind')
 })
+
+t.test('atSeqs: asked positions across row and column records, holes, repeats and positions past the log', async (t) => {
+  const stores = openStores(t.testdir())
+  t.teardown(() => stores.close())
+  const log = new EventLog(stores.events)
+  const small = log.append([pending(0), pending(1), pending(2)])
+  const big = log.append(Array.from({ length: COLUMNS_FROM + 5 }, (_, i) => pending(3 + i)))
+  const last = log.append([pending(100)])
+  await Promise.all([small.committed, big.committed, last.committed])
+  const all = [...small.events, ...big.events, ...last.events]
+  t.equal(await log.purge((e) => e.seq === 1 || e.seq === 5), 2)
+  const end = log.nextSeq
+  const asked = [0, 1, 2, 2, 4, 5, 6, end - 2, end - 1, end, end + 7]
+  const got = [...log.atSeqs(asked)]
+  const want = asked.flatMap((s, k) => (s === 1 || s === 5 || s >= end ? [] : [[k, all[s]] as const]))
+  t.same(got, want, 'each stored asked event once per ask, in order; holes and positions past the end skipped')
+  t.same([...log.atSeqs([])], [])
+})
