@@ -5,45 +5,14 @@
  */
 import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
-import { checkRange, listParam, parseQuery, rangeShape } from '../query.js'
+import { checkRange, filterShape, parseQuery, parseWithFilters, rangeShape } from '../query.js'
 import { dollars, fillBuckets, isBreakdownDimension, MAX_BUCKETS, quantileMs, totalsJson, type RangeQuery } from '../../queries.js'
-import { queryFilters } from '../../filters.js'
-import type { Filters } from '../../analytics/reader.js'
 import { llmsError } from '../../errors.js'
 import { costsSchema, keyedErrors, metricsSchema, timeseriesSchema } from '../openapi.js'
 import type { Engine } from '../../engine.js'
 import type { Clock } from '../../clock.js'
 
-/** Parameters every analytics route takes besides the dimension filters. */
-const filterShape = {
-  model: listParam.optional(),
-  provider: listParam.optional(),
-  // The owner's project choice (the auth hook reads it).
-  project: z.string().optional(),
-  // The §6 dimension filters, here for the API documentation: queryFilters parses them, with
-  // `metadata.KEY` (any key, so not listable here).
-  status: z.enum(['success', 'error']).optional().meta({ description: 'success or error (an event sent without a status is success)' }),
-  user_id: z.string().min(1).max(256).optional(),
-  session_id: z.string().min(1).max(256).optional(),
-  tag: z.string().min(1).max(64).optional().meta({ description: 'events having this tag; `metadata.KEY=value` filters on a top-level metadata value' })
-}
-/** Parameters queryFilters reads (so the route's own schema does not claim them). */
-const DIMENSION_FILTERS = new Set(['status', 'user_id', 'session_id', 'tag'])
 const rangeQuery = z.looseObject({ ...rangeShape, ...filterShape })
-
-/**
- * The route's own parameters with `schema`, and every other one as a dimension filter (`status`,
- * `user_id`, `session_id`, `tag`, `metadata.KEY`); anything else is a 400 naming it.
- */
-function parseWithFilters<S extends z.ZodObject>(schema: S, query: unknown): { q: z.output<S>; filters: Filters } {
-  const q = parseQuery(schema, query)
-  const { filters, problems } = queryFilters((query ?? {}) as Record<string, unknown>, new Set(Object.keys(schema.shape).filter((k) => !DIMENSION_FILTERS.has(k))))
-  if (problems.length > 0) {
-    const details = problems.map((p) => ({ path: `(query) ${p.path}`, message: p.message }))
-    throw llmsError('LLMS_ERR_BAD_QUERY', `invalid query: ${details.map((d) => `${d.path}: ${d.message}`).join('; ')}`, { details })
-  }
-  return { q, filters }
-}
 
 /** Parses a range + filter query into a RangeQuery (unbounded sides as ±Infinity). */
 function parseRange(query: unknown, project: string): RangeQuery {

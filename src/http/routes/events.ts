@@ -9,8 +9,7 @@ import { z } from 'zod'
 import { acceptedBatchSchema, acceptedOneSchema, errorSchema, eventsPageSchema, keyedErrors, storedEventSchema, withExamples } from '../openapi.js'
 import { countDuplicates, eventSchema, pendingBatch, pendingOne, toPublic, type PricedEvent } from '../../events.js'
 import { llmsError } from '../../errors.js'
-import { checkRange, listParam, parseQuery, rangeShape } from '../query.js'
-import { queryFilters } from '../../filters.js'
+import { checkRange, filterShape, parseWithFilters, rangeShape } from '../query.js'
 import { SEARCH_SORTS } from '../../analytics/search.js'
 import { decodeCursor, encodeCursor } from '../cursor.js'
 import { EXPORT_FORMATS, EXPORT_TYPES, exportFilename, exportStream, type ExportFormat } from '../export.js'
@@ -64,20 +63,12 @@ function lineError(text: string, line: number, index: number): Error {
  */
 const searchQuery = z.looseObject({
   ...rangeShape,
-  model: listParam.optional(),
-  provider: listParam.optional(),
-  project: z.string().optional(),
-  status: z.enum(['success', 'error']).optional().meta({ description: 'success or error (an event sent without a status is success)' }),
-  user_id: z.string().min(1).max(256).optional(),
-  session_id: z.string().min(1).max(256).optional(),
-  tag: z.string().min(1).max(64).optional().meta({ description: 'events having this tag; `metadata.KEY=value` filters on a top-level metadata value' }),
+  ...filterShape,
   limit: z.coerce.number().int().min(1).max(1000).default(50).meta({ description: 'events per page (an export ignores it: it streams every match)' }),
   cursor: z.string().optional().meta({ description: 'the `next_cursor` of the previous page (same filters, range and sort)' }),
   sort: z.enum(SEARCH_SORTS as [string, ...string[]]).default('time').meta({ description: 'time: newest event time first; latency, cost: largest first; ties by newer id first' }),
   format: z.enum(EXPORT_FORMATS as [string, ...string[]]).optional().meta({ description: 'export every match as a download (also `Accept: application/x-ndjson` or `text/csv`)' })
 })
-const DIMENSION_FILTERS = new Set(['status', 'user_id', 'session_id', 'tag'])
-const SEARCH_PARAMS = new Set(Object.keys(searchQuery.shape).filter((k) => !DIMENSION_FILTERS.has(k)))
 
 /** The export format an Accept header asks for (the first of ours it names), or null for JSON. */
 export function acceptedFormat(accept: string | undefined): ExportFormat | null {
@@ -176,12 +167,7 @@ export async function eventRoutes(app: FastifyInstance, opts: { engine: Engine; 
       response: { 200: eventsPageSchema, ...keyedErrors }
     }
   }, async (request, reply) => {
-    const p = parseQuery(searchQuery, request.query)
-    const { filters, problems } = queryFilters((request.query ?? {}) as Record<string, unknown>, SEARCH_PARAMS)
-    if (problems.length > 0) {
-      const details = problems.map((x) => ({ path: `(query) ${x.path}`, message: x.message }))
-      throw llmsError('LLMS_ERR_BAD_QUERY', `invalid query: ${details.map((d) => `${d.path}: ${d.message}`).join('; ')}`, { details })
-    }
+    const { q: p, filters } = parseWithFilters(searchQuery, request.query)
     const start = p.start_time ?? -Infinity
     const end = p.end_time ?? Infinity
     checkRange(start, end)

@@ -6,9 +6,7 @@
  */
 import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
-import { checkRange, listParam, parseQuery, rangeShape } from '../query.js'
-import { queryFilters } from '../../filters.js'
-import { llmsError } from '../../errors.js'
+import { checkRange, filterShape, parseQuery, parseWithFilters, rangeShape } from '../query.js'
 import { errorSchema, keyedErrors } from '../openapi.js'
 import { FORGET_FILTERS, filterNames, noFilterError } from '../../forget.js'
 import type { RangeQuery } from '../../queries.js'
@@ -16,28 +14,12 @@ import type { Engine } from '../../engine.js'
 
 const forgetQuery = z.looseObject({
   ...rangeShape,
-  model: listParam.optional(),
-  provider: listParam.optional(),
-  // The owner's project choice (the auth hook reads it).
-  project: z.string().optional(),
-  // Documentation of the §6 dimension filters (queryFilters parses them, with `metadata.KEY`).
-  status: z.enum(['success', 'error']).optional(),
-  user_id: z.string().min(1).max(256).optional(),
-  session_id: z.string().min(1).max(256).optional(),
-  tag: z.string().min(1).max(64).optional().meta({ description: 'events having this tag; `metadata.KEY=value` filters on a top-level metadata value' })
+  ...filterShape
 })
-/** Parameters queryFilters reads (so the route's own schema does not claim them). */
-const DIMENSION_FILTERS = new Set(['status', 'user_id', 'session_id', 'tag'])
-const OWN = new Set(Object.keys(forgetQuery.shape).filter((k) => !DIMENSION_FILTERS.has(k)))
 
 /** The delete's range and filters, or a 400 naming each bad parameter (or the missing filter). */
 export function parseForgetQuery(query: unknown, project: string): RangeQuery {
-  const q = parseQuery(forgetQuery, query)
-  const { filters, problems } = queryFilters((query ?? {}) as Record<string, unknown>, OWN)
-  if (problems.length > 0) {
-    const details = problems.map((p) => ({ path: `(query) ${p.path}`, message: p.message }))
-    throw llmsError('LLMS_ERR_BAD_QUERY', `invalid query: ${details.map((d) => `${d.path}: ${d.message}`).join('; ')}`, { details })
-  }
+  const { q, filters } = parseWithFilters(forgetQuery, query)
   const start = q.start_time ?? -Infinity
   const end = q.end_time ?? Infinity
   checkRange(start, end)
