@@ -243,6 +243,9 @@ export class Engine {
     const removed = await this.#exclusiveLog(() => this.log.purge((e) => e.project === project))
     this.#logger.info({ project, events: removed }, 'project deleted')
     // Before the tombstone goes: the stored snapshot must no longer hold the project's state.
+    // A snapshot already running may have cut before the project was dropped: wait it out, then
+    // write one of our own (joining it would leave the project in the stored snapshot).
+    while (this.#snapshotting !== null) await this.#snapshotting.catch(() => {})
     await this.snapshotNow()
   }
 

@@ -306,3 +306,21 @@ t.test('end to end: configured projects exist at start; GET /projects counts eve
   t.equal((await b.app.inject({ method: 'POST', url: '/projects', headers: owner, payload: { id: 'team-a' } })).statusCode, 201)
   t.same((await b.app.inject({ url: '/projects/team-a', headers: owner })).json().events, 0, 'nothing of it came back')
 })
+
+t.test('DELETE /projects started beside a periodic snapshot: once it answers, the stored snapshot holds nothing of the project', { skip: waits }, async (t) => {
+  const env = { LLMSCOPE_API_KEYS: `${OWNER},${ADMIN_A}:admin:team-a` }
+  const a = await makeApp(t, { env, inlinePricing: true })
+  const batch = Array.from({ length: 2000 }, () => event())
+  t.equal((await a.app.inject({ method: 'POST', url: '/events/batch', headers: { 'x-api-key': OWNER, 'x-llmscope-project': 'team-a' }, payload: batch })).statusCode, 202)
+  await a.engine.sync()
+  // A periodic snapshot starts (its cut holds team-a), and the delete arrives while it runs.
+  const periodic = a.engine.snapshotNow()
+  t.equal((await a.app.inject({ method: 'DELETE', url: '/projects/team-a', headers: owner })).statusCode, 204)
+  await periodic
+  const read = a.engine.snapshots.read()
+  t.ok(read.ok, 'a snapshot is stored')
+  if (read.ok) {
+    t.same(read.payload.aggregators.filter((x) => x.project === 'team-a'), [], 'no aggregator of the deleted project')
+    t.notOk(Object.hasOwn(read.payload.dimensions ?? {}, 'team-a'), 'no dictionaries of the deleted project')
+  }
+})
