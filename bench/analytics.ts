@@ -15,7 +15,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Row } from './lib.js'
-import { rng } from './lib.js'
+import { rng, settledRss } from './lib.js'
 
 const DAY = 86_400_000
 const T0 = Date.parse('2026-01-01T00:00:00Z')
@@ -45,23 +45,6 @@ const pct = (xs: number[], q: number) => {
   return s[Math.min(s.length - 1, Math.floor(q * (s.length - 1)))]
 }
 
-/**
- * Collects garbage until RSS stops falling (at most 5 rounds, a turn apart): what is left is
- * what the process retains. One gc() alone left ~18 B/event of garbage at 10M events.
- */
-async function settle(): Promise<void> {
-  const gc = (globalThis as { gc?: () => void }).gc
-  if (gc === undefined) return
-  let last = Infinity
-  for (let i = 0; i < 5; i++) {
-    gc()
-    await new Promise((r) => setImmediate(r))
-    const rss = process.memoryUsage().rss
-    if (rss >= last * 0.99) return
-    last = rss
-  }
-}
-
 /** The child: load N events through the engine, time queries, report JSON on stdout. */
 async function child(n: number, queries: number): Promise<void> {
   const { loadConfig } = await import('../src/config.js')
@@ -72,7 +55,7 @@ async function child(n: number, queries: number): Promise<void> {
   const config = loadConfig({ LLMSCOPE_DATA_DIR: dir, LLMSCOPE_API_KEYS: 'bench-key-123', LLMSCOPE_HIGH_WATER_EVENTS: '2000000' })
   const engine = new Engine({ config, logger: silentLog, clock: { now: () => Date.now() } })
   await engine.recover()
-  await settle()
+  await settledRss()
   const rss0 = process.memoryUsage().rss
   const t0 = performance.now()
   const BATCH = 10_000
@@ -92,7 +75,7 @@ async function child(n: number, queries: number): Promise<void> {
   await Promise.all(inflight)
   await engine.sync()
   const loadSeconds = (performance.now() - t0) / 1000
-  await settle()
+  await settledRss()
   const rss1 = process.memoryUsage().rss
   const times: Record<string, number[]> = { metrics: [], costs: [], timeseries: [] }
   for (const q of ranges(queries)) {

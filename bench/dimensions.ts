@@ -37,7 +37,7 @@ import { join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { dimEvents, dimQueries, toJson, PROJECTS, type DimEvent, type DimQuery, type QueryKind } from './dim-data.js'
 import { clickhouse, duckdb, PEER_VERSIONS, type Answer, type Peer, type Totals } from './peers.js'
-import { machine, table, type Row } from './lib.js'
+import { machine, settledRss, table, type Row } from './lib.js'
 
 const OWNER_KEY = 'bench-owner-key-1'
 const LIMIT = 20
@@ -49,20 +49,6 @@ const CHECKED = 3
 const self = fileURLToPath(import.meta.url)
 
 // ---- the server: LLMScope as main.ts runs it, plus a settled-RSS reading over IPC ----
-
-/** Collects garbage until RSS stops falling (as bench/analytics.ts), then reads it. */
-async function settledRss(): Promise<number> {
-  const gc = (globalThis as { gc?: () => void }).gc
-  let last = Infinity
-  for (let i = 0; gc !== undefined && i < 5; i++) {
-    gc()
-    await new Promise((r) => setImmediate(r))
-    const rss = process.memoryUsage().rss
-    if (rss >= last * 0.99) break
-    last = rss
-  }
-  return process.memoryUsage().rss
-}
 
 async function serverChild(): Promise<void> {
   const { loadConfig } = await import('../src/config.js')

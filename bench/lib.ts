@@ -152,3 +152,20 @@ export function table(rows: Row[]): string {
   const line = (cells: string[]) => '| ' + cells.map((c, i) => c.padEnd(widths[i])).join(' | ') + ' |'
   return [line(head), line(widths.map((w) => '-'.repeat(w))), ...body.map(line)].join('\n')
 }
+
+/**
+ * Collects garbage until RSS stops falling (one gc() alone leaves garbage behind at millions of
+ * events), then reads it; without --expose-gc, RSS as it is. Shared by the benches' servers.
+ */
+export async function settledRss(): Promise<number> {
+  const gc = (globalThis as { gc?: () => void }).gc
+  let last = Infinity
+  for (let i = 0; gc !== undefined && i < 5; i++) {
+    gc()
+    await new Promise((r) => setImmediate(r))
+    const rss = process.memoryUsage().rss
+    if (rss >= last * 0.99) break
+    last = rss
+  }
+  return process.memoryUsage().rss
+}

@@ -38,7 +38,7 @@ import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { dimEvents, toJson, DAY, HOUR, MODELS, PROJECTS, T0, T1, type DimEvent } from './dim-data.js'
-import { machine, rng, table, type Row } from './lib.js'
+import { machine, rng, settledRss, table, type Row } from './lib.js'
 
 const OWNER_KEY = 'bench-owner-key-1'
 const CHUNK = 100_000
@@ -62,20 +62,6 @@ const BEFORE_MS = 10_000
 const self = fileURLToPath(import.meta.url)
 
 // ---- the server: LLMScope as main.ts runs it, plus a settled-RSS reading over IPC ----
-
-/** Collects garbage until RSS stops falling (as bench/analytics.ts), then reads it. */
-async function settledRss(): Promise<number> {
-  const gc = (globalThis as { gc?: () => void }).gc
-  let last = Infinity
-  for (let i = 0; gc !== undefined && i < 5; i++) {
-    gc()
-    await new Promise((r) => setImmediate(r))
-    const rss = process.memoryUsage().rss
-    if (rss >= last * 0.99) break
-    last = rss
-  }
-  return process.memoryUsage().rss
-}
 
 async function serverChild(): Promise<void> {
   const { loadConfig } = await import('../src/config.js')
