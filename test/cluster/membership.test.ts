@@ -301,7 +301,8 @@ t.test('crash: the others take over after the TTL; release never called on the c
     // Not before the crashed node's lease could have expired (its last renewal ≥ crash − lease/3).
     t.ok(next!.at - crashAt >= LEASE_MS / 2, `p${p} not taken while the dead lease lived (${(next!.at - crashAt).toFixed(0)} ms)`)
   }
-  t.same(b.releases.filter((r) => r.node === victim), [], 'release never called on the crashed node')
+  // Releases before the crash (a rebalance still settling when 'balanced' was first seen) are not the question.
+  t.same(b.releases.filter((r) => r.node === victim && r.at >= crashAt), [], 'release never called on the crashed node')
   t.same(b.overlaps(), [], 'no overlap (the crashed node counts as serving until its crash)')
   t.same(b.violations, [])
 })
@@ -377,8 +378,10 @@ t.test('cut off from NATS: leases lost by the node\'s own clock before the other
   await waitFor('the cut-off node serves nothing', () => victim.owned().size === 0 && !victim.holdsAlerts(), 2 * LEASE_MS)
   const gone = performance.now() - cutAt
   t.ok(gone <= LEASE_MS, `lost within the lease (${gone.toFixed(0)} ms)`)
-  t.same(b.releases.filter((r) => r.node === id).map((r) => r.p).sort((x, y) => x - y), had.sort((x, y) => x - y), 'release called for each')
-  t.ok(b.releases.filter((r) => r.node === id).every((r) => r.reason === 'lost'), 'as lost (and a throwing release changes nothing)')
+  // Releases before the cut (a rebalance still settling when 'balanced' was first seen) are not the question.
+  const after = b.releases.filter((r) => r.node === id && r.at >= cutAt)
+  t.same(after.map((r) => r.p).sort((x, y) => x - y), had.sort((x, y) => x - y), 'release called for each')
+  t.ok(after.every((r) => r.reason === 'lost'), 'as lost (and a throwing release changes nothing)')
   t.equal(victim.stats().lost, had.length + 1, 'partitions and the alerts lease')
   // The others see its heartbeat and leases expire and share its partitions.
   b.stopped.add(id)
