@@ -265,3 +265,23 @@ export class ProgressLine {
     this.#shown = false
   }
 }
+
+/**
+ * A command line's plan, or the exit code when there is none to run: `--help` prints `usage`
+ * (exit 0), a {@link UsageError} prints its message and where the options are listed (exit 2).
+ */
+export function planOrExit<P>(command: string, usage: string, io: CliIO, plan: () => P | 'help'): P | number {
+  let p: P | 'help'
+  try {
+    p = plan()
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err
+    io.stderr.write(`llmscope ${command}: ${err.message}\n(llmscope ${command} --help lists the options)\n`)
+    return EXIT_USAGE
+  }
+  if (p === 'help') {
+    io.stdout.write(usage)
+    return EXIT_OK
+  }
+  return p
+}

@@ -14,8 +14,8 @@ import {
   CliFailure,
   EXIT_FAILED,
   EXIT_OK,
-  EXIT_USAGE,
   ProgressLine,
+  planOrExit,
   UsageError,
   authHeaders,
   bytes,
@@ -159,18 +159,8 @@ export function suggestedName(disposition: string | null): string | null {
  * Failures are one line on stderr.
  */
 export async function exportCommand(argv: readonly string[], io: CliIO = processIO()): Promise<number> {
-  let plan: ExportPlan | 'help'
-  try {
-    plan = exportPlan(argv, io.env)
-  } catch (err) {
-    if (!(err instanceof UsageError)) throw err
-    io.stderr.write(`llmscope export: ${err.message}\n(llmscope export --help lists the options)\n`)
-    return EXIT_USAGE
-  }
-  if (plan === 'help') {
-    io.stdout.write(EXPORT_USAGE)
-    return EXIT_OK
-  }
+  const plan = planOrExit<ExportPlan>('export', EXPORT_USAGE, io, () => exportPlan(argv, io.env))
+  if (typeof plan === 'number') return plan
   const progress = new ProgressLine(io.stderr)
   try {
     await runExport(plan, io, progress)

@@ -27,8 +27,8 @@ import {
   CliFailure,
   EXIT_FAILED,
   EXIT_OK,
-  EXIT_USAGE,
   ProgressLine,
+  planOrExit,
   UsageError,
   authHeaders,
   connection,
@@ -227,18 +227,8 @@ function refusalReason(text: string, index: number): string {
  * Runs `llmscope import` with `argv` (the words after `import`); resolves with the exit code.
  */
 export async function importCommand(argv: readonly string[], io: CliIO = processIO()): Promise<number> {
-  let plan: ImportPlan | 'help'
-  try {
-    plan = importPlan(argv, io.env, io.stdin.isTTY === true)
-  } catch (err) {
-    if (!(err instanceof UsageError)) throw err
-    io.stderr.write(`llmscope import: ${err.message}\n(llmscope import --help lists the options)\n`)
-    return EXIT_USAGE
-  }
-  if (plan === 'help') {
-    io.stdout.write(IMPORT_USAGE)
-    return EXIT_OK
-  }
+  const plan = planOrExit<ImportPlan>('import', IMPORT_USAGE, io, () => importPlan(argv, io.env, io.stdin.isTTY === true))
+  if (typeof plan === 'number') return plan
   const importer = new Importer(plan, io)
   try {
     await importer.run()
