@@ -60,6 +60,7 @@ export function eventSchema(limits: MetadataLimits) {
       completion_tokens: tokens.default(0),
       total_tokens: tokens.optional(),
       cached_tokens: tokens.optional(),
+      cache_write_tokens: tokens.optional().meta({ description: 'tokens written to the provider\'s prompt cache (Anthropic `cache_creation_input_tokens`), priced at the cache-write rate; counted inside or outside prompt_tokens as the provider counts cached tokens (README: Prices)' }),
       reasoning_tokens: tokens.optional(),
       latency_ms: millis.default(0),
       ttft_ms: millis.nullish(),
@@ -201,6 +202,12 @@ export interface StoredEvent {
   completion: number
   total: number
   cached: number
+  /**
+   * Tokens written to the provider's prompt cache (public `cache_write_tokens`); absent = 0.
+   * Set only when nonzero, like the extras below: an event without cache writes keeps the
+   * shape it always had. Read it as `e.cacheWrite ?? 0`.
+   */
+  cacheWrite?: number
   reasoning: number
   latency: number
   ttft: number | null
@@ -268,6 +275,7 @@ export function toPending(e: ParsedEvent, now: number, inferProvider: (model: st
     session: e.session_id ?? null,
     tags: e.tags ?? null
   }
+  if (e.cache_write_tokens !== undefined && e.cache_write_tokens > 0) p.cacheWrite = e.cache_write_tokens
   return withExtras(p, e.client_id ?? e.id, unpriced ? 'unpriced' : e.cost_source === 'computed' && e.cost !== undefined ? 'computed' : null)
 }
 
@@ -297,7 +305,7 @@ const TIME = String.raw`(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d+)?`
 const ZONE = String.raw`(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)`
 const ISO_WITH_ZONE = new RegExp(`^(?:${LEAP_DAY}|${OTHER_DAY})T${TIME}${ZONE}$`)
 const KNOWN_FIELDS = new Set([
-  'timestamp', 'model', 'provider', 'prompt_tokens', 'completion_tokens', 'total_tokens', 'cached_tokens', 'reasoning_tokens', 'latency_ms', 'ttft_ms', 'status', 'cost', 'metadata', 'user_id', 'session_id', 'tags',
+  'timestamp', 'model', 'provider', 'prompt_tokens', 'completion_tokens', 'total_tokens', 'cached_tokens', 'cache_write_tokens', 'reasoning_tokens', 'latency_ms', 'ttft_ms', 'status', 'cost', 'metadata', 'user_id', 'session_id', 'tags',
   'id', 'client_id', 'seq', 'received_at', 'cost_source', 'unpriced'
 ])
 
@@ -317,12 +325,13 @@ export function fastPending(body: unknown, limits: MetadataLimits, now: number, 
   if (body === null || typeof body !== 'object' || Array.isArray(body)) return null
   const e = body as Record<string, unknown>
   for (const k in e) if (!KNOWN_FIELDS.has(k)) return null
-  const { timestamp, model, provider, prompt_tokens = 0, completion_tokens = 0, total_tokens, cached_tokens, reasoning_tokens, latency_ms = 0, ttft_ms, status = 'success', cost, metadata, user_id, session_id, tags, id, client_id } = e
+  const { timestamp, model, provider, prompt_tokens = 0, completion_tokens = 0, total_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, latency_ms = 0, ttft_ms, status = 'success', cost, metadata, user_id, session_id, tags, id, client_id } = e
   if (!isName(model, 256)) return null
   if (provider !== undefined && !isName(provider, 64)) return null
   if (!isTokens(prompt_tokens) || !isTokens(completion_tokens)) return null
   if (total_tokens !== undefined && (!isTokens(total_tokens) || total_tokens < prompt_tokens + completion_tokens)) return null
   if (cached_tokens !== undefined && !isTokens(cached_tokens)) return null
+  if (cache_write_tokens !== undefined && !isTokens(cache_write_tokens)) return null
   if (reasoning_tokens !== undefined && !isTokens(reasoning_tokens)) return null
   if (!isMillis(latency_ms)) return null
   if (ttft_ms !== undefined && ttft_ms !== null && !isMillis(ttft_ms)) return null
@@ -364,6 +373,7 @@ export function fastPending(body: unknown, limits: MetadataLimits, now: number, 
     session: session_id ?? null,
     tags: (tags as string[] | null | undefined) ?? null
   }
+  if (cache_write_tokens !== undefined && cache_write_tokens > 0) p.cacheWrite = cache_write_tokens
   return withExtras(p, (client_id ?? id) as string | null | undefined, unpriced ? 'unpriced' : e.cost_source === 'computed' && cost !== undefined ? 'computed' : null)
 }
 
@@ -432,6 +442,7 @@ export function toPublic(e: PricedEvent) {
     completion_tokens: e.completion,
     total_tokens: e.total,
     cached_tokens: e.cached,
+    cache_write_tokens: e.cacheWrite ?? 0,
     reasoning_tokens: e.reasoning,
     latency_ms: e.latency,
     ttft_ms: e.ttft,

@@ -71,11 +71,11 @@ const clientId = fc.oneof(
 )
 /** Server-made fields of an exported EVENT: any value is accepted (and only some mean something). */
 const serverMade = fc.oneof(fc.constantFrom('computed', 'caller', 'unpriced', true, false, 0, '2026-01-01T00:00:00.000Z'), wild)
-const FIELDS = ['timestamp', 'model', 'provider', 'prompt_tokens', 'completion_tokens', 'total_tokens', 'cached_tokens', 'reasoning_tokens', 'latency_ms', 'ttft_ms', 'status', 'cost', 'metadata', 'user_id', 'session_id', 'tags', 'id', 'client_id', 'seq', 'received_at', 'cost_source', 'unpriced', 'extra'] as const
+const FIELDS = ['timestamp', 'model', 'provider', 'prompt_tokens', 'completion_tokens', 'total_tokens', 'cached_tokens', 'cache_write_tokens', 'reasoning_tokens', 'latency_ms', 'ttft_ms', 'status', 'cost', 'metadata', 'user_id', 'session_id', 'tags', 'id', 'client_id', 'seq', 'received_at', 'cost_source', 'unpriced', 'extra'] as const
 const eventLike = fc.record(
   {
     timestamp, model, provider: fc.oneof(fc.constantFrom('openai', 'acme', ''), fc.constant('p'.repeat(65)), wild),
-    prompt_tokens: tokens, completion_tokens: tokens, total_tokens: tokens, cached_tokens: tokens, reasoning_tokens: tokens,
+    prompt_tokens: tokens, completion_tokens: tokens, total_tokens: tokens, cached_tokens: tokens, cache_write_tokens: tokens, reasoning_tokens: tokens,
     latency_ms: millis, ttft_ms: millis, status: fc.oneof(fc.constantFrom('success', 'error', 'ok'), wild), cost: fc.oneof(fc.double({ min: 0, max: 2e6, noNaN: true }), wild),
     metadata, user_id: fc.oneof(fc.constantFrom('u1', 'x'.repeat(257)), wild), session_id: fc.oneof(fc.constantFrom('s1', ''), wild), tags: fc.oneof(fc.constantFrom(['a'], ['a', 'a'], []), wild),
     id: clientId, client_id: clientId, seq: serverMade, received_at: serverMade, cost_source: serverMade, unpriced: serverMade, extra: wild
@@ -96,6 +96,7 @@ const validEvent = fc.record(
     prompt_tokens: fc.nat({ max: 10_000 }),
     completion_tokens: fc.nat({ max: 10_000 }),
     cached_tokens: fc.nat({ max: 10_000 }),
+    cache_write_tokens: fc.oneof(fc.constant(0), fc.nat({ max: 10_000 })),
     reasoning_tokens: fc.nat({ max: 10_000 }),
     latency_ms: fc.double({ min: 0, max: 1e6, noNaN: true }),
     ttft_ms: fc.double({ min: 0, max: 1e6, noNaN: true }),
@@ -228,8 +229,12 @@ t.test('an EVENT as GET /events/:id writes it reads back as the same event (impo
   // Dimensions and metadata come through.
   const dims = again({ ...base, user: 'u1', session: 's1', tags: ['a', 'b'], meta: { k: 1 }, ttft: 12 }, 'team-b')
   t.match(dims, { user: 'u1', session: 's1', tags: ['a', 'b'], meta: { k: 1 }, ttft: 12, project: 'team-b' })
+  // Cache writes come through (cache_write_tokens); an EVENT with 0 keeps the shape without them.
+  t.equal(again({ ...base, cacheWrite: 700 }).cacheWrite, 700, 'cache_write_tokens imported')
+  t.equal(toPublic(base).cache_write_tokens, 0, 'an event without cache writes shows 0')
+  t.notOk('cacheWrite' in computed, 'cache_write_tokens 0 stores nothing')
   // The fast path and zod agree on these too.
-  for (const e of [base, { ...base, unpriced: true, costNanos: 0 }, { ...base, cost: 1, clientId: 'c' }]) {
+  for (const e of [base, { ...base, unpriced: true, costNanos: 0 }, { ...base, cost: 1, clientId: 'c' }, { ...base, cacheWrite: 9 }]) {
     const body = JSON.parse(JSON.stringify(toPublic(e)))
     t.same(fastPending(body, limits, NOW, infer), toPending(schema.parse(body), NOW, infer))
   }

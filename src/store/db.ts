@@ -80,14 +80,16 @@ export interface EventRecordV3 {
  * What formats 5 and 6 add, per event (DESIGN §7): `cid` the client ids, one string with `\n`
  * between the events' ids (an empty one: none), and,
  * when any event of the record has one, `cs` where an imported cost came from (0 none, 1
- * computed, 2 unpriced; see StoredEvent.costSource). `dx` as in format 3, absent when every
+ * computed, 2 unpriced; see StoredEvent.costSource), and when any event of the record has cache
+ * writes, `cw` their counts (0 none; a record without `cw` reads as 0 for all). `dx` as in format 3, absent when every
  * event is of project `default` without dimensions. Written only when some event of the append
- * carries a client id or an imported cost, so appends without them write formats 1–4 as before.
+ * carries a client id, an imported cost or a cache write, so appends without them write formats 1–4 as before.
  */
 export interface ExtrasV5 {
   dx?: Array<[string, string | null, string | null, readonly string[] | null] | null>
   cid: string
   cs?: Array<0 | 1 | 2>
+  cw?: number[]
 }
 
 /** Format 5: format 1 (rows, null for a purged event) plus {@link ExtrasV5}. */

@@ -20,7 +20,7 @@
  *   bench/RESULTS.md, "Micro-benchmark notes").
  * - v3/v4: v1/v2 plus each event's project and dimensions, when any event has them.
  * - v5/v6: v1/v2 plus client ids and imported costs (ExtrasV5 in db.ts), when any event has
- *   one; project and dimensions optional inside. Appends without them write v1–v4 as before.
+ *   one (or a cache write count, `cw`); project and dimensions optional inside. Appends without them write v1–v4 as before.
  * A record of a format this release does not know is an error, never misread.
  */
 import type { Database } from 'lmdb'
@@ -49,7 +49,14 @@ function fromRow(seq: number, r: Row, dx: DimsTuple | null | undefined, x: Extra
     total: r[7], cached: r[8], reasoning: r[9], latency: r[10], ttft: r[11], error: r[12] === 1, cost: r[13], meta: r[14],
     project: dx?.[0] ?? DEFAULT_PROJECT, user: dx?.[1] ?? null, session: dx?.[2] ?? null, tags: dx?.[3] ?? null
   }
-  return x === null ? e : withExtras(e, clientIdAt(x, i), x.cs === undefined ? null : COST_SOURCES[x.cs[i]])
+  return x === null ? e : withCacheWrite(withExtras(e, clientIdAt(x, i), x.cs === undefined ? null : COST_SOURCES[x.cs[i]]), x, i)
+}
+
+/** Sets event `i`'s cache write count from a v5/v6 record's `cw` when it is nonzero (absent: none, read as 0). */
+function withCacheWrite(e: StoredEvent, x: ExtrasV5, i: number): StoredEvent {
+  const cw = x.cw?.[i]
+  if (cw !== undefined && cw > 0) e.cacheWrite = cw
+  return e
 }
 
 /** A record's client ids split once (cached per decoded record: its events are read one by one). */
@@ -71,21 +78,25 @@ function clientIdAt(x: ExtrasV5, i: number): string | null {
  * Client ids go as one string (`\n` between them, empty for none: ids never hold a newline
  * nor are empty), which msgpack copies in one go where an array costs a dispatch per id.
  */
-function extrasOf(events: ReadonlyArray<StoredEvent | null>): { cid: string; cs?: Array<0 | 1 | 2> } | undefined {
+function extrasOf(events: ReadonlyArray<StoredEvent | null>): { cid: string; cs?: Array<0 | 1 | 2>; cw?: number[] } | undefined {
   let any = false
   let anyCost = false
+  let anyWrite = false
   for (const e of events) {
     if (e === null) continue
     if (e.clientId !== null && e.clientId !== undefined) any = true
     if (e.costSource !== null && e.costSource !== undefined) anyCost = true
+    if (e.cacheWrite !== undefined && e.cacheWrite > 0) anyWrite = true
   }
-  if (!any && !anyCost) return undefined
+  if (!any && !anyCost && !anyWrite) return undefined
   let cid = ''
   for (let i = 0; i < events.length; i++) {
     if (i > 0) cid += '\n'
     cid += events[i]?.clientId ?? ''
   }
-  return anyCost ? { cid, cs: events.map((e) => (e === null ? 0 : costSourceCode(e.costSource))) } : { cid }
+  const x: { cid: string; cs?: Array<0 | 1 | 2>; cw?: number[] } = anyCost ? { cid, cs: events.map((e) => (e === null ? 0 : costSourceCode(e.costSource))) } : { cid }
+  if (anyWrite) x.cw = events.map((e) => e?.cacheWrite ?? 0)
+  return x
 }
 
 /** The event's v3/v4 tuple, or null when it has the defaults (project `default`, no dimensions). */
@@ -262,7 +273,7 @@ function decodeAt(key: number, rec: EventRecordV1 | EventRecordV3 | EventRecordV
     session: dx?.[2] ?? null,
     tags: dx?.[3] ?? null
   }
-  return x === null ? e : withExtras(e, clientIdAt(x, i), x.cs === undefined ? null : COST_SOURCES[x.cs[i]])
+  return x === null ? e : withCacheWrite(withExtras(e, clientIdAt(x, i), x.cs === undefined ? null : COST_SOURCES[x.cs[i]]), x, i)
 }
 
 /** The events of a record that `kept` no longer holds (a purge's victims). */

@@ -142,8 +142,10 @@ t.test('v1 and v2 records round-trip every field (property): nulls, errors, larg
     project: fc.constantFrom('default', 'default', 'team-a'),
     user: fc.option(fc.string({ minLength: 1, maxLength: 8 }), { nil: null }),
     session: fc.option(fc.string({ minLength: 1, maxLength: 8 }), { nil: null }),
-    tags: fc.option(fc.uniqueArray(fc.string({ minLength: 1, maxLength: 4 }), { maxLength: 3 }), { nil: null })
-  })
+    tags: fc.option(fc.uniqueArray(fc.string({ minLength: 1, maxLength: 4 }), { maxLength: 3 }), { nil: null }),
+    // Absent (most events: their records keep formats 1–4) or a positive count (formats 5/6, `cw`).
+    cacheWrite: fc.integer({ min: 1, max: 1e12 })
+  }, { requiredKeys: ['ts', 'recv', 'model', 'provider', 'prompt', 'completion', 'total', 'cached', 'reasoning', 'latency', 'ttft', 'error', 'cost', 'meta', 'project', 'user', 'session', 'tags'] })
   await fc.assert(
     fc.asyncProperty(fc.oneof(fc.array(event, { minLength: 1, maxLength: 8 }), fc.array(event, { minLength: COLUMNS_FROM, maxLength: COLUMNS_FROM + 20 })), async (events) => {
       const input = events.map((e) => structuredClone(e) as PendingEvent)
