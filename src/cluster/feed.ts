@@ -48,7 +48,7 @@ import type { NatsConnection, Subscription } from '@nats-io/transport-node'
 import type { AlertNotice, BroadcastMessage, Broadcaster, SocketSink } from '../actors/broadcaster.js'
 import type { PricedEvent, StoredEvent } from '../events.js'
 import type { Log } from '../log.js'
-import { decodeEvent, type JetStreamLog } from './js-log.js'
+import { decodeEvent, priceRevOf, type JetStreamLog } from './js-log.js'
 import type { ClusterNames } from './names.js'
 import type { NatsHandles } from './nats.js'
 
@@ -462,7 +462,7 @@ export class ClusterFeed {
       this.#lastSeq = m.seq
       this.#lag = m.info.pending
       try {
-        batch.push(this.#price(decodeEvent(m.seq, m.data)))
+        batch.push(this.#price(decodeEvent(m.seq, m.data, priceRevOf(m.headers))))
       } catch (err) {
         this.#stats.undecodable++
         this.#logger.warn({ seq: m.seq, err: err instanceof Error ? err.message : String(err) }, 'cluster feed: an event message could not be read; skipped')

@@ -31,7 +31,7 @@ import { AckPolicy, DeliverPolicy, JetStreamApiCodes, JetStreamApiError, type Co
 import { llmsError } from '../errors.js'
 import type { StoredEvent } from '../events.js'
 import type { Log } from '../log.js'
-import { decodeEvent } from './js-log.js'
+import { decodeEvent, priceRevOf } from './js-log.js'
 import type { NatsHandles } from './nats.js'
 
 /** Messages asked for per fetch. */
@@ -296,7 +296,7 @@ export class PartitionFollower {
         this.#live = true
         got++
         this.#pending = m.info.pending
-        this.#accept(m.seq, m.data)
+        this.#accept(m.seq, m.data, priceRevOf(m.headers))
       }
     } catch (err) {
       if (!this.#stopped) this.#log.warn({ partition: this.#partition, err: errMessage(err) }, 'cluster: partition consumer failed; making a new one')
@@ -374,12 +374,12 @@ export class PartitionFollower {
         return
       }
       this.#streamLast = Math.max(this.#streamLast, next.seq)
-      this.#accept(next.seq, next.data)
+      this.#accept(next.seq, next.data, priceRevOf(next.header))
     }
   }
 
   /** Queues the message at stream seq `seq` for the next batch (dropped when already received). */
-  #accept(seq: number, data: Uint8Array): void {
+  #accept(seq: number, data: Uint8Array, priceRev: number): void {
     if (this.#stopped) return
     // Received already (from an earlier consumer, or by get).
     if (seq <= this.#received) return
@@ -387,7 +387,7 @@ export class PartitionFollower {
     this.#streamLast = Math.max(this.#streamLast, seq)
     let e: StoredEvent
     try {
-      e = decodeEvent(seq, data)
+      e = decodeEvent(seq, data, priceRev)
     } catch (err) {
       // Never misread: log and leave it out (positions stay; it is counted as handled).
       this.#log.error({ partition: this.#partition, seq, err: errMessage(err) }, 'cluster: an event message cannot be read; skipped')

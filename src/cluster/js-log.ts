@@ -14,6 +14,11 @@
  * whichever node takes the copies, and a duplicate's PubAck (`duplicate: true`, the first
  * copy's seq) gives the first copy's id with no read: `evt_<seq>_<clientRnd>`.
  *
+ * Price revision (DESIGN §8, ISSUE14 "Cluster"): every message carries the header
+ * `LLMScope-Price-Rev: <n>`, the price book revision of the publishing node when it accepted the
+ * event (its `priceRev`: which prices fix its cost). Readers set `priceRev` from it (absent or 0:
+ * an event published before price books, priced as revision 0).
+ *
  * The publish path is ours rather than `js.publish` (which is one `nc.request` per message: a
  * request object, two captured stack traces, a timer and a promise each: bench/cluster-micro.ts
  * measured 95 µs of CPU per event for batches of 100 that way, 27 µs this way). Each message goes out with `nc.publish` and a reply subject
@@ -46,16 +51,20 @@ const RND = 12
  *   ttft, error (0|1), cost, meta, project, user, session, tags]`.
  * Format 2 (an event with a client id or an imported cost, DESIGN §7): format 1 with `2` first
  * and two more elements, `clientId` (or null) and `costSource` (`computed`, `unpriced` or null).
+ * Format 3 (an event with cache-write tokens): format 2 plus one element, `cacheWrite`.
  * The seq is the message's stream sequence, not in the body. A body of another format is an
  * error, never misread.
  */
 type Body = [
-  v: 1 | 2, rnd: string, ts: number, recv: number, model: string, provider: string,
+  v: 1 | 2 | 3, rnd: string, ts: number, recv: number, model: string, provider: string,
   prompt: number, completion: number, total: number, cached: number, reasoning: number, latency: number,
   ttft: number | null, error: 0 | 1, cost: number | null, meta: Record<string, unknown> | null,
   project: string, user: string | null, session: string | null, tags: readonly string[] | null,
-  clientId?: string | null, costSource?: StoredEvent['costSource']
+  clientId?: string | null, costSource?: StoredEvent['costSource'], cacheWrite?: number
 ]
+
+/** The header naming the price book revision an event was accepted at. */
+export const PRICE_REV_HEADER = 'LLMScope-Price-Rev'
 
 const decoder = new TextDecoder()
 
@@ -87,8 +96,8 @@ function rnds(n: number): string[] {
  * `encode()` on its `headers` option, so this skips building a header map per message. The bytes
  * are the NATS header wire format (`NATS/1.0`, one `key: value` line, a blank line).
  */
-function msgIdHeader(msgId: string): MsgHdrs {
-  const bytes = Buffer.from(`NATS/1.0\r\nNats-Msg-Id: ${msgId}\r\n\r\n`, 'latin1')
+function msgIdHeader(msgId: string, priceRev: number): MsgHdrs {
+  const bytes = Buffer.from(`NATS/1.0\r\nNats-Msg-Id: ${msgId}\r\n${PRICE_REV_HEADER}: ${priceRev}\r\n\r\n`, 'latin1')
   return { encode: () => bytes } as unknown as MsgHdrs
 }
 
@@ -141,21 +150,37 @@ export function encodeEvent(e: Omit<StoredEvent, 'seq' | 'id'> & { id?: string; 
 }
 
 function bodyOf(e: Omit<StoredEvent, 'seq' | 'id'>, rnd: string): Uint8Array {
-  const extras = (e.clientId !== null && e.clientId !== undefined) || (e.costSource !== null && e.costSource !== undefined)
+  const cw = e.cacheWrite ?? 0
+  const extras = cw > 0 || (e.clientId !== null && e.clientId !== undefined) || (e.costSource !== null && e.costSource !== undefined)
   const body: Body = [
-    extras ? 2 : 1, rnd, e.ts, e.recv, e.model, e.provider, e.prompt, e.completion, e.total, e.cached, e.reasoning, e.latency,
+    cw > 0 ? 3 : extras ? 2 : 1, rnd, e.ts, e.recv, e.model, e.provider, e.prompt, e.completion, e.total, e.cached, e.reasoning, e.latency,
     e.ttft, e.error ? 1 : 0, e.cost, e.meta, e.project, e.user, e.session, e.tags
   ]
   if (extras) body.push(e.clientId ?? null, e.costSource ?? null)
+  if (cw > 0) body.push(cw)
   // Buffer.from: a third of TextEncoder's cost for a string this small (a slice of Node's pool).
   return Buffer.from(JSON.stringify(body), 'utf8')
 }
 
-/** The event stored at stream sequence `seq` with body `data`. */
-export function decodeEvent(seq: number, data: Uint8Array): StoredEvent {
+/**
+ * The price revision a message's headers carry ({@link PRICE_REV_HEADER}); 0 when absent or not a
+ * non-negative integer (a message published before price books).
+ */
+export function priceRevOf(h: MsgHdrs | undefined): number {
+  const v = h?.get(PRICE_REV_HEADER)
+  if (v === undefined || v === '') return 0
+  const n = Number(v)
+  return Number.isSafeInteger(n) && n > 0 ? n : 0
+}
+
+/**
+ * The event stored at stream sequence `seq` with body `data`, accepted at price revision
+ * `priceRev` (from the message's header: {@link priceRevOf}; set on the event only when > 0).
+ */
+export function decodeEvent(seq: number, data: Uint8Array, priceRev = 0): StoredEvent {
   const b = JSON.parse(decoder.decode(data)) as Body
-  // Format 2 is exactly format 1 plus two elements: anything else is not a body this release wrote.
-  if (!Array.isArray(b) || (b[0] !== 1 && (b[0] !== 2 || b.length !== 22))) {
+  // Formats 2 and 3 are exactly format 1 plus two (three) elements: anything else is not a body this release wrote.
+  if (!Array.isArray(b) || (b[0] !== 1 && (b[0] !== 2 || b.length !== 22) && (b[0] !== 3 || b.length !== 23))) {
     throw new Error(`event message ${seq} has an unknown format (${Array.isArray(b) ? String(b[0]) : typeof b}); a newer LLMScope wrote it`)
   }
   const e: StoredEvent = {
@@ -165,12 +190,16 @@ export function decodeEvent(seq: number, data: Uint8Array): StoredEvent {
     reasoning: b[10], latency: b[11], ttft: b[12], error: b[13] === 1, cost: b[14], meta: b[15],
     project: b[16], user: b[17], session: b[18], tags: b[19]
   }
-  return b[0] === 2 ? withExtras(e, b[20], b[21]) : e
+  if (b[0] === 3 && typeof b[22] === 'number' && b[22] > 0) e.cacheWrite = b[22]
+  if (priceRev > 0) e.priceRev = priceRev
+  return b[0] === 1 ? e : withExtras(e, b[20], b[21])
 }
 
 export interface JetStreamLogOptions {
   /** How long each publish may wait for its acknowledgement (default 5 s). */
   ackTimeoutMs?: number
+  /** The price book revision events are accepted at now (header {@link PRICE_REV_HEADER}; default 0). */
+  priceRev?: () => number
 }
 
 export interface ReadOptions {
@@ -186,6 +215,7 @@ export interface ReadOptions {
 export class JetStreamLog implements DurableLog {
   readonly #h: NatsHandles
   readonly #ackTimeoutMs: number
+  readonly #priceRev: () => number
   #appends = 0
   #appendedEvents = 0
   #failedAppends = 0
@@ -202,6 +232,7 @@ export class JetStreamLog implements DurableLog {
   constructor(h: NatsHandles, opts: JetStreamLogOptions = {}) {
     this.#h = h
     this.#ackTimeoutMs = opts.ackTimeoutMs ?? ACK_TIMEOUT_MS
+    this.#priceRev = opts.priceRev ?? (() => 0)
   }
 
   get stats() {
@@ -234,6 +265,8 @@ export class JetStreamLog implements DurableLog {
       const w: Waiting = { key, events, rnds: ids, left: n, deadline: performance.now() + this.#ackTimeoutMs, done: false, resolve, reject }
       try {
         const reply = `${this.#ackSubject()}${key}.`
+        // One revision for the whole call, read as the events are accepted (ISSUE14: acceptance revision).
+        const rev = this.#priceRev()
         this.#waiting.set(key, w)
         this.#queue.push(w)
         for (let i = 0; i < n; i++) {
@@ -244,8 +277,9 @@ export class JetStreamLog implements DurableLog {
           const rnd = keyed ? (ids[i] = clientRnd(e.project, cid)) : ids[i]!
           e.seq = -1
           e.id = ''
+          if (rev > 0) e.priceRev = rev
           events[i] = e
-          nc.publish(names.subject(partitionOf(e.project, e.model, partitions), e.project), bodyOf(e, rnd), { reply: reply + i, headers: msgIdHeader(keyed ? `${e.project}/${cid}` : rnd) })
+          nc.publish(names.subject(partitionOf(e.project, e.model, partitions), e.project), bodyOf(e, rnd), { reply: reply + i, headers: msgIdHeader(keyed ? `${e.project}/${cid}` : rnd, rev) })
         }
         this.#arm()
       } catch (err) {
@@ -390,7 +424,7 @@ export class JetStreamLog implements DurableLog {
       throw err
     }
     if (sm === null) return undefined
-    return decodeEvent(sm.seq, sm.data)
+    return decodeEvent(sm.seq, sm.data, priceRevOf(sm.header))
   }
 
   /** The stream's last sequence (0 when nothing was ever stored). */
@@ -474,7 +508,7 @@ export class JetStreamLog implements DurableLog {
             done = true
             continue
           }
-          batch.push(decodeEvent(m.seq, m.data))
+          batch.push(decodeEvent(m.seq, m.data, priceRevOf(m.headers)))
           if (m.seq === to) done = true
         }
         if (got < want) throw new Error(`reading the event stream from seq ${start}: ${want - got} of ${want} events did not arrive within ${READ_IDLE_TIMEOUT_MS / 1000} s`)

@@ -6,7 +6,7 @@ import t from 'tap'
 import { startNats, streamLeader } from '../helpers/nats.js'
 import { clusterNames, partitionOf } from '../../src/cluster/names.js'
 import { connectCluster, type NatsHandles } from '../../src/cluster/nats.js'
-import { decodeEvent, encodeEvent, JetStreamLog } from '../../src/cluster/js-log.js'
+import { decodeEvent, encodeEvent, JetStreamLog, PRICE_REV_HEADER, priceRevOf } from '../../src/cluster/js-log.js'
 import type { ClusterConfig } from '../../src/config.js'
 import { seqOfEventId, type PendingEvent, type StoredEvent } from '../../src/events.js'
 import { silentLog } from '../../src/log.js'
@@ -69,6 +69,18 @@ t.test('encodeEvent/decodeEvent keep every field, nulls included', async (t) => 
   const bare: StoredEvent = { seq: 5, id: 'evt_5_ABCDEFGHIJ-_', ...pending({ ttft: null, cost: null, meta: null, user: null, session: null, tags: null, project: 'default' }) }
   t.same(decodeEvent(5, encodeEvent(bare)), bare)
   t.throws(() => decodeEvent(1, new TextEncoder().encode('[2,"x"]')), /unknown format/)
+  // Format 3: cache-write tokens (set on decode only when nonzero), with or without the other extras.
+  const cw: StoredEvent = { seq: 9, id: 'evt_9_abcdefghijkl', ...pending({ cacheWrite: 300 }) }
+  t.equal(JSON.parse(Buffer.from(encodeEvent(cw)).toString())[0], 3)
+  t.same(decodeEvent(9, encodeEvent(cw)), cw)
+  const cwKeyed: StoredEvent = { seq: 10, id: 'evt_a_abcdefghijkl', ...pending({ cacheWrite: 7, clientId: 'k9', costSource: 'computed' }) }
+  t.same(decodeEvent(10, encodeEvent(cwKeyed)), cwKeyed)
+  t.equal(JSON.parse(Buffer.from(encodeEvent({ ...cw, cacheWrite: 0 })).toString())[0], 1, 'no cache writes: format 1 as before')
+  t.throws(() => decodeEvent(1, new TextEncoder().encode('[3,"x"]')), /unknown format/)
+  // The price revision comes from the header, set only when > 0.
+  t.same(decodeEvent(77, encodeEvent(full), 12), { ...full, priceRev: 12 })
+  t.same(decodeEvent(77, encodeEvent(full), 0), full)
+  t.equal(priceRevOf(undefined), 0)
 })
 
 t.test('on one nats-server', async (t) => {
@@ -122,10 +134,30 @@ t.test('on one nats-server', async (t) => {
       const sm = await h.jsm.streams.getMessage('llmscope-events', { seq: events[i]!.seq })
       t.equal(sm!.subject, `llmscope.ev.${partitionOf(copies[i]!.project, copies[i]!.model, 4)}.${copies[i]!.project}`)
       t.equal(sm!.header.get('Nats-Msg-Id'), events[i]!.id.slice(-12))
+      t.equal(sm!.header.get(PRICE_REV_HEADER), '0', 'no book: revision 0')
     }
     t.equal(await log.get(before + 1000), undefined)
     t.equal(await log.get(0), undefined)
     t.equal(await log.get(-3), undefined)
+  })
+
+  t.test('every message carries the price revision its events were accepted at', async (t) => {
+    let rev = 5
+    const revLog = new JetStreamLog(h, { priceRev: () => rev })
+    const a = revLog.append([pending(), pending({ cacheWrite: 40 })])
+    rev = 6
+    const b = revLog.append([pending()])
+    await Promise.all([a.committed, b.committed])
+    t.same(a.events.map((e) => e.priceRev), [5, 5], 'the revision when append was called')
+    t.equal(b.events[0]!.priceRev, 6)
+    for (const e of [...a.events, ...b.events]) {
+      const sm = await h.jsm.streams.getMessage('llmscope-events', { seq: e.seq })
+      t.equal(priceRevOf(sm!.header), e.priceRev)
+      t.same(await log.get(e.seq), e, 'get reads it back (cache writes included)')
+    }
+    const read: StoredEvent[] = []
+    for await (const batch of log.read(a.events[0]!.seq, { to: b.events[0]!.seq })) read.push(...batch)
+    t.same(read.filter((e) => e.priceRev !== undefined), [...a.events, ...b.events], 'read() too')
   })
 
   t.test('a publish with the same Nats-Msg-Id is stored once, acked with the first seq', async (t) => {
