@@ -233,6 +233,11 @@ export interface StoredEvent {
    * for every other event: `cost` is the caller's, or null and priced here.
    */
   costSource?: 'computed' | 'unpriced' | null
+  /**
+   * The price book's revision when the event was accepted (log record field `pr`; absent or 0
+   * for records written before the book): which prices fixed its cost (src/pricing/book.ts).
+   */
+  priceRev?: number
 }
 
 /** A stored event with its price (integer nano-dollars). */

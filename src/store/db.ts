@@ -22,6 +22,8 @@ export interface Stores {
   readonly apiKeys: Database<unknown, string>
   /** projects and tombstones of deleted ones, by id: `projects.ts`. */
   readonly projects: Database<unknown, string>
+  /** The price book: versions, override layers, re-pricing records, its revision: `prices.ts`. */
+  readonly prices: Database<unknown, string>
   /** The dedupe index of client ids (`dedupe.ts`, over the `dedupe` and `dedupe-exp` databases). */
   readonly dedupe: DedupeIndex
   /** Bytes the database file uses (its highest page in use), from LMDB's own statistics. */
@@ -58,8 +60,17 @@ const START_HEADROOM_BYTES = 256 * 1024
  */
 export type EventRecord = EventRecordV1 | EventRecordV2 | EventRecordV3 | EventRecordV4 | EventRecordV5 | EventRecordV6
 
+/**
+ * Every format may carry `pr`: the price book's revision when the append was accepted (every
+ * event of the record shares it; absent = 0, records written before the book). EventLog.append
+ * writes it when it is not 0 (src/pricing/book.ts: what fixes an event's cost).
+ */
+export interface PriceRevField {
+  pr?: number
+}
+
 /** Format 1: one array (row) per event. */
-export interface EventRecordV1 {
+export interface EventRecordV1 extends PriceRevField {
   v: 1
   ev: unknown[]
 }
@@ -70,7 +81,7 @@ export interface EventRecordV1 {
  * only when some event of the append needs it, so a user without projects or dimensions
  * writes format 1 as before.
  */
-export interface EventRecordV3 {
+export interface EventRecordV3 extends PriceRevField {
   v: 3
   ev: Array<unknown[] | null>
   dx: Array<[string, string | null, string | null, readonly string[] | null] | null>
@@ -93,7 +104,7 @@ export interface ExtrasV5 {
 }
 
 /** Format 5: format 1 (rows, null for a purged event) plus {@link ExtrasV5}. */
-export interface EventRecordV5 extends ExtrasV5 {
+export interface EventRecordV5 extends ExtrasV5, PriceRevField {
   v: 5
   ev: Array<unknown[] | null>
 }
@@ -114,7 +125,7 @@ export interface EventRecordV4 extends Omit<EventRecordV2, 'v'> {
  * little-endian everywhere Node runs) — bytes, not typed arrays: lmdb-js's msgpack decoding
  * of typed arrays misread them (found by the round-trip test in test/store/event-log.test.ts).
  */
-export interface EventRecordV2 {
+export interface EventRecordV2 extends PriceRevField {
   v: 2
   n: number
   /** Float64 × 5 per event: ts, recv, latency, ttft (NaN = null), cost (NaN = null). */
@@ -177,6 +188,7 @@ export function openStores(dataDir: string, opts: StoreOptions = {}): Stores {
   const alertEvents = root.openDB<unknown, number>('alert-events', {})
   const apiKeys = root.openDB<unknown, string>('api-keys', {})
   const projects = root.openDB<unknown, string>('projects', {})
+  const prices = root.openDB<unknown, string>('prices', {})
   const fail = (why: string): never => {
     try {
       root.close()
@@ -211,6 +223,7 @@ export function openStores(dataDir: string, opts: StoreOptions = {}): Stores {
     alertEvents,
     apiKeys,
     projects,
+    prices,
     dedupe,
     usedBytes,
     maxBytes,

@@ -59,6 +59,12 @@ function withCacheWrite(e: StoredEvent, x: ExtrasV5, i: number): StoredEvent {
   return e
 }
 
+/** Sets an event's acceptance price revision from its record's `pr` (absent or 0: left unset, read as 0). */
+function withPriceRev(e: StoredEvent, pr: number | undefined): StoredEvent {
+  if (pr !== undefined && pr > 0) e.priceRev = pr
+  return e
+}
+
 /** A record's client ids split once (cached per decoded record: its events are read one by one). */
 const splitIds = new WeakMap<ExtrasV5, string[]>()
 
@@ -190,7 +196,11 @@ function withHoles(events: ReadonlyArray<StoredEvent | null>): EventRecordV3 | E
   const ev = events.map((e) => (e === null ? null : toRow(e)))
   const dx = events.map((e) => (e === null ? null : dimsOf(e)))
   const x = extrasOf(events)
-  return x === undefined ? { v: 3, ev, dx } : { v: 5, ev, dx, ...x }
+  const out: EventRecordV3 | EventRecordV5 = x === undefined ? { v: 3, ev, dx } : { v: 5, ev, dx, ...x }
+  // The append's price revision stays with its events (every event of a record shares it).
+  const pr = events.find((e) => e !== null)?.priceRev
+  if (pr !== undefined && pr > 0) out.pr = pr
+  return out
 }
 
 /** A v2/v4/v6 record's columns as typed arrays: copies, so aligned and owned whatever buffer the read used. */
@@ -242,8 +252,8 @@ function decodeAt(key: number, rec: EventRecordV1 | EventRecordV3 | EventRecordV
   if ('v' in rec) {
     const row = rec.ev[i] as Row | null
     if (row === null) return null
-    if (rec.v === 5) return fromRow(seq, row, rec.dx?.[i], rec, i)
-    return fromRow(seq, row, rec.v === 3 ? rec.dx[i] : null, null, i)
+    if (rec.v === 5) return withPriceRev(fromRow(seq, row, rec.dx?.[i], rec, i), rec.pr)
+    return withPriceRev(fromRow(seq, row, rec.v === 3 ? rec.dx[i] : null, null, i), rec.pr)
   }
   const { num, tok, err, str, record: r } = rec
   const dx = r.v === 4 || r.v === 6 ? r.dx?.[i] : null
@@ -273,6 +283,7 @@ function decodeAt(key: number, rec: EventRecordV1 | EventRecordV3 | EventRecordV
     session: dx?.[2] ?? null,
     tags: dx?.[3] ?? null
   }
+  if (r.pr !== undefined && r.pr > 0) e.priceRev = r.pr
   return x === null ? e : withCacheWrite(withExtras(e, clientIdAt(x, i), x.cs === undefined ? null : COST_SOURCES[x.cs[i]]), x, i)
 }
 
@@ -311,6 +322,11 @@ export class EventLog implements DurableLog {
    * stored, client id or not. DELETE /events drops a deleted event's entry through it.
    */
   readonly dedupe: DedupeIndex | null
+  /**
+   * The price book's current revision (engine: `() => book.rev`), read synchronously as each
+   * append's seqs are given and stamped on its record (`pr`) and events (StoredEvent.priceRev).
+   */
+  priceRev: () => number = () => 0
   #used = 0
   #usedAt = -Infinity
   #nextSeq: number
@@ -442,6 +458,8 @@ export class EventLog implements DurableLog {
     }
     const first = this.#nextSeq
     this.#nextSeq += pending.length
+    // The price book's revision as these seqs are given (src/pricing/book.ts): it fixes their cost.
+    const pr = this.priceRev()
     const events: StoredEvent[] = new Array(pending.length)
     // v2 keeps only the ids' random parts: `evt_<seq base36>_` follows from the position.
     const columns = pending.length >= COLUMNS_FROM
@@ -451,12 +469,14 @@ export class EventLog implements DurableLog {
       const e = pending[i] as StoredEvent
       e.seq = seq
       e.id = makeEventId(seq)
+      if (pr > 0) e.priceRev = pr
       if (columns) rnd += e.id.slice(-RND)
       events[i] = e
     }
     this.#appends++
     this.#appendedEvents += pending.length
     const record = (columns ? encodeRecord(events, rnd) : null) ?? encodeRowsRecord(events)
+    if (pr > 0) record.pr = pr
     const committed = this.#db.put(first, record).then(
       (ok) => {
         if (!ok) throw new Error('event log put was not applied')
