@@ -59,10 +59,45 @@ export interface AlertEventRecord {
   delivery: DeliveryRecord
 }
 
+/**
+ * A budget threshold reached (src/budgets/evaluator.ts; DESIGN §8): one per budget, period,
+ * threshold and group. Listed by `GET /alerts/events` beside the rules' records; told apart by
+ * `type` (a rule's record has none).
+ */
+export interface BudgetEventRecord {
+  /** `aev_<seq base 36>`, in the same sequence as the rules' records. */
+  id: string
+  type: 'budget'
+  project: string
+  budget_id: string
+  name: string
+  /** The fraction of `amount` reached. */
+  threshold: number
+  /** Dollars spent in the period when it was reached. */
+  spent: number
+  amount: number
+  period_start: string
+  period_end: string
+  group_by: string | null
+  /** The group's value (null: events without the field, or a budget without group_by). */
+  group: string | null
+  at: string
+  delivery: DeliveryRecord
+}
+
+/** What a budget firing records (the store adds id and delivery). */
+export type BudgetFiring = Omit<BudgetEventRecord, 'id' | 'type' | 'delivery'>
+
+/** Any record of the store. */
+export type AnyAlertEventRecord = AlertEventRecord | BudgetEventRecord
+
+/** Whether a record is a budget's (else a rule's). */
+export const isBudgetRecord = (r: AnyAlertEventRecord): r is BudgetEventRecord => (r as BudgetEventRecord).type === 'budget'
+
 interface Entry {
   seq: number
   atMs: number
-  record: AlertEventRecord
+  record: AnyAlertEventRecord
 }
 
 export interface AlertEventQuery {
@@ -84,9 +119,10 @@ function readSeq(id: string): number | null {
 }
 
 /** A record as stored under `seq`, or null when it is not one this version reads. */
-function readRecord(seq: number, value: unknown): AlertEventRecord | null {
+function readRecord(seq: number, value: unknown): AnyAlertEventRecord | null {
   const r = value as AlertEventRecord
-  if (r === null || typeof r !== 'object' || r.id !== `aev_${seq.toString(36)}` || typeof r.at !== 'string' || typeof r.rule_id !== 'string') return null
+  if (r === null || typeof r !== 'object' || r.id !== `aev_${seq.toString(36)}` || typeof r.at !== 'string') return null
+  if (typeof r.rule_id !== 'string' && !((value as BudgetEventRecord).type === 'budget' && typeof (value as BudgetEventRecord).budget_id === 'string')) return null
   if (r.delivery === null || typeof r.delivery !== 'object') return null
   return r
 }
@@ -117,7 +153,7 @@ export class AlertEventStore {
     this.#log = opts.log ?? silentLog
     this.#max = max
     for (const { key, value } of db.getRange({})) {
-      const record = value as AlertEventRecord
+      const record = value as AnyAlertEventRecord
       this.#entries.push({ seq: key, atMs: Date.parse(record.at), record })
       this.#nextSeq = key + 1
     }
@@ -154,6 +190,47 @@ export class AlertEventStore {
     return record
   }
 
+  /**
+   * Records a budget firing (src/budgets/evaluator.ts); `delivery` says whether a webhook
+   * delivery follows. On a single node its put joins the LMDB transaction of every put issued
+   * in the same event turn (the evaluator's fired record).
+   */
+  recordBudget(f: BudgetFiring, delivery: 'pending' | 'none'): BudgetEventRecord {
+    const seq = this.#nextSeq++
+    const record: BudgetEventRecord = {
+      id: `aev_${seq.toString(36)}`,
+      type: 'budget',
+      project: f.project,
+      budget_id: f.budget_id,
+      name: f.name,
+      threshold: f.threshold,
+      spent: f.spent,
+      amount: f.amount,
+      period_start: f.period_start,
+      period_end: f.period_end,
+      group_by: f.group_by,
+      group: f.group,
+      at: f.at,
+      delivery: { status: delivery, attempts: 0, status_code: null, error: null, completed_at: null }
+    }
+    this.#entries.push({ seq, atMs: Date.parse(f.at), record })
+    this.#recorded++
+    this.#store(seq, record)
+    this.#prune(true)
+    return record
+  }
+
+  /** Removes every record of the given budgets (a deleted project's); resolves after the commit. */
+  async removeBudgets(budgetIds: ReadonlySet<string>): Promise<number> {
+    const gone = this.#entries.filter((e) => isBudgetRecord(e.record) && budgetIds.has(e.record.budget_id))
+    if (gone.length === 0) return 0
+    const drop = new Set(gone)
+    this.#entries = this.#entries.filter((e) => !drop.has(e))
+    for (const e of gone) this.#store(e.seq, undefined)
+    await this.flushed()
+    return gone.length
+  }
+
   /** Stores a delivery's outcome on its record (ignored when the record was pruned meanwhile). */
   setDelivery(id: string, outcome: DeliveryOutcome, completedAt: number): void {
     const i = this.#indexOf(id)
@@ -164,17 +241,17 @@ export class AlertEventStore {
   }
 
   /** The record with this id, if kept. */
-  get(id: string): AlertEventRecord | undefined {
+  get(id: string): AnyAlertEventRecord | undefined {
     const i = this.#indexOf(id)
     return i < 0 ? undefined : this.#entries[i].record
   }
 
   /** Records matching the filters, newest first, at most `limit`. */
-  list(q: AlertEventQuery): AlertEventRecord[] {
-    const out: AlertEventRecord[] = []
+  list(q: AlertEventQuery): AnyAlertEventRecord[] {
+    const out: AnyAlertEventRecord[] = []
     for (let i = this.#entries.length - 1; i >= 0 && out.length < q.limit; i--) {
       const e = this.#entries[i]
-      if (q.ruleId !== undefined && e.record.rule_id !== q.ruleId) continue
+      if (q.ruleId !== undefined && (isBudgetRecord(e.record) || e.record.rule_id !== q.ruleId)) continue
       if (q.project !== undefined && (e.record.project ?? 'default') !== q.project) continue
       if (q.since !== undefined && e.atMs < q.since) continue
       out.push(e.record)
@@ -187,7 +264,7 @@ export class AlertEventStore {
     const out = new Map<string, RecordedAlert>()
     for (let i = this.#entries.length - 1; i >= 0; i--) {
       const { record, atMs } = this.#entries[i]
-      if (out.has(record.rule_id)) continue
+      if (isBudgetRecord(record) || out.has(record.rule_id)) continue
       out.set(record.rule_id, { state: record.state, since: Date.parse(record.since), at: atMs, value: record.value })
     }
     return out
@@ -195,9 +272,10 @@ export class AlertEventStore {
 
   /** Removes every record of the given rules (a deleted project's); resolves after the commit. */
   async removeRules(ruleIds: ReadonlySet<string>): Promise<number> {
-    const gone = this.#entries.filter((e) => ruleIds.has(e.record.rule_id))
+    const ofRules = (e: Entry) => !isBudgetRecord(e.record) && ruleIds.has(e.record.rule_id)
+    const gone = this.#entries.filter(ofRules)
     if (gone.length === 0) return 0
-    this.#entries = this.#entries.filter((e) => !ruleIds.has(e.record.rule_id))
+    this.#entries = this.#entries.filter((e) => !ofRules(e))
     for (const e of gone) this.#store(e.seq, undefined)
     await this.flushed()
     return gone.length
@@ -285,7 +363,7 @@ export class AlertEventStore {
   }
 
   /** A record's write where the records live: the bucket in cluster mode, else LMDB. */
-  #store(seq: number, record: AlertEventRecord | undefined): void {
+  #store(seq: number, record: AnyAlertEventRecord | undefined): void {
     const backing = this.#backing
     if (backing === null) {
       this.#write(seq, record)
@@ -318,7 +396,7 @@ export class AlertEventStore {
     return lo
   }
 
-  #write(seq: number, record: AlertEventRecord | undefined): void {
+  #write(seq: number, record: AnyAlertEventRecord | undefined): void {
     const p: Promise<unknown> = (record === undefined ? this.#db.remove(seq) : this.#db.put(seq, record)).catch((err: unknown) => {
       this.#writeErrors++
       this.#log.error({ err, seq }, 'alert event could not be written')
