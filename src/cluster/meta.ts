@@ -53,6 +53,21 @@ export interface MetaStores {
   apiKeys: ApiKeyStore
   rules: RuleStore
   alertEvents: AlertEventStore
+  /**
+   * Further stores of the meta bucket, each under its own key prefix (issue 14: `price.` for the
+   * price book, cluster/price-log.ts; `budget.` for budgets): the same backing contract as the
+   * stores above.
+   */
+  more?: ReadonlyArray<{ prefix: string; store: MirroredStore }>
+}
+
+/** What a store mirrored from the meta bucket implements (as RuleStore does). */
+export interface MirroredStore {
+  attachBacking(backing: MetaBacking, log: Log): void
+  /** One change (undefined: removed), by the key without its prefix. */
+  applyRemote(id: string, value: unknown): void
+  /** The bucket's records at start, by the key without its prefix. */
+  loadRemote(records: Map<string, unknown>): unknown
 }
 
 export class ClusterMeta {
@@ -91,10 +106,12 @@ export class ClusterMeta {
     // Binding does not look: a missing bucket must fail here, before any store leaves its data dir.
     await Promise.all([metaKv.status(), alertsKv.status()])
 
+    const more = stores.more ?? []
     const meta = new BucketMirror(metaKv, this.#opts.metaBucket, log, applyMs, (key, value) => {
       for (const [store, prefix] of [[stores.projects, META_PREFIX.projects], [stores.apiKeys, META_PREFIX.apiKeys], [stores.rules, META_PREFIX.rules]] as const) {
         if (key.startsWith(prefix)) return store.applyRemote(key.slice(prefix.length), value)
       }
+      for (const m of more) if (key.startsWith(m.prefix)) return m.store.applyRemote(key.slice(m.prefix.length), value)
     })
     const alerts = new BucketMirror(alertsKv, this.#opts.alertsBucket, log, applyMs, (key, value) => {
       if (key.startsWith(ALERT_PREFIX)) stores.alertEvents.applyRemote(key.slice(ALERT_PREFIX.length), value)
@@ -106,12 +123,14 @@ export class ClusterMeta {
     stores.apiKeys.attachBacking(meta.backing(META_PREFIX.apiKeys), log)
     stores.rules.attachBacking(meta.backing(META_PREFIX.rules), log)
     stores.alertEvents.attachBacking(alerts.backing(ALERT_PREFIX))
+    for (const m of more) m.store.attachBacking(meta.backing(m.prefix), log)
 
     const [metaRecords, alertRecords] = await Promise.all([meta.start(loadMs), alerts.start(loadMs)])
     const missing = stores.projects.loadRemote(sub(metaRecords, META_PREFIX.projects))
     stores.apiKeys.loadRemote(sub(metaRecords, META_PREFIX.apiKeys))
     stores.rules.loadRemote(sub(metaRecords, META_PREFIX.rules))
     stores.alertEvents.loadRemote(sub(alertRecords, ALERT_PREFIX))
+    for (const m of more) m.store.loadRemote(sub(metaRecords, m.prefix))
     meta.loaded()
     alerts.loaded()
     // false: another node wrote it first, and this node now mirrors that one.
