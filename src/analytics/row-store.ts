@@ -368,6 +368,82 @@ export class RowStore {
     return n
   }
 
+  /**
+   * Walks `list` and calls `found(r, k)` for each row whose seq is `seqs[k]` for some k in
+   * [from, to) (that slice ascending: a binary search per row). O(rows of the list · log n).
+   * What a re-price uses to find the rows of the events it changes (see SeriesStore.planReprice).
+   */
+  locate(list: number, seqs: ArrayLike<number>, from: number, to: number, found: (r: number, k: number) => void): void {
+    if (from >= to) return
+    const lo0 = seqs[from]
+    const hi0 = seqs[to - 1]
+    for (let r = this.#heads[list]; r >= 0; ) {
+      const c = r >>> CHUNK_SHIFT
+      const core = this.#core[c]
+      const b = (r & CHUNK_MASK) * CORE
+      const next = core[b + C_NEXT] | 0
+      const seq = this.#seqHigh[c] === null ? core[b + C_SEQ] : this.#seqOf(r)
+      if (seq >= lo0 && seq <= hi0) {
+        let lo = from
+        let hi = to
+        while (lo < hi) {
+          const mid = (lo + hi) >>> 1
+          if (seqs[mid] < seq) lo = mid + 1
+          else hi = mid
+        }
+        if (lo < to && seqs[lo] === seq) found(r, lo)
+      }
+      r = next
+    }
+  }
+
+  /** Row `r`'s cost in nano-dollars (exact). */
+  costOf(r: number): number {
+    const c = r >>> CHUNK_SHIFT
+    const i = r & CHUNK_MASK
+    const core = this.#core[c]
+    const meta = core[i * CORE + C_META]
+    if ((meta & FLAG_WIDE) !== 0) return (this.#wide.get(r) as Float64Array)[6]
+    if ((meta & FLAG_EXT) !== 0) return (this.#ext[c] as Uint32Array)[i * EXT + E_COST_HIGH] * TWO_32 + core[i * CORE + C_COST]
+    return core[i * CORE + C_COST]
+  }
+
+  /** Whether row `r` is flagged unpriced. */
+  unpricedOf(r: number): boolean {
+    return (this.#core[r >>> CHUNK_SHIFT][(r & CHUNK_MASK) * CORE + C_META] & FLAG_UNPRICED) !== 0
+  }
+
+  /**
+   * Sets row `r`'s cost (integer nano-dollars, any safe integer >= 0) and unpriced flag, its
+   * other words untouched (a re-price). A cost at or past 2^32 on a row without the EXT escape
+   * gives it one (its cached, reasoning and total words are then what the row implied: 0, 0,
+   * prompt + completion); a FLAG_WIDE row keeps its cost in its wide values.
+   */
+  setCost(r: number, cost: number, unpriced: boolean): void {
+    const c = r >>> CHUNK_SHIFT
+    const i = r & CHUNK_MASK
+    const core = this.#core[c]
+    const b = i * CORE
+    let meta = core[b + C_META]
+    meta = unpriced ? meta | FLAG_UNPRICED : meta & ~FLAG_UNPRICED
+    if ((meta & FLAG_WIDE) !== 0) {
+      ;(this.#wide.get(r) as Float64Array)[6] = cost
+    } else {
+      if ((meta & FLAG_EXT) === 0 && cost >= TWO_32) {
+        const v = this.#readValues(r, this.#tmp)
+        const words = this.#ext[c] ?? this.#newExt(c)
+        words[i * EXT + E_CACHED] = v[3]
+        words[i * EXT + E_REASONING] = v[4]
+        words[i * EXT + E_TOTAL] = v[2]
+        meta |= FLAG_EXT
+      }
+      core[b + C_COST] = cost
+      if ((meta & FLAG_EXT) !== 0) (this.#ext[c] as Uint32Array)[i * EXT + E_COST_HIGH] = (cost - (cost >>> 0)) / TWO_32
+    }
+    // Bit operations give an Int32; the Uint32Array store keeps its 32 bits.
+    core[b + C_META] = meta
+  }
+
   /** Calls `visit` with row `r` (see {@link RowStore.visit}). */
   #visitOne(r: number, mStart: number, visit: RowVisitor): void {
     const c = r >>> CHUNK_SHIFT

@@ -30,6 +30,8 @@ export interface CoarseHour {
   sketch: LatencySketchJSON
   /** Seqs of events a delete took out of it (`SeriesStore.subtractCoarse`), when any: taking one out again is a no-op. */
   forgotten?: number[]
+  /** Ids of the re-prices applied to it (`SeriesStore.applyReprice`), when any: applying one again is a no-op. Absent in older snapshots (none applied). */
+  repriced?: string[]
 }
 
 /**
@@ -90,9 +92,15 @@ export class SnapshotBuilder implements RowColumns {
     this.dims = withDims ? new Uint32Array(rows * DIMS) : undefined
   }
 
-  /** Adds coarse hour `hour` (hour key), copying its aggregate and the seqs taken out of it. */
-  addCoarseHour(hour: number, agg: Aggregate, forgotten?: readonly number[]): void {
-    this.#coarse.push({ hour, totals: cloneTotals(agg.totals), sketch: agg.sketch.toJSON(), ...(forgotten === undefined ? {} : { forgotten: forgotten.slice() }) })
+  /** Adds coarse hour `hour` (hour key), copying its aggregate, the seqs taken out of it and the re-prices it applied. */
+  addCoarseHour(hour: number, agg: Aggregate, forgotten?: readonly number[], repriced?: readonly string[]): void {
+    this.#coarse.push({
+      hour,
+      totals: cloneTotals(agg.totals),
+      sketch: agg.sketch.toJSON(),
+      ...(forgotten === undefined ? {} : { forgotten: forgotten.slice() }),
+      ...(repriced === undefined ? {} : { repriced: repriced.slice() })
+    })
   }
 
   /** The snapshot (`rejected` 0); `what` names the rows asked for if fewer or more were written. */
@@ -122,9 +130,9 @@ export class SnapshotBuilder implements RowColumns {
 
 /**
  * Makes `hourKey` a coarse hour of the store being loaded holding `agg` (and the seqs taken out
- * of it); false when the store already holds that hour.
+ * of it, and the re-prices it applied); false when the store already holds that hour.
  */
-export type CoarseHourSink = (hourKey: number, agg: Aggregate, forgotten: number[] | undefined) => boolean
+export type CoarseHourSink = (hourKey: number, agg: Aggregate, forgotten: number[] | undefined, repriced: string[] | undefined) => boolean
 
 /**
  * Loads one snapshot into `store`: its coarse hours through `addCoarseHour`, then its rows
@@ -227,5 +235,7 @@ function loadCoarseHour(data: unknown, addCoarseHour: CoarseHourSink, fail: (why
   if (sketch.count !== totals.requests || totals.requests === 0) fail('sketch count does not match requests')
   const forgotten = c.forgotten
   if (forgotten !== undefined && (!Array.isArray(forgotten) || !forgotten.every((q) => typeof q === 'number' && Number.isSafeInteger(q) && q >= 0))) fail('forgotten must be an array of seqs')
-  if (!addCoarseHour(hourKey as number, { totals, sketch }, forgotten as number[] | undefined)) fail('hour given twice')
+  const repriced = c.repriced
+  if (repriced !== undefined && (!Array.isArray(repriced) || !repriced.every((id) => typeof id === 'string' && id.length > 0))) fail('repriced must be an array of re-price ids')
+  if (!addCoarseHour(hourKey as number, { totals, sketch }, forgotten as number[] | undefined, repriced as string[] | undefined)) fail('hour given twice')
 }

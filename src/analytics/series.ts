@@ -28,6 +28,7 @@ import { loadSnapshot, SnapshotBuilder } from './series-snapshot.js'
 import { LatencySketch } from './sketch.js'
 import { DAY_MS, floorDiv, HOUR_MS, MINUTE_MS } from './time.js'
 import { cloneTotals, createTotals, subtractTotals, type Totals } from './totals.js'
+import { addDelta, byMinute, emptyPlan, planRow, type CostColumns, type Deltas, type RepricePlan } from './reprice.js'
 
 export { createAggregate, mergeInto, mergeTimeseries, type Aggregate, type TimeBucket } from './aggregate.js'
 export type { RowDims, RowVisitor } from './row-store.js'
@@ -63,6 +64,11 @@ interface HourNode extends Aggregate {
   minutes: Int32Array | null
   /** A coarse hour's seqs taken out by {@link SeriesStore.subtractCoarse} (so taking one out twice is a no-op). */
   forgotten?: number[]
+  /**
+   * Ids of the re-prices applied to the hour (see {@link SeriesStore.applyReprice}): a coarse
+   * hour applies each once. Kept on a raw hour too, so a fold after a re-price keeps them.
+   */
+  repriced?: string[]
 }
 
 /** Day: aggregate of its rows plus its hours (undefined when empty). */
@@ -165,6 +171,8 @@ export class SeriesStore {
   #coarseRows = 0
   #rejected = 0
   #scanned = 0
+  /** Bumped by every change of rows or aggregates: a re-price plan made before is stale. */
+  #gen = 0
 
   /** Number of raw rows retained (rows of coarse hours are not counted; nor rows forgotten). */
   get size(): number {
@@ -236,6 +244,7 @@ export class SeriesStore {
       this.#rejected += 1
       return false
     }
+    this.#gen++
     const ts = row.ts
     const minuteKey = floorDiv(ts, MINUTE_MS)
     const hourKey = floorDiv(minuteKey, 60)
@@ -317,6 +326,7 @@ export class SeriesStore {
       }
     }
     if (fold.length === 0) return 0
+    this.#gen++
     let folded = 0
     for (const [day, dayKey, h] of fold) {
       const hour = day.hours[h] as HourNode
@@ -461,6 +471,7 @@ export class SeriesStore {
       }
     }
     if (total === 0) return 0
+    this.#gen++
     const emptied: number[] = []
     for (const [dayKey, hours] of changed) {
       const day = this.#days.get(dayKey) as DayNode
@@ -534,6 +545,7 @@ export class SeriesStore {
     t.unpriced = (flags >>> 1) & 1
     one.sketch.record(v[5])
     for (const k of Object.keys(t) as (keyof Totals)[]) if (!(hour.totals[k] >= t[k])) return false
+    this.#gen++
     if (hour.totals.requests === 1) {
       day.hours[hourKey - dayKey * 24] = undefined
       this.#coarseHours--
@@ -545,6 +557,135 @@ export class SeriesStore {
     if (this.#recomputeDay(day)) this.#dropDays([dayKey])
     this.#recomputeBounds()
     return true
+  }
+
+  /**
+   * Finds what re-pricing the entries `idx` of `c` (indexes; their seqs ascending) changes in
+   * this store, changing nothing (see analytics/reprice.ts): each entry's row, looked for by
+   * seq in the minute of its `ts` (a row whose cost and flag already are the new ones is left
+   * out: re-applying changes nothing), or, when its hour is coarse and has not applied
+   * re-price `id` yet, the hour's before → after. An entry found nowhere (not this series', or
+   * deleted) is skipped. Pass the plan of an earlier call to add to it (slices of one
+   * re-price); throws when the store changed since that plan was begun.
+   * O(entries + rows of the minutes holding them).
+   */
+  planReprice(c: CostColumns, idx: ArrayLike<number>, id: string, plan: RepricePlan = emptyPlan(id, this.#gen)): RepricePlan {
+    if (plan.gen !== this.#gen || plan.id !== id) throw new Error('re-price plan of another store state or id')
+    const { order, minutes, starts } = byMinute(c, idx)
+    const seqs = new Float64Array(order.length)
+    for (let j = 0; j < order.length; j++) seqs[j] = c.seqs[order[j]]
+    const rows = this.#rows
+    for (let g = 0; g < minutes.length; g++) {
+      const minuteKey = minutes[g]
+      const from = starts[g]
+      const to = starts[g + 1]
+      if (!Number.isSafeInteger(minuteKey) || Math.abs(minuteKey * MINUTE_MS) > MAX_TIMESTAMP_MS) continue
+      for (let j = from + 1; j < to; j++) if (!(seqs[j] > seqs[j - 1])) throw new RangeError(`re-price entries must have ascending seqs (seq ${seqs[j]} after ${seqs[j - 1]})`)
+      const hourKey = floorDiv(minuteKey, 60)
+      const dayKey = floorDiv(hourKey, 24)
+      const hour = this.#days.get(dayKey)?.hours[hourKey - dayKey * 24]
+      if (hour === undefined) continue
+      if (hour.minutes === null) {
+        if (hour.repriced?.includes(id) === true) continue
+        for (let j = from; j < to; j++) {
+          const k = order[j]
+          addDelta(plan.coarse, hourKey, c.after[k] - c.before[k], c.afterUnpriced[k] - c.beforeUnpriced[k], 1)
+        }
+        plan.matched += to - from
+        continue
+      }
+      // Marked even when no row is found: after a fold, a re-apply then skips the hour whole.
+      addDelta(plan.hours, hourKey, 0, 0, 0)
+      const slot = hour.minutes[minuteKey - hourKey * 60] - 1
+      if (slot < 0) continue
+      const own = this.#mState[slot] < 0
+      rows.locate(slot, seqs, from, to, (r, j) => {
+        const k = order[j]
+        plan.matched++
+        const cost = c.after[k]
+        const unpriced = c.afterUnpriced[k] === 1
+        const was = rows.costOf(r)
+        const wasUnpriced = rows.unpricedOf(r)
+        if (was === cost && wasUnpriced === unpriced) return
+        planRow(plan, r, cost, unpriced)
+        const du = (unpriced ? 1 : 0) - (wasUnpriced ? 1 : 0)
+        if (own) addDelta(plan.minutes, slot, cost - was, du, 1)
+        addDelta(plan.hours, hourKey, cost - was, du, 1)
+      })
+    }
+    return plan
+  }
+
+  /**
+   * Applies a plan of {@link SeriesStore.planReprice} in one step: sets the rows' cost words
+   * and flags, adds each delta to the minute aggregates, hours and days that hold them (the
+   * sketches stay: a re-price changes no latency), and marks every hour reached with the
+   * re-price's id. A coarse hour whose totals could not have counted the entries' `before`
+   * (a cost or unpriced count would go below zero or past its requests) is left unchanged.
+   * Returns null, changing nothing, when the store changed since the plan was begun (plan
+   * again); else the rows set plus the coarse-hour entries applied, and every hour whose totals
+   * changed (the rollup rebuilds those).
+   */
+  applyReprice(plan: RepricePlan): { changed: number; hours: number[] } | null {
+    if (plan.gen !== this.#gen) return null
+    this.#gen++
+    const rows = this.#rows
+    for (let i = 0; i < plan.n; i++) rows.setCost(plan.rows[i], plan.costs[i], plan.unpriced[i] === 1)
+    for (const [slot, d] of plan.minutes) {
+      const state = this.#mState[slot]
+      if (state >= 0) continue
+      const t = this.#minuteAggs[-state - 1].totals
+      t.costNanos += d.cost
+      t.unpriced += d.unpriced
+    }
+    let changed = plan.n
+    const hours: number[] = []
+    const days: Deltas = new Map()
+    const mark = (hour: HourNode): void => {
+      if (hour.repriced === undefined) hour.repriced = [plan.id]
+      else if (!hour.repriced.includes(plan.id)) hour.repriced.push(plan.id)
+    }
+    const shift = (hour: HourNode, hourKey: number, d: { cost: number; unpriced: number }): void => {
+      if (d.cost === 0 && d.unpriced === 0) return
+      // New objects: a timeseries bucket may share the old ones (read only).
+      const t = cloneTotals(hour.totals)
+      t.costNanos += d.cost
+      t.unpriced += d.unpriced
+      hour.totals = t
+      hours.push(hourKey)
+      addDelta(days, floorDiv(hourKey, 24), d.cost, d.unpriced, 0)
+    }
+    for (const [hourKey, d] of plan.hours) {
+      const dayKey = floorDiv(hourKey, 24)
+      const hour = (this.#days.get(dayKey) as DayNode).hours[hourKey - dayKey * 24] as HourNode
+      shift(hour, hourKey, d)
+      mark(hour)
+    }
+    for (const [hourKey, d] of plan.coarse) {
+      const dayKey = floorDiv(hourKey, 24)
+      const hour = (this.#days.get(dayKey) as DayNode).hours[hourKey - dayKey * 24] as HourNode
+      const t = hour.totals
+      if (t.costNanos + d.cost < 0 || t.unpriced + d.unpriced < 0 || t.unpriced + d.unpriced > t.requests) continue
+      shift(hour, hourKey, d)
+      mark(hour)
+      changed += d.n
+    }
+    for (const [dayKey, d] of days) {
+      const day = this.#days.get(dayKey) as DayNode
+      const t = cloneTotals(day.totals)
+      t.costNanos += d.cost
+      t.unpriced += d.unpriced
+      day.totals = t
+    }
+    return { changed, hours }
+  }
+
+  /**
+   * {@link SeriesStore.planReprice} then {@link SeriesStore.applyReprice}, in one step.
+   * Returns what applyReprice does.
+   */
+  reprice(c: CostColumns, idx: ArrayLike<number>, id: string): { changed: number; hours: number[] } {
+    return this.applyReprice(this.planReprice(c, idx, id)) as { changed: number; hours: number[] }
   }
 
   /**
@@ -574,6 +715,7 @@ export class SeriesStore {
     if (!Number.isSafeInteger(hourKey) || Math.abs(hourKey * HOUR_MS) > MAX_TIMESTAMP_MS || hourKey >= this.#coarseBeforeHour) {
       throw new RangeError(`hour ${hourKey} is not a coarse hour of this store`)
     }
+    this.#gen++
     const dayKey = floorDiv(hourKey, 24)
     const h = hourKey - dayKey * 24
     const had = this.#days.get(dayKey)?.hours[h]
@@ -923,7 +1065,7 @@ export class SeriesStore {
         const hour = day.hours[h]
         if (hour === undefined) continue
         if (hour.minutes === null) {
-          if (opts.coarse === true) out.addCoarseHour(dayKey * 24 + h, hour, hour.forgotten)
+          if (opts.coarse === true) out.addCoarseHour(dayKey * 24 + h, hour, hour.forgotten, hour.repriced)
           continue
         }
         if (n === 0) continue
@@ -957,7 +1099,7 @@ export class SeriesStore {
    */
   static fromSnapshots(parts: readonly unknown[], rejected = 0): SeriesStore {
     const store = new SeriesStore()
-    const addCoarseHour = (hourKey: number, agg: Aggregate, forgotten: number[] | undefined): boolean => store.#restoreCoarseHour(hourKey, agg, forgotten)
+    const addCoarseHour = (hourKey: number, agg: Aggregate, forgotten: number[] | undefined, repriced: string[] | undefined): boolean => store.#restoreCoarseHour(hourKey, agg, forgotten, repriced)
     let rejectedTotal = rejected
     for (const part of parts) rejectedTotal += loadSnapshot(store, part, addCoarseHour)
     store.#rejected = rejectedTotal
@@ -965,13 +1107,15 @@ export class SeriesStore {
   }
 
   /** Installs coarse hour `hourKey` from a snapshot; false when the hour is already held. */
-  #restoreCoarseHour(hourKey: number, agg: Aggregate, forgotten: number[] | undefined): boolean {
+  #restoreCoarseHour(hourKey: number, agg: Aggregate, forgotten: number[] | undefined, repriced: string[] | undefined): boolean {
     const dayKey = floorDiv(hourKey, 24)
     if (this.#days.get(dayKey)?.hours[hourKey - dayKey * 24] !== undefined) return false
     // Every hour before coarseBefore is coarse: this one becomes so, then takes its aggregate.
     if (hourKey + 1 > this.#coarseBeforeHour) this.#coarseBeforeHour = hourKey + 1
     this.addHour(hourKey, agg)
-    if (forgotten !== undefined && forgotten.length > 0) ((this.#days.get(dayKey) as DayNode).hours[hourKey - dayKey * 24] as HourNode).forgotten = forgotten.slice()
+    const hour = (this.#days.get(dayKey) as DayNode).hours[hourKey - dayKey * 24] as HourNode
+    if (forgotten !== undefined && forgotten.length > 0) hour.forgotten = forgotten.slice()
+    if (repriced !== undefined && repriced.length > 0) hour.repriced = repriced.slice()
     return true
   }
 
@@ -1009,6 +1153,7 @@ export class SeriesStore {
     }
     const n = agg.totals.requests
     if (n === 0) return
+    this.#gen++
     const dayKey = floorDiv(hourKey, 24)
     const day = this.#days.get(dayKey) ?? this.#newDay(dayKey)
     const h = hourKey - dayKey * 24
