@@ -38,7 +38,7 @@ export const EVENT_FIELDS: readonly string[] = Object.keys(toPublic(SAMPLE))
 /** The fields {@link ndjsonLine} and {@link csvLine} write by hand, in order (`client_id` written when toPublic has it). */
 const KNOWN_FIELDS = [
   'id', 'client_id', 'seq', 'timestamp', 'received_at', 'model', 'provider', 'prompt_tokens', 'completion_tokens', 'total_tokens', 'cached_tokens',
-  'reasoning_tokens', 'latency_ms', 'ttft_ms', 'status', 'cost', 'cost_source', 'unpriced', 'metadata', 'user_id', 'session_id', 'tags'
+  'cache_write_tokens', 'reasoning_tokens', 'latency_ms', 'ttft_ms', 'status', 'cost', 'cost_source', 'unpriced', 'metadata', 'user_id', 'session_id', 'tags'
 ]
 const HAS_CLIENT_ID = EVENT_FIELDS.includes('client_id')
 const written = HAS_CLIENT_ID ? KNOWN_FIELDS : KNOWN_FIELDS.filter((f) => f !== 'client_id')
@@ -46,8 +46,8 @@ const written = HAS_CLIENT_ID ? KNOWN_FIELDS : KNOWN_FIELDS.filter((f) => f !== 
 /** Whether the hand-written lines are in use (toPublic's fields are the ones they write). */
 export const FAST_LINES = EVENT_FIELDS.length === written.length && EVENT_FIELDS.every((f, i) => f === written[i])
 
-/** The optional stored fields of an event (the idempotency key; an imported event's cost source). */
-type Extra = { clientId?: string | null; costSource?: string | null }
+/** The optional stored fields of an event (the idempotency key; an imported event's cost source; cache writes). */
+type Extra = { clientId?: string | null; costSource?: string | null; cacheWrite?: number }
 
 // ---------------------------------------------------------------------------------------------
 // Timestamps: `Date#toISOString` is most of an event's serialisation cost; events of one export
@@ -110,6 +110,7 @@ export function ndjsonLine(e: PricedEvent): string {
     ',"completion_tokens":' + e.completion +
     ',"total_tokens":' + e.total +
     ',"cached_tokens":' + e.cached +
+    ',"cache_write_tokens":' + ((e as Extra).cacheWrite ?? 0) +
     ',"reasoning_tokens":' + e.reasoning +
     ',"latency_ms":' + e.latency +
     ',"ttft_ms":' + (e.ttft === null ? 'null' : e.ttft) +
@@ -149,7 +150,7 @@ export function csvLine(e: PricedEvent): string {
   }
   return (
     csvField(e.id) + (HAS_CLIENT_ID ? ',' + csvValue((e as Extra).clientId) : '') + ',' + e.seq + ',' + tsIso.format(e.ts) + ',' + recvIso.format(e.recv) + ',' + csvField(e.model) + ',' + csvField(e.provider) + ',' +
-    e.prompt + ',' + e.completion + ',' + e.total + ',' + e.cached + ',' + e.reasoning + ',' + e.latency + ',' + (e.ttft === null ? '' : e.ttft) + ',' +
+    e.prompt + ',' + e.completion + ',' + e.total + ',' + e.cached + ',' + ((e as Extra).cacheWrite ?? 0) + ',' + e.reasoning + ',' + e.latency + ',' + (e.ttft === null ? '' : e.ttft) + ',' +
     (e.error ? 'error' : 'success') + ',' + e.costNanos / 1e9 + ',' + costSource(e) + ',' + e.unpriced + ',' + csvValue(e.meta) + ',' +
     csvValue(e.user) + ',' + csvValue(e.session) + ',' + csvValue(e.tags) + '\r\n'
   )

@@ -214,7 +214,7 @@ const arbEvent = fc.record({
   tags: fc.option(fc.uniqueArray(fc.string({ minLength: 1, maxLength: 8 }), { maxLength: 4 })),
   costNanos: fc.nat({ max: 1e15 }),
   unpriced: fc.boolean()
-}).map((r) => ({ ...r, id: `evt_${r.seq.toString(36)}_abcdefghijkl`, project: 'default' }) as PricedEvent)
+}).map((r) => ({ ...r, id: `evt_${r.seq.toString(36)}_abcdefghijkl`, project: 'default', ...(r.seq % 3 === 0 ? { cacheWrite: (r.completion % 5000) + 1 } : {}) }) as PricedEvent)
 
 t.test('the hand-written lines are toPublic, byte for byte (and in use)', async (t) => {
   t.ok(FAST_LINES, 'toPublic has the fields ndjsonLine writes (else it falls back to JSON.stringify)')
