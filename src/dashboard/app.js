@@ -42,6 +42,8 @@ const $ = (id) => document.getElementById(id)
 
 const state = {
   key: localStorage.getItem(KEY_STORAGE),
+  /** The page on screen: 'overview' (traffic and alerts) or 'money' (prices and budgets). */
+  view: 'overview',
   range: '1h',
   custom: null, // { start, end } epoch ms
   metrics: null,
@@ -118,6 +120,8 @@ class ApiError extends Error {
     super(body?.message ?? `HTTP ${status}`)
     this.status = status
     this.code = body?.code
+    /** The field path and message of each problem (`[{ path, message }]`). */
+    this.details = Array.isArray(body?.details) ? body.details : []
     /** The Retry-After header as sent (seconds), or null. */
     this.retryAfter = retryAfter
   }
@@ -256,6 +260,8 @@ function openView() {
   loadAlerts()
   loadDimensions()
   connect()
+  renderView()
+  if (state.view === 'money') loadMoney()
 }
 
 function renderCurl() {
@@ -309,6 +315,7 @@ function onProjectChange() {
   state.filters.clear()
   state.alertEvents = []
   state.rules = []
+  resetMoney()
   ev.bucket = null
   resetModels()
   setBanner('')
@@ -647,6 +654,7 @@ function renderChips() {
 /** Reads the view from the URL hash; anything unknown or malformed is ignored. */
 function readHash() {
   const p = new URLSearchParams(location.hash.replace(/^#/, ''))
+  state.view = p.get('view') === 'money' ? 'money' : 'overview'
   const project = p.get('project')
   if (project !== null && PROJECT_RE.test(project)) state.project = project
   const range = p.get('range')
@@ -678,6 +686,7 @@ function readHash() {
 /** Writes the view into the URL hash (replacing the history entry, not adding one). */
 function writeHash() {
   const p = new URLSearchParams()
+  if (state.view !== 'overview') p.set('view', state.view)
   if (state.owner) p.set('project', state.project)
   p.set('range', state.range)
   if (state.range === 'custom' && state.custom) {
@@ -719,6 +728,7 @@ function onHashChange() {
   if (state.project !== before) {
     state.alertEvents = []
     state.rules = []
+    resetMoney()
     resetModels()
   }
   renderControls()
@@ -1310,7 +1320,7 @@ async function connect() {
     if (m.type === 'event') {
       state.lastSeq = m.seq
       onEvent(m)
-    } else if (m.type === 'alert') onAlert(m)
+    } else if (m.type === 'alert' || m.type === 'budget') onAlert(m)
     else if (m.type === 'dropped') {
       setBanner(`The live stream skipped ${fmtCount(m.count)} message(s); totals are refreshed from the server.`)
       scheduleRefresh(0)
@@ -1422,7 +1432,25 @@ async function loadAlerts() {
   }
 }
 
-const alertKey = (a) => `${a.rule_id}|${a.state}|${a.at}`
+/** A budget event (its frame's `type`, or a record of the budget kind in /alerts/events). */
+const isBudgetAlert = (a) => a.type === 'budget' || a.kind === 'budget' || (a.budget_id !== undefined && a.rule_id === undefined)
+/**
+ * One key per alert event, the same for its /ws frame and its /alerts/events record. A budget
+ * event is unique per (budget, period, threshold, group) by contract, so that is its key.
+ */
+const alertKey = (a) =>
+  isBudgetAlert(a) ? `b|${a.budget_id}|${a.period_start}|${a.threshold}|${a.group ?? ''}` : `r|${a.rule_id}|${a.state}|${a.at}|${a.group ?? ''}`
+
+/**
+ * The group an alert event names, as shown, or null when it has none: a grouped rule's or
+ * budget's events carry `group` (null = the events without the field, shown "(none)").
+ */
+function alertGroup(a) {
+  if (a.group !== null && a.group !== undefined) return String(a.group)
+  if (a.group === undefined) return null
+  const owner = isBudgetAlert(a) ? money.budgets?.find((b) => b.id === a.budget_id) : state.rules.find((r) => r.id === a.rule_id)
+  return a.group_by || owner?.group_by ? '(none)' : null
+}
 
 function onAlert(m) {
   const a = { ...m, key: alertKey(m), isNew: true }
@@ -1439,10 +1467,19 @@ function onAlert(m) {
   renderRules()
 }
 
-/** Latest state per rule, from the alert history (newest first). */
+/**
+ * State per rule from the alert history (newest first): a grouped rule fires and resolves per
+ * group, so it is firing while the latest event of any of its groups is.
+ */
 function ruleStates() {
+  const latest = new Map()
+  for (const a of state.alertEvents) {
+    if (isBudgetAlert(a) || a.rule_id === undefined || a.state === 'test') continue
+    const k = `${a.rule_id}|${a.group ?? ''}`
+    if (!latest.has(k)) latest.set(k, a)
+  }
   const states = new Map()
-  for (const a of state.alertEvents) if (!states.has(a.rule_id) && a.state !== 'test') states.set(a.rule_id, a.state)
+  for (const a of latest.values()) if (states.get(a.rule_id) !== 'firing') states.set(a.rule_id, a.state)
   return states
 }
 
@@ -1450,14 +1487,17 @@ function renderAlerts() {
   const list = $('alert-events')
   list.replaceChildren(
     ...state.alertEvents.map((a) => {
+      if (isBudgetAlert(a)) return budgetAlertItem(a)
+      const group = alertGroup(a)
       const cls = [a.state === 'firing' ? 'firing' : 'resolved', a.isNew ? 'is-new' : ''].join(' ')
       const value = a.value === null || a.value === undefined ? 'no value' : String(Number(a.value.toPrecision(4)))
       return el(
         'li',
-        { className: cls },
+        { className: cls, dataset: { kind: 'rule', group: group ?? '' } },
         el('span', { className: 'state' }, a.reminder ? 'still firing' : a.state),
         ' ',
         el('strong', {}, a.rule_name),
+        ...(group === null ? [] : [' ', el('span', { className: 'group', title: a.group_by ? `per ${a.group_by}` : 'the group that fired' }, group)]),
         ` — value ${value} vs threshold ${a.threshold}`,
         el('br'),
         el('span', { className: 'muted' }, fmtTime(a.at) + (a.reason && a.reason !== 'condition' ? ` (${a.reason.replace('_', ' ')})` : ''))
@@ -1467,6 +1507,26 @@ function renderAlerts() {
   $('alerts-empty').hidden = state.alertEvents.length > 0
   const firing = [...ruleStates().values()].filter((s) => s === 'firing').length
   document.title = firing > 0 ? `(${firing} firing) LLMScope` : 'LLMScope'
+}
+
+/** A budget threshold reached, in the alerts list. */
+function budgetAlertItem(a) {
+  const group = alertGroup(a)
+  const pct = typeof a.threshold === 'number' ? `${Number((a.threshold * 100).toPrecision(4))}%` : String(a.threshold)
+  const spent = typeof a.spent === 'number' ? fmtUsd(a.spent) : '–'
+  const amount = typeof a.amount === 'number' ? fmtUsd(a.amount) : '–'
+  const when = a.at ?? a.recorded_at ?? a.period_start
+  return el(
+    'li',
+    { className: ['budget', a.isNew ? 'is-new' : ''].join(' '), dataset: { kind: 'budget', group: group ?? '' } },
+    el('span', { className: 'state' }, 'budget'),
+    ' ',
+    el('strong', {}, a.name ?? a.budget_name ?? a.budget_id),
+    ...(group === null ? [] : [' ', el('span', { className: 'group', title: 'the group that reached it' }, group)]),
+    ` — reached ${pct}: ${spent} of ${amount}`,
+    el('br'),
+    el('span', { className: 'muted' }, (when ? fmtTime(when) : '') + (a.period_start ? ` (period from ${new Date(a.period_start).toLocaleDateString()})` : ''))
+  )
 }
 
 function renderRules() {
@@ -1489,7 +1549,7 @@ function renderRules() {
         'tr',
         { dataset: { ruleId: r.id } },
         el('td', {}, r.name),
-        el('td', { 'data-label': 'when' }, `${CONDITION_LABEL[r.condition] ?? r.condition} ${COMPARATOR_LABEL[r.comparator] ?? r.comparator} ${r.threshold} over ${r.window_seconds}s`),
+        el('td', { 'data-label': 'when' }, `${CONDITION_LABEL[r.condition] ?? r.condition} ${COMPARATOR_LABEL[r.comparator] ?? r.comparator} ${r.threshold} over ${r.window_seconds}s${r.group_by ? `, per ${r.group_by}` : ''}`),
         el('td', { 'data-label': 'model' }, r.model ?? 'all'),
         el('td', { 'data-label': 'state' }, el('span', { className: `state-${st}` }, st)),
         el('td', { 'data-label': 'enabled' }, toggle),
@@ -1542,6 +1602,8 @@ async function onRuleSubmit(ev) {
   }
   const model = $('rule-model').value.trim()
   if (model !== '') body.model = model
+  const groupBy = $('rule-group').value
+  if (groupBy !== '') body.group_by = groupBy
   try {
     const rule = await api('/alerts/rules', { method: 'POST', body: JSON.stringify(body) })
     state.rules.push(rule)
@@ -1551,6 +1613,649 @@ async function onRuleSubmit(ev) {
     ruleErr(err)
   }
 }
+
+// ---------- money: prices, re-pricing, budgets (README: Prices and budgets) ----------
+
+const money = {
+  /** GET /prices answer, or null before it came (or when it failed). */
+  prices: null,
+  /** GET /budgets list, or null. */
+  budgets: null,
+  /** Price entries (provider|model) whose versions are unfolded. */
+  openVersions: new Set(),
+  /** Budgets whose groups are unfolded. */
+  openGroups: new Set(),
+  /** The last dry run `{ body, answer }`: Apply sends exactly that body, never the form's later state. */
+  preview: null,
+  applying: false
+}
+/** Price entries drawn at once (the pricing data knows many models); the model search narrows them. */
+const PRICES_SHOWN = 200
+const RATE_FIELDS = ['input', 'cached_input', 'cache_write', 'output', 'reasoning']
+
+const usd = new Intl.NumberFormat('en-US', { style: 'currency', currency: 'USD', minimumFractionDigits: 2, maximumFractionDigits: 6 })
+const usdSigned = new Intl.NumberFormat('en-US', { style: 'currency', currency: 'USD', minimumFractionDigits: 2, maximumFractionDigits: 6, signDisplay: 'exceptZero' })
+/** Dollars to the micro-dollar: re-pricing differences are often fractions of a cent. */
+function fmtUsd(x) {
+  return typeof x === 'number' && Number.isFinite(x) ? usd.format(x) : '–'
+}
+function fmtUsdSigned(x) {
+  return typeof x === 'number' && Number.isFinite(x) ? usdSigned.format(x) : '–'
+}
+const fmtPct = (f) => `${Number((f * 100).toPrecision(3))}%`
+/** An instant the API gave (ISO or epoch ms); null, absent or -Infinity is the start of time. */
+function instantMs(v) {
+  if (v === null || v === undefined) return null
+  const ms = typeof v === 'number' ? v : Date.parse(v)
+  return Number.isFinite(ms) ? ms : null
+}
+function fmtInstant(v, empty = 'always') {
+  const ms = instantMs(v)
+  return ms === null ? empty : new Date(ms).toLocaleString()
+}
+/** `YYYY-MM-DDTHH:MM:SS` in local time, for a datetime-local input with seconds. */
+function toLocalInputSec(ms) {
+  return new Date(ms - new Date(ms).getTimezoneOffset() * 60_000).toISOString().slice(0, 19)
+}
+const rateOf = (v, k) => (v?.rates && typeof v.rates[k] === 'number' ? v.rates[k] : v?.[k])
+const entryKey = (p) => `${p.provider}|${p.model}`
+
+function resetMoney() {
+  money.prices = null
+  money.budgets = null
+  money.openVersions.clear()
+  money.openGroups.clear()
+  discardPreview()
+  $('rp-current').textContent = ''
+  $('rp-done').textContent = ''
+  renderPrices()
+  renderBudgets()
+}
+
+function setView(view) {
+  if (view === state.view) return
+  state.view = view
+  renderView()
+  writeHash()
+  if (view === 'money') loadMoney()
+  else scheduleRefresh(0)
+}
+
+function renderView() {
+  $('overview').hidden = state.view !== 'overview'
+  $('money').hidden = state.view !== 'money'
+  $('view-overview').setAttribute('aria-pressed', String(state.view === 'overview'))
+  $('view-money').setAttribute('aria-pressed', String(state.view === 'money'))
+}
+
+function loadMoney() {
+  if ($('rp-start').value === '' && $('rp-end').value === '') {
+    const { start: s, end: e } = currentRange()
+    $('rp-start').value = toLocalInputSec(Math.floor(s / 1000) * 1000)
+    $('rp-end').value = toLocalInputSec(Math.ceil(e / 1000) * 1000)
+  }
+  fillTimeZones()
+  return Promise.all([loadPrices(), loadBudgets()])
+}
+
+/** `err` as words for a money form: the admin scope, a missing route, else the server's message. */
+function moneyMessage(err, what) {
+  if (err.status === 403) return `${what} needs an admin key; this key can only read.`
+  if (err.status === 404 && err.code !== 'LLMS_ERR_NOT_FOUND') return `${what}: this server has no such route (404).`
+  return err.message
+}
+
+/**
+ * Shows each problem of a 400 next to the field it names (`details[].path`, e.g. `input`,
+ * `thresholds.1`, `(body) end_time`): the form's inputs carry the API's field names, and each
+ * has a `<p id="PREFIX-FIELD-error">` under it. Problems no field claims (and a refusal without
+ * details) go to the form's own line. Focus goes to the first field named.
+ */
+function showFormErrors(form, prefix, err, what) {
+  let first = null
+  const loose = []
+  for (const d of err.details ?? []) {
+    const path = String(d.path ?? '').replace(/^\((body|query)\)\s*/, '')
+    const field = path.split(/[.[]/)[0]
+    const box = field === '' ? null : $(`${prefix}-${field}-error`)
+    if (box === null) {
+      loose.push(d.message ? `${path}: ${d.message}` : path)
+      continue
+    }
+    box.textContent = box.textContent === '' ? d.message : `${box.textContent}; ${d.message}`
+    const input = form.elements.namedItem(field)
+    if (input) {
+      input.setAttribute('aria-invalid', 'true')
+      input.setAttribute('aria-describedby', box.id)
+      first ??= input
+    }
+  }
+  const line = $(`${form.id}-error`) ?? $(`${prefix}-error`)
+  if (first === null) line.textContent = moneyMessage(err, what) + (loose.length ? ` (${loose.join('; ')})` : '')
+  else {
+    line.textContent = loose.length ? loose.join('; ') : ''
+    first.focus()
+  }
+}
+
+/** A problem found before sending (an empty required field), shown the same way. */
+function fieldError(form, prefix, field, message) {
+  showFormErrors(form, prefix, { details: [{ path: field, message }], status: 400, message })
+}
+
+function clearFormErrors(form, prefix) {
+  for (const box of form.querySelectorAll('.field-error')) box.textContent = ''
+  for (const input of form.querySelectorAll('[aria-invalid]')) {
+    input.removeAttribute('aria-invalid')
+    input.removeAttribute('aria-describedby')
+  }
+  const line = $(`${form.id}-error`) ?? $(`${prefix}-error`)
+  if (line) line.textContent = ''
+}
+
+// ----- prices -----
+
+async function loadPrices() {
+  const gen = state.generation
+  const q = $('prices-q').value.trim()
+  try {
+    const body = await api('/prices' + (q === '' ? '' : `?model=${encodeURIComponent(q)}`))
+    if (gen !== state.generation) return
+    money.prices = body
+    $('prices-error').textContent = ''
+    for (const p of body?.prices ?? []) for (const m of p.models ?? []) addModel(m)
+    for (const u of body?.unpriced ?? []) addModel(u.model)
+  } catch (err) {
+    if (gen !== state.generation || err.status === 401) return
+    money.prices = null
+    $('prices-error').textContent = 'Could not load prices: ' + moneyMessage(err, 'GET /prices')
+  }
+  renderPrices()
+}
+
+function rateCells(v) {
+  return RATE_FIELDS.map((k) => el('td', { className: 'num', 'data-label': k.replace('_', ' '), dataset: { rate: k } }, fmtUsd(rateOf(v, k))))
+}
+
+function renderPrices() {
+  const entries = money.prices?.prices ?? []
+  const rows = []
+  for (const p of entries.slice(0, PRICES_SHOWN)) {
+    const key = entryKey(p)
+    const versions = Array.isArray(p.versions) ? p.versions : []
+    const models = Array.isArray(p.models) ? p.models : []
+    const open = money.openVersions.has(key)
+    const toggle = el('button', { type: 'button', className: 'link', 'aria-expanded': String(open) }, `${versions.length} version${versions.length === 1 ? '' : 's'}`)
+    toggle.setAttribute('aria-label', `Versions of ${p.provider} ${p.model}`)
+    toggle.disabled = versions.length === 0
+    toggle.addEventListener('click', () => {
+      if (money.openVersions.has(key)) money.openVersions.delete(key)
+      else money.openVersions.add(key)
+      renderPrices()
+      $('prices-body').querySelector(`tr[data-key="${CSS.escape(key)}"] button[aria-expanded]`)?.focus()
+    })
+    const reuse = el('button', { type: 'button' }, 'New version')
+    reuse.setAttribute('aria-label', `New version of ${p.provider} ${p.model}`)
+    reuse.addEventListener('click', () => fillPriceForm(p.provider, p.model, p))
+    const shown = models.slice(0, 4).join(', ') + (models.length > 4 ? `, +${models.length - 4} more` : '')
+    rows.push(
+      el(
+        'tr',
+        { dataset: { key, provider: p.provider, model: p.model } },
+        el('td', { className: 'model' }, el('strong', {}, p.model)),
+        el('td', { 'data-label': 'provider' }, p.provider),
+        el('td', { 'data-label': 'source', className: p.source === 'override' ? 'src-override' : 'src-default' }, p.source ?? '–'),
+        ...rateCells(p),
+        el('td', { 'data-label': 'since' }, fmtInstant(p.effective_from)),
+        el('td', { 'data-label': 'prices', className: 'priced', title: models.join('\n') }, models.length === 0 ? el('span', { className: 'muted' }, 'no model seen') : shown),
+        el('td', { className: 'actions full' }, toggle, ' ', reuse)
+      )
+    )
+    if (open) rows.push(versionsRow(p, versions))
+  }
+  $('prices-body').replaceChildren(...rows)
+  $('prices-empty').hidden = money.prices === null || entries.length > 0
+  $('prices-more').hidden = entries.length <= PRICES_SHOWN
+  $('prices-more').textContent = `Showing ${PRICES_SHOWN} of ${fmtCount(entries.length)} entries; search a model to see the others.`
+
+  const unpriced = money.prices?.unpriced ?? []
+  $('unpriced-body').replaceChildren(
+    ...unpriced.map((u) => {
+      const price = el('button', { type: 'button' }, 'Set a price')
+      price.setAttribute('aria-label', `Set a price for ${u.provider} ${u.model}`)
+      price.addEventListener('click', () => fillPriceForm(u.provider, u.model, null))
+      return el(
+        'tr',
+        { dataset: { provider: u.provider, model: u.model } },
+        el('td', { className: 'model' }, u.model),
+        el('td', { 'data-label': 'provider' }, u.provider),
+        el('td', { className: 'num', 'data-label': 'requests' }, fmtCount(u.requests)),
+        el('td', {}, price)
+      )
+    })
+  )
+  $('unpriced-empty').hidden = money.prices === null || unpriced.length > 0
+  $('unpriced-table').hidden = unpriced.length === 0
+}
+
+/** The versions of one entry, newest first, in a row spanning the table. */
+function versionsRow(p, versions) {
+  const sorted = [...versions].sort((a, b) => (instantMs(b.effective_from) ?? -Infinity) - (instantMs(a.effective_from) ?? -Infinity))
+  const table = el(
+    'table',
+    { className: 'versions' },
+    el(
+      'thead',
+      {},
+      el('tr', {}, el('th', { scope: 'col' }, 'From'), ...RATE_FIELDS.map((k) => el('th', { scope: 'col', className: 'num' }, k.replace('_', ' '))), el('th', { scope: 'col' }, 'Source'), el('th', { scope: 'col' }, 'Added'))
+    ),
+    el(
+      'tbody',
+      {},
+      ...sorted.map((v) =>
+        el(
+          'tr',
+          { dataset: { versionId: v.id ?? '' } },
+          el('td', { 'data-label': 'from' }, fmtInstant(v.effective_from)),
+          ...rateCells(v),
+          el('td', { 'data-label': 'source' }, v.source ?? (v.id ? 'PUT' : '–')),
+          el('td', { 'data-label': 'added' }, fmtInstant(v.created_at, '–'))
+        )
+      )
+    )
+  )
+  return el('tr', { className: 'versions-row', dataset: { versionsOf: entryKey(p) } }, el('td', { colSpan: 11, className: 'full' }, el('div', { className: 'table-wrap' }, table)))
+}
+
+/** Puts an entry (or an unpriced model) into the add-version form, rates from `p` when given. */
+function fillPriceForm(provider, model, p) {
+  const form = $('price-form')
+  clearFormErrors(form, 'pf')
+  $('pf-provider').value = provider
+  $('pf-model').value = model
+  for (const [k, id] of [['input', 'pf-input'], ['output', 'pf-output'], ['cached_input', 'pf-cached'], ['cache_write', 'pf-cache-write'], ['reasoning', 'pf-reasoning']]) {
+    const v = p ? rateOf(p, k) : undefined
+    $(id).value = typeof v === 'number' ? String(v) : ''
+  }
+  $('pf-from').value = ''
+  $('pf-input').focus()
+  $('pf-input').scrollIntoView({ block: 'center' })
+}
+
+async function onPriceSubmit(evt) {
+  evt.preventDefault()
+  const form = $('price-form')
+  clearFormErrors(form, 'pf')
+  $('price-form-done').textContent = ''
+  const body = { provider: $('pf-provider').value.trim(), model: $('pf-model').value.trim() }
+  for (const field of ['provider', 'model']) if (body[field] === '') return fieldError(form, 'pf', field, 'required')
+  for (const k of RATE_FIELDS) {
+    const input = form.elements.namedItem(k)
+    // A number input holding text the browser cannot read reports '' with badInput.
+    if (input.validity.badInput) return fieldError(form, 'pf', k, 'not a number')
+    if (input.value.trim() !== '') body[k] = Number(input.value)
+    else if (k === 'input' || k === 'output') return fieldError(form, 'pf', k, 'required')
+  }
+  const from = $('pf-from').value
+  if (from !== '') {
+    const ms = new Date(from).getTime()
+    if (!Number.isFinite(ms)) return fieldError(form, 'pf', 'effective_from', 'not a date')
+    body.effective_from = new Date(ms).toISOString()
+  }
+  const button = form.querySelector('button[type=submit]')
+  button.disabled = true
+  try {
+    await api('/prices', { method: 'PUT', body: JSON.stringify(body) })
+    $('price-form-done').textContent = `Added: ${body.provider} ${body.model} from ${body.effective_from ? new Date(body.effective_from).toLocaleString() : 'now'}. It prices events from then on; re-price below to move stored ones.`
+    for (const k of RATE_FIELDS) form.elements.namedItem(k).value = ''
+    $('pf-from').value = ''
+    money.openVersions.add(`${body.provider}|${body.model}`)
+    await loadPrices()
+  } catch (err) {
+    if (err.status !== 401) showFormErrors(form, 'pf', err, 'Adding a price')
+  } finally {
+    button.disabled = false
+  }
+}
+
+// ----- re-pricing -----
+
+/** The form as a reprice body, or null after showing what is missing. */
+function repriceBody() {
+  const form = $('reprice-form')
+  const body = {}
+  for (const [field, id] of [['start_time', 'rp-start'], ['end_time', 'rp-end']]) {
+    const v = $(id).value
+    const ms = v === '' ? NaN : new Date(v).getTime()
+    if (!Number.isFinite(ms)) {
+      fieldError(form, 'rp', field, v === '' ? 'required' : 'not a date')
+      return null
+    }
+    body[field] = new Date(ms).toISOString()
+  }
+  const model = $('rp-model').value.trim()
+  if (model !== '') body.model = model
+  return body
+}
+
+/** The cost the server now counts in the range (GET /analytics/metrics), shown above the preview. */
+async function loadRangeCost(body) {
+  const gen = state.generation
+  try {
+    const q = `start_time=${Date.parse(body.start_time)}&end_time=${Date.parse(body.end_time)}` + (body.model ? `&model=${encodeURIComponent(body.model)}` : '')
+    const m = await api(`/analytics/metrics?${q}`)
+    if (gen !== state.generation) return
+    const line = $('rp-current')
+    line.dataset.value = String(m.total_cost)
+    line.replaceChildren('Cost counted now in this range', body.model ? ` for ${body.model}` : '', ': ', el('strong', { id: 'rp-current-cost' }, fmtUsd(m.total_cost)), ` (${fmtCount(m.total_requests)} requests)`)
+  } catch (err) {
+    if (gen === state.generation && err.status !== 401) $('rp-current').textContent = 'Could not read the cost in this range: ' + err.message
+  }
+}
+
+async function onRepricePreview(evt) {
+  evt.preventDefault()
+  const form = $('reprice-form')
+  clearFormErrors(form, 'rp')
+  discardPreview()
+  $('rp-done').textContent = ''
+  const body = repriceBody()
+  if (body === null) return
+  const button = $('rp-preview')
+  button.disabled = true
+  button.textContent = 'Computing…'
+  const gen = state.generation
+  try {
+    const [answer] = await Promise.all([api('/prices/reprice', { method: 'POST', body: JSON.stringify({ ...body, dry_run: true }) }), loadRangeCost(body)])
+    if (gen !== state.generation) return
+    money.preview = { body, answer }
+    renderPreview()
+    $('rp-apply').focus()
+  } catch (err) {
+    if (gen === state.generation && err.status !== 401) showFormErrors(form, 'rp', err, 'Re-pricing')
+  } finally {
+    button.disabled = false
+    button.textContent = 'Preview (dry run)'
+  }
+}
+
+function diffCells(r) {
+  const cls = (d) => 'num ' + (d > 0 ? 'up' : d < 0 ? 'down' : '')
+  return [
+    el('td', { className: 'num', 'data-label': 'requests', dataset: { field: 'requests', value: String(r.requests) } }, fmtCount(r.requests)),
+    el('td', { className: 'num', 'data-label': 'before', dataset: { field: 'before', value: String(r.before) } }, fmtUsd(r.before)),
+    el('td', { className: 'num', 'data-label': 'after', dataset: { field: 'after', value: String(r.after) } }, fmtUsd(r.after)),
+    el('td', { className: cls(r.difference), 'data-label': 'difference', dataset: { field: 'difference', value: String(r.difference) } }, fmtUsdSigned(r.difference))
+  ]
+}
+
+function renderPreview() {
+  const p = money.preview
+  $('rp-result').hidden = p === null
+  $('rp-apply').hidden = p === null
+  $('rp-cancel').hidden = p === null
+  if (p === null) {
+    $('rp-body').replaceChildren()
+    $('rp-foot').replaceChildren()
+    return
+  }
+  const models = Array.isArray(p.answer?.models) ? p.answer.models : []
+  $('rp-body').replaceChildren(
+    ...models.map((r) => el('tr', { dataset: { model: r.model, provider: r.provider } }, el('td', { className: 'model' }, r.model), el('td', { 'data-label': 'provider' }, r.provider), ...diffCells(r)))
+  )
+  const total = p.answer?.total
+  $('rp-foot').replaceChildren(...(total ? [el('tr', { className: 'total' }, el('td', { className: 'full' }, 'Total'), el('td', {}), ...diffCells(total))] : []))
+  $('rp-empty').hidden = models.length > 0
+  const apply = $('rp-apply')
+  apply.disabled = false
+  apply.textContent = total ? `Apply: ${fmtUsdSigned(total.difference)} over ${fmtCount(total.requests)} requests` : 'Apply these prices'
+}
+
+function discardPreview() {
+  money.preview = null
+  renderPreview()
+}
+
+async function onRepriceApply() {
+  const p = money.preview
+  if (p === null || money.applying) return
+  money.applying = true
+  const apply = $('rp-apply')
+  apply.disabled = true
+  apply.textContent = 'Applying…'
+  $('rp-error').textContent = ''
+  const gen = state.generation
+  try {
+    const answer = await api('/prices/reprice', { method: 'POST', body: JSON.stringify({ ...p.body, dry_run: false }) })
+    if (gen !== state.generation) return
+    discardPreview()
+    const total = answer?.total
+    $('rp-done').textContent = total
+      ? `Applied: ${fmtCount(total.requests)} requests from ${fmtUsd(total.before)} to ${fmtUsd(total.after)} (${fmtUsdSigned(total.difference)}). Every figure in the range shows the new prices.`
+      : 'Applied. Every figure in the range shows the new prices.'
+    // Everything that shows a cost moves: this card's figure, budgets, the overview.
+    await Promise.all([loadRangeCost(p.body), loadPrices(), loadBudgets()])
+    scheduleRefresh(0)
+    resetEvents()
+  } catch (err) {
+    if (gen !== state.generation || err.status === 401) return
+    apply.disabled = false
+    apply.textContent = 'Apply these prices'
+    $('rp-error').textContent = 'Could not apply: ' + moneyMessage(err, 'Re-pricing')
+  } finally {
+    money.applying = false
+  }
+}
+
+// ----- budgets -----
+
+async function loadBudgets() {
+  const gen = state.generation
+  try {
+    const body = await api('/budgets')
+    if (gen !== state.generation) return
+    money.budgets = Array.isArray(body) ? body : Array.isArray(body?.budgets) ? body.budgets : []
+    $('budgets-error').textContent = ''
+  } catch (err) {
+    if (gen !== state.generation || err.status === 401) return
+    money.budgets = null
+    $('budgets-error').textContent = 'Could not load budgets: ' + moneyMessage(err, 'GET /budgets')
+  }
+  renderBudgets()
+  renderAlerts()
+}
+
+const clamp01 = (x) => (Number.isFinite(x) ? Math.min(1, Math.max(0, x)) : 0)
+
+/**
+ * A bar whose whole width is the amount: the fill is spent ÷ amount (full when over), a tick
+ * per threshold, a diamond where the forecast lands (at the end, marked over, past the amount).
+ */
+function budgetMeter(name, spent, amount, forecast, thresholds) {
+  const ratio = amount > 0 ? spent / amount : spent > 0 ? 1 : 0
+  const fill = el('span', { className: 'bfill' + (ratio >= 1 ? ' over' : '') })
+  fill.style.width = `${clamp01(ratio) * 100}%`
+  const meter = el('div', { className: 'bmeter', role: 'progressbar', dataset: { spent: String(spent), amount: String(amount) } }, fill)
+  meter.setAttribute('aria-valuemin', '0')
+  meter.setAttribute('aria-valuemax', String(amount))
+  meter.setAttribute('aria-valuenow', String(Math.max(0, spent)))
+  meter.setAttribute('aria-label', `${name}: ${fmtUsd(spent)} of ${fmtUsd(amount)} spent`)
+  meter.setAttribute('aria-valuetext', `${fmtUsd(spent)} of ${fmtUsd(amount)} (${fmtPct(ratio)})`)
+  for (const t of thresholds) {
+    if (!(t > 0) || t > 1) continue
+    const tick = el('span', { className: 'btick' + (ratio >= t ? ' reached' : ''), title: `threshold ${fmtPct(t)}`, dataset: { threshold: String(t) } })
+    tick.style.left = `${t * 100}%`
+    meter.append(tick)
+  }
+  if (typeof forecast === 'number' && Number.isFinite(forecast) && amount > 0) {
+    const f = forecast / amount
+    const mark = el('span', { className: 'bforecast' + (f > 1 ? ' over' : ''), title: `forecast ${fmtUsd(forecast)} at the period's end`, dataset: { forecast: String(forecast) } })
+    mark.style.left = `${clamp01(f) * 100}%`
+    meter.append(mark)
+  }
+  return meter
+}
+
+function budgetFacts(spent, amount, remaining, forecast, end) {
+  const facts = el(
+    'p',
+    { className: 'bfacts' },
+    el('span', { className: 'spent' }, el('strong', {}, fmtUsd(spent)), ` of ${fmtUsd(amount)}`, amount > 0 ? ` (${fmtPct(spent / amount)})` : ''),
+    el('span', { className: 'remaining' + (remaining < 0 ? ' over' : '') }, remaining < 0 ? `${fmtUsd(-remaining)} over` : `${fmtUsd(remaining)} left`)
+  )
+  if (typeof forecast === 'number' && Number.isFinite(forecast)) {
+    facts.append(el('span', { className: 'forecast' + (forecast > amount ? ' over' : '') }, `forecast ${fmtUsd(forecast)}` + (end ? ` by ${fmtInstant(end, '')}` : ' by the period’s end')))
+  }
+  return facts
+}
+
+const periodEnd = (b) => b.period_end ?? b.current_period?.end ?? null
+const periodStart = (b) => b.period_start ?? b.current_period?.start ?? null
+
+function renderBudgets() {
+  const list = money.budgets ?? []
+  $('budget-list').replaceChildren(
+    ...list.map((b) => {
+      const thresholds = Array.isArray(b.thresholds) ? b.thresholds : []
+      const filters = b.filters && typeof b.filters === 'object' ? Object.entries(b.filters) : []
+      const about = [`${b.period}${b.timezone ? ` · ${b.timezone}` : ''}`]
+      if (b.group_by) about.push(`per ${b.group_by}`)
+      for (const [k, v] of filters) about.push(`${k} = ${v}`)
+      const start = periodStart(b)
+      if (start) about.push(`since ${fmtInstant(start, '')}`)
+      const del = el('button', { type: 'button', className: 'danger' }, 'Delete')
+      del.setAttribute('aria-label', `Delete budget ${b.name}`)
+      del.addEventListener('click', () => {
+        if (del.dataset.armed === '1') deleteBudget(b, del)
+        else {
+          del.dataset.armed = '1'
+          del.textContent = 'Confirm delete'
+        }
+      })
+      const item = el(
+        'li',
+        { className: 'budget', dataset: { budgetId: b.id } },
+        el('div', { className: 'bhead' }, el('strong', { className: 'bname' }, b.name), el('span', { className: 'muted' }, about.join(' · ')), del),
+        budgetMeter(b.name, b.spent, b.amount, b.forecast, thresholds),
+        budgetFacts(b.spent, b.amount, b.remaining, b.forecast, periodEnd(b))
+      )
+      if (Array.isArray(b.groups)) item.append(budgetGroups(b, thresholds))
+      return item
+    })
+  )
+  $('budgets-empty').hidden = money.budgets === null || list.length > 0
+}
+
+/** A grouped budget's groups, folded (a native <details>: keyboard and screen readers know it). */
+function budgetGroups(b, thresholds) {
+  const groups = [...b.groups].sort((x, y) => y.spent - x.spent)
+  const capped = b.groups_capped ?? b.capped ?? 0
+  const details = el(
+    'details',
+    { className: 'bgroups', open: money.openGroups.has(b.id) },
+    el('summary', {}, `${fmtCount(groups.length)} group${groups.length === 1 ? '' : 's'} by ${b.group_by}` + (capped ? ` (capped: ${typeof capped === 'number' ? fmtCount(capped) + ' more not split' : 'more not split'})` : ''))
+  )
+  details.addEventListener('toggle', () => {
+    if (details.open) money.openGroups.add(b.id)
+    else money.openGroups.delete(b.id)
+  })
+  details.append(
+    el(
+      'ol',
+      { className: 'budget-list groups' },
+      ...groups.map((g) => {
+        const label = groupLabel(g.group)
+        return el('li', { className: 'budget group-item', dataset: { group: g.group === null ? '' : String(g.group) } }, el('div', { className: 'bhead' }, el('span', { className: 'bname' + (g.group === null ? ' muted-value' : '') }, label)), budgetMeter(`${b.name} ${label}`, g.spent, b.amount, g.forecast, thresholds), budgetFacts(g.spent, b.amount, g.remaining, g.forecast, null))
+      })
+    )
+  )
+  return details
+}
+
+async function deleteBudget(b, button) {
+  $('budgets-error').textContent = ''
+  button.disabled = true
+  try {
+    await api(`/budgets/${encodeURIComponent(b.id)}`, { method: 'DELETE' })
+    money.budgets = (money.budgets ?? []).filter((x) => x.id !== b.id)
+    renderBudgets()
+    $('bf-name').focus()
+  } catch (err) {
+    button.disabled = false
+    if (err.status !== 401) $('budgets-error').textContent = 'Could not delete: ' + moneyMessage(err, 'Deleting a budget')
+  }
+}
+
+async function onBudgetSubmit(evt) {
+  evt.preventDefault()
+  const form = $('budget-form')
+  clearFormErrors(form, 'bf')
+  const body = { name: $('bf-name').value.trim(), period: $('bf-period').value }
+  if (body.name === '') return fieldError(form, 'bf', 'name', 'required')
+  const amount = $('bf-amount')
+  if (amount.value.trim() === '') return fieldError(form, 'bf', 'amount', amount.validity.badInput ? 'not a number' : 'required')
+  body.amount = Number(amount.value)
+  const tz = $('bf-timezone').value.trim()
+  if (tz !== '') body.timezone = tz
+  if ($('bf-group').value !== '') body.group_by = $('bf-group').value
+  const filter = $('bf-filter').value.trim()
+  if (filter !== '') {
+    const m = /^([^=\s]+)\s*=\s*(.+)$/.exec(filter)
+    if (!m) return fieldError(form, 'bf', 'filters', 'write NAME=VALUE, e.g. model=gpt-4o or user_id=u1')
+    body.filters = { [m[1]]: m[2].trim() }
+  }
+  const thresholds = $('bf-thresholds').value.trim()
+  if (thresholds !== '') {
+    // "0.5, 0.8, 1" or "50%, 80%, 100%".
+    const parts = thresholds.split(/[\s,;]+/).filter((x) => x !== '')
+    const values = parts.map((x) => (x.endsWith('%') ? Number(x.slice(0, -1)) / 100 : Number(x)))
+    if (values.some((v) => !Number.isFinite(v))) return fieldError(form, 'bf', 'thresholds', 'fractions of the amount, e.g. 0.5, 0.8, 1')
+    body.thresholds = values
+  }
+  const hook = $('bf-webhook').value.trim()
+  if (hook !== '') body.webhook_url = hook
+  const button = form.querySelector('button[type=submit]')
+  button.disabled = true
+  try {
+    const created = await api('/budgets', { method: 'POST', body: JSON.stringify(body) })
+    form.reset()
+    if (created && typeof created === 'object' && created.id) {
+      money.budgets = [...(money.budgets ?? []).filter((b) => b.id !== created.id), created]
+      renderBudgets()
+    }
+    await loadBudgets()
+  } catch (err) {
+    if (err.status !== 401) showFormErrors(form, 'bf', err, 'Creating a budget')
+  } finally {
+    button.disabled = false
+  }
+}
+
+let zonesFilled = false
+function fillTimeZones() {
+  if (zonesFilled || typeof Intl.supportedValuesOf !== 'function') return
+  zonesFilled = true
+  $('tz-list').replaceChildren(...Intl.supportedValuesOf('timeZone').map((z) => el('option', { value: z })))
+}
+
+$('view-overview').addEventListener('click', () => setView('overview'))
+$('view-money').addEventListener('click', () => setView('money'))
+$('prices-search').addEventListener('submit', (evt) => {
+  evt.preventDefault()
+  loadPrices()
+})
+$('price-form').addEventListener('submit', onPriceSubmit)
+$('reprice-form').addEventListener('submit', onRepricePreview)
+// Apply sends what the preview showed: any change to the form first discards the preview.
+$('reprice-form').addEventListener('input', () => {
+  if (money.preview !== null) discardPreview()
+})
+$('rp-apply').addEventListener('click', onRepriceApply)
+$('rp-cancel').addEventListener('click', () => {
+  discardPreview()
+  $('rp-preview').focus()
+})
+$('budget-form').addEventListener('submit', onBudgetSubmit)
 
 // ---------- controls ----------
 
@@ -1631,6 +2336,8 @@ setInterval(() => {
   if (!state.key || $('dash').hidden || document.hidden) return
   if (state.range !== 'custom') scheduleRefresh(0)
   loadAlerts()
+  // Spending moves with traffic: the bars follow (the price book changes only by a form here).
+  if (state.view === 'money') loadBudgets()
 }, 15_000)
 
 if (state.key) start()
