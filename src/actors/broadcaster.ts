@@ -78,6 +78,25 @@ export interface AlertNotice {
 }
 
 /**
+ * A budget threshold reached (src/budgets/evaluator.ts), as pushed to WebSocket clients of its
+ * project: `{"type":"budget",…}`, delivered exactly like an {@link AlertNotice}.
+ */
+export interface BudgetNotice {
+  type: 'budget'
+  project: string
+  budget_id: string
+  name: string
+  threshold: number
+  spent: number
+  amount: number
+  period_start: string
+  group: string | null
+  at: string
+  /** Its record in `GET /alerts/events`. */
+  event_id: string
+}
+
+/**
  * One subscriber's socket as the broadcaster sees it (src/http/ws.ts adapts a `ws` socket;
  * tests use a fake). The object itself is the subscription's identity.
  */
@@ -108,7 +127,7 @@ export interface SubscriptionFilter extends Omit<Filters, 'models' | 'providers'
 
 export type BroadcastMessage =
   | { type: 'events'; events: PricedEvent[] }
-  | { type: 'alert'; alert: AlertNotice }
+  | { type: 'alert'; alert: AlertNotice | BudgetNotice }
   | { type: 'subscribe'; sink: SocketSink; filter: SubscriptionFilter; sinceSeq: number | null }
   | { type: 'unsubscribe'; sink: SocketSink }
   | { type: 'pong'; sink: SocketSink }
