@@ -1,30 +1,38 @@
 /**
  * Pricing of one LLM call: pure, synchronous, never throws.
  *
- * Prices come from `@pydantic/genai-prices` (bundled data; we never enable its auto-update, so
- * a replay prices exactly as the first run did) with per-model overrides from config.
+ * Prices come from the price book's rates when the event's {@link PriceInput.schedule} has a
+ * step in force at its time (src/pricing/book.ts: project versions, then the configuration's
+ * override layer), else from `@pydantic/genai-prices` (bundled data; we never enable its
+ * auto-update, so a replay prices exactly as the first run did).
  *
  * ## Usage conventions (what the numbers in an event mean)
  *
- * genai-prices wants `input_tokens` = ALL input tokens, cache reads included, and
- * `cache_read_tokens` as a part of it. Providers report differently:
+ * genai-prices wants `input_tokens` = ALL input tokens, cache reads and cache writes included,
+ * with `cache_read_tokens` and `cache_write_tokens` as parts of it. Providers report differently;
+ * cache writes follow the same convention as cache reads:
  *
- * | provider (genai-prices id)                        | `promptTokens` includes cache reads? | input_tokens sent      |
+ * | provider (genai-prices id)                        | `promptTokens` includes cache reads and writes? | input_tokens sent |
  * | ------------------------------------------------- | ------------------------------------ | ---------------------- |
- * | `anthropic`, `aws` (Bedrock), `cursor`            | no (Anthropic Messages shape)        | prompt + cached        |
- * | `google` (Vertex), `azure` (Foundry) — Claude only | no (they serve Claude through Anthropic's API) | prompt + cached |
+ * | `anthropic`, `aws` (Bedrock), `cursor`            | no (Anthropic Messages shape)        | prompt + cached + cacheWrite |
+ * | `google` (Vertex), `azure` (Foundry) — Claude only | no (they serve Claude through Anthropic's API) | prompt + cached + cacheWrite |
  * | everything else (openai, google Gemini, azure OpenAI, deepseek, openrouter, x-ai, mistral, groq, …) | yes (OpenAI shape) | prompt |
  *
  * The table follows genai-prices' own usage extractors (their Anthropic, Bedrock and Cursor
- * mappings add cache reads to `input_tokens`; the OpenAI-style ones do not). A provider name
- * is first normalised through genai-prices (`bedrock` → `aws`, `vertex_ai` → `google`).
- * OpenRouter is OpenAI-shaped even for Claude models. Anthropic's OpenAI-compatible endpoint
- * is not distinguishable from its native one here: callers using it should send
- * `prompt_tokens - cached_tokens`.
+ * mappings add cache reads and writes to `input_tokens`; the OpenAI-style ones do not). A
+ * provider name is first normalised through genai-prices (`bedrock` → `aws`, `vertex_ai` →
+ * `google`). OpenRouter is OpenAI-shaped even for Claude models. Anthropic's OpenAI-compatible
+ * endpoint is not distinguishable from its native one here: callers using it should send
+ * `prompt_tokens - cached_tokens - cache_write_tokens`.
  *
- * Cache WRITES have no field in {@link PriceInput}; they are priced as ordinary input tokens
- * (they are part of `promptTokens` for OpenAI-style callers; Anthropic callers should add
- * `cache_creation_input_tokens` to `prompt_tokens`).
+ * With book rates (dollars per 1M tokens) the cost is
+ *
+ *     uncached = prompt                              (Anthropic shape)
+ *              = prompt − cached − cacheWrite        (OpenAI shape; cached, then cacheWrite, capped so it is ≥ 0)
+ *     cost$    = (uncached·input + cached·cached_input + cacheWrite·cache_write
+ *                 + (completion − reasoning)·output + reasoning·reasoning) / 1e6
+ *
+ * and genai-prices is given the same token parts, so both paths split usage identically.
  *
  * Reasoning tokens: `completionTokens` is the WHOLE billed output, reasoning included (OpenAI's
  * `completion_tokens` and Anthropic's `output_tokens` already count them). `reasoningTokens`
@@ -33,12 +41,13 @@
  * Gemini-native callers must add `thoughtsTokenCount` into `completion_tokens` themselves.
  *
  * Inconsistent numbers are clamped, never rejected: negative or non-finite counts become 0,
- * `cachedTokens` is capped at `promptTokens` (OpenAI shape), `reasoningTokens` at
- * `completionTokens`. Costs are capped at `Number.MAX_SAFE_INTEGER` nanos (~$9M per call).
+ * `cachedTokens` is capped at `promptTokens` and `cacheWriteTokens` at what is left of it
+ * (OpenAI shape), `reasoningTokens` at `completionTokens`. Costs are capped at `Number.MAX_SAFE_INTEGER` nanos (~$9M per call).
  */
 import { calcPrice, findProvider } from '@pydantic/genai-prices'
-import type { ModelInfo, ModelPrice, PriceCalculationResult, PriceOptions, Provider, Usage } from '@pydantic/genai-prices'
-import type { StoredEvent } from '../events.js'
+import type { ModelInfo, ModelPrice, PriceCalculation, PriceCalculationResult, PriceOptions, Provider, Usage } from '@pydantic/genai-prices'
+import type { PricedEvent, StoredEvent } from '../events.js'
+import type { PriceBook, RateSchedule } from './book.js'
 
 /** One LLM call, as the cost stage sees it. */
 export interface PriceInput {
@@ -54,10 +63,17 @@ export interface PriceInput {
   completionTokens: number
   /** Cache-read tokens (see the convention table in this module's header). */
   cachedTokens: number
+  /** Cache-write tokens (Anthropic `cache_creation_input_tokens`): same convention as cache reads. Absent = 0. */
+  cacheWriteTokens?: number
   /** Already counted in `completionTokens`; informational, never added again. */
   reasoningTokens: number
   /** Dollars supplied by the caller; wins over the computed cost when finite and >= 0 ({@link UNPRICED_COST}: unpriced). */
   callerCost: number | null
+  /**
+   * The price book's rates for this call ({@link PriceBook.schedule} at the event's effective
+   * revision); null, absent, or no step in force at `ts`: genai-prices prices it.
+   */
+  schedule?: RateSchedule | null
 }
 
 /**
@@ -69,11 +85,23 @@ export interface PriceInput {
 export const UNPRICED_COST = -Infinity
 
 /**
- * What pricing reads of a stored event: the one mapping from event fields to a
- * {@link PriceInput}, used by the cost stage and by the engine's on-demand pricing alike, so
- * both count the same cost for the same event.
+ * What pricing reads of a stored event: the one mapping from event fields (and the price book)
+ * to a {@link PriceInput}, used by the cost stage, the engine's on-demand pricing, re-pricing
+ * and cluster owners alike, so all count the same cost for the same event: the book's schedule
+ * at the event's effective revision (its acceptance revision `priceRev`, or a newer reprice
+ * covering it). Without a book (transitional callers) the schedule is null.
  */
-export function priceInputOf(e: StoredEvent): PriceInput {
+export function priceInputOf(e: StoredEvent, book: PriceBook | null): PriceInput
+/** @deprecated transitional: without the book (schedule null); pass the engine's book. */
+export function priceInputOf(e: StoredEvent): PriceInput
+export function priceInputOf(e: StoredEvent, book?: PriceBook | null): PriceInput {
+  const callerCost = e.costSource === 'unpriced' ? UNPRICED_COST : e.cost
+  let schedule: RateSchedule | null = null
+  // A caller's cost wins: no need to look its schedule up. `typeof`: `.map(priceInputOf)` passes an index here.
+  if (typeof book === 'object' && book !== null && !(callerCost !== null && callerCost >= 0 && callerCost !== Infinity) && callerCost !== UNPRICED_COST) {
+    const rev = book.effectiveRev(e.project, e.model, e.ts, e.priceRev ?? 0)
+    schedule = book.schedule(e.project, e.provider, e.model, rev)
+  }
   return {
     provider: e.provider,
     model: e.model,
@@ -81,9 +109,28 @@ export function priceInputOf(e: StoredEvent): PriceInput {
     promptTokens: e.prompt,
     completionTokens: e.completion,
     cachedTokens: e.cached,
+    cacheWriteTokens: (e as { cacheWrite?: number }).cacheWrite ?? 0,
     reasoningTokens: e.reasoning,
-    callerCost: e.costSource === 'unpriced' ? UNPRICED_COST : e.cost
+    callerCost,
+    schedule
   }
+}
+
+/**
+ * Prices a stored event on the main thread with the book (memoised schedules and price plans:
+ * well under a µs): the same function and inputs as the cost stage's workers.
+ */
+export function priceEvent(e: StoredEvent, book: PriceBook): PriceOutput {
+  return computeCost(priceInputOf(e, book))
+}
+
+/** {@link priceEvent}, written into the event itself (no copy): an event decoded for one caller. */
+export function priceInPlace(e: StoredEvent, book: PriceBook): PricedEvent {
+  const p = priceEvent(e, book)
+  const out = e as PricedEvent
+  out.costNanos = p.costNanos
+  out.unpriced = p.unpriced
+  return out
 }
 
 /** A price: integer nano-dollars (`Math.round(dollars * 1e9)`). */
@@ -99,14 +146,15 @@ export interface PriceOverride {
   output_mtok: number
   /** Price of cache-read tokens; the input price when absent. */
   cache_read_mtok?: number
-  /** Accepted for config compatibility; unused, since events carry no cache-write count. */
+  /** Price of cache-write tokens; the input price when absent. */
   cache_write_mtok?: number
 }
 
 /**
- * Overrides keyed by `"provider/model"` (provider exactly as sent in the event) or by bare
- * `"model"`; the qualified key is tried first, so one provider can differ from the rest.
- * Model names match exactly (case-sensitive). An override beats the pricing data.
+ * Overrides keyed by `"provider/model"` or by bare `"model"`. In the price book they are the
+ * configuration's override layer (src/pricing/book.ts: names match as book entries do, families
+ * included). The transitional `overrides` argument of {@link computeCost} matches as before the
+ * book: qualified key first, then the bare model, exactly (case-sensitive).
  */
 export type PriceOverrides = Readonly<Record<string, PriceOverride>>
 
@@ -154,6 +202,7 @@ interface Linear {
   /** Dollars per 1M tokens of each usage part. */
   input: number
   cacheRead: number
+  cacheWrite: number
   output: number
   reasoning: number
 }
@@ -210,8 +259,10 @@ const inferMemo = new BoundedMemo<string>(PRICE_CACHE_MAX)
 const providerIdMemo = new BoundedMemo<string>(PRICE_CACHE_MAX)
 
 /**
- * Prices one call. Order: a valid `callerCost` wins; then an override; then the pricing data;
- * else `{ costNanos: 0, unpriced: true }`. Never throws (a throwing calcPrice counts as unpriced).
+ * Prices one call. Order: a valid `callerCost` wins; then the book's rates in force at `ts`
+ * (`input.schedule`); then (transitional callers without a book only) an override; then the
+ * pricing data; else `{ costNanos: 0, unpriced: true }`. Never throws (a throwing calcPrice
+ * counts as unpriced).
  */
 export function computeCost(input: PriceInput, overrides?: PriceOverrides): PriceOutput {
   const callerCost = input.callerCost
@@ -224,16 +275,31 @@ export function computeCost(input: PriceInput, overrides?: PriceOverrides): Pric
   const prompt = tokens(input.promptTokens)
   const completion = tokens(input.completionTokens)
   const cachedRaw = tokens(input.cachedTokens)
+  const cacheWriteRaw = tokens(input.cacheWriteTokens)
   const reasoning = Math.min(tokens(input.reasoningTokens), completion)
 
-  if (overrides !== undefined) {
+  const schedule = input.schedule
+  if (schedule != null && schedule.length > 0) {
+    const rates = ratesAt(schedule, input.ts)
+    if (rates !== undefined) {
+      const exclusive = isCacheExclusive(conventionProviderId(provider, model), model)
+      const cached = exclusive ? cachedRaw : Math.min(cachedRaw, prompt)
+      const cacheWrite = exclusive ? cacheWriteRaw : Math.min(cacheWriteRaw, prompt - cached)
+      const uncached = exclusive ? prompt : prompt - cached - cacheWrite
+      const dollars =
+        (uncached * rates.input + cached * rates.cached_input + cacheWrite * rates.cache_write + (completion - reasoning) * rates.output + reasoning * rates.reasoning) / MTOK
+      return priced(dollars)
+    }
+  } else if (overrides !== undefined) {
     const o = findOverride(overrides, provider, model)
     if (o !== undefined) {
       const exclusive = isCacheExclusive(conventionProviderId(provider, model), model)
-      const inputTotal = exclusive ? prompt + cachedRaw : prompt
       const cached = exclusive ? cachedRaw : Math.min(cachedRaw, prompt)
+      const cacheWrite = exclusive ? cacheWriteRaw : Math.min(cacheWriteRaw, prompt - cached)
+      const uncached = exclusive ? prompt : prompt - cached - cacheWrite
       const cacheRead = o.cache_read_mtok ?? o.input_mtok
-      const dollars = ((inputTotal - cached) * o.input_mtok + cached * cacheRead + completion * o.output_mtok) / MTOK
+      const cacheWriteRate = o.cache_write_mtok ?? o.input_mtok
+      const dollars = (uncached * o.input_mtok + cached * cacheRead + cacheWrite * cacheWriteRate + completion * o.output_mtok) / MTOK
       return priced(dollars)
     }
   }
@@ -246,8 +312,9 @@ export function computeCost(input: PriceInput, overrides?: PriceOverrides): Pric
   }
   if (r.kind === 'unknown') return { costNanos: 0, unpriced: true }
 
-  const inputTotal = r.exclusive ? prompt + cachedRaw : prompt
+  const inputTotal = r.exclusive ? prompt + cachedRaw + cacheWriteRaw : prompt
   const cached = r.exclusive ? cachedRaw : Math.min(cachedRaw, prompt)
+  const cacheWrite = r.exclusive ? cacheWriteRaw : Math.min(cacheWriteRaw, prompt - cached)
   let plan = r.plan
   if (plan.kind === 'scheduled') {
     // new Date() clips like genai-prices does; an invalid time cannot pick a table.
@@ -258,8 +325,19 @@ export function computeCost(input: PriceInput, overrides?: PriceOverrides): Pric
   if (plan.kind === 'tiered') plan = pickTier(plan, inputTotal)
   const dollars =
     plan.base +
-    ((inputTotal - cached) * plan.input + cached * plan.cacheRead + (completion - reasoning) * plan.output + reasoning * plan.reasoning) / MTOK
+    ((inputTotal - cached - cacheWrite) * plan.input +
+      cached * plan.cacheRead +
+      cacheWrite * plan.cacheWrite +
+      (completion - reasoning) * plan.output +
+      reasoning * plan.reasoning) /
+      MTOK
   return priced(dollars)
+}
+
+/** The rates of the last step with `from <= ts` (see book.ts stepAt; inlined here so workers need no book). */
+function ratesAt(schedule: RateSchedule, ts: number): RateSchedule[number]['rates'] | undefined {
+  for (let i = schedule.length - 1; i >= 0; i--) if (schedule[i].from <= ts) return schedule[i].rates
+  return undefined
 }
 
 /**
@@ -274,12 +352,14 @@ export function computeCostReference(input: PriceInput, overrides?: PriceOverrid
     return { costNanos: toNanos(callerCost), unpriced: false }
   }
   if (callerCost === UNPRICED_COST) return { costNanos: 0, unpriced: true }
-  if (overrides !== undefined && findOverride(overrides, input.provider, input.model) !== undefined) {
+  if (input.schedule != null && ratesAt(input.schedule, input.ts) !== undefined) return computeCost(input, overrides)
+  if (input.schedule == null && overrides !== undefined && findOverride(overrides, input.provider, input.model) !== undefined) {
     return computeCost(input, overrides)
   }
   const prompt = tokens(input.promptTokens)
   const completion = tokens(input.completionTokens)
   const cachedRaw = tokens(input.cachedTokens)
+  const cacheWriteRaw = tokens(input.cacheWriteTokens)
   const reasoning = Math.min(tokens(input.reasoningTokens), completion)
   const timestamp = new Date(input.ts)
   // Same provider rule as resolve(), but priced against the full catalogue every time.
@@ -291,9 +371,10 @@ export function computeCostReference(input: PriceInput, overrides?: PriceOverrid
   }
   if (probe === null || probe === undefined) return { costNanos: 0, unpriced: true }
   const exclusive = isCacheExclusive(probe.provider.id, input.model)
-  const inputTotal = exclusive ? prompt + cachedRaw : prompt
+  const inputTotal = exclusive ? prompt + cachedRaw + cacheWriteRaw : prompt
   const cached = exclusive ? cachedRaw : Math.min(cachedRaw, prompt)
-  const result = tryCalc(usage(inputTotal, cached, completion, reasoning), input.model, options)
+  const cacheWrite = exclusive ? cacheWriteRaw : Math.min(cacheWriteRaw, prompt - cached)
+  const result = tryCalc(usage(inputTotal, cached, completion, reasoning, cacheWrite), input.model, options)
   if (result === null || result === undefined) return { costNanos: 0, unpriced: true }
   return priced(result.total_price)
 }
@@ -313,6 +394,39 @@ export function inferProvider(model: string): string {
     inferMemo.set(model, id)
   }
   return id
+}
+
+/**
+ * genai-prices' id for a provider name (`bedrock` → `aws`, `vertex_ai` → `google`), or
+ * undefined when it does not know the provider. Memoised (bounded).
+ */
+export function normaliseProvider(provider: string): string | undefined {
+  let id = providerIdMemo.get(provider)
+  if (id === undefined) {
+    try {
+      id = (provider ? findProvider({ providerId: provider })?.id : undefined) ?? ''
+    } catch {
+      id = ''
+    }
+    providerIdMemo.set(provider, id)
+  }
+  return id === '' ? undefined : id
+}
+
+/**
+ * The genai-prices model that prices (provider, model) at `ts`, by the same provider rule the
+ * pricing path follows (a known provider is trusted; an unknown one falls back to inferring it
+ * from the model name), with its price table in force at `ts`; null when none. Not memoised:
+ * for matching names and display, not the hot path.
+ */
+export function genaiModelOf(provider: string, model: string, ts = 0): PriceCalculation | null {
+  const timestamp = new Date(ts)
+  if (Number.isNaN(timestamp.getTime())) return null
+  let found = provider ? tryCalc(ZERO_USAGE, model, { providerId: provider, timestamp }) : null
+  if (found === null && (!provider || findProvider({ providerId: provider }) === undefined)) {
+    found = tryCalc(ZERO_USAGE, model, { timestamp })
+  }
+  return found ?? null
 }
 
 /**
@@ -445,11 +559,12 @@ function measure(single: Provider, info: ModelInfo, prices: ModelPrice, model: s
     base,
     input: at(usage(MTOK, 0, 0, 0)) - base,
     cacheRead: at(usage(MTOK, MTOK, 0, 0)) - base,
+    cacheWrite: at(usage(MTOK, 0, 0, 0, MTOK)) - base,
     output: at(usage(0, 0, MTOK, 0)) - base,
     reasoning: at(usage(0, 0, MTOK, MTOK)) - base
   }
   // A probe that threw (broken price data) leaves NaN: calcPrice would throw on every call too.
-  const ok = [linear.base, linear.input, linear.cacheRead, linear.output, linear.reasoning].every(Number.isFinite)
+  const ok = [linear.base, linear.input, linear.cacheRead, linear.cacheWrite, linear.output, linear.reasoning].every(Number.isFinite)
   return ok ? linear : undefined
 }
 
@@ -500,8 +615,8 @@ function secondOfDay(text: string): number {
   return (h * 3600 + min * 60 + s + Number(`0.${frac}`) - offset + 86_400) % 86_400
 }
 
-function usage(input: number, cacheRead: number, output: number, reasoning: number): Usage {
-  return { input_tokens: input, cache_read_tokens: cacheRead, output_tokens: output, output_reasoning_tokens: reasoning }
+function usage(input: number, cacheRead: number, output: number, reasoning: number, cacheWrite = 0): Usage {
+  return { input_tokens: input, cache_read_tokens: cacheRead, cache_write_tokens: cacheWrite, output_tokens: output, output_reasoning_tokens: reasoning }
 }
 
 /** calcPrice, with a throw turned into `undefined` (found but not priceable) — null is "not found". */
@@ -527,12 +642,7 @@ function findOverride(overrides: PriceOverrides, provider: string, model: string
  * the same rule the pricing-data path follows.
  */
 function conventionProviderId(provider: string, model: string): string {
-  let id = providerIdMemo.get(provider)
-  if (id === undefined) {
-    id = (provider ? findProvider({ providerId: provider })?.id : undefined) ?? ''
-    providerIdMemo.set(provider, id)
-  }
-  return id !== '' ? id : inferProvider(model)
+  return normaliseProvider(provider) ?? inferProvider(model)
 }
 
 /** Unambiguous without a separator that a model name could contain. */
@@ -541,8 +651,8 @@ function memoKey(provider: string, model: string): string {
 }
 
 /** A usable token count: negative, NaN and non-numbers are 0; capped so sums stay finite. */
-function tokens(n: number): number {
-  return n > 0 ? Math.min(n, Number.MAX_SAFE_INTEGER) : 0
+function tokens(n: number | undefined): number {
+  return n !== undefined && n > 0 ? Math.min(n, Number.MAX_SAFE_INTEGER) : 0
 }
 
 function toNanos(dollars: number): number {

@@ -304,6 +304,6 @@ t.test('never throws on garbage either (any doubles, any strings)', async (t) =>
 
 t.test('priceInputOf maps a stored event\'s fields (the one mapping the cost stage and Engine.price share)', async (t) => {
   const e = { provider: 'anthropic', model: 'claude-3-5-sonnet-latest', ts: TS, prompt: 1200, completion: 300, cached: 200, reasoning: 50, cost: null, latency: 10, seq: 1, id: 'evt_1' } as unknown as StoredEvent
-  t.same(priceInputOf(e), { provider: 'anthropic', model: 'claude-3-5-sonnet-latest', ts: TS, promptTokens: 1200, completionTokens: 300, cachedTokens: 200, reasoningTokens: 50, callerCost: null })
+  t.same(priceInputOf(e), { provider: 'anthropic', model: 'claude-3-5-sonnet-latest', ts: TS, promptTokens: 1200, completionTokens: 300, cachedTokens: 200, cacheWriteTokens: 0, reasoningTokens: 50, callerCost: null, schedule: null })
   t.same(priceInputOf({ ...e, cost: 0.25 }).callerCost, 0.25)
 })
