@@ -24,6 +24,8 @@ export interface Stores {
   readonly projects: Database<unknown, string>
   /** The price book: versions, override layers, re-pricing records, its revision: `prices.ts`. */
   readonly prices: Database<unknown, string>
+  /** Budgets and their fired records (one per budget, period, threshold and group), by id: `budgets.ts`. */
+  readonly budgets: Database<unknown, string>
   /** The dedupe index of client ids (`dedupe.ts`, over the `dedupe` and `dedupe-exp` databases). */
   readonly dedupe: DedupeIndex
   /** Bytes the database file uses (its highest page in use), from LMDB's own statistics. */
@@ -189,6 +191,7 @@ export function openStores(dataDir: string, opts: StoreOptions = {}): Stores {
   const apiKeys = root.openDB<unknown, string>('api-keys', {})
   const projects = root.openDB<unknown, string>('projects', {})
   const prices = root.openDB<unknown, string>('prices', {})
+  const budgets = root.openDB<unknown, string>('budgets', {})
   const fail = (why: string): never => {
     try {
       root.close()
@@ -224,6 +227,7 @@ export function openStores(dataDir: string, opts: StoreOptions = {}): Stores {
     apiKeys,
     projects,
     prices,
+    budgets,
     dedupe,
     usedBytes,
     maxBytes,
