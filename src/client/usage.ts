@@ -5,9 +5,12 @@
  * - OpenAI (Chat Completions, Responses, Embeddings): `prompt_tokens` / `input_tokens` already
  *   include cached tokens (`*_tokens_details.cached_tokens`), and `completion_tokens` /
  *   `output_tokens` already include reasoning tokens: both are sent as they are, with
- *   `cached_tokens` and `reasoning_tokens` beside them.
- * - Anthropic (Messages): `input_tokens` excludes cache reads and writes. Cache reads become
- *   `cached_tokens`; cache writes are added to `prompt_tokens` (they are priced as input).
+ *   `cached_tokens` and `reasoning_tokens` beside them. OpenAI-compatible APIs that report cache
+ *   writes (OpenRouter: `prompt_tokens_details.cache_write_tokens`, inside `prompt_tokens` too)
+ *   send them as `cache_write_tokens`.
+ * - Anthropic (Messages): `input_tokens` excludes cache reads and writes, and is sent as it is:
+ *   cache reads become `cached_tokens`, cache writes (`cache_creation_input_tokens`)
+ *   `cache_write_tokens`, priced at the cache-write rate (1.25× input for Claude's 5-minute cache).
  */
 
 /** One LLM call as POST /events/ingest takes it. */
@@ -25,6 +28,8 @@ export interface LLMScopeEvent {
   completion_tokens?: number
   total_tokens?: number
   cached_tokens?: number
+  /** Tokens written to the prompt cache, counted inside or outside `prompt_tokens` as the provider counts `cached_tokens`. */
+  cache_write_tokens?: number
   reasoning_tokens?: number
   latency_ms?: number
   ttft_ms?: number
@@ -109,9 +114,11 @@ export function fromOpenAI(response: unknown, opts: RecordOptions): LLMScopeEven
   const completion = count(usage.completion_tokens) ?? count(usage.output_tokens)
   const cached = count(obj(usage.prompt_tokens_details)?.cached_tokens) ?? count(obj(usage.input_tokens_details)?.cached_tokens)
   const reasoning = count(obj(usage.completion_tokens_details)?.reasoning_tokens) ?? count(obj(usage.output_tokens_details)?.reasoning_tokens)
+  const writes = count(obj(usage.prompt_tokens_details)?.cache_write_tokens) ?? count(obj(usage.input_tokens_details)?.cache_write_tokens)
   if (prompt !== undefined) e.prompt_tokens = prompt
   if (completion !== undefined) e.completion_tokens = completion
   if (cached !== undefined) e.cached_tokens = cached
+  if (writes !== undefined) e.cache_write_tokens = writes
   if (reasoning !== undefined) e.reasoning_tokens = reasoning
   return e
 }
@@ -123,12 +130,13 @@ export function fromAnthropic(response: unknown, opts: RecordOptions): LLMScopeE
   const usage = obj(obj(response)?.usage)
   if (usage === undefined) return e
   const input = count(usage.input_tokens)
-  const writes = count(usage.cache_creation_input_tokens) ?? 0
+  const writes = count(usage.cache_creation_input_tokens)
   const reads = count(usage.cache_read_input_tokens)
   const output = count(usage.output_tokens)
-  if (input !== undefined || writes > 0) e.prompt_tokens = (input ?? 0) + writes
+  if (input !== undefined) e.prompt_tokens = input
   if (output !== undefined) e.completion_tokens = output
   if (reads !== undefined) e.cached_tokens = reads
+  if (writes !== undefined) e.cache_write_tokens = writes
   return e
 }
 

@@ -78,7 +78,7 @@ export const ALIASES: readonly Alias[] = [
   { field: 'prompt_tokens', attributes: INPUT_ATTRS, note: 'adjusted for cached tokens (see token conventions)' },
   { field: 'completion_tokens', attributes: OUTPUT_ATTRS, note: 'includes reasoning tokens' },
   { field: 'cached_tokens', attributes: CACHE_READ_ATTRS, note: 'cache reads' },
-  { field: '(cache writes)', attributes: CACHE_WRITE_ATTRS, note: 'priced as input: kept in, or added to, prompt_tokens' },
+  { field: 'cache_write_tokens', attributes: CACHE_WRITE_ATTRS, note: 'cache writes, priced at the cache-write rate (see token conventions)' },
   { field: 'reasoning_tokens', attributes: REASONING_ATTRS, note: 'informational: already inside completion_tokens' },
   { field: '(total)', attributes: TOTAL_ATTRS, note: 'read only to tell whether output includes reasoning; total_tokens is recomputed' },
   { field: 'ttft_ms', attributes: TTFT_SECONDS_ATTRS, note: 'seconds × 1000' }

@@ -5,20 +5,22 @@
  *
  * ## Token conventions
  *
- * An LLMScope event's `prompt_tokens` follows the provider's own convention (README, "How cost
- * is computed"): OpenAI-shaped providers count cache reads inside it, Anthropic-shaped ones
- * (`anthropic`, `aws`, Claude on `google`/`azure`) do not, and Anthropic cache writes belong
- * in it. Instrumentations disagree on `gen_ai.usage.input_tokens`:
+ * An LLMScope event's `prompt_tokens` follows the provider's own convention (README, "Prices"):
+ * OpenAI-shaped providers count cache reads and writes inside it, Anthropic-shaped ones
+ * (`anthropic`, `aws`, Claude on `google`/`azure`) count neither. Cache reads go to
+ * `cached_tokens`, cache writes to `cache_write_tokens` (priced at the cache-write rate).
+ * Instrumentations disagree on `gen_ai.usage.input_tokens`:
  *
  * - **OTel semantic conventions, OpenLLMetry** ("spec" below): input tokens include every kind
  *   of input, cache reads and writes too (the spec says so; OpenLLMetry's Anthropic
  *   instrumentation sends `input + cache_read + cache_creation`, its OpenAI one `prompt_tokens`).
- *   For an Anthropic-shaped provider, prompt = input − cache reads (writes stay in).
+ *   For an Anthropic-shaped provider, prompt = input − cache reads − cache writes.
  * - **OpenLIT** ("native"; recognised by `telemetry.sdk.name = openlit` on the span or resource,
  *   or an `openlit…` scope): input tokens are what the provider reported (its Anthropic code:
  *   "Anthropic's API reports input_tokens exclusive of cache read / creation tokens"). For an
- *   Anthropic-shaped provider, prompt = input + cache writes.
- * - For OpenAI-shaped providers both mean the same: prompt = input, cached = cache reads.
+ *   Anthropic-shaped provider, prompt = input.
+ * - For OpenAI-shaped providers both mean the same: prompt = input, cached = cache reads,
+ *   cache writes inside it too.
  * - Guard: input smaller than cache reads + writes cannot include them, whatever the source
  *   claims (OpenLLMetry's LangChain spans pass Anthropic's raw numbers): it is read as native.
  *
@@ -185,7 +187,7 @@ export interface Tokens {
   completion: number
   cached: number
   reasoning: number
-  /** Cache writes, for metadata (already folded into prompt). */
+  /** Cache writes (`cache_write_tokens`): inside prompt for OpenAI-shaped providers, beside it for Anthropic-shaped ones, as cached reads. */
   cacheWrite: number
 }
 
@@ -203,7 +205,7 @@ export function shapeTokens(
   // Input that is smaller than its cached parts cannot contain them.
   const includesCache = input >= cacheRead + cacheWrite && (!exclusive || !native)
   let prompt: number
-  if (exclusive) prompt = includesCache ? input - cacheRead : input + cacheWrite
+  if (exclusive) prompt = includesCache ? input - cacheRead - cacheWrite : input
   else prompt = includesCache ? input : input + cacheRead + cacheWrite
   const reasoningOutside = reasoning > 0 && (reasoning > output || (total !== null && total === input + output + reasoning))
   return { prompt, completion: reasoningOutside ? output + reasoning : output, cached: cacheRead, reasoning, cacheWrite }
@@ -392,6 +394,7 @@ export function spanToEvent(span: SpanView, limits: MetadataLimits): SpanOutcome
   if (dims.tags !== undefined) event.tags = dims.tags
   if (provider !== undefined) event.provider = provider
   if (counts.cacheRead !== null) event.cached_tokens = tokens.cached
+  if (counts.cacheWrite !== null) event.cache_write_tokens = tokens.cacheWrite
   if (counts.reasoning !== null) event.reasoning_tokens = tokens.reasoning
   const ttftSeconds = anyNumber(a, TTFT_SECONDS_ATTRS)
   // Optional and informational: an unusable value is left out rather than failing the span.
@@ -422,7 +425,6 @@ export function spanMetadata(span: SpanView, tokens: Tokens, limits: MetadataLim
     ['finish_reasons', scalar(a.get('gen_ai.response.finish_reasons'))],
     ['error_type', scalar(a.get('error.type'))],
     ['status_message', span.statusCode === 2 && span.statusMessage ? span.statusMessage.slice(0, META_STRING_MAX) : undefined],
-    ['cache_creation_tokens', tokens.cacheWrite > 0 ? tokens.cacheWrite : undefined],
     ['temperature', scalar(a.get('gen_ai.request.temperature'))],
     ['max_tokens', scalar(a.get('gen_ai.request.max_tokens'))],
     ['top_p', scalar(a.get('gen_ai.request.top_p'))],

@@ -30,11 +30,14 @@ t.test('provider names map to genai-prices ids', async (t) => {
 t.test('token conventions', async (t) => {
   const raw = (input: number, output: number, cacheRead = 0, cacheWrite = 0, reasoning = 0, total: number | null = null) => ({ input, output, cacheRead, cacheWrite, reasoning, total })
   // Anthropic-shaped provider, spec-style input (OpenLLMetry: 12 uncached + 2000 read + 500 written).
-  t.match(shapeTokens(raw(2512, 300, 2000, 500), true, false), { prompt: 512, cached: 2000, completion: 300 })
+  t.match(shapeTokens(raw(2512, 300, 2000, 500), true, false), { prompt: 12, cached: 2000, cacheWrite: 500, completion: 300 })
   // The same call from OpenLIT (Anthropic's own input_tokens, 12).
-  t.match(shapeTokens(raw(12, 300, 2000, 500), true, true), { prompt: 512, cached: 2000, completion: 300 })
+  t.match(shapeTokens(raw(12, 300, 2000, 500), true, true), { prompt: 12, cached: 2000, cacheWrite: 500, completion: 300 })
   // Spec claimed but impossible (input < cache reads): read as native.
-  t.match(shapeTokens(raw(12, 300, 2000, 500), true, false), { prompt: 512, cached: 2000 })
+  t.match(shapeTokens(raw(12, 300, 2000, 500), true, false), { prompt: 12, cached: 2000, cacheWrite: 500 })
+  // OpenAI-shaped with cache writes (OpenRouter, say): both inside prompt, whoever sent it.
+  t.match(shapeTokens(raw(3000, 10, 1000, 500), false, false), { prompt: 3000, cached: 1000, cacheWrite: 500 })
+  t.match(shapeTokens(raw(100, 10, 1000, 500), false, false), { prompt: 1600, cached: 1000, cacheWrite: 500 }, 'input smaller than its cached parts: they are added')
   // OpenAI-shaped: cached inside prompt, whoever sent it.
   t.match(shapeTokens(raw(1700, 150, 1024), false, false), { prompt: 1700, cached: 1024 })
   t.match(shapeTokens(raw(1700, 150, 1024), false, true), { prompt: 1700, cached: 1024 })
@@ -53,10 +56,10 @@ t.test('property: no token is lost or counted twice, nothing goes negative', asy
       // Build the spec-style input from its parts, or the native one for an exclusive provider.
       const input = native && exclusive ? uncached : uncached + cacheRead + cacheWrite
       const r = shapeTokens({ input, output, cacheRead, cacheWrite, reasoning: Math.min(reasoning, output), total: null }, exclusive, native)
-      if (r.prompt < 0 || r.completion < 0 || r.cached < 0) return false
+      if (r.prompt < 0 || r.completion < 0 || r.cached < 0 || r.cacheWrite !== cacheWrite) return false
       if (r.completion !== output) return false
-      // Exclusive: prompt holds uncached + written, cache reads beside it. Inclusive: all of it.
-      return exclusive ? r.prompt === uncached + cacheWrite && r.cached === cacheRead : r.prompt === input && r.cached === cacheRead
+      // Exclusive: prompt holds the uncached tokens, cache reads and writes beside it. Inclusive: all of it.
+      return exclusive ? r.prompt === uncached && r.cached === cacheRead : r.prompt === input && r.cached === cacheRead
     }),
     { numRuns: 500 }
   )

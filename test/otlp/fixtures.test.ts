@@ -59,13 +59,13 @@ t.test('the same Anthropic call traced by OpenLLMetry and by OpenLIT is one iden
   })
   t.equal(res.statusCode, 200)
   const [a, b] = storedEvents(engine)
-  for (const k of ['model', 'provider', 'prompt_tokens', 'completion_tokens', 'total_tokens', 'cached_tokens', 'cost'] as const) t.equal(a[k], b[k], k)
+  for (const k of ['model', 'provider', 'prompt_tokens', 'completion_tokens', 'total_tokens', 'cached_tokens', 'cache_write_tokens', 'cost'] as const) t.equal(a[k], b[k], k)
   // And what a caller following the README's Anthropic convention sends directly costs the same.
   const direct = await app.inject({
     method: 'POST',
     url: '/events/ingest',
     headers: adminHeaders,
-    payload: { timestamp: a.timestamp, model: a.model, provider: 'anthropic', prompt_tokens: 12 + 500, completion_tokens: 300, cached_tokens: 2000 }
+    payload: { timestamp: a.timestamp, model: a.model, provider: 'anthropic', prompt_tokens: 12, completion_tokens: 300, cached_tokens: 2000, cache_write_tokens: 500 }
   })
   const c = (await app.inject({ url: `/events/${direct.json().event_id}`, headers: adminHeaders })).json()
   t.equal(a.cost, c.cost)
