@@ -24,19 +24,42 @@
  * The evaluator is dormant until its first tick: the engine sends it once recovery is done,
  * so replaying the log never produces notifications.
  *
+ * Grouped rules (`group_by`) keep one state per group of their window's breakdown by that
+ * dimension (the first {@link MAX_RULE_GROUPS} by what the condition measures, see
+ * `groupSort`; the rest counted as `capped`); only firing groups hold state, a group that
+ * leaves the window (or the top) resolves. Baseline rules divide the value by the mean of the
+ * same window 1…N days back, and hold no verdict (`insufficient_history`) until the project has
+ * N days of events or while that mean is 0. Both are evaluated on ticks only (their reads are
+ * breakdowns and N windows; a batch pass would repeat them many times a second). All reads of
+ * one pass are shared between rules asking the same query.
+ *
  * Every notification goes to `emit` (the topology pushes it to WebSocket clients and hands it
  * to the engine, which records it and calls the webhook); the actor itself does no I/O.
  */
 import { Actor, assertNever, type ActorOptions } from './actor.js'
-import { judge } from '../alerts/conditions.js'
+import { compare, conditionValue, gatedBySamples, judge, type Verdict } from '../alerts/conditions.js'
 import { silentLog, type Log } from '../log.js'
-import type { Aggregate } from '../analytics/series.js'
-import type { Filters, WindowQuery } from '../analytics/reader.js'
-import { filtersOf } from '../filters.js'
+import { createAggregate, type Aggregate } from '../analytics/series.js'
+import type { WindowQuery } from '../analytics/reader.js'
 import type { PricedEvent } from '../events.js'
 import type { Rule } from '../store/rules.js'
 import type { Clock } from '../clock.js'
-import type { AlertReason, AlertStateName, AlertTransition, RecordedAlert } from '../alerts/types.js'
+import { parseStateKey, type AlertReason, type AlertStateName, type AlertTransition, type RecordedAlert } from '../alerts/types.js'
+import {
+  groupWindowKey,
+  historyWindow,
+  MAX_RULE_GROUPS,
+  ruleFilters,
+  ruleGroupWindow,
+  ruleWindow,
+  windowKey,
+  type GroupWindowQuery,
+  type WindowFn,
+  type WindowGroups,
+  type WindowGroupsFn
+} from '../alerts/windows.js'
+
+export { ruleFilters, type WindowFn, type WindowGroupsFn }
 
 export type AlertMessage =
   | { type: 'events'; events: PricedEvent[] }
@@ -46,18 +69,6 @@ export type AlertMessage =
   | { type: 'snapshot'; reply: (state: AlertState) => void }
   /** Cluster mode: newer alerts another node recorded (this node just took the alert lease over). */
   | { type: 'reconcile'; recorded: ReadonlyMap<string, RecordedAlert> }
-
-/**
- * Window statistics: totals and latency sketch of the project's events matching the filters
- * with `start <= ts < end`. Read-only; called between messages of the aggregators.
- */
-export type WindowFn = (q: WindowQuery) => Aggregate
-
-/** A rule's filters (its `model` and its `filters` object) as queries take them. */
-export function ruleFilters(rule: Rule): Filters {
-  const f = filtersOf(rule.filters ?? {})
-  return rule.model === null ? f : { ...f, models: new Set([rule.model]) }
-}
 
 /** One rule's alert state. */
 export interface RuleAlertState {
@@ -71,15 +82,39 @@ export interface RuleAlertState {
   lastEvalAt: number | null
 }
 
+/** One group's state in a grouped rule (only firing groups hold one). */
+export interface GroupAlertState extends RuleAlertState {
+  /** The group (null: the events without the dimension). */
+  group: string | null
+}
+
+/** A grouped rule's state. */
+export interface GroupedRuleState {
+  /** Its firing groups, in no particular order. */
+  groups: GroupAlertState[]
+  /** Groups in the window past the cap at the last evaluation (not evaluated). */
+  capped: number
+  lastEvalAt: number | null
+  /** The baseline could not be judged at the last evaluation (not N days of history). */
+  insufficientHistory: boolean
+  /** Groups whose baseline mean was 0 (or undefined) at the last evaluation: not judged. */
+  groupsWithoutBaseline: number
+}
+
 /** Current snapshot format. */
 export const ALERT_STATE_VERSION = 2
 
-/** What a snapshot keeps of the evaluator (format 2). */
+/**
+ * What a snapshot keeps of the evaluator (format 2). `groups` (grouped rules' firing groups)
+ * was added without a new format number: a reader that predates it ignores it and only loses
+ * the grouped rules' states, which the alert-event store's records then restore.
+ */
 export interface AlertState {
   v: 2
   /** Events seen since the start of the log (a diagnostic). */
   seen: number
   rules: Array<{ id: string } & RuleAlertState>
+  groups?: Array<{ id: string; capped: number; groups: GroupAlertState[] }>
 }
 
 /** Format 1 (before evaluation existed): only a counter; still read. */
@@ -94,9 +129,11 @@ export interface AlertStats {
   passes: number
   /** Rule evaluations (one rule over its window). */
   evaluations: number
+  /** Group evaluations of grouped rules (one group over the window). */
+  groupEvaluations: number
   /** Rule evaluations that threw (logged; the other rules were still evaluated). */
   evaluationErrors: number
-  /** Rules firing now. */
+  /** Rules firing now (a grouped rule: groups firing now). */
   firing: number
   /** Notifications decided, by kind. */
   notifications: { firing: number; resolved: number; reminder: number }
@@ -105,6 +142,8 @@ export interface AlertStats {
 export interface AlertEvaluatorOptions extends ActorOptions {
   clock: Clock
   window: WindowFn
+  /** Groups of a window, for rules with `group_by` (absent: such rules fail their evaluation, counted). */
+  windowGroups?: WindowGroupsFn
   /** Receives every transition and reminder, in order. Must not throw (a throw is logged). */
   emit: (t: AlertTransition) => void
   /** Newest recorded notification per rule id (from the alert-event store), reconciled with the snapshot. */
@@ -116,9 +155,88 @@ export interface AlertEvaluatorOptions extends ActorOptions {
 /** Default least time between batch-triggered passes; ticks always evaluate. */
 export const BATCH_PASS_INTERVAL_MS = 100
 
+/** A group's key in a grouped rule's map (null apart from every string). */
+const groupKey = (g: string | null) => (g === null ? '' : `=${g}`)
+
+const EMPTY = createAggregate()
+
+/** The reads of one pass, shared between rules asking the same query. */
+class PassReads {
+  readonly #window: WindowFn
+  readonly #groups: WindowGroupsFn | undefined
+  readonly #windows = new Map<string, Aggregate>()
+  readonly #grouped = new Map<string, { answer: WindowGroups; byKey: Map<string, Aggregate> }>()
+
+  constructor(window: WindowFn, groups: WindowGroupsFn | undefined) {
+    this.#window = window
+    this.#groups = groups
+  }
+
+  window(q: WindowQuery): Aggregate {
+    const key = windowKey(q)
+    let agg = this.#windows.get(key)
+    if (agg === undefined) this.#windows.set(key, (agg = this.#window(q)))
+    return agg
+  }
+
+  groups(q: GroupWindowQuery): { answer: WindowGroups; byKey: Map<string, Aggregate> } {
+    const key = groupWindowKey(q)
+    let g = this.#grouped.get(key)
+    if (g === undefined) {
+      if (this.#groups === undefined) throw new Error('no windowGroups function: grouped rules cannot be evaluated')
+      const answer = this.#groups(q)
+      const byKey = new Map<string, Aggregate>()
+      for (const x of answer.groups) byKey.set(groupKey(x.value), x.agg)
+      this.#grouped.set(key, (g = { answer, byKey }))
+    }
+    return g
+  }
+}
+
+/** A verdict, and whether the baseline could not judge (no verdict then: `holds` false, `value` null). */
+interface BaselineVerdict extends Verdict {
+  insufficient: boolean
+}
+
+/**
+ * The baseline verdict: the window's value divided by the mean of the same window over the
+ * previous days (`past`, one aggregate per day; a day without the group counts as empty). For
+ * per-request statistics (latency, error rate) the mean is over the days that had requests.
+ * No verdict without history or while the mean is 0 or undefined.
+ */
+export function judgeBaseline(rule: Pick<Rule, 'condition' | 'comparator' | 'threshold' | 'window_seconds' | 'min_samples'>, current: Aggregate, past: ReadonlyArray<Aggregate | undefined>, history: boolean): BaselineVerdict {
+  const samples = current.totals.requests
+  if (!history) return { value: null, samples, holds: false, insufficient: true }
+  let sum = 0
+  let n = 0
+  for (const a of past) {
+    const v = conditionValue(rule.condition, a ?? EMPTY, rule.window_seconds)
+    if (v === null || Number.isNaN(v)) continue
+    sum += v
+    n++
+  }
+  const mean = n === 0 ? 0 : sum / n
+  if (!(mean > 0)) return { value: null, samples, holds: false, insufficient: true }
+  const raw = conditionValue(rule.condition, current, rule.window_seconds)
+  const value = raw === null ? null : raw / mean
+  const enough = !gatedBySamples(rule.condition, rule.comparator) || samples >= rule.min_samples
+  return { value, samples, holds: enough && compare(value, rule.comparator, rule.threshold), insufficient: false }
+}
+
+interface GroupedState {
+  groups: Map<string, GroupAlertState>
+  capped: number
+  lastEvalAt: number | null
+  insufficientHistory: boolean
+  withoutBaseline: number
+}
+
+const newGrouped = (): GroupedState => ({ groups: new Map(), capped: 0, lastEvalAt: null, insufficientHistory: false, withoutBaseline: 0 })
+
 export class AlertEvaluator extends Actor<AlertMessage> {
   readonly #clock: Clock
   readonly #window: WindowFn
+  readonly #windowGroups: WindowGroupsFn | undefined
   readonly #emit: (t: AlertTransition) => void
   readonly #log: Log
   readonly #batchInterval: number
@@ -127,10 +245,16 @@ export class AlertEvaluator extends Actor<AlertMessage> {
   #enabled = 0
   /** Invariant: only ids of rules that exist and are enabled (after the first 'rules' message). */
   readonly #states = new Map<string, RuleAlertState>()
+  /** Grouped rules' states, by rule id; same invariant. */
+  readonly #grouped = new Map<string, GroupedState>()
+  /** Ungrouped baseline rules whose last evaluation had no baseline to judge by. */
+  readonly #insufficient = new Set<string>()
+  /** Per project, the most days of history seen (a project that held N days holds them from then on). */
+  readonly #history = new Map<string, number>()
   #seen = 0
   #active = false
   #lastPassAt = -Infinity
-  readonly #stats = { passes: 0, evaluations: 0, evaluationErrors: 0, notifications: { firing: 0, resolved: 0, reminder: 0 } }
+  readonly #stats = { passes: 0, evaluations: 0, groupEvaluations: 0, evaluationErrors: 0, notifications: { firing: 0, resolved: 0, reminder: 0 } }
 
   /**
    * @param restored - the snapshot's state (format 1 or 2; null/undefined: none).
@@ -141,6 +265,7 @@ export class AlertEvaluator extends Actor<AlertMessage> {
     super('alert-evaluator', options)
     this.#clock = options.clock
     this.#window = options.window
+    this.#windowGroups = options.windowGroups
     this.#emit = options.emit
     this.#log = options.log ?? silentLog
     this.#batchInterval = options.batchPassIntervalMs ?? BATCH_PASS_INTERVAL_MS
@@ -154,11 +279,17 @@ export class AlertEvaluator extends Actor<AlertMessage> {
         for (const r of s.rules) {
           this.#states.set(r.id, { state: r.state, since: r.since, lastNotifiedAt: r.lastNotifiedAt, lastValue: r.lastValue, lastEvalAt: r.lastEvalAt })
         }
+        for (const g of s.groups ?? []) {
+          const gs = newGrouped()
+          gs.capped = g.capped
+          for (const x of g.groups) gs.groups.set(groupKey(x.group), { ...x })
+          this.#grouped.set(g.id, gs)
+        }
       } else {
         throw new Error(`alert evaluator state version ${String(v)} is not ${ALERT_STATE_VERSION}`)
       }
     }
-    if (options.recorded !== undefined) reconcile(this.#states, options.recorded)
+    if (options.recorded !== undefined) reconcile(this.#states, options.recorded, this.#grouped)
   }
 
   protected receive(message: AlertMessage): void {
@@ -178,7 +309,7 @@ export class AlertEvaluator extends Actor<AlertMessage> {
         message.reply(this.#snapshot())
         return
       case 'reconcile':
-        reconcile(this.#states, message.recorded)
+        reconcile(this.#states, message.recorded, this.#grouped)
         return
       default:
         assertNever(message)
@@ -194,17 +325,21 @@ export class AlertEvaluator extends Actor<AlertMessage> {
     this.#pass(now, models)
   }
 
-  /** Evaluates the enabled rules (only those watching one of `models`, or every model, when given). */
+  /**
+   * Evaluates the enabled rules (only those watching one of `models`, or every model, when
+   * given: a batch pass, which leaves grouped and baseline rules to the ticks).
+   */
   #pass(now: number, models: ReadonlySet<string> | null): void {
     this.#lastPassAt = now
     this.#stats.passes++
-    // Rules sharing (model, window) share one window query.
-    const windows = new Map<string, Aggregate>()
+    const reads = new PassReads(this.#window, this.#windowGroups)
     for (const rule of this.#rules) {
       if (!rule.enabled) continue
-      if (models !== null && rule.model !== null && !models.has(rule.model)) continue
+      const heavy = rule.group_by != null || rule.baseline != null
+      if (models !== null && (heavy || (rule.model !== null && !models.has(rule.model)))) continue
       try {
-        this.#evaluate(rule, now, windows)
+        if (rule.group_by != null) this.#evaluateGroups(rule, now, reads)
+        else this.#evaluate(rule, now, reads)
       } catch (err) {
         this.#stats.evaluationErrors++
         this.#log.error({ actor: this.name, rule: rule.id, err }, 'alert rule evaluation failed')
@@ -212,26 +347,55 @@ export class AlertEvaluator extends Actor<AlertMessage> {
     }
   }
 
-  #evaluate(rule: Rule, now: number, windows: Map<string, Aggregate>): void {
-    // `model` is never '' (1–256 chars), so '' stands for "every model".
-    const key = JSON.stringify([rule.window_seconds, rule.project ?? 'default', rule.model ?? '', rule.filters ?? {}])
-    let agg = windows.get(key)
-    if (agg === undefined) {
-      // (now − W, now] as the half-open [now − W + 1 ms, now + 1 ms) the aggregators answer.
-      agg = this.#window({ project: rule.project ?? 'default', filters: ruleFilters(rule), start: now - rule.window_seconds * 1000 + 1, end: now + 1 })
-      windows.set(key, agg)
+  /** Whether `project` held `days` days of history at `now` (remembered once true). */
+  #historyHolds(project: string, days: number, now: number, reads: PassReads): boolean {
+    if (this.historyKnown(project, days)) return true
+    const holds = reads.window(historyWindow(project, now, days)).totals.requests > 0
+    if (holds) this.#history.set(project, days)
+    return holds
+  }
+
+  /**
+   * True when `project` is known to hold `days` days of history (cluster mode leaves its check
+   * out of the windows it fetches then: see `ruleQueries`). Read-only.
+   */
+  historyKnown(project: string, days: number): boolean {
+    return (this.#history.get(project) ?? 0) >= days
+  }
+
+  #evaluate(rule: Rule, now: number, reads: PassReads): void {
+    const agg = reads.window(ruleWindow(rule, now))
+    let verdict: Verdict
+    const days = rule.baseline?.days ?? 0
+    if (days > 0) {
+      const history = this.#historyHolds(rule.project ?? 'default', days, now, reads)
+      const past: Aggregate[] = []
+      if (history) for (let d = 1; d <= days; d++) past.push(reads.window(ruleWindow(rule, now, d)))
+      const b = judgeBaseline(rule, agg, past, history)
+      if (b.insufficient) this.#insufficient.add(rule.id)
+      else this.#insufficient.delete(rule.id)
+      verdict = b
+    } else {
+      verdict = judge(rule, agg)
     }
-    const verdict = judge(rule, agg)
     this.#stats.evaluations++
     let s = this.#states.get(rule.id)
     if (s === undefined) {
       s = { state: 'ok', since: null, lastNotifiedAt: null, lastValue: null, lastEvalAt: null }
       this.#states.set(rule.id, s)
     }
+    this.#step(rule, s, verdict, now, undefined)
+  }
+
+  /**
+   * One state's step: ok/resolved → firing when the verdict holds; firing → resolved when it no
+   * longer does; a reminder every `cooldown_seconds` while it still does.
+   */
+  #step(rule: Rule, s: RuleAlertState, verdict: Verdict, now: number, group: string | null | undefined): void {
     s.lastValue = verdict.value
     s.lastEvalAt = now
     const notify = (state: 'firing' | 'resolved', reminder: boolean) =>
-      this.#notify({ rule, state, reminder, reason: 'condition', value: verdict.value, samples: verdict.samples, since: s.since ?? now, at: now })
+      this.#notify({ rule, state, reminder, reason: 'condition', value: verdict.value, samples: verdict.samples, since: s.since ?? now, at: now, ...(group === undefined ? {} : { group }) })
 
     if (s.state !== 'firing') {
       if (!verdict.holds) return
@@ -256,25 +420,105 @@ export class AlertEvaluator extends Actor<AlertMessage> {
   }
 
   /**
+   * A grouped rule: each of the window's first {@link MAX_RULE_GROUPS} groups is judged on its
+   * own (with a baseline, against its own mean); firing groups keep a state, and a firing
+   * group no longer among them resolves.
+   */
+  #evaluateGroups(rule: Rule, now: number, reads: PassReads): void {
+    const { answer } = reads.groups(ruleGroupWindow(rule, now))
+    const days = rule.baseline?.days ?? 0
+    const history = days > 0 ? this.#historyHolds(rule.project ?? 'default', days, now, reads) : true
+    const past: Array<Map<string, Aggregate>> = []
+    if (days > 0 && history) for (let d = 1; d <= days; d++) past.push(reads.groups(ruleGroupWindow(rule, now, d)).byKey)
+    let gs = this.#grouped.get(rule.id)
+    if (gs === undefined) this.#grouped.set(rule.id, (gs = newGrouped()))
+    gs.capped = answer.capped
+    gs.lastEvalAt = now
+    gs.insufficientHistory = !history
+    gs.withoutBaseline = 0
+    this.#stats.evaluations++
+    const seen = new Set<string>()
+    for (const g of answer.groups.length > MAX_RULE_GROUPS ? answer.groups.slice(0, MAX_RULE_GROUPS) : answer.groups) {
+      const key = groupKey(g.value)
+      seen.add(key)
+      this.#stats.groupEvaluations++
+      let verdict: Verdict
+      if (days > 0) {
+        const b = judgeBaseline(
+          rule,
+          g.agg,
+          past.map((m) => m.get(key)),
+          history
+        )
+        if (b.insufficient && history) gs.withoutBaseline++
+        verdict = b
+      } else {
+        verdict = judge(rule, g.agg)
+      }
+      let s = gs.groups.get(key)
+      if (s === undefined) {
+        if (!verdict.holds) continue
+        s = { group: g.value, state: 'ok', since: null, lastNotifiedAt: null, lastValue: null, lastEvalAt: null }
+        gs.groups.set(key, s)
+      }
+      this.#step(rule, s, verdict, now, g.value)
+      if (s.state !== 'firing') gs.groups.delete(key)
+    }
+    // Firing groups gone from the window (or past the cap): resolved, with the value of an empty window.
+    for (const [key, s] of gs.groups) {
+      if (seen.has(key)) continue
+      const value = days > 0 ? null : conditionValue(rule.condition, EMPTY, rule.window_seconds)
+      this.#step(rule, s, { value, samples: 0, holds: false }, now, s.group)
+      gs.groups.delete(key)
+    }
+  }
+
+  /**
    * Takes the new rule set. A rule that was firing and is now disabled or deleted is resolved
    * (reason `rule_disabled` / `rule_deleted`) so receivers can close their incident — once the
    * evaluator is active; before (recovery) its state is dropped silently. Disabled and deleted
-   * rules keep no state: re-enabled, a rule starts at `ok`.
+   * rules keep no state: re-enabled, a rule starts at `ok`. A rule whose `group_by` changed
+   * resolves what was firing under the old grouping (reason `rule_changed`) and starts afresh.
    */
   #setRules(rules: readonly Rule[]): void {
     const next = new Map<string, Rule>()
     for (const r of rules) next.set(r.id, r)
     const now = this.#clock.now()
-    for (const [id, s] of this.#states) {
+    const gone = (id: string): { reason: AlertReason; last: Rule | undefined } | null => {
       const rule = next.get(id)
-      if (rule !== undefined && rule.enabled) continue
-      this.#states.delete(id)
-      if (s.state !== 'firing' || !this.#active) continue
-      const reason: AlertReason = rule === undefined ? 'rule_deleted' : 'rule_disabled'
-      const last = rule ?? this.#ruleById.get(id)
-      if (last === undefined) continue
-      this.#notify({ rule: last, state: 'resolved', reminder: false, reason, value: s.lastValue, samples: 0, since: now, at: now })
+      const old = this.#ruleById.get(id)
+      if (rule !== undefined && rule.enabled) {
+        if (old === undefined || (old.group_by ?? null) === (rule.group_by ?? null)) return null
+        return { reason: 'rule_changed', last: old }
+      }
+      return { reason: rule === undefined ? 'rule_deleted' : 'rule_disabled', last: rule ?? old }
     }
+    for (const [id, s] of this.#states) {
+      const g = gone(id)
+      if (g === null) {
+        // A rule that became grouped while the server was down: its ungrouped state is gone.
+        if (next.get(id)?.group_by != null) this.#states.delete(id)
+        continue
+      }
+      this.#states.delete(id)
+      this.#insufficient.delete(id)
+      if (s.state !== 'firing' || !this.#active || g.last === undefined) continue
+      this.#notify({ rule: g.last, state: 'resolved', reminder: false, reason: g.reason, value: s.lastValue, samples: 0, since: now, at: now })
+    }
+    for (const [id, gs] of this.#grouped) {
+      const g = gone(id)
+      if (g === null) {
+        if (next.get(id)?.group_by == null) this.#grouped.delete(id)
+        continue
+      }
+      this.#grouped.delete(id)
+      if (!this.#active || g.last === undefined) continue
+      for (const s of gs.groups.values()) {
+        if (s.state !== 'firing') continue
+        this.#notify({ rule: g.last, state: 'resolved', reminder: false, reason: g.reason, value: s.lastValue, samples: 0, since: now, at: now, group: s.group })
+      }
+    }
+    for (const id of this.#insufficient) if (next.get(id)?.baseline == null) this.#insufficient.delete(id)
     this.#rules = rules
     this.#ruleById = next
     this.#enabled = rules.filter((r) => r.enabled).length
@@ -293,23 +537,38 @@ export class AlertEvaluator extends Actor<AlertMessage> {
   }
 
   #snapshot(): AlertState {
-    return {
+    const out: AlertState = {
       v: ALERT_STATE_VERSION,
       seen: this.#seen,
       rules: [...this.#states].map(([id, s]) => ({ id, ...s }))
     }
+    if (this.#grouped.size > 0) out.groups = [...this.#grouped].map(([id, gs]) => ({ id, capped: gs.capped, groups: [...gs.groups.values()].map((s) => ({ ...s })) }))
+    return out
   }
 
-  /** A copy of every rule's alert state, by rule id (rules never evaluated yet are absent). */
+  /** A copy of every rule's alert state, by rule id (rules never evaluated yet are absent; grouped rules: see {@link groupedState}). */
   ruleStates(): Map<string, RuleAlertState> {
     const out = new Map<string, RuleAlertState>()
     for (const [id, s] of this.#states) out.set(id, { ...s })
     return out
   }
 
+  /** Whether an ungrouped baseline rule's last evaluation lacked a baseline (not N days of history, or a mean of 0). */
+  insufficientHistory(ruleId: string): boolean {
+    return this.#insufficient.has(ruleId)
+  }
+
+  /** A copy of a grouped rule's state (undefined: not grouped, or never evaluated nor restored). */
+  groupedState(ruleId: string): GroupedRuleState | undefined {
+    const gs = this.#grouped.get(ruleId)
+    if (gs === undefined) return undefined
+    return { groups: [...gs.groups.values()].map((s) => ({ ...s })), capped: gs.capped, lastEvalAt: gs.lastEvalAt, insufficientHistory: gs.insufficientHistory, groupsWithoutBaseline: gs.withoutBaseline }
+  }
+
   get alertStats(): AlertStats {
     let firing = 0
     for (const s of this.#states.values()) if (s.state === 'firing') firing++
+    for (const gs of this.#grouped.values()) for (const s of gs.groups.values()) if (s.state === 'firing') firing++
     return { ...this.#stats, notifications: { ...this.#stats.notifications }, firing }
   }
 
@@ -324,16 +583,32 @@ export class AlertEvaluator extends Actor<AlertMessage> {
 }
 
 /**
- * Merges the alert-event store's newest record per rule into the snapshot's states: the store
- * is written at every notification, the snapshot only every N seconds, so after a crash a
- * record newer than the snapshot's knowledge of the rule wins. Exported for tests.
+ * Merges the alert-event store's newest record per rule (and per group of a grouped rule: see
+ * `stateKey`) into the snapshot's states: the store is written at every notification, the
+ * snapshot only every N seconds, so after a crash a record newer than the snapshot's knowledge
+ * of the rule wins. Exported for tests.
  */
-export function reconcile(states: Map<string, RuleAlertState>, recorded: ReadonlyMap<string, RecordedAlert>): void {
-  for (const [id, rec] of recorded) {
-    const s = states.get(id)
+export function reconcile(states: Map<string, RuleAlertState>, recorded: ReadonlyMap<string, RecordedAlert>, grouped?: Map<string, GroupedState>): void {
+  for (const [key, rec] of recorded) {
+    const { ruleId, group } = parseStateKey(key)
+    if (group !== undefined) {
+      if (grouped === undefined) continue
+      let gs = grouped.get(ruleId)
+      const s = gs?.groups.get(groupKey(group))
+      const known = s === undefined ? -Infinity : Math.max(s.since ?? -Infinity, s.lastNotifiedAt ?? -Infinity)
+      if (rec.at <= known) continue
+      if (rec.state !== 'firing') {
+        gs?.groups.delete(groupKey(group))
+        continue
+      }
+      if (gs === undefined) grouped.set(ruleId, (gs = newGrouped()))
+      gs.groups.set(groupKey(group), { group, state: 'firing', since: rec.since, lastNotifiedAt: rec.at, lastValue: rec.value, lastEvalAt: rec.at })
+      continue
+    }
+    const s = states.get(ruleId)
     const known = s === undefined ? -Infinity : Math.max(s.since ?? -Infinity, s.lastNotifiedAt ?? -Infinity)
     if (rec.at <= known) continue
-    states.set(id, {
+    states.set(ruleId, {
       state: rec.state,
       since: rec.since,
       lastNotifiedAt: rec.state === 'firing' ? rec.at : (s?.lastNotifiedAt ?? null),

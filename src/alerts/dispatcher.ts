@@ -30,6 +30,43 @@ export interface WebhookPayload {
   since: string | null
   reminder: boolean
   reason: string
+  /** A grouped rule's group (null: the events without the dimension, or a rule without `group_by`). */
+  group: string | null
+}
+
+/** A Slack-compatible body (`webhook_format: "slack"`): one readable line. */
+export interface SlackPayload {
+  text: string
+}
+
+const COMPARATOR_TEXT: Record<Rule['comparator'], string> = { gt: '>', gte: '≥', lt: '<', lte: '≤' }
+
+/** A value as people read it: up to 4 significant decimals, no exponent for everyday sizes. */
+function readable(x: number | null): string {
+  if (x === null) return 'no data'
+  if (Number.isInteger(x)) return String(x)
+  return String(Number(x.toPrecision(4)))
+}
+
+/**
+ * The Slack `{"text": …}` body of a notification, e.g.
+ * `[FIRING] High cost (rule_x) user_id=u1: cost_per_hour 12.5 > 10 — window 300 s, project default`.
+ * With a baseline the value and threshold are factors of the mean of the previous N days.
+ */
+export function slackPayload(p: WebhookPayload, rule: Pick<Rule, 'group_by' | 'baseline' | 'project'>): SlackPayload {
+  const state = p.state === 'test' ? 'TEST' : p.reminder ? 'STILL FIRING' : p.state.toUpperCase()
+  const group = rule.group_by == null ? '' : ` ${rule.group_by}=${p.group === null ? '(none)' : p.group}`
+  const days = rule.baseline?.days
+  const scale = days === undefined ? '' : '×'
+  const base = days === undefined ? '' : ` of its ${days}-day baseline`
+  const why = p.reason === 'condition' || p.reason === 'test' ? '' : ` (${p.reason.replace('_', ' ')})`
+  const text = `[${state}] ${p.rule_name} (${p.rule_id})${group}: ${p.condition} ${readable(p.value)}${p.value === null ? '' : scale}${base} ${COMPARATOR_TEXT[p.comparator]} ${readable(p.threshold)}${scale}${why} — window ${p.window_seconds} s, project ${rule.project ?? 'default'}, at ${p.at}`
+  return { text }
+}
+
+/** The body to POST for a rule: its `webhook_format` (default JSON). */
+export function bodyFor(p: WebhookPayload, rule: Rule): WebhookPayload | SlackPayload {
+  return rule.webhook_format === 'slack' ? slackPayload(p, rule) : p
 }
 
 /** The webhook body for a recorded alert event. */
@@ -50,7 +87,8 @@ export function webhookPayload(r: AlertEventRecord): WebhookPayload {
     samples: r.samples,
     since: r.since,
     reminder: r.reminder,
-    reason: r.reason
+    reason: r.reason,
+    group: r.group ?? null
   }
 }
 
@@ -72,7 +110,8 @@ export function testPayload(rule: Rule, value: number | null, at: number): Webho
     samples: null,
     since: null,
     reminder: false,
-    reason: 'test'
+    reason: 'test',
+    group: null
   }
 }
 
@@ -105,7 +144,7 @@ export class AlertDispatcher {
       const url = t.rule.webhook_url
       const record = this.#store.record(t, url === null ? 'none' : 'pending')
       if (url !== null) {
-        const p = this.#notifier.deliver(url, webhookPayload(record)).then((outcome) => {
+        const p = this.#notifier.deliver(url, bodyFor(webhookPayload(record), t.rule)).then((outcome) => {
           this.#store.setDelivery(record.id, outcome, this.#clock.now())
         })
         this.#pending.add(p)
@@ -119,8 +158,8 @@ export class AlertDispatcher {
   }
 
   /** Sends a test notification (one attempt, not recorded) to the rule's webhook. */
-  async test(rule: Rule & { webhook_url: string }, value: number | null): Promise<{ payload: WebhookPayload; delivery: DeliveryOutcome }> {
-    const payload = testPayload(rule, value, this.#clock.now())
+  async test(rule: Rule & { webhook_url: string }, value: number | null): Promise<{ payload: WebhookPayload | SlackPayload; delivery: DeliveryOutcome }> {
+    const payload = bodyFor(testPayload(rule, value, this.#clock.now()), rule)
     const delivery = await this.#notifier.deliver(rule.webhook_url, payload, { attempts: 1 })
     return { payload, delivery }
   }

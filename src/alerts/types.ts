@@ -19,6 +19,8 @@ export type AlertReason =
   | 'rule_disabled'
   /** A firing rule was deleted: same. */
   | 'rule_deleted'
+  /** A firing rule's `group_by` changed: the states it fired in no longer exist as such; same. */
+  | 'rule_changed'
 
 /** One notification decided by the evaluator: a transition, or a reminder while firing. */
 export interface AlertTransition {
@@ -36,6 +38,11 @@ export interface AlertTransition {
   since: number
   /** When it was decided, epoch ms (the evaluator's clock). */
   at: number
+  /**
+   * A grouped rule's group (`group_by`'s value; null: the events without it). Absent for a rule
+   * without `group_by` (frames, records and webhooks then show `"group": null`).
+   */
+  group?: string | null
 }
 
 /**
@@ -48,6 +55,8 @@ export interface RecordedAlert {
   since: number
   at: number
   value: number | null
+  /** Present for a grouped rule's record: its group (null: the null group). */
+  group?: string | null
 }
 
 /** Outcome of one webhook delivery (all its attempts). */
@@ -59,4 +68,21 @@ export interface DeliveryOutcome {
   status_code: number | null
   /** Why the last attempt failed, or null once delivered. Never contains the URL. */
   error: string | null
+}
+
+/**
+ * The key of a rule's state (and of its newest record, `AlertEventStore.latestByRule`): the rule
+ * id for a rule without `group_by`; for a grouped rule, the id and the group (null: the events
+ * without the dimension).
+ */
+export function stateKey(ruleId: string, group?: string | null): string {
+  return group === undefined ? ruleId : `${ruleId}\u0000${group === null ? '' : `=${group}`}`
+}
+
+/** The rule id and group of a {@link stateKey} (`group` undefined: an ungrouped rule's key). */
+export function parseStateKey(key: string): { ruleId: string; group?: string | null } {
+  const i = key.indexOf('\u0000')
+  if (i < 0) return { ruleId: key }
+  const rest = key.slice(i + 1)
+  return { ruleId: key.slice(0, i), group: rest === '' ? null : rest.slice(1) }
 }

@@ -19,7 +19,7 @@ import type { Database } from 'lmdb'
 import { silentLog, type Log } from '../log.js'
 import type { MetaBacking } from './backing.js'
 import type { Rule } from './rules.js'
-import type { AlertReason, AlertTransition, DeliveryOutcome, RecordedAlert } from '../alerts/types.js'
+import { stateKey, type AlertReason, type AlertTransition, type DeliveryOutcome, type RecordedAlert } from '../alerts/types.js'
 
 /** Records kept (newest first wins). */
 export const MAX_ALERT_EVENTS = 10_000
@@ -53,6 +53,13 @@ export interface AlertEventRecord {
   reason: AlertReason
   value: number | null
   samples: number
+  /**
+   * A grouped rule's group (null: the events without the dimension); null for a rule without
+   * `group_by` (absent in records made before grouped rules).
+   */
+  group?: string | null
+  /** The rule's `group_by`, on records of grouped rules only. */
+  group_by?: string
   /** When the current state began (for a reminder: when the firing began). */
   since: string
   at: string
@@ -179,6 +186,8 @@ export class AlertEventStore {
       reason: t.reason,
       value: t.value,
       samples: t.samples,
+      group: t.group ?? null,
+      ...(t.group !== undefined && r.group_by != null ? { group_by: r.group_by } : {}),
       since: iso(t.since),
       at: iso(t.at),
       delivery: { status: delivery, attempts: 0, status_code: null, error: null, completed_at: null }
@@ -259,13 +268,22 @@ export class AlertEventStore {
     return out
   }
 
-  /** The newest record of each rule, for the evaluator's restore. */
+  /**
+   * The newest record of each rule, and of each group of a grouped rule, for the evaluator's
+   * restore; keyed by `stateKey` (the rule id for an ungrouped rule's records).
+   */
   latestByRule(): Map<string, RecordedAlert> {
     const out = new Map<string, RecordedAlert>()
     for (let i = this.#entries.length - 1; i >= 0; i--) {
       const { record, atMs } = this.#entries[i]
-      if (isBudgetRecord(record) || out.has(record.rule_id)) continue
-      out.set(record.rule_id, { state: record.state, since: Date.parse(record.since), at: atMs, value: record.value })
+      if (isBudgetRecord(record)) continue
+      // A grouped rule's records: one per group (stateKey), so each group's state is restored.
+      const grouped = record.group_by !== undefined
+      const key = grouped ? stateKey(record.rule_id, record.group ?? null) : record.rule_id
+      if (out.has(key)) continue
+      const rec: RecordedAlert = { state: record.state, since: Date.parse(record.since), at: atMs, value: record.value }
+      if (grouped) rec.group = record.group ?? null
+      out.set(key, rec)
     }
     return out
   }

@@ -16,6 +16,12 @@ import { filterObjectSchema, type FilterObject } from '../filters.js'
 
 export const CONDITIONS = ['cost_per_hour', 'avg_latency', 'p95_latency', 'error_rate', 'requests_per_minute', 'tokens_per_minute'] as const
 export const COMPARATORS = ['gt', 'gte', 'lt', 'lte'] as const
+/** Webhook bodies: our JSON (`json`, the default) or Slack's `{"text": …}`. */
+export const WEBHOOK_FORMATS = ['json', 'slack'] as const
+/** `group_by` values besides `metadata.KEY`. */
+const GROUP_DIMENSIONS: readonly string[] = ['model', 'provider', 'user_id', 'session_id', 'tag']
+/** Longest baseline, days (windows of up to 30 days back are kept in memory). */
+export const MAX_BASELINE_DAYS = 30
 
 const fields = {
   name: z.string().trim().min(1).max(200),
@@ -31,7 +37,14 @@ const fields = {
     .url({ protocol: /^https?$/ })
     .max(2048)
     .nullable(),
-  filters: filterObjectSchema
+  filters: filterObjectSchema,
+  group_by: z
+    .string()
+    .max(256 + 'metadata.'.length)
+    .refine((v) => GROUP_DIMENSIONS.includes(v) || /^metadata\..+$/s.test(v), { message: `must be one of ${GROUP_DIMENSIONS.join(', ')} or metadata.KEY` })
+    .nullable(),
+  baseline: z.strictObject({ days: z.number().int().min(1).max(MAX_BASELINE_DAYS) }).nullable(),
+  webhook_format: z.enum(WEBHOOK_FORMATS)
 }
 
 /** POST body: name, condition, threshold required; the rest defaulted. */
@@ -46,7 +59,10 @@ export const ruleCreateSchema = z.strictObject({
   cooldown_seconds: fields.cooldown_seconds.default(300),
   min_samples: fields.min_samples.default(1),
   webhook_url: fields.webhook_url.optional(),
-  filters: fields.filters.optional()
+  filters: fields.filters.optional(),
+  group_by: fields.group_by.optional(),
+  baseline: fields.baseline.optional(),
+  webhook_format: fields.webhook_format.optional()
 })
 
 /** PATCH body: any subset; at least one field. */
@@ -62,7 +78,10 @@ export const rulePatchSchema = z
     cooldown_seconds: fields.cooldown_seconds.optional(),
     min_samples: fields.min_samples.optional(),
     webhook_url: fields.webhook_url.optional(),
-    filters: fields.filters.optional()
+    filters: fields.filters.optional(),
+    group_by: fields.group_by.optional(),
+    baseline: fields.baseline.optional(),
+    webhook_format: fields.webhook_format.optional()
   })
   .refine((p) => Object.keys(p).length > 0, { message: 'must change at least one field' })
 
@@ -85,6 +104,16 @@ export interface Rule {
   project?: string
   /** Dimension filters (README: Dimensions; absent in rules stored before dimensions: none). */
   filters?: FilterObject
+  /**
+   * Evaluated and firing per value of this dimension (README: Alert rules); absent or null:
+   * one state for the whole window. Absent in rules stored before it, and in rules created
+   * without it (their stored shape is as before).
+   */
+  group_by?: string | null
+  /** The value is a factor of the same window's mean over the previous `days` whole days; absent or null: none. */
+  baseline?: { days: number } | null
+  /** Webhook body: absent means `json`. */
+  webhook_format?: (typeof WEBHOOK_FORMATS)[number]
   created_at: string
   updated_at: string
 }
@@ -141,6 +170,10 @@ export class RuleStore {
       webhook_url: input.webhook_url ?? null,
       project,
       filters: input.filters ?? {},
+      // Only when given, so a rule created as before is stored and answered exactly as before.
+      ...(input.group_by != null ? { group_by: input.group_by } : {}),
+      ...(input.baseline != null ? { baseline: input.baseline } : {}),
+      ...(input.webhook_format !== undefined ? { webhook_format: input.webhook_format } : {}),
       created_at: at,
       updated_at: at
     }

@@ -75,7 +75,8 @@ t.test('a webhook receiver that fails twice then succeeds gets the alert; the ou
     samples: 1,
     since: '2026-04-01T10:00:00.000Z',
     reminder: false,
-    reason: 'condition'
+    reason: 'condition',
+    group: null
   })
   const [ev] = (await built.app.inject({ url: '/alerts/events', headers: readHeaders })).json().events
   t.same(ev.delivery, { status: 'delivered', attempts: 3, status_code: 200, error: null, completed_at: '2026-04-01T10:00:00.000Z' })
@@ -140,5 +141,5 @@ t.test('WebSocket clients receive the alert as {"type":"alert",…}', async (t) 
   await built.engine.topology.system.idle()
   const id = await fire(built, costly, [event({ timestamp: undefined, cost: 1 })])
   await got
-  t.same(alerts, [{ type: 'alert', project: 'default', rule_id: id, rule_name: 'Spend', state: 'firing', value: 12, threshold: 10, at: '2026-04-01T10:00:00.000Z' }])
+  t.same(alerts, [{ type: 'alert', project: 'default', rule_id: id, rule_name: 'Spend', state: 'firing', value: 12, threshold: 10, at: '2026-04-01T10:00:00.000Z', group: null }])
 })

@@ -138,7 +138,7 @@ t.test('a crossing fires: recorded in /alerts/events and pushed to WebSocket cli
     at: '2026-04-01T10:00:00.000Z',
     delivery: { status: 'none', attempts: 0 }
   })
-  t.same(pushed, [{ type: 'alert', project: 'default', rule_id: r.id, rule_name: 'Slow gpt-4', state: 'firing', value: 1200, threshold: 1000, at: '2026-04-01T10:00:00.000Z' }])
+  t.same(pushed, [{ type: 'alert', project: 'default', rule_id: r.id, rule_name: 'Slow gpt-4', state: 'firing', value: 1200, threshold: 1000, at: '2026-04-01T10:00:00.000Z', group: null }])
 
   clock.advance(59_999)
   await evaluate(engine)

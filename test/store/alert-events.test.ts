@@ -51,6 +51,7 @@ t.test('records, lists newest first with filters, and keeps delivery outcomes ac
     reason: 'condition',
     value: 0.5,
     samples: 10,
+    group: null,
     since: '2026-03-01T12:00:00.000Z',
     at: '2026-03-01T12:00:00.000Z',
     delivery: { status: 'pending', attempts: 0, status_code: null, error: null, completed_at: null }

@@ -5,7 +5,7 @@
 import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
 import { parseQuery, timeParam } from '../query.js'
-import { MAX_RULES, ruleCreateSchema, rulePatchSchema } from '../../store/rules.js'
+import { MAX_RULES, ruleCreateSchema, rulePatchSchema, type Rule } from '../../store/rules.js'
 import { llmsError } from '../../errors.js'
 import { zodDetails } from '../../events.js'
 import { alertEventsSchema, errorSchema, keyedErrors, ruleSchema, rulesSchema, ruleTestSchema, withExamples } from '../openapi.js'
@@ -36,6 +36,38 @@ const eventsQuery = z.strictObject({
   // An owner's project choice, for browsers (the auth hook reads it).
   project: z.string().optional()
 })
+
+const isoOrNull = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString())
+
+const ruleStateSchema = z
+  .looseObject({
+    rule_id: z.string(),
+    state: z.enum(['ok', 'firing', 'resolved', 'insufficient_history']),
+    since: z.string().nullable(),
+    value: z.number().nullable(),
+    evaluated_at: z.string().nullable(),
+    group_by: z.string().nullable(),
+    groups: z.array(z.object({ group: z.string().nullable(), state: z.literal('firing'), since: z.string().nullable(), value: z.number().nullable(), last_notified_at: z.string().nullable() })).optional(),
+    groups_capped: z.number().int().optional(),
+    groups_without_baseline: z.number().int().optional()
+  })
+  .meta({ description: 'A rule\'s alert state' })
+
+/** GET /alerts/rules/:id/state: what the evaluator holds of the rule (a rule never evaluated reads ok). */
+function ruleStateAnswer(rule: Rule, engine: Engine) {
+  const alerts = engine.topology.alerts
+  if (rule.group_by != null) {
+    const g = alerts.groupedState(rule.id)
+    const groups = (g?.groups ?? []).map((x) => ({ group: x.group, state: 'firing' as const, since: isoOrNull(x.since), value: x.lastValue, last_notified_at: isoOrNull(x.lastNotifiedAt) }))
+    groups.sort((a, b) => (a.group === b.group ? 0 : a.group === null ? 1 : b.group === null ? -1 : a.group < b.group ? -1 : 1))
+    const state = groups.length > 0 ? 'firing' : g?.insufficientHistory === true ? 'insufficient_history' : 'ok'
+    return { rule_id: rule.id, state, since: null, value: null, evaluated_at: isoOrNull(g?.lastEvalAt ?? null), group_by: rule.group_by, groups, groups_capped: g?.capped ?? 0, groups_without_baseline: g?.groupsWithoutBaseline ?? 0 }
+  }
+  const s = engine.ruleState(rule.id)
+  const base = s?.state ?? 'ok'
+  const state = base !== 'firing' && rule.baseline != null && alerts.insufficientHistory(rule.id) ? 'insufficient_history' : base
+  return { rule_id: rule.id, state, since: isoOrNull(s?.since ?? null), value: s?.lastValue ?? null, evaluated_at: isoOrNull(s?.lastEvalAt ?? null), group_by: null }
+}
 
 export async function alertRoutes(app: FastifyInstance, opts: { engine: Engine; clock: Clock }): Promise<void> {
   const { engine, clock } = opts
@@ -86,6 +118,22 @@ export async function alertRoutes(app: FastifyInstance, opts: { engine: Engine; 
     const rule = await rules.update(request.params.id, patch, clock.now())
     if (rule === undefined) throw notFound(request.params.id)
     return rule
+  })
+
+  // The rule's alert state as the evaluator holds it (README: Alert rules).
+  app.get<{ Params: { id: string } }>('/alerts/rules/:id/state', {
+    config: { scope: 'read' },
+    schema: {
+      summary: 'Read an alert rule\'s state',
+      description: '`state`: ok, firing, resolved (≡ ok, it fired before) or insufficient_history (a baseline rule without N days of history, or whose baseline mean is 0: it cannot fire). A grouped rule lists its firing groups, `groups_capped` (groups past the 1,000 evaluated) and `groups_without_baseline`.',
+      tags,
+      params: idParams,
+      response: { 200: ruleStateSchema, ...notFoundErrors }
+    }
+  }, async (request) => {
+    const rule = ruleIn(request.params.id, request.project)
+    if (rule === undefined) throw notFound(request.params.id)
+    return ruleStateAnswer(rule, engine)
   })
 
   // A test notification: one attempt, not recorded in /alerts/events; the outcome is the answer.
