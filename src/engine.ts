@@ -15,7 +15,8 @@ import { Topology } from './actors/topology.js'
 import { PricingPool } from './pricing/pool.js'
 import { computeCost, inferProvider, priceInputOf } from './pricing/compute-cost.js'
 import { seqOfEventId, type PendingEvent, type PricedEvent, type StoredEvent } from './events.js'
-import { metrics, type LogScan, type QuerySource } from './queries.js'
+import { breakdown, metrics, type LogScan, type QuerySource } from './queries.js'
+import { windowGroupsOf, type GroupWindowQuery, type WindowGroups } from './alerts/windows.js'
 import { localAnalytics, type Analytics } from './analytics/service.js'
 import type { Config } from './config.js'
 import type { Log } from './log.js'
@@ -49,7 +50,12 @@ export interface EngineOptions {
    * Cluster mode: the alert evaluator's windows come from here (merged from every partition,
    * see src/cluster/engine.ts) and its ticks are sent by the caller, not by this engine's timer.
    */
-  externalAlerts?: { window: (q: WindowQuery) => Aggregate; publish: (notice: AlertNotice) => void }
+  externalAlerts?: {
+    window: (q: WindowQuery) => Aggregate
+    /** Grouped rules' windows (src/alerts/windows.ts); absent: grouped rules fail their evaluation (counted). */
+    windowGroups?: (q: GroupWindowQuery) => WindowGroups
+    publish: (notice: AlertNotice) => void
+  }
 }
 
 export interface RecoveryInfo {
@@ -166,7 +172,10 @@ export class Engine {
         publishAlert: opts.externalAlerts?.publish,
         window: opts.externalAlerts !== undefined
           ? (_reader, q) => opts.externalAlerts!.window(q)
-          : (reader, q) => metrics({ reader, log: this.#logScan }, { ...q.filters, project: q.project, start: q.start, end: q.end })
+          : (reader, q) => metrics({ reader, log: this.#logScan }, { ...q.filters, project: q.project, start: q.start, end: q.end }),
+        windowGroups: opts.externalAlerts !== undefined
+          ? opts.externalAlerts.windowGroups === undefined ? undefined : (_reader, q) => opts.externalAlerts!.windowGroups!(q)
+          : (reader, q) => windowGroupsOf(breakdown({ reader, log: this.#logScan }, { ...q.filters, project: q.project, start: q.start, end: q.end }, q.by, q.sort, q.limit), q.limit)
       })
     try {
       this.topology = build(restored)

@@ -75,6 +75,8 @@ export interface AlertNotice {
   value: number | null
   threshold: number
   at: string
+  /** A grouped rule's group (null: the events without the dimension, or a rule without `group_by`; absent in frames of older nodes). */
+  group?: string | null
 }
 
 /**

@@ -29,6 +29,7 @@ import type { AnalyticsReader, ProjectView, WindowQuery } from '../analytics/rea
 import type { Aggregate, RowDims } from '../analytics/series.js'
 import type { AlertTransition, RecordedAlert } from '../alerts/types.js'
 import { Broadcaster, type AlertNotice, type BroadcastLimits } from './broadcaster.js'
+import type { GroupWindowQuery, WindowGroups } from '../alerts/windows.js'
 import type { EventLog } from '../store/event-log.js'
 import type { PricedEvent, StoredEvent } from '../events.js'
 import type { SnapshotPayload } from '../store/snapshots.js'
@@ -81,6 +82,8 @@ export interface TopologyOptions {
    * broadcaster) instead of straight to this topology's broadcaster.
    */
   publishAlert?: (notice: AlertNotice) => void
+  /** The groups of a window, for alert rules with `group_by` (src/alerts/windows.ts); injected like `window`. */
+  windowGroups?: (reader: AnalyticsReader, q: GroupWindowQuery) => WindowGroups
   /** Projects being deleted: their events are dropped on the way in (replays after a crash midway). */
   dropped?: ReadonlySet<string>
 }
@@ -153,6 +156,7 @@ export class Topology implements AnalyticsReader {
     })
     this.costStage = new CostStage({
       ...actorOpts,
+        windowGroups: opts.windowGroups === undefined ? undefined : (q) => opts.windowGroups!(this, q),
       chunkSize: opts.costChunk,
       maxInFlight: opts.costMaxInFlight,
       pricer: opts.pricer,
@@ -359,7 +363,7 @@ export class Topology implements AnalyticsReader {
 
   /** An alert transition: to WebSocket clients, then to the engine (record + webhook). */
   #alert(t: AlertTransition): void {
-    const alert: AlertNotice = { type: 'alert', project: t.rule.project ?? 'default', rule_id: t.rule.id, rule_name: t.rule.name, state: t.state, value: t.value, threshold: t.rule.threshold, at: new Date(t.at).toISOString() }
+    const alert: AlertNotice = { type: 'alert', project: t.rule.project ?? 'default', rule_id: t.rule.id, rule_name: t.rule.name, state: t.state, value: t.value, threshold: t.rule.threshold, at: new Date(t.at).toISOString(), group: t.group ?? null }
     if (this.#opts.publishAlert !== undefined) this.#opts.publishAlert(alert)
     else this.broadcaster.send({ type: 'alert', alert })
     this.#opts.onAlert?.(t)
