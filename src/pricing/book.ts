@@ -34,7 +34,7 @@ import { dirname, join } from 'node:path'
 import { genaiModelOf, normaliseProvider } from './compute-cost.js'
 import type { PriceOverride, PriceOverrides } from './compute-cost.js'
 
-export { priceEvent, priceInputOf } from './compute-cost.js'
+export { priceEvent, priceInPlace, priceInputOf } from './compute-cost.js'
 
 /** Dollars per 1M tokens of each kind. */
 export interface Rates {

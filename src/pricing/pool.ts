@@ -20,7 +20,11 @@ import type { PricingWorkerData } from './worker.js'
 export interface PricingPoolOptions {
   /** Worker threads, an integer >= 1; all started at construction and kept. */
   threads: number
-  /** Per-model prices (see {@link PriceOverrides}); sent to each worker once. */
+  /**
+   * Transitional per-model prices (see {@link PriceOverrides}), sent to each worker once and
+   * applied only to calls without a schedule. With the price book leave it out: its rates
+   * travel in each batch.
+   */
   overrides?: PriceOverrides
   /** Batches allowed to wait for a free thread; past it `price()` rejects with LLMS_ERR_OVERLOADED. Default: unbounded. */
   maxQueue?: number

@@ -1,7 +1,9 @@
 /**
  * Piscina worker entry: prices one whole batch per task (a task per event would cost more in
- * messaging than the arithmetic). Overrides arrive once, in `workerData`, not with every task.
- * The result's single buffer is moved back, not cloned.
+ * messaging than the arithmetic). The price book's rates travel IN the batch (its distinct
+ * schedules, one index per call), so a worker holds no book and needs no update when prices
+ * change: a batch prices the same here as inline. Transitional config overrides (callers
+ * without a book) arrive once, in `workerData`. The result's single buffer is moved back.
  */
 import { move, transferableSymbol, valueSymbol, workerData } from 'piscina'
 import { priceBatch, resultTransferList } from './batch.js'
@@ -10,6 +12,7 @@ import type { PriceOverrides } from './compute-cost.js'
 
 /** What {@link PricingPool} passes as piscina `workerData`. */
 export interface PricingWorkerData {
+  /** Transitional: applied only to calls without a schedule (callers not yet passing the book). */
   overrides?: PriceOverrides
 }
 
