@@ -16,7 +16,7 @@
 import { Actor, assertNever, type ActorOptions } from './actor.js'
 import type { PricedEvent, StoredEvent } from '../events.js'
 import { encodeBatch, priceBatch, type PriceBatch, type PriceResult } from '../pricing/batch.js'
-import { priceInputOf, type PriceOverrides } from '../pricing/compute-cost.js'
+import { priceInputOf, type PriceBook } from '../pricing/book.js'
 
 export type CostStageMessage =
   | { type: 'events'; events: StoredEvent[] }
@@ -42,7 +42,11 @@ export interface CostStageOptions extends ActorOptions {
    * profile (figures in bench/RESULTS.md, "Micro-benchmark notes").
    */
   inlineBelow?: number
-  overrides: PriceOverrides
+  /**
+   * The price book: each event is priced with the schedule its acceptance revision (and any
+   * re-pricing covering it) selects, the same input Engine.price uses (priceInputOf).
+   */
+  book: PriceBook
   /** Receives priced events in log order. */
   emit: (events: PricedEvent[]) => void
 }
@@ -141,10 +145,11 @@ export class CostStage extends Actor<CostStageMessage> {
 
   #start(entry: Extract<Entry, { kind: 'chunk' }>, inline: boolean): void {
     const pricer = this.#opts.pricer
-    const batch = encodeBatch(entry.events.map(priceInputOf))
+    const book = this.#opts.book
+    const batch = encodeBatch(entry.events.map((e) => priceInputOf(e, book)))
     entry.batch = batch
     if (pricer === null || inline) {
-      entry.result = priceBatch(batch, this.#opts.overrides)
+      entry.result = priceBatch(batch)
       entry.state = 'done'
       return
     }
@@ -156,7 +161,7 @@ export class CostStage extends Actor<CostStageMessage> {
       },
       () => {
         this.#workerFailures++
-        entry.result = priceBatch(batch, this.#opts.overrides)
+        entry.result = priceBatch(batch)
       }
     ).finally(() => {
       entry.state = 'done'

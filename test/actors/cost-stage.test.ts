@@ -2,6 +2,15 @@ import t from 'tap'
 import { CostStage, DEFAULT_INLINE_BELOW, type Pricer } from '../../src/actors/cost-stage.js'
 import { encodeBatch, priceBatch, type PriceBatch, type PriceResult } from '../../src/pricing/batch.js'
 import type { PricedEvent, StoredEvent } from '../../src/events.js'
+import { PriceBook } from '../../src/pricing/book.js'
+import type { PriceOverrides } from '../../src/pricing/compute-cost.js'
+
+/** A price book of one configuration layer (what the engine builds from LLMSCOPE_PRICE_OVERRIDES). */
+function bookOf(overrides: PriceOverrides): PriceBook {
+  const book = new PriceBook()
+  book.addOverrideLayer({ rev: 0, created_at: 0, overrides })
+  return book
+}
 
 function ev(seq: number, over: Partial<StoredEvent> = {}): StoredEvent {
   return { seq, id: `evt_${seq}`, ts: 1_700_000_000_000 + seq, recv: 0, model: 'gpt-4', provider: 'openai', prompt: 1000, completion: 500, total: 1500, cached: 0, reasoning: 0, latency: 10, ttft: null, error: false, cost: null, meta: null, project: 'default', user: null, session: null, tags: null, ...over }
@@ -28,7 +37,7 @@ async function until(cond: () => boolean): Promise<void> {
 t.test('chunks priced out of order are emitted in log order', async (t) => {
   const { pricer, pending } = manualPricer()
   const emitted: number[][] = []
-  const stage = new CostStage({ chunkSize: 2, maxInFlight: 4, pricer, inlineBelow: 0, overrides: {}, emit: (evs) => emitted.push(evs.map((e) => e.seq)) })
+  const stage = new CostStage({ chunkSize: 2, maxInFlight: 4, pricer, inlineBelow: 0, book: new PriceBook(), emit: (evs) => emitted.push(evs.map((e) => e.seq)) })
   stage.send({ type: 'events', events: [ev(0), ev(1), ev(2), ev(3), ev(4)] })
   await until(() => pending.length >= 3)
   t.equal(pending.length, 3, 'three chunks of ≤ 2 in flight')
@@ -46,7 +55,7 @@ t.test('chunks priced out of order are emitted in log order', async (t) => {
 
 t.test('maxInFlight bounds running tasks; the rest wait', async (t) => {
   const { pricer, pending } = manualPricer()
-  const stage = new CostStage({ chunkSize: 1, maxInFlight: 2, pricer, inlineBelow: 0, overrides: {}, emit: () => {} })
+  const stage = new CostStage({ chunkSize: 1, maxInFlight: 2, pricer, inlineBelow: 0, book: new PriceBook(), emit: () => {} })
   stage.send({ type: 'events', events: [ev(0), ev(1), ev(2), ev(3)] })
   await until(() => pending.length >= 2)
   t.equal(pending.length, 2)
@@ -58,7 +67,7 @@ t.test('maxInFlight bounds running tasks; the rest wait', async (t) => {
 t.test('a failed worker task is priced inline: no event is lost and the price is the same', async (t) => {
   const { pricer, pending } = manualPricer()
   const out: PricedEvent[] = []
-  const stage = new CostStage({ chunkSize: 10, maxInFlight: 2, pricer, inlineBelow: 0, overrides: {}, emit: (evs) => out.push(...evs) })
+  const stage = new CostStage({ chunkSize: 10, maxInFlight: 2, pricer, inlineBelow: 0, book: new PriceBook(), emit: (evs) => out.push(...evs) })
   stage.send({ type: 'events', events: [ev(0), ev(1, { model: 'mystery', provider: 'unknown' }), ev(2, { cost: 0.5 })] })
   await until(() => pending.length >= 1)
   pending[0].reject(new Error('worker died'))
@@ -70,7 +79,7 @@ t.test('a failed worker task is priced inline: no event is lost and the price is
 t.test('a barrier runs after every earlier event was emitted and before later ones', async (t) => {
   const { pricer, pending } = manualPricer()
   const log: string[] = []
-  const stage = new CostStage({ chunkSize: 10, maxInFlight: 4, pricer, inlineBelow: 0, overrides: {}, emit: (evs) => log.push(`emit ${evs[0].seq}`) })
+  const stage = new CostStage({ chunkSize: 10, maxInFlight: 4, pricer, inlineBelow: 0, book: new PriceBook(), emit: (evs) => log.push(`emit ${evs[0].seq}`) })
   stage.send({ type: 'events', events: [ev(0)] })
   stage.send({ type: 'barrier', run: () => void log.push('barrier') })
   stage.send({ type: 'events', events: [ev(1)] })
@@ -86,18 +95,18 @@ t.test('a barrier runs after every earlier event was emitted and before later on
 
 t.test('without a pool, pricing runs inline; settled() waits for everything', async (t) => {
   const out: number[] = []
-  const stage = new CostStage({ chunkSize: 3, maxInFlight: 1, pricer: null, overrides: { 'gpt-4': { input_mtok: 1, output_mtok: 1 } }, emit: (evs) => out.push(...evs.map((e) => e.costNanos)) })
+  const stage = new CostStage({ chunkSize: 3, maxInFlight: 1, pricer: null, book: bookOf({ 'gpt-4': { input_mtok: 1, output_mtok: 1 } }), emit: (evs) => out.push(...evs.map((e) => e.costNanos)) })
   stage.send({ type: 'events', events: [ev(0), ev(1)] })
   await stage.settled()
   t.same(out, [1_500_000, 1_500_000], 'the override prices 1500 tokens at $1/M')
-  t.throws(() => new CostStage({ chunkSize: 0, maxInFlight: 1, pricer: null, overrides: {}, emit: () => {} }), /chunkSize/)
-  t.throws(() => new CostStage({ chunkSize: 1, maxInFlight: 0, pricer: null, overrides: {}, emit: () => {} }), /maxInFlight/)
+  t.throws(() => new CostStage({ chunkSize: 0, maxInFlight: 1, pricer: null, book: new PriceBook(), emit: () => {} }), /chunkSize/)
+  t.throws(() => new CostStage({ chunkSize: 1, maxInFlight: 0, pricer: null, book: new PriceBook(), emit: () => {} }), /maxInFlight/)
 })
 
 t.test('while every slot is busy, new events join the waiting chunk (few large tasks, order kept)', async (t) => {
   const { pricer, pending } = manualPricer()
   const emitted: number[][] = []
-  const stage = new CostStage({ chunkSize: 3, maxInFlight: 1, pricer, inlineBelow: 0, overrides: {}, emit: (evs) => emitted.push(evs.map((e) => e.seq)) })
+  const stage = new CostStage({ chunkSize: 3, maxInFlight: 1, pricer, inlineBelow: 0, book: new PriceBook(), emit: (evs) => emitted.push(evs.map((e) => e.seq)) })
   stage.send({ type: 'events', events: [ev(0)] })
   await until(() => pending.length >= 1)
   for (const seq of [1, 2, 3, 4]) stage.send({ type: 'events', events: [ev(seq)] })
@@ -118,7 +127,7 @@ t.test('chunks smaller than inlineBelow are priced inline, larger ones by the pr
   const { pricer, pending } = manualPricer()
   const emitted: number[][] = []
   const out: PricedEvent[] = []
-  const stage = new CostStage({ chunkSize: 10, maxInFlight: 2, pricer, inlineBelow: 3, overrides: {}, emit: (evs) => { emitted.push(evs.map((e) => e.seq)); out.push(...evs) } })
+  const stage = new CostStage({ chunkSize: 10, maxInFlight: 2, pricer, inlineBelow: 3, book: new PriceBook(), emit: (evs) => { emitted.push(evs.map((e) => e.seq)); out.push(...evs) } })
   stage.send({ type: 'events', events: [ev(0), ev(1), ev(2)] })
   stage.send({ type: 'events', events: [ev(3), ev(4)] })
   await until(() => pending.length >= 1)
@@ -135,10 +144,10 @@ t.test('the default prices small chunks inline even with a pricer', async (t) =>
   t.equal(DEFAULT_INLINE_BELOW, 64)
   const { pricer, pending } = manualPricer()
   const out: number[] = []
-  const stage = new CostStage({ chunkSize: 2048, maxInFlight: 2, pricer, overrides: {}, emit: (evs) => out.push(...evs.map((e) => e.seq)) })
+  const stage = new CostStage({ chunkSize: 2048, maxInFlight: 2, pricer, book: new PriceBook(), emit: (evs) => out.push(...evs.map((e) => e.seq)) })
   stage.send({ type: 'events', events: [ev(0)] })
   await stage.settled()
   t.equal(pending.length, 0, 'no task for one event')
   t.same(out, [0])
-  t.throws(() => new CostStage({ chunkSize: 1, maxInFlight: 1, pricer: null, inlineBelow: -1, overrides: {}, emit: () => {} }), /inlineBelow/)
+  t.throws(() => new CostStage({ chunkSize: 1, maxInFlight: 1, pricer: null, inlineBelow: -1, book: new PriceBook(), emit: () => {} }), /inlineBelow/)
 })
