@@ -86,6 +86,7 @@ export const storedEventSchema = z
     completion_tokens: z.number().int(),
     total_tokens: z.number().int(),
     cached_tokens: z.number().int(),
+    cache_write_tokens: z.number().int().meta({ description: 'tokens written to the prompt cache (0 when none)' }),
     reasoning_tokens: z.number().int(),
     latency_ms: z.number(),
     ttft_ms: z.number().nullable(),
