@@ -13,7 +13,10 @@ import { WebhookNotifier, type NotifierOptions } from './alerts/notifier.js'
 import { AlertDispatcher } from './alerts/dispatcher.js'
 import { Topology } from './actors/topology.js'
 import { PricingPool } from './pricing/pool.js'
-import { computeCost, inferProvider, priceInputOf } from './pricing/compute-cost.js'
+import { priceEvent, type PriceBook } from './pricing/book.js'
+import { inferProvider, priceInPlace } from './pricing/compute-cost.js'
+import { PriceStore } from './store/prices.js'
+import { PriceService, type PricesHost } from './prices.js'
 import { seqOfEventId, type PendingEvent, type PricedEvent, type StoredEvent } from './events.js'
 import { breakdown, metrics, type LogScan, type QuerySource } from './queries.js'
 import { windowGroupsOf, type GroupWindowQuery, type WindowGroups } from './alerts/windows.js'
@@ -91,6 +94,19 @@ export class Engine {
    * Seqs of the events of running (or interrupted) deletes: from their chunk's tombstone until
    * their log records are purged, every read passes over them (getEvent, the queries' log path,
    * since_seq replays, eventsBySeq, the recovery replay).
+  /** The price book's records (LMDB db `prices`; src/store/prices.ts). */
+  readonly priceStore: PriceStore
+  /** The price book every pricing path reads (src/pricing/book.ts). */
+  readonly book: PriceBook
+  /** GET/PUT /prices and re-pricing (src/prices.ts). */
+  readonly prices: PriceService
+  /**
+   * Re-pricings whose changes the in-memory state holds: what a snapshot lists in `reprices`,
+   * so a restart re-applies exactly the others (src/prices.ts).
+   */
+  readonly #repriced = new Set<string>()
+  /** A re-pricing's in-memory apply in flight; snapshots wait for it (and it for them). */
+  #repricing: Promise<void> | null = null
    */
   readonly #forgotten = new Set<number>()
   /** Event deletes run one at a time, in arrival order. */
@@ -169,12 +185,22 @@ export class Engine {
         broadcast: opts.broadcast,
         dimensionLimits: opts.config.dimensionLimits,
         dropped: new Set(this.projects.purging()),
+    // The book before anything prices: the topology's cost stage, the replay, every read. A
+    // re-pricing the restored snapshot does not hold stays out of it until recover() re-applies it.
+    const held = new Set(restored?.reprices ?? [])
+    this.priceStore = new PriceStore(this.stores.prices, restored === undefined ? () => true : (id) => held.has(id))
+    this.priceStore.syncOverrides(opts.config.priceOverrides, opts.clock.now())
+    this.book = this.priceStore.book
+    this.log.priceRev = () => this.book.rev
+    this.prices = new PriceService(this.#pricesHost)
+
         publishAlert: opts.externalAlerts?.publish,
         window: opts.externalAlerts !== undefined
           ? (_reader, q) => opts.externalAlerts!.window(q)
           : (reader, q) => metrics({ reader, log: this.#logScan }, { ...q.filters, project: q.project, start: q.start, end: q.end }),
         windowGroups: opts.externalAlerts !== undefined
           ? opts.externalAlerts.windowGroups === undefined ? undefined : (_reader, q) => opts.externalAlerts!.windowGroups!(q)
+        book: this.book,
           : (reader, q) => windowGroupsOf(breakdown({ reader, log: this.#logScan }, { ...q.filters, project: q.project, start: q.start, end: q.end }, q.by, q.sort, q.limit), q.limit)
       })
     try {
@@ -203,8 +229,12 @@ export class Engine {
 
   /** The pricing workers (cluster partitions share them), or null when pricing runs inline. */
   get pricer(): PricingPool | null {
+      // Rebuilt from the log: every re-pricing prices it from the start.
+      for (const r of this.priceStore.pendingReprices()) this.priceStore.applyReprice(r)
     return this.#pool
   }
+    const pendingReprices = new Set(this.priceStore.pendingReprices().map((r) => r.id))
+    for (const r of this.priceStore.reprices()) if (!pendingReprices.has(r.id)) this.#repriced.add(r.id)
 
   get ready(): boolean {
     return this.#ready
@@ -270,6 +300,8 @@ export class Engine {
     if (filterNames(q).length === 0) throw noFilterError()
     const status = this.deletes.start(project)
     const run = this.#forgetQueue.then(async () => {
+    for (const r of this.priceStore.reprices(project)) this.#repriced.delete(r.id)
+    await this.priceStore.dropProject(project)
       // Tombstones a failed finish left behind go first (their events are still excluded).
       await this.#resumeForgets()
       return runForget(this.#forgetTarget, status, { ...q, project }, this.forgetOptions)
@@ -475,6 +507,8 @@ export class Engine {
 
   /**
    * Alert evaluation clock: the first tick wakes the evaluator (dormant during replay, so a
+    // Re-pricings committed but not in the restored state: re-applied before anyone reads.
+    if ((await this.prices.recover()) > 0) await this.snapshotNow()
    * recovery never notifies), then one per `alertTickMs`, so rules resolve when traffic stops.
    * The timer lives here, not in the actor (actors own no timers).
    */
@@ -545,10 +579,14 @@ export class Engine {
   get lastSnapshot() {
     return this.#lastSnapshot
   }
+      // Nor a re-pricing half in memory: `reprices` names exactly those the state holds.
+      if (this.#repricing !== null) await this.#repricing
+      const reprices = [...this.#repriced]
 
   /** Durably accepts events; resolves after their commit. */
   ingest(pending: PendingEvent[]): Promise<StoredEvent[]> {
     return this.topology.router.ingest(pending)
+      if (reprices.length > 0) payload.reprices = reprices
   }
 
   /** Fills a missing provider from the pricing data (memoised). */
@@ -596,11 +634,7 @@ export class Engine {
 
   /** {@link Engine.price} for an event decoded for this caller alone: priced in place, no copy. */
   #priceFresh(e: StoredEvent): PricedEvent {
-    const p = computeCost(priceInputOf(e), this.config.priceOverrides)
-    const out = e as PricedEvent
-    out.costNanos = p.costNanos
-    out.unpriced = p.unpriced
-    return out
+    return priceInPlace(e, this.book)
   }
 
   /**
@@ -609,7 +643,7 @@ export class Engine {
    * answer equals what the aggregators counted.
    */
   price(e: StoredEvent): PricedEvent {
-    const p = computeCost(priceInputOf(e), this.config.priceOverrides)
+    const p = priceEvent(e, this.book)
     return { ...e, costNanos: p.costNanos, unpriced: p.unpriced }
   }
 
@@ -637,6 +671,48 @@ export class Engine {
       ...this.topology.stats()
     }
   }
+  // --- prices (src/prices.ts) -------------------------------------------------------------
+
+  /** What the price service uses of this node. */
+  get #pricesHost(): PricesHost {
+    return {
+      store: this.priceStore,
+      book: this.priceStore.book,
+      now: () => this.#clock.now(),
+      seen: async (project) => {
+        const rows = await this.analytics.costs({ project, start: -Infinity, end: Infinity })
+        return rows.map((r) => ({ provider: r.provider, model: r.model, requests: r.agg.totals.requests, unpriced: r.agg.totals.unpriced }))
+      },
+      // One at a time with event deletes: both rewrite what memory holds of many events.
+      exclusive: (fn) => {
+        const run = this.#forgetQueue.then(fn)
+        this.#forgetQueue = run.catch(() => {})
+        return run
+      },
+      sync: () => this.sync(),
+      readLog: (from) => this.log.readFrom(from),
+      skip: (seq) => this.#forgotten.has(seq),
+      applyReprice: async (record, changes) => {
+        // Never beside a snapshot: `reprices` must name exactly what the state holds.
+        while (this.#snapshotting !== null) await this.#snapshotting.catch(() => {})
+        const run = (async () => {
+          await this.topology.reprice(record.project, record.id, changes)
+          // Every figure holds the new costs: GET /events/:id, search, export and replays switch now.
+          this.priceStore.applyReprice(record)
+          this.#repriced.add(record.id)
+        })()
+        this.#repricing = run.catch(() => {})
+        try {
+          await run
+        } finally {
+          this.#repricing = null
+        }
+        // Not needed for correctness (a restart re-applies a record no snapshot lists); keeps restarts short.
+        await this.snapshotNow().catch((err: unknown) => this.#logger.warn({ err }, 'snapshot after a re-pricing failed'))
+      }
+    }
+  }
+
 
   /**
    * Stops intake, drains the pipeline, writes a final snapshot, then closes actors, workers

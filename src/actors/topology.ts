@@ -36,6 +36,7 @@ import type { SnapshotPayload } from '../store/snapshots.js'
 import type { RetentionPolicy } from '../analytics/series.js'
 import type { PriceOverrides } from '../pricing/compute-cost.js'
 import type { Log } from '../log.js'
+import { PriceBook } from '../pricing/book.js'
 import type { Clock } from '../clock.js'
 
 /**
@@ -52,7 +53,10 @@ export interface TopologyLog {
 export interface TopologyOptions {
   log: TopologyLog
   pricer: Pricer | null
-  overrides: PriceOverrides
+  /** Without a {@link book}: the configuration's overrides, as a book of one layer at revision 0. */
+  overrides?: PriceOverrides
+  /** The price book the cost stage prices with (src/pricing/book.ts). */
+  book?: PriceBook
   logger: Log
   clock: Clock
   highWaterEvents: number
@@ -160,7 +164,7 @@ export class Topology implements AnalyticsReader {
       chunkSize: opts.costChunk,
       maxInFlight: opts.costMaxInFlight,
       pricer: opts.pricer,
-      overrides: opts.overrides,
+      book: opts.book ?? bookOfOverrides(opts.overrides ?? {}),
       emit: (events) => this.#emit(events)
     })
     this.router = new IngestRouter({
@@ -677,4 +681,11 @@ export class Topology implements AnalyticsReader {
       retention: this.retentionStats()
     }
   }
+}
+
+/** A book holding only `overrides`, from the start of time (a topology given no book). */
+function bookOfOverrides(overrides: PriceOverrides): PriceBook {
+  const book = new PriceBook()
+  book.addOverrideLayer({ rev: 0, created_at: 0, overrides })
+  return book
 }

@@ -209,6 +209,41 @@ export const alertEventsSchema = z.object({
   )
 })
 
+const priceRates = { input: z.number(), cached_input: z.number(), cache_write: z.number(), output: z.number(), reasoning: z.number() }
+
+/** One entry of GET /prices (and PUT /prices' answer). */
+export const priceEntrySchema = z
+  .object({
+    provider: z.string(),
+    model: z.string(),
+    source: z.string().meta({ description: '`override` (PUT in this project, or LLMSCOPE_PRICE_OVERRIDES) or `genai-prices@VERSION`' }),
+    ...priceRates,
+    effective_from: z.string().nullable().meta({ description: 'The version in force now (null: from the start of time)' }),
+    versions: z.array(z.object({ id: z.string().nullable(), ...priceRates, effective_from: z.string().nullable(), created_at: z.string().nullable() })),
+    models: z.array(z.string()).meta({ description: 'Model names seen in the project that this entry prices now' })
+  })
+  .meta({
+    description: 'Dollars per 1M tokens',
+    examples: [{ provider: 'openai', model: 'gpt-4o', source: 'override', input: 2, cached_input: 1, cache_write: 2, output: 8, reasoning: 8, effective_from: '2026-03-01T00:00:00.000Z', versions: [], models: ['gpt-4o', 'gpt-4o-2024-08-06'] }]
+  })
+
+export const pricesSchema = z.object({
+  prices: z.array(priceEntrySchema),
+  unpriced: z.array(z.object({ provider: z.string(), model: z.string(), requests: z.number().int() })).meta({ description: 'Models seen with events no price covered, with their count' })
+})
+
+const repriceFigures = { requests: z.number().int(), before: z.number(), after: z.number(), difference: z.number() }
+
+export const repriceSchema = z
+  .object({
+    models: z.array(z.object({ provider: z.string(), model: z.string(), ...repriceFigures })),
+    total: z.object(repriceFigures),
+    dry_run: z.boolean(),
+    reprice_id: z.string().nullable(),
+    changed: z.number().int().meta({ description: 'Events whose cost changed (a dry run: would change)' })
+  })
+  .meta({ description: 'Dollars before and after, per (provider, model), for the events in range; caller-cost events count in both, unchanged' })
+
 export const ruleTestSchema = z.object({ rule_id: z.string(), delivery, payload: z.record(z.string(), z.unknown()) })
 
 export const otlpResponseSchema = z
@@ -294,6 +329,7 @@ export async function registerOpenApi(app: FastifyInstance): Promise<void> {
         { name: 'otlp', description: 'OpenTelemetry trace receiver' },
         { name: 'analytics', description: 'Queries answered from memory' },
         { name: 'alerts', description: 'Alert rules and their history' },
+        { name: 'prices', description: 'The price book and re-pricing' },
         { name: 'stream', description: 'Live WebSocket stream' },
         { name: 'projects', description: 'Projects: one server, many teams (owner keys)' },
         { name: 'keys', description: 'API key administration' },

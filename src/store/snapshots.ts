@@ -51,6 +51,8 @@ export interface SnapshotPayload {
   dimensions?: Record<string, unknown>
   /** Chunks of unfinished event deletes (`<delete id>/<chunk>`) whose forget this state holds (src/forget.ts). */
   forgets?: string[]
+  /** Re-pricings (`rp_…`) whose changes this state holds (src/prices.ts); a restart re-applies the others. */
+  reprices?: string[]
 }
 
 export type SnapshotRead =
