@@ -88,12 +88,6 @@ export class Engine {
   readonly forgetTombstones: ForgetTombstones
   /** Running and recent event deletes (GET /events/deletes). */
   readonly deletes: DeleteRegistry
-  /** Tunables of event deletes (chunk size, work per turn; defaults in src/forget.ts). Tests shrink the chunks. */
-  forgetOptions: MatchOptions = {}
-  /**
-   * Seqs of the events of running (or interrupted) deletes: from their chunk's tombstone until
-   * their log records are purged, every read passes over them (getEvent, the queries' log path,
-   * since_seq replays, eventsBySeq, the recovery replay).
   /** The price book's records (LMDB db `prices`; src/store/prices.ts). */
   readonly priceStore: PriceStore
   /** The price book every pricing path reads (src/pricing/book.ts). */
@@ -107,6 +101,12 @@ export class Engine {
   readonly #repriced = new Set<string>()
   /** A re-pricing's in-memory apply in flight; snapshots wait for it (and it for them). */
   #repricing: Promise<void> | null = null
+  /** Tunables of event deletes (chunk size, work per turn; defaults in src/forget.ts). Tests shrink the chunks. */
+  forgetOptions: MatchOptions = {}
+  /**
+   * Seqs of the events of running (or interrupted) deletes: from their chunk's tombstone until
+   * their log records are purged, every read passes over them (getEvent, the queries' log path,
+   * since_seq replays, eventsBySeq, the recovery replay).
    */
   readonly #forgotten = new Set<number>()
   /** Event deletes run one at a time, in arrival order. */
