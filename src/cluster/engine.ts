@@ -16,6 +16,14 @@
  *   DELETE /events (cluster/forget.ts): KV tombstone → every owner forgets and snapshots →
  *                   stream messages erased → tombstone removed; the alerts-lease holder
  *                   completes deletes whose node died
+ *   Prices (cluster/prices.ts, price-log.ts): the book's records in one log in the meta bucket;
+ *                   each event carries the revision it was accepted at (js-log.ts header); each
+ *                   partition prices with its own book; POST /prices/reprice puts a record that
+ *                   every owner applies at a cut (cluster/reprice.ts). Partial answers carry the
+ *                   partition's reprice epoch: only answers of one epoch are merged, else the
+ *                   query asks again for the newest (so a query during a reprice never mixes)
+ *   Budgets (H5's store and evaluator): budgets and fired records in the meta bucket; evaluated
+ *                   on the alerts-lease holder from merged analytics, so each fires once
  *
  * The inherited Engine still opens the node's LMDB (metadata mirror, partition snapshots, the
  * node id) and runs a local topology for the broadcaster and the alert evaluator; its own log
@@ -32,7 +40,7 @@ import { ClusterMeta } from './meta.js'
 import { PartitionSnapshots } from './snapshots.js'
 import { PartitionRunner } from './partition.js'
 import { ClusterFeed, publishAlert } from './feed.js'
-import { askAll, QueryResponder, type PartitionRequest } from './query.js'
+import { askAll, askPartition, QueryResponder, type PartitionRequest } from './query.js'
 import { ForgetTombstones } from './tombstones.js'
 import { ClusterForget, type ForgetRequest } from './forget.js'
 import { filterNames, noFilterError } from '../forget.js'
@@ -44,11 +52,19 @@ import { answerPartial, PartitionMovedError, clusterBreakdown, clusterCosts, clu
 import type { Aggregate } from '../analytics/aggregate.js'
 import { llmsError } from '../errors.js'
 import { seqOfEventId, type PendingEvent, type PricedEvent, type StoredEvent } from '../events.js'
-import { ruleFilters } from '../actors/alert-evaluator.js'
 import type { Analytics } from '../analytics/service.js'
 import type { WindowQuery } from '../analytics/reader.js'
 import type { ClusterConfig } from '../config.js'
 import type { AlertNotice } from '../actors/broadcaster.js'
+import { ClusterPrices, PRICE_PREFIX } from './prices.js'
+import { partOf, sumParts, type RepricePart, type RepriceRequest } from './reprice.js'
+import { PriceService, type RepriceBody, type RepriceOut } from '../prices.js'
+import { groupWindowKey, ruleQueries, windowGroupsOf, windowKey, type GroupWindowQuery, type WindowGroups } from '../alerts/windows.js'
+
+/** Key prefix of budgets and their fired records in the meta bucket. */
+export const BUDGET_PREFIX = 'budget.'
+/** Times a query asks again when partitions answered at different reprice epochs. */
+const EPOCH_ATTEMPTS = 4
 
 /** What `/ready` and `llmscope cluster status` show of a node. */
 export interface ClusterStatus {
@@ -67,12 +83,6 @@ export interface ClusterStatus {
 
 /** How often the alerts-lease holder looks for deletes left unfinished. */
 const JANITOR_MS = 5_000
-
-/** The key of a window query, as the evaluator shares them (rule window, project, filters). */
-function windowKey(q: WindowQuery): string {
-  const f = q.filters
-  return JSON.stringify([q.project, q.start, q.end, f.models === undefined ? null : [...f.models].sort(), f.providers === undefined ? null : [...f.providers].sort(), f.status ?? null, f.user_id ?? null, f.session_id ?? null, f.tag ?? null, f.metadata ?? null])
-}
 
 /**
  * A call to JetStream from a request: a failure that is not already ours (the stream leader
@@ -103,7 +113,9 @@ function nodeIdOf(cfg: ClusterConfig, dataDir: string): string {
 export class ClusterEngine extends Engine {
   readonly #cfg: ClusterConfig
   readonly #windows: Map<string, Aggregate>
+  readonly #groups: Map<string, WindowGroups>
   readonly #opts: EngineOptions
+  #prices: ClusterPrices | null = null
   #h: NatsHandles | null = null
   #jsLog: JetStreamLog | null = null
   #meta: ClusterMeta | null = null
@@ -135,6 +147,7 @@ export class ClusterEngine extends Engine {
   constructor(opts: EngineOptions) {
     if (opts.config.cluster === null) throw new Error('ClusterEngine needs config.cluster (LLMSCOPE_NATS_URL)')
     const windows = new Map<string, Aggregate>()
+    const groups = new Map<string, WindowGroups>()
     let publish: (n: AlertNotice) => void = () => {}
     super({
       ...opts,
@@ -146,12 +159,18 @@ export class ClusterEngine extends Engine {
           if (agg === undefined) throw new Error('this window was not fetched from the partitions this tick')
           return agg
         },
+        windowGroups: (q) => {
+          const g = groups.get(groupWindowKey(q))
+          if (g === undefined) throw new Error('these window groups were not fetched from the partitions this tick')
+          return g
+        },
         publish: (n) => publish(n)
       }
     })
     this.#opts = opts
     this.#cfg = opts.config.cluster
     this.#windows = windows
+    this.#groups = groups
     publish = (n) => {
       if (this.#h !== null) publishAlert(this.#h.nc, this.#h.names, n)
     }
@@ -171,7 +190,8 @@ export class ClusterEngine extends Engine {
     const logger = this.#opts.logger
     this.#nodeId = nodeIdOf(this.#cfg, this.config.dataDir)
     this.#h = await connectCluster(this.#cfg, { log: logger, name: `llmscope ${this.#nodeId}` })
-    this.#jsLog = new JetStreamLog(this.#h)
+    // Events are stamped with this node's book revision (the header LLMScope-Price-Rev).
+    this.#jsLog = new JetStreamLog(this.#h, { priceRev: () => this.book.rev })
     // Readiness follows the connection: a node cut off from NATS can neither ingest nor answer.
     const nc = this.#h.nc
     void (async () => {
@@ -181,7 +201,20 @@ export class ClusterEngine extends Engine {
       }
     })().catch(() => {})
     this.#meta = new ClusterMeta({ nc: this.#h.nc, metaBucket: this.#h.names.metaBucket, alertsBucket: this.#h.names.alertsBucket, log: logger })
-    await this.#meta.attach({ projects: this.projects, apiKeys: this.apiKeys, rules: this.rules, alertEvents: this.alertEvents })
+    this.#prices = new ClusterPrices({ store: this.priceStore, log: logger })
+    this.priceStore.attachBacking(this.#prices.backing, logger)
+    await this.#meta.attach({
+      projects: this.projects,
+      apiKeys: this.apiKeys,
+      rules: this.rules,
+      alertEvents: this.alertEvents,
+      more: [
+        { prefix: PRICE_PREFIX, store: this.#prices.mirrored },
+        { prefix: BUDGET_PREFIX, store: this.budgets }
+      ]
+    })
+    // This node's configured overrides: a new layer when they differ from the cluster's newest.
+    await this.#prices.syncOverrides(this.config.priceOverrides, this.#opts.clock.now())
     this.#snapshots = new PartitionSnapshots({ objm: this.#h.objm, names: this.#h.names, db: this.stores.meta, logger })
     this.#tombstones = new ForgetTombstones(this.#h.kvm, this.#h.names.forgetBucket)
     // A delete completed: local copies of partitions this node does not own may hold its rows.
@@ -270,7 +303,8 @@ export class ClusterEngine extends Engine {
         price: (e: StoredEvent) => this.price(e),
         dropped: () => new Set(this.projects.purging()),
         // Deletes still under way: applied to the restored state before the partition is served.
-        forgets: await this.#tombstones!.pendingFor(p)
+        forgets: await this.#tombstones!.pendingFor(p),
+        prices: this.#prices ?? undefined
       }))()
     this.#starting.set(p, started)
     try {
@@ -295,7 +329,7 @@ export class ClusterEngine extends Engine {
   async #answer(p: number, r: PartitionRequest): Promise<unknown> {
     const runner = this.#runners.get(p)
     if (runner === undefined) throw llmsError('LLMS_ERR_UNAVAILABLE', `partition ${p} is being handed over`, { retryAfter: 1 })
-    const req = r.req as PartialRequest | SearchRequest | ForgetRequest | { kind: 'release'; qid: string }
+    const req = r.req as PartialRequest | SearchRequest | ForgetRequest | RepriceRequest | { kind: 'release'; qid: string }
     if (req.kind === 'release') {
       // A breakdown that failed after its first round: let the state it held move on now.
       this.#holds.get(`${p}:${req.qid}`)?.()
@@ -306,16 +340,41 @@ export class ClusterEngine extends Engine {
       runner.forgetDone(req.id)
       return null
     }
-    const ask = (): Promise<unknown> => {
+    if (req.kind === 'reprice-wait') {
+      try {
+        const a = await runner.repriced(req.id, Math.max(30_000, 3 * this.#cfg.queryTimeoutMs))
+        return { rows: a.rows, changed: a.changed } satisfies RepricePart
+      } catch (err) {
+        if ((err as { statusCode?: unknown }).statusCode !== undefined) throw err
+        throw llmsError('LLMS_ERR_UNAVAILABLE', `partition ${p}: ${(err as Error).message.replace(/^partition \d+:? ?/, '')}`, { retryAfter: 1 })
+      }
+    }
+    // Every other answer is of one state, named by its reprice epoch ({e, d}: see #ask).
+    const ask = async (): Promise<unknown> => {
       if (req.kind === 'search') {
         const s = decodeSearch(req)
-        return runner.answer((source) => encodeHits(search(source, s.q, s.sort, s.after, s.limit)), s.q.project ?? 'default')
+        const a = await runner.answerAt((source) => encodeHits(search(source, s.q, s.sort, s.after, s.limit)), s.q.project ?? 'default')
+        return { e: a.epoch, d: a.data }
       }
       if (req.kind === 'forget-match') {
         const q = decodeQuery(req.q)
         return runner.answer((source) => ({ seqs: search(source, q, 'time', null, Infinity).map((x) => x.seq).filter((seq) => seq <= r.upTo) }), q.project ?? 'default')
       }
-      return runner.answer((source) => answerPartial(source, req))
+      if (req.kind === 'reprice-dry') {
+        const part = await runner.repriceDiff(req.scope, req.rev)
+        return { e: part.epoch, d: { rows: part.rows, changed: part.changed } satisfies RepricePart }
+      }
+      const a = await runner.answerAt((source) => answerPartial(source, req))
+      return { e: a.epoch, d: a.data }
+    }
+    const epoch = (r as PartitionRequest & { epoch?: number }).epoch ?? 0
+    if (epoch > runner.epoch) {
+      // Other partitions answered with a newer reprice applied: this one gets there first.
+      try {
+        await runner.reachEpoch(epoch, this.#cfg.queryTimeoutMs)
+      } catch (err) {
+        throw llmsError('LLMS_ERR_UNAVAILABLE', `partition ${p}: ${(err as Error).message.replace(/^partition \d+:? ?/, '')}`, { retryAfter: 1 })
+      }
     }
     if (req.kind === 'breakdown-sketches') {
       // Round 2 of a breakdown reads the state round 1 read (held since), then lets it move on.
@@ -336,8 +395,10 @@ export class ClusterEngine extends Engine {
       throw llmsError('LLMS_ERR_UNAVAILABLE', `partition ${p}: ${(err as Error).message.replace(/^partition \d+:? ?/, '')}`, { retryAfter: 1 })
     }
     if (req.kind === 'breakdown') {
-      const release = runner.hold(this.#cfg.queryTimeoutMs)
       const key = `${p}:${req.qid}`
+      // Asked again (another epoch): the first hold goes.
+      this.#holds.get(key)?.()
+      const release = runner.hold(this.#cfg.queryTimeoutMs)
       const done = () => {
         this.#holds.delete(key)
         release()
@@ -371,11 +432,27 @@ export class ClusterEngine extends Engine {
     }
   }
 
-  /** Asks every partition, counting every event acknowledged before now. */
-  readonly #ask = async (req: PartialRequest | SearchRequest): Promise<unknown[]> => {
+  /**
+   * Asks every partition, counting every event acknowledged before now. Answers are merged only
+   * when every partition answered at the same reprice epoch; else every partition is asked again
+   * to answer at the newest one seen (a reprice being applied: those behind apply it first).
+   */
+  readonly #ask = async (req: PartialRequest | SearchRequest | RepriceRequest): Promise<unknown[]> => {
     const h = this.#handles()
-    const upTo = await streamCall('read the stream position', () => this.#jsLog!.lastSeq())
-    return askAll(h.nc, h.names, h.partitions, { upTo, req }, this.#cfg.queryTimeoutMs)
+    let epoch = 0
+    for (let attempt = 1; ; attempt++) {
+      const upTo = await streamCall('read the stream position', () => this.#jsLog!.lastSeq())
+      const replies = (await askAll(h.nc, h.names, h.partitions, { upTo, req, epoch } as PartitionRequest, this.#cfg.queryTimeoutMs)) as Array<{ e?: unknown; d?: unknown }>
+      const epochs = replies.map((x, p) => {
+        if (typeof x !== 'object' || x === null || typeof x.e !== 'number') throw llmsError('LLMS_ERR_INTERNAL', `partition ${p}: an answer without its reprice epoch (a node of another version?)`)
+        return x.e
+      })
+      const newest = Math.max(...epochs)
+      if (epochs.every((e) => e === newest)) return replies.map((x) => x.d)
+      if (req.kind === 'breakdown-sketches') throw new PartitionMovedError('a re-pricing was applied between the two rounds of a breakdown')
+      if (attempt >= EPOCH_ATTEMPTS) throw llmsError('LLMS_ERR_UNAVAILABLE', 're-pricings are being applied; retry shortly', { retryAfter: 1 })
+      epoch = newest
+    }
   }
 
   override readonly analytics: Analytics = {
@@ -403,6 +480,41 @@ export class ClusterEngine extends Engine {
     dimensions: (project) => clusterDimensions(this.#ask, project),
     // Every partition's first `limit` hits after the cursor, merged (exact: see cluster/search.ts).
     search: async (q, sort, after, limit) => mergeHits(await this.#ask(searchRequest(q, sort, after, limit)), limit)
+  }
+
+  /**
+   * GET and PUT /prices as on one node (the book is the node's mirror of the cluster's; `models`
+   * and `unpriced` come from the cluster's analytics); POST /prices/reprice runs across the
+   * partitions (cluster/reprice.ts).
+   */
+  override readonly prices: PriceService = new ClusterPriceService(this, () => this.#opts.clock.now())
+
+  /** Dry run or apply of a reprice across the partitions (see cluster/reprice.ts). */
+  async repriceCluster(project: string, body: RepriceBody): Promise<RepriceOut> {
+    const h = this.#handles()
+    const scope = { project, start: body.start_time, end: body.end_time, model: body.model ?? null }
+    const rev = this.book.rev
+    const dry = (await this.#ask({ kind: 'reprice-dry', scope, rev })).map((x, p) => partOf(x, p))
+    if (body.dry_run || dry.every((d) => d.changed === 0)) return sumParts(dry, body.dry_run, null)
+    const record = await this.priceStore.putReprice({ ...scope, rev }, this.#opts.clock.now())
+    this.#opts.logger.info({ reprice: record.id, project, rev }, 'reprice recorded: every partition applies it')
+    const deadline = Date.now() + Math.max(60_000, 4 * this.#cfg.leaseMs)
+    const parts = await Promise.all(
+      Array.from({ length: h.partitions }, async (_, p) => {
+        for (let attempt = 1; ; attempt++) {
+          try {
+            return partOf(await askPartition(h.nc, h.names, p, { upTo: 0, req: { kind: 'reprice-wait', id: record.id } satisfies RepriceRequest }, Math.max(30_000, 3 * this.#cfg.queryTimeoutMs) + 1000), p)
+          } catch (err) {
+            // A partition without a live owner (a hand-over): its next owner applies the record when it takes over.
+            if ((err as { statusCode?: number }).statusCode !== 503 || Date.now() >= deadline || this.#stopping) {
+              throw llmsError('LLMS_ERR_UNAVAILABLE', `the re-pricing ${record.id} is recorded but partition ${p} did not confirm it (${(err as Error).message}); it completes when the partition has an owner`, { retryAfter: 1 })
+            }
+            await new Promise((r) => setTimeout(r, Math.min(1000, 100 * attempt)))
+          }
+        }
+      })
+    )
+    return sumParts(parts, false, record.id)
   }
 
   /** The events at these stream seqs, priced as getEvent prices them (gets in parallel, bounded). */
@@ -496,17 +608,29 @@ export class ClusterEngine extends Engine {
       }
       const now = this.#opts.clock.now()
       const rules = this.rules.list().filter((r) => r.enabled)
+      // Exactly the queries the evaluator makes this tick (src/alerts/windows.ts): windows,
+      // groups (group_by), the shifted ones and the history check (baseline).
       const qs = new Map<string, WindowQuery>()
+      const gqs = new Map<string, GroupWindowQuery>()
       for (const rule of rules) {
-        const q: WindowQuery = { project: rule.project ?? 'default', filters: ruleFilters(rule), start: now - rule.window_seconds * 1000 + 1, end: now + 1 }
-        qs.set(windowKey(q), q)
+        const need = ruleQueries(rule, now, (p, d) => this.topology.alerts.historyKnown(p, d))
+        for (const q of need.windows) qs.set(windowKey(q), q)
+        for (const q of need.groups) gqs.set(groupWindowKey(q), q)
       }
       const list = [...qs.values()]
-      const aggs = list.length === 0 ? [] : await clusterWindows(this.#ask, list)
+      const glist = [...gqs.values()]
+      const [aggs, groups] = await Promise.all([
+        list.length === 0 ? [] : clusterWindows(this.#ask, list),
+        Promise.all(glist.map(async (q) => windowGroupsOf(await this.analytics.breakdown({ ...q.filters, project: q.project, start: q.start, end: q.end }, q.by as never, q.sort, q.limit), q.limit)))
+      ])
       this.#windows.clear()
-      list.forEach((q, i) => this.#windows.set(windowKey(q), aggs[i]))
+      this.#groups.clear()
+      list.forEach((q, i) => this.#windows.set(windowKey(q), aggs[i]!))
+      glist.forEach((q, i) => this.#groups.set(groupWindowKey(q), groups[i]!))
       // The evaluator computes the same windows from the clock it reads now: pin it to `now`.
       this.topology.alerts.send({ type: 'tick', now })
+      // Budgets: evaluated here only, from the cluster's merged analytics, so each fires once.
+      await this.budgetEvaluator.tick()
     })()
       .catch((err: unknown) => {
         // A partition that does not answer: no evaluation this tick rather than one on partial figures.
@@ -587,10 +711,52 @@ export class ClusterEngine extends Engine {
       this.#responder?.close()
       await this.#feed?.stop().catch(() => {})
       await this.#meta?.stop().catch(() => {})
+      this.#prices?.stop()
       if (graceful) await super.close()
       else await super.destroy()
       await this.#h?.close().catch(() => {})
     })()
     return this.#stopped
+  }
+}
+
+/**
+ * The price service of a cluster node: GET and PUT /prices as the single node's (over this
+ * node's mirror of the book, and the cluster's analytics), reprices across the partitions.
+ */
+class ClusterPriceService extends PriceService {
+  readonly #engine: ClusterEngine
+
+  constructor(engine: ClusterEngine, now: () => number) {
+    super({
+      get store() {
+        return engine.priceStore
+      },
+      get book() {
+        return engine.book
+      },
+      now,
+      seen: async (project) => {
+        const rows = await engine.analytics.costs({ project, start: -Infinity, end: Infinity })
+        return rows.map((r) => ({ provider: r.provider, model: r.model, requests: r.agg.totals.requests, unpriced: r.agg.totals.unpriced }))
+      },
+      exclusive: (fn) => fn(),
+      sync: async () => {},
+      readLog: () => [],
+      skip: () => false,
+      applyReprice: async () => {
+        throw new Error('cluster mode applies re-pricings in the partitions')
+      }
+    })
+    this.#engine = engine
+  }
+
+  override reprice(project: string, body: RepriceBody): Promise<RepriceOut> {
+    return this.#engine.repriceCluster(project, body)
+  }
+
+  /** Nothing to recover on the node itself: every partition applies the log's reprices when it takes over. */
+  override async recover(): Promise<number> {
+    return 0
   }
 }

@@ -24,6 +24,19 @@
  *   deletes of its partition (`forgets`: the tombstones in KV), applied to the restored state
  *   before the follower hands over anything, so an owner change mid-delete loses nothing.
  *   `gen` counts the deletes applied to this state; snapshots carry it (see snapshots.ts).
+ * - Prices (issue 14, cluster/prices.ts): the partition prices with a book of its own, which
+ *   follows the cluster's price log. An event accepted at revision r (its `priceRev`) waits on
+ *   the way in until this node's log holds position r (normally at once), so it is priced with
+ *   every record that existed when it was accepted. A reprice record is applied at a cut: the
+ *   follower's hand-over is held and the aggregators drained, the partition's events in the
+ *   range are read from the stream (those the topology counts), their costs before (the
+ *   partition book as it is) and after (with the record) give the change list,
+ *   `topology.reprice` applies it, the partition book takes the record, and the hold ends:
+ *   events handed over afterwards get the new prices. Queries wait for a cut in progress, and
+ *   answer with the partition's reprice epoch (the log position of its newest applied reprice),
+ *   so the asking node merges only partials of one epoch. Snapshots list the reprices their
+ *   state holds (`clusterReprices`, with each one's diff rows); a runner starting from one
+ *   applies the log's other reprice records before it serves.
  */
 import { Topology, type TopologyLog } from '../actors/topology.js'
 import type { Pricer } from '../actors/cost-stage.js'
@@ -42,6 +55,31 @@ import { PartitionFollower } from './follower.js'
 import { fullPayload, type PartitionSnapshots, type PartitionSnapshotSource } from './snapshots.js'
 import type { PartitionForget } from './tombstones.js'
 import { readBySeq } from './search.js'
+import { priceEvent } from '../pricing/book.js'
+import { scanReprice, type CostChanges } from '../prices.js'
+import type { ClusterPrices, PartitionBook, PlacedReprice } from './prices.js'
+
+/** One (provider, model) row of a reprice's diff in nanos (summed by the asking node). */
+export interface RepriceRowNanos {
+  provider: string
+  model: string
+  requests: number
+  before: number
+  after: number
+}
+
+/** What a partition snapshot keeps of each reprice its state holds. */
+export interface AppliedReprice {
+  id: string
+  pos: number
+  rows: RepriceRowNanos[]
+  changed: number
+}
+
+/** How long a reprice cut may hold the partition's hand-over (a hold otherwise ends after the query timeout). */
+const REPRICE_HOLD_MS = 30 * 60_000
+/** How long an event waits for the price book revision it was accepted at before it is priced anyway (logged). */
+const PRICE_REV_WAIT_MS = 30_000
 
 export interface PartitionRunnerOptions {
   h: NatsHandles
@@ -61,6 +99,8 @@ export interface PartitionRunnerOptions {
   log?: JetStreamLog
   /** Deletes still pending for this partition (tombstones in KV): applied before anything is served. */
   forgets?: readonly PartitionForget[]
+  /** The cluster's price book (issue 14): the partition prices with a book of its own that follows it. Without: `price` and the pricer as given. */
+  prices?: ClusterPrices
 }
 
 export interface PartitionSnapshotStats {
@@ -129,8 +169,23 @@ export class PartitionRunner implements AnalyticsReader {
   readonly #dropped = new Map<string, ReadonlySet<number>>()
   /** Deletes applied to this state since the partition began (restored + applied here). */
   #gen: number
+  /** The partition's own price book (null without `prices`). */
+  readonly #book: PartitionBook | null
+  /** Batches waiting for the price book revision their events were accepted at. */
+  #gated: StoredEvent[][] = []
+  #gateWait: Promise<void> | null = null
+  #gateWaiters: Array<() => void> = []
+  /** Highest seq handed to the topology itself (not held, not gated): what a reprice cut re-prices. */
+  #inTopology = 0
+  /** Reprices applied to this state: restored ones and the ones applied here, with their diff rows. */
+  readonly #applied = new Map<string, AppliedReprice>()
+  /** Reprice applies run one at a time, in log order. */
+  #repriceQueue: Promise<unknown> = Promise.resolve()
+  /** A reprice's topology change in flight: queries wait for it. */
+  #repricing: Promise<unknown> | null = null
+  #epochWaiters: Array<() => void> = []
 
-  private constructor(opts: PartitionRunnerOptions, log: JetStreamLog, restored: PartitionRunner['restored'], topology: Topology, from: number, restoredGen: number) {
+  private constructor(opts: PartitionRunnerOptions, log: JetStreamLog, restored: PartitionRunner['restored'], topology: Topology, from: number, restoredGen: number, book: PartitionBook | null, applied: readonly AppliedReprice[]) {
     this.#opts = opts
     this.partition = opts.partition
     this.#log = log
@@ -138,6 +193,9 @@ export class PartitionRunner implements AnalyticsReader {
     this.restoredFrom = restored === null ? 'stream' : 'snapshot'
     this.topology = topology
     this.#gen = restoredGen
+    this.#book = book
+    this.#inTopology = from - 1
+    for (const a of applied) this.#applied.set(a.id, a)
     for (const f of opts.forgets ?? []) this.#dropped.set(f.id, new Set(f.seqs))
     this.#follower = new PartitionFollower(opts.h, {
       partition: opts.partition,
@@ -147,8 +205,7 @@ export class PartitionRunner implements AnalyticsReader {
         const events = this.#keep(batch)
         this.#fed += events.length
         if (events.length === 0) return
-        if (this.#holds > 0) this.#held.push(events)
-        else this.topology.replay(events)
+        this.#gate(events)
         // A long tail must not hold more raw rows than retention allows (as Engine.recover).
         this.#sinceRetain += events.length
         if (this.#sinceRetain >= RETAIN_EVERY) {
@@ -157,6 +214,55 @@ export class PartitionRunner implements AnalyticsReader {
         }
       }
     })
+    book?.onReprice((r) => void this.#enqueueReprice(r))
+  }
+
+  /**
+   * Hands events on once this node's price log holds the revision they were accepted at
+   * (normally at once): batches wait in order behind one that waits.
+   */
+  #gate(events: StoredEvent[]): void {
+    const book = this.#book
+    if (book === null || this.#opts.prices === undefined) return this.#handOver(events)
+    let need = 0
+    for (const e of events) if ((e.priceRev ?? 0) > need) need = e.priceRev ?? 0
+    const prices = this.#opts.prices
+    if (this.#gated.length === 0 && need <= prices.log.pos) return this.#handOver(events)
+    this.#gated.push(events)
+    if (this.#gateWait !== null) return
+    this.#gateWait = (async () => {
+      while (this.#gated.length > 0 && !this.#closed) {
+        const batch = this.#gated[0]!
+        let want = 0
+        for (const e of batch) if ((e.priceRev ?? 0) > want) want = e.priceRev ?? 0
+        try {
+          await prices.log.waitPos(want, PRICE_REV_WAIT_MS)
+        } catch (err) {
+          // Never stuck: priced with what this node has (a record lost from the bucket, or a node far behind).
+          this.#opts.logger.warn({ partition: this.partition, priceRev: want, have: prices.log.pos, err: (err as Error).message }, 'partition: events priced before their price book revision reached this node')
+        }
+        if (this.#closed) break
+        this.#gated.shift()
+        this.#handOver(batch)
+      }
+    })().finally(() => {
+      this.#gateWait = null
+      const waiters = this.#gateWaiters
+      this.#gateWaiters = []
+      for (const w of waiters) w()
+    })
+  }
+
+  #handOver(events: StoredEvent[]): void {
+    if (this.#holds > 0) this.#held.push(events)
+    else this.#replay(events)
+  }
+
+  #replay(events: StoredEvent[]): void {
+    if (events.length === 0) return
+    this.topology.replay(events)
+    const last = events[events.length - 1]!.seq
+    if (last > this.#inTopology) this.#inTopology = last
   }
 
   /**
@@ -182,7 +288,19 @@ export class PartitionRunner implements AnalyticsReader {
     let gen = 0
     // The stand-in log's end: the runner's position, once it exists.
     let runner: PartitionRunner | undefined
-    const build = (payload: SnapshotPayload | undefined) => PartitionRunner.#topology(opts, payload, () => (runner === undefined ? 0 : runner.processedThrough + 1))
+    let book: PartitionBook | null = null
+    let applied: AppliedReprice[] = []
+    const build = (payload: SnapshotPayload | undefined) => {
+      book?.close()
+      // The reprices the restored state holds; without a snapshot every event is priced afresh, so all of them.
+      applied = payload === undefined ? [] : appliedOf(payload)
+      const ids = new Set(applied.map((a) => a.id))
+      book = opts.prices?.partitionBook(payload === undefined ? () => true : (id) => ids.has(id)) ?? null
+      if (payload === undefined && book !== null && opts.prices !== undefined) {
+        applied = opts.prices.reprices().map((r) => ({ id: r.record.id, pos: r.pos, rows: [], changed: 0 }))
+      }
+      return PartitionRunner.#topology(opts, payload, () => (runner === undefined ? 0 : runner.processedThrough + 1), book)
+    }
     try {
       topology = build(read?.payload)
       if (read !== null) {
@@ -194,7 +312,7 @@ export class PartitionRunner implements AnalyticsReader {
       topology = build(undefined)
     }
     const from = restored?.seq ?? 1
-    runner = new PartitionRunner(opts, log, restored, topology, from, gen)
+    runner = new PartitionRunner(opts, log, restored, topology, from, gen, book, applied)
     // Before the tail: restored series learn where coarse hours end, so old replayed events fold on arrival.
     runner.#retain()
     try {
@@ -204,6 +322,8 @@ export class PartitionRunner implements AnalyticsReader {
         const removed = await topology.forget(f.project, new Set(f.seqs), undefined, await runner.#coarse(f.seqs, Infinity))
         if (removed > 0) logger.info({ partition: p, delete: f.id, removed }, 'partition: a pending delete re-applied to the restored state')
       }
+      // Reprices recorded since the snapshot: applied to the restored state before anything is served.
+      for (const r of (book as PartitionBook | null)?.pending() ?? []) await runner.#enqueueReprice(r)
       await runner.#follower.start()
     } catch (err) {
       await topology.close()
@@ -213,9 +333,14 @@ export class PartitionRunner implements AnalyticsReader {
     return runner
   }
 
-  static #topology(opts: PartitionRunnerOptions, restored: SnapshotPayload | undefined, end: () => number): Topology {
+  static #topology(opts: PartitionRunnerOptions, restored: SnapshotPayload | undefined, end: () => number, book: PartitionBook | null): Topology {
     const c = opts.config
+    const price = book === null ? opts.price : (e: StoredEvent): PricedEvent => {
+      const p = priceEvent(e, book.book)
+      return { ...e, costNanos: p.costNanos, unpriced: p.unpriced }
+    }
     return new Topology({
+      book: book?.book,
       log: standInLog(end),
       pricer: opts.pricer,
       overrides: { ...c.priceOverrides },
@@ -226,7 +351,7 @@ export class PartitionRunner implements AnalyticsReader {
       costChunk: c.costBatch,
       costMaxInFlight: Math.max(2, c.costThreads * 2),
       restored,
-      price: opts.price,
+      price,
       dimensionLimits: c.dimensionLimits,
       dropped: opts.dropped?.(),
       // Never asked: this topology's alert evaluator gets no rules (the alerts-lease holder evaluates).
@@ -270,6 +395,12 @@ export class PartitionRunner implements AnalyticsReader {
       if (left <= 0) throw new Error(`partition ${this.partition}: held by another query for ${timeoutMs} ms`)
       await within(new Promise<void>((resolve) => this.#holdWaiters.push(resolve)), left, `partition ${this.partition}: held by another query for ${timeoutMs} ms`)
     }
+    // Events waiting for their price book revision are not in the topology yet either.
+    while (this.#gateWait !== null) {
+      const left = deadline - performance.now()
+      if (left <= 0) throw new Error(`partition ${this.partition}: events wait for a price book revision this node has not received (${timeoutMs} ms)`)
+      await within(new Promise<void>((resolve) => this.#gateWaiters.push(resolve)), left, `partition ${this.partition}: events wait for a price book revision this node has not received (${timeoutMs} ms)`)
+    }
     this.#readyThrough = Math.max(this.#readyThrough, upTo)
     await within(this.topology.sync(), deadline - performance.now(), `partition ${this.partition}: its aggregators did not catch up to seq ${upTo} within ${timeoutMs} ms`)
   }
@@ -291,7 +422,7 @@ export class PartitionRunner implements AnalyticsReader {
         for (const e of batch) if (partitionOf(e.project, e.model, partitions) === this.partition) events.push(e)
       }
     }
-    const price = this.#opts.price
+    const price = (e: StoredEvent) => this.#price(e)
     const kept = this.#keep(events)
     return (p, start, end, visit) => {
       for (const e of kept) if (e.project === p && e.ts >= start && e.ts < end) visit(price(e))
@@ -311,6 +442,157 @@ export class PartitionRunner implements AnalyticsReader {
     return run({ reader: this.topology, log: await this.loadLog(project) })
   }
 
+  /** Prices a stored event as this partition's cost stage does (its own book; else the node's `price`). */
+  #price(e: StoredEvent): PricedEvent {
+    if (this.#book === null) return this.#opts.price(e)
+    const p = priceEvent(e, this.#book.book)
+    return { ...e, costNanos: p.costNanos, unpriced: p.unpriced }
+  }
+
+  /** Resolves once no reprice cut is changing the topology. */
+  async #cutDone(): Promise<void> {
+    for (let cut = this.#repricing; cut !== null; cut = this.#repricing) await cut.catch(() => {})
+  }
+
+  /** The partition's reprice epoch: the log position of the newest reprice its state holds (0: none). */
+  get epoch(): number {
+    return this.#book?.epoch ?? 0
+  }
+
+  /** Reprices this state holds, with their diff rows. */
+  get appliedReprices(): AppliedReprice[] {
+    return [...this.#applied.values()]
+  }
+
+  /**
+   * Resolves once this partition's state holds every reprice up to log position `epoch` (a
+   * query that must match partials of other partitions already there); rejects after timeoutMs.
+   */
+  async reachEpoch(epoch: number, timeoutMs: number): Promise<void> {
+    const deadline = performance.now() + timeoutMs
+    while (this.epoch < epoch) {
+      if (this.#closed) throw new Error(`partition ${this.partition} is stopped`)
+      const left = deadline - performance.now()
+      if (left <= 0) throw new Error(`partition ${this.partition}: re-pricing ${epoch} not applied here within ${timeoutMs} ms (at ${this.epoch})`)
+      await within(new Promise<void>((resolve) => this.#epochWaiters.push(resolve)), left, `partition ${this.partition}: re-pricing ${epoch} not applied here within ${timeoutMs} ms (at ${this.epoch})`)
+    }
+  }
+
+  /**
+   * {@link answer} with the epoch of the state it read: a reprice cut in progress is waited for
+   * first, so the answer and its epoch are of one state.
+   */
+  async answerAt<T>(run: (source: QuerySource) => T, project?: string): Promise<{ epoch: number; data: T }> {
+    await this.#cutDone()
+    const epoch = this.epoch
+    try {
+      return { epoch, data: run({ reader: this.topology }) }
+    } catch (err) {
+      if (!/needs the event log/.test((err as Error).message)) throw err
+    }
+    const log = await this.loadLog(project)
+    // Loading the log awaited: a cut may have moved the state meanwhile; read again after it.
+    await this.#cutDone()
+    return { epoch: this.epoch, data: run({ reader: this.topology, log }) }
+  }
+
+  /**
+   * The reprice `id` (a record of the log) as applied here: resolves with its diff rows once
+   * this partition applied it (at once when it had). Rejects after timeoutMs.
+   */
+  async repriced(id: string, timeoutMs: number): Promise<AppliedReprice> {
+    const deadline = performance.now() + timeoutMs
+    for (;;) {
+      const a = this.#applied.get(id)
+      if (a !== undefined) return a
+      const placed = this.#opts.prices?.reprice(id)
+      if (placed === undefined) throw new Error(`partition ${this.partition}: re-pricing ${id} is not in this node's price book`)
+      const left = deadline - performance.now()
+      if (left <= 0) throw new Error(`partition ${this.partition}: re-pricing ${id} not applied within ${timeoutMs} ms`)
+      await within(this.#enqueueReprice(placed), left, `partition ${this.partition}: re-pricing ${id} not applied within ${timeoutMs} ms`)
+    }
+  }
+
+  /**
+   * Dry run of a reprice at revision `rev` on this partition (after ready()): per (provider,
+   * model) requests and nanos before and after, of the events the state counts.
+   */
+  async repriceDiff(scope: { project: string; start: number; end: number; model: string | null }, rev: number): Promise<{ rows: RepriceRowNanos[]; changed: number; epoch: number }> {
+    if (this.#book === null) throw new Error('partition: no price book')
+    await this.#cutDone()
+    const epoch = this.epoch
+    const events = await this.#eventsOf(scope.project, this.#inTopology)
+    if (this.epoch !== epoch) throw new Error(`partition ${this.partition}: a re-pricing was applied during the dry run; retry`)
+    const scan = await scanReprice(() => [events], this.#book.book, scope, rev, { changes: true })
+    return { rows: [...scan.rows.values()], changed: scan.changes?.seqs.length ?? 0, epoch }
+  }
+
+  /** The partition's events of `project` with seq ≤ `to`, read from the stream (pending deletes left out). */
+  async #eventsOf(project: string, to: number): Promise<StoredEvent[]> {
+    const events: StoredEvent[] = []
+    if (to < 1) return events
+    const { partitions } = this.#opts.h
+    for await (const batch of this.#log.read(1, { partition: this.partition, project, to })) {
+      for (const e of batch) if (partitionOf(e.project, e.model, partitions) === this.partition) events.push(e)
+    }
+    return this.#keep(events)
+  }
+
+  /** Applies reprice `r` (and any before it not applied yet), one at a time, in log order. */
+  #enqueueReprice(r: PlacedReprice): Promise<void> {
+    const run = this.#repriceQueue.then(async () => {
+      if (this.#closed || this.#book === null) return
+      for (const p of this.#book.pending()) {
+        if (p.pos > r.pos) break
+        await this.#applyReprice(p)
+      }
+    })
+    this.#repriceQueue = run.catch((err: unknown) => this.#opts.logger.error({ partition: this.partition, err: (err as Error).message }, 'partition: a re-pricing could not be applied'))
+    return run
+  }
+
+  /** One reprice at a cut (see the module comment). */
+  async #applyReprice(p: PlacedReprice): Promise<void> {
+    const book = this.#book!
+    if (book.ids.has(p.record.id)) return
+    const t0 = performance.now()
+    // Alone: a breakdown's two rounds (a hold) must read one state, so the cut waits for them.
+    while (this.#holds > 0) await new Promise<void>((resolve) => this.#holdWaiters.push(resolve))
+    const release = this.hold(REPRICE_HOLD_MS)
+    try {
+      // Nothing more reaches the topology; what it was handed is counted after the sync.
+      await this.topology.sync()
+      const r = p.record
+      const events = await this.#eventsOf(r.project, this.#inTopology)
+      const scan = await scanReprice(() => [events], book.book, r, r.rev, { changes: true })
+      while (this.#snapshotting !== null || this.#forgetting !== null) {
+        await this.#snapshotting?.catch(() => {})
+        await this.#forgetting?.catch(() => {})
+      }
+      if (this.#closed) throw new Error(`partition ${this.partition} is stopped`)
+      const changes = scan.changes as CostChanges
+      const cut = (async () => {
+        if (changes.seqs.length > 0) await this.topology.reprice(r.project, r.id, changes)
+        book.applied(p)
+        this.#applied.set(r.id, { id: r.id, pos: p.pos, rows: [...scan.rows.values()], changed: changes.seqs.length })
+      })()
+      this.#repricing = cut
+      try {
+        await cut
+      } finally {
+        this.#repricing = null
+      }
+      this.#opts.logger.info({ partition: this.partition, reprice: r.id, project: r.project, changed: changes.seqs.length, ms: Math.round(performance.now() - t0) }, 'partition: re-pricing applied')
+    } finally {
+      release()
+      const waiters = this.#epochWaiters
+      this.#epochWaiters = []
+      for (const w of waiters) w()
+    }
+    // The stored state holds it from now on (a takeover from an older snapshot re-applies it).
+    await this.snapshotFresh().catch((err: unknown) => this.#opts.logger.warn({ partition: this.partition, err: (err as Error).message }, 'partition snapshot after a re-pricing failed'))
+  }
+
   /**
    * Freezes what queries read (a breakdown's two rounds must read the same state): events the
    * follower hands over from now on wait, the ones already handed over reach the aggregators
@@ -328,7 +610,7 @@ export class PartitionRunner implements AnalyticsReader {
       const held = this.#held
       this.#held = []
       // A delete applied during the hold: its seqs leave what was held too.
-      if (!this.#closed) for (const events of held) this.topology.replay(this.#keep(events))
+      if (!this.#closed) for (const events of held) this.#replay(this.#keep(events))
       const waiters = this.#holdWaiters
       this.#holdWaiters = []
       for (const w of waiters) w()
@@ -370,7 +652,9 @@ export class PartitionRunner implements AnalyticsReader {
       const gen = this.#gen
       const cut = await this.topology.snapshot(this.#opts.clock.now(), true)
       // Alerts are evaluated elsewhere in cluster mode: this topology's evaluator state is not kept.
-      const payload = await fullPayload({ ...cut, seq: Math.max(cut.seq, handed + 1), alerts: undefined })
+      // The reprices the cut holds: none can be applied between the cut and here (a cut waits for snapshots).
+      const clusterReprices = this.appliedReprices
+      const payload = await fullPayload({ ...cut, seq: Math.max(cut.seq, handed + 1), alerts: undefined, ...({ clusterReprices, reprices: clusterReprices.map((a) => a.id) } as object) })
       const written = await this.#opts.local.write(this.partition, payload, gen)
       this.#lastSnapshot = { seq: payload.seq, at: this.#opts.clock.now(), bytes: written.bytes, ms: Math.round(performance.now() - t0), objectStore: written.objectStore }
       this.#opts.logger.debug({ partition: this.partition, seq: payload.seq, bytes: written.bytes }, 'partition snapshot written')
@@ -428,7 +712,7 @@ export class PartitionRunner implements AnalyticsReader {
     if (days === 0 && events === 0) return undefined
     const held = seqs.filter((s) => s <= through)
     const read = await readBySeq(held, (seq) => this.#log.get(seq))
-    return read.filter((e): e is StoredEvent => e !== undefined).map((e) => this.#opts.price(e))
+    return read.filter((e): e is StoredEvent => e !== undefined).map((e) => this.#price(e))
   }
 
   /** Delete `id` is complete (its stream messages are gone): its seqs need no filtering any more. */
@@ -472,6 +756,7 @@ export class PartitionRunner implements AnalyticsReader {
         await this.#snapshotting?.catch(() => {})
       }
       this.#closed = true
+      this.#book?.close()
       await this.topology.close()
       if (failed !== null) throw failed
     })()
@@ -491,4 +776,11 @@ export class PartitionRunner implements AnalyticsReader {
       lastSnapshot: this.#lastSnapshot
     }
   }
+}
+
+/** The reprices a partition snapshot says its state holds (none for a snapshot written before them). */
+function appliedOf(payload: SnapshotPayload): AppliedReprice[] {
+  const list = (payload as { clusterReprices?: unknown }).clusterReprices
+  if (!Array.isArray(list)) return []
+  return list.filter((a): a is AppliedReprice => typeof a === 'object' && a !== null && typeof (a as AppliedReprice).id === 'string' && Number.isSafeInteger((a as AppliedReprice).pos))
 }

@@ -1,30 +1,32 @@
 /**
- * The price book of cluster mode (DESIGN §8, §9; ISSUE14 "Cluster"): every record that changes a
- * book — a version PUT in a project, a configuration override layer, a reprice record, a project
- * dropped — is one key of the meta bucket, `price.<rev>`, whose number IS the book revision it
- * was added at. The bucket is the truth; every node mirrors the records into its PriceBook, in
- * revision order.
+ * The price book of cluster mode (DESIGN §8, §9; ISSUE14 "Cluster"): every record of the book
+ * (src/store/prices.ts: a version PUT in a project, a configuration override layer, a reprice
+ * record; a removal by DELETE /projects) is one key of the meta bucket, `price.<pos>`, at the
+ * next free position of one log. The bucket is the truth; every node applies the records to its
+ * PriceStore (and so its PriceBook) in position order.
  *
- *     append(make) ──► create `price.<rev+1>` (fails when the key exists: compare-and-set)
+ *     append(make) ──► create `price.<pos+1>` (fails when the key exists: the compare-and-set)
  *                       │ created                          │ taken by another node
  *                       ▼                                  ▼
- *            resolves once mirrored here          mirror it, try rev+2 …
+ *            resolves once applied here           mirror it, try pos+2 …
  *
- *     watch of the meta bucket (cluster/meta.ts) ──► remote(rev, record) ──► records applied
- *            in order, from 1 up: `rev` is the highest revision with every record ≤ it applied
+ *     watch of the meta bucket (cluster/meta.ts) ──► applyRemote(pos, record) ──► records applied
+ *            in order, from 1 up: `pos` is the highest position with every record ≤ it applied
  *
- * The revision counter is the set of keys itself: allocating a revision and writing its record
- * are one create, so a revision is never allocated without a record (a node that dies between
- * the two of a separate counter would leave a hole every node waits on forever). A node only
- * creates `rev+1` once it has applied `rev`, so the records have no holes: the contiguous prefix
- * only stalls while a record is in flight between the bucket and this node.
- *
- * Records are never removed (the book is append-only, ISSUE14); DELETE /projects adds a `drop`
- * record, after which the project's earlier records are ignored by the books.
+ * The book revision counter is this log: a version or override layer takes its position as its
+ * revision (`rev`), so allocating a revision and writing its record are one create, and a
+ * revision is never allocated without its record (with a separate counter key, a node dying
+ * between the two — or two writers' records landing out of order — would let a node stamp
+ * events with a revision whose record it does not hold). A node only creates `pos+1` once it
+ * has applied `pos`, so the log has no holes: the applied prefix only waits while a record is in
+ * flight between the bucket and this node. A reprice record takes a position too but keeps the
+ * revision it priced with (ISSUE14: `rev` = the book's at its start), so revisions may skip a
+ * number; every record of revision ≤ r is at a position ≤ r.
  *
  * An event's `priceRev` (the `LLMScope-Price-Rev` header, cluster/js-log.ts) is the publishing
- * node's `rev` when it accepted the event: every record ≤ it existed then, so a partition owner
- * that has mirrored up to it prices the event as the single node would have (see waitRev).
+ * node's book revision when it accepted the event: a partition owner whose log has applied
+ * position `priceRev` holds every record that existed then, so it prices the event as any other
+ * node would (waitPos).
  */
 import { llmsError } from '../errors.js'
 import type { Log } from '../log.js'
@@ -33,15 +35,12 @@ import type { MetaBacking } from '../store/backing.js'
 /** Key prefix of book records in the meta bucket. */
 export const PRICE_PREFIX = 'price.'
 
-/** One record of the book. Revisions start at 1. */
-export type BookRecord =
-  | { kind: 'version'; rev: number; version: Record<string, unknown> & { rev: number } }
-  | { kind: 'layer'; rev: number; layer: Record<string, unknown> & { rev: number } }
-  | { kind: 'reprice'; rev: number; reprice: Record<string, unknown> & { id: string; project: string; rev: number } }
-  | { kind: 'drop'; rev: number; project: string }
-
-/** What a record means without its revision (append assigns it). */
-export type BookRecordOf<K extends BookRecord['kind']> = Extract<BookRecord, { kind: K }>
+/**
+ * One record of the log, at position `pos` (1, 2, 3 …): a store record written under `id`
+ * (`put`, never changed afterwards) or removed (`remove`: DELETE /projects). Which record means
+ * what is the PriceStore's business (src/store/prices.ts); this log only orders them.
+ */
+export type BookRecord = { pos: number; op: 'put'; id: string; value: unknown } | { pos: number; op: 'remove'; id: string }
 
 /** How long `append` may take before answering 503 (conflicts included), and waitRev's default. */
 const APPEND_TIMEOUT_MS = 10_000
@@ -50,23 +49,12 @@ const MAX_ATTEMPTS = 50
 
 function isRecord(x: unknown): x is BookRecord {
   const r = x as BookRecord
-  if (typeof r !== 'object' || r === null || !Number.isSafeInteger(r.rev) || r.rev < 1) return false
-  switch (r.kind) {
-    case 'version':
-      return typeof r.version === 'object' && r.version !== null
-    case 'layer':
-      return typeof r.layer === 'object' && r.layer !== null
-    case 'reprice':
-      return typeof r.reprice === 'object' && r.reprice !== null && typeof r.reprice.id === 'string'
-    case 'drop':
-      return typeof r.project === 'string'
-    default:
-      return false
-  }
+  if (typeof r !== 'object' || r === null || !Number.isSafeInteger(r.pos) || r.pos < 1 || typeof r.id !== 'string') return false
+  return r.op === 'remove' || (r.op === 'put' && 'value' in r)
 }
 
 interface Waiter {
-  rev: number
+  pos: number
   resolve: () => void
   reject: (err: Error) => void
   timer: NodeJS.Timeout
@@ -75,9 +63,9 @@ interface Waiter {
 export class ClusterPriceLog {
   readonly #log: Log
   #backing: MetaBacking | null = null
-  /** Records received but not applied yet (a lower revision still missing), by revision. */
+  /** Records received but not applied yet (a lower position still missing), by position. */
   readonly #early = new Map<number, BookRecord>()
-  /** Every applied record, in revision order (index rev - 1). */
+  /** Every applied record, in position order (index pos - 1). */
   readonly #records: BookRecord[] = []
   readonly #listeners = new Set<(r: BookRecord) => void>()
   #waiters: Waiter[] = []
@@ -87,17 +75,17 @@ export class ClusterPriceLog {
     this.#log = opts.log
   }
 
-  /** Highest revision with every record at or below it applied here (0: none yet). */
-  get rev(): number {
+  /** Highest position with every record at or below it applied here (0: none yet). */
+  get pos(): number {
     return this.#records.length
   }
 
-  /** Every applied record, in revision order. */
+  /** Every applied record, in position order. */
   records(): readonly BookRecord[] {
     return this.#records
   }
 
-  /** Called for every record applied from now on, in revision order (after `load`). Returns the unsubscribe. */
+  /** Called for every record applied from now on, in position order. Returns the unsubscribe. */
   onRecord(fn: (r: BookRecord) => void): () => void {
     this.#listeners.add(fn)
     return () => this.#listeners.delete(fn)
@@ -115,19 +103,19 @@ export class ClusterPriceLog {
 
   /** One change of the bucket, from the watcher (this node's own writes included). */
   applyRemote(key: string, value: unknown): void {
-    const rev = Number(key)
-    if (!Number.isSafeInteger(rev) || rev < 1) return
+    const pos = Number(key)
+    if (!Number.isSafeInteger(pos) || pos < 1) return
     if (value === undefined) {
-      // Never written by LLMScope: a record removed by hand leaves its revision applied as it was.
-      this.#log.warn({ rev }, 'a price book record was removed from the bucket: ignored (the book is append-only)')
+      // Never written by LLMScope: a record removed by hand leaves what it did applied.
+      this.#log.warn({ pos }, 'a price book record was removed from the bucket: ignored (the book is append-only)')
       return
     }
-    if (!isRecord(value) || value.rev !== rev) {
-      this.#log.error({ rev }, 'a price book record is not one this release reads: the book stops at the revision before it')
+    if (!isRecord(value) || value.pos !== pos) {
+      this.#log.error({ pos }, 'a price book record is not one this release reads: the book stops at the position before it')
       return
     }
-    if (rev <= this.#records.length) return
-    this.#early.set(rev, value)
+    if (pos <= this.#records.length) return
+    this.#early.set(pos, value)
     while (this.#early.has(this.#records.length + 1)) {
       const next = this.#records.length + 1
       const r = this.#early.get(next)!
@@ -137,14 +125,14 @@ export class ClusterPriceLog {
         try {
           fn(r)
         } catch (err) {
-          this.#log.error({ err, rev: next }, 'applying a price book record failed')
+          this.#log.error({ err, pos: next }, 'applying a price book record failed')
         }
       }
     }
     if (this.#waiters.length > 0) {
-      const rev = this.#records.length
+      const at = this.#records.length
       this.#waiters = this.#waiters.filter((w) => {
-        if (w.rev > rev) return true
+        if (w.pos > at) return true
         clearTimeout(w.timer)
         w.resolve()
         return false
@@ -152,18 +140,18 @@ export class ClusterPriceLog {
     }
   }
 
-  /** Resolves once every record up to `rev` is applied here; rejects with 503 after `timeoutMs`. */
-  waitRev(rev: number, timeoutMs = APPEND_TIMEOUT_MS): Promise<void> {
-    if (this.#records.length >= rev) return Promise.resolve()
+  /** Resolves once every record up to `pos` is applied here; rejects with 503 after `timeoutMs`. */
+  waitPos(pos: number, timeoutMs = APPEND_TIMEOUT_MS): Promise<void> {
+    if (this.#records.length >= pos) return Promise.resolve()
     if (this.#stopped !== null) return Promise.reject(unavailable(`the price book is not being mirrored (${this.#stopped.message})`))
     return new Promise<void>((resolve, reject) => {
       const w: Waiter = {
-        rev,
+        pos,
         resolve,
         reject,
         timer: setTimeout(() => {
           this.#waiters = this.#waiters.filter((x) => x !== w)
-          reject(unavailable(`price book revision ${rev} did not reach this node within ${timeoutMs} ms (it has ${this.#records.length})`))
+          reject(unavailable(`price book record ${pos} did not reach this node within ${timeoutMs} ms (it has ${this.#records.length})`))
         }, timeoutMs).unref()
       }
       this.#waiters.push(w)
@@ -171,24 +159,24 @@ export class ClusterPriceLog {
   }
 
   /**
-   * Adds a record at the next free revision: `make(rev)` builds it (called again with a higher
-   * revision when another node took that one first). Resolves with the record once this node's
-   * book has it; 503 when the bucket cannot be reached or too many writers race.
+   * Adds a record at the next free position: `make(pos)` builds it (called again with a higher
+   * position when another node took that one first). Resolves with the record once this node
+   * applied it; 503 when the bucket cannot be reached or too many writers race.
    */
-  async append<R extends BookRecord>(make: (rev: number) => R): Promise<R> {
+  async append(make: (pos: number) => BookRecord): Promise<BookRecord> {
     const backing = this.#backing
     if (backing === null) throw new Error('ClusterPriceLog.append: no backing attached')
     const deadline = Date.now() + APPEND_TIMEOUT_MS
     for (let attempt = 0; attempt < MAX_ATTEMPTS && Date.now() < deadline; attempt++) {
-      const rev = this.#records.length + 1
-      const record = make(rev)
-      if (record.rev !== rev) throw new Error('ClusterPriceLog.append: the record must carry the revision it was made for')
-      if (await backing.create(String(rev), record)) {
-        await this.waitRev(rev, Math.max(1, deadline - Date.now()))
+      const pos = this.#records.length + 1
+      const record = make(pos)
+      if (record.pos !== pos) throw new Error('ClusterPriceLog.append: the record must carry the position it was made for')
+      if (await backing.create(String(pos), record)) {
+        await this.waitPos(pos, Math.max(1, deadline - Date.now()))
         return record
       }
-      // Another node wrote `rev` first; create() mirrored its record: wait until it is applied.
-      await this.waitRev(rev, Math.max(1, deadline - Date.now()))
+      // Another node wrote `pos` first; create() mirrored its record: wait until it is applied.
+      await this.waitPos(pos, Math.max(1, deadline - Date.now()))
     }
     throw unavailable('the price book is being written by other nodes right now')
   }

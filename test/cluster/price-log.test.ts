@@ -1,9 +1,9 @@
 /**
  * The cluster price book's records (src/cluster/price-log.ts) in the meta bucket: nodes writing
- * at once get distinct, gap-free revisions (a create of `price.<rev>` is the compare-and-set);
- * every node applies every record in revision order, whatever order the writes landed in; a write
- * resolves once its own node applied it; a node started later loads them all; waitRev waits for a
- * revision and answers 503 when it does not come.
+ * at once get distinct, gap-free positions (a create of `price.<pos>` is the compare-and-set);
+ * every node applies every record in position order, whatever order the writes landed in; a write
+ * resolves once its own node applied it; a node started later loads them all; waitPos waits for a
+ * position and answers 503 when it does not come.
  */
 import t from 'tap'
 import type { Test } from 'tap'
@@ -46,53 +46,53 @@ async function node(t: Test) {
   return { prices, seen, meta }
 }
 
-const version = (rev: number, model: string) => ({ kind: 'version' as const, rev, version: { id: `pv_${model}`, project: 'default', provider: 'openai', model, rev, rates: { input: 1, output: 2, cached_input: 1, cache_write: 1, reasoning: 2 }, effective_from: 0, created_at: 0 } })
+const version = (pos: number, model: string): BookRecord => ({ pos, op: 'put', id: `pv_${model}`, value: { v: 1, kind: 'version', id: `pv_${model}`, project: 'default', provider: 'openai', model, rev: pos, rates: { input: 1, output: 2, cached_input: 1, cache_write: 1, reasoning: 2 }, effective_from: 0, created_at: 0 } })
 
-t.test('concurrent appends: distinct revisions, no gaps, same order everywhere', async (t) => {
+t.test('concurrent appends: distinct positions, no gaps, same order everywhere', async (t) => {
   const a = await node(t)
   const b = await node(t)
   const writes = await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 === 0 ? a : b).prices.append((rev) => version(rev, `m${i}`))))
-  const revs = writes.map((r) => r.rev).sort((x, y) => x - y)
-  t.same(revs, Array.from({ length: 20 }, (_, i) => i + 1), 'revisions 1..20, each once')
+  const revs = writes.map((r) => r.pos).sort((x, y) => x - y)
+  t.same(revs, Array.from({ length: 20 }, (_, i) => i + 1), 'positions 1..20, each once')
   // Each write resolved once its node applied it.
-  for (let i = 0; i < 20; i++) t.ok((i % 2 === 0 ? a : b).prices.rev >= writes[i]!.rev, `write ${i} applied on its node`)
-  await a.prices.waitRev(20)
-  await b.prices.waitRev(20)
-  t.same(a.seen.map((r) => r.rev), revs, 'applied in revision order')
+  for (let i = 0; i < 20; i++) t.ok((i % 2 === 0 ? a : b).prices.pos >= writes[i]!.pos, `write ${i} applied on its node`)
+  await a.prices.waitPos(20)
+  await b.prices.waitPos(20)
+  t.same(a.seen.map((r) => r.pos), revs, 'applied in position order')
   t.same(b.seen, a.seen, 'both nodes applied the same records in the same order')
-  t.same(new Set(a.seen.map((r) => (r as { version: { model: string } }).version.model)).size, 20)
+  t.same(new Set(a.seen.map((r) => ((r as { value: { model: string } }).value.model))).size, 20)
 
-  const drop = await b.prices.append((rev) => ({ kind: 'drop', rev, project: 'default' }))
-  t.equal(drop.rev, 21)
-  await a.prices.waitRev(21)
+  const drop = await b.prices.append((pos) => ({ pos, op: 'remove', id: 'pv_m3' }))
+  t.equal(drop.pos, 21)
+  await a.prices.waitPos(21)
   t.same(a.seen.at(-1), drop)
 
   t.test('a node started later loads every record', async (t) => {
     const c = await node(t)
-    t.equal(c.prices.rev, 21)
+    t.equal(c.prices.pos, 21)
     t.same(c.prices.records(), a.prices.records())
   })
 
-  t.test('waitRev answers 503 when the revision does not come', async (t) => {
-    await t.rejects(a.prices.waitRev(1000, 100), { statusCode: 503, code: 'LLMS_ERR_UNAVAILABLE' })
+  t.test('waitPos answers 503 when the position does not come', async (t) => {
+    await t.rejects(a.prices.waitPos(1000, 100), { statusCode: 503, code: 'LLMS_ERR_UNAVAILABLE' })
   })
 })
 
 t.test('out-of-order and malformed records', async (t) => {
   const log = new ClusterPriceLog({ log: silentLog })
   const got: number[] = []
-  log.onRecord((r) => got.push(r.rev))
+  log.onRecord((r) => got.push(r.pos))
   log.applyRemote('2', version(2, 'b'))
-  t.equal(log.rev, 0, 'revision 2 waits for 1')
-  const w = log.waitRev(2, 5_000)
+  t.equal(log.pos, 0, 'position 2 waits for 1')
+  const w = log.waitPos(2, 5_000)
   log.applyRemote('1', version(1, 'a'))
   await w
   t.same(got, [1, 2])
   log.applyRemote('1', version(1, 'a'))
   t.same(got, [1, 2], 'a record seen twice is applied once')
-  log.applyRemote('3', { kind: 'nope', rev: 3 })
+  log.applyRemote('3', { op: 'nope', pos: 3, id: 'x' })
   log.applyRemote('4', version(5, 'x'))
   log.applyRemote('x', version(3, 'x'))
-  t.equal(log.rev, 2, 'unreadable records are never applied')
+  t.equal(log.pos, 2, 'unreadable records are never applied')
   await t.rejects(log.append((rev) => version(rev, 'z')), /no backing/)
 })
