@@ -50,7 +50,7 @@ function readable(x: number | null): string {
 
 /**
  * The Slack `{"text": …}` body of a notification, e.g.
- * `[FIRING] High cost (rule_x) user_id=u1: cost_per_hour 12.5 > 10 — window 300 s, project default`.
+ * `[FIRING] High cost (rule_x) user_id=u1: cost_per_hour is 12.5, threshold > 10 — window 300 s, project default, at …`.
  * With a baseline the value and threshold are factors of the mean of the previous N days.
  */
 export function slackPayload(p: WebhookPayload, rule: Pick<Rule, 'group_by' | 'baseline' | 'project'>): SlackPayload {
@@ -58,9 +58,9 @@ export function slackPayload(p: WebhookPayload, rule: Pick<Rule, 'group_by' | 'b
   const group = rule.group_by == null ? '' : ` ${rule.group_by}=${p.group === null ? '(none)' : p.group}`
   const days = rule.baseline?.days
   const scale = days === undefined ? '' : '×'
-  const base = days === undefined ? '' : ` of its ${days}-day baseline`
+  const base = days === undefined ? '' : ` its ${days}-day baseline`
   const why = p.reason === 'condition' || p.reason === 'test' ? '' : ` (${p.reason.replace('_', ' ')})`
-  const text = `[${state}] ${p.rule_name} (${p.rule_id})${group}: ${p.condition} ${readable(p.value)}${p.value === null ? '' : scale}${base} ${COMPARATOR_TEXT[p.comparator]} ${readable(p.threshold)}${scale}${why} — window ${p.window_seconds} s, project ${rule.project ?? 'default'}, at ${p.at}`
+  const text = `[${state}] ${p.rule_name} (${p.rule_id})${group}: ${p.condition} is ${readable(p.value)}${p.value === null ? '' : `${scale}${base}`}, threshold ${COMPARATOR_TEXT[p.comparator]} ${readable(p.threshold)}${scale}${why} — window ${p.window_seconds} s, project ${rule.project ?? 'default'}, at ${p.at}`
   return { text }
 }
 
