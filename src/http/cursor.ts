@@ -6,9 +6,10 @@
  * `cursor`; so is one that does not decode. It carries no value of the filters (only their
  * hash), so a cursor in a log or a URL shows nothing of the data.
  *
- * Seam for re-pricing (issue 14): a `sort=cost` page's keys are costs, which a re-price of the
- * range changes; the cursor will then carry the price book's version of its first page, and
- * {@link CursorCheck.cost} (called for `sort=cost` cursors) answers 409 when it moved.
+ * Re-pricing (DESIGN §8): a `sort=cost` page's keys are costs, which a re-price of the range
+ * changes. A `sort=cost` cursor carries `pe`, how many re-pricings its project had when its page
+ * was served; {@link repricedCheck} answers 409 when a later one covers part of its range (its
+ * order would skip or repeat events).
  */
 import { createHash } from 'node:crypto'
 import { llmsError } from '../errors.js'
@@ -24,6 +25,8 @@ interface CursorBody {
   key: number
   seq: number
   f: string
+  /** `sort=cost` only: the project's re-pricing count when the page was served (absent: 0). */
+  pe?: number
 }
 
 /** What a page was a page of: project, every filter, the range — canonical, then hashed. */
@@ -46,17 +49,48 @@ export function queryHash(q: RangeQuery): string {
   return createHash('sha256').update(canon).digest('base64url').slice(0, 22)
 }
 
-/** The cursor continuing after `after` on the page of `q` in `sort`. */
-export function encodeCursor(q: RangeQuery, sort: SearchSort, after: SearchAfter): string {
+/**
+ * The cursor continuing after `after` on the page of `q` in `sort`; `priceEpoch` (see
+ * {@link priceEpoch}) is kept for `sort=cost`.
+ */
+export function encodeCursor(q: RangeQuery, sort: SearchSort, after: SearchAfter, priceEpoch = 0): string {
   const body: CursorBody = { v: 1, sort, key: after.key, seq: after.seq, f: queryHash(q) }
+  if (sort === 'cost' && priceEpoch > 0) body.pe = priceEpoch
   return Buffer.from(JSON.stringify(body)).toString('base64url')
+}
+
+/** What the re-pricing check reads of the price book: a project's re-pricings, in the order they were made. */
+export interface RepricedRanges {
+  reprices(project: string): ReadonlyArray<{ start: number; end: number }>
+}
+
+/** The project's re-pricing count now: a `sort=cost` cursor's `pe`. */
+export function priceEpoch(book: RepricedRanges, q: RangeQuery): number {
+  return book.reprices(q.project ?? 'default').length
+}
+
+/** The check of a `sort=cost` cursor: 409 when a re-pricing made since its page covers part of `q`'s range. */
+export function repricedCheck(book: RepricedRanges, q: RangeQuery): CursorCheck {
+  return {
+    cost: (_after, epoch) => {
+      const rs = book.reprices(q.project ?? 'default')
+      for (let i = epoch; i < rs.length; i++) {
+        if (rs[i].start < q.end && rs[i].end > q.start) {
+          throw llmsError('LLMS_ERR_CONFLICT', 'the cursor is outdated: its range was re-priced since its first page (costs changed order); start again without a cursor', {
+            details: [{ path: '(query) cursor', message: 'was made before a re-pricing of its range' }]
+          })
+        }
+      }
+    }
+  }
 }
 
 const bad = (message: string) => llmsError('LLMS_ERR_BAD_QUERY', `invalid query: (query) cursor: ${message}`, { details: [{ path: '(query) cursor', message }] })
 
 /** Optional checks a cursor must pass besides its filters (issue 14: re-priced since the first page → 409). */
 export interface CursorCheck {
-  cost?: (after: SearchAfter) => void
+  /** Called for `sort=cost` cursors with their position and `pe` (0 when absent); throws to refuse. */
+  cost?: (after: SearchAfter, priceEpoch: number) => void
 }
 
 /**
@@ -75,7 +109,7 @@ export function decodeCursor(cursor: string, q: RangeQuery, sort: SearchSort, ch
   if (body.sort !== sort) throw bad(`was made for sort=${body.sort}, not sort=${sort}`)
   if (body.f !== queryHash(q)) throw bad('was made for other filters, another time range or another project')
   const after = { key: body.key, seq: body.seq }
-  if (sort === 'cost') check.cost?.(after)
+  if (sort === 'cost') check.cost?.(after, body.pe ?? 0)
   return after
 }
 
@@ -91,6 +125,7 @@ function isBody(x: unknown): x is CursorBody {
     typeof b.seq === 'number' &&
     Number.isSafeInteger(b.seq) &&
     b.seq >= 0 &&
-    typeof b.f === 'string'
+    typeof b.f === 'string' &&
+    (b.pe === undefined || (typeof b.pe === 'number' && Number.isSafeInteger(b.pe) && b.pe >= 0))
   )
 }

@@ -11,7 +11,7 @@ import { countDuplicates, eventSchema, pendingBatch, pendingOne, toPublic, type 
 import { llmsError } from '../../errors.js'
 import { checkRange, filterShape, parseWithFilters, rangeShape } from '../query.js'
 import { SEARCH_SORTS } from '../../analytics/search.js'
-import { decodeCursor, encodeCursor } from '../cursor.js'
+import { decodeCursor, encodeCursor, priceEpoch, repricedCheck } from '../cursor.js'
 import { EXPORT_FORMATS, EXPORT_TYPES, exportFilename, exportStream, type ExportFormat } from '../export.js'
 import type { RangeQuery } from '../../queries.js'
 import { ingestLogLevel } from '../metrics.js'
@@ -173,7 +173,9 @@ export async function eventRoutes(app: FastifyInstance, opts: { engine: Engine; 
     checkRange(start, end)
     const range: RangeQuery = { ...filters, start, end, models: p.model, providers: p.provider, project: request.project }
     const sort = p.sort as (typeof SEARCH_SORTS)[number]
-    const after = p.cursor === undefined ? null : decodeCursor(p.cursor, range, sort)
+    const after = p.cursor === undefined ? null : decodeCursor(p.cursor, range, sort, repricedCheck(engine.book, range))
+    // Before the page is read: a re-pricing landing meanwhile makes its next page a 409, never a silent skip.
+    const epoch = priceEpoch(engine.book, range)
     const format = (p.format as ExportFormat | undefined) ?? acceptedFormat(request.headers.accept)
     const own = (e: PricedEvent | undefined): e is PricedEvent => e !== undefined && e.project === request.project
 
@@ -183,7 +185,7 @@ export async function eventRoutes(app: FastifyInstance, opts: { engine: Engine; 
       const page = hits.slice(0, p.limit)
       const events = await engine.eventsBySeq(page.map((h) => h.seq))
       const last = page[page.length - 1]
-      return { events: events.filter(own).map(toPublic), next_cursor: hits.length > p.limit ? encodeCursor(range, sort, last) : null }
+      return { events: events.filter(own).map(toPublic), next_cursor: hits.length > p.limit ? encodeCursor(range, sort, last, epoch) : null }
     }
 
     const pageSize = EXPORT_PAGE[sort]
