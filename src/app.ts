@@ -14,6 +14,7 @@ import { eventRoutes } from './http/routes/events.js'
 import { forgetRoutes } from './http/routes/forget.js'
 import { analyticsRoutes } from './http/routes/analytics.js'
 import { alertRoutes } from './http/routes/alerts.js'
+import { budgetRoutes } from './http/routes/budgets.js'
 import { priceRoutes } from './http/routes/prices.js'
 import { healthRoutes } from './http/routes/health.js'
 import { otlpRoutes } from './http/routes/otlp.js'
@@ -114,6 +115,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   await app.register(otlpRoutes, { engine, clock })
   await app.register(analyticsRoutes, { engine, clock })
   await app.register(alertRoutes, { engine, clock })
+  await app.register(budgetRoutes, { engine, clock })
   await app.register(priceRoutes, { engine })
   await app.register(wsRoutes, { engine })
   await app.register(keyRoutes, { store: apiKeys, ring, projects: engine.projects, clock })

@@ -129,7 +129,8 @@ export interface SubscriptionFilter extends Omit<Filters, 'models' | 'providers'
 
 export type BroadcastMessage =
   | { type: 'events'; events: PricedEvent[] }
-  | { type: 'alert'; alert: AlertNotice | BudgetNotice }
+  | { type: 'alert'; alert: AlertNotice }
+  | { type: 'budget'; budget: BudgetNotice }
   | { type: 'subscribe'; sink: SocketSink; filter: SubscriptionFilter; sinceSeq: number | null }
   | { type: 'unsubscribe'; sink: SocketSink }
   | { type: 'pong'; sink: SocketSink }
@@ -410,26 +411,28 @@ export class Broadcaster extends Actor<BroadcastMessage> {
       case 'events':
         this.#events(message.events)
         return
-      case 'alert': {
-        // Alerts go to every subscriber of the rule's project, whatever its filter (a rule's
-        // filters are not the subscriber's), and to no one else.
-        const project = message.alert.project
+      case 'alert':
+      case 'budget': {
+        // Alerts (and budget alerts) go to every subscriber of the rule's project, whatever its
+        // filter (a rule's filters are not the subscriber's), and to no one else.
+        const notice = message.type === 'alert' ? message.alert : message.budget
+        const project = notice.project
         if (this.#subs.size === 0) return
         let frame: Buffer | undefined
         const groups = this.#groups.get(project)
         if (groups !== undefined) {
-          frame = textFrame(JSON.stringify(message.alert))
+          frame = textFrame(JSON.stringify(notice))
           for (const g of groups.values()) this.#enqueue(g, frame)
         }
         // Not in the log, so not replayable: those outside the live stream get it now.
         for (const sub of this.#replaying) {
           if (sub.filter.project !== project) continue
-          frame ??= textFrame(JSON.stringify(message.alert))
+          frame ??= textFrame(JSON.stringify(notice))
           // An asynchronous catch-up keeps live order: the alert goes after the held events.
           if (sub.held !== null) this.#holdFrame(sub, frame, this.#opts.clock.now())
           else this.#own(sub, frame)
         }
-        for (const sub of this.#waiting) if (sub.filter.project === project) this.#own(sub, (frame ??= textFrame(JSON.stringify(message.alert))))
+        for (const sub of this.#waiting) if (sub.filter.project === project) this.#own(sub, (frame ??= textFrame(JSON.stringify(notice))))
         this.#afterEnqueue()
         return
       }

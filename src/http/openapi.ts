@@ -194,20 +194,73 @@ export const rulesSchema = z.object({ rules: z.array(ruleSchema) })
 
 const delivery = z.object({ status: z.string(), attempts: z.number().int(), status_code: z.number().int().nullable(), error: z.string().nullable() })
 
+/** A budget threshold reached (DESIGN §8), as listed by GET /alerts/events beside the rules' records. */
+export const budgetAlertEventSchema = z
+  .looseObject({
+    id: z.string(),
+    type: z.literal('budget'),
+    project: z.string(),
+    budget_id: z.string(),
+    name: z.string(),
+    threshold: z.number(),
+    spent: z.number(),
+    amount: z.number(),
+    period_start: z.string(),
+    period_end: z.string(),
+    group_by: z.string().nullable(),
+    group: z.string().nullable(),
+    at: z.string(),
+    delivery: delivery.extend({ completed_at: z.string().nullable().optional() })
+  })
+  .meta({ description: 'A budget threshold reached: once per budget, period, threshold and group' })
+
 export const alertEventsSchema = z.object({
   events: z.array(
-    z.looseObject({
-      id: z.string(),
-      rule_id: z.string(),
-      rule_name: z.string(),
-      state: z.enum(['firing', 'resolved']),
-      value: z.number().nullable(),
-      threshold: z.number(),
-      at: z.string(),
-      delivery: delivery.extend({ completed_at: z.string().nullable().optional() })
-    })
+    z.union([
+      z.looseObject({
+        id: z.string(),
+        rule_id: z.string(),
+        rule_name: z.string(),
+        state: z.enum(['firing', 'resolved']),
+        value: z.number().nullable(),
+        threshold: z.number(),
+        at: z.string(),
+        delivery: delivery.extend({ completed_at: z.string().nullable().optional() })
+      }),
+      budgetAlertEventSchema
+    ])
   )
 })
+
+const budgetFigures = { spent: z.number(), remaining: z.number(), forecast: z.number() }
+
+export const budgetSchema = z
+  .object({
+    id: z.string(),
+    project: z.string(),
+    name: z.string(),
+    amount: z.number(),
+    period: z.enum(['day', 'week', 'month']),
+    timezone: z.string(),
+    filters: z.record(z.string(), z.string()),
+    group_by: z.string().nullable(),
+    thresholds: z.array(z.number()),
+    webhook_url: z.string().nullable(),
+    created_at: z.string(),
+    updated_at: z.string(),
+    ...budgetFigures,
+    period_start: z.string(),
+    period_end: z.string(),
+    groups: z.array(z.object({ group: z.string().nullable(), ...budgetFigures })).optional(),
+    groups_capped: z.boolean().optional(),
+    other_spent: z.number().optional()
+  })
+  .meta({
+    description:
+      'A budget with its current period: spent (dollars, events in [period_start, now)), remaining (amount − spent, may be negative), forecast (spent ÷ elapsed part of the period × whole period); grouped budgets list the most costly 1,000 groups'
+  })
+
+export const budgetsSchema = z.object({ budgets: z.array(budgetSchema) })
 
 const priceRates = { input: z.number(), cached_input: z.number(), cache_write: z.number(), output: z.number(), reasoning: z.number() }
 
