@@ -8,6 +8,8 @@ import { SnapshotStore, type SnapshotPayload } from './store/snapshots.js'
 import { RuleStore } from './store/rules.js'
 import { ProjectStore } from './store/projects.js'
 import { AlertEventStore } from './store/alert-events.js'
+import { BudgetStore } from './store/budgets.js'
+import { BudgetEvaluator } from './budgets/evaluator.js'
 import { ApiKeyStore } from './store/api-keys.js'
 import { WebhookNotifier, type NotifierOptions } from './alerts/notifier.js'
 import { AlertDispatcher } from './alerts/dispatcher.js'
@@ -83,6 +85,10 @@ export class Engine {
   readonly apiKeys: ApiKeyStore
   /** Records alert notifications and delivers their webhooks (off the ingest path). */
   readonly alerting: AlertDispatcher
+  /** Budgets and their fired records (DESIGN §8). */
+  readonly budgets: BudgetStore
+  /** Budgets' figures and once-only threshold alerts, evaluated on the alert tick (src/budgets/evaluator.ts). */
+  readonly budgetEvaluator: BudgetEvaluator
   readonly topology: Topology
   /** Tombstones of event deletes not finished yet (DELETE /events; src/forget.ts). */
   readonly forgetTombstones: ForgetTombstones
@@ -148,7 +154,20 @@ export class Engine {
     this.projects = new ProjectStore(this.stores.projects, opts.clock.now())
     this.apiKeys = new ApiKeyStore(this.stores.apiKeys)
     this.alertEvents = new AlertEventStore(this.stores.alertEvents, { log: opts.logger })
-    this.alerting = new AlertDispatcher({ store: this.alertEvents, notifier: new WebhookNotifier({ log: opts.logger, ...opts.webhook }), clock: opts.clock, log: opts.logger })
+    // One notifier for rules and budgets: one delivery queue, one set of counters.
+    const notifier = new WebhookNotifier({ log: opts.logger, ...opts.webhook })
+    this.alerting = new AlertDispatcher({ store: this.alertEvents, notifier, clock: opts.clock, log: opts.logger })
+    this.budgets = new BudgetStore(this.stores.budgets)
+    this.budgetEvaluator = new BudgetEvaluator({
+      store: this.budgets,
+      // Looked up at each call: cluster mode's engine replaces `analytics` with merged answers.
+      spend: { metrics: (q) => this.analytics.metrics(q), breakdown: (q, by, sort, limit) => this.analytics.breakdown(q, by, sort, limit) },
+      alertEvents: this.alertEvents,
+      notifier,
+      publish: (notice) => this.topology.broadcaster.send({ type: 'budget', budget: notice }),
+      clock: opts.clock,
+      log: opts.logger
+    })
     this.#alertTickMs = opts.alertTickMs ?? 1000
     this.#externalAlerts = opts.externalAlerts !== undefined
     this.forgetTombstones = ForgetTombstones.open(this.stores.root)
@@ -279,6 +298,7 @@ export class Engine {
     const rules = this.rules.list().filter((r) => (r.project ?? 'default') === project)
     await this.rules.removeProject(project)
     await this.alertEvents.removeRules(new Set(rules.map((r) => r.id)))
+    await this.alertEvents.removeBudgets(new Set(await this.budgets.removeProject(project)))
     const removed = await this.#exclusiveLog(() => this.log.purge((e) => e.project === project))
     this.#logger.info({ project, events: removed }, 'project deleted')
     // Before the tombstone goes: the stored snapshot must no longer hold the project's state.
@@ -515,8 +535,12 @@ export class Engine {
   #startAlertTicks(): void {
     if (this.#externalAlerts) return
     this.topology.alerts.send({ type: 'tick' })
+    void this.budgetEvaluator.tick()
     if (this.#alertTickMs <= 0 || this.#alertTimer !== null || this.#closing !== null) return
-    this.#alertTimer = setInterval(() => this.topology.alerts.send({ type: 'tick' }), this.#alertTickMs)
+    this.#alertTimer = setInterval(() => {
+      this.topology.alerts.send({ type: 'tick' })
+      void this.budgetEvaluator.tick()
+    }, this.#alertTickMs)
     this.#alertTimer.unref()
   }
 
@@ -667,6 +691,7 @@ export class Engine {
       lastSnapshot: this.#lastSnapshot,
       recovery: this.#recovery,
       alertEvents: this.alertEvents.stats,
+      budgets: this.budgetEvaluator.stats,
       webhooks: this.alerting.stats,
       ...this.topology.stats()
     }
@@ -735,11 +760,14 @@ export class Engine {
       if (this.#snapshotTimer !== null) clearInterval(this.#snapshotTimer)
       if (this.#alertTimer !== null) clearInterval(this.#alertTimer)
       const t0 = performance.now()
+      // No budget pass from here on (a running one ends first: it reads the topology).
+      await this.budgetEvaluator.close()
       if (!graceful) {
         await this.#snapshotting?.catch(() => {})
         await this.topology.router.quiesce()
         await this.topology.close()
         await this.alerting.close()
+        await this.budgetEvaluator.idle()
         await this.#pool?.destroy()
         await this.stores.close()
         return
@@ -754,6 +782,7 @@ export class Engine {
       await this.topology.close()
       // Aborts webhook deliveries still in flight (recorded as failed) before LMDB closes.
       await this.alerting.close()
+      await this.budgetEvaluator.idle()
       await this.#pool?.close()
       await this.stores.close()
       this.#logger.info({ ms: Math.round(performance.now() - t0) }, 'engine closed')
