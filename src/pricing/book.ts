@@ -100,14 +100,18 @@ export type RateSchedule = ReadonlyArray<ScheduleStep>
 
 /** How an entry's name matched an event's (provider, model); 0 = no match, higher is better. */
 export const MATCH_NONE = 0
-/** Family name (genai-prices' model or a dated suffix), entry provider `*`. */
+/** Family by genai-prices (it resolves both names to one model), entry provider `*`. */
 export const MATCH_FAMILY_ANY = 1
-/** Family name, same provider. */
+/** Family by genai-prices, same provider. */
 export const MATCH_FAMILY = 2
+/** The event's name is the entry's plus a dated/version suffix, entry provider `*`. */
+export const MATCH_SUFFIX_ANY = 3
+/** Suffix, same provider. */
+export const MATCH_SUFFIX = 4
 /** Exact model name, entry provider `*`. */
-export const MATCH_EXACT_ANY = 3
+export const MATCH_EXACT_ANY = 5
 /** Exact model name, same provider. */
-export const MATCH_EXACT = 4
+export const MATCH_EXACT = 6
 
 /** Where a (provider, model)'s price at (ts, rev) comes from (GET /prices). */
 export type PriceSource =
@@ -144,7 +148,8 @@ export function ratesOfOverride(o: PriceOverride): Rates {
 const SUFFIX = /^(?:-\d{4}-\d{2}-\d{2}|-\d{8}|@\d{8}|-latest|-v\d+(?::\d+)?)*(?::.*)?$/s
 
 const providerMemo = new Map<string, string>()
-const familyMemo = new Map<string, boolean>()
+/** 0 none, 1 genai-prices family, 2 suffix (or equal up to case). */
+const familyMemo = new Map<string, 0 | 1 | 2>()
 const MATCH_MEMO_MAX = 16_384
 
 /** genai-prices' id for a provider name (`bedrock` → `aws`), else the name lowercased; `*` stays. */
@@ -165,30 +170,42 @@ export function providerKey(provider: string): string {
  * model name alone). Case-insensitive. Exact equality is NOT a family match (see {@link matchRank}).
  */
 export function familyMatches(entryModel: string, model: string, provider = ''): boolean {
+  return familyKind(entryModel, model, provider) !== 0
+}
+
+/** 2: suffix (or the same name up to case), 1: genai-prices resolves both to one model, 0: neither. */
+function familyKind(entryModel: string, model: string, provider: string): 0 | 1 | 2 {
   const key = `${provider.length}:${provider}${entryModel.length}:${entryModel}${model}`
   let hit = familyMemo.get(key)
   if (hit === undefined) {
     const m = model.toLowerCase().trim()
     const M = entryModel.toLowerCase().trim()
-    hit = false
-    if (M.length > 0 && m.length > M.length && m.startsWith(M) && SUFFIX.test(m.slice(M.length))) hit = true
-    else if (m !== M) {
+    if (m === M || (M.length > 0 && m.length > M.length && m.startsWith(M) && SUFFIX.test(m.slice(M.length)))) hit = 2
+    else {
       const a = genaiModelOf(provider, model)
       const b = a === null ? null : genaiModelOf(provider, entryModel)
-      hit = a !== null && b !== null && a.provider.id === b.provider.id && a.model.id === b.model.id
-    } else hit = true // same name up to case and surrounding spaces
+      hit = a !== null && b !== null && a.provider.id === b.provider.id && a.model.id === b.model.id ? 1 : 0
+    }
     if (familyMemo.size >= MATCH_MEMO_MAX) familyMemo.clear()
     familyMemo.set(key, hit)
   }
   return hit
 }
 
-/** How well an entry (entryProvider, entryModel) matches an event's (provider, model): one of the MATCH_* constants. */
+/**
+ * How well an entry (entryProvider, entryModel) matches an event's (provider, model): one of the
+ * MATCH_* constants. Exact > suffix > genai-prices family; within each, a named provider > `*`.
+ * (An entry `gpt-4o` and an entry `gpt-4o-2024-08-06` both resolve `gpt-4o-2024-11-20` to
+ * genai-prices' gpt-4o; the suffix match makes `gpt-4o` the better one.)
+ */
 export function matchRank(entryProvider: string, entryModel: string, provider: string, model: string): number {
   const any = entryProvider === '*'
   if (!any && providerKey(entryProvider) !== providerKey(provider)) return MATCH_NONE
   if (entryModel === model) return any ? MATCH_EXACT_ANY : MATCH_EXACT
-  return familyMatches(entryModel, model, provider) ? (any ? MATCH_FAMILY_ANY : MATCH_FAMILY) : MATCH_NONE
+  const kind = familyKind(entryModel, model, provider)
+  if (kind === 2) return any ? MATCH_SUFFIX_ANY : MATCH_SUFFIX
+  if (kind === 1) return any ? MATCH_FAMILY_ANY : MATCH_FAMILY
+  return MATCH_NONE
 }
 
 /** True when a reprice record covers an event of `model` at `ts` (its model filter by the same name rules, any provider). */
@@ -392,7 +409,7 @@ export class PriceBook {
     const s = this.schedule(project, provider, model, rev)
     const step = s === null ? undefined : stepAt(s, ts)
     if (step !== undefined) {
-      const match = step.entryModel === model ? 'exact' : 'family'
+      const match = step.entryModel === model ? 'exact' : 'family' // suffix and genai-prices family alike
       if (step.versionId !== null) {
         const v = this.versions(project, rev).find((x) => x.id === step.versionId)
         if (v !== undefined) return { kind: 'version', version: v, rates: step.rates, match }

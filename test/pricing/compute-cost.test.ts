@@ -251,10 +251,11 @@ t.test('the memoised fast path prices exactly like calcPrice on every call', asy
       tokens,
       tokens,
       tokens,
+      fc.oneof(fc.constant(0), tokens),
       // 2024–2027 covers every start date and time-of-day window in the data.
       fc.integer({ min: Date.parse('2024-01-01'), max: Date.parse('2027-06-01') }),
-      ([provider, model], promptTokens, completionTokens, cachedTokens, reasoningTokens, ts) => {
-        const input: PriceInput = { provider, model, ts, promptTokens, completionTokens, cachedTokens, reasoningTokens, callerCost: null }
+      ([provider, model], promptTokens, completionTokens, cachedTokens, reasoningTokens, cacheWriteTokens, ts) => {
+        const input: PriceInput = { provider, model, ts, promptTokens, completionTokens, cachedTokens, cacheWriteTokens, reasoningTokens, callerCost: null }
         const fast = computeCost(input)
         const slow = computeCostReference(input)
         // Summation order differs, so allow one nano of rounding.
