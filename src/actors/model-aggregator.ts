@@ -9,6 +9,7 @@ import type { Row } from '../analytics/row.js'
 import type { PricedEvent } from '../events.js'
 import { eventValues } from '../analytics/dim-totals.js'
 import { floorDiv, HOUR_MS } from '../analytics/time.js'
+import { addDelta, type CostColumns, type Deltas, type RepricePlan } from '../analytics/reprice.js'
 
 /** The model name events are counted under once `maxModels` aggregators exist. */
 export const OVERFLOW_MODEL = '(other models)'
@@ -21,6 +22,11 @@ const STATE_VERSION = 3
 export const PART_ROWS = 4096
 /** Parts a series may hold beyond twice the fewest its rows need, before a snapshot rewrites it. */
 const PART_SLACK = 64
+/**
+ * Re-price entries planned per event-loop turn (see 'reprice-plan'): finding their rows is the
+ * long part of a re-price, so it yields between slices (readers meanwhile see the old costs).
+ */
+export const REPRICE_SLICE = 16_384
 
 export type AggregatorMessage =
   /** `dims`: each event's dimension words (user, session, attribute set), 3 per event, or undefined when none has any. */
@@ -36,6 +42,26 @@ export type AggregatorMessage =
    * (SeriesStore.subtractCoarse; others are left to `seqs`). Replies with an Error if it failed.
    */
   | { type: 'forget'; seqs: ReadonlySet<number> | ReadonlyMap<number, number>; range?: { start: number; end: number }; coarse?: readonly PricedEvent[]; reply: (r: ForgetReply | Error) => void }
+  /**
+   * Re-price, step 1 (see Topology.reprice): finds what re-pricing the entries `idx` of
+   * `changes` (this aggregator's, seqs ascending) changes in each series (by `providers`),
+   * in slices of {@link REPRICE_SLICE} with a turn between them, changing nothing; keeps the
+   * plans for 'reprice-apply'. Replies true, or an Error.
+   */
+  | { type: 'reprice-plan'; id: string; changes: CostColumns & { providers: readonly string[] }; idx: Uint32Array; reply: (r: true | Error) => void }
+  /**
+   * Re-price, step 2: applies the plans of `id` in this one message (a series changed since
+   * its plan is planned again first), or with `discard` drops them. Replies what changed.
+   */
+  | { type: 'reprice-apply'; id: string; discard?: boolean; reply: (r: RepriceReply | Error) => void }
+
+/** What a re-price apply did. */
+export interface RepriceReply {
+  /** Rows whose cost or flag changed plus entries applied to coarse hours. */
+  changed: number
+  /** By hour key, how the hour's totals changed (summed over the series): the rollup adds it. */
+  shifts: Deltas
+}
 
 /** What a forget did: events removed, hours whose aggregates changed, the dimension ids the removed rows held. */
 export interface ForgetReply {
@@ -132,6 +158,8 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
   readonly #series = new Map<string, SeriesStore>()
   readonly #persisted = new Map<string, Persisted>()
   #folded = 0
+  /** The plans of the re-price being applied (between 'reprice-plan' and 'reprice-apply'). */
+  #reprice: { id: string; changes: CostColumns; series: Map<string, { idx: Uint32Array; plan: RepricePlan }> } | null = null
 
   constructor(model: string, options: ActorOptions = {}, restored?: AggregatorState, project = 'default') {
     super(project === 'default' ? `aggregator:${model}` : `aggregator:${project}/${model}`, options)
@@ -151,7 +179,7 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
     }
   }
 
-  protected receive(message: AggregatorMessage): void {
+  protected receive(message: AggregatorMessage): void | Promise<void> {
     switch (message.type) {
       case 'events': {
         const { events, dims } = message
@@ -192,11 +220,24 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
           const folded = store.retain(message.policy)
           if (folded === 0) continue
           this.#folded += folded
-          const p = this.#persisted.get(provider)
-          if (p !== undefined) {
-            p.epoch++
-            p.stale = true
+          this.#rewrite(provider)
+        }
+        return
+      case 'reprice-plan':
+        return this.#plan(message.id, message.changes, message.idx).then(
+          () => message.reply(true),
+          (err: Error) => {
+            this.#reprice = null
+            message.reply(err)
           }
+        )
+      case 'reprice-apply':
+        try {
+          message.reply(this.#applyReprice(message.id, message.discard === true))
+        } catch (err) {
+          message.reply(err as Error)
+        } finally {
+          this.#reprice = null
         }
         return
       default:
@@ -243,17 +284,90 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
     }
     for (const provider of changed) {
       const store = this.#series.get(provider) as SeriesStore
-      const p = this.#persisted.get(provider)
-      if (p !== undefined) {
-        p.epoch++
-        p.stale = true
-      }
+      this.#rewrite(provider)
       if (store.size === 0 && store.coarseHours === 0) {
         this.#series.delete(provider)
         this.#persisted.delete(provider)
       }
     }
     return { removed, hours: [...hours], users: [...users], sessions: [...sessions], attrs: [...attrs], empty: this.#series.size === 0 }
+  }
+
+  /**
+   * A series changed in place (a retention fold, a delete, a re-price): the stored parts no
+   * longer match it, so the next snapshot rewrites it in full, and parts handed out before
+   * fail their copy rather than mix rows from before and after (their epoch check).
+   */
+  #rewrite(provider: string): void {
+    const p = this.#persisted.get(provider)
+    if (p === undefined) return
+    p.epoch++
+    p.stale = true
+  }
+
+  /** 'reprice-plan': the entries by series, then each series' plan, a slice per turn. */
+  async #plan(id: string, changes: CostColumns & { providers: readonly string[] }, idx: Uint32Array): Promise<void> {
+    // Entries by provider: counted first, so each gets one array (no array per entry); runs of
+    // one provider look it up once.
+    const counts = new Map<string, number>()
+    let last: string | undefined
+    let run = 0
+    for (let j = 0; j < idx.length; j++) {
+      const p = changes.providers[idx[j]]
+      if (p === last) {
+        run++
+        continue
+      }
+      if (last !== undefined) counts.set(last, (counts.get(last) ?? 0) + run)
+      last = p
+      run = 1
+    }
+    if (last !== undefined) counts.set(last, (counts.get(last) ?? 0) + run)
+    const byProvider = new Map<string, { idx: Uint32Array; n: number }>()
+    for (const [p, n] of counts) if (this.#series.has(p)) byProvider.set(p, { idx: new Uint32Array(n), n: 0 })
+    last = undefined
+    let slot: { idx: Uint32Array; n: number } | undefined
+    for (let j = 0; j < idx.length; j++) {
+      const p = changes.providers[idx[j]]
+      if (p !== last) {
+        last = p
+        slot = byProvider.get(p)
+      }
+      if (slot !== undefined) slot.idx[slot.n++] = idx[j]
+    }
+    const series = new Map<string, { idx: Uint32Array; plan: RepricePlan }>()
+    this.#reprice = { id, changes, series }
+    for (const [provider, { idx: mine }] of byProvider) {
+      const store = this.#series.get(provider) as SeriesStore
+      let plan: RepricePlan | undefined
+      for (let lo = 0; lo < mine.length; lo += REPRICE_SLICE) {
+        // A turn before each slice (every aggregator gets its message in the same turn: each
+        // would otherwise plan a first slice in that one). Nothing else runs in this actor
+        // meanwhile (its next message waits), so the store holds still; readers see old costs.
+        await new Promise<void>((resolve) => setImmediate(resolve))
+        plan = store.planReprice(changes, mine.subarray(lo, lo + REPRICE_SLICE), id, plan)
+      }
+      if (plan !== undefined) series.set(provider, { idx: mine, plan })
+    }
+  }
+
+  /** 'reprice-apply': every series' plan at once (planned again, in full, if its series changed since). */
+  #applyReprice(id: string, discard: boolean): RepriceReply {
+    const r = this.#reprice
+    const shifts: Deltas = new Map()
+    if (discard) return { changed: 0, shifts }
+    if (r === null || r.id !== id) throw new Error(`${this.name}: no plan for re-price ${id}`)
+    let changed = 0
+    for (const [provider, { idx, plan }] of r.series) {
+      const store = this.#series.get(provider)
+      if (store === undefined) continue
+      const res = store.applyReprice(plan) ?? store.reprice(r.changes, idx, id)
+      if (res.changed === 0) continue
+      changed += res.changed
+      for (const [h, d] of res.shifts) addDelta(shifts, h, d.cost, d.unpriced, d.n)
+      this.#rewrite(provider)
+    }
+    return { changed, shifts }
   }
 
   /**

@@ -8,12 +8,14 @@
  *
  * It is not snapshotted: its state is a pure function of the aggregators' hours, so it is
  * rebuilt from them at start (one merge per stored hour), and the log tail replays through it
- * like through them. A delete rebuilds the hours it changed the same way ('rehour').
+ * like through them. A delete rebuilds the hours it changed the same way ('rehour'); a re-price
+ * shifts the hours' costs by what the series' hours moved ('shift').
  */
 import { Actor, assertNever, type ActorOptions } from './actor.js'
 import { createAggregate, mergeInto, SeriesStore } from '../analytics/series.js'
 import { toRow } from './model-aggregator.js'
 import type { PricedEvent } from '../events.js'
+import type { Deltas } from '../analytics/reprice.js'
 
 export type RollupMessage =
   | { type: 'events'; events: PricedEvent[] }
@@ -24,6 +26,12 @@ export type RollupMessage =
    * holds an event the rollup has not counted yet, or the reverse), and their days.
    */
   | { type: 'rehour'; hours: readonly number[]; sources: () => Iterable<SeriesStore>; reply: (err?: Error) => void }
+  /**
+   * A re-price: adds each hour's shift of cost and unpriced count (summed over the series) to
+   * the hour and its day — O(hours), where a rebuild would merge every series' sketches again
+   * (a re-price changes no latency).
+   */
+  | { type: 'shift'; shifts: Deltas; reply: (err?: Error) => void }
 
 export class RollupAggregator extends Actor<RollupMessage> {
   readonly #store = SeriesStore.coarseOnly()
@@ -59,6 +67,14 @@ export class RollupAggregator extends Actor<RollupMessage> {
         message.reply()
         return
       }
+      case 'shift':
+        try {
+          this.#store.shiftHours(message.shifts)
+        } catch (err) {
+          return message.reply(err as Error)
+        }
+        message.reply()
+        return
       default:
         assertNever(message)
     }

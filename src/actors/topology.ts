@@ -19,24 +19,25 @@
 import { ActorSystem } from './system.js'
 import { CostStage, type Pricer } from './cost-stage.js'
 import { IngestRouter } from './ingest-router.js'
-import { ModelAggregator, OVERFLOW_MODEL, type AggregatorState, type ForgetReply } from './model-aggregator.js'
+import { ModelAggregator, OVERFLOW_MODEL, type AggregatorState, type ForgetReply, type RepriceReply } from './model-aggregator.js'
 import { AlertEvaluator, type AlertState } from './alert-evaluator.js'
-import { RollupAggregator } from './rollup.js'
+import { RollupAggregator, type RollupMessage as RollupMessageWithReply } from './rollup.js'
 import { DimensionDictionary, type DimensionLimits } from '../analytics/dimensions.js'
 import { Postings } from '../analytics/postings.js'
 import { DimTotals, eventValues } from '../analytics/dim-totals.js'
 import type { AnalyticsReader, ProjectView, WindowQuery } from '../analytics/reader.js'
 import type { Aggregate, RowDims } from '../analytics/series.js'
+import { addDelta, type CostColumns, type Deltas } from '../analytics/reprice.js'
 import type { AlertTransition, RecordedAlert } from '../alerts/types.js'
-import { Broadcaster, type AlertNotice, type BroadcastLimits } from './broadcaster.js'
 import type { GroupWindowQuery, WindowGroups } from '../alerts/windows.js'
+import { Broadcaster, type AlertNotice, type BroadcastLimits } from './broadcaster.js'
 import type { EventLog } from '../store/event-log.js'
 import type { PricedEvent, StoredEvent } from '../events.js'
 import type { SnapshotPayload } from '../store/snapshots.js'
 import type { RetentionPolicy } from '../analytics/series.js'
 import type { PriceOverrides } from '../pricing/compute-cost.js'
-import type { Log } from '../log.js'
 import { PriceBook } from '../pricing/book.js'
+import type { Log } from '../log.js'
 import type { Clock } from '../clock.js'
 
 /**
@@ -81,15 +82,26 @@ export interface TopologyOptions {
    * it; injected so the topology does not import the queries that read it).
    */
   window: (reader: AnalyticsReader, q: WindowQuery) => Aggregate
+  /** The groups of a window, for alert rules with `group_by` (src/alerts/windows.ts); injected like `window`. */
+  windowGroups?: (reader: AnalyticsReader, q: GroupWindowQuery) => WindowGroups
   /**
    * Cluster mode: alert frames go here (published to every node, whose feed hands them to its
    * broadcaster) instead of straight to this topology's broadcaster.
    */
   publishAlert?: (notice: AlertNotice) => void
-  /** The groups of a window, for alert rules with `group_by` (src/alerts/windows.ts); injected like `window`. */
-  windowGroups?: (reader: AnalyticsReader, q: GroupWindowQuery) => WindowGroups
   /** Projects being deleted: their events are dropped on the way in (replays after a crash midway). */
   dropped?: ReadonlySet<string>
+}
+
+/**
+ * The events a re-price changes (Topology.reprice), one entry per event, seqs ascending: typed
+ * columns (10M entries must fit: no object or Map per event) plus each event's model and
+ * provider (which series holds it). `before` is the cost the state counts now (coarse hours
+ * subtract it), `after` the new one; the unpriced flags likewise.
+ */
+export interface CostChanges extends CostColumns {
+  models: string[]
+  providers: string[]
 }
 
 /** One project's part of the graph: its aggregators, its rollup and its dictionaries. */
@@ -109,6 +121,16 @@ interface ProjectPart {
   userTotals: DimTotals | null
   sessionTotals: DimTotals | null
 }
+
+/** A message that changes the rollup, its reply added when sent. */
+type RollupMessage = DistributiveOmit<Extract<RollupMessageWithReply, { type: 'rehour' | 'shift' }>, 'reply'>
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never
+
+/** Re-price entries routed to their aggregators per event-loop turn. */
+const ROUTE_SLICE = 262_144
+
+/** Yields one event-loop turn. */
+const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
 
 /** Past this fraction of any mailbox's capacity, ingestion is refused (503) until it drains. */
 const MAILBOX_HIGH_WATER = 0.5
@@ -144,6 +166,7 @@ export class Topology implements AnalyticsReader {
         clock: opts.clock,
         // Read-only window statistics from the aggregators (between their messages): no event stored twice.
         window: (q) => opts.window(this, q),
+        windowGroups: opts.windowGroups === undefined ? undefined : (q) => opts.windowGroups!(this, q),
         emit: (t) => this.#alert(t),
         recorded: opts.recordedAlerts
       },
@@ -160,7 +183,6 @@ export class Topology implements AnalyticsReader {
     })
     this.costStage = new CostStage({
       ...actorOpts,
-        windowGroups: opts.windowGroups === undefined ? undefined : (q) => opts.windowGroups!(this, q),
       chunkSize: opts.costChunk,
       maxInFlight: opts.costMaxInFlight,
       pricer: opts.pricer,
@@ -547,15 +569,176 @@ export class Topology implements AnalyticsReader {
    * is a no-op. Rejects (after doing what it could) if an actor could not take its part.
    */
   async forget(project: string, seqs: ReadonlySet<number> | ReadonlyMap<number, number>, range?: { start: number; end: number }, coarse?: readonly PricedEvent[]): Promise<number> {
+    return this.#atCut('forget', () => this.#forgetAtCut(project, seqs, range, coarse))
+  }
+
+  /**
+   * Runs `change` at a cut: a barrier through the cost stage, which holds its emission until
+   * the promise `change` returns settles — so the state holds every event before the cut and
+   * none after while it changes (what forget and reprice run in).
+   */
+  async #atCut<T>(what: string, change: () => Promise<T>): Promise<T> {
+    // Take in what was committed already: the cut is after every acknowledged event.
     await this.router.flushed()
     return new Promise((resolve, reject) => {
       const sent = this.costStage.send({
         type: 'barrier',
-        // Returned: the cost stage holds its emission until the forget is done.
-        run: () => this.#forgetAtCut(project, seqs, range, coarse).then(resolve, reject)
+        // Returned: the cost stage holds its emission until the change is done.
+        run: () => change().then(resolve, reject)
       })
-      if (!sent) reject(new Error('cost stage mailbox full: cannot forget now'))
+      if (!sent) reject(new Error(`cost stage mailbox full: cannot ${what} now`))
     })
+  }
+
+  /**
+   * Sends each of `actors` one message (via `ask`) that changes its state, so that all of them
+   * handle it in one go: first waits until each of them, and the project's rollup, is idle
+   * (their mailboxes hold nothing from before the cut, and no drain loop is part-way with a
+   * turn pending), then sends every message in one synchronous loop. Each actor then starts a
+   * fresh drain, as a microtask, that handles just that message — all before any other
+   * macrotask (an HTTP query, a timer) runs — so a reader sees every actor before or every
+   * actor after, never some of each. Then, still in microtasks, `rollup` brings the rollup in
+   * line with the replies (forget: rebuild the hours; reprice: shift them).
+   * Resolves with the replies (an Error for an actor that could not take its message).
+   */
+  async #changeAll<R>(part: ProjectPart, actors: readonly ModelAggregator[], ask: (a: ModelAggregator, reply: (r: R | Error) => void) => boolean, rollup: (replies: readonly R[]) => RollupMessage | null): Promise<{ replies: Array<R | Error>; failure: Error | null }> {
+    await Promise.all([...actors, part.rollup].map((a) => a.idle()))
+    const replies = await this.#gather(actors, (a, reply: (r: R | Error) => void) => {
+      if (!ask(a, reply)) reply(new Error(`${a.name} could not take the change (mailbox full or closed)`))
+    })
+    const failure = replies.find((r): r is Error => r instanceof Error) ?? null
+    const message = rollup(replies.filter((r): r is R => !(r instanceof Error)))
+    if (message === null) return { replies, failure }
+    const [err] = await this.#gather([part.rollup], (r, reply: (err?: Error) => void) => {
+      if (!r.send({ ...message, reply })) reply(new Error(`${r.name} could not take the change (mailbox full or closed)`))
+    })
+    return { replies, failure: failure ?? err ?? null }
+  }
+
+  /**
+   * The rollup's part of a forget: rebuild the changed hours from every series of the project
+   * (read when the message runs: after the aggregators' change); null when none changed.
+   */
+  #rehour(part: ProjectPart, replies: readonly ForgetReply[]): RollupMessage | null {
+    const hours = new Set<number>()
+    for (const r of replies) for (const h of r.hours) hours.add(h)
+    if (hours.size === 0) return null
+    const stores = () => [...part.aggregators.values()].flatMap((a) => [...a.view().values()])
+    return { type: 'rehour', hours: [...hours], sources: stores }
+  }
+
+  /**
+   * The aggregator a project's events of `model` went to: its own, or the overflow one past the
+   * model cap (undefined when neither exists: the project holds no such event).
+   */
+  #aggregatorOf(part: ProjectPart, model: string): ModelAggregator | undefined {
+    return part.aggregators.get(model) ?? part.aggregators.get(OVERFLOW_MODEL)
+  }
+
+  /**
+   * Drops the project's per-user/session all-time totals (they hold costs) and, with
+   * `postings`, its postings: each is rebuilt from the rows on its next use.
+   */
+  #dropDerived(part: ProjectPart, postings: boolean): void {
+    if (postings) {
+      part.users = null
+      part.sessions = null
+    }
+    part.userTotals = null
+    part.sessionTotals = null
+  }
+
+  /**
+   * Re-prices events of project `project` already counted (DESIGN §8, POST /prices/reprice):
+   * every aggregator holding them sets their rows' cost and unpriced flag and shifts the
+   * minute, hour and day totals holding them (coarse hours: − before + after, once per
+   * `repriceId`); the rollup's hours shift by what the series' hours moved, and the per-user and
+   * per-session totals are dropped (rebuilt from the rows on next use). Search by cost and alert
+   * windows read the rows and aggregates, so they follow.
+   *
+   * Readers never see a mix: it runs at a cut (the cost stage emits nothing until it is done);
+   * the long part — finding the rows — is planned in slices with turns in between, changing
+   * nothing (readers see the old costs); then every aggregator applies its plan, the rollup
+   * shifts its hours and the totals are dropped, all in one run of microtasks (see
+   * {@link Topology.#changeAll}), before any query can run again.
+   *
+   * Idempotent: rows are set, coarse hours keep the ids they applied (in the snapshot too).
+   * Resolves with the rows changed plus entries applied to coarse hours. Rejects, having
+   * changed nothing, if an aggregator could not plan; after changing what it could if one could
+   * not apply (run it again: the rest then follows).
+   */
+  async reprice(project: string, repriceId: string, changes: CostChanges): Promise<number> {
+    return this.#atCut('reprice', () => this.#repriceAtCut(project, repriceId, changes))
+  }
+
+  /** {@link Topology.reprice} at its cut. */
+  async #repriceAtCut(project: string, id: string, changes: CostChanges): Promise<number> {
+    const part = this.#projects.get(project)
+    const n = changes.seqs.length
+    if (part === undefined || n === 0) return 0
+    for (const col of [changes.ts, changes.before, changes.beforeUnpriced, changes.after, changes.afterUnpriced, changes.models, changes.providers]) {
+      if (col.length !== n) throw new RangeError(`re-price ${id}: every column must hold ${n} entries`)
+    }
+    // Entries by aggregator: counted first (one Map entry per model), then one index array each;
+    // a turn now and then (the cut holds emission, readers go on).
+    const aggOf = new Map<string, ModelAggregator | undefined>()
+    const counts = new Map<ModelAggregator, number>()
+    let lastModel: string | undefined
+    let lastAgg: ModelAggregator | undefined
+    const route = (i: number): ModelAggregator | undefined => {
+      const model = changes.models[i]
+      if (model === lastModel) return lastAgg
+      lastModel = model
+      if (!aggOf.has(model)) aggOf.set(model, this.#aggregatorOf(part, model))
+      return (lastAgg = aggOf.get(model))
+    }
+    for (let i = 0; i < n; i++) {
+      if (i % ROUTE_SLICE === ROUTE_SLICE - 1) await turn()
+      const agg = route(i)
+      if (agg !== undefined) counts.set(agg, (counts.get(agg) ?? 0) + 1)
+    }
+    const idx = new Map<ModelAggregator, { idx: Uint32Array; n: number }>()
+    for (const [agg, count] of counts) idx.set(agg, { idx: new Uint32Array(count), n: 0 })
+    let slot: { idx: Uint32Array; n: number } | undefined
+    lastModel = undefined
+    for (let i = 0; i < n; i++) {
+      if (i % ROUTE_SLICE === ROUTE_SLICE - 1) await turn()
+      const agg = route(i)
+      if (agg === undefined) continue
+      slot = idx.get(agg) as { idx: Uint32Array; n: number }
+      slot.idx[slot.n++] = i
+    }
+    // One aggregator plans at a time: each yields between its slices, so a turn holds one slice.
+    const aggs = [...idx.keys()]
+    const planned: Array<true | Error> = []
+    for (const a of aggs) {
+      const [r] = await this.#gather([a], (x, reply: (r: true | Error) => void) => {
+        if (!x.send({ type: 'reprice-plan', id, changes, idx: (idx.get(x) as { idx: Uint32Array }).idx, reply })) reply(new Error(`${x.name} could not take the re-price (mailbox full or closed)`))
+      })
+      planned.push(r)
+      if (r instanceof Error) break
+    }
+    const planFailure = planned.find((r): r is Error => r instanceof Error)
+    if (planFailure !== undefined) {
+      for (const a of aggs) a.send({ type: 'reprice-apply', id, discard: true, reply: () => {} })
+      throw planFailure
+    }
+    const { replies, failure } = await this.#changeAll<RepriceReply>(
+      part,
+      aggs,
+      (a, reply) => a.send({ type: 'reprice-apply', id, reply }),
+      (replies) => {
+        const shifts: Deltas = new Map()
+        for (const r of replies) for (const [h, d] of r.shifts) addDelta(shifts, h, d.cost, d.unpriced, d.n)
+        return shifts.size === 0 ? null : { type: 'shift', shifts }
+      }
+    )
+    let changed = 0
+    for (const r of replies) if (!(r instanceof Error)) changed += r.changed
+    // Still in the same run of microtasks as the apply: no reader has seen the old totals since.
+    if (changed > 0) this.#dropDerived(part, false)
+    if (failure !== null) throw failure
+    return changed
   }
 
   /** {@link Topology.forget} at its cut (nothing is emitted downstream until it settles). */
@@ -564,45 +747,31 @@ export class Topology implements AnalyticsReader {
     if (part === undefined) return 0
     const coarseOf = new Map<ModelAggregator, PricedEvent[]>()
     for (const e of coarse ?? []) {
-      // The aggregator its events went to: its own, or the overflow one past the model cap.
-      const agg = e.project === project ? (part.aggregators.get(e.model) ?? part.aggregators.get(OVERFLOW_MODEL)) : undefined
+      const agg = e.project === project ? this.#aggregatorOf(part, e.model) : undefined
       if (agg === undefined) continue
       const list = coarseOf.get(agg)
       if (list === undefined) coarseOf.set(agg, [e])
       else list.push(e)
     }
     const aggs = [...part.aggregators.values()]
-    const replies = await this.#gather(aggs, (a, reply: (r: ForgetReply | Error) => void) => {
-      if (!a.send({ type: 'forget', seqs, range, coarse: coarseOf.get(a), reply })) reply(new Error(`${a.name} could not take the delete (mailbox full or closed)`))
-    })
-    let failure: Error | null = null
+    const { replies, failure } = await this.#changeAll<ForgetReply>(
+      part,
+      aggs,
+      (a, reply) => a.send({ type: 'forget', seqs, range, coarse: coarseOf.get(a), reply }),
+      (replies) => this.#rehour(part, replies)
+    )
     let removed = 0
-    const hours = new Set<number>()
     const cands = { users: new Set<number>(), sessions: new Set<number>(), attrs: new Set<number>(), values: [] as Array<[number, number]> }
     for (const r of replies) {
-      if (r instanceof Error) {
-        failure ??= r
-        continue
-      }
+      if (r instanceof Error) continue
       removed += r.removed
-      for (const h of r.hours) hours.add(h)
       for (const id of r.users) cands.users.add(id)
       for (const id of r.sessions) cands.sessions.add(id)
       for (const id of r.attrs) cands.attrs.add(id)
     }
-    if (hours.size > 0) {
-      const stores = () => [...part.aggregators.values()].flatMap((a) => [...a.view().values()])
-      const [err] = await this.#gather([part.rollup], (r, reply: (err?: Error) => void) => {
-        if (!r.send({ type: 'rehour', hours: [...hours], sources: stores, reply })) reply(new Error(`${r.name} could not take the delete (mailbox full or closed)`))
-      })
-      if (err !== undefined) failure ??= err
-    }
     if (removed > 0) {
       // Built on first use from the rows: the next query rebuilds them without the deleted events.
-      part.users = null
-      part.sessions = null
-      part.userTotals = null
-      part.sessionTotals = null
+      this.#dropDerived(part, true)
       const dims = part.dims
       for (const e of coarse ?? []) {
         if (e.project !== project) continue

@@ -13,7 +13,7 @@
  * apply then writes the row words and swaps the aggregates in one synchronous step, so no
  * reader sees part of it (see Topology.reprice).
  */
-import { floorDiv, MINUTE_MS } from './time.js'
+import { MINUTE_MS } from './time.js'
 
 /**
  * One entry per event whose cost changes, as typed columns (10M entries take ~340 MB, no object
@@ -94,31 +94,40 @@ export function planRow(p: RepricePlan, r: number, cost: number, unpriced: boole
 
 /**
  * The entries `idx` grouped by minute of their `ts`, minutes ascending, each group in `idx`'s
- * order (a counting sort: one Map entry per minute, not per entry). Returns the entries in that
- * order and, per group, its minute key and where it starts (plus a final end).
+ * order (a stable counting sort over the distinct minutes, found by a numeric sort of the keys:
+ * no Map or object per entry). Returns the entries in that order and, per group, its minute key
+ * and where it starts (plus a final end). An entry whose `ts` is not a number goes nowhere.
  */
-export function byMinute(c: CostColumns, idx: ArrayLike<number>): { order: Uint32Array; minutes: number[]; starts: number[] } {
-  const counts = new Map<number, number>()
-  for (let j = 0; j < idx.length; j++) {
-    const m = floorDiv(c.ts[idx[j]], MINUTE_MS)
-    counts.set(m, (counts.get(m) ?? 0) + 1)
+export function byMinute(c: CostColumns, idx: ArrayLike<number>): { order: Uint32Array; minutes: Float64Array; starts: Uint32Array } {
+  const n = idx.length
+  const keys = new Float64Array(n)
+  for (let j = 0; j < n; j++) keys[j] = Math.floor(c.ts[idx[j]] / MINUTE_MS)
+  const sorted = keys.slice().sort()
+  let m = 0
+  for (let j = 0; j < n; j++) if (!Number.isNaN(sorted[j]) && (m === 0 || sorted[j] !== sorted[m - 1])) sorted[m++] = sorted[j]
+  const minutes = sorted.slice(0, m)
+  // Each entry's group, then a counting sort by group (stable: entries keep idx's order).
+  const group = new Uint32Array(n)
+  const starts = new Uint32Array(m + 1)
+  for (let j = 0; j < n; j++) {
+    const k = keys[j]
+    let lo = 0
+    let hi = m
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      if (minutes[mid] < k) lo = mid + 1
+      else hi = mid
+    }
+    // NaN matches no minute: lo === m, counted past the last group.
+    group[j] = lo < m && minutes[lo] === k ? lo : m
+    if (group[j] < m) starts[group[j] + 1]++
   }
-  const minutes = [...counts.keys()].sort((a, b) => a - b)
-  const starts: number[] = new Array(minutes.length + 1)
-  const at = new Map<number, number>()
-  let o = 0
-  for (let g = 0; g < minutes.length; g++) {
-    starts[g] = o
-    at.set(minutes[g], o)
-    o += counts.get(minutes[g]) as number
-  }
-  starts[minutes.length] = o
-  const order = new Uint32Array(idx.length)
-  for (let j = 0; j < idx.length; j++) {
-    const m = floorDiv(c.ts[idx[j]], MINUTE_MS)
-    const w = at.get(m) as number
-    order[w] = idx[j]
-    at.set(m, w + 1)
+  for (let g = 0; g < m; g++) starts[g + 1] += starts[g]
+  const at = starts.slice(0, m)
+  const order = new Uint32Array(starts[m])
+  for (let j = 0; j < n; j++) {
+    const g = group[j]
+    if (g < m) order[at[g]++] = idx[j]
   }
   return { order, minutes, starts }
 }

@@ -598,7 +598,10 @@ export class SeriesStore {
       addDelta(plan.hours, hourKey, 0, 0, 0)
       const slot = hour.minutes[minuteKey - hourKey * 60] - 1
       if (slot < 0) continue
-      const own = this.#mState[slot] < 0
+      // The group's sums, added to the minute's and the hour's deltas once.
+      let dCost = 0
+      let dUnpriced = 0
+      let changed = 0
       rows.locate(slot, seqs, from, to, (r, j) => {
         const k = order[j]
         plan.matched++
@@ -608,10 +611,13 @@ export class SeriesStore {
         const wasUnpriced = rows.unpricedOf(r)
         if (was === cost && wasUnpriced === unpriced) return
         planRow(plan, r, cost, unpriced)
-        const du = (unpriced ? 1 : 0) - (wasUnpriced ? 1 : 0)
-        if (own) addDelta(plan.minutes, slot, cost - was, du, 1)
-        addDelta(plan.hours, hourKey, cost - was, du, 1)
+        dCost += cost - was
+        dUnpriced += (unpriced ? 1 : 0) - (wasUnpriced ? 1 : 0)
+        changed++
       })
+      if (changed === 0) continue
+      if (this.#mState[slot] < 0) addDelta(plan.minutes, slot, dCost, dUnpriced, changed)
+      addDelta(plan.hours, hourKey, dCost, dUnpriced, changed)
     }
     return plan
   }
@@ -623,10 +629,10 @@ export class SeriesStore {
    * re-price's id. A coarse hour whose totals could not have counted the entries' `before`
    * (a cost or unpriced count would go below zero or past its requests) is left unchanged.
    * Returns null, changing nothing, when the store changed since the plan was begun (plan
-   * again); else the rows set plus the coarse-hour entries applied, and every hour whose totals
-   * changed (the rollup rebuilds those).
+   * again); else the rows set plus the coarse-hour entries applied, and the delta of every hour
+   * whose totals changed (the rollup adds those: {@link SeriesStore.shiftHours}).
    */
-  applyReprice(plan: RepricePlan): { changed: number; hours: number[] } | null {
+  applyReprice(plan: RepricePlan): { changed: number; shifts: Deltas } | null {
     if (plan.gen !== this.#gen) return null
     this.#gen++
     const rows = this.#rows
@@ -639,53 +645,78 @@ export class SeriesStore {
       t.unpriced += d.unpriced
     }
     let changed = plan.n
-    const hours: number[] = []
-    const days: Deltas = new Map()
+    const shifts: Deltas = new Map()
     const mark = (hour: HourNode): void => {
       if (hour.repriced === undefined) hour.repriced = [plan.id]
       else if (!hour.repriced.includes(plan.id)) hour.repriced.push(plan.id)
     }
-    const shift = (hour: HourNode, hourKey: number, d: { cost: number; unpriced: number }): void => {
-      if (d.cost === 0 && d.unpriced === 0) return
-      // New objects: a timeseries bucket may share the old ones (read only).
-      const t = cloneTotals(hour.totals)
-      t.costNanos += d.cost
-      t.unpriced += d.unpriced
-      hour.totals = t
-      hours.push(hourKey)
-      addDelta(days, floorDiv(hourKey, 24), d.cost, d.unpriced, 0)
-    }
     for (const [hourKey, d] of plan.hours) {
-      const dayKey = floorDiv(hourKey, 24)
-      const hour = (this.#days.get(dayKey) as DayNode).hours[hourKey - dayKey * 24] as HourNode
-      shift(hour, hourKey, d)
-      mark(hour)
+      mark(this.#hourAt(hourKey) as HourNode)
+      if (d.cost !== 0 || d.unpriced !== 0) shifts.set(hourKey, d)
     }
     for (const [hourKey, d] of plan.coarse) {
-      const dayKey = floorDiv(hourKey, 24)
-      const hour = (this.#days.get(dayKey) as DayNode).hours[hourKey - dayKey * 24] as HourNode
-      const t = hour.totals
-      if (t.costNanos + d.cost < 0 || t.unpriced + d.unpriced < 0 || t.unpriced + d.unpriced > t.requests) continue
-      shift(hour, hourKey, d)
+      const hour = this.#hourAt(hourKey) as HourNode
+      if (!SeriesStore.#canShift(hour, d)) continue
       mark(hour)
       changed += d.n
+      if (d.cost !== 0 || d.unpriced !== 0) shifts.set(hourKey, d)
     }
-    for (const [dayKey, d] of days) {
-      const day = this.#days.get(dayKey) as DayNode
-      const t = cloneTotals(day.totals)
+    this.#shift(shifts)
+    return { changed, shifts }
+  }
+
+  /**
+   * Adds each delta's cost and unpriced count to coarse hour `hourKey` and its day: the
+   * re-price of a store without rows (the rollup, by the sum of its series' shifts). An hour
+   * not held, not coarse, or whose totals would go out of range (below zero, more unpriced than
+   * requests) is skipped. Returns the hours shifted.
+   */
+  shiftHours(deltas: Deltas): number {
+    const ok: Deltas = new Map()
+    for (const [hourKey, d] of deltas) {
+      const hour = Number.isSafeInteger(hourKey) ? this.#hourAt(hourKey) : undefined
+      if (hour !== undefined && hour.minutes === null && SeriesStore.#canShift(hour, d)) ok.set(hourKey, d)
+    }
+    if (ok.size > 0) this.#gen++
+    this.#shift(ok)
+    return ok.size
+  }
+
+  /** Whether `hour` can take delta `d` (its cost stays >= 0, its unpriced count in [0, requests]). */
+  static #canShift(hour: HourNode, d: { cost: number; unpriced: number }): boolean {
+    const t = hour.totals
+    return t.costNanos + d.cost >= 0 && t.unpriced + d.unpriced >= 0 && t.unpriced + d.unpriced <= t.requests
+  }
+
+  /** Adds each delta to its hour (held) and their days, as new Totals objects (a timeseries bucket may share the old ones, read only). */
+  #shift(deltas: Deltas): void {
+    const days: Deltas = new Map()
+    const add = (a: Aggregate, d: { cost: number; unpriced: number }): void => {
+      const t = cloneTotals(a.totals)
       t.costNanos += d.cost
       t.unpriced += d.unpriced
-      day.totals = t
+      a.totals = t
     }
-    return { changed, hours }
+    for (const [hourKey, d] of deltas) {
+      if (d.cost === 0 && d.unpriced === 0) continue
+      add(this.#hourAt(hourKey) as HourNode, d)
+      addDelta(days, floorDiv(hourKey, 24), d.cost, d.unpriced, 0)
+    }
+    for (const [dayKey, d] of days) add(this.#days.get(dayKey) as DayNode, d)
+  }
+
+  /** Hour `hourKey`'s node, or undefined when not held. */
+  #hourAt(hourKey: number): HourNode | undefined {
+    const dayKey = floorDiv(hourKey, 24)
+    return this.#days.get(dayKey)?.hours[hourKey - dayKey * 24]
   }
 
   /**
    * {@link SeriesStore.planReprice} then {@link SeriesStore.applyReprice}, in one step.
    * Returns what applyReprice does.
    */
-  reprice(c: CostColumns, idx: ArrayLike<number>, id: string): { changed: number; hours: number[] } {
-    return this.applyReprice(this.planReprice(c, idx, id)) as { changed: number; hours: number[] }
+  reprice(c: CostColumns, idx: ArrayLike<number>, id: string): { changed: number; shifts: Deltas } {
+    return this.applyReprice(this.planReprice(c, idx, id)) as { changed: number; shifts: Deltas }
   }
 
   /**

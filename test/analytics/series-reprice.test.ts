@@ -175,7 +175,14 @@ t.test('a coarse hour applies an id once; one that cannot have counted `before` 
   store.retain({ before: T + HOUR, maxRows: 0, now: Infinity })
   t.equal(store.coarseHours, 1)
   const c: CostColumns = { seqs: Float64Array.of(1, 2), ts: Float64Array.of(T, T + MIN), before: Float64Array.of(100, 100), beforeUnpriced: Uint8Array.of(0, 0), after: Float64Array.of(40, 0), afterUnpriced: Uint8Array.of(0, 1) }
-  t.same(store.reprice(c, [0, 1], 'a'), { changed: 2, hours: [T / HOUR] })
+  const res = store.reprice(c, [0, 1], 'a')
+  t.same([res.changed, [...res.shifts]], [2, [[T / HOUR, { cost: -160, unpriced: 1, n: 2 }]]])
+  // The rollup's way: a store of coarse hours only takes the shifts.
+  const rollup = SeriesStore.coarseOnly()
+  rollup.record(row(0, T, 300))
+  t.equal(rollup.shiftHours(res.shifts), 1)
+  t.same([rollup.aggregate(-Infinity, Infinity).totals.costNanos, rollup.aggregate(-Infinity, Infinity).totals.unpriced], [140, 1])
+  t.equal(rollup.shiftHours(new Map([[T / HOUR, { cost: -1000, unpriced: 0, n: 1 }], [T / HOUR + 5, { cost: 1, unpriced: 0, n: 1 }]])), 0, 'out of range or not held: skipped')
   t.same([store.aggregate(-Infinity, Infinity).totals.costNanos, store.aggregate(-Infinity, Infinity).totals.unpriced], [140, 1])
   t.equal(store.reprice(c, [0, 1], 'a').changed, 0, 'same id: nothing')
   // A before larger than the hour holds: refused whole, nothing changes.
@@ -203,7 +210,7 @@ t.test('a plan is refused once the store changed; slices of one plan need the sa
   t.throws(() => store.planReprice(c, [0], 'x', plan), /another store state/)
   const ok = store.planReprice(c, [0], 'x')
   t.throws(() => store.planReprice(c, [0], 'y', ok), /another store state or id/)
-  t.same(store.applyReprice(ok), { changed: 1, hours: [T / HOUR] })
+  t.same(store.applyReprice(ok), { changed: 1, shifts: new Map([[T / HOUR, { cost: 1, unpriced: 0, n: 1 }]]) })
   t.equal(store.aggregate(-Infinity, Infinity).totals.costNanos, 7)
   const unordered: CostColumns = { seqs: Float64Array.of(2, 1), ts: Float64Array.of(T, T), before: Float64Array.of(0, 0), beforeUnpriced: Uint8Array.of(0, 0), after: Float64Array.of(0, 0), afterUnpriced: Uint8Array.of(0, 0) }
   t.throws(() => store.planReprice(unordered, [0, 1], 'z'), /ascending seqs/)
