@@ -243,6 +243,8 @@ export class AlertEvaluator extends Actor<AlertMessage> {
   #rules: readonly Rule[] = []
   #ruleById = new Map<string, Rule>()
   #enabled = 0
+  /** A 'rules' message arrived (before it, restored states are kept as they are). */
+  #rulesKnown = false
   /** Invariant: only ids of rules that exist and are enabled (after the first 'rules' message). */
   readonly #states = new Map<string, RuleAlertState>()
   /** Grouped rules' states, by rule id; same invariant. */
@@ -310,6 +312,7 @@ export class AlertEvaluator extends Actor<AlertMessage> {
         return
       case 'reconcile':
         reconcile(this.#states, message.recorded, this.#grouped)
+        this.#dropStrays()
         return
       default:
         assertNever(message)
@@ -521,7 +524,25 @@ export class AlertEvaluator extends Actor<AlertMessage> {
     for (const id of this.#insufficient) if (next.get(id)?.baseline == null) this.#insufficient.delete(id)
     this.#rules = rules
     this.#ruleById = next
+    this.#rulesKnown = true
     this.#enabled = rules.filter((r) => r.enabled).length
+  }
+
+  /**
+   * Keeps the invariant after a reconcile: states only of enabled rules, ungrouped ones only for
+   * rules without `group_by` and grouped ones only for rules with it (records of another node
+   * may predate a rule's change). Silent: what they said was already notified.
+   */
+  #dropStrays(): void {
+    if (!this.#rulesKnown) return
+    for (const id of this.#states.keys()) {
+      const r = this.#ruleById.get(id)
+      if (r === undefined || !r.enabled || r.group_by != null) this.#states.delete(id)
+    }
+    for (const id of this.#grouped.keys()) {
+      const r = this.#ruleById.get(id)
+      if (r === undefined || !r.enabled || r.group_by == null) this.#grouped.delete(id)
+    }
   }
 
   #notify(t: AlertTransition): void {

@@ -8,7 +8,7 @@ import { ManualClock } from '../../src/clock.js'
 import { AlertEvaluator } from '../../src/actors/alert-evaluator.js'
 import { createAggregate } from '../../src/analytics/series.js'
 import { MAX_RULE_GROUPS, type GroupWindowQuery } from '../../src/alerts/windows.js'
-import type { AlertTransition } from '../../src/alerts/types.js'
+import { parseStateKey, stateKey, type AlertTransition } from '../../src/alerts/types.js'
 import type { Rule } from '../../src/store/rules.js'
 import { adminHeaders, readHeaders, event } from '../helpers/app.js'
 import { alertEvents, createRule, evaluate, ingest, rig, ruleState, trail } from './rig.js'
@@ -208,4 +208,31 @@ t.test('the new fields: zod 400s name the field; PATCH sets and clears them', as
   t.equal(bad.json().details[0].path, 'baseline.days')
   t.equal((await r.app.inject({ url: `/alerts/rules/${ok.id}/state`, headers: readHeaders })).json().state, 'ok')
   t.equal((await r.app.inject({ url: '/alerts/rules/rule_nope/state', headers: readHeaders })).statusCode, 404)
+})
+
+t.test('reconcile: a group\'s newer record wins (firing sets it, resolved clears it); strays of changed rules are dropped', async (t) => {
+  const clock = new ManualClock(T0)
+  const out: AlertTransition[] = []
+  const snapshot = { v: 2 as const, seen: 0, rules: [], groups: [{ id: 'rule_g', capped: 0, groups: [{ group: 'a', state: 'firing' as const, since: T0, lastNotifiedAt: T0, lastValue: 5, lastEvalAt: T0 }, { group: 'b', state: 'firing' as const, since: T0, lastNotifiedAt: T0 + 50, lastValue: 5, lastEvalAt: T0 }] }] }
+  const recorded = new Map([
+    [stateKey('rule_g', 'a'), { state: 'resolved' as const, since: T0 + 10, at: T0 + 10, value: 0, group: 'a' }],
+    [stateKey('rule_g', 'b'), { state: 'firing' as const, since: T0, at: T0 + 20, value: 4, group: 'b' }],
+    [stateKey('rule_g', null), { state: 'firing' as const, since: T0 + 30, at: T0 + 30, value: 9, group: null }],
+    ['rule_g', { state: 'firing' as const, since: T0 - 99, at: T0 + 40, value: 1 }]
+  ])
+  const ev = new AlertEvaluator({ clock, window: () => createAggregate(), windowGroups: () => ({ groups: [], capped: 0 }), emit: (x) => out.push(x), recorded }, snapshot)
+  const groups = () => ev.groupedState('rule_g')!.groups.map((g) => [g.group, g.since, g.lastNotifiedAt])
+  t.same(groups(), [['b', T0, T0 + 50], [null, T0 + 30, T0 + 30]], 'a resolved newer record clears a; b\'s record is older than the snapshot; the null group is restored')
+  t.same(parseStateKey(stateKey('rule_g', null)), { ruleId: 'rule_g', group: null })
+  t.same(parseStateKey(stateKey('rule_g', '=x')), { ruleId: 'rule_g', group: '=x' })
+  t.same(parseStateKey('rule_g'), { ruleId: 'rule_g' })
+  const r: Rule = { id: 'rule_g', name: 'g', condition: 'requests_per_minute', threshold: 1, enabled: true, model: null, window_seconds: 60, comparator: 'gt', cooldown_seconds: 0, min_samples: 1, webhook_url: null, group_by: 'user_id', created_at: '', updated_at: '' }
+  ev.send({ type: 'rules', rules: [r] })
+  await ev.idle()
+  t.notOk(ev.ruleStates().has('rule_g'), 'the ungrouped record of a rule now grouped left no state')
+  // Another node's records, arriving after the rules: an ungrouped one of this grouped rule is a stray.
+  ev.send({ type: 'reconcile', recorded: new Map([['rule_g', { state: 'firing' as const, since: T0 + 60, at: T0 + 60, value: 1 }]]) })
+  await ev.idle()
+  t.notOk(ev.ruleStates().has('rule_g'))
+  t.same(out, [], 'reconciling notifies nothing')
 })
