@@ -1,6 +1,6 @@
 /**
  * Provider responses → LLMScope events, following the server's token conventions (README,
- * "How cost is computed"):
+ * "Prices"):
  *
  * - OpenAI (Chat Completions, Responses, Embeddings): `prompt_tokens` / `input_tokens` already
  *   include cached tokens (`*_tokens_details.cached_tokens`), and `completion_tokens` /
