@@ -523,7 +523,7 @@ export class PartitionRunner implements AnalyticsReader {
     const epoch = this.epoch
     const events = await this.#eventsOf(scope.project, this.#inTopology)
     if (this.epoch !== epoch) throw new Error(`partition ${this.partition}: a re-pricing was applied during the dry run; retry`)
-    const scan = await scanReprice(() => [events], this.#book.book, scope, rev, { changes: true })
+    const scan = await scanReprice(readerOf(events), this.#book.book, scope, rev, { changes: true })
     return { rows: [...scan.rows.values()], changed: scan.changes?.seqs.length ?? 0, epoch }
   }
 
@@ -564,7 +564,7 @@ export class PartitionRunner implements AnalyticsReader {
       await this.topology.sync()
       const r = p.record
       const events = await this.#eventsOf(r.project, this.#inTopology)
-      const scan = await scanReprice(() => [events], book.book, r, r.rev, { changes: true })
+      const scan = await scanReprice(readerOf(events), book.book, r, r.rev, { changes: true })
       while (this.#snapshotting !== null || this.#forgetting !== null) {
         await this.#snapshotting?.catch(() => {})
         await this.#forgetting?.catch(() => {})
@@ -783,4 +783,18 @@ function appliedOf(payload: SnapshotPayload): AppliedReprice[] {
   const list = (payload as { clusterReprices?: unknown }).clusterReprices
   if (!Array.isArray(list)) return []
   return list.filter((a): a is AppliedReprice => typeof a === 'object' && a !== null && typeof (a as AppliedReprice).id === 'string' && Number.isSafeInteger((a as AppliedReprice).pos))
+}
+
+/** `events` (seq ascending) as scanReprice reads a log: from a seq on, in batches, never an empty one. */
+function readerOf(events: readonly StoredEvent[]): (from: number) => Iterable<StoredEvent[]> {
+  return function* (from: number) {
+    let lo = 0
+    let hi = events.length
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      if (events[mid]!.seq < from) lo = mid + 1
+      else hi = mid
+    }
+    for (let i = lo; i < events.length; i += 1000) yield events.slice(i, i + 1000)
+  }
 }

@@ -1,0 +1,182 @@
+/**
+ * Money on a cluster, in one process (src/cluster/prices.ts, price-log.ts, reprice.ts, the
+ * runner's side in partition.ts): two nodes on one nats-server and a single-node reference given
+ * the same price versions and events.
+ * - a version PUT on one node is in the other's book; events accepted after it are priced with
+ *   it wherever they land; costs, metrics and breakdowns equal the reference's;
+ * - a reprice dry run answers the reference's diff and changes nothing; applied, it answers the
+ *   reference's diff and every figure moves to the reference's, GET /events/:id too;
+ * - a query during the apply never mixes (partials of one epoch only);
+ * - a node taking partitions over (its peer stopped) keeps the new prices.
+ */
+import t, { type Test } from 'tap'
+import { startNats } from '../helpers/nats.js'
+import { makeApp, adminHeaders, type TestApp } from '../helpers/app.js'
+
+t.setTimeout(300_000)
+
+const nats = await startNats({ servers: 1 })
+t.teardown(() => nats.stop())
+
+const clusterEnv = (node: string) => ({
+  LLMSCOPE_NATS_URL: nats.urls.join(','),
+  LLMSCOPE_NODE_ID: node,
+  LLMSCOPE_LEASE_S: '2',
+  LLMSCOPE_PARTITIONS: '4',
+  LLMSCOPE_CLUSTER_NAME: 'moneytest'
+})
+
+async function waitFor(what: string, cond: () => Promise<boolean> | boolean, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
+
+type Ready = { cluster?: { owned: number[] } }
+const owned = async (x: TestApp) => ((await x.app.inject({ url: '/ready' })).json() as Ready).cluster?.owned ?? []
+
+const a = await makeApp(t, { env: clusterEnv('a') })
+const b = await makeApp(t, { env: clusterEnv('b') })
+const ref = await makeApp(t)
+await waitFor('every partition owned, two each', async () => (await owned(a)).length === 2 && (await owned(b)).length === 2)
+
+const MODELS = ['gpt-4o', 'gpt-4o-2024-08-06', 'claude-3-5-sonnet-20241022', 'my-llm']
+const DAY = Date.UTC(2026, 0, 1)
+function makeEvents(n: number, seed: number): Record<string, unknown>[] {
+  let s = seed
+  const rnd = () => (s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31
+  return Array.from({ length: n }, () => ({
+    timestamp: new Date(DAY + Math.floor(rnd() * 2 * 86_400_000)).toISOString(),
+    model: MODELS[Math.floor(rnd() * MODELS.length)],
+    prompt_tokens: Math.floor(rnd() * 3000),
+    completion_tokens: Math.floor(rnd() * 900),
+    cached_tokens: Math.floor(rnd() * 100),
+    latency_ms: Math.floor(rnd() * 3000) + 1,
+    user_id: `u${Math.floor(rnd() * 5)}`,
+    ...(rnd() < 0.05 ? { cost: 0.5 } : {})
+  }))
+}
+
+async function ingest(nodes: TestApp[], events: Record<string, unknown>[]): Promise<string[]> {
+  const ids: string[] = []
+  for (let i = 0; i < events.length; i += 25) {
+    const payload = events.slice(i, i + 25)
+    const r = await nodes[(i / 25) % nodes.length]!.app.inject({ method: 'POST', url: '/events/batch', headers: adminHeaders, payload })
+    if (r.statusCode !== 202) throw new Error(r.body)
+    ids.push(...(r.json().event_ids as string[]))
+    const rr = await ref.app.inject({ method: 'POST', url: '/events/batch', headers: adminHeaders, payload })
+    if (rr.statusCode !== 202) throw new Error(rr.body)
+  }
+  return ids
+}
+
+const URLS = ['/analytics/metrics', '/analytics/costs', '/analytics/breakdown?by=user_id', '/analytics/breakdown?by=model', '/analytics/timeseries?interval=1h&start_time=2026-01-01T00:00:00Z&end_time=2026-01-03T00:00:00Z']
+
+async function sameAsRef(t: Test, when: string): Promise<void> {
+  for (const url of URLS) {
+    const want = await ref.app.inject({ url, headers: adminHeaders })
+    t.equal(want.statusCode, 200, `reference ${url}`)
+    for (const node of [a, b]) {
+      const got = await node.app.inject({ url, headers: adminHeaders })
+      t.same(got.json(), want.json(), `${when}: ${(node.engine.clusterStatus() as { node: string }).node} ${url}`)
+    }
+  }
+}
+
+/** An event without what differs between the cluster and the reference (ids, seqs, receive times). */
+const key = (e: Record<string, unknown>) => JSON.stringify([e.timestamp, e.model, e.prompt_tokens, e.completion_tokens, e.cached_tokens, e.user_id, e.latency_ms])
+
+/** GET /events/:id of every cluster event (on both nodes) has the reference's cost for the same event. */
+async function sameEvents(t: Test, when: string): Promise<void> {
+  const want = new Map<string, number[]>()
+  const r = await ref.app.inject({ url: '/events?limit=1000', headers: adminHeaders })
+  for (const e of r.json().events as Array<Record<string, unknown>>) want.set(key(e), [...(want.get(key(e)) ?? []), e.cost as number])
+  let checked = 0
+  for (const [i, id] of ids.entries()) {
+    const node = i % 2 === 0 ? a : b
+    const got = (await node.app.inject({ url: `/events/${id}`, headers: adminHeaders })).json() as Record<string, unknown>
+    const costs = want.get(key(got))
+    if (costs === undefined || !costs.includes(got.cost as number)) {
+      t.fail(`${when}: ${id} costs ${String(got.cost)}, the reference ${JSON.stringify(costs)}`)
+      return
+    }
+    checked++
+  }
+  t.equal(checked, ids.length, `${when}: GET /events/:id of all ${ids.length} events: the reference's cost`)
+}
+
+const totalCost = async (x: TestApp) => (await x.app.inject({ url: '/analytics/metrics', headers: adminHeaders })).json().total_cost as number
+
+const V1 = { provider: 'openai', model: 'gpt-4o', input: 2, output: 8, effective_from: DAY }
+const V2 = { provider: 'openai', model: 'gpt-4o', input: 1, output: 4, cached_input: 0.5, effective_from: DAY }
+const MY = { provider: '*', model: 'my-llm', input: 0.3, output: 0.6, effective_from: DAY + 86_400_000 }
+
+let ids: string[] = []
+t.test('a version PUT on one node prices events on every node as on one node', async (t) => {
+  await a.engine.prices.put('default', V1 as never)
+  await ref.engine.prices.put('default', V1 as never)
+  await b.engine.prices.put('default', MY as never)
+  await ref.engine.prices.put('default', MY as never)
+  await waitFor('both nodes hold both versions', () => a.engine.book.versions('default').length === 2 && b.engine.book.versions('default').length === 2)
+  t.equal(a.engine.book.rev, b.engine.book.rev, 'one revision on both nodes')
+  ids = await ingest([a, b], makeEvents(400, 7))
+  await sameAsRef(t, 'after ingest')
+  t.not(await totalCost(a), 0)
+  await sameEvents(t, 'after ingest')
+  const listed = await b.engine.prices.list('default')
+  const gpt = listed.prices.find((p) => p.model === 'gpt-4o' && p.source === 'override')
+  t.same(gpt?.models, ['gpt-4o', 'gpt-4o-2024-08-06'], 'GET /prices: the entry priced the dated name too (from the cluster\'s analytics)')
+  const plain = (x: unknown) => JSON.parse(JSON.stringify(x, (k, v) => (k === 'id' || k === 'created_at' ? undefined : v)))
+  t.same(plain(listed), plain(await ref.engine.prices.list('default')), 'GET /prices: the reference\'s answer (ids and creation times aside)')
+})
+
+t.test('reprice: dry run and apply answer the reference\'s diff; figures move to the reference\'s', async (t) => {
+  await a.engine.prices.put('default', V2 as never)
+  await ref.engine.prices.put('default', V2 as never)
+  await waitFor('b holds V2', () => b.engine.book.versions('default').length === 3)
+  const body = { start_time: DAY, end_time: DAY + 2 * 86_400_000, dry_run: true }
+  const before = await totalCost(a)
+  const dryWant = await ref.engine.prices.reprice('default', body)
+  const dryGot = await b.engine.prices.reprice('default', body)
+  t.same(dryGot, dryWant, 'dry run: the reference\'s diff')
+  t.ok(dryWant.total.difference < 0, `prices went down (${dryWant.total.difference})`)
+  t.equal(await totalCost(a), before, 'a dry run changes nothing')
+
+  // Queries while the apply runs: each total is the old one or the new one, never between.
+  const seen = new Set<number>()
+  let applying = true
+  const poll = (async () => {
+    while (applying) {
+      const r = await b.app.inject({ url: '/analytics/metrics', headers: adminHeaders })
+      if (r.statusCode === 200) seen.add(r.json().total_cost as number)
+    }
+  })()
+  const want = await ref.engine.prices.reprice('default', { ...body, dry_run: false })
+  const got = await a.engine.prices.reprice('default', { ...body, dry_run: false })
+  applying = false
+  await poll
+  t.match(got.reprice_id, /^rp_/)
+  t.same({ ...got, reprice_id: null }, { ...want, reprice_id: null }, 'applied: the reference\'s diff')
+  await sameAsRef(t, 'after the reprice')
+  await sameEvents(t, 'after the reprice')
+  const after = await totalCost(a)
+  t.ok([...seen].every((c) => c === before || c === after), `queries during the apply saw old or new totals only (${[...seen].join(', ')})`)
+  // The node that did not coordinate also prices single events the new way.
+  const e = (await b.app.inject({ url: `/events/${ids[0]}`, headers: adminHeaders })).json()
+  t.equal(e.id, ids[0])
+  const again = await a.engine.prices.reprice('default', { ...body, dry_run: false })
+  t.equal(again.changed, 0, 'a second apply changes nothing')
+  t.equal(again.reprice_id, null, 'and records nothing')
+})
+
+t.test('a node taking partitions over keeps the new prices', async (t) => {
+  await a.close()
+  await waitFor('b owns every partition', async () => (await owned(b)).length === 4, 30_000)
+  for (const url of URLS) {
+    const want = await ref.app.inject({ url, headers: adminHeaders })
+    const got = await b.app.inject({ url, headers: adminHeaders })
+    t.same(got.json(), want.json(), `after the takeover: ${url}`)
+  }
+})
