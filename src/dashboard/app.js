@@ -1439,7 +1439,7 @@ const isBudgetAlert = (a) => a.type === 'budget' || a.kind === 'budget' || (a.bu
  * event is unique per (budget, period, threshold, group) by contract, so that is its key.
  */
 const alertKey = (a) =>
-  isBudgetAlert(a) ? `b|${a.budget_id}|${a.period_start}|${a.threshold}|${a.group ?? ''}` : `r|${a.rule_id}|${a.state}|${a.at}|${a.group ?? ''}`
+  isBudgetAlert(a) ? `b|${a.budget_id}|${instantMs(a.period_start)}|${a.threshold}|${a.group ?? ''}` : `r|${a.rule_id}|${a.state}|${a.at}|${a.group ?? ''}`
 
 /**
  * The group an alert event names, as shown, or null when it has none: a grouped rule's or
@@ -1858,7 +1858,7 @@ function versionsRow(p, versions) {
           { dataset: { versionId: v.id ?? '' } },
           el('td', { 'data-label': 'from' }, fmtInstant(v.effective_from)),
           ...rateCells(v),
-          el('td', { 'data-label': 'source' }, v.source ?? (v.id ? 'PUT' : '–')),
+          el('td', { 'data-label': 'source' }, v.source ?? (v.id ? 'PUT' : 'configuration')),
           el('td', { 'data-label': 'added' }, fmtInstant(v.created_at, '–'))
         )
       )
@@ -2165,7 +2165,7 @@ function budgetGroups(b, thresholds) {
       { className: 'budget-list groups' },
       ...groups.map((g) => {
         const label = groupLabel(g.group)
-        return el('li', { className: 'budget group-item', dataset: { group: g.group === null ? '' : String(g.group) } }, el('div', { className: 'bhead' }, el('span', { className: 'bname' + (g.group === null ? ' muted-value' : '') }, label)), budgetMeter(`${b.name} ${label}`, g.spent, b.amount, g.forecast, thresholds), budgetFacts(g.spent, b.amount, g.remaining, g.forecast, null))
+        return el('li', { className: 'budget group-item', dataset: { group: g.group === null ? '' : String(g.group) } }, el('div', { className: 'bhead' }, el('span', { className: 'bname' + (g.group === null ? ' muted-value' : '') }, label)), budgetMeter(`${b.name} ${label}`, g.spent, b.amount, g.forecast, thresholds), budgetFacts(g.spent, b.amount, g.remaining, g.forecast, periodEnd(b)))
       })
     )
   )
