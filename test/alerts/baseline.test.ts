@@ -30,6 +30,7 @@ t.test('insufficient_history until N days, then firing at 3× the usual, then re
   const r = await rig(t, clock)
   const rule = await createRule(r, spike)
   t.same(rule.baseline, { days: 3 })
+  t.match(await ruleState(r, rule.id), { state: 'insufficient_history', evaluated_at: null }, 'said at once, before the first evaluation')
   // Today only: $3 in the last hour, but the project has no 3 days of history.
   await ingest(r, [at(T0 - 30 * 60_000, { cost: 3 })])
   await evaluate(r)
@@ -66,8 +67,9 @@ t.test('a mean of 0 reads insufficient_history and never fires; per-group baseli
   // The project has history (gpt-4 for u1), but none for claude: its mean is 0.
   const claude = await createRule(r, { ...spike, name: 'claude spike', model: 'claude-3-5-sonnet' })
   const perUser = await createRule(r, { ...spike, name: 'per user spike', group_by: 'user_id' })
+  await ingest(r, history({ user_id: 'u1' }))
+  t.match(await ruleState(r, claude.id), { state: 'ok', evaluated_at: null }, 'not evaluated yet, the history is there: ok until the mean is known')
   await ingest(r, [
-    ...history({ user_id: 'u1' }),
     at(T0 - 30 * 60_000, { model: 'claude-3-5-sonnet', provider: 'anthropic', cost: 50 }),
     at(T0 - 30 * 60_000, { user_id: 'u1', cost: 3 }),
     at(T0 - 30 * 60_000, { user_id: 'u2', cost: 3 })
@@ -84,6 +86,7 @@ t.test('a mean of 0 reads insufficient_history and never fires; per-group baseli
 t.test('a grouped baseline rule without history reads insufficient_history', async (t) => {
   const r = await rig(t, new ManualClock(T0))
   const rule = await createRule(r, { ...spike, group_by: 'model' })
+  t.match(await ruleState(r, rule.id), { state: 'insufficient_history', evaluated_at: null })
   await ingest(r, [at(T0 - 60_000, { cost: 100 })])
   await evaluate(r)
   t.same(await alertEvents(r), [])

@@ -7,6 +7,7 @@ import { z } from 'zod'
 import { parseQuery, timeParam } from '../query.js'
 import { MAX_RULES, ruleCreateSchema, rulePatchSchema, type Rule } from '../../store/rules.js'
 import { llmsError } from '../../errors.js'
+import { historyWindow } from '../../alerts/windows.js'
 import { zodDetails } from '../../events.js'
 import { alertEventsSchema, errorSchema, keyedErrors, ruleSchema, rulesSchema, ruleTestSchema, withExamples } from '../openapi.js'
 import type { Engine } from '../../engine.js'
@@ -53,11 +54,28 @@ const ruleStateSchema = z
   })
   .meta({ description: 'A rule\'s alert state' })
 
-/** GET /alerts/rules/:id/state: what the evaluator holds of the rule (a rule never evaluated reads ok). */
-function ruleStateAnswer(rule: Rule, engine: Engine) {
+/**
+ * Whether a baseline rule not evaluated yet lacks its history: the project has no event at or
+ * before now − N days (what the evaluator will find on its first tick, asked now).
+ */
+async function lacksHistory(rule: Rule, engine: Engine, now: number): Promise<boolean> {
+  const days = rule.baseline?.days
+  if (days === undefined || engine.topology.alerts.historyKnown(rule.project ?? 'default', days)) return false
+  const q = historyWindow(rule.project ?? 'default', now, days)
+  return (await engine.analytics.metrics({ project: q.project, start: q.start, end: q.end })).totals.requests === 0
+}
+
+/**
+ * GET /alerts/rules/:id/state: what the evaluator holds of the rule. A rule not evaluated yet
+ * reads ok — or insufficient_history for a baseline rule whose project lacks the history.
+ */
+async function ruleStateAnswer(rule: Rule, engine: Engine, now: number) {
   const alerts = engine.topology.alerts
   if (rule.group_by != null) {
     const g = alerts.groupedState(rule.id)
+    if (g === undefined && rule.enabled && (await lacksHistory(rule, engine, now))) {
+      return { rule_id: rule.id, state: 'insufficient_history', since: null, value: null, evaluated_at: null, group_by: rule.group_by, groups: [], groups_capped: 0, groups_without_baseline: 0 }
+    }
     const groups = (g?.groups ?? []).map((x) => ({ group: x.group, state: 'firing' as const, since: isoOrNull(x.since), value: x.lastValue, last_notified_at: isoOrNull(x.lastNotifiedAt) }))
     groups.sort((a, b) => (a.group === b.group ? 0 : a.group === null ? 1 : b.group === null ? -1 : a.group < b.group ? -1 : 1))
     const state = groups.length > 0 ? 'firing' : g?.insufficientHistory === true ? 'insufficient_history' : 'ok'
@@ -65,7 +83,8 @@ function ruleStateAnswer(rule: Rule, engine: Engine) {
   }
   const s = engine.ruleState(rule.id)
   const base = s?.state ?? 'ok'
-  const state = base !== 'firing' && rule.baseline != null && alerts.insufficientHistory(rule.id) ? 'insufficient_history' : base
+  const insufficient = s === undefined ? rule.enabled && (await lacksHistory(rule, engine, now)) : alerts.insufficientHistory(rule.id)
+  const state = base !== 'firing' && rule.baseline != null && insufficient ? 'insufficient_history' : base
   return { rule_id: rule.id, state, since: isoOrNull(s?.since ?? null), value: s?.lastValue ?? null, evaluated_at: isoOrNull(s?.lastEvalAt ?? null), group_by: null }
 }
 
@@ -133,7 +152,7 @@ export async function alertRoutes(app: FastifyInstance, opts: { engine: Engine; 
   }, async (request) => {
     const rule = ruleIn(request.params.id, request.project)
     if (rule === undefined) throw notFound(request.params.id)
-    return ruleStateAnswer(rule, engine)
+    return ruleStateAnswer(rule, engine, clock.now())
   })
 
   // A test notification: one attempt, not recorded in /alerts/events; the outcome is the answer.
