@@ -146,6 +146,17 @@ t.test('the money page: prices, a re-price previewed then applied, budgets, grou
   t.teardown(() => {
     if (problems.length > 0) console.error(`browser problems:\n${problems.join('\n')}`)
   })
+  // The frames the page's /ws receives: grouped firings must reach it live, not only by history.
+  const frames: Array<{ type?: string; group?: string | null }> = []
+  page.on('websocket', (ws) =>
+    ws.on('framereceived', (f) => {
+      try {
+        frames.push(JSON.parse(String(f.payload)))
+      } catch {
+        // not JSON: not ours to judge here
+      }
+    })
+  )
   mkdirSync(ARTIFACTS, { recursive: true })
 
   // 1. The page opens on the overview; the keyboard reaches the money page.
@@ -286,6 +297,11 @@ t.test('the money page: prices, a re-price previewed then applied, budgets, grou
   await page.waitForFunction((c) => (globalThis as unknown as { document: { getElementById(id: string): { dataset: Record<string, string> } | null } }).document.getElementById('rp-current')?.dataset.value === String(c), cost1, WAIT)
   t.equal(await page.locator('#rp-current-cost').innerText(), usd.format(cost1), 'the page shows it')
   t.equal(await page.locator('#rp-apply').isVisible(), false, 'the preview is spent')
+  // The overview's cost tile (the last hour: every event) follows too.
+  await page.click('#view-overview')
+  const tile = cost1 >= 1 ? `$${cost1.toFixed(2)}` : `$${cost1.toPrecision(3).replace(/0+$/, '').replace(/\.$/, '')}`
+  await page.locator('#t-cost', { hasText: new RegExp(`^\\${tile}$`) }).waitFor(WAIT)
+  await page.click('#view-money')
 
   // 7. Budgets: a refused time zone next to its field, then a whole-project and a per-user budget.
   await page.fill('#bf-name', MARKUP_BUDGET)
@@ -374,10 +390,12 @@ t.test('the money page: prices, a re-price previewed then applied, budgets, grou
   await page.locator('#overview').waitFor({ state: 'visible', ...WAIT })
   await call('POST', '/events/batch', [ev(-1, 'gpt-4o', 'openai', 'u7'), ev(-1, 'gpt-4o', 'openai', 'u8')].map((e) => ({ ...e, timestamp: new Date().toISOString() })))
   await page.locator('#alert-events li[data-kind="budget"][data-group="u2"]').waitFor(WAIT)
+  t.ok(frames.some((f) => f.type === 'budget' && f.group === 'u2'), 'the budget event came on /ws with its group')
   t.match(await page.locator('#alert-events li[data-kind="budget"][data-group="u2"]').innerText(), /Per user u2 — reached 50%/, 'the budget event names its group')
   for (const user of ['u7', 'u8']) {
     await page.locator(`#alert-events li[data-kind="rule"][data-group="${user}"]`).first().waitFor(WAIT)
     t.match(await page.locator(`#alert-events li[data-kind="rule"][data-group="${user}"]`).first().innerText(), new RegExp(`busy user ${user}`), `the rule firing for ${user}`)
+    t.ok(frames.some((f) => f.type === 'alert' && f.group === user), `its /ws frame carries the group ${user}`)
   }
   const history = (await call<{ events: Array<{ rule_id?: string; group?: string | null }> }>('GET', '/alerts/events')).body.events
   t.ok(history.some((a) => a.rule_id === rule.body.id && a.group === 'u7'), 'the history holds the same grouped firing')
