@@ -160,12 +160,22 @@ const groupKey = (g: string | null) => (g === null ? '' : `=${g}`)
 
 const EMPTY = createAggregate()
 
+/** Group values ascending, JavaScript string order, the null group last (as breakdowns order ties). */
+function cmpGroup(a: string | null, b: string | null): number {
+  if (a === b) return 0
+  if (a === null) return 1
+  if (b === null) return -1
+  return a < b ? -1 : 1
+}
+
 /** The reads of one pass, shared between rules asking the same query. */
 class PassReads {
   readonly #window: WindowFn
   readonly #groups: WindowGroupsFn | undefined
   readonly #windows = new Map<string, Aggregate>()
   readonly #grouped = new Map<string, { answer: WindowGroups; byKey: Map<string, Aggregate> }>()
+  /** Answers with nothing capped, by their key with the sort left out (set to `cost`). */
+  readonly #whole = new Map<string, { answer: WindowGroups; byKey: Map<string, Aggregate> }>()
 
   constructor(window: WindowFn, groups: WindowGroupsFn | undefined) {
     this.#window = window
@@ -182,13 +192,23 @@ class PassReads {
   groups(q: GroupWindowQuery): { answer: WindowGroups; byKey: Map<string, Aggregate> } {
     const key = groupWindowKey(q)
     let g = this.#grouped.get(key)
-    if (g === undefined) {
-      if (this.#groups === undefined) throw new Error('no windowGroups function: grouped rules cannot be evaluated')
-      const answer = this.#groups(q)
-      const byKey = new Map<string, Aggregate>()
-      for (const x of answer.groups) byKey.set(groupKey(x.value), x.agg)
-      this.#grouped.set(key, (g = { answer, byKey }))
+    if (g !== undefined) return g
+    // An answer with nothing capped holds every group whatever its order: rules that differ only
+    // in what they sort by (their condition) share it.
+    const whole = this.#whole.get(groupWindowKey({ ...q, sort: 'cost' }))
+    if (whole !== undefined) {
+      const metric = q.sort === 'cost' ? 'costNanos' : q.sort === 'requests' ? 'requests' : 'totalTokens'
+      const groups = [...whole.answer.groups].sort((a, b) => b.agg.totals[metric] - a.agg.totals[metric] || cmpGroup(a.value, b.value))
+      g = { answer: { groups, capped: 0 }, byKey: whole.byKey }
+      this.#grouped.set(key, g)
+      return g
     }
+    if (this.#groups === undefined) throw new Error('no windowGroups function: grouped rules cannot be evaluated')
+    const answer = this.#groups(q)
+    const byKey = new Map<string, Aggregate>()
+    for (const x of answer.groups) byKey.set(groupKey(x.value), x.agg)
+    this.#grouped.set(key, (g = { answer, byKey }))
+    if (answer.capped === 0) this.#whole.set(groupWindowKey({ ...q, sort: 'cost' }), g)
     return g
   }
 }

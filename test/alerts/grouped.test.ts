@@ -236,3 +236,41 @@ t.test('reconcile: a group\'s newer record wins (firing sets it, resolved clears
   t.notOk(ev.ruleStates().has('rule_g'))
   t.same(out, [], 'reconciling notifies nothing')
 })
+
+t.test('one pass shares groups queries: same window, filters and dimension; the sort only matters when groups were capped', async (t) => {
+  const clock = new ManualClock(T0)
+  const asked: GroupWindowQuery[] = []
+  let count = 3
+  const ev = new AlertEvaluator({
+    clock,
+    window: () => createAggregate(),
+    windowGroups: (q) => {
+      asked.push(q)
+      const groups = Array.from({ length: Math.min(count, q.limit) }, (_, i) => {
+        const a = createAggregate()
+        a.totals.requests = i + 1
+        return { value: `u${i}`, agg: a }
+      })
+      return { groups, capped: Math.max(0, count - q.limit) }
+    },
+    emit: () => {}
+  })
+  const base: Rule = { id: 'r1', name: 'g', condition: 'cost_per_hour', threshold: 1, enabled: true, model: null, window_seconds: 60, comparator: 'gt', cooldown_seconds: 0, min_samples: 1, webhook_url: null, group_by: 'user_id', created_at: '', updated_at: '' }
+  const rules: Rule[] = [
+    ...Array.from({ length: 50 }, (_, i) => ({ ...base, id: `cost${i}`, threshold: i })),
+    ...Array.from({ length: 50 }, (_, i) => ({ ...base, id: `rpm${i}`, condition: 'requests_per_minute' as const, threshold: i })),
+    { ...base, id: 'other-window', window_seconds: 120 },
+    { ...base, id: 'other-dim', group_by: 'tag' }
+  ]
+  ev.send({ type: 'rules', rules })
+  ev.send({ type: 'tick' })
+  await ev.idle()
+  t.same(asked.map((q) => [q.by, q.sort, q.end - q.start]), [['user_id', 'cost', 60_000], ['user_id', 'cost', 120_000], ['tag', 'cost', 60_000]], '102 rules, 3 queries: nothing capped, so the request-sorted rules reuse the cost-sorted answer')
+  t.equal(ev.alertStats.groupEvaluations, 102 * 3)
+  asked.length = 0
+  count = 1005
+  clock.advance(1000)
+  ev.send({ type: 'tick' })
+  await ev.idle()
+  t.same(asked.map((q) => [q.by, q.sort]), [['user_id', 'cost'], ['user_id', 'requests'], ['user_id', 'cost'], ['tag', 'cost']], 'capped: each sort asks for its own top 1,000')
+})
