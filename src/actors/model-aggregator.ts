@@ -9,7 +9,7 @@ import type { Row } from '../analytics/row.js'
 import type { PricedEvent } from '../events.js'
 import { eventValues } from '../analytics/dim-totals.js'
 import { floorDiv, HOUR_MS } from '../analytics/time.js'
-import { addDelta, type CostColumns, type Deltas, type RepricePlan } from '../analytics/reprice.js'
+import { addDelta, byMinute, type CostColumns, type Deltas, type RepricePlan } from '../analytics/reprice.js'
 
 /** The model name events are counted under once `maxModels` aggregators exist. */
 export const OVERFLOW_MODEL = '(other models)'
@@ -339,13 +339,22 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
     this.#reprice = { id, changes, series }
     for (const [provider, { idx: mine }] of byProvider) {
       const store = this.#series.get(provider) as SeriesStore
+      // Sliced by whole minutes (each minute's rows are walked once, whatever the slices).
+      const { order, starts } = byMinute(changes, mine)
       let plan: RepricePlan | undefined
-      for (let lo = 0; lo < mine.length; lo += REPRICE_SLICE) {
+      const groups = starts.length - 1
+      for (let g = 0; g < groups; ) {
+        // Groups [g, h): at least one, and as many more as fit in a slice.
+        const lo = starts[g]
+        let h = g + 1
+        while (h < groups && starts[h + 1] - lo <= REPRICE_SLICE) h++
+        const hi = starts[h]
         // A turn before each slice (every aggregator gets its message in the same turn: each
         // would otherwise plan a first slice in that one). Nothing else runs in this actor
         // meanwhile (its next message waits), so the store holds still; readers see old costs.
         await new Promise<void>((resolve) => setImmediate(resolve))
-        plan = store.planReprice(changes, mine.subarray(lo, lo + REPRICE_SLICE), id, plan)
+        plan = store.planReprice(changes, order.subarray(lo, hi), id, plan)
+        g = h
       }
       if (plan !== undefined) series.set(provider, { idx: mine, plan })
     }

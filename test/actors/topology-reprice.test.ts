@@ -331,6 +331,10 @@ t.test('readers racing a re-price see all old or all new costs; ingestion goes o
   t.not(fresh, old, 'costs moved')
   t.not(freshUsers, oldUsers, 'per-user costs moved')
   t.ok(changed > 100_000, `${changed} rows changed`)
+  // Every event of the range was re-priced (planned in several slices per series): exact.
+  const total = metrics(topo, range).totals
+  t.same([total.costNanos, total.unpriced], [chosen.reduce((sum, x) => sum + x.after, 0), 0], 'the range costs exactly the new prices')
+  t.equal(metrics(topo, { ...range, models: new Set(MODELS) }).totals.costNanos, total.costNanos, 'series and rollup agree')
   t.equal(seen.filter((v) => v !== old && v !== fresh).length, 0, `no reader saw a mix (${seen.length} reads)`)
   t.equal(synced.filter((v) => v !== oldUsers && v !== freshUsers).length, 0, `no syncing reader saw a mix (${synced.length} reads)`)
   t.ok(seen.filter((v) => v === old).length > 1, `readers ran during the re-price (${seen.length} reads, ${seen.filter((v) => v === old).length} old)`)
