@@ -105,30 +105,41 @@ export function budgetWebhookPayload(r: BudgetEventRecord): BudgetWebhookPayload
   }
 }
 
+/** A budget is evaluated by the timer at most once per this many times its last evaluation's duration. */
+export const THROTTLE_FACTOR = 20
+
 const iso = (ms: number) => new Date(ms).toISOString()
 /** Nano-dollars as dollars, to the nano-dollar (no float noise). */
 const dollars = (nanos: number) => Math.round(nanos) / 1e9
 
 export class BudgetEvaluator {
-  readonly #o: Required<Omit<BudgetEvaluatorOptions, 'log' | 'isEvaluator'>>
+  readonly #o: Required<Omit<BudgetEvaluatorOptions, 'log' | 'isEvaluator' | 'publish'>>
   readonly #log: Log
   #isEvaluator: () => boolean
+  #publish: (notice: BudgetNotice) => void
   /** Each budget's current period, recomputed when the clock leaves it or the budget's period changes. */
   readonly #periods = new Map<string, { kind: string; tz: string; period: Period }>()
   #ticking: Promise<void> | null = null
+  /** Each budget's last evaluation in a tick: when it began and how long it took (real time, performance.now). */
+  readonly #cost = new Map<string, { at: number; ms: number }>()
   readonly #pending = new Set<Promise<unknown>>()
   #closed = false
-  readonly #stats = { ticks: 0, evaluations: 0, fired: 0, lost: 0, errors: 0 }
+  readonly #stats = { ticks: 0, evaluations: 0, throttled: 0, fired: 0, lost: 0, errors: 0 }
 
   constructor(opts: BudgetEvaluatorOptions) {
-    this.#o = { store: opts.store, spend: opts.spend, alertEvents: opts.alertEvents, notifier: opts.notifier, publish: opts.publish, clock: opts.clock }
+    this.#o = { store: opts.store, spend: opts.spend, alertEvents: opts.alertEvents, notifier: opts.notifier, clock: opts.clock }
     this.#log = opts.log ?? silentLog
     this.#isEvaluator = opts.isEvaluator ?? (() => true)
+    this.#publish = opts.publish
   }
 
-  /** Cluster mode: fire only while `fn` answers true (the alerts-lease holder). */
-  evaluateWhen(fn: () => boolean): void {
-    this.#isEvaluator = fn
+  /**
+   * Cluster mode (src/cluster/engine.ts): fire only while `isEvaluator` answers true (the
+   * alerts-lease holder), and push frames through `publish` (to every node's clients) when given.
+   */
+  attachCluster(opts: { isEvaluator: () => boolean; publish?: (notice: BudgetNotice) => void }): void {
+    this.#isEvaluator = opts.isEvaluator
+    if (opts.publish !== undefined) this.#publish = opts.publish
   }
 
   /** The budget's period holding `now` (cached). */
@@ -185,8 +196,13 @@ export class BudgetEvaluator {
    * One pass over every budget (the engine's alert tick; cluster mode: the lease holder's).
    * A tick while one runs joins it. Never rejects: a budget that cannot be evaluated is logged
    * and counted, the others go on.
+   *
+   * `throttle` (the timers' ticks): a budget whose last evaluation took d ms is evaluated again
+   * only once {@link THROTTLE_FACTOR}·d ms have passed, so evaluation stays a small share of a
+   * core — a grouped budget over a month of many events (a breakdown of every row of the
+   * period) then fires within a few seconds rather than one. Ticks sent by hand evaluate all.
    */
-  tick(): Promise<void> {
+  tick(opts: { throttle?: boolean } = {}): Promise<void> {
     if (this.#ticking !== null) return this.#ticking
     if (this.#closed || !this.#isEvaluator()) return Promise.resolve()
     this.#ticking = (async () => {
@@ -197,14 +213,22 @@ export class BudgetEvaluator {
         // The newest version; deleted while the pass ran: skipped.
         const current = this.#o.store.get(b.id)
         if (current === undefined) continue
+        const last = this.#cost.get(b.id)
+        const t0 = performance.now()
+        if (opts.throttle === true && last !== undefined && t0 - last.at < THROTTLE_FACTOR * last.ms) {
+          this.#stats.throttled++
+          continue
+        }
         try {
           await this.evaluate(current, { fire: true })
+          this.#cost.set(b.id, { at: t0, ms: performance.now() - t0 })
         } catch (err) {
           this.#stats.errors++
           this.#log.warn({ err, budget: b.id }, 'budget evaluation failed')
         }
       }
       for (const id of this.#periods.keys()) if (!live.has(id)) this.#periods.delete(id)
+      for (const id of this.#cost.keys()) if (!live.has(id)) this.#cost.delete(id)
     })().finally(() => {
       this.#ticking = null
     })
@@ -240,7 +264,7 @@ export class BudgetEvaluator {
   }
 
   #announce(b: Budget, record: BudgetEventRecord): void {
-    this.#o.publish({
+    this.#publish({
       type: 'budget',
       project: record.project,
       budget_id: record.budget_id,
