@@ -185,12 +185,22 @@ export class Engine {
       if (this.#restored.status === 'rejected') this.#logger.warn({ reason: read.reason }, 'snapshot unusable: rebuilding state from the event log')
     }
 
+    // The book before anything prices: the topology's cost stage, the replay, every read. A
+    // re-pricing the restored snapshot does not hold stays out of it until recover() re-applies it.
+    const held = new Set(restored?.reprices ?? [])
+    this.priceStore = new PriceStore(this.stores.prices, restored === undefined ? () => true : (id) => held.has(id))
+    this.priceStore.syncOverrides(opts.config.priceOverrides, opts.clock.now())
+    this.book = this.priceStore.book
+    this.log.priceRev = () => this.book.rev
+    this.prices = new PriceService(this.#pricesHost)
+
     this.#pool = opts.inlinePricing === true ? null : new PricingPool({ threads: opts.config.costThreads, overrides: { ...opts.config.priceOverrides } })
     const build = (payload: SnapshotPayload | undefined) =>
       new Topology({
         log: this.log,
         pricer: this.#pool,
         overrides: { ...opts.config.priceOverrides },
+        book: this.book,
         logger: opts.logger,
         clock: opts.clock,
         highWaterEvents: opts.config.highWaterEvents,
@@ -204,22 +214,12 @@ export class Engine {
         broadcast: opts.broadcast,
         dimensionLimits: opts.config.dimensionLimits,
         dropped: new Set(this.projects.purging()),
-    // The book before anything prices: the topology's cost stage, the replay, every read. A
-    // re-pricing the restored snapshot does not hold stays out of it until recover() re-applies it.
-    const held = new Set(restored?.reprices ?? [])
-    this.priceStore = new PriceStore(this.stores.prices, restored === undefined ? () => true : (id) => held.has(id))
-    this.priceStore.syncOverrides(opts.config.priceOverrides, opts.clock.now())
-    this.book = this.priceStore.book
-    this.log.priceRev = () => this.book.rev
-    this.prices = new PriceService(this.#pricesHost)
-
         publishAlert: opts.externalAlerts?.publish,
         window: opts.externalAlerts !== undefined
           ? (_reader, q) => opts.externalAlerts!.window(q)
           : (reader, q) => metrics({ reader, log: this.#logScan }, { ...q.filters, project: q.project, start: q.start, end: q.end }),
         windowGroups: opts.externalAlerts !== undefined
           ? opts.externalAlerts.windowGroups === undefined ? undefined : (_reader, q) => opts.externalAlerts!.windowGroups!(q)
-        book: this.book,
           : (reader, q) => windowGroupsOf(breakdown({ reader, log: this.#logScan }, { ...q.filters, project: q.project, start: q.start, end: q.end }, q.by, q.sort, q.limit), q.limit)
       })
     try {
@@ -229,8 +229,12 @@ export class Engine {
       // version we no longer read) is rebuilt from the log, never half-used.
       this.#logger.warn({ err: (err as Error).message }, 'snapshot could not be restored: rebuilding state from the event log')
       this.#restored = { status: 'rejected', reason: (err as Error).message }
+      // Rebuilt from the log: every re-pricing prices it from the start.
+      for (const r of this.priceStore.pendingReprices()) this.priceStore.applyReprice(r)
       this.topology = build(undefined)
     }
+    const pendingReprices = new Set(this.priceStore.pendingReprices().map((r) => r.id))
+    for (const r of this.priceStore.reprices()) if (!pendingReprices.has(r.id)) this.#repriced.add(r.id)
     this.projects.onChange((c) => {
       if (c.type === 'created') this.topology.revive(c.project.id)
     })
@@ -248,12 +252,8 @@ export class Engine {
 
   /** The pricing workers (cluster partitions share them), or null when pricing runs inline. */
   get pricer(): PricingPool | null {
-      // Rebuilt from the log: every re-pricing prices it from the start.
-      for (const r of this.priceStore.pendingReprices()) this.priceStore.applyReprice(r)
     return this.#pool
   }
-    const pendingReprices = new Set(this.priceStore.pendingReprices().map((r) => r.id))
-    for (const r of this.priceStore.reprices()) if (!pendingReprices.has(r.id)) this.#repriced.add(r.id)
 
   get ready(): boolean {
     return this.#ready
@@ -300,6 +300,8 @@ export class Engine {
     await this.alertEvents.removeRules(new Set(rules.map((r) => r.id)))
     await this.alertEvents.removeBudgets(new Set(await this.budgets.removeProject(project)))
     const removed = await this.#exclusiveLog(() => this.log.purge((e) => e.project === project))
+    for (const r of this.priceStore.reprices(project)) this.#repriced.delete(r.id)
+    await this.priceStore.dropProject(project)
     this.#logger.info({ project, events: removed }, 'project deleted')
     // Before the tombstone goes: the stored snapshot must no longer hold the project's state.
     // A snapshot already running may have cut before the project was dropped: wait it out, then
@@ -320,8 +322,6 @@ export class Engine {
     if (filterNames(q).length === 0) throw noFilterError()
     const status = this.deletes.start(project)
     const run = this.#forgetQueue.then(async () => {
-    for (const r of this.priceStore.reprices(project)) this.#repriced.delete(r.id)
-    await this.priceStore.dropProject(project)
       // Tombstones a failed finish left behind go first (their events are still excluded).
       await this.#resumeForgets()
       return runForget(this.#forgetTarget, status, { ...q, project }, this.forgetOptions)
@@ -507,6 +507,8 @@ export class Engine {
     // lists are in it already; the others' events below its seq are), then finished.
     for (const key of this.#restored.payload?.forgets ?? []) this.#applied.add(key)
     this.#restored.payload = undefined
+    // Re-pricings committed but not in the restored state: re-applied before anyone reads.
+    if ((await this.prices.recover()) > 0) await this.snapshotNow()
     await this.#resumeForgets(from)
     // Deletes a crash interrupted: their events were dropped on the way in; finish removing them.
     for (const project of this.projects.purging()) {
@@ -527,8 +529,6 @@ export class Engine {
 
   /**
    * Alert evaluation clock: the first tick wakes the evaluator (dormant during replay, so a
-    // Re-pricings committed but not in the restored state: re-applied before anyone reads.
-    if ((await this.prices.recover()) > 0) await this.snapshotNow()
    * recovery never notifies), then one per `alertTickMs`, so rules resolve when traffic stops.
    * The timer lives here, not in the actor (actors own no timers).
    */
@@ -579,10 +579,14 @@ export class Engine {
       const full = this.#snapshotFailed
       // No delete chunk half in memory: `forgets` names exactly the chunks the state holds.
       if (this.#forgetting !== null) await this.#forgetting
+      // Nor a re-pricing half in memory: `reprices` names exactly those the state holds.
+      if (this.#repricing !== null) await this.#repricing
+      const reprices = [...this.#repriced]
       const forgets = [...this.#applied]
       this.retain()
       const payload = await this.topology.snapshot(this.#clock.now(), full)
       if (forgets.length > 0) payload.forgets = forgets
+      if (reprices.length > 0) payload.reprices = reprices
       let bytes: number
       try {
         bytes = await this.snapshots.write(payload)
@@ -603,14 +607,10 @@ export class Engine {
   get lastSnapshot() {
     return this.#lastSnapshot
   }
-      // Nor a re-pricing half in memory: `reprices` names exactly those the state holds.
-      if (this.#repricing !== null) await this.#repricing
-      const reprices = [...this.#repriced]
 
   /** Durably accepts events; resolves after their commit. */
   ingest(pending: PendingEvent[]): Promise<StoredEvent[]> {
     return this.topology.router.ingest(pending)
-      if (reprices.length > 0) payload.reprices = reprices
   }
 
   /** Fills a missing provider from the pricing data (memoised). */
@@ -671,6 +671,51 @@ export class Engine {
     return { ...e, costNanos: p.costNanos, unpriced: p.unpriced }
   }
 
+  // --- prices (src/prices.ts) -------------------------------------------------------------
+
+  /** What the price service uses of this node. */
+  get #pricesHost(): PricesHost {
+    return {
+      store: this.priceStore,
+      book: this.priceStore.book,
+      now: () => this.#clock.now(),
+      seen: async (project) => {
+        const rows = await this.analytics.costs({ project, start: -Infinity, end: Infinity })
+        return rows.map((r) => ({ provider: r.provider, model: r.model, requests: r.agg.totals.requests, unpriced: r.agg.totals.unpriced }))
+      },
+      // One at a time with event deletes: both rewrite what memory holds of many events.
+      exclusive: (fn) => {
+        const run = this.#forgetQueue.then(fn)
+        this.#forgetQueue = run.catch(() => {})
+        return run
+      },
+      sync: () => this.sync(),
+      readLog: (from) => this.log.readFrom(from),
+      skip: (seq) => this.#forgotten.has(seq),
+      applyReprice: async (record, changes) => {
+        const t0 = performance.now()
+        this.#logger.info({ reprice: record.id, project: record.project, events: changes.seqs.length }, 're-pricing recorded; applying')
+        // Never beside a snapshot: `reprices` must name exactly what the state holds.
+        while (this.#snapshotting !== null) await this.#snapshotting.catch(() => {})
+        const run = (async () => {
+          await this.topology.reprice(record.project, record.id, changes)
+          // Every figure holds the new costs: GET /events/:id, search, export and replays switch now.
+          this.priceStore.applyReprice(record)
+          this.#repriced.add(record.id)
+        })()
+        this.#repricing = run.catch(() => {})
+        try {
+          await run
+        } finally {
+          this.#repricing = null
+        }
+        this.#logger.info({ reprice: record.id, ms: Math.round(performance.now() - t0) }, 're-pricing applied')
+        // Not needed for correctness (a restart re-applies a record no snapshot lists); keeps restarts short.
+        await this.snapshotNow().catch((err: unknown) => this.#logger.warn({ err }, 'snapshot after a re-pricing failed'))
+      }
+    }
+  }
+
   /**
    * A copy of one rule's alert state (its last value, firing or not, since when), or
    * undefined before its first evaluation. Routes read it here, never from the evaluator.
@@ -696,48 +741,6 @@ export class Engine {
       ...this.topology.stats()
     }
   }
-  // --- prices (src/prices.ts) -------------------------------------------------------------
-
-  /** What the price service uses of this node. */
-  get #pricesHost(): PricesHost {
-    return {
-      store: this.priceStore,
-      book: this.priceStore.book,
-      now: () => this.#clock.now(),
-      seen: async (project) => {
-        const rows = await this.analytics.costs({ project, start: -Infinity, end: Infinity })
-        return rows.map((r) => ({ provider: r.provider, model: r.model, requests: r.agg.totals.requests, unpriced: r.agg.totals.unpriced }))
-      },
-      // One at a time with event deletes: both rewrite what memory holds of many events.
-      exclusive: (fn) => {
-        const run = this.#forgetQueue.then(fn)
-        this.#forgetQueue = run.catch(() => {})
-        return run
-      },
-      sync: () => this.sync(),
-      readLog: (from) => this.log.readFrom(from),
-      skip: (seq) => this.#forgotten.has(seq),
-      applyReprice: async (record, changes) => {
-        // Never beside a snapshot: `reprices` must name exactly what the state holds.
-        while (this.#snapshotting !== null) await this.#snapshotting.catch(() => {})
-        const run = (async () => {
-          await this.topology.reprice(record.project, record.id, changes)
-          // Every figure holds the new costs: GET /events/:id, search, export and replays switch now.
-          this.priceStore.applyReprice(record)
-          this.#repriced.add(record.id)
-        })()
-        this.#repricing = run.catch(() => {})
-        try {
-          await run
-        } finally {
-          this.#repricing = null
-        }
-        // Not needed for correctness (a restart re-applies a record no snapshot lists); keeps restarts short.
-        await this.snapshotNow().catch((err: unknown) => this.#logger.warn({ err }, 'snapshot after a re-pricing failed'))
-      }
-    }
-  }
-
 
   /**
    * Stops intake, drains the pipeline, writes a final snapshot, then closes actors, workers
