@@ -9,7 +9,8 @@ import t, { type Test } from 'tap'
 import type { AddressInfo } from 'node:net'
 import { WebSocket } from 'ws'
 import { makeApp, adminHeaders, readHeaders, ingestHeaders, event, type TestApp } from './helpers/app.js'
-import { COLUMNS_FROM } from '../src/store/event-log.js'
+import { COLUMNS_FROM, EventLog } from '../src/store/event-log.js'
+import { openStores } from '../src/store/db.js'
 
 const CLAUDE = 'claude-3-5-sonnet-20241022'
 /** An Anthropic-shaped call: 12 uncached input tokens, 2,000 read from the cache, `cw` written to it. */
@@ -165,4 +166,26 @@ t.test('the OpenAPI document shows the field on the ingested event and on the st
   const text = (p: string, m: string) => JSON.stringify(paths[p]?.[m] ?? null)
   t.match(text('/events/ingest', 'post'), /cache_write_tokens/, 'POST /events/ingest body')
   t.match(text('/events/{id}', 'get'), /cache_write_tokens/, 'GET /events/:id answer')
+})
+
+t.test('the log: `cw` only in appends with a cache write; holes keep the others\' counts; records without it read as 0', async (t) => {
+  const stores = openStores(t.testdir())
+  t.teardown(() => stores.close())
+  const log = new EventLog(stores.events)
+  const p = (i: number, cw?: number) => ({ ts: 1000 + i, recv: 1, model: 'm', provider: 'anthropic', prompt: 1, completion: 1, total: 2, cached: 0, reasoning: 0, latency: 1, ttft: null, error: false, cost: null, meta: null, project: 'default', user: null, session: null, tags: null, ...(cw === undefined ? {} : { cacheWrite: cw }) })
+  const plain = log.append([p(0), p(1)])
+  const rows = log.append([p(2, 7), p(3), p(4, 9)])
+  const cols = log.append(Array.from({ length: COLUMNS_FROM }, (_, i) => p(5 + i, i % 2 === 0 ? i + 1 : undefined)))
+  await Promise.all([plain.committed, rows.committed, cols.committed])
+  const rec = (seq: number) => stores.events.get(seq) as unknown as { v: number; cw?: number[] }
+  t.equal(rec(0).v, 1, 'no cache write: the old format, no `cw`')
+  t.same([rec(2).v, rec(2).cw], [5, [7, 0, 9]], 'rows: format 5 with `cw`')
+  t.equal(rec(5).v, 6, 'columns: format 6')
+  t.equal(log.get(0)!.cacheWrite, undefined, 'absent reads as absent (0)')
+  t.same([log.get(2)!.cacheWrite, log.get(3)!.cacheWrite, log.get(4)!.cacheWrite], [7, undefined, 9])
+  t.equal(log.get(5)!.cacheWrite, 1)
+  t.equal(log.get(6)!.cacheWrite, undefined)
+  t.equal(await log.purge((e) => e.seq === 2), 1)
+  t.same(rec(2).cw, [0, 0, 9], 'a purge rewrites the record with a hole; the others keep theirs')
+  t.equal(log.get(4)!.cacheWrite, 9)
 })
