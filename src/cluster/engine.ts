@@ -213,6 +213,13 @@ export class ClusterEngine extends Engine {
         { prefix: BUDGET_PREFIX, store: this.budgets }
       ]
     })
+    // Budgets fire on the alerts-lease holder only; their frames reach every node's /ws.
+    this.budgetEvaluator.attachCluster({
+      isEvaluator: () => this.#membership?.holdsAlerts() === true && !this.#stopping,
+      publish: (notice) => {
+        if (this.#h !== null) publishAlert(this.#h.nc, this.#h.names, notice)
+      }
+    })
     // This node's configured overrides: a new layer when they differ from the cluster's newest.
     await this.#prices.syncOverrides(this.config.priceOverrides, this.#opts.clock.now())
     this.#snapshots = new PartitionSnapshots({ objm: this.#h.objm, names: this.#h.names, db: this.stores.meta, logger })
@@ -578,6 +585,9 @@ export class ClusterEngine extends Engine {
     const rules = this.rules.list().filter((r) => (r.project ?? 'default') === project)
     await this.rules.removeProject(project)
     await this.alertEvents.removeRules(new Set(rules.map((r) => r.id)))
+    await this.alertEvents.removeBudgets(new Set(await this.budgets.removeProject(project)))
+    // Its versions and reprice records: a removal record each in the price log, so every book drops the project.
+    await this.priceStore.dropProject(project)
     const removed = await this.#jsLog!.purgeProject(project)
     for (const r of this.#runners.values()) await r.snapshot()
     this.#opts.logger.info({ project, events: removed }, 'project deleted from the cluster')

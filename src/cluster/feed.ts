@@ -45,7 +45,7 @@
  */
 import { DeliverPolicy, type ConsumerMessages } from '@nats-io/jetstream'
 import type { NatsConnection, Subscription } from '@nats-io/transport-node'
-import type { AlertNotice, BroadcastMessage, Broadcaster, SocketSink } from '../actors/broadcaster.js'
+import type { AlertNotice, BroadcastMessage, Broadcaster, BudgetNotice, SocketSink } from '../actors/broadcaster.js'
 import type { PricedEvent, StoredEvent } from '../events.js'
 import type { Log } from '../log.js'
 import { decodeEvent, priceRevOf, type JetStreamLog } from './js-log.js'
@@ -119,7 +119,7 @@ const ALERT_STATES: ReadonlySet<string> = new Set(['firing', 'resolved', 'ok'])
  * hands it to its broadcaster. Never throws: false when the connection is closed or refused it
  * (an alert frame is best-effort, like a WebSocket push; the alert itself is recorded in KV).
  */
-export function publishAlert(nc: NatsConnection, names: ClusterNames, notice: AlertNotice): boolean {
+export function publishAlert(nc: NatsConnection, names: ClusterNames, notice: AlertNotice | BudgetNotice): boolean {
   try {
     nc.publish(names.alertSubject(notice.project), JSON.stringify(notice))
     return true
@@ -132,7 +132,7 @@ export function publishAlert(nc: NatsConnection, names: ClusterNames, notice: Al
  * An alert frame as received, checked field by field and rebuilt (nothing else reaches clients),
  * or null. Its project must be the subject's.
  */
-export function parseAlertNotice(data: Uint8Array, subjectProject: string): AlertNotice | null {
+export function parseAlertNotice(data: Uint8Array, subjectProject: string): AlertNotice | BudgetNotice | null {
   let v: unknown
   try {
     v = JSON.parse(decoder.decode(data))
@@ -141,7 +141,9 @@ export function parseAlertNotice(data: Uint8Array, subjectProject: string): Aler
   }
   if (typeof v !== 'object' || v === null) return null
   const o = v as Record<string, unknown>
-  if (o.type !== 'alert' || o.project !== subjectProject) return null
+  if (o.project !== subjectProject) return null
+  if (o.type === 'budget') return parseBudgetNotice(o, subjectProject)
+  if (o.type !== 'alert') return null
   if (typeof o.rule_id !== 'string' || typeof o.rule_name !== 'string' || typeof o.at !== 'string') return null
   if (typeof o.state !== 'string' || !ALERT_STATES.has(o.state)) return null
   if (typeof o.threshold !== 'number' || (o.value !== null && typeof o.value !== 'number')) return null
@@ -153,7 +155,31 @@ export function parseAlertNotice(data: Uint8Array, subjectProject: string): Aler
     state: o.state as AlertNotice['state'],
     value: o.value as number | null,
     threshold: o.threshold,
-    at: o.at
+    at: o.at,
+    // A grouped rule's group (issue 14); absent in frames of older nodes.
+    ...(o.group === null || typeof o.group === 'string' ? { group: o.group } : {})
+  }
+}
+
+/** A budget frame (issue 14, src/budgets/evaluator.ts), checked and rebuilt like an alert's. */
+function parseBudgetNotice(o: Record<string, unknown>, project: string): BudgetNotice | null {
+  const str = (k: string) => typeof o[k] === 'string'
+  const num = (k: string) => typeof o[k] === 'number' && Number.isFinite(o[k])
+  if (!str('budget_id') || !str('name') || !str('period_start') || !str('at') || !str('event_id')) return null
+  if (!num('threshold') || !num('spent') || !num('amount')) return null
+  if (o.group !== null && typeof o.group !== 'string') return null
+  return {
+    type: 'budget',
+    project,
+    budget_id: o.budget_id as string,
+    name: o.name as string,
+    threshold: o.threshold as number,
+    spent: o.spent as number,
+    amount: o.amount as number,
+    period_start: o.period_start as string,
+    group: o.group as string | null,
+    at: o.at as string,
+    event_id: o.event_id as string
   }
 }
 
@@ -238,7 +264,7 @@ export class ClusterFeed {
           this.#logger.warn({ subject: msg.subject }, 'cluster feed: a frame on the alert subject is not an alert notice; skipped')
           return
         }
-        if (this.#send({ type: 'alert', alert: notice })) this.#stats.alerts++
+        if (this.#send(notice.type === 'budget' ? { type: 'budget', budget: notice } : { type: 'alert', alert: notice })) this.#stats.alerts++
       }
     })
     if (this.#onDemand) {

@@ -171,6 +171,26 @@ t.test('reprice: dry run and apply answer the reference\'s diff; figures move to
   t.equal(again.reprice_id, null, 'and records nothing')
 })
 
+t.test('a budget fires once per threshold across the cluster, listed on every node', async (t) => {
+  const created = await b.app.inject({ method: 'POST', url: '/budgets', headers: adminHeaders, payload: { name: 'daily', amount: 2, period: 'day', thresholds: [0.5, 1] } })
+  t.equal(created.statusCode, 201, created.body)
+  const id = created.json().id as string
+  // Spend now: three events of a caller-supplied $1 each, one node after the other.
+  const now = new Date().toISOString()
+  for (const node of [a, b, a]) {
+    const r = await node.app.inject({ method: 'POST', url: '/events/batch', headers: adminHeaders, payload: [{ timestamp: now, model: 'my-llm', prompt_tokens: 1, completion_tokens: 1, cost: 1 }] })
+    t.equal(r.statusCode, 202, r.body)
+    t.equal((await ref.app.inject({ method: 'POST', url: '/events/batch', headers: adminHeaders, payload: [{ timestamp: now, model: 'my-llm', prompt_tokens: 1, completion_tokens: 1, cost: 1 }] })).statusCode, 202)
+  }
+  const budgetEvents = async (x: TestApp) => ((await x.app.inject({ url: '/alerts/events', headers: adminHeaders })).json().events as Array<{ type?: string; budget_id?: string; threshold?: number }>).filter((e) => e.type === 'budget' && e.budget_id === id)
+  await waitFor('both thresholds recorded', async () => (await budgetEvents(a)).length >= 2 && (await budgetEvents(b)).length >= 2, 30_000)
+  const spent = (await a.app.inject({ url: `/budgets/${id}`, headers: adminHeaders })).json().spent
+  t.equal(spent, 3, 'spent: the cluster\'s merged figure')
+  // Several more ticks on the lease holder: nothing fires again, on either node.
+  await new Promise((r) => setTimeout(r, 3000))
+  for (const node of [a, b]) t.same((await budgetEvents(node)).map((e) => e.threshold).sort(), [0.5, 1], 'one event per threshold, not one per node')
+})
+
 t.test('a node taking partitions over keeps the new prices', async (t) => {
   await a.close()
   await waitFor('b owns every partition', async () => (await owned(b)).length === 4, 30_000)
