@@ -337,6 +337,8 @@ export interface Breakdown {
   groups: BreakdownGroup[]
   other: Aggregate | null
   total: Aggregate
+  /** Groups in the range before `limit` (grouped alert rules count those past it); absent where not computed. */
+  count?: number
 }
 
 /** Per group: requests, prompt, completion, total, cached, reasoning, latency µs, cost, errors, unpriced. */
@@ -510,7 +512,8 @@ export function breakdown(source: QuerySource | AnalyticsReader, q: RangeQuery, 
     by,
     groups: shown.map((x) => ({ value: x.value, agg: { totals: accTotals(x.acc), sketch: sketches.get(x.key) as LatencySketch } })),
     other,
-    total
+    total,
+    count: named.length
   }
 }
 
@@ -563,8 +566,10 @@ function breakdownFromTotals(src: QuerySource, view: ProjectView | undefined, q:
     return dx !== dy ? dx > dy : cmpValue(g.name(x), g.name(y)) < 0
   }
   const top: number[] = []
+  let count = 0
   for (let id = 0; id < allTime.top; id++) {
     if (requestsOf(id) <= 0) continue
+    count++
     if (top.length === limit && !before(id, top[top.length - 1])) continue
     let i = top.length === limit ? top.length - 1 : top.length
     if (top.length < limit) top.push(id)
@@ -607,7 +612,7 @@ function breakdownFromTotals(src: QuerySource, view: ProjectView | undefined, q:
     for (const x of groups) sketch.subtract(x.agg.sketch)
     other = { totals: accTotals(rest), sketch }
   }
-  return { by, groups, other, total }
+  return { by, groups, other, total, count }
 }
 
 /** Ascending by value, JavaScript string order; the null group last. */
