@@ -5,7 +5,7 @@
  * override layer from its revision on: an old event has ONE cost everywhere (the old one),
  * whether the restart restores a snapshot or replays the log; new events take the new price.
  */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import type { AddressInfo } from 'node:net'
 import { WebSocket } from 'ws'
 import { adminHeaders, makeApp, type TestApp } from '../helpers/app.js'
@@ -17,7 +17,7 @@ const body = { timestamp: '2026-03-01T12:00:00.000Z', model: 'gpt-4o', provider:
 const OLD_COST = 0.0075
 const NEW_COST = 0.015
 
-async function replayed(t: Parameters<Parameters<typeof t.test>[1]>[0], a: TestApp, n: number): Promise<number[]> {
+async function replayed(t: Test, a: TestApp, n: number): Promise<number[]> {
   await a.app.listen({ port: 0, host: '127.0.0.1' })
   const ws = new WebSocket(`ws://127.0.0.1:${(a.app.server.address() as AddressInfo).port}/ws?since_seq=-1`, { headers: adminHeaders })
   t.teardown(() => ws.terminate())
@@ -31,7 +31,7 @@ async function replayed(t: Parameters<Parameters<typeof t.test>[1]>[0], a: TestA
   return costs
 }
 
-async function everyAnswer(t: Parameters<Parameters<typeof t.test>[1]>[0], a: TestApp, id: string, n: number) {
+async function everyAnswer(t: Test, a: TestApp, id: string, n: number) {
   const ev = (await a.app.inject({ url: `/events/${id}`, headers: adminHeaders })).json()
   const costs = (await a.app.inject({ url: '/analytics/costs', headers: adminHeaders })).json().breakdown
   const page = (await a.app.inject({ url: '/events?sort=cost', headers: adminHeaders })).json().events

@@ -6,7 +6,7 @@
  * cursors of the range (409), and survives restarts: graceful, and a crash after the record was
  * committed but before memory took it (the next start re-applies it).
  */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { adminHeaders, makeApp, type TestApp } from '../helpers/app.js'
 import { HOUR, RefBook, T0, figures, ingest, makeEvents, putVersion, reference, referenceDiff } from './rig.js'
 
@@ -18,7 +18,7 @@ async function reprice(a: TestApp, body: Record<string, unknown>) {
   return r.json()
 }
 
-async function setUp(t: Parameters<Parameters<typeof t.test>[1]>[0], dir?: string) {
+async function setUp(t: Test, dir?: string) {
   const a = await makeApp(t, { inlinePricing: true, dir })
   const book = new RefBook()
   await putVersion(a, book, 'zz-alpha', { input: 1, output: 2, cached_input: 0.5 }, T0 - HOUR)
