@@ -227,15 +227,21 @@ t.test('the webhook gets the budget body and /ws clients the {"type":"budget"} f
   const address = await b.app.listen({ port: 0, host: '127.0.0.1' })
   const ws = new WebSocket(`${address.replace('http', 'ws')}/ws`, { headers: { 'x-api-key': READ_KEY } })
   t.teardown(() => ws.terminate())
+  // A client of another project, to show it gets only its own project's frames.
+  const wsB = new WebSocket(`${address.replace('http', 'ws')}/ws`, { headers: { 'x-api-key': B_ADMIN } })
+  t.teardown(() => wsB.terminate())
   const frames: Array<Record<string, unknown>> = []
-  ws.on('message', (data: Buffer) => {
-    const m = JSON.parse(data.toString())
-    if (m.type === 'budget') frames.push(m)
-  })
-  await new Promise<void>((resolve, reject) => {
-    ws.once('open', () => resolve())
-    ws.once('error', reject)
-  })
+  const framesB: Array<Record<string, unknown>> = []
+  for (const [socket, into] of [[ws, frames], [wsB, framesB]] as const) {
+    socket.on('message', (data: Buffer) => {
+      const m = JSON.parse(data.toString())
+      if (m.type === 'budget') into.push(m)
+    })
+    await new Promise<void>((resolve, reject) => {
+      socket.once('open', () => resolve())
+      socket.once('error', reject)
+    })
+  }
   const bud = await create(b, { name: 'hooked', amount: 2, period: 'month', thresholds: [1], webhook_url: r.url, timezone: 'Europe/Berlin' })
   await ingest(b, [event({ timestamp: '2026-04-01T01:00:00.000Z', cost: 2.5 })])
   await tick(b)
@@ -258,9 +264,13 @@ t.test('the webhook gets the budget body and /ws clients the {"type":"budget"} f
   ], 'one POST: the month of April in Berlin (CEST)')
   t.match(ev.delivery, { status: 'delivered', attempts: 1, status_code: 200 })
   // The frame is pushed after the record commits: wait for it (no fixed sleep).
-  for (let i = 0; i < 200 && frames.length === 0; i++) await new Promise((resolve) => setImmediate(resolve))
   while (frames.length === 0) await new Promise((resolve) => setTimeout(resolve, 5))
   t.same(frames, [{ type: 'budget', project: 'default', budget_id: bud.id, name: 'hooked', threshold: 1, spent: 2.5, amount: 2, period_start: '2026-03-31T22:00:00.000Z', group: null, at: iso(T0), event_id: ev.id }])
+  // proj-b's budget fires after default's: its client's first budget frame is its own (frames go out in order).
+  await ingest(b, [event({ timestamp: '2026-04-01T01:00:00.000Z', cost: 1 })], bHeaders)
+  const theirs = await create(b, { name: 'b', amount: 1, period: 'day', thresholds: [1] }, bHeaders)
+  while (framesB.length === 0) await new Promise((resolve) => setTimeout(resolve, 5))
+  t.same(framesB.map((f) => [f.project, f.budget_id]), [['proj-b', theirs.id]], "proj-b's client never saw default's frame")
 })
 
 t.test('grouped per user: groups with spent/remaining/forecast, a null group, thresholds per group', async (t) => {
