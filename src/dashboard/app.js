@@ -1465,6 +1465,8 @@ function onAlert(m) {
   }, NEW_MS)
   renderAlerts()
   renderRules()
+  // A budget crossed a threshold: its bar has moved.
+  if (isBudgetAlert(m) && state.view === 'money') loadBudgets()
 }
 
 /**
@@ -2149,11 +2151,13 @@ function renderBudgets() {
 /** A grouped budget's groups, folded (a native <details>: keyboard and screen readers know it). */
 function budgetGroups(b, thresholds) {
   const groups = [...b.groups].sort((x, y) => y.spent - x.spent)
-  const capped = b.groups_capped ?? b.capped ?? 0
+  // Past the cap (1,000 groups) the rest spent together, unsplit: said, with its sum.
+  const capped = b.groups_capped === true
+  const other = typeof b.other_spent === 'number' ? ` ${fmtUsd(b.other_spent)}` : ''
   const details = el(
     'details',
     { className: 'bgroups', open: money.openGroups.has(b.id) },
-    el('summary', {}, `${fmtCount(groups.length)} group${groups.length === 1 ? '' : 's'} by ${b.group_by}` + (capped ? ` (capped: ${typeof capped === 'number' ? fmtCount(capped) + ' more not split' : 'more not split'})` : ''))
+    el('summary', {}, `${fmtCount(groups.length)} group${groups.length === 1 ? '' : 's'} by ${b.group_by}` + (capped ? ` (capped: more groups spent${other}, not split)` : ''))
   )
   details.addEventListener('toggle', () => {
     if (details.open) money.openGroups.add(b.id)

@@ -18,7 +18,7 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import type { AddressInfo } from 'node:net'
 import { chromium, type Browser, type Locator, type Page } from 'playwright-core'
-import { ADMIN_KEY, makeApp } from '../helpers/app.js'
+import { ADMIN_KEY, READ_KEY, makeApp } from '../helpers/app.js'
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 const ARTIFACTS = fileURLToPath(new URL('../artifacts/', import.meta.url))
@@ -409,7 +409,23 @@ t.test('the money page: prices, a re-price previewed then applied, budgets, grou
   await page.locator(`#budget-list > li[data-budget-id="${whole.id}"]`).waitFor({ state: 'detached', ...WAIT })
   t.same((await budgetsNow()).map((b) => b.id), [perUser.id], 'deleted on the server')
 
-  // 10. A phone: nothing wider than the screen.
+  // 10. A read key sees the page; adding a price says it needs an admin key.
+  const reader = await browser.newContext({ viewport: { width: 1280, height: 900 }, colorScheme: 'light' })
+  await reader.addInitScript(`localStorage.setItem('llmscope.apiKey', ${JSON.stringify(READ_KEY)})`)
+  const readPage = await reader.newPage()
+  readPage.on('pageerror', (err) => problems.push(`read-key page error: ${err.message}`))
+  await readPage.goto(base + '/#view=money')
+  await readPage.locator('#budget-list > li').first().waitFor(WAIT)
+  await readPage.fill('#pf-provider', 'openai')
+  await readPage.fill('#pf-model', 'gpt-4o')
+  await readPage.fill('#pf-input', '1')
+  await readPage.fill('#pf-output', '1')
+  await readPage.click('#price-form button[type=submit]')
+  await readPage.locator('#price-form-error', { hasText: 'needs an admin key' }).waitFor(WAIT)
+  t.equal(await readPage.locator('#price-form-error').innerText(), 'Adding a price needs an admin key; this key can only read.', 'a read key is told why (403)')
+  await reader.close()
+
+  // 11. A phone: nothing wider than the screen.
   const phone = await browser.newContext({ viewport: { width: 375, height: 800 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true, colorScheme: 'light' })
   await phone.addInitScript(`localStorage.setItem('llmscope.apiKey', ${JSON.stringify(ADMIN_KEY)})`)
   const mobile = await phone.newPage()
