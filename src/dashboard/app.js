@@ -1733,7 +1733,8 @@ function showFormErrors(form, prefix, err, what) {
     }
   }
   const line = $(`${form.id}-error`) ?? $(`${prefix}-error`)
-  if (first === null) line.textContent = moneyMessage(err, what) + (loose.length ? ` (${loose.join('; ')})` : '')
+  // A 400's unplaced problems are worth reading; a 403's header detail is not.
+  if (first === null) line.textContent = moneyMessage(err, what) + (loose.length && err.status === 400 ? ` (${loose.join('; ')})` : '')
   else {
     line.textContent = loose.length ? loose.join('; ') : ''
     first.focus()
