@@ -99,7 +99,7 @@ t.test('bodies are the validating schemas, with the README examples; scopes beco
   const body = ingest.requestBody!.content['application/json'] as { schema: { properties: Record<string, unknown>; required: string[]; additionalProperties: boolean }; example: unknown }
   t.same(body.schema.required, ['model'])
   t.equal(body.schema.additionalProperties, false, 'unknown fields are refused, and documented so')
-  t.same(Object.keys(body.schema.properties).sort(), ['cached_tokens', 'client_id', 'completion_tokens', 'cost', 'cost_source', 'id', 'latency_ms', 'metadata', 'model', 'prompt_tokens', 'provider', 'reasoning_tokens', 'received_at', 'seq', 'session_id', 'status', 'tags', 'timestamp', 'total_tokens', 'ttft_ms', 'unpriced', 'user_id'])
+  t.same(Object.keys(body.schema.properties).sort(), ['cache_write_tokens', 'cached_tokens', 'client_id', 'completion_tokens', 'cost', 'cost_source', 'id', 'latency_ms', 'metadata', 'model', 'prompt_tokens', 'provider', 'reasoning_tokens', 'received_at', 'seq', 'session_id', 'status', 'tags', 'timestamp', 'total_tokens', 'ttft_ms', 'unpriced', 'user_id'])
   t.match(body.example, { model: 'gpt-4', provider: 'openai', prompt_tokens: 150, completion_tokens: 50, latency_ms: 1200, metadata: { user_id: 'u_123' } })
   t.same(ingest.security, [{ apiKey: [] }])
   t.ok(ingest.responses['202'] && ingest.responses['400'] && ingest.responses['401'] && ingest.responses['503'])
