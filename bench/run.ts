@@ -14,11 +14,12 @@ import * as cost from './cost.js'
 import * as dimensions from './dimensions.js'
 import * as search from './search.js'
 import * as cluster from './cluster.js'
+import * as money from './money.js'
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 4)
 const only = process.argv[2]
 // One question per file; `npm run bench <name>` runs one. The soak (bench/soak.ts) runs apart.
-const benches: Record<string, { run(seconds: number): Promise<Row[]> }> = { ingest, ws, cost, analytics, restart, dimensions, search, cluster }
+const benches: Record<string, { run(seconds: number): Promise<Row[]> }> = { ingest, ws, cost, analytics, restart, dimensions, search, cluster, money }
 
 const m = machine()
 console.log(`LLMScope bench — ${m.cpu}, ${m.cores} cores, ${m.memGiB} GiB, node ${m.node}, commit ${m.commit}, ${m.date}`)

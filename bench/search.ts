@@ -83,8 +83,10 @@ async function serverChild(): Promise<void> {
   process.send!({ type: 'listening', url: `http://127.0.0.1:${port}`, rss: await settledRss() })
 }
 
-interface Server {
+export interface Server {
   url: string
+  /** The server's process id (bench/money.ts reads its CPU time). */
+  pid: number | undefined
   /** Settled RSS right after start, before any project or event. */
   rss0: number
   /** The same split into anonymous memory (heaps) and file pages (LMDB's map), from /proc. */
@@ -111,7 +113,7 @@ function statusKb(pid: number | undefined, field: string): number {
 
 const rssParts = (pid: number | undefined): RssParts => ({ anon: statusKb(pid, 'RssAnon'), file: statusKb(pid, 'RssFile') + statusKb(pid, 'RssShmem') })
 
-async function startServer(): Promise<Server> {
+export async function startServer(): Promise<Server> {
   const dataDir = mkdtempSync(join(tmpdir(), 'llmscope-bench-search-'))
   const proc: ChildProcess = spawn(process.execPath, ['--expose-gc', '--max-old-space-size=8192', self], {
     env: { ...process.env, SEARCH_SERVER: '1', PORT: '0', LLMSCOPE_DATA_DIR: dataDir, LLMSCOPE_API_KEYS: OWNER_KEY, LLMSCOPE_LOG_LEVEL: 'warn' },
@@ -133,6 +135,7 @@ async function startServer(): Promise<Server> {
   const ready = await next<{ url: string; rss: number }>('listening')
   return {
     url: ready.url,
+    pid: proc.pid,
     rss0: ready.rss,
     parts0: rssParts(proc.pid),
     async rss() {
@@ -159,9 +162,9 @@ async function startServer(): Promise<Server> {
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: 16 })
 
-type Method = 'GET' | 'POST' | 'DELETE'
+type Method = 'GET' | 'POST' | 'PUT' | 'DELETE'
 
-function request(url: string, method: Method, project: string | null, body?: string): Promise<{ status: number; body: string }> {
+export function request(url: string, method: Method, project: string | null, body?: string): Promise<{ status: number; body: string }> {
   const headers: Record<string, string> = { 'x-api-key': OWNER_KEY }
   if (project !== null) headers['x-llmscope-project'] = project
   if (body !== undefined) headers['content-type'] = 'application/json'
@@ -177,23 +180,23 @@ function request(url: string, method: Method, project: string | null, body?: str
   })
 }
 
-async function json(server: Server, method: Method, path: string, project: string): Promise<Record<string, unknown>> {
+export async function json(server: Server, method: Method, path: string, project: string): Promise<Record<string, unknown>> {
   const r = await request(server.url + path, method, project)
   if (r.status !== 200) throw new Error(`${method} ${path} (${project}) → ${r.status}: ${r.body.slice(0, 300)}`)
   return JSON.parse(r.body) as Record<string, unknown>
 }
 
-async function createProjects(server: Server): Promise<void> {
+export async function createProjects(server: Server): Promise<void> {
   for (const id of PROJECTS) {
     const r = await request(`${server.url}/projects`, 'POST', null, JSON.stringify({ id }))
     if (r.status !== 201 && r.status !== 409) throw new Error(`POST /projects {"id":"${id}"} → ${r.status}: ${r.body.slice(0, 200)}`)
   }
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 /** Posts one batch; 503/429 (busy) waits and resends. Returns the resends. */
-async function post(server: Server, project: string, body: string): Promise<number> {
+export async function post(server: Server, project: string, body: string): Promise<number> {
   for (let resends = 0; ; resends++) {
     const r = await request(`${server.url}/events/batch`, 'POST', project, body)
     if (r.status === 202) return resends
@@ -203,7 +206,7 @@ async function post(server: Server, project: string, body: string): Promise<numb
 }
 
 /** Sends the batches, IN_FLIGHT at a time. Returns the resends. */
-async function send(server: Server, batches: Array<{ project: string; body: string }>): Promise<number> {
+export async function send(server: Server, batches: Array<{ project: string; body: string }>): Promise<number> {
   let next = 0
   let resends = 0
   const worker = async () => {
@@ -217,7 +220,7 @@ async function send(server: Server, batches: Array<{ project: string; body: stri
 }
 
 /** Waits until every project counts the events sent to it. */
-async function counted(server: Server, expected: readonly number[]): Promise<void> {
+export async function counted(server: Server, expected: readonly number[]): Promise<void> {
   const deadline = Date.now() + 300_000
   for (let p = 0; p < PROJECTS.length; p++) {
     for (;;) {
@@ -322,7 +325,7 @@ function usersNear(users: Map<string, number>, target: number, k: number, not: R
 
 // ---- GET /events ----
 
-const pct = (xs: number[], q: number) => {
+export const pct = (xs: number[], q: number) => {
   if (xs.length === 0) return NaN
   const s = [...xs].sort((a, b) => a - b)
   return s[Math.min(s.length - 1, Math.floor(q * (s.length - 1)))]
@@ -415,7 +418,7 @@ function stream(server: Server, path: string, opts: { bytesPerSecond?: number; m
 // ---- ingest during deletes ----
 
 /** Posts batches of 10 events to the big project, one at a time, until stopped; latencies by phase. */
-function ingestLoop(server: Server, ids: boolean) {
+export function ingestLoop(server: Server, ids: boolean) {
   let phase = 'idle'
   let stopped = false
   const times = new Map<string, number[]>()
