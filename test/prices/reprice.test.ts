@@ -107,3 +107,22 @@ t.test('all models, and a record committed but not applied (crash) is re-applied
   const c = await makeApp(t, { inlinePricing: true, dir })
   t.same(await figures(c), reference(events, book), 'and it stays applied once (no double apply after the next restart)')
 })
+
+t.test('ingestion during an apply, and two applies at once (the second waits its turn)', async (t) => {
+  const { a, book, events } = await setUp(t)
+  const start = T0
+  const end = T0 + 8 * HOUR
+  const want = referenceDiff(events, book, start, end, null)
+  const body = { start_time: iso(start), end_time: iso(end), dry_run: false }
+  const first = reprice(a, body)
+  const second = reprice(a, body)
+  // Events accepted while it runs carry the book's current revision: priced with it, unchanged by it.
+  const more = makeEvents(99, 300)
+  await ingest(a, more, book)
+  const [r1, r2] = await Promise.all([first, second])
+  t.match(r1, { ...want, dry_run: false, reprice_id: /^rp_/ })
+  book.addReprice(start, end, null)
+  events.push(...more)
+  t.match(r2, { changed: 0, reprice_id: null, total: { difference: 0 } }, 'the second found everything at the book\'s prices')
+  t.same(await figures(a), reference(events, book), 'every figure, the events that arrived meanwhile included')
+})
