@@ -26,7 +26,7 @@ import { localAnalytics, type Analytics } from './analytics/service.js'
 import type { Config } from './config.js'
 import type { Log } from './log.js'
 import type { Clock } from './clock.js'
-import type { AlertNotice, BroadcastLimits } from './actors/broadcaster.js'
+import type { AlertNotice, BroadcastLimits, BudgetNotice } from './actors/broadcaster.js'
 import type { RuleAlertState } from './actors/alert-evaluator.js'
 import type { WindowQuery } from './analytics/reader.js'
 import type { Aggregate } from './analytics/aggregate.js'
@@ -164,7 +164,7 @@ export class Engine {
       spend: { metrics: (q) => this.analytics.metrics(q), breakdown: (q, by, sort, limit) => this.analytics.breakdown(q, by, sort, limit) },
       alertEvents: this.alertEvents,
       notifier,
-      publish: (notice) => this.topology.broadcaster.send({ type: 'budget', budget: notice }),
+      publish: (notice) => this.publishBudget(notice),
       clock: opts.clock,
       log: opts.logger
     })
@@ -714,6 +714,14 @@ export class Engine {
         await this.snapshotNow().catch((err: unknown) => this.#logger.warn({ err }, 'snapshot after a re-pricing failed'))
       }
     }
+  }
+
+  /**
+   * Pushes a budget alert to this project's WebSocket clients (cluster mode overrides it: every
+   * node's clients, src/cluster/engine.ts).
+   */
+  publishBudget(notice: BudgetNotice): void {
+    this.topology.broadcaster.send({ type: 'budget', budget: notice })
   }
 
   /**

@@ -65,8 +65,12 @@ export interface BudgetStatus extends Budget {
   period_end: string
   /** Grouped budgets only: the most costly groups first (ties by value), at most {@link MAX_BUDGET_GROUPS}. */
   groups?: BudgetGroupStatus[]
-  /** Grouped budgets only: whether more groups spent than are listed (and tracked for thresholds). */
-  groups_capped?: boolean
+  /**
+   * Grouped budgets only: how many groups spent in the period past the {@link MAX_BUDGET_GROUPS}
+   * listed (those are not tracked for thresholds; 0 when none). An analytics answer without a
+   * group count (a cluster not yet counting) gives 1 when any was left out.
+   */
+  groups_capped?: number
   /** Grouped budgets only: dollars spent by the groups past the cap (0 when not capped). */
   other_spent?: number
 }
@@ -177,7 +181,7 @@ export class BudgetEvaluator {
         targets.push({ group: g.value, nanos: n })
         return { group: g.value, spent: dollars(n), remaining: dollars(amountNanos - n), forecast: fc(n) }
       })
-      status.groups_capped = bd.other !== null
+      status.groups_capped = bd.count !== undefined ? Math.max(0, bd.count - bd.groups.length) : bd.other !== null ? 1 : 0
       status.other_spent = bd.other === null ? 0 : dollars(bd.other.totals.costNanos)
     }
     this.#stats.evaluations++

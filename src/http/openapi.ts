@@ -252,7 +252,7 @@ export const budgetSchema = z
     period_start: z.string(),
     period_end: z.string(),
     groups: z.array(z.object({ group: z.string().nullable(), ...budgetFigures })).optional(),
-    groups_capped: z.boolean().optional(),
+    groups_capped: z.number().int().optional(),
     other_spent: z.number().optional()
   })
   .meta({

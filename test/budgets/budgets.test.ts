@@ -282,7 +282,7 @@ t.test('grouped per user: groups with spent/remaining/forecast, a null group, th
     event({ timestamp: '2026-04-01T03:00:00.000Z', cost: 0.1 })
   ])
   const bud = await create(b, { name: 'per user', amount: 1, period: 'day', group_by: 'user_id', thresholds: [0.5, 1] })
-  t.match(bud, { spent: 0.9, remaining: 0.1, groups_capped: false, other_spent: 0 })
+  t.match(bud, { spent: 0.9, remaining: 0.1, groups_capped: 0, other_spent: 0 })
   t.same(bud.groups, [
     { group: 'u1', spent: 0.6, remaining: 0.4, forecast: 1.2 },
     { group: 'u2', spent: 0.2, remaining: 0.8, forecast: 0.4 },
@@ -314,21 +314,24 @@ t.test('grouped by tag and by metadata key', async (t) => {
 t.test('at most 1,000 groups: the most costly, the rest counted as capped; thresholds fire per tracked group', async (t) => {
   const clock = new ManualClock(T0)
   const b = await build(t, clock)
-  // 1,001 users; user i spends (i+1) × $0.001.
-  await ingest(b, Array.from({ length: 1001 }, (_, i) => event({ timestamp: '2026-04-01T01:00:00.000Z', user_id: `u${String(i).padStart(4, '0')}`, cost: (i + 1) / 1000 })))
+  // 1,003 users; user i spends (i+1) × $0.001.
+  await ingest(b, Array.from({ length: 1003 }, (_, i) => event({ timestamp: '2026-04-01T01:00:00.000Z', user_id: `u${String(i).padStart(4, '0')}`, cost: (i + 1) / 1000 })))
   const bud = await create(b, { name: 'capped', amount: 1, period: 'day', group_by: 'user_id', thresholds: [0.5] })
   t.equal(bud.groups.length, 1000)
-  t.equal(bud.groups_capped, true)
-  t.equal(bud.other_spent, 0.001, 'the least costly user is past the cap')
-  t.same(bud.groups[0], { group: 'u1000', spent: 1.001, remaining: -0.001, forecast: 2.002 })
-  t.equal(bud.groups[999].group, 'u0001')
-  t.equal(bud.spent, 501.501, 'the total is exact: (1001 × 1002 / 2) / 1000')
+  t.equal(bud.groups_capped, 3, 'three users left out, counted')
+  t.equal(bud.other_spent, 0.006, 'the three least costly users are past the cap')
+  t.same(bud.groups[0], { group: 'u1002', spent: 1.003, remaining: -0.003, forecast: 2.006 })
+  t.equal(bud.groups[999].group, 'u0003')
+  t.equal(bud.spent, 503.506, 'the total is exact: (1003 × 1004 / 2) / 1000')
   const evs = await budgetEvents(b)
-  // Users 499…1000 spent ≥ $0.5.
-  t.equal(evs.length, 502)
-  t.equal(new Set(evs.map((e) => e.group)).size, 502, 'one event per group')
+  // Users 499…1002 spent ≥ $0.5.
+  t.equal(evs.length, 504)
+  t.equal(new Set(evs.map((e) => e.group)).size, 504, 'one event per group')
   await tick(b)
-  t.equal((await budgetEvents(b)).length, 502, 'none again')
+  t.equal((await budgetEvents(b)).length, 504, 'none again')
+  // With a filter (the rows path of the breakdown) the count is the same.
+  const filtered = await create(b, { name: 'filtered', amount: 1000, period: 'day', group_by: 'user_id', filters: { model: 'gpt-4' } })
+  t.match(filtered, { groups_capped: 3, other_spent: 0.006, spent: 503.506 })
 })
 
 t.test('project isolation: another project\'s budget is 404, its events are not listed; DELETE /projects removes budgets for good', async (t) => {
