@@ -2124,6 +2124,8 @@ function renderBudgets() {
       const about = [`${b.period}${b.timezone ? ` · ${b.timezone}` : ''}`]
       if (b.group_by) about.push(`per ${b.group_by}`)
       for (const [k, v] of filters) about.push(`${k} = ${v}`)
+      // Thresholds past 100% have no place on the bar (its width is the amount): named here.
+      if (thresholds.length > 0) about.push(`alerts at ${thresholds.map(fmtPct).join(', ')}`)
       const start = periodStart(b)
       if (start) about.push(`since ${fmtInstant(start, '')}`)
       const del = el('button', { type: 'button', className: 'danger' }, 'Delete')
