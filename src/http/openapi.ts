@@ -185,6 +185,11 @@ export const ruleSchema = z
     cooldown_seconds: z.number().int(),
     min_samples: z.number().int(),
     webhook_url: z.string().nullable(),
+    filters: z.record(z.string(), z.string()).optional(),
+    project: z.string().optional(),
+    group_by: z.string().nullable().optional().meta({ description: 'evaluated and firing per value of this dimension (model, provider, user_id, session_id, tag, metadata.KEY); at most 1,000 groups' }),
+    baseline: z.object({ days: z.number().int() }).nullable().optional().meta({ description: 'value ÷ mean of the same window 1…N days back; threshold is a factor' }),
+    webhook_format: z.enum(['json', 'slack']).optional(),
     created_at: z.string(),
     updated_at: z.string()
   })
@@ -225,6 +230,8 @@ export const alertEventsSchema = z.object({
         value: z.number().nullable(),
         threshold: z.number(),
         at: z.string(),
+        group: z.string().nullable().optional(),
+        group_by: z.string().optional(),
         delivery: delivery.extend({ completed_at: z.string().nullable().optional() })
       }),
       budgetAlertEventSchema
