@@ -2263,6 +2263,17 @@ $('rp-cancel').addEventListener('click', () => {
   $('rp-preview').focus()
 })
 $('budget-form').addEventListener('submit', onBudgetSubmit)
+// Editing a field the server refused takes its message away (the next submit judges it again).
+for (const id of ['price-form', 'reprice-form', 'budget-form']) {
+  $(id).addEventListener('input', (evt) => {
+    const input = evt.target
+    if (input.getAttribute('aria-invalid') !== 'true') return
+    const box = $(input.getAttribute('aria-describedby') ?? '')
+    if (box) box.textContent = ''
+    input.removeAttribute('aria-invalid')
+    input.removeAttribute('aria-describedby')
+  })
+}
 
 // ---------- controls ----------
 

@@ -248,8 +248,17 @@ t.test('the money page: prices, a re-price previewed then applied, budgets, grou
   // 5. Re-pricing: the dry run's table first, equal to the server's answer; nothing changes.
   const cost0 = await metricsCost(rangeStart, rangeEnd)
   t.equal(await page.locator('#rp-apply').isVisible(), false, 'no Apply button before a preview')
+  // A range that ends before it starts: the server's word lands under "To".
   await page.fill('#rp-start', localInput(rangeStart))
+  await page.fill('#rp-end', localInput(rangeStart - 60_000))
+  await page.click('#rp-preview')
+  await page.locator('#rp-end_time-error:not(:empty)').waitFor(WAIT)
+  t.match(await page.locator('#rp-end_time-error').innerText(), /start_time/, 'the end is refused for ending before the start')
+  t.equal(await page.locator('#rp-apply').isVisible(), false, 'and no Apply button')
+  problems.splice(0, problems.length, ...problems.filter((p) => !/status of 400/.test(p)))
   await page.fill('#rp-end', localInput(rangeEnd))
+  t.equal(await page.getAttribute('#rp-end', 'aria-invalid'), null, 'editing the field takes the mark away')
+  t.equal(await page.locator('#rp-end_time-error').innerText(), '', 'and the message')
   const [previewReq] = await Promise.all([page.waitForRequest((r) => r.url().endsWith('/prices/reprice'), WAIT), page.click('#rp-preview')])
   const sent = previewReq.postDataJSON() as { start_time: string; end_time: string; dry_run: boolean; model?: string }
   t.equal(sent.dry_run, true, 'the preview is a dry run')
