@@ -116,6 +116,7 @@ export class ClusterPrices {
       }
       this.#loaded = true
       this.#store.loadRemote(live)
+      this.#neutraliseLocalLayers()
       // The node book holds every reprice record (see the module comment).
       for (const p of this.#reprices) this.#store.applyReprice(p.record)
     }
@@ -132,6 +133,24 @@ export class ClusterPrices {
     },
     remove: async (id) => {
       await this.log.append((pos) => ({ pos, op: 'remove', id }))
+    }
+  }
+
+  /**
+   * The node's book may hold override layers of its own LMDB (the engine records the configured
+   * set there when it opens, before the cluster's log is read): each becomes the layer the log
+   * has in force at its revision (an empty one before the log's first), so this node's book
+   * prices every revision as every other node's does.
+   */
+  #neutraliseLocalLayers(): void {
+    const book = this.#store.book
+    const logLayers = [...this.#byId.values()].filter((s): s is Extract<StoredRecord, { kind: 'layer' }> => s.kind === 'layer').sort((x, y) => x.rev - y.rev)
+    const inLog = new Set(logLayers.map((l) => l.rev))
+    for (const l of book.overrideLayers()) {
+      if (inLog.has(l.rev)) continue
+      let force: PriceOverrides = {}
+      for (const x of logLayers) if (x.rev <= l.rev) force = x.overrides
+      book.addOverrideLayer({ rev: l.rev, created_at: l.created_at, overrides: force })
     }
   }
 

@@ -7,7 +7,10 @@
  * - a reprice dry run answers the reference's diff and changes nothing; applied, it answers the
  *   reference's diff and every figure moves to the reference's, GET /events/:id too;
  * - a query during the apply never mixes (partials of one epoch only);
- * - a node taking partitions over (its peer stopped) keeps the new prices.
+ * - a budget fires once per threshold for the cluster;
+ * - a node taking partitions over (its peer stopped) keeps the new prices;
+ * - a node configured with other overrides adds them as a layer: events accepted afterwards are
+ *   priced with it on every node, older ones keep their prices (on the new node too).
  */
 import t, { type Test } from 'tap'
 import { startNats } from '../helpers/nats.js'
@@ -201,4 +204,40 @@ t.test('a node taking partitions over keeps the new prices', async (t) => {
     const got = await b.app.inject({ url, headers: adminHeaders })
     t.same(got.json(), want.json(), `after the takeover: ${url}`)
   }
+})
+
+t.test('a node configured with other overrides adds them as a layer: new events priced with it everywhere, old ones keep theirs', async (t) => {
+  const before = (await b.app.inject({ url: '/analytics/costs', headers: adminHeaders })).json()
+  const OVERRIDES = JSON.stringify({ 'claude-3-5-sonnet-20241022': { input_mtok: 100, output_mtok: 200 } })
+  const dir = t.testdir()
+  const c = await makeApp(t, { env: { ...clusterEnv('c'), LLMSCOPE_PRICE_OVERRIDES: OVERRIDES }, dir })
+  await waitFor('b holds the layer', () => b.engine.book.overrideLayer()?.overrides['claude-3-5-sonnet-20241022']?.input_mtok === 100)
+  const rev = b.engine.book.rev
+  // c joining moves partitions: answers are 503 meanwhile.
+  await waitFor('both own partitions', async () => (await owned(b)).length + (await owned(c)).length === 4 && (await owned(c)).length > 0)
+  await waitFor('answers again', async () => (await b.app.inject({ url: '/analytics/costs', headers: adminHeaders })).statusCode === 200)
+  t.same((await b.app.inject({ url: '/analytics/costs', headers: adminHeaders })).json(), before, 'events accepted before it keep their prices')
+  const r = await b.app.inject({ method: 'POST', url: '/events/batch', headers: adminHeaders, payload: [{ timestamp: '2026-01-01T12:00:00Z', model: 'claude-3-5-sonnet-20241022', provider: 'anthropic', prompt_tokens: 1000, completion_tokens: 500 }] })
+  t.equal(r.statusCode, 202)
+  const id = r.json().event_ids[0] as string
+  for (const node of [b, c]) {
+    const e = (await node.app.inject({ url: `/events/${id}`, headers: adminHeaders })).json()
+    t.equal(e.cost, (1000 * 100 + 500 * 200) / 1e6, 'an event accepted after it: the layer\'s price (by hand)')
+  }
+  // An old claude event read through c (whose own data dir recorded its configured set first): the price it was counted at.
+  for (const x of ids) {
+    const e = (await b.app.inject({ url: `/events/${x}`, headers: adminHeaders })).json()
+    if (e.model !== 'claude-3-5-sonnet-20241022') continue
+    t.same((await c.app.inject({ url: `/events/${x}`, headers: adminHeaders })).json(), e, 'an event accepted before the layer: the same on the new node')
+    break
+  }
+  await waitFor('the cluster counts it at that price', async () => {
+    const m = (await c.app.inject({ url: '/analytics/costs', headers: adminHeaders })).json() as { total_cost?: number }
+    return m.total_cost !== undefined && Math.abs(m.total_cost - (before.total_cost + 0.2)) < 1e-9
+  }, 30_000)
+  await c.close()
+  // The same configuration again: no new layer.
+  const c2 = await makeApp(t, { env: { ...clusterEnv('c'), LLMSCOPE_PRICE_OVERRIDES: OVERRIDES }, dir })
+  t.equal(c2.engine.book.rev, rev, 'a restart with the same overrides adds nothing')
+  await c2.close()
 })
