@@ -4,7 +4,8 @@
  * (rates, sources, the names each entry priced, unpriced models with their request counts), a
  * refused PUT shown next to the field it names, versions added through the form, a re-price
  * preview whose table equals the server's dry run (and changes nothing) before an Apply button
- * appears, Apply moving the shown cost to the server's new figure, budgets whose bars are
+ * appears (the keyboard on it: Enter applies), Apply moving the shown cost to the server's new
+ * figure (the card's and the overview tile), budgets whose bars are
  * spent ÷ amount wide with threshold ticks and the forecast marker where the server's forecast
  * lands, a grouped budget unfolded by keyboard, a budget refused for its time zone, a delete,
  * grouped firings (budget and rule) in the alerts list with their group, markup in data kept as
@@ -295,7 +296,9 @@ t.test('the money page: prices, a re-price previewed then applied, budgets, grou
   await page.screenshot({ path: ARTIFACTS + 'dashboard-money-preview-1280.png', fullPage: true })
 
   // 6. Apply: the shown cost moves to the server's new figure.
-  const [applyRes] = await Promise.all([page.waitForResponse((r) => r.url().endsWith('/prices/reprice') && (r.request().postDataJSON() as { dry_run: boolean }).dry_run === false, WAIT), page.click('#rp-apply')])
+  // The preview hands the keyboard to Apply: Enter applies.
+  t.equal(await page.evaluate(() => (globalThis as unknown as { document: { activeElement: { id: string } } }).document.activeElement.id), 'rp-apply', 'the keyboard is on Apply')
+  const [applyRes] = await Promise.all([page.waitForResponse((r) => r.url().endsWith('/prices/reprice') && (r.request().postDataJSON() as { dry_run: boolean }).dry_run === false, WAIT), page.keyboard.press('Enter')])
   const applied = applyRes.request().postDataJSON() as Record<string, unknown>
   t.same(applied, { ...sent, dry_run: false }, 'Apply sends the previewed body')
   t.equal(applyRes.status(), 200, `the re-pricing is applied (${applyRes.status() === 200 ? 'ok' : `${await applyRes.text()} ${serverErrors.join('\n')}`})`)
@@ -388,6 +391,8 @@ t.test('the money page: prices, a re-price previewed then applied, budgets, grou
     const g = await barGeometry(item.locator('.bmeter'))
     t.ok(Math.abs(g.fill - Math.min(1, sg.spent / perUser.amount)) < 0.01, `group ${sg.group}: ${(g.fill * 100).toFixed(1)}% wide for ${sg.spent} of ${perUser.amount}`)
   }
+  const wide = await page.evaluate(() => (globalThis as unknown as { document: { documentElement: { scrollWidth: number } } }).document.documentElement.scrollWidth)
+  t.ok(wide <= 1280, `nothing overflows at 1280 px (scrollWidth ${wide})`)
   await page.screenshot({ path: ARTIFACTS + 'dashboard-money-1280.png', fullPage: true })
 
   // 8. Grouped firings in the alerts list: the per-user budget's 50% for u2 (spent $0.067 of
