@@ -7,6 +7,7 @@
  * committed but before memory took it (the next start re-applies it).
  */
 import t, { type Test } from 'tap'
+import { ManualClock } from '../../src/clock.js'
 import { adminHeaders, makeApp, type TestApp } from '../helpers/app.js'
 import { HOUR, RefBook, T0, figures, ingest, makeEvents, putVersion, reference, referenceDiff } from './rig.js'
 
@@ -125,4 +126,35 @@ t.test('ingestion during an apply, and two applies at once (the second waits its
   events.push(...more)
   t.match(r2, { changed: 0, reprice_id: null, total: { difference: 0 } }, 'the second found everything at the book\'s prices')
   t.same(await figures(a), reference(events, book), 'every figure, the events that arrived meanwhile included')
+})
+
+t.test('budgets and alert windows follow a re-pricing', async (t) => {
+  const clock = new ManualClock(T0 + 8 * HOUR)
+  const a = await makeApp(t, { inlinePricing: true, clock })
+  const book = new RefBook()
+  await putVersion(a, book, 'zz-alpha', { input: 1, output: 2, cached_input: 0.5 }, T0)
+  const events = makeEvents(11, 300)
+  await ingest(a, events, book)
+  await putVersion(a, book, 'zz-alpha', { input: 3, output: 7, cached_input: 3 }, T0)
+  const budget = (await a.app.inject({ method: 'POST', url: '/budgets', headers: adminHeaders, payload: { name: 'day', amount: 1000, period: 'day', thresholds: [0.999] } })).json()
+  const rule = (await a.app.inject({ method: 'POST', url: '/alerts/rules', headers: adminHeaders, payload: { name: 'spend', condition: 'cost_per_hour', threshold: 1e9, window_seconds: 8 * 3600 } })).json()
+  const windowValue = async () => {
+    await a.engine.sync()
+    clock.advance(1)
+    a.engine.topology.alerts.send({ type: 'tick' })
+    await a.engine.topology.system.idle()
+    return a.engine.ruleState(rule.id)?.lastValue
+  }
+  const spent = async () => (await a.app.inject({ url: `/budgets/${budget.id}`, headers: adminHeaders })).json().spent
+  const oldTotal = reference(events, book).total
+  t.equal(await spent(), oldTotal, 'budget: spent before')
+  const v0 = await windowValue()
+  t.ok(typeof v0 === 'number' && v0 > 0)
+  await reprice(a, { start_time: iso(T0), end_time: iso(T0 + 8 * HOUR), dry_run: false })
+  book.addReprice(T0, T0 + 8 * HOUR, null)
+  const newTotal = reference(events, book).total
+  t.not(newTotal, oldTotal)
+  t.equal(await spent(), newTotal, 'budget: spent after, exact')
+  const v1 = await windowValue()
+  t.ok(Math.abs(v1! / v0! - newTotal / oldTotal) < 1e-9, `the rule's cost window moved by the same factor (${v0} → ${v1})`)
 })
