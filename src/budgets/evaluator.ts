@@ -163,7 +163,8 @@ export class BudgetEvaluator {
     const now = this.#o.clock.now()
     const period = this.period(b, now)
     const q: RangeQuery = { ...filtersOf(b.filters), project: b.project, start: period.start, end: now }
-    const amountNanos = b.amount * 1e9
+    // To the nano-dollar the server counts in: spending exactly a threshold reaches it (0.1 · 3 ≠ 0.3 in floats).
+    const amountNanos = Math.round(b.amount * 1e9)
     const fc = (nanos: number) => dollars(forecast(nanos, period, now))
     const status: BudgetStatus = { ...b, spent: 0, remaining: b.amount, forecast: 0, period_start: iso(period.start), period_end: iso(period.end) }
     const targets: Array<{ group: string | null; nanos: number }> = []
@@ -185,11 +186,12 @@ export class BudgetEvaluator {
       status.other_spent = bd.other === null ? 0 : dollars(bd.other.totals.costNanos)
     }
     this.#stats.evaluations++
-    if (opts.fire && !this.#closed && this.#isEvaluator()) {
+    // A budget deleted while its spend was asked fires nothing.
+    if (opts.fire && !this.#closed && this.#isEvaluator() && this.#o.store.get(b.id) !== undefined) {
       // Periods before this one can never match again: their fired records go.
       this.#o.store.pruneFired(b.id, period.start)
       for (const threshold of b.thresholds) {
-        const bar = threshold * amountNanos
+        const bar = Math.round(threshold * amountNanos)
         for (const t of targets) if (t.nanos >= bar) this.#fire(b, period, threshold, t.group, t.nanos, now)
       }
     }

@@ -17,7 +17,7 @@ import { createAggregate } from '../../src/queries.js'
 
 const T0 = Date.parse('2026-04-01T12:00:00.000Z')
 
-function setup(t: Test, spentNanos: () => number) {
+function setup(t: Test, spentNanos: () => number, gate: () => Promise<void> = async () => {}) {
   const root = open({ path: `${t.testdir()}/db.lmdb`, maxDbs: 4 })
   t.teardown(() => root.close())
   const store = new BudgetStore(root.openDB<unknown, string>('budgets', {}))
@@ -28,6 +28,7 @@ function setup(t: Test, spentNanos: () => number) {
   const spend: BudgetSpend = {
     metrics: async (q) => {
       queries.push(q)
+      await gate()
       const a = createAggregate()
       a.totals.costNanos = spentNanos()
       return a
@@ -135,4 +136,27 @@ t.test('the timer throttle: a budget is re-evaluated only once 20× its last eva
   t.equal(s.evaluator.stats.throttled, 1)
   await s.evaluator.tick()
   t.equal(s.evaluator.stats.evaluations, before + 1, 'a hand tick evaluates')
+})
+
+t.test('spending exactly a threshold reaches it (0.55 × $3 is 1650000000.0000002 nano-dollars in floats)', async (t) => {
+  const s = setup(t, () => 1_650_000_000)
+  const b = await s.store.create({ name: 'exact', amount: 3, period: 'day', timezone: 'UTC', thresholds: [0.55, 0.56] }, T0, 'p1')
+  await s.evaluator.evaluate(b, { fire: true })
+  await s.evaluator.idle()
+  t.same(s.alertEvents.list({ limit: 10 }).map((e) => (e as { threshold: number }).threshold), [0.55], '$1.65 of $3 reaches 55%, not 56%')
+})
+
+t.test('a budget deleted while its spend was asked fires nothing', async (t) => {
+  let release: () => void = () => {}
+  const gate = new Promise<void>((resolve) => (release = resolve))
+  const s = setup(t, () => 5e9, () => gate)
+  const b = await s.store.create({ name: 'gone', amount: 1, period: 'day', timezone: 'UTC' }, T0, 'p1')
+  const evaluation = s.evaluator.evaluate(b, { fire: true })
+  // The spend question is pending: the budget goes meanwhile.
+  await s.store.remove(b.id)
+  release()
+  t.match(await evaluation, { spent: 5 }, 'it is still answered')
+  await s.evaluator.idle()
+  t.equal(s.alertEvents.size, 0, 'no alert event')
+  t.equal(s.store.firedCount, 0, 'no orphan fired record')
 })
