@@ -10,11 +10,22 @@
  * - a budget fires once per threshold for the cluster;
  * - a node taking partitions over (its peer stopped) keeps the new prices;
  * - a node configured with other overrides adds them as a layer: events accepted afterwards are
- *   priced with it on every node, older ones keep their prices (on the new node too).
+ *   priced with it on every node, older ones keep their prices (on the new node too);
+ * - a reprice record no partition applied (its coordinator died) is applied by the next owner
+ *   before it serves.
  */
 import t, { type Test } from 'tap'
 import { startNats } from '../helpers/nats.js'
 import { makeApp, adminHeaders, type TestApp } from '../helpers/app.js'
+import { connect } from '@nats-io/transport-node'
+import { openStores } from '../../src/store/db.js'
+import { ProjectStore } from '../../src/store/projects.js'
+import { ApiKeyStore } from '../../src/store/api-keys.js'
+import { RuleStore } from '../../src/store/rules.js'
+import { AlertEventStore } from '../../src/store/alert-events.js'
+import { ClusterMeta } from '../../src/cluster/meta.js'
+import { ClusterPriceLog, PRICE_PREFIX } from '../../src/cluster/price-log.js'
+import { silentLog } from '../../src/log.js'
 
 t.setTimeout(300_000)
 
@@ -240,4 +251,33 @@ t.test('a node configured with other overrides adds them as a layer: new events 
   const c2 = await makeApp(t, { env: { ...clusterEnv('c'), LLMSCOPE_PRICE_OVERRIDES: OVERRIDES }, dir })
   t.equal(c2.engine.book.rev, rev, 'a restart with the same overrides adds nothing')
   await c2.close()
+})
+
+t.test('a reprice recorded while no node runs (its coordinator died) is applied by the next owner before it serves', async (t) => {
+  const V4 = { provider: 'openai', model: 'gpt-4o', input: 3, output: 12, effective_from: DAY }
+  await b.engine.prices.put('default', V4 as never)
+  await ref.engine.prices.put('default', V4 as never)
+  await b.close()
+  // What a coordinator that died right after recording leaves: the record in the price log, applied nowhere.
+  const nc = await connect({ servers: nats.urls[0]! })
+  t.teardown(() => nc.close())
+  const stores = openStores(t.testdir())
+  t.teardown(() => stores.close())
+  const log = new ClusterPriceLog({ log: silentLog })
+  const meta = new ClusterMeta({ nc, metaBucket: 'moneytest-meta', alertsBucket: 'moneytest-alerts', log: silentLog })
+  await meta.attach({ projects: new ProjectStore(stores.projects, 0), apiKeys: new ApiKeyStore(stores.apiKeys), rules: new RuleStore(stores.rules), alertEvents: new AlertEventStore(stores.alertEvents), more: [{ prefix: PRICE_PREFIX, store: log }] })
+  t.teardown(() => meta.stop())
+  let rev = 0
+  for (const r of log.records()) if (r.op === 'put' && ((r.value as { kind: string }).kind === 'version' || (r.value as { kind: string }).kind === 'layer')) rev = Math.max(rev, (r.value as { rev: number }).rev)
+  await log.append((pos) => ({ pos, op: 'put', id: 'rp_deadcoordinator1', value: { v: 1, kind: 'reprice', id: 'rp_deadcoordinator1', project: 'default', start: DAY, end: DAY + 2 * 86_400_000, model: 'gpt-4o', rev, created_at: Date.now() } }))
+  // The cluster also holds c's override layer and one event priced by it, which the reference lacks: only gpt-4o figures compare.
+  const want = await ref.engine.prices.reprice('default', { start_time: DAY, end_time: DAY + 2 * 86_400_000, model: 'gpt-4o', dry_run: false } as never)
+  t.ok(want.changed > 0, 'the reference changed events')
+  const d = await makeApp(t, { env: clusterEnv('d') })
+  await waitFor('d owns every partition', async () => (await owned(d)).length === 4, 30_000)
+  for (const url of ['/analytics/metrics?model=gpt-4o,gpt-4o-2024-08-06', '/analytics/breakdown?by=user_id&model=gpt-4o,gpt-4o-2024-08-06', '/analytics/timeseries?interval=1h&start_time=2026-01-01T00:00:00Z&end_time=2026-01-03T00:00:00Z&model=gpt-4o,gpt-4o-2024-08-06']) {
+    const w = await ref.app.inject({ url, headers: adminHeaders })
+    t.equal(w.statusCode, 200, w.body)
+    t.same((await d.app.inject({ url, headers: adminHeaders })).json(), w.json(), `the new owner applied it: ${url}`)
+  }
 })
