@@ -13,7 +13,8 @@
  * apply then writes the row words and swaps the aggregates in one synchronous step, so no
  * reader sees part of it (see Topology.reprice).
  */
-import { MINUTE_MS } from './time.js'
+import { lowerBound } from './sorted.js'
+import { floorDiv, MINUTE_MS } from './time.js'
 
 /**
  * One entry per event whose cost changes, as typed columns (10M entries take ~340 MB, no object
@@ -101,7 +102,7 @@ export function planRow(p: RepricePlan, r: number, cost: number, unpriced: boole
 export function byMinute(c: CostColumns, idx: ArrayLike<number>): { order: Uint32Array; minutes: Float64Array; starts: Uint32Array } {
   const n = idx.length
   const keys = new Float64Array(n)
-  for (let j = 0; j < n; j++) keys[j] = Math.floor(c.ts[idx[j]] / MINUTE_MS)
+  for (let j = 0; j < n; j++) keys[j] = floorDiv(c.ts[idx[j]], MINUTE_MS)
   const sorted = keys.slice().sort()
   let m = 0
   for (let j = 0; j < n; j++) if (!Number.isNaN(sorted[j]) && (m === 0 || sorted[j] !== sorted[m - 1])) sorted[m++] = sorted[j]
@@ -111,14 +112,8 @@ export function byMinute(c: CostColumns, idx: ArrayLike<number>): { order: Uint3
   const starts = new Uint32Array(m + 1)
   for (let j = 0; j < n; j++) {
     const k = keys[j]
-    let lo = 0
-    let hi = m
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1
-      if (minutes[mid] < k) lo = mid + 1
-      else hi = mid
-    }
-    // NaN matches no minute: lo === m, counted past the last group.
+    const lo = lowerBound(minutes, k)
+    // NaN matches no minute: counted past the last group.
     group[j] = lo < m && minutes[lo] === k ? lo : m
     if (group[j] < m) starts[group[j] + 1]++
   }

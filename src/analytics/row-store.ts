@@ -9,6 +9,7 @@
  */
 import type { Aggregate } from './aggregate.js'
 import type { Row } from './row.js'
+import { lowerBound } from './sorted.js'
 
 /**
  * A row's dimensions as ids into its project's dictionaries (analytics/dimensions.ts): the
@@ -384,14 +385,8 @@ export class RowStore {
       const next = core[b + C_NEXT] | 0
       const seq = this.#seqHigh[c] === null ? core[b + C_SEQ] : this.#seqOf(r)
       if (seq >= lo0 && seq <= hi0) {
-        let lo = from
-        let hi = to
-        while (lo < hi) {
-          const mid = (lo + hi) >>> 1
-          if (seqs[mid] < seq) lo = mid + 1
-          else hi = mid
-        }
-        if (lo < to && seqs[lo] === seq) found(r, lo)
+        const k = lowerBound(seqs, seq, from, to)
+        if (k < to && seqs[k] === seq) found(r, k)
       }
       r = next
     }

@@ -26,6 +26,7 @@ import { isValidRow, MAX_TIMESTAMP_MS } from './row.js'
 import { MAX_ROWS, RowStore } from './row-store.js'
 import { loadSnapshot, SnapshotBuilder } from './series-snapshot.js'
 import { LatencySketch } from './sketch.js'
+import { lowerBound } from './sorted.js'
 import { DAY_MS, floorDiv, HOUR_MS, MINUTE_MS } from './time.js'
 import { cloneTotals, createTotals, subtractTotals, type Totals } from './totals.js'
 import { addDelta, byMinute, emptyPlan, planRow, type CostColumns, type Deltas, type RepricePlan } from './reprice.js'
@@ -74,18 +75,6 @@ interface HourNode extends Aggregate {
 /** Day: aggregate of its rows plus its hours (undefined when empty). */
 interface DayNode extends Aggregate {
   hours: (HourNode | undefined)[]
-}
-
-/** First index of `keys` (ascending) whose value is >= `key`. */
-function lowerBound(keys: readonly number[], key: number): number {
-  let lo = 0
-  let hi = keys.length
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1
-    if (keys[mid] < key) lo = mid + 1
-    else hi = mid
-  }
-  return lo
 }
 
 /** Index of the first of `n` sub-units of `width` (starting at `unitStart`) that may overlap [s, ...). */

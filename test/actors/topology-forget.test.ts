@@ -6,104 +6,10 @@
  * of the deleted values. Also: idempotence, ingestion during a delete, coarse hours.
  */
 import t, { type Test } from 'tap'
-import { Topology, type TopologyOptions } from '../../src/actors/topology.js'
-import { openStores, type Stores } from '../../src/store/db.js'
-import { EventLog } from '../../src/store/event-log.js'
-import { SnapshotStore, type SnapshotPayload } from '../../src/store/snapshots.js'
-import { createAggregate, type Aggregate } from '../../src/analytics/series.js'
+import type { Topology } from '../../src/actors/topology.js'
 import { breakdown, costs, dimensions, metrics, timeseries, type RangeQuery } from '../../src/queries.js'
-import { encodeBatch, priceBatch } from '../../src/pricing/batch.js'
-import { priceInputOf } from '../../src/pricing/compute-cost.js'
-import { ManualClock } from '../../src/clock.js'
-import { silentLog } from '../../src/log.js'
-import type { PendingEvent, PricedEvent, StoredEvent } from '../../src/events.js'
-
-const MIN = 60_000
-const HOUR = 3_600_000
-const DAY = 24 * HOUR
-const T0 = Date.parse('2026-03-01T00:00:00.000Z')
-
-async function topology(t: Test, opts: Partial<TopologyOptions> = {}): Promise<{ topo: Topology; stores: Stores }> {
-  const stores = openStores(t.testdir(), { maxBytes: 1024 ** 3 })
-  const log = new EventLog(stores.events)
-  const topo = new Topology({
-    log,
-    pricer: null,
-    overrides: {},
-    logger: silentLog,
-    clock: new ManualClock(T0),
-    highWaterEvents: 1_000_000,
-    maxModels: 50,
-    costChunk: 256,
-    costMaxInFlight: 2,
-    price: (e) => price([e])[0],
-    window: () => createAggregate(),
-    ...opts
-  })
-  t.teardown(async () => {
-    await topo.close()
-    await stores.close()
-  })
-  return { topo, stores }
-}
-
-/** Prices events as the cost stage does (inline, no overrides). */
-function price(events: StoredEvent[]): PricedEvent[] {
-  const r = priceBatch(encodeBatch(events.map(priceInputOf)), {})
-  return events.map((e, i) => ({ ...e, costNanos: r.costNanos[i], unpriced: r.unpriced[i] === 1 }))
-}
-
-/** Deterministic pseudo-random numbers (mulberry32). */
-function rng(seed: number) {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0
-    let x = Math.imul(seed ^ (seed >>> 15), 1 | seed)
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
-
-const MODELS = ['gpt-4o', 'gpt-4o-mini', 'claude-3-5-sonnet-20241022', 'my-model']
-
-/** Events over three days; user `victim-user` has its own session, tag and metadata value, seen by no one else. */
-function events(n: number, seed: number, project = 'default'): PendingEvent[] {
-  const r = rng(seed)
-  const pick = <X>(xs: readonly X[]) => xs[Math.floor(r() * xs.length)]
-  return Array.from({ length: n }, (_, i) => {
-    const victim = i % 17 === 3
-    const m = Math.floor(r() * MODELS.length)
-    // Bursts in a few minutes (minutes with their own aggregates), the rest spread out.
-    const ts = r() < 0.3 ? T0 + 26 * HOUR + Math.floor(r() * 2 * MIN) : T0 + Math.floor(r() * 3 * DAY)
-    const prompt = Math.floor(r() * 3000)
-    const completion = Math.floor(r() * 900)
-    const tags = victim ? ['victim-tag', 'shared'] : r() < 0.5 ? [pick(['shared', 'a', 'b'])] : r() < 0.5 ? ['a', 'b'] : null
-    const meta = victim ? { feature: 'victim-feature', plan: 'pro' } : r() < 0.7 ? { feature: pick(['search', 'chat', 'summarize']), plan: pick(['free', 'pro']), n: Math.floor(r() * 3) } : null
-    return {
-      ts,
-      recv: ts,
-      model: MODELS[m],
-      provider: m === 2 ? 'anthropic' : r() < 0.2 ? 'azure' : 'openai',
-      prompt,
-      completion,
-      total: prompt + completion,
-      cached: r() < 0.2 ? Math.floor(prompt / 2) : 0,
-      reasoning: 0,
-      latency: Math.floor(r() * 2_000_000) / 1000,
-      ttft: null,
-      error: r() < 0.1,
-      cost: r() < 0.9 ? Math.floor(r() * 1e6) / 1e9 : null,
-      meta,
-      project,
-      user: victim ? 'victim-user' : r() < 0.8 ? `u${Math.floor(r() * 12)}` : null,
-      session: victim ? 'victim-session' : r() < 0.6 ? `s${Math.floor(r() * 30)}` : null,
-      tags,
-      clientId: null,
-      costSource: null
-    } as PendingEvent
-  })
-}
-
-const aggJson = (a: Aggregate) => [a.totals, a.sketch.toJSON()]
+import type { PendingEvent } from '../../src/events.js'
+import { aggJson, compare, DAY, events, HOUR, MIN, MODELS, price, rng, roundTrip, T0, topology } from './topology-helpers.js'
 
 const FILTERS: Array<Omit<RangeQuery, 'start' | 'end'>> = [
   {},
@@ -157,29 +63,6 @@ function observe(topo: Topology, project = 'default'): Record<string, string> {
   }
   out.dimensions = JSON.stringify(dimensions(topo, project).sort((a, b) => (a.name < b.name ? -1 : 1)))
   return out
-}
-
-function compare(t: Test, got: Record<string, string>, want: Record<string, string>, label: string): void {
-  let diffs = 0
-  for (const k of Object.keys(want)) {
-    if (got[k] !== want[k]) {
-      if (diffs++ < 3) t.fail(`${label}: ${k}\n got  ${got[k]?.slice(0, 400)}\n want ${want[k].slice(0, 400)}`)
-    }
-  }
-  t.equal(diffs, 0, `${label}: ${Object.keys(want).length} answers equal`)
-}
-
-/** Writes a snapshot through a SnapshotStore and reads it back (parts copied, encoded, decoded). */
-async function roundTrip(t: Test, payload: SnapshotPayload): Promise<{ restored: SnapshotPayload; bytes: Buffer[] }> {
-  const stores = openStores(t.testdir(), { maxBytes: 1024 ** 3 })
-  t.teardown(() => stores.close())
-  const snaps = new SnapshotStore(stores.meta)
-  await snaps.write(payload)
-  const read = snaps.read()
-  if (!read.ok) throw new Error(read.reason)
-  const bytes: Buffer[] = []
-  for (const { value } of stores.meta.getRange({})) bytes.push(value as Buffer)
-  return { restored: read.payload, bytes }
 }
 
 for (const seed of [1, 2, 3]) {

@@ -6,94 +6,15 @@
  * racing a re-price see the old costs or the new ones, never some of each.
  */
 import t, { type Test } from 'tap'
-import { Topology, type CostChanges, type TopologyOptions } from '../../src/actors/topology.js'
-import { openStores } from '../../src/store/db.js'
-import { EventLog } from '../../src/store/event-log.js'
-import { SnapshotStore, type SnapshotPayload } from '../../src/store/snapshots.js'
-import { createAggregate, type Aggregate } from '../../src/analytics/series.js'
+import type { CostChanges, Topology, TopologyOptions } from '../../src/actors/topology.js'
 import { search } from '../../src/analytics/search.js'
 import { breakdown, costs, metrics, timeseries, type RangeQuery } from '../../src/queries.js'
-import { ManualClock } from '../../src/clock.js'
-import { silentLog } from '../../src/log.js'
-import type { PendingEvent, PricedEvent, StoredEvent } from '../../src/events.js'
+import type { PendingEvent, StoredEvent } from '../../src/events.js'
+import { aggJson, compare, DAY, events, HOUR, MIN, MODELS, rng, roundTrip, T0, topology as build } from './topology-helpers.js'
 
-const MIN = 60_000
-const HOUR = 3_600_000
-const DAY = 24 * HOUR
-const T0 = Date.parse('2026-03-01T00:00:00.000Z')
-
+/** A topology with room for the race test's events. */
 async function topology(t: Test, opts: Partial<TopologyOptions> = {}): Promise<Topology> {
-  const stores = openStores(t.testdir(), { maxBytes: 1024 ** 3 })
-  const topo = new Topology({
-    log: new EventLog(stores.events),
-    pricer: null,
-    overrides: {},
-    logger: silentLog,
-    clock: new ManualClock(T0),
-    highWaterEvents: 10_000_000,
-    maxModels: 50,
-    costChunk: 256,
-    costMaxInFlight: 2,
-    // since_seq replays are not used here.
-    price: (e: StoredEvent): PricedEvent => ({ ...e, costNanos: 0, unpriced: true }),
-    window: () => createAggregate(),
-    ...opts
-  } as TopologyOptions)
-  t.teardown(async () => {
-    await topo.close()
-    await stores.close()
-  })
-  return topo
-}
-
-/** Deterministic pseudo-random numbers (mulberry32). */
-function rng(seed: number) {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0
-    let x = Math.imul(seed ^ (seed >>> 15), 1 | seed)
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
-
-const MODELS = ['gpt-4o', 'gpt-4o-mini', 'claude-3-5-sonnet-20241022', 'my-model']
-
-/**
- * Events over three days, with a caller-supplied cost in whole micro-dollars (so a cost in
- * nanos is exactly cost·1e9), except some `my-model` events, which are unpriced.
- */
-function events(n: number, seed: number, span = 3 * DAY, from = T0): PendingEvent[] {
-  const r = rng(seed)
-  const pick = <X>(xs: readonly X[]) => xs[Math.floor(r() * xs.length)]
-  return Array.from({ length: n }, () => {
-    const m = Math.floor(r() * MODELS.length)
-    const ts = r() < 0.3 ? from + 26 * HOUR + Math.floor(r() * 2 * MIN) : from + Math.floor(r() * span)
-    const prompt = Math.floor(r() * 3000)
-    const completion = Math.floor(r() * 900)
-    return {
-      ts,
-      recv: ts,
-      model: MODELS[m],
-      provider: m === 2 ? 'anthropic' : r() < 0.2 ? 'azure' : 'openai',
-      prompt,
-      completion,
-      total: prompt + completion,
-      cached: r() < 0.2 ? Math.floor(prompt / 2) : 0,
-      cacheWrite: 0,
-      reasoning: 0,
-      latency: Math.floor(r() * 2_000_000) / 1000,
-      ttft: null,
-      error: r() < 0.1,
-      cost: m === 3 && r() < 0.5 ? null : Math.floor(r() * 50_000) / 1e6,
-      meta: r() < 0.7 ? { feature: pick(['search', 'chat', 'summarize']) } : null,
-      project: 'default',
-      user: r() < 0.8 ? `u${Math.floor(r() * 12)}` : null,
-      session: r() < 0.6 ? `s${Math.floor(r() * 30)}` : null,
-      tags: r() < 0.5 ? [pick(['a', 'b', 'c'])] : null,
-      clientId: null,
-      costSource: null
-    } as unknown as PendingEvent
-  })
+  return (await build(t, { highWaterEvents: 10_000_000, ...opts })).topo
 }
 
 /** Every row's (cost nanos, unpriced) by seq, read from the series. */
@@ -137,12 +58,18 @@ function changesOf(stored: readonly StoredEvent[], chosen: readonly Change[], be
   return c
 }
 
-/** A random tenth of the events (at least one unpriced one among them) to new costs, some past 2^32 nanos. */
+/** Whether the event is unpriced when accepted (no caller cost, a model without a price). */
+const unpriced = (e: PendingEvent) => e.cost === null && e.model === 'my-model'
+
+/**
+ * A random tenth of the events (at least one unpriced one among them) to new costs in whole
+ * micro-dollars (a caller cost of after/1e9 dollars is exactly `after` nanos), some past 2^32.
+ */
 function choose(all: readonly PendingEvent[], seed: number): Change[] {
   const r = rng(seed)
   const out: Change[] = []
   all.forEach((e, i) => {
-    if (r() < 0.1 || (e.cost === null && out.every((c) => all[c.i].cost !== null))) out.push({ i, after: r() < 0.1 ? Math.floor(r() * 20_000) * 1_000_000 : Math.floor(r() * 90_000) * 1000 })
+    if (r() < 0.1 || (unpriced(e) && !out.some((c) => unpriced(all[c.i])))) out.push({ i, after: r() < 0.1 ? Math.floor(r() * 20_000) * 1_000_000 : Math.floor(r() * 90_000) * 1000 })
   })
   return out
 }
@@ -153,8 +80,7 @@ function repriced(all: readonly PendingEvent[], chosen: readonly Change[]): Pend
   return all.map((e, i) => (to.has(i) ? { ...e, cost: (to.get(i) as number) / 1e9 } : e))
 }
 
-const aggJson = (a: Aggregate) => [a.totals, a.sketch.toJSON()]
-const FILTERS: Array<Omit<RangeQuery, 'start' | 'end'>> = [{}, { models: new Set(MODELS) }, { models: new Set(['my-model']) }, { providers: new Set(['azure']) }, { status: 'error' }, { user_id: 'u3' }, { session_id: 's7' }, { tag: 'a' }, { metadata: { feature: 'chat' } }]
+const FILTERS: Array<Omit<RangeQuery, 'start' | 'end'>> = [{}, { models: new Set(MODELS) }, { models: new Set(['my-model']) }, { providers: new Set(['azure']) }, { status: 'error' }, { user_id: 'u3' }, { session_id: 's7' }, { tag: 'a' }, { metadata: { feature: 'chat' } }, { metadata: { plan: 'pro' } }]
 const BY = ['model', 'provider', 'user_id', 'session_id', 'tag', 'metadata.feature']
 
 /** Every answer, as one string per query. */
@@ -182,25 +108,6 @@ function observe(topo: Topology, ranges: Array<[number, number]>, rows = true): 
   return out
 }
 
-function compare(t: Test, got: Record<string, string>, want: Record<string, string>, label: string): void {
-  let diffs = 0
-  for (const k of Object.keys(want)) {
-    if (got[k] !== want[k] && diffs++ < 3) t.fail(`${label}: ${k}\n got  ${got[k]?.slice(0, 400)}\n want ${want[k].slice(0, 400)}`)
-  }
-  t.equal(diffs, 0, `${label}: ${Object.keys(want).length} answers equal`)
-}
-
-/** Writes a snapshot through a SnapshotStore and reads it back. */
-async function roundTrip(t: Test, payload: SnapshotPayload): Promise<SnapshotPayload> {
-  const stores = openStores(t.testdir(), { maxBytes: 1024 ** 3 })
-  t.teardown(() => stores.close())
-  const snaps = new SnapshotStore(stores.meta)
-  await snaps.write(payload)
-  const read = snaps.read()
-  if (!read.ok) throw new Error(read.reason)
-  return read.payload
-}
-
 const RANGES: Array<[number, number]> = [
   [-Infinity, Infinity],
   [T0, T0 + DAY],
@@ -217,7 +124,7 @@ for (const seed of [1, 2]) {
     await topo.sync()
     const now = rowCosts(topo)
     const chosen = choose(all, seed * 11)
-    t.ok(chosen.some((c) => all[c.i].cost === null), 'an unpriced event is among them')
+    t.ok(chosen.some((c) => unpriced(all[c.i])), 'an unpriced event is among them')
     const c = changesOf(stored, chosen, (e) => now.get(e.seq) as [number, boolean])
     // Totals per user exist before (kept up to date by routing): the re-price must drop them.
     breakdown(topo, { start: -Infinity, end: Infinity, project: 'default' }, 'user_id', 'cost', 5)
@@ -235,7 +142,7 @@ for (const seed of [1, 2]) {
     const w = { start: T0, end: T0 + 3 * DAY, project: 'default', models: new Set(['my-model']) }
     t.equal(metrics(topo, w).totals.unpriced, metrics(fresh, w).totals.unpriced)
 
-    const back = await topology(t, { restored: await roundTrip(t, await topo.snapshot(T0)) })
+    const back = await topology(t, { restored: (await roundTrip(t, await topo.snapshot(T0))).restored })
     compare(t, observe(back, RANGES), expected, 'restored')
     t.equal(await back.reprice('default', 'rp_a', c), 0, 'restored: again, nothing')
 
@@ -275,7 +182,7 @@ t.test('coarse hours: before → after by value, once per id, kept across a snap
   const ranges: Array<[number, number]> = [[-Infinity, Infinity], [T0, T0 + DAY], [T0 + 5 * HOUR, T0 + 40 * HOUR]]
   const expected = observe(fresh, ranges, false)
   compare(t, observe(topo, ranges, false), expected, 'live')
-  const restored = await roundTrip(t, await topo.snapshot(T0))
+  const { restored } = await roundTrip(t, await topo.snapshot(T0))
   const back = await topology(t, { restored })
   compare(t, observe(back, ranges, false), expected, 'restored')
   t.equal(await back.reprice('default', 'rp_c', c), 0, 'restored: the coarse hours remember the id')
@@ -321,7 +228,7 @@ t.test('readers racing a re-price see all old or all new costs; ingestion goes o
       await new Promise((resolve) => setTimeout(resolve, 1))
     }
   })()
-  const ingest = topo.router.ingest(events(5000, 6, DAY, T0 + 10 * DAY))
+  const ingest = topo.router.ingest(events(5000, 6, 'default', T0 + 10 * DAY, DAY))
   const changed = await topo.reprice('default', 'rp_race', c)
   done = true
   await Promise.all([reader, syncer, ingest])

@@ -6,49 +6,12 @@
  */
 import t from 'tap'
 import fc from 'fast-check'
-import { SeriesStore, createAggregate, mergeInto, type RowDims } from '../../src/analytics/series.js'
+import { SeriesStore, createAggregate, mergeInto } from '../../src/analytics/series.js'
 import type { Row } from '../../src/analytics/row.js'
 import { DAY, HOUR, MIN, pointSpec, resolvePoint, rowArb, type PointSpec } from './fixtures/naive.js'
+import { answers, dimsArb, recsArb, sketchJson, storeOf, type Rec } from './fixtures/series-answers.js'
 
-interface Rec {
-  row: Row
-  dims: RowDims
-}
-
-const dimsArb = fc.record({ user: fc.integer({ min: 0, max: 5 }), session: fc.integer({ min: 0, max: 3 }), attrs: fc.integer({ min: 0, max: 4 }) })
-
-/** Rows (sparse, dense in a few minutes so minutes get their own aggregates) with unique seqs, some past 2^32. */
-const burstArb = fc.array(fc.tuple(rowArb(), dimsArb, fc.integer({ min: 0, max: MIN - 1 })), { maxLength: 150 }).map((xs) => xs.map(([row, dims, o]): [Row, RowDims] => [{ ...row, ts: 19_700 * DAY + 5 * HOUR + 7 * MIN + o }, dims]))
-const recsArb = fc
-  .tuple(fc.array(fc.tuple(rowArb(), dimsArb), { maxLength: 120 }), fc.array(fc.tuple(rowArb({ dense: true }), dimsArb), { maxLength: 200 }), burstArb, fc.boolean())
-  .map(([a, b, c, high]) => [...a, ...b, ...c].map(([row, dims], i): Rec => ({ row: { ...row, seq: (high ? 2 ** 32 - 50 : 0) + i * 3 }, dims })))
-
-function storeOf(recs: readonly Rec[]): SeriesStore {
-  const s = new SeriesStore()
-  for (const r of recs) if (!s.record(r.row, r.dims)) throw new Error('row refused')
-  return s
-}
-
-const sketchJson = (a: { totals: unknown; sketch: { toJSON(): unknown } }) => JSON.stringify([a.totals, a.sketch.toJSON()])
-
-function rowsOf(store: SeriesStore, s: number, e: number): string {
-  const out: string[] = []
-  const ok = store.scanRows(s, e, (v, flags, u, se, a, ts, seq) => out.push(JSON.stringify([seq, ts, Array.from(v), flags, u, se, a])))
-  return JSON.stringify([ok, out.sort()])
-}
-
-/** Every answer of the store over [s, e), as one string. */
-function answers(store: SeriesStore, s: number, e: number): string {
-  return JSON.stringify({
-    agg: sketchJson(store.aggregate(s, e)),
-    m: store.timeseries(s, e, MIN).map((b) => [b.start, sketchJson(b)]),
-    m5: store.timeseries(s, e, 5 * MIN).map((b) => [b.start, sketchJson(b)]),
-    h: store.timeseries(s, e, HOUR).map((b) => [b.start, sketchJson(b)]),
-    d: store.timeseries(s, e, DAY).map((b) => [b.start, sketchJson(b)]),
-    p: [0.5, 0.95, 0.99, 1].map((q) => store.aggregate(s, e).sketch.quantile(q)),
-    rows: rowsOf(store, s, e)
-  })
-}
+const recsGen = recsArb({ sparse: 120, dense: 200, burst: 150 })
 
 function same(a: SeriesStore, b: SeriesStore, recs: readonly Rec[], ranges: ReadonlyArray<[PointSpec, PointSpec]>): string | null {
   if (a.size !== b.size) return `size ${a.size} vs ${b.size}`
@@ -68,7 +31,7 @@ const pick = (recs: readonly Rec[], mask: readonly boolean[]) => recs.filter((_,
 t.test('property: forget equals a fresh store of the kept rows, for every query', async (t) => {
   fc.assert(
     fc.property(
-      recsArb,
+      recsGen,
       fc.array(fc.boolean(), { minLength: 1, maxLength: 50 }),
       fc.option(fc.tuple(pointSpec, pointSpec), { nil: undefined }),
       fc.array(fc.tuple(pointSpec, pointSpec), { minLength: 1, maxLength: 4 }),

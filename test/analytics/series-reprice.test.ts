@@ -8,49 +8,15 @@
  */
 import t from 'tap'
 import fc from 'fast-check'
-import { SeriesStore, type RowDims } from '../../src/analytics/series.js'
+import { SeriesStore } from '../../src/analytics/series.js'
 import type { CostColumns } from '../../src/analytics/reprice.js'
 import type { Row } from '../../src/analytics/row.js'
 import { DAY, HOUR, MIN, pointSpec, resolvePoint, rowArb, type PointSpec } from './fixtures/naive.js'
+import { answers, recsArb, storeOf, type Rec } from './fixtures/series-answers.js'
 
-interface Rec {
-  row: Row
-  dims: RowDims
-}
-
-const dimsArb = fc.record({ user: fc.integer({ min: 0, max: 5 }), session: fc.integer({ min: 0, max: 3 }), attrs: fc.integer({ min: 0, max: 4 }) })
+const recsGen = recsArb({ sparse: 100, dense: 150, burst: 120 })
 /** New costs: small, around 2^32 (the EXT escape's edge) and large. */
 const costArb = fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 5000 }), fc.integer({ min: 2 ** 32 - 3, max: 2 ** 32 + 3 }), fc.integer({ min: 0, max: 2 ** 40 }))
-const burstArb = fc.array(fc.tuple(rowArb(), dimsArb, fc.integer({ min: 0, max: MIN - 1 })), { maxLength: 120 }).map((xs) => xs.map(([row, dims, o]): [Row, RowDims] => [{ ...row, ts: 19_700 * DAY + 5 * HOUR + 7 * MIN + o }, dims]))
-const recsArb = fc
-  .tuple(fc.array(fc.tuple(rowArb(), dimsArb), { maxLength: 100 }), fc.array(fc.tuple(rowArb({ dense: true }), dimsArb), { maxLength: 150 }), burstArb, fc.boolean())
-  .map(([a, b, c, high]) => [...a, ...b, ...c].map(([row, dims], i): Rec => ({ row: { ...row, seq: (high ? 2 ** 32 - 50 : 0) + i * 3 }, dims })))
-
-function storeOf(recs: readonly Rec[]): SeriesStore {
-  const s = new SeriesStore()
-  for (const r of recs) if (!s.record(r.row, r.dims)) throw new Error('row refused')
-  return s
-}
-
-const aggJson = (a: { totals: unknown; sketch: { toJSON(): unknown } }) => JSON.stringify([a.totals, a.sketch.toJSON()])
-
-function rowsOf(store: SeriesStore, s: number, e: number): string {
-  const out: string[] = []
-  const ok = store.scanRows(s, e, (v, flags, u, se, a, ts, seq) => out.push(JSON.stringify([seq, ts, Array.from(v), flags, u, se, a])))
-  return JSON.stringify([ok, out.sort()])
-}
-
-/** Every answer of the store over [s, e), as one string. */
-function answers(store: SeriesStore, s: number, e: number): string {
-  return JSON.stringify({
-    agg: aggJson(store.aggregate(s, e)),
-    m: store.timeseries(s, e, MIN).map((b) => [b.start, aggJson(b)]),
-    m5: store.timeseries(s, e, 5 * MIN).map((b) => [b.start, aggJson(b)]),
-    h: store.timeseries(s, e, HOUR).map((b) => [b.start, aggJson(b)]),
-    d: store.timeseries(s, e, DAY).map((b) => [b.start, aggJson(b)]),
-    rows: rowsOf(store, s, e)
-  })
-}
 
 function same(a: SeriesStore, b: SeriesStore, rows: readonly Row[], ranges: ReadonlyArray<[PointSpec, PointSpec]>): string | null {
   if (a.size !== b.size) return `size ${a.size} vs ${b.size}`
@@ -82,7 +48,7 @@ const every = (c: CostColumns) => Uint32Array.from(c.seqs, (_, i) => i)
 t.test('property: a re-priced store equals a fresh one at the new costs, coarse hours included; idempotent', async (t) => {
   fc.assert(
     fc.property(
-      recsArb,
+      recsGen,
       fc.array(fc.option(fc.tuple(costArb, fc.boolean()), { nil: undefined, freq: 2 }), { minLength: 1, maxLength: 40 }),
       fc.option(fc.integer({ min: 0, max: 4 * DAY }), { nil: undefined }),
       fc.array(fc.tuple(pointSpec, pointSpec), { minLength: 1, maxLength: 3 }),
