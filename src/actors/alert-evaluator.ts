@@ -542,6 +542,9 @@ export class AlertEvaluator extends Actor<AlertMessage> {
       }
     }
     for (const id of this.#insufficient) if (next.get(id)?.baseline == null) this.#insufficient.delete(id)
+    // A project without rules forgets its history (deleted, it may come back without it).
+    const projects = new Set(rules.map((r) => r.project ?? 'default'))
+    for (const p of this.#history.keys()) if (!projects.has(p)) this.#history.delete(p)
     this.#rules = rules
     this.#ruleById = next
     this.#rulesKnown = true

@@ -54,3 +54,32 @@ t.test('windowGroupsOf: capped from the breakdown\'s count; without one, 1 when 
   t.same(windowGroupsOf({ ...b, other: null }, 2).capped, 0)
   t.same(windowGroupsOf({ ...b, count: 2, other: null }, 1000).capped, 0)
 })
+
+t.test('the evaluator remembers a project\'s history once seen, and forgets it with the project\'s last rule', async (t) => {
+  const { AlertEvaluator } = await import('../../src/actors/alert-evaluator.js')
+  const { ManualClock } = await import('../../src/clock.js')
+  const asked: Array<[number, number]> = []
+  const ev = new AlertEvaluator({
+    clock: new ManualClock(T0),
+    window: (q) => {
+      asked.push([q.start, q.end])
+      const a = createAggregate()
+      a.totals.requests = 1
+      return a
+    },
+    emit: () => {}
+  })
+  const b = { ...rule, baseline: { days: 3 } }
+  ev.send({ type: 'rules', rules: [b] })
+  ev.send({ type: 'tick' })
+  await ev.idle()
+  t.ok(asked.some(([s]) => s === 0), 'the history check was asked')
+  t.ok(ev.historyKnown('team-a', 3) && ev.historyKnown('team-a', 1) && !ev.historyKnown('team-a', 4))
+  asked.length = 0
+  ev.send({ type: 'tick' })
+  await ev.idle()
+  t.notOk(asked.some(([s]) => s === 0), 'not asked again')
+  ev.send({ type: 'rules', rules: [] })
+  await ev.idle()
+  t.notOk(ev.historyKnown('team-a', 1))
+})
