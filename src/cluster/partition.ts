@@ -647,14 +647,19 @@ export class PartitionRunner implements AnalyticsReader {
       // the stream as queries come, and a takeover starts from there, not from its last event.
       // ready() trusts its caller that upTo is in the stream: capped by the stream's end, in case not.
       const streamLast = await this.#log.lastSeq().catch(() => 0)
+      // A reprice's change in flight: the cut comes after it (and the list below names it).
+      await this.#cutDone()
       const handed = Math.max(this.processedThrough, Math.min(this.#readyThrough, streamLast))
       // Read before the cut: a delete counted in it has left the state the cut copies.
       const gen = this.#gen
       const cut = await this.topology.snapshot(this.#opts.clock.now(), true)
+      // Events handed over but waiting (a hold, or their price book revision) are not in the cut:
+      // the snapshot's seq stops before the first of them, so a restore replays them.
+      const waiting = Math.min(this.#held[0]?.[0]?.seq ?? Infinity, this.#gated[0]?.[0]?.seq ?? Infinity)
       // Alerts are evaluated elsewhere in cluster mode: this topology's evaluator state is not kept.
-      // The reprices the cut holds: none can be applied between the cut and here (a cut waits for snapshots).
+      // The reprices the cut holds: none is applied between the cut and here (a reprice's cut waits for snapshots).
       const clusterReprices = this.appliedReprices
-      const payload = await fullPayload({ ...cut, seq: Math.max(cut.seq, handed + 1), alerts: undefined, ...({ clusterReprices, reprices: clusterReprices.map((a) => a.id) } as object) })
+      const payload = await fullPayload({ ...cut, seq: Math.min(Math.max(cut.seq, handed + 1), waiting), alerts: undefined, ...({ clusterReprices, reprices: clusterReprices.map((a) => a.id) } as object) })
       const written = await this.#opts.local.write(this.partition, payload, gen)
       this.#lastSnapshot = { seq: payload.seq, at: this.#opts.clock.now(), bytes: written.bytes, ms: Math.round(performance.now() - t0), objectStore: written.objectStore }
       this.#opts.logger.debug({ partition: this.partition, seq: payload.seq, bytes: written.bytes }, 'partition snapshot written')
