@@ -224,7 +224,7 @@ const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve))
 /**
  * Step 2 of a re-pricing at revision `rev`: one pass over the log (`read(from)`: the stored
  * events from seq `from`, one array per record, restarted every `perTurn` events so no read
- * stays open across turns), pricing each event in `scope` as it is now and as it will be once a
+ * stays open across turns; a turn ends past `turnMs` ms or `perTurn` events), pricing each event in `scope` as it is now and as it will be once a
  * record at `rev` covers it. `skip`: seqs to pass over (a running delete's). Pure with respect
  * to the book: it is only read.
  */
@@ -233,9 +233,10 @@ export async function scanReprice(
   book: PriceBook,
   scope: RepriceScope,
   rev: number,
-  opts: { changes: boolean; skip?: (seq: number) => boolean; perTurn?: number }
+  opts: { changes: boolean; skip?: (seq: number) => boolean; perTurn?: number; turnMs?: number }
 ): Promise<RepriceScan> {
-  const perTurn = opts.perTurn ?? 20_000
+  const perTurn = opts.perTurn ?? 50_000
+  const turnMs = opts.turnMs ?? 8
   const probe: RepriceRecord = { id: '', project: scope.project, start: scope.start, end: scope.end, model: scope.model, rev, created_at: 0 }
   const rows: RepriceScan['rows'] = new Map()
   const changes = opts.changes ? new ChangeBuilder() : null
@@ -244,8 +245,17 @@ export async function scanReprice(
   for (;;) {
     let seen = 0
     let more = false
-    for (const batch of read(next)) {
-      for (const e of batch) {
+    const turn = performance.now()
+    // A slice per event-loop turn, by events and by time (checked every 512 events, inside a
+    // record too: one holds up to 10,000); the read restarts at the first event not done.
+    outer: for (const batch of read(next)) {
+      for (let i = 0; i < batch.length; i++) {
+        const e = batch[i]
+        if ((++seen & 511) === 0 && (seen >= perTurn || performance.now() - turn >= turnMs)) {
+          next = e.seq
+          more = true
+          break outer
+        }
         if (e.project !== scope.project || !repriceCovers(probe, e.model, e.ts)) continue
         if (opts.skip?.(e.seq) === true) continue
         const b = priceEvent(e, book)
@@ -270,11 +280,6 @@ export async function scanReprice(
         }
       }
       next = batch[batch.length - 1].seq + 1
-      seen += batch.length
-      if (seen >= perTurn) {
-        more = true
-        break
-      }
     }
     if (!more) break
     await nextTurn()
