@@ -12,7 +12,9 @@
  * - a node configured with other overrides adds them as a layer: events accepted afterwards are
  *   priced with it on every node, older ones keep their prices (on the new node too);
  * - a reprice record no partition applied (its coordinator died) is applied by the next owner
- *   before it serves.
+ *   before it serves;
+ * - an event accepted at a revision its owner has not received yet waits for it (a query answers
+ *   503 meanwhile), then is priced with it.
  */
 import t, { type Test } from 'tap'
 import { startNats } from '../helpers/nats.js'
@@ -26,14 +28,20 @@ import { AlertEventStore } from '../../src/store/alert-events.js'
 import { ClusterMeta } from '../../src/cluster/meta.js'
 import { ClusterPriceLog, PRICE_PREFIX } from '../../src/cluster/price-log.js'
 import { silentLog } from '../../src/log.js'
+import { connectCluster } from '../../src/cluster/nats.js'
+import { JetStreamLog } from '../../src/cluster/js-log.js'
+import { loadConfig } from '../../src/config.js'
 
 t.setTimeout(300_000)
+/** The file's root test (a node that outlives the subtest that starts it is closed by this one's teardown). */
+const root = t
 
 const nats = await startNats({ servers: 1 })
 t.teardown(() => nats.stop())
 
 const clusterEnv = (node: string) => ({
   LLMSCOPE_NATS_URL: nats.urls.join(','),
+  LLMSCOPE_QUERY_TIMEOUT_MS: '2000',
   LLMSCOPE_NODE_ID: node,
   LLMSCOPE_LEASE_S: '2',
   LLMSCOPE_PARTITIONS: '4',
@@ -253,6 +261,7 @@ t.test('a node configured with other overrides adds them as a layer: new events 
   await c2.close()
 })
 
+let d!: TestApp
 t.test('a reprice recorded while no node runs (its coordinator died) is applied by the next owner before it serves', async (t) => {
   const V4 = { provider: 'openai', model: 'gpt-4o', input: 3, output: 12, effective_from: DAY }
   await b.engine.prices.put('default', V4 as never)
@@ -273,11 +282,39 @@ t.test('a reprice recorded while no node runs (its coordinator died) is applied 
   // The cluster also holds c's override layer and one event priced by it, which the reference lacks: only gpt-4o figures compare.
   const want = await ref.engine.prices.reprice('default', { start_time: DAY, end_time: DAY + 2 * 86_400_000, model: 'gpt-4o', dry_run: false } as never)
   t.ok(want.changed > 0, 'the reference changed events')
-  const d = await makeApp(t, { env: clusterEnv('d') })
+  d = await makeApp(root, { env: clusterEnv('d') })
   await waitFor('d owns every partition', async () => (await owned(d)).length === 4, 30_000)
   for (const url of ['/analytics/metrics?model=gpt-4o,gpt-4o-2024-08-06', '/analytics/breakdown?by=user_id&model=gpt-4o,gpt-4o-2024-08-06', '/analytics/timeseries?interval=1h&start_time=2026-01-01T00:00:00Z&end_time=2026-01-03T00:00:00Z&model=gpt-4o,gpt-4o-2024-08-06']) {
     const w = await ref.app.inject({ url, headers: adminHeaders })
     t.equal(w.statusCode, 200, w.body)
     t.same((await d.app.inject({ url, headers: adminHeaders })).json(), w.json(), `the new owner applied it: ${url}`)
   }
+})
+
+t.test('an event accepted at a revision the owner has not received waits for it, then is priced with it', async (t) => {
+  const h = await connectCluster(loadConfig({ LLMSCOPE_DATA_DIR: t.testdir(), ...clusterEnv('tester') }).cluster!, { log: silentLog, name: 'tester' })
+  t.teardown(() => h.close())
+  // What a node that already holds the next record publishes: the event's header names revision pos + 1.
+  const next = d.engine.book.rev + 2
+  const early = new JetStreamLog(h, { priceRev: () => next })
+  const ts = DAY + 5 * 86_400_000
+  const { events, committed } = early.append([{ ts, recv: ts, model: 'my-llm', provider: 'openai', prompt: 1000, completion: 1000, total: 2000, cached: 0, reasoning: 0, latency: 10, ttft: null, error: false, cost: null, meta: null, project: 'default', user: null, session: null, tags: null }])
+  await committed
+  const range = `start_time=${new Date(ts).toISOString()}&end_time=${new Date(ts + 1).toISOString()}`
+  // Its owner does not hand it on yet: a query waits for it, and answers 503 when it does not come in time.
+  const waiting = await d.app.inject({ url: `/analytics/metrics?${range}`, headers: adminHeaders })
+  t.equal(waiting.statusCode, 503, 'not counted before its revision arrives')
+  // The revision arrives (two records: a version nobody reads, then the one that prices it).
+  // (A PUT answers with the models it prices, from analytics: 503 while the event waits; the version is stored before.)
+  const stored = (err: { statusCode?: number }) => {
+    if (err.statusCode !== 503) throw err
+  }
+  await d.engine.prices.put('other', { provider: 'openai', model: 'x', input: 1, output: 1, effective_from: DAY } as never).catch(stored)
+  await d.engine.prices.put('default', { provider: 'openai', model: 'my-llm', input: 5, output: 7, effective_from: DAY } as never).catch(stored)
+  t.equal(d.engine.book.rev, next, 'the version took that revision')
+  await waitFor('counted', async () => (await d.app.inject({ url: `/analytics/metrics?${range}`, headers: adminHeaders })).statusCode === 200, 30_000)
+  const m = (await d.app.inject({ url: `/analytics/metrics?${range}`, headers: adminHeaders })).json()
+  t.equal(m.total_requests, 1)
+  t.equal(m.total_cost, (1000 * 5 + 1000 * 7) / 1e6, 'priced with the version of its revision (by hand)')
+  t.equal((await d.app.inject({ url: `/events/${events[0]!.id}`, headers: adminHeaders })).json().cost, m.total_cost, 'GET /events/:id: the same')
 })
