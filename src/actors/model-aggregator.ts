@@ -9,7 +9,7 @@ import type { Row } from '../analytics/row.js'
 import type { PricedEvent } from '../events.js'
 import { eventValues } from '../analytics/dim-totals.js'
 import { floorDiv, HOUR_MS } from '../analytics/time.js'
-import { addDelta, byMinute, type CostColumns, type Deltas, type RepricePlan } from '../analytics/reprice.js'
+import { addDelta, groupByMinute, type CostColumns, type Deltas, type RepricePlan } from '../analytics/reprice.js'
 
 /** The model name events are counted under once `maxModels` aggregators exist. */
 export const OVERFLOW_MODEL = '(other models)'
@@ -339,8 +339,15 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
     this.#reprice = { id, changes, series }
     for (const [provider, { idx: mine }] of byProvider) {
       const store = this.#series.get(provider) as SeriesStore
-      // Sliced by whole minutes (each minute's rows are walked once, whatever the slices).
-      const { order, starts } = byMinute(changes, mine)
+      // Sliced by whole minutes (each minute's rows are walked once, whatever the slices); the
+      // grouping itself takes a turn now and then.
+      const grouping = groupByMinute(changes, mine, 4 * REPRICE_SLICE)
+      let step = grouping.next()
+      while (step.done !== true) {
+        await new Promise<void>((resolve) => setImmediate(resolve))
+        step = grouping.next()
+      }
+      const { order, starts } = step.value
       let plan: RepricePlan | undefined
       const groups = starts.length - 1
       for (let g = 0; g < groups; ) {

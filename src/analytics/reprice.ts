@@ -93,36 +93,95 @@ export function planRow(p: RepricePlan, r: number, cost: number, unpriced: boole
   p.n++
 }
 
+/** Entries grouped by minute (see {@link groupByMinute}). */
+export interface MinuteGroups {
+  /** The entries, group after group. */
+  order: Uint32Array
+  /** Each group's minute key (floor(ts / MINUTE_MS)), ascending. */
+  minutes: Float64Array
+  /** Where each group starts in `order`, plus a final end. */
+  starts: Uint32Array
+}
+
 /**
  * The entries `idx` grouped by minute of their `ts`, minutes ascending, each group in `idx`'s
- * order (a stable counting sort over the distinct minutes, found by a numeric sort of the keys:
- * no Map or object per entry). Returns the entries in that order and, per group, its minute key
- * and where it starts (plus a final end). An entry whose `ts` is not a number goes nowhere.
+ * order (stable), with no Map or object per entry; an entry whose `ts` is not a number goes
+ * nowhere. A generator that yields after about every `step` entries of work, so a caller can
+ * give the event loop a turn there (10M entries take seconds); {@link byMinute} runs it whole.
+ *
+ * How: a counting sort over the minutes between the smallest and the largest when that span
+ * is at most max(4 × entries, 2^20) minutes (the usual case: O(entries + span)); else the
+ * distinct minutes by a numeric sort of the keys (one step: O(n log n)) and a binary search each.
  */
-export function byMinute(c: CostColumns, idx: ArrayLike<number>): { order: Uint32Array; minutes: Float64Array; starts: Uint32Array } {
+export function* groupByMinute(c: CostColumns, idx: ArrayLike<number>, step: number): Generator<void, MinuteGroups> {
   const n = idx.length
   const keys = new Float64Array(n)
-  for (let j = 0; j < n; j++) keys[j] = floorDiv(c.ts[idx[j]], MINUTE_MS)
-  const sorted = keys.slice().sort()
-  let m = 0
-  for (let j = 0; j < n; j++) if (!Number.isNaN(sorted[j]) && (m === 0 || sorted[j] !== sorted[m - 1])) sorted[m++] = sorted[j]
-  const minutes = sorted.slice(0, m)
-  // Each entry's group, then a counting sort by group (stable: entries keep idx's order).
-  const group = new Uint32Array(n)
-  const starts = new Uint32Array(m + 1)
+  let lo = Infinity
+  let hi = -Infinity
   for (let j = 0; j < n; j++) {
-    const k = keys[j]
-    const lo = lowerBound(minutes, k)
-    // NaN matches no minute: counted past the last group.
-    group[j] = lo < m && minutes[lo] === k ? lo : m
-    if (group[j] < m) starts[group[j] + 1]++
+    if (j % step === step - 1) yield
+    const k = floorDiv(c.ts[idx[j]], MINUTE_MS)
+    keys[j] = k
+    // NaN compares false: never a bound.
+    if (k < lo) lo = k
+    if (k > hi) hi = k
   }
-  for (let g = 0; g < m; g++) starts[g + 1] += starts[g]
-  const at = starts.slice(0, m)
-  const order = new Uint32Array(starts[m])
+  if (!(lo <= hi)) return { order: new Uint32Array(0), minutes: new Float64Array(0), starts: new Uint32Array(1) }
+  const span = hi - lo + 1
+  // at[x]: entries of minute lo + x, then (from the prefix pass on) where the next one goes.
+  let at: Uint32Array
+  let minutes: Float64Array
+  let group: (j: number) => number
+  if (span <= Math.max(4 * n, 2 ** 20)) {
+    at = new Uint32Array(span)
+    for (let j = 0; j < n; j++) if (keys[j] === keys[j]) at[keys[j] - lo]++
+    yield
+    let m = 0
+    for (let x = 0; x < span; x++) if (at[x] > 0) m++
+    minutes = new Float64Array(m)
+    for (let x = 0, g = 0; x < span; x++) if (at[x] > 0) minutes[g++] = lo + x
+    group = (j) => (keys[j] === keys[j] ? keys[j] - lo : -1)
+  } else {
+    const sorted = keys.slice().sort()
+    let m = 0
+    for (let j = 0; j < n; j++) if (sorted[j] === sorted[j] && (m === 0 || sorted[j] !== sorted[m - 1])) sorted[m++] = sorted[j]
+    minutes = sorted.slice(0, m)
+    at = new Uint32Array(m)
+    const of = new Int32Array(n)
+    for (let j = 0; j < n; j++) {
+      if (j % step === step - 1) yield
+      const g = lowerBound(minutes, keys[j])
+      of[j] = g < m && minutes[g] === keys[j] ? g : -1
+      if (of[j] >= 0) at[of[j]]++
+    }
+    group = (j) => of[j]
+  }
+  yield
+  // Counts to start offsets (over the minutes held), then each entry to its place.
+  const starts = new Uint32Array(minutes.length + 1)
+  let o = 0
+  for (let x = 0, g = 0; x < at.length; x++) {
+    const count = at[x]
+    if (count === 0) continue
+    starts[g++] = o
+    at[x] = o
+    o += count
+  }
+  starts[minutes.length] = o
+  const order = new Uint32Array(o)
   for (let j = 0; j < n; j++) {
-    const g = group[j]
-    if (g < m) order[at[g]++] = idx[j]
+    if (j % step === step - 1) yield
+    const x = group(j)
+    if (x >= 0) order[at[x]++] = idx[j]
   }
   return { order, minutes, starts }
+}
+
+/** {@link groupByMinute} run whole, in one go. */
+export function byMinute(c: CostColumns, idx: ArrayLike<number>): MinuteGroups {
+  const it = groupByMinute(c, idx, Infinity)
+  for (;;) {
+    const r = it.next()
+    if (r.done === true) return r.value
+  }
 }

@@ -9,7 +9,7 @@
 import t from 'tap'
 import fc from 'fast-check'
 import { SeriesStore } from '../../src/analytics/series.js'
-import type { CostColumns } from '../../src/analytics/reprice.js'
+import { byMinute, groupByMinute, type CostColumns } from '../../src/analytics/reprice.js'
 import type { Row } from '../../src/analytics/row.js'
 import { DAY, HOUR, MIN, pointSpec, resolvePoint, rowArb, type PointSpec } from './fixtures/naive.js'
 import { answers, recsArb, storeOf, type Rec } from './fixtures/series-answers.js'
@@ -180,4 +180,28 @@ t.test('a plan is refused once the store changed; slices of one plan need the sa
   t.equal(store.aggregate(-Infinity, Infinity).totals.costNanos, 7)
   const unordered: CostColumns = { seqs: Float64Array.of(2, 1), ts: Float64Array.of(T, T), before: Float64Array.of(0, 0), beforeUnpriced: Uint8Array.of(0, 0), after: Float64Array.of(0, 0), afterUnpriced: Uint8Array.of(0, 0) }
   t.throws(() => store.planReprice(unordered, [0, 1], 'z'), /ascending seqs/)
+})
+
+t.test('grouping entries by minute: stable, both ways (dense span: counting; sparse: sort), NaN left out, resumable', async (t) => {
+  fc.assert(
+    fc.property(fc.array(fc.oneof(fc.integer({ min: 0, max: 50 * MIN }), fc.integer({ min: -(2 ** 40), max: 2 ** 40 }), fc.constant(NaN)), { maxLength: 200 }), fc.integer({ min: 1, max: 7 }), (times, step) => {
+      const c: CostColumns = { seqs: Float64Array.from(times, (_, i) => i), ts: Float64Array.from(times), before: new Float64Array(times.length), beforeUnpriced: new Uint8Array(times.length), after: new Float64Array(times.length), afterUnpriced: new Uint8Array(times.length) }
+      const idx = Uint32Array.from(times, (_, i) => i).filter((i) => i % 5 !== 1)
+      // The reference: stable sort of the entries with a time by minute.
+      const want = [...idx].filter((i) => !Number.isNaN(times[i])).sort((a, b) => Math.floor(times[a] / MIN) - Math.floor(times[b] / MIN) || a - b)
+      const it = groupByMinute(c, idx, step)
+      let r = it.next()
+      while (r.done !== true) r = it.next()
+      const g = r.value
+      if (JSON.stringify([...g.order]) !== JSON.stringify(want)) throw new Error(`order ${[...g.order]} vs ${want}`)
+      for (let k = 0; k < g.minutes.length; k++) {
+        for (let j = g.starts[k]; j < g.starts[k + 1]; j++) if (Math.floor(times[g.order[j]] / MIN) !== g.minutes[k]) throw new Error('entry in the wrong group')
+        if (k > 0 && !(g.minutes[k] > g.minutes[k - 1])) throw new Error('minutes not ascending')
+      }
+      if (JSON.stringify(byMinute(c, idx)) !== JSON.stringify(g)) throw new Error('byMinute differs')
+      return true
+    }),
+    { numRuns: 300 }
+  )
+  t.pass('property held')
 })
