@@ -20,8 +20,8 @@ import { inferProvider, priceInPlace } from './pricing/compute-cost.js'
 import { PriceStore } from './store/prices.js'
 import { PriceService, type PricesHost } from './prices.js'
 import { seqOfEventId, type PendingEvent, type PricedEvent, type StoredEvent } from './events.js'
-import { breakdown, metrics, type LogScan, type QuerySource } from './queries.js'
-import { windowGroupsOf, type GroupWindowQuery, type WindowGroups } from './alerts/windows.js'
+import { breakdown, breakdownMany, metrics, type LogScan, type QuerySource } from './queries.js'
+import { windowGroupsMany, windowGroupsOf, type GroupWindowQuery, type WindowGroups } from './alerts/windows.js'
 import { localAnalytics, type Analytics } from './analytics/service.js'
 import type { Config } from './config.js'
 import type { Log } from './log.js'
@@ -220,7 +220,11 @@ export class Engine {
           : (reader, q) => metrics({ reader, log: this.#logScan }, { ...q.filters, project: q.project, start: q.start, end: q.end }),
         windowGroups: opts.externalAlerts !== undefined
           ? opts.externalAlerts.windowGroups === undefined ? undefined : (_reader, q) => opts.externalAlerts!.windowGroups!(q)
-          : (reader, q) => windowGroupsOf(breakdown({ reader, log: this.#logScan }, { ...q.filters, project: q.project, start: q.start, end: q.end }, q.by, q.sort, q.limit), q.limit)
+          : (reader, q) => windowGroupsOf(breakdown({ reader, log: this.#logScan }, { ...q.filters, project: q.project, start: q.start, end: q.end }, q.by, q.sort, q.limit), q.limit),
+        // One pass over a window's rows for every sort its grouped rules need (cluster mode: the prefetched windowGroups).
+        windowGroupsMany: opts.externalAlerts !== undefined
+          ? undefined
+          : (reader, qs) => windowGroupsMany(qs, (q, by, sorts, limit, sketches) => breakdownMany({ reader, log: this.#logScan }, { ...q.filters, project: q.project, start: q.start, end: q.end }, by, sorts, limit, sketches))
       })
     try {
       this.topology = build(restored)

@@ -518,6 +518,72 @@ export function breakdown(source: QuerySource | AnalyticsReader, q: RangeQuery, 
 }
 
 /**
+ * The groups of the filtered range by `by` in several orders at once, for grouped alert rules
+ * (src/alerts/windows.ts): for each of `sorts`, the first `limit` groups exactly as breakdown()
+ * picks them, with their totals, from ONE pass over the rows (breakdown() makes one per call);
+ * latency sketches (a second pass, over the union of the shown groups) only when `sketches`,
+ * else each group's sketch is empty. `count`: the groups seen.
+ */
+export function breakdownMany(source: QuerySource | AnalyticsReader, q: RangeQuery, by: string, sorts: readonly BreakdownSort[], limit: number, sketches: boolean): { count: number; bySort: Map<BreakdownSort, BreakdownGroup[]> } {
+  const src = sourceOf(source)
+  const project = q.project ?? 'default'
+  const view = src.reader.project(project)
+  const g = groupBy(view, by)
+  if (g === null) throw new RangeError(`cannot group by ${by}`)
+  const bySort = new Map<BreakdownSort, BreakdownGroup[]>()
+  // The all-time-totals path answers without a scan of the range: as breakdown() does, per sort.
+  const fast = sorts.length === 0 ? null : breakdownFromTotals(src, view, q, by, sorts[0], limit, g)
+  if (fast !== null) {
+    bySort.set(sorts[0], fast.groups)
+    for (const sort of sorts.slice(1)) bySort.set(sort, breakdown(src, q, by, sort, limit).groups)
+    return { count: fast.count ?? fast.groups.length, bySort }
+  }
+  const forceLog = groupNeedsLog(view, by)
+  const groups = new Map<number | string, Float64Array>()
+  const keys: Array<number | string> = []
+  const run = (visit: (v: Float64Array, flags: number, keys: Array<number | string>) => void) => {
+    if (forceLog) {
+      scanLog(src, project, q, (v, flags, e) => {
+        g.keys(keys, 0, 0, 0, e, e)
+        visit(v, flags, keys)
+      })
+      return
+    }
+    scan(src, project, q, (v, flags, u, s, a, _ts, series, e) => {
+      g.keys(keys, u, s, a, series, e)
+      visit(v, flags, keys)
+    })
+  }
+  run((v, flags, ks) => {
+    for (const k of ks) {
+      let acc = groups.get(k)
+      if (acc === undefined) {
+        acc = new Float64Array(ACC)
+        groups.set(k, acc)
+      }
+      addSums(acc, 0, v, flags)
+    }
+  })
+  const named = [...groups].map(([key, acc]) => ({ key, acc, value: g.name(key) }))
+  const shownBySort = new Map<BreakdownSort, typeof named>()
+  for (const sort of sorts) {
+    const metric = sort === 'cost' ? 7 : sort === 'requests' ? 0 : 3
+    shownBySort.set(sort, [...named].sort((a, b) => b.acc[metric] - a.acc[metric] || cmpValue(a.value, b.value)).slice(0, limit))
+  }
+  const sk = new Map<number | string, LatencySketch>()
+  if (sketches) {
+    for (const shown of shownBySort.values()) for (const x of shown) if (!sk.has(x.key)) sk.set(x.key, LatencySketch.dense())
+    if (sk.size > 0) {
+      run((v, _flags, ks) => {
+        for (const k of ks) sk.get(k)?.record(v[5])
+      })
+    }
+  }
+  for (const [sort, shown] of shownBySort) bySort.set(sort, shown.map((x) => ({ value: x.value, agg: { totals: accTotals(x.acc), sketch: sk.get(x.key) ?? LatencySketch.dense() } })))
+  return { count: named.length, bySort }
+}
+
+/**
  * A breakdown by user or session without filters, over a range holding at least half the
  * project's events: the all-time totals per value (analytics/dim-totals.ts) minus the rows
  * outside the range, so it costs O(values + rows outside), not a scan of every row inside.

@@ -51,15 +51,17 @@ import {
   MAX_RULE_GROUPS,
   ruleFilters,
   ruleGroupWindow,
+  ruleQueries,
   ruleWindow,
   windowKey,
   type GroupWindowQuery,
   type WindowFn,
   type WindowGroups,
-  type WindowGroupsFn
+  type WindowGroupsFn,
+  type WindowGroupsManyFn
 } from '../alerts/windows.js'
 
-export { ruleFilters, type WindowFn, type WindowGroupsFn }
+export { ruleFilters, type WindowFn, type WindowGroupsFn, type WindowGroupsManyFn }
 
 export type AlertMessage =
   | { type: 'events'; events: PricedEvent[] }
@@ -144,6 +146,11 @@ export interface AlertEvaluatorOptions extends ActorOptions {
   window: WindowFn
   /** Groups of a window, for rules with `group_by` (absent: such rules fail their evaluation, counted). */
   windowGroups?: WindowGroupsFn
+  /**
+   * Many groups queries at once (one pass over the rows for the sorts of one window, filters and
+   * dimension); optional: each tick asks it for every grouped rule's queries first.
+   */
+  windowGroupsMany?: WindowGroupsManyFn
   /** Receives every transition and reminder, in order. Must not throw (a throw is logged). */
   emit: (t: AlertTransition) => void
   /** Newest recorded notification per rule id (from the alert-event store), reconciled with the snapshot. */
@@ -187,6 +194,16 @@ class PassReads {
     let agg = this.#windows.get(key)
     if (agg === undefined) this.#windows.set(key, (agg = this.#window(q)))
     return agg
+  }
+
+  /** Takes answers asked for ahead (a batch of the pass's groups queries). */
+  seed(qs: readonly GroupWindowQuery[], answers: readonly WindowGroups[]): void {
+    qs.forEach((q, i) => {
+      const answer = answers[i]
+      const byKey = new Map<string, Aggregate>()
+      for (const x of answer.groups) byKey.set(groupKey(x.value), x.agg)
+      this.#grouped.set(groupWindowKey(q), { answer, byKey })
+    })
   }
 
   groups(q: GroupWindowQuery): { answer: WindowGroups; byKey: Map<string, Aggregate> } {
@@ -257,6 +274,7 @@ export class AlertEvaluator extends Actor<AlertMessage> {
   readonly #clock: Clock
   readonly #window: WindowFn
   readonly #windowGroups: WindowGroupsFn | undefined
+  readonly #windowGroupsMany: WindowGroupsManyFn | undefined
   readonly #emit: (t: AlertTransition) => void
   readonly #log: Log
   readonly #batchInterval: number
@@ -288,6 +306,7 @@ export class AlertEvaluator extends Actor<AlertMessage> {
     this.#clock = options.clock
     this.#window = options.window
     this.#windowGroups = options.windowGroups
+    this.#windowGroupsMany = options.windowGroupsMany
     this.#emit = options.emit
     this.#log = options.log ?? silentLog
     this.#batchInterval = options.batchPassIntervalMs ?? BATCH_PASS_INTERVAL_MS
@@ -356,6 +375,7 @@ export class AlertEvaluator extends Actor<AlertMessage> {
     this.#lastPassAt = now
     this.#stats.passes++
     const reads = new PassReads(this.#window, this.#windowGroups)
+    if (models === null && this.#windowGroupsMany !== undefined) this.#prefetchGroups(now, reads, this.#windowGroupsMany)
     for (const rule of this.#rules) {
       if (!rule.enabled) continue
       const heavy = rule.group_by != null || rule.baseline != null
@@ -367,6 +387,22 @@ export class AlertEvaluator extends Actor<AlertMessage> {
         this.#stats.evaluationErrors++
         this.#log.error({ actor: this.name, rule: rule.id, err }, 'alert rule evaluation failed')
       }
+    }
+  }
+
+  /** Every grouped rule's groups queries of this tick, asked at once (a failure leaves them to be asked one by one). */
+  #prefetchGroups(now: number, reads: PassReads, many: WindowGroupsManyFn): void {
+    const qs = new Map<string, GroupWindowQuery>()
+    for (const rule of this.#rules) {
+      if (!rule.enabled || rule.group_by == null) continue
+      for (const q of ruleQueries(rule, now, (p, d) => this.historyKnown(p, d)).groups) qs.set(groupWindowKey(q), q)
+    }
+    if (qs.size === 0) return
+    const list = [...qs.values()]
+    try {
+      reads.seed(list, many(list))
+    } catch (err) {
+      this.#log.error({ actor: this.name, err }, 'grouped alert windows could not be read at once; asking one by one')
     }
   }
 

@@ -84,6 +84,8 @@ export interface TopologyOptions {
   window: (reader: AnalyticsReader, q: WindowQuery) => Aggregate
   /** The groups of a window, for alert rules with `group_by` (src/alerts/windows.ts); injected like `window`. */
   windowGroups?: (reader: AnalyticsReader, q: GroupWindowQuery) => WindowGroups
+  /** Many groups queries at once (one pass per window, filters and dimension); optional, like `windowGroups`. */
+  windowGroupsMany?: (reader: AnalyticsReader, qs: readonly GroupWindowQuery[]) => WindowGroups[]
   /**
    * Cluster mode: alert frames go here (published to every node, whose feed hands them to its
    * broadcaster) instead of straight to this topology's broadcaster.
@@ -167,6 +169,7 @@ export class Topology implements AnalyticsReader {
         // Read-only window statistics from the aggregators (between their messages): no event stored twice.
         window: (q) => opts.window(this, q),
         windowGroups: opts.windowGroups === undefined ? undefined : (q) => opts.windowGroups!(this, q),
+        windowGroupsMany: opts.windowGroupsMany === undefined ? undefined : (qs) => opts.windowGroupsMany!(this, qs),
         emit: (t) => this.#alert(t),
         recorded: opts.recordedAlerts
       },
@@ -723,6 +726,7 @@ export class Topology implements AnalyticsReader {
       for (const a of aggs) a.send({ type: 'reprice-apply', id, discard: true, reply: () => {} })
       throw planFailure
     }
+    ;(globalThis as any).PLANNED = performance.now()
     const { replies, failure } = await this.#changeAll<RepriceReply>(
       part,
       aggs,
@@ -737,6 +741,7 @@ export class Topology implements AnalyticsReader {
     for (const r of replies) if (!(r instanceof Error)) changed += r.changed
     // Still in the same run of microtasks as the apply: no reader has seen the old totals since.
     if (changed > 0) this.#dropDerived(part, false)
+    ;(globalThis as any).APPLIED = performance.now()
     if (failure !== null) throw failure
     return changed
   }

@@ -29,6 +29,8 @@ export interface GroupWindowQuery extends WindowQuery {
   by: string
   sort: BreakdownSort
   limit: number
+  /** Whether the groups' latency sketches are needed (a `p95_latency` rule); without, they may be empty. */
+  sketches: boolean
 }
 
 /** A group's statistics over the window; `value` null is the group of events without the dimension. */
@@ -54,6 +56,37 @@ export type WindowFn = (q: WindowQuery) => Aggregate
 /** The groups of a window (see {@link GroupWindowQuery}). Read-only, like {@link WindowFn}. */
 export type WindowGroupsFn = (q: GroupWindowQuery) => WindowGroups
 
+/**
+ * Many groups queries at once, one answer each in order: queries that differ only in their sort
+ * (rules of different conditions over the same window, filters and dimension) share one pass
+ * over the rows. Optional: without it the evaluator asks {@link WindowGroupsFn} one by one.
+ */
+export type WindowGroupsManyFn = (qs: readonly GroupWindowQuery[]) => WindowGroups[]
+
+/** One pass over a window's rows answering several sorts (src/queries.ts `breakdownMany`). */
+export type GroupsPass = (q: WindowQuery, by: string, sorts: readonly BreakdownSort[], limit: number, sketches: boolean) => { count: number; bySort: Map<BreakdownSort, Array<{ value: string | null; agg: Aggregate }>> }
+
+/** {@link WindowGroupsManyFn} over a {@link GroupsPass}: one pass per (window, filters, dimension, limit). */
+export function windowGroupsMany(qs: readonly GroupWindowQuery[], pass: GroupsPass): WindowGroups[] {
+  const classes = new Map<string, { q: GroupWindowQuery; sorts: Set<BreakdownSort>; sketches: boolean; answer?: ReturnType<GroupsPass> }>()
+  const classOf = (q: GroupWindowQuery) => JSON.stringify([windowKey(q), q.by, q.limit])
+  for (const q of qs) {
+    const k = classOf(q)
+    const c = classes.get(k)
+    if (c === undefined) classes.set(k, { q, sorts: new Set([q.sort]), sketches: q.sketches })
+    else {
+      c.sorts.add(q.sort)
+      c.sketches ||= q.sketches
+    }
+  }
+  for (const c of classes.values()) c.answer = pass(c.q, c.q.by, [...c.sorts], c.q.limit, c.sketches)
+  return qs.map((q) => {
+    const a = classes.get(classOf(q))!.answer!
+    const groups = a.bySort.get(q.sort) ?? []
+    return { groups, capped: Math.max(0, a.count - groups.length) }
+  })
+}
+
 /** A rule's filters (its `model` and its `filters` object) as queries take them. */
 export function ruleFilters(rule: Rule): Filters {
   const f = filtersOf(rule.filters ?? {})
@@ -78,7 +111,7 @@ export function ruleWindow(rule: Rule, now: number, days = 0): WindowQuery {
 
 /** The rule's groups query at `now` shifted back `days` whole days. */
 export function ruleGroupWindow(rule: Rule, now: number, days = 0): GroupWindowQuery {
-  return { ...ruleWindow(rule, now, days), by: rule.group_by as string, sort: groupSort(rule.condition), limit: MAX_RULE_GROUPS }
+  return { ...ruleWindow(rule, now, days), by: rule.group_by as string, sort: groupSort(rule.condition), limit: MAX_RULE_GROUPS, sketches: rule.condition === 'p95_latency' }
 }
 
 /**
@@ -120,7 +153,7 @@ export function windowKey(q: WindowQuery): string {
 
 /** A stable key of a groups query. */
 export function groupWindowKey(q: GroupWindowQuery): string {
-  return JSON.stringify([windowKey(q), q.by, q.sort, q.limit])
+  return JSON.stringify([windowKey(q), q.by, q.sort, q.limit, q.sketches])
 }
 
 /**

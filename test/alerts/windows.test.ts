@@ -3,7 +3,7 @@
  * what the evaluator asks for, so these shapes and keys are pinned here.
  */
 import t from 'tap'
-import { groupSort, groupWindowKey, historyWindow, MAX_RULE_GROUPS, ruleQueries, ruleWindow, windowGroupsOf, windowKey } from '../../src/alerts/windows.js'
+import { groupSort, groupWindowKey, historyWindow, MAX_RULE_GROUPS, ruleQueries, ruleWindow, windowGroupsMany, windowGroupsOf, windowKey } from '../../src/alerts/windows.js'
 import { createAggregate } from '../../src/analytics/series.js'
 import type { Rule } from '../../src/store/rules.js'
 
@@ -82,4 +82,71 @@ t.test('the evaluator remembers a project\'s history once seen, and forgets it w
   ev.send({ type: 'rules', rules: [] })
   await ev.idle()
   t.notOk(ev.historyKnown('team-a', 1))
+})
+
+t.test('breakdownMany answers each sort exactly as breakdown() does, from one pass; the evaluator asks a tick\'s groups queries at once', async (t) => {
+  const { breakdown, breakdownMany } = await import('../../src/queries.js')
+  const { ManualClock } = await import('../../src/clock.js')
+  const { event } = await import('../helpers/app.js')
+  const { rig, ingest, createRule, evaluate } = await import('./rig.js')
+  const clock = new ManualClock(T0)
+  const r = await rig(t, clock)
+  const events: object[] = []
+  // 1,030 users with varied cost, tokens and latency; some events without a user, some tagged.
+  for (let i = 0; i < 3000; i++) {
+    const u = i % 7 === 0 ? undefined : `u${(i * 37) % 1030}`
+    events.push(event({ timestamp: new Date(T0 - (i % 280) * 1000).toISOString(), user_id: u, cost: ((i * 13) % 17) / 1000, prompt_tokens: (i * 7) % 900, latency_ms: (i * 31) % 5000, tags: i % 3 === 0 ? ['a', `t${i % 5}`] : undefined }))
+  }
+  await ingest(r, events)
+  await r.engine.sync()
+  const source = r.engine.source
+  const q = { project: 'default', start: T0 - 300_000 + 1, end: T0 + 1 }
+  const render = (gs: Array<{ value: string | null; agg: { totals: object; sketch: { count: number; quantile(x: number): number } } }>) => gs.map((g) => [g.value, g.agg.totals, g.agg.sketch.count, g.agg.sketch.count === 0 ? null : g.agg.sketch.quantile(0.95)])
+  // The whole range by user takes the all-time-totals path; a part of it, or by tag, scans the rows.
+  const part = { ...q, start: T0 - 100_000 + 1 }
+  for (const [range, label] of [[q, 'whole'], [part, 'part']] as const) {
+    for (const by of ['user_id', 'tag']) {
+      for (const limit of [1000, 3]) {
+        const many = breakdownMany(source, range, by, ['cost', 'requests', 'tokens'], limit, true)
+        for (const sort of ['cost', 'requests', 'tokens'] as const) {
+          const one = breakdown(source, range, by, sort, limit)
+          t.same(render(many.bySort.get(sort)!), render(one.groups), `${label} ${by} ${sort} limit ${limit}`)
+          t.equal(many.count, one.count, `${label} ${by} count`)
+        }
+      }
+    }
+  }
+  t.equal(breakdownMany(source, part, 'user_id', ['cost'], 10, false).bySort.get('cost')![0].agg.sketch.count, 0, 'no sketches unless asked')
+
+  // Rules of three conditions over one window and dimension: one pass (the prefetch), then nothing more.
+  for (const condition of ['cost_per_hour', 'requests_per_minute', 'tokens_per_minute', 'p95_latency']) await createRule(r, { name: condition, condition, threshold: 1e12, window_seconds: 300, group_by: 'user_id' })
+  const before = r.engine.topology.alerts.alertStats.groupEvaluations
+  await evaluate(r)
+  t.equal(r.engine.topology.alerts.alertStats.groupEvaluations - before, 4 * 1000, 'each rule judged its 1,000 groups')
+  t.equal(r.engine.topology.alerts.alertStats.evaluationErrors, 0)
+  const st = (await r.app.inject({ url: '/alerts/rules', headers: { 'x-api-key': 'test-read-key-0001' } })).json().rules
+  t.equal(st.length, 4)
+})
+
+t.test('windowGroupsMany: one pass per (window, filters, dimension, limit) with the union of sorts and sketches', async (t) => {
+  const passes: Array<[string, string[], boolean]> = []
+  const g = (value: string, n: number) => {
+    const a = createAggregate()
+    a.totals.requests = n
+    return { value, agg: a }
+  }
+  const pass = (_q: unknown, by: string, sorts: readonly ('cost' | 'requests' | 'tokens')[], _limit: number, sketches: boolean) => {
+    passes.push([by, [...sorts], sketches])
+    return { count: 5, bySort: new Map(sorts.map((s) => [s, s === 'cost' ? [g('a', 1), g('b', 2)] : [g('b', 2), g('a', 1)]] as const)) }
+  }
+  const base = { ...rule, group_by: 'user_id' }
+  const qs = [
+    ruleQueries(base, T0).groups[0],
+    ruleQueries({ ...base, condition: 'requests_per_minute' }, T0).groups[0],
+    ruleQueries({ ...base, condition: 'p95_latency' }, T0).groups[0],
+    ruleQueries({ ...base, group_by: 'tag' }, T0).groups[0]
+  ]
+  const answers = windowGroupsMany(qs, pass)
+  t.same(passes, [['user_id', ['cost', 'requests'], true], ['tag', ['cost'], false]])
+  t.same(answers.map((a) => [a.groups.map((x) => x.value), a.capped]), [[['a', 'b'], 3], [['b', 'a'], 3], [['b', 'a'], 3], [['a', 'b'], 3]])
 })
