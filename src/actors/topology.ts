@@ -726,7 +726,6 @@ export class Topology implements AnalyticsReader {
       for (const a of aggs) a.send({ type: 'reprice-apply', id, discard: true, reply: () => {} })
       throw planFailure
     }
-    ;(globalThis as any).PLANNED = performance.now()
     const { replies, failure } = await this.#changeAll<RepriceReply>(
       part,
       aggs,
@@ -741,7 +740,6 @@ export class Topology implements AnalyticsReader {
     for (const r of replies) if (!(r instanceof Error)) changed += r.changed
     // Still in the same run of microtasks as the apply: no reader has seen the old totals since.
     if (changed > 0) this.#dropDerived(part, false)
-    ;(globalThis as any).APPLIED = performance.now()
     if (failure !== null) throw failure
     return changed
   }
