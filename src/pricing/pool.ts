@@ -21,9 +21,11 @@ export interface PricingPoolOptions {
   /** Worker threads, an integer >= 1; all started at construction and kept. */
   threads: number
   /**
-   * Transitional per-model prices (see {@link PriceOverrides}), sent to each worker once and
-   * applied only to calls without a schedule. With the price book leave it out: its rates
-   * travel in each batch.
+   * @deprecated Checked, then NOT sent to the workers: prices come from the price book, whose
+   * schedules (the configuration's override layer included) travel in each batch. A worker
+   * applying today's configuration to a call the book prices with genai-prices would price an
+   * event accepted under an older configuration differently from the main thread
+   * (priceEvent), which is the bug the book fixes (issue 14, new user #1).
    */
   overrides?: PriceOverrides
   /** Batches allowed to wait for a free thread; past it `price()` rejects with LLMS_ERR_OVERLOADED. Default: unbounded. */
@@ -80,7 +82,7 @@ export class PricingPool {
       throw new RangeError(`PricingPool option maxQueue must be an integer >= 0, got ${String(maxQueue)}`)
     }
     const workerData: PricingWorkerData = {}
-    if (options.overrides !== undefined) workerData.overrides = validatePriceOverrides(options.overrides, 'PricingPool option overrides')
+    if (options.overrides !== undefined) validatePriceOverrides(options.overrides, 'PricingPool option overrides')
     this.#threads = threads
     this.#maxQueue = maxQueue
     this.#pool = new Piscina({
