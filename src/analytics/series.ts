@@ -14,6 +14,11 @@
  * recorded them); a coarse hour has no rows to find by seq, so an event there is taken out of
  * its aggregates by {@link SeriesStore.subtractCoarse} instead (counts and sums exact).
  *
+ * Re-pricing (reprice.ts): {@link SeriesStore.planReprice} finds the rows of the events whose
+ * cost changes (and the coarse hours' before → after) without changing anything;
+ * {@link SeriesStore.applyReprice} then sets the rows' cost words and shifts the minute, hour
+ * and day totals in one step (sketches unchanged: a re-price changes no latency).
+ *
  * The other jobs live beside it: aggregate.ts (Aggregate and its helpers), row-store.ts (the
  * packed row codec and the per-minute row lists), series-snapshot.ts (the snapshot codec).
  * What other modules imported from here is re-exported below.
