@@ -7,7 +7,8 @@
  * - a reprice dry run answers the reference's diff and changes nothing; applied, it answers the
  *   reference's diff and every figure moves to the reference's, GET /events/:id too;
  * - a query during the apply never mixes (partials of one epoch only);
- * - a budget fires once per threshold for the cluster;
+ * - a budget fires once per threshold for the cluster; a grouped rule fires once per group for
+ *   the cluster, at the value merged from every partition;
  * - a node taking partitions over (its peer stopped) keeps the new prices;
  * - a node configured with other overrides adds them as a layer: events accepted afterwards are
  *   priced with it on every node, older ones keep their prices (on the new node too);
@@ -213,6 +214,27 @@ t.test('a budget fires once per threshold across the cluster, listed on every no
   t.equal(later.statusCode, 201)
   await waitFor('the later budget fired', async () => ((await b.app.inject({ url: '/alerts/events', headers: adminHeaders })).json().events as Array<{ budget_id?: string }>).some((e) => e.budget_id === later.json().id), 30_000)
   for (const node of [a, b]) t.same((await budgetEvents(node)).map((e) => e.threshold).sort(), [0.5, 1], 'one event per threshold, not one per node')
+})
+
+t.test('a grouped rule fires per group, once for the cluster, from the partitions\' merged groups', async (t) => {
+  const r = await a.app.inject({ method: 'POST', url: '/alerts/rules', headers: adminHeaders, payload: { name: 'spend per user', condition: 'cost_per_hour', threshold: 10, window_seconds: 300, cooldown_seconds: 0, group_by: 'user_id' } })
+  t.equal(r.statusCode, 201, r.body)
+  const rule = r.json().id as string
+  const now = new Date().toISOString()
+  // g1: two events ($1 each, on different nodes and models: several partitions) → $24/h; g2: $1.2/h.
+  const batches = [[{ timestamp: now, model: 'my-llm', user_id: 'g1', cost: 1 }], [{ timestamp: now, model: 'gpt-4o', user_id: 'g1', cost: 1 }, { timestamp: now, model: 'my-llm', user_id: 'g2', cost: 0.1 }]]
+  for (const [i, payload] of batches.entries()) {
+    t.equal((await (i === 0 ? a : b).app.inject({ method: 'POST', url: '/events/batch', headers: adminHeaders, payload })).statusCode, 202)
+    t.equal((await ref.app.inject({ method: 'POST', url: '/events/batch', headers: adminHeaders, payload })).statusCode, 202)
+  }
+  const fired = async (x: TestApp) => ((await x.app.inject({ url: `/alerts/events?rule_id=${rule}`, headers: adminHeaders })).json().events as Array<{ group?: string | null; state?: string; value?: number }>)
+  await waitFor('g1 fired', async () => (await fired(a)).length > 0 && (await fired(b)).length > 0, 30_000)
+  // Later evaluations (a budget created now fires on a later tick): still one firing, of g1 only, at the merged value.
+  const later = await b.app.inject({ method: 'POST', url: '/budgets', headers: adminHeaders, payload: { name: 'later2', amount: 1, period: 'day', thresholds: [1] } })
+  await waitFor('a later tick', async () => ((await a.app.inject({ url: '/alerts/events', headers: adminHeaders })).json().events as Array<{ budget_id?: string }>).some((e) => e.budget_id === later.json().id), 30_000)
+  // The null group: the budget test's three $1 events without a user, in the same 5 minutes.
+  for (const node of [a, b]) t.same((await fired(node)).map((e) => [e.group, e.state, e.value]).sort(), [['g1', 'firing', 24], [null, 'firing', 36]].sort(), 'one firing per group for the cluster, at the merged values (g2 below the threshold)')
+  t.equal((await a.app.inject({ method: 'DELETE', url: `/alerts/rules/${rule}`, headers: adminHeaders })).statusCode, 204)
 })
 
 t.test('a node taking partitions over keeps the new prices', async (t) => {
