@@ -38,6 +38,7 @@ import { PriceBook, fillRates, priceInputOf } from '../src/pricing/book.js'
 import type { StoredEvent } from '../src/events.js'
 
 const BATCH = 1000
+const CHUNK = 100_000
 /** The project the re-pricing runs in: the search bench's live loop posts there too. */
 const PROJECT = PROJECTS[0]
 const RULES_PROJECT = 'money-rules'
@@ -118,19 +119,23 @@ function microRows(row: AddRow): void {
 
 // ---- re-pricing under load ----
 
-/** One project's batches: every event goes to PROJECT. */
-function bodiesOne(n: number): Array<{ project: string; body: string }> {
-  const out: Array<{ project: string; body: string }> = []
+/** The events as batches for PROJECT, CHUNK events at a time (10M events of JSON would not fit at once). */
+function* chunksOne(n: number): Generator<Array<{ project: string; body: string }>> {
+  let out: Array<{ project: string; body: string }> = []
   let batch: Array<Record<string, unknown>> = []
   for (const e of dimEvents(n)) {
     batch.push(toJson(e, true))
     if (batch.length === BATCH) {
       out.push({ project: PROJECT, body: JSON.stringify(batch) })
       batch = []
+      if (out.length * BATCH >= CHUNK) {
+        yield out
+        out = []
+      }
     }
   }
   if (batch.length > 0) out.push({ project: PROJECT, body: JSON.stringify(batch) })
-  return out
+  if (out.length > 0) yield out
 }
 
 /** Asks GET /analytics/costs over the 30 days, one at a time, until stopped; latencies by phase. */
@@ -173,7 +178,13 @@ async function repriceRows(server: Server, n: number, row: AddRow): Promise<void
   const size = fmtN(n)
   await createProjects(server)
   const t0 = performance.now()
-  const resends = await send(server, bodiesOne(n))
+  let resends = 0
+  let loaded = 0
+  for (const chunk of chunksOne(n)) {
+    resends += await send(server, chunk)
+    loaded += chunk.length * BATCH
+    if (loaded % 1_000_000 === 0) progress(`posted ${fmtN(loaded)}`)
+  }
   await counted(server, [n, 0, 0])
   const loadS = (performance.now() - t0) / 1000
   row({ metric: `load ${size} events into one project over HTTP`, value: n / loadS, unit: 'ev/s', note: `${loadS.toFixed(0)} s, batches of ${BATCH}, 4 in flight; busy resends ${resends}` })
