@@ -190,8 +190,11 @@ export class ClusterEngine extends Engine {
     const logger = this.#opts.logger
     this.#nodeId = nodeIdOf(this.#cfg, this.config.dataDir)
     this.#h = await connectCluster(this.#cfg, { log: logger, name: `llmscope ${this.#nodeId}` })
-    // Events are stamped with this node's book revision (the header LLMScope-Price-Rev).
-    this.#jsLog = new JetStreamLog(this.#h, { priceRev: () => this.book.rev })
+    // Events are stamped with the position this node's price log has applied (the header
+    // LLMScope-Price-Rev): every record at or below it is in this node's book, and an owner
+    // holding that position prices the event the same (not the book's own revision: its LMDB
+    // cache may hold a revision of an older stream that no owner will ever receive).
+    this.#jsLog = new JetStreamLog(this.#h, { priceRev: () => this.#prices?.log.pos ?? 0 })
     // Readiness follows the connection: a node cut off from NATS can neither ingest nor answer.
     const nc = this.#h.nc
     void (async () => {

@@ -39,6 +39,7 @@
  *   applies the log's other reprice records before it serves.
  */
 import { Topology, type TopologyLog } from '../actors/topology.js'
+import { llmsError } from '../errors.js'
 import type { Pricer } from '../actors/cost-stage.js'
 import type { AnalyticsReader, ProjectView } from '../analytics/reader.js'
 import { metrics, type LogScan, type QuerySource } from '../queries.js'
@@ -522,7 +523,7 @@ export class PartitionRunner implements AnalyticsReader {
     await this.#cutDone()
     const epoch = this.epoch
     const events = await this.#eventsOf(scope.project, this.#inTopology)
-    if (this.epoch !== epoch) throw new Error(`partition ${this.partition}: a re-pricing was applied during the dry run; retry`)
+    if (this.epoch !== epoch) throw llmsError('LLMS_ERR_UNAVAILABLE', `partition ${this.partition}: a re-pricing was applied during the dry run; retry shortly`, { retryAfter: 1 })
     const scan = await scanReprice(readerOf(events), this.#book.book, scope, rev, { changes: true })
     return { rows: [...scan.rows.values()], changed: scan.changes?.seqs.length ?? 0, epoch }
   }
