@@ -363,7 +363,10 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
         plan = store.planReprice(changes, order.subarray(lo, hi), id, plan)
         g = h
       }
-      if (plan !== undefined) series.set(provider, { idx: mine, plan })
+      if (plan === undefined) continue
+      // The new costs into chunk copies, a slice per turn: the apply only swaps them in.
+      while (store.stageReprice(plan, REPRICE_SLICE) > 0) await new Promise<void>((resolve) => setImmediate(resolve))
+      series.set(provider, { idx: mine, plan })
     }
   }
 

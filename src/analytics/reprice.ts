@@ -13,6 +13,7 @@
  * apply then writes the row words and swaps the aggregates in one synchronous step, so no
  * reader sees part of it (see Topology.reprice).
  */
+import type { StagedCosts } from './row-store.js'
 import { lowerBound } from './sorted.js'
 import { floorDiv, MINUTE_MS } from './time.js'
 
@@ -66,11 +67,14 @@ export interface RepricePlan {
   coarse: Deltas
   /** Entries whose event was found (a row, or an entry of a coarse hour not yet applied). */
   matched: number
+  /** Rows [0, stagedTo) are written into chunk copies (`staged`) the apply swaps in (see SeriesStore.stageReprice). */
+  staged: StagedCosts | undefined
+  stagedTo: number
 }
 
 /** A plan with nothing in it yet. */
 export function emptyPlan(id: string, gen: number): RepricePlan {
-  return { id, gen, rows: new Int32Array(16), costs: new Float64Array(16), unpriced: new Uint8Array(16), n: 0, minutes: new Map(), hours: new Map(), coarse: new Map(), matched: 0 }
+  return { id, gen, rows: new Int32Array(16), costs: new Float64Array(16), unpriced: new Uint8Array(16), n: 0, minutes: new Map(), hours: new Map(), coarse: new Map(), matched: 0, staged: undefined, stagedTo: 0 }
 }
 
 /** Appends one row to set. */

@@ -93,6 +93,13 @@ const FLAG_EXT = 1 << 18
 const FLAG_WIDE = 1 << 19
 const TWO_32 = 2 ** 32
 
+/** Chunk copies holding new costs, not yet in the store (see RowStore.stageCosts). */
+export interface StagedCosts {
+  core: Map<number, Uint32Array>
+  ext: Map<number, Uint32Array>
+  wide: Map<number, Float64Array>
+}
+
 /** Rows live in chunks of up to 2^12 rows; a row index is (chunk << 12) | offset. */
 const CHUNK_SHIFT = 12
 const CHUNK_ROWS = 1 << CHUNK_SHIFT
@@ -416,24 +423,70 @@ export class RowStore {
    */
   setCost(r: number, cost: number, unpriced: boolean): void {
     const c = r >>> CHUNK_SHIFT
+    this.#writeCost(r, this.#core[c], () => this.#ext[c] ?? this.#newExt(c), (values) => this.#wide.set(r, values), cost, unpriced)
+  }
+
+  /**
+   * {@link RowStore.setCost} of many rows (`rows[from..to)`, new `costs` and `unpriced` flags),
+   * written into copies of the chunks holding them, not into the store: readers see nothing of
+   * it until {@link RowStore.commitCosts} swaps the copies in (one pointer per chunk). Add to
+   * `staged` across calls (slices); valid only while the store is otherwise unchanged.
+   */
+  stageCosts(rows: Int32Array, costs: Float64Array, unpriced: Uint8Array, from: number, to: number, staged: StagedCosts = { core: new Map(), ext: new Map(), wide: new Map() }): StagedCosts {
+    for (let i = from; i < to; i++) {
+      const r = rows[i]
+      const c = r >>> CHUNK_SHIFT
+      let core = staged.core.get(c)
+      if (core === undefined) staged.core.set(c, (core = this.#core[c].slice()))
+      const ext = (): Uint32Array => {
+        let words = staged.ext.get(c)
+        if (words === undefined) {
+          const have = this.#ext[c]
+          words = have !== null ? have.slice() : new Uint32Array((c === this.#core.length - 1 ? this.#lastChunkRows : CHUNK_ROWS) * EXT)
+          staged.ext.set(c, words)
+        }
+        return words
+      }
+      const wide = staged.wide.get(r) ?? this.#wide.get(r)
+      this.#writeCost(r, core, ext, (values) => staged.wide.set(r, values), costs[i], unpriced[i] === 1, wide)
+    }
+    return staged
+  }
+
+  /** Swaps in the chunk copies of {@link RowStore.stageCosts}: the new costs, at once. */
+  commitCosts(staged: StagedCosts): void {
+    for (const [c, core] of staged.core) this.#core[c] = core
+    for (const [c, ext] of staged.ext) this.#ext[c] = ext
+    for (const [r, values] of staged.wide) this.#wide.set(r, values)
+  }
+
+  /**
+   * Writes a cost and flag into row `r`'s words in `core` (its chunk's, or a copy), its EXT words
+   * through `ext` (allocating them when needed), or, for a FLAG_WIDE row, a new copy of its wide
+   * values (`wide`: the values to copy, the store's by default) handed to `setWide`.
+   */
+  #writeCost(r: number, core: Uint32Array, ext: () => Uint32Array, setWide: (values: Float64Array) => void, cost: number, unpriced: boolean, wide = this.#wide.get(r)): void {
     const i = r & CHUNK_MASK
-    const core = this.#core[c]
     const b = i * CORE
     let meta = core[b + C_META]
     meta = unpriced ? meta | FLAG_UNPRICED : meta & ~FLAG_UNPRICED
     if ((meta & FLAG_WIDE) !== 0) {
-      ;(this.#wide.get(r) as Float64Array)[6] = cost
+      const values = (wide as Float64Array).slice()
+      values[6] = cost
+      setWide(values)
     } else {
       if ((meta & FLAG_EXT) === 0 && cost >= TWO_32) {
-        const v = this.#readValues(r, this.#tmp)
-        const words = this.#ext[c] ?? this.#newExt(c)
-        words[i * EXT + E_CACHED] = v[3]
-        words[i * EXT + E_REASONING] = v[4]
-        words[i * EXT + E_TOTAL] = v[2]
+        // The words the row implied without the escape.
+        const prompt = core[b + C_TOKENS] & PROMPT_MASK
+        const completion = ((meta >>> 20) << 8) | (core[b + C_TOKENS] >>> 24)
+        const words = ext()
+        words[i * EXT + E_CACHED] = 0
+        words[i * EXT + E_REASONING] = 0
+        words[i * EXT + E_TOTAL] = prompt + completion
         meta |= FLAG_EXT
       }
       core[b + C_COST] = cost
-      if ((meta & FLAG_EXT) !== 0) (this.#ext[c] as Uint32Array)[i * EXT + E_COST_HIGH] = (cost - (cost >>> 0)) / TWO_32
+      if ((meta & FLAG_EXT) !== 0) ext()[i * EXT + E_COST_HIGH] = (cost - (cost >>> 0)) / TWO_32
     }
     // Bit operations give an Int32; the Uint32Array store keeps its 32 bits.
     core[b + C_META] = meta

@@ -617,8 +617,22 @@ export class SeriesStore {
   }
 
   /**
+   * Writes the next (up to) `most` rows of `plan` into copies of their row chunks, changing
+   * nothing readers see: {@link SeriesStore.applyReprice} then swaps the copies in (a pointer
+   * per chunk) instead of writing each row, so the step readers cannot interleave with is
+   * O(chunks + hours), not O(rows). Call after the plan is complete; returns the rows left.
+   */
+  stageReprice(plan: RepricePlan, most: number): number {
+    if (plan.gen !== this.#gen) throw new Error('re-price plan of another store state or id')
+    const to = Math.min(plan.n, plan.stagedTo + most)
+    plan.staged = this.#rows.stageCosts(plan.rows, plan.costs, plan.unpriced, plan.stagedTo, to, plan.staged)
+    plan.stagedTo = to
+    return plan.n - to
+  }
+
+  /**
    * Applies a plan of {@link SeriesStore.planReprice} in one step: sets the rows' cost words
-   * and flags, adds each delta to the minute aggregates, hours and days that hold them (the
+   * and flags (swapping in the chunks {@link SeriesStore.stageReprice} prepared, writing the rest), adds each delta to the minute aggregates, hours and days that hold them (the
    * sketches stay: a re-price changes no latency), and marks every hour reached with the
    * re-price's id. A coarse hour whose totals could not have counted the entries' `before`
    * (a cost or unpriced count would go below zero or past its requests) is left unchanged.
@@ -630,7 +644,8 @@ export class SeriesStore {
     if (plan.gen !== this.#gen) return null
     this.#gen++
     const rows = this.#rows
-    for (let i = 0; i < plan.n; i++) rows.setCost(plan.rows[i], plan.costs[i], plan.unpriced[i] === 1)
+    if (plan.staged !== undefined) rows.commitCosts(plan.staged)
+    for (let i = plan.stagedTo; i < plan.n; i++) rows.setCost(plan.rows[i], plan.costs[i], plan.unpriced[i] === 1)
     for (const [slot, d] of plan.minutes) {
       const state = this.#mState[slot]
       if (state >= 0) continue

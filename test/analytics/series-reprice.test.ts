@@ -4,7 +4,8 @@
  * timeseries at every unit, rows — including hours retention folded before the re-price (their
  * rows are gone: before → after by value) and rows whose cost crosses 2^32 (the EXT escape)
  * or sits in wide rows; re-applying an id changes nothing (rows are set; coarse hours keep the
- * ids they applied, through snapshots and through a fold after the re-price).
+ * ids they applied, through snapshots and through a fold after the re-price); rows staged into
+ * chunk copies before the apply come out the same.
  */
 import t from 'tap'
 import fc from 'fast-check'
@@ -12,7 +13,7 @@ import { SeriesStore } from '../../src/analytics/series.js'
 import { byMinute, groupByMinute, type CostColumns } from '../../src/analytics/reprice.js'
 import type { Row } from '../../src/analytics/row.js'
 import { DAY, HOUR, MIN, pointSpec, resolvePoint, rowArb, type PointSpec } from './fixtures/naive.js'
-import { answers, recsArb, storeOf, type Rec } from './fixtures/series-answers.js'
+import { answers, recsArb, rowsOf, storeOf, type Rec } from './fixtures/series-answers.js'
 
 const recsGen = recsArb({ sparse: 100, dense: 150, burst: 120 })
 /** New costs: small, around 2^32 (the EXT escape's edge) and large. */
@@ -70,6 +71,10 @@ t.test('property: a re-priced store equals a fresh one at the new costs, coarse 
         const size = Math.ceil(idx.length / slices)
         let p = store.planReprice(c, idx.subarray(0, size), 'rp_1')
         for (let lo = size; lo < idx.length; lo += size) p = store.planReprice(c, idx.subarray(lo, lo + size), 'rp_1', p)
+        // Rows staged into chunk copies: none, one (the rest written at apply), in steps, at once.
+        const stage = [0, 1, 7, Infinity][slices - 1]
+        if (stage === 1) store.stageReprice(p, 1)
+        else if (stage > 0) while (store.stageReprice(p, stage) > 0);
         const res = store.applyReprice(p)
         if (res === null) throw new Error('plan refused')
         const newRows = recs.map((rec) => {
@@ -204,4 +209,29 @@ t.test('grouping entries by minute: stable, both ways (dense span: counting; spa
     { numRuns: 300 }
   )
   t.pass('property held')
+})
+
+t.test('staged rows stay unseen until the apply; a stale staged plan changes nothing', async (t) => {
+  const T = 20_000 * DAY
+  const recs: Rec[] = Array.from({ length: 5000 }, (_, i) => ({ row: row(i + 1, T + (i % 120) * MIN, 10, i % 3 === 0 ? { promptTokens: 2 ** 30, totalTokens: 2 ** 30 + 5 } : {}), dims: { user: 0, session: 0, attrs: 0 } }))
+  const store = storeOf(recs)
+  const changed = recs.filter((_, i) => i % 2 === 0).map((rec) => ({ rec, cost: 2 ** 33, unpriced: false }))
+  const c = columns(changed)
+  const before = rowsOf(store, -Infinity, Infinity)
+  const plan = store.planReprice(c, every(c), 's')
+  while (store.stageReprice(plan, 1000) > 0);
+  t.equal(rowsOf(store, -Infinity, Infinity), before, 'rows read the old costs while staged')
+  t.equal(store.aggregate(-Infinity, Infinity).totals.costNanos, 50_000)
+  t.equal(store.applyReprice(plan)?.changed, 2500)
+  t.equal(store.aggregate(T, T + MIN / 2).totals.costNanos, store.timeseries(T, T + MIN, MIN)[0].totals.costNanos, 'rows and minute aggregates agree')
+  t.equal(store.aggregate(-Infinity, Infinity).totals.costNanos, 2500 * 10 + 2500 * 2 ** 33)
+  const fresh = storeOf(recs.map((r, i) => (i % 2 === 0 ? { row: { ...r.row, costNanos: 2 ** 33 }, dims: r.dims } : r)))
+  t.equal(rowsOf(store, -Infinity, Infinity), rowsOf(fresh, -Infinity, Infinity))
+  // Staged, then the store changes: the apply refuses and swaps nothing in (the new row stays).
+  const back = columns(changed.map((x) => ({ rec: { row: { ...x.rec.row, costNanos: 2 ** 33 }, dims: x.rec.dims }, cost: 1, unpriced: false })))
+  const stale = store.planReprice(back, every(back), 't')
+  while (store.stageReprice(stale, 1000) > 0);
+  store.record(row(99_999, T + 5, 3))
+  t.equal(store.applyReprice(stale), null)
+  t.equal(store.aggregate(-Infinity, Infinity).totals.costNanos, 2500 * 10 + 2500 * 2 ** 33 + 3, 'nothing of the stale plan, the new row kept')
 })
