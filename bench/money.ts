@@ -24,7 +24,7 @@
  *   against the mean of A and A'. Shown: the rules' `groups_capped` (> 0: past 1,000 groups)
  *   and how many groups a budget lists.
  *
- * Sizes: `--events N` (default 10,000,000), `LLMSCOPE_BENCH_MONEY_RULE_EVENTS` K (default
+ * Sizes: `--events N` (default 10,000,000; 0 leaves the re-pricing out), `LLMSCOPE_BENCH_MONEY_RULE_EVENTS` K (default
  * 200,000; 0 leaves that part out). `npm run bench -- money`, or alone after `tsc -p tsconfig.bench.json`:
  * `node --expose-gc dist-bench/bench/money.js --events 1000000`.
  */
@@ -340,7 +340,7 @@ export async function run(): Promise<Row[]> {
     server = await startServer()
     const s = server
     if (k > 0) await section('budgets and grouped rules', () => ruleRows(s, k, row))
-    await section('re-pricing', () => repriceRows(s, n, row))
+    if (n > 0) await section('re-pricing', () => repriceRows(s, n, row))
   } catch (err) {
     row({ metric: 'failed', value: 0, unit: '', note: (err as Error).message.split('\n')[0].slice(0, 300) })
   } finally {
