@@ -8,8 +8,8 @@
  * answers from every node.
  */
 import t from 'tap'
-import { FILE_TIMEOUT_MS, startServer, waitReady, type Server } from '../helpers/server.js'
-import { OWNER_KEY, get, post, startCluster, until, type Cluster } from '../helpers/cluster.js'
+import { FILE_TIMEOUT_MS, type Server } from '../helpers/server.js'
+import { get, post, startCluster, until, type Cluster, startReference } from '../helpers/cluster.js'
 
 t.setTimeout(FILE_TIMEOUT_MS)
 
@@ -142,12 +142,7 @@ function comparable(e: any): any {
 
 t.test('3 nats + 3 nodes answer exactly what one node answers for the same events', async (t) => {
   const events = makeEvents(1500)
-  const single: Server = await startServer({ LLMSCOPE_DATA_DIR: t.testdir(), LLMSCOPE_API_KEYS: OWNER_KEY })
-  t.teardown(async () => {
-    single.proc.kill('SIGKILL')
-    await single.exited
-  })
-  await waitReady(single.url)
+  const single: Server = await startReference(t)
   const cluster: Cluster = await startCluster({ nats: 3, nodes: 3 })
   t.teardown(() => cluster.stop())
 

@@ -14,8 +14,8 @@ import t from 'tap'
 import { connect } from '@nats-io/transport-node'
 import { jetstreamManager, JetStreamApiError } from '@nats-io/jetstream'
 import { Kvm } from '@nats-io/kv'
-import { FILE_TIMEOUT_MS, startServer, waitReady, type Server } from '../helpers/server.js'
-import { OWNER_KEY, count, get, ownerHeaders, post, startCluster, until, type Cluster } from '../helpers/cluster.js'
+import { FILE_TIMEOUT_MS, type Server } from '../helpers/server.js'
+import { OWNER_KEY, count, get, ownerHeaders, post, startCluster, until, type Cluster, startReference } from '../helpers/cluster.js'
 import { seqOfEventId } from '../../src/events.js'
 import { partitionOf } from '../../src/cluster/names.js'
 import { ForgetTombstones } from '../../src/cluster/tombstones.js'
@@ -153,12 +153,7 @@ async function tombstoneKeys(cluster: Cluster): Promise<string[]> {
 }
 
 t.test('a delete by user through one node is exact on every node, gone from the stream, and stays gone', async (t) => {
-  const single: Server = await startServer({ LLMSCOPE_DATA_DIR: t.testdir(), LLMSCOPE_API_KEYS: OWNER_KEY })
-  t.teardown(async () => {
-    single.proc.kill('SIGKILL')
-    await single.exited
-  })
-  await waitReady(single.url)
+  const single: Server = await startReference(t)
   const cluster: Cluster = await startCluster({ nats: 3, nodes: 2, env: { LLMSCOPE_SNAPSHOT_INTERVAL_S: '2' } })
   t.teardown(() => cluster.stop())
 

@@ -10,8 +10,8 @@
  * - a budget crossing its thresholds fires once per threshold for the cluster, not once per node.
  */
 import t from 'tap'
-import { FILE_TIMEOUT_MS, startServer, waitReady, type Server } from '../helpers/server.js'
-import { OWNER_KEY, get, ownerHeaders, post, startCluster, until, type Cluster } from '../helpers/cluster.js'
+import { FILE_TIMEOUT_MS, type Server } from '../helpers/server.js'
+import { get, ownerHeaders, post, startCluster, until, type Cluster, startReference } from '../helpers/cluster.js'
 
 t.setTimeout(FILE_TIMEOUT_MS)
 
@@ -63,14 +63,9 @@ function comparable(body: unknown): unknown {
 }
 
 t.test('prices, reprice, restart and budgets on a cluster equal one node', async (t) => {
-  const single: Server = await startServer({ LLMSCOPE_DATA_DIR: t.testdir(), LLMSCOPE_API_KEYS: OWNER_KEY })
-  t.teardown(async () => {
-    single.proc.kill('SIGKILL')
-    await single.exited
-  })
+  const single: Server = await startReference(t)
   const cluster: Cluster = await startCluster({ nats: 3, nodes: 2, env: { LLMSCOPE_SNAPSHOT_INTERVAL_S: '2' } })
   t.teardown(() => cluster.stop())
-  await waitReady(single.url)
 
   const both = async (path: string, body: unknown, k: number, method: 'PUT' | 'POST' = 'POST') => {
     const want = await send(method, single.url, path, body)

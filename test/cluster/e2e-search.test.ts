@@ -8,8 +8,8 @@
  * equals the single node; the NDJSON export equals the single node's line for line.
  */
 import t from 'tap'
-import { FILE_TIMEOUT_MS, startServer, waitReady, type Server } from '../helpers/server.js'
-import { OWNER_KEY, get, ownerHeaders, post, startCluster, type Cluster } from '../helpers/cluster.js'
+import { FILE_TIMEOUT_MS, type Server } from '../helpers/server.js'
+import { get, ownerHeaders, post, startCluster, type Cluster, startReference } from '../helpers/cluster.js'
 
 t.setTimeout(FILE_TIMEOUT_MS)
 
@@ -102,12 +102,7 @@ async function exportNdjson(url: string, query: string): Promise<string[]> {
 }
 
 t.test('search pages and exports from every node equal the single node for the same events', async (t) => {
-  const single: Server = await startServer({ LLMSCOPE_DATA_DIR: t.testdir(), LLMSCOPE_API_KEYS: OWNER_KEY })
-  t.teardown(async () => {
-    single.proc.kill('SIGKILL')
-    await single.exited
-  })
-  await waitReady(single.url)
+  const single: Server = await startReference(t)
   const t0 = Date.now()
   const cluster: Cluster = await startCluster({ nats: 3, nodes: 2 })
   t.teardown(() => cluster.stop())

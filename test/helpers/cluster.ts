@@ -119,6 +119,20 @@ export async function until(cond: () => boolean | Promise<boolean>, what: string
   }
 }
 
+/**
+ * The single-node server cluster answers are compared with (the e2e files' reference): a fresh
+ * data dir from `t`, the nodes' owner key; resolves once /ready answers; killed at `t`'s teardown.
+ */
+export async function startReference(t: { testdir(): string; teardown(fn: () => unknown): void }): Promise<Server> {
+  const single = await startServer({ LLMSCOPE_DATA_DIR: t.testdir(), LLMSCOPE_API_KEYS: OWNER_KEY })
+  t.teardown(async () => {
+    single.proc.kill('SIGKILL')
+    await single.exited
+  })
+  await waitReady(single.url)
+  return single
+}
+
 let clusters = 0
 
 /** Starts NATS and `nodes` LLMScope nodes; resolves once every node is ready and every partition is owned. */
