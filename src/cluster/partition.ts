@@ -28,9 +28,9 @@
  *   follows the cluster's price log. An event accepted at revision r (its `priceRev`) waits on
  *   the way in until this node's log holds position r (normally at once), so it is priced with
  *   every record that existed when it was accepted. A reprice record is applied at a cut: the
- *   follower's hand-over is held and the aggregators drained, the partition's events in the
- *   range are read from the stream (those the topology counts), their costs before (the
- *   partition book as it is) and after (with the record) give the change list,
+ *   partition's events the topology counts are read from the stream (with nothing held), then
+ *   the follower's hand-over is held, the aggregators drained and the tail read; their costs
+ *   before (the partition book as it is) and after (with the record) give the change list,
  *   `topology.reprice` applies it, the partition book takes the record, and the hold ends:
  *   events handed over afterwards get the new prices. Queries wait for a cut in progress, and
  *   answer with the partition's reprice epoch (the log position of its newest applied reprice),
@@ -529,11 +529,11 @@ export class PartitionRunner implements AnalyticsReader {
   }
 
   /** The partition's events of `project` with seq ≤ `to`, read from the stream (pending deletes left out). */
-  async #eventsOf(project: string, to: number): Promise<StoredEvent[]> {
+  async #eventsOf(project: string, to: number, from = 1): Promise<StoredEvent[]> {
     const events: StoredEvent[] = []
-    if (to < 1) return events
+    if (to < from) return events
     const { partitions } = this.#opts.h
-    for await (const batch of this.#log.read(1, { partition: this.partition, project, to })) {
+    for await (const batch of this.#log.read(from, { partition: this.partition, project, to })) {
       for (const e of batch) if (partitionOf(e.project, e.model, partitions) === this.partition) events.push(e)
     }
     return this.#keep(events)
@@ -557,25 +557,48 @@ export class PartitionRunner implements AnalyticsReader {
     const book = this.#book!
     if (book.ids.has(p.record.id)) return
     const t0 = performance.now()
+    const r = p.record
+    // The long part first, with nothing held (queries and the hand-over go on): the events the
+    // topology counts now, read from the stream. Their prices before and after cannot change
+    // meanwhile (the partition book takes reprices only here, one at a time; a version added
+    // since has a newer revision than theirs).
+    let gen = this.#gen
+    let through = this.#inTopology
+    let events: StoredEvent[] | null = await this.#eventsOf(r.project, through)
     // Alone: a breakdown's two rounds (a hold) must read one state, so the cut waits for them.
     while (this.#holds > 0) await new Promise<void>((resolve) => this.#holdWaiters.push(resolve))
     const release = this.hold(REPRICE_HOLD_MS)
     try {
       // Nothing more reaches the topology; what it was handed is counted after the sync.
       await this.topology.sync()
-      const r = p.record
-      const events = await this.#eventsOf(r.project, this.#inTopology)
-      const scan = await scanReprice(readerOf(events), book.book, r, r.rev, { changes: true })
-      while (this.#snapshotting !== null || this.#forgetting !== null) {
-        await this.#snapshotting?.catch(() => {})
-        await this.#forgetting?.catch(() => {})
+      let scan: Awaited<ReturnType<typeof scanReprice>>
+      for (;;) {
+        await this.#quiet()
+        if (this.#closed) throw new Error(`partition ${this.partition} is stopped`)
+        if (events === null || this.#gen !== gen) {
+          // A delete changed the state since the read (or since the last try): read it all again.
+          gen = this.#gen
+          through = this.#inTopology
+          events = await this.#eventsOf(r.project, through)
+        } else if (this.#inTopology > through) {
+          // The tail the topology took since the first read.
+          const tail = await this.#eventsOf(r.project, this.#inTopology, through + 1)
+          through = this.#inTopology
+          events = events.concat(tail)
+        }
+        scan = await scanReprice(readerOf(events), book.book, r, r.rev, { changes: true })
+        await this.#quiet()
+        // No await between this check and the cut's start: the change list is of the state it changes.
+        if (this.#gen === gen && this.#inTopology === through) break
+        events = null
       }
       if (this.#closed) throw new Error(`partition ${this.partition} is stopped`)
       const changes = scan.changes as CostChanges
+      const rows = [...scan.rows.values()]
       const cut = (async () => {
         if (changes.seqs.length > 0) await this.topology.reprice(r.project, r.id, changes)
         book.applied(p)
-        this.#applied.set(r.id, { id: r.id, pos: p.pos, rows: [...scan.rows.values()], changed: changes.seqs.length })
+        this.#applied.set(r.id, { id: r.id, pos: p.pos, rows, changed: changes.seqs.length })
       })()
       this.#repricing = cut
       try {
@@ -592,6 +615,14 @@ export class PartitionRunner implements AnalyticsReader {
     }
     // The stored state holds it from now on (a takeover from an older snapshot re-applies it).
     await this.snapshotFresh().catch((err: unknown) => this.#opts.logger.warn({ partition: this.partition, err: (err as Error).message }, 'partition snapshot after a re-pricing failed'))
+  }
+
+  /** Resolves once no snapshot is being written and no delete is being applied. */
+  async #quiet(): Promise<void> {
+    while (this.#snapshotting !== null || this.#forgetting !== null) {
+      await this.#snapshotting?.catch(() => {})
+      await this.#forgetting?.catch(() => {})
+    }
   }
 
   /**
