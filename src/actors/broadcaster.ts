@@ -61,6 +61,7 @@ import type { PricedEvent } from '../events.js'
 import type { Clock } from '../clock.js'
 import type { Filters } from '../analytics/reader.js'
 import { metadataValue } from '../analytics/dimensions.js'
+import type { BudgetEventRecord } from '../store/alert-events.js'
 
 /**
  * An alert transition as pushed to WebSocket clients (README: Live stream). `project` is its rule's
@@ -83,17 +84,7 @@ export interface AlertNotice {
  * A budget threshold reached (src/budgets/evaluator.ts), as pushed to WebSocket clients of its
  * project: `{"type":"budget",…}`, delivered exactly like an {@link AlertNotice}.
  */
-export interface BudgetNotice {
-  type: 'budget'
-  project: string
-  budget_id: string
-  name: string
-  threshold: number
-  spent: number
-  amount: number
-  period_start: string
-  group: string | null
-  at: string
+export type BudgetNotice = Omit<BudgetEventRecord, 'id' | 'delivery' | 'period_end' | 'group_by'> & {
   /** Its record in `GET /alerts/events`. */
   event_id: string
 }

@@ -75,38 +75,21 @@ export interface BudgetStatus extends Budget {
   other_spent?: number
 }
 
-/** The webhook body of a budget alert. */
-export interface BudgetWebhookPayload {
-  type: 'budget'
-  budget_id: string
-  name: string
-  threshold: number
-  spent: number
-  amount: number
-  period_start: string
-  period_end: string
-  group_by: string | null
-  group: string | null
-  at: string
+/** The webhook body of a budget alert: its record's fields but the store's own, with the record's id as `event_id`. */
+export type BudgetWebhookPayload = Omit<BudgetEventRecord, 'id' | 'project' | 'delivery'> & {
   /** Its record in `GET /alerts/events`. */
   event_id: string
 }
 
 export function budgetWebhookPayload(r: BudgetEventRecord): BudgetWebhookPayload {
-  return {
-    type: 'budget',
-    budget_id: r.budget_id,
-    name: r.name,
-    threshold: r.threshold,
-    spent: r.spent,
-    amount: r.amount,
-    period_start: r.period_start,
-    period_end: r.period_end,
-    group_by: r.group_by,
-    group: r.group,
-    at: r.at,
-    event_id: r.id
-  }
+  const { id, project: _project, delivery: _delivery, ...fields } = r
+  return { ...fields, event_id: id }
+}
+
+/** The /ws frame of a budget alert ({@link BudgetNotice}): the record's fields a frame shows. */
+export function budgetNotice(r: BudgetEventRecord): BudgetNotice {
+  const { id, delivery: _delivery, period_end: _end, group_by: _by, ...fields } = r
+  return { ...fields, event_id: id }
 }
 
 /** A budget is evaluated by the timer at most once per this many times its last evaluation's duration. */
@@ -270,19 +253,7 @@ export class BudgetEvaluator {
   }
 
   #announce(b: Budget, record: BudgetEventRecord): void {
-    this.#publish({
-      type: 'budget',
-      project: record.project,
-      budget_id: record.budget_id,
-      name: record.name,
-      threshold: record.threshold,
-      spent: record.spent,
-      amount: record.amount,
-      period_start: record.period_start,
-      group: record.group,
-      at: record.at,
-      event_id: record.id
-    })
+    this.#publish(budgetNotice(record))
     if (b.webhook_url === null) return
     const p = this.#o.notifier.deliver(b.webhook_url, budgetWebhookPayload(record)).then((outcome) => {
       this.#o.alertEvents.setDelivery(record.id, outcome, this.#o.clock.now())
