@@ -55,7 +55,7 @@ import { seqOfEventId, type PendingEvent, type PricedEvent, type StoredEvent } f
 import type { Analytics } from '../analytics/service.js'
 import type { WindowQuery } from '../analytics/reader.js'
 import type { ClusterConfig } from '../config.js'
-import type { AlertNotice } from '../actors/broadcaster.js'
+import type { AlertNotice, BudgetNotice } from '../actors/broadcaster.js'
 import { ClusterPrices, PRICE_PREFIX } from './prices.js'
 import { partOf, sumParts, type RepricePart, type RepriceRequest } from './reprice.js'
 import { PriceService, type RepriceBody, type RepriceOut } from '../prices.js'
@@ -217,12 +217,7 @@ export class ClusterEngine extends Engine {
       ]
     })
     // Budgets fire on the alerts-lease holder only; their frames reach every node's /ws.
-    this.budgetEvaluator.attachCluster({
-      isEvaluator: () => this.#membership?.holdsAlerts() === true && !this.#stopping,
-      publish: (notice) => {
-        if (this.#h !== null) publishAlert(this.#h.nc, this.#h.names, notice)
-      }
-    })
+    this.budgetEvaluator.attachCluster({ isEvaluator: () => this.#membership?.holdsAlerts() === true && !this.#stopping })
     // This node's configured overrides: a new layer when they differ from the cluster's newest.
     await this.#prices.syncOverrides(this.config.priceOverrides, this.#opts.clock.now())
     this.#snapshots = new PartitionSnapshots({ objm: this.#h.objm, names: this.#h.names, db: this.stores.meta, logger })
@@ -499,6 +494,11 @@ export class ClusterEngine extends Engine {
    */
   override readonly prices: PriceService = new ClusterPriceService(this, () => this.#opts.clock.now())
 
+  /** A budget frame goes to every node's /ws (each node's feed hands it to its broadcaster). */
+  override publishBudget(notice: BudgetNotice): void {
+    if (this.#h !== null) publishAlert(this.#h.nc, this.#h.names, notice)
+  }
+
   /** Dry run or apply of a reprice across the partitions (see cluster/reprice.ts). */
   async repriceCluster(project: string, body: RepriceBody): Promise<RepriceOut> {
     const h = this.#handles()
@@ -643,7 +643,7 @@ export class ClusterEngine extends Engine {
       // The evaluator computes the same windows from the clock it reads now: pin it to `now`.
       this.topology.alerts.send({ type: 'tick', now })
       // Budgets: evaluated here only, from the cluster's merged analytics, so each fires once.
-      await this.budgetEvaluator.tick()
+      await this.budgetEvaluator.tick({ throttle: true })
     })()
       .catch((err: unknown) => {
         // A partition that does not answer: no evaluation this tick rather than one on partial figures.
