@@ -456,39 +456,10 @@ export function breakdown(source: QuerySource | AnalyticsReader, q: RangeQuery, 
   if (g === null) throw new RangeError(`cannot group by ${by}`)
   const fast = breakdownFromTotals(src, view, q, by, sort, limit, g)
   if (fast !== null) return fast
-  // A key past the metadata key cap: ids cannot say, the log can.
-  const source2: QuerySource = groupNeedsLog(view, by) ? { reader: { project: () => undefined }, log: src.log } : src
-  const forceLog = source2 !== src
-  const groups = new Map<number | string, Float64Array>()
-  const keys: Array<number | string> = []
+  const run = groupScan(src, project, q, view, by, g)
   const total = { totals: createTotals(), sketch: LatencySketch.dense() }
-  const run = (visit: (v: Float64Array, flags: number, keys: Array<number | string>) => void) => {
-    if (forceLog) {
-      scanLog(src, project, q, (v, flags, e) => {
-        g.keys(keys, 0, 0, 0, e, e)
-        visit(v, flags, keys)
-      })
-      return
-    }
-    scan(src, project, q, (v, flags, u, s, a, _ts, series, e) => {
-      g.keys(keys, u, s, a, series, e)
-      visit(v, flags, keys)
-    })
-  }
-  run((v, flags, ks) => {
-    addValues(total, v, flags)
-    for (const k of ks) {
-      let acc = groups.get(k)
-      if (acc === undefined) {
-        acc = new Float64Array(ACC)
-        groups.set(k, acc)
-      }
-      addSums(acc, 0, v, flags)
-    }
-  })
-  const metric = sort === 'cost' ? 7 : sort === 'requests' ? 0 : 3
-  const named = [...groups].map(([key, acc]) => ({ key, acc, value: g.name(key) }))
-  named.sort((a, b) => b.acc[metric] - a.acc[metric] || cmpValue(a.value, b.value))
+  const named = sumGroups(run, g, total)
+  named.sort(bySortOrder(sort))
   const shown = named.slice(0, limit)
   const rest = named.slice(limit)
   const sketches = new Map<number | string, LatencySketch>()
@@ -538,10 +509,34 @@ export function breakdownMany(source: QuerySource | AnalyticsReader, q: RangeQue
     for (const sort of sorts.slice(1)) bySort.set(sort, breakdown(src, q, by, sort, limit).groups)
     return { count: fast.count ?? fast.groups.length, bySort }
   }
+  const run = groupScan(src, project, q, view, by, g)
+  const named = sumGroups(run, g)
+  const shownBySort = new Map<BreakdownSort, typeof named>()
+  for (const sort of sorts) shownBySort.set(sort, [...named].sort(bySortOrder(sort)).slice(0, limit))
+  const sk = new Map<number | string, LatencySketch>()
+  if (sketches) {
+    for (const shown of shownBySort.values()) for (const x of shown) if (!sk.has(x.key)) sk.set(x.key, LatencySketch.dense())
+    if (sk.size > 0) {
+      run((v, _flags, ks) => {
+        for (const k of ks) sk.get(k)?.record(v[5])
+      })
+    }
+  }
+  for (const [sort, shown] of shownBySort) bySort.set(sort, shown.map((x) => ({ value: x.value, agg: { totals: accTotals(x.acc), sketch: sk.get(x.key) ?? LatencySketch.dense() } })))
+  return { count: named.length, bySort }
+}
+
+/** One pass over the filtered range's rows, each with its group keys under `g` (a row may have several: tags). */
+type GroupScan = (visit: (v: Float64Array, flags: number, keys: Array<number | string>) => void) => void
+
+/**
+ * The rows of the filtered range with their group keys, as often as the caller passes over
+ * them; a metadata key past the key cap groups from the log (ids cannot say, the log can).
+ */
+function groupScan(src: QuerySource, project: string, q: RangeQuery, view: ProjectView | undefined, by: string, g: GroupBy): GroupScan {
   const forceLog = groupNeedsLog(view, by)
-  const groups = new Map<number | string, Float64Array>()
   const keys: Array<number | string> = []
-  const run = (visit: (v: Float64Array, flags: number, keys: Array<number | string>) => void) => {
+  return (visit) => {
     if (forceLog) {
       scanLog(src, project, q, (v, flags, e) => {
         g.keys(keys, 0, 0, 0, e, e)
@@ -554,7 +549,13 @@ export function breakdownMany(source: QuerySource | AnalyticsReader, q: RangeQue
       visit(v, flags, keys)
     })
   }
+}
+
+/** A group's sums ({@link ACC} words) from one pass of `run`; `total`, when given, gets every row once. */
+function sumGroups(run: GroupScan, g: GroupBy, total?: Aggregate): Array<{ key: number | string; acc: Float64Array; value: string | null }> {
+  const groups = new Map<number | string, Float64Array>()
   run((v, flags, ks) => {
+    if (total !== undefined) addValues(total, v, flags)
     for (const k of ks) {
       let acc = groups.get(k)
       if (acc === undefined) {
@@ -564,23 +565,13 @@ export function breakdownMany(source: QuerySource | AnalyticsReader, q: RangeQue
       addSums(acc, 0, v, flags)
     }
   })
-  const named = [...groups].map(([key, acc]) => ({ key, acc, value: g.name(key) }))
-  const shownBySort = new Map<BreakdownSort, typeof named>()
-  for (const sort of sorts) {
-    const metric = sort === 'cost' ? 7 : sort === 'requests' ? 0 : 3
-    shownBySort.set(sort, [...named].sort((a, b) => b.acc[metric] - a.acc[metric] || cmpValue(a.value, b.value)).slice(0, limit))
-  }
-  const sk = new Map<number | string, LatencySketch>()
-  if (sketches) {
-    for (const shown of shownBySort.values()) for (const x of shown) if (!sk.has(x.key)) sk.set(x.key, LatencySketch.dense())
-    if (sk.size > 0) {
-      run((v, _flags, ks) => {
-        for (const k of ks) sk.get(k)?.record(v[5])
-      })
-    }
-  }
-  for (const [sort, shown] of shownBySort) bySort.set(sort, shown.map((x) => ({ value: x.value, agg: { totals: accTotals(x.acc), sketch: sk.get(x.key) ?? LatencySketch.dense() } })))
-  return { count: named.length, bySort }
+  return [...groups].map(([key, acc]) => ({ key, acc, value: g.name(key) }))
+}
+
+/** Breakdown order: largest first by `sort`, ties by value (JavaScript string order). */
+function bySortOrder(sort: BreakdownSort): (a: { acc: Float64Array; value: string | null }, b: { acc: Float64Array; value: string | null }) => number {
+  const metric = sort === 'cost' ? 7 : sort === 'requests' ? 0 : 3
+  return (a, b) => b.acc[metric] - a.acc[metric] || cmpValue(a.value, b.value)
 }
 
 /**
