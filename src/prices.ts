@@ -403,7 +403,10 @@ export class PriceService {
     const rates = fillRates(body)
     const v = await this.#host.store.putVersion({ project, provider: body.provider, model: body.model, rates, effective_from: body.effective_from ?? now }, now)
     const entry = this.#versionEntry(project, v.provider, v.model, now)
-    const seen = await this.#host.seen(project)
+    // The version is stored: an answer failing now would invite a retry that adds a second one.
+    // When the names seen cannot be read (a cluster partition without an owner for a moment),
+    // the entry is answered without them; GET /prices lists them.
+    const seen = await this.#host.seen(project).catch(() => [])
     for (const s of seen) {
       const src = this.#host.book.priceSource(project, s.provider, s.model, now)
       if (src.kind === 'version' && src.version.provider === v.provider && src.version.model === v.model && !entry.models.includes(s.model)) entry.models.push(s.model)

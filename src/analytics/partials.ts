@@ -782,7 +782,7 @@ export async function clusterBreakdown(ask: Ask, q: RangeQuery, by: string, sort
       other = { totals: totalsOf(acc), sketch: otherSketch }
     }
     checkCount(otherSketch, other?.totals.requests ?? 0, 'other')
-    return { by, groups: shown.map((x, i) => ({ value: x.value, agg: { totals: totalsOf(x.acc), sketch: shownSketches[i] } })), other, total }
+    return { by, groups: shown.map((x, i) => ({ value: x.value, agg: { totals: totalsOf(x.acc), sketch: shownSketches[i] } })), other, total, count: named.length }
   }
   // From all-time totals, as breakdownFromTotals: each shown value's all-time sketch minus its
   // latencies outside the range; `other` the range's sketch minus the shown ones.
@@ -805,7 +805,7 @@ export async function clusterBreakdown(ask: Ask, q: RangeQuery, by: string, sort
     for (const x of out) sketch.subtract(x.agg.sketch)
     other = { totals: totalsOf(rest10), sketch }
   }
-  return { by, groups: out, other, total }
+  return { by, groups: out, other, total, count: named.length }
 }
 
 // ---------------------------------------------------------------------------------------------
