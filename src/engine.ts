@@ -194,12 +194,11 @@ export class Engine {
     this.log.priceRev = () => this.book.rev
     this.prices = new PriceService(this.#pricesHost)
 
-    this.#pool = opts.inlinePricing === true ? null : new PricingPool({ threads: opts.config.costThreads, overrides: { ...opts.config.priceOverrides } })
+    this.#pool = opts.inlinePricing === true ? null : new PricingPool({ threads: opts.config.costThreads })
     const build = (payload: SnapshotPayload | undefined) =>
       new Topology({
         log: this.log,
         pricer: this.#pool,
-        overrides: { ...opts.config.priceOverrides },
         book: this.book,
         logger: opts.logger,
         clock: opts.clock,
