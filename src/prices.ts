@@ -287,8 +287,8 @@ export async function scanReprice(
   return { rows, changes: changes?.done() ?? null, changed }
 }
 
-/** The answer of a scan. */
-function diffOf(scan: RepriceScan, dryRun: boolean, id: string | null): RepriceOut {
+/** The answer of a scan (also of a cluster's parts summed: src/cluster/reprice.ts). */
+export function diffOf(scan: Pick<RepriceScan, 'rows' | 'changed'>, dryRun: boolean, id: string | null): RepriceOut {
   const models: RepriceRow[] = []
   let requests = 0
   let before = 0

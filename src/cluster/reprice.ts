@@ -23,8 +23,7 @@
  * dry run first and answers its diff when no partition would change an event.
  */
 import { llmsError } from '../errors.js'
-import { dollars } from '../queries.js'
-import type { RepriceOut, RepriceRow } from '../prices.js'
+import { diffOf, type RepriceOut } from '../prices.js'
 import type { RepriceRowNanos } from './partition.js'
 
 /** Owner-side requests of a reprice (answered by ClusterEngine). */
@@ -64,22 +63,5 @@ export function sumParts(parts: readonly RepricePart[], dryRun: boolean, id: str
       }
     }
   }
-  const models: RepriceRow[] = []
-  let requests = 0
-  let before = 0
-  let after = 0
-  for (const r of rows.values()) {
-    models.push({ provider: r.provider, model: r.model, requests: r.requests, before: dollars(r.before), after: dollars(r.after), difference: dollars(r.after - r.before) })
-    requests += r.requests
-    before += r.before
-    after += r.after
-  }
-  models.sort((a, b) => Math.abs(b.difference) - Math.abs(a.difference) || (a.model < b.model ? -1 : a.model > b.model ? 1 : a.provider < b.provider ? -1 : a.provider > b.provider ? 1 : 0))
-  return {
-    models,
-    total: { requests, before: dollars(before), after: dollars(after), difference: dollars(after - before) },
-    dry_run: dryRun,
-    reprice_id: id,
-    changed
-  }
+  return diffOf({ rows, changed }, dryRun, id)
 }
