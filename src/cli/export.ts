@@ -280,6 +280,9 @@ async function runExport(plan: ExportPlan, io: CliIO, progress: ProgressLine): P
   } finally {
     dest.off('error', onError)
     if (part !== null) {
+      // The file is given up: a write still in flight fails once it is destroyed (Node 24 emits
+      // ERR_STREAM_DESTROYED for it after this turn), which must not become an uncaught error.
+      dest.on('error', () => {})
       ;(dest as NodeJS.WritableStream & { destroy?: () => void }).destroy?.()
       rmSync(part, { force: true })
     }
