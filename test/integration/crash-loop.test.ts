@@ -7,6 +7,7 @@
  */
 import t from 'tap'
 import { FILE_TIMEOUT_MS, startServer, waitReady, type Server } from '../helpers/server.js'
+import { rng } from '../forget-helpers.js'
 
 // Real processes on a possibly busy machine: more time than the suite's per-file default.
 t.setTimeout(FILE_TIMEOUT_MS)
@@ -27,17 +28,6 @@ async function until(cond: () => boolean, what: string, ms = 120_000): Promise<v
   }
 }
 
-/** mulberry32: a small seeded PRNG. */
-function prng(seed: number) {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = a
-    x = Math.imul(x ^ (x >>> 15), x | 1)
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 interface Totals {
   requests: number
@@ -82,7 +72,7 @@ async function checkIds(url: string, ids: string[]): Promise<number> {
 t.test('random kill -9 under concurrent ingest, cycle after cycle: every ack kept, everything counted once', async (t) => {
   const seed = Number(process.env.CRASH_SEED ?? Date.now() % 1_000_000_007)
   t.comment(`CRASH_SEED=${seed}`)
-  const rand = prng(seed)
+  const rand = rng(seed)
   const dir = t.testdir()
   const env = { LLMSCOPE_DATA_DIR: dir, LLMSCOPE_API_KEYS: KEY, LLMSCOPE_SNAPSHOT_INTERVAL_S: '1', LLMSCOPE_RETENTION_EVENTS: '300' }
   const started = Date.now()

@@ -10,6 +10,7 @@
  */
 import type { TestApp } from '../helpers/app.js'
 import { adminHeaders } from '../helpers/app.js'
+import { rng } from '../forget-helpers.js'
 
 export const HOUR = 3_600_000
 export const T0 = Date.parse('2026-03-02T00:00:00.000Z')
@@ -96,17 +97,8 @@ export class RefBook {
   }
 }
 
-/** A small deterministic PRNG (mulberry32). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = a
-    x = Math.imul(x ^ (x >>> 15), x | 1)
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
+/** The forget tests' seeded PRNG (mulberry32), for the events here. */
+export { rng }
 
 /** `n` events over [T0, T0 + hours h), from `seed`; every `callerEvery`-th has a caller cost. */
 export function makeEvents(seed: number, n: number, hours = 8, callerEvery = 17): RefEvent[] {
