@@ -11,7 +11,7 @@
  */
 import t from 'tap'
 import { FILE_TIMEOUT_MS, type Server } from '../helpers/server.js'
-import { get, ownerHeaders, post, startCluster, until, type Cluster, startReference } from '../helpers/cluster.js'
+import { get, post, send as sendAs, startCluster, until, type Cluster, startReference } from '../helpers/cluster.js'
 
 t.setTimeout(FILE_TIMEOUT_MS)
 
@@ -47,15 +47,8 @@ const QUERIES = [
   `/events?${RANGE}&sort=cost&limit=50`
 ]
 
-async function send(method: 'PUT' | 'POST', url: string, path: string, body: unknown): Promise<{ status: number; body: any }> {
-  const r = await fetch(`${url}${path}`, { method, headers: ownerHeaders(), body: JSON.stringify(body), signal: AbortSignal.timeout(120_000) })
-  const text = await r.text()
-  let parsed: any = text
-  try {
-    parsed = JSON.parse(text)
-  } catch {}
-  return { status: r.status, body: parsed }
-}
+/** A write through either side, with the long timeout a re-pricing apply may need. */
+const send = (method: 'PUT' | 'POST', url: string, path: string, body: unknown) => sendAs(method, url, path, body, { timeoutMs: 120_000 })
 
 /** An answer without what differs between the cluster and the single node (ids, seqs, receive times, cursors). */
 function comparable(body: unknown): unknown {

@@ -425,8 +425,13 @@ export async function get(url: string, path: string, project?: string): Promise<
 }
 
 /** POST JSON `body` to `url` + `path` as the owner (in `project`): status and parsed body. */
-export async function post(url: string, path: string, body: unknown, project?: string): Promise<{ status: number; body: any }> {
-  const r = await fetch(`${url}${path}`, { method: 'POST', headers: ownerHeaders(project), body: JSON.stringify(body), signal: AbortSignal.timeout(60_000) })
+export function post(url: string, path: string, body: unknown, project?: string): Promise<{ status: number; body: any }> {
+  return send('POST', url, path, body, { project })
+}
+
+/** `method` with JSON `body` to `url` + `path` as the owner (in `project`): status and parsed body (text when not JSON). */
+export async function send(method: 'POST' | 'PUT' | 'PATCH', url: string, path: string, body: unknown, opts: { project?: string; timeoutMs?: number } = {}): Promise<{ status: number; body: any }> {
+  const r = await fetch(`${url}${path}`, { method, headers: ownerHeaders(opts.project), body: JSON.stringify(body), signal: AbortSignal.timeout(opts.timeoutMs ?? 60_000) })
   const text = await r.text()
   let parsed: any = text
   try {
