@@ -18,7 +18,7 @@ import { PricingPool } from './pricing/pool.js'
 import { priceEvent, type PriceBook } from './pricing/book.js'
 import { inferProvider, priceInPlace } from './pricing/compute-cost.js'
 import { PriceStore } from './store/prices.js'
-import { PriceService, type PricesHost } from './prices.js'
+import { PriceService, seenModels, type PricesHost } from './prices.js'
 import { seqOfEventId, type PendingEvent, type PricedEvent, type StoredEvent } from './events.js'
 import { breakdown, breakdownMany, metrics, type LogScan, type QuerySource } from './queries.js'
 import { windowGroupsMany, windowGroupsOf, type GroupWindowQuery, type WindowGroups } from './alerts/windows.js'
@@ -682,10 +682,7 @@ export class Engine {
       store: this.priceStore,
       book: this.priceStore.book,
       now: () => this.#clock.now(),
-      seen: async (project) => {
-        const rows = await this.analytics.costs({ project, start: -Infinity, end: Infinity })
-        return rows.map((r) => ({ provider: r.provider, model: r.model, requests: r.agg.totals.requests, unpriced: r.agg.totals.unpriced }))
-      },
+      seen: (project) => seenModels(this.analytics, project),
       // One at a time with event deletes: both rewrite what memory holds of many events.
       exclusive: (fn) => {
         const run = this.#forgetQueue.then(fn)

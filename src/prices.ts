@@ -40,6 +40,7 @@ import {
   type RepriceRecord
 } from './pricing/book.js'
 import type { PriceStore } from './store/prices.js'
+import type { Analytics } from './analytics/service.js'
 
 // ---------------------------------------------------------------------------------------------
 // Wire shapes.
@@ -285,6 +286,12 @@ export async function scanReprice(
     await nextTurn()
   }
   return { rows, changes: changes?.done() ?? null, changed }
+}
+
+/** The models a project's events name, all time, from its analytics (PricesHost.seen: the node's own, or a cluster's merged answer). */
+export async function seenModels(analytics: Pick<Analytics, 'costs'>, project: string): Promise<Array<{ provider: string; model: string; requests: number; unpriced: number }>> {
+  const rows = await analytics.costs({ project, start: -Infinity, end: Infinity })
+  return rows.map((r) => ({ provider: r.provider, model: r.model, requests: r.agg.totals.requests, unpriced: r.agg.totals.unpriced }))
 }
 
 /** The answer of a scan (also of a cluster's parts summed: src/cluster/reprice.ts). */

@@ -58,7 +58,7 @@ import type { ClusterConfig } from '../config.js'
 import type { AlertNotice, BudgetNotice } from '../actors/broadcaster.js'
 import { ClusterPrices, PRICE_PREFIX } from './prices.js'
 import { partOf, sumParts, type RepricePart, type RepriceRequest } from './reprice.js'
-import { PriceService, type RepriceBody, type RepriceOut } from '../prices.js'
+import { PriceService, seenModels, type RepriceBody, type RepriceOut } from '../prices.js'
 import { groupWindowKey, ruleQueries, windowGroupsOf, windowKey, type GroupWindowQuery, type WindowGroups } from '../alerts/windows.js'
 
 /** Key prefix of budgets and their fired records in the meta bucket. */
@@ -749,10 +749,7 @@ class ClusterPriceService extends PriceService {
         return engine.book
       },
       now,
-      seen: async (project) => {
-        const rows = await engine.analytics.costs({ project, start: -Infinity, end: Infinity })
-        return rows.map((r) => ({ provider: r.provider, model: r.model, requests: r.agg.totals.requests, unpriced: r.agg.totals.unpriced }))
-      },
+      seen: (project) => seenModels(engine.analytics, project),
       exclusive: (fn) => fn(),
       sync: async () => {},
       readLog: () => [],
