@@ -22,6 +22,7 @@ import { dashboardRoutes } from './http/routes/dashboard.js'
 import { registerWebSocket, wsRoutes } from './http/ws.js'
 import { registerOpenApi } from './http/openapi.js'
 import { registerMetrics } from './http/metrics.js'
+import { bodyLimits } from './http/body-limits.js'
 import { llmsError } from './errors.js'
 import { systemClock, type Clock } from './clock.js'
 import type { Config } from './config.js'
@@ -69,7 +70,9 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   const clock = opts.clock ?? systemClock
   const app = Fastify({
     logger: opts.logger ?? loggerOptions(config.logLevel),
-    bodyLimit: config.bodyLimitBytes,
+    // Routes without their own limit (admin bodies) take the small one; ingestion routes set
+    // theirs (src/http/body-limits.ts): an oversized body is refused unread.
+    bodyLimit: bodyLimits(config).other,
     // Our own error shape replaces fastify's default; ids come from the log, not the request.
     return503OnClosing: true,
     forceCloseConnections: 'idle'

@@ -373,7 +373,7 @@ const HELP: Partial<Record<string, string>> = {
   LLMSCOPE_API_KEYS: 'comma list of keys: `secret` is an owner key; `secret:ingest|read|admin` acts in project default, `secret:SCOPE:PROJECT` in PROJECT; empty: an owner key is made on first start',
   LLMSCOPE_LOG_LEVEL: 'fatal, error, warn, info, debug, trace or silent',
   LLMSCOPE_SNAPSHOT_INTERVAL_S: 'seconds between state snapshots',
-  LLMSCOPE_BODY_LIMIT_BYTES: 'largest request body (413 beyond)',
+  LLMSCOPE_BODY_LIMIT_BYTES: 'largest request body of any route (413 beyond): /events/batch and /v1/traces; /events/ingest takes one event\'s worth, admin routes 256 KiB',
   LLMSCOPE_MAX_BATCH: 'most events in one /events/batch (413 beyond)',
   LLMSCOPE_METADATA_MAX_BYTES: 'largest `metadata` (its JSON, UTF-8)',
   LLMSCOPE_METADATA_MAX_DEPTH: 'deepest nesting of `metadata`',

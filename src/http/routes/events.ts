@@ -15,6 +15,7 @@ import { decodeCursor, encodeCursor, priceEpoch, repricedCheck } from '../cursor
 import { EXPORT_FORMATS, EXPORT_TYPES, exportFilename, exportStream, type ExportFormat } from '../export.js'
 import type { RangeQuery } from '../../queries.js'
 import { ingestLogLevel } from '../metrics.js'
+import { bodyLimits } from '../body-limits.js'
 import type { Engine } from '../../engine.js'
 import type { Clock } from '../../clock.js'
 
@@ -91,6 +92,8 @@ export async function eventRoutes(app: FastifyInstance, opts: { engine: Engine; 
   const maxBatch = engine.config.maxBatch
   const infer = (m: string) => engine.inferProvider(m)
   const logLevel = ingestLogLevel(app.log.level)
+  // Each route's own limit: a single event is refused unread past what one valid event can be.
+  const routeLimits = bodyLimits(engine.config)
 
   app.addContentTypeParser('application/x-ndjson', { parseAs: 'string' }, (_req, body, done) => {
     try {
@@ -128,7 +131,7 @@ export async function eventRoutes(app: FastifyInstance, opts: { engine: Engine; 
     response: { 200: storedEventSchema, ...keyedErrors, 404: errorSchema }
   }
 
-  app.post('/events/ingest', { config: { scope: 'ingest' }, logLevel, schema: ingestSchema }, async (request, reply) => {
+  app.post('/events/ingest', { config: { scope: 'ingest' }, logLevel, bodyLimit: routeLimits.event, schema: ingestSchema }, async (request, reply) => {
     if (request.body === null || typeof request.body !== 'object' || Array.isArray(request.body)) {
       throw llmsError('LLMS_ERR_VALIDATION', 'body must be one JSON event object (send arrays to /events/batch)', { details: [{ path: '(body)', message: 'expected an object' }] })
     }
@@ -137,7 +140,7 @@ export async function eventRoutes(app: FastifyInstance, opts: { engine: Engine; 
     return { status: 'accepted', event_id: stored.id }
   })
 
-  app.post('/events/batch', { config: { scope: 'ingest' }, logLevel, schema: batchSchema }, async (request, reply) => {
+  app.post('/events/batch', { config: { scope: 'ingest' }, logLevel, bodyLimit: routeLimits.batch, schema: batchSchema }, async (request, reply) => {
     const body = request.body
     if (!Array.isArray(body)) {
       throw llmsError('LLMS_ERR_VALIDATION', 'body must be a JSON array of events or NDJSON (application/x-ndjson)', { details: [{ path: '(body)', message: 'expected an array' }] })

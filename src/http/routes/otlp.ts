@@ -21,6 +21,7 @@ import { otlpToPending } from '../../otlp/ingest.js'
 import { otlpStats } from '../../otlp/stats.js'
 import { errorSchema, keyedErrors, otlpRequestSchema, otlpResponseSchema } from '../openapi.js'
 import { ingestLogLevel } from '../metrics.js'
+import { bodyLimits } from '../body-limits.js'
 import type { Engine } from '../../engine.js'
 import type { Clock } from '../../clock.js'
 
@@ -64,7 +65,7 @@ export async function otlpRoutes(app: FastifyInstance, opts: { engine: Engine; c
   const { engine, clock } = opts
   const limits = engine.config.metadata
   const schema = eventSchema(limits)
-  const bodyLimit = engine.config.bodyLimitBytes
+  const bodyLimit = bodyLimits(engine.config).otlp
   const maxBatch = engine.config.maxBatch
   const stats = otlpStats(engine)
   const inferProvider = (m: string) => engine.inferProvider(m)
@@ -83,7 +84,7 @@ export async function otlpRoutes(app: FastifyInstance, opts: { engine: Engine; c
     body: otlpRequestSchema,
     response: { 200: otlpResponseSchema, ...keyedErrors, 413: errorSchema, 415: errorSchema }
   }
-  app.post('/v1/traces', { config: { scope: 'ingest' }, logLevel: ingestLogLevel(app.log.level), schema: docs }, async (request, reply) => {
+  app.post('/v1/traces', { config: { scope: 'ingest' }, logLevel: ingestLogLevel(app.log.level), bodyLimit, schema: docs }, async (request, reply) => {
     const protobuf = (request.headers['content-type'] ?? '').toLowerCase().startsWith(PROTOBUF_TYPE)
     let batch
     try {
