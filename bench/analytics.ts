@@ -1,210 +1,353 @@
 /**
- * Question: with millions of events over 50 models and 30 days loaded through the real ingest
- * code (engine.ingest: validation-free but durable, priced, aggregated — not HTTP), how fast
- * are /analytics/metrics, /costs and /timeseries for random ranges, and how much RAM does a
- * retained event cost? Baseline: the same events and queries in PostgreSQL (Debian's server on
- * a temp cluster over a Unix socket: one INSERT per event through a pool, SQL aggregates with
- * an index on time) at a size PostgreSQL loads within the bench's time budget; skipped with a
- * note when PostgreSQL is not installed.
+ * Question (issue 15): at 10M events over 30 days, 50 models, 3 projects, 100,000 users, tags
+ * and metadata (bench/dim-data.ts), how fast does LLMScope answer its analytics over HTTP — at
+ * the median and at the tail — next to ClickHouse (chdb) and DuckDB loaded with the same rows
+ * in this process (bench/peers.ts, installed on demand), and do all three give the same answers?
  *
- * Runs in a child process so RSS is this workload's alone.
+ * - Load: one LLMScope server (its own process, bench/server.ts) is sent the events over HTTP,
+ *   batches of 1000 of one project each, 4 in flight, until `/analytics/metrics` counts them
+ *   all. Its settled RSS before and after gives the bytes per event. Then DuckDB (appender,
+ *   sorted by project, ts) and ClickHouse (MergeTree ordered by project, ts; a projection by
+ *   user) load the same rows; a peer that cannot be installed or loaded is a row saying why.
+ * - Queries, each kind in a random project over a random range at ms precision (two uniform
+ *   points of the 30 days): metrics without filters, with `model=` (1 of 50), `user_id=`
+ *   (uniform over the project's users: most are light), `tag=` (1 of 20); costs by model;
+ *   timeseries by the hour; breakdown by user_id (top 20 by cost, and the range's total); a
+ *   search page (`GET /events?model=…`, the newest 50). One query at a time; the kinds
+ *   interleaved and every query run by every engine in turn, the first engine rotating, so
+ *   the machine's drift hits all alike. Ours over HTTP (keep-alive), theirs in process.
+ * - Answers: the first queries of each kind are a warm-up where the peers compute latency
+ *   percentiles as the nearest rank (⌈q·n⌉-th smallest, LLMScope's definition) and ours must
+ *   be within its sketch's 1%. Every timed answer is compared too (bench/agree.ts): requests,
+ *   tokens, errors exactly, cost to the nano-dollar, a search page's events (ties at its last
+ *   millisecond aside), with each engine's own exact quantile in the timing.
+ * - Goals (issue 15): metrics, costs, timeseries p50 ≤ 0.5 ms and p99 ≤ 2 ms; breakdown by
+ *   user p99 ≤ 10 ms; a search page p99 ≤ 10 ms (issue 13); at p99 ≥ 10× faster than the
+ *   faster peer on every kind.
+ *
+ * Sizes: `LLMSCOPE_BENCH_ANALYTICS_EVENTS` (else `LLMSCOPE_BENCH_EVENTS`, else 10,000,000),
+ * `LLMSCOPE_BENCH_ANALYTICS_QUERIES` timed queries per kind (default 200),
+ * `LLMSCOPE_BENCH_ANALYTICS_BUDGET_S` seconds per kind, all engines together, past which that
+ * kind stops early (default 60), `LLMSCOPE_BENCH_PEERS=0` leaves the peers out. Alone:
+ * `npm run bench -- analytics`, or `node dist-bench/bench/analytics.js` after
+ * `tsc -p tsconfig.bench.json`.
  */
-import { spawn } from 'node:child_process'
-import { fileURLToPath } from 'node:url'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import type { Row } from './lib.js'
-import { rng, settledRss } from './lib.js'
+import { loadavg } from 'node:os'
+import { pathToFileURL } from 'node:url'
+import { DAY, DAYS, MODELS, PROJECTS, T0, TAGS, anyUser, dimEvents } from './dim-data.js'
+import { clickhouse, duckdb, PEER_VERSIONS, sqlString, type Peer } from './peers.js'
+import { Verdict, type Answer, type Figures } from './agree.js'
+import { load1, machineLine, pct, rng, table, type Row } from './lib.js'
+import { BATCH, IN_FLIGHT, bodies, closeAgent, counted, createProjects, getJson, request, send, startServer, take, type Server } from './server.js'
 
-const DAY = 86_400_000
-const T0 = Date.parse('2026-01-01T00:00:00Z')
-const MODELS = Array.from({ length: 50 }, (_, i) => (i % 5 === 0 ? 'gpt-4o' : i % 5 === 1 ? 'gpt-4o-mini' : i % 5 === 2 ? 'claude-3-5-sonnet-20241022' : i % 5 === 3 ? 'gpt-4' : 'private-model') + `-v${i}`)
+export const KINDS = ['metrics', 'metrics ?model=', 'metrics ?user_id=', 'metrics ?tag=', 'costs', 'timeseries (1h buckets)', 'breakdown by user_id', 'search page ?model='] as const
+export type Kind = (typeof KINDS)[number]
 
+/** The issue's goals per kind, in ms. */
+const GOALS: Record<Kind, { p50?: number; p99: number }> = {
+  metrics: { p50: 0.5, p99: 2 },
+  'metrics ?model=': { p50: 0.5, p99: 2 },
+  'metrics ?user_id=': { p50: 0.5, p99: 2 },
+  'metrics ?tag=': { p50: 0.5, p99: 2 },
+  costs: { p50: 0.5, p99: 2 },
+  'timeseries (1h buckets)': { p50: 0.5, p99: 2 },
+  'breakdown by user_id': { p99: 10 },
+  'search page ?model=': { p99: 10 }
+}
+/** At p99, ours must be this many times faster than the faster peer. */
+const PEER_FACTOR = 10
+const LIMIT = 20
+const PAGE = 50
+const HOUR = 3_600_000
+const CHUNK = 100_000
+/** Warm-up queries per kind, where percentiles are checked against the nearest rank. */
+const CHECKED = 3
 
-interface Ev { ts: number; model: string; provider: string; prompt: number; completion: number; latency: number; error: boolean }
-function* events(n: number, seed = 1): Generator<Ev> {
+export interface Query {
+  kind: Kind
+  project: number
+  start: number
+  end: number
+  model?: string
+  user?: string
+  tag?: string
+}
+
+/** `perKind` queries of every kind, interleaved (one of each kind in turn), the same for every engine. */
+export function analyticsQueries(perKind: number, seed = 31): Query[] {
   const r = rng(seed)
-  for (let i = 0; i < n; i++) {
-    const m = Math.floor(r() * MODELS.length)
-    yield { ts: T0 + Math.floor(r() * 30 * DAY), model: MODELS[m], provider: m % 5 === 2 ? 'anthropic' : 'openai', prompt: Math.floor(r() * 4000), completion: Math.floor(r() * 1000), latency: Math.round(r() * 3000 * 1000) / 1000, error: r() < 0.02 }
-  }
-}
-
-function ranges(n: number, seed = 7) {
-  const r = rng(seed)
-  return Array.from({ length: n }, () => {
-    const a = T0 + Math.floor(r() * 30 * DAY)
-    const b = T0 + Math.floor(r() * 30 * DAY)
-    return { start: Math.min(a, b), end: Math.max(a, b) + 1, model: r() < 0.5 ? MODELS[Math.floor(r() * MODELS.length)] : undefined }
-  })
-}
-
-const pct = (xs: number[], q: number) => {
-  const s = [...xs].sort((a, b) => a - b)
-  return s[Math.min(s.length - 1, Math.floor(q * (s.length - 1)))]
-}
-
-/** The child: load N events through the engine, time queries, report JSON on stdout. */
-async function child(n: number, queries: number): Promise<void> {
-  const { loadConfig } = await import('../src/config.js')
-  const { Engine } = await import('../src/engine.js')
-  const { metrics, costs, timeseries } = await import('../src/queries.js')
-  const { silentLog } = await import('../src/log.js')
-  const dir = mkdtempSync(join(tmpdir(), 'llmscope-analytics-'))
-  const config = loadConfig({ LLMSCOPE_DATA_DIR: dir, LLMSCOPE_API_KEYS: 'bench-key-123', LLMSCOPE_HIGH_WATER_EVENTS: '2000000' })
-  const engine = new Engine({ config, logger: silentLog, clock: { now: () => Date.now() } })
-  await engine.recover()
-  await settledRss()
-  const rss0 = process.memoryUsage().rss
-  const t0 = performance.now()
-  const BATCH = 10_000
-  let batch = []
-  const inflight: Promise<unknown>[] = []
-  for (const e of events(n)) {
-    batch.push({ ts: e.ts, recv: e.ts, model: e.model, provider: e.provider, prompt: e.prompt, completion: e.completion, total: e.prompt + e.completion, cached: 0, reasoning: 0, latency: e.latency, ttft: null, error: e.error, cost: null, meta: null, project: 'default', user: null, session: null, tags: null })
-    if (batch.length === BATCH) {
-      inflight.push(engine.ingest(batch))
-      batch = []
-      // A few appends in flight at once, as concurrent requests would be.
-      if (inflight.length >= 4) await inflight.shift()
-      while (engine.topology.inFlightEvents > 200_000) await new Promise((r) => setTimeout(r, 5))
+  const out: Query[] = []
+  for (let i = 0; i < perKind; i++) {
+    for (const kind of KINDS) {
+      const project = Math.floor(r() * PROJECTS.length)
+      const a = T0 + Math.floor(r() * DAYS * DAY)
+      const b = T0 + Math.floor(r() * DAYS * DAY)
+      const q: Query = { kind, project, start: Math.min(a, b), end: Math.max(a, b) + 1 }
+      if (kind === 'metrics ?model=' || kind === 'search page ?model=') q.model = MODELS[Math.floor(r() * MODELS.length)].name
+      if (kind === 'metrics ?user_id=') q.user = anyUser(project, r())
+      if (kind === 'metrics ?tag=') q.tag = TAGS[Math.floor(r() * TAGS.length)]
+      out.push(q)
     }
   }
-  if (batch.length > 0) inflight.push(engine.ingest(batch))
-  await Promise.all(inflight)
-  await engine.sync()
-  const loadSeconds = (performance.now() - t0) / 1000
-  await settledRss()
-  const rss1 = process.memoryUsage().rss
-  const times: Record<string, number[]> = { metrics: [], costs: [], timeseries: [] }
-  for (const q of ranges(queries)) {
-    const models = q.model === undefined ? undefined : new Set([q.model])
-    let t = performance.now()
-    metrics(engine.topology, { start: q.start, end: q.end, models })
-    times.metrics.push(performance.now() - t)
-    t = performance.now()
-    costs(engine.topology, { start: q.start, end: q.end })
-    times.costs.push(performance.now() - t)
-    t = performance.now()
-    timeseries(engine.topology, { start: q.start, end: q.end, models }, 3_600_000)
-    times.timeseries.push(performance.now() - t)
-  }
-  const total = metrics(engine.topology, { start: -Infinity, end: Infinity }).totals.requests
-  await engine.close()
-  rmSync(dir, { recursive: true, force: true })
-  const out = { n, total, loadSeconds, bytesPerEvent: (rss1 - rss0) / n, rssMiB: rss1 / 2 ** 20, q: Object.fromEntries(Object.entries(times).map(([k, v]) => [k, { p50: pct(v, 0.5), p99: pct(v, 0.99) }])) }
-  process.stdout.write(`RESULT ${JSON.stringify(out)}\n`)
+  return out
 }
 
-/** PostgreSQL on a temp cluster: same events, one INSERT per event via a pool, same queries. */
-async function postgres(n: number, queries: number): Promise<null | { loadSeconds: number; q: Record<string, { p50: number; p99: number }> }> {
-  const bin = '/usr/lib/postgresql/15/bin'
-  const { existsSync, chmodSync, mkdirSync } = await import('node:fs')
-  if (!existsSync(`${bin}/initdb`)) return null
-  const { execFileSync } = await import('node:child_process')
-  const base = mkdtempSync(join(tmpdir(), 'llmscope-pg-'))
-  chmodSync(base, 0o777)
-  const data = join(base, 'data')
-  const sock = join(base, 'sock')
-  mkdirSync(sock, { mode: 0o777 })
-  chmodSync(sock, 0o777)
-  // stdio ignored: the server pg_ctl starts would otherwise hold our pipe open forever.
-  const asPg = (cmd: string, args: string[]) => (process.getuid?.() === 0 ? execFileSync('runuser', ['-u', 'postgres', '--', cmd, ...args], { stdio: 'ignore' }) : execFileSync(cmd, args, { stdio: 'ignore' }))
-  asPg(`${bin}/initdb`, ['-D', data, '-A', 'trust', '-U', 'postgres'])
-  asPg(`${bin}/pg_ctl`, ['-D', data, '-l', join(base, 'pg.log'), '-o', `-k ${sock} -c listen_addresses='' -c fsync=on`, '-w', 'start'])
-  const pg = await import('pg')
-  const pool = new pg.default.Pool({ host: sock, user: 'postgres', database: 'postgres', max: 8 })
-  // Idle clients see the server stop at the end: not an error of the measurement.
-  pool.on('error', () => {})
-  try {
-    await pool.query('CREATE TABLE events (ts timestamptz NOT NULL, model text NOT NULL, provider text NOT NULL, prompt_tokens int, completion_tokens int, latency_ms double precision, cost double precision, error boolean)')
-    await pool.query('CREATE INDEX events_ts ON events (ts)')
+// ---- ours, over HTTP ----
+
+const nanos = (dollars: unknown) => Math.round(Number(dollars) * 1e9)
+const ms = (x: unknown) => (x === null || x === undefined ? null : Number(x))
+
+function queryString(q: Query): string {
+  let s = `start_time=${q.start}&end_time=${q.end}`
+  if (q.model !== undefined) s += `&model=${encodeURIComponent(q.model)}`
+  if (q.user !== undefined) s += `&user_id=${encodeURIComponent(q.user)}`
+  if (q.tag !== undefined) s += `&tag=${encodeURIComponent(q.tag)}`
+  return s
+}
+
+type Json = Record<string, unknown>
+
+async function ours(server: Server, q: Query): Promise<Answer> {
+  const project = PROJECTS[q.project]
+  const qs = queryString(q)
+  switch (q.kind) {
+    case 'metrics':
+    case 'metrics ?model=':
+    case 'metrics ?user_id=':
+    case 'metrics ?tag=': {
+      const m = await getJson(server, `/analytics/metrics?${qs}`, project)
+      const total: Figures = { requests: Number(m.total_requests), tokens: Number(m.total_tokens), costNanos: nanos(m.total_cost), errors: Number(m.error_count), pct: { p50: ms(m.p50_latency_ms), p95: ms(m.p95_latency_ms), p99: ms(m.p99_latency_ms) } }
+      return { groups: [], ordered: false, total }
+    }
+    case 'costs': {
+      const c = (await getJson(server, `/analytics/costs?${qs}`, project)) as { breakdown: Json[] }
+      return { groups: c.breakdown.map((g) => ({ key: `${String(g.model)}|${String(g.provider)}`, requests: Number(g.requests), tokens: Number(g.total_tokens), costNanos: nanos(g.total_cost) })), ordered: false }
+    }
+    case 'timeseries (1h buckets)': {
+      const t = (await getJson(server, `/analytics/timeseries?interval=1h&${qs}`, project)) as { buckets: Json[] }
+      return { groups: t.buckets.map((b) => ({ key: String(Date.parse(String(b.timestamp))), requests: Number(b.requests), tokens: Number(b.total_tokens), costNanos: nanos(b.cost), errors: Number(b.errors), pct: { p95: ms(b.p95_latency_ms) } })), ordered: false }
+    }
+    case 'breakdown by user_id': {
+      const b = (await getJson(server, `/analytics/breakdown?by=user_id&limit=${LIMIT}&sort=cost&${qs}`, project)) as { groups: Json[]; total: Json }
+      const figures = (g: Json): Figures => ({ requests: Number(g.requests), tokens: Number(g.total_tokens), costNanos: nanos(g.total_cost), pct: { p95: ms(g.p95_latency_ms) } })
+      return { groups: b.groups.map((g) => ({ key: String(g.value), ...figures(g) })), ordered: true, total: figures(b.total) }
+    }
+    case 'search page ?model=': {
+      const p = (await getJson(server, `/events?limit=${PAGE}&${qs}`, project)) as { events: Json[] }
+      return { groups: [], ordered: false, page: p.events.map((e) => ({ ts: Date.parse(String(e.timestamp)), fields: fields(e.model, e.user_id, e.latency_ms, e.total_tokens, nanos(e.cost)) })) }
+    }
+  }
+}
+
+const fields = (model: unknown, user: unknown, latency: unknown, tokens: unknown, costNanos: unknown) => `${String(model)}|${String(user)}|${Number(latency)}|${Number(tokens)}|${Number(costNanos)}`
+
+// ---- theirs, in SQL ----
+
+function where(d: Peer['dialect'], q: Query): string {
+  let w = `project = ${sqlString(PROJECTS[q.project])} AND ts >= ${q.start} AND ts < ${q.end}`
+  if (q.model !== undefined) w += ` AND model = ${sqlString(q.model)}`
+  if (q.user !== undefined) w += ` AND user_id = ${sqlString(q.user)}`
+  if (q.tag !== undefined) w += d === 'clickhouse' ? ` AND has(tags, ${sqlString(q.tag)})` : ` AND list_contains(tags, ${sqlString(q.tag)})`
+  return w
+}
+
+/**
+ * One aggregate query: columns `[g,] n, tokens, cost, errors[, percentiles as one array]`, and
+ * the average latency (computed, as ours does, and not compared). `exact`: percentiles as the
+ * nearest rank from the sorted latencies; else the engine's own exact quantile.
+ */
+function aggregate(d: Peer['dialect'], q: Query, group: string | null, ps: number[], exact: boolean, order: string): string {
+  const ch = d === 'clickhouse'
+  const g = group === null ? '' : `${group} AS g, `
+  const gb = group === null ? '' : ' GROUP BY g'
+  const sums = `${ch ? 'count()' : 'count(*)'} AS n, sum(total_tokens) AS tok, sum(cost_nanos) AS cost, sum(${ch ? 'error' : 'error::INTEGER'}) AS errs, avg(latency_ms) AS a`
+  if (ps.length === 0) return `SELECT ${g}${sums} FROM events WHERE ${where(d, q)}${gb}${order}`
+  if (!exact) {
+    const pcts = ch ? `quantilesExact(${ps.join(', ')})(latency_ms)` : `quantile_disc(latency_ms, [${ps.join(', ')}])`
+    return `SELECT ${g}${sums}, ${pcts} FROM events WHERE ${where(d, q)}${gb}${order}`
+  }
+  const sorted = ch ? 'arraySort(groupArray(latency_ms))' : 'list_sort(list(latency_ms))'
+  const rank = (p: number) => (ch ? `s[intDiv(${Math.round(p * 100)} * n + 99, 100)]` : `s[(${Math.round(p * 100)} * n + 99) // 100]`)
+  return `SELECT ${group === null ? '' : 'g, '}n, tok, cost, errs, a, [${ps.map(rank).join(', ')}] FROM (SELECT ${g}${sums}, ${sorted} AS s FROM events WHERE ${where(d, q)}${gb})${order}`
+}
+
+const figuresOf = (r: unknown[], from: number, ps: string[]): Figures => {
+  const f: Figures = { requests: Number(r[from]), tokens: Number(r[from + 1] ?? 0), costNanos: Number(r[from + 2] ?? 0), errors: Number(r[from + 3] ?? 0) }
+  if (ps.length > 0) {
+    const xs = (r[from + 5] ?? []) as unknown[]
+    f.pct = Object.fromEntries(ps.map((p, i) => [p, f.requests === 0 ? null : Number(xs[i])]))
+  }
+  return f
+}
+
+async function theirs(peer: Peer, q: Query, exact: boolean): Promise<Answer> {
+  const d = peer.dialect
+  switch (q.kind) {
+    case 'metrics':
+    case 'metrics ?model=':
+    case 'metrics ?user_id=':
+    case 'metrics ?tag=': {
+      const r = await peer.rows(aggregate(d, q, null, [0.5, 0.95, 0.99], exact, ''))
+      return { groups: [], ordered: false, total: figuresOf(r[0], 0, ['p50', 'p95', 'p99']) }
+    }
+    case 'costs': {
+      const r = await peer.rows(aggregate(d, q, d === 'clickhouse' ? "concat(model, '|', provider)" : "model || '|' || provider", [], exact, ' ORDER BY cost DESC'))
+      return { groups: r.map((row) => ({ key: String(row[0]), ...figuresOf(row, 1, []) })), ordered: false }
+    }
+    case 'timeseries (1h buckets)': {
+      const r = await peer.rows(aggregate(d, q, d === 'clickhouse' ? `intDiv(ts, ${HOUR})` : `ts // ${HOUR}`, [0.95], exact, ' ORDER BY g'))
+      return { groups: r.map((row) => ({ key: String(Number(row[0]) * HOUR), ...figuresOf(row, 1, ['p95']) })), ordered: false }
+    }
+    case 'breakdown by user_id': {
+      // Top groups and the range's total in one pass (bench/peers.ts, as the dimensions question asks it).
+      const a = await peer.query({ kind: 'breakdown 1 hour', project: q.project, start: q.start, end: q.end }, LIMIT, exact)
+      const f = (t: { requests: number; tokens: number; costNanos: number; p95: number | null }): Figures => ({ requests: t.requests, tokens: t.tokens, costNanos: t.costNanos, pct: { p95: t.p95 } })
+      return { groups: a.groups.map((g) => ({ key: g.value, ...f(g) })), ordered: true, total: f(a.total) }
+    }
+    case 'search page ?model=': {
+      const r = await peer.rows(`SELECT ts, model, user_id, latency_ms, total_tokens, cost_nanos FROM events WHERE ${where(d, q)} ORDER BY ts DESC LIMIT ${PAGE}`)
+      return { groups: [], ordered: false, page: r.map((row) => ({ ts: Number(row[0]), fields: fields(row[1], row[2], row[3], row[4], row[5]) })) }
+    }
+  }
+}
+
+// ---- the run ----
+
+interface Engine {
+  name: string
+  answer(q: Query, exact: boolean): Promise<Answer>
+}
+
+const where1 = (q: Query) => `${PROJECTS[q.project]} [${q.start}, ${q.end})${q.model ?? ''}${q.user ?? ''}${q.tag ?? ''}`
+const progress = (what: string) => console.error(`  analytics ${new Date().toISOString().slice(11, 19)} ${what} (load ${loadavg()[0].toFixed(2)})`)
+
+async function measure(engines: Engine[], perKind: number, budgetMs: number) {
+  const times = new Map(engines.map((e) => [e.name, new Map(KINDS.map((k) => [k, [] as number[]]))]))
+  const verdicts = new Map(engines.slice(1).map((e) => [e.name, new Map(KINDS.map((k) => [k, new Verdict()]))]))
+  // Warm-up, with percentiles against the nearest rank.
+  for (const q of analyticsQueries(CHECKED, 101)) {
+    const o = await engines[0].answer(q, false)
+    for (const e of engines.slice(1)) verdicts.get(e.name)!.get(q.kind)!.judge(where1(q), o, await e.answer(q, true), { percentiles: true })
+  }
+  progress('warm-up done')
+  // A kind stops early past its time budget (all engines together), so a slow engine cannot
+  // hold the whole bench; the rows say how many queries each percentile is over.
+  const spent = new Map(KINDS.map((k) => [k, 0]))
+  let i = 0
+  for (const q of analyticsQueries(perKind)) {
+    if (spent.get(q.kind)! > budgetMs) continue
     const t0 = performance.now()
-    const pending: Promise<unknown>[] = []
-    for (const e of events(n)) {
-      pending.push(pool.query('INSERT INTO events VALUES ($1,$2,$3,$4,$5,$6,$7,$8)', [new Date(e.ts), e.model, e.provider, e.prompt, e.completion, e.latency, (e.prompt * 2.5 + e.completion * 10) / 1e6, e.error]))
-      if (pending.length >= 64) await Promise.all(pending.splice(0))
+    const answers = new Map<string, Answer>()
+    const first = i++ % engines.length
+    for (let j = 0; j < engines.length; j++) {
+      const e = engines[(first + j) % engines.length]
+      const t = performance.now()
+      answers.set(e.name, await e.answer(q, false))
+      times.get(e.name)!.get(q.kind)!.push(performance.now() - t)
     }
-    await Promise.all(pending)
-    const loadSeconds = (performance.now() - t0) / 1000
-    await pool.query('ANALYZE events')
-    const times: Record<string, number[]> = { metrics: [], costs: [], timeseries: [] }
-    for (const q of ranges(queries)) {
-      const s = new Date(q.start)
-      const e = new Date(q.end)
-      let t = performance.now()
-      await pool.query(
-        `SELECT count(*), sum(prompt_tokens + completion_tokens), sum(cost), avg(latency_ms), percentile_cont(ARRAY[0.5,0.95,0.99]) WITHIN GROUP (ORDER BY latency_ms) FROM events WHERE ts >= $1 AND ts < $2 ${q.model ? 'AND model = $3' : ''}`,
-        q.model ? [s, e, q.model] : [s, e]
-      )
-      times.metrics.push(performance.now() - t)
-      t = performance.now()
-      await pool.query('SELECT model, provider, count(*), sum(cost) AS c FROM events WHERE ts >= $1 AND ts < $2 GROUP BY model, provider ORDER BY c DESC', [s, e])
-      times.costs.push(performance.now() - t)
-      t = performance.now()
-      await pool.query(`SELECT date_trunc('hour', ts) AS b, count(*), sum(cost), avg(latency_ms) FROM events WHERE ts >= $1 AND ts < $2 ${q.model ? 'AND model = $3' : ''} GROUP BY b ORDER BY b`, q.model ? [s, e, q.model] : [s, e])
-      times.timeseries.push(performance.now() - t)
-    }
-    return { loadSeconds, q: Object.fromEntries(Object.entries(times).map(([k, v]) => [k, { p50: pct(v, 0.5), p99: pct(v, 0.99) }])) }
-  } finally {
-    await pool.end()
-    asPg(`${bin}/pg_ctl`, ['-D', data, '-m', 'fast', 'stop'])
-    rmSync(base, { recursive: true, force: true })
+    const o = answers.get(engines[0].name)!
+    for (const e of engines.slice(1)) verdicts.get(e.name)!.get(q.kind)!.judge(where1(q), o, answers.get(e.name)!, { percentiles: false })
+    spent.set(q.kind, spent.get(q.kind)! + performance.now() - t0)
   }
+  const stats = (name: string, kind: Kind) => {
+    const xs = times.get(name)!.get(kind)!
+    return { p50: pct(xs, 0.5), p99: pct(xs, 0.99), n: xs.length }
+  }
+  return { stats, verdicts }
 }
 
-async function runChild(n: number, queries: number) {
-  const self = fileURLToPath(import.meta.url)
-  const proc = spawn(process.execPath, ['--expose-gc', '--max-old-space-size=8192', self], { env: { ...process.env, ANALYTICS_CHILD: String(n), ANALYTICS_QUERIES: String(queries) }, stdio: ['ignore', 'pipe', 'inherit'] })
-  let out = ''
-  proc.stdout.on('data', (d: Buffer) => (out += d.toString()))
-  await new Promise((r) => proc.on('exit', r))
-  const m = /RESULT (.*)/.exec(out)
-  if (m === null) throw new Error(`analytics child failed: ${out}`)
-  return JSON.parse(m[1]) as { n: number; total: number; loadSeconds: number; bytesPerEvent: number; rssMiB: number; q: Record<string, { p50: number; p99: number }> }
+/** Loads n events into the server over HTTP, chunk by chunk; seconds until all are counted. */
+async function loadOurs(server: Server, n: number) {
+  const gen = dimEvents(n)[Symbol.iterator]()
+  const expected = [0, 0, 0]
+  let resends = 0
+  const t0 = performance.now()
+  for (let chunk = 0; chunk * CHUNK < n; chunk++) {
+    const events = [...take(gen, CHUNK)]
+    for (const e of events) expected[e.project]++
+    resends += await send(server, bodies(events, true))
+    if (chunk % 10 === 9) progress(`LLMScope: ${((chunk + 1) * CHUNK).toLocaleString('en-US')} events sent`)
+  }
+  await counted(server, expected)
+  return { seconds: (performance.now() - t0) / 1000, resends }
 }
 
 export async function run(): Promise<Row[]> {
-  const big = Number(process.env.BENCH_ANALYTICS_EVENTS ?? 10_000_000)
-  const small = Number(process.env.BENCH_PG_EVENTS ?? 100_000)
-  const queries = 300
+  const n = Number(process.env.LLMSCOPE_BENCH_ANALYTICS_EVENTS ?? process.env.LLMSCOPE_BENCH_EVENTS ?? 10_000_000)
+  const perKind = Number(process.env.LLMSCOPE_BENCH_ANALYTICS_QUERIES ?? 200)
+  const budgetS = Number(process.env.LLMSCOPE_BENCH_ANALYTICS_BUDGET_S ?? 60)
+  const size = n.toLocaleString('en-US')
   const rows: Row[] = []
-  const full = await runChild(big, queries)
-  rows.push({ bench: 'analytics', metric: `load ${full.n.toLocaleString('en-US')} events (engine.ingest)`, value: full.n / full.loadSeconds, unit: 'ev/s', note: `${full.loadSeconds.toFixed(1)} s; counted ${full.total}` })
-  rows.push({ bench: 'analytics', metric: 'RSS per retained event', value: full.bytesPerEvent, unit: 'B', goal: '≤ 64', note: `RSS ${full.rssMiB.toFixed(0)} MiB` })
-  for (const k of ['metrics', 'costs', 'timeseries']) {
-    rows.push({ bench: 'analytics', metric: `${k} p50 / p99 @ ${full.n.toLocaleString('en-US')}`, value: full.q[k].p50, unit: 'ms', goal: 'p99 ≤ 2', note: `p99 ${full.q[k].p99.toFixed(3)} ms` })
-  }
-  // BENCH_PG_EVENTS=0: only the big run (memory and query times), no PostgreSQL comparison.
-  if (small === 0) return rows
-  const smallRun = await runChild(small, queries)
-  let pg: Awaited<ReturnType<typeof postgres>> = null
-  let pgNote = ''
+  const row = (r: Omit<Row, 'bench'>) => rows.push({ bench: 'analytics', ...r })
+  let server: Server | undefined
+  const peers: Peer[] = []
   try {
-    pg = await postgres(small, queries)
-    if (pg === null) pgNote = 'PostgreSQL not installed: baseline skipped'
+    server = await startServer()
+    await createProjects(server)
+    const loaded = await loadOurs(server, n)
+    row({ metric: `LLMScope: load ${size} events over HTTP with dimensions, until counted`, value: n / loaded.seconds, unit: 'ev/s', note: `${loaded.seconds.toFixed(1)} s; batches of ${BATCH}, ${IN_FLIGHT} in flight; busy resends ${loaded.resends}` })
+    row({ metric: `LLMScope: RSS per event @ ${size}`, value: ((await server.rss()) - server.rss0) / n, unit: 'B', goal: '≤ 80', note: 'settled RSS after the load − at start, over the events' })
+    progress('LLMScope loaded')
+
+    const s = server
+    const engines: Engine[] = [{ name: 'LLMScope', answer: (q) => ours(s, q) }]
+    if (process.env.LLMSCOPE_BENCH_PEERS === '0') row({ metric: 'peers (ClickHouse, DuckDB)', value: 0, unit: '', note: 'skipped: LLMSCOPE_BENCH_PEERS=0' })
+    else {
+      for (const [label, start, how] of [
+        [`DuckDB (@duckdb/node-api ${PEER_VERSIONS['@duckdb/node-api']})`, duckdb, 'appender, then CREATE TABLE … ORDER BY project, ts'],
+        [`ClickHouse (chdb ${PEER_VERSIONS.chdb})`, clickhouse, 'MergeTree ORDER BY (project, ts) + projection by user, TSV insert, OPTIMIZE FINAL']
+      ] as const) {
+        try {
+          const p = await start(() => dimEvents(n))
+          peers.push(p)
+          engines.push({ name: p.name, answer: (q, exact) => theirs(p, q, exact) })
+          row({ metric: `${label}: load ${size} rows in process`, value: n / p.loadSeconds, unit: 'ev/s', note: `${p.loadSeconds.toFixed(1)} s, ${how}` })
+          progress(`${p.name} loaded`)
+        } catch (err) {
+          row({ metric: label, value: 0, unit: '', note: `skipped: ${(err as Error).message.split('\n')[0].slice(0, 200)}` })
+        }
+      }
+    }
+
+    const { stats, verdicts } = await measure(engines, perKind, budgetS * 1000)
+    // What HTTP alone costs ours: a route that does nothing, the same way.
+    const floor: number[] = []
+    for (let i = 0; i < 200; i++) {
+      const t = performance.now()
+      await request(`${s.url}/health`, 'GET', null)
+      floor.push(performance.now() - t)
+    }
+    row({ metric: 'HTTP floor: GET /health p50 (part of every LLMScope time below)', value: pct(floor, 0.5), unit: 'ms', note: `p99 ${pct(floor, 0.99).toFixed(3)} ms over ${floor.length}` })
+    for (const kind of KINDS) {
+      const o = stats('LLMScope', kind)
+      const goal = GOALS[kind]
+      row({ metric: `${kind} @ ${size}: LLMScope p99 (HTTP)`, value: o.p99, unit: 'ms', goal: `≤ ${goal.p99}`, note: `over ${o.n} queries` })
+      row({ metric: `${kind} @ ${size}: LLMScope p50 (HTTP)`, value: o.p50, unit: 'ms', goal: goal.p50 === undefined ? undefined : `≤ ${goal.p50}` })
+      let fastest = Infinity
+      for (const p of peers) {
+        const t = stats(p.name, kind)
+        fastest = Math.min(fastest, t.p99)
+        const v = verdicts.get(p.name)!.get(kind)!
+        row({ metric: `${kind}: p99 LLMScope vs ${p.name}`, value: o.p99, unit: 'ms', baseline: t.p99, ratio: t.p99 / o.p99, goal: 'answers agree', met: v.ok, note: `ratio = times faster; p50 ${o.p50.toFixed(2)} vs ${t.p50.toFixed(2)} ms; ${v}` })
+      }
+      if (peers.length > 0) row({ metric: `${kind}: ours ×N faster at p99 than the faster peer`, value: fastest / o.p99, unit: '×', goal: `≥ ${PEER_FACTOR}` })
+    }
   } catch (err) {
-    pgNote = `PostgreSQL baseline failed: ${(err as Error).message.split('\n')[0]}`
+    row({ metric: 'failed', value: 0, unit: '', note: (err as Error).message.split('\n')[0].slice(0, 300) })
+  } finally {
+    for (const p of peers) p.close()
+    await server?.stop()
+    closeAgent()
   }
-  for (const k of ['metrics', 'costs', 'timeseries']) {
-    const b = pg?.q[k]
-    rows.push({
-      bench: 'analytics',
-      metric: `${k} p50 @ ${small.toLocaleString('en-US')} vs PostgreSQL`,
-      value: smallRun.q[k].p50,
-      unit: 'ms',
-      baseline: b?.p50,
-      ratio: b === undefined ? undefined : b.p50 / smallRun.q[k].p50,
-      goal: '≥ 100× faster',
-      note: b === undefined ? pgNote : `p99 ${smallRun.q[k].p99.toFixed(3)} vs ${b.p99.toFixed(1)} ms (ratio = times faster)`
-    })
-  }
-  if (pg !== null) rows.push({ bench: 'analytics', metric: `PostgreSQL load ${small.toLocaleString('en-US')} (INSERT per event, pool of 8)`, value: small / pg.loadSeconds, unit: 'ev/s', baseline: small / smallRun.loadSeconds, note: 'baseline column = LLMScope' })
   return rows
 }
 
-if (process.env.ANALYTICS_CHILD !== undefined) {
-  await child(Number(process.env.ANALYTICS_CHILD), Number(process.env.ANALYTICS_QUERIES ?? 300))
-  process.exit(0)
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  console.log(`LLMScope bench (analytics) — ${machineLine()}`)
+  const t0 = performance.now()
+  const l0 = load1()
+  const rows = await run()
+  rows.push({ bench: 'analytics', metric: 'machine load average (1 min), start → end', value: l0, unit: '', note: `→ ${load1()}` })
+  console.log(table(rows))
+  console.log(`analytics: ${((performance.now() - t0) / 1000).toFixed(0)} s`)
 }

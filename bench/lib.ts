@@ -1,11 +1,14 @@
 /** Shared bench helpers: servers as separate processes, autocannon runs, machine info, tables. */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { tmpdir, cpus, totalmem } from 'node:os'
+import { tmpdir, cpus, loadavg, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { execSync } from 'node:child_process'
 import autocannon from 'autocannon'
+import { goalMet } from './goals.js'
+
+export { goalMet }
 
 /** Deterministic pseudo-random (mulberry32): the same data for LLMScope and every engine it is compared with. */
 export function rng(seed: number): () => number {
@@ -128,8 +131,24 @@ export function machine() {
     memGiB: Math.round(totalmem() / 1024 ** 3),
     node: process.version,
     date: new Date().toISOString(),
-    commit
+    commit,
+    /** The 1-, 5- and 15-minute load averages when this was read. */
+    load: loadavg().map((x) => Math.round(x * 100) / 100)
   }
+}
+
+/** The machine in one line, load average included: printed before every figure. */
+export function machineLine(m = machine()): string {
+  return `${m.cpu}, ${m.cores} cores, ${m.memGiB} GiB, node ${m.node}, commit ${m.commit}, ${m.date}, load average ${m.load.join(' ')}`
+}
+
+/** The 1-minute load average now. */
+export const load1 = () => Math.round(loadavg()[0] * 100) / 100
+
+/** The q-quantile of xs as the nearest lower rank (xs is not changed). */
+export function pct(xs: readonly number[], q: number): number {
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.min(s.length - 1, Math.floor(q * (s.length - 1)))]
 }
 
 export interface Row {
@@ -139,15 +158,23 @@ export interface Row {
   unit: string
   baseline?: number
   ratio?: number
+  /** What the issue asks of this row, e.g. `≤ 2`, `≥ 10`, `ratio ≥ 0.9`. */
   goal?: string
+  /** Whether the goal was met; left out, goalMet (bench/goals.ts) reads it from a plain goal. */
+  met?: boolean
   note?: string
 }
 
 const fmt = (x: number | undefined) => (x === undefined ? '' : x >= 100 ? Math.round(x).toLocaleString('en-US') : x.toFixed(2))
 
+/** One Markdown table; `met` is `yes`, `NO`, or `?` for a goal no one judged. */
 export function table(rows: Row[]): string {
-  const head = ['bench', 'metric', 'value', 'unit', 'baseline', 'ratio', 'goal', 'note']
-  const body = rows.map((r) => [r.bench, r.metric, fmt(r.value), r.unit, fmt(r.baseline), r.ratio === undefined ? '' : r.ratio.toFixed(2), r.goal ?? '', r.note ?? ''])
+  const head = ['bench', 'metric', 'value', 'unit', 'baseline', 'ratio', 'goal', 'met', 'note']
+  const body = rows.map((r) => {
+    const met = goalMet(r)
+    const goal = r.goal ?? ''
+    return [r.bench, r.metric, fmt(r.value), r.unit, fmt(r.baseline), r.ratio === undefined ? '' : r.ratio.toFixed(2), goal, goal === '' && r.met === undefined ? '' : met === undefined ? '?' : met ? 'yes' : 'NO', r.note ?? '']
+  })
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)))
   const line = (cells: string[]) => '| ' + cells.map((c, i) => c.padEnd(widths[i])).join(' | ') + ' |'
   return [line(head), line(widths.map((w) => '-'.repeat(w))), ...body.map(line)].join('\n')

@@ -48,9 +48,13 @@ export interface Answer {
 /** A peer engine, loaded. `exact` computes p95 as the nearest rank (⌈0.95·n⌉-th smallest), as LLMScope defines it, instead of the engine's own quantile. */
 export interface Peer {
   name: string
+  /** Which SQL the engine speaks. */
+  dialect: 'clickhouse' | 'duckdb'
   /** Seconds the load took (rows in, plus the engine's own sort or merge). */
   loadSeconds: number
   query(q: DimQuery, limit: number, exact: boolean): Promise<Answer>
+  /** Any SELECT on the `events` table, its rows as arrays of JS values (numbers may come as strings or bigints: read them with Number). */
+  rows(sql: string): Promise<unknown[][]>
   close(): void
 }
 
@@ -77,7 +81,7 @@ async function install(pkg: PeerPackage): Promise<NodeRequire> {
 
 const num = (x: unknown) => (x === null || x === undefined ? null : Number(x))
 const totals = (r: readonly unknown[], from: number): Totals => ({ requests: Number(r[from]), tokens: Number(r[from + 1] ?? 0), costNanos: Number(r[from + 2] ?? 0), p95: num(r[from + 3]) })
-const sqlString = (s: string) => `'${s.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`
+export const sqlString = (s: string) => `'${s.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`
 
 /** The WHERE clause of a query, shared by both dialects. */
 function where(q: DimQuery): string {
@@ -134,7 +138,11 @@ export async function clickhouse(rows: () => Iterable<DimEvent>): Promise<Peer> 
     const agg = (p95: string) => `count(), sum(total_tokens), sum(cost_nanos), ${p95}`
     return {
       name: 'ClickHouse',
+      dialect: 'clickhouse',
       loadSeconds,
+      async rows(sql) {
+        return (JSON.parse(s.query(sql, 'JSONCompact')) as { data: unknown[][] }).data
+      },
       async query(q, limit, exact) {
         const p95 = exact ? 'arrayElement(arraySort(groupArray(latency_ms)), intDiv(95 * count() + 99, 100))' : 'quantileExact(0.95)(latency_ms)'
         if (q.user !== undefined) {
@@ -226,7 +234,11 @@ export async function duckdb(rows: () => Iterable<DimEvent>): Promise<Peer> {
     const loadSeconds = (performance.now() - t0) / 1000
     return {
       name: 'DuckDB',
+      dialect: 'duckdb',
       loadSeconds,
+      async rows(sql) {
+        return (await c.runAndReadAll(sql)).getRowsJS()
+      },
       async query(q, limit, exact) {
         const p95 = exact ? 'list_sort(list(latency_ms))[(95 * count(*) + 99) // 100]' : 'quantile_disc(latency_ms, 0.95)'
         const agg = `count(*), sum(total_tokens), sum(cost_nanos), ${p95}`

@@ -1,0 +1,178 @@
+/**
+ * LLMScope as a bench's server: its own process (as `main.ts` runs it, fresh data dir, one
+ * owner key), a settled-RSS reading over IPC, keep-alive HTTP helpers, and the dimensions data
+ * (bench/dim-data.ts) posted in batches of one project each, counted before the call returns.
+ * Shared by bench/analytics.ts and bench/dimensions.ts.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import http from 'node:http'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { PROJECTS, toJson, type DimEvent } from './dim-data.js'
+import { settledRss } from './lib.js'
+
+export const OWNER_KEY = 'bench-owner-key-1'
+export const BATCH = 1000
+export const IN_FLIGHT = 4
+const self = fileURLToPath(import.meta.url)
+
+/** The child: LLMScope as main.ts runs it, answering `{ type: 'rss' }` with its settled RSS. */
+async function serverChild(): Promise<void> {
+  const { loadConfig } = await import('../src/config.js')
+  const { buildApp, loggerOptions } = await import('../src/app.js')
+  const config = loadConfig(process.env)
+  const { app, engine } = await buildApp(config, { logger: loggerOptions('warn') })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  await engine.recover()
+  engine.startSnapshots()
+  const address = app.server.address()
+  const port = typeof address === 'object' && address !== null ? address.port : 0
+  process.on('message', (m: { type: string }) => {
+    if (m.type === 'rss') void settledRss().then((rss) => process.send!({ type: 'rss', rss }))
+  })
+  process.on('SIGTERM', () => void app.close().then(() => process.exit(0), () => process.exit(1)))
+  process.send!({ type: 'listening', url: `http://127.0.0.1:${port}`, rss: await settledRss() })
+}
+
+export interface Server {
+  url: string
+  pid: number | undefined
+  /** Settled RSS right after start, before any project or event. */
+  rss0: number
+  rss(): Promise<number>
+  stop(): Promise<void>
+}
+
+/** Starts a server process on a fresh data dir and waits until it listens. */
+export async function startServer(env: Record<string, string> = {}): Promise<Server> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'llmscope-bench-srv-'))
+  const proc: ChildProcess = spawn(process.execPath, ['--expose-gc', '--max-old-space-size=8192', self], {
+    env: { ...process.env, LLMSCOPE_BENCH_SERVER_CHILD: '1', PORT: '0', LLMSCOPE_DATA_DIR: dataDir, LLMSCOPE_API_KEYS: OWNER_KEY, LLMSCOPE_LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'ignore', 'inherit', 'ipc']
+  })
+  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()))
+  const next = <T>(type: string) =>
+    new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`server: no ${type} message in 120 s`)), 120_000)
+      const onMessage = (m: { type: string }) => {
+        if (m.type !== type) return
+        clearTimeout(timer)
+        proc.off('message', onMessage)
+        resolve(m as T)
+      }
+      proc.on('message', onMessage)
+      void exited.then(() => reject(new Error(`server exited (code ${proc.exitCode}) before ${type}`)))
+    })
+  const ready = await next<{ url: string; rss: number }>('listening')
+  return {
+    url: ready.url,
+    pid: proc.pid,
+    rss0: ready.rss,
+    async rss() {
+      const r = next<{ rss: number }>('rss')
+      proc.send({ type: 'rss' })
+      return (await r).rss
+    },
+    async stop() {
+      if (proc.exitCode === null) proc.kill('SIGTERM')
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))])
+      if (proc.exitCode === null) proc.kill('SIGKILL')
+      rmSync(dataDir, { recursive: true, force: true })
+    }
+  }
+}
+
+// ---- HTTP ----
+
+const agent = new http.Agent({ keepAlive: true, maxSockets: 16 })
+/** Closes the keep-alive sockets (at the end of a question, so the process can exit). */
+export const closeAgent = () => agent.destroy()
+
+/** One request over the shared keep-alive agent, owner key, optional project header. */
+export function request(url: string, method: 'GET' | 'POST', project: string | null, body?: string): Promise<{ status: number; body: string }> {
+  const headers: Record<string, string> = { 'x-api-key': OWNER_KEY }
+  if (project !== null) headers['x-llmscope-project'] = project
+  if (body !== undefined) headers['content-type'] = 'application/json'
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method, headers, agent }, (res) => {
+      const parts: Buffer[] = []
+      res.on('data', (d: Buffer) => parts.push(d))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(parts).toString() }))
+      res.on('error', reject)
+    })
+    req.on('error', reject)
+    req.end(body)
+  })
+}
+
+/** GET `path` in `project`, 200 or throws. */
+export async function getJson(server: Server, path: string, project: string): Promise<Record<string, unknown>> {
+  const r = await request(server.url + path, 'GET', project)
+  if (r.status !== 200) throw new Error(`GET ${path} (${project}) → ${r.status}: ${r.body.slice(0, 300)}`)
+  return JSON.parse(r.body) as Record<string, unknown>
+}
+
+export async function createProjects(server: Server): Promise<void> {
+  for (const id of PROJECTS) {
+    const r = await request(`${server.url}/projects`, 'POST', null, JSON.stringify({ id }))
+    if (r.status !== 201 && r.status !== 409) throw new Error(`POST /projects {"id":"${id}"} → ${r.status}: ${r.body.slice(0, 200)}`)
+  }
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/** Sends the batches, IN_FLIGHT at a time; 503/429 (busy) waits and resends. Returns the resends. */
+export async function send(server: Server, batches: Array<{ project: string; body: string }>): Promise<number> {
+  let next = 0
+  let resends = 0
+  const worker = async () => {
+    while (next < batches.length) {
+      const b = batches[next++]
+      for (;;) {
+        const r = await request(`${server.url}/events/batch`, 'POST', b.project, b.body)
+        if (r.status === 202) break
+        if (r.status !== 503 && r.status !== 429) throw new Error(`POST /events/batch (${b.project}) → ${r.status}: ${r.body.slice(0, 300)}`)
+        resends++
+        await sleep(20)
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: IN_FLIGHT }, worker))
+  return resends
+}
+
+/** Waits until every project counts the events sent to it. */
+export async function counted(server: Server, expected: readonly number[]): Promise<void> {
+  const deadline = Date.now() + 300_000
+  for (let p = 0; p < PROJECTS.length; p++) {
+    for (;;) {
+      const m = await getJson(server, '/analytics/metrics', PROJECTS[p])
+      if (m.total_requests === expected[p]) break
+      if (Number(m.total_requests) > expected[p]) throw new Error(`${PROJECTS[p]} counts ${String(m.total_requests)} events, ${expected[p]} were sent`)
+      if (Date.now() > deadline) throw new Error(`${PROJECTS[p]}: ${String(m.total_requests)} of ${expected[p]} events counted after 300 s`)
+      await sleep(2)
+    }
+  }
+}
+
+export function* take(gen: Iterator<DimEvent>, n: number): Generator<DimEvent> {
+  for (let i = 0; i < n; i++) {
+    const r = gen.next()
+    if (r.done === true) return
+    yield r.value
+  }
+}
+
+/** Batches of one project each, as JSON bodies. */
+export function bodies(events: readonly DimEvent[], dims: boolean): Array<{ project: string; body: string }> {
+  const out: Array<{ project: string; body: string }> = []
+  for (let p = 0; p < PROJECTS.length; p++) {
+    const mine = events.filter((e) => e.project === p)
+    for (let i = 0; i < mine.length; i += BATCH) out.push({ project: PROJECTS[p], body: JSON.stringify(mine.slice(i, i + BATCH).map((e) => toJson(e, dims))) })
+  }
+  return out
+}
+
+if (process.env.LLMSCOPE_BENCH_SERVER_CHILD === '1') await serverChild()
