@@ -105,6 +105,8 @@ export class LatencySketch {
   /** Dense mode when non-null: `#dense[k - #base]` counts bucket k. */
   #dense: Float64Array | null = null
   #base = 0
+  /** Made by {@link LatencySketch.dense} (a query accumulator): its dense array grows geometrically. */
+  #accumulator = false
   #zero = 0
   #count = 0
   #min = Infinity
@@ -223,8 +225,12 @@ export class LatencySketch {
     const d = this.#dense as Float64Array
     const base = this.#base
     if (lo >= base && hi < base + d.length) return d
-    const nb = Math.max(0, Math.min(lo, base) - DENSE_SLACK)
-    const top = Math.min(MAX_KEY, Math.max(hi, base + d.length - 1) + DENSE_SLACK)
+    // A query accumulator (dense()) grows geometrically — half the span held again on the side
+    // that needs it — so recording rows one key at a time reallocates O(log span) times, not
+    // once per new key; a stored sketch keeps the fixed slack (memory held per hour and day).
+    const slack = this.#accumulator && d.length > 2 * DENSE_SLACK ? d.length >> 1 : DENSE_SLACK
+    const nb = Math.max(0, Math.min(lo, base) - slack)
+    const top = Math.min(MAX_KEY, Math.max(hi, base + d.length - 1) + slack)
     const nd = new Float64Array(top - nb + 1)
     nd.set(d, base - nb)
     this.#dense = nd
@@ -472,6 +478,7 @@ export class LatencySketch {
   static dense(): LatencySketch {
     const s = new LatencySketch()
     s.#dense = new Float64Array(0)
+    s.#accumulator = true
     return s
   }
 
