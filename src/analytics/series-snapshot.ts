@@ -9,9 +9,9 @@ import type { RowColumns, RowDims } from './row-store.js'
 import type { SeriesStore } from './series.js'
 import type { Totals } from './totals.js'
 import { DIMS, MAX_ROWS, NUM_VALUES, VALUE_FIELDS } from './row-store.js'
-import { MAX_TIMESTAMP_MS } from './row.js'
-import { LatencySketch, type LatencySketchJSON } from './sketch.js'
-import { HOUR_MS } from './time.js'
+import { isValidRow, MAX_TIMESTAMP_MS } from './row.js'
+import { LatencySketch, SKETCH_JSON_VERSION, SKETCH_MIN_VALUE, SKETCH_RELATIVE_ACCURACY, type LatencySketchJSON } from './sketch.js'
+import { floorDiv, HOUR_MS } from './time.js'
 import { cloneTotals, createTotals } from './totals.js'
 
 /**
@@ -134,15 +134,31 @@ export class SnapshotBuilder implements RowColumns {
  */
 export type CoarseHourSink = (hourKey: number, agg: Aggregate, forgotten: number[] | undefined, repriced: string[] | undefined) => boolean
 
+/** One snapshot part's checked columns (see {@link snapshotColumns}), `rows` long each. */
+export interface SnapshotColumns {
+  rows: number
+  rejected: number
+  ts: ArrayLike<number>
+  seq: ArrayLike<number>
+  /** In VALUE_FIELDS order. */
+  vals: ArrayLike<number>[]
+  error: ArrayLike<number>
+  unpriced: ArrayLike<number>
+  /** DIMS words per row, or null when the part has none. */
+  dims: ArrayLike<number> | null
+}
+
+const snapshotError = (why: string): never => {
+  throw new Error(`invalid SeriesStore snapshot: ${why}`)
+}
+
 /**
- * Loads one snapshot into `store`: its coarse hours through `addCoarseHour`, then its rows
- * through `store.record`. Returns the snapshot's `rejected` counter. Throws an Error naming the
- * problem on an unknown version or malformed data (wrong column length, invalid row).
+ * Checks one snapshot's shape and loads its coarse hours through `addCoarseHour`; returns its
+ * columns, whose rows {@link rowOf} reads (and checks) one at a time. Throws an Error naming
+ * the problem on an unknown version or malformed data (wrong column length).
  */
-export function loadSnapshot(store: SeriesStore, data: unknown, addCoarseHour: CoarseHourSink): number {
-  const fail = (why: string): never => {
-    throw new Error(`invalid SeriesStore snapshot: ${why}`)
-  }
+export function snapshotColumns(data: unknown, addCoarseHour: CoarseHourSink): SnapshotColumns {
+  const fail = snapshotError
   if (typeof data !== 'object' || data === null) fail('not an object')
   const d = data as Record<string, unknown>
   if (d.version !== SERIES_SNAPSHOT_VERSION) {
@@ -166,7 +182,7 @@ export function loadSnapshot(store: SeriesStore, data: unknown, addCoarseHour: C
     return col
   }
   const ts = column('ts')
-  const seqs = column('seq')
+  const seq = column('seq')
   const vals = VALUE_FIELDS.map(column)
   const error = column('error')
   const unpriced = column('unpriced')
@@ -176,40 +192,164 @@ export function loadSnapshot(store: SeriesStore, data: unknown, addCoarseHour: C
     if (!ok || (d.dims as ArrayLike<number>).length !== (n as number) * DIMS) fail(`column dims must hold ${DIMS} words per row`)
     dims = d.dims as ArrayLike<number>
   }
+  return { rows: n as number, rejected: rejected as number, ts, seq, vals, error, unpriced, dims }
+}
+
+/** A reusable {@link Row} for {@link rowOf}. */
+export function scratchRow(): Row {
+  return { ts: 0, promptTokens: 0, completionTokens: 0, totalTokens: 0, cachedTokens: 0, reasoningTokens: 0, latencyUs: 0, costNanos: 0, error: false, unpriced: false, seq: 0 }
+}
+
+/**
+ * Reads row `i` of `c` into `row` (and its dimension words into `rowDims`); returns the dims
+ * to record with (undefined when the part has none). Throws when a flag is not 0 or 1 or the
+ * row breaks the {@link Row} contract, naming the row.
+ */
+export function rowOf(c: SnapshotColumns, i: number, row: Row, rowDims: RowDims): RowDims | undefined {
+  row.ts = c.ts[i]
+  row.seq = c.seq[i]
+  const v = c.vals
+  row.promptTokens = v[0][i]
+  row.completionTokens = v[1][i]
+  row.totalTokens = v[2][i]
+  row.cachedTokens = v[3][i]
+  row.reasoningTokens = v[4][i]
+  row.latencyUs = v[5][i]
+  row.costNanos = v[6][i]
+  const error = c.error[i]
+  if (error !== 0 && error !== 1) snapshotError(`row ${i}: error must be 0 or 1, got ${String(error)}`)
+  const unpriced = c.unpriced[i]
+  if (unpriced !== 0 && unpriced !== 1) snapshotError(`row ${i}: unpriced must be 0 or 1, got ${String(unpriced)}`)
+  row.error = error === 1
+  row.unpriced = unpriced === 1
+  if (!isValidRow(row)) snapshotError(`row ${i} breaks the Row contract`)
+  const dims = c.dims
+  if (dims === null) return undefined
+  rowDims.user = dims[i * DIMS]
+  rowDims.session = dims[i * DIMS + 1]
+  rowDims.attrs = dims[i * DIMS + 2]
+  return rowDims
+}
+
+/**
+ * The rows of several parts grouped by hour, for a bulk restore (`SeriesStore.fromSnapshots`):
+ * `order` lists (part, row) pairs (`part[k]`, `row[k]`) hour by hour ascending (`hours[g]`,
+ * its entries `start[g]` to `start[g + 1]`), and within an hour in the order a row-by-row
+ * restore records them (parts in order, each back to front) — so every minute's list comes out
+ * the same. Rows of hours before `coarseBeforeHour` are left out (`coarse`: a restore counts
+ * them into their coarse hour). Every row is read and checked ({@link rowOf}) on the way.
+ * Null when the rows span too many hours to count by hour key (a restore then records row by row).
+ */
+export interface HourOrder {
+  part: Uint32Array
+  row: Uint32Array
+  hours: number[]
+  start: Int32Array
+  coarse: Array<[part: number, row: number]>
+}
+
+/** Widest hour span {@link hourOrder} counts directly (about 480 years: 16 MB of counters). */
+const MAX_HOUR_SPAN = 1 << 22
+
+export function hourOrder(parts: readonly SnapshotColumns[], coarseBeforeHour: number): HourOrder | null {
+  let total = 0
+  for (const c of parts) total += c.rows
+  const hourOf = new Float64Array(total)
+  const partOf = new Uint32Array(total)
+  const rowOfG = new Uint32Array(total)
+  const row = scratchRow()
   const rowDims: RowDims = { user: 0, session: 0, attrs: 0 }
-  const row: Row = {
-    ts: 0,
-    promptTokens: 0,
-    completionTokens: 0,
-    totalTokens: 0,
-    cachedTokens: 0,
-    reasoningTokens: 0,
-    latencyUs: 0,
-    costNanos: 0,
-    error: false,
-    unpriced: false,
-    seq: 0,
+  const coarse: Array<[number, number]> = []
+  let min = Infinity
+  let max = -Infinity
+  let g = 0
+  for (let p = 0; p < parts.length; p++) {
+    const c = parts[p]
+    for (let i = c.rows - 1; i >= 0; i--) {
+      rowOf(c, i, row, rowDims)
+      const hourKey = floorDiv(row.ts, HOUR_MS)
+      if (hourKey < coarseBeforeHour) {
+        coarse.push([p, i])
+        continue
+      }
+      hourOf[g] = hourKey
+      partOf[g] = p
+      rowOfG[g] = i
+      if (hourKey < min) min = hourKey
+      if (hourKey > max) max = hourKey
+      g++
+    }
   }
-  const flag = (v: unknown, name: string, i: number): boolean => {
-    if (v !== 0 && v !== 1) fail(`row ${i}: ${name} must be 0 or 1, got ${String(v)}`)
-    return v === 1
+  const n = g
+  if (n === 0) return { part: partOf.subarray(0, 0), row: rowOfG.subarray(0, 0), hours: [], start: new Int32Array(1), coarse }
+  const span = max - min + 1
+  if (span > MAX_HOUR_SPAN) return null
+  // Counting sort by hour (stable: each hour keeps the order above).
+  const count = new Int32Array(span + 1)
+  for (let k = 0; k < n; k++) count[hourOf[k] - min + 1]++
+  const hours: number[] = []
+  const starts: number[] = []
+  for (let h = 0; h < span; h++) {
+    if (count[h + 1] !== 0) {
+      hours.push(min + h)
+      starts.push(count[h])
+    }
+    count[h + 1] += count[h]
   }
+  starts.push(n)
+  const part = new Uint32Array(n)
+  const rowAt = new Uint32Array(n)
+  for (let k = 0; k < n; k++) {
+    const at = count[hourOf[k] - min]++
+    part[at] = partOf[k]
+    rowAt[at] = rowOfG[k]
+  }
+  return { part, row: rowAt, hours, start: Int32Array.from(starts), coarse }
+}
+
+const GAMMA = (1 + SKETCH_RELATIVE_ACCURACY) / (1 - SKETCH_RELATIVE_ACCURACY)
+const INV_LN_GAMMA = 1 / Math.log(GAMMA)
+
+/**
+ * The sketch of `values` (latencies in µs, integers >= 0), sorted in place first: one sketch
+ * made at its size instead of one bucket insert per value (the same buckets as recording them
+ * one by one: sketch.ts's mapping, checked by test/store/snapshot-bulk.test.ts).
+ */
+export function sketchOf(values: Float64Array): LatencySketch {
+  values.sort()
+  const n = values.length
+  let zero = 0
+  while (zero < n && values[zero] < SKETCH_MIN_VALUE) zero++
+  const keys: number[] = []
+  const counts: number[] = []
+  for (let i = zero; i < n; i++) {
+    const key = Math.ceil(Math.log(values[i]) * INV_LN_GAMMA)
+    if (keys.length > 0 && keys[keys.length - 1] === key) counts[counts.length - 1]++
+    else {
+      keys.push(key)
+      counts.push(1)
+    }
+  }
+  return LatencySketch.fromJSON({ version: SKETCH_JSON_VERSION, relativeAccuracy: SKETCH_RELATIVE_ACCURACY, zeroCount: zero, keys, counts, min: n === 0 ? null : values[0], max: n === 0 ? null : values[n - 1] })
+}
+
+/**
+ * Loads one snapshot into `store`: its coarse hours through `addCoarseHour`, then its rows
+ * through `store.record`. Returns the snapshot's `rejected` counter. Throws an Error naming the
+ * problem on an unknown version or malformed data (wrong column length, invalid row).
+ * (`SeriesStore.fromSnapshots` restores in bulk instead; this is the row-by-row reference.)
+ */
+export function loadSnapshot(store: SeriesStore, data: unknown, addCoarseHour: CoarseHourSink): number {
+  const c = snapshotColumns(data, addCoarseHour)
+  const row = scratchRow()
+  const rowDims: RowDims = { user: 0, session: 0, attrs: 0 }
   // Recorded back to front: each minute's list is head-first, so this rebuilds
   // the same lists and `toSnapshot()` of the result equals `data` (a fixed point).
-  for (let i = (n as number) - 1; i >= 0; i--) {
-    row.ts = ts[i]
-    row.seq = seqs[i]
-    for (let f = 0; f < NUM_VALUES; f++) row[VALUE_FIELDS[f]] = vals[f][i]
-    row.error = flag(error[i], 'error', i)
-    row.unpriced = flag(unpriced[i], 'unpriced', i)
-    if (dims !== null) {
-      rowDims.user = dims[i * DIMS]
-      rowDims.session = dims[i * DIMS + 1]
-      rowDims.attrs = dims[i * DIMS + 2]
-    }
-    if (!store.record(row, dims === null ? undefined : rowDims)) fail(`row ${i} breaks the Row contract`)
+  for (let i = c.rows - 1; i >= 0; i--) {
+    const dims = rowOf(c, i, row, rowDims)
+    if (!store.record(row, dims)) snapshotError(`row ${i} breaks the Row contract`)
   }
-  return rejected as number
+  return c.rejected
 }
 
 /** Checks one {@link CoarseHour} and hands it to `addCoarseHour`; `fail` throws. */

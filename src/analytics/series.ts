@@ -29,11 +29,11 @@ import type { SeriesSnapshot } from './series-snapshot.js'
 import { addRow, addValues, createAggregate, mergeInto, subtractAggregate, type Aggregate, type TimeBucket } from './aggregate.js'
 import { isValidRow, MAX_TIMESTAMP_MS } from './row.js'
 import { MAX_ROWS, RowStore } from './row-store.js'
-import { loadSnapshot, SnapshotBuilder } from './series-snapshot.js'
+import { hourOrder, rowOf, scratchRow, sketchOf, snapshotColumns, SnapshotBuilder, type SnapshotColumns } from './series-snapshot.js'
 import { LatencySketch } from './sketch.js'
 import { lowerBound } from './sorted.js'
 import { DAY_MS, floorDiv, HOUR_MS, MINUTE_MS } from './time.js'
-import { cloneTotals, createTotals, subtractTotals, type Totals } from './totals.js'
+import { cloneTotals, createTotals, mergeTotals, recordTotals, subtractTotals, type Totals } from './totals.js'
 import { addDelta, byMinute, emptyPlan, planRow, type CostColumns, type Deltas, type RepricePlan } from './reprice.js'
 
 export { createAggregate, mergeInto, mergeTimeseries, type Aggregate, type TimeBucket } from './aggregate.js'
@@ -1141,9 +1141,83 @@ export class SeriesStore {
     const store = new SeriesStore()
     const addCoarseHour = (hourKey: number, agg: Aggregate, forgotten: number[] | undefined, repriced: string[] | undefined): boolean => store.#restoreCoarseHour(hourKey, agg, forgotten, repriced)
     let rejectedTotal = rejected
-    for (const part of parts) rejectedTotal += loadSnapshot(store, part, addCoarseHour)
+    const columns: SnapshotColumns[] = []
+    for (const part of parts) {
+      const c = snapshotColumns(part, addCoarseHour)
+      rejectedTotal += c.rejected
+      columns.push(c)
+    }
+    store.#loadRows(columns)
     store.#rejected = rejectedTotal
     return store
+  }
+
+  /**
+   * Restores the rows of snapshot parts into this new store (no raw rows yet) as recording them
+   * one by one would (parts in order, each back to front: the same minute lists, aggregates and
+   * sketches), but hour by hour: each hour's totals and sketch are made once from its rows (one
+   * sketch at its size, not a bucket insert per row per level), and its day's by merging its
+   * hours. Rows land in hour order, so one hour's rows share their chunks. Rows of coarse hours,
+   * or of an hour already holding rows, take the row-by-row path.
+   */
+  #loadRows(parts: readonly SnapshotColumns[]): void {
+    const row = scratchRow()
+    const rowDims: RowDims = { user: 0, session: 0, attrs: 0 }
+    const one = (c: SnapshotColumns, i: number): void => {
+      if (!this.record(row, rowOf(c, i, row, rowDims))) throw new Error(`invalid SeriesStore snapshot: row ${i} breaks the Row contract`)
+    }
+    const order = hourOrder(parts, this.#coarseBeforeHour)
+    if (order === null) {
+      for (const c of parts) for (let i = c.rows - 1; i >= 0; i--) one(c, i)
+      return
+    }
+    for (const [p, i] of order.coarse) one(parts[p], i)
+    const rows = this.#rows
+    let latencies = new Float64Array(64)
+    for (let g = 0; g < order.hours.length; g++) {
+      const hourKey = order.hours[g]
+      const from = order.start[g]
+      const to = order.start[g + 1]
+      const dayKey = floorDiv(hourKey, 24)
+      const day = this.#days.get(dayKey) ?? this.#newDay(dayKey)
+      const h = hourKey - dayKey * 24
+      if (day.hours[h] !== undefined) {
+        for (let k = from; k < to; k++) one(parts[order.part[k]], order.row[k])
+        continue
+      }
+      const totals = createTotals()
+      const minutes = new Int32Array(60)
+      if (latencies.length < to - from) latencies = new Float64Array(2 * (to - from))
+      for (let k = from; k < to; k++) {
+        const dims = rowOf(parts[order.part[k]], order.row[k], row, rowDims)
+        const ts = row.ts
+        const minuteKey = floorDiv(ts, MINUTE_MS)
+        const m = minuteKey - hourKey * 60
+        let slot = minutes[m] - 1
+        if (slot < 0) {
+          slot = this.#newMinuteSlot()
+          minutes[m] = slot + 1
+        }
+        rows.append(row, ts - minuteKey * MINUTE_MS, slot, dims)
+        this.#mState[slot]++
+        recordTotals(totals, row)
+        latencies[k - from] = row.latencyUs
+        if (ts < this.#minTs) this.#minTs = ts
+        if (ts > this.#maxTs) this.#maxTs = ts
+      }
+      const hour: HourNode = { totals, sketch: sketchOf(latencies.subarray(0, to - from)), minutes }
+      day.hours[h] = hour
+      mergeTotals(day.totals, hour.totals)
+      day.sketch.merge(hour.sketch)
+    }
+    // A minute keeps its own aggregate once it holds MINUTE_AGGREGATE_THRESHOLD rows (as record() makes it).
+    for (let slot = 0; slot < rows.lists; slot++) {
+      if (this.#mState[slot] < MINUTE_AGGREGATE_THRESHOLD) continue
+      const a = createAggregate()
+      this.#scanned += rows.sum(slot, 0, MINUTE_MS, a)
+      this.#minuteAggs.push(a)
+      this.#mState[slot] = -this.#minuteAggs.length
+    }
   }
 
   /** Installs coarse hour `hourKey` from a snapshot; false when the hour is already held. */
