@@ -4,7 +4,7 @@
  * Without a model or provider filter, the whole hours of the range come from the rollup
  * (every model's hours in one store) and each series answers only the two partial edge hours.
  */
-import { createAggregate, mergeInto, mergeTimeseries, type Aggregate, type RowVisitor, type SeriesStore, type TimeBucket } from './analytics/series.js'
+import { BucketSum, createAggregate, mergeInto, type Aggregate, type RowVisitor, type SeriesStore, type TimeBucket } from './analytics/series.js'
 import { addSums, addValues } from './analytics/aggregate.js'
 import { createTotals, type Totals } from './analytics/totals.js'
 import { DiscardSketch, LatencySketch } from './analytics/sketch.js'
@@ -307,19 +307,19 @@ export function timeseries(source: QuerySource | AnalyticsReader, q: RangeQuery,
   const view = src.reader.project(project)
   // The rollup holds hours only: it serves intervals made of whole hours.
   const whole = intervalMs % HOUR_MS === 0 ? rollupHours(q) : null
-  const lists: TimeBucket[][] = []
-  const add = (list: TimeBucket[]) => list.length > 0 && lists.push(list)
+  // Every series (and the rollup) adds into one set of buckets as it walks: no bucket list
+  // per series, no merge of 50 lists afterwards.
+  const sum = new BucketSum()
   if (whole === null) {
-    for (const s of selected(view, q)) add(s.store.timeseries(q.start, q.end, intervalMs))
+    for (const s of selected(view, q)) s.store.timeseries(q.start, q.end, intervalMs, sum)
   } else {
-    if (view !== undefined) add(view.rollup.timeseries(whole[0], whole[1], intervalMs))
+    if (view !== undefined) view.rollup.timeseries(whole[0], whole[1], intervalMs, sum)
     for (const s of selected(view, q)) {
-      add(s.store.timeseries(q.start, whole[0], intervalMs))
-      add(s.store.timeseries(whole[1], q.end, intervalMs))
+      s.store.timeseries(q.start, whole[0], intervalMs, sum)
+      s.store.timeseries(whole[1], q.end, intervalMs, sum)
     }
   }
-  // One list (one series, or only whole hours): its buckets are fresh, no merge needed.
-  return lists.length === 1 ? lists[0] : mergeTimeseries(lists)
+  return sum.list()
 }
 
 // ---------------------------------------------------------------------------------------------

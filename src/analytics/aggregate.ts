@@ -109,3 +109,52 @@ export function mergeTimeseries(lists: readonly (readonly TimeBucket[])[]): Time
   }
   return [...byStart.values()].map((x) => x.bucket).sort((a, b) => a.start - b.start)
 }
+
+/**
+ * Timeseries buckets of several series summed as each series walks its range
+ * (`SeriesStore.timeseries(…, into)`): one accumulator per bucket start, dense from the
+ * start, instead of a bucket list per series merged afterwards (50 series → one pass, no
+ * per-series sketches). A stored hour that is exactly one bucket is shared read only while
+ * nothing else adds to that bucket, then copied (as {@link mergeTimeseries} does).
+ */
+export class BucketSum {
+  readonly #by = new Map<number, { bucket: TimeBucket; owned: boolean }>()
+  /** The bucket asked for last: series walk ascending, so most asks repeat it. */
+  #last: { bucket: TimeBucket; owned: boolean } | null = null
+
+  /** The bucket starting at `start`, to add into (owned here). */
+  add(start: number): TimeBucket {
+    let have = this.#last
+    if (have === null || have.bucket.start !== start) {
+      have = this.#by.get(start) ?? null
+      if (have === null) {
+        have = { bucket: { start, totals: createTotals(), sketch: LatencySketch.dense() }, owned: true }
+        this.#by.set(start, have)
+      }
+      this.#last = have
+    }
+    if (!have.owned) {
+      const b = have.bucket
+      have.bucket = { start, totals: cloneTotals(b.totals), sketch: LatencySketch.dense().merge(b.sketch) }
+      have.owned = true
+    }
+    return have.bucket
+  }
+
+  /** Counts `agg` (read only, not modified) as part of the bucket starting at `start`. */
+  share(start: number, agg: Aggregate): void {
+    if (agg.totals.requests === 0) return
+    if (!this.#by.has(start)) {
+      this.#by.set(start, { bucket: { start, totals: agg.totals, sketch: agg.sketch }, owned: false })
+      return
+    }
+    mergeInto(this.add(start), agg)
+  }
+
+  /** The buckets holding at least one request, ascending by start (shared ones read only). */
+  list(): TimeBucket[] {
+    const out: TimeBucket[] = []
+    for (const x of this.#by.values()) if (x.bucket.totals.requests > 0) out.push(x.bucket)
+    return out.sort((a, b) => a.start - b.start)
+  }
+}

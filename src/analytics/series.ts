@@ -26,7 +26,7 @@
 import type { Row } from './row.js'
 import type { RowDims, RowVisitor } from './row-store.js'
 import type { SeriesSnapshot } from './series-snapshot.js'
-import { addRow, addValues, createAggregate, mergeInto, subtractAggregate, type Aggregate, type TimeBucket } from './aggregate.js'
+import { addRow, addValues, createAggregate, mergeInto, subtractAggregate, type Aggregate, type BucketSum, type TimeBucket } from './aggregate.js'
 import { isValidRow, MAX_TIMESTAMP_MS } from './row.js'
 import { MAX_ROWS, RowStore } from './row-store.js'
 import { hourOrder, rowOf, scratchRow, sketchOf, snapshotColumns, SnapshotBuilder, type SnapshotColumns } from './series-snapshot.js'
@@ -36,7 +36,7 @@ import { DAY_MS, floorDiv, HOUR_MS, MINUTE_MS } from './time.js'
 import { cloneTotals, createTotals, mergeTotals, recordTotals, subtractTotals, type Totals } from './totals.js'
 import { addDelta, byMinute, emptyPlan, planRow, type CostColumns, type Deltas, type RepricePlan } from './reprice.js'
 
-export { createAggregate, mergeInto, mergeTimeseries, type Aggregate, type TimeBucket } from './aggregate.js'
+export { BucketSum, createAggregate, mergeInto, mergeTimeseries, type Aggregate, type TimeBucket } from './aggregate.js'
 export type { RowDims, RowVisitor } from './row-store.js'
 export { SERIES_SNAPSHOT_VERSION, type CoarseHour, type SeriesSnapshot } from './series-snapshot.js'
 
@@ -60,6 +60,9 @@ export interface RetentionPolicy {
  * memory at a few events per minute.
  */
 export const MINUTE_AGGREGATE_THRESHOLD = 64
+
+/** Rows recorded out of time order below which {@link SeriesStore.settle} leaves the layout as it is. */
+export const SETTLE_MIN_ROWS = 4096
 
 /** Hour of a day: aggregate of its rows plus the minute slots holding them. */
 interface HourNode extends Aggregate {
@@ -166,11 +169,12 @@ export class SeriesStore {
   #rejected = 0
   #scanned = 0
   /**
-   * Bumped by every change that could make a re-price plan made before wrong (a fold, a delete,
-   * a compaction, another re-price, a coarse hour set or shifted): such a plan is stale. Not by
-   * {@link SeriesStore.record}: an append neither renumbers rows nor changes a planned row, so a
-   * plan stays valid while events keep coming (see {@link SeriesStore.planReprice}).
+   * Rows recorded, since the rows were last laid out in time order, more than a minute before
+   * the newest row (arrival out of time order): a minute's rows are then scattered over the
+   * chunks, and reading an edge minute costs a cache miss per row. See {@link SeriesStore.settle}.
    */
+  #scattered = 0
+  /** Bumped by every change of rows or aggregates: a re-price plan made before is stale. */
   #gen = 0
 
   /** Number of raw rows retained (rows of coarse hours are not counted; nor rows forgotten). */
@@ -243,6 +247,7 @@ export class SeriesStore {
       this.#rejected += 1
       return false
     }
+    this.#gen++
     const ts = row.ts
     const minuteKey = floorDiv(ts, MINUTE_MS)
     const hourKey = floorDiv(minuteKey, 60)
@@ -257,6 +262,8 @@ export class SeriesStore {
       day.hours[h] = hour
       if (coarse) this.#coarseHours++
     }
+    // More than a minute behind the newest row: its minute's rows end up apart in memory.
+    const late = ts < this.#maxTs - MINUTE_MS
     if (ts < this.#minTs) this.#minTs = ts
     if (ts > this.#maxTs) this.#maxTs = ts
     if (hour.minutes === null) {
@@ -274,6 +281,7 @@ export class SeriesStore {
     }
 
     const rows = this.#rows
+    if (late) this.#scattered++
     rows.append(row, ts - minuteKey * MINUTE_MS, slot, dims)
     addRow(day, row)
     addRow(hour, row)
@@ -339,8 +347,29 @@ export class SeriesStore {
     return folded
   }
 
+  /**
+   * Lays the rows out again in time order (minute by minute, each minute's rows adjacent) when
+   * at least {@link SETTLE_MIN_ROWS} and an eighth of the rows held arrived out of time order
+   * since the last layout, so queries read a range's edge minutes from contiguous memory instead
+   * of one cache miss per row. Renumbers the rows (as a retention fold does: the owner's
+   * snapshot parts must be rewritten) and makes a re-price plan stale. Returns whether it did.
+   * O(rows) when it does; the owner calls it when idle, so at most O(1) amortised per row.
+   */
+  settle(): boolean {
+    if (this.#scattered < SETTLE_MIN_ROWS || this.#scattered * 8 < this.#rows.live) return false
+    this.#gen++
+    this.#compactRows()
+    return true
+  }
+
+  /** Rows recorded out of time order since the rows were last laid out (see {@link SeriesStore.settle}). */
+  get scatteredRows(): number {
+    return this.#scattered
+  }
+
   /** Rebuilds row and minute storage with only the rows of hours that are not coarse (and no removed rows). */
   #compactRows(): void {
+    this.#scattered = 0
     const old = this.#rows
     const mState = this.#mState
     const minuteAggs = this.#minuteAggs
@@ -564,9 +593,8 @@ export class SeriesStore {
    * out: re-applying changes nothing), or, when its hour is coarse and has not applied
    * re-price `id` yet, the hour's before → after. An entry found nowhere (not this series', or
    * deleted) is skipped. Pass the plan of an earlier call to add to it (slices of one
-   * re-price); throws when the store changed since that plan was begun (rows appended do not
-   * count: they leave every planned row and delta as it was, and an entry recorded after its
-   * minute was planned is simply not in the plan). O(entries + rows of the minutes holding them).
+   * re-price); throws when the store changed since that plan was begun.
+   * O(entries + rows of the minutes holding them).
    */
   planReprice(c: CostColumns, idx: ArrayLike<number>, id: string, plan: RepricePlan = emptyPlan(id, this.#gen)): RepricePlan {
     if (plan.gen !== this.#gen || plan.id !== id) throw new Error('re-price plan of another store state or id')
@@ -615,17 +643,10 @@ export class SeriesStore {
         changed++
       })
       if (changed === 0) continue
-      // Whether the minute holds its own aggregate is read at the apply: rows appended after
-      // this plan may give it one (summed from the rows, old costs: the delta still applies).
-      addDelta(plan.minutes, slot, dCost, dUnpriced, changed)
+      if (this.#mState[slot] < 0) addDelta(plan.minutes, slot, dCost, dUnpriced, changed)
       addDelta(plan.hours, hourKey, dCost, dUnpriced, changed)
     }
     return plan
-  }
-
-  /** Whether `plan` (of {@link SeriesStore.planReprice}) is still valid: nothing but appends since it was begun. */
-  isCurrent(plan: RepricePlan): boolean {
-    return plan.gen === this.#gen
   }
 
   /**
@@ -1009,20 +1030,23 @@ export class SeriesStore {
    * otherwise or on a NaN bound. The number of buckets is bounded by the data,
    * not by the range; callers bound the range/interval ratio if they must.
    * Buckets are read only: a bucket that is exactly one stored hour shares that hour's
-   * totals and sketch (no copy).
+   * totals and sketch (no copy). With `into`, the buckets are added into that sum (several
+   * series' buckets summed as they are walked, see {@link BucketSum}) and [] is returned.
    */
-  timeseries(start: number, end: number, intervalMs: number): TimeBucket[] {
+  timeseries(start: number, end: number, intervalMs: number, into?: BucketSum): TimeBucket[] {
     if (!Number.isSafeInteger(intervalMs) || intervalMs <= 0 || intervalMs % MINUTE_MS !== 0) {
       throw new RangeError(`intervalMs must be a positive multiple of ${MINUTE_MS}, got ${intervalMs}`)
     }
     const [s, e] = normalizeRange(start, end)
     const out: TimeBucket[] = []
     if (s >= e) return out
-    // Walk the coarsest unit that never straddles an interval boundary.
-    const unit = intervalMs % DAY_MS === 0 ? DAY_MS : intervalMs % HOUR_MS === 0 ? HOUR_MS : MINUTE_MS
+    if (into !== undefined) {
+      // Summed with other series' buckets as the walk goes: no list of this series' own.
+      this.#walkBuckets(s, e, intervalMs, (bStart) => into.add(bStart), (hStart, hour) => into.share(hStart, hour))
+      return out
+    }
     let cur: TimeBucket | undefined
-    const bucketFor = (unitStart: number): TimeBucket => {
-      const bStart = floorDiv(unitStart, intervalMs) * intervalMs
+    const bucketFor = (bStart: number): TimeBucket => {
       if (cur === undefined || cur.start !== bStart) {
         // A unit with rows only outside [s, e) leaves an empty bucket: drop it.
         if (cur !== undefined && cur.totals.requests > 0) out.push(cur)
@@ -1030,6 +1054,26 @@ export class SeriesStore {
       }
       return cur
     }
+    this.#walkBuckets(s, e, intervalMs, bucketFor, (hStart, hour) => {
+      // The bucket is exactly this hour: share its aggregate instead of copying it.
+      if (cur !== undefined && cur.totals.requests > 0) out.push(cur)
+      cur = undefined
+      out.push({ start: hStart, totals: hour.totals, sketch: hour.sketch })
+    })
+    const tail = cur as TimeBucket | undefined
+    if (tail !== undefined && tail.totals.requests > 0) out.push(tail)
+    return out
+  }
+
+  /**
+   * The walk of {@link SeriesStore.timeseries} over normalised [s, e): `bucket(bStart)` is the
+   * aggregate to add a unit starting in bucket `bStart` into (called in ascending order of
+   * units); `whole(hStart, hour)` takes a stored hour that is exactly one bucket, read only.
+   */
+  #walkBuckets(s: number, e: number, intervalMs: number, bucket: (bStart: number) => Aggregate, whole: (hStart: number, hour: Aggregate) => void): void {
+    // Walk the coarsest unit that never straddles an interval boundary.
+    const unit = intervalMs % DAY_MS === 0 ? DAY_MS : intervalMs % HOUR_MS === 0 ? HOUR_MS : MINUTE_MS
+    const bucketFor = (unitStart: number) => bucket(floorDiv(unitStart, intervalMs) * intervalMs)
     const keys = this.#dayKeys
     for (let k = lowerBound(keys, floorDiv(s, DAY_MS)); k < keys.length; k++) {
       const dStart = keys[k] * DAY_MS
@@ -1046,10 +1090,7 @@ export class SeriesStore {
         const hStart = dStart + h * HOUR_MS
         if (unit === HOUR_MS) {
           if (intervalMs === HOUR_MS && s <= hStart && hStart + HOUR_MS <= e) {
-            // The bucket is exactly this hour: share its aggregate instead of copying it.
-            if (cur !== undefined && cur.totals.requests > 0) out.push(cur)
-            cur = undefined
-            out.push({ start: hStart, totals: hour.totals, sketch: hour.sketch })
+            whole(hStart, hour)
             continue
           }
           this.#addHour(hour, hStart, s, e, bucketFor(hStart))
@@ -1069,9 +1110,6 @@ export class SeriesStore {
         }
       }
     }
-    const tail = cur as TimeBucket | undefined
-    if (tail !== undefined && tail.totals.requests > 0) out.push(tail)
-    return out
   }
 
   /**
