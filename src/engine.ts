@@ -485,7 +485,8 @@ export class Engine {
     const forgotten = this.#forgotten
     for (const batch of this.log.readFrom(from)) {
       // Events of a delete a crash interrupted stay out; it is finished below.
-      if (forgotten.size === 0) pending.push(...batch)
+      // One at a time, not push(...batch): a record of a large group commit overflows the stack as arguments.
+      if (forgotten.size === 0) for (const e of batch) pending.push(e)
       else for (const e of batch) if (!forgotten.has(e.seq)) pending.push(e)
       if (pending.length >= REPLAY_CHUNK) {
         this.topology.replay(pending)
