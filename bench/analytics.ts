@@ -15,7 +15,10 @@
  *   timeseries by the hour; breakdown by user_id (top 20 by cost, and the range's total); a
  *   search page (`GET /events?model=…`, the newest 50). One query at a time; the kinds
  *   interleaved and every query run by every engine in turn, the first engine rotating, so
- *   the machine's drift hits all alike. Ours over HTTP (keep-alive), theirs in process.
+ *   the machine's drift hits all alike. Ours over HTTP (keep-alive), theirs in process. A time
+ *   is the engine's: ours the HTTP exchange to the last byte of the body, theirs the query until
+ *   its result is in hand (ClickHouse's JSON text, DuckDB's materialised chunks); turning either
+ *   into JS values for the check comes after the clock stops.
  * - Answers: the first queries of each kind are a warm-up where the peers compute latency
  *   percentiles as the nearest rank (⌈q·n⌉-th smallest, LLMScope's definition) and ours must
  *   be within its sketch's 1%. Every timed answer is compared too (bench/agree.ts): requests,
@@ -38,7 +41,7 @@ import { DAY, DAYS, MODELS, PROJECTS, T0, TAGS, anyUser, dimEvents } from './dim
 import { clickhouse, duckdb, PEER_VERSIONS, sqlString, type Peer } from './peers.js'
 import { Verdict, type Answer, type Figures } from './agree.js'
 import { load1, machineLine, pct, rng, table, type Row } from './lib.js'
-import { BATCH, IN_FLIGHT, bodies, closeAgent, counted, createProjects, getJson, request, send, startServer, take, type Server } from './server.js'
+import { BATCH, IN_FLIGHT, bodies, closeAgent, counted, createProjects, request, send, startServer, take, timedGetJson, type Server } from './server.js'
 
 export const KINDS = ['metrics', 'metrics ?model=', 'metrics ?user_id=', 'metrics ?tag=', 'costs', 'timeseries (1h buckets)', 'breakdown by user_id', 'search page ?model='] as const
 export type Kind = (typeof KINDS)[number]
@@ -107,33 +110,50 @@ function queryString(q: Query): string {
 
 type Json = Record<string, unknown>
 
-async function ours(server: Server, q: Query): Promise<Answer> {
+/** An answer and the engine's time for it in ms (ours: the HTTP exchange to the last byte; theirs: the query until its result is in hand), decoding left out. */
+export interface Timed {
+  answer: Answer
+  ms: number
+}
+
+async function ours(server: Server, q: Query): Promise<Timed> {
   const project = PROJECTS[q.project]
+  let ms = 0
+  const getJson = async (path: string) => {
+    const r = await timedGetJson(server, path, project)
+    ms = r.ms
+    return r.json
+  }
+  const answer = await oursAnswer(getJson, q)
+  return { answer, ms }
+}
+
+async function oursAnswer(getJson: (path: string) => Promise<Json>, q: Query): Promise<Answer> {
   const qs = queryString(q)
   switch (q.kind) {
     case 'metrics':
     case 'metrics ?model=':
     case 'metrics ?user_id=':
     case 'metrics ?tag=': {
-      const m = await getJson(server, `/analytics/metrics?${qs}`, project)
+      const m = await getJson(`/analytics/metrics?${qs}`)
       const total: Figures = { requests: Number(m.total_requests), tokens: Number(m.total_tokens), costNanos: nanos(m.total_cost), errors: Number(m.error_count), pct: { p50: ms(m.p50_latency_ms), p95: ms(m.p95_latency_ms), p99: ms(m.p99_latency_ms) } }
       return { groups: [], ordered: false, total }
     }
     case 'costs': {
-      const c = (await getJson(server, `/analytics/costs?${qs}`, project)) as { breakdown: Json[] }
+      const c = (await getJson(`/analytics/costs?${qs}`)) as { breakdown: Json[] }
       return { groups: c.breakdown.map((g) => ({ key: `${String(g.model)}|${String(g.provider)}`, requests: Number(g.requests), tokens: Number(g.total_tokens), costNanos: nanos(g.total_cost) })), ordered: false }
     }
     case 'timeseries (1h buckets)': {
-      const t = (await getJson(server, `/analytics/timeseries?interval=1h&${qs}`, project)) as { buckets: Json[] }
+      const t = (await getJson(`/analytics/timeseries?interval=1h&${qs}`)) as { buckets: Json[] }
       return { groups: t.buckets.map((b) => ({ key: String(Date.parse(String(b.timestamp))), requests: Number(b.requests), tokens: Number(b.total_tokens), costNanos: nanos(b.cost), errors: Number(b.errors), pct: { p95: ms(b.p95_latency_ms) } })), ordered: false }
     }
     case 'breakdown by user_id': {
-      const b = (await getJson(server, `/analytics/breakdown?by=user_id&limit=${LIMIT}&sort=cost&${qs}`, project)) as { groups: Json[]; total: Json }
+      const b = (await getJson(`/analytics/breakdown?by=user_id&limit=${LIMIT}&sort=cost&${qs}`)) as { groups: Json[]; total: Json }
       const figures = (g: Json): Figures => ({ requests: Number(g.requests), tokens: Number(g.total_tokens), costNanos: nanos(g.total_cost), pct: { p95: ms(g.p95_latency_ms) } })
       return { groups: b.groups.map((g) => ({ key: String(g.value), ...figures(g) })), ordered: true, total: figures(b.total) }
     }
     case 'search page ?model=': {
-      const p = (await getJson(server, `/events?limit=${PAGE}&${qs}`, project)) as { events: Json[] }
+      const p = (await getJson(`/events?limit=${PAGE}&${qs}`)) as { events: Json[] }
       return { groups: [], ordered: false, page: p.events.map((e) => ({ ts: Date.parse(String(e.timestamp)), fields: fields(e.model, e.user_id, e.latency_ms, e.total_tokens, nanos(e.cost)) })) }
     }
   }
@@ -180,32 +200,43 @@ const figuresOf = (r: unknown[], from: number, ps: string[]): Figures => {
   return f
 }
 
-async function theirs(peer: Peer, q: Query, exact: boolean): Promise<Answer> {
+async function theirs(peer: Peer, q: Query, exact: boolean): Promise<Timed> {
+  let ms = 0
+  const rows = async (sql: string) => {
+    const r = await peer.rows(sql)
+    ms = r.ms
+    return r.rows
+  }
+  const { ms: own, ...answer } = await theirsAnswer(peer, rows, q, exact)
+  return { answer, ms: own ?? ms }
+}
+
+async function theirsAnswer(peer: Peer, rows: (sql: string) => Promise<unknown[][]>, q: Query, exact: boolean): Promise<Answer & { ms?: number }> {
   const d = peer.dialect
   switch (q.kind) {
     case 'metrics':
     case 'metrics ?model=':
     case 'metrics ?user_id=':
     case 'metrics ?tag=': {
-      const r = await peer.rows(aggregate(d, q, null, [0.5, 0.95, 0.99], exact, ''))
+      const r = await rows(aggregate(d, q, null, [0.5, 0.95, 0.99], exact, ''))
       return { groups: [], ordered: false, total: figuresOf(r[0], 0, ['p50', 'p95', 'p99']) }
     }
     case 'costs': {
-      const r = await peer.rows(aggregate(d, q, d === 'clickhouse' ? "concat(model, '|', provider)" : "model || '|' || provider", [], exact, ' ORDER BY cost DESC'))
+      const r = await rows(aggregate(d, q, d === 'clickhouse' ? "concat(model, '|', provider)" : "model || '|' || provider", [], exact, ' ORDER BY cost DESC'))
       return { groups: r.map((row) => ({ key: String(row[0]), ...figuresOf(row, 1, []) })), ordered: false }
     }
     case 'timeseries (1h buckets)': {
-      const r = await peer.rows(aggregate(d, q, d === 'clickhouse' ? `intDiv(ts, ${HOUR})` : `ts // ${HOUR}`, [0.95], exact, ' ORDER BY g'))
+      const r = await rows(aggregate(d, q, d === 'clickhouse' ? `intDiv(ts, ${HOUR})` : `ts // ${HOUR}`, [0.95], exact, ' ORDER BY g'))
       return { groups: r.map((row) => ({ key: String(Number(row[0]) * HOUR), ...figuresOf(row, 1, ['p95']) })), ordered: false }
     }
     case 'breakdown by user_id': {
       // Top groups and the range's total in one pass (bench/peers.ts, as the dimensions question asks it).
       const a = await peer.query({ kind: 'breakdown 1 hour', project: q.project, start: q.start, end: q.end }, LIMIT, exact)
       const f = (t: { requests: number; tokens: number; costNanos: number; p95: number | null }): Figures => ({ requests: t.requests, tokens: t.tokens, costNanos: t.costNanos, pct: { p95: t.p95 } })
-      return { groups: a.groups.map((g) => ({ key: g.value, ...f(g) })), ordered: true, total: f(a.total) }
+      return { groups: a.groups.map((g) => ({ key: g.value, ...f(g) })), ordered: true, total: f(a.total), ms: a.ms }
     }
     case 'search page ?model=': {
-      const r = await peer.rows(`SELECT ts, model, user_id, latency_ms, total_tokens, cost_nanos FROM events WHERE ${where(d, q)} ORDER BY ts DESC LIMIT ${PAGE}`)
+      const r = await rows(`SELECT ts, model, user_id, latency_ms, total_tokens, cost_nanos FROM events WHERE ${where(d, q)} ORDER BY ts DESC LIMIT ${PAGE}`)
       return { groups: [], ordered: false, page: r.map((row) => ({ ts: Number(row[0]), fields: fields(row[1], row[2], row[3], row[4], row[5]) })) }
     }
   }
@@ -215,7 +246,7 @@ async function theirs(peer: Peer, q: Query, exact: boolean): Promise<Answer> {
 
 interface Engine {
   name: string
-  answer(q: Query, exact: boolean): Promise<Answer>
+  answer(q: Query, exact: boolean): Promise<Timed>
 }
 
 const where1 = (q: Query) => `${PROJECTS[q.project]} [${q.start}, ${q.end})${q.model ?? ''}${q.user ?? ''}${q.tag ?? ''}`
@@ -226,8 +257,8 @@ async function measure(engines: Engine[], perKind: number, budgetMs: number) {
   const verdicts = new Map(engines.slice(1).map((e) => [e.name, new Map(KINDS.map((k) => [k, new Verdict()]))]))
   // Warm-up, with percentiles against the nearest rank.
   for (const q of analyticsQueries(CHECKED, 101)) {
-    const o = await engines[0].answer(q, false)
-    for (const e of engines.slice(1)) verdicts.get(e.name)!.get(q.kind)!.judge(where1(q), o, await e.answer(q, true), { percentiles: true })
+    const o = (await engines[0].answer(q, false)).answer
+    for (const e of engines.slice(1)) verdicts.get(e.name)!.get(q.kind)!.judge(where1(q), o, (await e.answer(q, true)).answer, { percentiles: true })
   }
   progress('warm-up done')
   // A kind stops early past its time budget (all engines together), so a slow engine cannot
@@ -241,9 +272,9 @@ async function measure(engines: Engine[], perKind: number, budgetMs: number) {
     const first = i++ % engines.length
     for (let j = 0; j < engines.length; j++) {
       const e = engines[(first + j) % engines.length]
-      const t = performance.now()
-      answers.set(e.name, await e.answer(q, false))
-      times.get(e.name)!.get(q.kind)!.push(performance.now() - t)
+      const a = await e.answer(q, false)
+      answers.set(e.name, a.answer)
+      times.get(e.name)!.get(q.kind)!.push(a.ms)
     }
     const o = answers.get(engines[0].name)!
     for (const e of engines.slice(1)) verdicts.get(e.name)!.get(q.kind)!.judge(where1(q), o, answers.get(e.name)!, { percentiles: false })

@@ -14,7 +14,9 @@
  *   is in the time too.
  * - RSS per event: each server settles its own heap (gc until RSS stops falling, as
  *   bench/analytics.ts) before the load and after it; the difference over the events.
- * - Queries: one at a time; ours over HTTP (keep-alive), the peers in this process. Every
+ * - Queries: one at a time; ours over HTTP (keep-alive), the peers in this process, each
+ *   engine's own time (ours to the body's last byte, theirs until the result is in hand; decoding
+ *   after). Every
  *   query runs on every engine in turn, so the machine's drift hits all alike. The first
  *   queries of each kind are a warm-up that also checks the percentiles: there the peers
  *   compute p95 as the nearest rank (⌈0.95·n⌉-th smallest, LLMScope's definition; ClickHouse's
@@ -33,7 +35,7 @@ import { pathToFileURL } from 'node:url'
 import { dimEvents, dimQueries, PROJECTS, type DimQuery, type QueryKind } from './dim-data.js'
 import { clickhouse, duckdb, PEER_VERSIONS, type Answer, type Peer, type Totals } from './peers.js'
 import { load1, machineLine, pct, table, type Row } from './lib.js'
-import { BATCH, IN_FLIGHT, bodies, closeAgent, counted, createProjects, getJson, request, send, startServer, take, type Server } from './server.js'
+import { BATCH, IN_FLIGHT, bodies, closeAgent, counted, createProjects, request, send, startServer, take, timedGetJson, type Server } from './server.js'
 
 const LIMIT = 20
 const CHUNK = 100_000
@@ -75,11 +77,12 @@ const ourTotals = (g: Record<string, unknown>, prefix = ''): Totals => ({
 async function ours(server: Server, q: DimQuery): Promise<Answer> {
   const range = `start_time=${q.start}&end_time=${q.end}`
   if (q.user !== undefined) {
-    const m = await getJson(server, `/analytics/metrics?user_id=${encodeURIComponent(q.user)}&${range}`, PROJECTS[q.project])
-    return { groups: [], total: ourTotals(m, 'total_') }
+    const { json: m, ms } = await timedGetJson(server, `/analytics/metrics?user_id=${encodeURIComponent(q.user)}&${range}`, PROJECTS[q.project])
+    return { groups: [], total: ourTotals(m, 'total_'), ms }
   }
-  const b = (await getJson(server, `/analytics/breakdown?by=user_id&${range}&limit=${LIMIT}&sort=cost`, PROJECTS[q.project])) as { groups: Array<Record<string, unknown>>; total: Record<string, unknown> }
-  return { groups: b.groups.map((g) => ({ value: String(g.value), ...ourTotals(g) })), total: ourTotals(b.total) }
+  const { json, ms } = await timedGetJson(server, `/analytics/breakdown?by=user_id&${range}&limit=${LIMIT}&sort=cost`, PROJECTS[q.project])
+  const b = json as { groups: Array<Record<string, unknown>>; total: Record<string, unknown> }
+  return { groups: b.groups.map((g) => ({ value: String(g.value), ...ourTotals(g) })), total: ourTotals(b.total), ms }
 }
 
 /** Null when `theirs` agrees with `ours`, else the first difference. */
@@ -137,7 +140,8 @@ async function measure(engines: Engine[], perKind: number, budgetMs: number) {
     for (const e of engines) {
       const t = performance.now()
       const a = await e.answer(q, false)
-      times.get(e.name)!.get(q.kind)!.push(performance.now() - t)
+      // The engine's own time (HTTP exchange / query until its result is in hand), decoding after.
+      times.get(e.name)!.get(q.kind)!.push(a.ms ?? performance.now() - t)
       if (o === undefined) o = a
       else judge(e.name, q, o, a, false)
     }

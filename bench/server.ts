@@ -107,12 +107,17 @@ export function request(url: string, method: 'GET' | 'POST', project: string | n
   })
 }
 
-/** GET `path` in `project`, 200 or throws. */
-export async function getJson(server: Server, path: string, project: string): Promise<Record<string, unknown>> {
+/** GET `path` in `project`, 200 or throws; `ms` is the HTTP exchange to the body's last byte (parsing it comes after). */
+export async function timedGetJson(server: Server, path: string, project: string): Promise<{ json: Record<string, unknown>; ms: number }> {
+  const t = performance.now()
   const r = await request(server.url + path, 'GET', project)
+  const ms = performance.now() - t
   if (r.status !== 200) throw new Error(`GET ${path} (${project}) → ${r.status}: ${r.body.slice(0, 300)}`)
-  return JSON.parse(r.body) as Record<string, unknown>
+  return { json: JSON.parse(r.body) as Record<string, unknown>, ms }
 }
+
+/** GET `path` in `project`, 200 or throws. */
+export const getJson = async (server: Server, path: string, project: string) => (await timedGetJson(server, path, project)).json
 
 export async function createProjects(server: Server): Promise<void> {
   for (const id of PROJECTS) {
