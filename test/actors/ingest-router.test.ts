@@ -58,3 +58,47 @@ t.test('each resolved commit is published on the diagnostics channel with its lo
   await t.rejects(failing.ingest(pending(1)), { code: 'LLMS_ERR_STORAGE' })
   t.equal(seen.length, 2, 'a failed commit publishes nothing')
 })
+
+t.test('group commit: requests sent from separate callbacks of one loop turn join one append; a full group goes alone', async (t) => {
+  const sizes: number[] = []
+  let next = 0
+  const log = {
+    append(p: readonly PendingEvent[]) {
+      sizes.push(p.length)
+      const events = p.map((e) => Object.assign(e, { seq: next, id: `evt_${next++}` }) as unknown as StoredEvent)
+      return { events, committed: Promise.resolve() }
+    }
+  } as unknown as EventLog
+  const router = new IngestRouter({ eventLog: log, admission: () => 0, forward: () => true })
+  t.teardown(() => router.destroy())
+  // Each request in its own macrotask (as HTTP requests are, one per socket read), microtasks
+  // drained between them — all in one check phase of the loop. A microtask-scheduled append
+  // made three appends of 2, 3 and 1 here (regression: 1.00 events per commit at c=50).
+  const sent = await new Promise<Array<Promise<StoredEvent[]>>>((resolve) => {
+    const out: Array<Promise<StoredEvent[]>> = []
+    setImmediate(() => out.push(router.ingest(pending(2))))
+    setImmediate(() => out.push(router.ingest(pending(3))))
+    setImmediate(() => {
+      out.push(router.ingest(pending(1)))
+      resolve(out)
+    })
+  })
+  const answers = await Promise.all(sent)
+  t.same(sizes, [6], 'one append for the three requests')
+  t.same(answers.map((a) => a.map((e) => e.seq)), [[0, 1], [2, 3, 4], [5]], 'each answered with its own events, in order')
+
+  // A batch of 1000 does not wait for the end of the poll phase: its append is queued at once.
+  sizes.length = 0
+  const big = await new Promise<Array<Promise<StoredEvent[]>>>((resolve) => {
+    const out: Array<Promise<StoredEvent[]>> = []
+    setImmediate(() => out.push(router.ingest(pending(1000))))
+    setImmediate(() => {
+      out.push(router.ingest(pending(1)))
+      resolve(out)
+    })
+  })
+  await Promise.all(big)
+  t.same(sizes, [1000, 1], 'the full group went alone; the next request started a new one')
+  await router.quiesce()
+  t.pass('quiesces with nothing queued')
+})
