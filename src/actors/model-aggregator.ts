@@ -45,13 +45,21 @@ export type AggregatorMessage =
   /**
    * Re-price, step 1 (see Topology.reprice): finds what re-pricing the entries `idx` of
    * `changes` (this aggregator's, seqs ascending) changes in each series (by `providers`),
-   * in slices of {@link REPRICE_SLICE} with a turn between them, changing nothing; keeps the
-   * plans for 'reprice-apply'. Replies true, or an Error.
+   * and writes the new costs into chunk copies (stageReprice), changing nothing readers see;
+   * keeps the plans for 'reprice-apply'. Runs while events keep coming: one slice of
+   * {@link REPRICE_SLICE} per 'reprice-step' message this actor sends itself, each after a
+   * turn, so events queued meanwhile are recorded between slices (appends leave a plan valid:
+   * SeriesStore.planReprice). `through`: every entry with a seq up to it was recorded here
+   * before this message; later ones are looked for again at the apply. A series whose plan a
+   * fold made stale is planned again from its start. Replies true, or an Error.
    */
-  | { type: 'reprice-plan'; id: string; changes: CostColumns & { providers: readonly string[] }; idx: Uint32Array; reply: (r: true | Error) => void }
+  | { type: 'reprice-plan'; id: string; changes: CostColumns & { providers: readonly string[] }; idx: Uint32Array; through: number; reply: (r: true | Error) => void }
+  /** The next slice of the re-price being planned (sent by this actor to itself). */
+  | { type: 'reprice-step'; id: string }
   /**
    * Re-price, step 2: applies the plans of `id` in this one message (a series changed since
-   * its plan is planned again first), or with `discard` drops them. Replies what changed.
+   * its plan is planned again first, in full), then the entries recorded after the plan
+   * began, or with `discard` drops them. Replies what changed.
    */
   | { type: 'reprice-apply'; id: string; discard?: boolean; reply: (r: RepriceReply | Error) => void }
 
@@ -158,8 +166,21 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
   readonly #series = new Map<string, SeriesStore>()
   readonly #persisted = new Map<string, Persisted>()
   #folded = 0
-  /** The plans of the re-price being applied (between 'reprice-plan' and 'reprice-apply'). */
-  #reprice: { id: string; changes: CostColumns; series: Map<string, { idx: Uint32Array; plan: RepricePlan }> } | null = null
+  /**
+   * The plans of the re-price being applied (between 'reprice-plan' and 'reprice-apply'):
+   * `steps` runs the planning a slice per 'reprice-step' (null once done), `through` is the
+   * plan message's (see 'reprice-plan').
+   */
+  #reprice: {
+    id: string
+    changes: CostColumns
+    through: number
+    series: Map<string, { idx: Uint32Array; plan: RepricePlan }>
+    /** Entries of providers without a series when planned (recorded since, or never). */
+    unplanned: Map<string, Uint32Array>
+    steps: Generator<void, void> | null
+    reply: ((r: true | Error) => void) | null
+  } | null = null
 
   /** Per series: row parts the last snapshot handed out and has not copied yet (SeriesStore.settle waits for 0). */
   readonly #copying = new Map<string, { left: number }>()
@@ -235,14 +256,15 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
           this.#rewrite(provider)
         }
         return
-      case 'reprice-plan':
-        return this.#plan(message.id, message.changes, message.idx).then(
-          () => message.reply(true),
-          (err: Error) => {
-            this.#reprice = null
-            message.reply(err)
-          }
-        )
+      case 'reprice-plan': {
+        const series = new Map<string, { idx: Uint32Array; plan: RepricePlan }>()
+        const unplanned = new Map<string, Uint32Array>()
+        this.#reprice = { id: message.id, changes: message.changes, through: message.through, series, unplanned, steps: null, reply: message.reply }
+        this.#reprice.steps = this.#planSteps(message.id, message.changes, message.idx, series, unplanned)
+        return this.#step(message.id)
+      }
+      case 'reprice-step':
+        return this.#step(message.id)
       case 'reprice-apply':
         try {
           message.reply(this.#applyReprice(message.id, message.discard === true))
@@ -317,14 +339,47 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
     p.stale = true
   }
 
-  /** 'reprice-plan': the entries by series, then each series' plan, a slice per turn. */
-  async #plan(id: string, changes: CostColumns & { providers: readonly string[] }, idx: Uint32Array): Promise<void> {
+  /**
+   * One slice of the planning of re-price `id`, after a turn (so slices never run back to back
+   * in one turn); then the next slice is queued behind whatever came meanwhile, or the plan
+   * message is answered.
+   */
+  async #step(id: string): Promise<void> {
+    const r = this.#reprice
+    if (r === null || r.id !== id || r.steps === null) return
+    await new Promise<void>((resolve) => setImmediate(resolve))
+    const reply = r.reply as (r: true | Error) => void
+    let done: boolean
+    try {
+      done = r.steps.next().done === true
+    } catch (err) {
+      this.#reprice = null
+      reply(err as Error)
+      return
+    }
+    if (done) {
+      r.steps = null
+      r.reply = null
+      reply(true)
+    } else if (!this.send({ type: 'reprice-step', id })) {
+      this.#reprice = null
+      reply(new Error(`${this.name} could not go on planning re-price ${id} (mailbox full or closed)`))
+    }
+  }
+
+  /**
+   * 'reprice-plan': the entries by series, then each series' plan and its staged rows, one
+   * slice per step (see {@link ModelAggregator.#step}); other messages (events, a fold) run
+   * between steps. A series whose plan a fold or a delete made stale is planned again.
+   */
+  *#planSteps(id: string, changes: CostColumns & { providers: readonly string[] }, idx: Uint32Array, series: Map<string, { idx: Uint32Array; plan: RepricePlan }>, unplanned: Map<string, Uint32Array>): Generator<void, void> {
     // Entries by provider: counted first, so each gets one array (no array per entry); runs of
     // one provider look it up once.
     const counts = new Map<string, number>()
     let last: string | undefined
     let run = 0
     for (let j = 0; j < idx.length; j++) {
+      if (j % (4 * REPRICE_SLICE) === 4 * REPRICE_SLICE - 1) yield
       const p = changes.providers[idx[j]]
       if (p === last) {
         run++
@@ -336,10 +391,11 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
     }
     if (last !== undefined) counts.set(last, (counts.get(last) ?? 0) + run)
     const byProvider = new Map<string, { idx: Uint32Array; n: number }>()
-    for (const [p, n] of counts) if (this.#series.has(p)) byProvider.set(p, { idx: new Uint32Array(n), n: 0 })
+    for (const [p, n] of counts) byProvider.set(p, { idx: new Uint32Array(n), n: 0 })
     last = undefined
     let slot: { idx: Uint32Array; n: number } | undefined
     for (let j = 0; j < idx.length; j++) {
+      if (j % (4 * REPRICE_SLICE) === 4 * REPRICE_SLICE - 1) yield
       const p = changes.providers[idx[j]]
       if (p !== last) {
         last = p
@@ -347,39 +403,57 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
       }
       if (slot !== undefined) slot.idx[slot.n++] = idx[j]
     }
-    const series = new Map<string, { idx: Uint32Array; plan: RepricePlan }>()
-    this.#reprice = { id, changes, series }
     for (const [provider, { idx: mine }] of byProvider) {
-      const store = this.#series.get(provider) as SeriesStore
-      // Sliced by whole minutes (each minute's rows are walked once, whatever the slices); the
-      // grouping itself takes a turn now and then.
-      const grouping = groupByMinute(changes, mine, 4 * REPRICE_SLICE)
-      let step = grouping.next()
-      while (step.done !== true) {
-        await new Promise<void>((resolve) => setImmediate(resolve))
-        step = grouping.next()
+      for (let attempt = 0; ; attempt++) {
+        const store = this.#series.get(provider)
+        if (store === undefined) {
+          // No such series yet: its entries may all be on the way (the apply looks for them).
+          unplanned.set(provider, mine)
+          break
+        }
+        // Sliced by whole minutes (each minute's rows are walked once, whatever the slices); the
+        // grouping itself yields now and then.
+        const { order, starts } = yield* groupByMinute(changes, mine, 4 * REPRICE_SLICE)
+        let plan: RepricePlan | undefined
+        let stale = false
+        const groups = starts.length - 1
+        for (let g = 0; g < groups; ) {
+          // Groups [g, h): at least one, and as many more as fit in a slice.
+          const lo = starts[g]
+          let h = g + 1
+          while (h < groups && starts[h + 1] - lo <= REPRICE_SLICE) h++
+          const hi = starts[h]
+          yield
+          if (plan !== undefined && !store.isCurrent(plan)) {
+            stale = true
+            break
+          }
+          plan = store.planReprice(changes, order.subarray(lo, hi), id, plan)
+          g = h
+        }
+        // The new costs into chunk copies, a slice per step: the apply only swaps them in.
+        while (!stale && plan !== undefined) {
+          yield
+          if (!store.isCurrent(plan)) stale = true
+          else if (store.stageReprice(plan, REPRICE_SLICE) === 0) break
+        }
+        if (stale && attempt < 3) continue
+        // Still stale after 3 attempts: the apply plans this series again, whole.
+        if (plan !== undefined) series.set(provider, { idx: mine, plan })
+        break
       }
-      const { order, starts } = step.value
-      let plan: RepricePlan | undefined
-      const groups = starts.length - 1
-      for (let g = 0; g < groups; ) {
-        // Groups [g, h): at least one, and as many more as fit in a slice.
-        const lo = starts[g]
-        let h = g + 1
-        while (h < groups && starts[h + 1] - lo <= REPRICE_SLICE) h++
-        const hi = starts[h]
-        // A turn before each slice (every aggregator gets its message in the same turn: each
-        // would otherwise plan a first slice in that one). Nothing else runs in this actor
-        // meanwhile (its next message waits), so the store holds still; readers see old costs.
-        await new Promise<void>((resolve) => setImmediate(resolve))
-        plan = store.planReprice(changes, order.subarray(lo, hi), id, plan)
-        g = h
-      }
-      if (plan === undefined) continue
-      // The new costs into chunk copies, a slice per turn: the apply only swaps them in.
-      while (store.stageReprice(plan, REPRICE_SLICE) > 0) await new Promise<void>((resolve) => setImmediate(resolve))
-      series.set(provider, { idx: mine, plan })
     }
+  }
+
+  /** Whether every series' plan of re-price `id` is complete and still current (the topology checks before its cut). */
+  repriceReady(id: string): boolean {
+    const r = this.#reprice
+    if (r === null || r.id !== id || r.steps !== null) return false
+    for (const [provider, { plan }] of r.series) {
+      const store = this.#series.get(provider)
+      if (store !== undefined && !store.isCurrent(plan)) return false
+    }
+    return true
   }
 
   /** 'reprice-apply': every series' plan at once (planned again, in full, if its series changed since). */
@@ -388,11 +462,32 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
     const shifts: Deltas = new Map()
     if (discard) return { changed: 0, shifts }
     if (r === null || r.id !== id) throw new Error(`${this.name}: no plan for re-price ${id}`)
+    if (r.steps !== null) throw new Error(`${this.name}: re-price ${id} is still being planned`)
     let changed = 0
     for (const [provider, { idx, plan }] of r.series) {
       const store = this.#series.get(provider)
       if (store === undefined) continue
-      const res = store.applyReprice(plan) ?? store.reprice(r.changes, idx, id)
+      let res = store.applyReprice(plan) ?? store.reprice(r.changes, idx, id)
+      // Entries recorded after the plan began (seq past `through`) may have been missed by it:
+      // looked for again now (rows already set read back at their new cost: no change twice).
+      let late = idx.length
+      while (late > 0 && r.changes.seqs[idx[late - 1]] > r.through) late--
+      if (late < idx.length) {
+        const more = store.reprice(r.changes, idx.subarray(late), id)
+        if (more.changed > 0) {
+          for (const [h, d] of res.shifts) addDelta(more.shifts, h, d.cost, d.unpriced, d.n)
+          res = { changed: res.changed + more.changed, shifts: more.shifts }
+        }
+      }
+      if (res.changed === 0) continue
+      changed += res.changed
+      for (const [h, d] of res.shifts) addDelta(shifts, h, d.cost, d.unpriced, d.n)
+      this.#rewrite(provider)
+    }
+    for (const [provider, idx] of r.unplanned) {
+      const store = this.#series.get(provider)
+      if (store === undefined) continue
+      const res = store.reprice(r.changes, idx, id)
       if (res.changed === 0) continue
       changed += res.changed
       for (const [h, d] of res.shifts) addDelta(shifts, h, d.cost, d.unpriced, d.n)

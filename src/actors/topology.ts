@@ -601,11 +601,20 @@ export class Topology implements AnalyticsReader {
    * fresh drain, as a microtask, that handles just that message — all before any other
    * macrotask (an HTTP query, a timer) runs — so a reader sees every actor before or every
    * actor after, never some of each. Then, still in microtasks, `rollup` brings the rollup in
-   * line with the replies (forget: rebuild the hours; reprice: shift them).
+   * line with the replies (forget: rebuild the hours; reprice: shift them). With `ready`, first
+   * checks it once all are idle and, when false, sends nothing and resolves `notReady`.
    * Resolves with the replies (an Error for an actor that could not take its message).
    */
-  async #changeAll<R>(part: ProjectPart, actors: readonly ModelAggregator[], ask: (a: ModelAggregator, reply: (r: R | Error) => void) => boolean, rollup: (replies: readonly R[]) => RollupMessage | null): Promise<{ replies: Array<R | Error>; failure: Error | null }> {
+  async #changeAll<R>(
+    part: ProjectPart,
+    actors: readonly ModelAggregator[],
+    ask: (a: ModelAggregator, reply: (r: R | Error) => void) => boolean,
+    rollup: (replies: readonly R[]) => RollupMessage | null,
+    ready?: () => boolean
+  ): Promise<{ replies: Array<R | Error>; failure: Error | null; notReady?: boolean }> {
     await Promise.all([...actors, part.rollup].map((a) => a.idle()))
+    // Checked once all are idle, in the same run of microtasks as the sends below.
+    if (ready !== undefined && !ready()) return { replies: [], failure: null, notReady: true }
     const replies = await this.#gather(actors, (a, reply: (r: R | Error) => void) => {
       if (!ask(a, reply)) reply(new Error(`${a.name} could not take the change (mailbox full or closed)`))
     })
@@ -659,11 +668,18 @@ export class Topology implements AnalyticsReader {
    * per-session totals are dropped (rebuilt from the rows on next use). Search by cost and alert
    * windows read the rows and aggregates, so they follow.
    *
-   * Readers never see a mix: it runs at a cut (the cost stage emits nothing until it is done);
-   * the long part — finding the rows — is planned in slices with turns in between, changing
-   * nothing (readers see the old costs); then every aggregator applies its plan, the rollup
-   * shifts its hours and the totals are dropped, all in one run of microtasks (see
-   * {@link Topology.#changeAll}), before any query can run again.
+   * The long part runs while events keep coming, changing nothing readers see: the entries are
+   * routed to their aggregators (a slice per turn), then each aggregator plans its rows and
+   * writes their new costs into chunk copies, a slice per message with events recorded in
+   * between (appends leave a plan valid; a fold makes it stale and it is planned again). Only
+   * then a cut (the cost stage emits nothing until it is done): every aggregator swaps its
+   * copies in and shifts its aggregates, looks again for the entries recorded after its plan
+   * began, the rollup shifts its hours and the totals are dropped — all in one run of
+   * microtasks (see {@link Topology.#changeAll}), so a reader sees every old cost or every new
+   * one. The cut is O(chunks + minutes + hours changed), never O(rows). If a plan went stale
+   * before the cut (a fold), the cut is left, that aggregator plans again and the cut is taken
+   * again; after three such rounds the cut applies anyway (a stale series is planned whole
+   * there: correct, only longer).
    *
    * Idempotent: rows are set, coarse hours keep the ids they applied (in the snapshot too).
    * Resolves with the rows changed plus entries applied to coarse hours. Rejects, having
@@ -671,11 +687,7 @@ export class Topology implements AnalyticsReader {
    * not apply (run it again: the rest then follows).
    */
   async reprice(project: string, repriceId: string, changes: CostChanges): Promise<number> {
-    return this.#atCut('reprice', () => this.#repriceAtCut(project, repriceId, changes))
-  }
-
-  /** {@link Topology.reprice} at its cut. */
-  async #repriceAtCut(project: string, id: string, changes: CostChanges): Promise<number> {
+    const id = repriceId
     const part = this.#projects.get(project)
     const n = changes.seqs.length
     if (part === undefined || n === 0) return 0
@@ -683,7 +695,7 @@ export class Topology implements AnalyticsReader {
       if (col.length !== n) throw new RangeError(`re-price ${id}: every column must hold ${n} entries`)
     }
     // Entries by aggregator: counted first (one Map entry per model), then one index array each;
-    // a turn now and then (the cut holds emission, readers go on).
+    // a turn now and then (nothing is held: events and readers go on).
     const aggOf = new Map<string, ModelAggregator | undefined>()
     const counts = new Map<ModelAggregator, number>()
     let lastModel: string | undefined
@@ -711,22 +723,42 @@ export class Topology implements AnalyticsReader {
       slot = idx.get(agg) as { idx: Uint32Array; n: number }
       slot.idx[slot.n++] = i
     }
-    // One aggregator plans at a time: each yields between its slices, so a turn holds one slice.
     const aggs = [...idx.keys()]
-    const planned: Array<true | Error> = []
-    for (const a of aggs) {
+    // One aggregator plans at a time: each yields between its slices, so a turn holds one slice.
+    const plan = async (a: ModelAggregator): Promise<true | Error> => {
+      // Every event up to here is in the aggregator's mailbox ahead of the plan (FIFO).
+      const through = this.emittedThrough
       const [r] = await this.#gather([a], (x, reply: (r: true | Error) => void) => {
-        if (!x.send({ type: 'reprice-plan', id, changes, idx: (idx.get(x) as { idx: Uint32Array }).idx, reply })) reply(new Error(`${x.name} could not take the re-price (mailbox full or closed)`))
+        if (!x.send({ type: 'reprice-plan', id, changes, idx: (idx.get(x) as { idx: Uint32Array }).idx, through, reply })) reply(new Error(`${x.name} could not take the re-price (mailbox full or closed)`))
       })
-      planned.push(r)
-      if (r instanceof Error) break
+      return r
     }
-    const planFailure = planned.find((r): r is Error => r instanceof Error)
-    if (planFailure !== undefined) {
+    const discard = (err: Error): never => {
       for (const a of aggs) a.send({ type: 'reprice-apply', id, discard: true, reply: () => {} })
-      throw planFailure
+      throw err
     }
-    const { replies, failure } = await this.#changeAll<RepriceReply>(
+    for (const a of aggs) {
+      const r = await plan(a)
+      if (r instanceof Error) discard(r)
+    }
+    for (let round = 0; ; round++) {
+      const changed = await this.#atCut('reprice', () => this.#repriceAtCut(part, id, aggs, round >= 3))
+      if (changed !== null) return changed
+      // A plan went stale (a fold) before the cut: plan those again, with events flowing.
+      for (const a of aggs) {
+        if (a.repriceReady(id)) continue
+        const r = await plan(a)
+        if (r instanceof Error) discard(r)
+      }
+    }
+  }
+
+  /**
+   * {@link Topology.reprice} at its cut: swaps every aggregator's plan in at once. Resolves null,
+   * changing nothing, when a plan is not ready (stale) and not `force`.
+   */
+  async #repriceAtCut(part: ProjectPart, id: string, aggs: readonly ModelAggregator[], force: boolean): Promise<number | null> {
+    const { replies, failure, notReady } = await this.#changeAll<RepriceReply>(
       part,
       aggs,
       (a, reply) => a.send({ type: 'reprice-apply', id, reply }),
@@ -734,8 +766,10 @@ export class Topology implements AnalyticsReader {
         const shifts: Deltas = new Map()
         for (const r of replies) for (const [h, d] of r.shifts) addDelta(shifts, h, d.cost, d.unpriced, d.n)
         return shifts.size === 0 ? null : { type: 'shift', shifts }
-      }
+      },
+      force ? undefined : () => aggs.every((a) => a.repriceReady(id))
     )
+    if (notReady) return null
     let changed = 0
     for (const r of replies) if (!(r instanceof Error)) changed += r.changed
     // Still in the same run of microtasks as the apply: no reader has seen the old totals since.

@@ -98,6 +98,11 @@ export interface StagedCosts {
   core: Map<number, Uint32Array>
   ext: Map<number, Uint32Array>
   wide: Map<number, Float64Array>
+  /**
+   * Per chunk copied: its rows when the copy was made. Rows appended to the chunk later are
+   * copied into the copy as they are when it is swapped in (none of them is a staged row).
+   */
+  rows?: Map<number, number>
 }
 
 /** Rows live in chunks of up to 2^12 rows; a row index is (chunk << 12) | offset. */
@@ -430,14 +435,19 @@ export class RowStore {
    * {@link RowStore.setCost} of many rows (`rows[from..to)`, new `costs` and `unpriced` flags),
    * written into copies of the chunks holding them, not into the store: readers see nothing of
    * it until {@link RowStore.commitCosts} swaps the copies in (one pointer per chunk). Add to
-   * `staged` across calls (slices); valid only while the store is otherwise unchanged.
+   * `staged` across calls (slices); valid while no row is removed, renumbered or set otherwise
+   * (rows may be appended meanwhile: the swap brings them along).
    */
-  stageCosts(rows: Int32Array, costs: Float64Array, unpriced: Uint8Array, from: number, to: number, staged: StagedCosts = { core: new Map(), ext: new Map(), wide: new Map() }): StagedCosts {
+  stageCosts(rows: Int32Array, costs: Float64Array, unpriced: Uint8Array, from: number, to: number, staged: StagedCosts = { core: new Map(), ext: new Map(), wide: new Map(), rows: new Map() }): StagedCosts {
+    const held = (staged.rows ??= new Map())
     for (let i = from; i < to; i++) {
       const r = rows[i]
       const c = r >>> CHUNK_SHIFT
       let core = staged.core.get(c)
-      if (core === undefined) staged.core.set(c, (core = this.#core[c].slice()))
+      if (core === undefined) {
+        staged.core.set(c, (core = this.#core[c].slice()))
+        held.set(c, this.#rowsIn(c))
+      }
       const ext = (): Uint32Array => {
         let words = staged.ext.get(c)
         if (words === undefined) {
@@ -453,11 +463,44 @@ export class RowStore {
     return staged
   }
 
-  /** Swaps in the chunk copies of {@link RowStore.stageCosts}: the new costs, at once. */
+  /**
+   * Swaps in the chunk copies of {@link RowStore.stageCosts}: the new costs, at once. Rows
+   * appended to a copied chunk since its copy was made are first copied into it word for word
+   * (and a copy of the first chunk, which grows, to its size now): O(chunks + rows appended).
+   */
   commitCosts(staged: StagedCosts): void {
+    const held = staged.rows
+    if (held !== undefined) {
+      for (const [c, was] of held) {
+        const now = this.#rowsIn(c)
+        const live = this.#core[c]
+        let core = staged.core.get(c) as Uint32Array
+        if (core.length < live.length) {
+          const grown = new Uint32Array(live.length)
+          grown.set(core)
+          staged.core.set(c, (core = grown))
+        }
+        if (now > was) core.set(live.subarray(was * CORE, now * CORE), was * CORE)
+        let ext = staged.ext.get(c)
+        if (ext === undefined) continue
+        const want = (live.length / CORE) * EXT
+        if (ext.length < want) {
+          const grown = new Uint32Array(want)
+          grown.set(ext)
+          staged.ext.set(c, (ext = grown))
+        }
+        const liveExt = this.#ext[c]
+        if (now > was && liveExt !== null) ext.set(liveExt.subarray(was * EXT, now * EXT), was * EXT)
+      }
+    }
     for (const [c, core] of staged.core) this.#core[c] = core
     for (const [c, ext] of staged.ext) this.#ext[c] = ext
     for (const [r, values] of staged.wide) this.#wide.set(r, values)
+  }
+
+  /** Rows chunk `c` holds now (appended: removed ones count). */
+  #rowsIn(c: number): number {
+    return Math.max(0, Math.min(CHUNK_ROWS, this.#size - (c << CHUNK_SHIFT)))
   }
 
   /**

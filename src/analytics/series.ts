@@ -193,7 +193,12 @@ export class SeriesStore {
   #prefixHours = 0
   #prefixGen = -1
   #prefixStale = Infinity
-  /** Bumped by every change of rows or aggregates: a re-price plan made before is stale. */
+  /**
+   * Bumped by every change that could make a re-price plan made before wrong (a fold, a delete,
+   * a compaction, another re-price, a coarse hour set or shifted): such a plan is stale. Not by
+   * {@link SeriesStore.record}: an append neither renumbers rows nor changes a planned row, so a
+   * plan stays valid while events keep coming (see {@link SeriesStore.planReprice}).
+   */
   #gen = 0
 
   /** Number of raw rows retained (rows of coarse hours are not counted; nor rows forgotten). */
@@ -266,7 +271,6 @@ export class SeriesStore {
       this.#rejected += 1
       return false
     }
-    this.#gen++
     const ts = row.ts
     const minuteKey = floorDiv(ts, MINUTE_MS)
     const hourKey = floorDiv(minuteKey, 60)
@@ -613,8 +617,9 @@ export class SeriesStore {
    * out: re-applying changes nothing), or, when its hour is coarse and has not applied
    * re-price `id` yet, the hour's before → after. An entry found nowhere (not this series', or
    * deleted) is skipped. Pass the plan of an earlier call to add to it (slices of one
-   * re-price); throws when the store changed since that plan was begun.
-   * O(entries + rows of the minutes holding them).
+   * re-price); throws when the store changed since that plan was begun (rows appended do not
+   * count: they leave every planned row and delta as it was, and an entry recorded after its
+   * minute was planned is simply not in the plan). O(entries + rows of the minutes holding them).
    */
   planReprice(c: CostColumns, idx: ArrayLike<number>, id: string, plan: RepricePlan = emptyPlan(id, this.#gen)): RepricePlan {
     if (plan.gen !== this.#gen || plan.id !== id) throw new Error('re-price plan of another store state or id')
@@ -663,10 +668,17 @@ export class SeriesStore {
         changed++
       })
       if (changed === 0) continue
-      if (this.#mState[slot] < 0) addDelta(plan.minutes, slot, dCost, dUnpriced, changed)
+      // Whether the minute holds its own aggregate is read at the apply: rows appended after
+      // this plan may give it one (summed from the rows, old costs: the delta still applies).
+      addDelta(plan.minutes, slot, dCost, dUnpriced, changed)
       addDelta(plan.hours, hourKey, dCost, dUnpriced, changed)
     }
     return plan
+  }
+
+  /** Whether `plan` (of {@link SeriesStore.planReprice}) is still valid: nothing but appends since it was begun. */
+  isCurrent(plan: RepricePlan): boolean {
+    return plan.gen === this.#gen
   }
 
   /**

@@ -5,7 +5,8 @@
  * rows are gone: before → after by value) and rows whose cost crosses 2^32 (the EXT escape)
  * or sits in wide rows; re-applying an id changes nothing (rows are set; coarse hours keep the
  * ids they applied, through snapshots and through a fold after the re-price); rows staged into
- * chunk copies before the apply come out the same.
+ * chunk copies before the apply come out the same. Appends do not make a plan stale (see
+ * reprice-appends.test.ts); a delete does.
  */
 import t from 'tap'
 import fc from 'fast-check'
@@ -176,6 +177,10 @@ t.test('a plan is refused once the store changed; slices of one plan need the sa
   const c: CostColumns = { seqs: Float64Array.of(1), ts: Float64Array.of(T), before: Float64Array.of(5), beforeUnpriced: Uint8Array.of(0), after: Float64Array.of(6), afterUnpriced: Uint8Array.of(0) }
   const plan = store.planReprice(c, [0], 'x')
   store.record(row(2, T + 5, 1))
+  t.ok(store.isCurrent(plan), 'an append leaves a plan valid')
+  store.record(row(3, T + 6, 1))
+  t.equal(store.forget(new Set([3])), 1)
+  t.notOk(store.isCurrent(plan), 'a delete makes it stale')
   t.equal(store.applyReprice(plan), null, 'stale plan: nothing applied')
   t.equal(store.aggregate(-Infinity, Infinity).totals.costNanos, 6)
   t.throws(() => store.planReprice(c, [0], 'x', plan), /another store state/)
@@ -232,6 +237,8 @@ t.test('staged rows stay unseen until the apply; a stale staged plan changes not
   const stale = store.planReprice(back, every(back), 't')
   while (store.stageReprice(stale, 1000) > 0);
   store.record(row(99_999, T + 5, 3))
+  store.record(row(100_000, T + 6, 4))
+  t.equal(store.forget(new Set([100_000])), 1)
   t.equal(store.applyReprice(stale), null)
   t.equal(store.aggregate(-Infinity, Infinity).totals.costNanos, 2500 * 10 + 2500 * 2 ** 33 + 3, 'nothing of the stale plan, the new row kept')
 })
