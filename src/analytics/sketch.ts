@@ -107,6 +107,13 @@ export class LatencySketch {
   #base = 0
   /** Made by {@link LatencySketch.dense} (a query accumulator): its dense array grows geometrically. */
   #accumulator = false
+  /**
+   * The last quantile asked for and its answer (NaN: none): a stored hour's sketch is asked the
+   * same p95 by every timeseries bucket that shares it. Cleared by every change (record, merge,
+   * subtract).
+   */
+  #cachedQ = NaN
+  #cachedValue = NaN
   #zero = 0
   #count = 0
   #min = Infinity
@@ -143,6 +150,7 @@ export class LatencySketch {
    */
   record(valueUs: number): boolean {
     if (!(valueUs >= 0 && valueUs < Infinity)) return false
+    this.#cachedQ = NaN
     this.#count += 1
     if (valueUs < this.#min) this.#min = valueUs
     if (valueUs > this.#max) this.#max = valueUs
@@ -257,6 +265,7 @@ export class LatencySketch {
    */
   merge(other: LatencySketch): this {
     if (other.#count === 0) return this
+    this.#cachedQ = NaN
     this.#count += other.#count
     this.#zero += other.#zero
     if (other.#min < this.#min) this.#min = other.#min
@@ -387,8 +396,17 @@ export class LatencySketch {
    */
   quantile(q: number): number {
     if (!(q >= 0 && q <= 1)) throw new RangeError(`quantile must be in [0, 1], got ${q}`)
+    if (q === this.#cachedQ) return this.#cachedValue
     const n = this.#count
     if (n === 0) return NaN
+    const v = this.#quantile(q, n)
+    this.#cachedQ = q
+    this.#cachedValue = v
+    return v
+  }
+
+  /** {@link LatencySketch.quantile} of a sketch holding `n` > 0 values, computed. */
+  #quantile(q: number, n: number): number {
     const rank = nearestRank(q, n)
     if (rank === 0) return this.#min
     if (rank === n - 1) return this.#max
@@ -435,6 +453,7 @@ export class LatencySketch {
   subtract(part: LatencySketch, exact?: { min: number; max: number }): this {
     if (part.#count === 0) return this
     if (this.#dense === null) this.#toDense()
+    this.#cachedQ = NaN
     this.#count -= part.#count
     this.#zero -= part.#zero
     const take = (key: number, n: number) => {
