@@ -26,15 +26,26 @@ import { createHash } from 'node:crypto'
 import { serialize, deserialize } from 'node:v8'
 import type { Database } from 'lmdb'
 
-/** Bump when the payload's shape changes; older snapshots are then rebuilt from the log. */
-export const SNAPSHOT_VERSION = 5
+/**
+ * Bump when the payload's shape changes; older snapshots are then rebuilt from the log.
+ * 6: the dimension dictionaries' long arrays are stored as pieces beside the manifest.
+ */
+export const SNAPSHOT_VERSION = 6
 const MAGIC = Buffer.from('LSNP')
 const SEGMENT_MAGIC = Buffer.from('LSEG')
 const KEY = 'snapshot'
 /** LMDB key of one part of a series. */
 const partKey = (project: string, model: string, provider: string, id: number) => ['part', project, model, provider, id] as unknown as string
+/** LMDB key of piece `i` of the dimension dictionaries written under generation `gen`. */
+const dimsKey = (gen: number, i: number) => ['dims', gen, i] as unknown as string
 /** Key prefixes of parts: this version's, and version 2's per-day segments (removed on sight). */
 const PART_PREFIXES = new Set(['part', 'seg'])
+/**
+ * Arrays of the dimension dictionaries longer than this are cut into pieces of this many
+ * entries, each encoded in its own slice of the write (a project's 100,000 user ids encode in
+ * one v8 serialisation of tens of milliseconds): the manifest keeps only what is left.
+ */
+const SPILL = 8192
 /** Encoding work per event-loop turn before the writer yields (parts are PART_ROWS rows at most). */
 const TURN_BUDGET_MS = 3
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve))
@@ -53,6 +64,45 @@ export interface SnapshotPayload {
   forgets?: string[]
   /** Re-pricings (`rp_…`) whose changes this state holds (src/prices.ts); a restart re-applies the others. */
   reprices?: string[]
+  /**
+   * As stored only: `dimensions` with its long arrays replaced by {@link Spilled} markers, and
+   * the generation of the pieces they name (`read` puts them back; never set by a writer).
+   */
+  dimsGen?: number
+}
+
+/** Where a spilled array went: pieces [from, from + count) of the manifest's generation, concatenated. */
+interface Spilled {
+  $spilled: [from: number, count: number]
+}
+const isSpilled = (v: unknown): v is Spilled => typeof v === 'object' && v !== null && !Array.isArray(v) && Array.isArray((v as Spilled).$spilled)
+
+/** `value` with every array longer than {@link SPILL} (at any depth of plain objects) cut into `pieces`. */
+function spill(value: unknown, pieces: unknown[][]): unknown {
+  if (Array.isArray(value)) {
+    if (value.length <= SPILL) return value
+    const from = pieces.length
+    for (let i = 0; i < value.length; i += SPILL) pieces.push(value.slice(i, i + SPILL))
+    return { $spilled: [from, pieces.length - from] } satisfies Spilled
+  }
+  if (typeof value !== 'object' || value === null || ArrayBuffer.isView(value)) return value
+  const out: Record<string, unknown> = {}
+  for (const [k, v] of Object.entries(value)) out[k] = spill(v, pieces)
+  return out
+}
+
+/** {@link spill} undone: each marker replaced by its pieces, read by `piece`. */
+function unspill(value: unknown, piece: (i: number) => unknown[]): unknown {
+  if (isSpilled(value)) {
+    const [from, count] = value.$spilled
+    const out: unknown[] = []
+    for (let i = from; i < from + count; i++) for (const x of piece(i)) out.push(x)
+    return out
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value) || ArrayBuffer.isView(value)) return value
+  const out: Record<string, unknown> = {}
+  for (const [k, v] of Object.entries(value)) out[k] = unspill(v, piece)
+  return out
 }
 
 export type SnapshotRead =
@@ -154,6 +204,25 @@ export class SnapshotStore {
     }
     // Known even if a part below is damaged: the rebuild's first snapshot removes them all.
     this.#named = named
+    const payload = manifest.payload
+    if (payload.dimsGen !== undefined) {
+      const gen = payload.dimsGen
+      let damaged: string | null = null
+      const piece = (i: number): unknown[] => {
+        const buf = this.#db.get(dimsKey(gen, i))
+        const r = decode(buf, SEGMENT_MAGIC, `snapshot dimension piece ${gen}/${i}`)
+        if (!r.ok || !Array.isArray(r.value)) throw new Error(r.ok ? `snapshot dimension piece ${gen}/${i} is not an array` : r.reason)
+        bytes += buf!.length
+        return r.value
+      }
+      try {
+        payload.dimensions = unspill(payload.dimensions, piece) as Record<string, unknown> | undefined
+      } catch (err) {
+        damaged = (err as Error).message
+      }
+      if (damaged !== null) return { ok: false, reason: damaged }
+      delete payload.dimsGen
+    }
     for (const agg of manifest.payload.aggregators) {
       for (const s of seriesOf(agg.state) ?? []) {
         s.parts = []
@@ -214,14 +283,47 @@ export class SnapshotStore {
       await Promise.allSettled(puts)
     }
     await Promise.all(puts)
-    const manifest = encodeSnapshot({ ...payload, aggregators })
+    // The dictionaries' long arrays as pieces of a fresh generation (the stored manifest's
+    // pieces are never overwritten while it stands), a slice of the write each.
+    const pieces: unknown[][] = []
+    const dimensions = payload.dimensions === undefined ? undefined : spill(payload.dimensions, pieces)
+    const gen = pieces.length === 0 ? undefined : this.#freshGen()
+    const piecePuts: Array<Promise<boolean>> = []
+    try {
+      for (let i = 0; i < pieces.length; i++) {
+        const buf = encode(SEGMENT_MAGIC, pieces[i], SNAPSHOT_VERSION)
+        bytes += buf.length
+        piecePuts.push(this.#db.put(dimsKey(gen!, i), buf))
+        if (performance.now() - turn >= TURN_BUDGET_MS) {
+          await nextTurn()
+          turn = performance.now()
+        }
+      }
+    } finally {
+      await Promise.allSettled(piecePuts)
+    }
+    await Promise.all(piecePuts)
+    await nextTurn()
+    const manifest = encodeSnapshot({ ...payload, aggregators, dimensions: dimensions as SnapshotPayload['dimensions'], ...(gen === undefined ? {} : { dimsGen: gen }) })
     const dead = this.#unnamed(named)
+    for (const k of this.#db.getKeys({ start: ['dims'] as unknown as string, end: ['dims', Infinity] as unknown as string }) as Iterable<unknown>) {
+      if (Array.isArray(k) && k[0] === 'dims' && k[1] !== gen) dead.push(k as unknown as string)
+    }
     await this.#db.transaction(() => {
       for (const k of dead) this.#db.remove(k)
       this.#db.put(KEY, manifest)
     })
     this.#named = named
     return bytes + manifest.length
+  }
+
+  /** A generation number for dimension pieces that no stored key uses (the largest stored + 1). */
+  #freshGen(): number {
+    let max = 0
+    for (const k of this.#db.getKeys({ start: ['dims'] as unknown as string, end: ['dims', Infinity] as unknown as string }) as Iterable<unknown>) {
+      if (Array.isArray(k) && k[0] === 'dims' && typeof k[1] === 'number' && k[1] > max) max = k[1]
+    }
+    return max + 1
   }
 
   /** True when a part to write has a number the stored manifest names for its series. */
