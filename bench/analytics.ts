@@ -33,7 +33,9 @@
  * `LLMSCOPE_BENCH_ANALYTICS_BUDGET_S` seconds per kind, all engines together, past which that
  * kind stops early (default 60), `LLMSCOPE_BENCH_ANALYTICS_TOTAL_S` the whole question's
  * budget (default 1500): when the loads leave less than the kinds' budgets need, each kind's
- * budget shrinks to its share of what is left. `LLMSCOPE_BENCH_PEERS=0` leaves the peers out.
+ * budget shrinks to its share of what is left. `LLMSCOPE_BENCH_PEERS=0` leaves the peers out;
+ * `LLMSCOPE_BENCH_ANALYTICS_KINDS=tag,breakdown` times only the kinds whose names contain one of
+ * the words (the same queries as a whole run: the others are drawn and skipped).
  * At 10M on a quiet 2-core machine the loads take about 8 minutes (LLMScope over HTTP ~4,
  * ClickHouse ~3, DuckDB ~1.5), the queries at most 8 × 60 s. Alone:
  * `npm run bench -- analytics`, or `node dist-bench/bench/analytics.js` after
@@ -256,11 +258,18 @@ interface Engine {
 const where1 = (q: Query) => `${PROJECTS[q.project]} [${q.start}, ${q.end})${q.model ?? ''}${q.user ?? ''}${q.tag ?? ''}`
 const progress = (what: string) => console.error(`  analytics ${new Date().toISOString().slice(11, 19)} ${what} (load ${loadavg()[0].toFixed(2)})`)
 
-async function measure(engines: Engine[], perKind: number, budgetMs: number) {
+/** The kinds `LLMSCOPE_BENCH_ANALYTICS_KINDS` selects (all when unset). */
+function selectedKinds(): Set<Kind> {
+  const words = (process.env.LLMSCOPE_BENCH_ANALYTICS_KINDS ?? '').split(',').map((w) => w.trim()).filter((w) => w !== '')
+  return new Set(KINDS.filter((k) => words.length === 0 || words.some((w) => k.includes(w))))
+}
+
+async function measure(engines: Engine[], perKind: number, budgetMs: number, kinds: Set<Kind>) {
   const times = new Map(engines.map((e) => [e.name, new Map(KINDS.map((k) => [k, [] as number[]]))]))
   const verdicts = new Map(engines.slice(1).map((e) => [e.name, new Map(KINDS.map((k) => [k, new Verdict()]))]))
   // Warm-up, with percentiles against the nearest rank.
   for (const q of analyticsQueries(CHECKED, 101)) {
+    if (!kinds.has(q.kind)) continue
     const o = (await engines[0].answer(q, false)).answer
     for (const e of engines.slice(1)) verdicts.get(e.name)!.get(q.kind)!.judge(where1(q), o, (await e.answer(q, true)).answer, { percentiles: true })
   }
@@ -270,7 +279,7 @@ async function measure(engines: Engine[], perKind: number, budgetMs: number) {
   const spent = new Map(KINDS.map((k) => [k, 0]))
   let i = 0
   for (const q of analyticsQueries(perKind)) {
-    if (spent.get(q.kind)! > budgetMs) continue
+    if (!kinds.has(q.kind) || spent.get(q.kind)! > budgetMs) continue
     const t0 = performance.now()
     const answers = new Map<string, Answer>()
     const first = i++ % engines.length
@@ -348,10 +357,12 @@ export async function run(): Promise<Row[]> {
 
     // What the loads left of the whole budget, less a minute for the warm-up and the end.
     const leftS = totalS - (performance.now() - started) / 1000 - 60
-    const kindS = Math.max(5, Math.min(budgetS, leftS / KINDS.length))
+    const kinds = selectedKinds()
+    if (kinds.size === 0) throw new Error(`LLMSCOPE_BENCH_ANALYTICS_KINDS=${process.env.LLMSCOPE_BENCH_ANALYTICS_KINDS} names no kind of: ${KINDS.join('; ')}`)
+    const kindS = Math.max(5, Math.min(budgetS, leftS / kinds.size))
     if (kindS < budgetS) row({ metric: 'query budget per kind (shrunk to fit the question budget)', value: kindS, unit: 's', note: `LLMSCOPE_BENCH_ANALYTICS_BUDGET_S ${budgetS} s; ${leftS.toFixed(0)} s left of LLMSCOPE_BENCH_ANALYTICS_TOTAL_S ${totalS} s after the loads` })
     progress(`queries: up to ${perKind} per kind, ${kindS.toFixed(0)} s per kind`)
-    const { stats, verdicts } = await measure(engines, perKind, kindS * 1000)
+    const { stats, verdicts } = await measure(engines, perKind, kindS * 1000, kinds)
     // What HTTP alone costs ours: a route that does nothing, the same way.
     const floor: number[] = []
     for (let i = 0; i < 200; i++) {
@@ -361,6 +372,7 @@ export async function run(): Promise<Row[]> {
     }
     row({ metric: 'HTTP floor: GET /health p50 (part of every LLMScope time below)', value: pct(floor, 0.5), unit: 'ms', note: `p99 ${pct(floor, 0.99).toFixed(3)} ms over ${floor.length}` })
     for (const kind of KINDS) {
+      if (!kinds.has(kind)) continue
       const o = stats('LLMScope', kind)
       const goal = GOALS[kind]
       row({ metric: `${kind} @ ${size}: LLMScope p99 (HTTP)`, value: o.p99, unit: 'ms', goal: `≤ ${goal.p99}`, note: `over ${o.n} queries` })
