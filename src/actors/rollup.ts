@@ -18,7 +18,8 @@ import type { PricedEvent } from '../events.js'
 import type { Deltas } from '../analytics/reprice.js'
 
 export type RollupMessage =
-  | { type: 'events'; events: PricedEvent[] }
+  /** `applied`: called once the events are counted (Topology.sync's read watermark). */
+  | { type: 'events'; events: PricedEvent[]; applied?: () => void }
   | { type: 'barrier'; reply: () => void }
   /**
    * Rebuilds hours (keys: floor(ts / HOUR_MS)) a delete changed, each as the merge of that hour
@@ -46,6 +47,7 @@ export class RollupAggregator extends Actor<RollupMessage> {
     switch (message.type) {
       case 'events':
         for (const e of message.events) this.#store.record(toRow(e))
+        message.applied?.()
         return
       case 'barrier':
         message.reply()
