@@ -34,6 +34,7 @@
 import { pathToFileURL } from 'node:url'
 import { dimEvents, dimQueries, PROJECTS, type DimQuery, type QueryKind } from './dim-data.js'
 import { clickhouse, duckdb, PEER_VERSIONS, type Answer, type Peer, type Totals } from './peers.js'
+import { Verdict, type Answer as Agreed, type Figures } from './agree.js'
 import { load1, machineLine, pct, table, type Row } from './lib.js'
 import { BATCH, IN_FLIGHT, bodies, closeAgent, counted, createProjects, request, send, startServer, take, timedGetJson, type Server } from './server.js'
 
@@ -85,24 +86,10 @@ async function ours(server: Server, q: DimQuery): Promise<Answer> {
   return { groups: b.groups.map((g) => ({ value: String(g.value), ...ourTotals(g) })), total: ourTotals(b.total), ms }
 }
 
-/** Null when `theirs` agrees with `ours`, else the first difference. */
-function differs(o: Answer, t: Answer, p95: boolean): string | null {
-  const one = (what: string, a: Totals, b: Totals): string | null => {
-    if (a.requests !== b.requests) return `${what}: requests ${a.requests} vs ${b.requests}`
-    if (a.requests === 0) return null
-    if (a.tokens !== b.tokens) return `${what}: tokens ${a.tokens} vs ${b.tokens}`
-    // Ours arrives as dollars in a double: past 2^53 nano-dollars the last one is rounding.
-    if (Math.abs(a.costNanos - b.costNanos) > Math.max(0, Math.abs(b.costNanos) * 2 ** -52)) return `${what}: cost ${a.costNanos} vs ${b.costNanos} nano-$`
-    if (p95 && (a.p95 === null || b.p95 === null || Math.abs(a.p95 - b.p95) > 0.01 * b.p95 + 1e-6)) return `${what}: p95 ${a.p95} vs ${b.p95} ms (nearest rank)`
-    return null
-  }
-  if (o.groups.length !== t.groups.length) return `${o.groups.length} groups vs ${t.groups.length}`
-  for (let i = 0; i < o.groups.length; i++) {
-    if (o.groups[i].value !== t.groups[i].value) return `group ${i + 1}: ${o.groups[i].value} vs ${t.groups[i].value}`
-    const d = one(o.groups[i].value, o.groups[i], t.groups[i])
-    if (d !== null) return d
-  }
-  return one('total', o.total, t.total)
+/** The answer as bench/agree.ts compares it: the top groups in order, the range's total, p95. */
+function agreeForm(a: Answer): Agreed {
+  const f = (t: Totals): Figures => ({ requests: t.requests, tokens: t.tokens, costNanos: t.costNanos, pct: { p95: t.p95 } })
+  return { groups: a.groups.map((g) => ({ key: g.value, ...f(g) })), ordered: true, total: f(a.total) }
 }
 
 interface Engine {
@@ -117,14 +104,9 @@ async function measure(engines: Engine[], perKind: number, budgetMs: number) {
   const counts = { 'breakdown 30 days': Math.max(CHECKED, Math.ceil(perKind / 4)), 'breakdown 1 hour': perKind, 'metrics ?user_id=': perKind }
   const checks = dimQueries({ 'breakdown 30 days': CHECKED, 'breakdown 1 hour': CHECKED, 'metrics ?user_id=': CHECKED }, 101)
   const times = new Map(engines.map((e) => [e.name, new Map(KINDS.map((k) => [k, [] as number[]]))]))
-  const verdicts = new Map(engines.slice(1).map((e) => [e.name, new Map(KINDS.map((k) => [k, { checked: 0, agreed: 0, first: null as string | null }]))]))
-  const judge = (peer: string, q: DimQuery, o: Answer, t: Answer, p95: boolean) => {
-    const v = verdicts.get(peer)!.get(q.kind)!
-    const d = differs(o, t, p95)
-    v.checked++
-    if (d === null) v.agreed++
-    else v.first ??= `${PROJECTS[q.project]} [${q.start}, ${q.end})${q.user === undefined ? '' : ` ${q.user}`}: ${d}`
-  }
+  const verdicts = new Map(engines.slice(1).map((e) => [e.name, new Map(KINDS.map((k) => [k, new Verdict()]))]))
+  const judge = (peer: string, q: DimQuery, o: Answer, t: Answer, p95: boolean) =>
+    verdicts.get(peer)!.get(q.kind)!.judge(`${PROJECTS[q.project]} [${q.start}, ${q.end})${q.user === undefined ? '' : ` ${q.user}`}`, agreeForm(o), agreeForm(t), { percentiles: p95 })
   // Warm-up, with p95 against the nearest rank.
   for (const q of checks) {
     const o = await engines[0].answer(q, false)
@@ -212,8 +194,7 @@ export async function run(): Promise<Row[]> {
         const s = stats(p.name, kind)
         fastest = Math.min(fastest, s.p99)
         const v = verdicts.get(p.name)!.get(kind)!
-        const agree = v.agreed === v.checked ? `answers agree ${v.agreed}/${v.checked}` : `DISAGREE ${v.checked - v.agreed}/${v.checked}, first: ${v.first}`
-        row({ metric: `${kind}: p99 LLMScope vs ${p.name}`, value: o.p99, unit: 'ms', baseline: s.p99, ratio: s.p99 / o.p99, note: `ratio = times faster; p50 ${o.p50.toFixed(2)} vs ${s.p50.toFixed(2)} ms; ${agree}` })
+        row({ metric: `${kind}: p99 LLMScope vs ${p.name}`, value: o.p99, unit: 'ms', baseline: s.p99, ratio: s.p99 / o.p99, goal: 'answers agree', met: v.ok, note: `ratio = times faster; p50 ${o.p50.toFixed(2)} vs ${s.p50.toFixed(2)} ms; ${v}` })
       }
       if (peers.length > 0) row({ metric: `${kind}: ours ×N faster at p99 than the faster peer`, value: fastest / o.p99, unit: '×', goal: '≥ 10' })
     }

@@ -43,6 +43,8 @@ export interface Answer {
   /** Breakdowns: the top groups by cost (ties by user id), in order; metrics: empty. */
   groups: Array<Totals & { value: string }>
   total: Totals
+  /** The engine's time for it in ms: the query until its result is in hand, before that is decoded into JS values. */
+  ms?: number
 }
 
 /** A peer engine, loaded. `exact` computes p95 as the nearest rank (⌈0.95·n⌉-th smallest), as LLMScope defines it, instead of the engine's own quantile. */
@@ -53,8 +55,8 @@ export interface Peer {
   /** Seconds the load took (rows in, plus the engine's own sort or merge). */
   loadSeconds: number
   query(q: DimQuery, limit: number, exact: boolean): Promise<Answer>
-  /** Any SELECT on the `events` table, its rows as arrays of JS values (numbers may come as strings or bigints: read them with Number). */
-  rows(sql: string): Promise<unknown[][]>
+  /** Any SELECT on the `events` table, its rows as arrays of JS values (numbers may come as strings or bigints: read them with Number), and `ms` as in {@link Answer}. */
+  rows(sql: string): Promise<{ rows: unknown[][]; ms: number }>
   close(): void
 }
 
@@ -136,26 +138,33 @@ export async function clickhouse(rows: () => Iterable<DimEvent>): Promise<Peer> 
     s.query('OPTIMIZE TABLE events FINAL')
     const loadSeconds = (performance.now() - t0) / 1000
     const agg = (p95: string) => `count(), sum(total_tokens), sum(cost_nanos), ${p95}`
+    const timed = <T>(sql: string) => {
+      const t = performance.now()
+      const text = s.query(sql, 'JSONCompact')
+      const ms = performance.now() - t
+      return { r: JSON.parse(text) as T, ms }
+    }
     return {
       name: 'ClickHouse',
       dialect: 'clickhouse',
       loadSeconds,
       async rows(sql) {
-        return (JSON.parse(s.query(sql, 'JSONCompact')) as { data: unknown[][] }).data
+        const { r, ms } = timed<{ data: unknown[][] }>(sql)
+        return { rows: r.data, ms }
       },
       async query(q, limit, exact) {
         const p95 = exact ? 'arrayElement(arraySort(groupArray(latency_ms)), intDiv(95 * count() + 99, 100))' : 'quantileExact(0.95)(latency_ms)'
         if (q.user !== undefined) {
           // Metrics: the same three percentiles LLMScope answers, in one pass.
           const sql = `SELECT ${exact ? agg(p95) : `${agg('quantilesExact(0.5, 0.95, 0.99)(latency_ms)[2]')}, avg(latency_ms), avg(error)`} FROM events WHERE ${where(q)}`
-          const r = JSON.parse(s.query(sql, 'JSONCompact')) as { data: unknown[][] }
-          return { groups: [], total: totals(r.data[0], 0) }
+          const { r, ms } = timed<{ data: unknown[][] }>(sql)
+          return { groups: [], total: totals(r.data[0], 0), ms }
         }
         // Breakdown: top groups by cost and, WITH TOTALS, the whole range in the same pass.
         const sql = `SELECT user_id, ${agg(p95)}, sum(prompt_tokens), sum(completion_tokens), avg(latency_ms), avg(error) AS er, sum(cost_nanos) AS cost
           FROM events WHERE ${where(q)} GROUP BY user_id WITH TOTALS ORDER BY cost DESC, user_id ASC LIMIT ${limit}`
-        const r = JSON.parse(s.query(sql, 'JSONCompact')) as { data: unknown[][]; totals?: unknown[] }
-        return { groups: r.data.map((row) => ({ value: String(row[0]), ...totals(row, 1) })), total: r.totals === undefined ? { requests: 0, tokens: 0, costNanos: 0, p95: null } : totals(r.totals, 1) }
+        const { r, ms } = timed<{ data: unknown[][]; totals?: unknown[] }>(sql)
+        return { groups: r.data.map((row) => ({ value: String(row[0]), ...totals(row, 1) })), total: r.totals === undefined ? { requests: 0, tokens: 0, costNanos: 0, p95: null } : totals(r.totals, 1), ms }
       },
       close() {
         s.close()
@@ -232,28 +241,35 @@ export async function duckdb(rows: () => Iterable<DimEvent>): Promise<Peer> {
     await c.run('DROP TABLE staging')
     await c.run('CHECKPOINT')
     const loadSeconds = (performance.now() - t0) / 1000
+    const timed = async (sql: string) => {
+      const t = performance.now()
+      const reader = await c.runAndReadAll(sql)
+      const ms = performance.now() - t
+      return { r: reader.getRowsJS(), ms }
+    }
     return {
       name: 'DuckDB',
       dialect: 'duckdb',
       loadSeconds,
       async rows(sql) {
-        return (await c.runAndReadAll(sql)).getRowsJS()
+        const { r, ms } = await timed(sql)
+        return { rows: r, ms }
       },
       async query(q, limit, exact) {
         const p95 = exact ? 'list_sort(list(latency_ms))[(95 * count(*) + 99) // 100]' : 'quantile_disc(latency_ms, 0.95)'
         const agg = `count(*), sum(total_tokens), sum(cost_nanos), ${p95}`
         if (q.user !== undefined) {
           const sql = `SELECT ${exact ? agg : `count(*), sum(total_tokens), sum(cost_nanos), quantile_disc(latency_ms, [0.5, 0.95, 0.99])[2], avg(latency_ms), avg(error::INTEGER)`} FROM events WHERE ${where(q)}`
-          const r = (await c.runAndReadAll(sql)).getRowsJS()
-          return { groups: [], total: totals(r[0], 0) }
+          const { r, ms } = await timed(sql)
+          return { groups: [], total: totals(r[0], 0), ms }
         }
         // Breakdown: top groups by cost and the whole range in one pass (GROUPING SETS).
         const sql = `SELECT user_id, ${agg}, sum(prompt_tokens), sum(completion_tokens), avg(latency_ms), avg(error::INTEGER), grouping(user_id) AS g, sum(cost_nanos) AS cost
           FROM events WHERE ${where(q)} GROUP BY GROUPING SETS ((user_id), ()) ORDER BY g DESC, cost DESC, user_id ASC LIMIT ${limit + 1}`
-        const r = (await c.runAndReadAll(sql)).getRowsJS()
+        const { r, ms } = await timed(sql)
         const total = r.length > 0 && Number(r[0][9]) === 1 ? totals(r[0], 1) : { requests: 0, tokens: 0, costNanos: 0, p95: null }
         const groups = r.filter((row) => Number(row[9]) === 0).map((row) => ({ value: String(row[0]), ...totals(row, 1) }))
-        return { groups, total }
+        return { groups, total, ms }
       },
       close() {
         c.closeSync()
