@@ -332,7 +332,8 @@ export async function run(): Promise<Row[]> {
     await createProjects(server)
     const loaded = await loadOurs(server, n)
     row({ metric: `LLMScope: load ${size} events over HTTP with dimensions, until counted`, value: n / loaded.seconds, unit: 'ev/s', note: `${loaded.seconds.toFixed(1)} s; batches of ${BATCH}, ${IN_FLIGHT} in flight; busy resends ${loaded.resends}` })
-    row({ metric: `LLMScope: RSS per event @ ${size}`, value: ((await server.rss()) - server.rss0) / n, unit: 'B', goal: '≤ 80', note: 'settled RSS after the load − at start, over the events' })
+    // The goal is per event at 10M; below that the fixed costs (dictionaries of 100,000 users, pages touched) weigh in.
+    row({ metric: `LLMScope: RSS per event @ ${size}`, value: ((await server.rss()) - server.rss0) / n, unit: 'B', goal: n >= 10_000_000 ? '≤ 80' : undefined, note: `settled RSS after the load − at start, over the events${n >= 10_000_000 ? '' : '; the goal (≤ 80 B) is for 10M events'}` })
     progress('LLMScope loaded')
 
     const s = server
