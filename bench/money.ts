@@ -169,6 +169,18 @@ function queryLoop(server: Server) {
   }
 }
 
+/**
+ * The server's longest event-loop block since the previous call: the max of prom-client's
+ * `monitorEventLoopDelay` histogram (nodejs_eventloop_lag_max_seconds), sampled in the server
+ * every 10 ms and reset by every scrape of /metrics — so a scrape opens a window and the next
+ * one reads it. A block of B ms shows as a delay of about B (± the 10 ms sampling).
+ */
+async function loopMax(server: Server): Promise<number> {
+  const r = await request(`${server.url}/metrics`, 'GET', null)
+  const m = /^nodejs_eventloop_lag_max_seconds (\S+)$/m.exec(r.body)
+  return m === null ? NaN : Number(m[1]) * 1000
+}
+
 interface RepriceAnswer {
   models: Array<{ provider: string; model: string; requests: number; before: number; after: number; difference: number }>
   total: { requests: number; before: number; after: number; difference: number }
@@ -203,20 +215,27 @@ async function repriceRows(server: Server, n: number, row: AddRow): Promise<void
     return { ms: performance.now() - t, answer: JSON.parse(r.body) as RepriceAnswer }
   }
   progress('dry run')
+  await loopMax(server)
   const dry = await reprice(true)
+  const dryBlock = await loopMax(server)
   row({ metric: `POST /prices/reprice dry run over ${fmtN(dry.answer.total.requests)} events`, value: dry.ms / 1000, unit: 's', note: `${fmtN(Math.round(dry.answer.total.requests / (dry.ms / 1000)))} events/s; ${dry.answer.models.length} models; $${dry.answer.total.before.toFixed(2)} → $${dry.answer.total.after.toFixed(2)}` })
 
   progress('apply under load')
   const live = ingestLoop(server, false)
   const queries = queryLoop(server)
   let apply: Awaited<ReturnType<typeof reprice>>
+  let beforeBlock = NaN
+  let applyBlock = NaN
   try {
     live.set('before')
     queries.set('before')
+    await loopMax(server)
     await sleep(BEFORE_MS)
+    beforeBlock = await loopMax(server)
     live.set('during')
     queries.set('during')
     apply = await reprice(false)
+    applyBlock = await loopMax(server)
     live.set('after')
     queries.set('after')
   } finally {
@@ -238,6 +257,9 @@ async function repriceRows(server: Server, n: number, row: AddRow): Promise<void
     ratio: pct(xs, 0.99) / pct(before, 0.99),
     note: `p50 ${pct(xs, 0.5).toFixed(1)} ms over ${xs.length} ${what}, one at a time (before: p50 ${pct(before, 0.5).toFixed(1)} ms over ${before.length}); max during ${Math.max(...xs).toFixed(0)} ms`
   })
+  const blockNote = 'server-side monitorEventLoopDelay max (prom-client, 10 ms sampling), over the whole request: scan, record, plan and stage, the cut, the snapshot after'
+  row({ metric: '  longest event-loop block in the server during the apply (baseline: 10 s before, same live load)', value: applyBlock, unit: 'ms', baseline: beforeBlock, ratio: applyBlock / beforeBlock, goal: '≤ 20', note: blockNote })
+  row({ metric: '  longest event-loop block in the server during the dry run (no live load)', value: dryBlock, unit: 'ms', goal: '≤ 20', note: 'same sampling; the scan of the log, a slice per turn' })
   row({ metric: '  ingest p99 during the apply (baseline: 10 s before)', ...during(live.times('during'), live.times('before'), 'batches of 10') })
   row({ metric: '  GET /analytics/costs (30 days) p99 during the apply (baseline: before)', ...during(queries.times('during'), queries.times('before'), 'queries') })
 }

@@ -3,6 +3,7 @@
  * It owns that model's series — one exact time-bucketed store per provider — and nothing
  * else touches them. Queries read through `view()`, a read-only window taken between messages.
  */
+import { performance } from 'node:perf_hooks'
 import { Actor, assertNever, type ActorOptions } from './actor.js'
 import { SeriesStore, type RetentionPolicy, type RowDims, type SeriesSnapshot } from '../analytics/series.js'
 import type { Row } from '../analytics/row.js'
@@ -23,10 +24,17 @@ export const PART_ROWS = 4096
 /** Parts a series may hold beyond twice the fewest its rows need, before a snapshot rewrites it. */
 const PART_SLACK = 64
 /**
- * Re-price entries planned per event-loop turn (see 'reprice-plan'): finding their rows is the
- * long part of a re-price, so it yields between slices (readers meanwhile see the old costs).
+ * Re-price entries planned (or rows staged) per slice (see 'reprice-plan'): finding their rows
+ * is the long part of a re-price, so it is cut in slices, readers meanwhile seeing the old
+ * costs. One 'reprice-step' message runs slices for at most {@link REPRICE_STEP_MS}.
  */
-export const REPRICE_SLICE = 16_384
+export const REPRICE_SLICE = 2048
+/**
+ * How long one 'reprice-step' runs slices before it queues the next step behind whatever came
+ * meanwhile (a slice takes well under a millisecond on a quiet core; measured by the monotonic
+ * clock, it decides only when to yield, never what is computed — as the actor's drain budget).
+ */
+export const REPRICE_STEP_MS = 4
 
 export type AggregatorMessage =
   /**
@@ -49,9 +57,9 @@ export type AggregatorMessage =
    * Re-price, step 1 (see Topology.reprice): finds what re-pricing the entries `idx` of
    * `changes` (this aggregator's, seqs ascending) changes in each series (by `providers`),
    * and writes the new costs into chunk copies (stageReprice), changing nothing readers see;
-   * keeps the plans for 'reprice-apply'. Runs while events keep coming: one slice of
-   * {@link REPRICE_SLICE} per 'reprice-step' message this actor sends itself, each after a
-   * turn, so events queued meanwhile are recorded between slices (appends leave a plan valid:
+   * keeps the plans for 'reprice-apply'. Runs while events keep coming: slices of
+   * {@link REPRICE_SLICE} for up to {@link REPRICE_STEP_MS} per 'reprice-step' message this actor
+   * sends itself, each after a turn, so events queued meanwhile are recorded between slices (appends leave a plan valid:
    * SeriesStore.planReprice). `through`: every entry with a seq up to it was recorded here
    * before this message; later ones are looked for again at the apply. A series whose plan a
    * fold made stale is planned again from its start. Replies true, or an Error.
@@ -356,7 +364,9 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
     const reply = r.reply as (r: true | Error) => void
     let done: boolean
     try {
-      done = r.steps.next().done === true
+      const until = performance.now() + REPRICE_STEP_MS
+      do done = r.steps.next().done === true
+      while (!done && performance.now() < until)
     } catch (err) {
       this.#reprice = null
       reply(err as Error)

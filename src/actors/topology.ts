@@ -128,8 +128,10 @@ interface ProjectPart {
 type RollupMessage = DistributiveOmit<Extract<RollupMessageWithReply, { type: 'rehour' | 'shift' }>, 'reply'>
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never
 
-/** Re-price entries routed to their aggregators per event-loop turn. */
-const ROUTE_SLICE = 262_144
+/** Re-price entries routed between two looks at the clock; a turn is given after {@link ROUTE_MS}. */
+const ROUTE_SLICE = 4096
+/** Longest run of re-price routing before a turn (the monotonic clock decides only when to yield). */
+const ROUTE_MS = 4
 
 /** Yields one event-loop turn. */
 const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
@@ -724,8 +726,14 @@ export class Topology implements AnalyticsReader {
       if (!aggOf.has(model)) aggOf.set(model, this.#aggregatorOf(part, model))
       return (lastAgg = aggOf.get(model))
     }
+    let since = performance.now()
+    const pause = async (): Promise<void> => {
+      if (performance.now() - since < ROUTE_MS) return
+      await turn()
+      since = performance.now()
+    }
     for (let i = 0; i < n; i++) {
-      if (i % ROUTE_SLICE === ROUTE_SLICE - 1) await turn()
+      if (i % ROUTE_SLICE === ROUTE_SLICE - 1) await pause()
       const agg = route(i)
       if (agg !== undefined) counts.set(agg, (counts.get(agg) ?? 0) + 1)
     }
@@ -734,7 +742,7 @@ export class Topology implements AnalyticsReader {
     let slot: { idx: Uint32Array; n: number } | undefined
     lastModel = undefined
     for (let i = 0; i < n; i++) {
-      if (i % ROUTE_SLICE === ROUTE_SLICE - 1) await turn()
+      if (i % ROUTE_SLICE === ROUTE_SLICE - 1) await pause()
       const agg = route(i)
       if (agg === undefined) continue
       slot = idx.get(agg) as { idx: Uint32Array; n: number }

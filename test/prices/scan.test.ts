@@ -50,3 +50,31 @@ t.test('the same answer whatever the slicing; only what is in scope', async (t) 
   t.same(Array.from(whole.changes!.before), moving.map((e) => nanos(e, 1, 1)))
   t.same(Array.from(whole.changes!.after), moving.map((e) => nanos(e, 3, 2)))
 })
+
+t.test('a change list past one chunk of the builder (65,536 entries): every column joined in order', async (t) => {
+  const book = new PriceBook()
+  book.nextRev()
+  book.addVersion({ id: 'pv_1', project: 'default', provider: 'selfhost', model: 'm-a', rates: fillRates({ input: 2, output: 5 }), effective_from: 0, created_at: 0, rev: 1 })
+  const N = 240_000
+  // Every event of m-a in `default` without a caller cost changes (accepted at revision 0, before the version).
+  const at = (s: number): StoredEvent => ({ ...ev(s), priceRev: 0 })
+  const read = function* (from: number): Generator<StoredEvent[]> {
+    for (let key = Math.floor(from / 5000) * 5000; key < N; key += 5000) {
+      const out: StoredEvent[] = []
+      for (let s = Math.max(key, from); s < key + 5000; s++) out.push(at(s))
+      yield out
+    }
+  }
+  const scan = await scanReprice(read, book, { project: 'default', start: -Infinity, end: Infinity, model: null }, 1, { changes: true })
+  const moving = Array.from({ length: N }, (_, s) => at(s)).filter((e) => e.project === 'default' && e.model === 'm-a' && e.cost === null)
+  t.ok(moving.length > 2 * 65_536, `${moving.length} entries: three chunks`)
+  const c = scan.changes!
+  t.equal(c.seqs.length, moving.length)
+  let wrong = 0
+  moving.forEach((e, i) => {
+    if (c.seqs[i] !== e.seq || c.ts[i] !== e.ts || c.models[i] !== e.model || c.providers[i] !== e.provider || c.before[i] !== 0 || c.beforeUnpriced[i] !== 1) wrong++
+    if (c.after[i] !== Math.round(((e.prompt * 2 + e.completion * 5) / 1e6) * 1e9) || c.afterUnpriced[i] !== 0) wrong++
+  })
+  t.equal(wrong, 0, 'every entry of every column in seq order')
+  t.equal(c.models.length, moving.length)
+})
