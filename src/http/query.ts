@@ -83,3 +83,69 @@ export function parseWithFilters<S extends z.ZodObject>(schema: S, query: unknow
   }
   return { q, filters }
 }
+
+const EPOCH_MS = /^-?\d{1,16}$/
+const INTERVAL_KEYS = new Set(['1m', '5m', '1h'])
+
+/** What {@link fastRangeQuery} reads: the range, model and provider lists, and a timeseries interval. */
+export interface FastRange {
+  start_time?: number
+  end_time?: number
+  model?: Set<string>
+  provider?: Set<string>
+  interval?: '1m' | '5m' | '1h'
+}
+
+/** `a,b,c` as listParam parses it, or null where listParam would refuse it. */
+function fastList(s: string): Set<string> | null {
+  const names = s.split(',').map((x) => x.trim()).filter((x) => x !== '')
+  if (names.length < 1 || names.length > 100) return null
+  for (const x of names) if (x.length > 256) return null
+  return new Set(names)
+}
+
+/**
+ * The common analytics query without zod: only `start_time`/`end_time` as epoch milliseconds,
+ * `model`/`provider` lists, `api_key`, `project` and (with `interval`) a timeseries interval,
+ * each given once. Returns what the route's zod schema plus {@link parseWithFilters} would give
+ * (no dimension filter), or null for anything else — an ISO time, a filter, a repeated or
+ * invalid parameter — which the caller parses with zod as before (so every error is zod's).
+ * A zod parse costs ~40 µs a request on a loaded machine; this a few.
+ */
+export function fastRangeQuery(query: unknown, interval: boolean): FastRange | null {
+  if (query === null || typeof query !== 'object') return null
+  const out: FastRange = {}
+  for (const key in query) {
+    if (!Object.hasOwn(query, key)) continue
+    const v = (query as Record<string, unknown>)[key]
+    if (typeof v !== 'string') return null
+    switch (key) {
+      case 'start_time':
+      case 'end_time': {
+        if (!EPOCH_MS.test(v)) return null
+        const ms = Number(v)
+        if (!Number.isFinite(ms) || Math.abs(ms) > 8.64e15) return null
+        out[key] = ms
+        break
+      }
+      case 'model':
+      case 'provider': {
+        const list = fastList(v)
+        if (list === null) return null
+        out[key] = list
+        break
+      }
+      case 'api_key':
+      case 'project':
+        break
+      case 'interval':
+        if (!interval || !INTERVAL_KEYS.has(v)) return null
+        out.interval = v as FastRange['interval']
+        break
+      default:
+        return null
+    }
+  }
+  if (interval && out.interval === undefined) out.interval = '1h'
+  return out
+}

@@ -5,7 +5,7 @@
  */
 import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
-import { checkRange, filterShape, parseQuery, parseWithFilters, rangeShape } from '../query.js'
+import { checkRange, fastRangeQuery, filterShape, parseQuery, parseWithFilters, rangeShape } from '../query.js'
 import { dollars, fillBuckets, isBreakdownDimension, MAX_BUCKETS, quantileMs, totalsJson, type RangeQuery } from '../../queries.js'
 import { llmsError } from '../../errors.js'
 import { costsSchema, keyedErrors, metricsSchema, timeseriesSchema } from '../openapi.js'
@@ -16,6 +16,14 @@ const rangeQuery = z.looseObject({ ...rangeShape, ...filterShape })
 
 /** Parses a range + filter query into a RangeQuery (unbounded sides as ±Infinity). */
 function parseRange(query: unknown, project: string): RangeQuery {
+  // The common query (epoch ms, model/provider lists) without zod; anything else through it.
+  const fast = fastRangeQuery(query, false)
+  if (fast !== null) {
+    const start = fast.start_time ?? -Infinity
+    const end = fast.end_time ?? Infinity
+    checkRange(start, end)
+    return { start, end, models: fast.model, providers: fast.provider, project }
+  }
   const { q, filters } = parseWithFilters(rangeQuery, query)
   const start = q.start_time ?? -Infinity
   const end = q.end_time ?? Infinity
@@ -114,7 +122,8 @@ export async function analyticsRoutes(app: FastifyInstance, opts: { engine: Engi
       response: { 200: timeseriesSchema, ...keyedErrors }
     }
   }, async (request) => {
-    const { q, filters } = parseWithFilters(timeseriesQuery, request.query)
+    const fast = fastRangeQuery(request.query, true)
+    const { q, filters } = fast !== null ? { q: fast as typeof fast & { interval: '1m' | '5m' | '1h' }, filters: {} } : parseWithFilters(timeseriesQuery, request.query)
     const intervalMs = INTERVALS[q.interval]
     const end = q.end_time ?? clock.now()
     const start = q.start_time ?? end - 24 * 3_600_000
