@@ -90,8 +90,13 @@ const agent = new http.Agent({ keepAlive: true, maxSockets: 16 })
 /** Closes the keep-alive sockets (at the end of a question, so the process can exit). */
 export const closeAgent = () => agent.destroy()
 
-/** One request over the shared keep-alive agent, owner key, optional project header. */
-export function request(url: string, method: 'GET' | 'POST', project: string | null, body?: string): Promise<{ status: number; body: string }> {
+/**
+ * One request over the shared keep-alive agent, owner key, optional project header. A GET on a
+ * reused socket that the server had closed meanwhile (its keep-alive timeout ran out while this
+ * process was busy, e.g. blocked in a peer's synchronous load, so the close was not seen) is
+ * sent again once on a new socket: Node's documented remedy for that race.
+ */
+export function request(url: string, method: 'GET' | 'POST', project: string | null, body?: string, retried = false): Promise<{ status: number; body: string }> {
   const headers: Record<string, string> = { 'x-api-key': OWNER_KEY }
   if (project !== null) headers['x-llmscope-project'] = project
   if (body !== undefined) headers['content-type'] = 'application/json'
@@ -102,7 +107,10 @@ export function request(url: string, method: 'GET' | 'POST', project: string | n
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(parts).toString() }))
       res.on('error', reject)
     })
-    req.on('error', reject)
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      if (method === 'GET' && !retried && req.reusedSocket && (err.code === 'ECONNRESET' || err.message === 'socket hang up')) resolve(request(url, method, project, body, true))
+      else reject(err)
+    })
     req.end(body)
   })
 }
