@@ -199,7 +199,8 @@ class ChangeBuilder {
       afterUnpriced: new Uint8Array(n)
     }
     for (let k = 0; k < this.#chunks.length; k++) {
-      if (k % 8 === 7) await nextTurn()
+      // A chunk per turn: at 1M entries, 8 chunks at once held the loop 80 ms under load.
+      if (k > 0) await nextTurn()
       const c = this.#chunks[k]
       const at = k * CHANGE_CHUNK
       const m = Math.min(CHANGE_CHUNK, n - at)

@@ -70,11 +70,16 @@ export interface RepricePlan {
   /** Rows [0, stagedTo) are written into chunk copies (`staged`) the apply swaps in (see SeriesStore.stageReprice). */
   staged: StagedCosts | undefined
   stagedTo: number
+  /**
+   * Minute aggregates the store held when the plan was begun: one made later (rows appended
+   * pushed its minute past the threshold, summed at old costs) is summed again at the apply.
+   */
+  aggs: number
 }
 
 /** A plan with nothing in it yet. */
-export function emptyPlan(id: string, gen: number): RepricePlan {
-  return { id, gen, rows: new Int32Array(16), costs: new Float64Array(16), unpriced: new Uint8Array(16), n: 0, minutes: new Map(), hours: new Map(), coarse: new Map(), matched: 0, staged: undefined, stagedTo: 0 }
+export function emptyPlan(id: string, gen: number, aggs = 0): RepricePlan {
+  return { id, gen, rows: new Int32Array(16), costs: new Float64Array(16), unpriced: new Uint8Array(16), n: 0, minutes: new Map(), hours: new Map(), coarse: new Map(), matched: 0, staged: undefined, stagedTo: 0, aggs }
 }
 
 /** Appends one row to set. */

@@ -621,7 +621,7 @@ export class SeriesStore {
    * count: they leave every planned row and delta as it was, and an entry recorded after its
    * minute was planned is simply not in the plan). O(entries + rows of the minutes holding them).
    */
-  planReprice(c: CostColumns, idx: ArrayLike<number>, id: string, plan: RepricePlan = emptyPlan(id, this.#gen)): RepricePlan {
+  planReprice(c: CostColumns, idx: ArrayLike<number>, id: string, plan: RepricePlan = emptyPlan(id, this.#gen, this.#minuteAggs.length)): RepricePlan {
     if (plan.gen !== this.#gen || plan.id !== id) throw new Error('re-price plan of another store state or id')
     const { order, minutes, starts } = byMinute(c, idx)
     const seqs = new Float64Array(order.length)
@@ -668,9 +668,9 @@ export class SeriesStore {
         changed++
       })
       if (changed === 0) continue
-      // Whether the minute holds its own aggregate is read at the apply: rows appended after
-      // this plan may give it one (summed from the rows, old costs: the delta still applies).
-      addDelta(plan.minutes, slot, dCost, dUnpriced, changed)
+      // Only a minute holding its own aggregate now: one that gets it from rows appended later
+      // (summed at old costs) is summed again at the apply (see RepricePlan.aggs).
+      if (this.#mState[slot] < 0) addDelta(plan.minutes, slot, dCost, dUnpriced, changed)
       addDelta(plan.hours, hourKey, dCost, dUnpriced, changed)
     }
     return plan
@@ -713,10 +713,23 @@ export class SeriesStore {
     for (let i = plan.stagedTo; i < plan.n; i++) rows.setCost(plan.rows[i], plan.costs[i], plan.unpriced[i] === 1)
     for (const [slot, d] of plan.minutes) {
       const state = this.#mState[slot]
-      if (state >= 0) continue
+      if (state >= 0 || -state - 1 >= plan.aggs) continue
       const t = this.#minuteAggs[-state - 1].totals
       t.costNanos += d.cost
       t.unpriced += d.unpriced
+    }
+    if (this.#minuteAggs.length > plan.aggs) {
+      // Aggregates made since the plan began (appends; anything else would have made the plan
+      // stale) were summed from rows at their old costs: summed again, from the rows as set now.
+      // Rare (a minute crossing the threshold meanwhile); O(minute slots) to find them.
+      const mState = this.#mState
+      for (let slot = 0; slot < mState.length; slot++) {
+        const k = -mState[slot] - 1
+        if (k < plan.aggs) continue
+        const a = createAggregate()
+        this.#scanned += rows.sum(slot, 0, MINUTE_MS, a)
+        this.#minuteAggs[k] = a
+      }
     }
     let changed = plan.n
     const shifts: Deltas = new Map()
