@@ -426,7 +426,7 @@ export class Topology implements AnalyticsReader {
     if (this.system.closed) return
     const events = this.#dropped.size === 0 ? all : all.filter((e) => !this.#dropped.has(e.project))
     if (events.length === 0) return
-    const byAgg = new Map<ModelAggregator, { events: PricedEvent[]; dims: number[] | null }>()
+    const byAgg = new Map<ModelAggregator, { part: ProjectPart; events: PricedEvent[]; dims: number[] | null }>()
     const byRollup = new Map<RollupAggregator, PricedEvent[]>()
     const rowDims: RowDims = { user: 0, session: 0, attrs: 0 }
     let lastProject = ''
@@ -439,26 +439,17 @@ export class Topology implements AnalyticsReader {
       const agg = this.#aggregatorFor(part, e.model)
       let slot = byAgg.get(agg)
       if (slot === undefined) {
-        slot = { events: [], dims: null }
+        slot = { part, events: [], dims: null }
         byAgg.set(agg, slot)
       }
       const hasDims = e.user !== null || e.session !== null || e.tags !== null || e.meta !== null
       if (hasDims) {
         part.dims.encode(e.user, e.session, e.tags, e.meta, rowDims)
-        if (part.users !== null && rowDims.user !== 0) part.users.add(rowDims.user, this.#seriesRef(part, agg.model, e.provider), e.ts)
-        if (part.sessions !== null && rowDims.session !== 0) part.sessions.add(rowDims.session, this.#seriesRef(part, agg.model, e.provider), e.ts)
         // Words only once an event of this batch has any (earlier ones are zeros).
         if (slot.dims === null) slot.dims = new Array(slot.events.length * 3).fill(0)
         slot.dims.push(rowDims.user, rowDims.session, rowDims.attrs)
       } else {
-        rowDims.user = 0
-        rowDims.session = 0
         if (slot.dims !== null) slot.dims.push(0, 0, 0)
-      }
-      if (part.userTotals !== null || part.sessionTotals !== null) {
-        const flags = eventValues(e, this.#values)
-        part.userTotals?.add(rowDims.user, this.#values, flags)
-        part.sessionTotals?.add(rowDims.session, this.#values, flags)
       }
       slot.events.push(e)
       const list = byRollup.get(part.rollup)
@@ -466,7 +457,8 @@ export class Topology implements AnalyticsReader {
       else list.push(e)
     }
     for (const [agg, slot] of byAgg) {
-      const sent = agg.send({ type: 'events', events: slot.events, dims: slot.dims === null ? undefined : Uint32Array.from(slot.dims), applied: this.#applied })
+      const dims = slot.dims === null ? undefined : Uint32Array.from(slot.dims)
+      const sent = agg.send({ type: 'events', events: slot.events, dims, applied: this.#appliedTo(slot.part, agg, slot.events, dims) })
       if (sent) this.#unapplied++
       if (!sent) this.#opts.logger.error({ actor: agg.name, events: slot.events.length }, 'aggregator mailbox full: events not aggregated until restart')
     }
@@ -478,6 +470,36 @@ export class Topology implements AnalyticsReader {
     }
     this.alerts.send({ type: 'events', events })
     this.broadcaster.send({ type: 'events', events })
+  }
+
+  /**
+   * The `applied` callback of an aggregator's events message: counts it applied (sync) and adds
+   * its events to the project's postings and per-user/session totals built so far. Here, and
+   * not when the events are sent: those are built from the rows the aggregators hold, and a
+   * build can run while a message is still queued (the alert evaluator reads between actor
+   * messages, without a barrier; a read after sync() while ingest flows): events added at the
+   * send would be missing from a build made before they were applied, for good. The callback
+   * runs in the aggregator's turn right after the rows are in its state, so every row is in a
+   * build or added after it, exactly once.
+   */
+  #appliedTo(part: ProjectPart, agg: ModelAggregator, events: readonly PricedEvent[], dims: Uint32Array | undefined): () => void {
+    return () => {
+      this.#unapplied--
+      const { users, sessions, userTotals, sessionTotals } = part
+      if (users === null && sessions === null && userTotals === null && sessionTotals === null) return
+      for (let i = 0; i < events.length; i++) {
+        const e = events[i]
+        const user = dims === undefined ? 0 : dims[3 * i]
+        const session = dims === undefined ? 0 : dims[3 * i + 1]
+        if (users !== null && user !== 0) users.add(user, this.#seriesRef(part, agg.model, e.provider), e.ts)
+        if (sessions !== null && session !== 0) sessions.add(session, this.#seriesRef(part, agg.model, e.provider), e.ts)
+        if (userTotals !== null || sessionTotals !== null) {
+          const flags = eventValues(e, this.#values)
+          userTotals?.add(user, this.#values, flags)
+          sessionTotals?.add(session, this.#values, flags)
+        }
+      }
+    }
   }
 
   /** Every aggregator and rollup, of every project. */
