@@ -14,6 +14,7 @@ import { breakdown, metrics } from '../../src/queries.js'
 import { DRAIN_BUDGET_MESSAGES } from '../../src/actors/actor.js'
 import type { Rule } from '../../src/store/rules.js'
 import type { PendingEvent, StoredEvent } from '../../src/events.js'
+import { ManualClock } from '../../src/clock.js'
 import { events, topology, T0 } from './topology-helpers.js'
 
 const ALL = { start: -Infinity, end: Infinity }
@@ -118,5 +119,34 @@ t.test('postings and per-user totals first built while events wait in a busy agg
   const b = breakdown(topo, { ...ALL, project: 'p' }, 'user_id', 'requests', 1000)
   const got = b.groups.map((g) => [g.value, g.agg.totals.requests] as [string | null, number]).sort(([a], [c]) => (a === c ? 0 : a === null ? 1 : c === null ? -1 : a < c ? -1 : 1))
   t.same(got, naiveGroups(all), 'breakdown by user_id, all time (from the per-user totals)')
+  t.end()
+})
+
+t.test("two projects' batches emitted in one turn: a batch pass on the first evaluates the second's user rule before its aggregators apply (the projects-isolation flake, 0 of 58)", async (t) => {
+  // As in projects-isolation's DELETE test on a loaded machine: pricing lags (worker tasks), so
+  // team-a's and team-b's batches leave the cost stage in one drain, after team-b's rule on one
+  // of its users exists. Emitting team-a's first chunk queues the evaluator's turn; team-b's
+  // aggregators are queued after it (a later chunk), so the evaluator's batch pass on team-a's
+  // events (a rule without a model watches every batch) reads team-b's user rule while every
+  // team-b event is known to its dictionary and none is applied: before the fix, every team-b
+  // user then answered 0.
+  const clock = new ManualClock(T0)
+  const { topo } = await topology(t, { clock, window: (reader, q) => metrics(reader, { ...q.filters, project: q.project, start: q.start, end: q.end }) })
+  topo.replay(stored(events(50, 51, 'team-a')))
+  await topo.sync()
+  const a = events(300, 53, 'team-a')
+  const b = events(300, 54, 'team-b')
+  topo.alerts.send({ type: 'rules', rules: [rule({ project: 'team-b', filters: { user_id: 'victim-user' } })] })
+  topo.alerts.send({ type: 'tick' })
+  await topo.sync()
+  const passes = topo.alerts.alertStats.passes
+  clock.advance(60_000)
+  // One cost stage message: its chunks are emitted in one run, as a drain after a worker's result does.
+  topo.replay(stored([...a, ...b]))
+  await topo.sync()
+  t.ok(topo.alerts.alertStats.passes > passes, 'a batch pass evaluated the rule')
+  for (const u of usersIn(b)) {
+    t.equal(metrics(topo, { ...ALL, project: 'team-b', user_id: u }).totals.requests, b.filter((e) => e.user === u).length, `team-b metrics user_id=${u}`)
+  }
   t.end()
 })
