@@ -106,9 +106,9 @@ export class ClusterForget {
         return { deleted: 0 }
       }
       const fh = createHash('sha256').update(JSON.stringify(wire)).digest('hex').slice(0, 16)
-      const { header } = await unavailableOn('record the delete', () => this.#o.tombstones.write({ id, project, node: this.#o.node, started_at: Date.parse(prog.started_at), up_to: upTo, fh }, seqs))
+      const { header, rev } = await unavailableOn('record the delete', () => this.#o.tombstones.write({ id, project, node: this.#o.node, started_at: Date.parse(prog.started_at), up_to: upTo, fh }, seqs))
       log.info({ delete: id, project, matched: header.matched, partitions: Object.keys(header.parts).length }, 'delete recorded')
-      await this.#complete(header, prog)
+      await this.#complete(header, rev, prog)
       registry.end(prog, 'done')
       return { deleted: header.matched }
     } catch (err) {
@@ -119,12 +119,35 @@ export class ClusterForget {
     }
   }
 
-  /** Steps 3–5 of a recorded delete, beating its header meanwhile. */
-  async #complete(header: ForgetHeader, prog: DeleteStatus): Promise<void> {
+  /**
+   * Steps 3–5 of a recorded delete (its header at revision `rev`), beating the header meanwhile.
+   * One beat at a time, each a compare-and-set on the previous one's revision; the beats stop,
+   * and the one in flight is awaited, before the header is removed — so no beat lands after the
+   * removal and brings the header back (it did, under load: a completed delete looked pending).
+   */
+  async #complete(header: ForgetHeader, rev: number, prog: DeleteStatus): Promise<void> {
     const { h, tombstones, log } = this.#o
     const beatMs = this.#o.beatMs ?? Math.max(250, Math.floor(this.#o.staleMs / 4))
-    const beat = setInterval(() => void tombstones.beat(header).catch(() => {}), beatMs)
+    let beating = true
+    let inFlight: Promise<void> = Promise.resolve()
+    const beat = setInterval(() => {
+      if (!beating) return
+      beating = false
+      inFlight = tombstones.beat(header, rev).then(
+        (next) => {
+          rev = next
+          beating = true
+        },
+        // Gone or moved: someone else completed or took it; the steps below are idempotent.
+        () => {}
+      )
+    }, beatMs)
     beat.unref()
+    const stopBeats = async () => {
+      clearInterval(beat)
+      beating = false
+      await inFlight
+    }
     try {
       prog.matched = header.matched
       prog.state = 'running'
@@ -140,13 +163,14 @@ export class ClusterForget {
           prog.deleted++
         }), DELETE_CONCURRENCY)
       }
+      await stopBeats()
       await unavailableOn('remove the delete record', () => tombstones.remove(header))
       // Best effort: an owner that misses it only filters a few seqs that no longer exist.
       await Promise.allSettled(parts.map((p) => askPartition(h.nc, h.names, p, { upTo: 0, req: { kind: 'forget-done', id: header.id } satisfies ForgetRequest }, 5_000)))
       h.nc.publish(h.names.forgetDone, new TextEncoder().encode(JSON.stringify({ id: header.id })))
       log.info({ delete: header.id, project: header.project, deleted: header.matched }, 'delete complete')
     } finally {
-      clearInterval(beat)
+      await stopBeats()
     }
   }
 
@@ -213,7 +237,7 @@ export class ClusterForget {
       const prog = this.#o.registry.start(header.project, header.id, header.started_at)
       this.#running.add(header.id)
       try {
-        await this.#complete(header, prog)
+        await this.#complete(header, rev, prog)
         this.#o.registry.end(prog, 'done')
       } catch (err) {
         this.#o.registry.end(prog, 'failed')

@@ -124,10 +124,14 @@ export class ForgetTombstones {
     return { header, rev }
   }
 
-  /** Rewrites the header as it is (a heartbeat: its revision moves); returns the new revision. */
-  async beat(header: ForgetHeader): Promise<number> {
+  /**
+   * Rewrites the header as it is (a heartbeat: its revision moves) if it is still at `rev`;
+   * returns the new revision. Compare-and-set, so a beat never brings back a header that was
+   * removed (a delete completed meanwhile) and throws when the header is gone or moved.
+   */
+  async beat(header: ForgetHeader, rev: number): Promise<number> {
     const kv = await this.#open()
-    return kv.put(headerKey(header.id), JSON.stringify(header))
+    return kv.update(headerKey(header.id), JSON.stringify(header), rev)
   }
 
   /** Every committed delete with its header's revision. */
@@ -164,7 +168,7 @@ export class ForgetTombstones {
     const lists = await Promise.all(
       Array.from({ length: chunks }, async (_, k) => {
         const e = await kv.get(chunkKey(h.id, p, k))
-        if (e === null || e.operation !== 'PUT') throw new Error(`tombstone ${h.id}: chunk ${k} of partition ${p} is missing`)
+        if (e === null || e.operation !== 'PUT') throw new MissingChunk(`tombstone ${h.id}: chunk ${k} of partition ${p} is missing`)
         return decodeSeqs((e.json() as { d?: unknown }).d)
       })
     )
@@ -176,7 +180,17 @@ export class ForgetTombstones {
     const out: PartitionForget[] = []
     for (const { header } of await this.headers()) {
       if ((header.parts[String(p)] ?? 0) === 0) continue
-      out.push({ id: header.id, project: header.project, seqs: await this.seqs(header, p) })
+      let seqs: number[]
+      try {
+        seqs = await this.seqs(header, p)
+      } catch (err) {
+        // Chunks are written before their header and removed after it, so a header whose chunks
+        // are gone belongs to a delete that completed (a stale write brought the header back):
+        // nothing to re-apply, and a takeover must not wait on it.
+        if (err instanceof MissingChunk) continue
+        throw err
+      }
+      out.push({ id: header.id, project: header.project, seqs })
     }
     return out
   }
@@ -209,6 +223,9 @@ export class ForgetTombstones {
     return keys.length
   }
 }
+
+/** A delete record's chunk is gone: the delete was completed and its record removed. */
+class MissingChunk extends Error {}
 
 async function collect(it: AsyncIterable<string>): Promise<string[]> {
   const out: string[] = []

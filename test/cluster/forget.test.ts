@@ -235,6 +235,50 @@ t.test('a node taking partitions over re-applies a pending delete before serving
   t.same(await streamHolds(u6.map((e) => e.seq)), [])
 })
 
+t.test('a heartbeat still in flight when a delete completes never brings its header back (found under load)', async (t) => {
+  // Beats that take their time, as under load: each waits, then writes.
+  class SlowBeats extends ForgetTombstones {
+    readonly beats: Promise<unknown>[] = []
+    override beat(header: Parameters<ForgetTombstones['beat']>[0], rev: number): Promise<number> {
+      const p = new Promise((r) => setTimeout(r, 150)).then(() => super.beat(header, rev))
+      this.beats.push(p)
+      return p
+    }
+  }
+  const slow = new SlowBeats(h.kvm, h.names.forgetBucket)
+  const u7 = await search(b, 'user_id=u7')
+  t.ok(u7.length > 0)
+  t.equal((await ref.app.inject({ method: 'DELETE', url: '/events?user_id=u7', headers: adminHeaders })).statusCode, 200)
+  await ghost('del_ghostbeat', u7)
+  const registry = new DeleteRegistry(() => Date.now())
+  const forget = new ClusterForget({ h, tombstones: slow, node: 'tester', log: silentLog, lastSeq: async () => (await h.jsm.streams.info(h.names.stream)).state.last_seq, matchTimeoutMs: 10_000, applyTimeoutMs: 10_000, applyDeadlineMs: 20_000, staleMs: 1000, beatMs: 1, registry })
+  await forget.janitor(1_000)
+  await forget.janitor(10_000)
+  t.match(registry.list('default')[0], { id: 'del_ghostbeat', state: 'done' })
+  t.ok(slow.beats.length > 0, `the header was beaten while the delete ran (${slow.beats.length} beats)`)
+  await Promise.allSettled(slow.beats)
+  t.same(await bucketKeys(), [], 'every beat has landed or failed, and no header is back')
+  t.same(await tombstones.pendingFor(partitionOf('default', u7[0]!.model, 4)), [], 'nothing pending')
+  await sameAsRef(t, [b], 'after the slow-beat delete')
+  forget.stop()
+})
+
+t.test('tombstones: a beat is compare-and-set; a header whose chunks are gone is not pending', async (t) => {
+  const seqsOf = new Map([[1, [101, 102]]])
+  const { header, rev } = await tombstones.write({ id: 'del_cas', project: 'default', node: 'ghost', started_at: Date.now(), up_to: 102, fh: 'x' }, seqsOf)
+  const rev2 = await tombstones.beat(header, rev)
+  t.ok(rev2 > rev, 'a beat at the current revision moves it')
+  await t.rejects(tombstones.beat(header, rev), 'a beat at an old revision is refused')
+  t.same((await tombstones.pendingFor(1)).map((f) => f.seqs), [[101, 102]])
+  // The chunks go (as remove() does after the header), the header stays: it is a completed delete.
+  const kv = await h.kvm.open(h.names.forgetBucket)
+  for (const k of await bucketKeys()) if (k.startsWith('s.del_cas.')) await kv.delete(k)
+  t.same(await tombstones.pendingFor(1), [], 'a header without its chunks is not re-applied (a takeover does not wait on it)')
+  await tombstones.remove(header)
+  await t.rejects(tombstones.beat(header, rev2), 'a beat after the removal is refused…')
+  t.same(await bucketKeys(), [], '…and brings nothing back')
+})
+
 t.test('with rows folded by retention, a delete subtracts the folded events: counts and sums exact', async (t) => {
   const env = { LLMSCOPE_RETENTION_EVENTS: '10', LLMSCOPE_SNAPSHOT_INTERVAL_S: '1' }
   const c = await makeApp(t, { env: clusterEnv('c', 'forgetret', env) })
