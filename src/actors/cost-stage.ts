@@ -37,9 +37,12 @@ export interface CostStageOptions extends ActorOptions {
    * Chunks smaller than this are priced inline even with a pricer (default
    * {@link DEFAULT_INLINE_BELOW}; 0 = always the pricer). A worker task costs its messaging
    * whatever its size, so for small chunks pricing inline takes less main-thread time than
-   * handing them to a worker; only from about a hundred events on is the worker cheaper.
-   * Single-event ingest makes such small micro-batches, and piscina's postTask showed in its
-   * profile (figures in bench/RESULTS.md, "Micro-benchmark notes").
+   * handing them to a worker. Pricing is cheap (~0.3 µs/event inline), so the worker saves
+   * main-thread time only on large chunks, and every task adds a thread hop (and a later
+   * event-loop turn) between the commit and the downstream actors, which is latency on the
+   * live stream: under the WebSocket bench's load (10,000 events/s in batches of 50, grouped
+   * into chunks of 50–200) the main thread spent ~600 ms in piscina's run/postTask for ~40 ms
+   * of pricing in the worker. Figures in bench/RESULTS.md, "Micro-benchmark notes".
    */
   inlineBelow?: number
   /**
@@ -52,7 +55,7 @@ export interface CostStageOptions extends ActorOptions {
 }
 
 /** See {@link CostStageOptions.inlineBelow}. */
-export const DEFAULT_INLINE_BELOW = 64
+export const DEFAULT_INLINE_BELOW = 1024
 
 type Entry =
   | { kind: 'chunk'; events: StoredEvent[]; batch?: PriceBatch; state: 'waiting' | 'running' | 'done'; result?: PriceResult }
