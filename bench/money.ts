@@ -30,7 +30,8 @@
  */
 import { loadavg } from 'node:os'
 import { pathToFileURL } from 'node:url'
-import { createProjects, counted, ingestLoop, json, pct, request, send, sleep, startServer, type Server } from './search.js'
+import { createProjects, counted, json, request, send, sleep, startServer, type Server } from './server.js'
+import { ingestLoop, pct } from './search.js'
 import { dimEvents, toJson, DAY, HOUR, MODELS, PROJECTS, T0, T1 } from './dim-data.js'
 import { cpuMs, machine, rng, table, type Row } from './lib.js'
 import { encodeBatch, priceBatch } from '../src/pricing/batch.js'

@@ -2,11 +2,11 @@
  * LLMScope as a bench's server: its own process (as `main.ts` runs it, fresh data dir, one
  * owner key), a settled-RSS reading over IPC, keep-alive HTTP helpers, and the dimensions data
  * (bench/dim-data.ts) posted in batches of one project each, counted before the call returns.
- * Shared by bench/analytics.ts and bench/dimensions.ts.
+ * Shared by bench/analytics.ts, bench/dimensions.ts, bench/search.ts and bench/money.ts.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import http from 'node:http'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -32,18 +32,42 @@ async function serverChild(): Promise<void> {
   process.on('message', (m: { type: string }) => {
     if (m.type === 'rss') void settledRss().then((rss) => process.send!({ type: 'rss', rss }))
   })
-  process.on('SIGTERM', () => void app.close().then(() => process.exit(0), () => process.exit(1)))
+  const close = () => void app.close().then(() => process.exit(0), () => process.exit(1))
+  process.on('SIGTERM', close)
+  // The bench process gone (crashed, killed): no orphan server.
+  process.on('disconnect', close)
   process.send!({ type: 'listening', url: `http://127.0.0.1:${port}`, rss: await settledRss() })
 }
 
 export interface Server {
   url: string
+  /** The server's process id (bench/money.ts reads its CPU time). */
   pid: number | undefined
   /** Settled RSS right after start, before any project or event. */
   rss0: number
+  /** The same split into anonymous memory (heaps) and file pages (LMDB's map), from /proc. */
+  parts0: RssParts
+  /** Settled RSS (gc first). */
   rss(): Promise<number>
+  /** Anonymous and file-backed resident memory now (/proc VmRSS split). */
+  parts(): RssParts
+  /** RSS as the kernel counts it now (VmRSS), no gc: for sampling during a request. */
+  rssNow(): number
   stop(): Promise<void>
 }
+
+export interface RssParts {
+  anon: number
+  file: number
+}
+
+/** A field of /proc/<pid>/status in bytes (NaN when unknown). */
+function statusKb(pid: number | undefined, field: string): number {
+  const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+  return m === null ? NaN : Number(m[1]) * 1024
+}
+
+const rssParts = (pid: number | undefined): RssParts => ({ anon: statusKb(pid, 'RssAnon'), file: statusKb(pid, 'RssFile') + statusKb(pid, 'RssShmem') })
 
 /** Starts a server process on a fresh data dir and waits until it listens. */
 export async function startServer(env: Record<string, string> = {}): Promise<Server> {
@@ -55,7 +79,7 @@ export async function startServer(env: Record<string, string> = {}): Promise<Ser
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()))
   const next = <T>(type: string) =>
     new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`server: no ${type} message in 120 s`)), 120_000)
+      const timer = setTimeout(() => reject(new Error(`server: no ${type} message in 300 s`)), 300_000)
       const onMessage = (m: { type: string }) => {
         if (m.type !== type) return
         clearTimeout(timer)
@@ -70,10 +94,17 @@ export async function startServer(env: Record<string, string> = {}): Promise<Ser
     url: ready.url,
     pid: proc.pid,
     rss0: ready.rss,
+    parts0: rssParts(proc.pid),
     async rss() {
       const r = next<{ rss: number }>('rss')
       proc.send({ type: 'rss' })
       return (await r).rss
+    },
+    rssNow() {
+      return statusKb(proc.pid, 'VmRSS')
+    },
+    parts() {
+      return rssParts(proc.pid)
     },
     async stop() {
       if (proc.exitCode === null) proc.kill('SIGTERM')
@@ -96,7 +127,9 @@ export const closeAgent = () => agent.destroy()
  * process was busy, e.g. blocked in a peer's synchronous load, so the close was not seen) is
  * sent again once on a new socket: Node's documented remedy for that race.
  */
-export function request(url: string, method: 'GET' | 'POST', project: string | null, body?: string, retried = false): Promise<{ status: number; body: string }> {
+export type Method = 'GET' | 'POST' | 'PUT' | 'DELETE'
+
+export function request(url: string, method: Method, project: string | null, body?: string, retried = false): Promise<{ status: number; body: string }> {
   const headers: Record<string, string> = { 'x-api-key': OWNER_KEY }
   if (project !== null) headers['x-llmscope-project'] = project
   if (body !== undefined) headers['content-type'] = 'application/json'
@@ -127,6 +160,14 @@ export async function timedGetJson(server: Server, path: string, project: string
 /** GET `path` in `project`, 200 or throws. */
 export const getJson = async (server: Server, path: string, project: string) => (await timedGetJson(server, path, project)).json
 
+/** `method` on `path` in `project` (no body), 200 or throws. */
+export async function json(server: Server, method: Method, path: string, project: string): Promise<Record<string, unknown>> {
+  if (method === 'GET') return getJson(server, path, project)
+  const r = await request(server.url + path, method, project)
+  if (r.status !== 200) throw new Error(`${method} ${path} (${project}) → ${r.status}: ${r.body.slice(0, 300)}`)
+  return JSON.parse(r.body) as Record<string, unknown>
+}
+
 export async function createProjects(server: Server): Promise<void> {
   for (const id of PROJECTS) {
     const r = await request(`${server.url}/projects`, 'POST', null, JSON.stringify({ id }))
@@ -136,20 +177,24 @@ export async function createProjects(server: Server): Promise<void> {
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
-/** Sends the batches, IN_FLIGHT at a time; 503/429 (busy) waits and resends. Returns the resends. */
+/** Posts one batch; 503/429 (busy) waits and resends. Returns the resends. */
+export async function post(server: Server, project: string, body: string): Promise<number> {
+  for (let resends = 0; ; resends++) {
+    const r = await request(`${server.url}/events/batch`, 'POST', project, body)
+    if (r.status === 202) return resends
+    if (r.status !== 503 && r.status !== 429) throw new Error(`POST /events/batch (${project}) → ${r.status}: ${r.body.slice(0, 300)}`)
+    await sleep(20)
+  }
+}
+
+/** Sends the batches, IN_FLIGHT at a time (each as {@link post}). Returns the resends. */
 export async function send(server: Server, batches: Array<{ project: string; body: string }>): Promise<number> {
   let next = 0
   let resends = 0
   const worker = async () => {
     while (next < batches.length) {
       const b = batches[next++]
-      for (;;) {
-        const r = await request(`${server.url}/events/batch`, 'POST', b.project, b.body)
-        if (r.status === 202) break
-        if (r.status !== 503 && r.status !== 429) throw new Error(`POST /events/batch (${b.project}) → ${r.status}: ${r.body.slice(0, 300)}`)
-        resends++
-        await sleep(20)
-      }
+      resends += await post(server, b.project, b.body)
     }
   }
   await Promise.all(Array.from({ length: IN_FLIGHT }, worker))
