@@ -15,6 +15,10 @@
  * Safety: a node serves a partition only while it holds the lease by its own clock: a lease not
  * renewed for (lease − one guard period) since the renewal that last succeeded was *sent* is lost
  * (`release(p, 'lost')`). The server's expiry counts from when it *received* that write, later.
+ * The guard looks every quarter of its period, so the loss lands at most a quarter period past its
+ * deadline (plus event-loop lateness), leaving most of a guard period before the server's expiry.
+ * The taking side keeps a guard period too: a key found *expired* (not deleted) is taken only a
+ * guard period after it was found so, for a holder whose timers run late under load.
  * A renewal refused by CAS (someone else wrote the key) is lost at once, so is a watch event
  * showing another holder. A process frozen for longer than a lease can still wake up believing
  * it serves (no fencing tokens): the guard catches it on its next run.
@@ -193,6 +197,8 @@ export class Membership {
   readonly #owned = new Set<number>()
   /** Local clock when each partition was first seen free (absent: held by someone). */
   readonly #freeSince = new Map<number, number>()
+  /** Leases found expired (not deleted) by a get → when; not taken for a guard period after. */
+  readonly #expiredAt = new Map<LeaseId, number>()
   /** Creates in flight. */
   readonly #attempting = new Set<LeaseId>()
   /** Partitions whose acquire threw: not tried again before this clock time. */
@@ -278,7 +284,7 @@ export class Membership {
     this.#phase = 'running'
     const every = Math.max(50, Math.floor(this.#ttl / 3))
     this.#timer(setInterval(() => this.#tick(), every))
-    this.#timer(setInterval(() => this.#guard(), this.#guardMs))
+    this.#timer(setInterval(() => this.#guard(), Math.max(10, Math.floor(this.#guardMs / 4))))
     log.info({ node: nodeId, partitions: this.#o.partitions, leaseMs: this.#ttl }, 'cluster: membership started')
     this.#emit()
     this.#schedule()
@@ -465,6 +471,7 @@ export class Membership {
           this.#handedOver.delete(id)
         }
       }
+      if (node !== null) this.#expiredAt.delete(id)
       // Someone else wrote a lease we hold (after it expired on the server): lost, now.
       const h = this.#held.get(id)
       if (h !== undefined && rev > h.rev && node !== this.#o.nodeId && h.state !== 'releasing') {
@@ -500,7 +507,10 @@ export class Membership {
           const e = await this.#kv!.get(key)
           if (e === null) {
             const s = this.#view.get(key)
-            if (s !== undefined && s.node !== null) this.#setSeen(key, null, s.rev)
+            if (s !== undefined && s.node !== null) {
+              if (key.startsWith('lease.')) this.#expiredAt.set(key === 'lease.alerts' ? 'alerts' : Number(key.slice(7)), this.#clock())
+              this.#setSeen(key, null, s.rev)
+            }
           } else this.#apply(e)
         } catch (err) {
           this.#o.log.debug({ key, err: errText(err) }, 'cluster: lease get failed')
@@ -594,6 +604,22 @@ export class Membership {
     // A key unwritten for a whole lease has expired by now (silently on NATS 2.9): look at once
     // rather than at the next tick, so a dead node's partitions move a lease after its last write.
     if (this.#phase === 'running' && this.#stale(this.#ttl).length > 0) this.#schedule()
+    // An expired lease whose grace has run out: a pass takes it now.
+    if (this.#phase === 'running') {
+      for (const [id, at] of this.#expiredAt) {
+        if (now - at >= this.#ttl) this.#expiredAt.delete(id)
+        else if (now - at >= this.#guardMs) this.#schedule()
+      }
+    }
+  }
+
+  /** Found expired less than a guard period ago: its holder may not have counted it lost yet. */
+  #inGrace(id: LeaseId, now: number): boolean {
+    const at = this.#expiredAt.get(id)
+    if (at === undefined) return false
+    if (now - at < this.#guardMs) return true
+    this.#expiredAt.delete(id)
+    return false
   }
 
   #lose(h: Held, why: string): void {
@@ -681,13 +707,13 @@ export class Membership {
         }
         continue
       }
-      if (this.#attempting.has(p) || (this.#backoff.get(p) ?? -Infinity) > now) continue
+      if (this.#attempting.has(p) || (this.#backoff.get(p) ?? -Infinity) > now || this.#inGrace(p, now)) continue
       // A holder that is us but not in #held is a previous run of this node: wait for expiry.
       if ((this.#view.get(leaseKey(p))?.node ?? null) !== null) continue
       const freeFor = now - (this.#freeSince.get(p) ?? now)
       if (want === me || freeFor >= this.#ttl) this.#take(p)
     }
-    if (!this.#held.has('alerts') && !this.#attempting.has('alerts') && (this.#view.get(leaseKey('alerts'))?.node ?? null) === null) this.#take('alerts')
+    if (!this.#held.has('alerts') && !this.#attempting.has('alerts') && (this.#view.get(leaseKey('alerts'))?.node ?? null) === null && !this.#inGrace('alerts', now)) this.#take('alerts')
   }
 
   #track(work: Promise<void>): void {

@@ -365,6 +365,21 @@ t.test('lost lease: another holder written over ours → release(p, "lost") at o
   t.same(b.violations, [])
 })
 
+t.test('an expired lease is taken a guard period after it is found expired: its holder, late under load, may not have counted it lost yet', async (t) => {
+  const b = await bed(t)
+  // A holder that never renews: its key expires one lease after the server received it.
+  const putAt = performance.now()
+  await b.kv.put('lease.p4', JSON.stringify({ node: 'ghost', at: Date.now() }))
+  await b.kv.put('node.ghost', JSON.stringify({ node: 'ghost', at: Date.now() }))
+  const a = await b.add('a')
+  await waitFor('a serves p4 after the ghost\'s lease expired', () => a.owned().has(4), 4 * LEASE_MS)
+  const took = b.acquires.find((x) => x.p === 4)!.at - putAt
+  // The server expires the key ≥ LEASE_MS after the put was sent; the guard period is lease/10.
+  t.ok(took >= LEASE_MS + LEASE_MS / 10, `taken ${took.toFixed(0)} ms after the ghost's last write (≥ ${LEASE_MS + LEASE_MS / 10})`)
+  t.same(b.overlaps(), [])
+  t.same(b.violations, [])
+})
+
 t.test('cut off from NATS: leases lost by the node\'s own clock before the others take them', async (t) => {
   const b = await bed(t)
   await Promise.all(['a', 'b', 'c'].map((id) => b.add(id)))
@@ -387,6 +402,8 @@ t.test('cut off from NATS: leases lost by the node\'s own clock before the other
   b.stopped.add(id)
   await waitFor('the 2 others balanced', () => b.balanced(), 3 * LEASE_MS)
   t.same(b.overlaps(), [], 'released before anyone else acquired')
+  const gaps = after.map((r) => (b.acquires.find((x) => x.p === r.p && x.node !== id && x.at > cutAt)?.at ?? Infinity) - r.at)
+  t.comment(`smallest gap between the cut-off node's release and the next acquire: ${Math.min(...gaps).toFixed(0)} ms`)
   t.same(b.violations, [])
   b.stopped.delete(id)
   await victim.stop()
