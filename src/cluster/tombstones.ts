@@ -16,6 +16,7 @@
  * died before committing (nothing was removed): the janitor removes them.
  */
 import type { KV, Kvm } from '@nats-io/kv'
+import { leaderGet, leaderKeys, purgeKeys } from './kv-leader.js'
 
 /** Seqs per chunk key (JSON of ascending deltas: ≤ ~10 bytes a seq, so ≤ ~100 KB a chunk). */
 export const CHUNK_SEQS = 10_000
@@ -134,13 +135,16 @@ export class ForgetTombstones {
     return kv.update(headerKey(header.id), JSON.stringify(header), rev)
   }
 
-  /** Every committed delete with its header's revision. */
+  /**
+   * Every committed delete with its header's revision. Listed and read from the bucket's leader
+   * (cluster/kv-leader.ts): a partial list here would let a new owner serve deleted rows.
+   */
   async headers(): Promise<Array<{ header: ForgetHeader; rev: number }>> {
     const kv = await this.#open()
+    const read = await Promise.all((await leaderKeys(kv, `${HEADER}*`)).map((key) => leaderGet(kv, key)))
     const out: Array<{ header: ForgetHeader; rev: number }> = []
-    for (const key of await collect(await kv.keys(`${HEADER}*`))) {
-      const e = await kv.get(key)
-      if (e === null || e.operation !== 'PUT') continue
+    for (const e of read) {
+      if (e === null) continue
       let x: unknown
       try {
         x = e.json()
@@ -155,8 +159,8 @@ export class ForgetTombstones {
   /** One delete's header, or null when it is not (or no longer) there. */
   async header(id: string): Promise<ForgetHeader | null> {
     const kv = await this.#open()
-    const e = await kv.get(headerKey(id))
-    if (e === null || e.operation !== 'PUT') return null
+    const e = await leaderGet(kv, headerKey(id))
+    if (e === null) return null
     const x: unknown = e.json()
     return isHeader(x) ? x : null
   }
@@ -167,9 +171,9 @@ export class ForgetTombstones {
     const chunks = h.parts[String(p)] ?? 0
     const lists = await Promise.all(
       Array.from({ length: chunks }, async (_, k) => {
-        const e = await kv.get(chunkKey(h.id, p, k))
-        if (e === null || e.operation !== 'PUT') throw new MissingChunk(`tombstone ${h.id}: chunk ${k} of partition ${p} is missing`)
-        return decodeSeqs((e.json() as { d?: unknown }).d)
+        const e = await leaderGet(kv, chunkKey(h.id, p, k))
+        if (e === null) throw new MissingChunk(`tombstone ${h.id}: chunk ${k} of partition ${p} is missing`)
+        return decodeSeqs(e.json<{ d?: unknown }>().d)
       })
     )
     return lists.flat()
@@ -195,43 +199,33 @@ export class ForgetTombstones {
     return out
   }
 
-  /** Removes a delete: the header first (from then on nobody re-applies it), then its chunks (orphans, should this stop midway). */
+  /**
+   * Removes a delete: the header first (from then on nobody re-applies it), then its chunks
+   * (orphans, should this stop midway). Purged, not deleted: no marker is left to list forever.
+   */
   async remove(h: ForgetHeader): Promise<void> {
     const kv = await this.#open()
-    const dels: Array<() => Promise<unknown>> = []
-    for (const [p, chunks] of Object.entries(h.parts)) {
-      for (let k = 0; k < chunks; k++) dels.push(() => kv.delete(chunkKey(h.id, Number(p), k)))
-    }
-    await kv.delete(headerKey(h.id))
-    await bounded(dels, 8)
+    await purgeKeys(kv, headerKey(h.id))
+    await purgeKeys(kv, `${CHUNK}${h.id}.>`)
   }
 
   /** Ids of chunk sets with no committed header (a delete that died before committing). */
   async orphans(): Promise<string[]> {
     const kv = await this.#open()
     const ids = new Set<string>()
-    for (const key of await collect(await kv.keys(`${CHUNK}>`))) ids.add(key.slice(CHUNK.length, key.indexOf('.', CHUNK.length)))
+    for (const key of await leaderKeys(kv, `${CHUNK}>`)) ids.add(key.slice(CHUNK.length, key.indexOf('.', CHUNK.length)))
     const committed = new Set((await this.headers()).map((x) => x.header.id))
     return [...ids].filter((id) => !committed.has(id))
   }
 
-  /** Removes every chunk of delete `id` (an orphan: see orphans()). */
+  /** Removes every chunk of delete `id` (an orphan: see orphans()); returns how many messages went. */
   async removeOrphan(id: string): Promise<number> {
-    const kv = await this.#open()
-    const keys = await collect(await kv.keys(`${CHUNK}${id}.>`))
-    await bounded(keys.map((k) => () => kv.delete(k)), 8)
-    return keys.length
+    return purgeKeys(await this.#open(), `${CHUNK}${id}.>`)
   }
 }
 
 /** A delete record's chunk is gone: the delete was completed and its record removed. */
 class MissingChunk extends Error {}
-
-async function collect(it: AsyncIterable<string>): Promise<string[]> {
-  const out: string[] = []
-  for await (const k of it) out.push(k)
-  return out
-}
 
 /** Runs `tasks` with at most `limit` in flight; rejects with the first failure (after the others settle). */
 export async function bounded<T>(tasks: ReadonlyArray<() => Promise<T>>, limit: number): Promise<T[]> {

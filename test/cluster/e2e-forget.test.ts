@@ -19,6 +19,7 @@ import { OWNER_KEY, count, get, ownerHeaders, post, startCluster, until, type Cl
 import { seqOfEventId } from '../../src/events.js'
 import { partitionOf } from '../../src/cluster/names.js'
 import { ForgetTombstones } from '../../src/cluster/tombstones.js'
+import { liveKeys } from '../../src/cluster/kv-leader.js'
 
 t.setTimeout(FILE_TIMEOUT_MS)
 
@@ -143,10 +144,7 @@ async function streamHolds(cluster: Cluster, seqs: number[]): Promise<{ messages
 async function tombstoneKeys(cluster: Cluster): Promise<string[]> {
   const nc = await connect({ servers: cluster.nats.urls, timeout: 5000, reconnect: false })
   try {
-    const kv = await new Kvm(nc).open(`${cluster.name}-forget`)
-    const keys: string[] = []
-    for await (const k of await kv.keys()) keys.push(k)
-    return keys
+    return await liveKeys(await new Kvm(nc).open(`${cluster.name}-forget`))
   } finally {
     await nc.close()
   }

@@ -18,6 +18,7 @@ import { makeApp, adminHeaders, type TestApp } from '../helpers/app.js'
 import { connectCluster } from '../../src/cluster/nats.js'
 import { ClusterForget } from '../../src/cluster/forget.js'
 import { ForgetTombstones, bounded, decodeSeqs, encodeSeqs } from '../../src/cluster/tombstones.js'
+import { liveKeys } from '../../src/cluster/kv-leader.js'
 import { decodeSearch, mergeHits, readBySeq, searchRequest } from '../../src/cluster/search.js'
 import { localKey } from '../../src/cluster/snapshots.js'
 import { partitionOf } from '../../src/cluster/names.js'
@@ -134,10 +135,7 @@ async function streamHolds(seqs: number[]): Promise<number[]> {
 }
 
 async function bucketKeys(): Promise<string[]> {
-  const kv = await h.kvm.open(h.names.forgetBucket)
-  const keys: string[] = []
-  for await (const k of await kv.keys()) keys.push(k)
-  return keys
+  return liveKeys(await h.kvm.open(h.names.forgetBucket))
 }
 
 /** A ClusterForget of the test's own, as a node whose janitor runs when told. */

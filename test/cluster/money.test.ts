@@ -31,6 +31,7 @@ import { ClusterPriceLog, PRICE_PREFIX } from '../../src/cluster/price-log.js'
 import { silentLog } from '../../src/log.js'
 import { connectCluster } from '../../src/cluster/nats.js'
 import { JetStreamLog } from '../../src/cluster/js-log.js'
+import { liveKeys } from '../../src/cluster/kv-leader.js'
 import { loadConfig } from '../../src/config.js'
 
 t.setTimeout(300_000)
@@ -319,7 +320,7 @@ t.test('an event accepted at a revision the owner has not received waits for it,
   // What a node that already holds the next record publishes: the event's header names the price log's next position.
   const kv = await h.kvm.open(h.names.metaBucket)
   let pos = 0
-  for await (const k of await kv.keys('price.>')) pos = Math.max(pos, Number(k.slice('price.'.length)))
+  for (const k of await liveKeys(kv, 'price.>')) pos = Math.max(pos, Number(k.slice('price.'.length)))
   const next = pos + 1
   const early = new JetStreamLog(h, { priceRev: () => next })
   const ts = DAY + 5 * 86_400_000
