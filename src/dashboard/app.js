@@ -1047,9 +1047,11 @@ function sentinelNear() {
   return s.top <= box.bottom + 200 && s.bottom >= box.top
 }
 
-// The sentinel row: scrolling the table near its end asks the next page.
+// The sentinel row: scrolling the table near its end asks the next page. An entry is measured
+// at a rendering step and delivered later: one measured while the table was empty can arrive
+// after the first page filled it, so the layout is measured again before asking.
 new IntersectionObserver((entries) => {
-  if (entries.some((e) => e.isIntersecting)) loadEventsPage()
+  if (entries.some((e) => e.isIntersecting) && sentinelNear()) loadEventsPage()
 }, { root: $('ev-wrap'), rootMargin: '0px 0px 200px 0px' }).observe($('ev-sentinel'))
 
 function eventRow(e) {

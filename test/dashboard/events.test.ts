@@ -27,7 +27,7 @@ const skip = existsSync(CHROMIUM) ? false : `Chromium not found at ${CHROMIUM}: 
 
 /** What the page's DOM offers a predicate (this file is type-checked without the DOM library). */
 type Row = { dataset: { id: string }; querySelector(s: string): { title: string } | null }
-type Doc = { querySelectorAll(s: string): ArrayLike<Row>; getElementById(id: string): { dataset: Record<string, string> } | null }
+type Doc = { querySelectorAll(s: string): ArrayLike<Row>; getElementById(id: string): { dataset: Record<string, string>; textContent: string | null; hidden: boolean } | null }
 
 /** One ingested event as the test knows it. */
 interface Sent {
@@ -113,23 +113,50 @@ t.test('the events table: newest first, infinite scroll, one event in full, CSV,
     if (isPage(r.url())) inFlight--
   }
   page.on('requestfinished', settled)
+  /** Each page asked and its answer (status, events, whether a cursor came back): for a failed wait's message. */
+  const answers: string[] = []
+  page.on('response', (r) => {
+    if (!isPage(r.url())) return
+    const u = new URL(r.url())
+    void r
+      .json()
+      .then((b: { events?: unknown[]; next_cursor?: string | null }) => `${r.status()} ${b.events?.length ?? '-'} events, cursor ${b.next_cursor ? 'yes' : 'no'}`)
+      .catch(() => `${r.status()} (no JSON body)`)
+      .then((what) => answers.push(`${u.search.slice(0, 160)} → ${what}`))
+  })
   page.on('requestfailed', settled)
   t.teardown(() => {
     if (problems.length > 0) console.error(`browser problems:\n${problems.join('\n')}`)
   })
   mkdirSync(ARTIFACTS, { recursive: true })
 
-  /** Waits until the table holds `n` rows (and no page is loading). */
-  const rowCount = (n: number) =>
-    page.waitForFunction(
-      (k) => {
-        // Runs in the page: no closure over this file.
-        const d = (globalThis as unknown as { document: Doc }).document
-        return d.getElementById('ev-table')?.dataset.rows === String(k) && d.querySelectorAll('#ev-body tr').length === k
-      },
-      n,
-      WAIT
-    )
+  /**
+   * Waits until the table holds `n` rows (and no page is loading). On a timeout the error says
+   * what the table showed, which pages were asked and with what answer, and the browser's
+   * problems: a wait that fails in CI must be explainable from its log alone.
+   */
+  const rowCount = async (n: number) => {
+    try {
+      await page.waitForFunction(
+        (k) => {
+          // Runs in the page: no closure over this file.
+          const d = (globalThis as unknown as { document: Doc }).document
+          return d.getElementById('ev-table')?.dataset.rows === String(k) && d.querySelectorAll('#ev-body tr').length === k
+        },
+        n,
+        WAIT
+      )
+    } catch (err) {
+      const shown = await page
+        .evaluate(() => {
+          const d = (globalThis as unknown as { document: Doc }).document
+          const text = (id: string) => d.getElementById(id)?.textContent ?? null
+          return { rows: d.getElementById('ev-table')?.dataset.rows, trs: d.querySelectorAll('#ev-body tr').length, more: text('ev-more'), error: text('ev-error'), dashHidden: d.getElementById('dash')?.hidden }
+        })
+        .catch((e: Error) => ({ unreadable: e.message }))
+      throw new Error(`waiting for ${n} rows: ${(err as Error).message}\nthe table: ${JSON.stringify(shown)}\npages asked: ${JSON.stringify(answers)}\nbrowser problems: ${JSON.stringify(problems)}`)
+    }
+  }
   /** The ids of the rows, top to bottom. */
   const rowIds = () => page.locator('#ev-body tr').evaluateAll((trs) => trs.map((tr) => (tr as unknown as Row).dataset.id))
   const scrollTable = () => page.locator('#ev-wrap').evaluate((w) => ((w as unknown as { scrollTop: number; scrollHeight: number }).scrollTop = (w as unknown as { scrollHeight: number }).scrollHeight))
