@@ -711,6 +711,9 @@ export class Engine {
           this.#repricing = null
         }
         this.#logger.info({ reprice: record.id, ms: Math.round(performance.now() - t0) }, 're-pricing applied')
+        // A turn first: the cut and the snapshot's synchronous start (dimensions, cut of every
+        // aggregator) would otherwise run in one macrotask (a 250 ms block at 2M events).
+        await new Promise<void>((resolve) => setImmediate(resolve))
         // Not needed for correctness (a restart re-applies a record no snapshot lists); keeps restarts short.
         await this.snapshotNow().catch((err: unknown) => this.#logger.warn({ err }, 'snapshot after a re-pricing failed'))
       }

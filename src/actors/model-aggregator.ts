@@ -10,7 +10,7 @@ import type { Row } from '../analytics/row.js'
 import type { PricedEvent } from '../events.js'
 import { eventValues } from '../analytics/dim-totals.js'
 import { floorDiv, HOUR_MS } from '../analytics/time.js'
-import { addDelta, groupByMinute, type CostColumns, type Deltas, type RepricePlan } from '../analytics/reprice.js'
+import { addDelta, groupByMinute, type ChangeNames, type CostColumns, type Deltas, type RepricePlan } from '../analytics/reprice.js'
 
 /** The model name events are counted under once `maxModels` aggregators exist. */
 export const OVERFLOW_MODEL = '(other models)'
@@ -55,7 +55,7 @@ export type AggregatorMessage =
   | { type: 'forget'; seqs: ReadonlySet<number> | ReadonlyMap<number, number>; range?: { start: number; end: number }; coarse?: readonly PricedEvent[]; reply: (r: ForgetReply | Error) => void }
   /**
    * Re-price, step 1 (see Topology.reprice): finds what re-pricing the entries `idx` of
-   * `changes` (this aggregator's, seqs ascending) changes in each series (by `providers`),
+   * `changes` (this aggregator's, seqs ascending) changes in each series (by `provider`),
    * and writes the new costs into chunk copies (stageReprice), changing nothing readers see;
    * keeps the plans for 'reprice-apply'. Runs while events keep coming: slices of
    * {@link REPRICE_SLICE} for up to {@link REPRICE_STEP_MS} per 'reprice-step' message this actor
@@ -64,7 +64,7 @@ export type AggregatorMessage =
    * before this message; later ones are looked for again at the apply. A series whose plan a
    * fold made stale is planned again from its start. Replies true, or an Error.
    */
-  | { type: 'reprice-plan'; id: string; changes: CostColumns & { providers: readonly string[] }; idx: Uint32Array; through: number; reply: (r: true | Error) => void }
+  | { type: 'reprice-plan'; id: string; changes: ChangeNames; idx: Uint32Array; through: number; reply: (r: true | Error) => void }
   /** The next slice of the re-price being planned (sent by this actor to itself). */
   | { type: 'reprice-step'; id: string }
   /**
@@ -387,7 +387,7 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
    * slice per step (see {@link ModelAggregator.#step}); other messages (events, a fold) run
    * between steps. A series whose plan a fold or a delete made stale is planned again.
    */
-  *#planSteps(id: string, changes: CostColumns & { providers: readonly string[] }, idx: Uint32Array, series: Map<string, { idx: Uint32Array; plan: RepricePlan }>, unplanned: Map<string, Uint32Array>): Generator<void, void> {
+  *#planSteps(id: string, changes: ChangeNames, idx: Uint32Array, series: Map<string, { idx: Uint32Array; plan: RepricePlan }>, unplanned: Map<string, Uint32Array>): Generator<void, void> {
     // Entries by provider: counted first, so each gets one array (no array per entry); runs of
     // one provider look it up once.
     const counts = new Map<string, number>()
@@ -395,7 +395,7 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
     let run = 0
     for (let j = 0; j < idx.length; j++) {
       if (j % (4 * REPRICE_SLICE) === 4 * REPRICE_SLICE - 1) yield
-      const p = changes.providers[idx[j]]
+      const p = changes.names[changes.provider[idx[j]]]
       if (p === last) {
         run++
         continue
@@ -411,7 +411,7 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
     let slot: { idx: Uint32Array; n: number } | undefined
     for (let j = 0; j < idx.length; j++) {
       if (j % (4 * REPRICE_SLICE) === 4 * REPRICE_SLICE - 1) yield
-      const p = changes.providers[idx[j]]
+      const p = changes.names[changes.provider[idx[j]]]
       if (p !== last) {
         last = p
         slot = byProvider.get(p)

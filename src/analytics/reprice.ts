@@ -32,6 +32,12 @@ export interface CostColumns {
   afterUnpriced: Uint8Array
 }
 
+/** {@link CostColumns} with each entry's provider: an index into `names` (which names the models too). */
+export interface ChangeNames extends CostColumns {
+  provider: Uint32Array
+  names: readonly string[]
+}
+
 /** Per-unit change of (cost nanos, unpriced count), keyed by minute slot or hour key. */
 export type Deltas = Map<number, { cost: number; unpriced: number; n: number }>
 

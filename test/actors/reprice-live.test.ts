@@ -9,11 +9,11 @@
  */
 import t from 'tap'
 import { ModelAggregator, type RepriceReply } from '../../src/actors/model-aggregator.js'
-import type { CostColumns } from '../../src/analytics/reprice.js'
+import type { ChangeNames } from '../../src/analytics/reprice.js'
 import type { PricedEvent } from '../../src/events.js'
 import type { CostChanges, Topology } from '../../src/actors/topology.js'
 import { metrics, costs } from '../../src/queries.js'
-import { DAY, HOUR, MIN, T0, events, topology } from './topology-helpers.js'
+import { DAY, HOUR, MIN, T0, events, named, topology } from './topology-helpers.js'
 import { SeriesStore } from '../../src/analytics/series.js'
 import { answers } from '../analytics/fixtures/series-answers.js'
 
@@ -26,7 +26,7 @@ function ev(seq: number, ts: number, cost: number): PricedEvent {
   } as unknown as PricedEvent
 }
 
-function columns(list: ReadonlyArray<{ e: PricedEvent; after: number }>): CostColumns & { providers: string[] } {
+function columns(list: ReadonlyArray<{ e: PricedEvent; after: number }>): ChangeNames {
   return {
     seqs: Float64Array.from(list, (x) => x.e.seq),
     ts: Float64Array.from(list, (x) => x.e.ts),
@@ -34,7 +34,7 @@ function columns(list: ReadonlyArray<{ e: PricedEvent; after: number }>): CostCo
     beforeUnpriced: new Uint8Array(list.length),
     after: Float64Array.from(list, (x) => x.after),
     afterUnpriced: new Uint8Array(list.length),
-    providers: list.map(() => 'p')
+    ...named([], list.map(() => 'p'))
   }
 }
 
@@ -113,13 +113,11 @@ t.test('topology: events ingested into the re-priced minutes while it runs; exac
   for (let i = 0; i < all.length; i += 10_000) stored.push(...(await topo.router.ingest(all.slice(i, i + 10_000))))
   await topo.sync()
   const now = rowCosts(topo)
-  const c: CostChanges = { seqs: new Float64Array(stored.length), ts: new Float64Array(stored.length), models: [], providers: [], before: new Float64Array(stored.length), beforeUnpriced: new Uint8Array(stored.length), after: new Float64Array(stored.length), afterUnpriced: new Uint8Array(stored.length) }
+  const c: CostChanges = { seqs: new Float64Array(stored.length), ts: new Float64Array(stored.length), ...named(stored.map((e) => e.model), stored.map((e) => e.provider)), before: new Float64Array(stored.length), beforeUnpriced: new Uint8Array(stored.length), after: new Float64Array(stored.length), afterUnpriced: new Uint8Array(stored.length) }
   stored.forEach((e, k) => {
     const [cost, unpriced] = now.get(e.seq) as [number, boolean]
     c.seqs[k] = e.seq
     c.ts[k] = e.ts
-    c.models.push(e.model)
-    c.providers.push(e.provider)
     c.before[k] = cost
     c.beforeUnpriced[k] = unpriced ? 1 : 0
     c.after[k] = (k % 89) * 1000 + 3000

@@ -116,3 +116,13 @@ export function events(n: number, seed: number, project = 'default', from = T0, 
     } as PendingEvent
   })
 }
+
+/** The `model`, `provider` and `names` columns of a re-price's changes (CostChanges) for these entries' names. */
+export function named(models: readonly string[], providers: readonly string[]): { model: Uint32Array; provider: Uint32Array; names: string[] } {
+  const names: string[] = []
+  const at = (s: string): number => {
+    const i = names.indexOf(s)
+    return i >= 0 ? i : names.push(s) - 1
+  }
+  return { model: Uint32Array.from(models, at), provider: Uint32Array.from(providers, at), names }
+}

@@ -10,7 +10,7 @@ import type { CostChanges, Topology, TopologyOptions } from '../../src/actors/to
 import { search } from '../../src/analytics/search.js'
 import { breakdown, costs, metrics, timeseries, type RangeQuery } from '../../src/queries.js'
 import type { PendingEvent, StoredEvent } from '../../src/events.js'
-import { aggJson, compare, DAY, events, HOUR, MIN, MODELS, rng, roundTrip, T0, topology as build } from './topology-helpers.js'
+import { aggJson, compare, DAY, events, HOUR, MIN, MODELS, named, rng, roundTrip, T0, topology as build } from './topology-helpers.js'
 
 /** A topology with room for the race test's events. */
 async function topology(t: Test, opts: Partial<TopologyOptions> = {}): Promise<Topology> {
@@ -37,8 +37,7 @@ function changesOf(stored: readonly StoredEvent[], chosen: readonly Change[], be
   const c: CostChanges = {
     seqs: new Float64Array(n),
     ts: new Float64Array(n),
-    models: [],
-    providers: [],
+    ...named(chosen.map(({ i }) => stored[i].model), chosen.map(({ i }) => stored[i].provider)),
     before: new Float64Array(n),
     beforeUnpriced: new Uint8Array(n),
     after: new Float64Array(n),
@@ -49,8 +48,6 @@ function changesOf(stored: readonly StoredEvent[], chosen: readonly Change[], be
     const [cost, unpriced] = before(e)
     c.seqs[k] = e.seq
     c.ts[k] = e.ts
-    c.models.push(e.model)
-    c.providers.push(e.provider)
     c.before[k] = cost
     c.beforeUnpriced[k] = unpriced ? 1 : 0
     c.after[k] = after

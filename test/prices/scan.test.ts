@@ -72,9 +72,11 @@ t.test('a change list past one chunk of the builder (65,536 entries): every colu
   t.equal(c.seqs.length, moving.length)
   let wrong = 0
   moving.forEach((e, i) => {
-    if (c.seqs[i] !== e.seq || c.ts[i] !== e.ts || c.models[i] !== e.model || c.providers[i] !== e.provider || c.before[i] !== 0 || c.beforeUnpriced[i] !== 1) wrong++
+    if (c.seqs[i] !== e.seq || c.ts[i] !== e.ts || c.names[c.model[i]] !== e.model || c.names[c.provider[i]] !== e.provider || c.before[i] !== 0 || c.beforeUnpriced[i] !== 1) wrong++
     if (c.after[i] !== Math.round(((e.prompt * 2 + e.completion * 5) / 1e6) * 1e9) || c.afterUnpriced[i] !== 0) wrong++
   })
   t.equal(wrong, 0, 'every entry of every column in seq order')
-  t.equal(c.models.length, moving.length)
+  t.equal(c.model.length, moving.length)
+  t.equal(c.provider.length, moving.length)
+  t.same([...c.names].sort(), ['m-a', 'selfhost'], 'each name once')
 })
