@@ -25,6 +25,8 @@
  */
 import { z } from 'zod'
 import { llmsError } from './errors.js'
+import { intern } from './intern.js'
+import type { CostChanges } from './actors/topology.js'
 import { zodDetails, type StoredEvent } from './events.js'
 import { dollars } from './queries.js'
 import {
@@ -126,21 +128,8 @@ export interface RepriceOut {
 // ---------------------------------------------------------------------------------------------
 // The change list.
 
-/**
- * One entry per event whose cost changes, seq ascending (Topology.reprice's `changes`); each
- * entry's model and provider are indexes into `names`.
- */
-export interface CostChanges {
-  seqs: Float64Array
-  ts: Float64Array
-  model: Uint32Array
-  provider: Uint32Array
-  names: string[]
-  before: Float64Array
-  beforeUnpriced: Uint8Array
-  after: Float64Array
-  afterUnpriced: Uint8Array
-}
+/** One entry per event whose cost changes, seq ascending: Topology.reprice's `changes`, defined there. */
+export type { CostChanges }
 
 /** Entries per chunk of a {@link ChangeBuilder}. */
 const CHANGE_CHUNK = 1 << 16
@@ -206,13 +195,7 @@ class ChangeBuilder {
   }
 
   #nameAt(name: string): number {
-    let at = this.#index.get(name)
-    if (at === undefined) {
-      at = this.#names.length
-      this.#names.push(name)
-      this.#index.set(name, at)
-    }
-    return at
+    return intern(this.#index, this.#names, name)
   }
 
   /** The flat columns, joined a few chunks per event-loop turn (the chunks are let go as it goes). */

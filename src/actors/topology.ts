@@ -106,7 +106,6 @@ export interface CostChanges extends ChangeNames {
   model: Uint32Array
 }
 
-
 /** One project's part of the graph: its aggregators, its rollup and its dictionaries. */
 interface ProjectPart {
   readonly id: string

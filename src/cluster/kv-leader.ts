@@ -11,17 +11,15 @@
  *
  * Here a listing is the stream's own subject list (`STREAM.INFO` with `subjects_filter`, answered
  * by the leader, paged by the client), and a read is `STREAM.MSG.GET` by last subject (the
- * leader too). A listed key may hold a delete marker: `getLive` tells a value from a marker.
- * `purge` removes the keys' messages outright (no marker left behind to list forever).
+ * leader too). A listed key may hold a delete marker: `leaderGet` tells a value from a marker
+ * (`liveKeys` lists only values). `purgeKeys` removes the keys' messages outright (no marker left behind to list forever).
  */
 import type { KV, Bucket } from '@nats-io/kv'
 
 /** A key's last message as the leader holds it. */
 export interface LeaderEntry {
-  key: string
   /** Its stream sequence: the revision a compare-and-set expects. */
   revision: number
-  value: Uint8Array
   json<T = unknown>(): T
 }
 
@@ -47,7 +45,7 @@ export async function leaderGet(kv: KV, key: string): Promise<LeaderEntry | null
   if (sm === null) return null
   const op = sm.header.get(OPERATION)
   if (op === 'DEL' || op === 'PURGE') return null
-  return { key, revision: sm.seq, value: sm.data, json: <T>() => sm.json<T>() }
+  return { revision: sm.seq, json: <T>() => sm.json<T>() }
 }
 
 /** The keys matching `filter` that hold a value now (each read from the leader). */

@@ -15,6 +15,7 @@ import { ManualClock } from '../../src/clock.js'
 import { silentLog } from '../../src/log.js'
 import type { PendingEvent, PricedEvent, StoredEvent } from '../../src/events.js'
 import { rng } from '../forget-helpers.js'
+import { intern } from '../../src/intern.js'
 
 export { rng }
 
@@ -120,9 +121,7 @@ export function events(n: number, seed: number, project = 'default', from = T0, 
 /** The `model`, `provider` and `names` columns of a re-price's changes (CostChanges) for these entries' names. */
 export function named(models: readonly string[], providers: readonly string[]): { model: Uint32Array; provider: Uint32Array; names: string[] } {
   const names: string[] = []
-  const at = (s: string): number => {
-    const i = names.indexOf(s)
-    return i >= 0 ? i : names.push(s) - 1
-  }
+  const ids = new Map<string, number>()
+  const at = (s: string): number => intern(ids, names, s)
   return { model: Uint32Array.from(models, at), provider: Uint32Array.from(providers, at), names }
 }
