@@ -5,7 +5,7 @@
  */
 import { performance } from 'node:perf_hooks'
 import { Actor, assertNever, type ActorOptions } from './actor.js'
-import { SeriesStore, type RetentionPolicy, type RowDims, type SeriesSnapshot } from '../analytics/series.js'
+import { SeriesStore, type RetentionPolicy, type RowDims, type SeriesPart } from '../analytics/series.js'
 import type { Row } from '../analytics/row.js'
 import type { PricedEvent } from '../events.js'
 import { eventValues } from '../analytics/dim-totals.js'
@@ -112,7 +112,7 @@ export interface AggregatorState {
   v: number
   project?: string
   model: string
-  series: Array<SeriesHeader & { parts: SeriesSnapshot[] }>
+  series: Array<SeriesHeader & { parts: SeriesPart[] }>
 }
 
 /**
@@ -124,7 +124,7 @@ export interface AggregatorState {
  */
 export interface SnapshotPart {
   id: number
-  data: () => SeriesSnapshot
+  data: () => SeriesPart
 }
 
 /**
@@ -558,7 +558,7 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
           data: () => {
             copying.left--
             if (persisted.epoch !== epoch) throw new Error(`series ${this.model}/${provider} was folded by retention or changed by a delete during the snapshot`)
-            return store.toSnapshotRows(lo, top, { cursor })
+            return store.toPackedRows(lo, top, { cursor })
           }
         })
       }

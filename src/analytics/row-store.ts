@@ -9,6 +9,7 @@
  */
 import type { Aggregate } from './aggregate.js'
 import type { Row } from './row.js'
+import type { Totals } from './totals.js'
 import { lowerBound } from './sorted.js'
 
 /**
@@ -130,6 +131,133 @@ export interface RowColumns {
   unpriced: Uint8Array
   dims: Uint32Array | undefined
   w: number
+}
+
+/** Words per row of {@link PackedRows}: a row's CORE words without its link (C_TOKENS..C_SEQ). */
+export const PACKED = CORE - 1
+
+/**
+ * Rows in the store's own encoding (see CORE above), for snapshots that restore by copying words
+ * instead of decoding and re-encoding every value (series-snapshot.ts, version 5 parts). Row i's
+ * words are `words[i * PACKED …]`; the escapes are per row as in a chunk (`ext`: EXT words per
+ * row, `seqHigh`: one word per row, `dims`: DIMS words per row; null when no row needs them);
+ * `wide` holds NUM_VALUES values per FLAG_WIDE row, in row order. A row's time is not in its
+ * words beyond its offset into its minute: the part says which minute each row is in.
+ */
+export interface PackedRows {
+  words: Uint32Array
+  ext: Uint32Array | null
+  seqHigh: Uint32Array | null
+  dims: Uint32Array | null
+  wide: Float64Array | null
+}
+
+/** Where {@link RowStore.copyOutPacked} writes rows: room for `rows`, filled to `w`; escapes allocated on first need. */
+export interface PackedOut {
+  readonly rows: number
+  words: Uint32Array
+  ext: Uint32Array | null
+  seqHigh: Uint32Array | null
+  dims: Uint32Array | null
+  /** NUM_VALUES values per FLAG_WIDE row, in row order. */
+  wide: number[]
+  w: number
+}
+
+/** Highest word above 2^32 a cost or seq may have and stay a safe integer. */
+const HIGH_LIMIT = 2 ** 21
+
+/**
+ * Checks `src`'s `n` rows as a restore will read them: array lengths, each row's offset inside
+ * its minute, no row both FLAG_EXT and FLAG_WIDE, escapes present where flagged, high words that
+ * keep costs and seqs safe integers, wide values that are counts. Returns the index into `wide`
+ * (in values) of each FLAG_WIDE row (-1 for others), or null when no row is wide; `fail` throws.
+ */
+export function checkPacked(src: PackedRows, n: number, fail: (why: string) => never): Int32Array | null {
+  const { words, ext, seqHigh, dims, wide } = src
+  if (!(words instanceof Uint32Array) || words.length !== n * PACKED) fail(`words must be a Uint32Array of ${PACKED} words per row`)
+  if (ext !== null && (!(ext instanceof Uint32Array) || ext.length !== n * EXT)) fail(`ext must be a Uint32Array of ${EXT} words per row`)
+  if (seqHigh !== null && (!(seqHigh instanceof Uint32Array) || seqHigh.length !== n)) fail('seqHigh must be a Uint32Array of one word per row')
+  if (dims !== null && (!(dims instanceof Uint32Array) || dims.length !== n * DIMS)) fail(`dims must be a Uint32Array of ${DIMS} words per row`)
+  if (wide !== null && (!(wide instanceof Float64Array) || wide.length % NUM_VALUES !== 0)) fail(`wide must be a Float64Array of ${NUM_VALUES} values per wide row`)
+  let wideAt: Int32Array | null = null
+  let nextWide = 0
+  for (let i = 0; i < n; i++) {
+    const meta = words[i * PACKED + C_META]
+    if ((meta & OFFSET_MASK) >= 60_000) fail(`row ${i}: offset ${meta & OFFSET_MASK} is past its minute`)
+    if ((meta & FLAG_EXT) !== 0) {
+      if ((meta & FLAG_WIDE) !== 0) fail(`row ${i}: both escapes flagged`)
+      if (ext === null) fail(`row ${i}: flagged FLAG_EXT without ext words`)
+      if ((ext as Uint32Array)[i * EXT + E_COST_HIGH] >= HIGH_LIMIT) fail(`row ${i}: cost is not a safe integer`)
+    } else if ((meta & FLAG_WIDE) !== 0) {
+      if (wide === null || nextWide + NUM_VALUES > wide.length) fail(`row ${i}: flagged FLAG_WIDE without wide values`)
+      for (let f = 0; f < NUM_VALUES; f++) {
+        const v = (wide as Float64Array)[nextWide + f]
+        if (!Number.isSafeInteger(v) || v < 0) fail(`row ${i}: wide value ${VALUE_FIELDS[f]} must be a non-negative integer`)
+      }
+      wideAt ??= new Int32Array(n).fill(-1)
+      wideAt[i] = nextWide
+      nextWide += NUM_VALUES
+    }
+    if (seqHigh !== null && seqHigh[i] >= HIGH_LIMIT) fail(`row ${i}: seq is not a safe integer`)
+  }
+  if (wide !== null && nextWide !== wide.length) fail(`wide holds ${wide.length / NUM_VALUES} rows, ${nextWide / NUM_VALUES} are flagged`)
+  return wideAt
+}
+
+/**
+ * Reads packed row `i` of `src` (checked by {@link checkPacked}; `wideAt` its answer) into `row`
+ * (time `mStart` + its offset) and its dimension words into `rowDims`; returns the dims to record
+ * with (undefined when it has none).
+ */
+export function readPacked(src: PackedRows, i: number, wideAt: Int32Array | null, mStart: number, row: Row, rowDims: RowDims): RowDims | undefined {
+  const w = src.words
+  const s = i * PACKED
+  const meta = w[s + C_META]
+  row.ts = mStart + (meta & OFFSET_MASK)
+  row.error = (meta & FLAG_ERROR) !== 0
+  row.unpriced = (meta & FLAG_UNPRICED) !== 0
+  row.seq = (src.seqHigh === null ? 0 : src.seqHigh[i] * TWO_32) + w[s + C_SEQ]
+  if ((meta & FLAG_WIDE) !== 0) {
+    const v = src.wide as Float64Array
+    const at = (wideAt as Int32Array)[i]
+    row.promptTokens = v[at]
+    row.completionTokens = v[at + 1]
+    row.totalTokens = v[at + 2]
+    row.cachedTokens = v[at + 3]
+    row.reasoningTokens = v[at + 4]
+    row.latencyUs = v[at + 5]
+    row.costNanos = v[at + 6]
+  } else {
+    const tokens = w[s + C_TOKENS]
+    row.promptTokens = tokens & PROMPT_MASK
+    row.completionTokens = ((meta >>> 20) << 8) | (tokens >>> 24)
+    row.latencyUs = w[s + C_LATENCY]
+    if ((meta & FLAG_EXT) !== 0) {
+      const ext = src.ext as Uint32Array
+      const e = i * EXT
+      row.totalTokens = ext[e + E_TOTAL]
+      row.cachedTokens = ext[e + E_CACHED]
+      row.reasoningTokens = ext[e + E_REASONING]
+      row.costNanos = ext[e + E_COST_HIGH] * TWO_32 + w[s + C_COST]
+    } else {
+      row.totalTokens = row.promptTokens + row.completionTokens
+      row.cachedTokens = 0
+      row.reasoningTokens = 0
+      row.costNanos = w[s + C_COST]
+    }
+  }
+  const dims = src.dims
+  if (dims === null) return undefined
+  rowDims.user = dims[i * DIMS]
+  rowDims.session = dims[i * DIMS + 1]
+  rowDims.attrs = dims[i * DIMS + 2]
+  return rowDims
+}
+
+/** Packed row `i`'s offset into its minute (ms). */
+export function packedOffset(src: PackedRows, i: number): number {
+  return src.words[i * PACKED + C_META] & OFFSET_MASK
 }
 
 /**
@@ -650,6 +778,120 @@ export class RowStore {
       out[6] = core[b + C_COST]
     }
     return out
+  }
+
+  /**
+   * {@link RowStore.append} of packed row `i` of `src` (checked by {@link checkPacked}; `wideAt`
+   * its answer) at the head of `list`, its words copied as they are; adds the row to `t` and
+   * returns its latency (µs).
+   */
+  appendPacked(src: PackedRows, i: number, wideAt: Int32Array | null, list: number, t: Totals): number {
+    const r = this.#newRow()
+    const c = r >>> CHUNK_SHIFT
+    const k = r & CHUNK_MASK
+    const core = this.#core[c]
+    const b = k * CORE
+    const w = src.words
+    const s = i * PACKED
+    const tokens = w[s + C_TOKENS]
+    const latencyWord = w[s + C_LATENCY]
+    const cost = w[s + C_COST]
+    const meta = w[s + C_META]
+    core[b + C_TOKENS] = tokens
+    core[b + C_LATENCY] = latencyWord
+    core[b + C_COST] = cost
+    core[b + C_META] = meta
+    core[b + C_SEQ] = w[s + C_SEQ]
+    const dims = src.dims
+    if (dims !== null) {
+      const d = i * DIMS
+      const user = dims[d]
+      const session = dims[d + 1]
+      const attrs = dims[d + 2]
+      if ((user | session | attrs) !== 0) {
+        const words = this.#dims[c] ?? this.#newDims(c)
+        words[k * DIMS] = user
+        words[k * DIMS + 1] = session
+        words[k * DIMS + 2] = attrs
+      }
+    }
+    const high = src.seqHigh
+    if (high !== null && high[i] !== 0) (this.#seqHigh[c] ?? this.#newSeqHigh(c))[k] = high[i]
+    t.requests += 1
+    if ((meta & FLAG_ERROR) !== 0) t.errors += 1
+    if ((meta & FLAG_UNPRICED) !== 0) t.unpriced += 1
+    let latency = latencyWord
+    if ((meta & (FLAG_EXT | FLAG_WIDE)) === 0) {
+      const prompt = tokens & PROMPT_MASK
+      const completion = ((meta >>> 20) << 8) | (tokens >>> 24)
+      t.promptTokens += prompt
+      t.completionTokens += completion
+      t.totalTokens += prompt + completion
+      t.costNanos += cost
+    } else if ((meta & FLAG_EXT) !== 0) {
+      const from = src.ext as Uint32Array
+      const e = i * EXT
+      const to = this.#ext[c] ?? this.#newExt(c)
+      to[k * EXT + E_CACHED] = from[e + E_CACHED]
+      to[k * EXT + E_REASONING] = from[e + E_REASONING]
+      to[k * EXT + E_TOTAL] = from[e + E_TOTAL]
+      to[k * EXT + E_COST_HIGH] = from[e + E_COST_HIGH]
+      t.promptTokens += tokens & PROMPT_MASK
+      t.completionTokens += ((meta >>> 20) << 8) | (tokens >>> 24)
+      t.totalTokens += from[e + E_TOTAL]
+      t.cachedTokens += from[e + E_CACHED]
+      t.reasoningTokens += from[e + E_REASONING]
+      t.costNanos += from[e + E_COST_HIGH] * TWO_32 + cost
+    } else {
+      const at = (wideAt as Int32Array)[i]
+      const v = (src.wide as Float64Array).slice(at, at + NUM_VALUES)
+      this.#wide.set(r, v)
+      t.promptTokens += v[0]
+      t.completionTokens += v[1]
+      t.totalTokens += v[2]
+      t.cachedTokens += v[3]
+      t.reasoningTokens += v[4]
+      t.costNanos += v[6]
+      latency = v[5]
+    }
+    t.latencyUsSum += latency
+    this.#link(r, list)
+    return latency
+  }
+
+  /**
+   * {@link RowStore.copyOut} into packed rows (see {@link PackedRows}): the rows' words as they
+   * are, escapes allocated in `out` on the first row needing them. Returns where it stopped.
+   */
+  copyOutPacked(r: number, from: number, to: number, out: PackedOut): number {
+    while (r >= to) r = this.#core[r >>> CHUNK_SHIFT][(r & CHUNK_MASK) * CORE + C_NEXT] | 0
+    let w = out.w
+    const words = out.words
+    while (r >= from) {
+      const c = r >>> CHUNK_SHIFT
+      const k = r & CHUNK_MASK
+      const core = this.#core[c]
+      const b = k * CORE
+      const meta = core[b + C_META]
+      const s = w * PACKED
+      words[s + C_TOKENS] = core[b + C_TOKENS]
+      words[s + C_LATENCY] = core[b + C_LATENCY]
+      words[s + C_COST] = core[b + C_COST]
+      words[s + C_META] = meta
+      words[s + C_SEQ] = core[b + C_SEQ]
+      if ((meta & FLAG_EXT) !== 0) (out.ext ??= new Uint32Array(out.rows * EXT)).set((this.#ext[c] as Uint32Array).subarray(k * EXT, k * EXT + EXT), w * EXT)
+      else if ((meta & FLAG_WIDE) !== 0) out.wide.push(...(this.#wide.get(r) as Float64Array))
+      const high = this.#seqHigh[c]
+      if (high !== null && high[k] !== 0) (out.seqHigh ??= new Uint32Array(out.rows))[w] = high[k]
+      const dims = this.#dims[c]
+      if (dims !== null && (dims[k * DIMS] | dims[k * DIMS + 1] | dims[k * DIMS + 2]) !== 0) {
+        ;(out.dims ??= new Uint32Array(out.rows * DIMS)).set(dims.subarray(k * DIMS, k * DIMS + DIMS), w * DIMS)
+      }
+      w++
+      r = core[b + C_NEXT] | 0
+    }
+    out.w = w
+    return r
   }
 
   /** Adds the rows of `list` whose offset is in [lo, hi) to `acc`; returns the rows read. */

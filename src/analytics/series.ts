@@ -28,8 +28,8 @@ import type { RowDims, RowVisitor } from './row-store.js'
 import type { SeriesSnapshot } from './series-snapshot.js'
 import { addRow, addValues, createAggregate, mergeInto, subtractAggregate, type Aggregate, type BucketSum, type TimeBucket } from './aggregate.js'
 import { isValidRow, MAX_TIMESTAMP_MS } from './row.js'
-import { MAX_ROWS, RowStore } from './row-store.js'
-import { hourOrder, rowOf, scratchRow, sketchOf, snapshotColumns, SnapshotBuilder, type SnapshotColumns } from './series-snapshot.js'
+import { MAX_ROWS, packedOffset, readPacked, RowStore } from './row-store.js'
+import { hourOrder, isPacked, PackedBuilder, packedColumns, rowOf, scratchRow, sketchOf, snapshotColumns, SnapshotBuilder, type PackedColumns, type PackedSeriesPart, type SnapshotColumns } from './series-snapshot.js'
 import { DiscardSketch, LatencySketch } from './sketch.js'
 import { lowerBound } from './sorted.js'
 import { DAY_MS, floorDiv, HOUR_MS, MINUTE_MS } from './time.js'
@@ -38,7 +38,16 @@ import { addDelta, byMinute, emptyPlan, planRow, type CostColumns, type Deltas, 
 
 export { BucketSum, createAggregate, mergeInto, mergeTimeseries, type Aggregate, type TimeBucket } from './aggregate.js'
 export type { RowDims, RowVisitor } from './row-store.js'
-export { SERIES_SNAPSHOT_VERSION, type CoarseHour, type SeriesSnapshot } from './series-snapshot.js'
+export { PACKED_SNAPSHOT_VERSION, SERIES_SNAPSHOT_VERSION, type CoarseHour, type PackedSeriesPart, type SeriesPart, type SeriesSnapshot } from './series-snapshot.js'
+
+/**
+ * Options of {@link SeriesStore.toSnapshotRows}: `coarse` adds every coarse hour; `cursor`, shared
+ * by the calls copying one range in slices, lets each minute's walk resume where it stopped.
+ */
+export interface SnapshotRowsOptions {
+  coarse?: boolean
+  cursor?: { at: Int32Array | null }
+}
 
 /** What {@link SeriesStore.retain} is asked to keep raw. */
 export interface RetentionPolicy {
@@ -1263,14 +1272,47 @@ export class SeriesStore {
    * resumes where it stopped, so the whole range costs O(rows) (invariant used: along a
    * minute's list, row indexes decrease). Throws RangeError unless 0 <= from <= to <= size.
    */
-  toSnapshotRows(from: number, to: number, opts: { coarse?: boolean; cursor?: { at: Int32Array | null } } = {}): SeriesSnapshot {
+  toSnapshotRows(from: number, to: number, opts: SnapshotRowsOptions = {}): SeriesSnapshot {
+    const out = new SnapshotBuilder(this.#liveRowsIn(from, to), this.#rows.hasDims)
+    const rows = this.#rows
+    this.#copyRows(opts, out, out.rows, (r, mStart) => rows.copyOut(r, from, to, mStart, out))
+    return out.finish(`row range [${from}, ${to})`)
+  }
+
+  /**
+   * {@link SeriesStore.toSnapshotRows} in the row store's own encoding ({@link PackedSeriesPart}):
+   * what the aggregators persist, since restoring it copies words instead of re-encoding values.
+   * Same rows in the same order, same costs and cursor.
+   */
+  toPackedRows(from: number, to: number, opts: SnapshotRowsOptions = {}): PackedSeriesPart {
+    const out = new PackedBuilder(this.#liveRowsIn(from, to))
+    const rows = this.#rows
+    this.#copyRows(opts, out, out.rows, (r, mStart) => {
+      const before = out.w
+      const at = rows.copyOutPacked(r, from, to, out)
+      out.endMinute(mStart / MINUTE_MS, before)
+      return at
+    })
+    return out.finish(`row range [${from}, ${to})`)
+  }
+
+  /** Live rows among the row indexes [from, to); throws RangeError unless 0 <= from <= to <= size. */
+  #liveRowsIn(from: number, to: number): number {
     const rows = this.#rows
     if (!Number.isSafeInteger(from) || !Number.isSafeInteger(to) || from < 0 || from > to || to > rows.size) {
       throw new RangeError(`row range [${from}, ${to}) is not inside [0, ${rows.size}]`)
     }
     // Rows removed by forget leave holes in the numbering: only live rows are copied.
-    const n = to - from - rows.deadIn(from, to)
-    const out = new SnapshotBuilder(n, rows.hasDims)
+    return to - from - rows.deadIn(from, to)
+  }
+
+  /**
+   * The walk behind {@link SeriesStore.toSnapshotRows} and {@link SeriesStore.toPackedRows}:
+   * coarse hours to `out` (with `opts.coarse`), then each minute's list, ascending, through
+   * `copy(row to start at, minute start)`, which returns the row it stopped at (see the cursor).
+   */
+  #copyRows(opts: SnapshotRowsOptions, out: { addCoarseHour: (hour: number, agg: Aggregate, forgotten?: readonly number[], repriced?: readonly string[]) => void }, n: number, copy: (r: number, mStart: number) => number): void {
+    const rows = this.#rows
     // cursor.at[slot]: the row the walk of that minute resumes at (-1 end, -2 not walked yet).
     const cursor = opts.cursor
     if (cursor !== undefined && (cursor.at === null || cursor.at.length < rows.lists)) {
@@ -1294,12 +1336,11 @@ export class SeriesStore {
           if (slot < 0) continue
           const mStart = dayKey * DAY_MS + h * HOUR_MS + m * MINUTE_MS
           // Newest first: pass over rows at or past `to`, then copy down to `from`.
-          const r = rows.copyOut(at === null || at[slot] === -2 ? rows.head(slot) : at[slot], from, to, mStart, out)
+          const r = copy(at === null || at[slot] === -2 ? rows.head(slot) : at[slot], mStart)
           if (at !== null) at[slot] = r
         }
       }
     }
-    return out.finish(`row range [${from}, ${to})`)
   }
 
   /**
@@ -1322,14 +1363,132 @@ export class SeriesStore {
     const addCoarseHour = (hourKey: number, agg: Aggregate, forgotten: number[] | undefined, repriced: string[] | undefined): boolean => store.#restoreCoarseHour(hourKey, agg, forgotten, repriced)
     let rejectedTotal = rejected
     const columns: SnapshotColumns[] = []
+    const packed: PackedColumns[] = []
     for (const part of parts) {
-      const c = snapshotColumns(part, addCoarseHour)
+      const c = isPacked(part) ? packedColumns(part, addCoarseHour) : snapshotColumns(part, addCoarseHour)
       rejectedTotal += c.rejected
-      columns.push(c)
+      if ('runStart' in c) packed.push(c)
+      else columns.push(c)
     }
     store.#loadRows(columns)
+    store.#loadPacked(packed)
+    store.#minuteAggregates()
     store.#rejected = rejectedTotal
     return store
+  }
+
+  /**
+   * {@link SeriesStore.#loadRows} for packed parts ({@link PackedSeriesPart}): the same lists,
+   * aggregates and sketches, rows restored in the same order (parts in order, each back to
+   * front; grouped by hour), but a row's words are copied, not decoded and re-encoded, and the
+   * grouping sorts minutes (runs of rows), not rows.
+   */
+  #loadPacked(parts: readonly PackedColumns[]): void {
+    if (parts.length === 0) return
+    const row = scratchRow()
+    const rowDims: RowDims = { user: 0, session: 0, attrs: 0 }
+    const recordRun = (c: PackedColumns, k: number): void => {
+      const mStart = c.minutes[k] * MINUTE_MS
+      for (let i = c.runStart[k + 1] - 1; i >= c.runStart[k]; i--) {
+        if (!this.record(row, readPacked(c, i, c.wideAt, mStart, row, rowDims))) throw new Error(`invalid SeriesStore snapshot: row ${i} breaks the Row contract`)
+      }
+    }
+    let total = 0
+    for (const c of parts) total += c.minutes.length
+    const runPart = new Uint32Array(total)
+    const runOf = new Uint32Array(total)
+    const hourOf = new Float64Array(total)
+    let n = 0
+    let min = Infinity
+    let max = -Infinity
+    for (let p = 0; p < parts.length; p++) {
+      const c = parts[p]
+      for (let k = c.minutes.length - 1; k >= 0; k--) {
+        const hourKey = floorDiv(c.minutes[k], 60)
+        if (hourKey < this.#coarseBeforeHour) {
+          recordRun(c, k)
+          continue
+        }
+        runPart[n] = p
+        runOf[n] = k
+        hourOf[n] = hourKey
+        if (hourKey < min) min = hourKey
+        if (hourKey > max) max = hourKey
+        n++
+      }
+    }
+    // Runs by hour, each hour's in the order above (stable): a counting sort, or a sort when the hours span too far.
+    const order = new Uint32Array(n)
+    for (let g = 0; g < n; g++) order[g] = g
+    if (n > 0 && max - min < 1 << 22) {
+      const count = new Int32Array(max - min + 2)
+      for (let g = 0; g < n; g++) count[hourOf[g] - min + 1]++
+      for (let h = 1; h < count.length; h++) count[h] += count[h - 1]
+      for (let g = 0; g < n; g++) order[count[hourOf[g] - min]++] = g
+    } else if (n > 0) {
+      order.set(Array.from(order).sort((a, b) => hourOf[a] - hourOf[b] || a - b))
+    }
+    const rows = this.#rows
+    let latencies = new Float64Array(64)
+    for (let at = 0; at < n; ) {
+      const hourKey = hourOf[order[at]]
+      let end = at
+      while (end < n && hourOf[order[end]] === hourKey) end++
+      const dayKey = floorDiv(hourKey, 24)
+      const day = this.#days.get(dayKey) ?? this.#newDay(dayKey)
+      const h = hourKey - dayKey * 24
+      if (day.hours[h] !== undefined) {
+        for (let g = at; g < end; g++) recordRun(parts[runPart[order[g]]], runOf[order[g]])
+        at = end
+        continue
+      }
+      const totals = createTotals()
+      const minutes = new Int32Array(60)
+      let held = 0
+      for (let g = at; g < end; g++) {
+        const c = parts[runPart[order[g]]]
+        const k = runOf[order[g]]
+        const minuteKey = c.minutes[k]
+        const m = minuteKey - hourKey * 60
+        let slot = minutes[m] - 1
+        if (slot < 0) {
+          slot = this.#newMinuteSlot()
+          minutes[m] = slot + 1
+        }
+        const from = c.runStart[k]
+        const to = c.runStart[k + 1]
+        if (latencies.length < held + to - from) {
+          const grown = new Float64Array(2 * (held + to - from))
+          grown.set(latencies.subarray(0, held))
+          latencies = grown
+        }
+        const mStart = minuteKey * MINUTE_MS
+        for (let i = to - 1; i >= from; i--) {
+          latencies[held++] = rows.appendPacked(c, i, c.wideAt, slot, totals)
+          const ts = mStart + packedOffset(c, i)
+          if (ts < this.#minTs) this.#minTs = ts
+          if (ts > this.#maxTs) this.#maxTs = ts
+        }
+        this.#mState[slot] += to - from
+      }
+      const hour: HourNode = { totals, sketch: sketchOf(latencies.subarray(0, held)), minutes }
+      day.hours[h] = hour
+      mergeTotals(day.totals, hour.totals)
+      day.sketch.merge(hour.sketch)
+      at = end
+    }
+  }
+
+  /** After a bulk restore: each minute holding MINUTE_AGGREGATE_THRESHOLD rows gets its aggregate (as record() makes it). */
+  #minuteAggregates(): void {
+    const rows = this.#rows
+    for (let slot = 0; slot < rows.lists; slot++) {
+      if (this.#mState[slot] < MINUTE_AGGREGATE_THRESHOLD) continue
+      const a = createAggregate()
+      this.#scanned += rows.sum(slot, 0, MINUTE_MS, a)
+      this.#minuteAggs.push(a)
+      this.#mState[slot] = -this.#minuteAggs.length
+    }
   }
 
   /**
@@ -1389,14 +1548,6 @@ export class SeriesStore {
       day.hours[h] = hour
       mergeTotals(day.totals, hour.totals)
       day.sketch.merge(hour.sketch)
-    }
-    // A minute keeps its own aggregate once it holds MINUTE_AGGREGATE_THRESHOLD rows (as record() makes it).
-    for (let slot = 0; slot < rows.lists; slot++) {
-      if (this.#mState[slot] < MINUTE_AGGREGATE_THRESHOLD) continue
-      const a = createAggregate()
-      this.#scanned += rows.sum(slot, 0, MINUTE_MS, a)
-      this.#minuteAggs.push(a)
-      this.#mState[slot] = -this.#minuteAggs.length
     }
   }
 

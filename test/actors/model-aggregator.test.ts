@@ -8,7 +8,7 @@
 import t from 'tap'
 import { ModelAggregator, toRow, type AggregatorSnapshot, type AggregatorState, type ForgetReply } from '../../src/actors/model-aggregator.js'
 import { createTotals, recordTotals, type Totals } from '../../src/analytics/totals.js'
-import type { SeriesSnapshot } from '../../src/analytics/series.js'
+import type { SeriesPart } from '../../src/analytics/series.js'
 import type { PricedEvent } from '../../src/events.js'
 import { nextSeq, pricedEvent } from '../helpers/events.js'
 
@@ -65,14 +65,14 @@ function snapshot(agg: ModelAggregator, full = false): Promise<AggregatorSnapsho
  * snapshot reply (calling each `data()` once, in order) and forgets those outside its range.
  */
 class Parts {
-  readonly #parts = new Map<string, Map<number, SeriesSnapshot>>()
+  readonly #parts = new Map<string, Map<number, SeriesPart>>()
   #last: AggregatorSnapshot | null = null
 
   /** Stores a snapshot's parts; returns how many rows its written parts hold, per provider. */
   take(s: AggregatorSnapshot): Record<string, number> {
     const written: AggregatorState['series'] = []
     for (const h of s.series) {
-      const parts = this.#parts.get(h.provider) ?? new Map<number, SeriesSnapshot>()
+      const parts = this.#parts.get(h.provider) ?? new Map<number, SeriesPart>()
       this.#parts.set(h.provider, parts)
       const copied = h.write.map((p) => p.data())
       h.write.forEach((p, i) => parts.set(p.id, copied[i]))

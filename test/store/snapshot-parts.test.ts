@@ -6,7 +6,7 @@
  */
 import t from 'tap'
 import fc from 'fast-check'
-import { SeriesStore, type SeriesSnapshot } from '../../src/analytics/series.js'
+import { SeriesStore, type SeriesPart, type SeriesSnapshot } from '../../src/analytics/series.js'
 import { ModelAggregator, PART_ROWS, type AggregatorSnapshot, type AggregatorState } from '../../src/actors/model-aggregator.js'
 import type { PricedEvent } from '../../src/events.js'
 import { HOUR, MIN, rowArb } from '../analytics/fixtures/naive.js'
@@ -120,7 +120,7 @@ async function snapshot(agg: ModelAggregator, full = false): Promise<AggregatorS
   const s = await new Promise<AggregatorSnapshot>((resolve) => agg.send({ type: 'snapshot', full, reply: resolve }))
   for (const series of s.series) {
     series.write = series.write.map((p) => {
-      let copy: SeriesSnapshot | undefined
+      let copy: SeriesPart | undefined
       return { id: p.id, data: () => (copy ??= p.data()) }
     })
   }
@@ -129,11 +129,11 @@ async function snapshot(agg: ModelAggregator, full = false): Promise<AggregatorS
 
 /** What a store would hold after the parts were written and read back (every part, in order). */
 function restoreFrom(snaps: AggregatorSnapshot[], model = 'm'): AggregatorState {
-  const byProvider = new Map<string, Map<number, SeriesSnapshot>>()
+  const byProvider = new Map<string, Map<number, SeriesPart>>()
   const last = snaps[snaps.length - 1]
   for (const s of snaps) {
     for (const series of s.series) {
-      const parts = byProvider.get(series.provider) ?? new Map<number, SeriesSnapshot>()
+      const parts = byProvider.get(series.provider) ?? new Map<number, SeriesPart>()
       byProvider.set(series.provider, parts)
       for (const p of series.write) parts.set(p.id, p.data())
     }
@@ -143,7 +143,7 @@ function restoreFrom(snaps: AggregatorSnapshot[], model = 'm'): AggregatorState 
     model,
     series: last.series.map((s) => {
       const parts = byProvider.get(s.provider)!
-      const list: SeriesSnapshot[] = []
+      const list: SeriesPart[] = []
       for (let id = s.first; id < s.next; id++) list.push(parts.get(id)!)
       return { provider: s.provider, rejected: s.rejected, first: s.first, next: s.next, parts: list }
     })
