@@ -82,8 +82,12 @@ export async function run(): Promise<Row[]> {
     rows.push({ bench: 'restart', metric: `start → /ready after kill -9, ${(n + tail).toLocaleString('en-US')} events (${tail.toLocaleString('en-US')}-event tail)`, value: crashed.ms, unit: 'ms', goal: '≤ 5000', note: note(crashed) })
     await crashed.s.stop()
   } finally {
-    const { rmSync } = await import('node:fs')
-    rmSync(dataDir, { recursive: true, force: true })
+    // LLMSCOPE_BENCH_RESTART_KEEP=1 keeps the data dir (stopped after a SIGTERM) for profiling a restart by hand.
+    if (process.env.LLMSCOPE_BENCH_RESTART_KEEP === '1') console.log(`  restart: data dir kept at ${dataDir}`)
+    else {
+      const { rmSync } = await import('node:fs')
+      rmSync(dataDir, { recursive: true, force: true })
+    }
   }
   return rows
 }

@@ -781,82 +781,100 @@ export class RowStore {
   }
 
   /**
-   * {@link RowStore.append} of packed row `i` of `src` (checked by {@link checkPacked}; `wideAt`
-   * its answer) at the head of `list`, its words copied as they are; adds the row to `t` and
-   * returns its latency (µs).
+   * {@link RowStore.append} of the packed rows of runs `kHi` down to `kLo` of `src` (checked by
+   * {@link checkPacked}; `wideAt` its answer), each run's rows back to front, words copied as
+   * they are. Every run is a minute of one hour: its rows go to the list `hourMinutes[minute −
+   * base] − 1` (`base`: the hour's first minute key; the caller made the lists). Adds each row to
+   * `t`, writes its latency (µs) to `latencies[at++]` and widens `bounds` to its time. Returns `at`.
    */
-  appendPacked(src: PackedRows, i: number, wideAt: Int32Array | null, list: number, t: Totals): number {
-    const r = this.#newRow()
-    const c = r >>> CHUNK_SHIFT
-    const k = r & CHUNK_MASK
-    const core = this.#core[c]
-    const b = k * CORE
+  appendRuns(src: PackedRows & { minutes: Float64Array; runStart: Uint32Array }, kLo: number, kHi: number, wideAt: Int32Array | null, hourMinutes: Int32Array, base: number, t: Totals, latencies: Float64Array, at: number, bounds: { min: number; max: number }): number {
     const w = src.words
-    const s = i * PACKED
-    const tokens = w[s + C_TOKENS]
-    const latencyWord = w[s + C_LATENCY]
-    const cost = w[s + C_COST]
-    const meta = w[s + C_META]
-    core[b + C_TOKENS] = tokens
-    core[b + C_LATENCY] = latencyWord
-    core[b + C_COST] = cost
-    core[b + C_META] = meta
-    core[b + C_SEQ] = w[s + C_SEQ]
     const dims = src.dims
-    if (dims !== null) {
-      const d = i * DIMS
-      const user = dims[d]
-      const session = dims[d + 1]
-      const attrs = dims[d + 2]
-      if ((user | session | attrs) !== 0) {
-        const words = this.#dims[c] ?? this.#newDims(c)
-        words[k * DIMS] = user
-        words[k * DIMS + 1] = session
-        words[k * DIMS + 2] = attrs
+    const high = src.seqHigh
+    const heads = this.#heads
+    let minTs = bounds.min
+    let maxTs = bounds.max
+    for (let run = kHi; run >= kLo; run--) {
+      const list = hourMinutes[src.minutes[run] - base] - 1
+      const mStart = src.minutes[run] * 60_000
+      const from = src.runStart[run]
+      for (let i = src.runStart[run + 1] - 1; i >= from; i--) {
+        const r = this.#newRow()
+        const c = r >>> CHUNK_SHIFT
+        const k = r & CHUNK_MASK
+        const core = this.#core[c]
+        const b = k * CORE
+        const s = i * PACKED
+        const tokens = w[s + C_TOKENS]
+        const latencyWord = w[s + C_LATENCY]
+        const cost = w[s + C_COST]
+        const meta = w[s + C_META]
+        core[b + C_TOKENS] = tokens
+        core[b + C_LATENCY] = latencyWord
+        core[b + C_COST] = cost
+        core[b + C_META] = meta
+        core[b + C_SEQ] = w[s + C_SEQ]
+        core[b + C_NEXT] = heads[list]
+        heads[list] = r
+        const ts = mStart + (meta & OFFSET_MASK)
+        if (ts < minTs) minTs = ts
+        if (ts > maxTs) maxTs = ts
+        if (dims !== null) {
+          const d = i * DIMS
+          const user = dims[d]
+          const session = dims[d + 1]
+          const attrs = dims[d + 2]
+          if ((user | session | attrs) !== 0) {
+            const words = this.#dims[c] ?? this.#newDims(c)
+            words[k * DIMS] = user
+            words[k * DIMS + 1] = session
+            words[k * DIMS + 2] = attrs
+          }
+        }
+        if (high !== null && high[i] !== 0) (this.#seqHigh[c] ?? this.#newSeqHigh(c))[k] = high[i]
+        t.requests += 1
+        if ((meta & FLAG_ERROR) !== 0) t.errors += 1
+        if ((meta & FLAG_UNPRICED) !== 0) t.unpriced += 1
+        let latency = latencyWord
+        if ((meta & (FLAG_EXT | FLAG_WIDE)) === 0) {
+          const prompt = tokens & PROMPT_MASK
+          const completion = ((meta >>> 20) << 8) | (tokens >>> 24)
+          t.promptTokens += prompt
+          t.completionTokens += completion
+          t.totalTokens += prompt + completion
+          t.costNanos += cost
+        } else if ((meta & FLAG_EXT) !== 0) {
+          const ext = src.ext as Uint32Array
+          const e = i * EXT
+          const into = this.#ext[c] ?? this.#newExt(c)
+          into[k * EXT + E_CACHED] = ext[e + E_CACHED]
+          into[k * EXT + E_REASONING] = ext[e + E_REASONING]
+          into[k * EXT + E_TOTAL] = ext[e + E_TOTAL]
+          into[k * EXT + E_COST_HIGH] = ext[e + E_COST_HIGH]
+          t.promptTokens += tokens & PROMPT_MASK
+          t.completionTokens += ((meta >>> 20) << 8) | (tokens >>> 24)
+          t.totalTokens += ext[e + E_TOTAL]
+          t.cachedTokens += ext[e + E_CACHED]
+          t.reasoningTokens += ext[e + E_REASONING]
+          t.costNanos += ext[e + E_COST_HIGH] * TWO_32 + cost
+        } else {
+          const v = (src.wide as Float64Array).slice((wideAt as Int32Array)[i], (wideAt as Int32Array)[i] + NUM_VALUES)
+          this.#wide.set(r, v)
+          t.promptTokens += v[0]
+          t.completionTokens += v[1]
+          t.totalTokens += v[2]
+          t.cachedTokens += v[3]
+          t.reasoningTokens += v[4]
+          t.costNanos += v[6]
+          latency = v[5]
+        }
+        t.latencyUsSum += latency
+        latencies[at++] = latency
       }
     }
-    const high = src.seqHigh
-    if (high !== null && high[i] !== 0) (this.#seqHigh[c] ?? this.#newSeqHigh(c))[k] = high[i]
-    t.requests += 1
-    if ((meta & FLAG_ERROR) !== 0) t.errors += 1
-    if ((meta & FLAG_UNPRICED) !== 0) t.unpriced += 1
-    let latency = latencyWord
-    if ((meta & (FLAG_EXT | FLAG_WIDE)) === 0) {
-      const prompt = tokens & PROMPT_MASK
-      const completion = ((meta >>> 20) << 8) | (tokens >>> 24)
-      t.promptTokens += prompt
-      t.completionTokens += completion
-      t.totalTokens += prompt + completion
-      t.costNanos += cost
-    } else if ((meta & FLAG_EXT) !== 0) {
-      const from = src.ext as Uint32Array
-      const e = i * EXT
-      const to = this.#ext[c] ?? this.#newExt(c)
-      to[k * EXT + E_CACHED] = from[e + E_CACHED]
-      to[k * EXT + E_REASONING] = from[e + E_REASONING]
-      to[k * EXT + E_TOTAL] = from[e + E_TOTAL]
-      to[k * EXT + E_COST_HIGH] = from[e + E_COST_HIGH]
-      t.promptTokens += tokens & PROMPT_MASK
-      t.completionTokens += ((meta >>> 20) << 8) | (tokens >>> 24)
-      t.totalTokens += from[e + E_TOTAL]
-      t.cachedTokens += from[e + E_CACHED]
-      t.reasoningTokens += from[e + E_REASONING]
-      t.costNanos += from[e + E_COST_HIGH] * TWO_32 + cost
-    } else {
-      const at = (wideAt as Int32Array)[i]
-      const v = (src.wide as Float64Array).slice(at, at + NUM_VALUES)
-      this.#wide.set(r, v)
-      t.promptTokens += v[0]
-      t.completionTokens += v[1]
-      t.totalTokens += v[2]
-      t.cachedTokens += v[3]
-      t.reasoningTokens += v[4]
-      t.costNanos += v[6]
-      latency = v[5]
-    }
-    t.latencyUsSum += latency
-    this.#link(r, list)
-    return latency
+    bounds.min = minTs
+    bounds.max = maxTs
+    return at
   }
 
   /**

@@ -447,7 +447,7 @@ export function hourOrder(parts: readonly SnapshotColumns[], coarseBeforeHour: n
   return { part, row: rowAt, hours, start: Int32Array.from(starts), coarse }
 }
 
-/** The sketch of `values` (latencies in µs), sorted in place first: {@link LatencySketch.ofValues}. */
+/** The sketch of `values` (latencies in µs): {@link LatencySketch.ofValues}. */
 export function sketchOf(values: Float64Array): LatencySketch {
   return LatencySketch.ofValues(values)
 }

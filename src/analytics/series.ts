@@ -28,7 +28,7 @@ import type { RowDims, RowVisitor } from './row-store.js'
 import type { SeriesSnapshot } from './series-snapshot.js'
 import { addRow, addValues, createAggregate, mergeInto, subtractAggregate, type Aggregate, type BucketSum, type TimeBucket } from './aggregate.js'
 import { isValidRow, MAX_TIMESTAMP_MS } from './row.js'
-import { MAX_ROWS, packedOffset, readPacked, RowStore } from './row-store.js'
+import { MAX_ROWS, readPacked, RowStore } from './row-store.js'
 import { hourOrder, isPacked, PackedBuilder, packedColumns, rowOf, scratchRow, sketchOf, snapshotColumns, SnapshotBuilder, type PackedColumns, type PackedSeriesPart, type SnapshotColumns } from './series-snapshot.js'
 import { DiscardSketch, LatencySketch } from './sketch.js'
 import { lowerBound } from './sorted.js'
@@ -1380,96 +1380,100 @@ export class SeriesStore {
   /**
    * {@link SeriesStore.#loadRows} for packed parts ({@link PackedSeriesPart}): the same lists,
    * aggregates and sketches, rows restored in the same order (parts in order, each back to
-   * front; grouped by hour), but a row's words are copied, not decoded and re-encoded, and the
-   * grouping sorts minutes (runs of rows), not rows.
+   * front; grouped by hour), but a row's words are copied, not decoded and re-encoded, and what
+   * is grouped by hour is a part's *segments* — its runs of one hour, contiguous since a part
+   * lists its minutes ascending — not rows: one hour gathers a few stretches of each part.
    */
   #loadPacked(parts: readonly PackedColumns[]): void {
     if (parts.length === 0) return
     const row = scratchRow()
     const rowDims: RowDims = { user: 0, session: 0, attrs: 0 }
-    const recordRun = (c: PackedColumns, k: number): void => {
-      const mStart = c.minutes[k] * MINUTE_MS
-      for (let i = c.runStart[k + 1] - 1; i >= c.runStart[k]; i--) {
-        if (!this.record(row, readPacked(c, i, c.wideAt, mStart, row, rowDims))) throw new Error(`invalid SeriesStore snapshot: row ${i} breaks the Row contract`)
+    const recordRuns = (c: PackedColumns, kLo: number, kHi: number): void => {
+      for (let k = kHi; k >= kLo; k--) {
+        const mStart = c.minutes[k] * MINUTE_MS
+        for (let i = c.runStart[k + 1] - 1; i >= c.runStart[k]; i--) {
+          if (!this.record(row, readPacked(c, i, c.wideAt, mStart, row, rowDims))) throw new Error(`invalid SeriesStore snapshot: row ${i} breaks the Row contract`)
+        }
       }
     }
-    let total = 0
-    for (const c of parts) total += c.minutes.length
-    const runPart = new Uint32Array(total)
-    const runOf = new Uint32Array(total)
-    const hourOf = new Float64Array(total)
+    // Segments: part segPart[g]'s runs segHi[g] down to segLo[g], all of hour segHour[g].
+    let runs = 0
+    for (const c of parts) runs += c.minutes.length
+    const segPart = new Uint32Array(runs)
+    const segLo = new Uint32Array(runs)
+    const segHi = new Uint32Array(runs)
+    const segHour = new Float64Array(runs)
     let n = 0
     let min = Infinity
     let max = -Infinity
     for (let p = 0; p < parts.length; p++) {
       const c = parts[p]
-      for (let k = c.minutes.length - 1; k >= 0; k--) {
-        const hourKey = floorDiv(c.minutes[k], 60)
-        if (hourKey < this.#coarseBeforeHour) {
-          recordRun(c, k)
-          continue
+      for (let hi = c.minutes.length - 1; hi >= 0; ) {
+        const hourKey = floorDiv(c.minutes[hi], 60)
+        let lo = hi
+        while (lo > 0 && floorDiv(c.minutes[lo - 1], 60) === hourKey) lo--
+        if (hourKey < this.#coarseBeforeHour) recordRuns(c, lo, hi)
+        else {
+          segPart[n] = p
+          segLo[n] = lo
+          segHi[n] = hi
+          segHour[n] = hourKey
+          if (hourKey < min) min = hourKey
+          if (hourKey > max) max = hourKey
+          n++
         }
-        runPart[n] = p
-        runOf[n] = k
-        hourOf[n] = hourKey
-        if (hourKey < min) min = hourKey
-        if (hourKey > max) max = hourKey
-        n++
+        hi = lo - 1
       }
     }
-    // Runs by hour, each hour's in the order above (stable): a counting sort, or a sort when the hours span too far.
+    // Segments by hour, each hour's in the order above (stable): a counting sort, or a sort when the hours span too far.
     const order = new Uint32Array(n)
     for (let g = 0; g < n; g++) order[g] = g
     if (n > 0 && max - min < 1 << 22) {
       const count = new Int32Array(max - min + 2)
-      for (let g = 0; g < n; g++) count[hourOf[g] - min + 1]++
+      for (let g = 0; g < n; g++) count[segHour[g] - min + 1]++
       for (let h = 1; h < count.length; h++) count[h] += count[h - 1]
-      for (let g = 0; g < n; g++) order[count[hourOf[g] - min]++] = g
+      for (let g = 0; g < n; g++) order[count[segHour[g] - min]++] = g
     } else if (n > 0) {
-      order.set(Array.from(order).sort((a, b) => hourOf[a] - hourOf[b] || a - b))
+      order.set(Array.from(order).sort((a, b) => segHour[a] - segHour[b] || a - b))
     }
     const rows = this.#rows
     let latencies = new Float64Array(64)
+    const bounds = { min: this.#minTs, max: this.#maxTs }
     for (let at = 0; at < n; ) {
-      const hourKey = hourOf[order[at]]
+      const hourKey = segHour[order[at]]
       let end = at
-      while (end < n && hourOf[order[end]] === hourKey) end++
+      while (end < n && segHour[order[end]] === hourKey) end++
       const dayKey = floorDiv(hourKey, 24)
       const day = this.#days.get(dayKey) ?? this.#newDay(dayKey)
       const h = hourKey - dayKey * 24
       if (day.hours[h] !== undefined) {
-        for (let g = at; g < end; g++) recordRun(parts[runPart[order[g]]], runOf[order[g]])
+        for (let g = at; g < end; g++) recordRuns(parts[segPart[order[g]]], segLo[order[g]], segHi[order[g]])
         at = end
         continue
       }
       const totals = createTotals()
       const minutes = new Int32Array(60)
+      const base = hourKey * 60
+      let size = 0
+      for (let g = at; g < end; g++) {
+        const c = parts[segPart[order[g]]]
+        // The hour's minute lists first (so list ids follow the restore order), and their row counts.
+        for (let k = segHi[order[g]]; k >= segLo[order[g]]; k--) {
+          const m = c.minutes[k] - base
+          let slot = minutes[m] - 1
+          if (slot < 0) {
+            slot = this.#newMinuteSlot()
+            minutes[m] = slot + 1
+          }
+          this.#mState[slot] += c.runStart[k + 1] - c.runStart[k]
+        }
+        size += c.runStart[segHi[order[g]] + 1] - c.runStart[segLo[order[g]]]
+      }
+      if (latencies.length < size) latencies = new Float64Array(2 * size)
       let held = 0
       for (let g = at; g < end; g++) {
-        const c = parts[runPart[order[g]]]
-        const k = runOf[order[g]]
-        const minuteKey = c.minutes[k]
-        const m = minuteKey - hourKey * 60
-        let slot = minutes[m] - 1
-        if (slot < 0) {
-          slot = this.#newMinuteSlot()
-          minutes[m] = slot + 1
-        }
-        const from = c.runStart[k]
-        const to = c.runStart[k + 1]
-        if (latencies.length < held + to - from) {
-          const grown = new Float64Array(2 * (held + to - from))
-          grown.set(latencies.subarray(0, held))
-          latencies = grown
-        }
-        const mStart = minuteKey * MINUTE_MS
-        for (let i = to - 1; i >= from; i--) {
-          latencies[held++] = rows.appendPacked(c, i, c.wideAt, slot, totals)
-          const ts = mStart + packedOffset(c, i)
-          if (ts < this.#minTs) this.#minTs = ts
-          if (ts > this.#maxTs) this.#maxTs = ts
-        }
-        this.#mState[slot] += to - from
+        const c = parts[segPart[order[g]]]
+        held = rows.appendRuns(c, segLo[order[g]], segHi[order[g]], c.wideAt, minutes, base, totals, latencies, held, bounds)
       }
       const hour: HourNode = { totals, sketch: sketchOf(latencies.subarray(0, held)), minutes }
       day.hours[h] = hour
@@ -1477,6 +1481,8 @@ export class SeriesStore {
       day.sketch.merge(hour.sketch)
       at = end
     }
+    this.#minTs = Math.min(this.#minTs, bounds.min)
+    this.#maxTs = Math.max(this.#maxTs, bounds.max)
   }
 
   /** After a bulk restore: each minute holding MINUTE_AGGREGATE_THRESHOLD rows gets its aggregate (as record() makes it). */

@@ -163,43 +163,55 @@ export class LatencySketch {
   }
 
   /**
-   * The sketch of `values` (finite numbers >= 0, e.g. latencies in µs), which it sorts in place:
-   * the buckets counted in one pass over the sorted values and stored at their size, not one
-   * insert per value — the same sketch as recording each (a snapshot restore builds every hour's
-   * this way; test/store/snapshot-bulk.test.ts checks the equality).
+   * The sketch of `values` (finite numbers >= 0, e.g. latencies in µs): every value's bucket
+   * counted into a histogram over the bucket keys, then the buckets stored at their size — no
+   * sort and no insert per value, and the same sketch as recording each (a snapshot restore
+   * builds every hour's this way; test/store/snapshot-bulk.test.ts checks the equality).
    */
-  static ofValues(values: Float64Array): LatencySketch {
-    values.sort()
+  static ofValues(values: ArrayLike<number>): LatencySketch {
     const n = values.length
     const s = new LatencySketch()
     if (n === 0) return s
+    const hist = (histogram ??= new Float64Array(MAX_KEY + 1))
     let zero = 0
-    while (zero < n && values[zero] < SKETCH_MIN_VALUE) zero++
-    if (scratchKeys.length < n - zero) {
-      scratchKeys = new Uint16Array(2 * (n - zero))
-      scratchCounts = new Float64Array(2 * (n - zero))
+    let min = Infinity
+    let max = -Infinity
+    let lo = MAX_KEY
+    let hi = -1
+    for (let i = 0; i < n; i++) {
+      const v = values[i]
+      if (v < min) min = v
+      if (v > max) max = v
+      if (v < SKETCH_MIN_VALUE) {
+        zero++
+        continue
+      }
+      const key = keyOf(v)
+      hist[key]++
+      if (key < lo) lo = key
+      if (key > hi) hi = key
     }
     let len = 0
-    for (let i = zero; i < n; i++) {
-      const key = keyOf(values[i])
-      if (len > 0 && scratchKeys[len - 1] === key) scratchCounts[len - 1]++
-      else {
-        scratchKeys[len] = key
-        scratchCounts[len++] = 1
-      }
-    }
+    for (let k = lo; k <= hi; k++) if (hist[k] !== 0) len++
     if (len > 0) {
       const cap = Math.max(INITIAL_CAPACITY, len)
-      s.#keys = new Uint16Array(cap)
-      s.#counts = new Float64Array(cap)
-      s.#keys.set(scratchKeys.subarray(0, len))
-      s.#counts.set(scratchCounts.subarray(0, len))
+      const keys = new Uint16Array(cap)
+      const counts = new Float64Array(cap)
+      let j = 0
+      for (let k = lo; k <= hi; k++) {
+        if (hist[k] === 0) continue
+        keys[j] = k
+        counts[j++] = hist[k]
+        hist[k] = 0
+      }
+      s.#keys = keys
+      s.#counts = counts
     }
     s.#len = len
     s.#zero = zero
     s.#count = n
-    s.#min = values[0]
-    s.#max = values[n - 1]
+    s.#min = min
+    s.#max = max
     s.#maybeDense()
     return s
   }
@@ -635,9 +647,8 @@ export class LatencySketch {
   }
 }
 
-/** {@link LatencySketch.ofValues}' working arrays, grown as needed (one sketch is made at a time). */
-let scratchKeys = new Uint16Array(0)
-let scratchCounts = new Float64Array(0)
+/** {@link LatencySketch.ofValues}' histogram over bucket keys, all zero between calls; made on first use. */
+let histogram: Float64Array | null = null
 
 function isNumberList(v: unknown): boolean {
   if (Array.isArray(v)) return v.every((x) => typeof x === 'number')

@@ -227,6 +227,7 @@ export class SnapshotStore {
       for (const s of seriesOf(agg.state) ?? []) {
         s.parts = []
         for (let id = s.first; id < s.next; id++) {
+          // Not getBinaryFast: v8's deserialize leaves aligned typed arrays as views of the buffer it reads, and lmdb-js reuses that one.
           const buf = this.#db.get(partKey(agg.project, agg.model, s.provider, id))
           const part = decode(buf, SEGMENT_MAGIC, `snapshot segment ${agg.project}/${agg.model}/${s.provider}/part ${id}`)
           if (!part.ok) return part
