@@ -66,6 +66,8 @@ export class CostStage extends Actor<CostStageMessage> {
   readonly #inlineBelow: number
   readonly #queue: Entry[] = []
   #running = 0
+  /** Events in the mailbox (sent, not yet received). */
+  #inbox = 0
   #pendingEvents = 0
   #emittedThrough = -1
   #workerFailures = 0
@@ -98,6 +100,7 @@ export class CostStage extends Actor<CostStageMessage> {
           const part = i === 0 && events.length <= size ? events : events.slice(i, i + size)
           this.#queue.push({ kind: 'chunk', events: part, state: 'waiting' })
         }
+        this.#inbox -= events.length
         this.#pendingEvents += events.length
         break
       }
@@ -110,9 +113,27 @@ export class CostStage extends Actor<CostStageMessage> {
     this.#pump()
   }
 
-  /** Events received but not yet emitted downstream. */
+  /**
+   * Events count as pending from the moment `send` accepts them, not only once `receive` takes
+   * them from the mailbox: a caller sending in a loop that does not yield (the recovery replay)
+   * sees what it queued, or it reads the whole log into the mailbox (at 10M events, past the
+   * heap limit).
+   */
+  override send(message: CostStageMessage): boolean {
+    if (!super.send(message)) return false
+    if (message.type === 'events') this.#inbox += message.events.length
+    return true
+  }
+
+  /** {@link Actor.destroy}: the mailbox's events are dropped, so no longer pending. */
+  override destroy(): Promise<void> {
+    this.#inbox = 0
+    return super.destroy()
+  }
+
+  /** Events sent but not yet emitted downstream (in the mailbox, queued or being priced). */
   get pendingEvents(): number {
-    return this.#pendingEvents
+    return this.#inbox + this.#pendingEvents
   }
 
   /** Highest seq emitted downstream (-1 before any). */
@@ -121,7 +142,7 @@ export class CostStage extends Actor<CostStageMessage> {
   }
 
   get costStats() {
-    return { pendingEvents: this.#pendingEvents, running: this.#running, queued: this.#queue.length, workerFailures: this.#workerFailures, pricedEvents: this.#pricedEvents }
+    return { pendingEvents: this.pendingEvents, running: this.#running, queued: this.#queue.length, workerFailures: this.#workerFailures, pricedEvents: this.#pricedEvents }
   }
 
   /** Resolves when nothing is queued or running here. */
