@@ -495,12 +495,9 @@ export class Engine {
         this.#onProgress?.(done, total)
         // A long replay must not hold more raw rows than retention allows.
         this.retain()
-        // Keep at most a few chunks in the pipeline (priced or not, aggregated or not): the log is
-        // read far faster than it is aggregated, and 10M events held at once exceed the heap.
-        if (this.topology.costStage.pendingEvents > REPLAY_CHUNK * 4) {
-          await this.topology.costStage.settled()
-          await this.topology.system.idle()
-        }
+        // At most a few chunks in the pipeline, priced or not, aggregated or not (10M events held at once exceed the heap).
+        const wait = this.topology.backpressure(REPLAY_CHUNK * 4)
+        if (wait !== null) await wait
       }
     }
     if (pending.length > 0) {

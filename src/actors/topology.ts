@@ -365,6 +365,18 @@ export class Topology implements AnalyticsReader {
     return this.#part('default').rollup
   }
 
+  /**
+   * For a reader of the log feeding {@link Topology.replay} (recovery, a cluster partition's
+   * follower), between batches: when more than `limit` events wait to be priced (those still in
+   * the cost stage's mailbox counted), a promise of the moment the cost stage and every actor
+   * downstream have handled everything; else null. Reading the log is far faster than
+   * aggregating it: without this, a reader holds the whole log in memory at once.
+   */
+  backpressure(limit: number): Promise<void> | null {
+    if (this.costStage.pendingEvents <= limit) return null
+    return this.costStage.settled().then(() => this.system.idle())
+  }
+
   /** Feeds log events straight to the cost stage (recovery; they are already committed). */
   replay(events: StoredEvent[]): void {
     if (!this.costStage.send({ type: 'events', events })) throw new Error('cost stage mailbox full during replay')

@@ -67,6 +67,8 @@ export interface PartitionFollowerOptions {
   from: number
   /** Receives events in stream order, in batches; synchronous. */
   onEvents: (events: StoredEvent[]) => void
+  /** Asked before each fetch: a promise to wait for before fetching more (the receiver is behind), or null. */
+  backpressure?: () => Promise<void> | null
   log: Log
 }
 
@@ -83,6 +85,7 @@ export class PartitionFollower {
   readonly #h: NatsHandles
   readonly #partition: number
   readonly #onEvents: (events: StoredEvent[]) => void
+  readonly #backpressure: (() => Promise<void> | null) | undefined
   readonly #log: Log
   /** Last stream seq handed to onEvents. */
   #processed: number
@@ -115,6 +118,7 @@ export class PartitionFollower {
     this.#h = h
     this.#partition = opts.partition
     this.#onEvents = opts.onEvents
+    this.#backpressure = opts.backpressure
     this.#log = opts.log
     const from = Math.max(1, Math.floor(opts.from))
     this.#processed = from - 1
@@ -246,6 +250,12 @@ export class PartitionFollower {
           await this.#sleep(Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** (failures - 1)))
           continue
         }
+      }
+      // The receiver behind (a long tail after a restart): let it catch up before fetching more.
+      const behind = this.#backpressure?.() ?? null
+      if (behind !== null) {
+        await behind.catch(() => {})
+        if (this.#stopped) return
       }
       const end = await this.#fetchRound(ci)
       if (this.#stopped) return

@@ -116,6 +116,8 @@ export interface PartitionSnapshotStats {
 
 /** Events handed over between two retention messages to the aggregators (as Engine.recover's chunk). */
 const RETAIN_EVERY = 8192
+/** Events a partition lets wait to be priced before its follower fetches more (as Engine.recover: four chunks). */
+const BACKLOG_EVENTS = 4 * 8192
 
 /** A Topology whose ingest path is never used: appends refused, nothing to replay. */
 function standInLog(end: () => number): TopologyLog {
@@ -202,6 +204,7 @@ export class PartitionRunner implements AnalyticsReader {
       partition: opts.partition,
       from,
       log: opts.logger,
+      backpressure: () => this.topology.backpressure(BACKLOG_EVENTS),
       onEvents: (batch) => {
         const events = this.#keep(batch)
         this.#fed += events.length

@@ -179,6 +179,41 @@ t.test('one server', async (t) => {
     t.same([...errors].sort(), ['cluster: an event message cannot be read; skipped', 'cluster: onEvents threw'])
   })
 
+  t.test('backpressure: no fetch while the receiver is behind; everything after it catches up', async (t) => {
+    const got: StoredEvent[] = []
+    let release: (() => void) | null = null
+    let asked = 0
+    let behind = true
+    const f = new PartitionFollower(h, {
+      partition: 3,
+      from: 1,
+      onEvents: (es) => { got.push(...es) },
+      // Behind after the first batch, until the test releases it.
+      backpressure: () => {
+        asked++
+        if (got.length === 0 || !behind) return null
+        return new Promise<void>((resolve) => { release = resolve })
+      },
+      log: silentLog
+    })
+    t.teardown(() => f.stop())
+    await f.start()
+    await until(() => release !== null, 10_000, 'the follower to ask while behind')
+    const held = got.length
+    await append(log, [3, 3, 3])
+    // A few turns: the follower must not fetch while it waits.
+    await new Promise((r) => setTimeout(r, 300))
+    t.equal(got.length, held, 'nothing more handed over while the receiver is behind')
+    behind = false
+    release!()
+    const last = await log.lastSeq()
+    await f.caughtUp(last, 30_000)
+    const all = [...new Set(got.map((e) => e.seq))]
+    t.equal(all.length, got.length, 'nothing handed over twice')
+    t.ok(got.length > held, `the rest arrived after (${held} → ${got.length})`)
+    t.ok(asked >= 2, 'asked before each fetch')
+  })
+
   t.test('lag counts what the server has not handed over yet', async (t) => {
     const seen: number[] = []
     const f = new PartitionFollower(h, { partition: 0, from: 1, onEvents: (es) => seen.push(...es.map((e) => e.seq)), log: silentLog })
