@@ -7,37 +7,16 @@
  * heap limit and died), and priced events then piled up in the aggregators' mailboxes as well.
  */
 import t from 'tap'
-import { loadConfig } from '../src/config.js'
 import { Engine } from '../src/engine.js'
 import { silentLog } from '../src/log.js'
-import { ManualClock } from '../src/clock.js'
-import { fastPending, type PendingEvent } from '../src/events.js'
+import { crashedLog, DAY, T0 } from './helpers/crashed-log.js'
 
-const T0 = Date.parse('2026-03-01T00:00:00Z')
 const N = 150_000
 const BATCH = 1_000
 const REPLAY_CHUNK = 8192
 
 t.test('a replay of 150,000 events holds a few chunks at a time, and answers as before', async (t) => {
-  const dir = t.testdir()
-  const config = loadConfig({ LLMSCOPE_DATA_DIR: dir, LLMSCOPE_API_KEYS: 'k'.repeat(32), LLMSCOPE_SNAPSHOT_INTERVAL_S: '3600' }, [])
-  const clock = new ManualClock(T0 + 86_400_000)
-  const first = new Engine({ config, logger: silentLog, clock, inlinePricing: true, alertTickMs: 0 })
-  await first.recover()
-  for (let b = 0; b < N / BATCH; b++) {
-    const pending: PendingEvent[] = []
-    for (let i = b * BATCH; i < (b + 1) * BATCH; i++) {
-      const p = fastPending({ timestamp: new Date(T0 + ((i * 7_919) % 86_400_000)).toISOString(), model: `m-${i % 4}`, provider: 'acme', prompt_tokens: i % 100, completion_tokens: 1, latency_ms: i % 50 }, config.metadata, clock.now(), () => 'acme')
-      if (p === null) throw new Error('event refused')
-      pending.push(p)
-    }
-    await first.ingest(pending)
-  }
-  await first.sync()
-  const want = await first.analytics.metrics({ project: 'default', start: T0, end: T0 + 86_400_000 })
-  // What a crash leaves: the log, no snapshot.
-  await first.destroy()
-
+  const { config, clock, want } = await crashedLog(t.testdir(), N, { batch: BATCH, models: 4 })
   const second = new Engine({ config, logger: silentLog, clock, inlinePricing: true, alertTickMs: 0 })
   t.teardown(() => second.destroy())
   // The most events anywhere in the pipeline, sampled after each chunk the replay hands over
@@ -61,5 +40,5 @@ t.test('a replay of 150,000 events holds a few chunks at a time, and answers as 
   t.ok(mostPending <= 5 * REPLAY_CHUNK + BATCH, `at most five chunks pending at once (saw ${mostPending} of ${N} events)`)
   t.ok(stage.stats.maxDepth <= 5, `the cost stage's mailbox held at most five messages (held ${stage.stats.maxDepth})`)
   t.ok(mostAggregatorDepth <= 64, `aggregator mailboxes stayed short (longest ${mostAggregatorDepth} messages)`)
-  t.same(await second.analytics.metrics({ project: 'default', start: T0, end: T0 + 86_400_000 }), want, 'the replayed state answers as before the crash')
+  t.same(await second.analytics.metrics({ project: 'default', start: T0, end: T0 + DAY }), want, 'the replayed state answers as before the crash')
 })

@@ -5,33 +5,15 @@
  * (a group commit of many batches) leaves: the server then never became ready.
  */
 import t from 'tap'
-import { loadConfig } from '../src/config.js'
 import { Engine } from '../src/engine.js'
 import { silentLog } from '../src/log.js'
-import { ManualClock } from '../src/clock.js'
-import { fastPending, type PendingEvent } from '../src/events.js'
+import { crashedLog, DAY, T0 } from './helpers/crashed-log.js'
 
-const T0 = Date.parse('2026-03-01T00:00:00Z')
 const N = 200_000
 
 t.test('a record of 200,000 events replays after kill -9', async (t) => {
-  const dir = t.testdir()
-  const config = loadConfig({ LLMSCOPE_DATA_DIR: dir, LLMSCOPE_API_KEYS: 'k'.repeat(32), LLMSCOPE_SNAPSHOT_INTERVAL_S: '3600' }, [])
-  const clock = new ManualClock(T0 + 86_400_000)
-  const first = new Engine({ config, logger: silentLog, clock, inlinePricing: true, alertTickMs: 0 })
-  await first.recover()
-  const pending: PendingEvent[] = []
-  for (let i = 0; i < N; i++) {
-    const p = fastPending({ timestamp: new Date(T0 + ((i * 7_919) % 86_400_000)).toISOString(), model: `m-${i % 3}`, provider: 'acme', prompt_tokens: i % 100, completion_tokens: 1, latency_ms: i % 50 }, config.metadata, clock.now(), () => 'acme')
-    if (p === null) throw new Error('event refused')
-    pending.push(p)
-  }
-  await first.ingest(pending)
-  await first.sync()
-  const want = await first.analytics.metrics({ project: 'default', start: T0, end: T0 + 86_400_000 })
-  // What a crash leaves: the log, no final snapshot.
-  await first.destroy()
-
+  // One ingest call of all of them: one log record.
+  const { config, clock, want } = await crashedLog(t.testdir(), N)
   const second = new Engine({ config, logger: silentLog, clock, inlinePricing: true, alertTickMs: 0 })
   t.teardown(() => second.destroy())
   const records = [...second.log.readFrom(0)].map((b) => b.length)
@@ -39,5 +21,5 @@ t.test('a record of 200,000 events replays after kill -9', async (t) => {
   const r = await second.recover()
   t.equal(r.snapshot, 'none')
   t.equal(r.replayed, N)
-  t.same(await second.analytics.metrics({ project: 'default', start: T0, end: T0 + 86_400_000 }), want, 'the replayed state answers as before the crash')
+  t.same(await second.analytics.metrics({ project: 'default', start: T0, end: T0 + DAY }), want, 'the replayed state answers as before the crash')
 })

@@ -5,7 +5,7 @@
 import type { Row } from './row.js'
 import type { Totals } from './totals.js'
 import { LatencySketch } from './sketch.js'
-import { cloneTotals, createTotals, mergeTotals, recordTotals, subtractTotals } from './totals.js'
+import { addRowValues, cloneTotals, createTotals, mergeTotals, recordTotals, subtractTotals } from './totals.js'
 
 /** Totals plus latency sketch of one set of rows: what every query returns. */
 export interface Aggregate {
@@ -36,13 +36,7 @@ export function addRow(a: Aggregate, row: Row): void {
 export function addValues(acc: Aggregate, v: ArrayLike<number>, flags: number): void {
   const t = acc.totals
   t.requests += 1
-  t.promptTokens += v[0]
-  t.completionTokens += v[1]
-  t.totalTokens += v[2]
-  t.cachedTokens += v[3]
-  t.reasoningTokens += v[4]
-  t.latencyUsSum += v[5]
-  t.costNanos += v[6]
+  addRowValues(t, v)
   if ((flags & 1) !== 0) t.errors += 1
   if ((flags & 2) !== 0) t.unpriced += 1
   acc.sketch.record(v[5])

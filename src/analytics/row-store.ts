@@ -9,7 +9,7 @@
  */
 import type { Aggregate } from './aggregate.js'
 import type { Row } from './row.js'
-import type { Totals } from './totals.js'
+import { addRowValues, type Totals } from './totals.js'
 import { lowerBound } from './sorted.js'
 
 /**
@@ -860,15 +860,10 @@ export class RowStore {
         } else {
           const v = (src.wide as Float64Array).slice((wideAt as Int32Array)[i], (wideAt as Int32Array)[i] + NUM_VALUES)
           this.#wide.set(r, v)
-          t.promptTokens += v[0]
-          t.completionTokens += v[1]
-          t.totalTokens += v[2]
-          t.cachedTokens += v[3]
-          t.reasoningTokens += v[4]
-          t.costNanos += v[6]
+          addRowValues(t, v)
           latency = v[5]
         }
-        t.latencyUsSum += latency
+        if ((meta & FLAG_WIDE) === 0) t.latencyUsSum += latency
         latencies[at++] = latency
       }
     }
@@ -940,13 +935,7 @@ export class RowStore {
           sketch.record(latency)
         } else {
           const v = this.#readValues(r, this.#tmp)
-          t.promptTokens += v[0]
-          t.completionTokens += v[1]
-          t.totalTokens += v[2]
-          t.cachedTokens += v[3]
-          t.reasoningTokens += v[4]
-          t.latencyUsSum += v[5]
-          t.costNanos += v[6]
+          addRowValues(t, v)
           sketch.record(v[5])
         }
       }

@@ -57,6 +57,20 @@ export function recordTotals(t: Totals, row: Row): void {
   if (row.unpriced) t.unpriced += 1
 }
 
+/**
+ * Adds one row's values, given in VALUE_FIELDS order (prompt, completion, total, cached,
+ * reasoning tokens, latency µs, cost nano-dollars), to `t`: not its count or flags.
+ */
+export function addRowValues(t: Totals, v: ArrayLike<number>): void {
+  t.promptTokens += v[0]
+  t.completionTokens += v[1]
+  t.totalTokens += v[2]
+  t.cachedTokens += v[3]
+  t.reasoningTokens += v[4]
+  t.latencyUsSum += v[5]
+  t.costNanos += v[6]
+}
+
 /** Adds `from` into `into` (in place) and returns `into`. */
 export function mergeTotals(into: Totals, from: Totals): Totals {
   into.requests += from.requests

@@ -9,6 +9,7 @@
 import t from 'tap'
 import fc from 'fast-check'
 import { SeriesStore, type SeriesSnapshot } from '../../src/analytics/series.js'
+import { seriesImage } from '../helpers/series-image.js'
 import { loadSnapshot, sketchOf } from '../../src/analytics/series-snapshot.js'
 import { LatencySketch } from '../../src/analytics/sketch.js'
 import type { Row } from '../../src/analytics/row.js'
@@ -32,25 +33,7 @@ function reference(parts: readonly SeriesSnapshot[], rejected = 0): SeriesStore 
   return Object.assign(store, { refRejected: total })
 }
 
-/** Everything a query sees, hour and day sketches included. */
-function image(store: SeriesStore): string {
-  const hours: unknown[] = []
-  store.forEachHour((hourKey, agg) => hours.push([hourKey, agg.totals, agg.sketch.toJSON()]))
-  return JSON.stringify({
-    agg: store.aggregate(-Infinity, Infinity),
-    days: store.timeseries(-Infinity, Infinity, 24 * HOUR),
-    h: store.timeseries(-Infinity, Infinity, HOUR),
-    m: store.timeseries(-Infinity, Infinity, MIN),
-    edge: store.aggregate(7 * MIN + 13, 3 * HOUR + 41 * MIN + 7),
-    hours,
-    bounds: store.bounds(),
-    size: store.size,
-    rowEnd: store.rowEnd,
-    coarse: [store.coarseHours, store.coarseRows, store.coarseBefore],
-    // `rejected` aside: the reference cannot set it (it is checked on its own below).
-    snap: { ...store.toSnapshot(), rejected: 0 },
-  }, (_k, v) => (ArrayBuffer.isView(v) ? Array.from(v as Float64Array) : v))
-}
+const image = seriesImage
 
 /** Rows with dimension words and seqs, recorded into `store`; parts cut every `cut` rows. */
 function build(rows: readonly Row[], cut: number, withDims: boolean, retainBefore: number | null): { store: SeriesStore; parts: SeriesSnapshot[] } {
