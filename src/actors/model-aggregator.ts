@@ -5,7 +5,7 @@
  */
 import { performance } from 'node:perf_hooks'
 import { Actor, assertNever, type ActorOptions } from './actor.js'
-import { SeriesStore, type RetentionPolicy, type RowDims, type SeriesPart } from '../analytics/series.js'
+import { isPacked, SeriesStore, type RetentionPolicy, type RowDims, type SeriesPart } from '../analytics/series.js'
 import type { Row } from '../analytics/row.js'
 import type { PricedEvent } from '../events.js'
 import { eventValues } from '../analytics/dim-totals.js'
@@ -208,8 +208,11 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
         }
         const store = SeriesStore.fromSnapshots(s.parts, s.rejected)
         this.#series.set(s.provider, store)
-        // The restored rows are numbered [0, size): exactly the rows the parts hold.
-        this.#persisted.set(s.provider, { first: s.first, next: s.next, rows: store.rowEnd, coarseRows: store.coarseRows, coarseHours: store.coarseHours, epoch: 0, stale: false })
+        // The restored rows are numbered [0, size): exactly the rows the parts hold. Rows stored
+        // in the older column form make the next snapshot rewrite the series in the row store's
+        // words (one rewrite after an upgrade, which then restores faster).
+        const columns = s.parts.some((p) => !isPacked(p) && (p as { rows?: unknown }).rows !== 0)
+        this.#persisted.set(s.provider, { first: s.first, next: s.next, rows: store.rowEnd, coarseRows: store.coarseRows, coarseHours: store.coarseHours, epoch: 0, stale: columns })
       }
     }
   }

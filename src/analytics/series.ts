@@ -38,7 +38,7 @@ import { addDelta, byMinute, emptyPlan, planRow, type CostColumns, type Deltas, 
 
 export { BucketSum, createAggregate, mergeInto, mergeTimeseries, type Aggregate, type TimeBucket } from './aggregate.js'
 export type { RowDims, RowVisitor } from './row-store.js'
-export { PACKED_SNAPSHOT_VERSION, SERIES_SNAPSHOT_VERSION, type CoarseHour, type PackedSeriesPart, type SeriesPart, type SeriesSnapshot } from './series-snapshot.js'
+export { isPacked, PACKED_SNAPSHOT_VERSION, SERIES_SNAPSHOT_VERSION, type CoarseHour, type PackedSeriesPart, type SeriesPart, type SeriesSnapshot } from './series-snapshot.js'
 
 /**
  * Options of {@link SeriesStore.toSnapshotRows}: `coarse` adds every coarse hour; `cursor`, shared

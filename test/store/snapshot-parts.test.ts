@@ -6,7 +6,7 @@
  */
 import t from 'tap'
 import fc from 'fast-check'
-import { SeriesStore, type SeriesPart, type SeriesSnapshot } from '../../src/analytics/series.js'
+import { isPacked, SeriesStore, type SeriesPart, type SeriesSnapshot } from '../../src/analytics/series.js'
 import { ModelAggregator, PART_ROWS, type AggregatorSnapshot, type AggregatorState } from '../../src/actors/model-aggregator.js'
 import type { PricedEvent } from '../../src/events.js'
 import { HOUR, MIN, rowArb } from '../analytics/fixtures/naive.js'
@@ -176,6 +176,27 @@ t.test('aggregator snapshots: a delta holds only the rows since the previous cut
   const after = await snapshot(restored)
   t.equal(rowsOf(after), 7)
   t.ok(after.series.every((s, i) => s.first === third.series[i].first && s.next >= third.series[i].next))
+})
+
+t.test('aggregator snapshots: parts in the older column form are restored, then rewritten in the row store\'s words', async (t) => {
+  const agg = new ModelAggregator('m')
+  t.teardown(() => agg.close())
+  agg.send({ type: 'events', events: priced(PART_ROWS + 10, 0) })
+  const first = await snapshot(agg)
+  const state = restoreFrom([first])
+  t.ok(state.series.every((s) => s.parts.every((p) => isPacked(p) || p.rows === 0)), 'written packed')
+  // The same rows as an older build wrote them: column parts.
+  const old: AggregatorState = { ...state, series: state.series.map((s) => ({ ...s, parts: s.parts.map((p) => (isPacked(p) ? SeriesStore.fromSnapshots([p]).toSnapshotRows(0, p.rows) : p)) })) }
+  const restored = new ModelAggregator('m', {}, old)
+  t.teardown(() => restored.close())
+  t.same(viewAnswers(restored), viewAnswers(agg), 'column parts restore the same series')
+  const next = await snapshot(restored)
+  const written = next.series.flatMap((s) => s.write.map((p) => p.data()))
+  t.equal(written.reduce((n, p) => n + p.rows, 0), PART_ROWS + 10, 'the next snapshot rewrites every row')
+  t.ok(written.every((p) => isPacked(p) || p.rows === 0), 'in the row store\'s words')
+  t.ok(next.series.every((s, i) => s.first >= state.series[i].next), 'under fresh part numbers')
+  const again = await snapshot(restored)
+  t.equal(again.series.reduce((n, s) => n + s.write.length, 0), 0, 'then deltas as before')
 })
 
 t.test('aggregator snapshots: a retention fold forces a rewrite under fresh part numbers, and stale parts throw', async (t) => {
