@@ -172,12 +172,7 @@ export function isPacked(data: unknown): boolean {
 export function packedColumns(data: unknown, addCoarseHour: CoarseHourSink): PackedColumns {
   const fail = snapshotError
   const d = data as Record<string, unknown>
-  if (!Array.isArray(d.coarse)) fail('coarse must be an array')
-  for (const [i, c] of (d.coarse as unknown[]).entries()) loadCoarseHour(c, addCoarseHour, (why) => fail(`coarse hour ${i}: ${why}`))
-  const n = d.rows
-  if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0 || n > MAX_ROWS) fail('rows must be a non-negative integer')
-  const rejected = d.rejected
-  if (typeof rejected !== 'number' || !Number.isSafeInteger(rejected) || rejected < 0) fail('rejected must be a non-negative integer')
+  const { n, rejected } = partHeader(d, addCoarseHour)
   const minutes = d.minutes
   const runs = d.runs
   if (!(minutes instanceof Float64Array) || !(runs instanceof Uint32Array) || minutes.length !== runs.length) fail('minutes and runs must be a Float64Array and a Uint32Array of one length')
@@ -191,11 +186,11 @@ export function packedColumns(data: unknown, addCoarseHour: CoarseHourSink): Pac
     runStart[k] = total
     total += (runs as Uint32Array)[k]
   }
-  if (total !== n) fail(`runs hold ${total} rows, expected ${n as number}`)
+  if (total !== n) fail(`runs hold ${total} rows, expected ${n}`)
   runStart[mins.length] = total
   const opt = (name: string): Uint32Array | Float64Array | null => (d[name] === undefined ? null : (d[name] as Uint32Array | Float64Array))
   const src: PackedRows = { words: d.words as Uint32Array, ext: opt('ext') as Uint32Array | null, seqHigh: opt('seqHigh') as Uint32Array | null, dims: opt('dims') as Uint32Array | null, wide: opt('wide') as Float64Array | null }
-  const wideAt = checkPacked(src, n as number, fail)
+  const wideAt = checkPacked(src, n, fail)
   // A row at the last minute of the accepted range may still be past it.
   for (let k = 0; k < mins.length; k++) {
     if (mins[k] * MINUTE_MS + MINUTE_MS - 1 <= MAX_TIMESTAMP_MS) continue
@@ -203,7 +198,22 @@ export function packedColumns(data: unknown, addCoarseHour: CoarseHourSink): Pac
       if (mins[k] * MINUTE_MS + packedOffset(src, i) > MAX_TIMESTAMP_MS) fail(`row ${i}: time is past the accepted range`)
     }
   }
-  return { ...src, rows: n as number, rejected: rejected as number, minutes: mins, runStart, wideAt }
+  return { ...src, rows: n, rejected, minutes: mins, runStart, wideAt }
+}
+
+/**
+ * What both part forms begin with, checked: the coarse hours (loaded through `addCoarseHour`),
+ * the row count and the `rejected` counter. Throws naming the problem.
+ */
+function partHeader(d: Record<string, unknown>, addCoarseHour: CoarseHourSink): { n: number; rejected: number } {
+  const fail = snapshotError
+  if (!Array.isArray(d.coarse)) fail('coarse must be an array')
+  for (const [i, c] of (d.coarse as unknown[]).entries()) loadCoarseHour(c, addCoarseHour, (why) => fail(`coarse hour ${i}: ${why}`))
+  const n = d.rows
+  if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0 || n > MAX_ROWS) fail('rows must be a non-negative integer')
+  const rejected = d.rejected
+  if (typeof rejected !== 'number' || !Number.isSafeInteger(rejected) || rejected < 0) fail('rejected must be a non-negative integer')
+  return { n: n as number, rejected: rejected as number }
 }
 
 /** A copy of coarse hour `hour`'s aggregate, the seqs taken out of it and the re-prices it applied. */
@@ -305,20 +315,13 @@ export function snapshotColumns(data: unknown, addCoarseHour: CoarseHourSink): S
     const older = typeof d.version === 'number' && d.version >= 1 && d.version < SERIES_SNAPSHOT_VERSION
     fail(`unsupported version ${String(d.version)} (this build reads version ${SERIES_SNAPSHOT_VERSION}${older ? ' only: older rows carry no log position' : ''})`)
   }
-  if (!Array.isArray(d.coarse)) fail('coarse must be an array')
-  for (const [i, c] of (d.coarse as unknown[]).entries()) loadCoarseHour(c, addCoarseHour, (why) => fail(`coarse hour ${i}: ${why}`))
-  const n = d.rows
-  if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0 || n > MAX_ROWS) fail('rows must be a non-negative integer')
-  const rejected = d.rejected
-  if (typeof rejected !== 'number' || !Number.isSafeInteger(rejected) || rejected < 0) {
-    fail('rejected must be a non-negative integer')
-  }
+  const { n, rejected } = partHeader(d, addCoarseHour)
   const column = (name: string): ArrayLike<number> => {
     const v = d[name]
     const ok = Array.isArray(v) || (ArrayBuffer.isView(v) && !(v instanceof DataView))
     if (!ok) fail(`column ${name} is missing or not an array`)
     const col = v as ArrayLike<number>
-    if (col.length !== n) fail(`column ${name} has ${col.length} entries, expected ${n as number}`)
+    if (col.length !== n) fail(`column ${name} has ${col.length} entries, expected ${n}`)
     return col
   }
   const ts = column('ts')
@@ -329,10 +332,10 @@ export function snapshotColumns(data: unknown, addCoarseHour: CoarseHourSink): S
   let dims: ArrayLike<number> | null = null
   if (d.dims !== undefined) {
     const ok = Array.isArray(d.dims) || (ArrayBuffer.isView(d.dims) && !(d.dims instanceof DataView))
-    if (!ok || (d.dims as ArrayLike<number>).length !== (n as number) * DIMS) fail(`column dims must hold ${DIMS} words per row`)
+    if (!ok || (d.dims as ArrayLike<number>).length !== n * DIMS) fail(`column dims must hold ${DIMS} words per row`)
     dims = d.dims as ArrayLike<number>
   }
-  return { rows: n as number, rejected: rejected as number, ts, seq, vals, error, unpriced, dims }
+  return { rows: n, rejected, ts, seq, vals, error, unpriced, dims }
 }
 
 /** A reusable {@link Row} for {@link rowOf}. */
