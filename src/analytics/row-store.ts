@@ -211,48 +211,60 @@ export function checkPacked(src: PackedRows, n: number, fail: (why: string) => n
  * with (undefined when it has none).
  */
 export function readPacked(src: PackedRows, i: number, wideAt: Int32Array | null, mStart: number, row: Row, rowDims: RowDims): RowDims | undefined {
-  const w = src.words
   const s = i * PACKED
-  const meta = w[s + C_META]
+  const meta = src.words[s + C_META]
   row.ts = mStart + (meta & OFFSET_MASK)
   row.error = (meta & FLAG_ERROR) !== 0
   row.unpriced = (meta & FLAG_UNPRICED) !== 0
-  row.seq = (src.seqHigh === null ? 0 : src.seqHigh[i] * TWO_32) + w[s + C_SEQ]
-  if ((meta & FLAG_WIDE) !== 0) {
-    const v = src.wide as Float64Array
-    const at = (wideAt as Int32Array)[i]
-    row.promptTokens = v[at]
-    row.completionTokens = v[at + 1]
-    row.totalTokens = v[at + 2]
-    row.cachedTokens = v[at + 3]
-    row.reasoningTokens = v[at + 4]
-    row.latencyUs = v[at + 5]
-    row.costNanos = v[at + 6]
+  row.seq = (src.seqHigh === null ? 0 : src.seqHigh[i] * TWO_32) + src.words[s + C_SEQ]
+  const v = (meta & FLAG_WIDE) !== 0 ? (src.wide as Float64Array).subarray((wideAt as Int32Array)[i], (wideAt as Int32Array)[i] + NUM_VALUES) : decodeWords(src.words, s, src.ext, i * EXT, packedValues)
+  row.promptTokens = v[0]
+  row.completionTokens = v[1]
+  row.totalTokens = v[2]
+  row.cachedTokens = v[3]
+  row.reasoningTokens = v[4]
+  row.latencyUs = v[5]
+  row.costNanos = v[6]
+  return src.dims === null ? undefined : readDims(src.dims, i, rowDims)
+}
+
+/** {@link readPacked}'s values of a row that is not wide. */
+const packedValues = new Float64Array(NUM_VALUES)
+
+/**
+ * The values (VALUE_FIELDS order) of a row that is not FLAG_WIDE, into `out`: its words at `b`
+ * of `words` (a chunk's core or packed rows: the word offsets are the same) and, when it is
+ * FLAG_EXT, its EXT words at `e` of `ext`.
+ */
+function decodeWords(words: Uint32Array, b: number, ext: Uint32Array | null, e: number, out: Float64Array): Float64Array {
+  const meta = words[b + C_META]
+  const tokens = words[b + C_TOKENS]
+  const prompt = tokens & PROMPT_MASK
+  const completion = ((meta >>> 20) << 8) | (tokens >>> 24)
+  out[0] = prompt
+  out[1] = completion
+  out[5] = words[b + C_LATENCY]
+  if ((meta & FLAG_EXT) !== 0) {
+    const x = ext as Uint32Array
+    out[2] = x[e + E_TOTAL]
+    out[3] = x[e + E_CACHED]
+    out[4] = x[e + E_REASONING]
+    out[6] = x[e + E_COST_HIGH] * TWO_32 + words[b + C_COST]
   } else {
-    const tokens = w[s + C_TOKENS]
-    row.promptTokens = tokens & PROMPT_MASK
-    row.completionTokens = ((meta >>> 20) << 8) | (tokens >>> 24)
-    row.latencyUs = w[s + C_LATENCY]
-    if ((meta & FLAG_EXT) !== 0) {
-      const ext = src.ext as Uint32Array
-      const e = i * EXT
-      row.totalTokens = ext[e + E_TOTAL]
-      row.cachedTokens = ext[e + E_CACHED]
-      row.reasoningTokens = ext[e + E_REASONING]
-      row.costNanos = ext[e + E_COST_HIGH] * TWO_32 + w[s + C_COST]
-    } else {
-      row.totalTokens = row.promptTokens + row.completionTokens
-      row.cachedTokens = 0
-      row.reasoningTokens = 0
-      row.costNanos = w[s + C_COST]
-    }
+    out[2] = prompt + completion
+    out[3] = 0
+    out[4] = 0
+    out[6] = words[b + C_COST]
   }
-  const dims = src.dims
-  if (dims === null) return undefined
-  rowDims.user = dims[i * DIMS]
-  rowDims.session = dims[i * DIMS + 1]
-  rowDims.attrs = dims[i * DIMS + 2]
-  return rowDims
+  return out
+}
+
+/** Row `i`'s dimension words of `dims` (DIMS a row) into `out`; returns `out`. */
+export function readDims(dims: ArrayLike<number>, i: number, out: RowDims): RowDims {
+  out.user = dims[i * DIMS]
+  out.session = dims[i * DIMS + 1]
+  out.attrs = dims[i * DIMS + 2]
+  return out
 }
 
 /** Packed row `i`'s offset into its minute (ms). */
@@ -751,33 +763,11 @@ export class RowStore {
   #readValues(r: number, out: Float64Array): Float64Array {
     const c = r >>> CHUNK_SHIFT
     const i = r & CHUNK_MASK
-    const core = this.#core[c]
-    const b = i * CORE
-    const meta = core[b + C_META]
-    if ((meta & FLAG_WIDE) !== 0) {
+    if ((this.#core[c][i * CORE + C_META] & FLAG_WIDE) !== 0) {
       out.set(this.#wide.get(r) as Float64Array)
       return out
     }
-    const tokens = core[b + C_TOKENS]
-    const prompt = tokens & PROMPT_MASK
-    const completion = ((meta >>> 20) << 8) | (tokens >>> 24)
-    out[0] = prompt
-    out[1] = completion
-    out[5] = core[b + C_LATENCY]
-    if ((meta & FLAG_EXT) !== 0) {
-      const ext = this.#ext[c] as Uint32Array
-      const e = i * EXT
-      out[2] = ext[e + E_TOTAL]
-      out[3] = ext[e + E_CACHED]
-      out[4] = ext[e + E_REASONING]
-      out[6] = ext[e + E_COST_HIGH] * TWO_32 + core[b + C_COST]
-    } else {
-      out[2] = prompt + completion
-      out[3] = 0
-      out[4] = 0
-      out[6] = core[b + C_COST]
-    }
-    return out
+    return decodeWords(this.#core[c], i * CORE, this.#ext[c], i * EXT, out)
   }
 
   /**

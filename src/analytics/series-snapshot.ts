@@ -8,7 +8,7 @@ import type { Row } from './row.js'
 import type { PackedOut, PackedRows, RowColumns, RowDims } from './row-store.js'
 import type { SeriesStore } from './series.js'
 import type { Totals } from './totals.js'
-import { checkPacked, DIMS, packedOffset, MAX_ROWS, NUM_VALUES, PACKED, VALUE_FIELDS } from './row-store.js'
+import { checkPacked, DIMS, MAX_ROWS, PACKED, packedOffset, readDims, VALUE_FIELDS } from './row-store.js'
 import { isValidRow, MAX_TIMESTAMP_MS } from './row.js'
 import { LatencySketch, type LatencySketchJSON } from './sketch.js'
 import { floorDiv, HOUR_MS, MINUTE_MS } from './time.js'
@@ -366,12 +366,7 @@ export function rowOf(c: SnapshotColumns, i: number, row: Row, rowDims: RowDims)
   row.error = error === 1
   row.unpriced = unpriced === 1
   if (!isValidRow(row)) snapshotError(`row ${i} breaks the Row contract`)
-  const dims = c.dims
-  if (dims === null) return undefined
-  rowDims.user = dims[i * DIMS]
-  rowDims.session = dims[i * DIMS + 1]
-  rowDims.attrs = dims[i * DIMS + 2]
-  return rowDims
+  return c.dims === null ? undefined : readDims(c.dims, i, rowDims)
 }
 
 /**
