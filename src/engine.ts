@@ -13,7 +13,7 @@ import { BudgetEvaluator } from './budgets/evaluator.js'
 import { ApiKeyStore } from './store/api-keys.js'
 import { WebhookNotifier, type NotifierOptions } from './alerts/notifier.js'
 import { AlertDispatcher } from './alerts/dispatcher.js'
-import { Topology } from './actors/topology.js'
+import { REPLAY_CHUNK, Topology } from './actors/topology.js'
 import { PricingPool } from './pricing/pool.js'
 import { priceEvent, type PriceBook } from './pricing/book.js'
 import { inferProvider, priceInPlace } from './pricing/compute-cost.js'
@@ -481,7 +481,6 @@ export class Engine {
     this.retain()
     let done = 0
     let pending: StoredEvent[] = []
-    const REPLAY_CHUNK = 8192
     const forgotten = this.#forgotten
     for (const batch of this.log.readFrom(from)) {
       // Events of a delete a crash interrupted stay out; it is finished below.
@@ -496,7 +495,7 @@ export class Engine {
         // A long replay must not hold more raw rows than retention allows.
         this.retain()
         // At most a few chunks in the pipeline, priced or not, aggregated or not (10M events held at once exceed the heap).
-        const wait = this.topology.backpressure(REPLAY_CHUNK * 4)
+        const wait = this.topology.backpressure()
         if (wait !== null) await wait
       }
     }

@@ -106,6 +106,11 @@ export interface CostChanges extends ChangeNames {
   model: Uint32Array
 }
 
+/** Events a reader of the log hands to {@link Topology.replay} at a time, with a retention pass between. */
+export const REPLAY_CHUNK = 8192
+/** Events a reader of the log lets wait to be priced before it waits for the pipeline ({@link Topology.backpressure}). */
+const REPLAY_BACKLOG = 4 * REPLAY_CHUNK
+
 /** One project's part of the graph: its aggregators, its rollup and its dictionaries. */
 interface ProjectPart {
   readonly id: string
@@ -367,13 +372,13 @@ export class Topology implements AnalyticsReader {
 
   /**
    * For a reader of the log feeding {@link Topology.replay} (recovery, a cluster partition's
-   * follower), between batches: when more than `limit` events wait to be priced (those still in
-   * the cost stage's mailbox counted), a promise of the moment the cost stage and every actor
-   * downstream have handled everything; else null. Reading the log is far faster than
-   * aggregating it: without this, a reader holds the whole log in memory at once.
+   * follower), between batches: when more than {@link REPLAY_BACKLOG} events wait to be priced
+   * (those still in the cost stage's mailbox counted), a promise of the moment the cost stage and
+   * every actor downstream have handled everything; else null. Reading the log is far faster
+   * than aggregating it: without this, a reader holds the whole log in memory at once.
    */
-  backpressure(limit: number): Promise<void> | null {
-    if (this.costStage.pendingEvents <= limit) return null
+  backpressure(): Promise<void> | null {
+    if (this.costStage.pendingEvents <= REPLAY_BACKLOG) return null
     return this.costStage.settled().then(() => this.system.idle())
   }
 

@@ -38,7 +38,7 @@
  *   state holds (`clusterReprices`, with each one's diff rows); a runner starting from one
  *   applies the log's other reprice records before it serves.
  */
-import { Topology, type TopologyLog } from '../actors/topology.js'
+import { REPLAY_CHUNK, Topology, type TopologyLog } from '../actors/topology.js'
 import { llmsError } from '../errors.js'
 import type { Pricer } from '../actors/cost-stage.js'
 import type { AnalyticsReader, ProjectView } from '../analytics/reader.js'
@@ -114,10 +114,6 @@ export interface PartitionSnapshotStats {
   objectStore: boolean
 }
 
-/** Events handed over between two retention messages to the aggregators (as Engine.recover's chunk). */
-const RETAIN_EVERY = 8192
-/** Events a partition lets wait to be priced before its follower fetches more (as Engine.recover: four chunks). */
-const BACKLOG_EVENTS = 4 * 8192
 
 /** A Topology whose ingest path is never used: appends refused, nothing to replay. */
 function standInLog(end: () => number): TopologyLog {
@@ -204,7 +200,7 @@ export class PartitionRunner implements AnalyticsReader {
       partition: opts.partition,
       from,
       log: opts.logger,
-      backpressure: () => this.topology.backpressure(BACKLOG_EVENTS),
+      backpressure: () => this.topology.backpressure(),
       onEvents: (batch) => {
         const events = this.#keep(batch)
         this.#fed += events.length
@@ -212,7 +208,7 @@ export class PartitionRunner implements AnalyticsReader {
         this.#gate(events)
         // A long tail must not hold more raw rows than retention allows (as Engine.recover).
         this.#sinceRetain += events.length
-        if (this.#sinceRetain >= RETAIN_EVERY) {
+        if (this.#sinceRetain >= REPLAY_CHUNK) {
           this.#sinceRetain = 0
           this.#retain()
         }
