@@ -508,6 +508,7 @@ export class Membership {
           if (e === null) {
             const s = this.#view.get(key)
             if (s !== undefined && s.node !== null) {
+              this.#o.log.info({ node: this.#o.nodeId, key, holder: s.node, unwrittenMs: Math.round(this.#clock() - s.seenAt) }, 'cluster: found a key expired')
               if (key.startsWith('lease.')) this.#expiredAt.set(key === 'lease.alerts' ? 'alerts' : Number(key.slice(7)), this.#clock())
               this.#setSeen(key, null, s.rev)
             }
@@ -711,7 +712,7 @@ export class Membership {
       // A holder that is us but not in #held is a previous run of this node: wait for expiry.
       if ((this.#view.get(leaseKey(p))?.node ?? null) !== null) continue
       const freeFor = now - (this.#freeSince.get(p) ?? now)
-      if (want === me || freeFor >= this.#ttl) this.#take(p)
+      if (want === me || freeFor >= this.#ttl) this.#take(p, want === me ? 'desired here' : `free for ${freeFor} ms`)
     }
     if (!this.#held.has('alerts') && !this.#attempting.has('alerts') && (this.#view.get(leaseKey('alerts'))?.node ?? null) === null && !this.#inGrace('alerts', now)) this.#take('alerts')
   }
@@ -721,7 +722,7 @@ export class Membership {
     void work.finally(() => this.#work.delete(work))
   }
 
-  #take(id: LeaseId): void {
+  #take(id: LeaseId, why = 'free'): void {
     const key = leaseKey(id)
     this.#attempting.add(id)
     const sentAt = this.#clock()
@@ -758,6 +759,7 @@ export class Membership {
           this.#emit()
           return
         }
+        this.#o.log.info({ node: this.#o.nodeId, partition: id, why, ms: Math.round(this.#clock() - sentAt) }, 'cluster: took the lease of a partition')
         await this.#acquire(h, id)
       })()
     )

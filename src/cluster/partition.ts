@@ -804,6 +804,8 @@ export class PartitionRunner implements AnalyticsReader {
       partition: this.partition,
       processedThrough: this.processedThrough,
       lag: this.lag,
+      consumerReopens: this.#follower.reopens,
+      takenByGet: this.#follower.takenByGet,
       restoredFrom: this.restoredFrom,
       restored: this.restored,
       fed: this.#fed,

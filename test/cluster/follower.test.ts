@@ -214,6 +214,51 @@ t.test('one server', async (t) => {
     t.ok(asked >= 2, 'asked before each fetch')
   })
 
+  t.test('a stalled consumer: a waiting caughtUp takes the missing messages by get, in order, nothing twice; a backlog past a round still waits', async (t) => {
+    const got: StoredEvent[] = []
+    let release: (() => void) | null = null
+    let stall = false
+    // Backpressure that never lets go stands in for a fetch that hangs: the loop fetches nothing.
+    const f = new PartitionFollower(h, {
+      partition: 2,
+      from: 1,
+      onEvents: (es) => { got.push(...es) },
+      backpressure: () => (stall ? new Promise<void>((resolve) => { release = resolve }) : null),
+      log: silentLog
+    })
+    t.teardown(() => {
+      release?.()
+      return f.stop()
+    })
+    await f.start()
+    await f.caughtUp(await log.lastSeq(), 30_000)
+    const held = got.length
+    t.equal(f.takenByGet, 0, 'nothing taken by get while the consumer delivers')
+    stall = true
+    await until(() => release !== null, 10_000, 'the follower to stop fetching')
+
+    const added = await append(log, [2, 0, 2, 1, 2])
+    // Without taking them by get this would wait out its whole timeout and reject.
+    await f.caughtUp(await log.lastSeq(), 20_000)
+    const mine = ofP(added, 2).map((e) => e.seq)
+    t.same(got.slice(held).map((e) => e.seq), mine, 'the stalled partition\'s new messages, in order, and no other')
+    t.equal(f.takenByGet, mine.length, 'each taken by get once')
+
+    // A backlog longer than a round is not a stall: a round is taken, then it waits for the consumer.
+    const backlog = await append(log, Array.from({ length: 230 }, () => 2))
+    await t.rejects(f.caughtUp(await log.lastSeq(), 4_000), { code: 'LLMS_ERR_UNAVAILABLE' }, 'a 503 after its timeout')
+    t.equal(f.takenByGet, mine.length + 200, 'one round (200) taken by get')
+
+    // The consumer comes back: it delivers the rest; what was taken by get is not handed over twice.
+    stall = false
+    release!()
+    await f.caughtUp(await log.lastSeq(), 30_000)
+    const seqs = got.map((e) => e.seq)
+    t.equal(new Set(seqs).size, seqs.length, 'nothing handed over twice')
+    t.same(seqs, [...seqs].sort((a, b) => a - b), 'in stream order')
+    t.same(seqs.slice(-backlog.length), backlog.map((e) => e.seq), 'the whole backlog arrived')
+  })
+
   t.test('lag counts what the server has not handed over yet', async (t) => {
     const seen: number[] = []
     const f = new PartitionFollower(h, { partition: 0, from: 1, onEvents: (es) => seen.push(...es.map((e) => e.seq)), log: silentLog })

@@ -87,13 +87,16 @@ export interface Cluster {
    * add up to the partition count (and, when they are lists, cover every partition once).
    * Returns each running node's `cluster` object.
    */
-  waitAllOwned(timeoutMs?: number): Promise<Map<number, ReadyCluster>>
+  /** `trace`, when given, gets a `+ms what` line each time the reason for waiting changes. */
+  waitAllOwned(timeoutMs?: number, trace?: string[]): Promise<Map<number, ReadyCluster>>
   /** The server name (n1..n3) leading the event stream, asked through a live nats-server. */
   streamLeader(): Promise<string | undefined>
   /** The object-store info of every snapshot object (`p<N>` → mtime as epoch ms); missing ones left out. */
   snapshotTimes(): Promise<Map<number, number>>
   /** Node i's warnings and errors so far (log lines at level warn or above), the last `max`. */
   problems(i: number, max?: number): string[]
+  /** Node i's `cluster:`/`partition` log lines written at or after `since` (epoch ms), as `+ms message {fields}`. */
+  timeline(i: number, since: number, max?: number): string[]
   /** Kills every node and nats-server, removes the temp dirs; safe twice. */
   stop(): Promise<void>
 }
@@ -233,14 +236,24 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
       return spawnNode(i)
     },
     ready,
-    async waitAllOwned(timeoutMs = START_TIMEOUT_MS) {
+    async waitAllOwned(timeoutMs = START_TIMEOUT_MS, trace) {
       let seen = new Map<number, ReadyCluster>()
       let why = 'no node answered yet'
+      const t0 = Date.now()
+      let traced = ''
       await until(
         async () => {
+          if (trace !== undefined && why !== traced) trace.push(`+${Date.now() - t0} ms ${(traced = why)}`)
           seen = new Map()
           const idx = live()
-          const answers = await Promise.all(idx.map((i) => ready(i)))
+          const answers = await Promise.all(
+            idx.map(async (i) => {
+              const asked = Date.now()
+              const a = await ready(i)
+              if (trace !== undefined && Date.now() - asked > 500) trace.push(`+${asked - t0} ms node ${i} took ${Date.now() - asked} ms to answer /ready (${a.status})`)
+              return a
+            })
+          )
           for (let k = 0; k < idx.length; k++) {
             const a = answers[k]!
             // 200 without `cluster`: the node runs single-node (cluster mode is off or not built yet).
@@ -307,6 +320,22 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
         .filter((l) => /"level":(4|5|6)0/.test(l))
         .slice(-max)
         .map((l) => l.slice(0, 600))
+    },
+    timeline(i, since, max = 40) {
+      const out: string[] = []
+      for (const l of nodes[i]!.lines()) {
+        if (!/"msg":"(cluster:|partition)/.test(l)) continue
+        let o: any
+        try {
+          o = JSON.parse(l)
+        } catch {
+          continue
+        }
+        if (typeof o.time !== 'number' || o.time < since) continue
+        const { level, time, pid, hostname, msg, ...rest } = o
+        out.push(`+${time - since} ms ${msg} ${JSON.stringify(rest)}`)
+      }
+      return out.slice(0, max)
     },
     stop
   }
