@@ -1,6 +1,6 @@
 import t from 'tap'
 import fc from 'fast-check'
-import { LatencySketch, nearestRank, SKETCH_JSON_VERSION } from '../../src/analytics/sketch.js'
+import { keyOf, LatencySketch, logKey, nearestRank, SKETCH_JSON_VERSION } from '../../src/analytics/sketch.js'
 import { naiveQuantile, within1pct } from './fixtures/naive.js'
 
 const QS = [0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1]
@@ -375,4 +375,43 @@ t.test('DiscardSketch keeps nothing and merges nothing (totals-only queries)', a
   t.equal(d.merge(full), d)
   t.equal(d.count, 0)
   t.ok(Number.isNaN(d.quantile(0.5)))
+})
+
+t.test('the bucket of an integer by table is exactly ceil(log_gamma(v)): every v up to 2^22, both sides of every bucket boundary, the top, random ones', async (t) => {
+  const wrong: string[] = []
+  const check = (v: number) => {
+    if (keyOf(v) !== logKey(v) && wrong.length < 10) wrong.push(`${v}: ${keyOf(v)} by table, ${logKey(v)} by log`)
+  }
+  for (let v = 1; v <= 1 << 22; v++) check(v)
+  // The smallest integer of each bucket, found from the definition alone, and its neighbours.
+  const top = logKey(0xffffffff)
+  let boundaries = 0
+  let last = -1
+  for (let v = 1; v < 0xffffffff; ) {
+    const k = (last = logKey(v))
+    // Gallop to the first integer of a higher bucket, then bisect back to it.
+    let step = 1
+    while (v + step <= 0xffffffff && logKey(v + step) === k) step *= 2
+    let lo = v + step / 2
+    let hi = Math.min(v + step, 0xffffffff)
+    if (logKey(hi) === k) break // the top bucket
+    while (hi - lo > 1) {
+      const mid = Math.floor((lo + hi) / 2)
+      if (logKey(mid) === k) lo = mid
+      else hi = mid
+    }
+    for (let d = -2; d <= 2; d++) if (hi + d >= 1 && hi + d <= 0xffffffff) check(hi + d)
+    boundaries++
+    v = hi
+  }
+  for (const v of [0xffffffff, 0xfffffffe, 2 ** 31, 2 ** 31 - 1, 2 ** 31 + 1]) check(v)
+  let seed = 12345
+  for (let i = 0; i < 1_000_000; i++) {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0
+    check(1 + (seed % 0xfffffffe))
+  }
+  t.strictSame(wrong, [], 'no integer differs')
+  t.equal(last, top, `every bucket boundary below 2^32 looked at, up to the top key ${top} (${boundaries} boundaries)`)
+  // Not integers, or beyond 2^32: the definition itself.
+  for (const v of [1.5, 123.456, 2 ** 32, 2 ** 40 + 0.5, Number.MAX_SAFE_INTEGER]) t.equal(keyOf(v), logKey(v), `${v} by the definition`)
 })
