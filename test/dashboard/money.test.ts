@@ -82,7 +82,21 @@ interface Budget {
 
 /** Geometry of a budget's bar: fill width, tick and marker positions, as fractions of the bar. */
 type El = { getBoundingClientRect(): { left: number; width: number; right: number }; querySelector(s: string): El | null; querySelectorAll(s: string): ArrayLike<El & { dataset: Record<string, string> }>; clientLeft: number; clientWidth: number }
-const barGeometry = (meter: Locator) =>
+/**
+ * Where a budget bar's fill and marks sit, as parts of its inside width. Waits (60 s at most) for
+ * the bar to have a width: a refresh of the list can replace it between the wait for it and this
+ * read (seen once in a doubled suite: a width of 0, every figure NaN).
+ */
+async function barGeometry(meter: Locator) {
+  const deadline = Date.now() + 60_000
+  for (;;) {
+    const g = await readBar(meter)
+    if (g.width > 0 || Date.now() > deadline) return g
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
+
+const readBar = (meter: Locator) =>
   meter.evaluate((m) => {
     const bar = m as unknown as El
     const box = bar.getBoundingClientRect()
@@ -96,6 +110,7 @@ const barGeometry = (meter: Locator) =>
     const fill = bar.querySelector('.bfill')!
     const marker = bar.querySelector('.bforecast')
     return {
+      width,
       fill: fill.getBoundingClientRect().width / width,
       ticks: Array.from(bar.querySelectorAll('.btick')).map((tk) => ({ threshold: Number(tk.dataset.threshold), at: at(tk) })),
       forecast: marker === null ? null : at(marker)
