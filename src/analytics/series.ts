@@ -33,7 +33,7 @@ import { hourOrder, isPacked, PackedBuilder, packedColumns, rowOf, scratchRow, s
 import { DiscardSketch, LatencySketch } from './sketch.js'
 import { lowerBound } from './sorted.js'
 import { DAY_MS, floorDiv, HOUR_MS, MINUTE_MS } from './time.js'
-import { cloneTotals, createTotals, mergeTotals, recordTotals, subtractTotals, type Totals } from './totals.js'
+import { addRowValues, cloneTotals, createTotals, mergeTotals, recordTotals, subtractTotals, type Totals } from './totals.js'
 import { addDelta, byMinute, emptyPlan, planRow, type CostColumns, type Deltas, type RepricePlan } from './reprice.js'
 
 export { BucketSum, createAggregate, mergeInto, mergeTimeseries, type Aggregate, type TimeBucket } from './aggregate.js'
@@ -594,13 +594,7 @@ export class SeriesStore {
     const one = createAggregate()
     const t = one.totals
     t.requests = 1
-    t.promptTokens = v[0]
-    t.completionTokens = v[1]
-    t.totalTokens = v[2]
-    t.cachedTokens = v[3]
-    t.reasoningTokens = v[4]
-    t.latencyUsSum = v[5]
-    t.costNanos = v[6]
+    addRowValues(t, v)
     t.errors = flags & 1
     t.unpriced = (flags >>> 1) & 1
     one.sketch.record(v[5])
