@@ -225,7 +225,7 @@ export class LatencySketch {
 
   /**
    * The sketch of `values` (finite numbers >= 0, e.g. latencies in µs): every value's bucket
-   * counted into a histogram over the bucket keys, then the buckets stored at their size — no
+   * counted into a histogram over the bucket keys, then the buckets stored (with a little room to grow) — no
    * sort and no insert per value, and the same sketch as recording each (a snapshot restore
    * builds every hour's this way; test/store/snapshot-bulk.test.ts checks the equality).
    */
@@ -255,7 +255,9 @@ export class LatencySketch {
     let len = 0
     for (let k = lo; k <= hi; k++) if (hist[k] !== 0) len++
     if (len > 0) {
-      const cap = Math.max(INITIAL_CAPACITY, len)
+      // Room for a few more buckets: a restored hour's sketch that a replayed or late event adds a
+      // bucket to would otherwise be reallocated at once (#grow showed in the replay after a crash).
+      const cap = len + INITIAL_CAPACITY + (len >>> 3)
       const keys = new Uint16Array(cap)
       const counts = new Float64Array(cap)
       let j = 0
