@@ -6,7 +6,7 @@
  * two (the higher `seq`).
  *
  * A partition snapshot is always a full one (topology.snapshot(now, true)) with every part's
- * data inline, encoded as ONE buffer by encodeSnapshot (magic, format version, SHA-256, v8
+ * data inline, encoded as ONE buffer by encodeSnapshot (magic, format version, CRC-32 and length, v8
  * serialisation): unlike the single node's SnapshotStore, no delta parts spread over keys, since
  * an object store object is written whole. `payload.seq` means what it means on the single node:
  * the next stream sequence to replay (every event of the partition with a smaller seq is in it).

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { encodeSnapshot, decodeSnapshot, SNAPSHOT_VERSION } from '../../src/store/snapshots.js'
+import { encodeSnapshot, decodeSnapshot, SNAPSHOT_VERSION, SHA256_VERSION } from '../../src/store/snapshots.js'
 
 const payload = { seq: 42, createdAt: 7, aggregators: [{ project: 'default', model: 'm', state: { v: 1, cols: new Float64Array([1.5, 2]) } }], alerts: { v: 1 } }
 
@@ -16,19 +16,38 @@ t.test('damage, foreign bytes and unknown versions are reported, never misread',
   t.same(decodeSnapshot(undefined), { ok: false, reason: 'no snapshot' })
   t.match(decodeSnapshot(Buffer.from('hello world, definitely not a snapshot at all')), { ok: false, reason: /bad magic/ })
   const buf = encodeSnapshot(payload)
-  for (const at of [12, 40, buf.length - 1]) {
+  // The CRC, the length word, the payload's first and last bytes.
+  for (const at of [8, 12, 16, 40, buf.length - 1]) {
     const bad = Buffer.from(buf)
     bad[at] ^= 1
     t.match(decodeSnapshot(bad), { ok: false, reason: /checksum/ }, `flip at ${at}`)
   }
+  t.match(decodeSnapshot(Buffer.concat([buf, Buffer.from([0])])), { ok: false, reason: /checksum/ }, 'a byte too many')
+  t.match(decodeSnapshot(buf.subarray(0, buf.length - 1)), { ok: false, reason: /checksum/ }, 'a byte short')
   t.match(decodeSnapshot(encodeSnapshot(payload, SNAPSHOT_VERSION + 1)), { ok: false, reason: /version/ })
   t.match(decodeSnapshot(encodeSnapshot({ ...payload, seq: -0.5 } as typeof payload)), { ok: false, reason: /malformed/ })
   t.match(decodeSnapshot(buf.subarray(0, 20)), { ok: false })
 })
 
 t.test('an older-format snapshot is refused by version, whatever its checksum says', async (t) => {
-  const older = encodeSnapshot(payload, SNAPSHOT_VERSION - 1)
-  t.match(decodeSnapshot(older), { ok: false, reason: new RegExp(`version ${SNAPSHOT_VERSION - 1} is not ${SNAPSHOT_VERSION}`) })
+  const older = encodeSnapshot(payload, SHA256_VERSION - 1)
+  t.match(decodeSnapshot(older), { ok: false, reason: new RegExp(`version ${SHA256_VERSION - 1} is not ${SNAPSHOT_VERSION}`) })
+})
+
+t.test('a snapshot of the last SHA-256 version is still read, and its damage still found', async (t) => {
+  t.equal(SHA256_VERSION, SNAPSHOT_VERSION - 1)
+  const v6 = encodeSnapshot(payload, SHA256_VERSION)
+  t.equal(v6.readUInt32LE(4), SHA256_VERSION)
+  t.equal(v6.length, encodeSnapshot(payload).length + 24, 'a 32-byte digest where version 7 has CRC and length')
+  const r = decodeSnapshot(v6)
+  t.ok(r.ok)
+  if (r.ok) t.same(r.payload, payload)
+  for (const at of [8, 39, 40, v6.length - 1]) {
+    const bad = Buffer.from(v6)
+    bad[at] ^= 1
+    t.match(decodeSnapshot(bad), { ok: false, reason: /checksum/ }, `flip at ${at}`)
+  }
+  t.match(decodeSnapshot(v6.subarray(0, 30)), { ok: false, reason: /checksum/ }, 'shorter than its digest')
 })
 
 t.test('series segments with coarse hours (retention) round-trip through the store', async (t) => {
