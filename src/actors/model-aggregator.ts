@@ -203,15 +203,17 @@ export class ModelAggregator extends Actor<AggregatorMessage> {
     if (restored !== undefined) {
       if (restored.v !== STATE_VERSION) throw new Error(`aggregator state version ${restored.v} is not ${STATE_VERSION}`)
       for (const s of restored.series) {
-        if (!Number.isSafeInteger(s.first) || !Number.isSafeInteger(s.next) || s.first < 0 || s.next < s.first || !Array.isArray(s.parts)) {
+        // Read once: a stored snapshot's parts are decoded on this read (src/store/snapshots.ts) and not kept.
+        const parts = s.parts
+        if (!Number.isSafeInteger(s.first) || !Number.isSafeInteger(s.next) || s.first < 0 || s.next < s.first || !Array.isArray(parts)) {
           throw new Error(`aggregator state of ${model}/${s.provider}: malformed part range`)
         }
-        const store = SeriesStore.fromSnapshots(s.parts, s.rejected)
+        const store = SeriesStore.fromSnapshots(parts, s.rejected)
         this.#series.set(s.provider, store)
         // The restored rows are numbered [0, size): exactly the rows the parts hold. Rows stored
         // in the older column form make the next snapshot rewrite the series in the row store's
         // words (one rewrite after an upgrade, which then restores faster).
-        const columns = s.parts.some((p) => !isPacked(p) && (p as { rows?: unknown }).rows !== 0)
+        const columns = parts.some((p) => !isPacked(p) && (p as { rows?: unknown }).rows !== 0)
         this.#persisted.set(s.provider, { first: s.first, next: s.next, rows: store.rowEnd, coarseRows: store.coarseRows, coarseHours: store.coarseHours, epoch: 0, stale: columns })
       }
     }

@@ -140,6 +140,17 @@ function encode(magic: Buffer, value: unknown, version: number): Buffer {
 
 /** Checks magic, version and checksum; returns the decoded value or the reason it is unusable. */
 function decode(buf: Buffer | undefined, magic: Buffer, what: string): { ok: true; value: unknown } | { ok: false; reason: string } {
+  const r = check(buf, magic, what)
+  if (!r.ok) return r
+  try {
+    return { ok: true, value: deserialize(r.body) }
+  } catch (err) {
+    return { ok: false, reason: `${what} payload unreadable: ${(err as Error).message}` }
+  }
+}
+
+/** Checks magic, version and checksum; returns the payload bytes or the reason they are unusable. */
+function check(buf: Buffer | undefined, magic: Buffer, what: string): { ok: true; body: Buffer } | { ok: false; reason: string } {
   if (buf === undefined) return { ok: false, reason: `no ${what}` }
   if (buf.length < CRC_HEADER || !buf.subarray(0, 4).equals(magic)) return { ok: false, reason: `not a ${what} (bad magic)` }
   const version = buf.readUInt32LE(4)
@@ -154,12 +165,11 @@ function decode(buf: Buffer | undefined, magic: Buffer, what: string): { ok: tru
     body = buf.subarray(CRC_HEADER)
     if (buf.readUInt32LE(12) !== body.length || crc32(body) !== buf.readUInt32LE(8)) return { ok: false, reason: `${what} checksum mismatch (damaged)` }
   }
-  try {
-    return { ok: true, value: deserialize(body) }
-  } catch (err) {
-    return { ok: false, reason: `${what} payload unreadable: ${(err as Error).message}` }
-  }
+  return { ok: true, body }
 }
+
+/** The payload of a stored value {@link check} passed. */
+const bodyOf = (buf: Buffer) => buf.subarray(buf.readUInt32LE(4) === SHA256_VERSION ? 40 : CRC_HEADER)
 
 /** Encodes a manifest (or, in tests, a whole payload) with magic, version and checksum. */
 export function encodeSnapshot(payload: SnapshotPayload, version = SNAPSHOT_VERSION): Buffer {
@@ -250,17 +260,42 @@ export class SnapshotStore {
       if (damaged !== null) return { ok: false, reason: damaged }
       delete payload.dimsGen
     }
+    // Every part is checked here (a damaged or missing one rejects the whole snapshot, as
+    // before any state is built), but decoded only when its series restores: `parts` reads
+    // them again then, and nothing keeps them after. Held all at once (hundreds of MB at 10M
+    // events, until recovery ended) they cost a restart a full GC per 64 MB read, which V8
+    // runs for that much new off-heap memory.
     for (const agg of manifest.payload.aggregators) {
       for (const s of seriesOf(agg.state) ?? []) {
-        s.parts = []
+        const what = (id: number) => `snapshot segment ${agg.project}/${agg.model}/${s.provider}/part ${id}`
+        const key = (id: number) => partKey(agg.project, agg.model, s.provider, id)
         for (let id = s.first; id < s.next; id++) {
-          // Not getBinaryFast: v8's deserialize leaves aligned typed arrays as views of the buffer it reads, and lmdb-js reuses that one.
-          const buf = this.#db.get(partKey(agg.project, agg.model, s.provider, id))
-          const part = decode(buf, SEGMENT_MAGIC, `snapshot segment ${agg.project}/${agg.model}/${s.provider}/part ${id}`)
-          if (!part.ok) return part
+          // getBinaryFast: a view of lmdb-js's reused buffer, enough for a check.
+          const buf = this.#db.getBinaryFast(key(id))
+          const r = check(buf, SEGMENT_MAGIC, what(id))
+          if (!r.ok) return r
           bytes += buf!.length
-          s.parts.push(part.value)
         }
+        const { first, next } = s
+        Object.defineProperty(s, 'parts', {
+          enumerable: true,
+          configurable: true,
+          get: () => {
+            const parts: unknown[] = []
+            for (let id = first; id < next; id++) {
+              // Not getBinaryFast: v8's deserialize leaves aligned typed arrays as views of the buffer it reads, and lmdb-js reuses that one.
+              // Checked above; nothing writes a part the stored manifest names.
+              const buf = this.#db.get(key(id))
+              if (buf === undefined) throw new Error(`no ${what(id)}`)
+              try {
+                parts.push(deserialize(bodyOf(buf)))
+              } catch (err) {
+                throw new Error(`${what(id)} payload unreadable: ${(err as Error).message}`)
+              }
+            }
+            return parts
+          }
+        })
       }
     }
     return { ok: true, payload: manifest.payload, bytes }

@@ -215,3 +215,35 @@ t.test('a rebuilt state never overwrites parts a stored (rejected) manifest name
   // Never a mix of old and new parts under the old manifest: no snapshot, so a full replay.
   t.equal(partsRead(snaps), 'no snapshot')
 })
+
+t.test('a read checks every part but decodes a series\' parts only when they are asked for, and keeps none', async (t) => {
+  const a = await makeApp(t)
+  await ingest(a.app, events(3000, 0))
+  await a.engine.snapshotNow()
+  const before = await observe(a.app)
+  await a.engine.destroy()
+  await a.close()
+  const stores = openStores(a.dir)
+  const read = new SnapshotStore(stores.meta).read()
+  if (!read.ok) throw new Error(read.reason)
+  const series = read.payload.aggregators.flatMap((x) => (x.state as { series: Array<{ provider: string; first: number; next: number; parts: unknown[] }> }).series.map((s) => ({ model: x.model, project: x.project, s })))
+  t.equal(series.length, 3, 'one series per model')
+  const { model, project, s } = series[0]
+  t.ok(s.next > s.first, 'the series has parts')
+  const one = s.parts
+  const two = s.parts
+  t.equal(one.length, s.next - s.first, 'every part of the range')
+  t.not(one, two, 'each read decodes again: the payload does not hold the parts')
+  t.same(one, two, 'the same data each time')
+  // A part removed after the check (never by LLMScope: a stored manifest's parts are not
+  // overwritten or removed while it stands) fails the restore of its series, with its name.
+  await stores.meta.remove(['part', project, model, s.provider, s.first] as unknown as string)
+  t.throws(() => s.parts, new RegExp(`no snapshot segment ${project}/${model}/${s.provider}/part ${s.first}`))
+  await stores.close()
+  // The engine rebuilds such a state from the log: exact, as before the restart.
+  const b = await makeApp(t, { dir: a.dir })
+  t.equal(b.engine.recovery?.snapshot, 'rejected')
+  t.match(b.engine.recovery?.reason, /no snapshot segment/)
+  t.same(await observe(b.app), before)
+  await b.close()
+})
