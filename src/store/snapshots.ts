@@ -270,8 +270,11 @@ export class SnapshotStore {
         const what = (id: number) => `snapshot segment ${agg.project}/${agg.model}/${s.provider}/part ${id}`
         const key = (id: number) => partKey(agg.project, agg.model, s.provider, id)
         for (let id = s.first; id < s.next; id++) {
-          // getBinaryFast: a view of lmdb-js's reused buffer, enough for a check.
-          const buf = this.#db.getBinaryFast(key(id))
+          // getBinaryFast: lmdb-js's reused buffer, enough for a check. Its `length` is set on the
+          // object, past which the typed array goes on (old values): a view of exactly that length
+          // (Node 24's subarray, and zlib, read the typed array's own length).
+          const fast = this.#db.getBinaryFast(key(id))
+          const buf = fast === undefined ? undefined : Buffer.from(fast.buffer, fast.byteOffset, fast.length)
           const r = check(buf, SEGMENT_MAGIC, what(id))
           if (!r.ok) return r
           bytes += buf!.length
