@@ -1,6 +1,6 @@
 /**
- * The subset of opentelemetry-proto that OTLP/HTTP trace export needs, parsed once with
- * protobufjs from the .proto text below.
+ * The subset of opentelemetry-proto that OTLP/HTTP trace export needs, parsed once (on first
+ * use) with protobufjs from the .proto text below.
  *
  * Field numbers and types are the official ones, copied from open-telemetry/opentelemetry-proto:
  * - `opentelemetry/proto/common/v1/common.proto` — AnyValue (string 1, bool 2, int64 3,
@@ -21,7 +21,8 @@
  * type, so a well-formed message decodes, or simply absent: protobuf skips unknown fields, so
  * newer senders stay readable.
  */
-import protobuf from 'protobufjs'
+import { createRequire } from 'node:module'
+import type { Type } from 'protobufjs'
 
 const OTLP_TRACES_PROTO = `
 syntax = "proto3";
@@ -111,9 +112,21 @@ message ExportTracePartialSuccess {
 // SpanKind and StatusCode are enums in the official files; an enum is an int32 varint on the
 // wire, so declaring them int32 reads the same bytes and keeps unknown future values as numbers.
 
-const root = protobuf.parse(OTLP_TRACES_PROTO, { keepCase: false }).root
-const Request = root.lookupType('llmscope.otlp.ExportTraceServiceRequest')
-const Response = root.lookupType('llmscope.otlp.ExportTraceServiceResponse')
+/**
+ * The message types, made on first use: protobufjs (36 files) and the parse of the text above
+ * are left out of every start (tens of ms of module loading before a restart can restore) and
+ * paid by the first OTLP protobuf request instead. protobufjs is CommonJS, so it loads
+ * synchronously and every function here stays synchronous.
+ */
+let types: { Request: Type; Response: Type } | null = null
+function typesOf(): { Request: Type; Response: Type } {
+  if (types === null) {
+    const protobuf = createRequire(import.meta.url)('protobufjs') as typeof import('protobufjs')
+    const root = protobuf.parse(OTLP_TRACES_PROTO, { keepCase: false }).root
+    types = { Request: root.lookupType('llmscope.otlp.ExportTraceServiceRequest'), Response: root.lookupType('llmscope.otlp.ExportTraceServiceResponse') }
+  }
+  return types
+}
 
 /**
  * Decodes an ExportTraceServiceRequest into plain objects shaped like OTLP/JSON (lowerCamelCase
@@ -121,6 +134,7 @@ const Response = root.lookupType('llmscope.otlp.ExportTraceServiceResponse')
  * (Uint8Array) instead of hex. Throws on malformed input.
  */
 export function decodeTraceRequest(bytes: Uint8Array): Record<string, unknown> {
+  const { Request } = typesOf()
   const message = Request.decode(bytes)
   return Request.toObject(message, { longs: String, enums: Number, defaults: false, arrays: false }) as Record<string, unknown>
 }
@@ -128,15 +142,18 @@ export function decodeTraceRequest(bytes: Uint8Array): Record<string, unknown> {
 /** Encodes an ExportTraceServiceResponse; with nothing rejected the message is empty. */
 export function encodeTraceResponse(rejectedSpans: number, errorMessage: string): Uint8Array {
   const body = rejectedSpans > 0 || errorMessage !== '' ? { partialSuccess: { rejectedSpans, errorMessage } } : {}
+  const { Response } = typesOf()
   return Response.encode(Response.fromObject(body)).finish()
 }
 
 /** Decodes an ExportTraceServiceResponse (tests, and clients of ours that speak protobuf). */
 export function decodeTraceResponse(bytes: Uint8Array): { partialSuccess?: { rejectedSpans?: string; errorMessage?: string } } {
+  const { Response } = typesOf()
   return Response.toObject(Response.decode(bytes), { longs: String, defaults: false }) as { partialSuccess?: { rejectedSpans?: string; errorMessage?: string } }
 }
 
 /** Encodes a request from OTLP/JSON-shaped plain objects (ids as Uint8Array). Tests use it. */
 export function encodeTraceRequest(request: Record<string, unknown>): Uint8Array {
+  const { Request } = typesOf()
   return Request.encode(Request.fromObject(request)).finish()
 }
