@@ -31,12 +31,14 @@ import type { Database } from 'lmdb'
 /**
  * Bump when the payload's shape changes; older snapshots are then rebuilt from the log.
  * 6: the dimension dictionaries' long arrays are stored as pieces beside the manifest.
- * 7: version 6's payload with a CRC-32 in place of the SHA-256 (see {@link SHA256_VERSION}).
+ * 7: a CRC-32 in place of the SHA-256 (see {@link SHA256_VERSION}); the dimension dictionaries'
+ *    attribute sets as two flat arrays (DimensionDictionary.toJSON form 2, which reads form 1 too).
  */
 export const SNAPSHOT_VERSION = 7
 /**
- * The last version checksummed with SHA-256, still read (its payload is version 7's): an upgrade
- * restores from it instead of rebuilding from the log, and the next snapshot is written as 7.
+ * The last version checksummed with SHA-256, still read (its payload differs from version 7's
+ * only in the dictionaries' form, which is read either way): an upgrade restores from it instead
+ * of rebuilding from the log, and the next snapshot is written as 7.
  * SHA-256 of a 10M-event snapshot took about 200 ms of every restart (hashing at ~1.1 GB/s,
  * CRC-32 at ~2.1 GB/s on the bench machine); a checksum here detects damage, not forgery.
  */

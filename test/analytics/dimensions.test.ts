@@ -260,15 +260,48 @@ t.test('encode then decode gives back every dimension (caps as (other)), and a J
   t.pass('property held')
 })
 
+t.test('a version 1 dictionary (an array per attribute set) restores as the same dictionary', async (t) => {
+  const d = new DimensionDictionary()
+  const a = enc(d, 'u1', 's1', ['x', 'y'], { k: 'v', n: 2 })
+  const b = enc(d, 'u2', null, ['y'], null)
+  const c = enc(d, null, null, null, { k: 'w' })
+  const json = d.toJSON()
+  t.equal(json.v, 2)
+  t.same(json.setSizes, [8, 2, 2], 'a word count per set')
+  t.equal(json.setWords.length, 12)
+  // The same dictionary as version 1 wrote it.
+  const { setWords, setSizes, ...rest } = json
+  const sets: number[][] = []
+  let at = 0
+  for (const n of setSizes) sets.push(setWords.slice(at, (at += n)))
+  const v1 = DimensionDictionary.fromJSON({ ...rest, v: 1, sets })
+  for (const back of [v1, DimensionDictionary.fromJSON(structuredClone(json))]) {
+    t.same(back.toJSON(), json, 'the same snapshot form')
+    t.same(Array.from(back.attrSet(a.attrs)!), Array.from(d.attrSet(a.attrs)!))
+    t.equal(enc(back, 'u1', 's1', ['y', 'x'], { n: 2, k: 'v' }).attrs, a.attrs, 'a known set finds its id')
+    t.equal(enc(back, 'u2', null, ['y'], null).attrs, b.attrs)
+    t.equal(enc(back, null, null, null, { k: 'w' }).attrs, c.attrs)
+    t.equal(enc(back, null, null, ['z'], null).attrs, c.attrs + 1, 'a new set the next id')
+  }
+})
+
 t.test('fromJSON refuses what it cannot read, naming it', async (t) => {
   const good = new DimensionDictionary()
   enc(good, 'u', 's', ['a'], { k: 1 })
   const json = good.toJSON()
   t.throws(() => DimensionDictionary.fromJSON(null), /unknown version/)
-  t.throws(() => DimensionDictionary.fromJSON({ ...json, v: 2 }), /unknown version/)
+  t.throws(() => DimensionDictionary.fromJSON({ ...json, v: 3 }), /unknown version/)
   t.throws(() => DimensionDictionary.fromJSON({ ...json, users: { values: 'x', capped: false } }), /users: malformed/)
   t.throws(() => DimensionDictionary.fromJSON({ ...json, metaKeys: ['k', 'j'] }), /malformed metadata/)
-  t.throws(() => DimensionDictionary.fromJSON({ ...json, sets: [[0, 2, 1]] }), /malformed attribute set/)
+  t.throws(() => DimensionDictionary.fromJSON({ ...json, setWords: [0, 2, 1], setSizes: [3] }), /malformed attribute set/)
+  t.throws(() => DimensionDictionary.fromJSON({ ...json, setWords: [0, 2], setSizes: [4] }), /malformed attribute set/, 'sizes past the words')
+  t.throws(() => DimensionDictionary.fromJSON({ ...json, setWords: [0, 2, 0, 3], setSizes: [2] }), /malformed attribute set/, 'words left over')
+  t.throws(() => DimensionDictionary.fromJSON({ ...json, setWords: [0, -2], setSizes: [2] }), /malformed attribute set/, 'not a word')
+  t.throws(() => DimensionDictionary.fromJSON({ ...json, setSizes: undefined }), /malformed metadata or sets/)
+  // Version 1 (snapshot format 6 and earlier): one array per set.
+  const { setWords: _w, setSizes: _s, ...rest } = json
+  t.throws(() => DimensionDictionary.fromJSON({ ...rest, v: 1, sets: [[0, 2, 1]] }), /malformed attribute set/)
+  t.throws(() => DimensionDictionary.fromJSON({ ...rest, v: 1 }), /malformed metadata or sets/)
   t.throws(() => DimensionDictionary.fromJSON({ ...json, metaKeys: [7] }), /not a string/)
   // Restored with smaller caps than its contents: everything kept stays, nothing new is added.
   const small = DimensionDictionary.fromJSON(JSON.parse(JSON.stringify(json)), limits({ maxValues: 1, maxMetaValues: 1 }))
