@@ -196,7 +196,7 @@ export function decodeSnapshot(buf: Buffer | undefined): SnapshotRead {
 /**
  * The per-series shape inside an aggregator state (see ModelAggregator's AggregatorState and
  * AggregatorSnapshot): a part range; `write` (parts to store) in what is written, `parts`
- * (their data, in order) in what is read.
+ * (their data, in order; decoded anew on each read of the property) in what is read.
  */
 interface SeriesState {
   provider: string
