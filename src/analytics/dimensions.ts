@@ -450,8 +450,8 @@ export class DimensionDictionary {
     ;(out as { users: ValueDictionary }).users = restore(d.users, limits.maxValues, 'users')
     ;(out as { sessions: ValueDictionary }).sessions = restore(d.sessions, limits.maxValues, 'sessions')
     ;(out as { tags: ValueDictionary }).tags = restore(d.tags, limits.maxValues, 'tags')
-    const sets = d.v === 1 ? d.sets : [d.setWords, d.setSizes]
-    if (!Array.isArray(d.metaKeys) || !Array.isArray(d.metaValues) || d.metaKeys.length !== d.metaValues.length || !Array.isArray(sets) || (d.v === 2 && !sets.every(Array.isArray))) {
+    const setsOk = d.v === 1 ? Array.isArray(d.sets) : Array.isArray(d.setWords) && Array.isArray(d.setSizes)
+    if (!Array.isArray(d.metaKeys) || !Array.isArray(d.metaValues) || d.metaKeys.length !== d.metaValues.length || !setsOk) {
       throw new Error('dimension dictionaries: malformed metadata or sets')
     }
     d.metaKeys.forEach((key, k) => {
@@ -477,12 +477,11 @@ export class DimensionDictionary {
         add(Uint32Array.from(s as number[]))
       }
     } else {
-      const [words, sizes] = sets as [unknown[], unknown[]]
-      if (!words.every(isWord)) throw malformed()
+      if (!(d.setWords as unknown[]).every(isWord)) throw malformed()
       // Every set a view of one array (sets are never changed, only replaced by DROPPED).
-      const all = Uint32Array.from(words as number[])
+      const all = Uint32Array.from(d.setWords)
       let at = 0
-      for (const n of sizes) {
+      for (const n of d.setSizes as unknown[]) {
         if (!isWord(n) || n % 2 !== 0 || at + n > all.length) throw malformed()
         add(all.subarray(at, at + n))
         at += n

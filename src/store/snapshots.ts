@@ -45,6 +45,8 @@ export const SNAPSHOT_VERSION = 7
 export const SHA256_VERSION = 6
 /** Version 7's header: magic, version, CRC-32 of the payload, payload length (u32 each); 8-byte aligned, so typed arrays deserialize as views. */
 const CRC_HEADER = 16
+/** Version 6's header: magic, version, SHA-256 of the payload. */
+const SHA256_HEADER = 40
 const MAGIC = Buffer.from('LSNP')
 const SEGMENT_MAGIC = Buffer.from('LSEG')
 const KEY = 'snapshot'
@@ -125,16 +127,11 @@ export type SnapshotRead =
 
 function encode(magic: Buffer, value: unknown, version: number): Buffer {
   const body = serialize(value)
-  if (version <= SHA256_VERSION) {
-    const header = Buffer.alloc(8)
-    magic.copy(header, 0)
-    header.writeUInt32LE(version, 4)
-    const sum = createHash('sha256').update(body).digest()
-    return Buffer.concat([header, sum, body])
-  }
-  const header = Buffer.alloc(CRC_HEADER)
+  const sha = version <= SHA256_VERSION
+  const header = Buffer.alloc(sha ? 8 : CRC_HEADER)
   magic.copy(header, 0)
   header.writeUInt32LE(version, 4)
+  if (sha) return Buffer.concat([header, createHash('sha256').update(body).digest(), body])
   header.writeUInt32LE(crc32(body), 8)
   header.writeUInt32LE(body.length, 12)
   return Buffer.concat([header, body])
@@ -143,9 +140,13 @@ function encode(magic: Buffer, value: unknown, version: number): Buffer {
 /** Checks magic, version and checksum; returns the decoded value or the reason it is unusable. */
 function decode(buf: Buffer | undefined, magic: Buffer, what: string): { ok: true; value: unknown } | { ok: false; reason: string } {
   const r = check(buf, magic, what)
-  if (!r.ok) return r
+  return r.ok ? deserializeBody(r.body, what) : r
+}
+
+/** The value of a payload {@link check} passed, or why it does not deserialize. */
+function deserializeBody(body: Buffer, what: string): { ok: true; value: unknown } | { ok: false; reason: string } {
   try {
-    return { ok: true, value: deserialize(r.body) }
+    return { ok: true, value: deserialize(body) }
   } catch (err) {
     return { ok: false, reason: `${what} payload unreadable: ${(err as Error).message}` }
   }
@@ -157,21 +158,18 @@ function check(buf: Buffer | undefined, magic: Buffer, what: string): { ok: true
   if (buf.length < CRC_HEADER || !buf.subarray(0, 4).equals(magic)) return { ok: false, reason: `not a ${what} (bad magic)` }
   const version = buf.readUInt32LE(4)
   if (version !== SNAPSHOT_VERSION && version !== SHA256_VERSION) return { ok: false, reason: `${what} format version ${version} is not ${SNAPSHOT_VERSION}` }
-  let body: Buffer
-  if (version === SHA256_VERSION) {
-    if (buf.length < 40) return { ok: false, reason: `${what} checksum mismatch (damaged)` }
-    body = buf.subarray(40)
-    const sum = createHash('sha256').update(body).digest()
-    if (!sum.equals(buf.subarray(8, 40))) return { ok: false, reason: `${what} checksum mismatch (damaged)` }
-  } else {
-    body = buf.subarray(CRC_HEADER)
-    if (buf.readUInt32LE(12) !== body.length || crc32(body) !== buf.readUInt32LE(8)) return { ok: false, reason: `${what} checksum mismatch (damaged)` }
-  }
-  return { ok: true, body }
+  const damaged = { ok: false, reason: `${what} checksum mismatch (damaged)` } as const
+  if (version === SHA256_VERSION && buf.length < SHA256_HEADER) return damaged
+  const body = bodyOf(buf)
+  const intact =
+    version === SHA256_VERSION
+      ? createHash('sha256').update(body).digest().equals(buf.subarray(8, SHA256_HEADER))
+      : buf.readUInt32LE(12) === body.length && crc32(body) === buf.readUInt32LE(8)
+  return intact ? { ok: true, body } : damaged
 }
 
-/** The payload of a stored value {@link check} passed. */
-const bodyOf = (buf: Buffer) => buf.subarray(buf.readUInt32LE(4) === SHA256_VERSION ? 40 : CRC_HEADER)
+/** The payload of a stored value whose version {@link check} accepted. */
+const bodyOf = (buf: Buffer) => buf.subarray(buf.readUInt32LE(4) === SHA256_VERSION ? SHA256_HEADER : CRC_HEADER)
 
 /** Encodes a manifest (or, in tests, a whole payload) with magic, version and checksum. */
 export function encodeSnapshot(payload: SnapshotPayload, version = SNAPSHOT_VERSION): Buffer {
@@ -291,12 +289,9 @@ export class SnapshotStore {
               // Not getBinaryFast: v8's deserialize leaves aligned typed arrays as views of the buffer it reads, and lmdb-js reuses that one.
               // Checked above; nothing writes a part the stored manifest names.
               const buf = this.#db.get(key(id))
-              if (buf === undefined) throw new Error(`no ${what(id)}`)
-              try {
-                parts.push(deserialize(bodyOf(buf)))
-              } catch (err) {
-                throw new Error(`${what(id)} payload unreadable: ${(err as Error).message}`)
-              }
+              const part = buf === undefined ? { ok: false as const, reason: `no ${what(id)}` } : deserializeBody(bodyOf(buf), what(id))
+              if (!part.ok) throw new Error(part.reason)
+              parts.push(part.value)
             }
             return parts
           }
