@@ -180,7 +180,7 @@ t.test('the log: `cw` only in appends with a cache write; holes keep the others\
   const rec = (seq: number) => stores.events.get(seq) as unknown as { v: number; cw?: number[] }
   t.equal(rec(0).v, 1, 'no cache write: the old format, no `cw`')
   t.same([rec(2).v, rec(2).cw], [5, [7, 0, 9]], 'rows: format 5 with `cw`')
-  t.equal(rec(5).v, 6, 'columns: format 6')
+  t.equal(rec(5).v, 7, 'columns: format 7')
   t.equal(log.get(0)!.cacheWrite, undefined, 'absent reads as absent (0)')
   t.same([log.get(2)!.cacheWrite, log.get(3)!.cacheWrite, log.get(4)!.cacheWrite], [7, undefined, 9])
   t.equal(log.get(5)!.cacheWrite, 1)

@@ -60,7 +60,7 @@ const START_HEADROOM_BYTES = 256 * 1024
  * One append in the log: events at seq = key, key+1, … in order. Every format is read
  * (src/store/event-log.ts decodes them); which one is written is said there.
  */
-export type EventRecord = EventRecordV1 | EventRecordV2 | EventRecordV3 | EventRecordV4 | EventRecordV5 | EventRecordV6
+export type EventRecord = EventRecordV1 | EventRecordV2 | EventRecordV3 | EventRecordV4 | EventRecordV5 | EventRecordV6 | EventRecordV7
 
 /**
  * Every format may carry `pr`: the price book's revision when the append was accepted (every
@@ -114,6 +114,23 @@ export interface EventRecordV5 extends ExtrasV5, PriceRevField {
 /** Format 6: format 2 (columns) plus {@link ExtrasV5}. */
 export interface EventRecordV6 extends Omit<EventRecordV2, 'v'>, ExtrasV5 {
   v: 6
+}
+
+/**
+ * Format 7: format 2's columns without `meta`, plus each event's metadata, project and
+ * dimensions as a msgpack value of its own, a "part": `[meta, project, user, session, tags]`,
+ * or nil when the event has none of them (metadata null, project `default`, no dimensions).
+ * The parts lie back to back in `px`; `po` holds where each ends (Uint32 × n, bytes as in
+ * format 2). So one event is read by unpacking its part alone, where a format 4/6 record
+ * decodes every event's metadata object and dimension tuple to return one (a search page,
+ * an export in time order). `cid`, `cs` and `cw` as in {@link ExtrasV5}, each absent when no
+ * event has one. Written for appends of columns (see EventLog) with any metadata, project,
+ * dimension or extra; appends with none of them write format 2.
+ */
+export interface EventRecordV7 extends Omit<EventRecordV2, 'v' | 'meta'>, Omit<Partial<ExtrasV5>, 'dx'> {
+  v: 7
+  px: Uint8Array
+  po: Uint8Array
 }
 
 /** Format 4: format 2 plus `dx` as in format 3. */

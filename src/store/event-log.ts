@@ -20,11 +20,19 @@
  *   bench/RESULTS.md, "Micro-benchmark notes").
  * - v3/v4: v1/v2 plus each event's project and dimensions, when any event has them.
  * - v5/v6: v1/v2 plus client ids and imported costs (ExtrasV5 in db.ts), when any event has
- *   one (or a cache write count, `cw`); project and dimensions optional inside. Appends without them write v1–v4 as before.
+ *   one (or a cache write count, `cw`); project and dimensions optional inside. Rows appends
+ *   still write v3/v5; columns appends wrote v4/v6 up to this release, and they are still read.
+ * - v7: v2's columns, and each event's metadata, project and dimensions as a msgpack value of
+ *   its own (EventRecordV7 in db.ts), written for columns appends where any event has
+ *   metadata, a project, dimensions or an extra. A v4/v6 record is one msgpack value: reading
+ *   one event of it decoded all of its events' metadata objects and tuples (~0.4 ms for 1,000),
+ *   which a search page or an export in time order paid per event, their events lying in
+ *   different records. A v7 event is read by unpacking its own part.
  * A record of a format this release does not know is an error, never misread.
  */
 import type { Database } from 'lmdb'
-import type { EventRecord, EventRecordV1, EventRecordV2, EventRecordV3, EventRecordV4, EventRecordV5, EventRecordV6, ExtrasV5 } from './db.js'
+import { Packr, Unpackr } from 'msgpackr'
+import type { EventRecord, EventRecordV1, EventRecordV2, EventRecordV3, EventRecordV4, EventRecordV5, EventRecordV6, EventRecordV7, ExtrasV5 } from './db.js'
 import { DEFAULT_PROJECT, makeEventId, markDuplicate, seqOfEventId, withExtras, type PendingEvent, type StoredEvent } from '../events.js'
 import { dedupeKey, type DedupeIndex } from './dedupe.js'
 import { intern } from '../intern.js'
@@ -107,7 +115,7 @@ function extrasOf(events: ReadonlyArray<StoredEvent | null>): { cid: string; cs?
 
 /** The event's v3/v4 tuple, or null when it has the defaults (project `default`, no dimensions). */
 function dimsOf(e: StoredEvent): DimsTuple | null {
-  if (e.project === DEFAULT_PROJECT && e.user === null && e.session === null && e.tags === null) return null
+  if (isPlain(e)) return null
   return [e.project, e.user, e.session, e.tags]
 }
 
@@ -137,8 +145,61 @@ const MAX_NAMES = 65_536
 
 const bytesOf = (a: Float64Array | Uint32Array | Uint16Array | Uint8Array): Buffer => Buffer.from(a.buffer, a.byteOffset, a.byteLength)
 
-/** The v2 record of `events` (consecutive seqs); `rnd` holds their ids' random parts (v4/v6 when they need it). Null if it cannot hold them. */
-function encodeRecord(events: readonly StoredEvent[], rnd: string): EventRecordV2 | EventRecordV4 | EventRecordV6 | null {
+/**
+ * A v7 record's part of one event: `[meta, project, user, session, tags]`, trailing nulls left
+ * out (an event with metadata alone is `[meta]`), or nil for an event with none of them.
+ */
+type Part = [meta: Record<string, unknown> | null, project?: string | null, user?: string | null, session?: string | null, tags?: readonly string[] | null]
+
+/** Parts are plain msgpack (maps with their keys, no shared structures): each decodes alone. */
+const partPackr = new Packr({ useRecords: false, variableMapSize: true })
+const partUnpackr = new Unpackr({ useRecords: false, mapsAsObjects: true })
+/** msgpack's nil: the whole part of an event without metadata, project or dimensions. */
+const NIL = 0xc0
+const NIL_PART = Buffer.from([NIL])
+
+/** Whether `e` has the defaults a v1/v2 record implies: project `default`, no dimensions. */
+const isPlain = (e: StoredEvent): boolean => e.project === DEFAULT_PROJECT && e.user === null && e.session === null && e.tags === null
+
+/** The part of `e` (see {@link Part}) packed, or {@link NIL_PART}. */
+function packPart(e: StoredEvent): Uint8Array {
+  if (isPlain(e)) return e.meta === null ? NIL_PART : partPackr.pack([e.meta])
+  if (e.tags !== null) return partPackr.pack([e.meta, e.project, e.user, e.session, e.tags])
+  if (e.session !== null) return partPackr.pack([e.meta, e.project, e.user, e.session])
+  if (e.user !== null) return partPackr.pack([e.meta, e.project, e.user])
+  return partPackr.pack([e.meta, e.project])
+}
+
+/** The parts of `events` back to back, and where each ends (v7's `px` and `po`). */
+function partsOf(events: readonly StoredEvent[]): { px: Buffer; po: Buffer } {
+  const n = events.length
+  const ends = new Uint32Array(n)
+  const packed: Uint8Array[] = new Array(n)
+  let end = 0
+  for (let i = 0; i < n; i++) {
+    // pack's result is a view of the packer's buffer, which later packs never write over.
+    packed[i] = packPart(events[i])
+    end += packed[i].length
+    ends[i] = end
+  }
+  return { px: Buffer.concat(packed, end), po: bytesOf(ends) }
+}
+
+/** Event `i`'s part of a v7 record: unpacked on its own, or taken from the record's parts when all were unpacked at once. */
+function partAt(rec: Columns, i: number): Part | null {
+  if (rec.parts !== null) return rec.parts[i]
+  const po = rec.po!
+  const start = rec.window ? po[0] : i === 0 ? 0 : po[i - 1]
+  const end = rec.window ? po[1] : po[i]
+  if (end - start === 1 && rec.px![start] === NIL) return null
+  return partUnpackr.unpack(rec.px!.subarray(start, end)) as Part
+}
+
+/**
+ * The columns record of `events` (consecutive seqs; `rnd` holds their ids' random parts): v2
+ * when no event has metadata, a project, dimensions or an extra, else v7. Null if it cannot hold them.
+ */
+function encodeRecord(events: readonly StoredEvent[], rnd: string): EventRecordV2 | EventRecordV7 | null {
   const n = events.length
   const num = new Float64Array(n * 5)
   const tokF = new Float64Array(n * 5)
@@ -146,7 +207,7 @@ function encodeRecord(events: readonly StoredEvent[], rnd: string): EventRecordV
   const str = new Uint16Array(n * 2)
   const names: string[] = []
   const index = new Map<string, number>()
-  const meta: EventRecordV2['meta'] = new Array(n)
+  let anyMeta = false
   let tok32 = true
   for (let i = 0; i < n; i++) {
     const e = events[i]
@@ -166,15 +227,14 @@ function encodeRecord(events: readonly StoredEvent[], rnd: string): EventRecordV
     err[i] = e.error ? 1 : 0
     str[i * 2] = intern(index, names, e.model)
     str[i * 2 + 1] = intern(index, names, e.provider)
-    meta[i] = e.meta
+    if (e.meta !== null) anyMeta = true
   }
   if (names.length > MAX_NAMES) return null
   const tok = tok32 ? bytesOf(Uint32Array.from(tokF)) : bytesOf(tokF)
-  const dx = dimsColumn(events)
-  const cols = { n, num: bytesOf(num), tok, tok32, err: bytesOf(err), str: bytesOf(str), names, rnd, meta }
+  const cols = { n, num: bytesOf(num), tok, tok32, err: bytesOf(err), str: bytesOf(str), names, rnd }
   const x = extrasOf(events)
-  if (x !== undefined) return dx === undefined ? { v: 6, ...cols, ...x } : { v: 6, ...cols, dx, ...x }
-  return dx === undefined ? { v: 2, ...cols } : { v: 4, ...cols, dx }
+  if (x === undefined && !anyMeta && events.every(isPlain)) return { v: 2, ...cols, meta: new Array<null>(n).fill(null) }
+  return x === undefined ? { v: 7, ...cols, ...partsOf(events) } : { v: 7, ...cols, ...partsOf(events), ...x }
 }
 
 const toRow = (e: StoredEvent): Row => [e.id, e.ts, e.recv, e.model, e.provider, e.prompt, e.completion, e.total, e.cached, e.reasoning, e.latency, e.ttft, e.error ? 1 : 0, e.cost, e.meta]
@@ -203,13 +263,27 @@ function withHoles(events: ReadonlyArray<StoredEvent | null>): EventRecordV3 | E
   return out
 }
 
-/** A v2/v4/v6 record's columns as typed arrays: copies, so aligned and owned whatever buffer the read used. */
+type ColumnsRecord = EventRecordV2 | EventRecordV4 | EventRecordV6 | EventRecordV7
+
+/**
+ * A v2/v4/v6/v7 record's columns as typed arrays: the whole record's (views of the decoded
+ * record's own bytes, or aligned copies), or one event's window of them ({@link eventWindow}).
+ */
 interface Columns {
-  record: EventRecordV2 | EventRecordV4 | EventRecordV6
+  record: ColumnsRecord
+  /** Whether the arrays hold event `base` alone (a window), not the whole record. */
+  window: boolean
+  /** The event the arrays start at: 0 for a whole record. */
+  base: number
   num: Float64Array
   tok: Float64Array | Uint32Array
   err: Uint8Array
   str: Uint16Array
+  /** v7: the parts' bytes and where each ends, or a window's [start, end] (null in v2/v4/v6). */
+  px: Uint8Array | null
+  po: Uint32Array | null
+  /** v7: every part, when the whole record was unpacked at once (else null: each is unpacked when read). */
+  parts: Array<Part | null> | null
 }
 
 function copyInto<T extends Float64Array | Uint32Array | Uint16Array | Uint8Array>(target: T, bytes: Uint8Array): T {
@@ -217,14 +291,33 @@ function copyInto<T extends Float64Array | Uint32Array | Uint16Array | Uint8Arra
   return target
 }
 
-function columnsOf(r: EventRecordV2 | EventRecordV4 | EventRecordV6): Columns {
+type ColumnArray = Float64ArrayConstructor | Uint32ArrayConstructor | Uint16ArrayConstructor | Uint8ArrayConstructor
+
+/**
+ * `bytes` as a typed array of `length` elements: a view when they are aligned for it (lmdb-js
+ * hands each binary field over as a copy of its own, at offset 0), else a copy.
+ */
+function columnOf<C extends ColumnArray>(Type: C, bytes: Uint8Array, length: number): InstanceType<C> {
+  const size = Type.BYTES_PER_ELEMENT
+  if (bytes.byteOffset % size === 0 && bytes.byteLength === length * size) return new Type(bytes.buffer as ArrayBuffer, bytes.byteOffset, length) as InstanceType<C>
+  return copyInto(new Type(length), bytes) as InstanceType<C>
+}
+
+/** `all`: a v7 record's parts are unpacked at once (every event will be read), else one by one as read. */
+function columnsOf(r: ColumnsRecord, all: boolean): Columns {
   const n = r.n
+  const v7 = r.v === 7
   return {
     record: r,
-    num: copyInto(new Float64Array(n * 5), r.num),
-    tok: r.tok32 ? copyInto(new Uint32Array(n * 5), r.tok) : copyInto(new Float64Array(n * 5), r.tok),
-    err: copyInto(new Uint8Array(n), r.err),
-    str: copyInto(new Uint16Array(n * 2), r.str)
+    window: false,
+    base: 0,
+    num: columnOf(Float64Array, r.num, n * 5),
+    tok: r.tok32 ? columnOf(Uint32Array, r.tok, n * 5) : columnOf(Float64Array, r.tok, n * 5),
+    err: columnOf(Uint8Array, r.err, n),
+    str: columnOf(Uint16Array, r.str, n * 2),
+    px: v7 ? r.px : null,
+    po: v7 ? columnOf(Uint32Array, r.po, n) : null,
+    parts: v7 && all ? (partUnpackr.unpackMultiple(r.px) as Array<Part | null>) : null
   }
 }
 
@@ -234,16 +327,51 @@ function unknownFormat(key: number, r: unknown): Error {
 
 /** Events in a stored record, of any format. */
 function recordLength(key: number, r: EventRecord): number {
-  if (r.v === 2 || r.v === 4 || r.v === 6) return r.n
+  if (r.v === 2 || r.v === 4 || r.v === 6 || r.v === 7) return r.n
   if (r.v === 1 || r.v === 3 || r.v === 5) return r.ev.length
   throw unknownFormat(key, r)
 }
 
-/** A stored record ready to decode: rows as they are, columns copied out once. */
-function readable(key: number, r: EventRecord): EventRecordV1 | EventRecordV3 | EventRecordV5 | Columns {
+/**
+ * Event `i` of a columns record as a window: its own numbers copied out (a few bytes, where the
+ * whole record's columns are tens of KB), and, in v7, where its part lies. For a record read
+ * without copies ({@link EventLog}'s peek): decode the event before the database is read again.
+ */
+function eventWindow(r: ColumnsRecord, i: number): Columns {
+  let po: Uint32Array | null = null
+  if (r.v === 7) {
+    const ends = new DataView(r.po.buffer, r.po.byteOffset, r.po.byteLength)
+    po = Uint32Array.of(i === 0 ? 0 : ends.getUint32((i - 1) * 4, true), ends.getUint32(i * 4, true))
+  }
+  return {
+    record: r,
+    window: true,
+    base: i,
+    num: copyInto(new Float64Array(5), r.num.subarray(i * 40, i * 40 + 40)),
+    tok: r.tok32 ? copyInto(new Uint32Array(5), r.tok.subarray(i * 20, i * 20 + 20)) : copyInto(new Float64Array(5), r.tok.subarray(i * 40, i * 40 + 40)),
+    err: Uint8Array.of(r.err[i]),
+    str: copyInto(new Uint16Array(2), r.str.subarray(i * 4, i * 4 + 4)),
+    px: r.v === 7 ? r.px : null,
+    po,
+    parts: null
+  }
+}
+
+/** Event `i` of a stored record ready to decode alone: rows as they are, columns as {@link eventWindow}. */
+function readableAt(key: number, r: EventRecord, i: number): EventRecordV1 | EventRecordV3 | EventRecordV5 | Columns {
   if (r.v === 1 || r.v === 3 || r.v === 5) return r
-  if (r.v !== 2 && r.v !== 4 && r.v !== 6) throw unknownFormat(key, r)
-  return columnsOf(r)
+  if (r.v !== 2 && r.v !== 4 && r.v !== 6 && r.v !== 7) throw unknownFormat(key, r)
+  return eventWindow(r, i)
+}
+
+/**
+ * A stored record ready to decode: rows as they are, columns copied out once. `all`: every
+ * event of it will be read (a v7 record's parts are then unpacked in one go).
+ */
+function readable(key: number, r: EventRecord, all = false): EventRecordV1 | EventRecordV3 | EventRecordV5 | Columns {
+  if (r.v === 1 || r.v === 3 || r.v === 5) return r
+  if (r.v !== 2 && r.v !== 4 && r.v !== 6 && r.v !== 7) throw unknownFormat(key, r)
+  return columnsOf(r, all)
 }
 
 /** Event `i` of the record stored at `key`, or null where a purge left a hole. */
@@ -256,9 +384,22 @@ function decodeAt(key: number, rec: EventRecordV1 | EventRecordV3 | EventRecordV
     return withPriceRev(fromRow(seq, row, rec.v === 3 ? rec.dx[i] : null, null, i), rec.pr)
   }
   const { num, tok, err, str, record: r } = rec
-  const dx = r.v === 4 || r.v === 6 ? r.dx?.[i] : null
-  const x = r.v === 6 ? r : null
-  const o = i * 5
+  const j = i - rec.base
+  let meta: Record<string, unknown> | null = null
+  let project: string | null | undefined
+  let user: string | null | undefined
+  let session: string | null | undefined
+  let tags: readonly string[] | null | undefined
+  if (r.v === 7) {
+    const p = partAt(rec, i)
+    if (p !== null) [meta, project, user, session, tags] = p
+  } else {
+    meta = r.meta[i] ?? null
+    const dx = r.v === 4 || r.v === 6 ? r.dx?.[i] : null
+    if (dx !== null && dx !== undefined) [project, user, session, tags] = dx
+  }
+  const x = r.v === 6 || (r.v === 7 && r.cid !== undefined) ? (r as ExtrasV5) : null
+  const o = j * 5
   const ttft = num[o + 3]
   const cost = num[o + 4]
   const e: StoredEvent = {
@@ -266,8 +407,8 @@ function decodeAt(key: number, rec: EventRecordV1 | EventRecordV3 | EventRecordV
     id: `evt_${seq.toString(36)}_${r.rnd.slice(i * RND, i * RND + RND)}`,
     ts: num[o],
     recv: num[o + 1],
-    model: r.names[str[i * 2]],
-    provider: r.names[str[i * 2 + 1]],
+    model: r.names[str[j * 2]],
+    provider: r.names[str[j * 2 + 1]],
     prompt: tok[o],
     completion: tok[o + 1],
     total: tok[o + 2],
@@ -275,13 +416,13 @@ function decodeAt(key: number, rec: EventRecordV1 | EventRecordV3 | EventRecordV
     reasoning: tok[o + 4],
     latency: num[o + 2],
     ttft: Number.isNaN(ttft) ? null : ttft,
-    error: err[i] === 1,
+    error: err[j] === 1,
     cost: Number.isNaN(cost) ? null : cost,
-    meta: r.meta[i] ?? null,
-    project: dx?.[0] ?? DEFAULT_PROJECT,
-    user: dx?.[1] ?? null,
-    session: dx?.[2] ?? null,
-    tags: dx?.[3] ?? null
+    meta,
+    project: project ?? DEFAULT_PROJECT,
+    user: user ?? null,
+    session: session ?? null,
+    tags: tags ?? null
   }
   if (r.pr !== undefined && r.pr > 0) e.priceRev = r.pr
   return x === null ? e : withCacheWrite(withExtras(e, clientIdAt(x, i), x.cs === undefined ? null : COST_SOURCES[x.cs[i]]), x, i)
@@ -433,7 +574,7 @@ export class EventLog implements DurableLog {
       for (const { key, value } of this.#db.getRange({ start: seq, reverse: true, limit: 1 })) {
         reading.key = key
         reading.n = recordLength(key, value)
-        reading.rec = readable(key, value)
+        reading.rec = readable(key, value, true)
       }
       if (reading.rec === null || seq >= reading.key + reading.n) return undefined
     }
@@ -503,7 +644,7 @@ export class EventLog implements DurableLog {
     const value = this.#db.get(key)
     if (value === undefined) return []
     const n = recordLength(key, value)
-    const rec = readable(key, value)
+    const rec = readable(key, value, true)
     const out: StoredEvent[] = []
     for (let i = 0; i < n; i++) {
       const e = decodeAt(key, rec, i)
@@ -512,36 +653,60 @@ export class EventLog implements DurableLog {
     return out
   }
 
-  /** The event at `seq`, or undefined. A synchronous keyed read (memory-mapped). */
-  get(seq: number): StoredEvent | undefined {
-    for (const { key, value } of this.#db.getRange({ start: seq, reverse: true, limit: 1 })) {
-      const i = seq - key
-      if (i < recordLength(key, value)) return decodeAt(key, readable(key, value), i) ?? undefined
+  /**
+   * The record holding `seq` if any (the last at or before it), decoded without copying its
+   * binary fields: they are views of lmdb-js's read buffer, which the next read of this
+   * database overwrites. A v7 record's columns and parts are ~170 KB for 1,000 events: copying
+   * them (what `get` does) took ~75 µs, most of reading one event.
+   */
+  #peek(seq: number): { key: number; value: EventRecord } | undefined {
+    for (const key of this.#db.getKeys({ start: seq, reverse: true, limit: 1 })) {
+      const bytes = this.#db.getBinaryFast(key)
+      if (bytes === undefined) return undefined
+      // lmdb-js's own `get` decodes the same bytes with this decoder, copying binary fields.
+      const decoder = (this.#db as unknown as { decoder: { copyBuffers: boolean; decode(bytes: Uint8Array): EventRecord } }).decoder
+      decoder.copyBuffers = false
+      try {
+        return { key, value: decoder.decode(bytes) }
+      } finally {
+        decoder.copyBuffers = true
+      }
     }
     return undefined
   }
 
+  /** The event at `seq`, or undefined. A synchronous keyed read (memory-mapped), decoding that event alone. */
+  get(seq: number): StoredEvent | undefined {
+    const at = this.#peek(seq)
+    if (at === undefined) return undefined
+    const i = seq - at.key
+    if (i >= recordLength(at.key, at.value)) return undefined
+    return decodeAt(at.key, readableAt(at.key, at.value, i), i) ?? undefined
+  }
+
   /**
    * The stored events at `sorted` (ascending log positions), each record holding one of them
-   * read and unpacked once, and only the asked events of it decoded: yields [k, event] for the
-   * k-th position where an event is stored (holes and positions past the log are skipped).
+   * read once, and only the asked events of it decoded: yields [k, event] for the k-th
+   * position where an event is stored (holes and positions past the log are skipped).
    */
   *atSeqs(sorted: readonly number[]): Generator<[number, StoredEvent]> {
     let k = 0
     while (k < sorted.length) {
-      const seq = sorted[k]
-      let found = false
-      for (const { key, value } of this.#db.getRange({ start: seq, reverse: true, limit: 1 })) {
-        const n = recordLength(key, value)
-        if (seq >= key + n) break
-        found = true
-        const rec = readable(key, value)
-        for (; k < sorted.length && sorted[k] < key + n; k++) {
-          const e = decodeAt(key, rec, sorted[k] - key)
-          if (e !== null) yield [k, e]
-        }
+      const at = this.#peek(sorted[k])
+      const n = at === undefined ? 0 : recordLength(at.key, at.value)
+      if (at === undefined || sorted[k] >= at.key + n) {
+        k++ // in no record
+        continue
       }
-      if (!found) k++
+      // Every asked event of the record is decoded before the first is yielded: the record is
+      // a view of the read buffer, and the consumer may read the database in between.
+      const out: Array<[number, StoredEvent]> = []
+      for (; k < sorted.length && sorted[k] < at.key + n; k++) {
+        const i = sorted[k] - at.key
+        const e = decodeAt(at.key, readableAt(at.key, at.value, i), i)
+        if (e !== null) out.push([k, e])
+      }
+      yield* out
     }
   }
 
@@ -553,7 +718,7 @@ export class EventLog implements DurableLog {
     for (const { key, value } of this.#db.getRange({ start })) {
       const out: StoredEvent[] = []
       const n = recordLength(key, value)
-      const rec = readable(key, value)
+      const rec = readable(key, value, true)
       for (let i = Math.max(0, from - key); i < n; i++) {
         const e = decodeAt(key, rec, i)
         if (e !== null) out.push(e)
@@ -602,7 +767,7 @@ export class EventLog implements DurableLog {
       const value = this.#db.get(key)
       if (value === undefined) continue
       const n = recordLength(key, value)
-      const rec = readable(key, value)
+      const rec = readable(key, value, true)
       const kept: Array<StoredEvent | null> = new Array(n)
       let hit = 0
       for (let i = 0; i < n; i++) {
@@ -666,7 +831,7 @@ export class EventLog implements DurableLog {
         i++ // in no record
         continue
       }
-      const rec = readable(key, value)
+      const rec = readable(key, value, true)
       const kept: Array<StoredEvent | null> = new Array(n)
       for (let k = 0; k < n; k++) kept[k] = decodeAt(key, rec, k)
       const gone: StoredEvent[] = []

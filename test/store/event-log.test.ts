@@ -1,5 +1,7 @@
 import t from 'tap'
 import fc from 'fast-check'
+import { unpackMultiple } from 'msgpackr'
+import type { EventRecordV4, EventRecordV6, EventRecordV7 } from '../../src/store/db.js'
 import { openStores } from '../../src/store/db.js'
 import { COLUMNS_FROM, EventLog } from '../../src/store/event-log.js'
 import { seqOfEventId, type PendingEvent, type StoredEvent } from '../../src/events.js'
@@ -106,7 +108,7 @@ t.test('old v1 (row) records stay readable next to new v2 (columnar) ones: get, 
   const a = log.append(Array.from({ length: COLUMNS_FROM }, (_, i) => plain(3 + i)))
   const b = log.append([plain(99)])
   await Promise.all([a.committed, b.committed])
-  t.equal((stores.events.get(3) as { v: number }).v, 2, 'an append of COLUMNS_FROM events is written in format 2')
+  t.equal((stores.events.get(3) as { v: number }).v, 7, 'an append of COLUMNS_FROM events with metadata is written in format 7')
   t.equal((stores.events.get(3 + COLUMNS_FROM) as { v: number }).v, 1, 'a small one in format 1')
   const want = [...old.map((e, i) => ({ ...e, seq: i, id: `evt_${i.toString(36)}_${rnd[i]}` })), ...a.events, ...b.events]
   t.same([...log.readFrom(0)].flat(), want)
@@ -182,9 +184,10 @@ t.test('an append with more distinct names than v2 can index is written as v1 ro
   t.equal((stores.events.get(0) as { v: number }).v, 1, 'format 1')
   t.equal(log.get(65_536)!.model, 'model-65536')
   t.same(log.get(12_345), a.events[12_345])
-  const b = log.append(Array.from({ length: COLUMNS_FROM }, (_, i) => plain(i)))
+  const b = log.append(Array.from({ length: COLUMNS_FROM }, (_, i) => ({ ...plain(i), meta: null })))
   await b.committed
-  t.equal((stores.events.get(65_537) as { v: number }).v, 2, 'the next large append is format 2 again')
+  t.equal((stores.events.get(65_537) as { v: number }).v, 2, 'the next large append, without metadata, is format 2 again')
+  t.same([...log.readFrom(65_537)].flat(), b.events)
   t.equal(new EventLog(stores.events).nextSeq, 65_537 + COLUMNS_FROM)
 })
 
@@ -196,7 +199,7 @@ t.test('purge leaves holes: the other events keep their seqs and ids, the log en
   const big = log.append(Array.from({ length: COLUMNS_FROM + 6 }, (_, i) => pending(3 + i)))
   const last = log.append([pending(2)])
   await Promise.all([small.committed, big.committed, last.committed])
-  t.equal((stores.events.get(3) as { v: number }).v, 4, 'columns with projects and dimensions are format 4')
+  t.equal((stores.events.get(3) as { v: number }).v, 7, 'columns with projects and dimensions are format 7')
   t.equal((stores.events.get(0) as { v: number }).v, 3, 'rows with them format 3')
   const all = [...log.readFrom(0)].flat()
   const gone = all.filter((e) => e.project === 'p2')
@@ -218,7 +221,7 @@ t.test('purge leaves holes: the other events keep their seqs and ids, the log en
 /** An event with a client id (and, every third, an imported cost), as DESIGN §7 stores them. */
 const withId = (i: number): PendingEvent => ({ ...pending(i), clientId: `c-${i}`, ...(i % 3 === 0 ? { costSource: i % 2 ? 'computed' : 'unpriced', cost: i % 2 ? 0.5 : null } : {}) })
 
-t.test('client ids and imported costs: formats 5 (rows) and 6 (columns) round-trip them, mixed with events without', async (t) => {
+t.test('client ids and imported costs: formats 5 (rows) and 7 (columns) round-trip them, mixed with events without', async (t) => {
   const dir = t.testdir()
   let stores = openStores(dir)
   let log = new EventLog(stores.events)
@@ -228,9 +231,8 @@ t.test('client ids and imported costs: formats 5 (rows) and 6 (columns) round-tr
   const none = log.append([plain(7)])
   await Promise.all([rows.committed, cols.committed, colsDefault.committed, none.committed])
   t.equal((stores.events.get(0) as { v: number }).v, 5)
-  t.equal((stores.events.get(3) as { v: number }).v, 6)
-  t.equal((stores.events.get(3 + COLUMNS_FROM) as { v: number; dx?: unknown }).v, 6)
-  t.equal((stores.events.get(3 + COLUMNS_FROM) as { dx?: unknown }).dx, undefined, 'no dimensions column when none has them')
+  t.equal((stores.events.get(3) as { v: number }).v, 7)
+  t.equal((stores.events.get(3 + COLUMNS_FROM) as { v: number; dx?: unknown }).v, 7)
   t.equal((stores.events.get(3 + 2 * COLUMNS_FROM) as { v: number }).v, 1, 'an append without ids writes the old format')
   const want = [...rows.events, ...cols.events, ...colsDefault.events, ...none.events]
   t.same([...log.readFrom(0)].flat(), want)
@@ -313,4 +315,53 @@ t.test('atSeqs: asked positions across row and column records, holes, repeats an
   const want = asked.flatMap((s, k) => (s === 1 || s === 5 || s >= end ? [] : [[k, all[s]] as const]))
   t.same(got, want, 'each stored asked event once per ask, in order; holes and positions past the end skipped')
   t.same([...log.atSeqs([])], [])
+})
+
+/** The v4/v6 record releases before format 7 wrote for the events of `r` (metadata and dimension tuples as columns). */
+function olderColumns(r: EventRecordV7): EventRecordV4 | EventRecordV6 {
+  const parts = unpackMultiple(r.px) as Array<unknown[] | null>
+  const meta = parts.map((p) => (p === null ? null : (p[0] as Record<string, unknown> | null)))
+  const dx = parts.map((p) => (p === null || p.length === 1 ? null : ([p[1], p[2] ?? null, p[3] ?? null, p[4] ?? null] as [string, string | null, string | null, string[] | null])))
+  const { px, po, v, cid, cs, cw, ...cols } = r
+  if (cid === undefined) return { ...cols, v: 4, meta, dx }
+  return { ...cols, v: 6, meta, ...(dx.some((d) => d !== null) ? { dx } : {}), cid, ...(cs !== undefined ? { cs } : {}), ...(cw !== undefined ? { cw } : {}) }
+}
+
+t.test('format 7 reads an event from its own part; v4/v6 records of earlier releases read the same (get, atSeqs, readFrom, purge)', async (t) => {
+  const dir = t.testdir()
+  let stores = openStores(dir)
+  let log = new EventLog(stores.events)
+  const a = log.append(Array.from({ length: COLUMNS_FROM + 10 }, (_, i) => pending(i)))
+  const b = log.append(Array.from({ length: COLUMNS_FROM }, (_, i) => (i % 5 === 0 ? plain(i) : { ...withId(i), ...(i % 2 ? { cacheWrite: 7 } : {}) })))
+  await Promise.all([a.committed, b.committed])
+  const want = [...a.events, ...b.events]
+  const ra = stores.events.get(0) as EventRecordV7
+  const rb = stores.events.get(a.events.length) as EventRecordV7
+  t.equal(ra.v, 7)
+  t.equal(rb.v, 7)
+  t.equal(new Uint32Array(new Uint8Array(ra.po).buffer).at(-1), ra.px.length, 'the last part ends where the parts do')
+  const ends = new Uint32Array(new Uint8Array(ra.po).buffer)
+  t.same([ends[3] - ends[2], ra.px[ends[2]]], [1, 0xc0], 'an event without metadata or dimensions (pending(3)) is one nil byte')
+  for (const e of want) t.same(log.get(e.seq), e, `get ${e.seq}`)
+  const asked = [1, 5, 6, 70, 80, 81, 120]
+  t.same([...log.atSeqs(asked)].map(([k, e]) => [k, e]), asked.map((s, k) => [k, want[s]]), 'atSeqs reads the asked parts')
+  t.same([...log.readFrom(0)].flat(), want)
+
+  // The same events as an earlier release stored them.
+  await stores.events.put(0, olderColumns(ra))
+  await stores.events.put(a.events.length, olderColumns(rb))
+  await stores.close()
+  stores = openStores(dir)
+  t.teardown(() => stores.close())
+  log = new EventLog(stores.events)
+  t.equal((stores.events.get(0) as { v: number }).v, 4)
+  t.equal((stores.events.get(a.events.length) as { v: number }).v, 6)
+  t.equal(log.nextSeq, want.length)
+  t.same([...log.readFrom(0)].flat(), want, 'v4/v6 read back the same events')
+  for (const e of want) t.same(log.get(e.seq), e, `v4/v6 get ${e.seq}`)
+  t.same([...log.atSeqs(asked)].map(([k, e]) => [k, e]), asked.map((s, k) => [k, want[s]]))
+  const gone = want.filter((e) => e.user !== null)
+  t.ok(gone.length > 5)
+  t.equal(await log.purge((e) => e.user !== null), gone.length)
+  t.same([...log.readFrom(0)].flat(), want.filter((e) => e.user === null), 'a purge of v4/v6 records keeps the others as they were')
 })
