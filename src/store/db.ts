@@ -117,18 +117,21 @@ export interface EventRecordV6 extends Omit<EventRecordV2, 'v'>, ExtrasV5 {
 }
 
 /**
- * Format 7: format 2's columns without `meta`, plus each event's metadata, project and
- * dimensions as a msgpack value of its own, a "part": `[meta, project, user, session, tags]`,
- * or nil when the event has none of them (metadata null, project `default`, no dimensions).
+ * Format 7: format 2's columns without `meta`, plus each event's metadata, project, dimensions
+ * and client id as a msgpack value of its own, a "part": `[meta, project, user, session, tags,
+ * clientId]` without its trailing nulls, or nil when the event has none of them (metadata null,
+ * project `default`, no dimensions, no client id).
  * The parts lie back to back in `px`; `po` holds where each ends (Uint32 × n, bytes as in
  * format 2). So one event is read by unpacking its part alone, where a format 4/6 record
  * decodes every event's metadata object and dimension tuple to return one (a search page,
- * an export in time order). `cid`, `cs` and `cw` as in {@link ExtrasV5}, each absent when no
+ * an export in time order). `cs` and `cw` as in {@link ExtrasV5}, each absent when no
  * event has one. Written for appends of columns (see EventLog) with any metadata, project,
  * dimension or extra; appends with none of them write format 2.
  */
-export interface EventRecordV7 extends Omit<EventRecordV2, 'v' | 'meta'>, Omit<Partial<ExtrasV5>, 'dx'> {
+export interface EventRecordV7 extends Omit<EventRecordV2, 'v' | 'meta' | 'rnd'>, Pick<ExtrasV5, 'cs' | 'cw'> {
   v: 7
+  /** The ids' random parts as in format 2, as bytes (ASCII): read as a view, where a string is decoded whole. */
+  rnd: Uint8Array
   px: Uint8Array
   po: Uint8Array
 }

@@ -60,8 +60,8 @@ function fromRow(seq: number, r: Row, dx: DimsTuple | null | undefined, x: Extra
   return x === null ? e : withCacheWrite(withExtras(e, clientIdAt(x, i), x.cs === undefined ? null : COST_SOURCES[x.cs[i]]), x, i)
 }
 
-/** Sets event `i`'s cache write count from a v5/v6 record's `cw` when it is nonzero (absent: none, read as 0). */
-function withCacheWrite(e: StoredEvent, x: ExtrasV5, i: number): StoredEvent {
+/** Sets event `i`'s cache write count from a v5/v6/v7 record's `cw` when it is nonzero (absent: none, read as 0). */
+function withCacheWrite(e: StoredEvent, x: { cw?: number[] }, i: number): StoredEvent {
   const cw = x.cw?.[i]
   if (cw !== undefined && cw > 0) e.cacheWrite = cw
   return e
@@ -146,10 +146,10 @@ const MAX_NAMES = 65_536
 const bytesOf = (a: Float64Array | Uint32Array | Uint16Array | Uint8Array): Buffer => Buffer.from(a.buffer, a.byteOffset, a.byteLength)
 
 /**
- * A v7 record's part of one event: `[meta, project, user, session, tags]`, trailing nulls left
- * out (an event with metadata alone is `[meta]`), or nil for an event with none of them.
+ * A v7 record's part of one event: `[meta, project, user, session, tags, clientId]`, trailing
+ * nulls left out (an event with metadata alone is `[meta]`), or nil for an event with none of them.
  */
-type Part = [meta: Record<string, unknown> | null, project?: string | null, user?: string | null, session?: string | null, tags?: readonly string[] | null]
+type Part = [meta: Record<string, unknown> | null, project?: string | null, user?: string | null, session?: string | null, tags?: readonly string[] | null, clientId?: string | null]
 
 /** Parts are plain msgpack (maps with their keys, no shared structures): each decodes alone. */
 const partPackr = new Packr({ useRecords: false, variableMapSize: true })
@@ -163,6 +163,8 @@ const isPlain = (e: StoredEvent): boolean => e.project === DEFAULT_PROJECT && e.
 
 /** The part of `e` (see {@link Part}) packed, or {@link NIL_PART}. */
 function packPart(e: StoredEvent): Uint8Array {
+  const cid = e.clientId
+  if (cid !== null && cid !== undefined) return partPackr.pack([e.meta, e.project, e.user, e.session, e.tags, cid])
   if (isPlain(e)) return e.meta === null ? NIL_PART : partPackr.pack([e.meta])
   if (e.tags !== null) return partPackr.pack([e.meta, e.project, e.user, e.session, e.tags])
   if (e.session !== null) return partPackr.pack([e.meta, e.project, e.user, e.session])
@@ -234,7 +236,12 @@ function encodeRecord(events: readonly StoredEvent[], rnd: string): EventRecordV
   const cols = { n, num: bytesOf(num), tok, tok32, err: bytesOf(err), str: bytesOf(str), names, rnd }
   const x = extrasOf(events)
   if (x === undefined && !anyMeta && events.every(isPlain)) return { v: 2, ...cols, meta: new Array<null>(n).fill(null) }
-  return x === undefined ? { v: 7, ...cols, ...partsOf(events) } : { v: 7, ...cols, ...partsOf(events), ...x }
+  // v7 keeps the random parts as bytes (ASCII): a view when read, where a string is decoded whole.
+  const out: EventRecordV7 = { v: 7, ...cols, rnd: Buffer.from(rnd, 'latin1'), ...partsOf(events) }
+  // Client ids are in the parts; where imported costs came from, and cache writes, are columns.
+  if (x?.cs !== undefined) out.cs = x.cs
+  if (x?.cw !== undefined) out.cw = x.cw
+  return out
 }
 
 const toRow = (e: StoredEvent): Row => [e.id, e.ts, e.recv, e.model, e.provider, e.prompt, e.completion, e.total, e.cached, e.reasoning, e.latency, e.ttft, e.error ? 1 : 0, e.cost, e.meta]
@@ -374,6 +381,14 @@ function readable(key: number, r: EventRecord, all = false): EventRecordV1 | Eve
   return columnsOf(r, all)
 }
 
+/** Event `i`'s id's random part: a slice of v2/v4/v6's string, or v7's 12 bytes (ASCII). */
+function randomPartAt(r: ColumnsRecord, i: number): string {
+  if (typeof r.rnd === 'string') return r.rnd.slice(i * RND, i * RND + RND)
+  const b = r.rnd
+  const o = i * RND
+  return String.fromCharCode(b[o], b[o + 1], b[o + 2], b[o + 3], b[o + 4], b[o + 5], b[o + 6], b[o + 7], b[o + 8], b[o + 9], b[o + 10], b[o + 11])
+}
+
 /** Event `i` of the record stored at `key`, or null where a purge left a hole. */
 function decodeAt(key: number, rec: EventRecordV1 | EventRecordV3 | EventRecordV5 | Columns, i: number): StoredEvent | null {
   const seq = key + i
@@ -390,21 +405,22 @@ function decodeAt(key: number, rec: EventRecordV1 | EventRecordV3 | EventRecordV
   let user: string | null | undefined
   let session: string | null | undefined
   let tags: readonly string[] | null | undefined
+  let clientId: string | null | undefined
   if (r.v === 7) {
     const p = partAt(rec, i)
-    if (p !== null) [meta, project, user, session, tags] = p
+    if (p !== null) [meta, project, user, session, tags, clientId] = p
   } else {
     meta = r.meta[i] ?? null
     const dx = r.v === 4 || r.v === 6 ? r.dx?.[i] : null
     if (dx !== null && dx !== undefined) [project, user, session, tags] = dx
+    if (r.v === 6) clientId = clientIdAt(r, i)
   }
-  const x = r.v === 6 || (r.v === 7 && r.cid !== undefined) ? (r as ExtrasV5) : null
   const o = j * 5
   const ttft = num[o + 3]
   const cost = num[o + 4]
   const e: StoredEvent = {
     seq,
-    id: `evt_${seq.toString(36)}_${r.rnd.slice(i * RND, i * RND + RND)}`,
+    id: `evt_${seq.toString(36)}_${randomPartAt(r, i)}`,
     ts: num[o],
     recv: num[o + 1],
     model: r.names[str[j * 2]],
@@ -425,7 +441,8 @@ function decodeAt(key: number, rec: EventRecordV1 | EventRecordV3 | EventRecordV
     tags: tags ?? null
   }
   if (r.pr !== undefined && r.pr > 0) e.priceRev = r.pr
-  return x === null ? e : withCacheWrite(withExtras(e, clientIdAt(x, i), x.cs === undefined ? null : COST_SOURCES[x.cs[i]]), x, i)
+  if (r.v !== 6 && r.v !== 7) return e
+  return withCacheWrite(withExtras(e, clientId, r.cs === undefined ? null : COST_SOURCES[r.cs[i]]), r, i)
 }
 
 /** The events of a record that `kept` no longer holds (a purge's victims). */

@@ -321,10 +321,13 @@ t.test('atSeqs: asked positions across row and column records, holes, repeats an
 function olderColumns(r: EventRecordV7): EventRecordV4 | EventRecordV6 {
   const parts = unpackMultiple(r.px) as Array<unknown[] | null>
   const meta = parts.map((p) => (p === null ? null : (p[0] as Record<string, unknown> | null)))
-  const dx = parts.map((p) => (p === null || p.length === 1 ? null : ([p[1], p[2] ?? null, p[3] ?? null, p[4] ?? null] as [string, string | null, string | null, string[] | null])))
-  const { px, po, v, cid, cs, cw, ...cols } = r
-  if (cid === undefined) return { ...cols, v: 4, meta, dx }
-  return { ...cols, v: 6, meta, ...(dx.some((d) => d !== null) ? { dx } : {}), cid, ...(cs !== undefined ? { cs } : {}), ...(cw !== undefined ? { cw } : {}) }
+  const dx = parts.map((p) => (p === null || p.length === 1 || (p[1] === 'default' && (p[2] ?? null) === null && (p[3] ?? null) === null && (p[4] ?? null) === null) ? null : ([p[1], p[2] ?? null, p[3] ?? null, p[4] ?? null] as [string, string | null, string | null, string[] | null])))
+  const ids = parts.map((p) => (p?.[5] as string | null | undefined) ?? '')
+  const cid = ids.some((id) => id !== '') ? ids.join('\n') : undefined
+  const { px, po, v, cs, cw, rnd: bytes, ...rest } = r
+  const cols = { ...rest, rnd: Buffer.from(bytes).toString('latin1') }
+  if (cid === undefined && cs === undefined && cw === undefined) return { ...cols, v: 4, meta, dx }
+  return { ...cols, v: 6, meta, ...(dx.some((d) => d !== null) ? { dx } : {}), cid: cid ?? ids.join('\n'), ...(cs !== undefined ? { cs } : {}), ...(cw !== undefined ? { cw } : {}) }
 }
 
 t.test('format 7 reads an event from its own part; v4/v6 records of earlier releases read the same (get, atSeqs, readFrom, purge)', async (t) => {
