@@ -31,11 +31,12 @@
  * A record of a format this release does not know is an error, never misread.
  */
 import type { Database } from 'lmdb'
-import { Packr, Unpackr } from 'msgpackr'
+import { Unpackr } from 'msgpackr'
 import type { EventRecord, EventRecordV1, EventRecordV2, EventRecordV3, EventRecordV4, EventRecordV5, EventRecordV6, EventRecordV7, ExtrasV5 } from './db.js'
 import { DEFAULT_PROJECT, makeEventId, markDuplicate, seqOfEventId, withExtras, type PendingEvent, type StoredEvent } from '../events.js'
 import { dedupeKey, type DedupeIndex } from './dedupe.js'
 import { intern } from '../intern.js'
+import { MsgpackWriter } from './msgpack-writer.js'
 import type { Appended, DurableLog, LogPosition, LogReadOptions } from './durable-log.js'
 
 type Row = [
@@ -152,39 +153,44 @@ const bytesOf = (a: Float64Array | Uint32Array | Uint16Array | Uint8Array): Buff
 type Part = [meta: Record<string, unknown> | null, project?: string | null, user?: string | null, session?: string | null, tags?: readonly string[] | null, clientId?: string | null]
 
 /** Parts are plain msgpack (maps with their keys, no shared structures): each decodes alone. */
-const partPackr = new Packr({ useRecords: false, variableMapSize: true })
+const partWriter = new MsgpackWriter()
 const partUnpackr = new Unpackr({ useRecords: false, mapsAsObjects: true })
 /** msgpack's nil: the whole part of an event without metadata, project or dimensions. */
 const NIL = 0xc0
-const NIL_PART = Buffer.from([NIL])
 
 /** Whether `e` has the defaults a v1/v2 record implies: project `default`, no dimensions. */
 const isPlain = (e: StoredEvent): boolean => e.project === DEFAULT_PROJECT && e.user === null && e.session === null && e.tags === null
 
-/** The part of `e` (see {@link Part}) packed, or {@link NIL_PART}. */
-function packPart(e: StoredEvent): Uint8Array {
-  const cid = e.clientId
-  if (cid !== null && cid !== undefined) return partPackr.pack([e.meta, e.project, e.user, e.session, e.tags, cid])
-  if (isPlain(e)) return e.meta === null ? NIL_PART : partPackr.pack([e.meta])
-  if (e.tags !== null) return partPackr.pack([e.meta, e.project, e.user, e.session, e.tags])
-  if (e.session !== null) return partPackr.pack([e.meta, e.project, e.user, e.session])
-  if (e.user !== null) return partPackr.pack([e.meta, e.project, e.user])
-  return partPackr.pack([e.meta, e.project])
+/** Writes the part of `e` (see {@link Part}): its fields up to the last one set, or nil. */
+function writePart(w: MsgpackWriter, e: StoredEvent): void {
+  const cid = e.clientId ?? null
+  const len = cid !== null ? 6 : e.tags !== null ? 5 : e.session !== null ? 4 : e.user !== null ? 3 : e.project !== DEFAULT_PROJECT ? 2 : e.meta !== null ? 1 : 0
+  if (len === 0) return w.nil()
+  w.arrayHeader(len)
+  w.value(e.meta)
+  if (len === 1) return
+  w.string(e.project)
+  if (len === 2) return
+  w.value(e.user)
+  if (len === 3) return
+  w.value(e.session)
+  if (len === 4) return
+  w.value(e.tags)
+  if (len === 5) return
+  w.string(cid!)
 }
 
 /** The parts of `events` back to back, and where each ends (v7's `px` and `po`). */
 function partsOf(events: readonly StoredEvent[]): { px: Buffer; po: Buffer } {
   const n = events.length
   const ends = new Uint32Array(n)
-  const packed: Uint8Array[] = new Array(n)
-  let end = 0
+  const w = partWriter
+  w.reset()
   for (let i = 0; i < n; i++) {
-    // pack's result is a view of the packer's buffer, which later packs never write over.
-    packed[i] = packPart(events[i])
-    end += packed[i].length
-    ends[i] = end
+    writePart(w, events[i])
+    ends[i] = w.length
   }
-  return { px: Buffer.concat(packed, end), po: bytesOf(ends) }
+  return { px: w.take(), po: bytesOf(ends) }
 }
 
 /** Event `i`'s part of a v7 record: unpacked on its own, or taken from the record's parts when all were unpacked at once. */
