@@ -3,7 +3,7 @@
  * recovery (snapshot + log tail) and an orderly close. HTTP sits on top of it (app.ts).
  */
 import { openStores, type Stores } from './store/db.js'
-import { EventLog } from './store/event-log.js'
+import { EventLog, sortedPositions } from './store/event-log.js'
 import { SnapshotStore, type SnapshotPayload } from './store/snapshots.js'
 import { RuleStore } from './store/rules.js'
 import { ProjectStore } from './store/projects.js'
@@ -640,8 +640,7 @@ export class Engine {
    */
   async eventsBySeq(seqs: readonly number[], opts: { forgotten?: boolean } = {}): Promise<Array<PricedEvent | undefined>> {
     const out: Array<PricedEvent | undefined> = new Array(seqs.length)
-    const order = Array.from(seqs.keys()).sort((a, b) => seqs[a] - seqs[b])
-    const sorted = order.map((i) => seqs[i])
+    const { order, sorted } = sortedPositions(seqs)
     // Each record holding an asked seq is read once, and only the asked events of it decoded.
     let last = -1
     let lastEvent: PricedEvent | undefined

@@ -10,6 +10,7 @@ import { makeApp, adminHeaders, event, type TestApp } from './helpers/app.js'
 import { ManualClock } from '../src/clock.js'
 import { DedupeIndex, type DedupeEntry, type DedupeJournalRecord } from '../src/store/dedupe.js'
 import type { StoredEvent } from '../src/events.js'
+import { RECORD_MAX } from '../src/store/event-log.js'
 
 const HOUR = 3600_000
 const T0 = Date.parse('2026-03-01T00:00:00Z')
@@ -258,18 +259,21 @@ t.test('the sweep timer runs on its own and close() stops it', async (t) => {
   await root.close()
 })
 
-t.test('a sweep through the real log: the keys come from the append\'s record; after a restart too', async (t) => {
+t.test('a sweep through the real log: the keys come from the append\'s records; after a restart too', async (t) => {
   const clock = new ManualClock(T0)
   const dir = t.testdir()
   const a = await makeApp(t, { dir, clock, env: { LLMSCOPE_DEDUPE_WINDOW_HOURS: '1' } })
-  await post(a, '/events/batch', Array.from({ length: 70 }, (_, i) => event({ id: `s-${i}` })))
+  // More than two records' worth (RECORD_MAX events each): every record's keys are swept.
+  const N = 2 * RECORD_MAX + 70
+  await post(a, '/events/batch', Array.from({ length: N }, (_, i) => event({ id: `s-${i}` })))
   clock.advance(HOUR / 2)
   await post(a, '/events/batch', [event({ id: 'late' }), event()])
   await a.close()
   clock.advance(HOUR / 2)
   const b = await makeApp(t, { dir, clock, env: { LLMSCOPE_DEDUPE_WINDOW_HOURS: '1' } })
-  t.equal(await b.engine.log.dedupe!.sweep(), 70, 'the first append\'s 70 keys (a v6 record), not the later one')
-  t.equal((await post(b, '/events/ingest', event({ id: 'late' }))).body.event_id, b.engine.log.get(70)!.id, 'the later key still taken')
+  t.equal(await b.engine.log.dedupe!.sweep(), N, 'the first append\'s keys (three records), not the later one')
+  t.equal((await post(b, '/events/ingest', event({ id: 'late' }))).body.event_id, b.engine.log.get(N)!.id, 'the later key still taken')
+  t.equal((await post(b, '/events/batch', [event({ id: `s-${N - 1}` })])).body.accepted, 1, 'an expired one of the last record is new')
   t.equal((await post(b, '/events/batch', [event({ id: 's-3' })])).body.accepted, 1, 'an expired one is new')
 })
 

@@ -141,8 +141,14 @@ const RND = 12
  * per append, stay on rows.
  */
 export const COLUMNS_FROM = 64
-/** Distinct model/provider names a v2 record can index (Uint16). */
-const MAX_NAMES = 65_536
+/**
+ * Most events in one record: a larger append is stored as several records (keyed by each
+ * one's first seq, put in the same turn, so in one transaction). Reading one event copies its
+ * whole record out of LMDB (lmdb-js copies a value into its read buffer): ~180 KB for 1,000
+ * events with dimensions, 40–70 µs once the log is larger than the CPU's caches — most of a
+ * search page's or a time-ordered export's cost per event. 256 events copy ~47 KB.
+ */
+export const RECORD_MAX = 256
 
 const bytesOf = (a: Float64Array | Uint32Array | Uint16Array | Uint8Array): Buffer => Buffer.from(a.buffer, a.byteOffset, a.byteLength)
 
@@ -204,10 +210,11 @@ function partAt(rec: Columns, i: number): Part | null {
 }
 
 /**
- * The columns record of `events` (consecutive seqs; `rnd` holds their ids' random parts): v2
- * when no event has metadata, a project, dimensions or an extra, else v7. Null if it cannot hold them.
+ * The columns record of `events` (consecutive seqs, at most {@link RECORD_MAX}, so their
+ * distinct model/provider names fit v2's Uint16 indexes; `rnd` holds their ids' random parts):
+ * v2 when no event has metadata, a project, dimensions or an extra, else v7.
  */
-function encodeRecord(events: readonly StoredEvent[], rnd: string): EventRecordV2 | EventRecordV7 | null {
+function encodeRecord(events: readonly StoredEvent[], rnd: string): EventRecordV2 | EventRecordV7 {
   const n = events.length
   const num = new Float64Array(n * 5)
   const tokF = new Float64Array(n * 5)
@@ -237,7 +244,6 @@ function encodeRecord(events: readonly StoredEvent[], rnd: string): EventRecordV
     str[i * 2 + 1] = intern(index, names, e.provider)
     if (e.meta !== null) anyMeta = true
   }
-  if (names.length > MAX_NAMES) return null
   const tok = tok32 ? bytesOf(Uint32Array.from(tokF)) : bytesOf(tokF)
   const cols = { n, num: bytesOf(num), tok, tok32, err: bytesOf(err), str: bytesOf(str), names, rnd }
   const x = extrasOf(events)
@@ -346,24 +352,59 @@ function recordLength(key: number, r: EventRecord): number {
 }
 
 /**
+ * One event's columns, copied out by {@link eventWindow}: shared, so a window is good until the
+ * next one is made (decode its event first). 48 bytes hold ts…cost (40) or the Float64 token
+ * counts (40); the Uint32 counts (20), the names (4), the part's ends (8) fit too.
+ */
+const WINDOW = {
+  num: new Float64Array(5),
+  tokF: new Float64Array(5),
+  tok32: new Uint32Array(5),
+  str: new Uint16Array(2),
+  err: new Uint8Array(1),
+  po: new Uint32Array(2)
+}
+const windowBytes = {
+  num: new Uint8Array(WINDOW.num.buffer),
+  tokF: new Uint8Array(WINDOW.tokF.buffer),
+  tok32: new Uint8Array(WINDOW.tok32.buffer),
+  str: new Uint8Array(WINDOW.str.buffer),
+  po: new Uint8Array(WINDOW.po.buffer)
+}
+
+/** Copies `n` bytes of `from` at `at` into `to` (a few bytes: a loop, no views made). */
+function copyBytes(to: Uint8Array, from: Uint8Array, at: number, n: number): void {
+  for (let b = 0; b < n; b++) to[b] = from[at + b]
+}
+
+/**
  * Event `i` of a columns record as a window: its own numbers copied out (a few bytes, where the
- * whole record's columns are tens of KB), and, in v7, where its part lies. For a record read
- * without copies ({@link EventLog}'s peek): decode the event before the database is read again.
+ * whole record's columns are tens of KB, into the shared {@link WINDOW}), and, in v7, where its
+ * part lies. For a record read without copies ({@link EventLog}'s peek): decode the event
+ * before the database is read again, and before the next window is made.
  */
 function eventWindow(r: ColumnsRecord, i: number): Columns {
   let po: Uint32Array | null = null
   if (r.v === 7) {
-    const ends = new DataView(r.po.buffer, r.po.byteOffset, r.po.byteLength)
-    po = Uint32Array.of(i === 0 ? 0 : ends.getUint32((i - 1) * 4, true), ends.getUint32(i * 4, true))
+    if (i === 0) {
+      windowBytes.po.fill(0, 0, 4)
+      copyBytes(windowBytes.po.subarray(4), r.po, 0, 4)
+    } else copyBytes(windowBytes.po, r.po, (i - 1) * 4, 8)
+    po = WINDOW.po
   }
+  copyBytes(windowBytes.num, r.num, i * 40, 40)
+  if (r.tok32) copyBytes(windowBytes.tok32, r.tok, i * 20, 20)
+  else copyBytes(windowBytes.tokF, r.tok, i * 40, 40)
+  copyBytes(windowBytes.str, r.str, i * 4, 4)
+  WINDOW.err[0] = r.err[i]
   return {
     record: r,
     window: true,
     base: i,
-    num: copyInto(new Float64Array(5), r.num.subarray(i * 40, i * 40 + 40)),
-    tok: r.tok32 ? copyInto(new Uint32Array(5), r.tok.subarray(i * 20, i * 20 + 20)) : copyInto(new Float64Array(5), r.tok.subarray(i * 40, i * 40 + 40)),
-    err: Uint8Array.of(r.err[i]),
-    str: copyInto(new Uint16Array(2), r.str.subarray(i * 4, i * 4 + 4)),
+    num: WINDOW.num,
+    tok: r.tok32 ? WINDOW.tok32 : WINDOW.tokF,
+    err: WINDOW.err,
+    str: WINDOW.str,
     px: r.v === 7 ? r.px : null,
     po,
     parts: null
@@ -496,6 +537,14 @@ export class EventLog implements DurableLog {
   #nextSeq: number
   #appends = 0
   #appendedEvents = 0
+  /**
+   * Every record's key (its first seq), ascending: read from the database on the first read by
+   * seq, then kept by appends (records are only ever added, and a purge rewrites them in
+   * place). A binary search here finds a seq's record in well under a µs, where an LMDB
+   * reverse range took ~9 µs of a search page's ~20 µs per event. A key whose put failed
+   * stays: its record reads as absent, as its seqs do.
+   */
+  #keys: number[] | null = null
   #duplicates = 0
 
   constructor(db: Database<EventRecord, number>, space?: SpaceLimit, dedupe?: DedupeIndex) {
@@ -605,7 +654,7 @@ export class EventLog implements DurableLog {
     return e !== null && e.id === id && e.project === project ? { seq, id, committed: null } : undefined
   }
 
-  /** Stores new events: positions, ids, one put (and their dedupe entries, in the same turn). */
+  /** Stores new events: positions, ids, one put per {@link RECORD_MAX} events (and their dedupe entries, in the same turn). */
   #store(pending: readonly PendingEvent[]): Appended {
     if (this.#space !== undefined) {
       // Reading LMDB's used size is not free: at most every 5 ms (the quota is soft by that much).
@@ -639,9 +688,19 @@ export class EventLog implements DurableLog {
     }
     this.#appends++
     this.#appendedEvents += pending.length
-    const record = (columns ? encodeRecord(events, rnd) : null) ?? encodeRowsRecord(events)
-    if (pr > 0) record.pr = pr
-    const committed = this.#db.put(first, record).then(
+    // Puts of one turn share a transaction: every record of the append commits, or none.
+    const chunks: StoredEvent[][] = []
+    const puts: Array<Promise<boolean>> = []
+    for (let from = 0; from < events.length; from += RECORD_MAX) {
+      const chunk = events.length <= RECORD_MAX ? events : events.slice(from, from + RECORD_MAX)
+      const record = chunk.length >= COLUMNS_FROM ? encodeRecord(chunk, rnd.slice(from * RND, (from + chunk.length) * RND)) : encodeRowsRecord(chunk)
+      if (pr > 0) record.pr = pr
+      puts.push(this.#db.put(chunk[0].seq, record))
+      this.#keys?.push(chunk[0].seq)
+      chunks.push(chunk)
+    }
+    const put = puts.length === 1 ? puts[0] : Promise.all(puts).then((oks) => oks.every(Boolean))
+    const committed = put.then(
       (ok) => {
         if (!ok) throw new Error('event log put was not applied')
       },
@@ -657,8 +716,9 @@ export class EventLog implements DurableLog {
         throw err
       }
     )
-    // Same turn as the put above: one transaction (see DedupeIndex).
-    this.dedupe?.record(events, committed)
+    // Same turn as the puts above: one transaction (see DedupeIndex). One journal entry per
+    // record: a sweep reads an expired one's keys from the record at its first seq.
+    if (this.dedupe !== null) for (const chunk of chunks) this.dedupe.record(chunk, committed)
     return { events, committed }
   }
 
@@ -683,19 +743,33 @@ export class EventLog implements DurableLog {
    * them (what `get` does) took ~75 µs, most of reading one event.
    */
   #peek(seq: number): { key: number; value: EventRecord } | undefined {
-    for (const key of this.#db.getKeys({ start: seq, reverse: true, limit: 1 })) {
-      const bytes = this.#db.getBinaryFast(key)
-      if (bytes === undefined) return undefined
-      // lmdb-js's own `get` decodes the same bytes with this decoder, copying binary fields.
-      const decoder = (this.#db as unknown as { decoder: { copyBuffers: boolean; decode(bytes: Uint8Array): EventRecord } }).decoder
-      decoder.copyBuffers = false
-      try {
-        return { key, value: decoder.decode(bytes) }
-      } finally {
-        decoder.copyBuffers = true
-      }
+    const key = this.#recordKey(seq)
+    if (key === undefined) return undefined
+    // Undefined when the record's put failed (its seqs hold nothing).
+    const bytes = this.#db.getBinaryFast(key)
+    if (bytes === undefined) return undefined
+    // lmdb-js's own `get` decodes the same bytes with this decoder, copying binary fields.
+    const decoder = (this.#db as unknown as { decoder: { copyBuffers: boolean; decode(bytes: Uint8Array): EventRecord } }).decoder
+    decoder.copyBuffers = false
+    try {
+      return { key, value: decoder.decode(bytes) }
+    } finally {
+      decoder.copyBuffers = true
     }
-    return undefined
+  }
+
+  /** The key of the last record at or before `seq` (see {@link #keys}), or undefined. */
+  #recordKey(seq: number): number | undefined {
+    const keys = (this.#keys ??= Array.from(this.#db.getKeys({}), Number))
+    let lo = 0
+    let hi = keys.length - 1
+    if (hi < 0 || keys[0] > seq) return undefined
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1
+      if (keys[mid] <= seq) lo = mid
+      else hi = mid - 1
+    }
+    return keys[lo]
   }
 
   /** The event at `seq`, or undefined. A synchronous keyed read (memory-mapped), decoding that event alone. */
@@ -899,4 +973,41 @@ export class EventLog implements DurableLog {
     await Promise.all(pending)
     return removed
   }
+}
+
+/**
+ * `seqs` ascending, as {@link EventLog.atSeqs} takes them (`sorted`), and where each stood in
+ * `seqs` (`order[k]` is the index of `sorted[k]`). A seq and its index are packed into one
+ * number (seq · 2^b + index, exact below 2^53) so that a typed array's native sort orders them:
+ * a sort of indexes with a comparator took ~0.8 µs an event of an export.
+ */
+export function sortedPositions(seqs: readonly number[]): { order: number[]; sorted: number[] } {
+  const n = seqs.length
+  const scale = 2 ** Math.max(1, Math.ceil(Math.log2(n + 1)))
+  let max = 0
+  let integers = true
+  for (let i = 0; i < n; i++) {
+    const s = seqs[i]
+    if (s > max) max = s
+    if (!Number.isInteger(s) || s < 0) integers = false
+  }
+  const order: number[] = new Array(n)
+  const sorted: number[] = new Array(n)
+  if (!integers || (max + 1) * scale > Number.MAX_SAFE_INTEGER) {
+    const idx = Array.from(seqs.keys()).sort((a, b) => seqs[a] - seqs[b])
+    for (let k = 0; k < n; k++) {
+      order[k] = idx[k]
+      sorted[k] = seqs[idx[k]]
+    }
+    return { order, sorted }
+  }
+  const packed = new Float64Array(n)
+  for (let i = 0; i < n; i++) packed[i] = seqs[i] * scale + i
+  packed.sort()
+  for (let k = 0; k < n; k++) {
+    const i = packed[k] % scale
+    order[k] = i
+    sorted[k] = (packed[k] - i) / scale
+  }
+  return { order, sorted }
 }

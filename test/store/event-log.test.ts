@@ -3,7 +3,7 @@ import fc from 'fast-check'
 import { unpackMultiple } from 'msgpackr'
 import type { EventRecordV4, EventRecordV6, EventRecordV7 } from '../../src/store/db.js'
 import { openStores } from '../../src/store/db.js'
-import { COLUMNS_FROM, EventLog } from '../../src/store/event-log.js'
+import { COLUMNS_FROM, EventLog, RECORD_MAX, sortedPositions } from '../../src/store/event-log.js'
 import { seqOfEventId, type PendingEvent, type StoredEvent } from '../../src/events.js'
 
 const pending = (i: number): PendingEvent => ({ ts: 1000 + i, recv: 5, model: `m${i % 3}`, provider: 'p', prompt: i, completion: 2 * i, total: 3 * i, cached: 0, reasoning: 1, latency: 1.5, ttft: i % 2 ? 0.5 : null, error: i % 5 === 0, cost: i % 4 === 0 ? 0.25 : null, meta: i % 3 ? { i } : null, project: i % 2 ? 'default' : 'p2', user: i % 3 === 1 ? `u${i}` : null, session: null, tags: i % 4 === 1 ? ['a', 'b'] : null })
@@ -174,19 +174,26 @@ t.test('a record of an unknown format is refused with its position, never misrea
   t.throws(() => new EventLog(stores.events), /record at seq 0 has format v9, which this release cannot read/)
 })
 
-t.test('an append with more distinct names than v2 can index is written as v1 rows and read back whole', async (t) => {
+t.test('an append of more than RECORD_MAX events is stored as records of at most RECORD_MAX, in one commit; more distinct names than a v2 index holds', async (t) => {
   const stores = openStores(t.testdir())
   t.teardown(() => stores.close())
   const log = new EventLog(stores.events)
   const many = Array.from({ length: 65_537 }, (_, i) => ({ ...plain(i), model: `model-${i}` }))
   const a = log.append(many)
   await a.committed
-  t.equal((stores.events.get(0) as { v: number }).v, 1, 'format 1')
+  const keys = [...stores.events.getKeys({})]
+  t.equal(keys.length, Math.ceil(65_537 / RECORD_MAX), 'one record per RECORD_MAX events')
+  t.same(keys, keys.map((_, i) => i * RECORD_MAX), 'each keyed by its first seq')
+  t.same([...log.readFrom(0)].map((b) => b.length), keys.map((k) => Math.min(RECORD_MAX, 65_537 - k)))
+  t.equal((stores.events.get(0) as { v: number }).v, 7, 'full records in columns')
+  t.equal((stores.events.get(keys.at(-1)!) as { v: number }).v, 1, 'the last, of one event, in rows')
   t.equal(log.get(65_536)!.model, 'model-65536')
   t.same(log.get(12_345), a.events[12_345])
+  t.same([...log.readFrom(0)].flat(), a.events)
+  t.same([...log.readFrom(1000)].flat(), a.events.slice(1000), 'from inside a record')
   const b = log.append(Array.from({ length: COLUMNS_FROM }, (_, i) => ({ ...plain(i), meta: null })))
   await b.committed
-  t.equal((stores.events.get(65_537) as { v: number }).v, 2, 'the next large append, without metadata, is format 2 again')
+  t.equal((stores.events.get(65_537) as { v: number }).v, 2, 'the next large append, without metadata, is format 2')
   t.same([...log.readFrom(65_537)].flat(), b.events)
   t.equal(new EventLog(stores.events).nextSeq, 65_537 + COLUMNS_FROM)
 })
@@ -367,4 +374,40 @@ t.test('format 7 reads an event from its own part; v4/v6 records of earlier rele
   t.ok(gone.length > 5)
   t.equal(await log.purge((e) => e.user !== null), gone.length)
   t.same([...log.readFrom(0)].flat(), want.filter((e) => e.user === null), 'a purge of v4/v6 records keeps the others as they were')
+})
+
+t.test('reads by seq find records appended after the first read (the record index is kept by appends), and after a reopen', async (t) => {
+  const dir = t.testdir()
+  let stores = openStores(dir)
+  let log = new EventLog(stores.events)
+  t.equal(log.get(0), undefined, 'an empty log')
+  const a = log.append([pending(0), pending(1)])
+  await a.committed
+  t.same(log.get(1), a.events[1], 'the first read builds the index')
+  const b = log.append(Array.from({ length: 2 * RECORD_MAX + 3 }, (_, i) => pending(2 + i)))
+  const c = log.append([pending(9)])
+  await Promise.all([b.committed, c.committed])
+  const all = [...a.events, ...b.events, ...c.events]
+  for (const e of all) t.same(log.get(e.seq), e, `get ${e.seq}`)
+  t.same([...log.atSeqs(all.map((e) => e.seq))].map(([, e]) => e), all)
+  t.equal(log.get(all.length), undefined, 'past the end')
+  await stores.close()
+  stores = openStores(dir)
+  t.teardown(() => stores.close())
+  log = new EventLog(stores.events)
+  t.same([...log.atSeqs(all.map((e) => e.seq))].map(([, e]) => e), all, 'after a reopen')
+  const d = log.append([pending(10)])
+  await d.committed
+  t.same(log.get(all.length), d.events[0])
+})
+
+t.test('sortedPositions: seqs ascending with where each stood (property), repeats and huge seqs included', async (t) => {
+  fc.assert(
+    fc.property(fc.array(fc.oneof(fc.nat({ max: 2000 }), fc.nat(), fc.constant(Number.MAX_SAFE_INTEGER - 1)), { maxLength: 300 }), (seqs) => {
+      const { order, sorted } = sortedPositions(seqs)
+      const want = [...seqs].sort((a, b) => a - b)
+      return JSON.stringify(sorted) === JSON.stringify(want) && order.every((i, k) => seqs[i] === sorted[k]) && new Set(order).size === seqs.length
+    }),
+    { numRuns: 300 }
+  )
 })
