@@ -517,6 +517,21 @@ export interface SpaceLimit {
 }
 
 const resolved = Promise.resolve()
+
+/**
+ * Rewrites a purge may leave in flight between its turns: past this many it waits for their
+ * commit. Waiting at every turn made each turn's few rewrites a commit of their own, and the
+ * purge waited on ~800 commits (6.4 s of a 10 s purge of 195,000 events in 4,800 records);
+ * left in flight, the rewrites of later turns share the commits lmdb-js runs meanwhile.
+ */
+const PURGE_IN_FLIGHT = 256
+
+/** `pending` once at most {@link PURGE_IN_FLIGHT} are left unsettled (all settled past it: an empty list). */
+async function settleSome(pending: Array<Promise<boolean>>): Promise<Array<Promise<boolean>>> {
+  if (pending.length < PURGE_IN_FLIGHT) return pending
+  await Promise.all(pending)
+  return []
+}
 const noop = (): void => {}
 
 export class EventLog implements DurableLog {
@@ -883,8 +898,7 @@ export class EventLog implements DurableLog {
         if (this.dedupe !== null) this.dedupe.forgetNow(droppedOf(key, rec, n, kept))
       }
       if (++seen % perTurn === 0) {
-        await Promise.all(pending)
-        pending = []
+        pending = await settleSome(pending)
         await new Promise((r) => setImmediate(r))
       }
     }
@@ -946,10 +960,9 @@ export class EventLog implements DurableLog {
         // In this turn, so in the rewrite's transaction: a re-sent copy of a deleted event is new.
         if (this.dedupe !== null) this.dedupe.forgetNow(gone)
       }
-      // A record may hold 10,000 events: yield by time too, not only by records.
+      // A record of an earlier release may hold 10,000 events: yield by time too, not only by records.
       if (++records % perTurn === 0 || performance.now() - turn > TURN_MS) {
-        await Promise.all(pending)
-        pending = []
+        pending = await settleSome(pending)
         await new Promise((r) => setImmediate(r))
         turn = performance.now()
       }
