@@ -134,6 +134,11 @@ export interface EventRecordV7 extends Omit<EventRecordV2, 'v' | 'meta' | 'rnd'>
   rnd: Uint8Array
   px: Uint8Array
   po: Uint8Array
+  /**
+   * Uint8 per event, 1 where a purge removed the event (a hole: its columns zero, its part
+   * nil); absent when none was removed. Written by purges only, for records of 64–256 events.
+   */
+  gone?: Uint8Array
 }
 
 /** Format 4: format 2 plus `dx` as in format 3. */

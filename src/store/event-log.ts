@@ -186,14 +186,16 @@ function writePart(w: MsgpackWriter, e: StoredEvent): void {
   w.string(cid!)
 }
 
-/** The parts of `events` back to back, and where each ends (v7's `px` and `po`). */
-function partsOf(events: readonly StoredEvent[]): { px: Buffer; po: Buffer } {
+/** The parts of `events` back to back, and where each ends (v7's `px` and `po`); a hole's part is nil. */
+function partsOf(events: ReadonlyArray<StoredEvent | null>): { px: Buffer; po: Buffer } {
   const n = events.length
   const ends = new Uint32Array(n)
   const w = partWriter
   w.reset()
   for (let i = 0; i < n; i++) {
-    writePart(w, events[i])
+    const e = events[i]
+    if (e === null) w.nil()
+    else writePart(w, e)
     ends[i] = w.length
   }
   return { px: w.take(), po: bytesOf(ends) }
@@ -212,9 +214,10 @@ function partAt(rec: Columns, i: number): Part | null {
 /**
  * The columns record of `events` (consecutive seqs, at most {@link RECORD_MAX}, so their
  * distinct model/provider names fit v2's Uint16 indexes; `rnd` holds their ids' random parts):
- * v2 when no event has metadata, a project, dimensions or an extra, else v7.
+ * v2 when no event has metadata, a project, dimensions or an extra, else v7. A null is a hole
+ * (a purged event: see {@link withHoles}): v7 with `gone`, its columns zero, its part nil.
  */
-function encodeRecord(events: readonly StoredEvent[], rnd: string): EventRecordV2 | EventRecordV7 {
+function encodeRecord(events: ReadonlyArray<StoredEvent | null>, rnd: string): EventRecordV2 | EventRecordV7 {
   const n = events.length
   const num = new Float64Array(n * 5)
   const tokF = new Float64Array(n * 5)
@@ -224,8 +227,13 @@ function encodeRecord(events: readonly StoredEvent[], rnd: string): EventRecordV
   const index = new Map<string, number>()
   let anyMeta = false
   let tok32 = true
+  let gone: Uint8Array | null = null
   for (let i = 0; i < n; i++) {
     const e = events[i]
+    if (e === null) {
+      ;(gone ??= new Uint8Array(n))[i] = 1
+      continue
+    }
     const o = i * 5
     num[o] = e.ts
     num[o + 1] = e.recv
@@ -247,9 +255,10 @@ function encodeRecord(events: readonly StoredEvent[], rnd: string): EventRecordV
   const tok = tok32 ? bytesOf(Uint32Array.from(tokF)) : bytesOf(tokF)
   const cols = { n, num: bytesOf(num), tok, tok32, err: bytesOf(err), str: bytesOf(str), names, rnd }
   const x = extrasOf(events)
-  if (x === undefined && !anyMeta && events.every(isPlain)) return { v: 2, ...cols, meta: new Array<null>(n).fill(null) }
+  if (gone === null && x === undefined && !anyMeta && events.every((e) => isPlain(e!))) return { v: 2, ...cols, meta: new Array<null>(n).fill(null) }
   // v7 keeps the random parts as bytes (ASCII): a view when read, where a string is decoded whole.
   const out: EventRecordV7 = { v: 7, ...cols, rnd: Buffer.from(rnd, 'latin1'), ...partsOf(events) }
+  if (gone !== null) out.gone = bytesOf(gone)
   // Client ids are in the parts; where imported costs came from, and cache writes, are columns.
   if (x?.cs !== undefined) out.cs = x.cs
   if (x?.cw !== undefined) out.cw = x.cw
@@ -266,18 +275,32 @@ function encodeRowsRecord(events: readonly StoredEvent[]): EventRecord {
   return dx === undefined ? { v: 1, ev: events.map(toRow) } : { v: 3, ev: events.map(toRow), dx }
 }
 
+/** A hole's random id part in a rewritten record: never read (a hole has no event). */
+const HOLE_RND = '0'.repeat(RND)
+
 /**
- * A v3 record (v5 when an event keeps a client id or an imported cost) holding `events` with
- * holes (null) where `keep` refused one: how a purge rewrites a record. Positions never move,
- * so the other events keep their seqs and ids.
+ * The record holding `events` with holes (null) where a purge removed one: how a purge
+ * rewrites a record. Positions never move, so the other events keep their seqs and ids. A
+ * record of {@link COLUMNS_FROM} to {@link RECORD_MAX} events is rewritten in columns (v7 with
+ * `gone`), so its events are still read one by one; a smaller one, or a larger one that an
+ * earlier release wrote, in rows: v3 (v5 when an event keeps a client id or an imported cost).
+ * Nothing of a removed event stays in the record: its columns are zero and its part is nil.
  */
-function withHoles(events: ReadonlyArray<StoredEvent | null>): EventRecordV3 | EventRecordV5 {
+function withHoles(events: ReadonlyArray<StoredEvent | null>): EventRecordV3 | EventRecordV5 | EventRecordV7 {
+  const pr = events.find((e) => e !== null)?.priceRev
+  if (events.length >= COLUMNS_FROM && events.length <= RECORD_MAX) {
+    let rnd = ''
+    for (const e of events) rnd += e === null ? HOLE_RND : e.id.slice(-RND)
+    // Holes force v7 (v2 has none).
+    const columns = encodeRecord(events, rnd) as EventRecordV7
+    if (pr !== undefined && pr > 0) columns.pr = pr
+    return columns
+  }
   const ev = events.map((e) => (e === null ? null : toRow(e)))
   const dx = events.map((e) => (e === null ? null : dimsOf(e)))
   const x = extrasOf(events)
   const out: EventRecordV3 | EventRecordV5 = x === undefined ? { v: 3, ev, dx } : { v: 5, ev, dx, ...x }
   // The append's price revision stays with its events (every event of a record shares it).
-  const pr = events.find((e) => e !== null)?.priceRev
   if (pr !== undefined && pr > 0) out.pr = pr
   return out
 }
@@ -446,6 +469,7 @@ function decodeAt(key: number, rec: EventRecordV1 | EventRecordV3 | EventRecordV
     return withPriceRev(fromRow(seq, row, rec.v === 3 ? rec.dx[i] : null, null, i), rec.pr)
   }
   const { num, tok, err, str, record: r } = rec
+  if (r.v === 7 && r.gone !== undefined && r.gone[i] === 1) return null
   const j = i - rec.base
   let meta: Record<string, unknown> | null = null
   let project: string | null | undefined

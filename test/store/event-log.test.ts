@@ -411,3 +411,38 @@ t.test('sortedPositions: seqs ascending with where each stood (property), repeat
     { numRuns: 300 }
   )
 })
+
+t.test('a purge rewrites a columns record in columns (format 7 with `gone`): holes read as absent, nothing of a removed event stays in its bytes', async (t) => {
+  const dir = t.testdir()
+  let stores = openStores(dir)
+  let log = new EventLog(stores.events)
+  const secret = (i: number) => `secret-user-${i}-zq`
+  const a = log.append(Array.from({ length: 100 }, (_, i) => ({ ...withId(i), user: i % 10 === 3 ? secret(i) : `u${i}`, model: i % 10 === 3 ? `gone-model-${i}` : 'kept-model', clientId: i % 10 === 3 ? `gone-cid-${i}-x` : `c-${i}` })))
+  await a.committed
+  const drop = (e: StoredEvent) => e.user !== null && e.user.startsWith('secret-user-')
+  const gone = a.events.filter(drop)
+  t.equal(gone.length, 10)
+  t.equal(await log.purgeSeqs(gone.map((e) => e.seq)), 10)
+  const r = stores.events.get(0) as EventRecordV7
+  t.equal(r.v, 7, 'still columns')
+  t.same([...r.gone!].flatMap((g, i) => (g === 1 ? [i] : [])), gone.map((e) => e.seq), 'gone marks exactly the removed events')
+  const bytes = Buffer.from(stores.events.getBinaryFast(0)!.subarray(0, stores.events.getBinaryFast(0)!.length)).toString('latin1')
+  for (const e of gone) {
+    t.notOk(bytes.includes(e.user!), `${e.user} is not in the record`)
+    t.notOk(bytes.includes(e.model), `${e.model} is not in the record`)
+    t.notOk(bytes.includes(e.clientId!), `${e.clientId} is not in the record`)
+    t.notOk(bytes.includes(e.id.slice(-12)), 'nor its id')
+    t.equal(log.get(e.seq), undefined)
+  }
+  const kept = a.events.filter((e) => !drop(e))
+  t.same([...log.readFrom(0)].flat(), kept, 'every other event as it was')
+  t.same([...log.atSeqs(a.events.map((e) => e.seq))].map(([, e]) => e), kept)
+  t.equal(await log.purge(drop), 0, 'a second purge finds nothing')
+  t.equal(await log.purge((e) => e.seq === 5), 1, 'a purge of a record with holes keeps them')
+  t.same([...log.readFrom(0)].flat(), kept.filter((e) => e.seq !== 5))
+  await stores.close()
+  stores = openStores(dir)
+  t.teardown(() => stores.close())
+  log = new EventLog(stores.events)
+  t.same([...log.readFrom(0)].flat(), kept.filter((e) => e.seq !== 5), 'after a reopen')
+})
