@@ -546,12 +546,12 @@ const resolved = Promise.resolve()
  * Rewrites a purge may leave in flight between its turns: past this many it waits for their
  * commit. Waiting at every turn made each turn's few rewrites a commit of their own, and the
  * purge waited on ~800 commits (6.4 s of a 10 s purge of 195,000 events in 4,800 records);
- * left in flight, the rewrites of later turns share the commits lmdb-js runs meanwhile. Many
- * in flight make large commits that ingestion's commits queue behind: deleting 195,659 of
- * 1.2M events under a live ingest of 10-event batches, 16 took 8.5 s with ingest p50 16 ms /
- * p99 82 ms, 256 took 7.1 s with p50 21 / p99 102 ms and fewer batches through.
+ * left in flight, the rewrites of later turns share the commits lmdb-js runs meanwhile.
+ * `npm run bench search` at 2M (DELETE status=success of 195,496 events under a live ingest of
+ * 10-event batches): 256 took 15.7 s, ingest p50 36 / p99 252 ms; 16 took 34.0 s, p50 68 /
+ * p99 145 ms (format 6 with a commit per turn: 34.8 s, p50 23 / p99 75 ms).
  */
-const PURGE_IN_FLIGHT = 16
+const PURGE_IN_FLIGHT = 256
 
 /**
  * `put`, marked handled: a purge awaits its rewrites turns later (Promise.all still rejects with
