@@ -48,30 +48,20 @@ export class MsgpackWriter {
 
   /** The header of an array of `n` elements (write them next). */
   arrayHeader(n: number): void {
-    this.#room(5)
-    const b = this.#buf
-    if (n < 16) b[this.#pos++] = 0x90 | n
-    else if (n < 0x10000) {
-      b[this.#pos] = 0xdc
-      b.writeUInt16BE(n, this.#pos + 1)
-      this.#pos += 3
-    } else {
-      b[this.#pos] = 0xdd
-      b.writeUInt32BE(n, this.#pos + 1)
-      this.#pos += 5
-    }
+    this.#header(n, 0x90, 0xdc, 0xdd)
   }
 
-  #mapHeader(n: number): void {
+  /** A container's header: fixarray/fixmap (`fix` | n) below 16 elements, else its 16- or 32-bit form. */
+  #header(n: number, fix: number, code16: number, code32: number): void {
     this.#room(5)
     const b = this.#buf
-    if (n < 16) b[this.#pos++] = 0x80 | n
+    if (n < 16) b[this.#pos++] = fix | n
     else if (n < 0x10000) {
-      b[this.#pos] = 0xde
+      b[this.#pos] = code16
       b.writeUInt16BE(n, this.#pos + 1)
       this.#pos += 3
     } else {
-      b[this.#pos] = 0xdf
+      b[this.#pos] = code32
       b.writeUInt32BE(n, this.#pos + 1)
       this.#pos += 5
     }
@@ -191,7 +181,7 @@ export class MsgpackWriter {
 
   #object(o: Record<string, unknown>): void {
     const keys = Object.keys(o)
-    this.#mapHeader(keys.length)
+    this.#header(keys.length, 0x80, 0xde, 0xdf)
     for (const k of keys) {
       this.string(k)
       this.value(o[k])
