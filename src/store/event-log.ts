@@ -88,30 +88,36 @@ function clientIdAt(x: ExtrasV5, i: number): string | null {
   return id === '' || id === undefined ? null : id
 }
 
+/** The `cs` (imported costs' source) and `cw` (cache writes) columns of `events`, each absent when no event has one. */
+function costColumns(events: ReadonlyArray<StoredEvent | null>): { cs?: Array<0 | 1 | 2>; cw?: number[] } {
+  let anyCost = false
+  let anyWrite = false
+  for (const e of events) {
+    if (e === null) continue
+    if (e.costSource !== null && e.costSource !== undefined) anyCost = true
+    if (e.cacheWrite !== undefined && e.cacheWrite > 0) anyWrite = true
+  }
+  const x: { cs?: Array<0 | 1 | 2>; cw?: number[] } = {}
+  if (anyCost) x.cs = events.map((e) => (e === null ? 0 : costSourceCode(e.costSource)))
+  if (anyWrite) x.cw = events.map((e) => e?.cacheWrite ?? 0)
+  return x
+}
+
 /**
  * The v5/v6 extras of `events`, or undefined when none has a client id or an imported cost.
  * Client ids go as one string (`\n` between them, empty for none: ids never hold a newline
  * nor are empty), which msgpack copies in one go where an array costs a dispatch per id.
  */
 function extrasOf(events: ReadonlyArray<StoredEvent | null>): { cid: string; cs?: Array<0 | 1 | 2>; cw?: number[] } | undefined {
-  let any = false
-  let anyCost = false
-  let anyWrite = false
-  for (const e of events) {
-    if (e === null) continue
-    if (e.clientId !== null && e.clientId !== undefined) any = true
-    if (e.costSource !== null && e.costSource !== undefined) anyCost = true
-    if (e.cacheWrite !== undefined && e.cacheWrite > 0) anyWrite = true
-  }
-  if (!any && !anyCost && !anyWrite) return undefined
+  const any = events.some((e) => e !== null && e.clientId !== null && e.clientId !== undefined)
+  const cols = costColumns(events)
+  if (!any && cols.cs === undefined && cols.cw === undefined) return undefined
   let cid = ''
   for (let i = 0; i < events.length; i++) {
     if (i > 0) cid += '\n'
     cid += events[i]?.clientId ?? ''
   }
-  const x: { cid: string; cs?: Array<0 | 1 | 2>; cw?: number[] } = anyCost ? { cid, cs: events.map((e) => (e === null ? 0 : costSourceCode(e.costSource))) } : { cid }
-  if (anyWrite) x.cw = events.map((e) => e?.cacheWrite ?? 0)
-  return x
+  return { cid, ...cols }
 }
 
 /** The event's v3/v4 tuple, or null when it has the defaults (project `default`, no dimensions). */
@@ -225,7 +231,8 @@ function encodeRecord(events: ReadonlyArray<StoredEvent | null>, rnd: string): E
   const str = new Uint16Array(n * 2)
   const names: string[] = []
   const index = new Map<string, number>()
-  let anyMeta = false
+  // Whether any event needs v7 (metadata, a project, dimensions, a client id) rather than v2.
+  let needsParts = false
   let tok32 = true
   let gone: Uint8Array | null = null
   for (let i = 0; i < n; i++) {
@@ -250,18 +257,18 @@ function encodeRecord(events: ReadonlyArray<StoredEvent | null>, rnd: string): E
     err[i] = e.error ? 1 : 0
     str[i * 2] = intern(index, names, e.model)
     str[i * 2 + 1] = intern(index, names, e.provider)
-    if (e.meta !== null) anyMeta = true
+    if (e.meta !== null || !isPlain(e) || (e.clientId !== null && e.clientId !== undefined)) needsParts = true
   }
   const tok = tok32 ? bytesOf(Uint32Array.from(tokF)) : bytesOf(tokF)
   const cols = { n, num: bytesOf(num), tok, tok32, err: bytesOf(err), str: bytesOf(str), names, rnd }
-  const x = extrasOf(events)
-  if (gone === null && x === undefined && !anyMeta && events.every((e) => isPlain(e!))) return { v: 2, ...cols, meta: new Array<null>(n).fill(null) }
+  // Client ids are in the parts; where imported costs came from, and cache writes, are columns.
+  const x = costColumns(events)
+  if (gone === null && !needsParts && x.cs === undefined && x.cw === undefined) return { v: 2, ...cols, meta: new Array<null>(n).fill(null) }
   // v7 keeps the random parts as bytes (ASCII): a view when read, where a string is decoded whole.
   const out: EventRecordV7 = { v: 7, ...cols, rnd: Buffer.from(rnd, 'latin1'), ...partsOf(events) }
   if (gone !== null) out.gone = bytesOf(gone)
-  // Client ids are in the parts; where imported costs came from, and cache writes, are columns.
-  if (x?.cs !== undefined) out.cs = x.cs
-  if (x?.cw !== undefined) out.cw = x.cw
+  if (x.cs !== undefined) out.cs = x.cs
+  if (x.cw !== undefined) out.cw = x.cw
   return out
 }
 
@@ -436,9 +443,14 @@ function eventWindow(r: ColumnsRecord, i: number): Columns {
 
 /** Event `i` of a stored record ready to decode alone: rows as they are, columns as {@link eventWindow}. */
 function readableAt(key: number, r: EventRecord, i: number): EventRecordV1 | EventRecordV3 | EventRecordV5 | Columns {
-  if (r.v === 1 || r.v === 3 || r.v === 5) return r
+  return isRows(key, r) ? r : eventWindow(r, i)
+}
+
+/** Whether `r` is a rows record (v1/v3/v5) rather than columns (v2/v4/v6/v7); a format this release does not know throws. */
+function isRows(key: number, r: EventRecord): r is EventRecordV1 | EventRecordV3 | EventRecordV5 {
+  if (r.v === 1 || r.v === 3 || r.v === 5) return true
   if (r.v !== 2 && r.v !== 4 && r.v !== 6 && r.v !== 7) throw unknownFormat(key, r)
-  return eventWindow(r, i)
+  return false
 }
 
 /**
@@ -446,9 +458,7 @@ function readableAt(key: number, r: EventRecord, i: number): EventRecordV1 | Eve
  * event of it will be read (a v7 record's parts are then unpacked in one go).
  */
 function readable(key: number, r: EventRecord, all = false): EventRecordV1 | EventRecordV3 | EventRecordV5 | Columns {
-  if (r.v === 1 || r.v === 3 || r.v === 5) return r
-  if (r.v !== 2 && r.v !== 4 && r.v !== 6 && r.v !== 7) throw unknownFormat(key, r)
-  return columnsOf(r, all)
+  return isRows(key, r) ? r : columnsOf(r, all)
 }
 
 /** Event `i`'s id's random part: a slice of v2/v4/v6's string, or v7's 12 bytes (ASCII). */
