@@ -8,14 +8,16 @@
  * what was handed over, so a slow reader holds the export where it is — one page of hits
  * (a few thousand (key, seq) pairs) and one batch of events, never the whole result.
  *
- * Speed: an export runs at the pace of the log reads and of turning events into text, so lines
- * are written by hand ({@link ndjsonLine}: the same bytes as `JSON.stringify(toPublic(e))`,
- * about twice as fast — no intermediate object, timestamps formatted from a per-day cache).
+ * Speed: an export runs at the pace of the log reads and of turning events into bytes, so lines
+ * are written by hand, straight into the Buffer handed to the socket ({@link LineWriter}: for
+ * NDJSON the same bytes as `JSON.stringify(toPublic(e)) + '\n'`, without that object, a
+ * string per field, a string per line or a UTF-8 conversion per chunk).
  * If `toPublic` ever gains, loses or reorders a field that this module does not know, the
  * module notices at load ({@link FAST_LINES} false) and falls back to `JSON.stringify(toPublic(e))`,
  * so the output stays exactly EVENT; test/http/export.test.ts pins that the fast path is on.
  */
 import { Readable } from 'node:stream'
+import { ByteBuffer } from '../byte-buffer.js'
 import { toPublic, type PricedEvent } from '../events.js'
 import type { SearchAfter, SearchHit } from '../analytics/search.js'
 
@@ -50,80 +52,384 @@ export const FAST_LINES = EVENT_FIELDS.length === written.length && EVENT_FIELDS
 type Extra = { clientId?: string | null; costSource?: string | null; cacheWrite?: number }
 
 // ---------------------------------------------------------------------------------------------
-// Timestamps: `Date#toISOString` is most of an event's serialisation cost; events of one export
-// mostly share their day, so the date part is cached and the time of day formatted from tables.
+// Lines are written byte by byte into the Buffer handed to the socket: no string per field, no
+// string per line, no UTF-8 conversion of a chunk. Field names are pre-encoded, numbers and
+// timestamps written as digits, strings copied as they are when they are printable ASCII
+// without `"` or `\` (what JSON.stringify leaves alone), else through JSON.stringify. Built as
+// strings and concatenated, then converted, the same lines cost about twice as long
+// (see bench/RESULTS.md).
 
-const PAD2 = Array.from({ length: 100 }, (_, i) => String(i).padStart(2, '0'))
-const PAD3 = Array.from({ length: 1000 }, (_, i) => String(i).padStart(3, '0'))
 const DAY = 86_400_000
 /** 10000-01-01T00:00:00Z: from there on (and before 1970, for simplicity) toISOString itself. */
 const FAST_ISO_END = 253_402_300_800_000
+/** Room made once per line for what is not a string field: names, numbers, timestamps, literals (< 700 bytes). */
+const LINE_FIXED = 1024
 
-/** `new Date(ms).toISOString()` with the day's `YYYY-MM-DDT` cached. */
-class IsoFormatter {
-  #day = NaN
-  #prefix = ''
-
-  format(ms: number): string {
-    if (!(ms >= 0 && ms < FAST_ISO_END) || !Number.isInteger(ms)) return new Date(ms).toISOString()
-    const day = Math.floor(ms / DAY)
-    if (day !== this.#day) {
-      this.#day = day
-      this.#prefix = new Date(day * DAY).toISOString().slice(0, 11)
-    }
-    let r = ms - day * DAY
-    const h = Math.floor(r / 3_600_000)
-    r -= h * 3_600_000
-    const m = Math.floor(r / 60_000)
-    r -= m * 60_000
-    const s = Math.floor(r / 1000)
-    return this.#prefix + PAD2[h] + ':' + PAD2[m] + ':' + PAD2[s] + '.' + PAD3[r - s * 1000] + 'Z'
-  }
+const ascii = (s: string): Uint8Array => Uint8Array.from(s, (c) => c.charCodeAt(0))
+/** NDJSON's fixed pieces, in line order (`client_id` written when toPublic has it). */
+const J = {
+  id: ascii('{"id":'),
+  clientId: ascii(',"client_id":'),
+  seq: ascii(',"seq":'),
+  ts: ascii(',"timestamp":"'),
+  recv: ascii('","received_at":"'),
+  model: ascii('","model":'),
+  provider: ascii(',"provider":'),
+  prompt: ascii(',"prompt_tokens":'),
+  completion: ascii(',"completion_tokens":'),
+  total: ascii(',"total_tokens":'),
+  cached: ascii(',"cached_tokens":'),
+  cacheWrite: ascii(',"cache_write_tokens":'),
+  reasoning: ascii(',"reasoning_tokens":'),
+  latency: ascii(',"latency_ms":'),
+  ttft: ascii(',"ttft_ms":'),
+  status: ascii(',"status":'),
+  cost: ascii(',"cost":'),
+  costSource: ascii(',"cost_source":"'),
+  unpriced: ascii('","unpriced":'),
+  meta: ascii(',"metadata":'),
+  user: ascii(',"user_id":'),
+  session: ascii(',"session_id":'),
+  tags: ascii(',"tags":'),
+  end: ascii('}\n'),
+  null: ascii('null'),
+  error: ascii('"error"'),
+  success: ascii('"success"'),
+  true: ascii('true'),
+  false: ascii('false')
 }
-
-const tsIso = new IsoFormatter()
-const recvIso = new IsoFormatter()
-const q = JSON.stringify
 
 /** toPublic's `cost_source`. */
 const costSource = (e: PricedEvent) => (e as Extra).costSource ?? (e.cost !== null ? 'caller' : e.unpriced ? 'unpriced' : 'computed')
 
-/** `,"client_id":…` when EVENT has it. */
-const clientIdJson = (e: PricedEvent) => {
-  if (!HAS_CLIENT_ID) return ''
-  const c = (e as Extra).clientId
-  return c === null || c === undefined ? ',"client_id":null' : ',"client_id":' + q(c)
+/**
+ * Export lines (NDJSON or CSV) written into one Buffer; {@link LineWriter.take} hands the bytes
+ * over (no copy) and starts a fresh Buffer. Each line is the bytes of the string the format
+ * defines (`JSON.stringify(toPublic(e)) + '\n'`, or the CSV row), as UTF-8.
+ */
+export class LineWriter extends ByteBuffer {
+  /** The bytes written, handed over as they are; the writer goes on in a fresh buffer of the same size. */
+  take(): Buffer {
+    const out = this.buf.subarray(0, this.pos)
+    this.buf = Buffer.allocUnsafe(this.buf.length)
+    this.pos = 0
+    return out
+  }
+
+  /** The bytes written, as text. */
+  override toString(): string {
+    return this.buf.toString('utf8', 0, this.pos)
+  }
+
+  /** Any text, as UTF-8. */
+  text(s: string): void {
+    this.room(s.length * 3)
+    this.pos += this.buf.write(s, this.pos, 'utf8')
+  }
+
+  #bytes(a: Uint8Array): void {
+    const b = this.buf
+    let p = this.pos
+    for (let i = 0; i < a.length; i++) b[p++] = a[i]
+    this.pos = p
+  }
+
+  /** A number as `String(n)` writes it (JSON's form of a finite number); digits by hand for non-negative integers and thousandths. */
+  #number(n: number): void {
+    if (n >= 0 && n < 1e15) {
+      if (Number.isInteger(n)) return this.#digits(n)
+      // Latencies are milliseconds to the microsecond (k below 1e15: see #decimal).
+      const k = Math.round(n * 1000)
+      if (n < 1e12 && k / 1000 === n) return this.#decimal(k, 3, 1000)
+    }
+    this.ascii(String(n))
+  }
+
+  /** A cost, `String(nanos / 1e9)`. */
+  #cost(nanos: number): void {
+    if (Number.isInteger(nanos) && nanos >= 1000 && nanos < 1e15) this.#decimal(nanos, 9, 1e9)
+    else this.ascii(String(nanos / 1e9))
+  }
+
+  /** A non-negative integer below 2^53, in decimal digits. */
+  #digits(n: number): void {
+    const b = this.buf
+    let len = 1
+    for (let x = n; x >= 10; x = Math.floor(x / 10)) len++
+    let p = this.pos + len
+    this.pos = p
+    do {
+      const q = Math.floor(n / 10)
+      b[--p] = 48 + n - q * 10
+      n = q
+    } while (n > 0)
+  }
+
+  /**
+   * `String(k / 10^f)` for an integer k in [1, 1e15), `scale` = 10^f, f ≤ 9: the digits of that
+   * decimal without trailing zeros. Exact: a decimal of at most 15 significant digits is the
+   * shortest one that reads back as the double nearest it, which is what String writes, and
+   * from 1e-6 up String writes no exponent.
+   */
+  #decimal(k: number, f: number, scale: number): void {
+    const whole = Math.floor(k / scale)
+    let frac = k - whole * scale
+    this.#digits(whole)
+    if (frac === 0) return
+    let len = f
+    while (frac % 10 === 0) {
+      frac /= 10
+      len--
+    }
+    const b = this.buf
+    b[this.pos] = 46 // .
+    let p = this.pos + 1 + len
+    this.pos = p
+    for (let i = 0; i < len; i++) {
+      const q = Math.floor(frac / 10)
+      b[--p] = 48 + frac - q * 10
+      frac = q
+    }
+  }
+
+  /** Two digits of 0–99. */
+  #two(n: number, p: number): void {
+    const t = (n / 10) | 0
+    this.buf[p] = 48 + t
+    this.buf[p + 1] = 48 + n - t * 10
+  }
+
+  /** Four digits of 0–9999 at `p`. */
+  #four(n: number, p: number): void {
+    const h = (n / 100) | 0
+    this.#two(h, p)
+    this.#two(n - h * 100, p + 2)
+  }
+
+  /**
+   * `new Date(ms).toISOString()` as digits: the civil date from the day number (Howard Hinnant's
+   * `civil_from_days`, exact for the proleptic Gregorian calendar), then the time of day. The
+   * events of an export span many days in any order, so no per-day cache.
+   */
+  #iso(ms: number): void {
+    if (!(ms >= 0 && ms < FAST_ISO_END) || !Number.isInteger(ms)) return this.ascii(new Date(ms).toISOString())
+    const day = Math.floor(ms / DAY)
+    let r = ms - day * DAY
+    // Days since 0000-03-01, in 400-year eras of 146,097 days.
+    const z = day + 719_468
+    const era = Math.floor(z / 146_097)
+    const doe = z - era * 146_097
+    const yoe = Math.floor((doe - Math.floor(doe / 1460) + Math.floor(doe / 36_524) - Math.floor(doe / 146_096)) / 365)
+    const doy = doe - (365 * yoe + Math.floor(yoe / 4) - Math.floor(yoe / 100))
+    const mp = Math.floor((5 * doy + 2) / 153)
+    const d = doy - Math.floor((153 * mp + 2) / 5) + 1
+    const m = mp < 10 ? mp + 3 : mp - 9
+    const y = yoe + era * 400 + (m <= 2 ? 1 : 0)
+    const h = Math.floor(r / 3_600_000)
+    r -= h * 3_600_000
+    const min = Math.floor(r / 60_000)
+    r -= min * 60_000
+    const s = Math.floor(r / 1000)
+    r -= s * 1000
+    const p = this.pos
+    const b = this.buf
+    this.#four(y, p)
+    b[p + 4] = 45 // -
+    this.#two(m, p + 5)
+    b[p + 7] = 45
+    this.#two(d, p + 8)
+    b[p + 10] = 84 // T
+    this.#two(h, p + 11)
+    b[p + 13] = 58 // :
+    this.#two(min, p + 14)
+    b[p + 16] = 58
+    this.#two(s, p + 17)
+    b[p + 19] = 46 // .
+    b[p + 20] = 48 + Math.floor(r / 100)
+    this.#two(r % 100, p + 21)
+    b[p + 23] = 90 // Z
+    this.pos = p + 24
+  }
+
+  /** `JSON.stringify(s)`: printable ASCII without `"` or `\` copied byte by byte, anything else through JSON.stringify. */
+  #string(s: string): void {
+    // JSON.stringify writes at most 6 characters per UTF-16 unit (\u00XX), UTF-8 at most 3 bytes.
+    this.room(s.length * 6 + 2)
+    const b = this.buf
+    let p = this.pos
+    b[p++] = 34
+    for (let i = 0; i < s.length; i++) {
+      const c = s.charCodeAt(i)
+      if (c < 0x20 || c === 34 || c === 92 || c > 0x7e) {
+        this.pos += this.buf.write(JSON.stringify(s), this.pos, 'utf8')
+        return
+      }
+      b[p++] = c
+    }
+    b[p++] = 34
+    this.pos = p
+  }
+
+  /** A string or null. */
+  #nullable(s: string | null | undefined): void {
+    if (s === null || s === undefined) this.#bytes(J.null)
+    else this.#string(s)
+  }
+
+  /** Any JSON value or null. */
+  #json(v: unknown): void {
+    if (v === null) this.#bytes(J.null)
+    else this.text(JSON.stringify(v))
+  }
+
+  /** One NDJSON line: the bytes of `JSON.stringify(toPublic(e)) + '\n'`. */
+  ndjson(e: PricedEvent): void {
+    if (!FAST_LINES) return this.text(JSON.stringify(toPublic(e)) + '\n')
+    // Room for the fixed pieces is made before each run of them (a string field makes its own).
+    this.room(LINE_FIXED)
+    this.#bytes(J.id)
+    this.#string(e.id)
+    if (HAS_CLIENT_ID) {
+      this.room(LINE_FIXED)
+      this.#bytes(J.clientId)
+      this.#nullable((e as Extra).clientId)
+    }
+    this.room(LINE_FIXED)
+    this.#bytes(J.seq)
+    this.#number(e.seq)
+    this.#bytes(J.ts)
+    this.#iso(e.ts)
+    this.#bytes(J.recv)
+    this.#iso(e.recv)
+    this.#bytes(J.model)
+    this.#string(e.model)
+    this.room(LINE_FIXED)
+    this.#bytes(J.provider)
+    this.#string(e.provider)
+    this.room(LINE_FIXED)
+    this.#bytes(J.prompt)
+    this.#number(e.prompt)
+    this.#bytes(J.completion)
+    this.#number(e.completion)
+    this.#bytes(J.total)
+    this.#number(e.total)
+    this.#bytes(J.cached)
+    this.#number(e.cached)
+    this.#bytes(J.cacheWrite)
+    this.#number((e as Extra).cacheWrite ?? 0)
+    this.#bytes(J.reasoning)
+    this.#number(e.reasoning)
+    this.#bytes(J.latency)
+    this.#number(e.latency)
+    this.#bytes(J.ttft)
+    if (e.ttft === null) this.#bytes(J.null)
+    else this.#number(e.ttft)
+    this.#bytes(J.status)
+    this.#bytes(e.error ? J.error : J.success)
+    this.#bytes(J.cost)
+    this.#cost(e.costNanos)
+    this.#bytes(J.costSource)
+    this.ascii(costSource(e))
+    this.#bytes(J.unpriced)
+    this.#bytes(e.unpriced ? J.true : J.false)
+    this.#bytes(J.meta)
+    this.#json(e.meta)
+    this.room(LINE_FIXED)
+    this.#bytes(J.user)
+    this.#nullable(e.user)
+    this.room(LINE_FIXED)
+    this.#bytes(J.session)
+    this.#nullable(e.session)
+    this.room(LINE_FIXED)
+    this.#bytes(J.tags)
+    this.#json(e.tags)
+    this.room(LINE_FIXED)
+    this.#bytes(J.end)
+  }
+
+  /** A CSV field (see {@link csvField}). */
+  #csv(s: string): void {
+    this.text(csvField(s))
+  }
+
+  /** A value of EVENT as CSV text (see {@link csvValueText}). */
+  #csvValue(v: unknown): void {
+    if (v !== null && v !== undefined) this.text(csvValueText(v))
+  }
+
+  /** `,`, room made for the next fixed field. */
+  #comma(): void {
+    this.room(LINE_FIXED)
+    this.buf[this.pos++] = 44
+  }
+
+  /** One CSV row (with its CRLF), the columns of {@link CSV_HEADER}. */
+  csv(e: PricedEvent): void {
+    if (!FAST_LINES) {
+      const o = toPublic(e) as Record<string, unknown>
+      return this.text(EVENT_FIELDS.map((f) => csvValueText(o[f])).join(',') + '\r\n')
+    }
+    this.#csv(e.id)
+    if (HAS_CLIENT_ID) {
+      this.#comma()
+      this.#csvValue((e as Extra).clientId)
+    }
+    this.#comma()
+    this.#number(e.seq)
+    this.#comma()
+    this.#iso(e.ts)
+    this.#comma()
+    this.#iso(e.recv)
+    this.#comma()
+    this.#csv(e.model)
+    this.#comma()
+    this.#csv(e.provider)
+    this.#comma()
+    this.#number(e.prompt)
+    this.#comma()
+    this.#number(e.completion)
+    this.#comma()
+    this.#number(e.total)
+    this.#comma()
+    this.#number(e.cached)
+    this.#comma()
+    this.#number((e as Extra).cacheWrite ?? 0)
+    this.#comma()
+    this.#number(e.reasoning)
+    this.#comma()
+    this.#number(e.latency)
+    this.#comma()
+    if (e.ttft !== null) this.#number(e.ttft)
+    this.#comma()
+    this.ascii(e.error ? 'error' : 'success')
+    this.#comma()
+    this.#cost(e.costNanos)
+    this.#comma()
+    this.ascii(costSource(e))
+    this.#comma()
+    this.ascii(e.unpriced ? 'true' : 'false')
+    this.#comma()
+    this.#csvValue(e.meta)
+    this.#comma()
+    this.#csvValue(e.user)
+    this.#comma()
+    this.#csvValue(e.session)
+    this.#comma()
+    this.#csvValue(e.tags)
+    this.room(2)
+    this.buf[this.pos++] = 13
+    this.buf[this.pos++] = 10
+  }
 }
 
-/** One NDJSON line (with its newline): the bytes of `JSON.stringify(toPublic(e)) + '\n'`. */
+/** One line's writer, for the string forms below. */
+const single = new LineWriter(4096)
+
+/** One NDJSON line (with its newline): `JSON.stringify(toPublic(e)) + '\n'`, as {@link LineWriter.ndjson} writes it. */
 export function ndjsonLine(e: PricedEvent): string {
-  if (!FAST_LINES) return JSON.stringify(toPublic(e)) + '\n'
-  return (
-    '{"id":' + q(e.id) +
-    clientIdJson(e) +
-    ',"seq":' + e.seq +
-    ',"timestamp":"' + tsIso.format(e.ts) +
-    '","received_at":"' + recvIso.format(e.recv) +
-    '","model":' + q(e.model) +
-    ',"provider":' + q(e.provider) +
-    ',"prompt_tokens":' + e.prompt +
-    ',"completion_tokens":' + e.completion +
-    ',"total_tokens":' + e.total +
-    ',"cached_tokens":' + e.cached +
-    ',"cache_write_tokens":' + ((e as Extra).cacheWrite ?? 0) +
-    ',"reasoning_tokens":' + e.reasoning +
-    ',"latency_ms":' + e.latency +
-    ',"ttft_ms":' + (e.ttft === null ? 'null' : e.ttft) +
-    ',"status":' + (e.error ? '"error"' : '"success"') +
-    ',"cost":' + e.costNanos / 1e9 +
-    ',"cost_source":"' + costSource(e) +
-    '","unpriced":' + e.unpriced +
-    ',"metadata":' + (e.meta === null ? 'null' : q(e.meta)) +
-    ',"user_id":' + (e.user === null ? 'null' : q(e.user)) +
-    ',"session_id":' + (e.session === null ? 'null' : q(e.session)) +
-    ',"tags":' + (e.tags === null ? 'null' : q(e.tags)) +
-    '}\n'
-  )
+  single.reset()
+  single.ndjson(e)
+  return single.toString()
 }
 
 /** A CSV field (RFC 4180): quoted when it holds a comma, quote, CR or LF, quotes doubled. */
@@ -132,7 +438,7 @@ export function csvField(s: string): string {
 }
 
 /** A value of EVENT as CSV text: null empty, objects and arrays as JSON text. */
-function csvValue(v: unknown): string {
+function csvValueText(v: unknown): string {
   if (v === null || v === undefined) return ''
   if (typeof v === 'string') return csvField(v)
   if (typeof v === 'object') return csvField(JSON.stringify(v))
@@ -142,18 +448,11 @@ function csvValue(v: unknown): string {
 /** The CSV header row (with its CRLF). */
 export const CSV_HEADER = EVENT_FIELDS.join(',') + '\r\n'
 
-/** One CSV row (with its CRLF), the columns of {@link CSV_HEADER}. */
+/** One CSV row (with its CRLF), the columns of {@link CSV_HEADER}, as {@link LineWriter.csv} writes it. */
 export function csvLine(e: PricedEvent): string {
-  if (!FAST_LINES) {
-    const o = toPublic(e) as Record<string, unknown>
-    return EVENT_FIELDS.map((f) => csvValue(o[f])).join(',') + '\r\n'
-  }
-  return (
-    csvField(e.id) + (HAS_CLIENT_ID ? ',' + csvValue((e as Extra).clientId) : '') + ',' + e.seq + ',' + tsIso.format(e.ts) + ',' + recvIso.format(e.recv) + ',' + csvField(e.model) + ',' + csvField(e.provider) + ',' +
-    e.prompt + ',' + e.completion + ',' + e.total + ',' + e.cached + ',' + ((e as Extra).cacheWrite ?? 0) + ',' + e.reasoning + ',' + e.latency + ',' + (e.ttft === null ? '' : e.ttft) + ',' +
-    (e.error ? 'error' : 'success') + ',' + e.costNanos / 1e9 + ',' + costSource(e) + ',' + e.unpriced + ',' + csvValue(e.meta) + ',' +
-    csvValue(e.user) + ',' + csvValue(e.session) + ',' + csvValue(e.tags) + '\r\n'
-  )
+  single.reset()
+  single.csv(e)
+  return single.toString()
 }
 
 /** `llmscope-events-<project>-<UTC yyyymmddThhmmss>.<ext>` */
@@ -182,35 +481,42 @@ export interface ExportOptions {
   first: SearchHit[]
 }
 
-/** A chunk is handed to the socket once it holds this many characters (or its read batch ends). */
-const CHUNK_CHARS = 256 * 1024
+/** A chunk is handed to the socket once it holds this many bytes (or its read batch ends). */
+const CHUNK_BYTES = 256 * 1024
 
 /** Exports in progress and events written by exports, since start (for tests and /metrics). */
 export const exportStats = { running: 0, events: 0 }
 
-/** Chunks of text of the whole export, page by page, pulled by the consumer. */
-async function* exportChunks(src: ExportSource, opts: ExportOptions): AsyncGenerator<string> {
-  const line = opts.format === 'csv' ? csvLine : ndjsonLine
+/** Chunks of the whole export, page by page, pulled by the consumer. */
+async function* exportChunks(src: ExportSource, opts: ExportOptions): AsyncGenerator<Buffer> {
+  const csv = opts.format === 'csv'
   const batch = opts.readBatch ?? 1000
+  // A full chunk, plus room for the line that fills it (a longer line grows the buffer).
+  const out = new LineWriter(CHUNK_BYTES + 64 * 1024)
+  // A chunk is handed over as it lies in the writer's buffer (the writer starts a fresh one);
+  // a small one (the end of a read batch) is copied, and the buffer written on.
+  const chunk = () => {
+    if (out.length >= CHUNK_BYTES / 4) return out.take()
+    const c = out.copy()
+    out.reset()
+    return c
+  }
   exportStats.running++
   try {
-    if (opts.format === 'csv') yield CSV_HEADER
+    if (csv) yield Buffer.from(CSV_HEADER)
     let hits = opts.first
     for (;;) {
       for (let i = 0; i < hits.length; i += batch) {
         const part = hits.slice(i, i + batch)
         const events = await src.events(part.map((h) => h.seq))
-        let chunk = ''
         for (const e of events) {
           if (e === undefined || e.project !== opts.project) continue
-          chunk += line(e)
+          if (csv) out.csv(e)
+          else out.ndjson(e)
           exportStats.events++
-          if (chunk.length >= CHUNK_CHARS) {
-            yield chunk
-            chunk = ''
-          }
+          if (out.length >= CHUNK_BYTES) yield out.take()
         }
-        if (chunk !== '') yield chunk
+        if (out.length > 0) yield chunk()
       }
       if (hits.length < opts.pageSize) return
       const last = hits[hits.length - 1]
@@ -222,7 +528,7 @@ async function* exportChunks(src: ExportSource, opts: ExportOptions): AsyncGener
 }
 
 /**
- * The export as a byte stream: text chunks of at most a read batch or about 256 KiB, produced
+ * The export as a byte stream: chunks of at most a read batch or about 256 KiB, produced
  * only as fast as the consumer takes them (the stream's 64 KiB buffer, plus the read batch in
  * hand, is what an export holds besides its page of hits).
  */

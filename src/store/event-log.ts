@@ -204,7 +204,7 @@ function partsOf(events: ReadonlyArray<StoredEvent | null>): { px: Buffer; po: B
     else writePart(w, e)
     ends[i] = w.length
   }
-  return { px: w.take(), po: bytesOf(ends) }
+  return { px: w.copy(), po: bytesOf(ends) }
 }
 
 /** Event `i`'s part of a v7 record: unpacked on its own, or taken from the record's parts when all were unpacked at once. */

@@ -11,7 +11,7 @@ import net from 'node:net'
 import { Writable } from 'node:stream'
 import { makeApp, readHeaders, ingestHeaders, adminHeaders, type TestApp } from '../helpers/app.js'
 import { toPublic, type PricedEvent } from '../../src/events.js'
-import { CSV_HEADER, EVENT_FIELDS, FAST_LINES, csvLine, exportFilename, exportStats, exportStream, ndjsonLine, type ExportSource } from '../../src/http/export.js'
+import { CSV_HEADER, EVENT_FIELDS, FAST_LINES, LineWriter, csvLine, exportFilename, exportStats, exportStream, ndjsonLine, type ExportSource } from '../../src/http/export.js'
 import type { SearchHit } from '../../src/analytics/search.js'
 
 const BASE = Date.parse('2026-04-01T00:00:00.000Z')
@@ -225,6 +225,59 @@ t.test('the hand-written lines are toPublic, byte for byte (and in use)', async 
       t.same(row[1], Object.values(toPublic(e)).map(csvText))
     }),
     { numRuns: 300 }
+  )
+})
+
+t.test('timestamps written as digits are toISOString, year 1970 to 9999, leap days and edges included', async (t) => {
+  const edges = ['1970-01-01T00:00:00.000Z', '1972-02-29T23:59:59.999Z', '2000-02-29T12:00:00.000Z', '2000-03-01T00:00:00.000Z', '2100-02-28T23:59:59.999Z', '2100-03-01T00:00:00.000Z', '2024-12-31T23:59:59.999Z', '9999-12-31T23:59:59.999Z'].map(Date.parse)
+  const ms = fc.oneof(fc.integer({ min: 0, max: 253_402_300_799_999 }), fc.constantFrom(...edges), fc.double({ min: 0, max: 1e13, noNaN: true }))
+  fc.assert(
+    fc.property(arbEvent, ms, ms, (e, ts, recv) => {
+      const x = { ...e, ts, recv }
+      t.equal(ndjsonLine(x), JSON.stringify(toPublic(x)) + '\n')
+    }),
+    { numRuns: 400 }
+  )
+})
+
+t.test('numbers written as digits are String(n): thousandths, nanodollar costs, and what falls back', async (t) => {
+  const thousandths = fc.oneof(fc.integer({ min: 0, max: 1e15 }).map((k) => k / 1000), fc.integer({ min: 0, max: 9999 }).map((k) => k / 1000), fc.constantFrom(0.001, 0.1, 0.3, 1e12 - 0.001, 999_999_999_999.999, 1e12 + 0.5, 1e15 - 0.125, 2 ** 53, -0))
+  const nanos = fc.oneof(fc.nat({ max: 1e15 }), fc.constantFrom(0, 1, 999, 1000, 1001, 1e9, 1e15 - 1, 1e15, 2 ** 53 - 1), fc.double({ min: 0, max: 1e15, noNaN: true }))
+  fc.assert(
+    fc.property(arbEvent, thousandths, fc.option(thousandths), nanos, (e, latency, ttft, costNanos) => {
+      const x = { ...e, latency, ttft, costNanos }
+      t.equal(ndjsonLine(x), JSON.stringify(toPublic(x)) + '\n')
+      t.same(parseCsv(CSV_HEADER + csvLine(x))[1], Object.values(toPublic(x)).map(csvText))
+    }),
+    { numRuns: 500 }
+  )
+})
+
+t.test('LineWriter: lines written back to back, a small buffer growing, chunks taken anywhere', async (t) => {
+  // Fields far longer than the writer's buffer (ASCII, non-ASCII, escapes) make it grow mid-line.
+  const long = fc.constantFrom('x'.repeat(70_000), 'é"\\\n'.repeat(9_000), '😀'.repeat(20_000))
+  const arbLong = fc.tuple(arbEvent, fc.option(long), fc.nat({ max: 3 })).map(([e, s, where]) => {
+    if (s === null) return e
+    if (where === 0) return { ...e, meta: { s } }
+    if (where === 1) return { ...e, user: s }
+    if (where === 2) return { ...e, model: s }
+    return { ...e, tags: [s] }
+  })
+  fc.assert(
+    fc.property(fc.array(fc.tuple(arbLong, fc.boolean()), { minLength: 1, maxLength: 12 }), fc.boolean(), (lines, csv) => {
+      const w = new LineWriter(64)
+      const chunks: Buffer[] = []
+      let expected = ''
+      for (const [e, take] of lines) {
+        if (csv) w.csv(e)
+        else w.ndjson(e)
+        expected += csv ? csvLine(e) : JSON.stringify(toPublic(e)) + '\n'
+        if (take) chunks.push(w.take())
+      }
+      chunks.push(w.copy())
+      t.equal(Buffer.concat(chunks).toString('utf8'), expected)
+    }),
+    { numRuns: 60 }
   )
 })
 

@@ -27,7 +27,7 @@ t.test('every JSON value reads back the same through msgpackr (property), value 
         w.value(v)
         ends.push(w.length)
       }
-      const bytes = w.take()
+      const bytes = w.copy()
       const all = unpackr.unpackMultiple(bytes)
       if (exact(all) !== exact(values)) return false
       // Each value alone, from its own bytes.
@@ -47,7 +47,7 @@ t.test('long strings and containers take the wider headers; a short map is writt
   for (const v of ['x'.repeat(31), 'x'.repeat(32), 'é'.repeat(100), 'x'.repeat(70_000), '😀'.repeat(30_000), Array.from({ length: 70_000 }, (_, i) => i % 3), Object.fromEntries(Array.from({ length: 20 }, (_, i) => [`k${i}`, i]))]) {
     w.reset()
     w.value(v)
-    t.same(unpackr.unpack(w.take()), v, `${typeof v} of ${Array.isArray(v) ? v.length : typeof v === 'string' ? v.length : Object.keys(v).length}`)
+    t.same(unpackr.unpack(w.copy()), v, `${typeof v} of ${Array.isArray(v) ? v.length : typeof v === 'string' ? v.length : Object.keys(v).length}`)
   }
   w.reset()
   w.value({ feature: 'chat', env: 'prod', prompt_version: 3 })
