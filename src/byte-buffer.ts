@@ -26,6 +26,13 @@ export class ByteBuffer {
     return Buffer.from(this.buf.subarray(0, this.pos))
   }
 
+  /** Appends bytes [start, end) of what `from` wrote. */
+  append(from: ByteBuffer, start: number, end: number): void {
+    this.room(end - start)
+    from.buf.copy(this.buf, this.pos, start, end)
+    this.pos += end - start
+  }
+
   /** Makes room for `n` more bytes at `pos`. */
   protected room(n: number): void {
     if (this.pos + n <= this.buf.length) return

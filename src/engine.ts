@@ -633,15 +633,27 @@ export class Engine {
 
   /**
    * The stored events at these log positions, priced as {@link Engine.getEvent} prices them, in
-   * the order asked; undefined where no event is stored (search and export read their pages'
-   * events here). Each record (one append, up to 10,000 events) holding asked seqs is read
-   * once per call. Events of a running delete read as undefined, unless
-   * `forgotten` (the delete itself reads them).
+   * the order asked; undefined where no event is stored (search pages read their events here).
+   * See {@link Engine.eachEventBySeq}.
    */
   async eventsBySeq(seqs: readonly number[], opts: { forgotten?: boolean } = {}): Promise<Array<PricedEvent | undefined>> {
     const out: Array<PricedEvent | undefined> = new Array(seqs.length)
+    await this.eachEventBySeq(seqs, (i, e) => (out[i] = e), opts)
+    return out
+  }
+
+  /**
+   * Hands over the stored events at these log positions one by one, priced as
+   * {@link Engine.getEvent} prices them: `visit(i, e)` for `seqs[i]`, in log order (not the
+   * order asked); a position with no event is not visited. Each record (one append, up to 256
+   * events) holding asked seqs is read once per call, and only the asked events of it decoded;
+   * an event is the caller's (decoded for it) and nothing else holds it, so an export writes its
+   * line and drops it. Events of a running delete are left out, unless `forgotten` (the delete
+   * itself reads them).
+   */
+  async eachEventBySeq(seqs: readonly number[], visit: (i: number, e: PricedEvent) => void, opts: { forgotten?: boolean } = {}): Promise<void> {
     const { order, sorted } = sortedPositions(seqs)
-    // Each record holding an asked seq is read once, and only the asked events of it decoded.
+    const hide = this.#forgotten.size > 0 && opts.forgotten !== true
     let last = -1
     let lastEvent: PricedEvent | undefined
     for (const [k, e] of this.log.atSeqs(sorted)) {
@@ -650,13 +662,9 @@ export class Engine {
         last = e.seq
         lastEvent = this.#priceFresh(e)
       }
-      out[order[k]] = lastEvent
+      if (hide && this.#forgotten.has(last)) continue
+      visit(order[k], lastEvent!)
     }
-    // Events of a running delete read as absent (`forgotten`: the delete itself reads them).
-    if (this.#forgotten.size > 0 && opts.forgotten !== true) {
-      for (let i = 0; i < out.length; i++) if (out[i] !== undefined && this.#forgotten.has(out[i]!.seq)) out[i] = undefined
-    }
-    return out
   }
 
   /** {@link Engine.price} for an event decoded for this caller alone: priced in place, no copy. */

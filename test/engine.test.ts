@@ -212,3 +212,28 @@ t.test('a damaged or missing snapshot segment makes the snapshot unusable: full 
     await b.close()
   }
 })
+
+t.test('eachEventBySeq: every asked position once, in log order, the same events eventsBySeq answers; absent seqs not visited', async (t) => {
+  const a = await makeApp(t)
+  // Three appends: records of several sizes (a 700-event append is three records of at most 256).
+  await ingest(a.app, events(700, 3))
+  await ingest(a.app, events(10, 4))
+  await ingest(a.app, [events(1, 5)[0]])
+  const next = (await a.engine.log.lastSeq()) + 1
+  t.equal(next, 711)
+  // Out of order, one seq asked twice, two past the log's end.
+  const seqs = [650, 3, 709, 255, 256, 3, 710, 10_000, 100, 699, 711]
+  const visits: Array<[number, number]> = []
+  await a.engine.eachEventBySeq(seqs, (i, e) => visits.push([i, e.seq]))
+  const visited = visits.map(([i]) => i)
+  t.same([...visited].sort((x, y) => x - y), [0, 1, 2, 3, 4, 5, 6, 8, 9], 'each position holding an event, once')
+  for (const [i, seq] of visits) t.equal(seq, seqs[i], `position ${i} is seq ${seqs[i]}`)
+  const order = visits.map(([, seq]) => seq)
+  t.same(order, [...order].sort((x, y) => x - y), 'in log order')
+  const bySeq = await a.engine.eventsBySeq(seqs)
+  t.same(bySeq.map((e) => e?.seq), [650, 3, 709, 255, 256, 3, 710, undefined, 100, 699, undefined])
+  const again: Array<unknown> = new Array(seqs.length).fill(undefined)
+  await a.engine.eachEventBySeq(seqs, (i, e) => (again[i] = e))
+  t.same(again, bySeq, 'the same priced events')
+  await a.close()
+})

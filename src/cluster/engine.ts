@@ -533,6 +533,12 @@ export class ClusterEngine extends Engine {
     return events.map((e) => (e === undefined ? undefined : this.price(e)))
   }
 
+  /** {@link Engine.eachEventBySeq} over the stream: the events read as {@link eventsBySeq} reads them, then visited in the order asked. */
+  override async eachEventBySeq(seqs: readonly number[], visit: (i: number, e: PricedEvent) => void): Promise<void> {
+    const events = await this.eventsBySeq(seqs)
+    for (let i = 0; i < events.length; i++) if (events[i] !== undefined) visit(i, events[i]!)
+  }
+
   /**
    * DELETE /events in cluster mode (cluster/forget.ts): answers once every owner forgot the
    * matches and rewrote its snapshot, and their stream messages are erased.

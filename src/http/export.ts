@@ -6,7 +6,7 @@
  * Bounded memory with backpressure: the body is a Readable pulled by the socket
  * (`Readable.from` over an async generator): the generator runs only when the socket has taken
  * what was handed over, so a slow reader holds the export where it is — one page of hits
- * (a few thousand (key, seq) pairs) and one batch of events, never the whole result.
+ * (some thousands of (key, seq) pairs) and one read batch's lines, never the whole result.
  *
  * Speed: an export runs at the pace of the log reads and of turning events into bytes, so lines
  * are written by hand, straight into the Buffer handed to the socket ({@link LineWriter}: for
@@ -465,8 +465,11 @@ export function exportFilename(project: string, now: number, format: ExportForma
 export interface ExportSource {
   /** The next `limit` hits strictly after `after` (null: from the first). */
   search(after: SearchAfter | null, limit: number): Promise<SearchHit[]>
-  /** The events at these seqs (undefined: gone since the page was found), in that order. */
-  events(seqs: number[]): Promise<Array<PricedEvent | undefined>>
+  /**
+   * Visits the events at these seqs, in any order: `visit(i, e)` for `seqs[i]`; a seq whose
+   * event is gone since the page was found is not visited. `e` is not kept by the export.
+   */
+  each(seqs: number[], visit: (i: number, e: PricedEvent) => void): Promise<void>
 }
 
 export interface ExportOptions {
@@ -475,7 +478,7 @@ export interface ExportOptions {
   project: string
   /** Hits per search call. */
   pageSize: number
-  /** Events per log read (and per chunk handed to the socket). */
+  /** Events per log read: their lines are written as they are read (in log order), then put in the page's order. */
   readBatch?: number
   /** The first page, already fetched (so that a failure before any byte is a proper error answer). */
   first: SearchHit[]
@@ -493,6 +496,12 @@ async function* exportChunks(src: ExportSource, opts: ExportOptions): AsyncGener
   const batch = opts.readBatch ?? 1000
   // A full chunk, plus room for the line that fills it (a longer line grows the buffer).
   const out = new LineWriter(CHUNK_BYTES + 64 * 1024)
+  // One read batch's lines in the order the log hands its events over, and where each lies
+  // (`at[2i]`, `at[2i + 1]`: start and end of hit i's line, -1 for none). Events are read in log
+  // order and the export is in the page's: lines are kept rather than events (a decoded event
+  // is several times its line, and is garbage as soon as its line is written).
+  const lines = new LineWriter(1 << 20)
+  let at = new Int32Array(0)
   // A chunk is handed over as it lies in the writer's buffer (the writer starts a fresh one);
   // a small one (the end of a read batch) is copied, and the buffer written on.
   const chunk = () => {
@@ -508,11 +517,22 @@ async function* exportChunks(src: ExportSource, opts: ExportOptions): AsyncGener
     for (;;) {
       for (let i = 0; i < hits.length; i += batch) {
         const part = hits.slice(i, i + batch)
-        const events = await src.events(part.map((h) => h.seq))
-        for (const e of events) {
-          if (e === undefined || e.project !== opts.project) continue
-          if (csv) out.csv(e)
-          else out.ndjson(e)
+        if (at.length < part.length * 2) at = new Int32Array(part.length * 2)
+        at.fill(-1, 0, part.length * 2)
+        lines.reset()
+        await src.each(
+          part.map((h) => h.seq),
+          (k, e) => {
+            if (e.project !== opts.project) return
+            at[2 * k] = lines.length
+            if (csv) lines.csv(e)
+            else lines.ndjson(e)
+            at[2 * k + 1] = lines.length
+          }
+        )
+        for (let k = 0; k < part.length; k++) {
+          if (at[2 * k] < 0) continue
+          out.append(lines, at[2 * k], at[2 * k + 1])
           exportStats.events++
           if (out.length >= CHUNK_BYTES) yield out.take()
         }

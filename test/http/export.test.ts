@@ -292,9 +292,13 @@ function fakeSource(list: PricedEvent[]): ExportSource & { read: number; searche
       const from = after === null ? 0 : hits.findIndex((h) => h.key < after.key || (h.key === after.key && h.seq < after.seq))
       return from < 0 ? [] : hits.slice(from, from + limit)
     },
-    events: async (seqs: number[]) => {
+    each: async (seqs: number[], visit: (i: number, e: PricedEvent) => void) => {
       src.read += seqs.length
-      return seqs.map((s) => list.find((e) => e.seq === s))
+      // In another order than asked, as the log hands events over.
+      for (let i = seqs.length - 1; i >= 0; i--) {
+        const e = list.find((x) => x.seq === seqs[i])
+        if (e !== undefined) visit(i, e)
+      }
     }
   }
   return src
@@ -307,8 +311,8 @@ t.test('exportStream: pages through every hit, skips events gone or of another p
   const list = Array.from({ length: 23 }, (_, i) => priced(i, i === 4 ? { project: 'other' } : {}))
   const src = fakeSource(list)
   const gone = new Set([7])
-  const events = src.events
-  src.events = async (seqs) => (await events(seqs)).map((e) => (e !== undefined && gone.has(e.seq) ? undefined : e))
+  const each = src.each
+  src.each = (seqs, visit) => each(seqs, (i, e) => (gone.has(e.seq) ? undefined : visit(i, e)))
   const first = await src.search(null, 5)
   const stream = exportStream(src, { format: 'ndjson', project: 'default', pageSize: 5, readBatch: 2, first })
   let text = ''
