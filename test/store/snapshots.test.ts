@@ -1,5 +1,5 @@
 import t from 'tap'
-import { encodeSnapshot, decodeSnapshot, SNAPSHOT_VERSION, SHA256_VERSION } from '../../src/store/snapshots.js'
+import { encodeSnapshot, decodeSnapshot, SNAPSHOT_VERSION, PLAIN_VERSION, SHA256_VERSION } from '../../src/store/snapshots.js'
 
 const payload = { seq: 42, createdAt: 7, aggregators: [{ project: 'default', model: 'm', state: { v: 1, cols: new Float64Array([1.5, 2]) } }], alerts: { v: 1 } }
 
@@ -34,11 +34,78 @@ t.test('an older-format snapshot is refused by version, whatever its checksum sa
   t.match(decodeSnapshot(older), { ok: false, reason: new RegExp(`version ${SHA256_VERSION - 1} is not ${SNAPSHOT_VERSION}`) })
 })
 
+t.test('typed arrays are read as views of the stored bytes, every type, whatever lies before them', async (t) => {
+  // Odd-sized strings and arrays before each one: v8's own layout would put most at unaligned offsets.
+  const state = {
+    a: 'x',
+    f64: new Float64Array([1.5, -2, Number.MAX_VALUE]),
+    b: 'yyy',
+    u8: new Uint8Array([1, 2, 3]),
+    u32: new Uint32Array([7, 8, 2 ** 32 - 1]),
+    c: [1, 'z'],
+    i16: new Int16Array([-1, 300]),
+    u16: new Uint16Array([65535]),
+    i32: new Int32Array([-5]),
+    f32: new Float32Array([0.5]),
+    i8: new Int8Array([-128]),
+    c8: new Uint8ClampedArray([255]),
+    big: new BigInt64Array([-5n]),
+    ubig: new BigUint64Array([2n ** 64n - 1n]),
+    buf: Buffer.from('bytes'),
+    empty: new Float64Array(0),
+    // A view into a larger buffer, at an offset: only its own bytes are stored.
+    sub: new Float64Array([9, 10, 11, 12]).subarray(1, 3)
+  }
+  const p = { ...payload, aggregators: [{ project: 'default', model: 'm', state }] }
+  // As lmdb-js's get hands it over: a buffer of its own, at offset 0.
+  const buf = Buffer.from(encodeSnapshot(p))
+  t.equal(buf.readUInt32LE(4), SNAPSHOT_VERSION)
+  const r = decodeSnapshot(buf)
+  t.ok(r.ok)
+  if (!r.ok) return
+  const back = r.payload.aggregators[0].state as typeof state
+  t.same(back, state)
+  for (const [k, v] of Object.entries(back)) {
+    if (!ArrayBuffer.isView(v)) continue
+    t.equal(v.constructor, (state as Record<string, unknown>)[k]!.constructor, `${k}: same type`)
+    t.equal(v.buffer, buf.buffer, `${k}: a view of the stored bytes, not a copy`)
+  }
+  t.equal(back.sub.length, 2)
+  // Stored at an odd offset (not how LMDB hands it over), it still reads the same, by copies.
+  const odd = Buffer.alloc(buf.length + 1)
+  buf.copy(odd, 1)
+  const r2 = decodeSnapshot(odd.subarray(1))
+  t.ok(r2.ok)
+  if (r2.ok) t.same(r2.payload.aggregators[0].state, state)
+})
+
+t.test('a version-8 payload whose arrays point outside it is unreadable, not misread', async (t) => {
+  const buf = encodeSnapshot({ ...payload, aggregators: [{ project: 'default', model: 'm', state: { cols: new Float64Array(4) } }] })
+  // Cut the arrays' bytes, then make the checksum and length agree again: the damage is in the structure.
+  const { crc32 } = await import('node:zlib')
+  const cut = Buffer.from(buf.subarray(0, buf.length - 16))
+  cut.writeUInt32LE(crc32(cut.subarray(16)), 8)
+  cut.writeUInt32LE(cut.length - 16, 12)
+  t.match(decodeSnapshot(cut), { ok: false, reason: /unreadable: typed array out of bounds/ })
+})
+
+t.test('a snapshot of version 7 (typed arrays inside the serialisation) is still read', async (t) => {
+  t.equal(PLAIN_VERSION, SNAPSHOT_VERSION - 1)
+  const v7 = encodeSnapshot(payload, PLAIN_VERSION)
+  t.equal(v7.readUInt32LE(4), PLAIN_VERSION)
+  const r = decodeSnapshot(v7)
+  t.ok(r.ok)
+  if (r.ok) t.same(r.payload, payload)
+  const bad = Buffer.from(v7)
+  bad[v7.length - 1] ^= 1
+  t.match(decodeSnapshot(bad), { ok: false, reason: /checksum/ })
+})
+
 t.test('a snapshot of the last SHA-256 version is still read, and its damage still found', async (t) => {
-  t.equal(SHA256_VERSION, SNAPSHOT_VERSION - 1)
+  t.equal(SHA256_VERSION, PLAIN_VERSION - 1)
   const v6 = encodeSnapshot(payload, SHA256_VERSION)
   t.equal(v6.readUInt32LE(4), SHA256_VERSION)
-  t.equal(v6.length, encodeSnapshot(payload).length + 24, 'a 32-byte digest where version 7 has CRC and length')
+  t.equal(v6.length, encodeSnapshot(payload, PLAIN_VERSION).length + 24, 'a 32-byte digest where version 7 has CRC and length')
   const r = decodeSnapshot(v6)
   t.ok(r.ok)
   if (r.ok) t.same(r.payload, payload)
