@@ -87,9 +87,10 @@ const EXPORT_PAGE = { time: 20_000, latency: 50_000, cost: 50_000 } as const
 /**
  * Events per log read of an export: with events ingested out of time order, a page's events
  * lie in many records, each read once per batch, so larger batches read fewer records per
- * event; an export holds one batch's lines (~600 bytes an event). 20,000 against 5,000: an
- * export of 300,000 events in random time order went from ~100,000 to ~110,000 events/s
- * (/tmp script; bench/RESULTS.md for the bench).
+ * event; an export holds one batch's lines (~600 bytes an event). 20,000 against 5,000, when
+ * batches still held their decoded events: an export of 300,000 events in random time order
+ * went from 93,000–100,000 to 103,000–121,000 events/s (/tmp script); bench/RESULTS.md has the
+ * bench with lines kept instead.
  */
 const EXPORT_READ_BATCH = 20_000
 
