@@ -255,8 +255,8 @@ function decodeBody(buf: Buffer, what: string): { ok: true; value: unknown } | {
   }
 }
 
-/** Checks magic, version and checksum; returns the payload bytes or the reason they are unusable. */
-function check(buf: Buffer | undefined, magic: Buffer, what: string): { ok: true; body: Buffer } | { ok: false; reason: string } {
+/** Checks magic, version and checksum; ok, or the reason the value is unusable ({@link bodyOf} is its payload). */
+function check(buf: Buffer | undefined, magic: Buffer, what: string): { ok: true } | { ok: false; reason: string } {
   if (buf === undefined) return { ok: false, reason: `no ${what}` }
   if (buf.length < CRC_HEADER || !buf.subarray(0, 4).equals(magic)) return { ok: false, reason: `not a ${what} (bad magic)` }
   const version = buf.readUInt32LE(4)
@@ -268,7 +268,7 @@ function check(buf: Buffer | undefined, magic: Buffer, what: string): { ok: true
     version === SHA256_VERSION
       ? createHash('sha256').update(body).digest().equals(buf.subarray(8, SHA256_HEADER))
       : buf.readUInt32LE(12) === body.length && crc32(body) === buf.readUInt32LE(8)
-  return intact ? { ok: true, body } : damaged
+  return intact ? { ok: true } : damaged
 }
 
 /** The payload of a stored value whose version {@link check} accepted. */
