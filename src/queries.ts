@@ -354,6 +354,8 @@ interface GroupBy {
   keys(out: Array<number | string>, u: number, s: number, a: number, series: { model: string; provider: string }, e: PricedEvent | null): void
   /** The shown value of a key. */
   name(key: number | string): string | null
+  /** Number keys are ids below this (dictionary ids: sums kept in one array); 0 when keys are strings. */
+  ids: number
 }
 
 /** `by` as a GroupBy for the project, or null when `by` names no dimension (400 upstream). */
@@ -378,7 +380,7 @@ function groupBy(view: ProjectView | undefined, by: string): GroupBy | null {
   switch (by) {
     case 'model':
     case 'provider':
-      return { keys: (out, _u, _s, _a, series) => { out.length = 0; out.push(by === 'model' ? series.model : series.provider) }, name: (k) => String(k) }
+      return { keys: (out, _u, _s, _a, series) => { out.length = 0; out.push(by === 'model' ? series.model : series.provider) }, name: (k) => String(k), ids: 0 }
     case 'user_id':
     case 'session_id': {
       const dict = by === 'user_id' ? dims?.users : dims?.sessions
@@ -388,7 +390,8 @@ function groupBy(view: ProjectView | undefined, by: string): GroupBy | null {
           if (e !== null) out.push(canon(dict, by === 'user_id' ? e.user : e.session))
           else out.push(by === 'user_id' ? u : s)
         },
-        name: fromDict(dict)
+        name: fromDict(dict),
+        ids: idsOf(dict)
       }
     }
     case 'tag':
@@ -405,7 +408,8 @@ function groupBy(view: ProjectView | undefined, by: string): GroupBy | null {
           if (set !== undefined) for (let i = 0; i < set.length; i += 2) if (set[i] === 0) once(out, set[i + 1])
           if (out.length === 0) out.push(NULL_ID)
         },
-        name: fromDict(dims?.tags)
+        name: fromDict(dims?.tags),
+        ids: idsOf(dims?.tags)
       }
     default: {
       if (!by.startsWith('metadata.') || by.length === 'metadata.'.length) return null
@@ -425,11 +429,15 @@ function groupBy(view: ProjectView | undefined, by: string): GroupBy | null {
           if (set !== undefined && k >= 0) for (let i = 0; i < set.length; i += 2) if (set[i] === k + 1) return void out.push(set[i + 1])
           out.push(NULL_ID)
         },
-        name: fromDict(dict)
+        name: fromDict(dict),
+        ids: idsOf(dict)
       }
     }
   }
 }
+
+/** The bound of a dictionary's ids (0 null, 1 "(other)", 2… values). */
+const idsOf = (dict: ValueDictionary | undefined) => (dict === undefined ? 2 : dict.ids + 2)
 
 /** Whether a breakdown by `by` must read the log (a metadata key past the key cap). */
 function groupNeedsLog(view: ProjectView | undefined, by: string): boolean {
@@ -462,7 +470,7 @@ export function breakdown(source: QuerySource | AnalyticsReader, q: RangeQuery, 
   named.sort(bySortOrder(sort))
   const shown = named.slice(0, limit)
   const rest = named.slice(limit)
-  const sketches = new Map<number | string, LatencySketch>()
+  const sketches = new SketchByKey(g.ids)
   for (const x of shown) sketches.set(x.key, LatencySketch.dense())
   let other: Aggregate | null = null
   if (rest.length > 0) {
@@ -472,11 +480,9 @@ export function breakdown(source: QuerySource | AnalyticsReader, q: RangeQuery, 
   }
   // Second pass: sketches of the shown groups and of `other` (a row in several groups, by tag, counts in each).
   if (shown.length > 0 || other !== null) {
+    const otherSketch = other?.sketch
     run((v, _flags, ks) => {
-      for (const k of ks) {
-        const sk = sketches.get(k) ?? other?.sketch
-        sk?.record(v[5])
-      }
+      for (let i = 0; i < ks.length; i++) (sketches.get(ks[i]) ?? otherSketch)?.record(v[5])
     })
   }
   return {
@@ -513,12 +519,12 @@ export function breakdownMany(source: QuerySource | AnalyticsReader, q: RangeQue
   const named = sumGroups(run, g)
   const shownBySort = new Map<BreakdownSort, typeof named>()
   for (const sort of sorts) shownBySort.set(sort, [...named].sort(bySortOrder(sort)).slice(0, limit))
-  const sk = new Map<number | string, LatencySketch>()
+  const sk = new SketchByKey(g.ids)
   if (sketches) {
     for (const shown of shownBySort.values()) for (const x of shown) if (!sk.has(x.key)) sk.set(x.key, LatencySketch.dense())
     if (sk.size > 0) {
       run((v, _flags, ks) => {
-        for (const k of ks) sk.get(k)?.record(v[5])
+        for (let i = 0; i < ks.length; i++) sk.get(ks[i])?.record(v[5])
       })
     }
   }
@@ -551,12 +557,23 @@ function groupScan(src: QuerySource, project: string, q: RangeQuery, view: Proje
   }
 }
 
-/** A group's sums ({@link ACC} words) from one pass of `run`; `total`, when given, gets every row once. */
+/**
+ * A group's sums ({@link ACC} words) from one pass of `run`; `total`, when given, gets every row
+ * once. Keys that are dictionary ids (below `g.ids`) are summed in one array, indexed by id (a
+ * breakdown by user has up to 100,000 groups: no map lookup per row); other keys in a map.
+ */
 function sumGroups(run: GroupScan, g: GroupBy, total?: Aggregate): Array<{ key: number | string; acc: Float64Array; value: string | null }> {
+  const ids = g.ids
+  const dense = new Float64Array(ids * ACC)
   const groups = new Map<number | string, Float64Array>()
   run((v, flags, ks) => {
     if (total !== undefined) addValues(total, v, flags)
-    for (const k of ks) {
+    for (let i = 0; i < ks.length; i++) {
+      const k = ks[i]
+      if (typeof k === 'number' && k < ids) {
+        addSums(dense, k * ACC, v, flags)
+        continue
+      }
       let acc = groups.get(k)
       if (acc === undefined) {
         acc = new Float64Array(ACC)
@@ -565,7 +582,38 @@ function sumGroups(run: GroupScan, g: GroupBy, total?: Aggregate): Array<{ key: 
       addSums(acc, 0, v, flags)
     }
   })
-  return [...groups].map(([key, acc]) => ({ key, acc, value: g.name(key) }))
+  const out: Array<{ key: number | string; acc: Float64Array; value: string | null }> = []
+  // A group with a row has requests ≥ 1.
+  for (let id = 0; id < ids; id++) if (dense[id * ACC] > 0) out.push({ key: id, acc: dense.subarray(id * ACC, id * ACC + ACC), value: g.name(id) })
+  for (const [key, acc] of groups) out.push({ key, acc, value: g.name(key) })
+  return out
+}
+
+/** Per group key, a sketch (or none): dictionary ids in an array indexed by id, other keys in a map. */
+class SketchByKey {
+  readonly #ids: number
+  readonly #dense: Array<LatencySketch | undefined>
+  readonly #map = new Map<number | string, LatencySketch>()
+  size = 0
+
+  constructor(ids: number) {
+    this.#ids = ids
+    this.#dense = new Array<LatencySketch | undefined>(ids)
+  }
+
+  get(k: number | string): LatencySketch | undefined {
+    return typeof k === 'number' && k < this.#ids ? this.#dense[k] : this.#map.get(k)
+  }
+
+  set(k: number | string, sk: LatencySketch): void {
+    if (this.get(k) === undefined) this.size++
+    if (typeof k === 'number' && k < this.#ids) this.#dense[k] = sk
+    else this.#map.set(k, sk)
+  }
+
+  has(k: number | string): boolean {
+    return this.get(k) !== undefined
+  }
 }
 
 /** Breakdown order: largest first by `sort`, ties by value (JavaScript string order). */
@@ -590,32 +638,31 @@ function breakdownFromTotals(src: QuerySource, view: ProjectView | undefined, q:
   if (all - total.totals.requests > total.totals.requests) return null
   const allTime = view.totals(dim)
   if (allTime === null) return null
-  // Rows outside the range, per value (few: the range holds most events), with their latencies.
-  const outside = new Map<number, Float64Array>()
-  const outsideSketches = new Map<number, LatencySketch>()
-  const minus: RowVisitor = (v, flags, u, s) => {
-    const id = dim === 'user' ? u : s
-    let acc = outside.get(id)
-    if (acc === undefined) outside.set(id, (acc = new Float64Array(ACC)))
-    addSums(acc, 0, v, flags)
-    let sk = outsideSketches.get(id)
-    if (sk === undefined) outsideSketches.set(id, (sk = new LatencySketch()))
-    sk.record(v[5])
-  }
+  const stores: SeriesStore[] = []
   for (const agg of view.aggregators()) {
     for (const store of agg.view().values()) {
       if (!store.rowsAvailable(-Infinity, q.start) || !store.rowsAvailable(q.end, Infinity)) return null
-      store.scanRows(-Infinity, q.start, minus)
-      store.scanRows(q.end, Infinity, minus)
+      stores.push(store)
     }
   }
+  /** Every row outside the range (the range holds most events: these are the fewer). */
+  const eachOutside = (visit: RowVisitor) => {
+    for (const store of stores) {
+      store.scanRows(-Infinity, q.start, visit)
+      store.scanRows(q.end, Infinity, visit)
+    }
+  }
+  // First pass: each value's sums outside the range, in one array indexed by id.
+  const ids = allTime.top
+  const outside = new Float64Array(ids * ACC)
+  eachOutside((v, flags, u, s) => {
+    const id = dim === 'user' ? u : s
+    if (id < ids) addSums(outside, id * ACC, v, flags)
+  })
   const a = allTime.totals
   const metric = sort === 'cost' ? 7 : sort === 'requests' ? 0 : 3
-  const valueOf = (id: number) => {
-    const d = outside.get(id)
-    return a[id * DIM_FIELDS + metric] - (d === undefined ? 0 : d[metric])
-  }
-  const requestsOf = (id: number) => a[id * DIM_FIELDS] - (outside.get(id)?.[0] ?? 0)
+  const valueOf = (id: number) => a[id * DIM_FIELDS + metric] - outside[id * ACC + metric]
+  const requestsOf = (id: number) => a[id * DIM_FIELDS] - outside[id * ACC]
   // The first `limit` by (metric desc, value asc), kept in a bounded list (limit ≤ 1000).
   const before = (x: number, y: number) => {
     const dx = valueOf(x)
@@ -624,7 +671,7 @@ function breakdownFromTotals(src: QuerySource, view: ProjectView | undefined, q:
   }
   const top: number[] = []
   let count = 0
-  for (let id = 0; id < allTime.top; id++) {
+  for (let id = 0; id < ids; id++) {
     if (requestsOf(id) <= 0) continue
     count++
     if (top.length === limit && !before(id, top[top.length - 1])) continue
@@ -638,17 +685,30 @@ function breakdownFromTotals(src: QuerySource, view: ProjectView | undefined, q:
   }
   const totalsOf = (id: number): Totals => {
     const acc = a.slice(id * DIM_FIELDS, id * DIM_FIELDS + DIM_FIELDS)
-    const d = outside.get(id)
-    if (d !== undefined) for (let i = 0; i < ACC; i++) acc[i] -= d[i]
+    for (let i = 0; i < ACC; i++) acc[i] -= outside[id * ACC + i]
     return accTotals(acc)
   }
-  // Each shown value's sketch: its all-time one minus its latencies outside the range.
+  // Each shown value's sketch: its all-time one minus its latencies outside the range (a second
+  // pass over the rows outside, recording only the shown values' latencies).
+  const outsideSketches: Array<LatencySketch | undefined> = new Array(ids)
+  let anyOutside = false
+  for (const id of top) {
+    if (outside[id * ACC] > 0) {
+      outsideSketches[id] = new LatencySketch()
+      anyOutside = true
+    }
+  }
+  if (anyOutside) {
+    eachOutside((v, _flags, u, s) => {
+      outsideSketches[dim === 'user' ? u : s]?.record(v[5])
+    })
+  }
   const sketches = new Map<number, LatencySketch>()
   for (const id of top) {
     const sk = LatencySketch.dense()
     const whole = allTime.sketch(id)
     if (whole !== undefined) sk.merge(whole)
-    const out = outsideSketches.get(id)
+    const out = outsideSketches[id]
     if (out !== undefined) sk.subtract(out)
     sketches.set(id, sk)
   }
