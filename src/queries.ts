@@ -373,6 +373,14 @@ function groupBy(view: ProjectView | undefined, by: string): GroupBy | null {
     if (id !== undefined) return id
     return dict?.capped === true ? OTHER_ID : value
   }
+  /**
+   * Makes `out` the one key `k`. Not `out.length = 0; out.push(k)`: setting an array's length is
+   * a runtime call and may drop its backing store, which the push then allocates again, per row.
+   */
+  const only = (out: Array<number | string>, k: number | string) => {
+    if (out.length !== 1) out.length = 1
+    out[0] = k
+  }
   /** Adds a key once (an event with two tags past the cap counts once in "(other)"). */
   const once = (out: Array<number | string>, k: number | string) => {
     if (!out.includes(k)) out.push(k)
@@ -380,16 +388,12 @@ function groupBy(view: ProjectView | undefined, by: string): GroupBy | null {
   switch (by) {
     case 'model':
     case 'provider':
-      return { keys: (out, _u, _s, _a, series) => { out.length = 0; out.push(by === 'model' ? series.model : series.provider) }, name: (k) => String(k), ids: 0 }
+      return { keys: (out, _u, _s, _a, series) => only(out, by === 'model' ? series.model : series.provider), name: (k) => String(k), ids: 0 }
     case 'user_id':
     case 'session_id': {
       const dict = by === 'user_id' ? dims?.users : dims?.sessions
       return {
-        keys: (out, u, s, _a, _series, e) => {
-          out.length = 0
-          if (e !== null) out.push(canon(dict, by === 'user_id' ? e.user : e.session))
-          else out.push(by === 'user_id' ? u : s)
-        },
+        keys: (out, u, s, _a, _series, e) => only(out, e !== null ? canon(dict, by === 'user_id' ? e.user : e.session) : by === 'user_id' ? u : s),
         name: fromDict(dict),
         ids: idsOf(dict)
       }
@@ -418,16 +422,14 @@ function groupBy(view: ProjectView | undefined, by: string): GroupBy | null {
       const dict = k >= 0 ? dims?.metaValues(k) : undefined
       return {
         keys: (out, _u, _s, a, _series, e) => {
-          out.length = 0
           if (e !== null) {
             const v = e.meta !== null && Object.hasOwn(e.meta, key) ? metadataValue(e.meta[key]) : null
-            out.push(canon(dict, v))
-            return
+            return only(out, canon(dict, v))
           }
-          if (a === OTHER_ID) return void out.push(OTHER_ID)
+          if (a === OTHER_ID) return only(out, OTHER_ID)
           const set = dims?.attrSet(a)
-          if (set !== undefined && k >= 0) for (let i = 0; i < set.length; i += 2) if (set[i] === k + 1) return void out.push(set[i + 1])
-          out.push(NULL_ID)
+          if (set !== undefined && k >= 0) for (let i = 0; i < set.length; i += 2) if (set[i] === k + 1) return only(out, set[i + 1])
+          only(out, NULL_ID)
         },
         name: fromDict(dict),
         ids: idsOf(dict)
