@@ -129,3 +129,35 @@ t.test('breakdowns and filtered metrics equal a naive scan, per project, with ca
   t.equal(bad.statusCode, 400)
   t.match(bad.json().details[0].path, '(query) colour')
 })
+
+t.test('a breakdown by user over most of the events (all-time totals minus the rows outside) equals a naive scan, every sort', async (t) => {
+  const app = await makeApp(t)
+  const inject = (url: string) => app.app.inject({ method: 'GET', url, headers: adminHeaders })
+  const events = makeEvents(600, 23)
+  t.equal((await app.app.inject({ method: 'POST', url: '/events/batch', headers: adminHeaders, payload: events.map(body) })).statusCode, 202)
+  // The range holds ~5/6 of the events: the path that reads only the rows outside it.
+  const [s, e] = [base + 12 * 3_600_000 + 17, base + 3 * 86_400_000]
+  const inRange = events.filter((x) => x.ts >= s && x.ts < e)
+  t.ok(inRange.length > events.length / 2 && inRange.length < events.length, `the range holds most events but not all (${inRange.length} of ${events.length})`)
+  const byUser = new Map<string | null, Sent[]>()
+  for (const x of inRange) byUser.set(x.user, [...(byUser.get(x.user) ?? []), x])
+  const nanos = (xs: Sent[]) => xs.reduce((a, x) => a + Math.round(x.cost * 1e9), 0)
+  const metric = { cost: nanos, requests: (xs: Sent[]) => xs.length, tokens: (xs: Sent[]) => xs.reduce((a, x) => a + x.prompt + 7, 0) }
+  for (const sort of ['cost', 'requests', 'tokens'] as const) {
+    const b = (await inject(`/analytics/breakdown?by=user_id&start_time=${s}&end_time=${e}&limit=3&sort=${sort}`)).json()
+    const want = [...byUser].sort((x, y) => metric[sort](y[1]) - metric[sort](x[1]) || (x[0] === null ? 1 : y[0] === null ? -1 : x[0] < y[0] ? -1 : 1)).slice(0, 3)
+    t.same(b.groups.map((g: { value: string | null }) => g.value), want.map((w) => w[0]), `sort=${sort}: the first 3 users`)
+    for (const [i, g] of b.groups.entries()) {
+      const xs = want[i][1]
+      t.equal(g.requests, xs.length, `sort=${sort} ${g.value} requests`)
+      t.equal(g.total_cost, nanos(xs) / 1e9, `sort=${sort} ${g.value} cost`)
+      const rate = xs.filter((x) => x.error).length / xs.length
+      t.ok(Math.abs(g.error_rate - rate) < 0.001, `sort=${sort} ${g.value} error rate ${g.error_rate} ~ ${rate}`)
+      const p95 = rank(xs.map((x) => x.latency), 0.95)
+      t.ok(Math.abs(g.p95_latency_ms - p95) <= p95 * 0.011 + 0.001, `sort=${sort} ${g.value} p95 ${g.p95_latency_ms} ~ ${p95}`)
+    }
+    const rest = inRange.length - b.groups.reduce((a: number, g: { requests: number }) => a + g.requests, 0)
+    t.equal(b.other?.requests ?? 0, rest, `sort=${sort}: other holds the rest`)
+    t.equal(b.total.requests, inRange.length, `sort=${sort}: total`)
+  }
+})
