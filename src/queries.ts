@@ -467,8 +467,11 @@ export function breakdown(source: QuerySource | AnalyticsReader, q: RangeQuery, 
   const fast = breakdownFromTotals(src, view, q, by, sort, limit, g)
   if (fast !== null) return fast
   const run = groupScan(src, project, q, view, by, g)
-  const total = { totals: createTotals(), sketch: LatencySketch.dense() }
-  const named = sumGroups(run, g, total)
+  // Without row filters the range's total comes from the hour and day aggregates (the same
+  // buckets and exact min/max as its rows recorded one by one), not from every row of the scan.
+  const rowsTotal = needsRows(q) ? { totals: createTotals(), sketch: LatencySketch.dense() } : undefined
+  const named = sumGroups(run, g, rowsTotal)
+  const total = rowsTotal ?? metrics(src, q)
   named.sort(bySortOrder(sort))
   const shown = named.slice(0, limit)
   const rest = named.slice(limit)
