@@ -284,8 +284,9 @@ export class Topology implements AnalyticsReader {
     if (have !== null) return have
     const stores = [...part.aggregators.values()].flatMap((a) => [...a.view().values()])
     if (stores.some((s) => s.coarseHours > 0)) return null
-    const totals = new DimTotals()
-    for (const store of stores) store.scanRows(-Infinity, Infinity, (v, flags, user, session) => totals.add(dim === 'user' ? user : session, v, flags))
+    const totals = DimTotals.build((visit) => {
+      for (const store of stores) store.scanRows(-Infinity, Infinity, (v, flags, user, session) => visit(dim === 'user' ? user : session, v, flags))
+    })
     if (dim === 'user') part.userTotals = totals
     else part.sessionTotals = totals
     return totals

@@ -45,6 +45,35 @@ export class DimTotals {
     ;(this.#sketches[id] ??= new LatencySketch()).record(v[5])
   }
 
+  /**
+   * The totals of every row `eachRow` visits (the same as {@link DimTotals.add} for each), built
+   * value by value: first every value's sums, then the rows' latencies laid out by value (a
+   * counting sort into one array of 8 bytes a row, dropped after), then each value's sketch from
+   * its latencies at once. Adding row by row touched a random value's sketch per row (memory
+   * bound: ~6 s for 10M rows of 100,000 users).
+   */
+  static build(eachRow: (visit: (id: number, v: ArrayLike<number>, flags: number) => void) => void): DimTotals {
+    const t = new DimTotals()
+    let rows = 0
+    eachRow((id, v, flags) => {
+      if (id >= t.#top) t.#reserve(id + 1)
+      addSums(t.#acc, id * DIM_FIELDS, v, flags)
+      rows++
+    })
+    const top = t.#top
+    const acc = t.#acc
+    // Where each value's latencies start (the requests column counts its rows).
+    const at = new Float64Array(top + 1)
+    for (let id = 0; id < top; id++) at[id + 1] = at[id] + acc[id * DIM_FIELDS]
+    const next = at.slice(0, top)
+    const latencies = new Float64Array(rows)
+    eachRow((id, v) => {
+      latencies[next[id]++] = v[5]
+    })
+    for (let id = 0; id < top; id++) if (at[id + 1] > at[id]) t.#sketches[id] = LatencySketch.ofValues(latencies.subarray(at[id], at[id + 1]))
+    return t
+  }
+
   /** Value `id`'s all-time latency sketch (read only), or undefined when it has no event. */
   sketch(id: number): LatencySketch | undefined {
     return this.#sketches[id]
