@@ -115,7 +115,9 @@ t.test('an export posted back to the server it came from changes nothing (its ow
   const mirror = await a.app.inject({ method: 'POST', url: '/events/batch', headers: { ...adminHeaders, 'x-llmscope-project': 'mirror' }, payload: exported.slice(0, 3) })
   t.match(mirror.json(), { accepted: 3, duplicates: 0 })
   // An id shaped like ours that this log does not hold (another server's, a made-up one) is just a key.
-  const foreign = exported[0].id.replace(/_[^_]+$/, '_ZZZZZZZZZZZZ')
+  // Its 12 random characters replaced (they may hold '_' themselves: nanoid's alphabet has it).
+  const foreign = exported[0].id.slice(0, -12) + 'ZZZZZZZZZZZZ'
+  t.not(foreign, exported[0].id, 'the made-up id differs from the exported one')
   const other = await a.app.inject({ method: 'POST', url: '/events/ingest', headers: adminHeaders, payload: event({ id: foreign }) })
   t.not(other.json().event_id, exported[0].id)
   const beyond = await a.app.inject({ method: 'POST', url: '/events/ingest', headers: adminHeaders, payload: event({ id: 'evt_zzzzz_AAAAAAAAAAAA' }) })
