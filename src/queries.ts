@@ -650,24 +650,13 @@ function breakdownFromTotals(src: QuerySource, view: ProjectView | undefined, q:
       stores.push(store)
     }
   }
-  /** Every row outside the range (the range holds most events: these are the fewer). */
-  const eachOutside = (visit: RowVisitor) => {
-    for (const store of stores) {
-      store.scanRows(-Infinity, q.start, visit)
-      store.scanRows(q.end, Infinity, visit)
-    }
-  }
   // First pass: each value's sums outside the range, in one array indexed by id.
   const ids = allTime.top
-  const outside = new Float64Array(ids * ACC)
-  eachOutside((v, flags, u, s) => {
-    const id = dim === 'user' ? u : s
-    if (id < ids) addSums(outside, id * ACC, v, flags)
-  })
+  const outside = sumsOutside(stores, q, dim, ids)
   const a = allTime.totals
   const metric = sort === 'cost' ? 7 : sort === 'requests' ? 0 : 3
-  const valueOf = (id: number) => a[id * DIM_FIELDS + metric] - outside[id * ACC + metric]
-  const requestsOf = (id: number) => a[id * DIM_FIELDS] - outside[id * ACC]
+  const valueOf = (id: number) => a[id * DIM_FIELDS + metric] - outside[id * DIM_FIELDS + metric]
+  const requestsOf = (id: number) => a[id * DIM_FIELDS] - outside[id * DIM_FIELDS]
   // The first `limit` by (metric desc, value asc), kept in a bounded list (limit ≤ 1000).
   const before = (x: number, y: number) => {
     const dx = valueOf(x)
@@ -690,7 +679,7 @@ function breakdownFromTotals(src: QuerySource, view: ProjectView | undefined, q:
   }
   const totalsOf = (id: number): Totals => {
     const acc = a.slice(id * DIM_FIELDS, id * DIM_FIELDS + DIM_FIELDS)
-    for (let i = 0; i < ACC; i++) acc[i] -= outside[id * ACC + i]
+    for (let i = 0; i < DIM_FIELDS; i++) acc[i] -= outside[id * DIM_FIELDS + i]
     return accTotals(acc)
   }
   // Each shown value's sketch: its all-time one minus its latencies outside the range (a second
@@ -698,13 +687,13 @@ function breakdownFromTotals(src: QuerySource, view: ProjectView | undefined, q:
   const outsideSketches: Array<LatencySketch | undefined> = new Array(ids)
   let anyOutside = false
   for (const id of top) {
-    if (outside[id * ACC] > 0) {
+    if (outside[id * DIM_FIELDS] > 0) {
       outsideSketches[id] = new LatencySketch()
       anyOutside = true
     }
   }
   if (anyOutside) {
-    eachOutside((v, _flags, u, s) => {
+    rowsOutside(stores, q, (v, _flags, u, s) => {
       outsideSketches[dim === 'user' ? u : s]?.record(v[5])
     })
   }
@@ -737,6 +726,29 @@ function breakdownFromTotals(src: QuerySource, view: ProjectView | undefined, q:
   return { by, groups, other, total, count }
 }
 
+/** Every row of `stores` outside [q.start, q.end) (a range holding most events: these are the fewer). */
+function rowsOutside(stores: readonly SeriesStore[], q: RangeQuery, visit: RowVisitor): void {
+  for (const store of stores) {
+    store.scanRows(-Infinity, q.start, visit)
+    store.scanRows(q.end, Infinity, visit)
+  }
+}
+
+/**
+ * Each user's (or session's) sums over the rows of `stores` outside [q.start, q.end), in one
+ * array of {@link DIM_FIELDS} words per id below `ids` (the layout of DimTotals): what a
+ * range holding most events leaves out of the all-time totals. One array, not an entry per
+ * value: a breakdown by user has up to 100,000 of them.
+ */
+function sumsOutside(stores: readonly SeriesStore[], q: RangeQuery, dim: 'user' | 'session', ids: number): Float64Array {
+  const outside = new Float64Array(ids * DIM_FIELDS)
+  rowsOutside(stores, q, (v, flags, u, s) => {
+    const id = dim === 'user' ? u : s
+    if (id < ids) addSums(outside, id * DIM_FIELDS, v, flags)
+  })
+  return outside
+}
+
 /** Ascending by value, JavaScript string order; the null group last. */
 function cmpValue(a: string | null, b: string | null): number {
   if (a === b) return 0
@@ -753,7 +765,7 @@ export function dimensions(source: QuerySource | AnalyticsReader, project: strin
 /** Re-exported for routes that merge partial answers. */
 export { mergeInto, createAggregate }
 /** For the cluster's partial answers (analytics/partials.ts): the same row reads and grouping as here. */
-export { scan, scanLog, groupBy, groupNeedsLog, cmpValue }
+export { scan, scanLog, groupBy, groupNeedsLog, cmpValue, sumsOutside }
 
 const round = (x: number, digits = 3) => {
   const f = 10 ** digits

@@ -36,7 +36,7 @@
  * timeseries): {@link chunk} and {@link unchunk} split and join a reply.
  */
 import { randomUUID } from 'node:crypto'
-import { metrics, costs, timeseries, isBreakdownDimension, scan, scanLog, groupBy, groupNeedsLog, cmpValue, type Breakdown, type BreakdownSort, type QuerySource, type RangeQuery } from '../queries.js'
+import { metrics, costs, timeseries, isBreakdownDimension, scan, scanLog, groupBy, groupNeedsLog, cmpValue, sumsOutside, type Breakdown, type BreakdownSort, type QuerySource, type RangeQuery } from '../queries.js'
 import { addSums, addValues, mergeInto, mergeTimeseries, type Aggregate, type TimeBucket } from './aggregate.js'
 import type { RowVisitor } from './series.js'
 import { createTotals, type Totals } from './totals.js'
@@ -440,24 +440,14 @@ function answerBreakdown(src: QuerySource, q: RangeQuery, by: string): Breakdown
       const allTime = view.totals(dim)
       if (allTime !== null) {
         total = inRange
-        const outside = new Map<number, Float64Array>()
-        const minus: RowVisitor = (v, flags, u, s) => {
-          const id = dim === 'user' ? u : s
-          let acc = outside.get(id)
-          if (acc === undefined) outside.set(id, (acc = new Float64Array(FIELDS)))
-          addSums(acc, 0, v, flags)
-        }
-        for (const store of list) {
-          store.scanRows(-Infinity, q.start, minus)
-          store.scanRows(q.end, Infinity, minus)
-        }
+        const outside = sumsOutside(list, q, dim, allTime.top)
         const a = allTime.totals
         const dict = dim === 'user' ? view.dims.users : view.dims.sessions
         for (let id = 0; id < allTime.top; id++) {
-          const d = outside.get(id)
-          if (a[id * DIM_FIELDS] - (d === undefined ? 0 : d[0]) <= 0) continue
+          const d = id * DIM_FIELDS
+          if (a[d] - outside[d] <= 0) continue
           const o = slot(dict.value(id))
-          for (let i = 0; i < FIELDS; i++) sums[o + i] += a[id * DIM_FIELDS + i] - (d === undefined ? 0 : d[i])
+          for (let i = 0; i < FIELDS; i++) sums[o + i] += a[d + i] - outside[d + i]
         }
       }
     }
