@@ -84,11 +84,11 @@ const inProject = (project: string, over: Partial<SubscriptionFilter> = {}): Sub
 const ALL = inProject('default')
 const alert = (project: string, rule: string): AlertNotice => ({ type: 'alert', project, rule_id: rule, rule_name: `rule ${rule}`, state: 'firing', value: 2, threshold: 1, at: '2026-01-01T00:00:00.000Z' })
 
-/** Waits (polling) until `cond` holds; fails naming `what` after `ms`. */
-async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 20_000): Promise<void> {
+/** Waits (polling) until `cond` holds; fails naming `what` (a function: read at the timeout, with the state it saw) after `ms`. */
+async function until(cond: () => boolean | Promise<boolean>, what: string | (() => string), ms = 20_000): Promise<void> {
   const deadline = Date.now() + ms
   while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`)
+    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${typeof what === 'string' ? what : what()}`)
     await new Promise((r) => setTimeout(r, 10))
   }
 }
@@ -425,7 +425,7 @@ t.test('ClusterFeed on JetStream', async (t) => {
     t.equal(stored.length, 180)
     t.same(stored.map((e) => e.seq), Array.from({ length: 180 }, (_, i) => before + 1 + i), 'the stream gave seqs 4..183')
     const last = stored[stored.length - 1]!.seq
-    await until(() => b.lastSeq === last, 'the broadcaster handled the last seq')
+    await until(() => b.lastSeq === last, () => `the broadcaster handled the last seq (${last}; it is at ${b.lastSeq}, replayed ${b.broadcastStats.replayedMessages} messages)`)
     await until(() => subA.events().length + subB.events().length === 180, 'every event reached a subscriber')
     const want = (p: string) => stored.filter((e) => e.project === p).map((e) => JSON.parse(eventMessage(price(e))))
     t.same(subA.events(), want('a'), "project a's subscriber: every a event, in seq order, every field")
@@ -456,7 +456,7 @@ t.test('ClusterFeed on JetStream', async (t) => {
     stop = true
     await writer
     const last = appended.reduce((m, e) => Math.max(m, e.seq), 0)
-    await until(() => b.lastSeq === last, 'the broadcaster handled the last seq')
+    await until(() => b.lastSeq === last, () => `the broadcaster handled the last seq (${last}; it is at ${b.lastSeq}, replayed ${b.broadcastStats.replayedMessages} messages)`)
     await until(() => resumed.seqs().at(-1) === appended.filter((e) => e.project === 'a').reduce((m, e) => Math.max(m, e.seq), 0), 'resumed got the last a event')
     await until(() => fromStart.seqs().at(-1) === appended.filter((e) => e.project === 'b').reduce((m, e) => Math.max(m, e.seq), 0), 'fromStart got the last b event')
     const all = [...appended].sort((x, y) => x.seq - y.seq)
